@@ -1,0 +1,254 @@
+//! The plugin sections of a host's TOML config: `[plugins]`, `[scheduler]`, `[reclaimer]`.
+//!
+//! Raw serde structs (unknown keys refused) are compiled by [`RuntimeConfig::compile`] into a
+//! validated config, reporting every problem at once. Other top-level tables belong to the host and
+//! are left to it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::limits::LimitValues;
+
+#[derive(Debug, Default, Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    plugins: Option<RawPlugins>,
+    #[serde(default)]
+    scheduler: Option<RawScheduler>,
+    #[serde(default)]
+    reclaimer: Option<RawReclaimer>,
+    #[serde(flatten)]
+    _host: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    #[serde(default = "default_dir")]
+    dir: PathBuf,
+    #[serde(default = "default_watch")]
+    watch: bool,
+    #[serde(default = "default_call_timeout_ms")]
+    call_timeout_ms: u64,
+    #[serde(default = "default_setup_timeout_ms")]
+    setup_timeout_ms: u64,
+    #[serde(default = "default_memory_limit_mb")]
+    memory_limit_mb: u64,
+    #[serde(default = "default_quarantine_after")]
+    quarantine_after: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduler {
+    strategy: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReclaimer {
+    policy: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(default = "default_interval_ms")]
+    interval_ms: u64,
+}
+
+fn default_dir() -> PathBuf {
+    PathBuf::from("./plugins")
+}
+fn default_watch() -> bool {
+    true
+}
+fn default_call_timeout_ms() -> u64 {
+    LimitValues::default().call_timeout_ms
+}
+fn default_setup_timeout_ms() -> u64 {
+    LimitValues::default().setup_timeout_ms
+}
+fn default_memory_limit_mb() -> u64 {
+    LimitValues::default().memory_limit_mb
+}
+fn default_quarantine_after() -> u32 {
+    LimitValues::default().quarantine_after
+}
+fn default_interval_ms() -> u64 {
+    10_000
+}
+
+/// A plugin selected for a role, with its JSON configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// The plugin name.
+    pub name: String,
+    /// Its configuration as a JSON object (`{}` when none).
+    pub config_json: String,
+}
+
+/// The validated plugin configuration of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuntimeConfig {
+    /// The plugin directory (relative paths are relative to the config file). Restart to change.
+    pub dir: PathBuf,
+    /// Whether the directory and the config file are watched. Restart to change.
+    pub watch: bool,
+    /// Call limits (hot-reloadable).
+    pub limits: LimitValues,
+    /// The scheduling strategy (hot-reloadable).
+    pub scheduler: Option<Selection>,
+    /// The reclamation policy (hot-reloadable).
+    pub reclaimer: Option<Selection>,
+    /// How often a Spearlet asks its reclamation policy (hot-reloadable).
+    pub reclaim_interval_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_dir(),
+            watch: default_watch(),
+            limits: LimitValues::default(),
+            scheduler: None,
+            reclaimer: None,
+            reclaim_interval_ms: default_interval_ms(),
+        }
+    }
+}
+
+/// Keys whose change needs a restart.
+pub const RESTART_KEYS: &[&str] = &["plugins.dir", "plugins.watch"];
+
+fn table_to_json(table: Option<toml::Table>, key: &str, errors: &mut Vec<String>) -> String {
+    let table = table.unwrap_or_default();
+    match serde_json::to_string(&table) {
+        Ok(json) => json,
+        Err(e) => {
+            errors.push(format!("{key}: cannot be expressed as JSON: {e}"));
+            "{}".into()
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Parse and validate TOML text. `base` resolves a relative `plugins.dir`.
+    pub fn compile(text: &str, base: Option<&Path>) -> Result<Self> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| Error::Config {
+            errors: vec![e.to_string().trim().replace('\n', " ")],
+        })?;
+        let mut errors = Vec::new();
+        let mut config = RuntimeConfig::default();
+        if let Some(p) = raw.plugins {
+            if p.call_timeout_ms == 0 {
+                errors.push("plugins.call_timeout_ms: must be at least 1".into());
+            }
+            if p.setup_timeout_ms < p.call_timeout_ms {
+                errors.push("plugins.setup_timeout_ms: must be at least plugins.call_timeout_ms".into());
+            }
+            if p.memory_limit_mb == 0 || p.memory_limit_mb > 4096 {
+                errors.push("plugins.memory_limit_mb: must be between 1 and 4096".into());
+            }
+            if p.quarantine_after == 0 {
+                errors.push("plugins.quarantine_after: must be at least 1".into());
+            }
+            config.dir = p.dir;
+            config.watch = p.watch;
+            config.limits = LimitValues {
+                call_timeout_ms: p.call_timeout_ms,
+                setup_timeout_ms: p.setup_timeout_ms,
+                memory_limit_mb: p.memory_limit_mb,
+                quarantine_after: p.quarantine_after,
+            };
+        }
+        if let Some(base) = base
+            && config.dir.is_relative()
+        {
+            config.dir = base.join(&config.dir);
+        }
+        if let Some(s) = raw.scheduler {
+            if s.strategy.trim().is_empty() {
+                errors.push("scheduler.strategy: must name a plugin".into());
+            }
+            config.scheduler = Some(Selection {
+                name: s.strategy,
+                config_json: table_to_json(s.config, "scheduler.config", &mut errors),
+            });
+        }
+        if let Some(r) = raw.reclaimer {
+            if r.policy.trim().is_empty() {
+                errors.push("reclaimer.policy: must name a plugin".into());
+            }
+            if r.interval_ms == 0 {
+                errors.push("reclaimer.interval_ms: must be at least 1".into());
+            }
+            config.reclaim_interval_ms = r.interval_ms;
+            config.reclaimer = Some(Selection {
+                name: r.policy,
+                config_json: table_to_json(r.config, "reclaimer.config", &mut errors),
+            });
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config { errors })
+        }
+    }
+
+    /// Read and compile a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            file: path.into(),
+            source: e,
+        })?;
+        Self::compile(&text, path.parent())
+    }
+
+    /// Keys that differ from `other` and need a restart.
+    pub fn restart_keys_changed(&self, other: &RuntimeConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.dir != other.dir {
+            keys.push(RESTART_KEYS[0]);
+        }
+        if self.watch != other.watch {
+            keys.push(RESTART_KEYS[1]);
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = RuntimeConfig::compile(
+            "[plugins]\ncall_timeout_ms = 0\nmemory_limit_mb = 0\n[scheduler]\nstrategy = \"\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("plugins.call_timeout_ms: must be at least 1"), "{err}");
+        assert!(err.contains("plugins.memory_limit_mb"), "{err}");
+        assert!(err.contains("scheduler.strategy: must name a plugin"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_plugin_sections_are_refused_and_host_sections_left_alone() {
+        let err = RuntimeConfig::compile("[plugins]\ncall_timeout = 5\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `call_timeout`"), "{err}");
+        let ok = RuntimeConfig::compile(
+            "[grpc]\naddr = \"x\"\n[scheduler]\nstrategy = \"adaptive\"\n[scheduler.config]\nseed = 7\n",
+            Some(Path::new("/etc/spear")),
+        )
+        .unwrap();
+        assert_eq!(ok.dir, PathBuf::from("/etc/spear/./plugins"));
+        let s = ok.scheduler.unwrap();
+        assert_eq!((s.name.as_str(), s.config_json.as_str()), ("adaptive", "{\"seed\":7}"));
+    }
+}

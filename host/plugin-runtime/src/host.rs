@@ -1,0 +1,623 @@
+//! [`PluginHost`]: the plugin directory, the config file, the registry and the guarded slots of one
+//! host process, kept in step by rescans and config reloads (from the watcher, SIGHUP or the API).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use spear_plugin_api::PluginKind;
+
+use crate::config::{RuntimeConfig, Selection};
+use crate::detect::read_plugin_file;
+use crate::engine::WasmEngine;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::plugin::{LoadedPlugin, load_bytes, sha256_hex};
+use crate::registry::{Entry, PluginRecord, PluginState, Registry};
+use crate::slot::{ReclaimerSlot, SlotStatus, StrategySlot};
+use crate::telemetry::{EventKind, PluginEvent, Telemetry, now_ms};
+use crate::watch::Watcher;
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Host start.
+    Start,
+    /// The watcher saw the plugin directory change.
+    Directory,
+    /// The watcher saw the config file change.
+    ConfigFile,
+    /// SIGHUP.
+    Signal,
+    /// The API or `spear plugin reload`.
+    Api,
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadOutcome {
+    /// Everything changed was applied.
+    Applied,
+    /// Nothing changed.
+    Unchanged,
+    /// The config was invalid; the previous one stays in force.
+    Rejected,
+    /// Reloadable changes were applied; some keys need a restart.
+    RestartRequired,
+}
+
+/// An active plugin, as reports show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveRef {
+    /// Role.
+    pub role: String,
+    /// Plugin name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// sha256 of its file.
+    pub sha256: String,
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// How it ended.
+    pub outcome: ReloadOutcome,
+    /// What changed (files loaded or refused, selections, limits).
+    pub changes: Vec<String>,
+    /// Why it was rejected, if it was.
+    pub error: Option<String>,
+    /// Keys that need a restart.
+    pub restart_keys: Vec<String>,
+    /// The plugins active afterwards.
+    pub active: Vec<ActiveRef>,
+}
+
+const REPORTS: usize = 256;
+
+struct State {
+    config: RuntimeConfig,
+    registry: Registry,
+    reports: Vec<ReloadReport>,
+}
+
+/// The plugin side of one host process.
+pub struct PluginHost {
+    engine: WasmEngine,
+    limits: Arc<Limits>,
+    telemetry: Arc<Telemetry>,
+    config_path: Option<PathBuf>,
+    state: Mutex<State>,
+    strategy: StrategySlot,
+    reclaimer: ReclaimerSlot,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("config_path", &self.config_path)
+            .finish()
+    }
+}
+
+impl PluginHost {
+    /// Start from a config file: load it, scan the plugin directory, activate the selections.
+    /// Fails (naming the problem) if the config is invalid or selects a plugin that is missing.
+    pub fn start(config_path: &Path) -> Result<Arc<Self>> {
+        let config = RuntimeConfig::load(config_path)?;
+        Self::with_config(config, Some(config_path.to_path_buf()))
+    }
+
+    /// Start from an already compiled config (`config_path`, if given, is what reloads re-read).
+    pub fn with_config(config: RuntimeConfig, config_path: Option<PathBuf>) -> Result<Arc<Self>> {
+        let engine = WasmEngine::new().map_err(|e| Error::Config {
+            errors: vec![format!("cannot start the WASM engine: {e:#}")],
+        })?;
+        let limits = Arc::new(Limits::new(config.limits));
+        let telemetry = Arc::new(Telemetry::new());
+        let host = Arc::new(Self {
+            strategy: StrategySlot::new("scheduler", limits.clone(), telemetry.clone()),
+            reclaimer: ReclaimerSlot::new("reclaimer", limits.clone(), telemetry.clone()),
+            engine,
+            limits,
+            telemetry,
+            config_path,
+            state: Mutex::new(State {
+                config: config.clone(),
+                registry: Registry::default(),
+                reports: Vec::new(),
+            }),
+        });
+        let mut changes = Vec::new();
+        {
+            let mut state = host.lock();
+            host.scan(&mut state, &mut changes);
+            let config = state.config.clone();
+            host.apply_selections(&state.registry, &config, None, &mut changes)?;
+        }
+        host.finish(Trigger::Start, ReloadOutcome::Applied, changes, None, vec![]);
+        Ok(host)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The scheduling-strategy slot (`[scheduler]`).
+    pub fn strategy(&self) -> &StrategySlot {
+        &self.strategy
+    }
+
+    /// The reclamation-policy slot (`[reclaimer]`).
+    pub fn reclaimer(&self) -> &ReclaimerSlot {
+        &self.reclaimer
+    }
+
+    /// Events, metrics.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// The WASM engine shared by this host's components.
+    pub fn engine(&self) -> &WasmEngine {
+        &self.engine
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> RuntimeConfig {
+        self.lock().config.clone()
+    }
+
+    /// The config file, if the host has one.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// A registered plugin of `kind` called `name` (executors and storage backends are taken from
+    /// here by hosts).
+    pub fn plugin(&self, kind: PluginKind, name: &str) -> Option<LoadedPlugin> {
+        self.lock().registry.lookup(kind, name).cloned()
+    }
+
+    /// Rescan the plugin directory: load new and replaced files, unregister vanished ones, and
+    /// activate a selected plugin whose file changed.
+    pub fn rescan(&self, trigger: Trigger) -> ReloadReport {
+        let mut changes = Vec::new();
+        let result = {
+            let mut state = self.lock();
+            self.scan(&mut state, &mut changes);
+            let config = state.config.clone();
+            self.apply_selections(&state.registry, &config, None, &mut changes)
+        };
+        match result {
+            Ok(()) => {
+                let outcome = if changes.is_empty() {
+                    ReloadOutcome::Unchanged
+                } else {
+                    ReloadOutcome::Applied
+                };
+                self.finish(trigger, outcome, changes, None, vec![])
+            }
+            Err(e) => self.finish(trigger, ReloadOutcome::Rejected, changes, Some(e.to_string()), vec![]),
+        }
+    }
+
+    /// Re-read the config file. Invalid → the old config stays in force (reported, counted).
+    /// Valid → hot-reloadable keys apply at once; restart-only keys are named in the report.
+    pub fn reload_config(&self, trigger: Trigger) -> ReloadReport {
+        let Some(path) = self.config_path.clone() else {
+            return self.finish(trigger, ReloadOutcome::Unchanged, vec![], None, vec![]);
+        };
+        let new = match RuntimeConfig::load(&path) {
+            Ok(c) => c,
+            Err(e) => return self.reject(trigger, &path, e),
+        };
+        let mut changes = Vec::new();
+        let mut state = self.lock();
+        let old = state.config.clone();
+        let restart_keys: Vec<String> = new
+            .restart_keys_changed(&old)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if let Err(e) = self.apply_selections(&state.registry, &new, Some(&old), &mut changes) {
+            drop(state);
+            return self.reject(trigger, &path, e);
+        }
+        if new.limits != old.limits {
+            self.limits.set(new.limits);
+            changes.push(format!("limits: {:?}", new.limits));
+        }
+        let mut kept = new;
+        kept.dir = old.dir;
+        kept.watch = old.watch;
+        state.config = kept;
+        drop(state);
+        if !restart_keys.is_empty() {
+            self.telemetry.emit(
+                EventKind::RestartRequired,
+                None,
+                Some(&path),
+                None,
+                format!("changed keys need a restart: {}", restart_keys.join(", ")),
+            );
+        }
+        if !changes.is_empty() {
+            self.telemetry.emit(
+                EventKind::ConfigApplied,
+                None,
+                Some(&path),
+                None,
+                changes.join("; "),
+            );
+        }
+        let outcome = if !restart_keys.is_empty() {
+            ReloadOutcome::RestartRequired
+        } else if changes.is_empty() {
+            ReloadOutcome::Unchanged
+        } else {
+            ReloadOutcome::Applied
+        };
+        self.finish(trigger, outcome, changes, None, restart_keys)
+    }
+
+    /// Rescan and re-read the config (SIGHUP, `spear plugin reload`).
+    pub fn reload(&self, trigger: Trigger) -> ReloadReport {
+        let scan = self.rescan(trigger);
+        let config = self.reload_config(trigger);
+        if config.outcome == ReloadOutcome::Unchanged {
+            scan
+        } else {
+            config
+        }
+    }
+
+    fn reject(&self, trigger: Trigger, path: &Path, error: Error) -> ReloadReport {
+        let message = format!("{error}; the previous configuration stays in force");
+        self.telemetry
+            .emit(EventKind::ConfigRejected, None, Some(path), None, &message);
+        self.finish(trigger, ReloadOutcome::Rejected, vec![], Some(message), vec![])
+    }
+
+    /// Activate what `config` selects where it differs from what is active (or, with `old`, from
+    /// what `old` selected). Builds every new instance before swapping any, so that a config either
+    /// applies whole or not at all.
+    fn apply_selections(
+        &self,
+        registry: &Registry,
+        config: &RuntimeConfig,
+        old: Option<&RuntimeConfig>,
+        changes: &mut Vec<String>,
+    ) -> Result<()> {
+        let wanted = |sel: &Option<Selection>, kind: PluginKind, key: &str| -> Result<Option<(LoadedPlugin, String)>> {
+            let Some(sel) = sel else { return Ok(None) };
+            match registry.lookup(kind, &sel.name) {
+                Some(p) => Ok(Some((p.clone(), sel.config_json.clone()))),
+                None => Err(Error::Config {
+                    errors: vec![format!(
+                        "{key}: no {kind} plugin named `{}` is registered (see `spear plugin list`)",
+                        sel.name
+                    )],
+                }),
+            }
+        };
+        let strategy = wanted(&config.scheduler, PluginKind::SchedulingStrategy, "scheduler.strategy")?;
+        let reclaimer = wanted(&config.reclaimer, PluginKind::ReclamationPolicy, "reclaimer.policy")?;
+
+        let config_changed = |new: &Option<Selection>, old_sel: Option<&Option<Selection>>| {
+            old_sel.is_some_and(|o| o != new)
+        };
+        let strategy_job = match strategy {
+            Some((p, cfg))
+                if self.strategy.active().as_ref() != Some(&p.id)
+                    || config_changed(&config.scheduler, old.map(|o| &o.scheduler)) =>
+            {
+                Some(self.strategy.prepare(&p, &cfg)?)
+            }
+            _ => None,
+        };
+        let reclaimer_job = match reclaimer {
+            Some((p, cfg))
+                if self.reclaimer.active().as_ref() != Some(&p.id)
+                    || config_changed(&config.reclaimer, old.map(|o| &o.reclaimer)) =>
+            {
+                Some(self.reclaimer.prepare(&p, &cfg)?)
+            }
+            _ => None,
+        };
+        if let Some(job) = strategy_job {
+            self.strategy.commit(job)?;
+            if let Some(a) = self.strategy.active() {
+                changes.push(format!("scheduler: {} {} ({}) active", a.name, a.version, &a.sha256[..12]));
+            }
+        }
+        if let Some(job) = reclaimer_job {
+            self.reclaimer.commit(job);
+            if let Some(a) = self.reclaimer.active() {
+                changes.push(format!("reclaimer: {} {} ({}) active", a.name, a.version, &a.sha256[..12]));
+            }
+        }
+        if config.scheduler.is_none() && self.strategy.active().is_some() {
+            self.strategy.deactivate();
+            changes.push("scheduler: no strategy selected; the built-in round-robin decides".into());
+        }
+        if config.reclaimer.is_none() && self.reclaimer.active().is_some() {
+            self.reclaimer.deactivate();
+            changes.push("reclaimer: no policy selected; nothing is reclaimed".into());
+        }
+        Ok(())
+    }
+
+    /// Bring the registry in step with the directory.
+    fn scan(&self, state: &mut State, changes: &mut Vec<String>) {
+        let dir = state.config.dir.clone();
+        let files = match plugin_files(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                let message = format!("cannot read the plugin directory: {e}");
+                self.telemetry
+                    .emit(EventKind::Refused, None, Some(&dir), None, &message);
+                changes.push(message);
+                return;
+            }
+        };
+        let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
+            .into_iter()
+            .flatten()
+            .map(|a| a.file)
+            .collect();
+        for path in &files {
+            self.scan_file(state, path, changes);
+        }
+        let gone: Vec<PathBuf> = state
+            .registry
+            .entries
+            .keys()
+            .filter(|p| !files.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if active.contains(&path) {
+                let entry = state.registry.entries.get_mut(&path).expect("listed");
+                if !entry.missing {
+                    entry.missing = true;
+                    changes.push(format!("{}: file removed; still active until another plugin is selected", path.display()));
+                }
+                continue;
+            }
+            if let Some(entry) = state.registry.entries.remove(&path)
+                && let Some(p) = entry.loaded
+            {
+                self.telemetry.emit(
+                    EventKind::Unregistered,
+                    Some(&p.info.name),
+                    Some(&path),
+                    Some(&p.id.sha256),
+                    "file removed; plugin unregistered",
+                );
+                changes.push(format!("{}: unregistered {}", path.display(), p.info.name));
+            }
+        }
+    }
+
+    fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
+        let read = read_plugin_file(path);
+        let sha = read.as_ref().ok().map(|b| sha256_hex(b));
+        let entry = state.registry.entries.entry(path.to_path_buf()).or_default();
+        entry.missing = false;
+        let unchanged = match (&read, &entry.seen_sha256) {
+            (Ok(_), Some(seen)) => sha.as_ref() == Some(seen),
+            (Err(e), None) => entry.last_error.as_deref() == Some(&e.to_string()),
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        let result = read.and_then(|bytes| load_bytes(path, &bytes, &self.engine, &self.limits));
+        let result = result.and_then(|p| {
+            match state.registry.holder(p.info.kind, &p.info.name, path) {
+                Some(other) => Err(Error::Duplicate {
+                    file: path.into(),
+                    kind: p.info.kind,
+                    name: p.info.name.clone(),
+                    other: other.into(),
+                }),
+                None => Ok(p),
+            }
+        });
+        let entry = state.registry.entries.get_mut(path).expect("inserted above");
+        entry.seen_sha256 = sha;
+        match result {
+            Ok(p) => {
+                self.telemetry.emit(
+                    EventKind::Loaded,
+                    Some(&p.info.name),
+                    Some(path),
+                    Some(&p.id.sha256),
+                    format!("{} {} {} ({}) registered", p.info.kind, p.info.name, p.info.version, p.id.form),
+                );
+                changes.push(format!("{}: loaded {} {}", path.display(), p.info.name, p.info.version));
+                entry.loaded = Some(p);
+                entry.last_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let kept = entry.loaded.as_ref().map(|p| p.info.name.clone());
+                self.telemetry.emit(
+                    EventKind::Refused,
+                    kept.as_deref(),
+                    Some(path),
+                    entry.seen_sha256.as_deref(),
+                    match &kept {
+                        Some(name) => format!("{message}; the previously loaded {name} stays registered"),
+                        None => message.clone(),
+                    },
+                );
+                changes.push(message.clone());
+                entry.last_error = Some(message);
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        trigger: Trigger,
+        outcome: ReloadOutcome,
+        changes: Vec<String>,
+        error: Option<String>,
+        restart_keys: Vec<String>,
+    ) -> ReloadReport {
+        let active = [
+            ("scheduler", self.strategy.active()),
+            ("reclaimer", self.reclaimer.active()),
+        ]
+        .into_iter()
+        .filter_map(|(role, a)| {
+            a.map(|a| ActiveRef {
+                role: role.into(),
+                name: a.name,
+                version: a.version,
+                sha256: a.sha256,
+            })
+        })
+        .collect();
+        let report = ReloadReport {
+            at_ms: now_ms(),
+            trigger,
+            outcome,
+            changes,
+            error,
+            restart_keys,
+            active,
+        };
+        let label = match outcome {
+            ReloadOutcome::Applied => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected => "rejected",
+            ReloadOutcome::RestartRequired => "restart-required",
+        };
+        self.telemetry.reloads.with_label_values(&[label]).inc();
+        if outcome != ReloadOutcome::Unchanged {
+            tracing::info!(outcome = label, trigger = ?trigger, active = ?report.active, "plugin reload");
+        }
+        let mut state = self.lock();
+        if state.reports.len() == REPORTS {
+            state.reports.remove(0);
+        }
+        state.reports.push(report.clone());
+        report
+    }
+
+    /// Every plugin file known, with its state.
+    pub fn plugins(&self) -> Vec<PluginRecord> {
+        let slots: [SlotStatus; 2] = [self.strategy.status(), self.reclaimer.status()];
+        let state = self.lock();
+        state
+            .registry
+            .entries
+            .iter()
+            .map(|(file, e)| record(file, e, &slots))
+            .collect()
+    }
+
+    /// Reload reports, oldest first.
+    pub fn history(&self) -> Vec<ReloadReport> {
+        self.lock().reports.clone()
+    }
+
+    /// Plugin events, oldest first.
+    pub fn events(&self) -> Vec<PluginEvent> {
+        self.telemetry.events()
+    }
+
+    /// Watch the plugin directory and the config file (when `plugins.watch` is on).
+    pub fn watch(self: &Arc<Self>) -> Result<Option<Watcher>> {
+        let config = self.config();
+        if !config.watch {
+            return Ok(None);
+        }
+        Watcher::spawn(Arc::downgrade(self), config.dir, self.config_path.clone()).map(Some)
+    }
+}
+
+fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginRecord {
+    let Some(p) = &e.loaded else {
+        return PluginRecord {
+            name: file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kind: None,
+            form: None,
+            version: None,
+            description: None,
+            file: file.into(),
+            sha256: None,
+            state: PluginState::Failed,
+            last_error: e.last_error.clone(),
+            file_missing: e.missing,
+        };
+    };
+    let slot = slots
+        .iter()
+        .find(|s| s.plugin.as_ref() == Some(&p.id));
+    let state = match slot {
+        Some(s) if s.quarantined => PluginState::Quarantined,
+        Some(_) => PluginState::Active,
+        None => PluginState::Standby,
+    };
+    PluginRecord {
+        name: p.info.name.clone(),
+        kind: Some(p.info.kind),
+        form: Some(p.id.form),
+        version: Some(p.info.version.clone()),
+        description: Some(p.info.description.clone()),
+        file: file.into(),
+        sha256: Some(p.id.sha256.clone()),
+        state,
+        last_error: e
+            .last_error
+            .clone()
+            .or_else(|| slot.and_then(|s| s.last_error.clone())),
+        file_missing: e.missing,
+    }
+}
+
+/// Files in `dir` that may be plugins: every entry but hidden files, sidecars (`*.toml`), notes and
+/// editor leftovers. Directories and links are included so that a directory named like a plugin is
+/// reported, not silently skipped; other directories are ignored.
+fn plugin_files(dir: &Path) -> std::io::Result<BTreeSet<PathBuf>> {
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ignored = name.starts_with('.')
+            || name.ends_with('~')
+            || [".toml", ".md", ".txt", ".tmp", ".part", ".swp"]
+                .iter()
+                .any(|s| name.ends_with(s));
+        if ignored {
+            continue;
+        }
+        let looks_like_plugin = [".wasm", ".so", ".dylib"].iter().any(|s| name.ends_with(s));
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !looks_like_plugin {
+            continue;
+        }
+        files.insert(entry.path());
+    }
+    Ok(files)
+}

@@ -1,0 +1,97 @@
+//! Limits on plugin calls, shared by every instance and changeable at run time (hot reload).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// The limits in force. Read on every call, so a config change applies to the next call.
+#[derive(Debug)]
+pub struct Limits {
+    call_timeout_ms: AtomicU64,
+    setup_timeout_ms: AtomicU64,
+    memory_limit_mb: AtomicU64,
+    quarantine_after: AtomicU32,
+}
+
+/// A plain copy of [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitValues {
+    /// Deadline of a decision call (`place`, `observe`, `select`, `upsert`, `remove`), in ms.
+    pub call_timeout_ms: u64,
+    /// Deadline of a set-up call (`info`, `configure`, `save-state`, `restore-state`), in ms.
+    pub setup_timeout_ms: u64,
+    /// Memory limit per WASM instance, in MiB.
+    pub memory_limit_mb: u64,
+    /// Consecutive failures after which a plugin is quarantined.
+    pub quarantine_after: u32,
+}
+
+impl Default for LimitValues {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 10,
+            setup_timeout_ms: 1000,
+            memory_limit_mb: 64,
+            quarantine_after: 3,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits holding `values`.
+    pub fn new(values: LimitValues) -> Self {
+        Self {
+            call_timeout_ms: AtomicU64::new(values.call_timeout_ms),
+            setup_timeout_ms: AtomicU64::new(values.setup_timeout_ms),
+            memory_limit_mb: AtomicU64::new(values.memory_limit_mb),
+            quarantine_after: AtomicU32::new(values.quarantine_after),
+        }
+    }
+
+    /// Replace every limit.
+    pub fn set(&self, values: LimitValues) {
+        self.call_timeout_ms
+            .store(values.call_timeout_ms, Ordering::Relaxed);
+        self.setup_timeout_ms
+            .store(values.setup_timeout_ms, Ordering::Relaxed);
+        self.memory_limit_mb
+            .store(values.memory_limit_mb, Ordering::Relaxed);
+        self.quarantine_after
+            .store(values.quarantine_after, Ordering::Relaxed);
+    }
+
+    /// The limits now.
+    pub fn get(&self) -> LimitValues {
+        LimitValues {
+            call_timeout_ms: self.call_timeout_ms.load(Ordering::Relaxed),
+            setup_timeout_ms: self.setup_timeout_ms.load(Ordering::Relaxed),
+            memory_limit_mb: self.memory_limit_mb.load(Ordering::Relaxed),
+            quarantine_after: self.quarantine_after.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Memory limit in bytes.
+    pub fn memory_limit_bytes(&self) -> usize {
+        let mb = self.memory_limit_mb.load(Ordering::Relaxed);
+        usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+}
+
+/// Which deadline a call gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// A decision-path call.
+    Call,
+    /// A set-up call.
+    Setup,
+}
+
+impl Budget {
+    pub(crate) fn millis(self, limits: &Limits) -> u64 {
+        let v = limits.get();
+        match self {
+            Budget::Call => v.call_timeout_ms,
+            Budget::Setup => v.setup_timeout_ms,
+        }
+    }
+}

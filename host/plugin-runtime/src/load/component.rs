@@ -1,0 +1,497 @@
+//! WASM components of the `spear:plugin` worlds, run by wasmtime.
+//!
+//! This module holds the crate's only `bindgen!` calls (one per world, sharing the `types` and
+//! `host` interfaces). Each instance lives in its own [`Store`] with an epoch deadline per call, a
+//! memory limiter and a WASI context that grants nothing: no files, no network, no environment.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use spear_plugin_api as api;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::engine::{WasmEngine, deadline_ticks};
+use crate::error::CallFailure;
+use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::limits::{Budget, Limits};
+
+mod strategy_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "scheduling-strategy",
+    });
+}
+
+mod reclaimer_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "reclamation-policy",
+        with: {
+            "spear:plugin/types": super::strategy_world::spear::plugin::types,
+            "spear:plugin/host": super::strategy_world::spear::plugin::host,
+        },
+    });
+}
+
+use strategy_world::spear::plugin::{host, types as wit};
+
+/// Per-store data: WASI (granting nothing), the memory limiter, the plugin's name for logs.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    plugin: Arc<str>,
+    started: Instant,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for GuestState {}
+
+impl host::Host for GuestState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ms(&mut self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Refuses memory growth past the configured limit and remembers that it did.
+struct MemoryLimiter {
+    limits: Arc<Limits>,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limits.memory_limit_bytes();
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The world a component implements.
+#[derive(Clone)]
+enum Pre {
+    Strategy(strategy_world::SchedulingStrategyPre<GuestState>),
+    Reclaimer(reclaimer_world::ReclamationPolicyPre<GuestState>),
+}
+
+/// A compiled, linked component ready to instantiate.
+#[derive(Clone)]
+pub struct ComponentFactory {
+    engine: WasmEngine,
+    pre: Pre,
+    limits: Arc<Limits>,
+}
+
+impl std::fmt::Debug for ComponentFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ComponentFactory")
+    }
+}
+
+impl ComponentFactory {
+    /// Compile `bytes` and link it against the world it exports. Errors explain which world (if
+    /// any) the component matches.
+    pub fn new(engine: &WasmEngine, bytes: &[u8], limits: Arc<Limits>) -> Result<Self, String> {
+        let component = Component::new(engine.engine(), bytes)
+            .map_err(|e| format!("invalid WASM component: {e:#}"))?;
+        let exports = exported_interfaces(&component, engine);
+        let pre = if exports.iter().any(|e| e.starts_with("spear:plugin/strategy")) {
+            let mut linker = Linker::new(engine.engine());
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+            strategy_world::SchedulingStrategy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| e.to_string())?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("cannot link the scheduling-strategy world: {e:#}"))?;
+            Pre::Strategy(
+                strategy_world::SchedulingStrategyPre::new(pre)
+                    .map_err(|e| format!("does not match the scheduling-strategy world: {e:#}"))?,
+            )
+        } else if exports.iter().any(|e| e.starts_with("spear:plugin/reclaimer")) {
+            let mut linker = Linker::new(engine.engine());
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+            reclaimer_world::ReclamationPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| e.to_string())?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("cannot link the reclamation-policy world: {e:#}"))?;
+            Pre::Reclaimer(
+                reclaimer_world::ReclamationPolicyPre::new(pre)
+                    .map_err(|e| format!("does not match the reclamation-policy world: {e:#}"))?,
+            )
+        } else {
+            let shown = if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            };
+            return Err(format!(
+                "a component of no spear:plugin world: it exports {shown}, not \
+                 spear:plugin/strategy or spear:plugin/reclaimer"
+            ));
+        };
+        Ok(Self {
+            engine: engine.clone(),
+            pre,
+            limits,
+        })
+    }
+
+    /// The plugin kind this component's world implements.
+    pub fn kind(&self) -> api::PluginKind {
+        match self.pre {
+            Pre::Strategy(_) => api::PluginKind::SchedulingStrategy,
+            Pre::Reclaimer(_) => api::PluginKind::ReclamationPolicy,
+        }
+    }
+
+    fn store(&self, plugin: &str) -> Store<GuestState> {
+        let state = GuestState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limits: self.limits.clone(),
+                hit: false,
+            },
+            plugin: plugin.into(),
+            started: Instant::now(),
+        };
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(
+            Budget::Setup.millis(&self.limits),
+        ));
+        store
+    }
+
+    /// A fresh strategy instance.
+    pub fn strategy(&self, plugin: &str) -> CallResult<Box<dyn StrategyInstance>> {
+        let Pre::Strategy(pre) = &self.pre else {
+            return Err(CallFailure::Invalid("not a scheduling strategy".into()));
+        };
+        let mut store = self.store(plugin);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+        Ok(Box::new(ComponentStrategy {
+            inner: Guest {
+                store,
+                limits: self.limits.clone(),
+                poisoned: false,
+            },
+            bindings,
+        }))
+    }
+
+    /// A fresh reclamation-policy instance.
+    pub fn reclaimer(&self, plugin: &str) -> CallResult<Box<dyn ReclaimerInstance>> {
+        let Pre::Reclaimer(pre) = &self.pre else {
+            return Err(CallFailure::Invalid("not a reclamation policy".into()));
+        };
+        let mut store = self.store(plugin);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+        Ok(Box::new(ComponentReclaimer {
+            inner: Guest {
+                store,
+                limits: self.limits.clone(),
+                poisoned: false,
+            },
+            bindings,
+        }))
+    }
+}
+
+fn exported_interfaces(component: &Component, engine: &WasmEngine) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine.engine())
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// Map a wasmtime error to a failure: deadline, memory limit, or trap.
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<GuestState>,
+    limits: &Limits,
+    budget: Budget,
+) -> CallFailure {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallFailure::Deadline(budget.millis(limits));
+    }
+    if store.data().limiter.hit {
+        return CallFailure::Memory(limits.get().memory_limit_mb);
+    }
+    CallFailure::Trap(format!("{error:#}"))
+}
+
+/// A store plus the bookkeeping every call needs.
+struct Guest {
+    store: Store<GuestState>,
+    limits: Arc<Limits>,
+    /// A component instance that trapped cannot be entered again.
+    poisoned: bool,
+}
+
+impl Guest {
+    fn call<R>(
+        &mut self,
+        budget: Budget,
+        f: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> CallResult<R> {
+        if self.poisoned {
+            return Err(CallFailure::Trap(
+                "instance is unusable after an earlier failure".into(),
+            ));
+        }
+        self.store
+            .set_epoch_deadline(deadline_ticks(budget.millis(&self.limits)));
+        self.store.data_mut().limiter.hit = false;
+        f(&mut self.store).map_err(|e| {
+            self.poisoned = true;
+            classify(e, &self.store, &self.limits, budget)
+        })
+    }
+}
+
+struct ComponentStrategy {
+    inner: Guest,
+    bindings: strategy_world::SchedulingStrategy,
+}
+
+impl StrategyInstance for ComponentStrategy {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        let b = self.bindings.spear_plugin_strategy();
+        self.inner
+            .call(Budget::Setup, |s| b.call_info(s))
+            .map(info_from_wit)
+    }
+
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_strategy();
+        self.inner
+            .call(Budget::Setup, |s| b.call_configure(s, config))?
+            .map_err(CallFailure::Plugin)
+    }
+
+    fn upsert(&mut self, targets: &[api::Target]) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_strategy();
+        let targets: Vec<wit::Target> = targets.iter().map(target_to_wit).collect();
+        self.inner.call(Budget::Call, |s| b.call_upsert(s, &targets))
+    }
+
+    fn remove(&mut self, ids: &[u64]) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_strategy();
+        self.inner.call(Budget::Call, |s| b.call_remove(s, ids))
+    }
+
+    fn place(&mut self, requests: &[api::Request]) -> CallResult<Vec<api::Decision>> {
+        let b = self.bindings.spear_plugin_strategy();
+        let requests: Vec<wit::Request> = requests.iter().map(request_to_wit).collect();
+        let decisions = self.inner.call(Budget::Call, |s| b.call_place(s, &requests))?;
+        Ok(decisions
+            .into_iter()
+            .map(|d| match d {
+                wit::Decision::Assign(id) => api::Decision::Assign(id),
+                wit::Decision::Reject(why) => api::Decision::Reject(why),
+            })
+            .collect())
+    }
+
+    fn observe(&mut self, outcomes: &[api::Outcome]) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_strategy();
+        let outcomes: Vec<wit::Outcome> = outcomes
+            .iter()
+            .map(|o| wit::Outcome {
+                request: o.request,
+                target: o.target,
+                success: o.success,
+                latency_us: o.latency_us,
+            })
+            .collect();
+        self.inner.call(Budget::Call, |s| b.call_observe(s, &outcomes))
+    }
+
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        let b = self.bindings.spear_plugin_strategy();
+        self.inner.call(Budget::Setup, |s| b.call_save_state(s))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_strategy();
+        self.inner
+            .call(Budget::Setup, |s| b.call_restore_state(s, state))?
+            .map_err(CallFailure::Plugin)
+    }
+}
+
+struct ComponentReclaimer {
+    inner: Guest,
+    bindings: reclaimer_world::ReclamationPolicy,
+}
+
+impl ReclaimerInstance for ComponentReclaimer {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        let b = self.bindings.spear_plugin_reclaimer();
+        self.inner
+            .call(Budget::Setup, |s| b.call_info(s))
+            .map(info_from_wit)
+    }
+
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_reclaimer();
+        self.inner
+            .call(Budget::Setup, |s| b.call_configure(s, config))?
+            .map_err(CallFailure::Plugin)
+    }
+
+    fn select(
+        &mut self,
+        instances: &[api::InstanceStats],
+        node: &api::NodePressure,
+    ) -> CallResult<Vec<u64>> {
+        let b = self.bindings.spear_plugin_reclaimer();
+        let instances: Vec<wit::InstanceStats> = instances.iter().map(instance_to_wit).collect();
+        let node = wit::NodePressure {
+            memory_total_bytes: node.memory_total_bytes,
+            memory_used_bytes: node.memory_used_bytes,
+            cpu_load_permille: node.cpu_load_permille,
+            now_ms: node.now_ms,
+        };
+        self.inner
+            .call(Budget::Call, |s| b.call_select(s, &instances, node))
+    }
+
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        let b = self.bindings.spear_plugin_reclaimer();
+        self.inner.call(Budget::Setup, |s| b.call_save_state(s))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        let b = self.bindings.spear_plugin_reclaimer();
+        self.inner
+            .call(Budget::Setup, |s| b.call_restore_state(s, state))?
+            .map_err(CallFailure::Plugin)
+    }
+}
+
+fn labels_to_wit(labels: &[api::Label]) -> Vec<wit::Label> {
+    labels
+        .iter()
+        .map(|l| wit::Label {
+            key: l.key.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
+}
+
+fn resources_to_wit(r: &api::Resources) -> wit::Resources {
+    wit::Resources {
+        cpu_millis: r.cpu_millis,
+        memory_mb: r.memory_mb,
+        disk_mb: r.disk_mb,
+    }
+}
+
+fn target_to_wit(t: &api::Target) -> wit::Target {
+    wit::Target {
+        id: t.id,
+        name: t.name.clone(),
+        labels: labels_to_wit(&t.labels),
+        capacity: resources_to_wit(&t.capacity),
+        available: resources_to_wit(&t.available),
+        active: t.active,
+        weight: t.weight,
+        healthy: t.healthy,
+    }
+}
+
+fn request_to_wit(r: &api::Request) -> wit::Request {
+    wit::Request {
+        id: r.id,
+        task: r.task.clone(),
+        labels: labels_to_wit(&r.labels),
+        needs: resources_to_wit(&r.needs),
+        required: labels_to_wit(&r.required),
+        preferred: labels_to_wit(&r.preferred),
+    }
+}
+
+fn instance_to_wit(s: &api::InstanceStats) -> wit::InstanceStats {
+    wit::InstanceStats {
+        id: s.id,
+        task: s.task.clone(),
+        state: match s.state {
+            api::InstanceState::Initializing => wit::InstanceState::Initializing,
+            api::InstanceState::Ready => wit::InstanceState::Ready,
+            api::InstanceState::Executing => wit::InstanceState::Executing,
+            api::InstanceState::Error => wit::InstanceState::Error,
+            api::InstanceState::Terminating => wit::InstanceState::Terminating,
+            api::InstanceState::Terminated => wit::InstanceState::Terminated,
+        },
+        idle_ms: s.idle_ms,
+        age_ms: s.age_ms,
+        memory_bytes: s.memory_bytes,
+        invocations: s.invocations,
+        errors: s.errors,
+        recent_errors: s.recent_errors,
+        recent_invocations: s.recent_invocations,
+    }
+}
+
+fn info_from_wit(i: wit::PluginInfo) -> api::PluginInfo {
+    api::PluginInfo {
+        name: i.name,
+        version: i.version,
+        kind: match i.kind {
+            wit::PluginKind::SchedulingStrategy => api::PluginKind::SchedulingStrategy,
+            wit::PluginKind::ReclamationPolicy => api::PluginKind::ReclamationPolicy,
+        },
+        description: i.description,
+        config_schema: i.config_schema,
+    }
+}

@@ -1,0 +1,199 @@
+//! Extism modules: core WASM modules exporting `spear_*` functions that take and return JSON
+//! (see `spear-pdk`'s `extism` module for the table of exports).
+//!
+//! Deadline and memory cap come from the [`Limits`] in force when the module is compiled (Extism
+//! fixes them per compiled plugin): a change of limits applies to Extism plugins at their next load.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use extism::{CompiledPlugin, Manifest, Plugin, PluginBuilder, Wasm};
+use serde::Serialize;
+use spear_plugin_api as api;
+
+use crate::error::CallFailure;
+use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::limits::Limits;
+
+/// A compiled Extism module ready to instantiate.
+#[derive(Clone)]
+pub struct ExtismFactory {
+    compiled: Arc<Mutex<CompiledPlugin>>,
+    timeout_ms: u64,
+    memory_mb: u64,
+}
+
+impl std::fmt::Debug for ExtismFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtismFactory")
+    }
+}
+
+const WASM_PAGE: u64 = 64 * 1024;
+
+impl ExtismFactory {
+    /// Compile the module with the current limits.
+    pub fn new(bytes: &[u8], limits: &Limits) -> Result<Self, String> {
+        let values = limits.get();
+        let pages = (values.memory_limit_mb * 1024 * 1024 / WASM_PAGE).max(1);
+        let manifest = Manifest::new([Wasm::data(bytes.to_vec())])
+            .with_timeout(Duration::from_millis(values.call_timeout_ms.max(1)))
+            .with_memory_max(u32::try_from(pages).unwrap_or(u32::MAX));
+        let compiled = PluginBuilder::new(manifest)
+            .with_wasi(false)
+            .with_cache_disabled()
+            .compile()
+            .map_err(|e| format!("invalid Extism module: {e:#}"))?;
+        Ok(Self {
+            compiled: Arc::new(Mutex::new(compiled)),
+            timeout_ms: values.call_timeout_ms,
+            memory_mb: values.memory_limit_mb,
+        })
+    }
+
+    fn instance(&self) -> CallResult<ExtismGuest> {
+        let compiled = self
+            .compiled
+            .lock()
+            .map_err(|_| CallFailure::Trap("compiled plugin lock poisoned".into()))?;
+        let plugin = Plugin::new_from_compiled(&compiled)
+            .map_err(|e| CallFailure::Trap(format!("cannot instantiate: {e:#}")))?;
+        Ok(ExtismGuest {
+            plugin,
+            timeout_ms: self.timeout_ms,
+            memory_mb: self.memory_mb,
+        })
+    }
+
+    /// The module's self-description (instantiates it once).
+    pub fn info(&self) -> CallResult<api::PluginInfo> {
+        self.instance()?.json("spear_info", &())
+    }
+
+    /// A fresh strategy instance.
+    pub fn strategy(&self) -> CallResult<Box<dyn StrategyInstance>> {
+        Ok(Box::new(ExtismStrategy(self.instance()?)))
+    }
+
+    /// A fresh reclamation-policy instance.
+    pub fn reclaimer(&self) -> CallResult<Box<dyn ReclaimerInstance>> {
+        Ok(Box::new(ExtismReclaimer(self.instance()?)))
+    }
+}
+
+struct ExtismGuest {
+    plugin: Plugin,
+    timeout_ms: u64,
+    memory_mb: u64,
+}
+
+impl ExtismGuest {
+    fn raw(&mut self, function: &str, input: &[u8]) -> CallResult<Vec<u8>> {
+        if !self.plugin.function_exists(function) {
+            return Err(CallFailure::Invalid(format!("missing export `{function}`")));
+        }
+        self.plugin
+            .call::<&[u8], &[u8]>(function, input)
+            .map(<[u8]>::to_vec)
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                if text.contains("timeout") || text.contains("interrupt") {
+                    CallFailure::Deadline(self.timeout_ms)
+                } else if text.contains("oom") || text.contains("memory") {
+                    CallFailure::Memory(self.memory_mb)
+                } else {
+                    CallFailure::Trap(text)
+                }
+            })
+    }
+
+    fn json<I: Serialize, O: serde::de::DeserializeOwned>(
+        &mut self,
+        function: &str,
+        input: &I,
+    ) -> CallResult<O> {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| CallFailure::Invalid(format!("cannot encode input: {e}")))?;
+        let output = self.raw(function, &input)?;
+        serde_json::from_slice(&output)
+            .map_err(|e| CallFailure::Invalid(format!("`{function}` returned malformed JSON: {e}")))
+    }
+
+    fn unit(&mut self, function: &str, input: &[u8]) -> CallResult<()> {
+        self.raw(function, input).map(|_| ())
+    }
+
+    fn unit_json<I: Serialize>(&mut self, function: &str, input: &I) -> CallResult<()> {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| CallFailure::Invalid(format!("cannot encode input: {e}")))?;
+        self.unit(function, &input)
+    }
+
+    /// A `configure`/`restore` call whose error is the plugin refusing, not a trap.
+    fn fallible(&mut self, function: &str, input: &[u8]) -> CallResult<()> {
+        match self.raw(function, input) {
+            Ok(_) => Ok(()),
+            Err(CallFailure::Trap(text)) => Err(CallFailure::Plugin(text)),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+struct ExtismStrategy(ExtismGuest);
+
+impl StrategyInstance for ExtismStrategy {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        self.0.json("spear_info", &())
+    }
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        self.0.fallible("spear_configure", config.as_bytes())
+    }
+    fn upsert(&mut self, targets: &[api::Target]) -> CallResult<()> {
+        self.0.unit_json("spear_upsert", &targets)
+    }
+    fn remove(&mut self, ids: &[u64]) -> CallResult<()> {
+        self.0.unit_json("spear_remove", &ids)
+    }
+    fn place(&mut self, requests: &[api::Request]) -> CallResult<Vec<api::Decision>> {
+        self.0.json("spear_place", &requests)
+    }
+    fn observe(&mut self, outcomes: &[api::Outcome]) -> CallResult<()> {
+        self.0.unit_json("spear_observe", &outcomes)
+    }
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        self.0.raw("spear_save_state", &[])
+    }
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        self.0.fallible("spear_restore_state", state)
+    }
+}
+
+struct ExtismReclaimer(ExtismGuest);
+
+#[derive(Serialize)]
+struct SelectInput<'a> {
+    instances: &'a [api::InstanceStats],
+    node: &'a api::NodePressure,
+}
+
+impl ReclaimerInstance for ExtismReclaimer {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        self.0.json("spear_info", &())
+    }
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        self.0.fallible("spear_configure", config.as_bytes())
+    }
+    fn select(
+        &mut self,
+        instances: &[api::InstanceStats],
+        node: &api::NodePressure,
+    ) -> CallResult<Vec<u64>> {
+        self.0.json("spear_select", &SelectInput { instances, node })
+    }
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        self.0.raw("spear_save_state", &[])
+    }
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        self.0.fallible("spear_restore_state", state)
+    }
+}

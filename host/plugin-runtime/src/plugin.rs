@@ -1,0 +1,224 @@
+//! Loading one plugin file: read, detect the form, compile/link/load, self-test (`info`), check that
+//! the kind it declares is the kind its form implements.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use spear_plugin_api::{PluginInfo, PluginKind};
+
+use crate::detect::{Form, detect, read_plugin_file};
+use crate::engine::WasmEngine;
+use crate::error::{CallFailure, Error, Result};
+use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::limits::Limits;
+use crate::load::component::ComponentFactory;
+use crate::load::extism::ExtismFactory;
+use crate::load::native::{NativeExecutor, NativeFactory, NativeStorage};
+
+/// Identity of a loaded plugin, as shown by APIs and events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginRef {
+    /// Plugin name (from its `info`).
+    pub name: String,
+    /// Plugin version (from its `info`).
+    pub version: String,
+    /// Kind.
+    pub kind: PluginKind,
+    /// Form.
+    pub form: Form,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// sha256 of the file's content, hex.
+    pub sha256: String,
+}
+
+/// How to make live instances of a loaded plugin.
+#[derive(Clone, Debug)]
+pub(crate) enum Factory {
+    Component(ComponentFactory),
+    Extism(ExtismFactory),
+    Native(NativeFactory),
+}
+
+/// A validated plugin, ready to be instantiated as often as needed.
+#[derive(Clone, Debug)]
+pub struct LoadedPlugin {
+    /// What the plugin says it is.
+    pub info: PluginInfo,
+    /// Where it came from.
+    pub id: PluginRef,
+    pub(crate) factory: Factory,
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Factory {
+    pub(crate) fn strategy(&self, plugin: &str) -> CallResult<Box<dyn StrategyInstance>> {
+        match self {
+            Factory::Component(f) => f.strategy(plugin),
+            Factory::Extism(f) => f.strategy(),
+            Factory::Native(f) => f.strategy(),
+        }
+    }
+
+    pub(crate) fn reclaimer(&self, plugin: &str) -> CallResult<Box<dyn ReclaimerInstance>> {
+        match self {
+            Factory::Component(f) => f.reclaimer(plugin),
+            Factory::Extism(f) => f.reclaimer(),
+            Factory::Native(f) => f.reclaimer(),
+        }
+    }
+}
+
+impl LoadedPlugin {
+    /// A new, unconfigured strategy instance, outside any slot (no validation, no fallback): for
+    /// checks, tests and benchmarks.
+    pub fn new_strategy(&self) -> Result<Box<dyn StrategyInstance>> {
+        self.factory
+            .strategy(&self.info.name)
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// A new, unconfigured reclamation-policy instance, outside any slot.
+    pub fn new_reclaimer(&self) -> Result<Box<dyn ReclaimerInstance>> {
+        self.factory
+            .reclaimer(&self.info.name)
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// A new native executor from this plugin (executors are native only).
+    pub fn executor(&self) -> Result<NativeExecutor> {
+        match &self.factory {
+            Factory::Native(f) => f.executor().map_err(|e| self.call_error(e)),
+            _ => Err(self.wrong_kind(PluginKind::Executor)),
+        }
+    }
+
+    /// A new native storage backend from this plugin (storage backends are native only).
+    pub fn storage(&self) -> Result<NativeStorage> {
+        match &self.factory {
+            Factory::Native(f) => f.storage().map_err(|e| self.call_error(e)),
+            _ => Err(self.wrong_kind(PluginKind::StorageBackend)),
+        }
+    }
+
+    fn call_error(&self, failure: CallFailure) -> Error {
+        Error::Call {
+            plugin: self.info.name.clone(),
+            failure,
+        }
+    }
+
+    fn wrong_kind(&self, expected: PluginKind) -> Error {
+        Error::WrongKind {
+            subject: self.id.file.display().to_string(),
+            expected,
+            found: self.info.kind,
+        }
+    }
+}
+
+/// Load and self-test the plugin at `path`.
+pub fn load_file(path: &Path, engine: &WasmEngine, limits: &Arc<Limits>) -> Result<LoadedPlugin> {
+    let bytes = read_plugin_file(path)?;
+    load_bytes(path, &bytes, engine, limits)
+}
+
+/// Load and self-test the plugin held in `bytes`, read from `path` (named in errors; native
+/// libraries are loaded from a copy of it).
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    engine: &WasmEngine,
+    limits: &Arc<Limits>,
+) -> Result<LoadedPlugin> {
+    let sha256 = sha256_hex(bytes);
+    let form = detect(path, bytes)?;
+    let refused = |reason: String| Error::refused(path, reason);
+    let self_test = |failure: CallFailure| Error::refused(path, format!("self-test failed: {failure}"));
+    let (factory, kind, info) = match form {
+        Form::Component => {
+            let f = ComponentFactory::new(engine, bytes, limits.clone()).map_err(refused)?;
+            let kind = f.kind();
+            let info = match kind {
+                PluginKind::SchedulingStrategy => f.strategy("self-test").and_then(|mut s| s.info()),
+                _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
+            }
+            .map_err(self_test)?;
+            (Factory::Component(f), kind, info)
+        }
+        Form::Extism => {
+            let f = ExtismFactory::new(bytes, limits).map_err(refused)?;
+            let info = f.info().map_err(self_test)?;
+            let kind = info.kind;
+            if !matches!(
+                kind,
+                PluginKind::SchedulingStrategy | PluginKind::ReclamationPolicy
+            ) {
+                return Err(refused(format!(
+                    "Extism plugins may be strategies or reclamation policies, not {kind}"
+                )));
+            }
+            (Factory::Extism(f), kind, info)
+        }
+        Form::Native => {
+            let f = NativeFactory::load(path, &sha256)?;
+            let kind = f.kind();
+            let info = match kind {
+                PluginKind::SchedulingStrategy => f.strategy().and_then(|mut s| s.info()),
+                PluginKind::ReclamationPolicy => f.reclaimer().and_then(|mut r| r.info()),
+                PluginKind::Executor => f.executor().map(|e| api_info(&e)),
+                PluginKind::StorageBackend => f.storage().map(|s| api_storage_info(&s)),
+            }
+            .map_err(self_test)?;
+            (Factory::Native(f), kind, info)
+        }
+    };
+    if info.kind != kind {
+        return Err(refused(format!(
+            "declares itself a {} but implements a {}",
+            info.kind, kind
+        )));
+    }
+    validate_name(&info.name).map_err(|r| refused(format!("plugin name {:?}: {r}", info.name)))?;
+    Ok(LoadedPlugin {
+        id: PluginRef {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            kind,
+            form,
+            file: path.into(),
+            sha256,
+        },
+        info,
+        factory,
+    })
+}
+
+fn api_info(e: &NativeExecutor) -> PluginInfo {
+    spear_plugin_api::Executor::info(e)
+}
+
+fn api_storage_info(s: &NativeStorage) -> PluginInfo {
+    spear_plugin_api::StorageBackend::info(s)
+}
+
+/// Plugin names are what configs select: short, lowercase, no spaces.
+fn validate_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("may hold only a-z, 0-9, '-', '_' and '.'");
+    }
+    Ok(())
+}

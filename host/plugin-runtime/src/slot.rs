@@ -1,0 +1,674 @@
+//! Guarded slots: the plugin active in a role, the host's view, validation, fallback, quarantine.
+//!
+//! A slot serializes its decisions (one mutex): a swap waits for the decision in flight to finish on
+//! the old instance, and the next decision runs on the new one. No decision is dropped or fails
+//! because of a swap: any failing call is answered by the built-in fallback.
+//!
+//! - Every call's failure (trap, deadline, memory limit, error value) is counted; the instance is
+//!   dropped and re-created (configured, view re-sent) on the next call.
+//! - Every answer is validated ([`Request::fits`] over the host's view, one decision per request,
+//!   ids known); an invalid answer counts as a failure and the fallback decides that batch.
+//! - After `quarantine_after` consecutive failures the plugin is quarantined: the fallback decides
+//!   until a new file or config activates a plugin again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
+use spear_plugin_api::{Decision, InstanceStats, NodePressure, Outcome, Request, Target};
+
+use crate::error::{CallFailure, Error, Result};
+use crate::fallback::Fallback;
+use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::limits::Limits;
+use crate::plugin::{LoadedPlugin, PluginRef};
+use crate::telemetry::{EventKind, Telemetry};
+
+/// Targets per `upsert` call when a view is (re-)sent in bulk, to keep each call short.
+const UPSERT_CHUNK: usize = 256;
+
+/// What a slot reports about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    /// The role (`scheduler`, `reclaimer`).
+    pub role: String,
+    /// The plugin in the slot, if any.
+    pub plugin: Option<PluginRef>,
+    /// The JSON configuration handed to it.
+    pub config: String,
+    /// Whether it is quarantined (the fallback decides).
+    pub quarantined: bool,
+    /// Failures since its last success.
+    pub consecutive_failures: u32,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// A strategy instance built and configured, waiting to be committed.
+pub struct PreparedStrategy {
+    plugin: LoadedPlugin,
+    config: String,
+    instance: Box<dyn StrategyInstance>,
+}
+
+/// A reclamation-policy instance built and configured, waiting to be committed.
+pub struct PreparedReclaimer {
+    plugin: LoadedPlugin,
+    config: String,
+    instance: Box<dyn ReclaimerInstance>,
+}
+
+/// A plugin active in a slot.
+struct Active<I: ?Sized> {
+    plugin: LoadedPlugin,
+    config: String,
+    instance: Option<Box<I>>,
+    consecutive_failures: u32,
+    quarantined: bool,
+    last_error: Option<String>,
+}
+
+fn failure_label(f: &CallFailure) -> &'static str {
+    match f {
+        CallFailure::Trap(_) => "trap",
+        CallFailure::Deadline(_) => "deadline",
+        CallFailure::Memory(_) => "memory",
+        CallFailure::Plugin(_) => "error",
+        CallFailure::Invalid(_) => "invalid",
+    }
+}
+
+impl<I: ?Sized> Active<I> {
+    /// Count a failure; drop the instance; quarantine at the threshold.
+    fn fail(&mut self, role: &str, call: &str, failure: CallFailure, t: &Telemetry, limits: &Limits) {
+        let name = self.plugin.info.name.clone();
+        t.failures
+            .with_label_values(&[&name, failure_label(&failure)])
+            .inc();
+        self.instance = None;
+        self.consecutive_failures += 1;
+        let message = format!("{role}: `{call}` {failure}; the fallback decides");
+        self.last_error = Some(failure.to_string());
+        t.emit(
+            EventKind::CallFailed,
+            Some(&name),
+            Some(&self.plugin.id.file),
+            Some(&self.plugin.id.sha256),
+            message,
+        );
+        let threshold = limits.get().quarantine_after.max(1);
+        if !self.quarantined && self.consecutive_failures >= threshold {
+            self.quarantined = true;
+            t.emit(
+                EventKind::Quarantined,
+                Some(&name),
+                Some(&self.plugin.id.file),
+                Some(&self.plugin.id.sha256),
+                format!(
+                    "{role}: quarantined after {} consecutive failures; the built-in fallback \
+                     decides until a new file or config arrives",
+                    self.consecutive_failures
+                ),
+            );
+        }
+    }
+
+    fn succeed(&mut self) {
+        self.consecutive_failures = 0;
+    }
+
+    fn status(&self, role: &str) -> SlotStatus {
+        SlotStatus {
+            role: role.into(),
+            plugin: Some(self.plugin.id.clone()),
+            config: self.config.clone(),
+            quarantined: self.quarantined,
+            consecutive_failures: self.consecutive_failures,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+fn timed<R>(t: &Telemetry, plugin: &str, call: &str, f: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let r = f();
+    t.calls.with_label_values(&[plugin, call]).inc();
+    t.call_seconds
+        .with_label_values(&[plugin, call])
+        .observe(start.elapsed().as_secs_f64());
+    r
+}
+
+struct StrategyInner {
+    view: BTreeMap<u64, Target>,
+    active: Option<Active<dyn StrategyInstance>>,
+    fallback: Fallback,
+}
+
+/// The scheduling strategy of one role, guarded.
+pub struct StrategySlot {
+    role: String,
+    inner: Mutex<StrategyInner>,
+    limits: Arc<Limits>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl std::fmt::Debug for StrategySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrategySlot").field("role", &self.role).finish()
+    }
+}
+
+/// Make a configured strategy instance with the host's view sent to it.
+fn fresh_strategy(
+    plugin: &LoadedPlugin,
+    config: &str,
+    view: Option<&BTreeMap<u64, Target>>,
+) -> CallResult<Box<dyn StrategyInstance>> {
+    let mut instance = plugin.factory.strategy(&plugin.info.name)?;
+    instance.configure(config)?;
+    if let Some(view) = view {
+        send_view(instance.as_mut(), view)?;
+    }
+    Ok(instance)
+}
+
+fn send_view(instance: &mut dyn StrategyInstance, view: &BTreeMap<u64, Target>) -> CallResult<()> {
+    let targets: Vec<Target> = view.values().cloned().collect();
+    for chunk in targets.chunks(UPSERT_CHUNK) {
+        instance.upsert(chunk)?;
+    }
+    Ok(())
+}
+
+/// Check a batch of decisions against the host's rules; on success, claim resources in the view.
+fn validate(
+    view: &mut BTreeMap<u64, Target>,
+    requests: &[Request],
+    decisions: &[Decision],
+) -> std::result::Result<(), String> {
+    if decisions.len() != requests.len() {
+        return Err(format!(
+            "{} decisions for {} requests",
+            decisions.len(),
+            requests.len()
+        ));
+    }
+    let mut scratch: BTreeMap<u64, Target> = BTreeMap::new();
+    for (r, d) in requests.iter().zip(decisions) {
+        let Decision::Assign(id) = d else { continue };
+        let target = match scratch.get_mut(id) {
+            Some(t) => t,
+            None => {
+                let t = view
+                    .get(id)
+                    .ok_or_else(|| format!("request {}: unknown target {id}", r.id))?;
+                scratch.entry(*id).or_insert_with(|| t.clone())
+            }
+        };
+        if !r.fits(target) {
+            let why = if !target.healthy {
+                "is unhealthy"
+            } else if !target.available.covers(&r.needs) {
+                "lacks the resources it needs"
+            } else {
+                "lacks a required label"
+            };
+            return Err(format!("request {}: target {id} {why}", r.id));
+        }
+        target.claim(&r.needs);
+    }
+    view.extend(scratch);
+    Ok(())
+}
+
+impl StrategySlot {
+    /// An empty slot for `role`: the fallback decides until a plugin is activated.
+    pub fn new(role: impl Into<String>, limits: Arc<Limits>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            role: role.into(),
+            inner: Mutex::new(StrategyInner {
+                view: BTreeMap::new(),
+                active: None,
+                fallback: Fallback::default(),
+            }),
+            limits,
+            telemetry,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StrategyInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make `plugin` (configured with `config`) the active strategy: [`prepare`](Self::prepare)
+    /// then [`commit`](Self::commit).
+    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
+        let prepared = self.prepare(plugin, config)?;
+        self.commit(prepared)
+    }
+
+    /// Build and configure an instance of `plugin`, off the decision path.
+    pub fn prepare(&self, plugin: &LoadedPlugin, config: &str) -> Result<PreparedStrategy> {
+        if plugin.info.kind != spear_plugin_api::PluginKind::SchedulingStrategy {
+            return Err(Error::WrongKind {
+                subject: plugin.info.name.clone(),
+                expected: spear_plugin_api::PluginKind::SchedulingStrategy,
+                found: plugin.info.kind,
+            });
+        }
+        let instance = fresh_strategy(plugin, config, None).map_err(|failure| Error::Call {
+            plugin: plugin.info.name.clone(),
+            failure,
+        })?;
+        Ok(PreparedStrategy {
+            plugin: plugin.clone(),
+            config: config.into(),
+            instance,
+        })
+    }
+
+    /// Swap a prepared instance in, between two decisions: the old instance's state is handed over
+    /// (same plugin name only), the view is sent, and the new instance takes over. If sending the
+    /// view fails the old plugin stays active.
+    pub fn commit(&self, prepared: PreparedStrategy) -> Result<()> {
+        let PreparedStrategy {
+            plugin,
+            config,
+            mut instance,
+        } = prepared;
+        let mut inner = self.lock();
+        let handover = inner.active.as_mut().and_then(|old| {
+            if old.plugin.info.name != plugin.info.name {
+                return None;
+            }
+            old.instance.as_mut().and_then(|i| i.save_state().ok())
+        });
+        if let Some(state) = handover
+            && let Err(e) = instance.restore_state(&state)
+        {
+            tracing::info!(plugin = %plugin.info.name, "state not carried over: {e}");
+        }
+        send_view(instance.as_mut(), &inner.view).map_err(|failure| Error::Call {
+            plugin: plugin.info.name.clone(),
+            failure,
+        })?;
+        let id = plugin.id.clone();
+        inner.active = Some(Active {
+            plugin,
+            config,
+            instance: Some(instance),
+            consecutive_failures: 0,
+            quarantined: false,
+            last_error: None,
+        });
+        drop(inner);
+        self.telemetry.emit(
+            EventKind::Activated,
+            Some(&id.name),
+            Some(&id.file),
+            Some(&id.sha256),
+            format!("{}: {} {} ({}) active", self.role, id.name, id.version, id.form),
+        );
+        Ok(())
+    }
+
+    /// Remove the active plugin: the fallback decides from now on.
+    pub fn deactivate(&self) {
+        self.lock().active = None;
+    }
+
+    /// Decide a batch. Always returns one decision per request, from the plugin when it answers
+    /// validly, else from the fallback.
+    pub fn place(&self, requests: &[Request]) -> Vec<Decision> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(active) = inner.active.as_mut().filter(|a| !a.quarantined) {
+            let name = active.plugin.info.name.clone();
+            let result = timed(&self.telemetry, &name, "place", || {
+                if active.instance.is_none() {
+                    active.instance = Some(fresh_strategy(
+                        &active.plugin,
+                        &active.config,
+                        Some(&inner.view),
+                    )?);
+                }
+                let instance = active.instance.as_mut().expect("instance just ensured");
+                instance.place(requests)
+            });
+            match result.and_then(|d| {
+                validate(&mut inner.view, requests, &d)
+                    .map(|()| d)
+                    .map_err(CallFailure::Invalid)
+            }) {
+                Ok(decisions) => {
+                    active.succeed();
+                    return decisions;
+                }
+                Err(failure) => {
+                    active.fail(&self.role, "place", failure, &self.telemetry, &self.limits)
+                }
+            }
+        }
+        self.telemetry
+            .fallback_decisions
+            .with_label_values(&[&self.role])
+            .inc_by(requests.len() as u64);
+        inner.fallback.place(&mut inner.view, requests)
+    }
+
+    /// Add or replace targets in the host's view and the plugin's.
+    pub fn upsert(&self, targets: Vec<Target>) {
+        self.with_plugin("upsert", |view| {
+            for t in &targets {
+                view.insert(t.id, t.clone());
+            }
+        }, |i| {
+            targets
+                .chunks(UPSERT_CHUNK)
+                .try_for_each(|chunk| i.upsert(chunk))
+        });
+    }
+
+    /// Remove targets from the host's view and the plugin's.
+    pub fn remove(&self, ids: &[u64]) {
+        self.with_plugin("remove", |view| {
+            for id in ids {
+                view.remove(id);
+            }
+        }, |i| i.remove(ids));
+    }
+
+    /// Feed outcomes back to the plugin.
+    pub fn observe(&self, outcomes: &[Outcome]) {
+        self.with_plugin("observe", |_| {}, |i| i.observe(outcomes));
+    }
+
+    fn with_plugin(
+        &self,
+        call: &str,
+        update_view: impl FnOnce(&mut BTreeMap<u64, Target>),
+        f: impl FnOnce(&mut dyn StrategyInstance) -> CallResult<()>,
+    ) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        update_view(&mut inner.view);
+        let Some(active) = inner.active.as_mut().filter(|a| !a.quarantined) else {
+            return;
+        };
+        // An instance that failed earlier is re-created on the next placement, from the view.
+        let Some(instance) = active.instance.as_mut() else {
+            return;
+        };
+        let name = active.plugin.info.name.clone();
+        if let Err(failure) = timed(&self.telemetry, &name, call, || f(instance.as_mut())) {
+            active.fail(&self.role, call, failure, &self.telemetry, &self.limits);
+        }
+    }
+
+    /// The host's view (for tests and APIs).
+    pub fn view(&self) -> Vec<Target> {
+        self.lock().view.values().cloned().collect()
+    }
+
+    /// State of the slot.
+    pub fn status(&self) -> SlotStatus {
+        match &self.lock().active {
+            Some(a) => a.status(&self.role),
+            None => SlotStatus {
+                role: self.role.clone(),
+                plugin: None,
+                config: String::new(),
+                quarantined: false,
+                consecutive_failures: 0,
+                last_error: None,
+            },
+        }
+    }
+
+    /// The active plugin, if any.
+    pub fn active(&self) -> Option<PluginRef> {
+        self.lock().active.as_ref().map(|a| a.plugin.id.clone())
+    }
+}
+
+/// The reclamation policy of a Spearlet, guarded. Its fallback stops nothing: when the policy fails,
+/// keeping instances is the safe answer.
+pub struct ReclaimerSlot {
+    role: String,
+    active: Mutex<Option<Active<dyn ReclaimerInstance>>>,
+    limits: Arc<Limits>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl std::fmt::Debug for ReclaimerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReclaimerSlot").field("role", &self.role).finish()
+    }
+}
+
+fn fresh_reclaimer(plugin: &LoadedPlugin, config: &str) -> CallResult<Box<dyn ReclaimerInstance>> {
+    let mut instance = plugin.factory.reclaimer(&plugin.info.name)?;
+    instance.configure(config)?;
+    Ok(instance)
+}
+
+impl ReclaimerSlot {
+    /// An empty slot: nothing is reclaimed until a policy is activated.
+    pub fn new(role: impl Into<String>, limits: Arc<Limits>, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            role: role.into(),
+            active: Mutex::new(None),
+            limits,
+            telemetry,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Active<dyn ReclaimerInstance>>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make `plugin` (configured with `config`) the active policy.
+    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
+        let prepared = self.prepare(plugin, config)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// Build and configure an instance of `plugin`, off the decision path.
+    pub fn prepare(&self, plugin: &LoadedPlugin, config: &str) -> Result<PreparedReclaimer> {
+        if plugin.info.kind != spear_plugin_api::PluginKind::ReclamationPolicy {
+            return Err(Error::WrongKind {
+                subject: plugin.info.name.clone(),
+                expected: spear_plugin_api::PluginKind::ReclamationPolicy,
+                found: plugin.info.kind,
+            });
+        }
+        let instance = fresh_reclaimer(plugin, config).map_err(|failure| Error::Call {
+            plugin: plugin.info.name.clone(),
+            failure,
+        })?;
+        Ok(PreparedReclaimer {
+            plugin: plugin.clone(),
+            config: config.into(),
+            instance,
+        })
+    }
+
+    /// Swap a prepared instance in, handing over state from the same plugin's old version.
+    pub fn commit(&self, prepared: PreparedReclaimer) {
+        let PreparedReclaimer {
+            plugin,
+            config,
+            mut instance,
+        } = prepared;
+        let mut active = self.lock();
+        let handover = active.as_mut().and_then(|old| {
+            if old.plugin.info.name != plugin.info.name {
+                return None;
+            }
+            old.instance.as_mut().and_then(|i| i.save_state().ok())
+        });
+        if let Some(state) = handover
+            && let Err(e) = instance.restore_state(&state)
+        {
+            tracing::info!(plugin = %plugin.info.name, "state not carried over: {e}");
+        }
+        let id = plugin.id.clone();
+        *active = Some(Active {
+            plugin,
+            config,
+            instance: Some(instance),
+            consecutive_failures: 0,
+            quarantined: false,
+            last_error: None,
+        });
+        drop(active);
+        self.telemetry.emit(
+            EventKind::Activated,
+            Some(&id.name),
+            Some(&id.file),
+            Some(&id.sha256),
+            format!("{}: {} {} ({}) active", self.role, id.name, id.version, id.form),
+        );
+    }
+
+    /// Remove the active policy: nothing is reclaimed from now on.
+    pub fn deactivate(&self) {
+        *self.lock() = None;
+    }
+
+    /// Ids of the instances to stop. Invalid answers (unknown or repeated ids) count as failures and
+    /// stop nothing.
+    pub fn select(&self, instances: &[InstanceStats], node: &NodePressure) -> Vec<u64> {
+        let mut guard = self.lock();
+        let Some(active) = guard.as_mut().filter(|a| !a.quarantined) else {
+            return Vec::new();
+        };
+        let name = active.plugin.info.name.clone();
+        let result = timed(&self.telemetry, &name, "select", || {
+            if active.instance.is_none() {
+                active.instance = Some(fresh_reclaimer(&active.plugin, &active.config)?);
+            }
+            let instance = active.instance.as_mut().expect("instance just ensured");
+            instance.select(instances, node)
+        });
+        let known: BTreeSet<u64> = instances.iter().map(|i| i.id).collect();
+        let checked = result.and_then(|ids| {
+            let mut seen = BTreeSet::new();
+            for id in &ids {
+                if !known.contains(id) {
+                    return Err(CallFailure::Invalid(format!("unknown instance {id}")));
+                }
+                if !seen.insert(*id) {
+                    return Err(CallFailure::Invalid(format!("instance {id} named twice")));
+                }
+            }
+            Ok(ids)
+        });
+        match checked {
+            Ok(ids) => {
+                active.succeed();
+                ids
+            }
+            Err(failure) => {
+                active.fail(&self.role, "select", failure, &self.telemetry, &self.limits);
+                Vec::new()
+            }
+        }
+    }
+
+    /// State of the slot.
+    pub fn status(&self) -> SlotStatus {
+        match &*self.lock() {
+            Some(a) => a.status(&self.role),
+            None => SlotStatus {
+                role: self.role.clone(),
+                plugin: None,
+                config: String::new(),
+                quarantined: false,
+                consecutive_failures: 0,
+                last_error: None,
+            },
+        }
+    }
+
+    /// The active plugin, if any.
+    pub fn active(&self) -> Option<PluginRef> {
+        self.lock().as_ref().map(|a| a.plugin.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spear_plugin_api::{Label, Resources};
+
+    fn target(id: u64, healthy: bool, mem: u64) -> Target {
+        Target {
+            id,
+            name: format!("n{id}"),
+            labels: vec![Label::new("zone", "a")],
+            capacity: Resources {
+                cpu_millis: 1000,
+                memory_mb: mem,
+                disk_mb: 0,
+            },
+            available: Resources {
+                cpu_millis: 1000,
+                memory_mb: mem,
+                disk_mb: 0,
+            },
+            active: 0,
+            weight: 1,
+            healthy,
+        }
+    }
+
+    fn request(id: u64, mem: u64) -> Request {
+        Request {
+            id,
+            task: "t".into(),
+            labels: vec![],
+            needs: Resources {
+                cpu_millis: 0,
+                memory_mb: mem,
+                disk_mb: 0,
+            },
+            required: vec![],
+            preferred: vec![],
+        }
+    }
+
+    #[test]
+    fn validation_rejects_unknown_unhealthy_and_overcommitted_targets() {
+        let mut view: BTreeMap<u64, Target> =
+            [target(1, true, 100), target(2, false, 100)].into_iter().map(|t| (t.id, t)).collect();
+        let unknown = validate(&mut view, &[request(1, 1)], &[Decision::Assign(9)]);
+        assert_eq!(unknown.unwrap_err(), "request 1: unknown target 9");
+        let unhealthy = validate(&mut view, &[request(1, 1)], &[Decision::Assign(2)]);
+        assert_eq!(unhealthy.unwrap_err(), "request 1: target 2 is unhealthy");
+        // Two requests of 60 MiB each do not fit on one 100 MiB target within one batch.
+        let over = validate(
+            &mut view,
+            &[request(1, 60), request(2, 60)],
+            &[Decision::Assign(1), Decision::Assign(1)],
+        );
+        assert_eq!(over.unwrap_err(), "request 2: target 1 lacks the resources it needs");
+        assert_eq!(view[&1].available.memory_mb, 100, "a rejected batch claims nothing");
+        let count = validate(&mut view, &[request(1, 1)], &[]);
+        assert_eq!(count.unwrap_err(), "0 decisions for 1 requests");
+        validate(&mut view, &[request(1, 60)], &[Decision::Assign(1)]).unwrap();
+        assert_eq!(view[&1].available.memory_mb, 40, "a valid batch claims its needs");
+    }
+
+    #[test]
+    fn empty_slot_decides_by_fallback() {
+        let slot = StrategySlot::new("test", Arc::new(Limits::new(Default::default())), Arc::new(Telemetry::new()));
+        slot.upsert(vec![target(1, true, 10), target(2, true, 10), target(3, false, 10)]);
+        let d = slot.place(&[request(1, 0), request(2, 0), request(3, 0)]);
+        assert_eq!(d, vec![Decision::Assign(1), Decision::Assign(2), Decision::Assign(1)]);
+        assert_eq!(slot.telemetry.fallback_decisions_of("test"), 3);
+    }
+}

@@ -1,0 +1,133 @@
+//! The executor contract: runs workloads for a Spearlet.
+//!
+//! Modelled on Nomad's task-driver life cycle: `start`, `wait`, `signal`/`stop`, `inspect`, `stats`,
+//! `recover` after an agent restart, `destroy`, and `capabilities`. Executors are native plugins and
+//! may block: hosts call them off their async runtime.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PluginError, PluginInfo};
+
+/// What to run and under which limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Execution id assigned by SMS; also names the workload's handle.
+    pub execution_id: String,
+    /// Task name, for logs and labels.
+    pub task: String,
+    /// Local path of the artifact (WASM bytes, program, image tarball), already fetched by the host.
+    pub artifact: Option<String>,
+    /// Image (container), program (process) or entry name (wasm).
+    pub entry: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Bytes fed to standard input.
+    pub stdin: Vec<u8>,
+    /// Wall-clock limit in milliseconds (0 = none).
+    pub timeout_ms: u64,
+    /// Memory limit in MiB (0 = none).
+    pub memory_limit_mb: u64,
+    /// CPU limit in thousandths of a core (0 = none).
+    pub cpu_millis: u64,
+    /// Whether the workload may use the network.
+    pub network: bool,
+    /// Bytes of stdout and of stderr kept; the rest is dropped and flagged.
+    pub output_cap_bytes: u64,
+}
+
+/// How a workload ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// Stopped at its timeout.
+    TimedOut,
+    /// Could not run at all.
+    Failed(String),
+}
+
+/// The result of a finished workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Captured standard output (up to the cap).
+    pub stdout: Vec<u8>,
+    /// Captured standard error (up to the cap).
+    pub stderr: Vec<u8>,
+    /// Standard output went past the cap.
+    pub stdout_truncated: bool,
+    /// Standard error went past the cap.
+    pub stderr_truncated: bool,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Where a workload is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecState {
+    /// Still running.
+    Running,
+    /// Finished with this result.
+    Finished(ExecResult),
+    /// The executor knows no such handle.
+    Unknown,
+}
+
+/// Resource use of a running workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStats {
+    /// Resident memory in bytes.
+    pub memory_bytes: u64,
+    /// CPU time used in microseconds.
+    pub cpu_micros: u64,
+}
+
+/// What an executor can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The executable type it runs (`wasm`, `process`, `container`).
+    pub executable_type: String,
+    /// It delivers arbitrary signals.
+    pub signals: bool,
+    /// It can re-attach to workloads after an agent restart.
+    pub recover: bool,
+    /// It enforces memory limits.
+    pub memory_limit: bool,
+    /// It enforces CPU limits.
+    pub cpu_limit: bool,
+    /// It can isolate the network.
+    pub network_isolation: bool,
+}
+
+/// An executor plugin. Methods may block; every one must be safe to call from several threads.
+pub trait Executor: Send + Sync + 'static {
+    /// Describe the plugin.
+    fn info(&self) -> PluginInfo;
+    /// What this executor can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Apply a JSON configuration (called before any workload starts).
+    fn configure(&mut self, config: &str) -> Result<(), PluginError>;
+    /// Start a workload; returns its handle.
+    fn start(&self, spec: &ExecSpec) -> Result<String, PluginError>;
+    /// Wait up to `timeout_ms` for the workload to finish; `None` if it is still running.
+    fn wait(&self, handle: &str, timeout_ms: u64) -> Result<Option<ExecResult>, PluginError>;
+    /// Deliver a signal.
+    fn signal(&self, handle: &str, signal: i32) -> Result<(), PluginError>;
+    /// Stop: a polite signal, then a forced kill after `grace_ms`.
+    fn stop(&self, handle: &str, grace_ms: u64) -> Result<(), PluginError>;
+    /// Where the workload is in its life.
+    fn inspect(&self, handle: &str) -> Result<ExecState, PluginError>;
+    /// Resource use of a running workload.
+    fn stats(&self, handle: &str) -> Result<ExecStats, PluginError>;
+    /// Re-attach to a workload started before an agent restart; `false` if it is gone.
+    fn recover(&self, handle: &str) -> Result<bool, PluginError>;
+    /// Release everything the workload holds.
+    fn destroy(&self, handle: &str) -> Result<(), PluginError>;
+}

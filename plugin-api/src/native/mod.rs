@@ -1,0 +1,328 @@
+//! The native plugin ABI: abi_stable trait objects behind one root module, checked at load time.
+//!
+//! A native plugin is a `cdylib` exporting a [`SpearPluginModule`] through one of the export macros
+//! ([`export_native_strategy!`](crate::export_native_strategy),
+//! [`export_native_reclaimer!`](crate::export_native_reclaimer),
+//! [`export_native_executor!`](crate::export_native_executor),
+//! [`export_native_storage!`](crate::export_native_storage)). The host refuses a library whose
+//! [`ABI_VERSION`] major differs from its own, or whose types' layouts differ, naming both sides.
+//!
+//! Panics never cross the boundary: every call is wrapped in `catch_unwind` and a panic comes back to
+//! the host as an error carrying the panic message.
+//!
+//! Executor specs and results cross as JSON (they are not on a hot path and change often); strategy,
+//! reclaimer and storage calls cross as `#[repr(C)]` values.
+
+#![expect(
+    non_local_definitions,
+    reason = "abi_stable's #[sabi_trait] expands to impls inside a const block"
+)]
+
+pub mod ffi;
+mod glue;
+
+pub use abi_stable;
+pub use glue::{ExecutorGlue, ReclaimerGlue, StorageGlue, StrategyGlue, guard};
+
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+};
+
+use ffi::{FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest, FfiTarget};
+
+/// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
+/// the same minor) and refuses any other, naming both.
+#[cfg(not(feature = "abi-mismatch-fixture"))]
+pub const ABI_VERSION: &str = "1.0.0";
+
+/// The version of the native ABI (test fixture build: deliberately incompatible).
+#[cfg(feature = "abi-mismatch-fixture")]
+pub const ABI_VERSION: &str = "2.0.0";
+
+/// A native scheduling strategy as seen across the FFI boundary.
+#[sabi_trait]
+pub trait FfiStrategy: Send {
+    /// See [`crate::Strategy::info`].
+    fn info(&self) -> RResult<FfiPluginInfo, RString>;
+    /// See [`crate::Strategy::configure`].
+    fn configure(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    /// See [`crate::Strategy::upsert`].
+    fn upsert(&mut self, targets: RVec<FfiTarget>) -> RResult<(), RString>;
+    /// See [`crate::Strategy::remove`].
+    fn remove(&mut self, ids: RSlice<'_, u64>) -> RResult<(), RString>;
+    /// See [`crate::Strategy::place`].
+    fn place(&mut self, requests: RVec<FfiRequest>) -> RResult<RVec<FfiDecision>, RString>;
+    /// See [`crate::Strategy::observe`].
+    fn observe(&mut self, outcomes: RSlice<'_, FfiOutcome>) -> RResult<(), RString>;
+    /// See [`crate::Strategy::save_state`].
+    fn save_state(&self) -> RResult<RVec<u8>, RString>;
+    /// See [`crate::Strategy::restore_state`].
+    #[sabi(last_prefix_field)]
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), RString>;
+}
+
+/// A native reclamation policy as seen across the FFI boundary.
+#[sabi_trait]
+pub trait FfiReclaimer: Send {
+    /// See [`crate::Reclaimer::info`].
+    fn info(&self) -> RResult<FfiPluginInfo, RString>;
+    /// See [`crate::Reclaimer::configure`].
+    fn configure(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    /// See [`crate::Reclaimer::select`].
+    fn select(
+        &mut self,
+        instances: RVec<FfiInstanceStats>,
+        node: FfiNodePressure,
+    ) -> RResult<RVec<u64>, RString>;
+    /// See [`crate::Reclaimer::save_state`].
+    fn save_state(&self) -> RResult<RVec<u8>, RString>;
+    /// See [`crate::Reclaimer::restore_state`].
+    #[sabi(last_prefix_field)]
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), RString>;
+}
+
+/// A native executor as seen across the FFI boundary. Specs, results and states cross as JSON of the
+/// types in [`crate::executor`].
+#[sabi_trait]
+pub trait FfiExecutor: Send + Sync {
+    /// See [`crate::Executor::info`].
+    fn info(&self) -> RResult<FfiPluginInfo, RString>;
+    /// JSON of [`crate::executor::Capabilities`].
+    fn capabilities(&self) -> RResult<RString, RString>;
+    /// See [`crate::Executor::configure`].
+    fn configure(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    /// `spec` is JSON of [`crate::executor::ExecSpec`]; returns the handle.
+    fn start(&self, spec: RStr<'_>) -> RResult<RString, RString>;
+    /// JSON of `Option<ExecResult>`.
+    fn wait(&self, handle: RStr<'_>, timeout_ms: u64) -> RResult<RString, RString>;
+    /// See [`crate::Executor::signal`].
+    fn signal(&self, handle: RStr<'_>, signal: i32) -> RResult<(), RString>;
+    /// See [`crate::Executor::stop`].
+    fn stop(&self, handle: RStr<'_>, grace_ms: u64) -> RResult<(), RString>;
+    /// JSON of [`crate::executor::ExecState`].
+    fn inspect(&self, handle: RStr<'_>) -> RResult<RString, RString>;
+    /// JSON of [`crate::executor::ExecStats`].
+    fn stats(&self, handle: RStr<'_>) -> RResult<RString, RString>;
+    /// See [`crate::Executor::recover`].
+    fn recover(&self, handle: RStr<'_>) -> RResult<bool, RString>;
+    /// See [`crate::Executor::destroy`].
+    #[sabi(last_prefix_field)]
+    fn destroy(&self, handle: RStr<'_>) -> RResult<(), RString>;
+}
+
+/// A key/value pair crossing the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiKv {
+    /// Key.
+    pub key: RVec<u8>,
+    /// Value.
+    pub value: RVec<u8>,
+}
+
+/// One write of an atomic batch crossing the boundary.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone)]
+pub enum FfiBatchOp {
+    /// Put a value.
+    Put(FfiKv),
+    /// Delete a key.
+    Delete(RVec<u8>),
+}
+
+/// A native storage backend as seen across the FFI boundary.
+#[sabi_trait]
+pub trait FfiStorage: Send + Sync {
+    /// See [`crate::StorageBackend::info`].
+    fn info(&self) -> RResult<FfiPluginInfo, RString>;
+    /// See [`crate::StorageBackend::open`].
+    fn open(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    /// See [`crate::StorageBackend::get`].
+    fn get(&self, key: RSlice<'_, u8>) -> RResult<ROption<RVec<u8>>, RString>;
+    /// See [`crate::StorageBackend::put`].
+    fn put(&self, key: RSlice<'_, u8>, value: RSlice<'_, u8>) -> RResult<(), RString>;
+    /// See [`crate::StorageBackend::delete`].
+    fn delete(&self, key: RSlice<'_, u8>) -> RResult<bool, RString>;
+    /// See [`crate::StorageBackend::scan`].
+    fn scan(
+        &self,
+        prefix: RSlice<'_, u8>,
+        start_after: ROption<RSlice<'_, u8>>,
+        limit: u32,
+    ) -> RResult<RVec<FfiKv>, RString>;
+    /// See [`crate::StorageBackend::batch`].
+    fn batch(&self, ops: RVec<FfiBatchOp>) -> RResult<(), RString>;
+    /// See [`crate::StorageBackend::compare_and_swap`].
+    #[sabi(last_prefix_field)]
+    fn compare_and_swap(
+        &self,
+        key: RSlice<'_, u8>,
+        expected: ROption<RSlice<'_, u8>>,
+        new: ROption<RSlice<'_, u8>>,
+    ) -> RResult<bool, RString>;
+}
+
+/// A boxed native strategy.
+pub type StrategyBox = FfiStrategy_TO<'static, RBox<()>>;
+/// A boxed native reclamation policy.
+pub type ReclaimerBox = FfiReclaimer_TO<'static, RBox<()>>;
+/// A boxed native executor.
+pub type ExecutorBox = FfiExecutor_TO<'static, RBox<()>>;
+/// A boxed native storage backend.
+pub type StorageBox = FfiStorage_TO<'static, RBox<()>>;
+
+/// The root module every native SPEAR plugin exports. Exactly one constructor matches `kind`.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = SpearPluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct SpearPluginModule {
+    /// What the plugin is.
+    pub kind: ffi::FfiPluginKind,
+    /// Constructor of a strategy (when `kind` is a scheduling strategy).
+    pub new_strategy: ROption<extern "C" fn() -> RResult<StrategyBox, RString>>,
+    /// Constructor of a reclamation policy.
+    pub new_reclaimer: ROption<extern "C" fn() -> RResult<ReclaimerBox, RString>>,
+    /// Constructor of an executor.
+    pub new_executor: ROption<extern "C" fn() -> RResult<ExecutorBox, RString>>,
+    /// Constructor of a storage backend.
+    #[sabi(last_prefix_field)]
+    pub new_storage: ROption<extern "C" fn() -> RResult<StorageBox, RString>>,
+}
+
+impl RootModule for SpearPluginModuleRef {
+    declare_root_module_statics! {SpearPluginModuleRef}
+    const BASE_NAME: &'static str = "spear_plugin";
+    const NAME: &'static str = "spear_plugin";
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_VERSION);
+}
+
+/// Export a [`Strategy`](crate::Strategy) implementing `Default` as this library's native plugin.
+///
+/// ```ignore
+/// #[cfg(not(target_family = "wasm"))]
+/// spear_plugin_api::export_native_strategy!(MyStrategy);
+/// ```
+#[macro_export]
+macro_rules! export_native_strategy {
+    ($ty:ty) => {
+        #[::abi_stable::export_root_module]
+        fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
+            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn new_strategy() -> $crate::native::abi_stable::std_types::RResult<
+                $crate::native::StrategyBox,
+                $crate::native::abi_stable::std_types::RString,
+            > {
+                $crate::native::guard(|| {
+                    $crate::native::StrategyBox::from_value(
+                        $crate::native::StrategyGlue(<$ty as ::core::default::Default>::default()),
+                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
+                    )
+                })
+            }
+            $crate::native::SpearPluginModule {
+                kind: $crate::native::ffi::FfiPluginKind::SchedulingStrategy,
+                new_strategy: $crate::native::abi_stable::std_types::ROption::RSome(new_strategy),
+                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
+            }
+            .leak_into_prefix()
+        }
+    };
+}
+
+/// Export a [`Reclaimer`](crate::Reclaimer) implementing `Default` as this library's native plugin.
+#[macro_export]
+macro_rules! export_native_reclaimer {
+    ($ty:ty) => {
+        #[::abi_stable::export_root_module]
+        fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
+            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn new_reclaimer() -> $crate::native::abi_stable::std_types::RResult<
+                $crate::native::ReclaimerBox,
+                $crate::native::abi_stable::std_types::RString,
+            > {
+                $crate::native::guard(|| {
+                    $crate::native::ReclaimerBox::from_value(
+                        $crate::native::ReclaimerGlue(<$ty as ::core::default::Default>::default()),
+                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
+                    )
+                })
+            }
+            $crate::native::SpearPluginModule {
+                kind: $crate::native::ffi::FfiPluginKind::ReclamationPolicy,
+                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RSome(new_reclaimer),
+                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
+            }
+            .leak_into_prefix()
+        }
+    };
+}
+
+/// Export an [`Executor`](crate::Executor) implementing `Default` as this library's native plugin.
+#[macro_export]
+macro_rules! export_native_executor {
+    ($ty:ty) => {
+        #[::abi_stable::export_root_module]
+        fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
+            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn new_executor() -> $crate::native::abi_stable::std_types::RResult<
+                $crate::native::ExecutorBox,
+                $crate::native::abi_stable::std_types::RString,
+            > {
+                $crate::native::guard(|| {
+                    $crate::native::ExecutorBox::from_value(
+                        $crate::native::ExecutorGlue(<$ty as ::core::default::Default>::default()),
+                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
+                    )
+                })
+            }
+            $crate::native::SpearPluginModule {
+                kind: $crate::native::ffi::FfiPluginKind::Executor,
+                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_executor: $crate::native::abi_stable::std_types::ROption::RSome(new_executor),
+                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
+            }
+            .leak_into_prefix()
+        }
+    };
+}
+
+/// Export a [`StorageBackend`](crate::StorageBackend) implementing `Default` as this library's
+/// native plugin.
+#[macro_export]
+macro_rules! export_native_storage {
+    ($ty:ty) => {
+        #[::abi_stable::export_root_module]
+        fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
+            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn new_storage() -> $crate::native::abi_stable::std_types::RResult<
+                $crate::native::StorageBox,
+                $crate::native::abi_stable::std_types::RString,
+            > {
+                $crate::native::guard(|| {
+                    $crate::native::StorageBox::from_value(
+                        $crate::native::StorageGlue(<$ty as ::core::default::Default>::default()),
+                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
+                    )
+                })
+            }
+            $crate::native::SpearPluginModule {
+                kind: $crate::native::ffi::FfiPluginKind::StorageBackend,
+                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
+                new_storage: $crate::native::abi_stable::std_types::ROption::RSome(new_storage),
+            }
+            .leak_into_prefix()
+        }
+    };
+}

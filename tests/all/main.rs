@@ -1,0 +1,8 @@
+//! Integration tests of the plugin runtime through real files, real loaders and real guests.
+//!
+//! One binary (wasmtime's layout): each module is a group of tests; helpers live in `spear_tests`.
+
+mod conformance;
+mod containment;
+mod loading;
+mod reload;

@@ -1,0 +1,129 @@
+//! Builds every guest the tests load, with the real toolchains, into `target/spear-guests`:
+//!
+//! - WASM components (wasm32-wasip2) of every built-in strategy and reclaimer and of the fixtures;
+//! - Extism modules (wasm32-unknown-unknown) of every built-in strategy and reclaimer;
+//! - native libraries of every built-in plugin and the hostile fixture (`--features native-plugin`);
+//! - the hostile fixture built against a mismatched plugin ABI.
+//!
+//! The outer build's flags are not passed on (they are meant for the host), and the guests get a
+//! target directory of their own so that the outer cargo's lock is never contended. Paths are
+//! exported to the tests as constants in `$OUT_DIR/guests.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PLUGINS: &[(&str, &str)] = &[
+    ("spear-strategy-round-robin", "strategies/round-robin"),
+    ("spear-strategy-least-connections", "strategies/least-connections"),
+    ("spear-strategy-affinity", "strategies/affinity"),
+    ("spear-strategy-adaptive", "strategies/adaptive"),
+    ("spear-reclaimer-idle-time", "reclaimers/idle-time"),
+    ("spear-reclaimer-memory-pressure", "reclaimers/memory-pressure"),
+    ("spear-reclaimer-error-rate", "reclaimers/error-rate"),
+];
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    for watched in ["plugin-api", "plugins", "wit", "tests/fixtures", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    let target_dir = std::env::var_os("SPEAR_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/spear-guests"));
+    let out = target_dir.join("artifacts");
+    for form in ["component", "extism", "native"] {
+        std::fs::create_dir_all(out.join(form)).unwrap();
+    }
+
+    let mut packages: Vec<&str> = PLUGINS.iter().map(|(p, _)| *p).collect();
+    packages.push("spear-fixture-hostile");
+
+    // Components.
+    let mut wasi = packages.clone();
+    wasi.push("spear-fixture-not-a-plugin");
+    cargo(&root, &target_dir, Some("wasm32-wasip2"), &wasi, &[]);
+    for p in &packages {
+        copy(&target_dir.join(format!("wasm32-wasip2/release/{}.wasm", snake(p))), &out.join(format!("component/{}.wasm", short(p))));
+    }
+    copy(&target_dir.join("wasm32-wasip2/release/not-a-plugin.wasm"), &out.join("component/not-a-plugin.wasm"));
+
+    // Extism modules.
+    cargo(&root, &target_dir, Some("wasm32-unknown-unknown"), &packages, &[]);
+    for p in &packages {
+        copy(&target_dir.join(format!("wasm32-unknown-unknown/release/{}.wasm", snake(p))), &out.join(format!("extism/{}.wasm", short(p))));
+    }
+
+    // Native libraries.
+    let features: Vec<String> = packages.iter().map(|p| format!("{p}/native-plugin")).collect();
+    cargo(&root, &target_dir, None, &packages, &features);
+    for p in &packages {
+        copy(&target_dir.join(format!("release/lib{}.so", snake(p))), &out.join(format!("native/{}.so", short(p))));
+    }
+    // A shared library without a root module: the fixture without its export.
+    cargo(&root, &target_dir, None, &["spear-fixture-hostile"], &[]);
+    copy(&target_dir.join("release/libspear_fixture_hostile.so"), &out.join("native/no-root-module.so"));
+    // The same fixture against an incompatible ABI (a separate invocation: features unify).
+    cargo(
+        &root,
+        &target_dir,
+        None,
+        &["spear-fixture-hostile"],
+        &["spear-fixture-hostile/native-plugin".into(), "spear-plugin-api/abi-mismatch-fixture".into()],
+    );
+    copy(&target_dir.join("release/libspear_fixture_hostile.so"), &out.join("native/abi-mismatch.so"));
+
+    let consts = format!(
+        "/// Folder holding `component/`, `extism/` and `native/` guest builds.\npub const GUESTS: &str = {:?};\n",
+        out.display().to_string()
+    );
+    std::fs::write(PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs"), consts).unwrap();
+}
+
+fn snake(package: &str) -> String {
+    package.replace('-', "_")
+}
+
+/// `spear-strategy-least-connections` → `least-connections`; fixtures keep their short names.
+fn short(package: &str) -> String {
+    package
+        .trim_start_matches("spear-strategy-")
+        .trim_start_matches("spear-reclaimer-")
+        .trim_start_matches("spear-fixture-")
+        .to_owned()
+}
+
+fn cargo(root: &Path, target_dir: &Path, target: Option<&str>, packages: &[&str], features: &[String]) {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .arg("build")
+        .arg("--release")
+        .arg("--target-dir")
+        .arg(target_dir);
+    if let Some(t) = target {
+        cmd.arg("--target").arg(t);
+    }
+    for p in packages {
+        cmd.arg("-p").arg(p);
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+        cmd.env_remove(var);
+    }
+    // Small, quick-to-compile guests: no debug info.
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    let status = cmd.status().expect("run cargo for the guest plugins");
+    assert!(
+        status.success(),
+        "building guest plugins failed ({}): is the target installed? run `rustup target add {}`",
+        packages.join(" "),
+        target.unwrap_or("(host)")
+    );
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} → {}: {e}", from.display(), to.display()));
+}
