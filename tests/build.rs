@@ -14,18 +14,30 @@ use std::process::Command;
 
 const PLUGINS: &[(&str, &str)] = &[
     ("spear-strategy-round-robin", "strategies/round-robin"),
-    ("spear-strategy-least-connections", "strategies/least-connections"),
+    (
+        "spear-strategy-least-connections",
+        "strategies/least-connections",
+    ),
     ("spear-strategy-affinity", "strategies/affinity"),
     ("spear-strategy-adaptive", "strategies/adaptive"),
     ("spear-reclaimer-idle-time", "reclaimers/idle-time"),
-    ("spear-reclaimer-memory-pressure", "reclaimers/memory-pressure"),
+    (
+        "spear-reclaimer-memory-pressure",
+        "reclaimers/memory-pressure",
+    ),
     ("spear-reclaimer-error-rate", "reclaimers/error-rate"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
-    for watched in ["plugin-api", "plugins", "wit", "tests/fixtures", "Cargo.lock"] {
+    for watched in [
+        "plugin-api",
+        "plugins",
+        "wit",
+        "tests/fixtures",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = std::env::var_os("SPEAR_GUEST_TARGET_DIR")
@@ -44,40 +56,74 @@ fn main() {
     wasi.push("spear-fixture-not-a-plugin");
     cargo(&root, &target_dir, Some("wasm32-wasip2"), &wasi, &[]);
     for p in &packages {
-        copy(&target_dir.join(format!("wasm32-wasip2/release/{}.wasm", snake(p))), &out.join(format!("component/{}.wasm", short(p))));
+        copy(
+            &target_dir.join(format!("wasm32-wasip2/release/{}.wasm", snake(p))),
+            &out.join(format!("component/{}.wasm", short(p))),
+        );
     }
-    copy(&target_dir.join("wasm32-wasip2/release/not-a-plugin.wasm"), &out.join("component/not-a-plugin.wasm"));
+    copy(
+        &target_dir.join("wasm32-wasip2/release/not-a-plugin.wasm"),
+        &out.join("component/not-a-plugin.wasm"),
+    );
 
     // Extism modules.
-    cargo(&root, &target_dir, Some("wasm32-unknown-unknown"), &packages, &[]);
+    cargo(
+        &root,
+        &target_dir,
+        Some("wasm32-unknown-unknown"),
+        &packages,
+        &[],
+    );
     for p in &packages {
-        copy(&target_dir.join(format!("wasm32-unknown-unknown/release/{}.wasm", snake(p))), &out.join(format!("extism/{}.wasm", short(p))));
+        copy(
+            &target_dir.join(format!("wasm32-unknown-unknown/release/{}.wasm", snake(p))),
+            &out.join(format!("extism/{}.wasm", short(p))),
+        );
     }
 
     // Native libraries.
-    let features: Vec<String> = packages.iter().map(|p| format!("{p}/native-plugin")).collect();
+    let features: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{p}/native-plugin"))
+        .collect();
     cargo(&root, &target_dir, None, &packages, &features);
     for p in &packages {
-        copy(&target_dir.join(format!("release/lib{}.so", snake(p))), &out.join(format!("native/{}.so", short(p))));
+        copy(
+            &target_dir.join(format!("release/lib{}.so", snake(p))),
+            &out.join(format!("native/{}.so", short(p))),
+        );
     }
     // A shared library without a root module: the fixture without its export.
     cargo(&root, &target_dir, None, &["spear-fixture-hostile"], &[]);
-    copy(&target_dir.join("release/libspear_fixture_hostile.so"), &out.join("native/no-root-module.so"));
+    copy(
+        &target_dir.join("release/libspear_fixture_hostile.so"),
+        &out.join("native/no-root-module.so"),
+    );
     // The same fixture against an incompatible ABI (a separate invocation: features unify).
     cargo(
         &root,
         &target_dir,
         None,
         &["spear-fixture-hostile"],
-        &["spear-fixture-hostile/native-plugin".into(), "spear-plugin-api/abi-mismatch-fixture".into()],
+        &[
+            "spear-fixture-hostile/native-plugin".into(),
+            "spear-plugin-api/abi-mismatch-fixture".into(),
+        ],
     );
-    copy(&target_dir.join("release/libspear_fixture_hostile.so"), &out.join("native/abi-mismatch.so"));
+    copy(
+        &target_dir.join("release/libspear_fixture_hostile.so"),
+        &out.join("native/abi-mismatch.so"),
+    );
 
     let consts = format!(
         "/// Folder holding `component/`, `extism/` and `native/` guest builds.\npub const GUESTS: &str = {:?};\n",
         out.display().to_string()
     );
-    std::fs::write(PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs"), consts).unwrap();
+    std::fs::write(
+        PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs"),
+        consts,
+    )
+    .unwrap();
 }
 
 fn snake(package: &str) -> String {
@@ -93,7 +139,13 @@ fn short(package: &str) -> String {
         .to_owned()
 }
 
-fn cargo(root: &Path, target_dir: &Path, target: Option<&str>, packages: &[&str], features: &[String]) {
+fn cargo(
+    root: &Path,
+    target_dir: &Path,
+    target: Option<&str>,
+    packages: &[&str],
+    features: &[String],
+) {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
         .arg("build")
@@ -109,7 +161,13 @@ fn cargo(root: &Path, target_dir: &Path, target: Option<&str>, packages: &[&str]
     if !features.is_empty() {
         cmd.arg("--features").arg(features.join(","));
     }
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     // Small, quick-to-compile guests: no debug info.
@@ -125,5 +183,6 @@ fn cargo(root: &Path, target_dir: &Path, target: Option<&str>, packages: &[&str]
 }
 
 fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} → {}: {e}", from.display(), to.display()));
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} → {}: {e}", from.display(), to.display()));
 }

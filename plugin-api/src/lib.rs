@@ -63,7 +63,9 @@ impl From<&str> for PluginError {
 /// Parse a plugin's JSON configuration into its typed settings, with a message naming the problem.
 ///
 /// An empty string or `null` yields the settings' defaults.
-pub fn parse_config<T: serde::de::DeserializeOwned + Default>(json: &str) -> Result<T, PluginError> {
+pub fn parse_config<T: serde::de::DeserializeOwned + Default>(
+    json: &str,
+) -> Result<T, PluginError> {
     let trimmed = json.trim();
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(T::default());

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PluginError, PluginInfo};
 
+/// A key/value pair, as a scan returns it.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One write in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchOp {
@@ -42,7 +45,7 @@ pub trait StorageBackend: Send + Sync + 'static {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PluginError>;
+    ) -> Result<Vec<KeyValue>, PluginError>;
     /// Apply every operation or none.
     fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError>;
     /// Set `key` to `new` (or delete it when `None`) only if its value is `expected` (`None`: absent).

@@ -194,7 +194,10 @@ fn check_strategy<S: Strategy + Default>(name: &str, config: &'static str) {
             assert_eq!(plugin.info.name, name);
             let mut instance = plugin.new_strategy().unwrap();
             let got = run_all(&mut instance, &steps);
-            assert_eq!(got, expected, "{name} as {form} differs from the baseline in «{title}»");
+            assert_eq!(
+                got, expected,
+                "{name} as {form} differs from the baseline in «{title}»"
+            );
         }
     }
 }
@@ -211,13 +214,19 @@ fn least_connections_decides_identically_in_every_form() {
 
 #[test]
 fn affinity_decides_identically_in_every_form() {
-    check_strategy::<spear_strategy_affinity::Affinity>("affinity", r#"{"mode":"spread","group_by":"app"}"#);
+    check_strategy::<spear_strategy_affinity::Affinity>(
+        "affinity",
+        r#"{"mode":"spread","group_by":"app"}"#,
+    );
     check_strategy::<spear_strategy_affinity::Affinity>("affinity", r#"{"mode":"colocate"}"#);
 }
 
 #[test]
 fn adaptive_decides_identically_in_every_form() {
-    check_strategy::<spear_strategy_adaptive::Adaptive>("adaptive", r#"{"seed": 42, "alpha": 0.5}"#);
+    check_strategy::<spear_strategy_adaptive::Adaptive>(
+        "adaptive",
+        r#"{"seed": 42, "alpha": 0.5}"#,
+    );
 }
 
 fn reclaim_cases() -> Vec<(&'static str, Vec<InstanceStats>, NodePressure)> {
@@ -258,7 +267,11 @@ fn check_reclaimer<R: Reclaimer + Default>(name: &str, config: &str) {
                 .unwrap_or_else(|e| panic!("{name} ({form}): {e}"));
             let mut r: Box<dyn ReclaimerInstance> = plugin.new_reclaimer().unwrap();
             r.configure(config).unwrap();
-            assert_eq!(r.select(&instances, &node).unwrap(), expected, "{name} as {form}: «{title}»");
+            assert_eq!(
+                r.select(&instances, &node).unwrap(),
+                expected,
+                "{name} as {form}: «{title}»"
+            );
         }
     }
     assert!(some_selected, "{name}: the scenarios never select anything");
@@ -266,7 +279,10 @@ fn check_reclaimer<R: Reclaimer + Default>(name: &str, config: &str) {
 
 #[test]
 fn idle_time_selects_identically_in_every_form() {
-    check_reclaimer::<spear_reclaimer_idle_time::IdleTime>("idle-time", r#"{"idle_ms": 300000, "keep_warm": 1}"#);
+    check_reclaimer::<spear_reclaimer_idle_time::IdleTime>(
+        "idle-time",
+        r#"{"idle_ms": 300000, "keep_warm": 1}"#,
+    );
 }
 
 #[test]
@@ -285,12 +301,16 @@ fn built_in_reclaimers_choose_what_their_rules_say() {
     let (_, crowd, calm) = &cases[0];
     let (_, _, pressed) = &cases[1];
     let mut idle = spear_reclaimer_idle_time::IdleTime::default();
-    idle.configure(r#"{"idle_ms": 300000, "keep_warm": 1}"#).unwrap();
+    idle.configure(r#"{"idle_ms": 300000, "keep_warm": 1}"#)
+        .unwrap();
     // web has 3 live (1, 2, 3 executing + 7, 8): idle ≥ 300 s are 1 and 2; batch keeps its one.
     assert_eq!(idle.select(crowd, calm), vec![1, 2]);
     let mut memory = spear_reclaimer_memory_pressure::MemoryPressure::default();
     memory.configure("{}").unwrap();
-    assert!(memory.select(crowd, calm).is_empty(), "no pressure, nothing stopped");
+    assert!(
+        memory.select(crowd, calm).is_empty(),
+        "no pressure, nothing stopped"
+    );
     // 3900 of 4096 MiB used; down to 75 % (3072) needs ≥ 828 MiB: the 900 MiB instance suffices.
     assert_eq!(memory.select(crowd, pressed), vec![6]);
     let mut errors = spear_reclaimer_error_rate::ErrorRate::default();

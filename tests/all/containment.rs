@@ -25,19 +25,32 @@ fn assert_contained(form: &str, file: &str, mode: &str, reason: &str) {
         let decisions = host.strategy().place(&requests(batch * 4, 4));
         assert_eq!(decisions.len(), 4);
         assert!(
-            decisions.iter().all(|d| matches!(d, Decision::Assign(id) if (1..=5).contains(id))),
+            decisions
+                .iter()
+                .all(|d| matches!(d, Decision::Assign(id) if (1..=5).contains(id))),
             "{form}/{mode}: fallback must answer validly: {decisions:?}"
         );
     }
     let t = host.telemetry();
-    assert_eq!(t.failures_of("hostile"), 3, "{form}/{mode}: one failure per batch");
+    assert_eq!(
+        t.failures_of("hostile"),
+        3,
+        "{form}/{mode}: one failure per batch"
+    );
     assert_eq!(t.fallback_decisions_of("scheduler"), 12);
     let status = host.strategy().status();
     assert!(status.quarantined, "{form}/{mode}: quarantined after 3");
     let error = status.last_error.unwrap();
-    assert!(error.contains(reason), "{form}/{mode}: «{reason}» not in «{error}»");
+    assert!(
+        error.contains(reason),
+        "{form}/{mode}: «{reason}» not in «{error}»"
+    );
     assert_eq!(t.count(EventKind::Quarantined), 1);
-    let record = host.plugins().into_iter().find(|r| r.name == "hostile").unwrap();
+    let record = host
+        .plugins()
+        .into_iter()
+        .find(|r| r.name == "hostile")
+        .unwrap();
     assert_eq!(record.state, PluginState::Quarantined);
 
     // Quarantined: the plugin is not called any more.
@@ -45,17 +58,32 @@ fn assert_contained(form: &str, file: &str, mode: &str, reason: &str) {
     assert_eq!(t.failures_of("hostile"), 3);
 
     // A new config lifts the quarantine.
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"hostile\"\n[scheduler.config]\nmode = \"ok\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"hostile\"\n[scheduler.config]\nmode = \"ok\"\n",
+    ));
     let report = host.reload(Trigger::Api);
     assert!(report.error.is_none(), "{report:?}");
     assert!(!host.strategy().status().quarantined);
-    assert_eq!(host.strategy().place(&requests(200, 2)), vec![Decision::Assign(1), Decision::Assign(1)]);
-    assert_eq!(t.fallback_decisions_of("scheduler"), 16, "the plugin answers again");
+    assert_eq!(
+        host.strategy().place(&requests(200, 2)),
+        vec![Decision::Assign(1), Decision::Assign(1)]
+    );
+    assert_eq!(
+        t.fallback_decisions_of("scheduler"),
+        16,
+        "the plugin answers again"
+    );
 }
 
 #[test]
 fn component_that_loops_forever_is_stopped_at_its_deadline() {
-    assert_contained("component", "hostile.wasm", "loop", "exceeded its 50 ms deadline");
+    assert_contained(
+        "component",
+        "hostile.wasm",
+        "loop",
+        "exceeded its 50 ms deadline",
+    );
 }
 
 #[test]
@@ -65,17 +93,32 @@ fn component_that_traps_is_contained() {
 
 #[test]
 fn component_that_grows_memory_without_bound_is_contained() {
-    assert_contained("component", "hostile.wasm", "grow", "exceeded its memory limit of 64 MiB");
+    assert_contained(
+        "component",
+        "hostile.wasm",
+        "grow",
+        "exceeded its memory limit of 64 MiB",
+    );
 }
 
 #[test]
 fn invalid_target_counts_as_a_failure() {
-    assert_contained("component", "hostile.wasm", "invalid-target", "unknown target 999999");
+    assert_contained(
+        "component",
+        "hostile.wasm",
+        "invalid-target",
+        "unknown target 999999",
+    );
 }
 
 #[test]
 fn wrong_number_of_decisions_counts_as_a_failure() {
-    assert_contained("component", "hostile.wasm", "wrong-count", "0 decisions for 4 requests");
+    assert_contained(
+        "component",
+        "hostile.wasm",
+        "wrong-count",
+        "0 decisions for 4 requests",
+    );
 }
 
 #[test]
@@ -90,19 +133,35 @@ fn extism_module_that_traps_is_contained() {
 
 #[test]
 fn native_plugin_that_panics_is_contained() {
-    assert_contained("native", "hostile.so", "trap", "plugin panicked: hostile strategy trapped on purpose");
+    assert_contained(
+        "native",
+        "hostile.so",
+        "trap",
+        "plugin panicked: hostile strategy trapped on purpose",
+    );
 }
 
 #[test]
 fn native_plugin_that_answers_nonsense_is_contained() {
-    assert_contained("native", "hostile.so", "invalid-target", "unknown target 999999");
+    assert_contained(
+        "native",
+        "hostile.so",
+        "invalid-target",
+        "unknown target 999999",
+    );
 }
 
 #[test]
 fn a_plugin_refusing_its_config_is_not_activated() {
     let sb = Sandbox::new();
     sb.install("component", "adaptive.wasm", "adaptive.wasm");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"adaptive\"\n[scheduler.config]\nalpha = 7.0\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"adaptive\"\n[scheduler.config]\nalpha = 7.0\n",
+    ));
     let err = PluginHost::start(&sb.config()).unwrap_err().to_string();
-    assert!(err.contains("plugin `adaptive`: returned an error: alpha must be in (0, 1]"), "{err}");
+    assert!(
+        err.contains("plugin `adaptive`: returned an error: alpha must be in (0, 1]"),
+        "{err}"
+    );
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use spear_plugin_api::PluginKind;
 use spear_plugin_runtime::engine::WasmEngine;
-use spear_plugin_runtime::{Form, LimitValues, Limits, PluginHost, PluginState, Trigger, load_file};
+use spear_plugin_runtime::{
+    Form, LimitValues, Limits, PluginHost, PluginState, Trigger, load_file,
+};
 use spear_tests::{Sandbox, guest, host_config, requests, targets};
 
 fn refusal(path: &Path) -> String {
@@ -24,7 +26,10 @@ fn assert_refused(path: &Path, reason: &str) {
         message.starts_with(&path.display().to_string()),
         "message must name the file: {message}"
     );
-    assert!(message.contains(reason), "expected «{reason}» in: {message}");
+    assert!(
+        message.contains(reason),
+        "expected «{reason}» in: {message}"
+    );
 }
 
 #[test]
@@ -47,7 +52,10 @@ fn every_built_in_plugin_loads_in_every_form_with_its_kind() {
             ("native", format!("{name}.so"), Form::Native),
         ] {
             let p = load_file(&guest(form, &file), &engine, &limits).unwrap();
-            assert_eq!((p.info.name.as_str(), p.info.kind, p.id.form), (name, kind, expected));
+            assert_eq!(
+                (p.info.name.as_str(), p.info.kind, p.id.form),
+                (name, kind, expected)
+            );
             assert_eq!(p.id.sha256.len(), 64);
         }
     }
@@ -62,16 +70,31 @@ fn hostile_files_are_refused_with_file_and_reason() {
         p
     };
     assert_refused(&write("empty.wasm", b""), "empty file");
-    assert_refused(&write("garbage.wasm", b"this is not a plugin at all"), "unknown magic bytes");
+    assert_refused(
+        &write("garbage.wasm", b"this is not a plugin at all"),
+        "unknown magic bytes",
+    );
     let component = std::fs::read(guest("component", "least-connections.wasm")).unwrap();
-    assert_refused(&write("truncated.wasm", &component[..component.len() / 2]), "invalid WASM component");
+    assert_refused(
+        &write("truncated.wasm", &component[..component.len() / 2]),
+        "invalid WASM component",
+    );
     assert_refused(&write("tiny.so", b"\x7fELF"), "too short");
-    assert_refused(&guest("component", "not-a-plugin.wasm"), "a component of no spear:plugin world");
-    assert_refused(&guest("native", "no-root-module.so"), "an ELF file without a SPEAR plugin root module");
+    assert_refused(
+        &guest("component", "not-a-plugin.wasm"),
+        "a component of no spear:plugin world",
+    );
+    assert_refused(
+        &guest("native", "no-root-module.so"),
+        "an ELF file without a SPEAR plugin root module",
+    );
     let sub = dir.path().join("dir-plugin.wasm");
     std::fs::create_dir(&sub).unwrap();
     assert_refused(&sub, "is a directory");
-    let (a, b) = (dir.path().join("loop-a.wasm"), dir.path().join("loop-b.wasm"));
+    let (a, b) = (
+        dir.path().join("loop-a.wasm"),
+        dir.path().join("loop-b.wasm"),
+    );
     std::os::unix::fs::symlink(&b, &a).unwrap();
     std::os::unix::fs::symlink(&a, &b).unwrap();
     assert_refused(&a, "symbolic link loop");
@@ -96,35 +119,72 @@ fn a_native_plugin_built_against_another_abi_is_refused_naming_both_versions() {
 fn bad_files_dropped_beside_an_active_plugin_leave_it_active() {
     let sb = Sandbox::new();
     sb.install("component", "least-connections.wasm", "lc.wasm");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"least-connections\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     host.strategy().upsert(targets(4));
     let before = host.strategy().active().unwrap();
 
     std::fs::write(sb.plugins().join("garbage.wasm"), b"garbage, not a plugin").unwrap();
     std::fs::create_dir(sb.plugins().join("folder.so")).unwrap();
-    std::fs::copy(guest("component", "not-a-plugin.wasm"), sb.plugins().join("cmd.wasm")).unwrap();
-    std::fs::copy(guest("native", "abi-mismatch.so"), sb.plugins().join("old-abi.so")).unwrap();
+    std::fs::copy(
+        guest("component", "not-a-plugin.wasm"),
+        sb.plugins().join("cmd.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        guest("native", "abi-mismatch.so"),
+        sb.plugins().join("old-abi.so"),
+    )
+    .unwrap();
     // The active file itself replaced by a truncated copy.
     let bytes = std::fs::read(guest("component", "least-connections.wasm")).unwrap();
     std::fs::write(sb.plugins().join("lc.wasm"), &bytes[..1000]).unwrap();
     let report = host.reload(Trigger::Api);
-    assert_eq!(report.outcome, spear_plugin_runtime::ReloadOutcome::Applied, "{report:?}");
+    assert_eq!(
+        report.outcome,
+        spear_plugin_runtime::ReloadOutcome::Applied,
+        "{report:?}"
+    );
 
-    assert_eq!(host.strategy().active().unwrap(), before, "the old plugin stays active");
-    assert!(host.strategy().place(&requests(1, 8)).iter().all(|d| matches!(d, spear_plugin_api::Decision::Assign(_))));
+    assert_eq!(
+        host.strategy().active().unwrap(),
+        before,
+        "the old plugin stays active"
+    );
+    assert!(
+        host.strategy()
+            .place(&requests(1, 8))
+            .iter()
+            .all(|d| matches!(d, spear_plugin_api::Decision::Assign(_)))
+    );
     assert_eq!(host.telemetry().fallback_decisions_of("scheduler"), 0);
     let records = host.plugins();
-    let by_file = |name: &str| records.iter().find(|r| r.file.ends_with(name)).unwrap().clone();
+    let by_file = |name: &str| {
+        records
+            .iter()
+            .find(|r| r.file.ends_with(name))
+            .unwrap()
+            .clone()
+    };
     for (file, reason) in [
         ("garbage.wasm", "unknown magic bytes"),
         ("folder.so", "is a directory"),
         ("cmd.wasm", "no spear:plugin world"),
-        ("old-abi.so", "built against plugin ABI 2.0.0, this host speaks 1.0.0"),
+        (
+            "old-abi.so",
+            "built against plugin ABI 2.0.0, this host speaks 1.0.0",
+        ),
     ] {
         let r = by_file(file);
         assert_eq!(r.state, PluginState::Failed, "{file}");
-        assert!(r.last_error.as_deref().unwrap().contains(reason), "{file}: {:?}", r.last_error);
+        assert!(
+            r.last_error.as_deref().unwrap().contains(reason),
+            "{file}: {:?}",
+            r.last_error
+        );
     }
     let lc = by_file("lc.wasm");
     assert_eq!(lc.state, PluginState::Active);
@@ -139,9 +199,15 @@ fn two_files_claiming_one_name_the_second_is_refused() {
     sb.write_config(&host_config(false, ""));
     let host = PluginHost::start(&sb.config()).unwrap();
     let records = host.plugins();
-    let b = records.iter().find(|r| r.file.ends_with("b-rr.so")).unwrap();
+    let b = records
+        .iter()
+        .find(|r| r.file.ends_with("b-rr.so"))
+        .unwrap();
     assert_eq!(b.state, PluginState::Failed);
     let err = b.last_error.as_deref().unwrap();
-    assert!(err.contains("plugin scheduling-strategy `round-robin` is already provided by"), "{err}");
+    assert!(
+        err.contains("plugin scheduling-strategy `round-robin` is already provided by"),
+        "{err}"
+    );
     assert!(err.contains("a-rr.wasm"), "{err}");
 }

@@ -2,6 +2,7 @@
 //!
 //! One binary (wasmtime's layout): each module is a group of tests; helpers live in `spear_tests`.
 
+mod architecture;
 mod conformance;
 mod containment;
 mod loading;

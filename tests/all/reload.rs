@@ -13,7 +13,10 @@ use spear_tests::{Sandbox, guest, host_config, requests, targets};
 fn eventually(what: &str, f: impl Fn() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -26,7 +29,10 @@ fn active_name(host: &PluginHost) -> Option<String> {
 fn a_dropped_file_is_registered_and_selecting_it_makes_it_active_without_restart() {
     let sb = Sandbox::new();
     sb.install("component", "round-robin.wasm", "round-robin.wasm");
-    sb.write_config(&host_config(true, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        true,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     let _watch = host.watch().unwrap().expect("watching");
     host.strategy().upsert(targets(3));
@@ -34,14 +40,32 @@ fn a_dropped_file_is_registered_and_selecting_it_makes_it_active_without_restart
 
     sb.install("extism", "least-connections.wasm", "lc.wasm");
     eventually("lc registered", || {
-        host.plugins().iter().any(|r| r.name == "least-connections" && r.state == PluginState::Standby)
+        host.plugins()
+            .iter()
+            .any(|r| r.name == "least-connections" && r.state == PluginState::Standby)
     });
-    assert_eq!(active_name(&host).as_deref(), Some("round-robin"), "registered is not selected");
+    assert_eq!(
+        active_name(&host).as_deref(),
+        Some("round-robin"),
+        "registered is not selected"
+    );
 
-    sb.write_config(&host_config(true, "[scheduler]\nstrategy = \"least-connections\"\n"));
-    eventually("lc active", || active_name(&host).as_deref() == Some("least-connections"));
+    sb.write_config(&host_config(
+        true,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
+    eventually("lc active", || {
+        active_name(&host).as_deref() == Some("least-connections")
+    });
     let d = host.strategy().place(&requests(1, 3));
-    assert_eq!(d, vec![Decision::Assign(1), Decision::Assign(2), Decision::Assign(3)]);
+    assert_eq!(
+        d,
+        vec![
+            Decision::Assign(1),
+            Decision::Assign(2),
+            Decision::Assign(3)
+        ]
+    );
     let last = host.history().pop().unwrap();
     assert_eq!(last.outcome, ReloadOutcome::Applied);
     assert_eq!(last.trigger, Trigger::ConfigFile);
@@ -53,15 +77,33 @@ fn an_invalid_config_leaves_the_previous_one_in_force() {
     let sb = Sandbox::new();
     sb.install("component", "round-robin.wasm", "rr.wasm");
     sb.install("component", "idle-time.wasm", "idle.wasm");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     let cases = [
         ("[plugins\nbroken", "invalid configuration"),
-        ("[plugins]\ncall_timeout = 5\n", "unknown field `call_timeout`"),
-        ("[plugins]\nquarantine_after = 0\n", "plugins.quarantine_after: must be at least 1"),
-        ("[scheduler]\nstrategy = \"nope\"\n", "scheduler.strategy: no scheduling-strategy plugin named `nope`"),
-        ("[scheduler]\nstrategy = \"idle-time\"\n", "no scheduling-strategy plugin named `idle-time`"),
-        ("[scheduler]\nstrategy = \"round-robin\"\n[scheduler.config]\nbogus = 1\n", "unknown field `bogus`"),
+        (
+            "[plugins]\ncall_timeout = 5\n",
+            "unknown field `call_timeout`",
+        ),
+        (
+            "[plugins]\nquarantine_after = 0\n",
+            "plugins.quarantine_after: must be at least 1",
+        ),
+        (
+            "[scheduler]\nstrategy = \"nope\"\n",
+            "scheduler.strategy: no scheduling-strategy plugin named `nope`",
+        ),
+        (
+            "[scheduler]\nstrategy = \"idle-time\"\n",
+            "no scheduling-strategy plugin named `idle-time`",
+        ),
+        (
+            "[scheduler]\nstrategy = \"round-robin\"\n[scheduler.config]\nbogus = 1\n",
+            "unknown field `bogus`",
+        ),
     ];
     for (i, (text, reason)) in cases.iter().enumerate() {
         sb.write_config(text);
@@ -70,7 +112,10 @@ fn an_invalid_config_leaves_the_previous_one_in_force() {
         let error = report.error.unwrap();
         assert!(error.contains(reason), "«{reason}» not in «{error}»");
         assert!(error.ends_with("the previous configuration stays in force"));
-        assert_eq!(host.telemetry().count(EventKind::ConfigRejected), i as u64 + 1);
+        assert_eq!(
+            host.telemetry().count(EventKind::ConfigRejected),
+            i as u64 + 1
+        );
         assert_eq!(active_name(&host).as_deref(), Some("round-robin"));
         assert_eq!(host.config().limits.quarantine_after, 3);
     }
@@ -81,7 +126,10 @@ fn restart_only_keys_are_named_and_the_rest_applies() {
     let sb = Sandbox::new();
     sb.install("component", "round-robin.wasm", "rr.wasm");
     sb.install("native", "least-connections.so", "lc.so");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     sb.write_config(
         "[plugins]\ndir = \"elsewhere\"\nwatch = false\ncall_timeout_ms = 20\n\n[scheduler]\nstrategy = \"least-connections\"\n",
@@ -91,7 +139,10 @@ fn restart_only_keys_are_named_and_the_rest_applies() {
     assert_eq!(report.restart_keys, vec!["plugins.dir"]);
     assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
     assert_eq!(host.limits().get().call_timeout_ms, 20);
-    assert!(host.config().dir.ends_with("plugins"), "the directory in force is unchanged");
+    assert!(
+        host.config().dir.ends_with("plugins"),
+        "the directory in force is unchanged"
+    );
 }
 
 #[test]
@@ -99,21 +150,37 @@ fn removing_the_active_file_keeps_it_running_until_another_is_selected() {
     let sb = Sandbox::new();
     let rr = sb.install("component", "round-robin.wasm", "rr.wasm");
     sb.install("component", "least-connections.wasm", "lc.wasm");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     host.strategy().upsert(targets(2));
     std::fs::remove_file(&rr).unwrap();
     host.rescan(Trigger::Api);
     assert_eq!(active_name(&host).as_deref(), Some("round-robin"));
-    let record = host.plugins().into_iter().find(|r| r.name == "round-robin").unwrap();
+    let record = host
+        .plugins()
+        .into_iter()
+        .find(|r| r.name == "round-robin")
+        .unwrap();
     assert!(record.file_missing);
-    assert_eq!(host.strategy().place(&requests(1, 2)), vec![Decision::Assign(1), Decision::Assign(2)]);
+    assert_eq!(
+        host.strategy().place(&requests(1, 2)),
+        vec![Decision::Assign(1), Decision::Assign(2)]
+    );
 
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"least-connections\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
     host.reload_config(Trigger::Api);
     host.rescan(Trigger::Api);
     assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
-    assert!(host.plugins().iter().all(|r| r.name != "round-robin"), "now unregistered");
+    assert!(
+        host.plugins().iter().all(|r| r.name != "round-robin"),
+        "now unregistered"
+    );
     assert_eq!(host.telemetry().count(EventKind::Unregistered), 1);
 }
 
@@ -121,7 +188,10 @@ fn removing_the_active_file_keeps_it_running_until_another_is_selected() {
 fn replacing_the_active_file_under_continuous_placement_fails_no_decision_and_keeps_state() {
     let sb = Sandbox::new();
     let path = sb.install("component", "round-robin.wasm", "round-robin.wasm");
-    sb.write_config(&host_config(true, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        true,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
     let _watch = host.watch().unwrap();
     host.strategy().upsert(targets(10));
@@ -147,14 +217,21 @@ fn replacing_the_active_file_under_continuous_placement_fails_no_decision_and_ke
             })
         })
         .collect();
-    let forms = [("extism", "round-robin.wasm"), ("native", "round-robin.so"), ("component", "round-robin.wasm")];
+    let forms = [
+        ("extism", "round-robin.wasm"),
+        ("native", "round-robin.so"),
+        ("component", "round-robin.wasm"),
+    ];
     for i in 0..6 {
         let (form, file) = forms[i % 3];
-        let sha = spear_plugin_runtime::plugin::sha256_hex(&std::fs::read(guest(form, file)).unwrap());
+        let sha =
+            spear_plugin_runtime::plugin::sha256_hex(&std::fs::read(guest(form, file)).unwrap());
         let tmp = sb.plugins().join(".swap.tmp");
         std::fs::copy(guest(form, file), &tmp).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-        eventually("swap visible", || host.strategy().active().is_some_and(|a| a.sha256 == sha));
+        eventually("swap visible", || {
+            host.strategy().active().is_some_and(|a| a.sha256 == sha)
+        });
         std::thread::sleep(Duration::from_millis(30));
     }
     stop.store(true, Ordering::Relaxed);
@@ -162,35 +239,57 @@ fn replacing_the_active_file_under_continuous_placement_fails_no_decision_and_ke
         p.join().unwrap();
     }
     assert!(placed.load(Ordering::Relaxed) > 100);
-    assert_eq!(host.telemetry().fallback_decisions_of("scheduler"), 0, "no decision fell back");
+    assert_eq!(
+        host.telemetry().fallback_decisions_of("scheduler"),
+        0,
+        "no decision fell back"
+    );
     assert_eq!(host.telemetry().failures_of("round-robin"), 0);
     assert!(host.telemetry().count(EventKind::Activated) >= 7);
 
     // State carried over: the round-robin cursor continues across one more swap.
     host.strategy().upsert(targets(10));
     let before = host.strategy().place(&requests(5_000_000, 1));
-    let Decision::Assign(last) = before[0] else { panic!("{before:?}") };
+    let Decision::Assign(last) = before[0] else {
+        panic!("{before:?}")
+    };
     std::fs::copy(guest("extism", "round-robin.wasm"), &path).unwrap();
     let report = host.rescan(Trigger::Api);
     let _ = report;
     let after = host.strategy().place(&requests(5_000_001, 1));
-    assert_eq!(after, vec![Decision::Assign(last % 10 + 1)], "the cursor moved on from {last}");
+    assert_eq!(
+        after,
+        vec![Decision::Assign(last % 10 + 1)],
+        "the cursor moved on from {last}"
+    );
 }
 
 #[test]
 fn a_forced_reload_rescans_without_a_watcher() {
     let sb = Sandbox::new();
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"round-robin\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
     let err = PluginHost::start(&sb.config()).unwrap_err().to_string();
-    assert!(err.contains("no scheduling-strategy plugin named `round-robin`"), "{err}");
+    assert!(
+        err.contains("no scheduling-strategy plugin named `round-robin`"),
+        "{err}"
+    );
 
     sb.write_config(&host_config(false, ""));
     let host = PluginHost::start(&sb.config()).unwrap();
     host.strategy().upsert(targets(2));
     // With nothing selected the built-in round-robin decides.
-    assert_eq!(host.strategy().place(&requests(1, 2)), vec![Decision::Assign(1), Decision::Assign(2)]);
+    assert_eq!(
+        host.strategy().place(&requests(1, 2)),
+        vec![Decision::Assign(1), Decision::Assign(2)]
+    );
     sb.install("native", "least-connections.so", "lc.so");
-    sb.write_config(&host_config(false, "[scheduler]\nstrategy = \"least-connections\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
     assert!(host.plugins().is_empty(), "no watcher: nothing seen yet");
     let report = host.reload(Trigger::Signal);
     assert_eq!(report.outcome, ReloadOutcome::Applied, "{report:?}");
@@ -204,12 +303,21 @@ fn a_reclamation_policy_swap_changes_which_instances_are_stopped() {
     let sb = Sandbox::new();
     sb.install("component", "idle-time.wasm", "idle.wasm");
     sb.install("component", "memory-pressure.wasm", "mem.wasm");
-    sb.write_config(&host_config(false, "[reclaimer]\npolicy = \"idle-time\"\n[reclaimer.config]\nidle_ms = 1000\n"));
+    sb.write_config(&host_config(
+        false,
+        "[reclaimer]\npolicy = \"idle-time\"\n[reclaimer.config]\nidle_ms = 1000\n",
+    ));
     let host = PluginHost::start(&sb.config()).unwrap();
-    let instances = vec![instance(1, "a", Ready, 5000, 10), instance(2, "a", Ready, 10, 900)];
+    let instances = vec![
+        instance(1, "a", Ready, 5000, 10),
+        instance(2, "a", Ready, 10, 900),
+    ];
     let n = node(1000, 950);
     assert_eq!(host.reclaimer().select(&instances, &n), vec![1]);
-    sb.write_config(&host_config(false, "[reclaimer]\npolicy = \"memory-pressure\"\n"));
+    sb.write_config(&host_config(
+        false,
+        "[reclaimer]\npolicy = \"memory-pressure\"\n",
+    ));
     host.reload_config(Trigger::Api);
     assert_eq!(host.reclaimer().select(&instances, &n), vec![2]);
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use spear_plugin_api::{InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target};
+use spear_plugin_api::{
+    InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target,
+};
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
@@ -58,7 +60,13 @@ pub fn requests(first: u64, n: u64) -> Vec<Request> {
 }
 
 /// An instance for reclamation tests.
-pub fn instance(id: u64, task: &str, state: InstanceState, idle_ms: u64, memory_mb: u64) -> InstanceStats {
+pub fn instance(
+    id: u64,
+    task: &str,
+    state: InstanceState,
+    idle_ms: u64,
+    memory_mb: u64,
+) -> InstanceStats {
     InstanceStats {
         id,
         task: task.into(),

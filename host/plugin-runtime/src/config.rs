@@ -146,7 +146,9 @@ impl RuntimeConfig {
                 errors.push("plugins.call_timeout_ms: must be at least 1".into());
             }
             if p.setup_timeout_ms < p.call_timeout_ms {
-                errors.push("plugins.setup_timeout_ms: must be at least plugins.call_timeout_ms".into());
+                errors.push(
+                    "plugins.setup_timeout_ms: must be at least plugins.call_timeout_ms".into(),
+                );
             }
             if p.memory_limit_mb == 0 || p.memory_limit_mb > 4096 {
                 errors.push("plugins.memory_limit_mb: must be between 1 and 4096".into());
@@ -231,9 +233,15 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("plugins.call_timeout_ms: must be at least 1"), "{err}");
+        assert!(
+            err.contains("plugins.call_timeout_ms: must be at least 1"),
+            "{err}"
+        );
         assert!(err.contains("plugins.memory_limit_mb"), "{err}");
-        assert!(err.contains("scheduler.strategy: must name a plugin"), "{err}");
+        assert!(
+            err.contains("scheduler.strategy: must name a plugin"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -249,6 +257,9 @@ mod tests {
         .unwrap();
         assert_eq!(ok.dir, PathBuf::from("/etc/spear/./plugins"));
         let s = ok.scheduler.unwrap();
-        assert_eq!((s.name.as_str(), s.config_json.as_str()), ("adaptive", "{\"seed\":7}"));
+        assert_eq!(
+            (s.name.as_str(), s.config_json.as_str()),
+            ("adaptive", "{\"seed\":7}")
+        );
     }
 }

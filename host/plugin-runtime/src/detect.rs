@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(check(b"\0asm\x0d\x00\x01\x00rest"), "component");
         assert_eq!(check(b"\x7fELF\x02\x01\x01\x00"), "native");
         assert_eq!(check(b""), "p.wasm: refused: empty file");
-        assert_eq!(check(b"\0asm"), "p.wasm: refused: too short to be a plugin (4 bytes)");
+        assert_eq!(
+            check(b"\0asm"),
+            "p.wasm: refused: too short to be a plugin (4 bytes)"
+        );
         assert!(check(b"#!/bin/sh\necho hi\n").contains("unknown magic bytes"));
         assert!(check(b"\0asm\x02\x00\x00\x00").contains("unsupported WASM version"));
     }

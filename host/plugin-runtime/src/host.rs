@@ -143,7 +143,13 @@ impl PluginHost {
             let config = state.config.clone();
             host.apply_selections(&state.registry, &config, None, &mut changes)?;
         }
-        host.finish(Trigger::Start, ReloadOutcome::Applied, changes, None, vec![]);
+        host.finish(
+            Trigger::Start,
+            ReloadOutcome::Applied,
+            changes,
+            None,
+            vec![],
+        );
         Ok(host)
     }
 
@@ -211,7 +217,13 @@ impl PluginHost {
                 };
                 self.finish(trigger, outcome, changes, None, vec![])
             }
-            Err(e) => self.finish(trigger, ReloadOutcome::Rejected, changes, Some(e.to_string()), vec![]),
+            Err(e) => self.finish(
+                trigger,
+                ReloadOutcome::Rejected,
+                changes,
+                Some(e.to_string()),
+                vec![],
+            ),
         }
     }
 
@@ -289,7 +301,13 @@ impl PluginHost {
         let message = format!("{error}; the previous configuration stays in force");
         self.telemetry
             .emit(EventKind::ConfigRejected, None, Some(path), None, &message);
-        self.finish(trigger, ReloadOutcome::Rejected, vec![], Some(message), vec![])
+        self.finish(
+            trigger,
+            ReloadOutcome::Rejected,
+            vec![],
+            Some(message),
+            vec![],
+        )
     }
 
     /// Activate what `config` selects where it differs from what is active (or, with `old`, from
@@ -302,7 +320,10 @@ impl PluginHost {
         old: Option<&RuntimeConfig>,
         changes: &mut Vec<String>,
     ) -> Result<()> {
-        let wanted = |sel: &Option<Selection>, kind: PluginKind, key: &str| -> Result<Option<(LoadedPlugin, String)>> {
+        let wanted = |sel: &Option<Selection>,
+                      kind: PluginKind,
+                      key: &str|
+         -> Result<Option<(LoadedPlugin, String)>> {
             let Some(sel) = sel else { return Ok(None) };
             match registry.lookup(kind, &sel.name) {
                 Some(p) => Ok(Some((p.clone(), sel.config_json.clone()))),
@@ -314,8 +335,16 @@ impl PluginHost {
                 }),
             }
         };
-        let strategy = wanted(&config.scheduler, PluginKind::SchedulingStrategy, "scheduler.strategy")?;
-        let reclaimer = wanted(&config.reclaimer, PluginKind::ReclamationPolicy, "reclaimer.policy")?;
+        let strategy = wanted(
+            &config.scheduler,
+            PluginKind::SchedulingStrategy,
+            "scheduler.strategy",
+        )?;
+        let reclaimer = wanted(
+            &config.reclaimer,
+            PluginKind::ReclamationPolicy,
+            "reclaimer.policy",
+        )?;
 
         let config_changed = |new: &Option<Selection>, old_sel: Option<&Option<Selection>>| {
             old_sel.is_some_and(|o| o != new)
@@ -341,18 +370,29 @@ impl PluginHost {
         if let Some(job) = strategy_job {
             self.strategy.commit(job)?;
             if let Some(a) = self.strategy.active() {
-                changes.push(format!("scheduler: {} {} ({}) active", a.name, a.version, &a.sha256[..12]));
+                changes.push(format!(
+                    "scheduler: {} {} ({}) active",
+                    a.name,
+                    a.version,
+                    &a.sha256[..12]
+                ));
             }
         }
         if let Some(job) = reclaimer_job {
             self.reclaimer.commit(job);
             if let Some(a) = self.reclaimer.active() {
-                changes.push(format!("reclaimer: {} {} ({}) active", a.name, a.version, &a.sha256[..12]));
+                changes.push(format!(
+                    "reclaimer: {} {} ({}) active",
+                    a.name,
+                    a.version,
+                    &a.sha256[..12]
+                ));
             }
         }
         if config.scheduler.is_none() && self.strategy.active().is_some() {
             self.strategy.deactivate();
-            changes.push("scheduler: no strategy selected; the built-in round-robin decides".into());
+            changes
+                .push("scheduler: no strategy selected; the built-in round-robin decides".into());
         }
         if config.reclaimer.is_none() && self.reclaimer.active().is_some() {
             self.reclaimer.deactivate();
@@ -394,7 +434,10 @@ impl PluginHost {
                 let entry = state.registry.entries.get_mut(&path).expect("listed");
                 if !entry.missing {
                     entry.missing = true;
-                    changes.push(format!("{}: file removed; still active until another plugin is selected", path.display()));
+                    changes.push(format!(
+                        "{}: file removed; still active until another plugin is selected",
+                        path.display()
+                    ));
                 }
                 continue;
             }
@@ -416,7 +459,11 @@ impl PluginHost {
     fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
         let read = read_plugin_file(path);
         let sha = read.as_ref().ok().map(|b| sha256_hex(b));
-        let entry = state.registry.entries.entry(path.to_path_buf()).or_default();
+        let entry = state
+            .registry
+            .entries
+            .entry(path.to_path_buf())
+            .or_default();
         entry.missing = false;
         let unchanged = match (&read, &entry.seen_sha256) {
             (Ok(_), Some(seen)) => sha.as_ref() == Some(seen),
@@ -427,18 +474,23 @@ impl PluginHost {
             return;
         }
         let result = read.and_then(|bytes| load_bytes(path, &bytes, &self.engine, &self.limits));
-        let result = result.and_then(|p| {
-            match state.registry.holder(p.info.kind, &p.info.name, path) {
-                Some(other) => Err(Error::Duplicate {
-                    file: path.into(),
-                    kind: p.info.kind,
-                    name: p.info.name.clone(),
-                    other: other.into(),
-                }),
-                None => Ok(p),
-            }
-        });
-        let entry = state.registry.entries.get_mut(path).expect("inserted above");
+        let result =
+            result.and_then(
+                |p| match state.registry.holder(p.info.kind, &p.info.name, path) {
+                    Some(other) => Err(Error::Duplicate {
+                        file: path.into(),
+                        kind: p.info.kind,
+                        name: p.info.name.clone(),
+                        other: other.into(),
+                    }),
+                    None => Ok(p),
+                },
+            );
+        let entry = state
+            .registry
+            .entries
+            .get_mut(path)
+            .expect("inserted above");
         entry.seen_sha256 = sha;
         match result {
             Ok(p) => {
@@ -447,9 +499,17 @@ impl PluginHost {
                     Some(&p.info.name),
                     Some(path),
                     Some(&p.id.sha256),
-                    format!("{} {} {} ({}) registered", p.info.kind, p.info.name, p.info.version, p.id.form),
+                    format!(
+                        "{} {} {} ({}) registered",
+                        p.info.kind, p.info.name, p.info.version, p.id.form
+                    ),
                 );
-                changes.push(format!("{}: loaded {} {}", path.display(), p.info.name, p.info.version));
+                changes.push(format!(
+                    "{}: loaded {} {}",
+                    path.display(),
+                    p.info.name,
+                    p.info.version
+                ));
                 entry.loaded = Some(p);
                 entry.last_error = None;
             }
@@ -462,7 +522,9 @@ impl PluginHost {
                     Some(path),
                     entry.seen_sha256.as_deref(),
                     match &kept {
-                        Some(name) => format!("{message}; the previously loaded {name} stays registered"),
+                        Some(name) => {
+                            format!("{message}; the previously loaded {name} stays registered")
+                        }
                         None => message.clone(),
                     },
                 );
@@ -571,9 +633,7 @@ fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginRecord {
             file_missing: e.missing,
         };
     };
-    let slot = slots
-        .iter()
-        .find(|s| s.plugin.as_ref() == Some(&p.id));
+    let slot = slots.iter().find(|s| s.plugin.as_ref() == Some(&p.id));
     let state = match slot {
         Some(s) if s.quarantined => PluginState::Quarantined,
         Some(_) => PluginState::Active,

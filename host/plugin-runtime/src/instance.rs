@@ -1,7 +1,9 @@
 //! One live plugin instance, whatever its form. Every call is fallible: traps, deadlines, memory
 //! limits and error values all come back as a [`CallFailure`], never as a panic or a hang.
 
-use spear_plugin_api::{Decision, InstanceStats, NodePressure, Outcome, PluginInfo, Request, Target};
+use spear_plugin_api::{
+    Decision, InstanceStats, NodePressure, Outcome, PluginInfo, Request, Target,
+};
 
 use crate::error::CallFailure;
 

@@ -141,13 +141,16 @@ pub fn load_bytes(
     let sha256 = sha256_hex(bytes);
     let form = detect(path, bytes)?;
     let refused = |reason: String| Error::refused(path, reason);
-    let self_test = |failure: CallFailure| Error::refused(path, format!("self-test failed: {failure}"));
+    let self_test =
+        |failure: CallFailure| Error::refused(path, format!("self-test failed: {failure}"));
     let (factory, kind, info) = match form {
         Form::Component => {
             let f = ComponentFactory::new(engine, bytes, limits.clone()).map_err(refused)?;
             let kind = f.kind();
             let info = match kind {
-                PluginKind::SchedulingStrategy => f.strategy("self-test").and_then(|mut s| s.info()),
+                PluginKind::SchedulingStrategy => {
+                    f.strategy("self-test").and_then(|mut s| s.info())
+                }
                 _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
             }
             .map_err(self_test)?;

@@ -81,7 +81,14 @@ fn failure_label(f: &CallFailure) -> &'static str {
 
 impl<I: ?Sized> Active<I> {
     /// Count a failure; drop the instance; quarantine at the threshold.
-    fn fail(&mut self, role: &str, call: &str, failure: CallFailure, t: &Telemetry, limits: &Limits) {
+    fn fail(
+        &mut self,
+        role: &str,
+        call: &str,
+        failure: CallFailure,
+        t: &Telemetry,
+        limits: &Limits,
+    ) {
         let name = self.plugin.info.name.clone();
         t.failures
             .with_label_values(&[&name, failure_label(&failure)])
@@ -156,7 +163,9 @@ pub struct StrategySlot {
 
 impl std::fmt::Debug for StrategySlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StrategySlot").field("role", &self.role).finish()
+        f.debug_struct("StrategySlot")
+            .field("role", &self.role)
+            .finish()
     }
 }
 
@@ -309,7 +318,10 @@ impl StrategySlot {
             Some(&id.name),
             Some(&id.file),
             Some(&id.sha256),
-            format!("{}: {} {} ({}) active", self.role, id.name, id.version, id.form),
+            format!(
+                "{}: {} {} ({}) active",
+                self.role, id.name, id.version, id.form
+            ),
         );
         Ok(())
     }
@@ -360,24 +372,32 @@ impl StrategySlot {
 
     /// Add or replace targets in the host's view and the plugin's.
     pub fn upsert(&self, targets: Vec<Target>) {
-        self.with_plugin("upsert", |view| {
-            for t in &targets {
-                view.insert(t.id, t.clone());
-            }
-        }, |i| {
-            targets
-                .chunks(UPSERT_CHUNK)
-                .try_for_each(|chunk| i.upsert(chunk))
-        });
+        self.with_plugin(
+            "upsert",
+            |view| {
+                for t in &targets {
+                    view.insert(t.id, t.clone());
+                }
+            },
+            |i| {
+                targets
+                    .chunks(UPSERT_CHUNK)
+                    .try_for_each(|chunk| i.upsert(chunk))
+            },
+        );
     }
 
     /// Remove targets from the host's view and the plugin's.
     pub fn remove(&self, ids: &[u64]) {
-        self.with_plugin("remove", |view| {
-            for id in ids {
-                view.remove(id);
-            }
-        }, |i| i.remove(ids));
+        self.with_plugin(
+            "remove",
+            |view| {
+                for id in ids {
+                    view.remove(id);
+                }
+            },
+            |i| i.remove(ids),
+        );
     }
 
     /// Feed outcomes back to the plugin.
@@ -444,7 +464,9 @@ pub struct ReclaimerSlot {
 
 impl std::fmt::Debug for ReclaimerSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReclaimerSlot").field("role", &self.role).finish()
+        f.debug_struct("ReclaimerSlot")
+            .field("role", &self.role)
+            .finish()
     }
 }
 
@@ -530,7 +552,10 @@ impl ReclaimerSlot {
             Some(&id.name),
             Some(&id.file),
             Some(&id.sha256),
-            format!("{}: {} {} ({}) active", self.role, id.name, id.version, id.form),
+            format!(
+                "{}: {} {} ({}) active",
+                self.role, id.name, id.version, id.form
+            ),
         );
     }
 
@@ -643,8 +668,10 @@ mod tests {
 
     #[test]
     fn validation_rejects_unknown_unhealthy_and_overcommitted_targets() {
-        let mut view: BTreeMap<u64, Target> =
-            [target(1, true, 100), target(2, false, 100)].into_iter().map(|t| (t.id, t)).collect();
+        let mut view: BTreeMap<u64, Target> = [target(1, true, 100), target(2, false, 100)]
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect();
         let unknown = validate(&mut view, &[request(1, 1)], &[Decision::Assign(9)]);
         assert_eq!(unknown.unwrap_err(), "request 1: unknown target 9");
         let unhealthy = validate(&mut view, &[request(1, 1)], &[Decision::Assign(2)]);
@@ -655,20 +682,44 @@ mod tests {
             &[request(1, 60), request(2, 60)],
             &[Decision::Assign(1), Decision::Assign(1)],
         );
-        assert_eq!(over.unwrap_err(), "request 2: target 1 lacks the resources it needs");
-        assert_eq!(view[&1].available.memory_mb, 100, "a rejected batch claims nothing");
+        assert_eq!(
+            over.unwrap_err(),
+            "request 2: target 1 lacks the resources it needs"
+        );
+        assert_eq!(
+            view[&1].available.memory_mb, 100,
+            "a rejected batch claims nothing"
+        );
         let count = validate(&mut view, &[request(1, 1)], &[]);
         assert_eq!(count.unwrap_err(), "0 decisions for 1 requests");
         validate(&mut view, &[request(1, 60)], &[Decision::Assign(1)]).unwrap();
-        assert_eq!(view[&1].available.memory_mb, 40, "a valid batch claims its needs");
+        assert_eq!(
+            view[&1].available.memory_mb, 40,
+            "a valid batch claims its needs"
+        );
     }
 
     #[test]
     fn empty_slot_decides_by_fallback() {
-        let slot = StrategySlot::new("test", Arc::new(Limits::new(Default::default())), Arc::new(Telemetry::new()));
-        slot.upsert(vec![target(1, true, 10), target(2, true, 10), target(3, false, 10)]);
+        let slot = StrategySlot::new(
+            "test",
+            Arc::new(Limits::new(Default::default())),
+            Arc::new(Telemetry::new()),
+        );
+        slot.upsert(vec![
+            target(1, true, 10),
+            target(2, true, 10),
+            target(3, false, 10),
+        ]);
         let d = slot.place(&[request(1, 0), request(2, 0), request(3, 0)]);
-        assert_eq!(d, vec![Decision::Assign(1), Decision::Assign(2), Decision::Assign(1)]);
+        assert_eq!(
+            d,
+            vec![
+                Decision::Assign(1),
+                Decision::Assign(2),
+                Decision::Assign(1)
+            ]
+        );
         assert_eq!(slot.telemetry.fallback_decisions_of("test"), 3);
     }
 }

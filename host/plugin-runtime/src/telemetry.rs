@@ -109,7 +109,9 @@ impl Telemetry {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let events = counter(
@@ -139,7 +141,9 @@ impl Telemetry {
         );
         let call_seconds = HistogramVec::new(
             HistogramOpts::new("spear_plugin_call_seconds", "Latency of plugin calls").buckets(
-                vec![1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0],
+                vec![
+                    1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0,
+                ],
             ),
             &["plugin", "call"],
         )

@@ -35,20 +35,27 @@ impl Watcher {
         config: Option<PathBuf>,
     ) -> Result<Self> {
         let (tx, rx) = channel::<notify::Event>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && !event.kind.is_access()
-            {
-                let _ = tx.send(event);
-            }
-        })
-        .map_err(|e| watch_error(&dir, e))?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !event.kind.is_access()
+                {
+                    let _ = tx.send(event);
+                }
+            })
+            .map_err(|e| watch_error(&dir, e))?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| watch_error(&dir, e))?;
-        let config_dir = config
-            .as_ref()
-            .and_then(|c| c.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }));
+        let config_dir = config.as_ref().and_then(|c| {
+            c.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
+        });
         if let Some(cd) = &config_dir
             && cd.canonicalize().ok() != dir.canonicalize().ok()
         {
@@ -56,7 +63,9 @@ impl Watcher {
                 .watch(cd, RecursiveMode::NonRecursive)
                 .map_err(|e| watch_error(cd, e))?;
         }
-        let config_name = config.as_ref().and_then(|c| c.file_name().map(ToOwned::to_owned));
+        let config_name = config
+            .as_ref()
+            .and_then(|c| c.file_name().map(ToOwned::to_owned));
         let dir_canon = dir.canonicalize().unwrap_or(dir.clone());
         std::thread::Builder::new()
             .name("spear-plugin-watch".into())

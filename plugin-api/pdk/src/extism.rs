@@ -80,7 +80,6 @@ pub mod extism_glue {
             Err(e) => fail(&e),
         }
     }
-
 }
 
 #[doc(hidden)]
@@ -114,18 +113,26 @@ macro_rules! export_extism_strategy {
             }
             #[unsafe(no_mangle)]
             extern "C" fn spear_remove() -> i32 {
-                g::status(g::input_json::<::std::vec::Vec<u64>>().map(|ids| STATE.with(|s| s.borrow_mut().remove(&ids))))
+                g::status(
+                    g::input_json::<::std::vec::Vec<u64>>()
+                        .map(|ids| STATE.with(|s| s.borrow_mut().remove(&ids))),
+                )
             }
             #[unsafe(no_mangle)]
             extern "C" fn spear_place() -> i32 {
                 match g::input_json::<::std::vec::Vec<$crate::api::Request>>() {
-                    Ok(requests) => g::output_json(&STATE.with(|s| s.borrow_mut().place(&requests))),
+                    Ok(requests) => {
+                        g::output_json(&STATE.with(|s| s.borrow_mut().place(&requests)))
+                    }
                     Err(e) => g::fail(&e),
                 }
             }
             #[unsafe(no_mangle)]
             extern "C" fn spear_observe() -> i32 {
-                g::status(g::input_json::<::std::vec::Vec<$crate::api::Outcome>>().map(|o| STATE.with(|s| s.borrow_mut().observe(&o))))
+                g::status(
+                    g::input_json::<::std::vec::Vec<$crate::api::Outcome>>()
+                        .map(|o| STATE.with(|s| s.borrow_mut().observe(&o))),
+                )
             }
             #[unsafe(no_mangle)]
             extern "C" fn spear_save_state() -> i32 {
@@ -172,7 +179,9 @@ macro_rules! export_extism_reclaimer {
             #[unsafe(no_mangle)]
             extern "C" fn spear_select() -> i32 {
                 match g::input_json::<SelectInput>() {
-                    Ok(i) => g::output_json(&STATE.with(|s| s.borrow_mut().select(&i.instances, &i.node))),
+                    Ok(i) => g::output_json(
+                        &STATE.with(|s| s.borrow_mut().select(&i.instances, &i.node)),
+                    ),
                     Err(e) => g::fail(&e),
                 }
             }

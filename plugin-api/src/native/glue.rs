@@ -6,7 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 
 use super::ffi::{
-    FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest, FfiTarget,
+    FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest,
+    FfiTarget,
 };
 use super::{FfiBatchOp, FfiExecutor, FfiKv, FfiReclaimer, FfiStorage, FfiStrategy};
 use crate::storage::BatchOp;
@@ -63,7 +64,11 @@ impl<T: Strategy> FfiStrategy for StrategyGlue<T> {
     fn place(&mut self, requests: RVec<FfiRequest>) -> RResult<RVec<FfiDecision>, RString> {
         guard(|| {
             let requests: Vec<_> = requests.iter().map(Into::into).collect();
-            self.0.place(&requests).into_iter().map(Into::into).collect()
+            self.0
+                .place(&requests)
+                .into_iter()
+                .map(Into::into)
+                .collect()
         })
     }
     fn observe(&mut self, outcomes: RSlice<'_, FfiOutcome>) -> RResult<(), RString> {

@@ -32,7 +32,10 @@ use abi_stable::{
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
-use ffi::{FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest, FfiTarget};
+use ffi::{
+    FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest,
+    FfiTarget,
+};
 
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.

@@ -136,7 +136,10 @@ impl ComponentFactory {
         let component = Component::new(engine.engine(), bytes)
             .map_err(|e| format!("invalid WASM component: {e:#}"))?;
         let exports = exported_interfaces(&component, engine);
-        let pre = if exports.iter().any(|e| e.starts_with("spear:plugin/strategy")) {
+        let pre = if exports
+            .iter()
+            .any(|e| e.starts_with("spear:plugin/strategy"))
+        {
             let mut linker = Linker::new(engine.engine());
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
             strategy_world::SchedulingStrategy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -148,7 +151,10 @@ impl ComponentFactory {
                 strategy_world::SchedulingStrategyPre::new(pre)
                     .map_err(|e| format!("does not match the scheduling-strategy world: {e:#}"))?,
             )
-        } else if exports.iter().any(|e| e.starts_with("spear:plugin/reclaimer")) {
+        } else if exports
+            .iter()
+            .any(|e| e.starts_with("spear:plugin/reclaimer"))
+        {
             let mut linker = Linker::new(engine.engine());
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
             reclaimer_world::ReclamationPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -200,9 +206,7 @@ impl ComponentFactory {
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(
-            Budget::Setup.millis(&self.limits),
-        ));
+        store.set_epoch_deadline(deadline_ticks(Budget::Setup.millis(&self.limits)));
         store
     }
 
@@ -321,7 +325,8 @@ impl StrategyInstance for ComponentStrategy {
     fn upsert(&mut self, targets: &[api::Target]) -> CallResult<()> {
         let b = self.bindings.spear_plugin_strategy();
         let targets: Vec<wit::Target> = targets.iter().map(target_to_wit).collect();
-        self.inner.call(Budget::Call, |s| b.call_upsert(s, &targets))
+        self.inner
+            .call(Budget::Call, |s| b.call_upsert(s, &targets))
     }
 
     fn remove(&mut self, ids: &[u64]) -> CallResult<()> {
@@ -332,7 +337,9 @@ impl StrategyInstance for ComponentStrategy {
     fn place(&mut self, requests: &[api::Request]) -> CallResult<Vec<api::Decision>> {
         let b = self.bindings.spear_plugin_strategy();
         let requests: Vec<wit::Request> = requests.iter().map(request_to_wit).collect();
-        let decisions = self.inner.call(Budget::Call, |s| b.call_place(s, &requests))?;
+        let decisions = self
+            .inner
+            .call(Budget::Call, |s| b.call_place(s, &requests))?;
         Ok(decisions
             .into_iter()
             .map(|d| match d {
@@ -353,7 +360,8 @@ impl StrategyInstance for ComponentStrategy {
                 latency_us: o.latency_us,
             })
             .collect();
-        self.inner.call(Budget::Call, |s| b.call_observe(s, &outcomes))
+        self.inner
+            .call(Budget::Call, |s| b.call_observe(s, &outcomes))
     }
 
     fn save_state(&mut self) -> CallResult<Vec<u8>> {

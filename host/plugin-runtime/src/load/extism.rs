@@ -188,7 +188,8 @@ impl ReclaimerInstance for ExtismReclaimer {
         instances: &[api::InstanceStats],
         node: &api::NodePressure,
     ) -> CallResult<Vec<u64>> {
-        self.0.json("spear_select", &SelectInput { instances, node })
+        self.0
+            .json("spear_select", &SelectInput { instances, node })
     }
     fn save_state(&mut self) -> CallResult<Vec<u8>> {
         self.0.raw("spear_save_state", &[])

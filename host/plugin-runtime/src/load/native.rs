@@ -71,11 +71,10 @@ impl NativeFactory {
 
     /// A fresh strategy instance.
     pub fn strategy(&self) -> CallResult<Box<dyn StrategyInstance>> {
-        let new = self
-            .module
-            .new_strategy()
-            .into_option()
-            .ok_or_else(|| CallFailure::Invalid("library has no strategy constructor".into()))?;
+        let new =
+            self.module.new_strategy().into_option().ok_or_else(|| {
+                CallFailure::Invalid("library has no strategy constructor".into())
+            })?;
         Ok(Box::new(NativeStrategy(ffi(new())?)))
     }
 
@@ -90,11 +89,10 @@ impl NativeFactory {
 
     /// A fresh executor (for Spearlet hosts).
     pub fn executor(&self) -> CallResult<NativeExecutor> {
-        let new = self
-            .module
-            .new_executor()
-            .into_option()
-            .ok_or_else(|| CallFailure::Invalid("library has no executor constructor".into()))?;
+        let new =
+            self.module.new_executor().into_option().ok_or_else(|| {
+                CallFailure::Invalid("library has no executor constructor".into())
+            })?;
         Ok(NativeExecutor(ffi(new())?))
     }
 
@@ -257,7 +255,10 @@ impl api::Executor for NativeExecutor {
     fn configure(&mut self, config: &str) -> std::result::Result<(), api::PluginError> {
         ffi(self.0.configure(config.into())).map_err(plugin_error)
     }
-    fn start(&self, spec: &api::executor::ExecSpec) -> std::result::Result<String, api::PluginError> {
+    fn start(
+        &self,
+        spec: &api::executor::ExecSpec,
+    ) -> std::result::Result<String, api::PluginError> {
         let spec = serde_json::to_string(spec).map_err(api::PluginError::new)?;
         ffi(self.0.start(spec.as_str().into()))
             .map(RString::into_string)
@@ -278,12 +279,18 @@ impl api::Executor for NativeExecutor {
     fn stop(&self, handle: &str, grace_ms: u64) -> std::result::Result<(), api::PluginError> {
         ffi(self.0.stop(handle.into(), grace_ms)).map_err(plugin_error)
     }
-    fn inspect(&self, handle: &str) -> std::result::Result<api::executor::ExecState, api::PluginError> {
+    fn inspect(
+        &self,
+        handle: &str,
+    ) -> std::result::Result<api::executor::ExecState, api::PluginError> {
         ffi(self.0.inspect(handle.into()))
             .map_err(plugin_error)
             .and_then(json)
     }
-    fn stats(&self, handle: &str) -> std::result::Result<api::executor::ExecStats, api::PluginError> {
+    fn stats(
+        &self,
+        handle: &str,
+    ) -> std::result::Result<api::executor::ExecStats, api::PluginError> {
         ffi(self.0.stats(handle.into()))
             .map_err(plugin_error)
             .and_then(json)
@@ -331,7 +338,7 @@ impl api::StorageBackend for NativeStorage {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: u32,
-    ) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, api::PluginError> {
+    ) -> std::result::Result<Vec<api::storage::KeyValue>, api::PluginError> {
         let start_after = optional(start_after);
         ffi(self.0.scan(prefix.into(), start_after, limit))
             .map(|rows| {
@@ -360,8 +367,10 @@ impl api::StorageBackend for NativeStorage {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> std::result::Result<bool, api::PluginError> {
-        ffi(self.0.compare_and_swap(key.into(), optional(expected), optional(new)))
-            .map_err(plugin_error)
+        ffi(self
+            .0
+            .compare_and_swap(key.into(), optional(expected), optional(new)))
+        .map_err(plugin_error)
     }
 }
 
@@ -376,4 +385,3 @@ fn optional(v: Option<&[u8]>) -> ROption<abi_stable::std_types::RSlice<'_, u8>> 
 pub fn host_abi_version() -> &'static str {
     ABI_VERSION
 }
-

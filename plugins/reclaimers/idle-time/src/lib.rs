@@ -51,7 +51,10 @@ impl Reclaimer for IdleTime {
     fn select(&mut self, instances: &[InstanceStats], _node: &NodePressure) -> Vec<u64> {
         let mut live_per_task: BTreeMap<&str, u32> = BTreeMap::new();
         for i in instances {
-            if matches!(i.state, InstanceState::Ready | InstanceState::Executing | InstanceState::Initializing) {
+            if matches!(
+                i.state,
+                InstanceState::Ready | InstanceState::Executing | InstanceState::Initializing
+            ) {
                 *live_per_task.entry(&i.task).or_default() += 1;
             }
         }

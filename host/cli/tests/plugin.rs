@@ -1,0 +1,160 @@
+//! `spear plugin check` and `spear plugin sim`, run as the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spear_tests::{Sandbox, guest, host_config};
+
+fn spear() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spear"))
+}
+
+#[test]
+fn check_accepts_every_form_and_prints_the_plugin_info() {
+    for (form, file) in [
+        ("component", "least-connections.wasm"),
+        ("extism", "least-connections.wasm"),
+        ("native", "least-connections.so"),
+    ] {
+        let out = spear()
+            .args(["plugin", "check"])
+            .arg(guest(form, file))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{form}: {text}");
+        assert!(text.contains("name:        least-connections"), "{text}");
+        assert!(text.contains(&format!("form:        {form}")), "{text}");
+        assert!(
+            text.contains("placed 6 requests on 3 targets → [1, 2, 3, 1, 2, 3]"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_with_the_reason_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("x.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    for (path, reason) in [
+        (garbage, "unknown magic bytes"),
+        (
+            guest("native", "abi-mismatch.so"),
+            "built against plugin ABI 2.0.0, this host speaks 1.0.0",
+        ),
+        (
+            guest("component", "not-a-plugin.wasm"),
+            "a component of no spear:plugin world",
+        ),
+    ] {
+        let out = spear()
+            .args(["plugin", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.starts_with(&format!("{}: refused: ", path.display())),
+            "{text}"
+        );
+        assert!(text.contains(reason), "{text}");
+    }
+}
+
+#[test]
+fn check_runs_the_configuration_through_the_plugin() {
+    let out = spear()
+        .args([
+            "--output",
+            "json",
+            "plugin",
+            "check",
+            "--config",
+            r#"{"alpha": 3}"#,
+        ])
+        .arg(guest("component", "adaptive.wasm"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["name"], "adaptive");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("configure refused: returned an error: alpha must be in (0, 1]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn sim_follows_a_config_edit_while_running() {
+    let sb = Sandbox::new();
+    sb.install("component", "least-connections.wasm", "lc.wasm");
+    sb.install("component", "round-robin.wasm", "rr.wasm");
+    sb.write_config(&host_config(
+        true,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
+    let mut child = spear()
+        .args([
+            "--output",
+            "json",
+            "plugin",
+            "sim",
+            "--targets",
+            "8",
+            "--rate",
+            "800",
+            "--duration",
+            "6",
+            "--config",
+        ])
+        .arg(sb.config())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    let mut edited = false;
+    let mut strategies = Vec::new();
+    let mut reloads = 0;
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Some(s) = v.get("strategy") {
+            let name = s
+                .as_str()
+                .unwrap_or_default()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned();
+            assert!(v["placed"].as_u64().unwrap() > 0);
+            assert_eq!(v["fallback_total"], 0, "{v}");
+            strategies.push(name);
+            if !edited && start.elapsed() > Duration::from_millis(1500) {
+                sb.write_config(&host_config(
+                    true,
+                    "[scheduler]\nstrategy = \"round-robin\"\n",
+                ));
+                edited = true;
+            }
+        } else if v.get("outcome").is_some() {
+            reloads += 1;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        strategies.first().map(String::as_str),
+        Some("least-connections"),
+        "{strategies:?}"
+    );
+    assert_eq!(
+        strategies.last().map(String::as_str),
+        Some("round-robin"),
+        "{strategies:?}"
+    );
+    assert!(reloads >= 1);
+}
