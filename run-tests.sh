@@ -16,4 +16,9 @@ echo "== lints"
 cargo clippy --workspace --all-targets -j2 -- -D warnings
 
 echo "== tests"
-cargo test --workspace -j2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -j2 2>&1 | tee "$log"
+# One closing line over every test binary (the last one cargo prints is often a doc-test with 0).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -28,6 +28,9 @@ const PLUGINS: &[(&str, &str)] = &[
     ("spear-reclaimer-error-rate", "reclaimers/error-rate"),
 ];
 
+/// Native-only plugins (storage backends).
+const NATIVE_ONLY: &[&str] = &["spear-storage-memory", "spear-storage-redb"];
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
@@ -82,12 +85,14 @@ fn main() {
     }
 
     // Native libraries.
-    let features: Vec<String> = packages
+    let mut native = packages.clone();
+    native.extend_from_slice(NATIVE_ONLY);
+    let features: Vec<String> = native
         .iter()
         .map(|p| format!("{p}/native-plugin"))
         .collect();
-    cargo(&root, &target_dir, None, &packages, &features);
-    for p in &packages {
+    cargo(&root, &target_dir, None, &native, &features);
+    for p in &native {
         copy(
             &target_dir.join(format!("release/lib{}.so", snake(p))),
             &out.join(format!("native/{}.so", short(p))),
@@ -136,6 +141,7 @@ fn short(package: &str) -> String {
         .trim_start_matches("spear-strategy-")
         .trim_start_matches("spear-reclaimer-")
         .trim_start_matches("spear-fixture-")
+        .trim_start_matches("spear-storage-")
         .to_owned()
 }
 

@@ -211,3 +211,50 @@ fn two_files_claiming_one_name_the_second_is_refused() {
     );
     assert!(err.contains("a-rr.wasm"), "{err}");
 }
+
+#[test]
+fn a_sidecar_pin_refuses_any_other_content() {
+    let sb = Sandbox::new();
+    let lc = sb.install("component", "least-connections.wasm", "lc.wasm");
+    let wrong = "0".repeat(64);
+    std::fs::write(
+        sb.plugins().join("lc.toml"),
+        format!("sha256 = \"{wrong}\"\n"),
+    )
+    .unwrap();
+    sb.write_config(&host_config(false, ""));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    let record = host.plugins().pop().unwrap();
+    assert_eq!(record.state, PluginState::Failed);
+    let error = record.last_error.unwrap();
+    assert!(
+        error.starts_with(&format!("{}: refused: content sha256 ", lc.display())),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("does not match the pin {wrong} in")),
+        "{error}"
+    );
+
+    // Pinning the right content lets it load: the sidecar's change alone triggers the reload.
+    let sha = spear_plugin_runtime::plugin::sha256_hex(&std::fs::read(&lc).unwrap());
+    std::fs::write(
+        sb.plugins().join("lc.toml"),
+        format!("sha256 = \"{sha}\"\n"),
+    )
+    .unwrap();
+    host.rescan(Trigger::Api);
+    let record = host.plugins().pop().unwrap();
+    assert_eq!(
+        (record.state, record.name.as_str()),
+        (PluginState::Standby, "least-connections")
+    );
+
+    std::fs::write(sb.plugins().join("lc.toml"), "sha = 1\n").unwrap();
+    host.rescan(Trigger::Api);
+    let error = host.plugins().pop().unwrap().last_error.unwrap();
+    assert!(
+        error.contains("invalid sidecar") && error.contains("unknown field `sha`"),
+        "{error}"
+    );
+}

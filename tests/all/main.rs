@@ -7,3 +7,4 @@ mod conformance;
 mod containment;
 mod loading;
 mod reload;
+mod storage;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::plugin::{LoadedPlugin, load_bytes, sha256_hex};
 use crate::registry::{Entry, PluginRecord, PluginState, Registry};
+use crate::sidecar;
 use crate::slot::{ReclaimerSlot, SlotStatus, StrategySlot};
 use crate::telemetry::{EventKind, PluginEvent, Telemetry, now_ms};
 use crate::watch::Watcher;
@@ -459,21 +460,29 @@ impl PluginHost {
     fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
         let read = read_plugin_file(path);
         let sha = read.as_ref().ok().map(|b| sha256_hex(b));
+        let sidecar_text = sidecar::text(path);
+        // What was seen at this path: the content and its sidecar.
+        let fingerprint = sha
+            .as_ref()
+            .map(|s| format!("{s}:{}", sha256_hex(sidecar_text.as_bytes())));
         let entry = state
             .registry
             .entries
             .entry(path.to_path_buf())
             .or_default();
         entry.missing = false;
-        let unchanged = match (&read, &entry.seen_sha256) {
-            (Ok(_), Some(seen)) => sha.as_ref() == Some(seen),
+        let unchanged = match (&read, &entry.seen) {
+            (Ok(_), Some(seen)) => fingerprint.as_ref() == Some(seen),
             (Err(e), None) => entry.last_error.as_deref() == Some(&e.to_string()),
             _ => false,
         };
         if unchanged {
             return;
         }
-        let result = read.and_then(|bytes| load_bytes(path, &bytes, &self.engine, &self.limits));
+        let result = read.and_then(|bytes| {
+            sidecar::check(path, &sidecar_text, &bytes)?;
+            load_bytes(path, &bytes, &self.engine, &self.limits)
+        });
         let result =
             result.and_then(
                 |p| match state.registry.holder(p.info.kind, &p.info.name, path) {
@@ -491,7 +500,7 @@ impl PluginHost {
             .entries
             .get_mut(path)
             .expect("inserted above");
-        entry.seen_sha256 = sha;
+        entry.seen = fingerprint;
         match result {
             Ok(p) => {
                 self.telemetry.emit(
@@ -520,7 +529,7 @@ impl PluginHost {
                     EventKind::Refused,
                     kept.as_deref(),
                     Some(path),
-                    entry.seen_sha256.as_deref(),
+                    sha.as_deref(),
                     match &kept {
                         Some(name) => {
                             format!("{message}; the previously loaded {name} stays registered")

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod load;
 pub mod plugin;
 pub mod registry;
+mod sidecar;
 pub mod slot;
 pub mod telemetry;
 pub mod watch;

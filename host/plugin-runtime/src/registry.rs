@@ -52,8 +52,8 @@ pub struct PluginRecord {
 #[derive(Debug, Default)]
 pub(crate) struct Entry {
     pub(crate) loaded: Option<LoadedPlugin>,
-    /// sha256 of the content last seen at this path (loaded or refused).
-    pub(crate) seen_sha256: Option<String>,
+    /// Fingerprint (content and sidecar) last seen at this path, loaded or refused.
+    pub(crate) seen: Option<String>,
     pub(crate) last_error: Option<String>,
     pub(crate) missing: bool,
 }

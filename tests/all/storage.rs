@@ -1,0 +1,178 @@
+//! The storage contract against every backend, loaded as the hosts load it (native plugins through
+//! the runtime), and the durability of `redb` across `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use spear_plugin_api::StorageBackend;
+use spear_plugin_api::storage::BatchOp;
+use spear_plugin_runtime::engine::WasmEngine;
+use spear_plugin_runtime::{LimitValues, Limits, load_file};
+use spear_tests::guest;
+
+fn open(name: &str, config: &str) -> Box<dyn StorageBackend> {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", &format!("{name}.so")), &engine, &limits).unwrap();
+    assert_eq!(
+        plugin.info.kind,
+        spear_plugin_api::PluginKind::StorageBackend
+    );
+    let mut store = plugin.storage().unwrap();
+    store.open(config).unwrap();
+    Box::new(store)
+}
+
+fn backends() -> Vec<(
+    &'static str,
+    Box<dyn StorageBackend>,
+    Option<tempfile::TempDir>,
+)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db/state.redb");
+    let redb = open(
+        "redb",
+        &format!(r#"{{"path": {:?}}}"#, path.display().to_string()),
+    );
+    vec![
+        ("memory", open("memory", "{}"), None),
+        ("redb", redb, Some(dir)),
+    ]
+}
+
+#[test]
+fn every_backend_keeps_the_storage_contract() {
+    for (name, s, _dir) in backends() {
+        assert_eq!(s.get(b"a").unwrap(), None, "{name}");
+        s.put(b"a", b"1").unwrap();
+        s.put(b"a", b"2").unwrap();
+        assert_eq!(
+            s.get(b"a").unwrap().as_deref(),
+            Some(&b"2"[..]),
+            "{name}: put replaces"
+        );
+        assert!(s.delete(b"a").unwrap(), "{name}");
+        assert!(
+            !s.delete(b"a").unwrap(),
+            "{name}: second delete finds nothing"
+        );
+
+        for i in 0..25u8 {
+            s.put(format!("node/{i:02}").as_bytes(), &[i]).unwrap();
+        }
+        s.put(b"nodf", b"after the prefix").unwrap();
+        s.put(b"nod", b"before the prefix").unwrap();
+        // Paging through a prefix: 10, 10, 5, then nothing.
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = s.scan(b"node/", after.as_deref(), 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10);
+            after = Some(page.last().unwrap().0.clone());
+            seen.extend(page.into_iter().map(|(_, v)| v[0]));
+        }
+        assert_eq!(
+            seen,
+            (0..25).collect::<Vec<u8>>(),
+            "{name}: pages in key order, nothing twice"
+        );
+
+        s.batch(&[
+            BatchOp::Put {
+                key: b"x".to_vec(),
+                value: b"1".to_vec(),
+            },
+            BatchOp::Put {
+                key: b"y".to_vec(),
+                value: b"2".to_vec(),
+            },
+            BatchOp::Delete {
+                key: b"node/00".to_vec(),
+            },
+        ])
+        .unwrap();
+        assert_eq!(s.get(b"y").unwrap().as_deref(), Some(&b"2"[..]), "{name}");
+        assert_eq!(s.get(b"node/00").unwrap(), None, "{name}");
+
+        assert!(
+            !s.compare_and_swap(b"x", Some(b"0"), Some(b"9")).unwrap(),
+            "{name}: wrong expectation"
+        );
+        assert_eq!(s.get(b"x").unwrap().as_deref(), Some(&b"1"[..]));
+        assert!(
+            s.compare_and_swap(b"x", Some(b"1"), Some(b"9")).unwrap(),
+            "{name}"
+        );
+        assert!(
+            !s.compare_and_swap(b"z", Some(b"1"), Some(b"1")).unwrap(),
+            "{name}: absent ≠ expected"
+        );
+        assert!(
+            s.compare_and_swap(b"z", None, Some(b"new")).unwrap(),
+            "{name}: create if absent"
+        );
+        assert!(
+            !s.compare_and_swap(b"z", None, Some(b"again")).unwrap(),
+            "{name}"
+        );
+        assert!(
+            s.compare_and_swap(b"z", Some(b"new"), None).unwrap(),
+            "{name}: delete by CAS"
+        );
+        assert_eq!(s.get(b"z").unwrap(), None);
+    }
+}
+
+#[test]
+fn redb_refuses_bad_configuration_and_calls_before_open() {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", "redb.so"), &engine, &limits).unwrap();
+    let mut store = plugin.storage().unwrap();
+    let before = store.get(b"k").unwrap_err().to_string();
+    assert!(before.contains("storage not opened"), "{before}");
+    let missing = store.open("{}").unwrap_err().to_string();
+    assert!(missing.contains("`path` is required"), "{missing}");
+    let unknown = store
+        .open(r#"{"path": "/tmp/x", "cache": 1}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown field `cache`"), "{unknown}");
+}
+
+#[test]
+fn redb_keeps_every_acknowledged_write_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{{"path": {:?}}}"#,
+        dir.path().join("state.redb").display().to_string()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spear-storage-writer"))
+        .arg(guest("native", "redb.so"))
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut last = 0;
+    for _ in 0..200 {
+        let line = lines.next().unwrap().unwrap();
+        last = line.strip_prefix("ack ").unwrap().parse::<u64>().unwrap();
+    }
+    // SIGKILL: no destructor, no flush, no chance to finish the write in flight.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let store = open("redb", &config);
+    for n in 0..=last {
+        let value = store.get(format!("key-{n:08}").as_bytes()).unwrap();
+        assert_eq!(
+            value.as_deref(),
+            Some(format!("value-{n}").as_bytes()),
+            "acknowledged write {n} lost"
+        );
+    }
+}
