@@ -12,7 +12,9 @@ pub trait Strategy: Send + 'static {
     /// Describe the plugin. Called before anything else; must not depend on configuration.
     fn info(&self) -> PluginInfo;
 
-    /// Apply a JSON configuration. Called once after load and again whenever the operator edits it.
+    /// Apply a JSON configuration. Called once on every new instance, before it receives state or
+    /// targets. An edited configuration builds a new instance, configures it, and hands it the old
+    /// instance's state through [`restore_state`](Self::restore_state).
     fn configure(&mut self, config: &str) -> Result<(), PluginError>;
 
     /// Add targets, or replace those with the same id.

@@ -321,3 +321,69 @@ fn a_reclamation_policy_swap_changes_which_instances_are_stopped() {
     host.reload_config(Trigger::Api);
     assert_eq!(host.reclaimer().select(&instances, &n), vec![2]);
 }
+
+#[test]
+fn renaming_the_active_file_moves_the_plugin_without_a_duplicate_refusal() {
+    let sb = Sandbox::new();
+    let a = sb.install("component", "round-robin.wasm", "rr-1.wasm");
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    std::fs::rename(&a, sb.plugins().join("rr-2.wasm")).unwrap();
+    let report = host.rescan(Trigger::Api);
+    assert_eq!(report.outcome, ReloadOutcome::Applied, "{report:?}");
+    assert!(report.error.is_none());
+    let active = host.strategy().active().unwrap();
+    assert!(active.file.ends_with("rr-2.wasm"), "{active:?}");
+    let records = host.plugins();
+    assert_eq!(records.len(), 1, "the old path is gone: {records:?}");
+    assert_eq!(records[0].state, PluginState::Active);
+    assert!(
+        records[0].last_error.is_none(),
+        "{:?}",
+        records[0].last_error
+    );
+}
+
+#[test]
+fn the_active_file_overwritten_by_another_plugin_keeps_the_running_one_and_later_reloads_apply() {
+    let sb = Sandbox::new();
+    let rr = sb.install("component", "round-robin.wasm", "rr.wasm");
+    sb.install("component", "idle-time.wasm", "idle.wasm");
+    sb.install("component", "error-rate.wasm", "errors.wasm");
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n[reclaimer]\npolicy = \"idle-time\"\n",
+    ));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    std::fs::copy(guest("component", "least-connections.wasm"), &rr).unwrap();
+    let report = host.rescan(Trigger::Api);
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!(active_name(&host).as_deref(), Some("round-robin"));
+    let records = host.plugins();
+    let state_of = |name: &str| records.iter().find(|r| r.name == name).map(|r| r.state);
+    assert_eq!(
+        state_of("round-robin"),
+        Some(PluginState::Active),
+        "{records:?}"
+    );
+    assert_eq!(state_of("least-connections"), Some(PluginState::Standby));
+
+    // An edit of another section still applies; round-robin keeps running meanwhile.
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n[reclaimer]\npolicy = \"error-rate\"\n",
+    ));
+    let report = host.reload_config(Trigger::Api);
+    assert_eq!(report.outcome, ReloadOutcome::Applied, "{report:?}");
+    assert_eq!(host.reclaimer().active().unwrap().name, "error-rate");
+    assert_eq!(active_name(&host).as_deref(), Some("round-robin"));
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n[reclaimer]\npolicy = \"error-rate\"\n",
+    ));
+    host.reload_config(Trigger::Api);
+    assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
+}

@@ -1,7 +1,8 @@
 //! The one wasmtime engine of a host: epoch interruption driven by a 1 ms ticker thread.
 //!
-//! Every WASM store made by this crate gets an epoch deadline per call and a memory limiter, so no
-//! guest can run or grow without bound.
+//! Every WASM store made by this crate gets an epoch deadline per call and a memory limiter over the
+//! sum of its memories. (Extism modules run on Extism's own engine, bounded by its timeout, memory
+//! cap and a fuel budget: see `load::extism`.)
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use spear_plugin_api::PluginKind;
 
-use crate::config::{RuntimeConfig, Selection};
+use crate::config::RuntimeConfig;
 use crate::detect::read_plugin_file;
 use crate::engine::WasmEngine;
 use crate::error::{Error, Result};
@@ -88,6 +88,29 @@ struct State {
     config: RuntimeConfig,
     registry: Registry,
     reports: Vec<ReloadReport>,
+    /// `(role, sha256)` of plugin files whose activation failed: not retried until the file (and
+    /// so its sha256) or the selection changes.
+    failed_activations: BTreeSet<(&'static str, String)>,
+}
+
+/// The roles a host fills, with the kind and config key of each.
+const ROLES: [(&str, PluginKind, &str); 2] = [
+    (
+        "scheduler",
+        PluginKind::SchedulingStrategy,
+        "scheduler.strategy",
+    ),
+    (
+        "reclaimer",
+        PluginKind::ReclamationPolicy,
+        "reclaimer.policy",
+    ),
+];
+
+/// A prepared swap for one role.
+enum Job {
+    Strategy(crate::slot::PreparedStrategy),
+    Reclaimer(crate::slot::PreparedReclaimer),
 }
 
 /// The plugin side of one host process.
@@ -135,14 +158,16 @@ impl PluginHost {
                 config: config.clone(),
                 registry: Registry::default(),
                 reports: Vec::new(),
+                failed_activations: BTreeSet::new(),
             }),
         });
         let mut changes = Vec::new();
         {
             let mut state = host.lock();
-            host.scan(&mut state, &mut changes);
+            host.scan(&mut state, &mut changes)
+                .map_err(|e| Error::Config { errors: vec![e] })?;
             let config = state.config.clone();
-            host.apply_selections(&state.registry, &config, None, &mut changes)?;
+            host.apply_selections(&mut state, &config, None, &mut changes)?;
         }
         host.finish(
             Trigger::Start,
@@ -205,26 +230,24 @@ impl PluginHost {
         let mut changes = Vec::new();
         let result = {
             let mut state = self.lock();
-            self.scan(&mut state, &mut changes);
-            let config = state.config.clone();
-            self.apply_selections(&state.registry, &config, None, &mut changes)
+            match self.scan(&mut state, &mut changes) {
+                Ok(()) => {
+                    let config = state.config.clone();
+                    let applied = self
+                        .apply_selections(&mut state, &config, None, &mut changes)
+                        .map_err(|e| e.to_string());
+                    self.prune(&mut state, &mut changes);
+                    applied
+                }
+                Err(e) => Err(e),
+            }
         };
         match result {
-            Ok(()) => {
-                let outcome = if changes.is_empty() {
-                    ReloadOutcome::Unchanged
-                } else {
-                    ReloadOutcome::Applied
-                };
-                self.finish(trigger, outcome, changes, None, vec![])
+            Ok(()) if changes.is_empty() => {
+                self.finish(trigger, ReloadOutcome::Unchanged, changes, None, vec![])
             }
-            Err(e) => self.finish(
-                trigger,
-                ReloadOutcome::Rejected,
-                changes,
-                Some(e.to_string()),
-                vec![],
-            ),
+            Ok(()) => self.finish(trigger, ReloadOutcome::Applied, changes, None, vec![]),
+            Err(e) => self.finish(trigger, ReloadOutcome::Rejected, changes, Some(e), vec![]),
         }
     }
 
@@ -234,26 +257,40 @@ impl PluginHost {
         let Some(path) = self.config_path.clone() else {
             return self.finish(trigger, ReloadOutcome::Unchanged, vec![], None, vec![]);
         };
+        let mut changes = Vec::new();
+        // Read under the lock, so that of two concurrent reloads the later read is applied last.
+        let mut state = self.lock();
         let new = match RuntimeConfig::load(&path) {
             Ok(c) => c,
-            Err(e) => return self.reject(trigger, &path, e),
+            Err(e) => {
+                drop(state);
+                return self.reject(trigger, &path, e);
+            }
         };
-        let mut changes = Vec::new();
-        let mut state = self.lock();
         let old = state.config.clone();
         let restart_keys: Vec<String> = new
             .restart_keys_changed(&old)
             .into_iter()
             .map(str::to_owned)
             .collect();
-        if let Err(e) = self.apply_selections(&state.registry, &new, Some(&old), &mut changes) {
+        if let Err(e) = self.apply_selections(&mut state, &new, Some(&old), &mut changes) {
             drop(state);
             return self.reject(trigger, &path, e);
         }
         if new.limits != old.limits {
             self.limits.set(new.limits);
-            changes.push(format!("limits: {:?}", new.limits));
+            changes.push(format!(
+                "limits: {:?} (WASM components from their next call, Extism modules from their next load)",
+                new.limits
+            ));
         }
+        if new.reclaim_interval_ms != old.reclaim_interval_ms {
+            changes.push(format!(
+                "reclaimer.interval_ms: {}",
+                new.reclaim_interval_ms
+            ));
+        }
+        self.prune(&mut state, &mut changes);
         let mut kept = new;
         kept.dir = old.dir;
         kept.watch = old.watch;
@@ -311,79 +348,113 @@ impl PluginHost {
         )
     }
 
-    /// Activate what `config` selects where it differs from what is active (or, with `old`, from
-    /// what `old` selected). Builds every new instance before swapping any, so that a config either
-    /// applies whole or not at all.
+    fn active_in(&self, role: &str) -> Option<crate::plugin::PluginRef> {
+        match role {
+            "scheduler" => self.strategy.active(),
+            _ => self.reclaimer.active(),
+        }
+    }
+
+    /// Activate what `config` selects where it differs from what is active.
+    ///
+    /// Every new instance is built before any is swapped in, so a config applies whole or not at
+    /// all. A failure rejects the config when the config changed that role's selection (`old`
+    /// given and different) or when nothing is active in the role; otherwise — a replaced file
+    /// whose new version fails to activate — the running plugin stays, the failure is reported and
+    /// that file is not retried until it changes.
     fn apply_selections(
         &self,
-        registry: &Registry,
+        state: &mut State,
         config: &RuntimeConfig,
         old: Option<&RuntimeConfig>,
         changes: &mut Vec<String>,
     ) -> Result<()> {
-        let wanted = |sel: &Option<Selection>,
-                      kind: PluginKind,
-                      key: &str|
-         -> Result<Option<(LoadedPlugin, String)>> {
-            let Some(sel) = sel else { return Ok(None) };
-            match registry.lookup(kind, &sel.name) {
-                Some(p) => Ok(Some((p.clone(), sel.config_json.clone()))),
-                None => Err(Error::Config {
+        let mut jobs = Vec::new();
+        for (role, kind, key) in ROLES {
+            let selection = |c: &RuntimeConfig| match role {
+                "scheduler" => c.scheduler.clone(),
+                _ => c.reclaimer.clone(),
+            };
+            let Some(sel) = selection(config) else {
+                continue;
+            };
+            // A selected plugin whose file vanished or now holds another plugin keeps running:
+            // it can still be re-configured until the config selects another.
+            let running = match role {
+                "scheduler" => self.strategy.active_plugin(),
+                _ => self.reclaimer.active_plugin(),
+            }
+            .filter(|p| p.info.name == sel.name);
+            let Some(plugin) = state.registry.lookup(kind, &sel.name).cloned().or(running) else {
+                return Err(Error::Config {
                     errors: vec![format!(
                         "{key}: no {kind} plugin named `{}` is registered (see `spear plugin list`)",
                         sel.name
                     )],
-                }),
+                });
+            };
+            let selection_changed = old.is_some_and(|o| selection(o) != Some(sel.clone()));
+            let active = self.active_in(role);
+            if !selection_changed && active.as_ref() == Some(&plugin.id) {
+                continue;
             }
-        };
-        let strategy = wanted(
-            &config.scheduler,
-            PluginKind::SchedulingStrategy,
-            "scheduler.strategy",
-        )?;
-        let reclaimer = wanted(
-            &config.reclaimer,
-            PluginKind::ReclamationPolicy,
-            "reclaimer.policy",
-        )?;
-
-        let config_changed = |new: &Option<Selection>, old_sel: Option<&Option<Selection>>| {
-            old_sel.is_some_and(|o| o != new)
-        };
-        let strategy_job = match strategy {
-            Some((p, cfg))
-                if self.strategy.active().as_ref() != Some(&p.id)
-                    || config_changed(&config.scheduler, old.map(|o| &o.scheduler)) =>
+            let failed_key = (role, plugin.id.sha256.clone());
+            if !selection_changed
+                && active.is_some()
+                && state.failed_activations.contains(&failed_key)
             {
-                Some(self.strategy.prepare(&p, &cfg)?)
+                continue;
             }
-            _ => None,
-        };
-        let reclaimer_job = match reclaimer {
-            Some((p, cfg))
-                if self.reclaimer.active().as_ref() != Some(&p.id)
-                    || config_changed(&config.reclaimer, old.map(|o| &o.reclaimer)) =>
-            {
-                Some(self.reclaimer.prepare(&p, &cfg)?)
-            }
-            _ => None,
-        };
-        if let Some(job) = strategy_job {
-            self.strategy.commit(job)?;
-            if let Some(a) = self.strategy.active() {
-                changes.push(format!(
-                    "scheduler: {} {} ({}) active",
-                    a.name,
-                    a.version,
-                    &a.sha256[..12]
-                ));
+            let prepared = match role {
+                "scheduler" => self
+                    .strategy
+                    .prepare(&plugin, &sel.config_json)
+                    .map(Job::Strategy),
+                _ => self
+                    .reclaimer
+                    .prepare(&plugin, &sel.config_json)
+                    .map(Job::Reclaimer),
+            };
+            match prepared {
+                Ok(job) => jobs.push(job),
+                Err(e) if selection_changed || active.is_none() => return Err(e),
+                Err(e) => {
+                    let message = format!(
+                        "{role}: {} {} ({}) not activated: {e}; the running version stays active",
+                        plugin.info.name,
+                        plugin.info.version,
+                        &plugin.id.sha256[..12]
+                    );
+                    self.telemetry.emit(
+                        EventKind::ActivationFailed,
+                        Some(&plugin.info.name),
+                        Some(&plugin.id.file),
+                        Some(&plugin.id.sha256),
+                        &message,
+                    );
+                    if let Some(entry) = state.registry.entries.get_mut(&plugin.id.file) {
+                        entry.last_error = Some(message.clone());
+                    }
+                    changes.push(message);
+                    state.failed_activations.insert(failed_key);
+                }
             }
         }
-        if let Some(job) = reclaimer_job {
-            self.reclaimer.commit(job);
-            if let Some(a) = self.reclaimer.active() {
+        for job in jobs {
+            let (role, active) = match job {
+                Job::Strategy(j) => {
+                    self.strategy.commit(j)?;
+                    ("scheduler", self.strategy.active())
+                }
+                Job::Reclaimer(j) => {
+                    self.reclaimer.commit(j)?;
+                    ("reclaimer", self.reclaimer.active())
+                }
+            };
+            if let Some(a) = active {
+                state.failed_activations.retain(|(r, _)| *r != role);
                 changes.push(format!(
-                    "reclaimer: {} {} ({}) active",
+                    "{role}: {} {} ({}) active",
                     a.name,
                     a.version,
                     &a.sha256[..12]
@@ -402,27 +473,54 @@ impl PluginHost {
         Ok(())
     }
 
-    /// Bring the registry in step with the directory.
-    fn scan(&self, state: &mut State, changes: &mut Vec<String>) {
-        let dir = state.config.dir.clone();
-        let files = match plugin_files(&dir) {
-            Ok(f) => f,
-            Err(e) => {
-                let message = format!("cannot read the plugin directory: {e}");
-                self.telemetry
-                    .emit(EventKind::Refused, None, Some(&dir), None, &message);
-                changes.push(message);
-                return;
-            }
-        };
+    /// Unregister plugins whose file vanished and which are no longer active.
+    fn prune(&self, state: &mut State, changes: &mut Vec<String>) {
         let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
             .into_iter()
             .flatten()
             .map(|a| a.file)
             .collect();
-        for path in &files {
-            self.scan_file(state, path, changes);
+        let stale: Vec<PathBuf> = state
+            .registry
+            .entries
+            .iter()
+            .filter(|(path, e)| e.missing && !active.contains(*path))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in stale {
+            if let Some(p) = state.registry.entries.remove(&path).and_then(|e| e.loaded) {
+                self.telemetry.emit(
+                    EventKind::Unregistered,
+                    Some(&p.info.name),
+                    Some(&path),
+                    Some(&p.id.sha256),
+                    "file removed and plugin no longer selected; unregistered",
+                );
+                changes.push(format!("{}: unregistered {}", path.display(), p.info.name));
+            }
         }
+    }
+
+    /// Bring the registry in step with the directory: first forget vanished files (so a plugin
+    /// moved to a new file name is not refused as a duplicate of its old self), then load new and
+    /// changed ones. Fails only when the directory cannot be read.
+    fn scan(
+        &self,
+        state: &mut State,
+        changes: &mut Vec<String>,
+    ) -> std::result::Result<(), String> {
+        let dir = state.config.dir.clone();
+        let files = plugin_files(&dir).map_err(|e| {
+            let message = format!("cannot read the plugin directory {}: {e}", dir.display());
+            self.telemetry
+                .emit(EventKind::Refused, None, Some(&dir), None, &message);
+            message
+        })?;
+        let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
+            .into_iter()
+            .flatten()
+            .map(|a| a.file)
+            .collect();
         let gone: Vec<PathBuf> = state
             .registry
             .entries
@@ -455,6 +553,10 @@ impl PluginHost {
                 changes.push(format!("{}: unregistered {}", path.display(), p.info.name));
             }
         }
+        for path in &files {
+            self.scan_file(state, path, changes);
+        }
+        Ok(())
     }
 
     fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
@@ -500,7 +602,9 @@ impl PluginHost {
             .entries
             .get_mut(path)
             .expect("inserted above");
-        entry.seen = fingerprint;
+        // A name clash depends on other files, not on this one's content: retry it on every scan.
+        let duplicate = matches!(result, Err(Error::Duplicate { .. }));
+        entry.seen = if duplicate { None } else { fingerprint };
         match result {
             Ok(p) => {
                 self.telemetry.emit(
@@ -596,12 +700,36 @@ impl PluginHost {
     pub fn plugins(&self) -> Vec<PluginRecord> {
         let slots: [SlotStatus; 2] = [self.strategy.status(), self.reclaimer.status()];
         let state = self.lock();
-        state
+        let mut records: Vec<PluginRecord> = state
             .registry
             .entries
             .iter()
             .map(|(file, e)| record(file, e, &slots))
-            .collect()
+            .collect();
+        // A plugin still running after its file was replaced by a version that failed to activate.
+        for slot in &slots {
+            let Some(id) = &slot.plugin else { continue };
+            let listed = state.registry.loaded().any(|p| &p.id == id);
+            if !listed {
+                records.push(PluginRecord {
+                    name: id.name.clone(),
+                    kind: Some(id.kind),
+                    form: Some(id.form),
+                    version: Some(id.version.clone()),
+                    description: None,
+                    file: id.file.clone(),
+                    sha256: Some(id.sha256.clone()),
+                    state: if slot.quarantined {
+                        PluginState::Quarantined
+                    } else {
+                        PluginState::Active
+                    },
+                    last_error: slot.last_error.clone(),
+                    file_missing: false,
+                });
+            }
+        }
+        records
     }
 
     /// Reload reports, oldest first.

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// The limits in force. Read on every call, so a config change applies to the next call.
+/// The limits in force. WASM components read them on every call, so a config change applies to
+/// their next call; Extism modules take them when compiled, so a change applies at their next load.
 #[derive(Debug)]
 pub struct Limits {
     call_timeout_ms: AtomicU64,

@@ -171,7 +171,7 @@ pub fn load_bytes(
             (Factory::Extism(f), kind, info)
         }
         Form::Native => {
-            let f = NativeFactory::load(path, &sha256)?;
+            let f = NativeFactory::load(path, bytes, &sha256)?;
             let kind = f.kind();
             let info = match kind {
                 PluginKind::SchedulingStrategy => f.strategy().and_then(|mut s| s.info()),

@@ -65,10 +65,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The plugin of `kind` called `name`, if registered.
+    /// The plugin of `kind` called `name`, if registered from a file that still exists.
     pub fn lookup(&self, kind: PluginKind, name: &str) -> Option<&LoadedPlugin> {
         self.entries
             .values()
+            .filter(|e| !e.missing)
             .filter_map(|e| e.loaded.as_ref())
             .find(|p| p.info.kind == kind && p.info.name == name)
     }
@@ -76,7 +77,8 @@ impl Registry {
     /// The file other than `path` that holds a plugin of this kind and name.
     pub(crate) fn holder(&self, kind: PluginKind, name: &str, path: &Path) -> Option<&Path> {
         self.entries.iter().find_map(|(p, e)| {
-            let loaded = e.loaded.as_ref()?;
+            // A vanished file still running does not hold its name against a new file.
+            let loaded = e.loaded.as_ref().filter(|_| !e.missing)?;
             (p != path && loaded.info.kind == kind && loaded.info.name == name)
                 .then_some(p.as_path())
         })

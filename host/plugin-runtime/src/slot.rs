@@ -5,7 +5,8 @@
 //! because of a swap: any failing call is answered by the built-in fallback.
 //!
 //! - Every call's failure (trap, deadline, memory limit, error value) is counted; the instance is
-//!   dropped and re-created (configured, view re-sent) on the next call.
+//!   dropped (and what it learned with it) and re-created — configured, the view re-sent — at the
+//!   next placement. Until then `upsert`, `remove` and `observe` only update the host's view.
 //! - Every answer is validated ([`Request::fits`] over the host's view, one decision per request,
 //!   ids known); an invalid answer counts as a failure and the fallback decides that batch.
 //! - After `quarantine_after` consecutive failures the plugin is quarantined: the fallback decides
@@ -135,6 +136,16 @@ impl<I: ?Sized> Active<I> {
             last_error: self.last_error.clone(),
         }
     }
+}
+
+fn state_not_carried(t: &Telemetry, role: &str, plugin: &LoadedPlugin, e: &CallFailure) {
+    t.emit(
+        EventKind::StateNotCarried,
+        Some(&plugin.info.name),
+        Some(&plugin.id.file),
+        Some(&plugin.id.sha256),
+        format!("{role}: the previous version's state was not taken over ({e}); starting fresh"),
+    );
 }
 
 fn timed<R>(t: &Telemetry, plugin: &str, call: &str, f: impl FnOnce() -> R) -> R {
@@ -297,7 +308,13 @@ impl StrategySlot {
         if let Some(state) = handover
             && let Err(e) = instance.restore_state(&state)
         {
-            tracing::info!(plugin = %plugin.info.name, "state not carried over: {e}");
+            // A refused or failed restore may leave the instance half-restored (or, for a
+            // component that trapped, unusable): start from a fresh one.
+            state_not_carried(&self.telemetry, &self.role, &plugin, &e);
+            instance = fresh_strategy(&plugin, &config, None).map_err(|failure| Error::Call {
+                plugin: plugin.info.name.clone(),
+                failure,
+            })?;
         }
         send_view(instance.as_mut(), &inner.view).map_err(|failure| Error::Call {
             plugin: plugin.info.name.clone(),
@@ -451,6 +468,11 @@ impl StrategySlot {
     pub fn active(&self) -> Option<PluginRef> {
         self.lock().active.as_ref().map(|a| a.plugin.id.clone())
     }
+
+    /// The active plugin as loaded (to re-configure it after its file is gone or replaced).
+    pub fn active_plugin(&self) -> Option<LoadedPlugin> {
+        self.lock().active.as_ref().map(|a| a.plugin.clone())
+    }
 }
 
 /// The reclamation policy of a Spearlet, guarded. Its fallback stops nothing: when the policy fails,
@@ -494,8 +516,7 @@ impl ReclaimerSlot {
     /// Make `plugin` (configured with `config`) the active policy.
     pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
         let prepared = self.prepare(plugin, config)?;
-        self.commit(prepared);
-        Ok(())
+        self.commit(prepared)
     }
 
     /// Build and configure an instance of `plugin`, off the decision path.
@@ -519,7 +540,7 @@ impl ReclaimerSlot {
     }
 
     /// Swap a prepared instance in, handing over state from the same plugin's old version.
-    pub fn commit(&self, prepared: PreparedReclaimer) {
+    pub fn commit(&self, prepared: PreparedReclaimer) -> Result<()> {
         let PreparedReclaimer {
             plugin,
             config,
@@ -535,7 +556,11 @@ impl ReclaimerSlot {
         if let Some(state) = handover
             && let Err(e) = instance.restore_state(&state)
         {
-            tracing::info!(plugin = %plugin.info.name, "state not carried over: {e}");
+            state_not_carried(&self.telemetry, &self.role, &plugin, &e);
+            instance = fresh_reclaimer(&plugin, &config).map_err(|failure| Error::Call {
+                plugin: plugin.info.name.clone(),
+                failure,
+            })?;
         }
         let id = plugin.id.clone();
         *active = Some(Active {
@@ -557,6 +582,7 @@ impl ReclaimerSlot {
                 self.role, id.name, id.version, id.form
             ),
         );
+        Ok(())
     }
 
     /// Remove the active policy: nothing is reclaimed from now on.
@@ -622,6 +648,11 @@ impl ReclaimerSlot {
     /// The active plugin, if any.
     pub fn active(&self) -> Option<PluginRef> {
         self.lock().as_ref().map(|a| a.plugin.id.clone())
+    }
+
+    /// The active plugin as loaded.
+    pub fn active_plugin(&self) -> Option<LoadedPlugin> {
+        self.lock().as_ref().map(|a| a.plugin.clone())
     }
 }
 

@@ -23,6 +23,10 @@ pub enum EventKind {
     Unregistered,
     /// A plugin became active in a role.
     Activated,
+    /// A new version of a plugin could not be activated; the running one stays.
+    ActivationFailed,
+    /// State saved by the old version was not taken over by the new one.
+    StateNotCarried,
     /// A configuration was applied.
     ConfigApplied,
     /// A configuration was rejected; the old one stays.
@@ -42,6 +46,8 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Unregistered => "unregistered",
             EventKind::Activated => "activated",
+            EventKind::ActivationFailed => "activation-failed",
+            EventKind::StateNotCarried => "state-not-carried",
             EventKind::ConfigApplied => "config-applied",
             EventKind::ConfigRejected => "config-rejected",
             EventKind::RestartRequired => "restart-required",
@@ -195,6 +201,8 @@ impl Telemetry {
         );
         match kind {
             EventKind::Refused
+            | EventKind::ActivationFailed
+            | EventKind::StateNotCarried
             | EventKind::ConfigRejected
             | EventKind::CallFailed
             | EventKind::Quarantined

@@ -17,6 +17,12 @@ use crate::host::{PluginHost, Trigger};
 /// Quiet time after the last file event before acting on a burst.
 const DEBOUNCE: Duration = Duration::from_millis(40);
 
+/// What one notification says changed.
+enum Seen {
+    Paths(Vec<PathBuf>),
+    Unknown,
+}
+
 /// A running watch; dropping it stops watching.
 pub struct Watcher {
     _watcher: notify::RecommendedWatcher,
@@ -34,14 +40,17 @@ impl Watcher {
         dir: PathBuf,
         config: Option<PathBuf>,
     ) -> Result<Self> {
-        let (tx, rx) = channel::<notify::Event>();
+        let (tx, rx) = channel::<Seen>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event
-                    && !event.kind.is_access()
-                {
-                    let _ = tx.send(event);
-                }
+                let seen = match event {
+                    // A lost or overflowed event queue: what changed is unknown, look at everything.
+                    Err(_) => Seen::Unknown,
+                    Ok(e) if e.need_rescan() || e.paths.is_empty() => Seen::Unknown,
+                    Ok(e) if e.kind.is_access() => return,
+                    Ok(e) => Seen::Paths(e.paths),
+                };
+                let _ = tx.send(seen);
             })
             .map_err(|e| watch_error(&dir, e))?;
         watcher
@@ -79,8 +88,12 @@ impl Watcher {
                             Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
-                    let paths = events.iter().flat_map(|e| e.paths.iter());
-                    let (mut config_changed, mut dir_changed) = (false, false);
+                    let unknown = events.iter().any(|e| matches!(e, Seen::Unknown));
+                    let (mut config_changed, mut dir_changed) = (unknown, unknown);
+                    let paths = events.iter().flat_map(|e| match e {
+                        Seen::Paths(p) => p.as_slice(),
+                        Seen::Unknown => &[],
+                    });
                     for p in paths {
                         if config_name.is_some() && p.file_name() == config_name.as_deref() {
                             config_changed = true;

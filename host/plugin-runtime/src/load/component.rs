@@ -80,22 +80,42 @@ impl host::Host for GuestState {
     }
 }
 
-/// Refuses memory growth past the configured limit and remembers that it did.
+/// Refuses memory growth that would take the instance's memories, together, past the configured
+/// limit, and remembers that it did. A component holds several core modules, each with its own
+/// linear memory: the limit is on their sum.
 struct MemoryLimiter {
     limits: Arc<Limits>,
+    /// Bytes of linear memory the instance holds, over all its memories.
+    total: usize,
     hit: bool,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.limits.memory_limit_bytes();
+        let after = self.total.saturating_sub(current).saturating_add(desired);
+        let allowed = after <= self.limits.memory_limit_bytes();
+        if allowed {
+            self.total = after;
+        }
         self.hit |= !allowed;
         Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 
     fn table_growing(
@@ -107,6 +127,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(desired <= 1_000_000)
     }
 }
+
+/// Core instances, memories and tables one plugin instance may create (a Rust component built by
+/// the PDK uses a handful of each).
+const MAX_CORE_INSTANCES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
 
 /// The world a component implements.
 #[derive(Clone)]
@@ -198,6 +224,7 @@ impl ComponentFactory {
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limits: self.limits.clone(),
+                total: 0,
                 hit: false,
             },
             plugin: plugin.into(),

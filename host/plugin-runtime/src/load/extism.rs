@@ -3,6 +3,10 @@
 //!
 //! Deadline and memory cap come from the [`Limits`] in force when the module is compiled (Extism
 //! fixes them per compiled plugin): a change of limits applies to Extism plugins at their next load.
+//!
+//! Extism starts its timer only once a module's runtime is set up, so a module that loops in its
+//! start-up code would never time out. Every call therefore also gets a fuel budget (about one
+//! instruction per nanosecond of `setup_timeout_ms`), which Extism applies to set-up too.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +35,9 @@ impl std::fmt::Debug for ExtismFactory {
 
 const WASM_PAGE: u64 = 64 * 1024;
 
+/// Fuel per millisecond of set-up budget: roughly one WASM instruction per nanosecond.
+const FUEL_PER_MS: u64 = 1_000_000;
+
 impl ExtismFactory {
     /// Compile the module with the current limits.
     pub fn new(bytes: &[u8], limits: &Limits) -> Result<Self, String> {
@@ -42,6 +49,7 @@ impl ExtismFactory {
         let compiled = PluginBuilder::new(manifest)
             .with_wasi(false)
             .with_cache_disabled()
+            .with_fuel_limit(values.setup_timeout_ms.saturating_mul(FUEL_PER_MS))
             .compile()
             .map_err(|e| format!("invalid Extism module: {e:#}"))?;
         Ok(Self {
@@ -96,13 +104,12 @@ impl ExtismGuest {
             .call::<&[u8], &[u8]>(function, input)
             .map(<[u8]>::to_vec)
             .map_err(|e| {
-                let text = format!("{e:#}");
-                if text.contains("timeout") || text.contains("interrupt") {
-                    CallFailure::Deadline(self.timeout_ms)
-                } else if text.contains("oom") || text.contains("memory") {
-                    CallFailure::Memory(self.memory_mb)
-                } else {
-                    CallFailure::Trap(text)
+                // Extism reports its own limits with these exact messages (extism 1.30 plugin.rs).
+                match e.root_cause().to_string().as_str() {
+                    "timeout" => CallFailure::Deadline(self.timeout_ms),
+                    "oom" => CallFailure::Memory(self.memory_mb),
+                    "plugin ran out of fuel" => CallFailure::Deadline(self.timeout_ms),
+                    _ => CallFailure::Trap(format!("{e:#}")),
                 }
             })
     }

@@ -8,7 +8,8 @@
 //! Native calls run to completion: there is no deadline or memory cap for native code. Panics come
 //! back as errors (the export macros catch them before the FFI boundary).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
@@ -37,22 +38,27 @@ impl std::fmt::Debug for NativeFactory {
 
 static COPIES: AtomicU64 = AtomicU64::new(0);
 
-fn copy_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("spear-native-{}", std::process::id()))
+/// A directory only this process can write (mode 0700, unpredictable name) for library copies.
+fn copy_dir(path: &Path) -> Result<&'static Path> {
+    static DIR: OnceLock<std::io::Result<tempfile::TempDir>> = OnceLock::new();
+    match DIR.get_or_init(|| tempfile::Builder::new().prefix("spear-native-").tempdir()) {
+        Ok(dir) => Ok(dir.path()),
+        Err(e) => Err(Error::refused(
+            path,
+            format!("cannot create a private directory for native libraries: {e}"),
+        )),
+    }
 }
 
 impl NativeFactory {
-    /// Load `path` (whose content hashes to `sha256`) through a private copy and check its ABI.
-    pub fn load(path: &Path, sha256: &str) -> Result<Self> {
-        let dir = copy_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            file: dir.clone(),
-            source: e,
-        })?;
+    /// Load the library held in `bytes` (read from `path`, hashing to `sha256`) through a private
+    /// copy of exactly those bytes, and check its ABI.
+    pub fn load(path: &Path, bytes: &[u8], sha256: &str) -> Result<Self> {
+        let dir = copy_dir(path)?;
         let n = COPIES.fetch_add(1, Ordering::Relaxed);
         let copy = dir.join(format!("{}-{n}.so", &sha256[..16.min(sha256.len())]));
-        std::fs::copy(path, &copy).map_err(|e| Error::Io {
-            file: path.into(),
+        std::fs::write(&copy, bytes).map_err(|e| Error::Io {
+            file: copy.clone(),
             source: e,
         })?;
         let header = lib_header_from_path(&copy).map_err(|e| library_error(path, e));

@@ -50,6 +50,9 @@ struct Learned {
 struct State {
     learned: BTreeMap<u64, Learned>,
     rng: u64,
+    /// The seed `rng` grew from: a restore under another seed restarts the generator.
+    #[serde(default)]
+    seed: u64,
 }
 
 /// The adaptive strategy.
@@ -129,6 +132,7 @@ impl Strategy for Adaptive {
                 "error_penalty must be >= 0 and initial_latency_us > 0",
             ));
         }
+        self.state.seed = config.seed;
         self.config = config;
         Ok(())
     }
@@ -187,7 +191,13 @@ impl Strategy for Adaptive {
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), PluginError> {
-        self.state = serde_json::from_slice(state).map_err(PluginError::new)?;
+        let mut state: State = serde_json::from_slice(state).map_err(PluginError::new)?;
+        if state.seed != self.config.seed {
+            // The operator changed the seed: keep what was learned, restart the generator.
+            state.rng = 0;
+            state.seed = self.config.seed;
+        }
+        self.state = state;
         Ok(())
     }
 }

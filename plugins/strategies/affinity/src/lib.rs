@@ -44,12 +44,30 @@ impl Default for Config {
     }
 }
 
+/// Placements remembered for release by `observe`; beyond this the oldest are forgotten (their
+/// outcome never came), so the state stays bounded.
+const MAX_OPEN: usize = 65_536;
+
 /// Learned state: per group, per target, placements not yet observed as finished.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Groups {
     counts: BTreeMap<String, BTreeMap<u64, u32>>,
     /// request id → (group, target) for releasing on `observe`.
     open: BTreeMap<u64, (String, u64)>,
+}
+
+impl Groups {
+    fn release(&mut self, group: &str, target: u64) {
+        if let Some(n) = self.counts.get_mut(group).and_then(|c| c.get_mut(&target)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn release_oldest(&mut self) {
+        if let Some((_, (group, target))) = self.open.pop_first() {
+            self.release(&group, target);
+        }
+    }
 }
 
 /// The affinity strategy.
@@ -115,6 +133,9 @@ impl Strategy for Affinity {
                 counts.remove(id);
             }
         }
+        self.groups
+            .open
+            .retain(|_, (_, target)| !ids.contains(target));
     }
 
     fn place(&mut self, requests: &[Request]) -> Vec<Decision> {
@@ -134,6 +155,9 @@ impl Strategy for Affinity {
                         .entry(id)
                         .or_default() += 1;
                     self.groups.open.insert(r.id, (group, id));
+                    if self.groups.open.len() > MAX_OPEN {
+                        self.groups.release_oldest();
+                    }
                     out.push(Decision::Assign(id));
                 }
                 None => out.push(Decision::Reject("no eligible target".into())),
@@ -144,14 +168,8 @@ impl Strategy for Affinity {
 
     fn observe(&mut self, outcomes: &[Outcome]) {
         for o in outcomes {
-            if let Some((group, target)) = self.groups.open.remove(&o.request)
-                && let Some(n) = self
-                    .groups
-                    .counts
-                    .get_mut(&group)
-                    .and_then(|c| c.get_mut(&target))
-            {
-                *n = n.saturating_sub(1);
+            if let Some((group, target)) = self.groups.open.remove(&o.request) {
+                self.groups.release(&group, target);
             }
         }
     }
