@@ -1,0 +1,7 @@
+//! Front ends: REST (axum) and gRPC (tonic). Handlers stay thin: they convert, call [`Sms`], and
+//! map errors once ([`SmsError`](crate::error::SmsError)).
+//!
+//! [`Sms`]: crate::service::Sms
+
+pub mod grpc;
+pub mod rest;

@@ -1,0 +1,483 @@
+//! The REST gateway: SPEAR's documented routes, plus files, plugins, events (SSE), OpenAPI,
+//! Swagger UI, Prometheus metrics and health.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use spear_plugin_runtime::Trigger;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::error::SmsError;
+use crate::model::{Event, FileMeta, Node, Task};
+use crate::nodes::{Heartbeat, RegisterNode, UpdateNode};
+use crate::service::Sms;
+use crate::tasks::RegisterTask;
+
+type AppState = Arc<Sms>;
+
+/// The error body every failed request gets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `{code, message, field}`.
+    pub error: ErrorDetail,
+}
+
+/// Details of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `not_found`, `conflict`, `too_large`, `unavailable`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
+}
+
+impl IntoResponse for SmsError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+                field: self.field().map(str::to_owned),
+            },
+        };
+        (self.http_status(), Json(body)).into_response()
+    }
+}
+
+/// A JSON body whose rejections become [`SmsError::InvalidArgument`] naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = SmsError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+/// Name the field a JSON rejection is about.
+fn json_error(rejection: JsonRejection) -> SmsError {
+    let text = rejection.body_text();
+    let detail = text
+        .split_once("target type: ")
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_else(|| text.clone());
+    let quoted = |marker: &str| {
+        detail
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    let field = quoted("missing field `")
+        .or_else(|| quoted("unknown field `"))
+        .or_else(|| {
+            detail
+                .split_once(": ")
+                .map(|(path, _)| path.to_owned())
+                .filter(|p| !p.contains(' '))
+        })
+        .unwrap_or_else(|| "body".into());
+    // serde_path_to_error puts the path first ("port: invalid type…"); the field says it already.
+    let detail = detail
+        .strip_prefix(&format!("{field}: "))
+        .map(str::to_owned)
+        .unwrap_or(detail);
+    let reason = match rejection {
+        JsonRejection::MissingJsonContentType(_) => "send Content-Type: application/json".into(),
+        JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {detail}"),
+        _ => detail,
+    };
+    SmsError::invalid(field, reason)
+}
+
+fn created<T: Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+/// `?status=`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NodeFilter {
+    /// `active`, `unhealthy`, `draining` or `inactive`.
+    pub status: Option<String>,
+}
+
+/// `?status=&priority=`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TaskFilter {
+    /// `registered`, `active` or `inactive`.
+    pub status: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: Option<String>,
+}
+
+/// A list of nodes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    /// The nodes.
+    pub nodes: Vec<Node>,
+}
+
+/// A list of tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// The tasks.
+    pub tasks: Vec<Task>,
+}
+
+/// A list of files.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    /// The files.
+    pub files: Vec<FileMeta>,
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes", request_body = RegisterNode,
+    responses((status = 201, body = Node), (status = 400, body = ErrorBody)), tag = "nodes")]
+async fn register_node(
+    State(sms): State<AppState>,
+    ApiJson(req): ApiJson<RegisterNode>,
+) -> Result<Response, SmsError> {
+    sms.register_node(req).await.map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", params(NodeFilter),
+    responses((status = 200, body = NodeList), (status = 400, body = ErrorBody)), tag = "nodes")]
+async fn list_nodes(
+    State(sms): State<AppState>,
+    Query(f): Query<NodeFilter>,
+) -> Result<Json<NodeList>, SmsError> {
+    Ok(Json(NodeList {
+        nodes: sms.nodes(f.status.as_deref()).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{uuid}",
+    responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
+async fn get_node(
+    State(sms): State<AppState>,
+    Path(uuid): Path<String>,
+) -> Result<Json<Node>, SmsError> {
+    sms.node(&uuid).await.map(Json)
+}
+
+#[utoipa::path(put, path = "/api/v1/nodes/{uuid}", request_body = UpdateNode,
+    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), tag = "nodes")]
+async fn update_node(
+    State(sms): State<AppState>,
+    Path(uuid): Path<String>,
+    ApiJson(req): ApiJson<UpdateNode>,
+) -> Result<Json<Node>, SmsError> {
+    sms.update_node(&uuid, req).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{uuid}",
+    responses((status = 204), (status = 404, body = ErrorBody)), tag = "nodes")]
+async fn delete_node(
+    State(sms): State<AppState>,
+    Path(uuid): Path<String>,
+) -> Result<StatusCode, SmsError> {
+    sms.delete_node(&uuid, "deleted through the API").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{uuid}/heartbeat", request_body = Heartbeat,
+    responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
+async fn heartbeat(
+    State(sms): State<AppState>,
+    Path(uuid): Path<String>,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> Result<Json<Node>, SmsError> {
+    sms.heartbeat(&uuid, hb).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks", request_body = RegisterTask,
+    responses((status = 201, body = Task), (status = 400, body = ErrorBody)), tag = "tasks")]
+async fn register_task(
+    State(sms): State<AppState>,
+    ApiJson(req): ApiJson<RegisterTask>,
+) -> Result<Response, SmsError> {
+    sms.register_task(req).await.map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", params(TaskFilter),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)), tag = "tasks")]
+async fn list_tasks(
+    State(sms): State<AppState>,
+    Query(f): Query<TaskFilter>,
+) -> Result<Json<TaskList>, SmsError> {
+    Ok(Json(TaskList {
+        tasks: sms
+            .tasks(f.status.as_deref(), f.priority.as_deref())
+            .await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task_id}",
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody)), tag = "tasks")]
+async fn get_task(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, SmsError> {
+    sms.task(&id).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/tasks/{task_id}",
+    responses((status = 204), (status = 404, body = ErrorBody)), tag = "tasks")]
+async fn delete_task(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, SmsError> {
+    sms.delete_task(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?name=` of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UploadParams {
+    /// The file's name (default `upload`).
+    pub name: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/files", params(UploadParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody)), tag = "files")]
+async fn upload_file(
+    State(sms): State<AppState>,
+    Query(p): Query<UploadParams>,
+    body: Bytes,
+) -> Result<Response, SmsError> {
+    sms.upload_file(p.name.as_deref().unwrap_or("upload"), body.to_vec())
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/files", responses((status = 200, body = FileList)), tag = "files")]
+async fn list_files(State(sms): State<AppState>) -> Result<Json<FileList>, SmsError> {
+    Ok(Json(FileList {
+        files: sms.files().await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/files/{file_id}",
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)), tag = "files")]
+async fn download_file(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, SmsError> {
+    let (meta, bytes) = sms.download_file(&id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", meta.name.replace('"', "")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/files/{file_id}/meta",
+    responses((status = 200, body = FileMeta), (status = 404, body = ErrorBody)), tag = "files")]
+async fn file_meta(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<FileMeta>, SmsError> {
+    sms.file_meta(&id).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/files/{file_id}",
+    responses((status = 204), (status = 404, body = ErrorBody)), tag = "files")]
+async fn delete_file(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, SmsError> {
+    sms.delete_file(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, description = "plugins, slots and limits")), tag = "plugins")]
+async fn list_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
+    let host = sms.plugins();
+    Json(json!({
+        "plugins": host.plugins(),
+        "scheduler": host.strategy().status(),
+        "limits": host.limits().get(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/plugins/reload", responses((status = 200, description = "the reload report")), tag = "plugins")]
+async fn reload_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
+    let host = sms.plugins().clone();
+    let report = tokio::task::spawn_blocking(move || host.reload(Trigger::Api)).await;
+    Json(match report {
+        Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+        Err(e) => json!({"outcome": "rejected", "error": e.to_string()}),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins/history", responses((status = 200, description = "reload reports and plugin events")), tag = "plugins")]
+async fn plugin_history(State(sms): State<AppState>) -> Json<serde_json::Value> {
+    let host = sms.plugins();
+    Json(json!({ "reloads": host.history(), "events": host.events() }))
+}
+
+/// `?after=` of the event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventParams {
+    /// Resume after this cursor (default: the `Last-Event-ID` header, else 0).
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/events", params(EventParams),
+    responses((status = 200, content_type = "text/event-stream", body = Event), (status = 400, body = ErrorBody)), tag = "events")]
+async fn events(
+    State(sms): State<AppState>,
+    Query(p): Query<EventParams>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, SmsError> {
+    let raw = p.after.or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let after = match raw {
+        None => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            SmsError::invalid("after", format!("`{s}` is not a cursor (a whole number)"))
+        })?,
+    };
+    let last = sms.events().last_cursor().await;
+    if after > last {
+        return Err(SmsError::invalid(
+            "after",
+            format!("cursor {after} is beyond the last event ({last})"),
+        ));
+    }
+    let stream = sms.events().subscribe(after).map(|item| {
+        Ok(match item {
+            Ok(e) => SseEvent::default()
+                .id(e.cursor.to_string())
+                .event(e.kind.clone())
+                .data(serde_json::to_string(&e).unwrap_or_default()),
+            Err(err) => SseEvent::default().event("error").data(err.to_string()),
+        })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(sms): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        sms.plugins().telemetry().render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI document of the REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SPEAR SMS",
+        description = "The SPEAR control plane's REST API"
+    ),
+    paths(
+        register_node,
+        list_nodes,
+        get_node,
+        update_node,
+        delete_node,
+        heartbeat,
+        register_task,
+        list_tasks,
+        get_task,
+        delete_task,
+        upload_file,
+        list_files,
+        download_file,
+        file_meta,
+        delete_file,
+        list_plugins,
+        reload_plugins,
+        plugin_history,
+        events
+    ),
+    components(schemas(ErrorBody, ErrorDetail, NodeList, TaskList, FileList))
+)]
+pub struct ApiDoc;
+
+/// The REST router. `swagger` adds Swagger UI at `/swagger-ui`.
+pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
+    let limit = usize::try_from(sms.max_upload_bytes).unwrap_or(usize::MAX);
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/nodes", post(register_node).get(list_nodes))
+        .route(
+            "/api/v1/nodes/{uuid}",
+            get(get_node).put(update_node).delete(delete_node),
+        )
+        .route("/api/v1/nodes/{uuid}/heartbeat", post(heartbeat))
+        .route("/api/v1/tasks", post(register_task).get(list_tasks))
+        .route("/api/v1/tasks/{task_id}", get(get_task).delete(delete_task))
+        .route(
+            "/api/v1/files",
+            post(upload_file)
+                .get(list_files)
+                .layer(DefaultBodyLimit::max(limit.saturating_add(1))),
+        )
+        .route(
+            "/api/v1/files/{file_id}",
+            get(download_file).delete(delete_file),
+        )
+        .route("/api/v1/files/{file_id}/meta", get(file_meta))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/reload", post(reload_plugins))
+        .route("/api/v1/plugins/history", get(plugin_history))
+        .route("/api/v1/events", get(events))
+        .fallback(|| async { SmsError::not_found("route", "this path").into_response() })
+        .with_state(sms);
+    // Swagger UI serves the document itself; without it, a plain route does.
+    if swagger {
+        app = app.merge(
+            utoipa_swagger_ui::SwaggerUi::new("/swagger-ui")
+                .url("/api/openapi.json", ApiDoc::openapi()),
+        );
+    } else {
+        app = app.route("/api/openapi.json", get(openapi_json));
+    }
+    app
+}
+
+/// The web admin: one page that reads the REST API of the same origin.
+pub fn admin_router(sms: Arc<Sms>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("admin.html")) }))
+        .merge(router(sms, false))
+}

@@ -1,0 +1,105 @@
+//! SMS errors, and their one mapping to HTTP and gRPC statuses.
+
+use axum::http::StatusCode;
+
+/// Result alias of SMS.
+pub type Result<T, E = SmsError> = std::result::Result<T, E>;
+
+/// What went wrong, naming the field or the object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SmsError {
+    /// A request field is missing or wrong.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field, as the client spelt it (`executable.type`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No such object.
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// The kind of object (`node`, `task`, `file`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// An upload is over the limit.
+    #[error("upload too large: the limit is {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The storage backend failed; nothing was changed.
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+impl SmsError {
+    /// An invalid-argument error.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A not-found error.
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SmsError::InvalidArgument { .. } => "invalid_argument",
+            SmsError::NotFound { .. } => "not_found",
+            SmsError::Conflict(_) => "conflict",
+            SmsError::TooLarge { .. } => "too_large",
+            SmsError::Storage(_) => "unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            SmsError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            SmsError::NotFound { .. } => StatusCode::NOT_FOUND,
+            SmsError::Conflict(_) => StatusCode::CONFLICT,
+            SmsError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SmsError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The gRPC status.
+    pub fn grpc_status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            SmsError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            SmsError::NotFound { .. } => tonic::Status::not_found(message),
+            SmsError::Conflict(_) => tonic::Status::failed_precondition(message),
+            SmsError::TooLarge { .. } => tonic::Status::resource_exhausted(message),
+            SmsError::Storage(_) => tonic::Status::unavailable(message),
+        }
+    }
+
+    /// The field concerned, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SmsError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<SmsError> for tonic::Status {
+    fn from(e: SmsError) -> Self {
+        e.grpc_status()
+    }
+}

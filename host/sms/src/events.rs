@@ -1,0 +1,113 @@
+//! The event log: append-only, each event at a strictly increasing cursor, durable before it is
+//! announced; readers resume from any cursor (history from storage, then live events).
+
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{Mutex, broadcast};
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::model::{Event, now_ms};
+
+const PREFIX: &str = "event/";
+
+fn key(cursor: u64) -> String {
+    format!("{PREFIX}{cursor:020}")
+}
+
+/// The log.
+#[derive(Clone)]
+pub struct EventLog {
+    db: Db,
+    next: Arc<Mutex<u64>>,
+    live: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventLog")
+    }
+}
+
+impl EventLog {
+    /// Open the log, continuing after the last stored cursor.
+    pub async fn open(db: Db) -> Result<Self> {
+        let last = db
+            .last_key(PREFIX)
+            .await?
+            .and_then(|k| k[PREFIX.len()..].parse::<u64>().ok())
+            .unwrap_or(0);
+        let (live, _) = broadcast::channel(4096);
+        Ok(Self {
+            db,
+            next: Arc::new(Mutex::new(last + 1)),
+            live,
+        })
+    }
+
+    /// Append an event; returns it once stored.
+    pub async fn append(
+        &self,
+        kind: &str,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> Result<Event> {
+        let mut next = self.next.lock().await;
+        let event = Event {
+            cursor: *next,
+            at_ms: now_ms(),
+            kind: kind.into(),
+            subject: subject.into(),
+            data,
+        };
+        self.db.put(key(event.cursor), &event).await?;
+        *next += 1;
+        let _ = self.live.send(event.clone());
+        Ok(event)
+    }
+
+    /// The cursor of the last event (0 when none).
+    pub async fn last_cursor(&self) -> u64 {
+        *self.next.lock().await - 1
+    }
+
+    /// Events after `after`, at most `limit`, from storage.
+    pub async fn read(&self, after: u64, limit: u32) -> Result<Vec<Event>> {
+        self.db.scan(PREFIX, Some(key(after)), limit).await
+    }
+
+    /// Every event after `after`, then live ones, without gaps or repeats.
+    pub fn subscribe(&self, after: u64) -> impl Stream<Item = Result<Event>> + Send + use<> {
+        let log = self.clone();
+        async_stream::try_stream! {
+            let mut rx = log.live.subscribe();
+            let mut last = after;
+            loop {
+                // History first (and again after falling behind the live channel).
+                loop {
+                    let page = log.read(last, 512).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for event in page {
+                        last = event.cursor;
+                        yield event;
+                    }
+                }
+                loop {
+                    match rx.recv().await {
+                        Ok(event) if event.cursor <= last => continue,
+                        Ok(event) if event.cursor == last + 1 => {
+                            last = event.cursor;
+                            yield event;
+                        }
+                        // A gap (events stored before we subscribed) or lag: re-read storage.
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        }
+    }
+}

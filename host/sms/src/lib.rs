@@ -1,0 +1,19 @@
+//! SMS, the SPEAR control plane.
+//!
+//! [`server::start`] brings up, from an [`SmsConfig`](config::SmsConfig): the plugin host (strategy
+//! and storage plugins, hot-reloaded), the state on the selected storage backend ([`service::Sms`]),
+//! the REST gateway ([`api::rest`]), the gRPC services ([`api::grpc`]) with health and reflection, the
+//! web admin, and the node sweeper.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod files;
+pub mod model;
+pub mod nodes;
+pub mod server;
+pub mod service;
+pub mod tasks;

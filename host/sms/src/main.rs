@@ -1,0 +1,74 @@
+//! `sms`: the SPEAR control plane.
+
+use clap::Parser;
+use spear_plugin_runtime::Trigger;
+use spear_sms::config::{Cli, SmsConfig};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let config = match SmsConfig::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sms: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    if config.log.format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let running = match spear_sms::server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sms: cannot start: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "sms: listening grpc={} http={}{} (session {})",
+        running.grpc_addr,
+        running.http_addr,
+        running
+            .admin_addr
+            .map(|a| format!(" admin={a}"))
+            .unwrap_or_default(),
+        running.sms.session
+    );
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(h)) => (t, h),
+        _ => {
+            eprintln!("sms: cannot install signal handlers");
+            std::process::exit(1);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let host = running.sms.plugins().clone();
+                let report = tokio::task::spawn_blocking(move || host.reload(Trigger::Signal)).await;
+                if let Ok(r) = report {
+                    tracing::info!(outcome = ?r.outcome, "SIGHUP reload");
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+}

@@ -1,0 +1,266 @@
+//! The objects SMS keeps, as stored (JSON) and as the REST API shows them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Resource amounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct Resources {
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Disk in MiB.
+    pub disk_mb: u64,
+}
+
+impl From<Resources> for spear_plugin_api::Resources {
+    fn from(r: Resources) -> Self {
+        Self {
+            cpu_millis: r.cpu_millis,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+        }
+    }
+}
+
+/// Health of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Heartbeating; receives work.
+    Active,
+    /// Missed its heartbeats; receives no work; removed after the cleanup interval.
+    Unhealthy,
+    /// Finishing its work; receives no new work.
+    Draining,
+    /// Set aside by an operator; receives no work.
+    Inactive,
+}
+
+impl NodeStatus {
+    /// Parse the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "unhealthy" => Some(Self::Unhealthy),
+            "draining" => Some(Self::Draining),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Unhealthy => "unhealthy",
+            Self::Draining => "draining",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// A Spearlet known to SMS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    /// Node id.
+    pub uuid: String,
+    /// Address of the Spearlet.
+    pub ip_address: String,
+    /// Port of the Spearlet.
+    pub port: u16,
+    /// Health.
+    pub status: NodeStatus,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Scheduling labels (hard and soft affinity match these).
+    pub labels: BTreeMap<String, String>,
+    /// Total resources.
+    pub capacity: Resources,
+    /// Resources free at the last heartbeat.
+    pub available: Resources,
+    /// Executable types it runs (`wasm`, `process`, `container`).
+    pub executors: Vec<String>,
+    /// Executions running, at the last heartbeat.
+    pub running: u32,
+    /// The last heartbeat's health figures.
+    pub health_info: BTreeMap<String, String>,
+    /// Registration time, ms since the Unix epoch.
+    pub registered_at_ms: i64,
+    /// Last heartbeat, ms since the Unix epoch.
+    pub last_heartbeat_ms: i64,
+}
+
+/// How urgent a task is.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Background work.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Before normal work.
+    High,
+    /// Before everything else.
+    Urgent,
+}
+
+impl Priority {
+    /// Parse the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Self::Low),
+            "normal" => Some(Self::Normal),
+            "high" => Some(Self::High),
+            "urgent" => Some(Self::Urgent),
+            _ => None,
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Urgent => "urgent",
+        }
+    }
+}
+
+/// Life of a registered task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Registered, not yet run.
+    #[default]
+    Registered,
+    /// Has run or is running.
+    Active,
+    /// Set aside.
+    Inactive,
+}
+
+impl TaskStatus {
+    /// Parse the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registered" => Some(Self::Registered),
+            "active" => Some(Self::Active),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// The executable types SMS knows.
+pub const EXECUTABLE_TYPES: &[&str] = &["wasm", "process", "container"];
+
+/// What to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Executable {
+    /// `wasm`, `process` or `container`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where the artifact is: `sms+file://<id>`, `file://…`, `https://…`, or an image.
+    #[serde(default)]
+    pub uri: String,
+    /// Entry point, program or image name.
+    #[serde(default)]
+    pub name: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A registered task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    /// Task id.
+    pub task_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Life.
+    pub status: TaskStatus,
+    /// Urgency.
+    pub priority: Priority,
+    /// Pinned node, if any.
+    pub node_uuid: Option<String>,
+    /// Endpoint the task serves, if any.
+    pub endpoint: String,
+    /// Version.
+    pub version: String,
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// What to run.
+    pub executable: Executable,
+    /// Task labels (spread and co-location rules match these).
+    pub labels: BTreeMap<String, String>,
+    /// Resources one execution needs.
+    pub needs: Resources,
+    /// Hard affinity: node labels an execution's node must carry.
+    pub required_labels: BTreeMap<String, String>,
+    /// Soft affinity: node labels preferred.
+    pub preferred_labels: BTreeMap<String, String>,
+    /// Registration time, ms since the Unix epoch.
+    pub registered_at_ms: i64,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileMeta {
+    /// sha256 of the content (hex).
+    pub file_id: String,
+    /// Name given at upload.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `sms+file://<file_id>`.
+    pub uri: String,
+    /// Upload time, ms since the Unix epoch.
+    pub uploaded_at_ms: i64,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Position in the log; strictly increasing from 1.
+    pub cursor: u64,
+    /// Time, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// What happened (`node.registered`, `task.deleted`, …).
+    pub kind: String,
+    /// The id concerned.
+    pub subject: String,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

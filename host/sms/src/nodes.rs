@@ -1,0 +1,365 @@
+//! The node registry: registration, heartbeats, updates, removal, and the health sweep. Every
+//! change is stored, logged as an event, and sent to the scheduling strategy's view.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::json;
+use spear_plugin_api::{Label, Target};
+use utoipa::ToSchema;
+
+use crate::error::{Result, SmsError};
+use crate::model::{Node, NodeStatus, Resources, now_ms};
+use crate::service::Sms;
+
+/// Label every node carries with its own uuid (hard affinity to one node).
+pub const NODE_LABEL: &str = "spear.io/node";
+/// Label prefix naming the executors a node runs (`spear.io/executor.wasm = "true"`).
+pub const EXECUTOR_LABEL: &str = "spear.io/executor.";
+
+/// `POST /api/v1/nodes`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    /// Optional: SMS assigns one when absent.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// Address of the Spearlet.
+    pub ip_address: String,
+    /// Port of the Spearlet.
+    pub port: i64,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Scheduling labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Total resources.
+    #[serde(default)]
+    pub capacity: Resources,
+    /// Executable types it runs.
+    #[serde(default)]
+    pub executors: Vec<String>,
+}
+
+/// `POST /api/v1/nodes/{uuid}/heartbeat`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Health figures (free-form, e.g. `cpu_usage`).
+    #[serde(default)]
+    pub health_info: BTreeMap<String, String>,
+    /// Resources free now (when absent, the capacity minus nothing is assumed).
+    #[serde(default)]
+    pub available: Option<Resources>,
+    /// Executions running now.
+    #[serde(default)]
+    pub running: Option<u32>,
+}
+
+/// `PUT /api/v1/nodes/{uuid}`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    /// New status (`active`, `draining`, `inactive`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Replaces the metadata when given.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Replaces the labels when given.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+fn check_uuid(field: &str, value: &str) -> Result<()> {
+    uuid::Uuid::parse_str(value)
+        .map(|_| ())
+        .map_err(|e| SmsError::invalid(field, format!("not a UUID: {e}")))
+}
+
+fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    for k in labels.keys() {
+        if k.is_empty() || k.len() > 253 {
+            return Err(SmsError::invalid(
+                field,
+                "label keys must be 1 to 253 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The strategy's view of a node.
+pub fn to_target(id: u64, node: &Node) -> Target {
+    let mut labels: Vec<Label> = node
+        .labels
+        .iter()
+        .map(|(k, v)| Label::new(k.clone(), v.clone()))
+        .collect();
+    labels.push(Label::new(NODE_LABEL, node.uuid.clone()));
+    for e in &node.executors {
+        labels.push(Label::new(format!("{EXECUTOR_LABEL}{e}"), "true"));
+    }
+    Target {
+        id,
+        name: node.uuid.clone(),
+        labels,
+        capacity: node.capacity.into(),
+        available: node.available.into(),
+        active: node.running,
+        weight: 1,
+        healthy: node.status == NodeStatus::Active,
+    }
+}
+
+impl Sms {
+    /// Register a node (or re-register one with the same uuid).
+    pub async fn register_node(&self, req: RegisterNode) -> Result<Node> {
+        req.ip_address.parse::<IpAddr>().map_err(|_| {
+            SmsError::invalid(
+                "ip_address",
+                format!("`{}` is not an IP address", req.ip_address),
+            )
+        })?;
+        let port = u16::try_from(req.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                SmsError::invalid("port", format!("{} is not a port (1 to 65535)", req.port))
+            })?;
+        if let Some(u) = &req.uuid {
+            check_uuid("uuid", u)?;
+        }
+        check_labels("labels", &req.labels)?;
+        for e in &req.executors {
+            if !crate::model::EXECUTABLE_TYPES.contains(&e.as_str()) {
+                return Err(SmsError::invalid(
+                    "executors",
+                    format!("unknown executor `{e}` (wasm, process, container)"),
+                ));
+            }
+        }
+        let now = now_ms();
+        let node = Node {
+            uuid: req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ip_address: req.ip_address,
+            port,
+            status: NodeStatus::Active,
+            metadata: req.metadata,
+            labels: req.labels,
+            capacity: req.capacity,
+            available: req.capacity,
+            executors: req.executors,
+            running: 0,
+            health_info: BTreeMap::new(),
+            registered_at_ms: now,
+            last_heartbeat_ms: now,
+        };
+        let _guard = self.writes.lock().await;
+        self.db.put(format!("node/{}", node.uuid), &node).await?;
+        self.nodes
+            .write()
+            .await
+            .insert(node.uuid.clone(), node.clone());
+        self.sync_target(&node).await;
+        self.events
+            .append(
+                "node.registered",
+                &node.uuid,
+                json!({"ip_address": node.ip_address, "port": node.port}),
+            )
+            .await?;
+        Ok(node)
+    }
+
+    /// Record a heartbeat. Heartbeats update memory only (they are frequent); the node record is
+    /// stored again when its status changes.
+    pub async fn heartbeat(&self, uuid: &str, hb: Heartbeat) -> Result<Node> {
+        let (node, revived) = {
+            let mut nodes = self.nodes.write().await;
+            let node = nodes
+                .get_mut(uuid)
+                .ok_or_else(|| SmsError::not_found("node", uuid))?;
+            node.last_heartbeat_ms = now_ms();
+            node.health_info = hb.health_info;
+            if let Some(a) = hb.available {
+                node.available = a;
+            }
+            if let Some(r) = hb.running {
+                node.running = r;
+            }
+            let revived = node.status == NodeStatus::Unhealthy;
+            if revived {
+                node.status = NodeStatus::Active;
+            }
+            (node.clone(), revived)
+        };
+        if revived {
+            let _guard = self.writes.lock().await;
+            self.db.put(format!("node/{uuid}"), &node).await?;
+            self.events.append("node.healthy", uuid, json!({})).await?;
+        }
+        self.sync_target(&node).await;
+        Ok(node)
+    }
+
+    /// Change a node's status, metadata or labels.
+    pub async fn update_node(&self, uuid: &str, req: UpdateNode) -> Result<Node> {
+        let status = match req.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(NodeStatus::parse(s).ok_or_else(|| {
+                SmsError::invalid(
+                    "status",
+                    format!("`{s}` is not one of active, unhealthy, draining, inactive"),
+                )
+            })?),
+        };
+        if let Some(l) = &req.labels {
+            check_labels("labels", l)?;
+        }
+        let _guard = self.writes.lock().await;
+        let mut node = self
+            .nodes
+            .read()
+            .await
+            .get(uuid)
+            .cloned()
+            .ok_or_else(|| SmsError::not_found("node", uuid))?;
+        if let Some(s) = status {
+            node.status = s;
+        }
+        if let Some(m) = req.metadata {
+            node.metadata = m;
+        }
+        if let Some(l) = req.labels {
+            node.labels = l;
+        }
+        self.db.put(format!("node/{uuid}"), &node).await?;
+        self.nodes.write().await.insert(uuid.into(), node.clone());
+        self.sync_target(&node).await;
+        self.events
+            .append(
+                "node.updated",
+                uuid,
+                json!({"status": node.status.as_str()}),
+            )
+            .await?;
+        Ok(node)
+    }
+
+    /// Remove a node.
+    pub async fn delete_node(&self, uuid: &str, reason: &str) -> Result<()> {
+        let _guard = self.writes.lock().await;
+        if !self.nodes.read().await.contains_key(uuid) {
+            return Err(SmsError::not_found("node", uuid));
+        }
+        self.db.delete(format!("node/{uuid}")).await?;
+        self.nodes.write().await.remove(uuid);
+        if let Some(id) = self.target_ids.lock().await.remove(uuid) {
+            let slot = self.plugins.clone();
+            let _ = tokio::task::spawn_blocking(move || slot.strategy().remove(&[id])).await;
+        }
+        self.events
+            .append("node.removed", uuid, json!({"reason": reason}))
+            .await?;
+        Ok(())
+    }
+
+    /// One node.
+    pub async fn node(&self, uuid: &str) -> Result<Node> {
+        self.nodes
+            .read()
+            .await
+            .get(uuid)
+            .cloned()
+            .ok_or_else(|| SmsError::not_found("node", uuid))
+    }
+
+    /// Nodes, optionally of one status.
+    pub async fn nodes(&self, status: Option<&str>) -> Result<Vec<Node>> {
+        let status = match status {
+            None | Some("") => None,
+            Some(s) => Some(NodeStatus::parse(s).ok_or_else(|| {
+                SmsError::invalid(
+                    "status",
+                    format!("`{s}` is not one of active, unhealthy, draining, inactive"),
+                )
+            })?),
+        };
+        Ok(self
+            .nodes
+            .read()
+            .await
+            .values()
+            .filter(|n| status.is_none_or(|s| n.status == s))
+            .cloned()
+            .collect())
+    }
+
+    /// Send the node's current figures to the strategy's view.
+    pub(crate) async fn sync_target(&self, node: &Node) {
+        let id = *self
+            .target_ids
+            .lock()
+            .await
+            .entry(node.uuid.clone())
+            .or_insert_with(|| {
+                self.next_target
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            });
+        let target = to_target(id, node);
+        let plugins = self.plugins.clone();
+        let _ = tokio::task::spawn_blocking(move || plugins.strategy().upsert(vec![target])).await;
+    }
+
+    /// Mark silent nodes unhealthy, and remove those unhealthy for longer than the cleanup
+    /// interval. Returns how many changed.
+    pub async fn sweep_nodes(&self) -> Result<usize> {
+        let now = now_ms();
+        let timeout = self.heartbeat_timeout_ms;
+        let cleanup = self.cleanup_interval_ms;
+        let (stale, dead): (Vec<Node>, Vec<String>) = {
+            let nodes = self.nodes.read().await;
+            let stale = nodes
+                .values()
+                .filter(|n| n.status == NodeStatus::Active && now - n.last_heartbeat_ms > timeout)
+                .cloned()
+                .collect();
+            let dead = nodes
+                .values()
+                .filter(|n| {
+                    n.status == NodeStatus::Unhealthy
+                        && now - n.last_heartbeat_ms > timeout + cleanup
+                })
+                .map(|n| n.uuid.clone())
+                .collect();
+            (stale, dead)
+        };
+        let changed = stale.len() + dead.len();
+        for mut node in stale {
+            let _guard = self.writes.lock().await;
+            node.status = NodeStatus::Unhealthy;
+            self.db.put(format!("node/{}", node.uuid), &node).await?;
+            self.nodes
+                .write()
+                .await
+                .insert(node.uuid.clone(), node.clone());
+            drop(_guard);
+            self.sync_target(&node).await;
+            self.events
+                .append(
+                    "node.unhealthy",
+                    &node.uuid,
+                    json!({"last_heartbeat_ms": node.last_heartbeat_ms}),
+                )
+                .await?;
+        }
+        for uuid in dead {
+            self.delete_node(&uuid, "no heartbeat within the cleanup interval")
+                .await?;
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,180 @@
+//! Start SMS: plugins, state, the REST, gRPC and admin listeners, the node sweeper; stop cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use spear_plugin_runtime::PluginHost;
+use spear_plugin_runtime::watch::Watcher;
+use spear_proto::v1;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{grpc::Grpc, rest};
+use crate::config::SmsConfig;
+use crate::service::Sms;
+
+/// A running SMS.
+pub struct Running {
+    /// The control plane.
+    pub sms: Arc<Sms>,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where REST listens.
+    pub http_addr: SocketAddr,
+    /// Where the web admin listens, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<Watcher>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Start every part of SMS described by `config`.
+pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
+    let runtime = config.runtime_config()?;
+    let source = config.source.clone();
+    let plugins: Arc<PluginHost> =
+        tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
+            .await?
+            .context("plugins")?;
+    let watcher = plugins.watch().context("watching plugins")?;
+    let sms = Sms::open(&config, plugins).await.context("state")?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let http = tokio::net::TcpListener::bind(config.http.addr)
+        .await
+        .with_context(|| format!("http.addr {}", config.http.addr))?;
+    let http_addr = http.local_addr()?;
+    let app = rest::router(sms.clone(), config.enable_swagger);
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(stopped(rx))
+            .await
+        {
+            tracing::error!("http server: {e}");
+        }
+    }));
+
+    let admin_addr = if config.enable_web_admin {
+        let admin = tokio::net::TcpListener::bind(config.web_admin_addr)
+            .await
+            .with_context(|| format!("web_admin_addr {}", config.web_admin_addr))?;
+        let addr = admin.local_addr()?;
+        let app = rest::admin_router(sms.clone());
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin, app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            {
+                tracing::error!("web admin: {e}");
+            }
+        }));
+        Some(addr)
+    } else {
+        None
+    };
+
+    let grpc = tokio::net::TcpListener::bind(config.grpc.addr)
+        .await
+        .with_context(|| format!("grpc.addr {}", config.grpc.addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let service = Grpc(sms.clone());
+    health
+        .set_serving::<v1::node_service_server::NodeServiceServer<Grpc>>()
+        .await;
+    health
+        .set_serving::<v1::task_service_server::TaskServiceServer<Grpc>>()
+        .await;
+    health
+        .set_serving::<v1::file_service_server::FileServiceServer<Grpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spear_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let max =
+        usize::try_from(config.files.max_upload_mb * 1024 * 1024 + 64 * 1024).unwrap_or(usize::MAX);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(v1::node_service_server::NodeServiceServer::new(
+            service.clone(),
+        ))
+        .add_service(v1::task_service_server::TaskServiceServer::new(
+            service.clone(),
+        ))
+        .add_service(
+            v1::file_service_server::FileServiceServer::new(service.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(v1::plugin_service_server::PluginServiceServer::new(
+            service.clone(),
+        ))
+        .add_service(v1::event_service_server::EventServiceServer::new(service));
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stopped(rx))
+            .await
+        {
+            tracing::error!("grpc server: {e}");
+        }
+    }));
+
+    // The sweeper: unhealthy after the heartbeat timeout, removed after the cleanup interval.
+    let period = Duration::from_millis((config.heartbeat_timeout * 1000 / 4).clamp(100, 5000));
+    let (s, rx) = (sms.clone(), stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = s.sweep_nodes().await {
+                        tracing::warn!("node sweep: {e}");
+                    }
+                }
+                _ = stopped(rx.clone()) => return,
+            }
+        }
+    }));
+
+    Ok(Running {
+        sms,
+        grpc_addr,
+        http_addr,
+        admin_addr,
+        stop,
+        tasks,
+        _watcher: watcher,
+    })
+}
+
+impl Running {
+    /// Stop accepting work, let in-flight requests finish, and wait for every part to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! [`Sms`]: the control plane's state and operations, shared by the REST and gRPC front ends.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use spear_plugin_api::{PluginKind, StorageBackend};
+use spear_plugin_runtime::PluginHost;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::config::SmsConfig;
+use crate::db::Db;
+use crate::error::{Result, SmsError};
+use crate::events::EventLog;
+use crate::model::{Node, Task, now_ms};
+
+/// The control plane.
+pub struct Sms {
+    pub(crate) db: Db,
+    pub(crate) events: EventLog,
+    pub(crate) plugins: Arc<PluginHost>,
+    pub(crate) nodes: RwLock<BTreeMap<String, Node>>,
+    pub(crate) tasks: RwLock<BTreeMap<String, Task>>,
+    /// Node uuid → the strategy's target id.
+    pub(crate) target_ids: Mutex<BTreeMap<String, u64>>,
+    pub(crate) next_target: AtomicU64,
+    /// Serializes read-modify-write sequences on stored records.
+    pub(crate) writes: Mutex<()>,
+    pub(crate) files_dir: PathBuf,
+    pub(crate) max_upload_bytes: u64,
+    pub(crate) heartbeat_timeout_ms: i64,
+    pub(crate) cleanup_interval_ms: i64,
+    /// This SMS incarnation: assignments carry it so Spearlets drop stale ones after a restart.
+    pub session: String,
+}
+
+impl std::fmt::Debug for Sms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sms")
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl Sms {
+    /// Open the storage backend the config names (a plugin from the plugin directory) and load the
+    /// stored state.
+    pub async fn open(config: &SmsConfig, plugins: Arc<PluginHost>) -> Result<Arc<Self>> {
+        let name = &config.database.db_type;
+        let plugin = plugins
+            .plugin(PluginKind::StorageBackend, name)
+            .ok_or_else(|| {
+                SmsError::invalid(
+                    "database.db_type",
+                    format!(
+                        "no storage-backend plugin named `{name}` in {} (built-in: redb, memory)",
+                        plugins.config().dir.display()
+                    ),
+                )
+            })?;
+        let mut backend = plugin
+            .storage()
+            .map_err(|e| SmsError::Storage(e.to_string()))?;
+        let open_config = serde_json::json!({ "path": config.database.path }).to_string();
+        let open_config = if name == "redb" {
+            open_config
+        } else {
+            "{}".into()
+        };
+        let backend =
+            tokio::task::spawn_blocking(move || backend.open(&open_config).map(|()| backend))
+                .await
+                .map_err(|e| SmsError::Storage(e.to_string()))?
+                .map_err(|e| SmsError::Storage(e.to_string()))?;
+        let backend: Arc<dyn StorageBackend> = Arc::new(backend);
+        Self::with_backend(config, plugins, backend).await
+    }
+
+    /// Build on an already opened backend.
+    pub async fn with_backend(
+        config: &SmsConfig,
+        plugins: Arc<PluginHost>,
+        backend: Arc<dyn StorageBackend>,
+    ) -> Result<Arc<Self>> {
+        let db = Db::new(backend);
+        let events = EventLog::open(db.clone()).await?;
+        let now = now_ms();
+        let nodes: BTreeMap<String, Node> = db
+            .load_all::<Node>("node/")
+            .await?
+            .into_iter()
+            // A restarted SMS gives every known node a fresh heartbeat window.
+            .map(|mut n| {
+                n.last_heartbeat_ms = now;
+                (n.uuid.clone(), n)
+            })
+            .collect();
+        let tasks = db
+            .load_all::<Task>("task/")
+            .await?
+            .into_iter()
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        let sms = Arc::new(Self {
+            db,
+            events,
+            plugins,
+            nodes: RwLock::new(nodes),
+            tasks: RwLock::new(tasks),
+            target_ids: Mutex::new(BTreeMap::new()),
+            next_target: AtomicU64::new(1),
+            writes: Mutex::new(()),
+            files_dir: config.files.dir.clone(),
+            max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
+            heartbeat_timeout_ms: (config.heartbeat_timeout as i64).saturating_mul(1000),
+            cleanup_interval_ms: (config.cleanup_interval as i64).saturating_mul(1000),
+            session: uuid::Uuid::new_v4().to_string(),
+        });
+        let known: Vec<Node> = sms.nodes.read().await.values().cloned().collect();
+        for node in &known {
+            sms.sync_target(node).await;
+        }
+        Ok(sms)
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// The plugin host (strategies, storage backends).
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+}

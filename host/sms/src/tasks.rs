@@ -1,0 +1,188 @@
+//! The task registry.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::error::{Result, SmsError};
+use crate::model::{EXECUTABLE_TYPES, Executable, Priority, Resources, Task, TaskStatus, now_ms};
+use crate::service::Sms;
+
+/// `POST /api/v1/tasks` (SPEAR's shape, plus scheduling hints).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterTask {
+    /// Name (required).
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// `low`, `normal` (default), `high`, `urgent`.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Pin executions to this node.
+    #[serde(default)]
+    pub node_uuid: Option<String>,
+    /// Endpoint the task serves.
+    #[serde(default)]
+    pub endpoint: String,
+    /// Version.
+    #[serde(default)]
+    pub version: String,
+    /// Capabilities.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// What to run (required).
+    pub executable: Option<Executable>,
+    /// Task labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Resources one execution needs.
+    #[serde(default)]
+    pub needs: Resources,
+    /// Node labels required.
+    #[serde(default)]
+    pub required_labels: BTreeMap<String, String>,
+    /// Node labels preferred.
+    #[serde(default)]
+    pub preferred_labels: BTreeMap<String, String>,
+}
+
+/// Check an executable, naming fields under `prefix` (`executable`).
+pub fn check_executable(prefix: &str, e: &Executable) -> Result<()> {
+    if !EXECUTABLE_TYPES.contains(&e.kind.as_str()) {
+        return Err(SmsError::invalid(
+            format!("{prefix}.type"),
+            format!("`{}` is not one of wasm, process, container", e.kind),
+        ));
+    }
+    if e.uri.is_empty() && e.name.is_empty() {
+        return Err(SmsError::invalid(
+            format!("{prefix}.uri"),
+            "give the artifact's uri (or, for a program or image, its name)",
+        ));
+    }
+    if !e.uri.is_empty()
+        && !["sms+file://", "file://", "https://", "http://"]
+            .iter()
+            .any(|s| e.uri.starts_with(s))
+        && e.kind != "container"
+    {
+        return Err(SmsError::invalid(
+            format!("{prefix}.uri"),
+            format!("`{}`: use sms+file://<id>, file://, or https://", e.uri),
+        ));
+    }
+    Ok(())
+}
+
+impl Sms {
+    /// Register a task.
+    pub async fn register_task(&self, req: RegisterTask) -> Result<Task> {
+        if req.name.trim().is_empty() {
+            return Err(SmsError::invalid("name", "must not be empty"));
+        }
+        let priority = match req.priority.as_deref() {
+            None | Some("") => Priority::Normal,
+            Some(p) => Priority::parse(p).ok_or_else(|| {
+                SmsError::invalid(
+                    "priority",
+                    format!("`{p}` is not one of low, normal, high, urgent"),
+                )
+            })?,
+        };
+        let executable = req
+            .executable
+            .ok_or_else(|| SmsError::invalid("executable", "is required"))?;
+        check_executable("executable", &executable)?;
+        let node_uuid = req.node_uuid.filter(|n| !n.is_empty());
+        if let Some(n) = &node_uuid {
+            uuid::Uuid::parse_str(n)
+                .map_err(|e| SmsError::invalid("node_uuid", format!("not a UUID: {e}")))?;
+        }
+        let task = Task {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            name: req.name,
+            description: req.description,
+            status: TaskStatus::Registered,
+            priority,
+            node_uuid,
+            endpoint: req.endpoint,
+            version: req.version,
+            capabilities: req.capabilities,
+            executable,
+            labels: req.labels,
+            needs: req.needs,
+            required_labels: req.required_labels,
+            preferred_labels: req.preferred_labels,
+            registered_at_ms: now_ms(),
+        };
+        let _guard = self.writes.lock().await;
+        self.db.put(format!("task/{}", task.task_id), &task).await?;
+        self.tasks
+            .write()
+            .await
+            .insert(task.task_id.clone(), task.clone());
+        self.events
+            .append("task.registered", &task.task_id, json!({"name": task.name}))
+            .await?;
+        Ok(task)
+    }
+
+    /// One task.
+    pub async fn task(&self, id: &str) -> Result<Task> {
+        self.tasks
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SmsError::not_found("task", id))
+    }
+
+    /// Tasks, filtered by status and priority.
+    pub async fn tasks(&self, status: Option<&str>, priority: Option<&str>) -> Result<Vec<Task>> {
+        let status = match status {
+            None | Some("") => None,
+            Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+                SmsError::invalid(
+                    "status",
+                    format!("`{s}` is not one of registered, active, inactive"),
+                )
+            })?),
+        };
+        let priority = match priority {
+            None | Some("") => None,
+            Some(p) => Some(Priority::parse(p).ok_or_else(|| {
+                SmsError::invalid(
+                    "priority",
+                    format!("`{p}` is not one of low, normal, high, urgent"),
+                )
+            })?),
+        };
+        let mut tasks: Vec<Task> = self
+            .tasks
+            .read()
+            .await
+            .values()
+            .filter(|t| status.is_none_or(|s| t.status == s))
+            .filter(|t| priority.is_none_or(|p| t.priority == p))
+            .cloned()
+            .collect();
+        tasks.sort_by_key(|t| t.registered_at_ms);
+        Ok(tasks)
+    }
+
+    /// Remove a task.
+    pub async fn delete_task(&self, id: &str) -> Result<()> {
+        let _guard = self.writes.lock().await;
+        if !self.tasks.read().await.contains_key(id) {
+            return Err(SmsError::not_found("task", id));
+        }
+        self.db.delete(format!("task/{id}")).await?;
+        self.tasks.write().await.remove(id);
+        self.events.append("task.deleted", id, json!({})).await?;
+        Ok(())
+    }
+}

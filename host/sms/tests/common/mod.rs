@@ -1,0 +1,129 @@
+//! Start the real `sms` binary on loopback in a sandbox, and talk to it.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use spear_tests::guest;
+
+/// A sandbox: plugin dir with the storage and strategy plugins, a data dir, a config file.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        for (form, file) in [
+            ("native", "redb.so"),
+            ("native", "memory.so"),
+            ("component", "least-connections.wasm"),
+            ("component", "round-robin.wasm"),
+        ] {
+            std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
+        }
+        let sb = Self { dir };
+        sb.write_config(extra);
+        sb
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("sms.toml")
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        // `extra` first: its bare keys must precede every table.
+        let text = format!(
+            "{extra}\n[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
+             [database]\ndb_type = \"redb\"\npath = \"data/sms.redb\"\n\
+             [files]\ndir = \"data/files\"\nmax_upload_mb = 1\n\
+             [plugins]\ndir = \"plugins\"\n"
+        );
+        let tmp = self.path().join(".sms.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.config()).unwrap();
+    }
+
+    /// Start `sms` here (cwd = the sandbox, so relative paths land in it).
+    pub fn start(&self, args: &[&str]) -> Sms {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sms"))
+            .current_dir(self.path())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env("SMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                .parse()
+                .unwrap()
+        };
+        Sms {
+            http: field("http"),
+            grpc: field("grpc"),
+            child,
+        }
+    }
+}
+
+/// A running `sms` process; killed on drop.
+pub struct Sms {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub child: Child,
+}
+
+impl Sms {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Sms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

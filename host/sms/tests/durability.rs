@@ -1,0 +1,205 @@
+//! State survives `kill -9` (redb); nodes that stop heartbeating become unhealthy, then go;
+//! SIGTERM stops SMS cleanly.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn every_acknowledged_node_task_file_and_event_survives_kill_9() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let mut uuids = Vec::new();
+    for i in 0..20 {
+        let r = c
+            .post(sms.url("/api/v1/nodes"))
+            .json(&json!({"ip_address": format!("10.9.0.{i}"), "port": 5000 + i}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        uuids.push(
+            r.json::<Value>().await.unwrap()["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let task: Value = c
+        .post(sms.url("/api/v1/tasks"))
+        .json(&json!({"name": "keep-me", "executable": {"type": "wasm", "uri": "sms+file://x"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file: Value = c
+        .post(sms.url("/api/v1/files?name=k.bin"))
+        .body(vec![9u8; 4096])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events_before: Vec<String> = {
+        let mut r = c
+            .get(sms.url("/api/v1/events?after=0"))
+            .send()
+            .await
+            .unwrap();
+        let mut text = String::new();
+        while text.matches("id: ").count() < 22 {
+            text.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+        }
+        text.lines()
+            .filter(|l| l.starts_with("data: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    sms.kill_9();
+
+    let sms = sb.start(&[]);
+    let nodes: Value = c
+        .get(sms.url("/api/v1/nodes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut found: Vec<String> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    uuids.sort();
+    assert_eq!(found, uuids);
+    let got: Value = c
+        .get(sms.url(&format!(
+            "/api/v1/tasks/{}",
+            task["task_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["name"], "keep-me");
+    let bytes = c
+        .get(sms.url(&format!(
+            "/api/v1/files/{}",
+            file["file_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.len(), 4096);
+    let mut r = c
+        .get(sms.url("/api/v1/events?after=0"))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while text.matches("id: ").count() < 22 {
+        text.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    let events_after: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("data: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(events_after[..22], events_before[..22]);
+    // The log continues after the last stored cursor.
+    c.post(sms.url("/api/v1/nodes"))
+        .json(&json!({"ip_address": "10.9.9.9", "port": 1}))
+        .send()
+        .await
+        .unwrap();
+    while text.matches("id: ").count() < 23 {
+        text.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    assert!(text.contains("id: 23"), "{text}");
+}
+
+#[tokio::test]
+async fn silent_nodes_turn_unhealthy_then_are_removed() {
+    let sb = Sandbox::new("heartbeat_timeout = 1\ncleanup_interval = 1\n");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let node: Value = c
+        .post(sms.url("/api/v1/nodes"))
+        .json(&json!({"ip_address": "10.0.0.1", "port": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let status = |c: reqwest::Client, url: String| async move {
+        let r = c.get(url).send().await.unwrap();
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return "gone".to_owned();
+        }
+        r.json::<Value>().await.unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let url = sms.url(&format!("/api/v1/nodes/{uuid}"));
+    let start = Instant::now();
+    let mut seen = vec![status(c.clone(), url.clone()).await];
+    while seen.last().unwrap() != "gone" {
+        assert!(start.elapsed() < Duration::from_secs(15), "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = status(c.clone(), url.clone()).await;
+        if s != *seen.last().unwrap() {
+            seen.push(s);
+        }
+    }
+    assert_eq!(seen, vec!["active", "unhealthy", "gone"]);
+    let mut r = c
+        .get(sms.url("/api/v1/events?after=0"))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while !text.contains("node.removed") {
+        text.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    assert!(text.contains("event: node.unhealthy"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_cli_flags_win() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&["--heartbeat-timeout", "7", "--log-level", "warn"]);
+    let status = sms.terminate();
+    assert!(status.success(), "{status:?}");
+    // A bad config is refused before anything starts, naming the key.
+    sb.write_config("[log]\nlevel = \"info\"\nformat = \"xml\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sms"))
+        .current_dir(sb.path())
+        .arg("--config")
+        .arg(sb.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("log.format"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
