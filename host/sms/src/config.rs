@@ -209,15 +209,21 @@ impl SmsConfig {
         home: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
         use config::{Config, File, FileFormat};
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        // The environment sits above the defaults and below the file: set as (late) defaults.
+        // The environment sits above the defaults and below the file: a source of its own between.
+        let mut env_layer = Config::builder();
         for (var, key) in ENV {
             if let Some(value) = env(var) {
-                builder = builder
-                    .set_default(*key, value)
+                env_layer = env_layer
+                    .set_override(*key, value)
                     .map_err(|e| ConfigError(format!("{var}: {e}")))?;
             }
         }
+        let env_layer = env_layer
+            .build()
+            .map_err(|e| ConfigError(format!("environment: {e}")))?;
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(env_layer);
         let source = cli.config.clone().or(home.filter(|h| h.is_file()));
         if let Some(path) = &source {
             let text = std::fs::read_to_string(path)

@@ -67,6 +67,41 @@ impl EventLog {
         Ok(event)
     }
 
+    /// Append several events and store them together with `ops`, in one atomic batch (one durable
+    /// write for a whole scheduling round).
+    pub async fn append_with(
+        &self,
+        mut ops: Vec<spear_plugin_api::storage::BatchOp>,
+        events: Vec<(&str, String, serde_json::Value)>,
+    ) -> Result<()> {
+        let mut next = self.next.lock().await;
+        let at_ms = now_ms();
+        let events: Vec<Event> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, subject, data))| Event {
+                cursor: *next + i as u64,
+                at_ms,
+                kind: kind.into(),
+                subject,
+                data,
+            })
+            .collect();
+        for e in &events {
+            ops.push(spear_plugin_api::storage::BatchOp::Put {
+                key: key(e.cursor).into_bytes(),
+                value: serde_json::to_vec(e)
+                    .map_err(|x| crate::error::SmsError::Storage(x.to_string()))?,
+            });
+        }
+        self.db.batch(ops).await?;
+        *next += events.len() as u64;
+        for e in events {
+            let _ = self.live.send(e);
+        }
+        Ok(())
+    }
+
     /// The cursor of the last event (0 when none).
     pub async fn last_cursor(&self) -> u64 {
         *self.next.lock().await - 1

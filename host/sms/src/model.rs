@@ -264,3 +264,137 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecState {
+    /// Waiting for its dependencies.
+    Pending,
+    /// Waiting for a node.
+    Ready,
+    /// Sent to a node.
+    Assigned,
+    /// The node started it.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with failure, no attempts left.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// Ran past its timeout, no attempts left.
+    TimedOut,
+}
+
+impl ExecState {
+    /// Parse the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "ready" => Self::Ready,
+            "assigned" => Self::Assigned,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "timed_out" => Self::TimedOut,
+            _ => return None,
+        })
+    }
+
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Assigned => "assigned",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    /// No further change will happen.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
+    }
+
+    /// On a node.
+    pub fn is_placed(&self) -> bool {
+        matches!(self, Self::Assigned | Self::Running)
+    }
+}
+
+/// What a finished execution produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    /// Exit code (0 when killed by a signal).
+    pub exit_code: i32,
+    /// Signal that killed it (0 when it exited).
+    pub signal: i32,
+    /// Standard output, as text (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error, as text (lossy UTF-8).
+    pub stderr: String,
+    /// Output went past the node's cap.
+    pub stdout_truncated: bool,
+    /// Error output went past the node's cap.
+    pub stderr_truncated: bool,
+    /// Wall time on the node.
+    pub duration_ms: u64,
+}
+
+/// One run of a task or of an inline executable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Execution {
+    /// Execution id.
+    pub execution_id: String,
+    /// The strategy's request id (stable, unique per SMS database).
+    pub seq: u64,
+    /// The task, when submitted by task.
+    pub task_id: Option<String>,
+    /// What to run.
+    pub executable: Executable,
+    /// Where it is.
+    pub state: ExecState,
+    /// Urgency.
+    pub priority: Priority,
+    /// The node it is (or was last) placed on.
+    pub node_uuid: Option<String>,
+    /// Attempts started.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Wall-clock limit per attempt (0: none).
+    pub timeout_ms: u64,
+    /// Executions that must succeed first.
+    pub depends_on: Vec<String>,
+    /// The result of the last attempt.
+    pub result: Option<ExecResult>,
+    /// Why it failed, or why it waits.
+    pub error: Option<String>,
+    /// Bytes for standard input.
+    pub stdin: Vec<u8>,
+    /// Resources it needs.
+    pub needs: Resources,
+    /// Task labels.
+    pub labels: BTreeMap<String, String>,
+    /// Node labels required.
+    pub required_labels: BTreeMap<String, String>,
+    /// Node labels preferred.
+    pub preferred_labels: BTreeMap<String, String>,
+    /// Submission time.
+    pub submitted_at_ms: i64,
+    /// Last change.
+    pub updated_at_ms: i64,
+    /// Not to be placed before this time (retry back-off).
+    pub not_before_ms: i64,
+    /// When the current attempt was assigned.
+    pub assigned_at_ms: i64,
+}

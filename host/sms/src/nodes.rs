@@ -91,8 +91,8 @@ fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// The strategy's view of a node.
-pub fn to_target(id: u64, node: &Node) -> Target {
+/// The strategy's view of a node. Only an active node with an open assignment stream can take work.
+pub fn to_target(id: u64, node: &Node, connected: bool) -> Target {
     let mut labels: Vec<Label> = node
         .labels
         .iter()
@@ -110,7 +110,7 @@ pub fn to_target(id: u64, node: &Node) -> Target {
         available: node.available.into(),
         active: node.running,
         weight: 1,
-        healthy: node.status == NodeStatus::Active,
+        healthy: node.status == NodeStatus::Active && connected,
     }
 }
 
@@ -202,6 +202,7 @@ impl Sms {
             self.events.append("node.healthy", uuid, json!({})).await?;
         }
         self.sync_target(&node).await;
+        self.wake.notify_one();
         Ok(node)
     }
 
@@ -258,6 +259,7 @@ impl Sms {
         self.db.delete(format!("node/{uuid}")).await?;
         self.nodes.write().await.remove(uuid);
         if let Some(id) = self.target_ids.lock().await.remove(uuid) {
+            self.target_names.lock().await.remove(&id);
             let slot = self.plugins.clone();
             let _ = tokio::task::spawn_blocking(move || slot.strategy().remove(&[id])).await;
         }
@@ -300,16 +302,22 @@ impl Sms {
 
     /// Send the node's current figures to the strategy's view.
     pub(crate) async fn sync_target(&self, node: &Node) {
-        let id = *self
-            .target_ids
-            .lock()
-            .await
-            .entry(node.uuid.clone())
-            .or_insert_with(|| {
-                self.next_target
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            });
-        let target = to_target(id, node);
+        let id = {
+            let mut ids = self.target_ids.lock().await;
+            match ids.get(&node.uuid) {
+                Some(id) => *id,
+                None => {
+                    let id = self
+                        .next_target
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ids.insert(node.uuid.clone(), id);
+                    self.target_names.lock().await.insert(id, node.uuid.clone());
+                    id
+                }
+            }
+        };
+        let connected = self.connected(&node.uuid).await;
+        let target = to_target(id, node, connected);
         let plugins = self.plugins.clone();
         let _ = tokio::task::spawn_blocking(move || plugins.strategy().upsert(vec![target])).await;
     }

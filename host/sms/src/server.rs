@@ -106,6 +106,9 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     health
         .set_serving::<v1::file_service_server::FileServiceServer<Grpc>>()
         .await;
+    health
+        .set_serving::<v1::execution_service_server::ExecutionServiceServer<Grpc>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(spear_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -129,6 +132,9 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .add_service(v1::plugin_service_server::PluginServiceServer::new(
             service.clone(),
         ))
+        .add_service(v1::execution_service_server::ExecutionServiceServer::new(
+            service.clone(),
+        ))
         .add_service(v1::event_service_server::EventServiceServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -140,6 +146,11 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
             tracing::error!("grpc server: {e}");
         }
     }));
+
+    tasks.push(tokio::spawn(crate::sched::run(
+        sms.clone(),
+        stop_rx.clone(),
+    )));
 
     // The sweeper: unhealthy after the heartbeat timeout, removed after the cleanup interval.
     let period = Duration::from_millis((config.heartbeat_timeout * 1000 / 4).clamp(100, 5000));

@@ -7,13 +7,13 @@ use std::sync::atomic::AtomicU64;
 
 use spear_plugin_api::{PluginKind, StorageBackend};
 use spear_plugin_runtime::PluginHost;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::config::SmsConfig;
 use crate::db::Db;
 use crate::error::{Result, SmsError};
 use crate::events::EventLog;
-use crate::model::{Node, Task, now_ms};
+use crate::model::{ExecState, Execution, Node, Task, now_ms};
 
 /// The control plane.
 pub struct Sms {
@@ -25,6 +25,20 @@ pub struct Sms {
     /// Node uuid → the strategy's target id.
     pub(crate) target_ids: Mutex<BTreeMap<String, u64>>,
     pub(crate) next_target: AtomicU64,
+    /// The strategy's target id → node uuid.
+    pub(crate) target_names: Mutex<BTreeMap<u64, String>>,
+    /// Executions by id.
+    pub(crate) executions: RwLock<BTreeMap<String, Execution>>,
+    /// Next strategy request id.
+    pub(crate) next_seq: AtomicU64,
+    /// Next assignment cursor (and stream generation).
+    pub(crate) next_cursor: AtomicU64,
+    /// Open assignment streams by node.
+    pub(crate) outboxes: Mutex<BTreeMap<String, crate::executions::Outbox>>,
+    /// Wakes the scheduler.
+    pub(crate) wake: Notify,
+    /// Scheduling settings.
+    pub(crate) sched: crate::sched::SchedSettings,
     /// Serializes read-modify-write sequences on stored records.
     pub(crate) writes: Mutex<()>,
     pub(crate) files_dir: PathBuf,
@@ -102,6 +116,20 @@ impl Sms {
             .into_iter()
             .map(|t| (t.task_id.clone(), t))
             .collect();
+        // Work that was on nodes when SMS stopped goes back to the queue: the new session cannot
+        // take reports for the old one's assignments (at-least-once execution).
+        let mut executions: BTreeMap<String, Execution> = BTreeMap::new();
+        let mut requeue = Vec::new();
+        for mut e in db.load_all::<Execution>("exec/").await? {
+            if e.state.is_placed() {
+                e.state = ExecState::Ready;
+                e.attempt = e.attempt.saturating_sub(1);
+                e.error = Some("SMS restarted while it was placed".into());
+                requeue.push(e.clone());
+            }
+            executions.insert(e.execution_id.clone(), e);
+        }
+        let next_seq = executions.values().map(|e| e.seq).max().unwrap_or(0) + 1;
         let sms = Arc::new(Self {
             db,
             events,
@@ -110,6 +138,13 @@ impl Sms {
             tasks: RwLock::new(tasks),
             target_ids: Mutex::new(BTreeMap::new()),
             next_target: AtomicU64::new(1),
+            target_names: Mutex::new(BTreeMap::new()),
+            executions: RwLock::new(executions),
+            next_seq: AtomicU64::new(next_seq),
+            next_cursor: AtomicU64::new(1),
+            outboxes: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            sched: crate::sched::SchedSettings::default(),
             writes: Mutex::new(()),
             files_dir: config.files.dir.clone(),
             max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
@@ -117,6 +152,9 @@ impl Sms {
             cleanup_interval_ms: (config.cleanup_interval as i64).saturating_mul(1000),
             session: uuid::Uuid::new_v4().to_string(),
         });
+        for e in &requeue {
+            sms.db.put(format!("exec/{}", e.execution_id), e).await?;
+        }
         let known: Vec<Node> = sms.nodes.read().await.values().cloned().collect();
         for node in &known {
             sms.sync_target(node).await;

@@ -395,3 +395,161 @@ impl v1::event_service_server::EventService for Grpc {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+fn wire_result(r: model::ExecResult) -> v1::ExecutionResult {
+    v1::ExecutionResult {
+        exit_code: r.exit_code,
+        signal: r.signal,
+        stdout: r.stdout.into_bytes(),
+        stderr: r.stderr.into_bytes(),
+        stdout_truncated: r.stdout_truncated,
+        stderr_truncated: r.stderr_truncated,
+        duration_ms: r.duration_ms,
+    }
+}
+
+fn result(r: v1::ExecutionResult) -> model::ExecResult {
+    model::ExecResult {
+        exit_code: r.exit_code,
+        signal: r.signal,
+        stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+        stdout_truncated: r.stdout_truncated,
+        stderr_truncated: r.stderr_truncated,
+        duration_ms: r.duration_ms,
+    }
+}
+
+fn wire_execution(e: model::Execution) -> v1::Execution {
+    v1::Execution {
+        execution_id: e.execution_id,
+        task_id: e.task_id.unwrap_or_default(),
+        executable: Some(wire_executable(e.executable)),
+        state: e.state.as_str().into(),
+        priority: e.priority.as_str().into(),
+        node_uuid: e.node_uuid.unwrap_or_default(),
+        attempt: e.attempt,
+        max_attempts: e.max_attempts,
+        timeout_ms: e.timeout_ms,
+        depends_on: e.depends_on,
+        result: e.result.map(wire_result),
+        error: e.error.unwrap_or_default(),
+        submitted_at_ms: e.submitted_at_ms,
+        updated_at_ms: e.updated_at_ms,
+        stdin: e.stdin,
+    }
+}
+
+/// The assignment stream's item type.
+pub type AssignmentStream = Pin<Box<dyn Stream<Item = Result<v1::Assignment, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::execution_service_server::ExecutionService for Grpc {
+    type AssignmentsStream = AssignmentStream;
+
+    async fn submit(
+        &self,
+        r: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        let r = r.into_inner();
+        let req = crate::executions::Submit {
+            task_id: Some(r.task_id).filter(|t| !t.is_empty()),
+            executable: r.executable.map(executable),
+            priority: Some(r.priority).filter(|p| !p.is_empty()),
+            timeout_ms: Some(r.timeout_ms).filter(|t| *t > 0),
+            max_attempts: Some(r.max_attempts).filter(|m| *m > 0),
+            depends_on: r.depends_on,
+            stdin: String::from_utf8(r.stdin)
+                .map_err(|_| SmsError::invalid("stdin", "must be UTF-8"))?,
+            needs: r.needs.map(|n| res(Some(n))),
+        };
+        Ok(Response::new(wire_execution(self.0.submit(req).await?)))
+    }
+
+    async fn get_execution(
+        &self,
+        r: Request<v1::ExecutionRef>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        let r = r.into_inner();
+        required("execution_id", &r.execution_id)?;
+        Ok(Response::new(wire_execution(
+            self.0.execution(&r.execution_id).await?,
+        )))
+    }
+
+    async fn list_executions(
+        &self,
+        r: Request<v1::ListExecutionsRequest>,
+    ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
+        let r = r.into_inner();
+        let list = self
+            .0
+            .executions(Some(&r.state), Some(&r.task_id), Some(&r.node_uuid))
+            .await?;
+        Ok(Response::new(v1::ListExecutionsResponse {
+            executions: list.into_iter().map(wire_execution).collect(),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        r: Request<v1::ExecutionRef>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        let r = r.into_inner();
+        required("execution_id", &r.execution_id)?;
+        Ok(Response::new(wire_execution(
+            self.0.cancel(&r.execution_id).await?,
+        )))
+    }
+
+    async fn assignments(
+        &self,
+        r: Request<v1::AssignmentsRequest>,
+    ) -> Result<Response<AssignmentStream>, Status> {
+        let r = r.into_inner();
+        required("node_uuid", &r.node_uuid)?;
+        let rx = self.0.connect_node(&r.node_uuid).await?;
+        let session = self.0.session.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |a| {
+            Ok(v1::Assignment {
+                session: session.clone(),
+                cursor: a.cursor,
+                execution: Some(wire_execution(a.execution)),
+                cancel: a.cancel,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_result(
+        &self,
+        r: Request<v1::ReportResultRequest>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let r = r.into_inner();
+        required("execution_id", &r.execution_id)?;
+        required("node_uuid", &r.node_uuid)?;
+        self.0
+            .report_result(crate::executions::Report {
+                session: r.session,
+                node_uuid: r.node_uuid,
+                execution_id: r.execution_id,
+                success: r.success,
+                result: r.result.map(result),
+                error: r.error,
+            })
+            .await?;
+        Ok(Response::new(v1::Ack {}))
+    }
+
+    async fn report_state(
+        &self,
+        r: Request<v1::ReportStateRequest>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let r = r.into_inner();
+        required("execution_id", &r.execution_id)?;
+        self.0
+            .report_state(&r.session, &r.node_uuid, &r.execution_id, &r.state)
+            .await?;
+        Ok(Response::new(v1::Ack {}))
+    }
+}

@@ -19,7 +19,8 @@ use spear_plugin_runtime::Trigger;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::error::SmsError;
-use crate::model::{Event, FileMeta, Node, Task};
+use crate::executions::Submit;
+use crate::model::{Event, Execution, FileMeta, Node, Task};
 use crate::nodes::{Heartbeat, RegisterNode, UpdateNode};
 use crate::service::Sms;
 use crate::tasks::RegisterTask;
@@ -254,6 +255,67 @@ pub struct UploadParams {
     pub name: Option<String>,
 }
 
+/// `?state=&task_id=&node_uuid=`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExecutionFilter {
+    /// pending, ready, assigned, running, succeeded, failed, cancelled, timed_out.
+    pub state: Option<String>,
+    /// Only this task's.
+    pub task_id: Option<String>,
+    /// Only those placed on this node.
+    pub node_uuid: Option<String>,
+}
+
+/// A list of executions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionList {
+    /// The executions.
+    pub executions: Vec<Execution>,
+}
+
+#[utoipa::path(post, path = "/api/v1/executions", request_body = Submit,
+    responses((status = 201, body = Execution), (status = 400, body = ErrorBody)), tag = "executions")]
+async fn submit(
+    State(sms): State<AppState>,
+    ApiJson(req): ApiJson<Submit>,
+) -> Result<Response, SmsError> {
+    sms.submit(req).await.map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/executions", params(ExecutionFilter),
+    responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody)), tag = "executions")]
+async fn list_executions(
+    State(sms): State<AppState>,
+    Query(f): Query<ExecutionFilter>,
+) -> Result<Json<ExecutionList>, SmsError> {
+    let executions = sms
+        .executions(
+            f.state.as_deref(),
+            f.task_id.as_deref(),
+            f.node_uuid.as_deref(),
+        )
+        .await?;
+    Ok(Json(ExecutionList { executions }))
+}
+
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}",
+    responses((status = 200, body = Execution), (status = 404, body = ErrorBody)), tag = "executions")]
+async fn get_execution(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, SmsError> {
+    sms.execution(&id).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/executions/{execution_id}/cancel",
+    responses((status = 200, body = Execution), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), tag = "executions")]
+async fn cancel_execution(
+    State(sms): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>, SmsError> {
+    sms.cancel(&id).await.map(Json)
+}
+
 #[utoipa::path(post, path = "/api/v1/files", params(UploadParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody)), tag = "files")]
@@ -428,7 +490,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         plugin_history,
         events
     ),
-    components(schemas(ErrorBody, ErrorDetail, NodeList, TaskList, FileList))
+    components(schemas(ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
 )]
 pub struct ApiDoc;
 
@@ -446,6 +508,12 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         .route("/api/v1/nodes/{uuid}/heartbeat", post(heartbeat))
         .route("/api/v1/tasks", post(register_task).get(list_tasks))
         .route("/api/v1/tasks/{task_id}", get(get_task).delete(delete_task))
+        .route("/api/v1/executions", post(submit).get(list_executions))
+        .route("/api/v1/executions/{execution_id}", get(get_execution))
+        .route(
+            "/api/v1/executions/{execution_id}/cancel",
+            post(cancel_execution),
+        )
         .route(
             "/api/v1/files",
             post(upload_file)

@@ -1,0 +1,554 @@
+//! Executions: submission (with dependencies), queries, cancellation, the per-node assignment
+//! streams, result and state reports, retries with back-off, and rescheduling off lost nodes.
+//!
+//! Placement itself is the scheduler's ([`crate::sched`]); everything here only moves executions
+//! between states, stores them, logs an event and wakes the scheduler.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use crate::error::{Result, SmsError};
+use crate::model::{
+    ExecResult, ExecState, Executable, Execution, NodeStatus, Priority, Resources, now_ms,
+};
+use crate::service::Sms;
+use crate::tasks::check_executable;
+
+/// Assignments waiting in one node's stream before placement on that node backs off.
+pub const OUTBOX_CAPACITY: usize = 1024;
+
+/// `POST /api/v1/executions`: a registered task, or an inline executable.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    /// A registered task…
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// …or an inline executable.
+    #[serde(default)]
+    pub executable: Option<Executable>,
+    /// Urgency (default: the task's, else normal).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Wall-clock limit per attempt in ms (default 60000; 0: none).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Attempts allowed, 1 to 10 (default 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Executions that must succeed first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Bytes for standard input (a string).
+    #[serde(default)]
+    pub stdin: String,
+    /// Resources needed (default: the task's).
+    #[serde(default)]
+    pub needs: Option<Resources>,
+}
+
+/// What a node reports when an execution ends.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The SMS session the assignment came with.
+    pub session: String,
+    /// The reporting node.
+    pub node_uuid: String,
+    /// The execution.
+    pub execution_id: String,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Its output.
+    pub result: Option<ExecResult>,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// One message of a node's assignment stream.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// Position in this SMS session's assignment sequence.
+    pub cursor: u64,
+    /// The execution to start (or stop).
+    pub execution: Execution,
+    /// Stop it instead of starting it.
+    pub cancel: bool,
+}
+
+/// A connected node's stream.
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::Sender<Assignment>,
+    pub(crate) generation: u64,
+}
+
+/// How dispatching to a node went.
+pub(crate) enum Dispatch {
+    Sent,
+    Full,
+    NotConnected,
+}
+
+/// Back-off before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
+pub fn backoff_ms(attempt: u32) -> i64 {
+    (500i64 << attempt.saturating_sub(1).min(6)).min(30_000)
+}
+
+impl Sms {
+    /// Submit an execution.
+    pub async fn submit(&self, req: Submit) -> Result<Execution> {
+        let task = match (&req.task_id, &req.executable) {
+            (Some(id), None) if !id.is_empty() => Some(self.task(id).await.map_err(|_| {
+                SmsError::invalid("task_id", format!("no task `{id}` is registered"))
+            })?),
+            (None, Some(e)) => {
+                check_executable("executable", e)?;
+                None
+            }
+            (Some(_), Some(_)) => {
+                return Err(SmsError::invalid(
+                    "executable",
+                    "give task_id or executable, not both",
+                ));
+            }
+            _ => return Err(SmsError::invalid("task_id", "give task_id or executable")),
+        };
+        let priority = match req.priority.as_deref() {
+            None | Some("") => task.as_ref().map(|t| t.priority).unwrap_or_default(),
+            Some(p) => Priority::parse(p).ok_or_else(|| {
+                SmsError::invalid(
+                    "priority",
+                    format!("`{p}` is not one of low, normal, high, urgent"),
+                )
+            })?,
+        };
+        let max_attempts = req.max_attempts.unwrap_or(3);
+        if !(1..=10).contains(&max_attempts) {
+            return Err(SmsError::invalid(
+                "max_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        {
+            let execs = self.executions.read().await;
+            let mut seen = BTreeSet::new();
+            for dep in &req.depends_on {
+                if dep == &execution_id {
+                    return Err(SmsError::invalid(
+                        "depends_on",
+                        "an execution cannot depend on itself",
+                    ));
+                }
+                if !execs.contains_key(dep) {
+                    return Err(SmsError::invalid(
+                        "depends_on",
+                        format!("no execution `{dep}`"),
+                    ));
+                }
+                if !seen.insert(dep) {
+                    return Err(SmsError::invalid(
+                        "depends_on",
+                        format!("`{dep}` is named twice"),
+                    ));
+                }
+            }
+        }
+        let now = now_ms();
+        let (executable, labels, required, preferred, needs) = match &task {
+            Some(t) => {
+                let mut required = t.required_labels.clone();
+                if let Some(node) = &t.node_uuid {
+                    required.insert(crate::nodes::NODE_LABEL.into(), node.clone());
+                }
+                (
+                    t.executable.clone(),
+                    t.labels.clone(),
+                    required,
+                    t.preferred_labels.clone(),
+                    t.needs,
+                )
+            }
+            None => (
+                req.executable.clone().unwrap_or_default(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+                Resources::default(),
+            ),
+        };
+        let _guard = self.writes.lock().await;
+        let exec = Execution {
+            execution_id: execution_id.clone(),
+            seq: self
+                .next_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            task_id: task.as_ref().map(|t| t.task_id.clone()),
+            executable,
+            state: if req.depends_on.is_empty() {
+                ExecState::Ready
+            } else {
+                ExecState::Pending
+            },
+            priority,
+            node_uuid: None,
+            attempt: 0,
+            max_attempts,
+            timeout_ms: req.timeout_ms.unwrap_or(60_000),
+            depends_on: req.depends_on,
+            result: None,
+            error: None,
+            stdin: req.stdin.into_bytes(),
+            needs: req.needs.unwrap_or(needs),
+            labels,
+            required_labels: required,
+            preferred_labels: preferred,
+            submitted_at_ms: now,
+            updated_at_ms: now,
+            not_before_ms: 0,
+            assigned_at_ms: 0,
+        };
+        self.db.put(format!("exec/{execution_id}"), &exec).await?;
+        self.executions
+            .write()
+            .await
+            .insert(execution_id.clone(), exec.clone());
+        self.events
+            .append(
+                "execution.submitted",
+                &execution_id,
+                json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
+            )
+            .await?;
+        self.wake.notify_one();
+        Ok(exec)
+    }
+
+    /// One execution.
+    pub async fn execution(&self, id: &str) -> Result<Execution> {
+        self.executions
+            .read()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SmsError::not_found("execution", id))
+    }
+
+    /// Executions, filtered.
+    pub async fn executions(
+        &self,
+        state: Option<&str>,
+        task_id: Option<&str>,
+        node_uuid: Option<&str>,
+    ) -> Result<Vec<Execution>> {
+        let state = match state {
+            None | Some("") => None,
+            Some(s) => Some(ExecState::parse(s).ok_or_else(|| {
+                SmsError::invalid("state", format!("`{s}` is not an execution state"))
+            })?),
+        };
+        let mut out: Vec<Execution> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| state.is_none_or(|s| e.state == s))
+            .filter(|e| task_id.is_none_or(|t| t.is_empty() || e.task_id.as_deref() == Some(t)))
+            .filter(|e| node_uuid.is_none_or(|n| n.is_empty() || e.node_uuid.as_deref() == Some(n)))
+            .cloned()
+            .collect();
+        out.sort_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    /// Store a changed execution and log `kind`.
+    pub(crate) async fn save(
+        &self,
+        exec: &Execution,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        self.db
+            .put(format!("exec/{}", exec.execution_id), exec)
+            .await?;
+        self.executions
+            .write()
+            .await
+            .insert(exec.execution_id.clone(), exec.clone());
+        self.events.append(kind, &exec.execution_id, data).await?;
+        Ok(())
+    }
+
+    /// Cancel an execution that has not finished.
+    pub async fn cancel(&self, id: &str) -> Result<Execution> {
+        let _guard = self.writes.lock().await;
+        let mut exec = self.execution(id).await?;
+        if exec.state.is_terminal() {
+            return Err(SmsError::Conflict(format!(
+                "execution {id} already {}",
+                exec.state.as_str()
+            )));
+        }
+        let was_placed = exec.state.is_placed();
+        exec.state = ExecState::Cancelled;
+        exec.updated_at_ms = now_ms();
+        self.save(&exec, "execution.cancelled", json!({})).await?;
+        if was_placed && let Some(node) = exec.node_uuid.clone() {
+            let _ = self.dispatch(&node, exec.clone(), true).await;
+        }
+        self.wake.notify_one();
+        Ok(exec)
+    }
+
+    fn check_session(&self, session: &str) -> Result<()> {
+        if session != self.session {
+            return Err(SmsError::Conflict(format!(
+                "stale session `{session}`: this SMS is session `{}`; drop work from the old one",
+                self.session
+            )));
+        }
+        Ok(())
+    }
+
+    /// A node reports that an execution started.
+    pub async fn report_state(
+        &self,
+        session: &str,
+        node: &str,
+        id: &str,
+        state: &str,
+    ) -> Result<()> {
+        self.check_session(session)?;
+        if state != "running" {
+            return Err(SmsError::invalid(
+                "state",
+                "only `running` can be reported; report ends with a result",
+            ));
+        }
+        let _guard = self.writes.lock().await;
+        let mut exec = self.execution(id).await?;
+        if exec.node_uuid.as_deref() != Some(node) || exec.state != ExecState::Assigned {
+            return Err(SmsError::Conflict(format!(
+                "execution {id} is not assigned to node {node}"
+            )));
+        }
+        exec.state = ExecState::Running;
+        exec.updated_at_ms = now_ms();
+        self.save(&exec, "execution.running", json!({"node_uuid": node}))
+            .await
+    }
+
+    /// A node reports how an execution ended: success, or failure (retried while attempts last).
+    pub async fn report_result(&self, r: Report) -> Result<Execution> {
+        self.check_session(&r.session)?;
+        let _guard = self.writes.lock().await;
+        let mut exec = self.execution(&r.execution_id).await?;
+        if exec.node_uuid.as_deref() != Some(r.node_uuid.as_str()) || !exec.state.is_placed() {
+            return Err(SmsError::Conflict(format!(
+                "execution {} is not placed on node {} (it is {})",
+                r.execution_id,
+                r.node_uuid,
+                exec.state.as_str()
+            )));
+        }
+        let now = now_ms();
+        let latency_us = u64::try_from(now - exec.assigned_at_ms).unwrap_or(0) * 1000;
+        exec.result = r.result;
+        exec.updated_at_ms = now;
+        let kind = if r.success {
+            exec.state = ExecState::Succeeded;
+            exec.error = None;
+            "execution.succeeded"
+        } else if exec.attempt < exec.max_attempts {
+            exec.state = ExecState::Ready;
+            exec.error = Some(r.error.clone());
+            exec.not_before_ms = now + backoff_ms(exec.attempt);
+            "execution.retrying"
+        } else {
+            exec.state = ExecState::Failed;
+            exec.error = Some(r.error.clone());
+            "execution.failed"
+        };
+        self.save(
+            &exec,
+            kind,
+            json!({"node_uuid": r.node_uuid, "attempt": exec.attempt, "error": exec.error}),
+        )
+        .await?;
+        self.observe(&r.node_uuid, exec.seq, r.success, latency_us)
+            .await;
+        self.wake.notify_one();
+        Ok(exec)
+    }
+
+    /// Feed an outcome back to the strategy.
+    async fn observe(&self, node: &str, seq: u64, success: bool, latency_us: u64) {
+        let Some(target) = self.target_ids.lock().await.get(node).copied() else {
+            return;
+        };
+        let plugins = self.plugins.clone();
+        let outcome = spear_plugin_api::Outcome {
+            request: seq,
+            target,
+            success,
+            latency_us,
+        };
+        let _ = tokio::task::spawn_blocking(move || plugins.strategy().observe(&[outcome])).await;
+    }
+
+    /// Put every execution placed on `node` back in the queue (the node is lost). The attempt does
+    /// not count against the execution.
+    pub async fn requeue_node(&self, node: &str, why: &str) -> Result<usize> {
+        let lost: Vec<Execution> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(node))
+            .cloned()
+            .collect();
+        let n = lost.len();
+        let _guard = self.writes.lock().await;
+        for mut exec in lost {
+            // Re-check under the lock: a report may have finished it meanwhile.
+            if !self
+                .executions
+                .read()
+                .await
+                .get(&exec.execution_id)
+                .is_some_and(|e| e.state.is_placed())
+            {
+                continue;
+            }
+            exec.state = ExecState::Ready;
+            exec.attempt = exec.attempt.saturating_sub(1);
+            exec.error = Some(format!("node {node} lost: {why}"));
+            exec.updated_at_ms = now_ms();
+            self.save(
+                &exec,
+                "execution.rescheduled",
+                json!({"from_node": node, "reason": why}),
+            )
+            .await?;
+        }
+        if n > 0 {
+            self.wake.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Open node `uuid`'s assignment stream: first the executions already placed on it (a
+    /// reconnecting Spearlet gets them again), then new ones.
+    pub async fn connect_node(
+        self: &std::sync::Arc<Self>,
+        uuid: &str,
+    ) -> Result<mpsc::Receiver<Assignment>> {
+        let node = self.node(uuid).await?;
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let generation = self
+            .next_cursor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let placed: Vec<Execution> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(uuid))
+            .cloned()
+            .collect();
+        for exec in placed {
+            let cursor = self
+                .next_cursor
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = tx.try_send(Assignment {
+                cursor,
+                execution: exec,
+                cancel: false,
+            });
+        }
+        self.outboxes.lock().await.insert(
+            uuid.to_owned(),
+            Outbox {
+                tx: tx.clone(),
+                generation,
+            },
+        );
+        self.sync_target(&node).await;
+        let me = self.clone();
+        let id = uuid.to_owned();
+        tokio::spawn(async move {
+            tx.closed().await;
+            let mut boxes = me.outboxes.lock().await;
+            if boxes.get(&id).is_some_and(|o| o.generation == generation) {
+                boxes.remove(&id);
+                drop(boxes);
+                if let Ok(node) = me.node(&id).await {
+                    me.sync_target(&node).await;
+                }
+            }
+        });
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Whether node `uuid` has an open assignment stream.
+    pub(crate) async fn connected(&self, uuid: &str) -> bool {
+        self.outboxes
+            .lock()
+            .await
+            .get(uuid)
+            .is_some_and(|o| !o.tx.is_closed())
+    }
+
+    /// Queue an assignment (or a cancel) on a node's stream.
+    pub(crate) async fn dispatch(
+        &self,
+        node: &str,
+        execution: Execution,
+        cancel: bool,
+    ) -> Dispatch {
+        let boxes = self.outboxes.lock().await;
+        let Some(outbox) = boxes.get(node) else {
+            return Dispatch::NotConnected;
+        };
+        let cursor = self
+            .next_cursor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match outbox.tx.try_send(Assignment {
+            cursor,
+            execution,
+            cancel,
+        }) {
+            Ok(()) => Dispatch::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::NotConnected,
+        }
+    }
+
+    /// Executions placed on unhealthy or removed nodes go back to the queue.
+    pub(crate) async fn requeue_lost(&self) -> Result<()> {
+        let placed_nodes: BTreeSet<String> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| e.state.is_placed())
+            .filter_map(|e| e.node_uuid.clone())
+            .collect();
+        for node in placed_nodes {
+            let status = self.nodes.read().await.get(&node).map(|n| n.status);
+            match status {
+                None => self.requeue_node(&node, "removed").await.map(|_| ())?,
+                Some(NodeStatus::Unhealthy) => self
+                    .requeue_node(&node, "missed its heartbeats")
+                    .await
+                    .map(|_| ())?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

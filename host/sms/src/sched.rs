@@ -1,0 +1,276 @@
+//! The scheduler: one serial decision-maker (as in Spider's design). Each round it
+//!
+//! 1. puts work from lost nodes back in the queue, times out overdue attempts, and releases
+//!    executions whose dependencies succeeded (failing those whose dependencies cannot);
+//! 2. orders the ready queue by priority with aging (every `aging_ms` waited counts as one
+//!    priority level), oldest first within a level;
+//! 3. asks the active strategy plugin to place a batch over its incremental view of the nodes —
+//!    the plugin host validates every decision (healthy, connected, resources, hard affinity,
+//!    executor capability) and falls back to round-robin on any failure;
+//! 4. dispatches each assignment to its node's bounded stream (a full or closed stream leaves the
+//!    execution queued: back-pressure), and stores the round in one atomic batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use spear_plugin_api::storage::BatchOp;
+use spear_plugin_api::{Decision, Label, Request};
+use tokio::sync::watch;
+
+use crate::error::{Result, SmsError};
+use crate::executions::{Dispatch, backoff_ms};
+use crate::model::{ExecState, Execution, now_ms};
+use crate::nodes::EXECUTOR_LABEL;
+use crate::service::Sms;
+
+/// Scheduling settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedSettings {
+    /// Requests per strategy call.
+    pub batch: usize,
+    /// Waiting this long raises an execution by one priority level.
+    pub aging_ms: i64,
+    /// Extra time past `timeout_ms` before an attempt is declared timed out.
+    pub timeout_grace_ms: i64,
+    /// Longest sleep between rounds when nothing wakes the scheduler.
+    pub idle_tick: Duration,
+}
+
+impl Default for SchedSettings {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            aging_ms: 10_000,
+            timeout_grace_ms: 2_000,
+            idle_tick: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Run rounds until `stop` turns true.
+pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = sms.wake.notified() => {}
+            _ = tokio::time::sleep(sms.sched.idle_tick) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // Keep placing while full batches are placed; then wait for news.
+        loop {
+            match sms.schedule_round().await {
+                Ok(placed) if placed >= sms.sched.batch => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("scheduling round: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> SmsError {
+    SmsError::Storage(e.to_string())
+}
+
+fn put(exec: &Execution) -> Result<BatchOp> {
+    Ok(BatchOp::Put {
+        key: format!("exec/{}", exec.execution_id).into_bytes(),
+        value: serde_json::to_vec(exec).map_err(storage)?,
+    })
+}
+
+fn request(e: &Execution) -> Request {
+    let labels = |m: &std::collections::BTreeMap<String, String>| -> Vec<Label> {
+        m.iter()
+            .map(|(k, v)| Label::new(k.clone(), v.clone()))
+            .collect()
+    };
+    let mut required = labels(&e.required_labels);
+    required.push(Label::new(
+        format!("{EXECUTOR_LABEL}{}", e.executable.kind),
+        "true",
+    ));
+    Request {
+        id: e.seq,
+        task: e
+            .task_id
+            .clone()
+            .unwrap_or_else(|| e.executable.name.clone()),
+        labels: labels(&e.labels),
+        needs: e.needs.into(),
+        required,
+        preferred: labels(&e.preferred_labels),
+    }
+}
+
+impl Sms {
+    /// One scheduling round; returns how many executions were assigned.
+    pub async fn schedule_round(&self) -> Result<usize> {
+        self.requeue_lost().await?;
+        self.expire_and_release().await?;
+        let now = now_ms();
+        let mut ready: Vec<Execution> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| e.state == ExecState::Ready && e.not_before_ms <= now)
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Ok(0);
+        }
+        let aging = self.sched.aging_ms.max(1);
+        ready.sort_by_key(|e| {
+            let waited = now - e.submitted_at_ms.max(e.not_before_ms);
+            (std::cmp::Reverse(e.priority as i64 * aging + waited), e.seq)
+        });
+        ready.truncate(self.sched.batch);
+        let requests: Vec<Request> = ready.iter().map(request).collect();
+        let plugins = self.plugins.clone();
+        let decisions = tokio::task::spawn_blocking(move || plugins.strategy().place(&requests))
+            .await
+            .map_err(storage)?;
+
+        let names = self.target_names.lock().await.clone();
+        let _guard = self.writes.lock().await;
+        let mut ops = Vec::new();
+        let mut events = Vec::new();
+        let mut placed = Vec::new();
+        for (mut exec, decision) in ready.into_iter().zip(decisions) {
+            let Decision::Assign(target) = decision else {
+                continue;
+            };
+            let Some(node) = names.get(&target).cloned() else {
+                continue;
+            };
+            // Still ready? (A cancel may have raced this round.)
+            if self
+                .executions
+                .read()
+                .await
+                .get(&exec.execution_id)
+                .map(|e| e.state)
+                != Some(ExecState::Ready)
+            {
+                continue;
+            }
+            exec.state = ExecState::Assigned;
+            exec.node_uuid = Some(node.clone());
+            exec.attempt += 1;
+            exec.assigned_at_ms = now_ms();
+            exec.updated_at_ms = exec.assigned_at_ms;
+            exec.error = None;
+            match self.dispatch(&node, exec.clone(), false).await {
+                Dispatch::Sent => {
+                    ops.push(put(&exec)?);
+                    events.push((
+                        "execution.assigned",
+                        exec.execution_id.clone(),
+                        json!({"node_uuid": node, "attempt": exec.attempt}),
+                    ));
+                    placed.push(exec);
+                }
+                // Back-pressure: the node's stream is full or gone; the execution stays queued.
+                Dispatch::Full | Dispatch::NotConnected => {}
+            }
+        }
+        let n = placed.len();
+        if n > 0 {
+            self.events.append_with(ops, events).await?;
+            let mut execs = self.executions.write().await;
+            for e in placed {
+                execs.insert(e.execution_id.clone(), e);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Time out overdue attempts; release or fail executions waiting on dependencies.
+    async fn expire_and_release(&self) -> Result<()> {
+        let now = now_ms();
+        let grace = self.sched.timeout_grace_ms;
+        let snapshot: Vec<Execution> = self
+            .executions
+            .read()
+            .await
+            .values()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    ExecState::Assigned | ExecState::Running | ExecState::Pending
+                )
+            })
+            .cloned()
+            .collect();
+        if snapshot.is_empty() {
+            return Ok(());
+        }
+        let states: std::collections::BTreeMap<String, ExecState> = self
+            .executions
+            .read()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.state))
+            .collect();
+        let _guard = self.writes.lock().await;
+        for mut exec in snapshot {
+            match exec.state {
+                ExecState::Assigned | ExecState::Running
+                    if exec.timeout_ms > 0
+                        && now - exec.assigned_at_ms > exec.timeout_ms as i64 + grace =>
+                {
+                    let node = exec.node_uuid.clone().unwrap_or_default();
+                    let _ = self.dispatch(&node, exec.clone(), true).await;
+                    exec.updated_at_ms = now;
+                    exec.error = Some(format!(
+                        "attempt {} ran past its {} ms timeout on node {node}",
+                        exec.attempt, exec.timeout_ms
+                    ));
+                    let kind = if exec.attempt < exec.max_attempts {
+                        exec.state = ExecState::Ready;
+                        exec.not_before_ms = now + backoff_ms(exec.attempt);
+                        "execution.retrying"
+                    } else {
+                        exec.state = ExecState::TimedOut;
+                        "execution.timed_out"
+                    };
+                    self.save(
+                        &exec,
+                        kind,
+                        json!({"node_uuid": node, "attempt": exec.attempt}),
+                    )
+                    .await?;
+                }
+                ExecState::Pending => {
+                    let blocked = exec.depends_on.iter().find(|d| {
+                        matches!(
+                            states.get(*d),
+                            Some(ExecState::Failed | ExecState::Cancelled | ExecState::TimedOut)
+                                | None
+                        )
+                    });
+                    if let Some(dep) = blocked {
+                        exec.state = ExecState::Failed;
+                        exec.error = Some(format!("dependency {dep} did not succeed"));
+                        exec.updated_at_ms = now;
+                        self.save(&exec, "execution.failed", json!({"dependency": dep}))
+                            .await?;
+                    } else if exec
+                        .depends_on
+                        .iter()
+                        .all(|d| states.get(d) == Some(&ExecState::Succeeded))
+                    {
+                        exec.state = ExecState::Ready;
+                        exec.updated_at_ms = now;
+                        self.save(&exec, "execution.ready", json!({})).await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
