@@ -1,6 +1,10 @@
 //! SMS's state on a storage-backend plugin: JSON records under key prefixes, every call off the
 //! async runtime (backends may block). A write returns once the backend has made it durable.
 //!
+//! Writes are group-committed: one writer thread takes every write queued meanwhile and applies
+//! them as one atomic batch, so concurrent writers share one durable commit (one fsync with redb)
+//! instead of queueing for one each. Writes apply in the order they were queued.
+//!
 //! | prefix | record |
 //! |---|---|
 //! | `node/<uuid>` | [`Node`](crate::model::Node) |
@@ -17,10 +21,17 @@ use spear_plugin_api::storage::BatchOp;
 
 use crate::error::{Result, SmsError};
 
+/// A queued write and where to report how it went.
+type Write = (Vec<BatchOp>, tokio::sync::oneshot::Sender<Result<()>>);
+
+/// Writes combined into one commit at most.
+const GROUP: usize = 4096;
+
 /// A storage backend shared by SMS's components.
 #[derive(Clone)]
 pub struct Db {
     backend: Arc<dyn StorageBackend>,
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
 }
 
 impl std::fmt::Debug for Db {
@@ -33,13 +44,61 @@ fn storage(e: impl std::fmt::Display) -> SmsError {
     SmsError::Storage(e.to_string())
 }
 
+/// A put of `value` as JSON at `key`.
+pub fn put_op<T: Serialize>(key: String, value: &T) -> Result<BatchOp> {
+    Ok(BatchOp::Put {
+        key: key.into_bytes(),
+        value: serde_json::to_vec(value).map_err(storage)?,
+    })
+}
+
 /// Rows per scan page when loading a prefix whole.
 const PAGE: u32 = 1024;
 
 impl Db {
-    /// Wrap an opened backend.
+    /// Wrap an opened backend and start its writer thread (which ends when every `Db` is dropped).
     pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
-        Self { backend }
+        let (writes, mut rx) = tokio::sync::mpsc::unbounded_channel::<Write>();
+        let writer = backend.clone();
+        std::thread::Builder::new()
+            .name("sms-db-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < GROUP {
+                        match rx.try_recv() {
+                            Ok(w) => group.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    let ops: Vec<BatchOp> = group
+                        .iter_mut()
+                        .flat_map(|(ops, _)| std::mem::take(ops))
+                        .collect();
+                    let result = writer.batch(&ops).map_err(storage);
+                    for (_, done) in group {
+                        let _ = done.send(result.clone());
+                    }
+                }
+            })
+            .expect("start the storage writer thread");
+        Self { backend, writes }
+    }
+
+    /// Queue a write now (writes apply in queue order); await the returned receiver for its result.
+    pub fn enqueue(&self, ops: Vec<BatchOp>) -> tokio::sync::oneshot::Receiver<Result<()>> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if let Err(e) = self.writes.send((ops, done)) {
+            let _ = e.0.1.send(Err(storage("the storage writer has stopped")));
+        }
+        rx
+    }
+
+    /// Apply writes atomically and durably.
+    pub async fn write(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.enqueue(ops)
+            .await
+            .map_err(|_| storage("the storage writer has stopped"))?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -71,20 +130,20 @@ impl Db {
 
     /// Store `value` at `key`.
     pub async fn put<T: Serialize>(&self, key: String, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(storage)?;
-        self.blocking(move |b| b.put(key.as_bytes(), &bytes).map_err(storage))
-            .await
+        self.write(vec![put_op(key, value)?]).await
     }
 
     /// Apply writes atomically.
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.blocking(move |b| b.batch(&ops).map_err(storage)).await
+        self.write(ops).await
     }
 
-    /// Remove `key`; whether it existed.
-    pub async fn delete(&self, key: String) -> Result<bool> {
-        self.blocking(move |b| b.delete(key.as_bytes()).map_err(storage))
-            .await
+    /// Remove `key` (no error when absent).
+    pub async fn delete(&self, key: String) -> Result<()> {
+        self.write(vec![BatchOp::Delete {
+            key: key.into_bytes(),
+        }])
+        .await
     }
 
     /// Every record under `prefix`, in key order.

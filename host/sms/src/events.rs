@@ -53,18 +53,9 @@ impl EventLog {
         subject: &str,
         data: serde_json::Value,
     ) -> Result<Event> {
-        let mut next = self.next.lock().await;
-        let event = Event {
-            cursor: *next,
-            at_ms: now_ms(),
-            kind: kind.into(),
-            subject: subject.into(),
-            data,
-        };
-        self.db.put(key(event.cursor), &event).await?;
-        *next += 1;
-        let _ = self.live.send(event.clone());
-        Ok(event)
+        self.append_with(Vec::new(), vec![(kind, subject.to_owned(), data)])
+            .await
+            .map(|mut events| events.remove(0))
     }
 
     /// Append several events and store them together with `ops`, in one atomic batch (one durable
@@ -73,7 +64,9 @@ impl EventLog {
         &self,
         mut ops: Vec<spear_plugin_api::storage::BatchOp>,
         events: Vec<(&str, String, serde_json::Value)>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Event>> {
+        // Cursors are taken and the write queued under the lock (so the log is written in cursor
+        // order); the commit is awaited outside it, so concurrent appends share one commit.
         let mut next = self.next.lock().await;
         let at_ms = now_ms();
         let events: Vec<Event> = events
@@ -94,12 +87,16 @@ impl EventLog {
                     .map_err(|x| crate::error::SmsError::Storage(x.to_string()))?,
             });
         }
-        self.db.batch(ops).await?;
+        let done = self.db.enqueue(ops);
         *next += events.len() as u64;
-        for e in events {
-            let _ = self.live.send(e);
+        drop(next);
+        done.await.map_err(|_| {
+            crate::error::SmsError::Storage("the storage writer has stopped".into())
+        })??;
+        for e in &events {
+            let _ = self.live.send(e.clone());
         }
-        Ok(())
+        Ok(events)
     }
 
     /// The cursor of the last event (0 when none).

@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use crate::db::put_op;
 use crate::error::{Result, SmsError};
 use crate::model::{
     ExecResult, ExecState, Executable, Execution, NodeStatus, Priority, Resources, now_ms,
@@ -180,7 +181,6 @@ impl Sms {
                 Resources::default(),
             ),
         };
-        let _guard = self.writes.lock().await;
         let exec = Execution {
             execution_id: execution_id.clone(),
             seq: self
@@ -211,18 +211,20 @@ impl Sms {
             not_before_ms: 0,
             assigned_at_ms: 0,
         };
-        self.db.put(format!("exec/{execution_id}"), &exec).await?;
+        self.events
+            .append_with(
+                vec![put_op(format!("exec/{execution_id}"), &exec)?],
+                vec![(
+                    "execution.submitted",
+                    execution_id.clone(),
+                    json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
+                )],
+            )
+            .await?;
         self.executions
             .write()
             .await
             .insert(execution_id.clone(), exec.clone());
-        self.events
-            .append(
-                "execution.submitted",
-                &execution_id,
-                json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
-            )
-            .await?;
         self.wake.notify_one();
         Ok(exec)
     }
@@ -271,14 +273,16 @@ impl Sms {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<()> {
-        self.db
-            .put(format!("exec/{}", exec.execution_id), exec)
+        self.events
+            .append_with(
+                vec![put_op(format!("exec/{}", exec.execution_id), exec)?],
+                vec![(kind, exec.execution_id.clone(), data)],
+            )
             .await?;
         self.executions
             .write()
             .await
             .insert(exec.execution_id.clone(), exec.clone());
-        self.events.append(kind, &exec.execution_id, data).await?;
         Ok(())
     }
 

@@ -260,6 +260,10 @@ impl Sms {
         self.nodes.write().await.remove(uuid);
         if let Some(id) = self.target_ids.lock().await.remove(uuid) {
             self.target_names.lock().await.remove(&id);
+            self.dirty_targets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
             let slot = self.plugins.clone();
             let _ = tokio::task::spawn_blocking(move || slot.strategy().remove(&[id])).await;
         }
@@ -317,9 +321,25 @@ impl Sms {
             }
         };
         let connected = self.connected(&node.uuid).await;
-        let target = to_target(id, node, connected);
+        // Coalesced: the scheduler sends every changed node in one `upsert` before it places
+        // (heartbeats are frequent; strategy calls are not free).
+        self.dirty_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, to_target(id, node, connected));
+    }
+
+    /// Send every node changed since the last flush to the strategy, in one call.
+    pub(crate) async fn flush_targets(&self) {
+        let changed: Vec<Target> =
+            std::mem::take(&mut *self.dirty_targets.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
+        if changed.is_empty() {
+            return;
+        }
         let plugins = self.plugins.clone();
-        let _ = tokio::task::spawn_blocking(move || plugins.strategy().upsert(vec![target])).await;
+        let _ = tokio::task::spawn_blocking(move || plugins.strategy().upsert(changed)).await;
     }
 
     /// Mark silent nodes unhealthy, and remove those unhealthy for longer than the cleanup

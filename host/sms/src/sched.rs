@@ -110,6 +110,7 @@ impl Sms {
     pub async fn schedule_round(&self) -> Result<usize> {
         self.requeue_lost().await?;
         self.expire_and_release().await?;
+        self.flush_targets().await;
         let now = now_ms();
         let mut ready: Vec<Execution> = self
             .executions
