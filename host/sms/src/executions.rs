@@ -13,9 +13,7 @@ use utoipa::ToSchema;
 
 use crate::db::put_op;
 use crate::error::{Result, SmsError};
-use crate::model::{
-    ExecResult, ExecState, Executable, Execution, NodeStatus, Priority, Resources, now_ms,
-};
+use crate::model::{ExecResult, ExecState, Executable, Execution, Priority, Resources, now_ms};
 use crate::service::Sms;
 use crate::tasks::check_executable;
 
@@ -80,10 +78,10 @@ pub struct Assignment {
     pub cancel: bool,
 }
 
-/// A connected node's stream.
+/// A connected node's stream. Assignments are boxed so that an idle node's channel buffer stays
+/// small (tokio allocates its slots in blocks).
 pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::Sender<Assignment>,
-    pub(crate) generation: u64,
+    pub(crate) tx: mpsc::Sender<Box<Assignment>>,
 }
 
 /// How dispatching to a node went.
@@ -449,12 +447,9 @@ impl Sms {
     pub async fn connect_node(
         self: &std::sync::Arc<Self>,
         uuid: &str,
-    ) -> Result<mpsc::Receiver<Assignment>> {
+    ) -> Result<mpsc::Receiver<Box<Assignment>>> {
         let node = self.node(uuid).await?;
         let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let generation = self
-            .next_cursor
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let placed: Vec<Execution> = self
             .executions
             .read()
@@ -467,35 +462,42 @@ impl Sms {
             let cursor = self
                 .next_cursor
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = tx.try_send(Assignment {
+            let _ = tx.try_send(Box::new(Assignment {
                 cursor,
                 execution: exec,
                 cancel: false,
-            });
+            }));
         }
-        self.outboxes.lock().await.insert(
-            uuid.to_owned(),
-            Outbox {
-                tx: tx.clone(),
-                generation,
-            },
-        );
+        self.outboxes
+            .lock()
+            .await
+            .insert(uuid.to_owned(), Outbox { tx });
         self.sync_target(&node).await;
-        let me = self.clone();
-        let id = uuid.to_owned();
-        tokio::spawn(async move {
-            tx.closed().await;
-            let mut boxes = me.outboxes.lock().await;
-            if boxes.get(&id).is_some_and(|o| o.generation == generation) {
-                boxes.remove(&id);
-                drop(boxes);
-                if let Ok(node) = me.node(&id).await {
-                    me.sync_target(&node).await;
-                }
-            }
-        });
         self.wake.notify_one();
         Ok(rx)
+    }
+
+    /// Forget streams whose Spearlet went away, so their nodes take no more work. Run by the
+    /// sweeper (and whenever a dispatch finds a stream closed), not by a task per stream: an idle
+    /// node costs no task.
+    pub(crate) async fn prune_streams(&self) {
+        let closed: Vec<String> = {
+            let mut boxes = self.outboxes.lock().await;
+            let closed: Vec<String> = boxes
+                .iter()
+                .filter(|(_, o)| o.tx.is_closed())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &closed {
+                boxes.remove(id);
+            }
+            closed
+        };
+        for id in closed {
+            if let Ok(node) = self.node(&id).await {
+                self.sync_target(&node).await;
+            }
+        }
     }
 
     /// Whether node `uuid` has an open assignment stream.
@@ -521,38 +523,37 @@ impl Sms {
         let cursor = self
             .next_cursor
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match outbox.tx.try_send(Assignment {
+        match outbox.tx.try_send(Box::new(Assignment {
             cursor,
             execution,
             cancel,
-        }) {
+        })) {
             Ok(()) => Dispatch::Sent,
             Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::NotConnected,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.prune_soon
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Dispatch::NotConnected
+            }
         }
     }
 
-    /// Executions placed on unhealthy or removed nodes go back to the queue.
+    /// Executions placed on nodes lost since the last round (unhealthy or removed) go back to the
+    /// queue.
     pub(crate) async fn requeue_lost(&self) -> Result<()> {
-        let placed_nodes: BTreeSet<String> = self
-            .executions
-            .read()
-            .await
-            .values()
-            .filter(|e| e.state.is_placed())
-            .filter_map(|e| e.node_uuid.clone())
-            .collect();
-        for node in placed_nodes {
-            let status = self.nodes.read().await.get(&node).map(|n| n.status);
-            match status {
-                None => self.requeue_node(&node, "removed").await.map(|_| ())?,
-                Some(NodeStatus::Unhealthy) => self
-                    .requeue_node(&node, "missed its heartbeats")
-                    .await
-                    .map(|_| ())?,
-                _ => {}
-            }
+        let lost = std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        for (node, why) in lost {
+            self.requeue_node(&node, why).await?;
         }
         Ok(())
+    }
+
+    /// Note that `node` is lost; the scheduler requeues its work in its next round.
+    pub(crate) fn node_lost(&self, node: &str, why: &'static str) {
+        self.lost_nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((node.to_owned(), why));
+        self.wake.notify_one();
     }
 }

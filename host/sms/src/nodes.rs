@@ -270,6 +270,7 @@ impl Sms {
         self.events
             .append("node.removed", uuid, json!({"reason": reason}))
             .await?;
+        self.node_lost(uuid, "removed");
         Ok(())
     }
 
@@ -345,6 +346,7 @@ impl Sms {
     /// Mark silent nodes unhealthy, and remove those unhealthy for longer than the cleanup
     /// interval. Returns how many changed.
     pub async fn sweep_nodes(&self) -> Result<usize> {
+        self.prune_streams().await;
         let now = now_ms();
         let timeout = self.heartbeat_timeout_ms;
         let cleanup = self.cleanup_interval_ms;
@@ -383,6 +385,7 @@ impl Sms {
                     json!({"last_heartbeat_ms": node.last_heartbeat_ms}),
                 )
                 .await?;
+            self.node_lost(&node.uuid, "missed its heartbeats");
         }
         for uuid in dead {
             self.delete_node(&uuid, "no heartbeat within the cleanup interval")

@@ -11,6 +11,7 @@
 //!    execution queued: back-pressure), and stores the round in one atomic batch.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
@@ -23,6 +24,9 @@ use crate::executions::{Dispatch, backoff_ms};
 use crate::model::{ExecState, Execution, now_ms};
 use crate::nodes::EXECUTOR_LABEL;
 use crate::service::Sms;
+
+/// How often timeouts and dependencies are checked, at most.
+const MAINTENANCE_MS: i64 = 20;
 
 /// Scheduling settings.
 #[derive(Debug, Clone, Copy)]
@@ -109,26 +113,42 @@ impl Sms {
     /// One scheduling round; returns how many executions were assigned.
     pub async fn schedule_round(&self) -> Result<usize> {
         self.requeue_lost().await?;
-        self.expire_and_release().await?;
-        self.flush_targets().await;
-        let now = now_ms();
-        let mut ready: Vec<Execution> = self
-            .executions
-            .read()
-            .await
-            .values()
-            .filter(|e| e.state == ExecState::Ready && e.not_before_ms <= now)
-            .cloned()
-            .collect();
-        if ready.is_empty() {
-            return Ok(0);
+        if self.prune_soon.swap(false, Ordering::Relaxed) {
+            self.prune_streams().await;
         }
+        let now = now_ms();
+        // Timeouts and dependencies are time-based: look at most every MAINTENANCE_MS.
+        if now - self.last_maintenance_ms.load(Ordering::Relaxed) >= MAINTENANCE_MS {
+            self.last_maintenance_ms.store(now, Ordering::Relaxed);
+            self.expire_and_release().await?;
+        }
+        self.flush_targets().await;
         let aging = self.sched.aging_ms.max(1);
-        ready.sort_by_key(|e| {
-            let waited = now - e.submitted_at_ms.max(e.not_before_ms);
-            (std::cmp::Reverse(e.priority as i64 * aging + waited), e.seq)
-        });
-        ready.truncate(self.sched.batch);
+        // Pick the batch by key first; clone only the executions that make it.
+        let ready: Vec<Execution> = {
+            let execs = self.executions.read().await;
+            let mut keys: Vec<((std::cmp::Reverse<i64>, u64), &String)> = execs
+                .iter()
+                .filter(|(_, e)| e.state == ExecState::Ready && e.not_before_ms <= now)
+                .map(|(id, e)| {
+                    let waited = now - e.submitted_at_ms.max(e.not_before_ms);
+                    (
+                        (std::cmp::Reverse(e.priority as i64 * aging + waited), e.seq),
+                        id,
+                    )
+                })
+                .collect();
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let batch = self.sched.batch.min(keys.len());
+            if batch < keys.len() {
+                keys.select_nth_unstable(batch - 1);
+                keys.truncate(batch);
+            }
+            keys.sort_unstable();
+            keys.iter().map(|(_, id)| execs[*id].clone()).collect()
+        };
         let requests: Vec<Request> = ready.iter().map(request).collect();
         let plugins = self.plugins.clone();
         let decisions = tokio::task::spawn_blocking(move || plugins.strategy().place(&requests))
@@ -193,28 +213,40 @@ impl Sms {
     async fn expire_and_release(&self) -> Result<()> {
         let now = now_ms();
         let grace = self.sched.timeout_grace_ms;
-        let snapshot: Vec<Execution> = self
-            .executions
-            .read()
-            .await
-            .values()
-            .filter(|e| {
-                matches!(
-                    e.state,
-                    ExecState::Assigned | ExecState::Running | ExecState::Pending
-                )
-            })
-            .cloned()
-            .collect();
+        // Only the executions that need a change are cloned.
+        let (snapshot, states) = {
+            let execs = self.executions.read().await;
+            let state_of = |id: &String| execs.get(id).map(|e| e.state);
+            let mut states = std::collections::BTreeMap::new();
+            let snapshot: Vec<Execution> = execs
+                .values()
+                .filter(|e| match e.state {
+                    ExecState::Assigned | ExecState::Running => {
+                        e.timeout_ms > 0 && now - e.assigned_at_ms > e.timeout_ms as i64 + grace
+                    }
+                    ExecState::Pending => {
+                        e.depends_on
+                            .iter()
+                            .all(|d| matches!(state_of(d), Some(s) if s.is_terminal()))
+                            || e.depends_on.iter().any(|d| state_of(d).is_none())
+                    }
+                    _ => false,
+                })
+                .cloned()
+                .collect();
+            for e in &snapshot {
+                for d in &e.depends_on {
+                    states.insert(d.clone(), state_of(d));
+                }
+            }
+            (snapshot, states)
+        };
         if snapshot.is_empty() {
             return Ok(());
         }
-        let states: std::collections::BTreeMap<String, ExecState> = self
-            .executions
-            .read()
-            .await
-            .iter()
-            .map(|(k, v)| (k.clone(), v.state))
+        let states: std::collections::BTreeMap<String, ExecState> = states
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
         let _guard = self.writes.lock().await;
         for mut exec in snapshot {

@@ -37,6 +37,12 @@ pub struct Sms {
     pub(crate) next_cursor: AtomicU64,
     /// Open assignment streams by node.
     pub(crate) outboxes: Mutex<BTreeMap<String, crate::executions::Outbox>>,
+    /// Nodes lost since the scheduler's last round, with why.
+    pub(crate) lost_nodes: std::sync::Mutex<Vec<(String, &'static str)>>,
+    /// When the scheduler last checked timeouts and dependencies (ms since the epoch).
+    pub(crate) last_maintenance_ms: std::sync::atomic::AtomicI64,
+    /// A dispatch found a closed stream: prune streams in the next round.
+    pub(crate) prune_soon: std::sync::atomic::AtomicBool,
     /// Wakes the scheduler.
     pub(crate) wake: Notify,
     /// Scheduling settings.
@@ -146,6 +152,9 @@ impl Sms {
             next_seq: AtomicU64::new(next_seq),
             next_cursor: AtomicU64::new(1),
             outboxes: Mutex::new(BTreeMap::new()),
+            lost_nodes: std::sync::Mutex::new(Vec::new()),
+            last_maintenance_ms: std::sync::atomic::AtomicI64::new(0),
+            prune_soon: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             sched: crate::sched::SchedSettings::default(),
             writes: Mutex::new(()),

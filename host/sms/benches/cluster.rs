@@ -1,0 +1,274 @@
+//! SMS under a simulated cluster: fake Spearlets attached in-process (the same assignment streams
+//! the gRPC `Assignments` call serves, without the sockets).
+//!
+//! Run: `cargo bench -p spear-sms --bench cluster` (`-- quick` for a short run).
+//!
+//! Measures, for 1,000 and 10,000 nodes: placements per second from submit to the assignment
+//! arriving at its node, p50/p99 of submit → assigned and submit → delivered, heartbeats absorbed
+//! per second, and resident memory per idle node. Baselines in the same run: the same workload on
+//! the `memory` storage backend (no disk), to show what durability costs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use spear_sms::config::{Cli, SmsConfig};
+use spear_sms::executions::Submit;
+use spear_sms::model::{Executable, Resources, now_ms};
+use spear_sms::nodes::{Heartbeat, RegisterNode};
+use spear_sms::service::Sms;
+use spear_tests::guest;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for (form, file) in [
+        ("native", "redb.so"),
+        ("native", "memory.so"),
+        ("component", "least-connections.wasm"),
+    ] {
+        std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
+    }
+    let config = dir.path().join("sms.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[database]\ndb_type = \"{db}\"\npath = \"{}\"\n\
+             [files]\ndir = \"{}\"\nmax_upload_mb = 1\n[plugins]\ndir = \"plugins\"\nwatch = false\ncall_timeout_ms = 100\n\
+             [scheduler]\nstrategy = \"least-connections\"\n",
+            dir.path().join("sms.redb").display(),
+            dir.path().join("files").display()
+        ),
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(config),
+        ..Cli::default()
+    };
+    let config = SmsConfig::load_with(&cli, |_| None, None).unwrap();
+    (dir, config)
+}
+
+struct Row {
+    nodes: usize,
+    db: &'static str,
+    placements_per_s: f64,
+    assigned_p50: i64,
+    assigned_p99: i64,
+    delivered_p50: i64,
+    delivered_p99: i64,
+}
+
+async fn attach(
+    sms: &Arc<Sms>,
+    n: usize,
+    connect: bool,
+) -> (
+    Vec<String>,
+    Arc<AtomicU64>,
+    Arc<std::sync::Mutex<Vec<(i64, i64)>>>,
+) {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut uuids = Vec::with_capacity(n);
+    for i in 0..n {
+        let node = sms
+            .register_node(RegisterNode {
+                ip_address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                port: 9000,
+                capacity: Resources {
+                    cpu_millis: 1_000_000,
+                    memory_mb: 1 << 20,
+                    disk_mb: 0,
+                },
+                executors: vec!["wasm".into()],
+                ..RegisterNode::default()
+            })
+            .await
+            .unwrap();
+        if !connect {
+            uuids.push(node.uuid);
+            continue;
+        }
+        let mut rx = sms.connect_node(&node.uuid).await.unwrap();
+        let (d, l) = (delivered.clone(), latencies.clone());
+        tokio::spawn(async move {
+            while let Some(a) = rx.recv().await {
+                let e = a.execution;
+                let now = now_ms();
+                l.lock().unwrap().push((
+                    e.assigned_at_ms - e.submitted_at_ms,
+                    now - e.submitted_at_ms,
+                ));
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        uuids.push(node.uuid);
+    }
+    (uuids, delivered, latencies)
+}
+
+fn pct(v: &mut [i64], p: f64) -> i64 {
+    v.sort_unstable();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// Submit `executions` as fast as 64 submitters can (`rate` = None), or paced at `rate` per second
+/// from one submitter.
+async fn placements(nodes: usize, db: &'static str, executions: u64, rate: Option<u64>) -> Row {
+    let (_dir, config) = sandbox(db);
+    let running = spear_sms::server::start(config).await.unwrap();
+    let sms = running.sms.clone();
+    let (_uuids, delivered, latencies) = attach(&sms, nodes, true).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let submitters = if rate.is_some() { 1 } else { 64 };
+    let per = executions / submitters;
+    let mut handles = Vec::new();
+    for _ in 0..submitters {
+        let sms = sms.clone();
+        handles.push(tokio::spawn(async move {
+            let paced = Instant::now();
+            for i in 0..per {
+                if let Some(rate) = rate {
+                    let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(paced.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                sms.submit(Submit {
+                    executable: Some(Executable {
+                        kind: "wasm".into(),
+                        uri: "file:///bench.wasm".into(),
+                        ..Executable::default()
+                    }),
+                    ..Submit::default()
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let total = per * submitters;
+    while delivered.load(Ordering::Relaxed) < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "placements stalled at {}",
+            delivered.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let lat = latencies.lock().unwrap().clone();
+    let (mut assigned, mut delivered_ms): (Vec<i64>, Vec<i64>) = lat.into_iter().unzip();
+    let fallback = sms.plugins().telemetry().fallback_decisions_of("scheduler");
+    assert_eq!(fallback, 0, "every placement came from the strategy plugin");
+    running.shutdown().await;
+    Row {
+        nodes,
+        db,
+        placements_per_s: total as f64 / elapsed,
+        assigned_p50: pct(&mut assigned, 0.5),
+        assigned_p99: pct(&mut assigned, 0.99),
+        delivered_p50: pct(&mut delivered_ms, 0.5),
+        delivered_p99: pct(&mut delivered_ms, 0.99),
+    }
+}
+
+/// Heartbeats per second; resident memory per registered node, and per node with an open
+/// assignment stream (including the in-process fake Spearlet's receiving task).
+async fn heartbeats(nodes: usize, duration: Duration) -> (f64, f64, f64) {
+    let (_dir, config) = sandbox("redb");
+    let running = spear_sms::server::start(config).await.unwrap();
+    let sms = running.sms.clone();
+    // Warm the allocator and the strategy instance so that the first node does not pay for them.
+    let _ = attach(&sms, 50, false).await;
+    let before = rss_bytes();
+    let (uuids, _, _) = attach(&sms, nodes, false).await;
+    sms.schedule_round().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let registered = (rss_bytes().saturating_sub(before)) as f64 / nodes as f64;
+    let before = rss_bytes();
+    let (connected_uuids, _, _) = attach(&sms, nodes, true).await;
+    sms.schedule_round().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let connected = (rss_bytes().saturating_sub(before)) as f64 / nodes as f64;
+    let uuids: Vec<String> = uuids.into_iter().chain(connected_uuids).collect();
+    let uuids = Arc::new(uuids);
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let (sms, uuids, count) = (sms.clone(), uuids.clone(), count.clone());
+        handles.push(tokio::spawn(async move {
+            let mut i = w;
+            while start.elapsed() < duration {
+                let uuid = &uuids[i % uuids.len()];
+                sms.heartbeat(
+                    uuid,
+                    Heartbeat {
+                        running: Some(1),
+                        ..Heartbeat::default()
+                    },
+                )
+                .await
+                .unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 8;
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    running.shutdown().await;
+    (rate, registered, connected)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let executions = if quick { 5_000 } else { 40_000 };
+        println!("\n## SMS placements, in-process fake Spearlets, least-connections component\n");
+        println!("Saturated: {executions} executions from 64 concurrent submitters (latency is queueing). Paced: 5,000/s from one submitter.\n");
+        println!("| nodes | storage | load | placements/s | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
+        println!("|---:|---|---|---:|---:|---:|---:|---:|");
+        for nodes in [1_000usize, 10_000] {
+            for db in ["memory", "redb"] {
+                for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
+                    let r = placements(nodes, db, n, rate).await;
+                    println!(
+                        "| {} | {} | {load} | {:.0} | {} | {} | {} | {} |",
+                        r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99
+                    );
+                }
+            }
+        }
+        println!("\n## Heartbeats and memory\n");
+        println!("| nodes | heartbeats/s (8 concurrent senders) | resident memory per registered idle node | per connected idle node (with its in-process receiver) |");
+        println!("|---:|---:|---:|---:|");
+        for nodes in [1_000usize, 10_000] {
+            let (rate, registered, connected) = heartbeats(nodes, Duration::from_secs(if quick { 1 } else { 3 })).await;
+            println!("| {nodes} (+{nodes} connected) | {rate:.0} | {:.2} KiB | {:.2} KiB |", registered / 1024.0, connected / 1024.0);
+        }
+    });
+}
