@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::broadcast;
 
 use crate::db::Db;
 use crate::error::Result;
@@ -20,7 +20,7 @@ fn key(cursor: u64) -> String {
 #[derive(Clone)]
 pub struct EventLog {
     db: Db,
-    next: Arc<Mutex<u64>>,
+    next: Arc<std::sync::Mutex<u64>>,
     live: broadcast::Sender<Event>,
 }
 
@@ -41,7 +41,7 @@ impl EventLog {
         let (live, _) = broadcast::channel(4096);
         Ok(Self {
             db,
-            next: Arc::new(Mutex::new(last + 1)),
+            next: Arc::new(std::sync::Mutex::new(last + 1)),
             live,
         })
     }
@@ -59,15 +59,24 @@ impl EventLog {
     }
 
     /// Append several events and store them together with `ops`, in one atomic batch (one durable
-    /// write for a whole scheduling round).
+    /// write for a whole scheduling round); returns once durable.
     pub async fn append_with(
+        &self,
+        ops: Vec<spear_plugin_api::storage::BatchOp>,
+        events: Vec<(&str, String, serde_json::Value)>,
+    ) -> Result<Vec<Event>> {
+        self.queue(ops, events)?.commit().await
+    }
+
+    /// Take cursors and queue the write now, in order with every other write; the returned
+    /// [`Queued`] completes (and announces the events) once the write is durable. The lock is
+    /// held only while queueing, so concurrent appends share one commit.
+    pub fn queue(
         &self,
         mut ops: Vec<spear_plugin_api::storage::BatchOp>,
         events: Vec<(&str, String, serde_json::Value)>,
-    ) -> Result<Vec<Event>> {
-        // Cursors are taken and the write queued under the lock (so the log is written in cursor
-        // order); the commit is awaited outside it, so concurrent appends share one commit.
-        let mut next = self.next.lock().await;
+    ) -> Result<Queued> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let at_ms = now_ms();
         let events: Vec<Event> = events
             .into_iter()
@@ -89,19 +98,16 @@ impl EventLog {
         }
         let done = self.db.enqueue(ops);
         *next += events.len() as u64;
-        drop(next);
-        done.await.map_err(|_| {
-            crate::error::SmsError::Storage("the storage writer has stopped".into())
-        })??;
-        for e in &events {
-            let _ = self.live.send(e.clone());
-        }
-        Ok(events)
+        Ok(Queued {
+            done,
+            events,
+            live: self.live.clone(),
+        })
     }
 
     /// The cursor of the last event (0 when none).
     pub async fn last_cursor(&self) -> u64 {
-        *self.next.lock().await - 1
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) - 1
     }
 
     /// Events after `after`, at most `limit`, from storage.
@@ -141,5 +147,25 @@ impl EventLog {
                 }
             }
         }
+    }
+}
+
+/// A queued append: await [`commit`](Queued::commit) for durability.
+pub struct Queued {
+    done: tokio::sync::oneshot::Receiver<Result<()>>,
+    events: Vec<Event>,
+    live: broadcast::Sender<Event>,
+}
+
+impl Queued {
+    /// Wait until the write is durable, then announce the events to live subscribers.
+    pub async fn commit(self) -> Result<Vec<Event>> {
+        self.done.await.map_err(|_| {
+            crate::error::SmsError::Storage("the storage writer has stopped".into())
+        })??;
+        for e in &self.events {
+            let _ = self.live.send(e.clone());
+        }
+        Ok(self.events)
     }
 }

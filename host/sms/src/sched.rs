@@ -200,11 +200,20 @@ impl Sms {
         }
         let n = placed.len();
         if n > 0 {
-            self.events.append_with(ops, events).await?;
+            // The round's write is queued now, in order with every later write; the next round
+            // need not wait for its commit (the assignments are already on their way, and
+            // placement is at-least-once: a crash before the commit puts the work back in the
+            // queue).
+            let queued = self.events.queue(ops, events)?;
             let mut execs = self.executions.write().await;
             for e in placed {
                 execs.insert(e.execution_id.clone(), e);
             }
+            tokio::spawn(async move {
+                if let Err(e) = queued.commit().await {
+                    tracing::error!("storing a scheduling round failed: {e}");
+                }
+            });
         }
         Ok(n)
     }

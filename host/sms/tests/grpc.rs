@@ -346,3 +346,104 @@ async fn files_plugins_events_health_and_reflection() {
         assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
     }
 }
+
+#[tokio::test]
+async fn execution_methods_and_stale_sessions() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let e = execs
+        .submit(v1::SubmitRequest {
+            executable: Some(v1::Executable {
+                r#type: "wasm".into(),
+                uri: "file:///x.wasm".into(),
+                ..Default::default()
+            }),
+            priority: "high".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((e.state.as_str(), e.priority.as_str()), ("ready", "high"));
+    let got = execs
+        .get_execution(v1::ExecutionRef {
+            execution_id: e.execution_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.execution_id, e.execution_id);
+    let list = execs
+        .list_executions(v1::ListExecutionsRequest {
+            state: "ready".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.executions.len(), 1);
+    let bad = execs
+        .submit(v1::SubmitRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("task_id:"), "{}", bad.message());
+    assert_eq!(
+        execs
+            .get_execution(v1::ExecutionRef {
+                execution_id: "x".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        execs
+            .assignments(v1::AssignmentsRequest {
+                node_uuid: "ghost".into(),
+                after: 0
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let stale = execs
+        .report_result(v1::ReportResultRequest {
+            session: "an-old-session".into(),
+            node_uuid: "n".into(),
+            execution_id: e.execution_id.clone(),
+            success: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert!(
+        stale.message().contains("stale session"),
+        "{}",
+        stale.message()
+    );
+    let cancelled = execs
+        .cancel(v1::ExecutionRef {
+            execution_id: e.execution_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state, "cancelled");
+    assert_eq!(
+        execs
+            .cancel(v1::ExecutionRef {
+                execution_id: e.execution_id
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+}

@@ -110,7 +110,7 @@ async fn spear_readme_curl_examples_work_unchanged() {
 /// Snapshot of everything stored, to show a bad request changed nothing.
 async fn snapshot(c: &reqwest::Client, sms: &common::Sms) -> Value {
     let mut all = json!({});
-    for what in ["nodes", "tasks", "files"] {
+    for what in ["nodes", "tasks", "files", "executions"] {
         all[what] = c
             .get(sms.url(&format!("/api/v1/{what}")))
             .send()
