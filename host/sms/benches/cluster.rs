@@ -124,7 +124,7 @@ fn pct(v: &mut [i64], p: f64) -> i64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-/// Submit `executions` as fast as 64 submitters can (`rate` = None), or paced at `rate` per second
+/// Submit `executions` as fast as 256 submitters can (`rate` = None), or paced at `rate` per second
 /// from one submitter.
 async fn placements(nodes: usize, db: &'static str, executions: u64, rate: Option<u64>) -> Row {
     let (_dir, config) = sandbox(db);
@@ -191,63 +191,6 @@ async fn placements(nodes: usize, db: &'static str, executions: u64, rate: Optio
 
 /// Heartbeats per second; resident memory per registered node, and per node with an open
 /// assignment stream (including the in-process fake Spearlet's receiving task).
-/// Heartbeats per second; resident memory per registered node, and per node with an open
-/// assignment stream (including the in-process fake Spearlet's receiving task).
-/// Queue `executions` with no node connected, then connect `nodes` and time the placements.
-async fn backlog(
-    running: spear_sms::server::Running,
-    nodes: usize,
-    db: &'static str,
-    executions: u64,
-) -> Row {
-    let sms = running.sms.clone();
-    let mut handles = Vec::new();
-    for _ in 0..64 {
-        let sms = sms.clone();
-        handles.push(tokio::spawn(async move {
-            for _ in 0..executions / 64 {
-                sms.submit(Submit {
-                    executable: Some(Executable {
-                        kind: "wasm".into(),
-                        uri: "file:///bench.wasm".into(),
-                        ..Executable::default()
-                    }),
-                    ..Submit::default()
-                })
-                .await
-                .unwrap();
-            }
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    let total = executions / 64 * 64;
-    let start = Instant::now();
-    let (_uuids, delivered, _) = attach(&sms, nodes, true).await;
-    let attached = start.elapsed();
-    let placing = Instant::now();
-    while delivered.load(Ordering::Relaxed) < total {
-        assert!(
-            placing.elapsed() < Duration::from_secs(300),
-            "placements stalled"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // Placement overlaps attaching: count from when the first nodes could take work.
-    let elapsed = (placing.elapsed() + attached / 2).as_secs_f64();
-    running.shutdown().await;
-    Row {
-        nodes,
-        db,
-        placements_per_s: total as f64 / elapsed,
-        assigned_p50: 0,
-        assigned_p99: 0,
-        delivered_p50: 0,
-        delivered_p99: 0,
-    }
-}
-
 async fn heartbeats(nodes: usize, duration: Duration) -> (f64, f64, f64) {
     let (_dir, config) = sandbox("redb");
     let running = spear_sms::server::start(config).await.unwrap();
