@@ -18,4 +18,5 @@ pub mod nodes;
 pub mod sched;
 pub mod server;
 pub mod service;
+pub mod table;
 pub mod tasks;

@@ -128,8 +128,8 @@ impl Sms {
         let ready: Vec<Execution> = {
             let execs = self.executions.read().await;
             let mut keys: Vec<((std::cmp::Reverse<i64>, u64), &String)> = execs
-                .iter()
-                .filter(|(_, e)| e.state == ExecState::Ready && e.not_before_ms <= now)
+                .ready()
+                .filter(|(_, e)| e.not_before_ms <= now)
                 .map(|(id, e)| {
                     let waited = now - e.submitted_at_ms.max(e.not_before_ms);
                     (

@@ -30,7 +30,7 @@ pub struct Sms {
     /// The strategy's target id → node uuid.
     pub(crate) target_names: Mutex<BTreeMap<u64, String>>,
     /// Executions by id.
-    pub(crate) executions: RwLock<BTreeMap<String, Execution>>,
+    pub(crate) executions: RwLock<crate::table::ExecTable>,
     /// Next strategy request id.
     pub(crate) next_seq: AtomicU64,
     /// Next assignment cursor (and stream generation).
@@ -126,7 +126,7 @@ impl Sms {
             .collect();
         // Work that was on nodes when SMS stopped goes back to the queue: the new session cannot
         // take reports for the old one's assignments (at-least-once execution).
-        let mut executions: BTreeMap<String, Execution> = BTreeMap::new();
+        let mut executions = crate::table::ExecTable::default();
         let mut requeue = Vec::new();
         for mut e in db.load_all::<Execution>("exec/").await? {
             if e.state.is_placed() {

@@ -1,0 +1,83 @@
+//! The executions SMS holds in memory, with an index of those waiting for a node, so that a
+//! scheduling round costs O(ready), not O(every execution ever submitted).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
+
+use crate::model::{ExecState, Execution};
+
+/// Executions by id, plus the ids of the `ready` ones. Reads go through `Deref` to the map;
+/// every write goes through [`insert`](Self::insert), which keeps the index true.
+#[derive(Debug, Default)]
+pub struct ExecTable {
+    all: BTreeMap<String, Execution>,
+    ready: BTreeSet<String>,
+}
+
+impl ExecTable {
+    /// Insert or replace an execution.
+    pub fn insert(&mut self, id: String, exec: Execution) {
+        if exec.state == ExecState::Ready {
+            self.ready.insert(id.clone());
+        } else {
+            self.ready.remove(&id);
+        }
+        self.all.insert(id, exec);
+    }
+
+    /// The ready executions.
+    pub fn ready(&self) -> impl Iterator<Item = (&String, &Execution)> {
+        self.ready
+            .iter()
+            .filter_map(|id| self.all.get_key_value(id))
+    }
+}
+
+impl Deref for ExecTable {
+    type Target = BTreeMap<String, Execution>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_index_follows_every_insert() {
+        let exec = |state| Execution {
+            execution_id: "e".into(),
+            seq: 1,
+            task_id: None,
+            executable: Default::default(),
+            state,
+            priority: Default::default(),
+            node_uuid: None,
+            attempt: 0,
+            max_attempts: 1,
+            timeout_ms: 0,
+            depends_on: vec![],
+            result: None,
+            error: None,
+            stdin: vec![],
+            needs: Default::default(),
+            labels: Default::default(),
+            required_labels: Default::default(),
+            preferred_labels: Default::default(),
+            submitted_at_ms: 0,
+            updated_at_ms: 0,
+            not_before_ms: 0,
+            assigned_at_ms: 0,
+        };
+        let mut t = ExecTable::default();
+        t.insert("e".into(), exec(ExecState::Ready));
+        assert_eq!(t.ready().count(), 1);
+        t.insert("e".into(), exec(ExecState::Assigned));
+        assert_eq!(t.ready().count(), 0);
+        t.insert("e".into(), exec(ExecState::Ready));
+        assert_eq!(t.ready().count(), 1);
+        assert_eq!(t.len(), 1);
+    }
+}
