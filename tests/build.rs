@@ -29,7 +29,11 @@ const PLUGINS: &[(&str, &str)] = &[
 ];
 
 /// Native-only plugins (storage backends).
-const NATIVE_ONLY: &[&str] = &["spear-storage-memory", "spear-storage-redb"];
+const NATIVE_ONLY: &[&str] = &[
+    "spear-storage-memory",
+    "spear-storage-redb",
+    "spear-executor-process",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -142,6 +146,7 @@ fn short(package: &str) -> String {
         .trim_start_matches("spear-reclaimer-")
         .trim_start_matches("spear-fixture-")
         .trim_start_matches("spear-storage-")
+        .trim_start_matches("spear-executor-")
         .to_owned()
 }
 

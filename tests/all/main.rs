@@ -5,6 +5,7 @@
 mod architecture;
 mod conformance;
 mod containment;
+mod executors;
 mod loading;
 mod reload;
 mod storage;

@@ -1,0 +1,338 @@
+//! `process`: runs a program as a child process in its own process group.
+//!
+//! - arguments, environment (added to the agent's), working directory, standard input;
+//! - standard output and error captured up to `output_cap_bytes` each, the rest drained and
+//!   discarded, and the result flagged as truncated (a chatty program cannot exhaust the agent);
+//! - at `timeout_ms` the whole process group gets SIGTERM, then SIGKILL after a grace period, and the
+//!   result says `TimedOut`; otherwise the exit code or the killing signal is reported;
+//! - `memory_limit_mb` becomes an address-space rlimit (RLIMIT_AS) of the program;
+//! - `stats` reads `/proc/<pid>`. Processes cannot be re-attached after an agent restart
+//!   (`recover` answers false): their pipes died with the agent.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use spear_plugin_api::executor::{
+    Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, ExitStatus,
+};
+use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
+
+/// Grace between SIGTERM and SIGKILL at a timeout.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Output kept per stream when the spec sets no cap.
+const DEFAULT_CAP: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {}
+
+/// One running or finished program.
+struct Proc {
+    pid: i32,
+    result: Option<ExecResult>,
+}
+
+type Table = Arc<(Mutex<HashMap<String, Proc>>, Condvar)>;
+
+/// The process executor.
+#[derive(Default)]
+pub struct ProcessExecutor {
+    table: Table,
+}
+
+impl std::fmt::Debug for ProcessExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProcessExecutor")
+    }
+}
+
+fn lock(table: &Table) -> MutexGuard<'_, HashMap<String, Proc>> {
+    table.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read a stream to its end, keeping at most `cap` bytes.
+fn capture(
+    mut from: impl Read + Send + 'static,
+    cap: u64,
+) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut truncated = false;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = (cap as usize).saturating_sub(kept.len());
+                    if n > room {
+                        truncated = true;
+                    }
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        (kept, truncated)
+    })
+}
+
+fn signal_group(pid: i32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads.
+    unsafe {
+        libc::kill(-pid, signal);
+    }
+}
+
+/// Wait for the child, enforcing the timeout on its whole process group.
+fn supervise(
+    mut child: Child,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> (Option<std::process::ExitStatus>, bool) {
+    let pid = child.id() as i32;
+    let mut timed_out = false;
+    let mut term_sent: Option<Instant> = None;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if timed_out {
+                    signal_group(pid, libc::SIGKILL);
+                }
+                return (Some(status), timed_out);
+            }
+            Ok(None) => {}
+            Err(_) => return (None, timed_out),
+        }
+        if let Some(limit) = timeout
+            && started.elapsed() >= limit
+        {
+            match term_sent {
+                None => {
+                    timed_out = true;
+                    signal_group(pid, libc::SIGTERM);
+                    term_sent = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() >= KILL_GRACE => signal_group(pid, libc::SIGKILL),
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+impl Executor for ProcessExecutor {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "process".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kind: PluginKind::Executor,
+            description:
+                "Runs programs in their own process group, with output caps, timeouts and rlimits"
+                    .into(),
+            config_schema: r#"{"type":"object","additionalProperties":false}"#.into(),
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            executable_type: "process".into(),
+            signals: true,
+            recover: false,
+            memory_limit: true,
+            cpu_limit: false,
+            network_isolation: false,
+        }
+    }
+
+    fn configure(&mut self, config: &str) -> Result<(), PluginError> {
+        parse_config::<Config>(config).map(|_| ())
+    }
+
+    fn start(&self, spec: &ExecSpec) -> Result<String, PluginError> {
+        if spec.entry.is_empty() {
+            return Err(PluginError::new(
+                "invalid configuration: entry (the program) is empty",
+            ));
+        }
+        if lock(&self.table).contains_key(&spec.execution_id) {
+            return Err(PluginError::new(format!(
+                "execution {} is already running here",
+                spec.execution_id
+            )));
+        }
+        let mut cmd = Command::new(&spec.entry);
+        cmd.args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &spec.working_dir {
+            cmd.current_dir(dir);
+        }
+        if spec.memory_limit_mb > 0 {
+            let bytes = spec.memory_limit_mb.saturating_mul(1024 * 1024) as libc::rlim_t;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| PluginError::new(format!("cannot start `{}`: {e}", spec.entry)))?;
+        let pid = child.id() as i32;
+        let cap = if spec.output_cap_bytes == 0 {
+            DEFAULT_CAP
+        } else {
+            spec.output_cap_bytes
+        };
+        let out = capture(child.stdout.take().expect("piped"), cap);
+        let err = capture(child.stderr.take().expect("piped"), cap);
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = spec.stdin.clone();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let handle = spec.execution_id.clone();
+        lock(&self.table).insert(handle.clone(), Proc { pid, result: None });
+        let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
+        let (table, id) = (self.table.clone(), handle.clone());
+        std::thread::spawn(move || {
+            let (status, timed_out) = supervise(child, timeout, started);
+            let (stdout, stdout_truncated) = out.join().unwrap_or_default();
+            let (stderr, stderr_truncated) = err.join().unwrap_or_default();
+            let status = match status {
+                _ if timed_out => ExitStatus::TimedOut,
+                Some(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => ExitStatus::Exited(code),
+                    (None, Some(sig)) => ExitStatus::Signaled(sig),
+                    _ => ExitStatus::Failed("unknown exit status".into()),
+                },
+                None => ExitStatus::Failed("lost track of the process".into()),
+            };
+            let result = ExecResult {
+                status,
+                stdout,
+                stderr,
+                stdout_truncated,
+                stderr_truncated,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            if let Some(p) = lock(&table).get_mut(&id) {
+                p.result = Some(result);
+            }
+            table.1.notify_all();
+        });
+        Ok(handle)
+    }
+
+    fn wait(&self, handle: &str, timeout_ms: u64) -> Result<Option<ExecResult>, PluginError> {
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let mut procs = lock(&self.table);
+        loop {
+            let p = procs
+                .get(handle)
+                .ok_or_else(|| PluginError::new(format!("no execution {handle} here")))?;
+            if let Some(r) = &p.result {
+                return Ok(Some(r.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            procs = self
+                .table
+                .1
+                .wait_timeout(procs, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn signal(&self, handle: &str, signal: i32) -> Result<(), PluginError> {
+        let procs = lock(&self.table);
+        let p = procs
+            .get(handle)
+            .ok_or_else(|| PluginError::new(format!("no execution {handle} here")))?;
+        if p.result.is_none() {
+            signal_group(p.pid, signal);
+        }
+        Ok(())
+    }
+
+    fn stop(&self, handle: &str, grace_ms: u64) -> Result<(), PluginError> {
+        self.signal(handle, libc::SIGTERM)?;
+        if self.wait(handle, grace_ms)?.is_none() {
+            self.signal(handle, libc::SIGKILL)?;
+            self.wait(handle, 5_000)?;
+        }
+        Ok(())
+    }
+
+    fn inspect(&self, handle: &str) -> Result<ExecState, PluginError> {
+        Ok(match lock(&self.table).get(handle) {
+            None => ExecState::Unknown,
+            Some(Proc {
+                result: Some(r), ..
+            }) => ExecState::Finished(r.clone()),
+            Some(_) => ExecState::Running,
+        })
+    }
+
+    fn stats(&self, handle: &str) -> Result<ExecStats, PluginError> {
+        let pid = lock(&self.table)
+            .get(handle)
+            .map(|p| p.pid)
+            .ok_or_else(|| PluginError::new(format!("no execution {handle} here")))?;
+        let page = 4096u64;
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * page;
+        // utime and stime are fields 14 and 15 of /proc/pid/stat, in clock ticks (100 Hz).
+        let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+            * 10_000;
+        Ok(ExecStats {
+            memory_bytes: rss,
+            cpu_micros: cpu,
+        })
+    }
+
+    fn recover(&self, _handle: &str) -> Result<bool, PluginError> {
+        Ok(false)
+    }
+
+    fn destroy(&self, handle: &str) -> Result<(), PluginError> {
+        let p = lock(&self.table).remove(handle);
+        if let Some(p) = p
+            && p.result.is_none()
+        {
+            signal_group(p.pid, libc::SIGKILL);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "native-plugin")]
+spear_plugin_api::export_native_executor!(ProcessExecutor);

@@ -1,0 +1,175 @@
+//! The `process` executor, loaded as the Spearlet will load it (a native plugin through the
+//! runtime), against real processes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spear_plugin_api::Executor;
+use spear_plugin_api::executor::{ExecSpec, ExecState, ExitStatus};
+use spear_plugin_runtime::engine::WasmEngine;
+use spear_plugin_runtime::{LimitValues, Limits, load_file};
+use spear_tests::guest;
+
+fn executor() -> Box<dyn Executor> {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", "process.so"), &engine, &limits).unwrap();
+    assert_eq!(plugin.info.kind, spear_plugin_api::PluginKind::Executor);
+    let mut e = plugin.executor().unwrap();
+    e.configure("{}").unwrap();
+    assert_eq!(e.capabilities().executable_type, "process");
+    Box::new(e)
+}
+
+fn spec(id: &str, program: &str, args: &[&str]) -> ExecSpec {
+    ExecSpec {
+        execution_id: id.into(),
+        entry: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..ExecSpec::default()
+    }
+}
+
+#[test]
+fn runs_a_program_with_args_env_stdin_and_working_dir() {
+    let x = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        "e1",
+        "/bin/sh",
+        &[
+            "-c",
+            "read line; echo \"$GREETING $1 $line\"; pwd; echo oops >&2; exit 3",
+            "sh",
+            "world",
+        ],
+    );
+    s.env = vec![("GREETING".into(), "hello".into())];
+    s.stdin = b"from stdin\n".to_vec();
+    s.working_dir = Some(dir.path().display().to_string());
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 10_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::Exited(3));
+    let out = String::from_utf8(r.stdout).unwrap();
+    assert!(out.starts_with("hello world from stdin\n"), "{out}");
+    assert!(out.contains(&dir.path().display().to_string()), "{out}");
+    assert_eq!(r.stderr, b"oops\n");
+    assert!(matches!(x.inspect(&h).unwrap(), ExecState::Finished(_)));
+    x.destroy(&h).unwrap();
+    assert!(matches!(x.inspect(&h).unwrap(), ExecState::Unknown));
+}
+
+#[test]
+fn a_program_that_loops_is_killed_with_its_whole_process_group_at_the_timeout() {
+    let x = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let mut s = spec(
+        "loop",
+        "/bin/sh",
+        &[
+            "-c",
+            &format!(
+                "sleep 60 & echo $! > {}; while :; do :; done",
+                pidfile.display()
+            ),
+        ],
+    );
+    s.timeout_ms = 300;
+    let start = Instant::now();
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 20_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::TimedOut);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The background grandchild died with the group.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "grandchild {pid} survived the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn output_past_the_cap_is_dropped_and_flagged_and_the_agent_is_unaffected() {
+    let x = executor();
+    let mut s = spec(
+        "flood",
+        "/bin/sh",
+        &["-c", "head -c 100000000 /dev/zero; echo done >&2"],
+    );
+    s.output_cap_bytes = 1024 * 1024;
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 60_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::Exited(0));
+    assert_eq!(r.stdout.len(), 1024 * 1024);
+    assert!(r.stdout_truncated);
+    assert!(!r.stderr_truncated);
+    assert_eq!(r.stderr, b"done\n");
+}
+
+#[test]
+fn signals_stop_stats_and_refusals() {
+    let x = executor();
+    let h = x.start(&spec("sleeper", "/bin/sleep", &["30"])).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(matches!(x.inspect(&h).unwrap(), ExecState::Running));
+    let stats = x.stats(&h).unwrap();
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    x.stop(&h, 2_000).unwrap();
+    let r = x.wait(&h, 5_000).unwrap().expect("stopped");
+    assert_eq!(r.status, ExitStatus::Signaled(libc_sigterm()));
+
+    let err = x
+        .start(&spec("bad", "/definitely/not/a/program", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot start `/definitely/not/a/program`"),
+        "{err}"
+    );
+    let err = x.start(&spec("empty", "", &[])).unwrap_err().to_string();
+    assert!(err.contains("entry"), "{err}");
+    assert!(
+        x.wait("nope", 10)
+            .unwrap_err()
+            .to_string()
+            .contains("no execution nope")
+    );
+    assert!(!x.recover("sleeper").unwrap());
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+#[test]
+fn a_memory_limit_stops_a_program_that_allocates_past_it() {
+    let x = executor();
+    // Python is on every machine of this project; allocate 512 MiB under a 64 MiB limit.
+    let mut s = spec(
+        "hog",
+        "python3",
+        &["-c", "b = bytearray(512 * 1024 * 1024); print('allocated')"],
+    );
+    s.memory_limit_mb = 64;
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 30_000).unwrap().expect("finished");
+    assert_ne!(r.status, ExitStatus::Exited(0), "{r:?}");
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("allocated"));
+}
