@@ -14,7 +14,7 @@ use crate::engine::WasmEngine;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::plugin::{LoadedPlugin, load_bytes, sha256_hex};
-use crate::registry::{Entry, PluginRecord, PluginState, Registry};
+use crate::registry::{PluginRecord, PluginState, Registry, plugin_files, record};
 use crate::sidecar;
 use crate::slot::{ReclaimerSlot, SlotStatus, StrategySlot};
 use crate::telemetry::{EventKind, PluginEvent, Telemetry, now_ms};
@@ -750,71 +750,4 @@ impl PluginHost {
         }
         Watcher::spawn(Arc::downgrade(self), config.dir, self.config_path.clone()).map(Some)
     }
-}
-
-fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginRecord {
-    let Some(p) = &e.loaded else {
-        return PluginRecord {
-            name: file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            kind: None,
-            form: None,
-            version: None,
-            description: None,
-            file: file.into(),
-            sha256: None,
-            state: PluginState::Failed,
-            last_error: e.last_error.clone(),
-            file_missing: e.missing,
-        };
-    };
-    let slot = slots.iter().find(|s| s.plugin.as_ref() == Some(&p.id));
-    let state = match slot {
-        Some(s) if s.quarantined => PluginState::Quarantined,
-        Some(_) => PluginState::Active,
-        None => PluginState::Standby,
-    };
-    PluginRecord {
-        name: p.info.name.clone(),
-        kind: Some(p.info.kind),
-        form: Some(p.id.form),
-        version: Some(p.info.version.clone()),
-        description: Some(p.info.description.clone()),
-        file: file.into(),
-        sha256: Some(p.id.sha256.clone()),
-        state,
-        last_error: e
-            .last_error
-            .clone()
-            .or_else(|| slot.and_then(|s| s.last_error.clone())),
-        file_missing: e.missing,
-    }
-}
-
-/// Files in `dir` that may be plugins: every entry but hidden files, sidecars (`*.toml`), notes and
-/// editor leftovers. Directories and links are included so that a directory named like a plugin is
-/// reported, not silently skipped; other directories are ignored.
-fn plugin_files(dir: &Path) -> std::io::Result<BTreeSet<PathBuf>> {
-    let mut files = BTreeSet::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ignored = name.starts_with('.')
-            || name.ends_with('~')
-            || [".toml", ".md", ".txt", ".tmp", ".part", ".swp"]
-                .iter()
-                .any(|s| name.ends_with(s));
-        if ignored {
-            continue;
-        }
-        let looks_like_plugin = [".wasm", ".so", ".dylib"].iter().any(|s| name.ends_with(s));
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && !looks_like_plugin {
-            continue;
-        }
-        files.insert(entry.path());
-    }
-    Ok(files)
 }

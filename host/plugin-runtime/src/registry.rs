@@ -1,7 +1,7 @@
 //! Plugins known to a host, by file. A file that fails to load keeps its previously loaded version
 //! (if any) registered, with the error shown beside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,6 +9,7 @@ use spear_plugin_api::PluginKind;
 
 use crate::detect::Form;
 use crate::plugin::LoadedPlugin;
+use crate::slot::SlotStatus;
 
 /// Where a plugin stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,4 +89,72 @@ impl Registry {
     pub fn loaded(&self) -> impl Iterator<Item = &LoadedPlugin> {
         self.entries.values().filter_map(|e| e.loaded.as_ref())
     }
+}
+
+/// What the API shows for the file at `file`, given the slots' states.
+pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginRecord {
+    let Some(p) = &e.loaded else {
+        return PluginRecord {
+            name: file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kind: None,
+            form: None,
+            version: None,
+            description: None,
+            file: file.into(),
+            sha256: None,
+            state: PluginState::Failed,
+            last_error: e.last_error.clone(),
+            file_missing: e.missing,
+        };
+    };
+    let slot = slots.iter().find(|s| s.plugin.as_ref() == Some(&p.id));
+    let state = match slot {
+        Some(s) if s.quarantined => PluginState::Quarantined,
+        Some(_) => PluginState::Active,
+        None => PluginState::Standby,
+    };
+    PluginRecord {
+        name: p.info.name.clone(),
+        kind: Some(p.info.kind),
+        form: Some(p.id.form),
+        version: Some(p.info.version.clone()),
+        description: Some(p.info.description.clone()),
+        file: file.into(),
+        sha256: Some(p.id.sha256.clone()),
+        state,
+        last_error: e
+            .last_error
+            .clone()
+            .or_else(|| slot.and_then(|s| s.last_error.clone())),
+        file_missing: e.missing,
+    }
+}
+
+/// Files in `dir` that may be plugins: every entry but hidden files, sidecars (`*.toml`), notes and
+/// editor leftovers. Directories and links are included so that a directory named like a plugin is
+/// reported, not silently skipped; other directories are ignored.
+pub(crate) fn plugin_files(dir: &Path) -> std::io::Result<BTreeSet<PathBuf>> {
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ignored = name.starts_with('.')
+            || name.ends_with('~')
+            || [".toml", ".md", ".txt", ".tmp", ".part", ".swp"]
+                .iter()
+                .any(|s| name.ends_with(s));
+        if ignored {
+            continue;
+        }
+        let looks_like_plugin = [".wasm", ".so", ".dylib"].iter().any(|s| name.ends_with(s));
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !looks_like_plugin {
+            continue;
+        }
+        files.insert(entry.path());
+    }
+    Ok(files)
 }

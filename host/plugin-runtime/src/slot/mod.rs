@@ -12,12 +12,12 @@
 //! - After `quarantine_after` consecutive failures the plugin is quarantined: the fallback decides
 //!   until a new file or config activates a plugin again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
-use spear_plugin_api::{Decision, InstanceStats, NodePressure, Outcome, Request, Target};
+use spear_plugin_api::{Decision, Outcome, Request, Target};
 
 use crate::error::{CallFailure, Error, Result};
 use crate::fallback::Fallback;
@@ -25,6 +25,9 @@ use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::Limits;
 use crate::plugin::{LoadedPlugin, PluginRef};
 use crate::telemetry::{EventKind, Telemetry};
+
+mod reclaimer;
+pub use reclaimer::ReclaimerSlot;
 
 /// Targets per `upsert` call when a view is (re-)sent in bulk, to keep each call short.
 const UPSERT_CHUNK: usize = 256;
@@ -472,187 +475,6 @@ impl StrategySlot {
     /// The active plugin as loaded (to re-configure it after its file is gone or replaced).
     pub fn active_plugin(&self) -> Option<LoadedPlugin> {
         self.lock().active.as_ref().map(|a| a.plugin.clone())
-    }
-}
-
-/// The reclamation policy of a Spearlet, guarded. Its fallback stops nothing: when the policy fails,
-/// keeping instances is the safe answer.
-pub struct ReclaimerSlot {
-    role: String,
-    active: Mutex<Option<Active<dyn ReclaimerInstance>>>,
-    limits: Arc<Limits>,
-    telemetry: Arc<Telemetry>,
-}
-
-impl std::fmt::Debug for ReclaimerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReclaimerSlot")
-            .field("role", &self.role)
-            .finish()
-    }
-}
-
-fn fresh_reclaimer(plugin: &LoadedPlugin, config: &str) -> CallResult<Box<dyn ReclaimerInstance>> {
-    let mut instance = plugin.factory.reclaimer(&plugin.info.name)?;
-    instance.configure(config)?;
-    Ok(instance)
-}
-
-impl ReclaimerSlot {
-    /// An empty slot: nothing is reclaimed until a policy is activated.
-    pub fn new(role: impl Into<String>, limits: Arc<Limits>, telemetry: Arc<Telemetry>) -> Self {
-        Self {
-            role: role.into(),
-            active: Mutex::new(None),
-            limits,
-            telemetry,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Active<dyn ReclaimerInstance>>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Make `plugin` (configured with `config`) the active policy.
-    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
-        let prepared = self.prepare(plugin, config)?;
-        self.commit(prepared)
-    }
-
-    /// Build and configure an instance of `plugin`, off the decision path.
-    pub fn prepare(&self, plugin: &LoadedPlugin, config: &str) -> Result<PreparedReclaimer> {
-        if plugin.info.kind != spear_plugin_api::PluginKind::ReclamationPolicy {
-            return Err(Error::WrongKind {
-                subject: plugin.info.name.clone(),
-                expected: spear_plugin_api::PluginKind::ReclamationPolicy,
-                found: plugin.info.kind,
-            });
-        }
-        let instance = fresh_reclaimer(plugin, config).map_err(|failure| Error::Call {
-            plugin: plugin.info.name.clone(),
-            failure,
-        })?;
-        Ok(PreparedReclaimer {
-            plugin: plugin.clone(),
-            config: config.into(),
-            instance,
-        })
-    }
-
-    /// Swap a prepared instance in, handing over state from the same plugin's old version.
-    pub fn commit(&self, prepared: PreparedReclaimer) -> Result<()> {
-        let PreparedReclaimer {
-            plugin,
-            config,
-            mut instance,
-        } = prepared;
-        let mut active = self.lock();
-        let handover = active.as_mut().and_then(|old| {
-            if old.plugin.info.name != plugin.info.name {
-                return None;
-            }
-            old.instance.as_mut().and_then(|i| i.save_state().ok())
-        });
-        if let Some(state) = handover
-            && let Err(e) = instance.restore_state(&state)
-        {
-            state_not_carried(&self.telemetry, &self.role, &plugin, &e);
-            instance = fresh_reclaimer(&plugin, &config).map_err(|failure| Error::Call {
-                plugin: plugin.info.name.clone(),
-                failure,
-            })?;
-        }
-        let id = plugin.id.clone();
-        *active = Some(Active {
-            plugin,
-            config,
-            instance: Some(instance),
-            consecutive_failures: 0,
-            quarantined: false,
-            last_error: None,
-        });
-        drop(active);
-        self.telemetry.emit(
-            EventKind::Activated,
-            Some(&id.name),
-            Some(&id.file),
-            Some(&id.sha256),
-            format!(
-                "{}: {} {} ({}) active",
-                self.role, id.name, id.version, id.form
-            ),
-        );
-        Ok(())
-    }
-
-    /// Remove the active policy: nothing is reclaimed from now on.
-    pub fn deactivate(&self) {
-        *self.lock() = None;
-    }
-
-    /// Ids of the instances to stop. Invalid answers (unknown or repeated ids) count as failures and
-    /// stop nothing.
-    pub fn select(&self, instances: &[InstanceStats], node: &NodePressure) -> Vec<u64> {
-        let mut guard = self.lock();
-        let Some(active) = guard.as_mut().filter(|a| !a.quarantined) else {
-            return Vec::new();
-        };
-        let name = active.plugin.info.name.clone();
-        let result = timed(&self.telemetry, &name, "select", || {
-            if active.instance.is_none() {
-                active.instance = Some(fresh_reclaimer(&active.plugin, &active.config)?);
-            }
-            let instance = active.instance.as_mut().expect("instance just ensured");
-            instance.select(instances, node)
-        });
-        let known: BTreeSet<u64> = instances.iter().map(|i| i.id).collect();
-        let checked = result.and_then(|ids| {
-            let mut seen = BTreeSet::new();
-            for id in &ids {
-                if !known.contains(id) {
-                    return Err(CallFailure::Invalid(format!("unknown instance {id}")));
-                }
-                if !seen.insert(*id) {
-                    return Err(CallFailure::Invalid(format!("instance {id} named twice")));
-                }
-            }
-            Ok(ids)
-        });
-        match checked {
-            Ok(ids) => {
-                active.succeed();
-                ids
-            }
-            Err(failure) => {
-                active.fail(&self.role, "select", failure, &self.telemetry, &self.limits);
-                Vec::new()
-            }
-        }
-    }
-
-    /// State of the slot.
-    pub fn status(&self) -> SlotStatus {
-        match &*self.lock() {
-            Some(a) => a.status(&self.role),
-            None => SlotStatus {
-                role: self.role.clone(),
-                plugin: None,
-                config: String::new(),
-                quarantined: false,
-                consecutive_failures: 0,
-                last_error: None,
-            },
-        }
-    }
-
-    /// The active plugin, if any.
-    pub fn active(&self) -> Option<PluginRef> {
-        self.lock().as_ref().map(|a| a.plugin.id.clone())
-    }
-
-    /// The active plugin as loaded.
-    pub fn active_plugin(&self) -> Option<LoadedPlugin> {
-        self.lock().as_ref().map(|a| a.plugin.clone())
     }
 }
 
