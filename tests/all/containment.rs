@@ -9,10 +9,16 @@ use spear_tests::{Sandbox, host_config, requests, targets};
 fn hostile_host(form: &str, file: &str, mode: &str) -> (Sandbox, std::sync::Arc<PluginHost>) {
     let sb = Sandbox::new();
     sb.install(form, file, file);
-    sb.write_config(&host_config(
+    let mut config = host_config(
         false,
         &format!("[scheduler]\nstrategy = \"hostile\"\n[scheduler.config]\nmode = \"{mode}\"\n"),
-    ));
+    );
+    if mode == "grow" {
+        // Growing to the limit takes a few milliseconds; on a loaded machine the 50 ms deadline
+        // could win the race and hide the memory limit this test is about.
+        config = config.replace("call_timeout_ms = 50", "call_timeout_ms = 5000");
+    }
+    sb.write_config(&config);
     let host = PluginHost::start(&sb.config()).unwrap();
     host.strategy().upsert(targets(5));
     (sb, host)

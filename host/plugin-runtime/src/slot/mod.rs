@@ -84,6 +84,18 @@ fn failure_label(f: &CallFailure) -> &'static str {
 }
 
 impl<I: ?Sized> Active<I> {
+    /// A freshly activated plugin: no failures yet.
+    fn new(plugin: LoadedPlugin, config: String, instance: Box<I>) -> Self {
+        Self {
+            plugin,
+            config,
+            instance: Some(instance),
+            consecutive_failures: 0,
+            quarantined: false,
+            last_error: None,
+        }
+    }
+
     /// Count a failure; drop the instance; quarantine at the threshold.
     fn fail(
         &mut self,
@@ -139,6 +151,16 @@ impl<I: ?Sized> Active<I> {
             last_error: self.last_error.clone(),
         }
     }
+}
+
+fn activated(t: &Telemetry, role: &str, id: &PluginRef) {
+    t.emit(
+        EventKind::Activated,
+        Some(&id.name),
+        Some(&id.file),
+        Some(&id.sha256),
+        format!("{role}: {} {} ({}) active", id.name, id.version, id.form),
+    );
 }
 
 fn state_not_carried(t: &Telemetry, role: &str, plugin: &LoadedPlugin, e: &CallFailure) {
@@ -324,25 +346,9 @@ impl StrategySlot {
             failure,
         })?;
         let id = plugin.id.clone();
-        inner.active = Some(Active {
-            plugin,
-            config,
-            instance: Some(instance),
-            consecutive_failures: 0,
-            quarantined: false,
-            last_error: None,
-        });
+        inner.active = Some(Active::new(plugin, config, instance));
         drop(inner);
-        self.telemetry.emit(
-            EventKind::Activated,
-            Some(&id.name),
-            Some(&id.file),
-            Some(&id.sha256),
-            format!(
-                "{}: {} {} ({}) active",
-                self.role, id.name, id.version, id.form
-            ),
-        );
+        activated(&self.telemetry, &self.role, &id);
         Ok(())
     }
 

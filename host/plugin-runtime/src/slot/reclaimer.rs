@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use spear_plugin_api::{InstanceStats, NodePressure};
 
-use super::{Active, PreparedReclaimer, SlotStatus, state_not_carried, timed};
+use super::{Active, PreparedReclaimer, SlotStatus, activated, state_not_carried, timed};
 use crate::error::{CallFailure, Error, Result};
 use crate::instance::{CallResult, ReclaimerInstance};
 use crate::limits::Limits;
 use crate::plugin::{LoadedPlugin, PluginRef};
-use crate::telemetry::{EventKind, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// The reclamation policy of a Spearlet, guarded. Its fallback stops nothing: when the policy fails,
 /// keeping instances is the safe answer.
@@ -102,25 +102,9 @@ impl ReclaimerSlot {
             })?;
         }
         let id = plugin.id.clone();
-        *active = Some(Active {
-            plugin,
-            config,
-            instance: Some(instance),
-            consecutive_failures: 0,
-            quarantined: false,
-            last_error: None,
-        });
+        *active = Some(Active::new(plugin, config, instance));
         drop(active);
-        self.telemetry.emit(
-            EventKind::Activated,
-            Some(&id.name),
-            Some(&id.file),
-            Some(&id.sha256),
-            format!(
-                "{}: {} {} ({}) active",
-                self.role, id.name, id.version, id.form
-            ),
-        );
+        activated(&self.telemetry, &self.role, &id);
         Ok(())
     }
 
