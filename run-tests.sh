@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 echo "== toolchain"
-rustup target add wasm32-wasip2 wasm32-unknown-unknown
+rustup target add wasm32-wasip2 wasm32-wasip1 wasm32-unknown-unknown
 rustup component add rustfmt clippy
 
 echo "== format"
@@ -16,6 +16,7 @@ echo "== lints"
 cargo clippy --workspace --all-targets -j2 -- -D warnings
 
 echo "== tests"
+bash tests/podman/setup.sh # a private Podman for the container executor (root; apt)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace -j2 2>&1 | tee "$log"

@@ -33,6 +33,8 @@ const NATIVE_ONLY: &[&str] = &[
     "spear-storage-memory",
     "spear-storage-redb",
     "spear-executor-process",
+    "spear-executor-wasm",
+    "spear-executor-container",
 ];
 
 fn main() {
@@ -72,6 +74,21 @@ fn main() {
         &target_dir.join("wasm32-wasip2/release/not-a-plugin.wasm"),
         &out.join("component/not-a-plugin.wasm"),
     );
+    // The wasm executor's WASI command fixture, as a component and as a wasip1 core module.
+    std::fs::create_dir_all(out.join("wasip1")).unwrap();
+    for (target, form) in [("wasm32-wasip2", "component"), ("wasm32-wasip1", "wasip1")] {
+        cargo(
+            &root,
+            &target_dir,
+            Some(target),
+            &["spear-fixture-wasi-echo"],
+            &[],
+        );
+        copy(
+            &target_dir.join(format!("{target}/release/wasi-echo.wasm")),
+            &out.join(format!("{form}/wasi-echo.wasm")),
+        );
+    }
 
     // Extism modules.
     cargo(

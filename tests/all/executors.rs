@@ -173,3 +173,36 @@ fn a_memory_limit_stops_a_program_that_allocates_past_it() {
     assert_ne!(r.status, ExitStatus::Exited(0), "{r:?}");
     assert!(!String::from_utf8_lossy(&r.stdout).contains("allocated"));
 }
+
+#[test]
+fn recover_after_an_agent_restart_kills_what_the_old_agent_left() {
+    let old = executor();
+    let h = old
+        .start(&spec("orphan", "/bin/sh", &["-c", "sleep 60 & sleep 60"]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pid: i32 = h
+        .split_once('@')
+        .unwrap()
+        .1
+        .split_once(':')
+        .unwrap()
+        .0
+        .parse()
+        .unwrap();
+    assert!(old.recover(&h).unwrap(), "its own agent still holds it");
+    // A new agent (a fresh executor) cannot re-attach, and cleans up instead.
+    let new = executor();
+    assert!(!new.recover(&h).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "process {pid} survived recover");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = old.wait(&h, 5_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::Signaled(9));
+}

@@ -4,8 +4,10 @@
 
 mod architecture;
 mod conformance;
+mod container_executor;
 mod containment;
 mod executors;
 mod loading;
 mod reload;
 mod storage;
+mod wasm_executor;

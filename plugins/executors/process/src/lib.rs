@@ -6,8 +6,10 @@
 //! - at `timeout_ms` the whole process group gets SIGTERM, then SIGKILL after a grace period, and the
 //!   result says `TimedOut`; otherwise the exit code or the killing signal is reported;
 //! - `memory_limit_mb` becomes an address-space rlimit (RLIMIT_AS) of the program;
-//! - `stats` reads `/proc/<pid>`. Processes cannot be re-attached after an agent restart
-//!   (`recover` answers false): their pipes died with the agent.
+//! - `stats` reads `/proc/<pid>`. Processes cannot be re-attached after an agent restart: their
+//!   pipes died with the agent. A handle names the process (`<execution>@<pid>:<start time>`), so
+//!   `recover` of a handle from a previous agent kills the process group it left behind (if that
+//!   very process still runs) and answers false.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -79,6 +81,18 @@ fn capture(
     })
 }
 
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), which tells a process from a
+/// later one that reuses its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 fn signal_group(pid: i32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group the child leads.
     unsafe {
@@ -93,8 +107,13 @@ fn supervise(
     started: Instant,
 ) -> (Option<std::process::ExitStatus>, bool) {
     let pid = child.id() as i32;
+    if timeout.is_none() {
+        return (child.wait().ok(), false);
+    }
     let mut timed_out = false;
     let mut term_sent: Option<Instant> = None;
+    // Poll quickly at first (most programs are short), backing off to every 2 ms.
+    let mut nap = Duration::from_micros(20);
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
@@ -119,7 +138,8 @@ fn supervise(
                 Some(_) => {}
             }
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(2));
     }
 }
 
@@ -157,7 +177,8 @@ impl Executor for ProcessExecutor {
                 "invalid configuration: entry (the program) is empty",
             ));
         }
-        if lock(&self.table).contains_key(&spec.execution_id) {
+        let prefix = format!("{}@", spec.execution_id);
+        if lock(&self.table).keys().any(|h| h.starts_with(&prefix)) {
             return Err(PluginError::new(format!(
                 "execution {} is already running here",
                 spec.execution_id
@@ -206,7 +227,11 @@ impl Executor for ProcessExecutor {
         std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let handle = spec.execution_id.clone();
+        let handle = format!(
+            "{}@{pid}:{}",
+            spec.execution_id,
+            start_time(pid).unwrap_or_default()
+        );
         lock(&self.table).insert(handle.clone(), Proc { pid, result: None });
         let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
         let (table, id) = (self.table.clone(), handle.clone());
@@ -319,7 +344,21 @@ impl Executor for ProcessExecutor {
         })
     }
 
-    fn recover(&self, _handle: &str) -> Result<bool, PluginError> {
+    fn recover(&self, handle: &str) -> Result<bool, PluginError> {
+        if lock(&self.table).contains_key(handle) {
+            return Ok(true);
+        }
+        // A handle of a previous agent: kill what it left, if that very process still runs.
+        let parsed = handle.rsplit_once('@').and_then(|(_, p)| {
+            let (pid, start) = p.split_once(':')?;
+            Some((pid.parse::<i32>().ok()?, start.parse::<u64>().ok()?))
+        });
+        if let Some((pid, start)) = parsed
+            && pid > 1
+            && start_time(pid) == Some(start)
+        {
+            signal_group(pid, libc::SIGKILL);
+        }
         Ok(false)
     }
 
