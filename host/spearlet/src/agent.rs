@@ -1,0 +1,507 @@
+//! The agent: one node's life with SMS.
+//!
+//! Start: plugins, state store, executors; recover or clean up what a previous run left; connect
+//! (and register). Then three loops run until the agent drains: heartbeats with real figures, the
+//! assignment stream (persisting its cursor, reconnecting with backoff, giving up after
+//! `reconnect_total_timeout_ms`), and the reclamation loop. Results go through the
+//! [`Reporter`](crate::reports::Reporter).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use spear_plugin_api::{NodePressure, PluginKind, StorageBackend};
+use spear_plugin_runtime::PluginHost;
+use spear_proto::v1;
+use tokio::sync::{Semaphore, watch};
+
+use crate::artifacts::Artifacts;
+use crate::config::SpearletConfig;
+use crate::error::{Error, Result};
+use crate::executors::Executors;
+use crate::figures;
+use crate::pool::Pools;
+use crate::reports::Reporter;
+use crate::sms::{SmsLink, backoff, register_request, transient};
+use crate::store::{Cursor, Store};
+
+/// An execution running here.
+#[derive(Debug, Clone)]
+pub struct Active {
+    /// The executor plugin's name.
+    pub executor: String,
+    /// The executor handle, once started.
+    pub handle: Option<String>,
+    /// Cancelled by SMS, or handed back at a drain: do not report.
+    pub silenced: bool,
+}
+
+/// The node agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// Configuration in force.
+    pub config: SpearletConfig,
+    /// Plugins (local strategy, reclamation policy, executors, storage).
+    pub plugins: Arc<PluginHost>,
+    /// Durable state.
+    pub store: Store,
+    /// SMS.
+    pub sms: SmsLink,
+    /// This node's UUID.
+    pub node: String,
+    /// The SMS session last seen on the assignment stream.
+    pub session: Arc<RwLock<String>>,
+    /// Executors by type.
+    pub executors: Executors,
+    /// Instance pools.
+    pub pools: Pools,
+    /// Artifact cache.
+    pub artifacts: Arc<Artifacts>,
+    /// Results on their way to SMS.
+    pub reporter: Arc<Reporter>,
+    /// Executions running here, by id.
+    pub running: std::sync::Mutex<HashMap<String, Active>>,
+    /// Global concurrency limit.
+    pub slots: Arc<Semaphore>,
+    /// Whether the assignment stream is up.
+    pub connected: watch::Sender<bool>,
+    /// Set when draining: no new work is taken.
+    pub draining: watch::Sender<bool>,
+    /// Fatal condition that ends the process (SMS lost for too long).
+    pub fatal: watch::Sender<Option<String>>,
+    last_cpu: std::sync::Mutex<figures::CpuTimes>,
+}
+
+impl Agent {
+    /// Build the agent: plugins, state store, executors, node identity. Does not contact SMS.
+    pub async fn open(config: SpearletConfig) -> Result<Arc<Self>> {
+        let runtime = config.runtime_config()?;
+        let source = config.source.clone();
+        let plugins = tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
+            .await
+            .map_err(|e| Error::Execution(e.to_string()))??;
+        let data_dir = config.spearlet.storage.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
+        let store = open_store(&config, &plugins).await?;
+        let node = match (
+            &config.spearlet.node_uuid,
+            store.get::<String>("node/uuid").await?,
+        ) {
+            (configured, _) if !configured.is_empty() => configured.clone(),
+            (_, Some(kept)) => kept,
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        store.put("node/uuid", &node).await?;
+        let sms = SmsLink::new(&config.sms_endpoint(), config.connect_timeout())?;
+        let session = Arc::new(RwLock::new(String::new()));
+        let reporter = Reporter::new(
+            store.clone(),
+            sms.clone(),
+            node.clone(),
+            session.clone(),
+            Duration::from_millis(config.spearlet.sms_connect_retry_ms),
+        );
+        let (cfg, host) = (config.clone(), plugins.clone());
+        let executors = tokio::task::spawn_blocking(move || Executors::load(&cfg, &host))
+            .await
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        let artifacts = Artifacts::new(
+            &data_dir,
+            store.clone(),
+            config.spearlet.storage.max_cache_size_mb,
+            config.spearlet.storage.max_object_size,
+            sms.clone(),
+        )?;
+        let limits = &config.spearlet.limits;
+        Ok(Arc::new(Self {
+            pools: Pools::new(plugins.clone(), limits.max_instances_per_task),
+            slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+            config,
+            plugins,
+            store,
+            sms,
+            node,
+            session,
+            executors,
+            artifacts,
+            reporter,
+            running: std::sync::Mutex::new(HashMap::new()),
+            connected: watch::channel(false).0,
+            draining: watch::channel(false).0,
+            fatal: watch::channel(None).0,
+            last_cpu: std::sync::Mutex::new(figures::cpu_times()),
+        }))
+    }
+
+    /// The running-executions table.
+    pub fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The address SMS should reach this node at.
+    fn advertised(&self) -> (String, u16) {
+        let grpc = self.config.spearlet.grpc.addr;
+        let ip = if !self.config.spearlet.advertise_ip.is_empty() {
+            self.config.spearlet.advertise_ip.clone()
+        } else if grpc.ip().is_unspecified() {
+            "127.0.0.1".into()
+        } else {
+            grpc.ip().to_string()
+        };
+        (ip, grpc.port())
+    }
+
+    /// Register this node with SMS.
+    pub async fn register(&self) -> Result<()> {
+        let (ip, port) = self.advertised();
+        let req = register_request(
+            &self.node,
+            &ip,
+            port,
+            &self.config.node_name(),
+            &self.config.spearlet.labels,
+            figures::capacity(&self.config.spearlet.storage.data_dir),
+            self.executors.types(),
+        );
+        self.sms.nodes().register_node(req).await.map_err(|s| {
+            self.sms
+                .error(format!("registration refused: {}", s.message()))
+        })?;
+        tracing::info!(node = %self.node, sms = %self.sms.addr(), "registered");
+        Ok(())
+    }
+
+    /// Start-up against SMS: with `--sms-addr`, connect (and register) now or fail; otherwise the
+    /// loops connect in the background.
+    pub async fn connect_at_start(&self) -> Result<()> {
+        if !self.config.sms_required {
+            return Ok(());
+        }
+        let s = &self.config.spearlet;
+        self.sms
+            .wait_connected(
+                Duration::from_millis(s.sms_connect_retry_ms),
+                Duration::from_millis(s.sms_connect_timeout_ms),
+            )
+            .await?;
+        if s.auto_register {
+            self.register().await?;
+        }
+        Ok(())
+    }
+
+    /// Start the background loops: reports, heartbeats, assignments, reclamation.
+    pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.reporter.clone().run()),
+            tokio::spawn(self.clone().heartbeats()),
+            tokio::spawn(self.clone().assignments()),
+            tokio::spawn(self.clone().reclamation()),
+        ]
+    }
+
+    /// Heartbeat figures.
+    fn heartbeat(&self) -> v1::HeartbeatRequest {
+        let now = figures::cpu_times();
+        let load = {
+            let mut last = self.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
+            let load = figures::load_permille(*last, now);
+            *last = now;
+            load
+        };
+        let data_dir = &self.config.spearlet.storage.data_dir;
+        let (mem_total, mem_avail) = figures::memory();
+        let running = self.running().len();
+        let counters = self.pools.counters();
+        let instances = self.pools.instances();
+        let health_info = [
+            ("cpu_load_permille", load.to_string()),
+            ("memory_total_bytes", mem_total.to_string()),
+            ("memory_available_bytes", mem_avail.to_string()),
+            ("instances", instances.len().to_string()),
+            ("invocations_hot", counters.hot.to_string()),
+            ("invocations_warm", counters.warm.to_string()),
+            ("invocations_cold", counters.cold.to_string()),
+            ("executors", self.executors.types().join(",")),
+            (
+                "executor_capabilities",
+                serde_json::to_string(
+                    &self
+                        .executors
+                        .all()
+                        .map(|l| &l.capabilities)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or_default(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        v1::HeartbeatRequest {
+            uuid: self.node.clone(),
+            health_info,
+            available: Some(figures::available(data_dir, load)),
+            running: running as u32,
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>) {
+        let every = Duration::from_secs(self.config.spearlet.heartbeat_interval);
+        let mut draining = self.draining.subscribe();
+        loop {
+            let hb = self.heartbeat();
+            match self.sms.nodes().heartbeat(hb).await {
+                Ok(_) => {}
+                Err(s)
+                    if s.code() == tonic::Code::NotFound && self.config.spearlet.auto_register =>
+                {
+                    tracing::warn!(node = %self.node, "SMS does not know this node; registering again");
+                    if let Err(e) = self.register().await {
+                        tracing::warn!(error = %e, "re-registration failed");
+                    }
+                }
+                Err(s) => tracing::debug!(error = %s.message(), "heartbeat not delivered"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = until(&mut draining) => return,
+            }
+        }
+    }
+
+    /// Follow the assignment stream, reconnecting with backoff.
+    async fn assignments(self: Arc<Self>) {
+        let s = &self.config.spearlet;
+        let retry = Duration::from_millis(s.sms_connect_retry_ms);
+        let give_up = (s.reconnect_total_timeout_ms > 0)
+            .then(|| Duration::from_millis(s.reconnect_total_timeout_ms));
+        let mut draining = self.draining.subscribe();
+        let mut lost_since: Option<Instant> = None;
+        let mut attempt = 0u32;
+        loop {
+            if *draining.borrow() {
+                return;
+            }
+            let after = self
+                .store
+                .get::<Cursor>("cursor")
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .cursor;
+            let opened = self
+                .sms
+                .executions()
+                .assignments(v1::AssignmentsRequest {
+                    node_uuid: self.node.clone(),
+                    after,
+                })
+                .await;
+            match opened {
+                Ok(stream) => {
+                    attempt = 0;
+                    lost_since = None;
+                    self.connected.send_replace(true);
+                    tracing::info!(sms = %self.sms.addr(), "assignment stream open");
+                    let mut stream = stream.into_inner();
+                    loop {
+                        tokio::select! {
+                            msg = stream.message() => match msg {
+                                Ok(Some(a)) => self.clone().take(a).await,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e.message(), "assignment stream broken");
+                                    break;
+                                }
+                            },
+                            _ = until(&mut draining) => {
+                                self.connected.send_replace(false);
+                                return;
+                            }
+                        }
+                    }
+                    self.connected.send_replace(false);
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    tracing::warn!(node = %self.node, "SMS does not know this node");
+                    if self.config.spearlet.auto_register
+                        && let Err(e) = self.register().await
+                    {
+                        tracing::warn!(error = %e, "registration failed");
+                    }
+                }
+                Err(status) if !transient(&status) => {
+                    tracing::error!(error = %status.message(), "SMS refused the assignment stream");
+                }
+                Err(status) => {
+                    tracing::debug!(error = %status.message(), "SMS unreachable");
+                }
+            }
+            let since = *lost_since.get_or_insert_with(Instant::now);
+            if let Some(limit) = give_up
+                && since.elapsed() >= limit
+            {
+                let why = format!(
+                    "SMS at {} unreachable for {} ms (spearlet.reconnect_total_timeout_ms); giving up",
+                    self.sms.addr(),
+                    limit.as_millis()
+                );
+                tracing::error!("{why}");
+                self.fatal.send_replace(Some(why));
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff(retry, attempt)) => {}
+                _ = until(&mut draining) => return,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Take one assignment off the stream.
+    async fn take(self: Arc<Self>, a: v1::Assignment) {
+        {
+            let mut session = self.session.write().unwrap_or_else(|p| p.into_inner());
+            if *session != a.session {
+                if !session.is_empty() {
+                    tracing::info!(old = %session, new = %a.session, "SMS session changed");
+                }
+                *session = a.session.clone();
+            }
+        }
+        let Some(exec) = a.execution else { return };
+        let cursor = Cursor {
+            session: a.session.clone(),
+            cursor: a.cursor,
+        };
+        if let Err(e) = self.store.put("cursor", &cursor).await {
+            tracing::error!(error = %e, "cannot persist the assignment cursor");
+        }
+        if a.cancel {
+            self.cancel(&exec.execution_id).await;
+            return;
+        }
+        if *self.draining.borrow() {
+            return;
+        }
+        crate::run::accept(self, exec).await;
+    }
+
+    /// Stop an execution SMS cancelled; its result is not reported.
+    pub async fn cancel(&self, id: &str) {
+        let found = {
+            let mut running = self.running();
+            running.get_mut(id).map(|a| {
+                a.silenced = true;
+                (a.executor.clone(), a.handle.clone())
+            })
+        };
+        let Some((name, Some(handle))) = found else {
+            return;
+        };
+        let Some(loaded) = self.executors.all().find(|l| l.name == name).cloned() else {
+            return;
+        };
+        let grace = self.config.spearlet.limits.stop_grace_ms;
+        let _ = tokio::task::spawn_blocking(move || loaded.executor.stop(&handle, grace)).await;
+        tracing::info!(execution = %id, "cancelled");
+    }
+
+    async fn reclamation(self: Arc<Self>) {
+        let mut draining = self.draining.subscribe();
+        loop {
+            let every = Duration::from_millis(self.plugins.config().reclaim_interval_ms.max(10));
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = until(&mut draining) => return,
+            }
+            let (total, avail) = figures::memory();
+            let pressure = NodePressure {
+                memory_total_bytes: total,
+                memory_used_bytes: total.saturating_sub(avail),
+                cpu_load_permille: 0,
+                now_ms: crate::now_ms(),
+            };
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.pools.reclaim(&pressure)).await;
+        }
+    }
+
+    /// Drain: take no new work, let running executions finish for up to `drain_timeout_ms`, stop
+    /// and hand back the rest, deliver every result, and deregister (SMS requeues what was handed
+    /// back).
+    pub async fn drain(self: &Arc<Self>) {
+        self.draining.send_replace(true);
+        let _ = self
+            .sms
+            .nodes()
+            .update_node(v1::UpdateNodeRequest {
+                uuid: self.node.clone(),
+                status: "draining".into(),
+                metadata: Default::default(),
+                labels: Default::default(),
+            })
+            .await;
+        let limit = Duration::from_millis(self.config.spearlet.limits.drain_timeout_ms);
+        let deadline = Instant::now() + limit;
+        while !self.running().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: Vec<String> = self.running().keys().cloned().collect();
+        for id in &left {
+            tracing::info!(execution = %id, "handed back at drain");
+            self.cancel(id).await;
+        }
+        if !self.reporter.flush(Duration::from_secs(10)).await {
+            tracing::warn!(
+                "some results were not delivered before exit; they are kept and sent at the next start"
+            );
+        }
+        match self
+            .sms
+            .nodes()
+            .delete_node(v1::NodeRef {
+                uuid: self.node.clone(),
+            })
+            .await
+        {
+            Ok(_) => tracing::info!(node = %self.node, handed_back = left.len(), "deregistered"),
+            Err(s) => tracing::warn!(error = %s.message(), "could not deregister"),
+        }
+    }
+}
+
+/// Wait until a flag is set.
+async fn until(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+async fn open_store(config: &SpearletConfig, plugins: &PluginHost) -> Result<Store> {
+    let s = &config.spearlet.storage;
+    let plugin = plugins
+        .plugin(PluginKind::StorageBackend, &s.backend)
+        .ok_or_else(|| {
+            Error::Storage(format!(
+                "spearlet.storage.backend: no storage-backend plugin named `{}` in {} (built-in: redb, memory)",
+                s.backend,
+                plugins.config().dir.display()
+            ))
+        })?;
+    let mut backend = plugin
+        .storage()
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let open = if s.backend == "redb" {
+        serde_json::json!({ "path": s.data_dir.join("spearlet.redb") }).to_string()
+    } else {
+        "{}".into()
+    };
+    let backend = tokio::task::spawn_blocking(move || backend.open(&open).map(|()| backend))
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let backend: Arc<dyn StorageBackend> = Arc::new(backend);
+    Ok(Store::new(backend))
+}

@@ -1,0 +1,587 @@
+//! Spearlet configuration: built-in defaults < `SPEARLET_*` environment < the config file
+//! (`--config`, else `~/.spear/config.toml` when present) < command-line flags, layered with the
+//! `config` crate, in SPEAR's shape (`[spearlet]`, `[spearlet.grpc]`, `[spearlet.storage]`, …).
+//!
+//! The same file holds the plugin sections the plugin runtime validates and hot-reloads:
+//! `[plugins]`, `[scheduler]` (the local strategy choosing an instance per invocation) and
+//! `[reclaimer]` (the reclamation policy). `[executors]` names the executor plugins to use.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Command-line flags (SPEAR's, plus a few of our own).
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "spearlet",
+    version,
+    about = "Spearlet: the SPEAR node agent (runs executions through executor plugins)"
+)]
+pub struct Cli {
+    /// Config file (default: ~/.spear/config.toml when it exists).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// SMS gRPC address. When given, the Spearlet connects (and registers, with --auto-register)
+    /// at start and exits non-zero if it cannot.
+    #[arg(long)]
+    pub sms_addr: Option<String>,
+    /// Register with SMS after connecting.
+    #[arg(long)]
+    pub auto_register: bool,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// gRPC listen address (health, reflection).
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (status, instances, metrics).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory (the state store, the artifact cache).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding plugin files (overrides `[plugins] dir`).
+    #[arg(long)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Seconds between heartbeats.
+    #[arg(long)]
+    pub heartbeat_interval: Option<u64>,
+    /// Milliseconds allowed for one connection attempt to SMS.
+    #[arg(long)]
+    pub sms_connect_timeout_ms: Option<u64>,
+    /// Milliseconds between connection attempts (the first; later ones back off).
+    #[arg(long)]
+    pub sms_connect_retry_ms: Option<u64>,
+    /// Milliseconds the Spearlet keeps trying after losing SMS before it gives up (0: forever).
+    #[arg(long)]
+    pub reconnect_total_timeout_ms: Option<u64>,
+    /// Log level (trace, debug, info, warn, error).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// An address section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// TLS is not supported yet; `true` is refused.
+    #[serde(default)]
+    pub enable_tls: bool,
+}
+
+/// `[spearlet.http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// `[spearlet.http.server]`.
+    pub server: Listen,
+    /// Accepted for compatibility with SPEAR configs; unused.
+    #[serde(default)]
+    pub cors_enabled: Option<bool>,
+    /// Accepted for compatibility with SPEAR configs; unused.
+    #[serde(default)]
+    pub swagger_enabled: Option<bool>,
+}
+
+/// `[spearlet.storage]`: where the Spearlet keeps its state and artifacts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Storage backend plugin for the Spearlet's state: `redb` (durable) or `memory`.
+    pub backend: String,
+    /// Data directory: `spearlet.redb`, `artifacts/`.
+    pub data_dir: PathBuf,
+    /// Largest size of the artifact cache in MiB (least recently used artifacts go first).
+    pub max_cache_size_mb: u64,
+    /// Largest artifact accepted, in bytes.
+    pub max_object_size: u64,
+    /// Accepted for compatibility with SPEAR configs; unused.
+    #[serde(default)]
+    pub compression_enabled: Option<bool>,
+}
+
+/// `[spearlet.logging]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// Level filter.
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: String,
+    /// Accepted for compatibility; logs go to standard error.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `[spearlet.limits]`: concurrency and per-execution defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Executions running at once on this node.
+    pub max_concurrent: u32,
+    /// Instances of one task at once.
+    pub max_instances_per_task: u32,
+    /// Bytes of stdout and of stderr kept per execution, in MiB.
+    pub output_cap_mb: u64,
+    /// Grace between the polite stop and the forced kill, in milliseconds.
+    pub stop_grace_ms: u64,
+    /// Milliseconds a SIGTERM drain waits for running executions before handing them back.
+    pub drain_timeout_ms: u64,
+}
+
+/// `[spearlet]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spearlet {
+    /// Node name (empty: the host name).
+    pub node_name: String,
+    /// SMS gRPC address (`host:port` or `http://host:port`).
+    pub sms_grpc_addr: String,
+    /// SMS HTTP address, for `sms+file://<host:port>/<id>` artifacts.
+    pub sms_http_addr: String,
+    /// Register with SMS after connecting.
+    pub auto_register: bool,
+    /// Node UUID to use (empty: the one persisted in the state store, else a new one).
+    #[serde(default)]
+    pub node_uuid: String,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval: u64,
+    /// Seconds between sweeps of finished execution records.
+    pub cleanup_interval: u64,
+    /// Milliseconds allowed for one connection attempt.
+    pub sms_connect_timeout_ms: u64,
+    /// Milliseconds before the first retry (later ones back off, doubling up to 30 s).
+    pub sms_connect_retry_ms: u64,
+    /// Milliseconds to keep trying after losing SMS before giving up (0: forever).
+    pub reconnect_total_timeout_ms: u64,
+    /// IP address SMS is told to reach this node at (default: the gRPC address's, or 127.0.0.1).
+    #[serde(default)]
+    pub advertise_ip: String,
+    /// Labels of this node, matched by tasks' affinity.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// gRPC server.
+    pub grpc: Listen,
+    /// HTTP server.
+    pub http: Http,
+    /// State and artifacts.
+    pub storage: Storage,
+    /// Logging.
+    pub logging: Logging,
+    /// Concurrency and execution limits.
+    pub limits: Limits,
+}
+
+/// `[executors]`: which executor plugins to use, and their configurations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Executors {
+    /// Executor plugin names; an executable type with no loaded executor is refused per execution.
+    pub enabled: Vec<String>,
+    /// Per-executor configuration, handed to its `configure()` as JSON.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Table>,
+}
+
+/// The whole Spearlet configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpearletConfig {
+    /// The agent's own settings.
+    pub spearlet: Spearlet,
+    /// Executor plugins.
+    pub executors: Executors,
+    /// Plugin sections, validated by the plugin runtime.
+    #[serde(default)]
+    pub plugins: Option<toml::Table>,
+    /// `[scheduler]`: the local strategy, validated by the plugin runtime.
+    #[serde(default)]
+    pub scheduler: Option<toml::Table>,
+    /// `[reclaimer]`: the reclamation policy, validated by the plugin runtime.
+    #[serde(default)]
+    pub reclaimer: Option<toml::Table>,
+    /// Plugin directory override from the command line.
+    #[serde(skip)]
+    pub plugin_dir: Option<PathBuf>,
+    /// The file the configuration came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// `--sms-addr` was given: connect at start or exit.
+    #[serde(skip)]
+    pub sms_required: bool,
+}
+
+const DEFAULTS: &str = r#"
+[spearlet]
+node_name = ""
+sms_grpc_addr = "127.0.0.1:50051"
+sms_http_addr = "127.0.0.1:8080"
+auto_register = true
+heartbeat_interval = 5
+cleanup_interval = 300
+sms_connect_timeout_ms = 15000
+sms_connect_retry_ms = 500
+reconnect_total_timeout_ms = 300000
+
+[spearlet.grpc]
+addr = "127.0.0.1:50052"
+
+[spearlet.http.server]
+addr = "127.0.0.1:8082"
+
+[spearlet.storage]
+backend = "redb"
+data_dir = "./data/spearlet"
+max_cache_size_mb = 512
+max_object_size = 268435456
+
+[spearlet.logging]
+level = "info"
+format = "pretty"
+
+[spearlet.limits]
+max_concurrent = 64
+max_instances_per_task = 16
+output_cap_mb = 16
+stop_grace_ms = 5000
+drain_timeout_ms = 30000
+
+[executors]
+enabled = ["wasm", "process", "container"]
+"#;
+
+/// `SPEARLET_*` variables and the keys they set.
+const ENV: &[(&str, &str)] = &[
+    ("SPEARLET_NODE_NAME", "spearlet.node_name"),
+    ("SPEARLET_SMS_GRPC_ADDR", "spearlet.sms_grpc_addr"),
+    ("SPEARLET_SMS_HTTP_ADDR", "spearlet.sms_http_addr"),
+    ("SPEARLET_AUTO_REGISTER", "spearlet.auto_register"),
+    ("SPEARLET_NODE_UUID", "spearlet.node_uuid"),
+    ("SPEARLET_HEARTBEAT_INTERVAL", "spearlet.heartbeat_interval"),
+    ("SPEARLET_CLEANUP_INTERVAL", "spearlet.cleanup_interval"),
+    ("SPEARLET_ADVERTISE_IP", "spearlet.advertise_ip"),
+    ("SPEARLET_GRPC_ADDR", "spearlet.grpc.addr"),
+    ("SPEARLET_HTTP_ADDR", "spearlet.http.server.addr"),
+    ("SPEARLET_STORAGE_BACKEND", "spearlet.storage.backend"),
+    ("SPEARLET_STORAGE_DATA_DIR", "spearlet.storage.data_dir"),
+    (
+        "SPEARLET_STORAGE_MAX_CACHE_MB",
+        "spearlet.storage.max_cache_size_mb",
+    ),
+    (
+        "SPEARLET_STORAGE_COMPRESSION_ENABLED",
+        "spearlet.storage.compression_enabled",
+    ),
+    (
+        "SPEARLET_STORAGE_MAX_OBJECT_SIZE",
+        "spearlet.storage.max_object_size",
+    ),
+    ("SPEARLET_LOG_LEVEL", "spearlet.logging.level"),
+    ("SPEARLET_LOG_FORMAT", "spearlet.logging.format"),
+    ("SPEARLET_LOG_FILE", "spearlet.logging.file"),
+    (
+        "SPEARLET_SMS_CONNECT_TIMEOUT_MS",
+        "spearlet.sms_connect_timeout_ms",
+    ),
+    (
+        "SPEARLET_SMS_CONNECT_RETRY_MS",
+        "spearlet.sms_connect_retry_ms",
+    ),
+    (
+        "SPEARLET_RECONNECT_TOTAL_TIMEOUT_MS",
+        "spearlet.reconnect_total_timeout_ms",
+    ),
+    ("SPEARLET_MAX_CONCURRENT", "spearlet.limits.max_concurrent"),
+];
+
+/// An invalid configuration, naming its source and key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl SpearletConfig {
+    /// Load with the layering described in the module docs.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        Self::load_with(cli, |k| std::env::var(k).ok(), home_config())
+    }
+
+    /// Load with an explicit environment and home config path (for tests).
+    pub fn load_with(
+        cli: &Cli,
+        env: impl Fn(&str) -> Option<String>,
+        home: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        use config::{Config, File, FileFormat};
+        let mut env_layer = Config::builder();
+        for (var, key) in ENV {
+            if let Some(value) = env(var) {
+                env_layer = env_layer
+                    .set_override(*key, value)
+                    .map_err(|e| ConfigError(format!("{var}: {e}")))?;
+            }
+        }
+        let env_layer = env_layer
+            .build()
+            .map_err(|e| ConfigError(format!("environment: {e}")))?;
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(env_layer);
+        let source = cli.config.clone().or(home.filter(|h| h.is_file()));
+        if let Some(path) = &source {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+            toml::from_str::<toml::Table>(&text).map_err(|e| {
+                ConfigError(format!("{}: {}", path.display(), e.to_string().trim()))
+            })?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+        let flags: Vec<(&str, Option<String>)> = vec![
+            ("spearlet.sms_grpc_addr", cli.sms_addr.clone()),
+            ("spearlet.node_name", cli.node_name.clone()),
+            ("spearlet.grpc.addr", cli.grpc_addr.map(|a| a.to_string())),
+            (
+                "spearlet.http.server.addr",
+                cli.http_addr.map(|a| a.to_string()),
+            ),
+            (
+                "spearlet.storage.data_dir",
+                cli.data_dir.as_ref().map(|p| p.display().to_string()),
+            ),
+            (
+                "spearlet.heartbeat_interval",
+                cli.heartbeat_interval.map(|v| v.to_string()),
+            ),
+            (
+                "spearlet.sms_connect_timeout_ms",
+                cli.sms_connect_timeout_ms.map(|v| v.to_string()),
+            ),
+            (
+                "spearlet.sms_connect_retry_ms",
+                cli.sms_connect_retry_ms.map(|v| v.to_string()),
+            ),
+            (
+                "spearlet.reconnect_total_timeout_ms",
+                cli.reconnect_total_timeout_ms.map(|v| v.to_string()),
+            ),
+            ("spearlet.logging.level", cli.log_level.clone()),
+            (
+                "spearlet.auto_register",
+                cli.auto_register.then(|| "true".into()),
+            ),
+        ];
+        for (key, value) in flags {
+            if let Some(v) = value {
+                builder = builder
+                    .set_override(key, v)
+                    .map_err(|e| ConfigError(format!("--{key}: {e}")))?;
+            }
+        }
+        let built = builder
+            .build()
+            .map_err(|e| ConfigError(with_source(&source, e)))?;
+        let mut config: SpearletConfig = built
+            .try_deserialize()
+            .map_err(|e| ConfigError(with_source(&source, e)))?;
+        config.plugin_dir = cli.plugin_dir.clone();
+        config.sms_required = cli.sms_addr.is_some();
+        // Relative paths in a file are relative to the file.
+        if let Some(base) = source.as_deref().and_then(Path::parent)
+            && config.spearlet.storage.data_dir.is_relative()
+            && cli.data_dir.is_none()
+        {
+            config.spearlet.storage.data_dir = base.join(&config.spearlet.storage.data_dir);
+        }
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.spearlet;
+        let mut errors = Vec::new();
+        if s.grpc.enable_tls || s.http.server.enable_tls {
+            errors.push("spearlet.grpc.enable_tls / spearlet.http.server.enable_tls: TLS is not supported yet".to_owned());
+        }
+        if s.heartbeat_interval == 0 {
+            errors.push("spearlet.heartbeat_interval: must be at least 1 second".into());
+        }
+        if s.sms_connect_timeout_ms == 0 || s.sms_connect_retry_ms == 0 {
+            errors.push(
+                "spearlet.sms_connect_timeout_ms / sms_connect_retry_ms: must be at least 1".into(),
+            );
+        }
+        if !["pretty", "json"].contains(&s.logging.format.as_str()) {
+            errors.push(format!(
+                "spearlet.logging.format: `{}` is not `pretty` or `json`",
+                s.logging.format
+            ));
+        }
+        if s.limits.max_concurrent == 0 || s.limits.max_instances_per_task == 0 {
+            errors.push(
+                "spearlet.limits.max_concurrent / max_instances_per_task: must be at least 1"
+                    .into(),
+            );
+        }
+        if !s.node_uuid.is_empty() && uuid::Uuid::parse_str(&s.node_uuid).is_err() {
+            errors.push(format!(
+                "spearlet.node_uuid: `{}` is not a UUID",
+                s.node_uuid
+            ));
+        }
+        if !s.advertise_ip.is_empty() && s.advertise_ip.parse::<std::net::IpAddr>().is_err() {
+            errors.push(format!(
+                "spearlet.advertise_ip: `{}` is not an IP address",
+                s.advertise_ip
+            ));
+        }
+        if self.executors.enabled.is_empty() {
+            errors.push("executors.enabled: name at least one executor plugin".into());
+        }
+        for name in self.executors.config.keys() {
+            if !self.executors.enabled.contains(name) {
+                errors.push(format!(
+                    "executors.config.{name}: `{name}` is not in executors.enabled"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors.join("; ")))
+        }
+    }
+
+    /// The plugin runtime's view of this configuration.
+    pub fn runtime_config(&self) -> Result<spear_plugin_runtime::RuntimeConfig, ConfigError> {
+        let mut table = toml::Table::new();
+        for (key, section) in [
+            ("plugins", &self.plugins),
+            ("scheduler", &self.scheduler),
+            ("reclaimer", &self.reclaimer),
+        ] {
+            if let Some(s) = section {
+                table.insert(key.into(), toml::Value::Table(s.clone()));
+            }
+        }
+        let text = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
+        let base = self.source.as_deref().and_then(Path::parent);
+        let mut rc = spear_plugin_runtime::RuntimeConfig::compile(&text, base)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(dir) = &self.plugin_dir {
+            rc.dir = dir.clone();
+        }
+        Ok(rc)
+    }
+
+    /// An executor's configuration as JSON (`{}` when none).
+    pub fn executor_config(&self, name: &str) -> String {
+        self.executors
+            .config
+            .get(name)
+            .and_then(|t| serde_json::to_string(t).ok())
+            .unwrap_or_else(|| "{}".into())
+    }
+
+    /// The SMS gRPC endpoint as a URI.
+    pub fn sms_endpoint(&self) -> String {
+        let a = &self.spearlet.sms_grpc_addr;
+        if a.starts_with("http://") || a.starts_with("https://") {
+            a.clone()
+        } else {
+            format!("http://{a}")
+        }
+    }
+
+    /// One connection attempt's time limit.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.spearlet.sms_connect_timeout_ms)
+    }
+
+    /// The node name: configured, else the host name.
+    pub fn node_name(&self) -> String {
+        if !self.spearlet.node_name.is_empty() {
+            return self.spearlet.node_name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "spearlet".into())
+    }
+}
+
+fn with_source(source: &Option<PathBuf>, e: impl std::fmt::Display) -> String {
+    match source {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
+    }
+}
+
+fn home_config() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".spear/config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_env_file_flags_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spearlet.toml");
+        std::fs::write(
+            &file,
+            "[spearlet]\nheartbeat_interval = 9\nnode_name = \"from-file\"\n[spearlet.storage]\ndata_dir = \"state\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(file),
+            sms_addr: Some("127.0.0.1:7000".into()),
+            ..Cli::default()
+        };
+        let env = |k: &str| match k {
+            "SPEARLET_NODE_NAME" => Some("from-env".to_owned()),
+            "SPEARLET_SMS_CONNECT_RETRY_MS" => Some("42".to_owned()),
+            "SPEARLET_SMS_GRPC_ADDR" => Some("127.0.0.1:2222".to_owned()),
+            _ => None,
+        };
+        let c = SpearletConfig::load_with(&cli, env, None).unwrap();
+        assert_eq!(c.spearlet.node_name, "from-file", "file beats environment");
+        assert_eq!(
+            c.spearlet.sms_connect_retry_ms, 42,
+            "environment beats defaults"
+        );
+        assert_eq!(c.sms_endpoint(), "http://127.0.0.1:7000", "flags win");
+        assert!(c.sms_required);
+        assert_eq!(c.spearlet.heartbeat_interval, 9);
+        assert_eq!(c.spearlet.storage.data_dir, dir.path().join("state"));
+        assert_eq!(c.executors.enabled, ["wasm", "process", "container"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spearlet.toml");
+        let cli = Cli {
+            config: Some(file.clone()),
+            ..Cli::default()
+        };
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            SpearletConfig::load_with(&cli, |_| None, None)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = load("[spearlet.logging]\nformat = \"xml\"\nlevel = \"info\"\n");
+        assert!(err.contains("spearlet.logging.format: `xml`"), "{err}");
+        let err = load("[spearlet]\nnode_uuid = \"nope\"\n");
+        assert!(err.contains("spearlet.node_uuid"), "{err}");
+        let err = load("[spearlet]\nbogus = 1\n");
+        assert!(err.contains("bogus"), "{err}");
+        let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
+        assert!(err.contains("executors.config.wasm"), "{err}");
+    }
+}

@@ -1,0 +1,77 @@
+//! `spearlet`: the SPEAR node agent.
+
+use clap::Parser;
+use spear_plugin_runtime::Trigger;
+use spear_spearlet::{Cli, SpearletConfig};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let config = match SpearletConfig::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spearlet: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPEARLET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.spearlet.logging.level));
+    if config.spearlet.logging.format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let running = match spear_spearlet::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spearlet: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "spearlet: node {} grpc={} http={} sms={} executors={}",
+        running.agent.node,
+        running.grpc_addr,
+        running.http_addr,
+        running.agent.sms.addr(),
+        running.agent.executors.types().join(",")
+    );
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(h)) => (t, h),
+        _ => {
+            eprintln!("spearlet: cannot install signal handlers");
+            std::process::exit(1);
+        }
+    };
+    let mut fatal = running.agent.fatal.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let host = running.agent.plugins.clone();
+                if let Ok(r) = tokio::task::spawn_blocking(move || host.reload(Trigger::Signal)).await {
+                    tracing::info!(outcome = ?r.outcome, "SIGHUP reload");
+                }
+            }
+            _ = fatal.changed() => {
+                let why = fatal.borrow().clone().unwrap_or_default();
+                eprintln!("spearlet: {why}");
+                std::process::exit(3);
+            }
+        }
+    }
+    tracing::info!("draining");
+    running.shutdown().await;
+}

@@ -1,0 +1,382 @@
+//! Task instances and their pools (the Spearlet redesign's instance model).
+//!
+//! An instance is one ready-to-run copy of a task on this node: its artifact fetched and verified,
+//! its executor chosen, its figures kept. It follows the state machine
+//! `Initializing → Ready → Executing → Ready …`, `→ Error` when its executor fails it, and
+//! `Terminating → Terminated` when the reclamation policy stops it. An instance runs one
+//! invocation at a time.
+//!
+//! Tiers: an invocation is **hot** when it gets a Ready instance used within [`HOT_WINDOW`],
+//! **warm** when it gets an older Ready instance (artifact local, compiled code cached by the
+//! executor), and **cold** when a new instance must be initialized (fetch, verify).
+//!
+//! The **local strategy** plugin (`[scheduler]` of the Spearlet's config) chooses the instance for
+//! an invocation: every instance is a target labelled `task=<key>`, healthy while Ready, and each
+//! request requires its task's label, so the host's validation keeps the choice within the task.
+//! The **reclamation policy** (`[reclaimer]`) is asked every `reclaimer.interval_ms` which idle
+//! instances to stop. Both are hot-reloaded by the plugin runtime.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use spear_plugin_api::{
+    Decision, InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target,
+};
+use spear_plugin_runtime::PluginHost;
+
+/// A Ready instance used this recently serves a hot invocation.
+pub const HOT_WINDOW: Duration = Duration::from_secs(60);
+/// Invocations remembered per instance for the recent error rate.
+const RECENT: usize = 20;
+
+/// Which tier served an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// A recently used Ready instance.
+    Hot,
+    /// An older Ready instance.
+    Warm,
+    /// A new instance.
+    Cold,
+}
+
+/// One task instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    /// Id, unique on this node.
+    pub id: u64,
+    /// The task key (task id, or the artifact of an inline executable).
+    pub task: String,
+    /// Executable type.
+    pub executor: String,
+    /// The local artifact, when the executable has one.
+    pub artifact: Option<PathBuf>,
+    /// State.
+    pub state: InstanceState,
+    /// Invocations over its life.
+    pub invocations: u64,
+    /// Failed invocations over its life.
+    pub errors: u64,
+    /// Resident memory of its last invocation, in bytes.
+    pub memory_bytes: u64,
+    #[serde(skip)]
+    created: Instant,
+    #[serde(skip)]
+    last_used: Instant,
+    #[serde(skip)]
+    recent: VecDeque<bool>,
+}
+
+impl Instance {
+    fn stats(&self, now: Instant) -> InstanceStats {
+        InstanceStats {
+            id: self.id,
+            task: self.task.clone(),
+            state: self.state,
+            idle_ms: now.duration_since(self.last_used).as_millis() as u64,
+            age_ms: now.duration_since(self.created).as_millis() as u64,
+            memory_bytes: self.memory_bytes,
+            invocations: self.invocations,
+            errors: self.errors,
+            recent_errors: self.recent.iter().filter(|ok| !**ok).count() as u32,
+            recent_invocations: self.recent.len() as u32,
+        }
+    }
+
+    fn target(&self) -> Target {
+        let one = Resources {
+            cpu_millis: 1000,
+            memory_mb: 0,
+            disk_mb: 0,
+        };
+        Target {
+            id: self.id,
+            name: format!("{}#{}", self.task, self.id),
+            labels: vec![task_label(&self.task)],
+            capacity: one,
+            available: one,
+            active: u32::from(self.state == InstanceState::Executing),
+            weight: 1,
+            healthy: self.state == InstanceState::Ready,
+        }
+    }
+}
+
+fn task_label(task: &str) -> Label {
+    Label::new("task", task)
+}
+
+/// An instance taken for one invocation; give it back with [`Pools::release`].
+#[derive(Debug)]
+pub struct Lease {
+    /// The instance id.
+    pub id: u64,
+    /// The instance's artifact.
+    pub artifact: Option<PathBuf>,
+    /// The tier that served it.
+    pub tier: Tier,
+}
+
+/// Counts for status pages.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Counters {
+    /// Invocations served by a hot instance.
+    pub hot: u64,
+    /// Invocations served by a warm instance.
+    pub warm: u64,
+    /// Invocations that needed a new instance.
+    pub cold: u64,
+    /// Instances stopped by the reclamation policy.
+    pub reclaimed: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    next_request: u64,
+    instances: BTreeMap<u64, Instance>,
+    counters: Counters,
+}
+
+/// Every task's instances on this node.
+#[derive(Debug)]
+pub struct Pools {
+    state: Mutex<State>,
+    freed: tokio::sync::Notify,
+    plugins: Arc<PluginHost>,
+    max_per_task: usize,
+}
+
+impl Pools {
+    /// Empty pools choosing and reclaiming through `plugins`' slots.
+    pub fn new(plugins: Arc<PluginHost>, max_per_task: u32) -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+            freed: tokio::sync::Notify::new(),
+            plugins,
+            max_per_task: max_per_task as usize,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take an instance of `task` for one invocation: a Ready one chosen by the local strategy,
+    /// else a new one initialized by `init` (which fetches the artifact) while the task is under
+    /// its instance limit, else wait for one to be released.
+    pub async fn acquire<F, Fut>(
+        &self,
+        task: &str,
+        executor: &str,
+        init: F,
+    ) -> crate::error::Result<Lease>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = crate::error::Result<Option<PathBuf>>>,
+    {
+        loop {
+            let freed = self.freed.notified();
+            let id = {
+                let mut s = self.lock();
+                if let Some(lease) = self.pick(&mut s, task) {
+                    return Ok(lease);
+                }
+                let count = s.instances.values().filter(|i| i.task == task).count();
+                if count < self.max_per_task {
+                    let id = s.next_id;
+                    s.next_id += 1;
+                    let now = Instant::now();
+                    s.instances.insert(
+                        id,
+                        Instance {
+                            id,
+                            task: task.to_owned(),
+                            executor: executor.to_owned(),
+                            artifact: None,
+                            state: InstanceState::Initializing,
+                            invocations: 0,
+                            errors: 0,
+                            memory_bytes: 0,
+                            created: now,
+                            last_used: now,
+                            recent: VecDeque::new(),
+                        },
+                    );
+                    Some(id)
+                } else {
+                    None
+                }
+            };
+            let Some(id) = id else {
+                freed.await;
+                continue;
+            };
+            match init().await {
+                Ok(artifact) => {
+                    let mut s = self.lock();
+                    s.counters.cold += 1;
+                    let i = s.instances.get_mut(&id).expect("initializing instance");
+                    i.artifact = artifact.clone();
+                    i.state = InstanceState::Executing;
+                    let target = i.target();
+                    drop(s);
+                    self.plugins.strategy().upsert(vec![target]);
+                    return Ok(Lease {
+                        id,
+                        artifact,
+                        tier: Tier::Cold,
+                    });
+                }
+                Err(e) => {
+                    self.lock().instances.remove(&id);
+                    self.freed.notify_waiters();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Ask the local strategy for a Ready instance of `task` and mark it Executing.
+    fn pick(&self, s: &mut State, task: &str) -> Option<Lease> {
+        if !s
+            .instances
+            .values()
+            .any(|i| i.task == task && i.state == InstanceState::Ready)
+        {
+            return None;
+        }
+        s.next_request += 1;
+        let request = Request {
+            id: s.next_request,
+            task: task.to_owned(),
+            labels: vec![],
+            needs: Resources::default(),
+            required: vec![task_label(task)],
+            preferred: vec![],
+        };
+        let decision = self.plugins.strategy().place(&[request]).pop()?;
+        let Decision::Assign(id) = decision else {
+            return None;
+        };
+        let i = s
+            .instances
+            .get_mut(&id)
+            .filter(|i| i.task == task && i.state == InstanceState::Ready)?;
+        let tier = if i.last_used.elapsed() < HOT_WINDOW {
+            Tier::Hot
+        } else {
+            Tier::Warm
+        };
+        i.state = InstanceState::Executing;
+        let lease = Lease {
+            id,
+            artifact: i.artifact.clone(),
+            tier,
+        };
+        let target = i.target();
+        match tier {
+            Tier::Hot => s.counters.hot += 1,
+            _ => s.counters.warm += 1,
+        }
+        self.plugins.strategy().upsert(vec![target]);
+        Some(lease)
+    }
+
+    /// Give an instance back after an invocation. `ok` is the invocation's outcome; `broken`
+    /// means the executor itself failed (the instance goes to Error and is not chosen again).
+    pub fn release(&self, lease: Lease, ok: bool, broken: bool, memory_bytes: u64) {
+        let mut s = self.lock();
+        let Some(i) = s.instances.get_mut(&lease.id) else {
+            return;
+        };
+        i.invocations += 1;
+        if !ok {
+            i.errors += 1;
+        }
+        if i.recent.len() == RECENT {
+            i.recent.pop_front();
+        }
+        i.recent.push_back(ok);
+        i.last_used = Instant::now();
+        if memory_bytes > 0 {
+            i.memory_bytes = memory_bytes;
+        }
+        i.state = if broken {
+            InstanceState::Error
+        } else {
+            InstanceState::Ready
+        };
+        let target = i.target();
+        drop(s);
+        self.plugins.strategy().upsert(vec![target]);
+        self.freed.notify_waiters();
+    }
+
+    /// Ask the reclamation policy which instances to stop, and stop them. Only Ready and Error
+    /// instances are offered; returns the ids stopped.
+    pub fn reclaim(&self, pressure: &NodePressure) -> Vec<u64> {
+        let now = Instant::now();
+        let offered: Vec<InstanceStats> = self
+            .lock()
+            .instances
+            .values()
+            .filter(|i| matches!(i.state, InstanceState::Ready | InstanceState::Error))
+            .map(|i| i.stats(now))
+            .collect();
+        if offered.is_empty() {
+            return Vec::new();
+        }
+        let chosen = self.plugins.reclaimer().select(&offered, pressure);
+        let mut stopped = Vec::new();
+        {
+            let mut s = self.lock();
+            for id in chosen {
+                // It may have been taken for an invocation meanwhile: then it stays.
+                let Some(i) = s
+                    .instances
+                    .get_mut(&id)
+                    .filter(|i| matches!(i.state, InstanceState::Ready | InstanceState::Error))
+                else {
+                    continue;
+                };
+                i.state = InstanceState::Terminating;
+                tracing::info!(instance = id, task = %i.task, "instance reclaimed");
+                s.instances.remove(&id);
+                s.counters.reclaimed += 1;
+                stopped.push(id);
+            }
+        }
+        if !stopped.is_empty() {
+            self.plugins.strategy().remove(&stopped);
+            self.freed.notify_waiters();
+        }
+        stopped
+    }
+
+    /// Every instance, for status pages.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.lock().instances.values().cloned().collect()
+    }
+
+    /// Tier and reclamation counts.
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    /// Instances currently executing.
+    pub fn executing(&self) -> usize {
+        self.lock()
+            .instances
+            .values()
+            .filter(|i| i.state == InstanceState::Executing)
+            .count()
+    }
+}

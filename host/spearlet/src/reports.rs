@@ -1,0 +1,182 @@
+//! Results on their way to SMS: persisted first, then sent, and retried with backoff until SMS
+//! acknowledges them, across SMS outages and Spearlet restarts.
+//!
+//! A report SMS refuses for good (the execution is no longer placed here: cancelled, finished by
+//! a report that got through earlier, or moved to another node after this one was declared lost)
+//! is dropped with a warning; everything else is kept and retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spear_proto::v1;
+use tokio::sync::Notify;
+
+use crate::error::Result;
+use crate::sms::{SmsLink, backoff, transient};
+use crate::store::{PendingReport, Store, delete_op, put_op};
+
+/// The report queue.
+#[derive(Debug)]
+pub struct Reporter {
+    store: Store,
+    sms: SmsLink,
+    node: String,
+    session: Arc<std::sync::RwLock<String>>,
+    wake: Notify,
+    idle: Notify,
+    retry: Duration,
+}
+
+impl Reporter {
+    /// A reporter for node `node`; `session` is the SMS session last seen on the assignment stream.
+    pub fn new(
+        store: Store,
+        sms: SmsLink,
+        node: String,
+        session: Arc<std::sync::RwLock<String>>,
+        retry: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            sms,
+            node,
+            session,
+            wake: Notify::new(),
+            idle: Notify::new(),
+            retry,
+        })
+    }
+
+    /// Persist a result (and forget the execution's running record in the same write), then wake
+    /// the sender.
+    pub async fn submit(&self, report: PendingReport) -> Result<()> {
+        let id = report.execution_id.clone();
+        self.store
+            .batch(vec![
+                put_op(&format!("report/{id}"), &report)?,
+                delete_op(&format!("exec/{id}")),
+            ])
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether a result for `id` is waiting to be acknowledged.
+    pub async fn pending(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .get::<PendingReport>(&format!("report/{id}"))
+            .await?
+            .is_some())
+    }
+
+    /// Number of results waiting.
+    pub async fn backlog(&self) -> Result<usize> {
+        Ok(self.store.scan::<PendingReport>("report/").await?.len())
+    }
+
+    /// Wait until no result is waiting, or `limit` passes; returns whether the queue emptied.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            if self.backlog().await.unwrap_or(1) == 0 {
+                return true;
+            }
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Send waiting results until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut attempt = 0u32;
+        loop {
+            let pending = match self.store.scan::<PendingReport>("report/").await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read pending reports");
+                    Vec::new()
+                }
+            };
+            let mut failed = false;
+            for (key, report) in pending {
+                match self.send(&report).await {
+                    Ok(()) => {
+                        if let Err(e) = self.store.delete(&key).await {
+                            tracing::error!(error = %e, "cannot forget an acknowledged report");
+                        }
+                    }
+                    Err(status) if transient(&status) || self.session_empty() => {
+                        tracing::debug!(execution = %report.execution_id, error = %status.message(), "report not delivered; retrying");
+                        failed = true;
+                        break;
+                    }
+                    Err(status) if stale_session(&status) => {
+                        // SMS restarted: the next assignment tells the new session.
+                        failed = true;
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                        let _ = self.store.delete(&key).await;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(backoff(self.retry, attempt.min(6))).await;
+                attempt += 1;
+                continue;
+            }
+            attempt = 0;
+            self.idle.notify_waiters();
+            self.wake.notified().await;
+        }
+    }
+
+    fn session_empty(&self) -> bool {
+        self.session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    async fn send(&self, r: &PendingReport) -> std::result::Result<(), tonic::Status> {
+        let session = self
+            .session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if session.is_empty() {
+            return Err(tonic::Status::unavailable("no SMS session yet"));
+        }
+        let result = r.result.clone().map(|w| v1::ExecutionResult {
+            exit_code: w.exit_code,
+            signal: w.signal,
+            stdout: w.stdout,
+            stderr: w.stderr,
+            stdout_truncated: w.stdout_truncated,
+            stderr_truncated: w.stderr_truncated,
+            duration_ms: w.duration_ms,
+        });
+        self.sms
+            .executions()
+            .report_result(v1::ReportResultRequest {
+                session,
+                node_uuid: self.node.clone(),
+                execution_id: r.execution_id.clone(),
+                success: r.success,
+                result,
+                error: r.error.clone(),
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// SMS answered that the report carried an older session than its own.
+fn stale_session(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message().contains("stale session")
+}

@@ -1,0 +1,342 @@
+//! One execution's way through the node: accept (dedupe), pick an instance, start it on its
+//! executor under the node's limits, wait, report. Also the start-up recovery of executions a
+//! previous run of the agent left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spear_plugin_api::executor::{ExecResult, ExecSpec, ExitStatus};
+use spear_proto::v1;
+
+use crate::agent::{Active, Agent};
+use crate::executors::Loaded;
+use crate::store::{PendingReport, Running, WireResult};
+
+/// Take an execution SMS placed here, unless it is already running or finished here (SMS sends
+/// placed executions again when the stream reconnects).
+pub async fn accept(agent: Arc<Agent>, exec: v1::Execution) {
+    let id = exec.execution_id.clone();
+    if agent.running().contains_key(&id) {
+        return;
+    }
+    match agent.reporter.pending(&id).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
+    }
+    let ty = exec
+        .executable
+        .as_ref()
+        .map(|e| e.r#type.clone())
+        .unwrap_or_default();
+    let executor = agent
+        .executors
+        .for_type(&ty)
+        .map(|l| l.name.clone())
+        .unwrap_or_default();
+    agent.running().insert(
+        id.clone(),
+        Active {
+            executor,
+            handle: None,
+            silenced: false,
+        },
+    );
+    tokio::spawn(async move {
+        let report = execute(&agent, &exec).await;
+        let silenced = agent
+            .running()
+            .get(&id)
+            .map(|a| a.silenced)
+            .unwrap_or(false);
+        if silenced {
+            let _ = agent.store.delete(&format!("exec/{id}")).await;
+        } else if let Err(e) = agent.reporter.submit(report).await {
+            tracing::error!(execution = %id, error = %e, "cannot persist the result");
+        }
+        agent.running().remove(&id);
+    });
+}
+
+fn failure(id: &str, error: String) -> PendingReport {
+    tracing::warn!(execution = %id, %error, "execution failed");
+    PendingReport {
+        execution_id: id.to_owned(),
+        success: false,
+        result: None,
+        error,
+    }
+}
+
+/// Whether an executable URI names an artifact to fetch (rather than, say, an image name).
+fn fetchable(uri: &str) -> bool {
+    ["sms+file://", "file://", "https://", "http://"]
+        .iter()
+        .any(|s| uri.starts_with(s))
+}
+
+/// The pool key of an inline executable: its type and name and a digest of everything it runs,
+/// so that the same inline executable submitted again reuses its instances.
+fn inline_task_key(e: &v1::Executable) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&e.r#type, &e.uri, &e.name].into_iter().chain(&e.args) {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let mut env: Vec<_> = e.env.iter().collect();
+    env.sort();
+    for (k, v) in env {
+        h.update(k.as_bytes());
+        h.update([1]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    let digest: String = h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let name = e.name.rsplit('/').next().unwrap_or_default();
+    format!("inline:{}:{name}:{digest}", e.r#type)
+}
+
+/// Run one execution to its end and say how it went.
+async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
+    let id = exec.execution_id.as_str();
+    let Some(executable) = exec.executable.clone() else {
+        return failure(id, "the execution has no executable".into());
+    };
+    let loaded = match agent.executors.for_type(&executable.r#type) {
+        Ok(l) => l.clone(),
+        Err(e) => return failure(id, e),
+    };
+    let uri = executable.uri.clone();
+    let task = if exec.task_id.is_empty() {
+        inline_task_key(&executable)
+    } else {
+        exec.task_id.clone()
+    };
+    let _permit = match agent.slots.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => return failure(id, "the node is shutting down".into()),
+    };
+    let artifacts = agent.artifacts.clone();
+    let lease = agent
+        .pools
+        .acquire(&task, &executable.r#type, || {
+            let (artifacts, uri) = (artifacts.clone(), uri.clone());
+            async move {
+                if fetchable(&uri) {
+                    artifacts.fetch(&uri).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        })
+        .await;
+    let lease = match lease {
+        Ok(l) => l,
+        Err(e) => return failure(id, e.to_string()),
+    };
+    let artifact = lease.artifact.as_ref().map(|p| p.display().to_string());
+    let entry = match (executable.r#type.as_str(), &artifact) {
+        // A fetched program runs as itself.
+        ("process", Some(path)) if executable.name.is_empty() => path.clone(),
+        // A container image may be named by the URI.
+        ("container", _) if executable.name.is_empty() && !fetchable(&uri) => uri.clone(),
+        _ => executable.name.clone(),
+    };
+    let limits = &agent.config.spearlet.limits;
+    let spec = ExecSpec {
+        execution_id: id.to_owned(),
+        task: task.clone(),
+        artifact,
+        entry,
+        args: executable.args.clone(),
+        env: executable.env.clone().into_iter().collect(),
+        working_dir: None,
+        stdin: exec.stdin.clone(),
+        timeout_ms: exec.timeout_ms,
+        memory_limit_mb: 0,
+        cpu_millis: 0,
+        network: false,
+        output_cap_bytes: limits.output_cap_mb.saturating_mul(1024 * 1024),
+    };
+    let tier = lease.tier;
+    let (outcome, broken, memory) = run_on(agent, &loaded, spec).await;
+    agent.pools.release(lease, outcome.success, broken, memory);
+    tracing::info!(execution = %id, ?tier, success = outcome.success, "execution finished");
+    outcome
+}
+
+/// Start `spec` on `loaded`, record its handle, wait for it, and build the report. Returns the
+/// report, whether the executor itself failed (the instance is broken), and the memory seen.
+async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (PendingReport, bool, u64) {
+    let id = spec.execution_id.clone();
+    let executor = loaded.executor.clone();
+    let started = tokio::task::spawn_blocking(move || executor.start(&spec)).await;
+    let handle = match started {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
+        Err(e) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
+    };
+    if let Some(a) = agent.running().get_mut(&id) {
+        a.handle = Some(handle.clone());
+    }
+    let record = Running {
+        execution_id: id.clone(),
+        executor: loaded.name.clone(),
+        handle: handle.clone(),
+        started_at_ms: crate::now_ms(),
+    };
+    if let Err(e) = agent.store.put(&format!("exec/{id}"), &record).await {
+        tracing::error!(execution = %id, error = %e, "cannot persist the running record");
+    }
+    report_running(agent, &id).await;
+    let (result, memory) = wait(loaded, &handle).await;
+    let executor = loaded.executor.clone();
+    let h = handle.clone();
+    let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
+    match result {
+        Ok(r) => (report(&id, r), false, memory),
+        Err(e) => (failure(&id, format!("{}: {e}", loaded.name)), true, memory),
+    }
+}
+
+/// Wait for a handle's result, sampling its memory while it runs.
+pub async fn wait(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>, u64) {
+    let mut memory = 0;
+    loop {
+        let executor = loaded.executor.clone();
+        let h = handle.to_owned();
+        let step = tokio::task::spawn_blocking(move || {
+            let r = executor.wait(&h, 1000);
+            let m = match &r {
+                Ok(None) => executor.stats(&h).map(|s| s.memory_bytes).unwrap_or(0),
+                _ => 0,
+            };
+            (r, m)
+        })
+        .await;
+        match step {
+            Ok((Ok(Some(result)), _)) => return (Ok(result), memory),
+            Ok((Ok(None), m)) => memory = memory.max(m),
+            Ok((Err(e), _)) => return (Err(e.to_string()), memory),
+            Err(e) => return (Err(e.to_string()), memory),
+        }
+    }
+}
+
+/// Tell SMS the execution started (best effort: the result report is what counts).
+async fn report_running(agent: &Agent, id: &str) {
+    let session = agent
+        .session
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut client = agent.sms.executions();
+    let r = client.report_state(v1::ReportStateRequest {
+        session,
+        node_uuid: agent.node.clone(),
+        execution_id: id.to_owned(),
+        state: "running".into(),
+    });
+    if let Ok(Err(s)) = tokio::time::timeout(Duration::from_secs(5), r).await {
+        tracing::debug!(execution = %id, error = %s.message(), "running state not reported");
+    }
+}
+
+/// The report for a finished workload.
+pub fn report(id: &str, r: ExecResult) -> PendingReport {
+    let (success, exit_code, signal, error) = match &r.status {
+        ExitStatus::Exited(0) => (true, 0, 0, String::new()),
+        ExitStatus::Exited(c) => (false, *c, 0, format!("exited with code {c}")),
+        ExitStatus::Signaled(s) => (false, 0, *s, format!("killed by signal {s}")),
+        ExitStatus::TimedOut => (
+            false,
+            -1,
+            0,
+            format!("timed out after {} ms and was stopped", r.duration_ms),
+        ),
+        ExitStatus::Failed(m) => (false, -1, 0, m.clone()),
+    };
+    PendingReport {
+        execution_id: id.to_owned(),
+        success,
+        result: Some(WireResult {
+            exit_code,
+            signal,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+            duration_ms: r.duration_ms,
+        }),
+        error,
+    }
+}
+
+/// At start: for every execution a previous run left running, re-attach through its executor
+/// (and report its result when it ends) or clean it up. SMS sends still-placed executions that
+/// were cleaned up again on the stream, and they run afresh.
+pub async fn recover(agent: &Arc<Agent>) {
+    let left = match agent.store.scan::<Running>("exec/").await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read executions left by the previous run");
+            return;
+        }
+    };
+    for (key, r) in left {
+        let Some(loaded) = agent
+            .executors
+            .all()
+            .find(|l| l.name == r.executor)
+            .cloned()
+        else {
+            tracing::warn!(execution = %r.execution_id, executor = %r.executor, "executor gone; forgetting the execution");
+            let _ = agent.store.delete(&key).await;
+            continue;
+        };
+        let executor = loaded.executor.clone();
+        let handle = r.handle.clone();
+        let reattached = tokio::task::spawn_blocking(move || {
+            let ok = executor.recover(&handle).unwrap_or(false);
+            if !ok {
+                let _ = executor.destroy(&handle);
+            }
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        if !reattached {
+            tracing::info!(execution = %r.execution_id, "left by the previous run; cleaned up");
+            let _ = agent.store.delete(&key).await;
+            continue;
+        }
+        tracing::info!(execution = %r.execution_id, "re-attached after restart");
+        agent.running().insert(
+            r.execution_id.clone(),
+            Active {
+                executor: loaded.name.clone(),
+                handle: Some(r.handle.clone()),
+                silenced: false,
+            },
+        );
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let (result, _) = wait(&loaded, &r.handle).await;
+            let report = match result {
+                Ok(res) => report(&r.execution_id, res),
+                Err(e) => failure(&r.execution_id, e),
+            };
+            let executor = loaded.executor.clone();
+            let h = r.handle.clone();
+            let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
+            if let Err(e) = agent.reporter.submit(report).await {
+                tracing::error!(error = %e, "cannot persist the result");
+            }
+            agent.running().remove(&r.execution_id);
+        });
+    }
+}

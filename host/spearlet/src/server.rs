@@ -1,0 +1,160 @@
+//! Starting a Spearlet: the agent, its loops, its HTTP status API and its gRPC health endpoint.
+//!
+//! HTTP (`spearlet.http.server.addr`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | `ok` |
+//! | `GET /api/v1/status` | node, SMS link, running executions, executors, pool counters |
+//! | `GET /api/v1/instances` | every task instance with its state and figures |
+//! | `GET /api/v1/plugins` | plugins known to this node (strategy, policy, executors, storage) |
+//! | `POST /api/v1/plugins/reload` | rescan the plugin directory and re-read the config |
+//! | `GET /api/v1/plugins/history` | reload reports |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use spear_plugin_runtime::Trigger;
+
+use crate::agent::Agent;
+use crate::config::SpearletConfig;
+use crate::error::{Error, Result};
+
+/// A started Spearlet.
+#[derive(Debug)]
+pub struct Running {
+    /// The agent.
+    pub agent: Arc<Agent>,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _watcher: Option<spear_plugin_runtime::watch::Watcher>,
+}
+
+/// Open the agent, bind the listeners, recover what a previous run left, connect to SMS (or fail,
+/// with `--sms-addr`) and start every loop.
+pub async fn start(mut config: SpearletConfig) -> Result<Running> {
+    let http = bind(
+        "spearlet.http.server.addr",
+        config.spearlet.http.server.addr,
+    )
+    .await?;
+    let grpc = bind("spearlet.grpc.addr", config.spearlet.grpc.addr).await?;
+    let http_addr = http.local_addr().expect("bound");
+    let grpc_addr = grpc.local_addr().expect("bound");
+    // Advertise the port actually bound (a configured port 0 picks one).
+    config.spearlet.grpc.addr = grpc_addr;
+    let agent = Agent::open(config).await?;
+    let watcher = agent.plugins.watch()?;
+    crate::run::recover(&agent).await;
+    agent.connect_at_start().await?;
+    let mut tasks = agent.spawn_loops();
+
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/instances", get(instances))
+        .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/plugins/reload", post(reload))
+        .route("/api/v1/plugins/history", get(history))
+        .with_state(agent.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    tasks.push(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    }));
+    Ok(Running {
+        agent,
+        http_addr,
+        grpc_addr,
+        tasks,
+        _watcher: watcher,
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { what, addr, source })
+}
+
+impl Running {
+    /// Drain (see [`Agent::drain`]) and stop every task.
+    pub async fn shutdown(self) {
+        self.agent.drain().await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Stop at once, as a crash would (tests): nothing is drained or deregistered.
+    pub fn abort(self) {
+        self.agent.draining.send_replace(true);
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let running: Vec<String> = agent.running().keys().cloned().collect();
+    let backlog = agent.reporter.backlog().await.unwrap_or(0);
+    Json(json!({
+        "node_uuid": agent.node,
+        "node_name": agent.config.node_name(),
+        "sms": agent.sms.addr(),
+        "connected": *agent.connected.borrow(),
+        "draining": *agent.draining.borrow(),
+        "session": agent.session.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        "running": running,
+        "reports_pending": backlog,
+        "executors": agent.executors.all().map(|l| json!({
+            "name": l.name, "version": l.version, "sha256": l.sha256, "capabilities": l.capabilities,
+        })).collect::<Vec<_>>(),
+        "executor_problems": agent.executors.problems,
+        "pools": agent.pools.counters(),
+        "strategy": agent.plugins.strategy().active(),
+        "reclaimer": agent.plugins.reclaimer().active(),
+    }))
+}
+
+async fn instances(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    Json(json!({ "instances": agent.pools.instances() }))
+}
+
+async fn plugins(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    Json(json!({ "plugins": agent.plugins.plugins() }))
+}
+
+async fn reload(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let host = agent.plugins.clone();
+    let report = tokio::task::spawn_blocking(move || host.reload(Trigger::Api))
+        .await
+        .map(|r| json!(r))
+        .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    Json(report)
+}
+
+async fn history(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    Json(json!({ "reports": agent.plugins.history() }))
+}

@@ -1,0 +1,173 @@
+//! The link to SMS: one gRPC channel (tonic reconnects it by itself), typed clients over it, and
+//! the connect-with-retry used at start and after a loss.
+
+use std::time::{Duration, Instant};
+
+use spear_proto::v1;
+use spear_proto::v1::execution_service_client::ExecutionServiceClient;
+use spear_proto::v1::file_service_client::FileServiceClient;
+use spear_proto::v1::node_service_client::NodeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// Largest message accepted from SMS (file downloads carry whole artifacts).
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// A cloneable handle on SMS.
+#[derive(Debug, Clone)]
+pub struct SmsLink {
+    addr: String,
+    channel: Channel,
+    endpoint: Endpoint,
+}
+
+/// Backoff between attempts: `first`, doubling, at most 30 s.
+pub fn backoff(first: Duration, attempt: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(Duration::from_secs(30))
+}
+
+impl SmsLink {
+    /// A lazily connected link to `endpoint` (`http://host:port`).
+    pub fn new(endpoint: &str, connect_timeout: Duration) -> Result<Self> {
+        let e = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| Error::Sms {
+                addr: endpoint.to_owned(),
+                message: format!("not a valid address: {e}"),
+            })?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            addr: endpoint.to_owned(),
+            channel: e.connect_lazy(),
+            endpoint: e,
+        })
+    }
+
+    /// The address, for messages.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Try to connect until it works or `total` has passed, waiting `retry` (backing off) between
+    /// attempts. Used at start with `--sms-addr`.
+    pub async fn wait_connected(&self, retry: Duration, total: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match self.endpoint.connect().await {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() >= total => {
+                    return Err(self.error(format!(
+                        "cannot connect within {} ms: {e} (is SMS running there?)",
+                        total.as_millis()
+                    )));
+                }
+                Err(e) => {
+                    tracing::debug!(sms = %self.addr, error = %e, "SMS not reachable yet");
+                    tokio::time::sleep(backoff(retry, attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// An error about this SMS.
+    pub fn error(&self, message: impl Into<String>) -> Error {
+        Error::Sms {
+            addr: self.addr.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The node service.
+    pub fn nodes(&self) -> NodeServiceClient<Channel> {
+        NodeServiceClient::new(self.channel.clone())
+    }
+
+    /// The execution service.
+    pub fn executions(&self) -> ExecutionServiceClient<Channel> {
+        ExecutionServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The file service.
+    pub fn files(&self) -> FileServiceClient<Channel> {
+        FileServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// Whether a failed call may succeed later (SMS away, overloaded), as opposed to a definite "no".
+pub fn transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+    )
+}
+
+/// This node's registration request.
+pub fn register_request(
+    uuid: &str,
+    ip: &str,
+    port: u16,
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    capacity: v1::Resources,
+    executors: Vec<String>,
+) -> v1::RegisterNodeRequest {
+    v1::RegisterNodeRequest {
+        uuid: uuid.to_owned(),
+        ip_address: ip.to_owned(),
+        port: i32::from(port),
+        metadata: [
+            ("name".to_owned(), name.to_owned()),
+            ("agent".to_owned(), "spearlet".to_owned()),
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        labels: labels.clone().into_iter().collect(),
+        capacity: Some(capacity),
+        executors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let first = Duration::from_millis(100);
+        assert_eq!(backoff(first, 0), first);
+        assert_eq!(backoff(first, 3), Duration::from_millis(800));
+        assert_eq!(backoff(first, 30), Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails_within_the_total_naming_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let link = SmsLink::new(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+        let err = link
+            .wait_connected(Duration::from_millis(50), Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("cannot connect"), "{err}");
+    }
+}

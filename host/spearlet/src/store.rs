@@ -1,0 +1,197 @@
+//! The Spearlet's durable state on a storage-backend plugin (`redb` by default): JSON records under
+//! key prefixes, every call off the async runtime (backends may block).
+//!
+//! | key | record |
+//! |---|---|
+//! | `node/uuid` | this node's UUID, kept across restarts |
+//! | `cursor` | [`Cursor`]: the last assignment taken, by SMS session |
+//! | `exec/<id>` | [`Running`]: an execution started here and not yet reported |
+//! | `report/<id>` | [`PendingReport`]: a result not yet acknowledged by SMS |
+//! | `artifact/<sha256>` | [`CachedArtifact`]: the artifact cache index |
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use spear_plugin_api::StorageBackend;
+use spear_plugin_api::storage::BatchOp;
+
+use crate::error::{Error, Result};
+
+/// The last assignment this node took.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The SMS session it came from.
+    pub session: String,
+    /// Its cursor in that session.
+    pub cursor: u64,
+}
+
+/// An execution started on this node whose result SMS has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// Execution id.
+    pub execution_id: String,
+    /// The executor plugin running it.
+    pub executor: String,
+    /// The executor's handle (empty until started).
+    pub handle: String,
+    /// Milliseconds since the Unix epoch when it started.
+    pub started_at_ms: u64,
+}
+
+/// A result waiting for SMS's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReport {
+    /// Execution id.
+    pub execution_id: String,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// How it ended, when it ran.
+    pub result: Option<WireResult>,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// An execution result as reported (mirrors `spear.v1.ExecutionResult`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireResult {
+    /// Exit code (0 when killed by a signal).
+    pub exit_code: i32,
+    /// The killing signal (0 when it exited).
+    pub signal: i32,
+    /// Captured standard output.
+    pub stdout: Vec<u8>,
+    /// Captured standard error.
+    pub stderr: Vec<u8>,
+    /// Standard output went past the cap.
+    pub stdout_truncated: bool,
+    /// Standard error went past the cap.
+    pub stderr_truncated: bool,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One artifact in the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedArtifact {
+    /// sha256 of the content, hex (also the file name in `artifacts/`).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The URI it was first fetched from.
+    pub uri: String,
+    /// Milliseconds since the Unix epoch of its last use.
+    pub last_used_ms: u64,
+}
+
+/// The state store.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn StorageBackend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+impl Store {
+    /// Wrap an opened backend.
+    pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
+        Self { backend }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn StorageBackend) -> std::result::Result<T, spear_plugin_api::PluginError>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(storage)?
+            .map_err(storage)
+    }
+
+    /// The record at `key`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let k = key.as_bytes().to_vec();
+        match self.blocking(move |b| b.get(&k)).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| storage(format!("{key}: {e}"))),
+        }
+    }
+
+    /// Store `value` at `key`, durably.
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let k = key.as_bytes().to_vec();
+        let v = serde_json::to_vec(value).map_err(storage)?;
+        self.blocking(move |b| b.put(&k, &v)).await
+    }
+
+    /// Remove `key`.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let k = key.as_bytes().to_vec();
+        self.blocking(move |b| b.delete(&k).map(|_| ())).await
+    }
+
+    /// Apply puts and deletes atomically.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.blocking(move |b| b.batch(&ops)).await
+    }
+
+    /// Every record under `prefix`, in key order.
+    pub async fn scan<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>> {
+        let p = prefix.as_bytes().to_vec();
+        let rows = self
+            .blocking(move |b| {
+                let mut all = Vec::new();
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let page = b.scan(&p, after.as_deref(), 1024)?;
+                    let done = page.len() < 1024;
+                    after = page.last().map(|(k, _)| k.clone());
+                    all.extend(page);
+                    if done {
+                        return Ok(all);
+                    }
+                }
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                serde_json::from_slice(&v)
+                    .map(|t| (key.clone(), t))
+                    .map_err(|e| storage(format!("{key}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// A put of `value` as JSON at `key`, for [`Store::batch`].
+pub fn put_op<T: Serialize>(key: &str, value: &T) -> Result<BatchOp> {
+    Ok(BatchOp::Put {
+        key: key.as_bytes().to_vec(),
+        value: serde_json::to_vec(value).map_err(storage)?,
+    })
+}
+
+/// A delete of `key`, for [`Store::batch`].
+pub fn delete_op(key: &str) -> BatchOp {
+    BatchOp::Delete {
+        key: key.as_bytes().to_vec(),
+    }
+}

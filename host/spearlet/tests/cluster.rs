@@ -1,0 +1,440 @@
+//! SMS and Spearlets as separate processes on loopback, driven through SMS's REST API: the node's
+//! life with SMS, executions through the process executor, limits, crashes, drains, reclamation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spearlet_registers_heartbeats_figures_and_runs_process_executions() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let s = c.spearlet("alpha", &sms, "");
+    let node = sms.node_status(&s.node, "active", LONG).await;
+    assert_eq!(node["metadata"]["name"], "alpha", "{node}");
+    let executors: Vec<&str> = node["executors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(executors.contains(&"process"), "{node}");
+    assert!(
+        node["capacity"]["cpu_millis"].as_u64().unwrap() >= 1000,
+        "{node}"
+    );
+    assert!(
+        node["capacity"]["memory_mb"].as_u64().unwrap() > 0,
+        "{node}"
+    );
+
+    let failing = sms
+        .sh(
+            "read line; echo \"got $line\"; echo oops >&2; exit 3",
+            json!({"stdin": "abc\n"}),
+        )
+        .await;
+    let e = sms.finished(&failing, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    assert_eq!(e["node_uuid"], s.node.as_str());
+    assert_eq!(e["result"]["exit_code"], 3, "{e}");
+    assert_eq!(e["result"]["stdout"], "got abc\n", "{e}");
+    assert_eq!(e["result"]["stderr"], "oops\n", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("exited with code 3"),
+        "{e}"
+    );
+
+    let ok = sms.sh("echo fine", json!({})).await;
+    let e = sms.finished(&ok, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["result"]["stdout"], "fine\n");
+
+    // Heartbeats carry real figures.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let node = sms.get(&format!("/api/v1/nodes/{}", s.node)).await;
+        if node["available"]["memory_mb"].as_u64().unwrap_or(0) > 0
+            && node["last_heartbeat_ms"].as_i64() > node["registered_at_ms"].as_i64()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat figures: {node}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = s.get("/api/v1/status").await;
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(status["reports_pending"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_task_is_killed_at_its_timeout_and_a_flood_is_capped() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let s = c.spearlet("alpha", &sms, "");
+    let started = Instant::now();
+    let looping = sms
+        .sh("while :; do :; done", json!({"timeout_ms": 500}))
+        .await;
+    let e = sms.finished(&looping, LONG).await;
+    assert_ne!(e["state"], "succeeded", "{e}");
+    assert!(e["error"].as_str().unwrap().contains("timed out"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // 100 MB of output against a 1 MiB cap: kept up to the cap, flagged, the node unaffected.
+    let flood = sms
+        .sh(
+            "head -c 100000000 /dev/zero | tr '\\0' x; echo done >&2",
+            json!({}),
+        )
+        .await;
+    let e = sms.finished(&flood, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["result"]["stdout_truncated"], true, "{e}");
+    assert_eq!(e["result"]["stdout"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(e["result"]["stderr"], "done\n");
+    let after = sms.sh("echo still here", json!({})).await;
+    assert_eq!(sms.finished(&after, LONG).await["state"], "succeeded");
+    assert_eq!(s.get("/api/v1/status").await["running"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_a_spearlet_reschedules_its_executions_and_its_restart_cleans_up() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let mut a = c.spearlet("alpha", &sms, "");
+    sms.node_status(&a.node, "active", LONG).await;
+    let pidfile = c.path().join("orphan.pid");
+    let marker = c.path().join("marker");
+    // First attempt: leaves a process behind and never ends. Second: succeeds.
+    let script = format!(
+        "if [ -f {m} ]; then echo second; exit 0; fi; touch {m}; echo $$ > {p}; sleep 120",
+        m = marker.display(),
+        p = pidfile.display()
+    );
+    let id = sms
+        .sh(&script, json!({"max_attempts": 2, "timeout_ms": 0}))
+        .await;
+    let deadline = Instant::now() + LONG;
+    while !pidfile.is_file() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(Instant::now() < deadline, "the first attempt never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orphan: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    a.kill_9();
+    assert!(alive(orphan), "the workload outlives a SIGKILLed agent");
+
+    let b = c.spearlet("beta", &sms, "");
+    let e = sms.finished(&id, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["node_uuid"], b.node.as_str(), "{e}");
+    assert_eq!(e["result"]["stdout"], "second\n");
+
+    // The restarted Spearlet keeps its identity and kills what its previous run left.
+    let config = c.path().join("alpha.toml");
+    let sms_addr = sms.grpc.to_string();
+    let a2 = c.spearlet_with(
+        "alpha",
+        &config,
+        &["--sms-addr", &sms_addr, "--auto-register"],
+    );
+    assert_eq!(a2.node, a.node, "the node UUID persists across restarts");
+    let deadline = Instant::now() + LONG;
+    while alive(orphan) {
+        assert!(
+            Instant::now() < deadline,
+            "process {orphan} left by the killed agent survived its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sms.node_status(&a2.node, "active", LONG).await;
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_finishes_short_work_hands_back_long_work_and_deregisters() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let mut a = c.spearlet("alpha", &sms, "");
+    sms.node_status(&a.node, "active", LONG).await;
+    let short = sms.sh("sleep 1; echo finished", json!({})).await;
+    let long = sms
+        .sh("sleep 120", json!({"timeout_ms": 0, "max_attempts": 1}))
+        .await;
+    let deadline = Instant::now() + LONG;
+    while sms.execution(&long).await["state"] != "running"
+        || sms.execution(&short).await["state"] != "running"
+    {
+        assert!(Instant::now() < deadline, "executions never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = a.terminate();
+    assert!(status.success(), "{status:?}");
+    let e = sms.finished(&short, Duration::from_secs(5)).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["result"]["stdout"], "finished\n");
+    // The node is gone and the long execution is back in the queue, its attempt not spent.
+    sms.node_status(&a.node, "absent", LONG).await;
+    let e = sms.execution(&long).await;
+    assert!(
+        ["ready", "pending"].contains(&e["state"].as_str().unwrap()),
+        "{e}"
+    );
+    assert_eq!(e["attempt"], 0, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_sms_addr_an_unreachable_sms_is_fatal_at_start() {
+    let c = Cluster::new();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let config = c.write("lonely.toml", &c.spearlet_config("lonely", ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spearlet"))
+        .current_dir(c.path())
+        .args(["--config", config.to_str().unwrap(), "--sms-addr", &addr])
+        .args(["--sms-connect-timeout-ms", "500"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains(&addr),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reclamation_policy_swap_in_the_config_changes_which_instances_are_stopped() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let policy = |section: &str| {
+        format!(
+            "[scheduler]\nstrategy = \"least-connections\"\n[reclaimer]\ninterval_ms = 100\n{section}"
+        )
+    };
+    let s = c.spearlet(
+        "alpha",
+        &sms,
+        &policy("policy = \"error-rate\"\n[reclaimer.config]\nmax_error_rate = 0.5\nmin_invocations = 2\n"),
+    );
+    // Two tasks: one always fails, one always succeeds, each run twice (one instance each).
+    for _ in 0..2 {
+        let bad = sms.sh("exit 1", json!({})).await;
+        let good = sms.sh("exit 0", json!({})).await;
+        sms.finished(&bad, LONG).await;
+        assert_eq!(sms.finished(&good, LONG).await["state"], "succeeded");
+    }
+    let tasks = |v: serde_json::Value| -> Vec<(String, u64)> {
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["task"].as_str().unwrap().to_owned(),
+                    i["errors"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // error-rate stops the failing task's instance and keeps the healthy one.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let now = tasks(s.get("/api/v1/instances").await);
+        if now.len() == 1 && now[0].1 == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "error-rate did not reclaim: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        tasks(s.get("/api/v1/instances").await).len(),
+        1,
+        "the healthy instance stays"
+    );
+
+    // Swap to idle-time in the config: now the idle healthy instance is stopped too.
+    c.write(
+        "alpha.toml",
+        &c.spearlet_config(
+            "alpha",
+            &policy("policy = \"idle-time\"\n[reclaimer.config]\nidle_ms = 200\nkeep_warm = 0\n"),
+        ),
+    );
+    let deadline = Instant::now() + LONG;
+    loop {
+        let now = tasks(s.get("/api/v1/instances").await);
+        if now.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "idle-time did not reclaim: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = s.get("/api/v1/status").await;
+    assert_eq!(status["reclaimer"]["name"], "idle-time", "{status}");
+    assert_eq!(status["pools"]["reclaimed"], 2, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let s = c.spearlet("alpha", &sms, "");
+    let script = b"#!/bin/sh\necho from-artifact \"$@\"\n".to_vec();
+    let meta: serde_json::Value = reqwest::Client::new()
+        .post(sms.url("/api/v1/files?name=hello.sh"))
+        .body(script)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = meta["uri"].as_str().unwrap().to_owned();
+    assert!(uri.starts_with("sms+file://"), "{meta}");
+    let body =
+        json!({"executable": {"type": "process", "uri": uri, "args": ["one"]}, "max_attempts": 1});
+    for _ in 0..2 {
+        let id = sms.submit(body.clone()).await;
+        let e = sms.finished(&id, LONG).await;
+        assert_eq!(e["state"], "succeeded", "{e}");
+        assert_eq!(e["result"]["stdout"], "from-artifact one\n");
+    }
+    let pools = &s.get("/api/v1/status").await["pools"];
+    assert_eq!(pools["cold"], 1, "{pools}");
+    assert_eq!(pools["hot"], 1, "{pools}");
+    let cached = c
+        .path()
+        .join("alpha-data/artifacts")
+        .join(meta["file_id"].as_str().unwrap());
+    assert!(cached.is_file(), "{}", cached.display());
+
+    // The same bytes over plain HTTP, pinned by their sha256: a wrong pin is refused.
+    let sha = meta["file_id"].as_str().unwrap();
+    let web = sms.url(&format!("/api/v1/files/{sha}"));
+    let cases = [
+        (web.clone(), "succeeded"),
+        (format!("{web}#sha256={sha}"), "succeeded"),
+        (format!("{web}#sha256={}", "0".repeat(64)), "failed"),
+    ];
+    for (uri, state) in cases {
+        let body = json!({"executable": {"type": "process", "uri": uri, "args": ["web"]}, "max_attempts": 1});
+        let id = sms.submit(body).await;
+        let e = sms.finished(&id, LONG).await;
+        assert_eq!(e["state"], state, "{e}");
+        if state == "failed" {
+            assert!(e["error"].as_str().unwrap().contains("expected"), "{e}");
+        } else {
+            assert_eq!(e["result"]["stdout"], "from-artifact web\n");
+        }
+    }
+
+    // A URI the node cannot fetch fails that execution clearly; the node goes on.
+    let id = sms
+        .submit(json!({"executable": {"type": "process", "uri": "file:///no/such/program"}, "max_attempts": 1}))
+        .await;
+    let e = sms.finished(&id, LONG).await;
+    assert_eq!(e["state"], "failed");
+    assert!(
+        e["error"].as_str().unwrap().contains("/no/such/program"),
+        "{e}"
+    );
+    let ok = sms.sh("echo ok", json!({})).await;
+    assert_eq!(sms.finished(&ok, LONG).await["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_execution_is_stopped_on_its_node() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let _s = c.spearlet("alpha", &sms, "");
+    let pidfile = c.path().join("victim.pid");
+    let id = sms
+        .sh(
+            &format!("echo $$ > {}; sleep 120", pidfile.display()),
+            json!({"timeout_ms": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + LONG;
+    while sms.execution(&id).await["state"] != "running" || !pidfile.is_file() {
+        assert!(Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (code, e) = sms
+        .post(&format!("/api/v1/executions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{e}");
+    let deadline = Instant::now() + LONG;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "cancelled process {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sms.execution(&id).await["state"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
+    let c = Cluster::new();
+    let (grpc, http) = (common::free_addr(), common::free_addr());
+    let sms = c.sms_on(&grpc, &http);
+    let s = c.spearlet("alpha", &sms, "");
+    sms.node_status(&s.node, "active", LONG).await;
+    let go = c.path().join("go");
+    let id = sms
+        .sh(
+            &format!(
+                "while [ ! -f {} ]; do sleep 0.05; done; echo delivered",
+                go.display()
+            ),
+            json!({"timeout_ms": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + LONG;
+    while sms.execution(&id).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sms.kill_9();
+    // The execution finishes while SMS is away: its result waits in the Spearlet's store.
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + LONG;
+    while s.get("/api/v1/status").await["reports_pending"] != 1 {
+        assert!(Instant::now() < deadline, "the result was not kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sms = c.sms_on(&grpc, &http);
+    let e = sms.finished(&id, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["result"]["stdout"], "delivered\n");
+    assert_eq!(e["node_uuid"], s.node.as_str());
+}

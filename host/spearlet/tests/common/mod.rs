@@ -1,0 +1,331 @@
+//! Start the real `sms` and `spearlet` binaries on loopback in a sandbox, and talk to SMS's REST API.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spear_tests::guest;
+
+/// The `sms` binary, built beside `spearlet` by `cargo test --workspace`.
+fn sms_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_spearlet")).with_file_name("sms");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p spear-sms` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// A sandbox: a plugin directory with every built-in plugin, config files, data directories.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        for file in [
+            "redb.so",
+            "memory.so",
+            "process.so",
+            "wasm.so",
+            "container.so",
+        ] {
+            std::fs::copy(guest("native", file), plugins.join(file)).unwrap();
+        }
+        for file in [
+            "least-connections.wasm",
+            "round-robin.wasm",
+            "idle-time.wasm",
+            "error-rate.wasm",
+            "memory-pressure.wasm",
+        ] {
+            std::fs::copy(guest("component", file), plugins.join(file)).unwrap();
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write a file in the sandbox atomically (by rename).
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        let tmp = self.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    /// Start `sms` on free ports (heartbeat timeout 2 s so lost nodes are noticed quickly).
+    pub fn sms(&self) -> Sms {
+        self.sms_on("127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// Start `sms` on these addresses, on the sandbox's state (a restart finds it again).
+    pub fn sms_on(&self, grpc: &str, http: &str) -> Sms {
+        let config = self.write(
+            "sms.toml",
+            &format!(
+                "heartbeat_timeout = 2\n[http]\naddr = \"{http}\"\n[grpc]\naddr = \"{grpc}\"\n\
+             [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
+             [files]\ndir = \"sms-data/files\"\nmax_upload_mb = 64\n\
+             [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
+            ),
+        );
+        let mut child = Command::new(sms_bin())
+            .current_dir(self.path())
+            .arg("--config")
+            .arg(config)
+            .env("SMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        Sms {
+            http: field(&line, "http"),
+            grpc: field(&line, "grpc"),
+            child,
+        }
+    }
+
+    /// The config text of Spearlet `name` (`extra` appended: plugin sections, executors).
+    pub fn spearlet_config(&self, name: &str, extra: &str) -> String {
+        format!(
+            "[spearlet]\nnode_name = \"{name}\"\nheartbeat_interval = 1\nsms_connect_retry_ms = 100\n\
+             [spearlet.grpc]\naddr = \"127.0.0.1:0\"\n[spearlet.http.server]\naddr = \"127.0.0.1:0\"\n\
+             [spearlet.storage]\nbackend = \"redb\"\ndata_dir = \"{name}-data\"\n\
+             [spearlet.limits]\nmax_concurrent = 8\nmax_instances_per_task = 4\noutput_cap_mb = 1\n\
+             stop_grace_ms = 500\ndrain_timeout_ms = 3000\n\
+             [plugins]\ndir = \"plugins\"\n{extra}"
+        )
+    }
+
+    /// Start Spearlet `name` against `sms` with `--sms-addr` and `--auto-register`.
+    pub fn spearlet(&self, name: &str, sms: &Sms, extra: &str) -> Spearlet {
+        let config = self.write(&format!("{name}.toml"), &self.spearlet_config(name, extra));
+        self.spearlet_with(
+            name,
+            &config,
+            &["--sms-addr", &sms.grpc.to_string(), "--auto-register"],
+        )
+    }
+
+    /// Start Spearlet `name` with an existing config and arguments.
+    pub fn spearlet_with(&self, name: &str, config: &Path, args: &[&str]) -> Spearlet {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
+            .current_dir(self.path())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("SPEARLET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        let node = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no node in {line:?}"))
+            .to_owned();
+        Spearlet {
+            name: name.to_owned(),
+            node,
+            http: field(&line, "http"),
+            child,
+        }
+    }
+}
+
+/// A free loopback address (bound, then released).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        !line.is_empty(),
+        "the process exited before it started: {:?}",
+        child.wait()
+    );
+    line
+}
+
+fn field(line: &str, name: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+fn signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A running `sms`; killed on drop.
+pub struct Sms {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub child: Child,
+}
+
+impl Sms {
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submit an execution; returns its id.
+    pub async fn submit(&self, body: Value) -> String {
+        let (status, v) = self.post("/api/v1/executions", body).await;
+        assert_eq!(status, 201, "{v}");
+        v["execution_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Submit an inline process execution of `sh -c script`.
+    pub async fn sh(&self, script: &str, extra: Value) -> String {
+        let mut body = json!({
+            "executable": {"type": "process", "name": "/bin/sh", "args": ["-c", script]},
+            "max_attempts": 1,
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        self.submit(body).await
+    }
+
+    pub async fn execution(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/executions/{id}")).await
+    }
+
+    /// Wait until the execution reaches a terminal state; returns it.
+    pub async fn finished(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let e = self.execution(id).await;
+            let state = e["state"].as_str().unwrap_or_default().to_owned();
+            if ["succeeded", "failed", "cancelled", "timed_out"].contains(&state.as_str()) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} still {state}: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until node `uuid` has status `status`.
+    pub async fn node_status(&self, uuid: &str, status: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = reqwest::get(self.url(&format!("/api/v1/nodes/{uuid}")))
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let node: Value = r.json().await.unwrap_or(Value::Null);
+            let now = if code == 404 {
+                "absent"
+            } else {
+                node["status"].as_str().unwrap_or("")
+            };
+            if now == status {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {uuid} is {now}, not {status}: {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Sms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `spearlet`; killed on drop.
+pub struct Spearlet {
+    pub name: String,
+    pub node: String,
+    pub http: SocketAddr,
+    pub child: Child,
+}
+
+impl Spearlet {
+    pub async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no drain, no deregistration.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Spearlet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
