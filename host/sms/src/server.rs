@@ -43,6 +43,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Largest result report accepted (a Spearlet keeps up to 16 MiB of stdout and of stderr by
+/// default; it truncates further before sending).
+const REPORT_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Start every part of SMS described by `config`.
 pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     let runtime = config.runtime_config()?;
@@ -132,9 +136,11 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .add_service(v1::plugin_service_server::PluginServiceServer::new(
             service.clone(),
         ))
-        .add_service(v1::execution_service_server::ExecutionServiceServer::new(
-            service.clone(),
-        ))
+        .add_service(
+            // Result reports carry a node's captured output (up to its cap per stream).
+            v1::execution_service_server::ExecutionServiceServer::new(service.clone())
+                .max_decoding_message_size(REPORT_LIMIT),
+        )
         .add_service(v1::event_service_server::EventServiceServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {

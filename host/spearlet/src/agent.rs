@@ -302,6 +302,13 @@ impl Agent {
                 .await;
             match opened {
                 Ok(stream) => {
+                    if let Some(session) = stream
+                        .metadata()
+                        .get("spear-session")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        self.set_session(session);
+                    }
                     attempt = 0;
                     lost_since = None;
                     self.connected.send_replace(true);
@@ -363,15 +370,7 @@ impl Agent {
 
     /// Take one assignment off the stream.
     async fn take(self: Arc<Self>, a: v1::Assignment) {
-        {
-            let mut session = self.session.write().unwrap_or_else(|p| p.into_inner());
-            if *session != a.session {
-                if !session.is_empty() {
-                    tracing::info!(old = %session, new = %a.session, "SMS session changed");
-                }
-                *session = a.session.clone();
-            }
-        }
+        self.set_session(&a.session);
         let Some(exec) = a.execution else { return };
         let cursor = Cursor {
             session: a.session.clone(),
@@ -388,6 +387,20 @@ impl Agent {
             return;
         }
         crate::run::accept(self, exec).await;
+    }
+
+    /// Note the SMS session (told by the stream's metadata and every assignment), and wake the
+    /// reporter when it changes: reports carry it.
+    fn set_session(&self, new: &str) {
+        let mut session = self.session.write().unwrap_or_else(|p| p.into_inner());
+        if *session != new {
+            if !session.is_empty() {
+                tracing::info!(old = %session, new = %new, "SMS session changed");
+            }
+            *session = new.to_owned();
+            drop(session);
+            self.reporter.wake();
+        }
     }
 
     /// Stop an execution SMS cancelled; its result is not reported.
@@ -451,10 +464,11 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let left: Vec<String> = self.running().keys().cloned().collect();
-        for id in &left {
+        futures::future::join_all(left.iter().map(|id| {
             tracing::info!(execution = %id, "handed back at drain");
-            self.cancel(id).await;
-        }
+            self.cancel(id)
+        }))
+        .await;
         if !self.reporter.flush(Duration::from_secs(10)).await {
             tracing::warn!(
                 "some results were not delivered before exit; they are kept and sent at the next start"

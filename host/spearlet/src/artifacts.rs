@@ -61,6 +61,7 @@ impl Artifacts {
         })?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Artifact {
                 uri: "https://".into(),
@@ -112,7 +113,10 @@ impl Artifacts {
             }
             Source::Web(url) => self.download_http(url).await.map_err(err)?,
         };
-        let sha = hex(&bytes);
+        // Hashing up to max_object_size bytes is CPU work: off the async runtime.
+        let (sha, bytes) = tokio::task::spawn_blocking(move || (hex(&bytes), bytes))
+            .await
+            .map_err(|e| err(e.to_string()))?;
         if let Some(want) = &known
             && *want != sha
         {
@@ -170,8 +174,12 @@ impl Artifacts {
         let file = self
             .sms
             .files()
-            .download(v1::FileRef {
-                file_id: id.to_owned(),
+            .download({
+                let mut r = tonic::Request::new(v1::FileRef {
+                    file_id: id.to_owned(),
+                });
+                r.set_timeout(std::time::Duration::from_secs(300));
+                r
             })
             .await
             .map_err(|s| format!("SMS refused the download: {}", s.message()))?

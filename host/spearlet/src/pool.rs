@@ -3,8 +3,9 @@
 //! An instance is one ready-to-run copy of a task on this node: its artifact fetched and verified,
 //! its executor chosen, its figures kept. It follows the state machine
 //! `Initializing → Ready → Executing → Ready …`, `→ Error` when its executor fails it, and
-//! `Terminating → Terminated` when the reclamation policy stops it. An instance runs one
-//! invocation at a time.
+//! `Terminating → Terminated` when the reclamation policy stops it. An instance in Error is never
+//! chosen again, does not count against its task's limit, and is removed at the next reclamation
+//! round whatever the policy says. An instance runs one invocation at a time.
 //!
 //! Tiers: an invocation is **hot** when it gets a Ready instance used within [`HOT_WINDOW`],
 //! **warm** when it gets an older Ready instance (artifact local, compiled code cached by the
@@ -189,7 +190,12 @@ impl Pools {
                 if let Some(lease) = self.pick(&mut s, task) {
                     return Ok(lease);
                 }
-                let count = s.instances.values().filter(|i| i.task == task).count();
+                // An instance in Error is never used again: it does not hold a place.
+                let count = s
+                    .instances
+                    .values()
+                    .filter(|i| i.task == task && i.state != InstanceState::Error)
+                    .count();
                 if count < self.max_per_task {
                     let id = s.next_id;
                     s.next_id += 1;
@@ -226,9 +232,10 @@ impl Pools {
                     let i = s.instances.get_mut(&id).expect("initializing instance");
                     i.artifact = artifact.clone();
                     i.state = InstanceState::Executing;
-                    let target = i.target();
+                    // Strategy updates happen under the pool lock, so the strategy's view never
+                    // runs behind the pool's (a reclaimed instance cannot come back).
+                    self.plugins.strategy().upsert(vec![i.target()]);
                     drop(s);
-                    self.plugins.strategy().upsert(vec![target]);
                     return Ok(Lease {
                         id,
                         artifact,
@@ -262,14 +269,23 @@ impl Pools {
             required: vec![task_label(task)],
             preferred: vec![],
         };
-        let decision = self.plugins.strategy().place(&[request]).pop()?;
-        let Decision::Assign(id) = decision else {
-            return None;
+        let usable = |s: &State, id: u64| {
+            s.instances
+                .get(&id)
+                .is_some_and(|i| i.task == task && i.state == InstanceState::Ready)
         };
-        let i = s
-            .instances
-            .get_mut(&id)
-            .filter(|i| i.task == task && i.state == InstanceState::Ready)?;
+        let chosen = match self.plugins.strategy().place(&[request]).pop() {
+            Some(Decision::Assign(id)) if usable(s, id) => id,
+            // The strategy declined or named an instance the pool cannot use: any Ready one of
+            // the task will do (a waiting invocation must never wait on a Ready instance).
+            _ => *s
+                .instances
+                .iter()
+                .find(|(id, _)| usable(s, **id))
+                .map(|(id, _)| id)?,
+        };
+        let id = chosen;
+        let i = s.instances.get_mut(&id).expect("usable");
         let tier = if i.last_used.elapsed() < HOT_WINDOW {
             Tier::Hot
         } else {
@@ -314,9 +330,8 @@ impl Pools {
         } else {
             InstanceState::Ready
         };
-        let target = i.target();
+        self.plugins.strategy().upsert(vec![i.target()]);
         drop(s);
-        self.plugins.strategy().upsert(vec![target]);
         self.freed.notify_waiters();
     }
 
@@ -334,7 +349,15 @@ impl Pools {
         if offered.is_empty() {
             return Vec::new();
         }
-        let chosen = self.plugins.reclaimer().select(&offered, pressure);
+        let mut chosen = self.plugins.reclaimer().select(&offered, pressure);
+        // Instances in Error are never used again: they go whatever the policy says.
+        chosen.extend(
+            offered
+                .iter()
+                .filter(|i| i.state == InstanceState::Error && !chosen.contains(&i.id))
+                .map(|i| i.id)
+                .collect::<Vec<_>>(),
+        );
         let mut stopped = Vec::new();
         {
             let mut s = self.lock();
@@ -353,9 +376,11 @@ impl Pools {
                 s.counters.reclaimed += 1;
                 stopped.push(id);
             }
+            if !stopped.is_empty() {
+                self.plugins.strategy().remove(&stopped);
+            }
         }
         if !stopped.is_empty() {
-            self.plugins.strategy().remove(&stopped);
             self.freed.notify_waiters();
         }
         stopped

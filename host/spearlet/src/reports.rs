@@ -61,6 +61,11 @@ impl Reporter {
         Ok(())
     }
 
+    /// Wake the sender (a new session may let waiting reports through).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Whether a result for `id` is waiting to be acknowledged.
     pub async fn pending(&self, id: &str) -> Result<bool> {
         Ok(self
@@ -93,7 +98,7 @@ impl Reporter {
     /// Send waiting results until the process ends.
     pub async fn run(self: Arc<Self>) {
         let mut attempt = 0u32;
-        loop {
+        'scan: loop {
             let pending = match self.store.scan::<PendingReport>("report/").await {
                 Ok(p) => p,
                 Err(e) => {
@@ -109,13 +114,22 @@ impl Reporter {
                             tracing::error!(error = %e, "cannot forget an acknowledged report");
                         }
                     }
+                    Err(status) if too_large(&status) && shrink(&report).is_some() => {
+                        // Over SMS's message limit: keep the head of the output, flagged.
+                        let smaller = shrink(&report).expect("checked");
+                        tracing::warn!(execution = %report.execution_id, "result too large for SMS; output truncated to {SHRUNK} bytes a stream");
+                        if let Err(e) = self.store.put(&key, &smaller).await {
+                            tracing::error!(error = %e, "cannot store the shrunk report");
+                        }
+                        continue 'scan;
+                    }
                     Err(status) if transient(&status) || self.session_empty() => {
                         tracing::debug!(execution = %report.execution_id, error = %status.message(), "report not delivered; retrying");
                         failed = true;
                         break;
                     }
                     Err(status) if stale_session(&status) => {
-                        // SMS restarted: the next assignment tells the new session.
+                        // SMS restarted: the stream tells the new session when it reconnects.
                         failed = true;
                         break;
                     }
@@ -126,7 +140,11 @@ impl Reporter {
                 }
             }
             if failed {
-                tokio::time::sleep(backoff(self.retry, attempt.min(6))).await;
+                // Back off, unless something new (a session, a result) arrives first.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(self.retry, attempt.min(6))) => {}
+                    _ = self.wake.notified() => {}
+                }
                 attempt += 1;
                 continue;
             }
@@ -174,6 +192,36 @@ impl Reporter {
             .await
             .map(|_| ())
     }
+}
+
+/// Bytes of stdout and of stderr kept when a report is over SMS's message limit.
+const SHRUNK: usize = 1024 * 1024;
+
+/// SMS (or the transport) refused the report for its size.
+fn too_large(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    )
+}
+
+/// The report with its output cut to [`SHRUNK`] bytes a stream, if that makes it smaller.
+fn shrink(r: &PendingReport) -> Option<PendingReport> {
+    let w = r.result.as_ref()?;
+    if w.stdout.len() <= SHRUNK && w.stderr.len() <= SHRUNK {
+        return None;
+    }
+    let mut smaller = r.clone();
+    let s = smaller.result.as_mut().expect("has a result");
+    if s.stdout.len() > SHRUNK {
+        s.stdout.truncate(SHRUNK);
+        s.stdout_truncated = true;
+    }
+    if s.stderr.len() > SHRUNK {
+        s.stderr.truncate(SHRUNK);
+        s.stderr_truncated = true;
+    }
+    Some(smaller)
 }
 
 /// SMS answered that the report carried an older session than its own.

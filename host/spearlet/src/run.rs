@@ -44,18 +44,20 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution) {
     );
     tokio::spawn(async move {
         let report = execute(&agent, &exec).await;
-        let silenced = agent
-            .running()
-            .get(&id)
-            .map(|a| a.silenced)
-            .unwrap_or(false);
-        if silenced {
-            let _ = agent.store.delete(&format!("exec/{id}")).await;
-        } else if let Err(e) = agent.reporter.submit(report).await {
-            tracing::error!(execution = %id, error = %e, "cannot persist the result");
-        }
-        agent.running().remove(&id);
+        finish(&agent, report).await;
     });
+}
+
+/// Hand a result to the reporter (unless the execution was cancelled or handed back) and forget
+/// the execution.
+async fn finish(agent: &Agent, report: PendingReport) {
+    let id = report.execution_id.clone();
+    if silenced(agent, &id) {
+        let _ = agent.store.delete(&format!("exec/{id}")).await;
+    } else if let Err(e) = agent.reporter.submit(report).await {
+        tracing::error!(execution = %id, error = %e, "cannot persist the result");
+    }
+    agent.running().remove(&id);
 }
 
 fn failure(id: &str, error: String) -> PendingReport {
@@ -116,10 +118,6 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
     } else {
         exec.task_id.clone()
     };
-    let _permit = match agent.slots.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => return failure(id, "the node is shutting down".into()),
-    };
     let artifacts = agent.artifacts.clone();
     let lease = agent
         .pools
@@ -137,6 +135,15 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
     let lease = match lease {
         Ok(l) => l,
         Err(e) => return failure(id, e.to_string()),
+    };
+    // The node-wide limit is taken with an instance in hand, so no waiter holds a slot while
+    // its task has no instance to give.
+    let _permit = match agent.slots.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => {
+            agent.pools.release(lease, false, false, 0);
+            return failure(id, "the node is shutting down".into());
+        }
     };
     let artifact = lease.artifact.as_ref().map(|p| p.display().to_string());
     let entry = match (executable.r#type.as_str(), &artifact) {
@@ -157,8 +164,9 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
         working_dir: None,
         stdin: exec.stdin.clone(),
         timeout_ms: exec.timeout_ms,
-        memory_limit_mb: 0,
-        cpu_millis: 0,
+        // What the execution needs is what it may use.
+        memory_limit_mb: exec.needs.map(|n| n.memory_mb).unwrap_or(0),
+        cpu_millis: exec.needs.map(|n| n.cpu_millis).unwrap_or(0),
         network: false,
         output_cap_bytes: limits.output_cap_mb.saturating_mul(1024 * 1024),
     };
@@ -173,6 +181,10 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
 /// report, whether the executor itself failed (the instance is broken), and the memory seen.
 async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (PendingReport, bool, u64) {
     let id = spec.execution_id.clone();
+    if silenced(agent, &id) {
+        // Cancelled (or handed back at a drain) before it started.
+        return (failure(&id, "cancelled before it started".into()), false, 0);
+    }
     let executor = loaded.executor.clone();
     let started = tokio::task::spawn_blocking(move || executor.start(&spec)).await;
     let handle = match started {
@@ -180,8 +192,15 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         Ok(Err(e)) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
         Err(e) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
     };
-    if let Some(a) = agent.running().get_mut(&id) {
+    let cancelled = agent.running().get_mut(&id).is_some_and(|a| {
         a.handle = Some(handle.clone());
+        a.silenced
+    });
+    if cancelled {
+        // Cancelled while it was starting: `cancel` found no handle to stop.
+        let (executor, h) = (loaded.executor.clone(), handle.clone());
+        let grace = agent.config.spearlet.limits.stop_grace_ms;
+        let _ = tokio::task::spawn_blocking(move || executor.stop(&h, grace)).await;
     }
     let record = Running {
         execution_id: id.clone(),
@@ -201,6 +220,11 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         Ok(r) => (report(&id, r), false, memory),
         Err(e) => (failure(&id, format!("{}: {e}", loaded.name)), true, memory),
     }
+}
+
+/// Whether the execution was cancelled or handed back (its result is not reported).
+fn silenced(agent: &Agent, id: &str) -> bool {
+    agent.running().get(id).is_some_and(|a| a.silenced)
 }
 
 /// Wait for a handle's result, sampling its memory while it runs.
@@ -333,10 +357,7 @@ pub async fn recover(agent: &Arc<Agent>) {
             let executor = loaded.executor.clone();
             let h = r.handle.clone();
             let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
-            if let Err(e) = agent.reporter.submit(report).await {
-                tracing::error!(error = %e, "cannot persist the result");
-            }
-            agent.running().remove(&r.execution_id);
+            finish(&agent, report).await;
         });
     }
 }

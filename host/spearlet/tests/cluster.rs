@@ -67,9 +67,19 @@ async fn a_spearlet_registers_heartbeats_figures_and_runs_process_executions() {
         assert!(Instant::now() < deadline, "no heartbeat figures: {node}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = s.get("/api/v1/status").await;
-    assert_eq!(status["connected"], true, "{status}");
-    assert_eq!(status["reports_pending"], 0, "{status}");
+    let deadline = Instant::now() + LONG;
+    loop {
+        let status = s.get("/api/v1/status").await;
+        assert_eq!(status["connected"], true, "{status}");
+        if status["reports_pending"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged reports kept: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,6 +108,25 @@ async fn a_looping_task_is_killed_at_its_timeout_and_a_flood_is_capped() {
     assert_eq!(e["result"]["stdout_truncated"], true, "{e}");
     assert_eq!(e["result"]["stdout"].as_str().unwrap().len(), 1024 * 1024);
     assert_eq!(e["result"]["stderr"], "done\n");
+    // An execution's memory need is its limit on the node.
+    let hog = sms
+        .submit(json!({
+            "executable": {"type": "process", "name": "python3",
+                           "args": ["-c", "b = bytearray(512 * 1024 * 1024); print('allocated')"]},
+            "needs": {"cpu_millis": 0, "memory_mb": 64, "disk_mb": 0},
+            "max_attempts": 1,
+        }))
+        .await;
+    let e = sms.finished(&hog, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    assert!(
+        !e["result"]["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allocated"),
+        "{e}"
+    );
+
     let after = sms.sh("echo still here", json!({})).await;
     assert_eq!(sms.finished(&after, LONG).await["state"], "succeeded");
     assert_eq!(s.get("/api/v1/status").await["running"], json!([]));
@@ -170,7 +199,16 @@ async fn sigterm_drains_finishes_short_work_hands_back_long_work_and_deregisters
     let sms = c.sms();
     let mut a = c.spearlet("alpha", &sms, "");
     sms.node_status(&a.node, "active", LONG).await;
-    let short = sms.sh("sleep 1; echo finished", json!({})).await;
+    let go = c.path().join("go");
+    let short = sms
+        .sh(
+            &format!(
+                "while [ ! -f {} ]; do sleep 0.05; done; echo finished",
+                go.display()
+            ),
+            json!({"timeout_ms": 0}),
+        )
+        .await;
     let long = sms
         .sh("sleep 120", json!({"timeout_ms": 0, "max_attempts": 1}))
         .await;
@@ -181,6 +219,8 @@ async fn sigterm_drains_finishes_short_work_hands_back_long_work_and_deregisters
         assert!(Instant::now() < deadline, "executions never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The short one finishes during the drain; the long one is still running when it ends.
+    std::fs::write(&go, "").unwrap();
     let status = a.terminate();
     assert!(status.success(), "{status:?}");
     let e = sms.finished(&short, Duration::from_secs(5)).await;
@@ -413,7 +453,8 @@ async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
     let id = sms
         .sh(
             &format!(
-                "while [ ! -f {} ]; do sleep 0.05; done; echo delivered",
+                "echo run >> {}; while [ ! -f {} ]; do sleep 0.05; done; echo delivered",
+                c.path().join("runs").display(),
                 go.display()
             ),
             json!({"timeout_ms": 0}),
@@ -437,4 +478,8 @@ async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
     assert_eq!(e["state"], "succeeded", "{e}");
     assert_eq!(e["result"]["stdout"], "delivered\n");
     assert_eq!(e["node_uuid"], s.node.as_str());
+    // Delivered, not run again.
+    let runs = std::fs::read_to_string(c.path().join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    assert_eq!(e["attempt"], 1, "{e}");
 }

@@ -437,10 +437,14 @@ fn wire_execution(e: model::Execution) -> v1::Execution {
         submitted_at_ms: e.submitted_at_ms,
         updated_at_ms: e.updated_at_ms,
         stdin: e.stdin,
+        needs: wire_res(e.needs),
     }
 }
 
-/// The assignment stream's item type.
+/// Response metadata of the assignment stream naming this SMS's session.
+pub const SESSION_HEADER: &str = "spear-session";
+
+/// The stream of assignments to one Spearlet.
 pub type AssignmentStream = Pin<Box<dyn Stream<Item = Result<v1::Assignment, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -518,7 +522,12 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 cancel: a.cancel,
             })
         });
-        Ok(Response::new(Box::pin(stream)))
+        let mut response = Response::new(Box::pin(stream) as AssignmentStream);
+        // The session is told up front, so a Spearlet can report before any assignment arrives.
+        if let Ok(v) = self.0.session.parse() {
+            response.metadata_mut().insert(SESSION_HEADER, v);
+        }
+        Ok(response)
     }
 
     async fn report_result(
