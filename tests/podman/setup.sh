@@ -98,8 +98,12 @@ podman_() { podman --storage-driver vfs --runtime runc "$@"; }
 if ! ping; then
     rm -f "$SOCK"
     say "starting podman system service on $SOCK (log: $RUN/service.log)"
+    # From its own directory: conmon writes files (such as `oom` after an OOM kill) into the
+    # working directory it inherits.
+    cd "$RUN"
     setsid nohup podman --storage-driver vfs --runtime runc system service --time=0 \
         "unix://$SOCK" >>"$RUN/service.log" 2>&1 </dev/null 9>&- &
+    cd - >/dev/null
     for _ in $(seq 1 300); do
         ping && break
         sleep 0.1
