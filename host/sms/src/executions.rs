@@ -208,6 +208,7 @@ impl Sms {
             updated_at_ms: now,
             not_before_ms: 0,
             assigned_at_ms: 0,
+            orphaned_on: None,
         };
         self.events
             .append_with(
@@ -348,7 +349,17 @@ impl Sms {
         self.check_session(&r.session)?;
         let _guard = self.writes.lock().await;
         let mut exec = self.execution(&r.execution_id).await?;
-        if exec.node_uuid.as_deref() != Some(r.node_uuid.as_str()) || !exec.state.is_placed() {
+        let placed_here =
+            exec.node_uuid.as_deref() == Some(r.node_uuid.as_str()) && exec.state.is_placed();
+        // Work that went back to the queue while its node kept running it: that node's result
+        // stands as long as no other node has taken the execution since.
+        let orphan_here = exec.state == ExecState::Ready
+            && exec.orphaned_on.as_deref() == Some(r.node_uuid.as_str());
+        if orphan_here {
+            exec.attempt += 1;
+            exec.orphaned_on = None;
+            exec.node_uuid = Some(r.node_uuid.clone());
+        } else if !placed_here {
             return Err(SmsError::Conflict(format!(
                 "execution {} is not placed on node {} (it is {})",
                 r.execution_id,
@@ -428,6 +439,7 @@ impl Sms {
             exec.state = ExecState::Ready;
             exec.attempt = exec.attempt.saturating_sub(1);
             exec.error = Some(format!("node {node} lost: {why}"));
+            exec.orphaned_on = Some(node.to_owned());
             exec.updated_at_ms = now_ms();
             self.save(
                 &exec,

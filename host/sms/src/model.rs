@@ -397,4 +397,8 @@ pub struct Execution {
     pub not_before_ms: i64,
     /// When the current attempt was assigned.
     pub assigned_at_ms: i64,
+    /// The node that held it when it went back to the queue (the node was lost, or SMS
+    /// restarted). That node's late result is still taken while no other node has it.
+    #[serde(default)]
+    pub orphaned_on: Option<String>,
 }

@@ -184,6 +184,7 @@ impl Sms {
             exec.assigned_at_ms = now_ms();
             exec.updated_at_ms = exec.assigned_at_ms;
             exec.error = None;
+            exec.orphaned_on = None;
             match self.dispatch(&node, exec.clone(), false).await {
                 Dispatch::Sent => {
                     ops.push(put(&exec)?);

@@ -133,6 +133,7 @@ impl Sms {
                 e.state = ExecState::Ready;
                 e.attempt = e.attempt.saturating_sub(1);
                 e.error = Some("SMS restarted while it was placed".into());
+                e.orphaned_on = e.node_uuid.clone();
                 requeue.push(e.clone());
             }
             executions.insert(e.execution_id.clone(), e);

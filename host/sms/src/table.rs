@@ -70,6 +70,7 @@ mod tests {
             updated_at_ms: 0,
             not_before_ms: 0,
             assigned_at_ms: 0,
+            orphaned_on: None,
         };
         let mut t = ExecTable::default();
         t.insert("e".into(), exec(ExecState::Ready));

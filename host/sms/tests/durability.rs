@@ -203,3 +203,127 @@ async fn sigterm_stops_cleanly_and_cli_flags_win() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A node that kept running an execution through an SMS restart delivers its result to the new
+/// SMS, as long as no other node has taken the execution since: the work is not done twice.
+#[tokio::test]
+async fn a_result_from_before_a_restart_is_taken_by_the_new_sms() {
+    use spear_proto::v1;
+    use tokio_stream::StreamExt;
+
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let node: Value = c
+        .post(sms.url("/api/v1/nodes"))
+        .json(&json!({
+            "ip_address": "127.0.0.1",
+            "port": 1,
+            "capacity": {"cpu_millis": 1000, "memory_mb": 1024},
+            "executors": ["process"],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uuid = node["uuid"].as_str().unwrap().to_owned();
+    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let mut stream = execs
+        .assignments(v1::AssignmentsRequest {
+            node_uuid: uuid.clone(),
+            after: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let exec: Value = c
+        .post(sms.url("/api/v1/executions"))
+        .json(&json!({"executable": {"type": "process", "uri": "file:///bin/true"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = exec["execution_id"].as_str().unwrap().to_owned();
+    let got = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("never assigned")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.execution.unwrap().execution_id, id);
+    sms.kill_9();
+
+    let sms = sb.start(&[]);
+    // Keep the new SMS from placing it again, so the only way to finish it is the old result.
+    let r = c
+        .put(sms.url(&format!("/api/v1/nodes/{uuid}")))
+        .json(&json!({"status": "draining"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{r:?}");
+    let e: Value = c
+        .get(sms.url(&format!("/api/v1/executions/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["state"], "ready", "{e}");
+    assert_eq!(e["orphaned_on"], uuid.as_str(), "{e}");
+    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let opened = execs
+        .assignments(v1::AssignmentsRequest {
+            node_uuid: uuid.clone(),
+            after: 0,
+        })
+        .await
+        .unwrap();
+    let session = opened
+        .metadata()
+        .get("spear-session")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let report = |node: &str| v1::ReportResultRequest {
+        session: session.clone(),
+        node_uuid: node.into(),
+        execution_id: id.clone(),
+        success: true,
+        result: Some(v1::ExecutionResult {
+            stdout: b"done\n".to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Another node cannot claim it.
+    let refused = execs
+        .report_result(report("someone-else"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    execs.report_result(report(&uuid)).await.unwrap();
+    let e: Value = c
+        .get(sms.url(&format!("/api/v1/executions/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["attempt"], 1, "{e}");
+    assert_eq!(e["result"]["stdout"], "done\n", "{e}");
+    // A second copy of the same report (an acknowledgement lost on the way) changes nothing.
+    let again = execs.report_result(report(&uuid)).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+}
