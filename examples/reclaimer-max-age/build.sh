@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Build `max-age` into OUT_DIR (default: target/examples at the top of the repository) as max-age.wasm.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+out=$(mkdir -p "${1:-$repo/target/examples}" && cd "${1:-$repo/target/examples}" && pwd)
+rustup target add wasm32-wasip2 >/dev/null
+export CARGO_TARGET_DIR="$repo/target/examples-cargo"
+cargo build --release -j2 --manifest-path "$here/../Cargo.toml" -p max-age --target wasm32-wasip2
+cp -f "$CARGO_TARGET_DIR/wasm32-wasip2/release/max_age.wasm" "$out/max-age.wasm"
+echo "$out/max-age.wasm"
