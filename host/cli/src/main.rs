@@ -1,21 +1,49 @@
 //! `spear`: the SPEAR command-line client.
 //!
-//! Today it holds the plugin commands that need no server: `spear plugin check FILE` validates a
+//! It speaks SMS's REST API (`--sms`, else `SPEAR_SMS`, else `http://127.0.0.1:8080`): nodes,
+//! tasks, executions (`spear run` waits and passes output and exit code through), the event log,
+//! files and plugins. Two plugin commands need no server: `spear plugin check FILE` validates a
 //! plugin file exactly as a host would, and `spear plugin sim` runs a plugin host over a simulated
 //! cluster so that strategies, hot reload and containment can be watched live.
+//!
+//! Exit codes: 0 success; 1 a refused or failed operation (or, for `spear run`, the execution's
+//! own code; 128 + signal when killed); 2 a usage or transport error.
 
 mod check;
+mod client;
+mod error;
+mod exec;
+mod files;
+mod logs;
+mod node;
+mod output;
+mod plugins;
+mod run;
 mod sim;
+mod status;
+mod task;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use client::Client;
+use error::CliError;
 
 /// The SPEAR command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "spear", version, about)]
 struct Cli {
-    /// Output format.
+    /// Output format: text for people, json for scripts (one document, or one per line for
+    /// streams).
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// SMS's HTTP address (`http://host:port` or `host:port`).
+    #[arg(
+        long,
+        global = true,
+        env = "SPEAR_SMS",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    sms: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,19 +53,48 @@ struct Cli {
 pub enum Output {
     /// For people.
     Text,
-    /// One JSON document (for scripts).
+    /// One JSON document (for scripts); streams print one per line.
     Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Plugins: check a file, or run a simulated host.
+    /// The Spearlets SMS knows.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Registered tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Run a task or an inline executable; wait, print its output, exit with its code.
+    Run(Box<run::RunArgs>),
+    /// One execution, or the cluster at a glance.
+    Status {
+        /// The execution to show (default: a cluster summary).
+        execution_id: Option<String>,
+    },
+    /// SMS's event log (optionally one execution's), as it happens with --follow.
+    Logs(logs::LogsArgs),
+    /// Cancel an execution that has not finished.
+    Cancel {
+        /// The execution to cancel (see `spear status`).
+        execution_id: String,
+    },
+    /// SMS's file store.
+    #[command(subcommand)]
+    File(files::FileCommand),
+    /// Plugins: SMS's (list, reload, history), or a local file (check) and a simulated host (sim).
     #[command(subcommand)]
     Plugin(PluginCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// SMS's plugins: state, sha256, last error; the scheduler slot; the limits.
+    List,
+    /// Make SMS rescan its plugin directory and config now; exit 1 when the reload is rejected.
+    Reload,
+    /// SMS's reload reports and plugin events.
+    History,
     /// Validate a plugin file exactly as a host would, then print its info or why it is refused.
     Check(check::Args),
     /// Run a plugin host over a simulated cluster, placing continuously; edit the config or the
@@ -54,15 +111,50 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Plugin(PluginCommand::Check(args)) => check::run(args, cli.output),
-        Command::Plugin(PluginCommand::Sim(args)) => sim::run(args, cli.output),
+    let code = match cli.command {
+        Command::Plugin(PluginCommand::Check(args)) => local(check::run(args, cli.output)),
+        Command::Plugin(PluginCommand::Sim(args)) => local(sim::run(args, cli.output)),
+        command => match remote(command, &cli.sms, cli.output) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("spear: error: {e}");
+                e.exit_code()
+            }
+        },
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(2);
+    std::process::exit(code);
+}
+
+/// The exit code of a command that needs no server.
+fn local(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("spear: error: {e:#}");
+        2
+    })
+}
+
+/// Run a command against SMS.
+fn remote(command: Command, sms: &str, output: Output) -> Result<i32, CliError> {
+    let client = Client::new(sms)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        match command {
+            Command::Node(cmd) => node::run(cmd, &client, output).await,
+            Command::Task(cmd) => task::run(cmd, &client, output).await,
+            Command::Run(args) => run::run(*args, &client, output).await,
+            Command::Status { execution_id } => status::run(execution_id, &client, output).await,
+            Command::Logs(args) => logs::run(args, &client, output).await,
+            Command::Cancel { execution_id } => run::cancel(&execution_id, &client, output).await,
+            Command::File(cmd) => files::run(cmd, &client, output).await,
+            Command::Plugin(PluginCommand::List) => plugins::list(&client, output).await,
+            Command::Plugin(PluginCommand::Reload) => plugins::reload(&client, output).await,
+            Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
+            Command::Plugin(PluginCommand::Check(_) | PluginCommand::Sim(_)) => {
+                unreachable!("local commands are run by main")
+            }
         }
-    }
+    })
 }

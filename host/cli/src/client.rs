@@ -1,0 +1,291 @@
+//! A thin client of SMS's REST API: JSON in and out, SMS's error bodies and transport failures
+//! turned into [`CliError`]s that say what to do.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+use crate::error::{CliError, Result};
+
+/// The deadline of one ordinary request (a plugin reload may take a while).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An id given on the command line, so that a 404 can name it and the command that lists them.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    what: &'static str,
+    id: String,
+    list: &'static str,
+}
+
+impl Subject {
+    /// An execution id.
+    pub fn execution(id: &str) -> Self {
+        Self {
+            what: "execution",
+            id: id.to_owned(),
+            list: "spear status",
+        }
+    }
+
+    /// A task id.
+    pub fn task(id: &str) -> Self {
+        Self {
+            what: "task",
+            id: id.to_owned(),
+            list: "spear task list",
+        }
+    }
+
+    /// A node uuid.
+    pub fn node(id: &str) -> Self {
+        Self {
+            what: "node",
+            id: id.to_owned(),
+            list: "spear node list",
+        }
+    }
+
+    /// A file id.
+    pub fn file(id: &str) -> Self {
+        Self {
+            what: "file",
+            id: id.to_owned(),
+            list: "spear file list",
+        }
+    }
+}
+
+/// A connection to one SMS.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// `host:port` → `http://host:port`; no trailing slash.
+pub fn normalize(sms: &str) -> Result<String> {
+    let sms = sms.trim().trim_end_matches('/');
+    if sms.is_empty() {
+        return Err(CliError::Usage(
+            "--sms / SPEAR_SMS is empty; give SMS's HTTP address, e.g. http://127.0.0.1:8080"
+                .into(),
+        ));
+    }
+    Ok(if sms.contains("://") {
+        sms.to_owned()
+    } else {
+        format!("http://{sms}")
+    })
+}
+
+impl Client {
+    /// A client of the SMS at `sms` (`http://host:port` or `host:port`).
+    pub fn new(sms: &str) -> Result<Self> {
+        let base = normalize(sms)?;
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(CliError::Usage(format!(
+                "--sms {base}: use an http:// or https:// address (SMS's `http.addr`)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self { base, http })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .timeout(REQUEST_TIMEOUT)
+    }
+
+    /// `GET path` → JSON.
+    pub async fn get(&self, path: &str, subject: Option<Subject>) -> Result<Value> {
+        let r = self.send(self.request(Method::GET, path), subject).await?;
+        self.json(r).await
+    }
+
+    /// `POST path` with a JSON body → JSON.
+    pub async fn post(&self, path: &str, body: &Value, subject: Option<Subject>) -> Result<Value> {
+        let r = self
+            .send(self.request(Method::POST, path).json(body), subject)
+            .await?;
+        self.json(r).await
+    }
+
+    /// `POST path` with raw bytes → JSON.
+    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value> {
+        let req = self
+            .request(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        let r = self.send(req, None).await?;
+        self.json(r).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str, subject: Option<Subject>) -> Result<()> {
+        self.send(self.request(Method::DELETE, path), subject)
+            .await
+            .map(drop)
+    }
+
+    /// `GET path` → raw bytes.
+    pub async fn get_bytes(&self, path: &str, subject: Option<Subject>) -> Result<Vec<u8>> {
+        let r = self.send(self.request(Method::GET, path), subject).await?;
+        r.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.transport(e))
+    }
+
+    /// `GET path` without a deadline, for a stream (Server-Sent Events).
+    pub async fn stream(&self, path: &str) -> Result<Response> {
+        let req = self
+            .http
+            .get(self.url(path))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        self.send(req, None).await
+    }
+
+    /// Send; a non-2xx answer becomes an error.
+    async fn send(&self, req: RequestBuilder, subject: Option<Subject>) -> Result<Response> {
+        let r = req.send().await.map_err(|e| self.transport(e))?;
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        Err(self.refusal(r, subject).await)
+    }
+
+    async fn json(&self, r: Response) -> Result<Value> {
+        if r.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let url = r.url().to_string();
+        let bytes = r.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| CliError::Protocol {
+            url,
+            reason: format!("not JSON ({e}): {}", snippet(&bytes)),
+        })
+    }
+
+    /// Turn a non-2xx answer into an error, reading SMS's `{error: {code, message, field}}`.
+    async fn refusal(&self, r: Response, subject: Option<Subject>) -> CliError {
+        let status = r.status();
+        let url = r.url().to_string();
+        let bytes = r.bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let error = &body["error"];
+        let (Some(code), Some(message)) = (error["code"].as_str(), error["message"].as_str())
+        else {
+            return CliError::Protocol {
+                url,
+                reason: format!("HTTP {status}: {}", snippet(&bytes)),
+            };
+        };
+        // A missing route (an older SMS, or not SMS at all) is not a missing id.
+        let route = message.starts_with("route ");
+        if status == StatusCode::NOT_FOUND
+            && !route
+            && let Some(s) = subject
+        {
+            return CliError::NotFound {
+                what: s.what,
+                id: s.id,
+                list: s.list,
+            };
+        }
+        if route {
+            return CliError::Protocol {
+                url,
+                reason: format!("HTTP {status}: {message}"),
+            };
+        }
+        CliError::Api {
+            status: status.as_u16(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            field: error["field"].as_str().map(str::to_owned),
+        }
+    }
+
+    /// A transport failure, said plainly (`connection refused`, not the whole error chain).
+    pub fn transport(&self, e: reqwest::Error) -> CliError {
+        let reason = if e.is_timeout() {
+            "no answer in time".to_owned()
+        } else if let Some(io) = io_cause(&e) {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                _ => io.to_string(),
+            }
+        } else {
+            innermost(&e)
+        };
+        CliError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        }
+    }
+}
+
+/// The `std::io::Error` somewhere in an error's chain.
+fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The last message of an error's chain (the most specific).
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The start of a body, for messages.
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None if text.is_empty() => "(empty body)".to_owned(),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_gets_a_scheme_and_trailing_slashes_go() {
+        assert_eq!(
+            normalize("127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize("https://sms.example/").unwrap(),
+            "https://sms.example"
+        );
+        assert!(normalize(" ").is_err());
+    }
+}

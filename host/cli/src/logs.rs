@@ -1,0 +1,230 @@
+//! `spear logs [EXECUTION_ID] [--follow]`: SMS's event log, read from `GET /api/v1/events`
+//! (Server-Sent Events, resumable by cursor). With an id, only that execution's events and, once
+//! it has ended, its output.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::Output;
+use crate::client::{Client, Subject};
+use crate::error::{CliError, Result};
+use crate::output::{self, cell, time_of};
+use crate::run::is_terminal;
+
+/// Without `--follow`, the log is considered read when no event came for this long.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// Arguments of `spear logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Only this execution's events, then its output once it has ended.
+    #[arg(value_name = "EXECUTION_ID")]
+    pub execution_id: Option<String>,
+    /// Keep streaming new events (until Ctrl-C, or, with an id, until the execution ends).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Start after this cursor (the number before each event; default: the beginning).
+    #[arg(long, value_name = "CURSOR", default_value_t = 0)]
+    pub after: u64,
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default)]
+struct SseEvent {
+    event: String,
+    data: String,
+}
+
+/// Reads events from an SSE response.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseReader {
+    /// The next event; `None` when the stream ended.
+    async fn next(&mut self) -> std::result::Result<Option<SseEvent>, reqwest::Error> {
+        let mut event = SseEvent::default();
+        loop {
+            while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if !event.data.is_empty() || !event.event.is_empty() {
+                        return Ok(Some(event));
+                    }
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => event.event = value.to_owned(),
+                    "data" => {
+                        if !event.data.is_empty() {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(value);
+                    }
+                    _ => {} // `id` repeats the cursor in the data; comments are keep-alives.
+                }
+            }
+            match self.response.chunk().await? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Run `spear logs`.
+pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
+    let id = args.execution_id.as_deref();
+    if let Some(id) = id {
+        // Fail early, and clearly, on an unknown id.
+        client
+            .get(
+                &format!("/api/v1/executions/{id}"),
+                Some(Subject::execution(id)),
+            )
+            .await?;
+    }
+    let mut after = args.after;
+    let mut reconnecting = false;
+    loop {
+        let response = match client
+            .stream(&format!("/api/v1/events?after={after}"))
+            .await
+        {
+            Ok(r) => r,
+            // Once following, ride out an SMS restart.
+            Err(CliError::Unreachable { .. }) if reconnecting => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if reconnecting {
+            output::err("spear: reconnected to SMS\n");
+        }
+        let mut reader = SseReader {
+            response,
+            buffer: Vec::new(),
+        };
+        loop {
+            let next = if args.follow {
+                reader.next().await
+            } else {
+                match tokio::time::timeout(QUIET, reader.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return finish(id, client, out).await,
+                }
+            };
+            let event = match next {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) if args.follow => {
+                    output::err(&format!(
+                        "spear: lost the event stream at cursor {after}; reconnecting…\n"
+                    ));
+                    reconnecting = true;
+                    break;
+                }
+                Ok(None) => return finish(id, client, out).await,
+                Err(e) => return Err(client.transport(e)),
+            };
+            if event.event == "error" {
+                return Err(CliError::Api {
+                    status: 503,
+                    code: "unavailable".into(),
+                    message: format!("the event stream failed: {}", event.data),
+                    field: None,
+                });
+            }
+            let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            after = value["cursor"].as_u64().unwrap_or(after);
+            if id.is_some_and(|id| value["subject"] != id) {
+                continue;
+            }
+            match out {
+                Output::Json => output::json_line(&value),
+                Output::Text => output::out(&event_line(&value)),
+            }
+            if id.is_some() && is_terminal_kind(value["kind"].as_str().unwrap_or_default()) {
+                return finish(id, client, out).await;
+            }
+        }
+    }
+}
+
+/// Whether an event kind ends an execution.
+fn is_terminal_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "execution.succeeded" | "execution.failed" | "execution.cancelled" | "execution.timed_out"
+    )
+}
+
+/// With an id of an execution that has ended, print its output.
+async fn finish(id: Option<&str>, client: &Client, out: Output) -> Result<i32> {
+    let Some(id) = id else { return Ok(0) };
+    let e = client
+        .get(
+            &format!("/api/v1/executions/{id}"),
+            Some(Subject::execution(id)),
+        )
+        .await?;
+    if !is_terminal(&e) {
+        return Ok(0);
+    }
+    match out {
+        Output::Json => output::json_line(&e),
+        Output::Text => {
+            let r = &e["result"];
+            let mut text = String::new();
+            for stream in ["stdout", "stderr"] {
+                let body = r[stream].as_str().unwrap_or_default();
+                text.push_str(&format!("── {stream} ──\n{body}"));
+                if !body.is_empty() && !body.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            output::out(&text);
+        }
+    }
+    Ok(0)
+}
+
+/// `time  cursor  kind  subject  data` for people.
+fn event_line(e: &Value) -> String {
+    let data = match &e["data"] {
+        Value::Object(o) if o.is_empty() => String::new(),
+        Value::Null => String::new(),
+        d => d.to_string(),
+    };
+    format!(
+        "{}  {:>6}  {:<22}  {}  {data}\n",
+        time_of(&e["at_ms"]),
+        cell(&e["cursor"]),
+        cell(&e["kind"]),
+        cell(&e["subject"]),
+    )
+    .replace("  \n", "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_show_time_cursor_kind_subject_and_data() {
+        let e = serde_json::json!({"cursor": 7, "at_ms": 1_700_000_000_000_i64, "kind": "execution.running",
+            "subject": "e1", "data": {"node_uuid": "n1"}});
+        assert_eq!(
+            event_line(&e),
+            "2023-11-14 22:13:20       7  execution.running       e1  {\"node_uuid\":\"n1\"}\n"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! `spear run`, `status`, `logs` and `cancel`: output and exit codes passed through.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::Cluster;
+use crate::sh_args;
+
+#[test]
+fn run_passes_output_and_exit_code_through() {
+    let c = Cluster::start();
+    let r = c.spear(&sh_args(&[], "echo hi; echo oops >&2; exit 3"));
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert_eq!(r.stdout, "hi\n", "{r:?}");
+    assert_eq!(r.stderr, "oops\n", "{r:?}");
+
+    let r = c.spear(&sh_args(&["--stdin", "from stdin"], "cat")).ok();
+    assert_eq!(r.stdout, "from stdin", "{r:?}");
+
+    // A signal is 128 + the signal.
+    let r = c.spear(&sh_args(&[], "kill -9 $$"));
+    assert_eq!(r.code, Some(137), "{r:?}");
+    assert!(r.stderr.contains("killed by signal 9"), "{r:?}");
+
+    // A failure without an exit code (here: a timeout) is 1, and says why.
+    let r = c.spear(&sh_args(&["--timeout-ms", "300"], "sleep 5"));
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("failed: timed out after"), "{r:?}");
+
+    let mut json = vec!["--output", "json"];
+    json.extend(sh_args(&[], "echo hi; exit 3"));
+    let r = c.spear(&json);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    let e = r.json();
+    assert_eq!(e["state"], "failed", "{e}");
+    assert_eq!(e["result"]["exit_code"], 3, "{e}");
+    assert_eq!(e["result"]["stdout"], "hi\n", "{e}");
+
+    let r = c.spear(&["run"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("say what to run"), "{r:?}");
+}
+
+#[test]
+fn a_detached_run_is_seen_by_status_and_logs() {
+    let c = Cluster::start();
+    let r = c.spear(&sh_args(&["--detach"], "echo hello")).ok();
+    let id = r.stdout.trim().to_owned();
+    assert!(!id.is_empty() && !id.contains(char::is_whitespace), "{r:?}");
+    let e = c.wait_for(&id, "succeeded", |e| e["state"] == "succeeded");
+    assert_eq!(e["execution_id"], id.as_str(), "{e}");
+
+    let r = c.spear(&["status", &id]).ok();
+    assert!(r.stdout.contains("state:"), "{r:?}");
+    assert!(r.stdout.contains("succeeded"), "{r:?}");
+
+    let r = c.spear(&["logs", &id]).ok();
+    for want in [
+        "execution.submitted",
+        "execution.succeeded",
+        "── stdout ──\nhello\n",
+    ] {
+        assert!(r.stdout.contains(want), "no {want:?} in {r:?}");
+    }
+    assert!(!r.stdout.contains("node.registered"), "{r:?}");
+    let lines = c
+        .spear(&["--output", "json", "logs", &id])
+        .ok()
+        .json_lines();
+    let (last, events) = lines.split_last().expect("lines");
+    assert_eq!(last["execution_id"], id.as_str(), "{last}");
+    assert_eq!(last["result"]["stdout"], "hello\n", "{last}");
+    assert!(
+        events.iter().all(|e| e["subject"] == id.as_str()),
+        "{lines:?}"
+    );
+    assert_eq!(events.last().unwrap()["kind"], "execution.succeeded");
+
+    // The whole log, without an id, holds the node's registration too.
+    let r = c.spear(&["logs"]).ok();
+    assert!(r.stdout.contains("node.registered"), "{r:?}");
+    assert!(r.stdout.contains(&id), "{r:?}");
+
+    // --follow with an id waits for the end, then prints the output.
+    let r = c.spear(&sh_args(&["--detach"], "sleep 1; echo late")).ok();
+    let late = r.stdout.trim().to_owned();
+    let started = Instant::now();
+    let r = c.spear(&["logs", &late, "--follow"]).ok();
+    assert!(r.stdout.contains("── stdout ──\nlate\n"), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "{r:?}");
+
+    let r = c.spear(&["status"]).ok();
+    assert!(r.stdout.contains("1 active"), "{r:?}");
+    assert!(r.stdout.contains(&late), "{r:?}");
+    assert!(r.stdout.contains("least-connections"), "{r:?}");
+    let s = c.json(&["status"]);
+    assert_eq!(s["nodes"]["by_status"]["active"], 1, "{s}");
+    assert_eq!(s["executions"]["by_state"]["succeeded"], 2, "{s}");
+    assert_eq!(s["recent"][0]["execution_id"], late.as_str(), "{s}");
+    let active: Vec<&str> = s["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(active.contains(&"least-connections"), "{s}");
+}
+
+#[test]
+fn cancel_stops_a_long_execution() {
+    let c = Cluster::start();
+    let id = c
+        .spear(&sh_args(&["--detach"], "sleep 30"))
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    c.wait_for(&id, "running", |e| e["state"] == "running");
+    let r = c.spear(&["cancel", &id]).ok();
+    assert_eq!(r.stdout, format!("cancelled execution {id}\n"), "{r:?}");
+    assert_eq!(c.json(&["status", &id])["state"], "cancelled");
+    let r = c.spear(&["cancel", &id]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "SMS refused the request (conflict): execution {id} already cancelled"
+        )),
+        "{r:?}"
+    );
+
+    // An attached `spear run` whose execution is cancelled elsewhere ends with 1, saying so.
+    let mut run = c.cmd(&sh_args(&[], "sleep 30"));
+    let child = run
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let s = c.json(&["status"]);
+        let running = s["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["state"] == "running")
+            .and_then(|e| e["execution_id"].as_str().map(str::to_owned));
+        if let Some(id) = running {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "never running: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cancelled = c.json(&["cancel", &id]);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("execution {id} was cancelled")),
+        "{stderr}"
+    );
+}

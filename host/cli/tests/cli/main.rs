@@ -1,0 +1,25 @@
+//! The `spear` binary against a real `sms` and a real `spearlet` on 127.0.0.1: every command, its
+//! JSON output, its exit codes and its errors.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod executions;
+mod resources;
+
+const SH: [&str; 7] = [
+    "run",
+    "--type",
+    "process",
+    "--name",
+    "/bin/sh",
+    "--max-attempts",
+    "1",
+];
+
+/// `spear run --type process --name /bin/sh --max-attempts 1 [extra…] -- -c script`.
+fn sh_args<'a>(extra: &[&'a str], script: &'a str) -> Vec<&'a str> {
+    let mut args = SH.to_vec();
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "-c", script]);
+    args
+}
