@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace on a fresh machine that has only the Rust toolchain.
 # Installs what it needs first (idempotent): the wasm32-wasip2 and wasm32-unknown-unknown targets
-# (guest plugins are built by tests/build.rs with them), rustfmt and clippy.
+# (guest plugins are built by tests/build.rs with them), rustfmt and clippy; the examples' tool
+# chains (examples/*/build.sh) and Podman (tests/podman/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,15 +12,22 @@ rustup component add rustfmt clippy
 
 echo "== format"
 cargo fmt --all -- --check
+cargo fmt --manifest-path examples/Cargo.toml --all -- --check
 
 echo "== lints"
 cargo clippy --workspace --all-targets -j2 -- -D warnings
+
+echo "== examples (each with its own tool chain: Debian, PyPI, npm, crates.io)"
+bash examples/build.sh target/examples
+CARGO_TARGET_DIR=target/examples-cargo cargo clippy --manifest-path examples/Cargo.toml --workspace --all-targets -j2 -- -D warnings
 
 echo "== tests"
 bash tests/podman/setup.sh # a private Podman for the container executor (root; apt)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -j2 2>&1 | tee "$log"
+CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace -j2 2>&1 | tee "$log"
+# host/cli/tests/examples.rs loads target/examples/* into `spear plugin check` and live hosts.
+cargo test --workspace -j2 2>&1 | tee -a "$log"
 # One closing line over every test binary (the last one cargo prints is often a doc-test with 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -73,13 +73,22 @@ impl Cluster {
 
     /// Start `sms` on these addresses, on the sandbox's state (a restart finds it again).
     pub fn sms_on(&self, grpc: &str, http: &str) -> Sms {
+        self.sms_with(
+            grpc,
+            http,
+            "[scheduler]\nstrategy = \"least-connections\"\n",
+        )
+    }
+
+    /// Start `sms` with `plugin_sections` (`[plugins]` keys after `dir`, then `[scheduler]`).
+    pub fn sms_with(&self, grpc: &str, http: &str, plugin_sections: &str) -> Sms {
         let config = self.write(
             "sms.toml",
             &format!(
                 "heartbeat_timeout = 2\n[http]\naddr = \"{http}\"\n[grpc]\naddr = \"{grpc}\"\n\
              [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
              [files]\ndir = \"sms-data/files\"\nmax_upload_mb = 64\n\
-             [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
+             [plugins]\ndir = \"plugins\"\n{plugin_sections}"
             ),
         );
         let mut child = Command::new(sms_bin())

@@ -1,0 +1,274 @@
+//! The example plugins of `examples/` (built into `target/examples/` by `examples/build.sh`, which
+//! `./run-tests.sh` runs first), each through `spear plugin check` and a live host: every `pack-*`
+//! strategy places executions in a real `sms` process, and `max-age` reclaims instances in a real
+//! `spearlet`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use serde_json::{Value, json};
+use spear_proto::v1;
+use tokio_stream::StreamExt;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Every `pack-*` strategy, and the call deadline and memory limit (MiB) its language runtime
+/// needs (interpreters start bigger and slower than compiled code).
+const PACKS: &[(&str, u64, u64)] = &[
+    ("pack-rust.wasm", 10, 64),
+    ("pack-rust-extism.wasm", 10, 64),
+    ("pack-native.so", 10, 64),
+    ("pack-c.wasm", 10, 64),
+    ("pack-assemblyscript.wasm", 10, 64),
+    ("pack-python.wasm", 200, 256),
+    ("pack-js.wasm", 200, 256),
+];
+
+fn example(file: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/examples")
+        .join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the examples with `examples/build.sh` (./run-tests.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// `spear`, built beside `spearlet` by `cargo test --workspace`.
+fn spear_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_spearlet")).with_file_name("spear");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p spear-cli` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// `spear --output json plugin check FILE --config CONFIG`: (exit code, report).
+fn check(file: &Path, config: &str, timeout_ms: u64, memory_mb: u64) -> (i32, Value) {
+    let out = Command::new(spear_bin())
+        .args(["--output", "json", "plugin", "check"])
+        .arg(file)
+        .args(["--config", config])
+        .args(["--call-timeout-ms", &timeout_ms.to_string()])
+        .args(["--memory-limit-mb", &memory_mb.to_string()])
+        .env("SPEAR_LOG", "off")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{}: not JSON ({e}): {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn every_example_passes_spear_plugin_check_and_bad_configs_are_refused() {
+    let mut all: Vec<(&str, u64, u64)> = PACKS.to_vec();
+    all.push(("max-age.wasm", 10, 64));
+    for (file, timeout_ms, memory_mb) in all {
+        let name = file.rsplit_once('.').unwrap().0;
+        let (code, report) = check(&example(file), "{}", timeout_ms, memory_mb);
+        assert_eq!(code, 0, "{file}: {report}");
+        assert_eq!(report["ok"], true, "{file}: {report}");
+        assert_eq!(report["name"], name, "{file}: {report}");
+        assert_eq!(report["version"], "0.1.0", "{file}: {report}");
+        let (bad, why) = if name == "max-age" {
+            (r#"{"max_age_ms": 0}"#, "max_age_ms")
+        } else {
+            (
+                r#"{"max_active": 0}"#,
+                "max_active: must be a positive integer",
+            )
+        };
+        let (code, report) = check(&example(file), bad, timeout_ms, memory_mb);
+        assert_eq!(code, 1, "{file} took {bad}: {report}");
+        let error = report["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{file}: {error}");
+    }
+}
+
+/// A node that registers over gRPC, heartbeats its running count and records what it receives
+/// (but runs nothing), so that placements show exactly what the strategy decided.
+struct FakeNode {
+    uuid: String,
+    received: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeNode {
+    async fn start(grpc: &str) -> Self {
+        let url = format!("http://{grpc}");
+        let mut nodes = v1::node_service_client::NodeServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let capacity = v1::Resources {
+            cpu_millis: 4000,
+            memory_mb: 4096,
+            disk_mb: 0,
+        };
+        let uuid = nodes
+            .register_node(v1::RegisterNodeRequest {
+                ip_address: "127.0.0.1".into(),
+                port: 9000,
+                capacity: Some(capacity),
+                executors: vec!["process".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .uuid;
+        let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(url)
+            .await
+            .unwrap();
+        let mut stream = execs
+            .assignments(v1::AssignmentsRequest {
+                node_uuid: uuid.clone(),
+                after: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let listen = tokio::spawn(async move {
+            while let Some(Ok(a)) = stream.next().await {
+                seen.lock().unwrap().push(a.execution.unwrap().execution_id);
+            }
+        });
+        let (seen, id) = (received.clone(), uuid.clone());
+        let beat = tokio::spawn(async move {
+            loop {
+                let running = seen.lock().unwrap().len() as u32;
+                let _ = nodes
+                    .heartbeat(v1::HeartbeatRequest {
+                        uuid: id.clone(),
+                        available: Some(capacity),
+                        running,
+                        ..Default::default()
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self {
+            uuid,
+            received,
+            tasks: vec![listen, beat],
+        }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_pack_strategy_packs_executions_in_a_live_sms() {
+    for &(file, timeout_ms, memory_mb) in PACKS {
+        let name = file.rsplit_once('.').unwrap().0;
+        let c = Cluster::new();
+        std::fs::copy(example(file), c.path().join("plugins").join(file)).unwrap();
+        let sms = c.sms_with(
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &format!(
+                "call_timeout_ms = {timeout_ms}\nmemory_limit_mb = {memory_mb}\n\
+                 [scheduler]\nstrategy = \"{name}\"\n[scheduler.config]\nmax_active = 2\n"
+            ),
+        );
+        let plugins = sms.get("/api/v1/plugins").await;
+        assert!(
+            plugins.to_string().contains(name),
+            "{name} is not loaded: {plugins}"
+        );
+        let grpc = sms.grpc.to_string();
+        let nodes = [FakeNode::start(&grpc).await, FakeNode::start(&grpc).await];
+        // One at a time, each placed and heartbeaten before the next, so every decision sees the
+        // node's real load.
+        let mut placed_on = Vec::new();
+        for i in 0..4 {
+            let id = sms.sh("true", json!({})).await;
+            let deadline = Instant::now() + LONG;
+            let node = loop {
+                if let Some(n) = nodes.iter().find(|n| n.received().contains(&id)) {
+                    break n.uuid.clone();
+                }
+                let e = sms.execution(&id).await;
+                assert!(Instant::now() < deadline, "{name}: #{i} never placed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            placed_on.push(node);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        // Packing: the first node takes work up to max_active, then the other.
+        assert_eq!(placed_on[0], placed_on[1], "{name}: {placed_on:?}");
+        assert_eq!(placed_on[2], placed_on[3], "{name}: {placed_on:?}");
+        assert_ne!(placed_on[0], placed_on[2], "{name}: {placed_on:?}");
+        // Both nodes are full: the fifth waits.
+        let fifth = sms.sh("true", json!({})).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let e = sms.execution(&fifth).await;
+        assert_eq!(e["state"], "ready", "{name}: {e}");
+        assert!(
+            nodes.iter().all(|n| n.received().len() == 2),
+            "{name}: {:?}",
+            nodes.iter().map(FakeNode::received).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_max_age_policy_reclaims_instances_in_a_live_spearlet() {
+    let c = Cluster::new();
+    std::fs::copy(
+        example("max-age.wasm"),
+        c.path().join("plugins/max-age.wasm"),
+    )
+    .unwrap();
+    let sms = c.sms();
+    let s = c.spearlet(
+        "alpha",
+        &sms,
+        "[scheduler]\nstrategy = \"least-connections\"\n\
+         [reclaimer]\npolicy = \"max-age\"\ninterval_ms = 100\n\
+         [reclaimer.config]\nmax_age_ms = 3000\n",
+    );
+    let plugins = s.get("/api/v1/plugins").await;
+    assert!(plugins.to_string().contains("max-age"), "{plugins}");
+    let id = sms.sh("exit 0", json!({})).await;
+    assert_eq!(sms.finished(&id, LONG).await["state"], "succeeded");
+    // The instance stays warm after its run (younger than max_age_ms), then is recycled.
+    let first = s.get("/api/v1/instances").await;
+    let instances = first["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{first}");
+    let deadline = Instant::now() + LONG;
+    loop {
+        let now = s.get("/api/v1/instances").await;
+        if now["instances"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "max-age did not reclaim: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
