@@ -106,6 +106,7 @@ echo "          Swagger http://127.0.0.1:8080/swagger-ui/   metrics http://127.0
 echo "          web admin http://127.0.0.1:8081/"
 echo "Spearlet: status http://127.0.0.1:8082/api/v1/status   instances http://127.0.0.1:8082/api/v1/instances"
 echo "config:   $PWD/sms.toml $PWD/spearlet.toml   plugins: $PWD/plugins"
+echo "CLI:      $(cd .. && pwd)/release/spear status    (try: spear run --type process --name /bin/echo -- hello)"
 wait -n "$sms" "$spearlet"
 kill -TERM "$spearlet" "$sms" 2>/dev/null || true
 wait
