@@ -2,7 +2,7 @@
 # The main job on a fresh machine: builds SMS, the Spearlet and the built-in plugins, then runs a
 # local SMS and one Spearlet with the default plugins (redb storage, least-connections placement,
 # the wasm/process/container executors, idle-time reclamation). Ctrl-C stops both (the Spearlet
-# drains first). Extra arguments go to `sms` (try --help).
+# drains first). Extra arguments go to `spear dev` (try --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,89 +24,6 @@ done
 for p in redb memory process wasm container; do
   cp -f "target/spear-guests/artifacts/native/$p.so" "$dev/plugins/$p.so"
 done
-if [ ! -f "$dev/sms.toml" ]; then
-  cat > "$dev/sms.toml" <<'TOML'
-# Edit [scheduler] while SMS runs: it applies at once (or is rejected, with the reason, and the
-# old one stays). SMS's own keys need a restart.
-enable_swagger = true
-enable_web_admin = true
-web_admin_addr = "127.0.0.1:8081"
-
-[http]
-addr = "127.0.0.1:8080"
-
-[grpc]
-addr = "127.0.0.1:50051"
-
-[database]
-db_type = "redb"
-path = "data/sms.redb"
-
-[files]
-dir = "data/files"
-max_upload_mb = 64
-
-[plugins]
-dir = "plugins"
-watch = true
-call_timeout_ms = 10
-
-[scheduler]
-strategy = "least-connections"   # try: round-robin, affinity, adaptive
-TOML
-fi
-if [ ! -f "$dev/spearlet.toml" ]; then
-  cat > "$dev/spearlet.toml" <<'TOML'
-# Edit [scheduler] (the local strategy choosing an instance per invocation) or [reclaimer] while
-# the Spearlet runs: they apply at once. The rest needs a restart.
-[spearlet]
-node_name = "dev-node"
-sms_grpc_addr = "127.0.0.1:50051"
-sms_http_addr = "127.0.0.1:8080"
-auto_register = true
-heartbeat_interval = 5
-
-[spearlet.grpc]
-addr = "127.0.0.1:50052"
-
-[spearlet.http.server]
-addr = "127.0.0.1:8082"
-
-[spearlet.storage]
-backend = "redb"
-data_dir = "data/spearlet"
-
-[executors]
-enabled = ["wasm", "process", "container"]
-
-[plugins]
-dir = "plugins"
-watch = true
-
-[scheduler]
-strategy = "least-connections"
-
-[reclaimer]
-policy = "idle-time"             # try: memory-pressure, error-rate
-interval_ms = 10000
-[reclaimer.config]
-idle_ms = 300000
-TOML
-fi
-cd "$dev"
-../release/sms --config sms.toml "$@" &
-sms=$!
-trap 'kill -TERM "$spearlet" "$sms" 2>/dev/null; wait' INT TERM
-# The Spearlet waits for SMS (connect retries), registers, and takes work.
-../release/spearlet --config spearlet.toml --auto-register &
-spearlet=$!
-sleep 1
-echo "SMS:      REST http://127.0.0.1:8080/api/v1   gRPC 127.0.0.1:50051"
-echo "          Swagger http://127.0.0.1:8080/swagger-ui/   metrics http://127.0.0.1:8080/metrics"
-echo "          web admin http://127.0.0.1:8081/"
-echo "Spearlet: status http://127.0.0.1:8082/api/v1/status   instances http://127.0.0.1:8082/api/v1/instances"
-echo "config:   $PWD/sms.toml $PWD/spearlet.toml   plugins: $PWD/plugins"
-echo "CLI:      $(cd .. && pwd)/release/spear status    (try: spear run --type process --name /bin/echo -- hello)"
-wait -n "$sms" "$spearlet"
-kill -TERM "$spearlet" "$sms" 2>/dev/null || true
-wait
+# `spear dev` writes target/dev/sms.toml and spearlet.toml when missing (then they are yours to
+# edit), starts SMS and the Spearlet, prints their addresses, and stops both on Ctrl-C.
+exec target/release/spear dev --dir "$dev" "$@"

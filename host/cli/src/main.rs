@@ -11,6 +11,7 @@
 
 mod check;
 mod client;
+mod dev;
 mod error;
 mod exec;
 mod files;
@@ -82,6 +83,8 @@ enum Command {
     /// SMS's file store.
     #[command(subcommand)]
     File(files::FileCommand),
+    /// A local SMS and one Spearlet with the plugins of a directory (Ctrl-C stops both).
+    Dev(dev::Args),
     /// Plugins: SMS's (list, reload, history), or a local file (check) and a simulated host (sim).
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -107,13 +110,14 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPEAR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,extism::plugin=off")),
         )
         .with_writer(std::io::stderr)
         .init();
     let code = match cli.command {
         Command::Plugin(PluginCommand::Check(args)) => local(check::run(args, cli.output)),
         Command::Plugin(PluginCommand::Sim(args)) => local(sim::run(args, cli.output)),
+        Command::Dev(args) => local(dev::run(args, cli.output)),
         command => match remote(command, &cli.sms, cli.output) {
             Ok(code) => code,
             Err(e) => {
@@ -152,7 +156,7 @@ fn remote(command: Command, sms: &str, output: Output) -> Result<i32, CliError> 
             Command::Plugin(PluginCommand::List) => plugins::list(&client, output).await,
             Command::Plugin(PluginCommand::Reload) => plugins::reload(&client, output).await,
             Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
-            Command::Plugin(PluginCommand::Check(_) | PluginCommand::Sim(_)) => {
+            Command::Dev(_) | Command::Plugin(PluginCommand::Check(_) | PluginCommand::Sim(_)) => {
                 unreachable!("local commands are run by main")
             }
         }
