@@ -505,12 +505,22 @@ async fn openapi_swagger_metrics_health_and_admin_are_served() {
         .await
         .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    // Every route of the REST router is documented.
     for path in [
         "/api/v1/nodes",
+        "/api/v1/nodes/{uuid}",
         "/api/v1/nodes/{uuid}/heartbeat",
         "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/executions",
+        "/api/v1/executions/{execution_id}",
+        "/api/v1/executions/{execution_id}/cancel",
         "/api/v1/files",
+        "/api/v1/files/{file_id}",
+        "/api/v1/files/{file_id}/meta",
         "/api/v1/plugins",
+        "/api/v1/plugins/reload",
+        "/api/v1/plugins/history",
         "/api/v1/events",
     ] {
         assert!(
