@@ -12,9 +12,6 @@ use crate::error::{CliError, Result};
 use crate::output::{self, cell, time_of};
 use crate::run::is_terminal;
 
-/// Without `--follow`, the log is considered read when no event came for this long.
-const QUIET: Duration = Duration::from_millis(500);
-
 /// Arguments of `spear logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
@@ -94,7 +91,10 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
     let mut reconnecting = false;
     loop {
         let response = match client
-            .stream(&format!("/api/v1/events?after={after}"))
+            .stream(&format!(
+                "/api/v1/events?after={after}{}",
+                if args.follow { "" } else { "&follow=false" }
+            ))
             .await
         {
             Ok(r) => r,
@@ -113,15 +113,8 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
             buffer: Vec::new(),
         };
         loop {
-            let next = if args.follow {
-                reader.next().await
-            } else {
-                match tokio::time::timeout(QUIET, reader.next()).await {
-                    Ok(next) => next,
-                    Err(_) => return finish(id, client, out).await,
-                }
-            };
-            let event = match next {
+            // Without --follow SMS ends the stream after the events stored up to now.
+            let event = match reader.next().await {
                 Ok(Some(event)) => event,
                 Ok(None) | Err(_) if args.follow => {
                     output::err(&format!(

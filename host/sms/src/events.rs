@@ -115,6 +115,32 @@ impl EventLog {
         self.db.scan(PREFIX, Some(key(after)), limit).await
     }
 
+    /// The events after `after` up to `until` (inclusive) as stored now, then the end: the
+    /// history without following.
+    pub fn history(
+        &self,
+        after: u64,
+        until: u64,
+    ) -> impl Stream<Item = Result<Event>> + Send + use<> {
+        let log = self.clone();
+        async_stream::try_stream! {
+            let mut last = after;
+            while last < until {
+                let page = log.read(last, 512).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for event in page {
+                    if event.cursor > until {
+                        return;
+                    }
+                    last = event.cursor;
+                    yield event;
+                }
+            }
+        }
+    }
+
     /// Every event after `after`, then live ones, without gaps or repeats.
     pub fn subscribe(&self, after: u64) -> impl Stream<Item = Result<Event>> + Send + use<> {
         let log = self.clone();

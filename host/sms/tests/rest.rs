@@ -487,6 +487,23 @@ async fn events_stream_as_sse_and_resume_from_a_cursor() {
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&chunk).contains("id: 4"));
+    // follow=false: the history up to now, then the stream ends.
+    let history = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.get(sms.url("/api/v1/events?after=1&follow=false"))
+            .send()
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .expect("follow=false ends the stream")
+    .unwrap();
+    let ids: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, vec!["2", "3", "4"], "{history}");
 }
 
 #[tokio::test]

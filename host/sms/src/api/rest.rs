@@ -406,6 +406,9 @@ async fn plugin_history(State(sms): State<AppState>) -> Json<serde_json::Value> 
 pub struct EventParams {
     /// Resume after this cursor (default: the `Last-Event-ID` header, else 0).
     pub after: Option<String>,
+    /// `false`: send the events stored up to now, then end the stream (default: keep streaming
+    /// new events as they happen).
+    pub follow: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/events", params(EventParams),
@@ -434,7 +437,13 @@ async fn events(
             format!("cursor {after} is beyond the last event ({last})"),
         ));
     }
-    let stream = sms.events().subscribe(after).map(|item| {
+    let events: std::pin::Pin<Box<dyn Stream<Item = crate::error::Result<Event>> + Send>> =
+        if p.follow.unwrap_or(true) {
+            Box::pin(sms.events().subscribe(after))
+        } else {
+            Box::pin(sms.events().history(after, last))
+        };
+    let stream = events.map(|item| {
         Ok(match item {
             Ok(e) => SseEvent::default()
                 .id(e.cursor.to_string())
