@@ -256,6 +256,24 @@ async fn a_result_from_before_a_restart_is_taken_by_the_new_sms() {
         .unwrap()
         .unwrap();
     assert_eq!(got.execution.unwrap().execution_id, id);
+    // The assignment is sent before its round is stored (placement is at-least-once); wait until
+    // it is durable: the event log holds only stored events.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = c
+            .get(sms.url("/api/v1/events?follow=false"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if history.contains("event: execution.assigned") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{history}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sms.kill_9();
 
     let sms = sb.start(&[]);
