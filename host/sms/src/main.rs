@@ -35,6 +35,19 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // Handlers before the ready line: whoever reads it may signal at once.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            eprintln!("sms: cannot install signal handlers");
+            std::process::exit(1);
+        }
+    };
     println!(
         "sms: listening grpc={} http={}{} (session {})",
         running.grpc_addr,
@@ -45,20 +58,9 @@ async fn main() {
             .unwrap_or_default(),
         running.sms.session
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(h)) => (t, h),
-        _ => {
-            eprintln!("sms: cannot install signal handlers");
-            std::process::exit(1);
-        }
-    };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
                 let host = running.sms.plugins().clone();

@@ -35,6 +35,19 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // Handlers before the ready line: whoever reads it may signal at once.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            eprintln!("spearlet: cannot install signal handlers");
+            std::process::exit(1);
+        }
+    };
     println!(
         "spearlet: node {} grpc={} http={} sms={} executors={}",
         running.agent.node,
@@ -43,21 +56,10 @@ async fn main() {
         running.agent.sms.addr(),
         running.agent.executors.types().join(",")
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(h)) => (t, h),
-        _ => {
-            eprintln!("spearlet: cannot install signal handlers");
-            std::process::exit(1);
-        }
-    };
     let mut fatal = running.agent.fatal.subscribe();
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
                 let host = running.agent.plugins.clone();
