@@ -2,6 +2,7 @@
 //! guest builds are, and small builders for targets, requests and host configs.
 
 pub mod podman;
+pub mod process;
 use std::path::{Path, PathBuf};
 
 use spear_plugin_api::{

@@ -445,7 +445,10 @@ async fn a_cancelled_execution_is_stopped_on_its_node() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
     let c = Cluster::new();
-    let (grpc, http) = (common::free_addr(), common::free_addr());
+    let (grpc, http) = (
+        spear_tests::process::free_addr(),
+        spear_tests::process::free_addr(),
+    );
     let sms = c.sms_on(&grpc, &http);
     let s = c.spearlet("alpha", &sms, "");
     sms.node_status(&s.node, "active", LONG).await;

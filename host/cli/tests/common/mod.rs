@@ -3,7 +3,6 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use spear_tests::guest;
+use spear_tests::process::{field, first_line};
 
 /// A binary built beside `spear` (`cargo test --workspace` builds `sms` and `spearlet` there).
 fn sibling(name: &str) -> PathBuf {
@@ -219,25 +219,4 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        !line.is_empty(),
-        "the process exited before it started: {:?}",
-        child.wait()
-    );
-    line
-}
-
-fn field(line: &str, name: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-        .parse()
-        .unwrap()
 }

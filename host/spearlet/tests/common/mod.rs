@@ -2,7 +2,6 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use spear_tests::guest;
+use spear_tests::process::{field, first_line};
 
 /// The `sms` binary, built beside `spearlet` by `cargo test --workspace`.
 fn sms_bin() -> PathBuf {
@@ -153,33 +153,6 @@ impl Cluster {
             child,
         }
     }
-}
-
-/// A free loopback address (bound, then released).
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        !line.is_empty(),
-        "the process exited before it started: {:?}",
-        child.wait()
-    );
-    line
-}
-
-fn field(line: &str, name: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-        .parse()
-        .unwrap()
 }
 
 fn signal(pid: u32, signal: i32) {
