@@ -74,6 +74,18 @@ fn main() {
         &target_dir.join("wasm32-wasip2/release/not-a-plugin.wasm"),
         &out.join("component/not-a-plugin.wasm"),
     );
+    // The hostile fixture whose `info` abuses WASI (a separate invocation: features unify).
+    cargo(
+        &root,
+        &target_dir,
+        Some("wasm32-wasip2"),
+        &["spear-fixture-hostile"],
+        &["spear-fixture-hostile/info-writes-zeroes".into()],
+    );
+    copy(
+        &target_dir.join("wasm32-wasip2/release/spear_fixture_hostile.wasm"),
+        &out.join("component/hostile-info.wasm"),
+    );
     // The wasm executor's WASI command fixture, as a component and as a wasip1 core module.
     std::fs::create_dir_all(out.join("wasip1")).unwrap();
     for (target, form) in [("wasm32-wasip2", "component"), ("wasm32-wasip1", "wasip1")] {

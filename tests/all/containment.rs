@@ -88,7 +88,7 @@ fn component_that_loops_forever_is_stopped_at_its_deadline() {
         "component",
         "hostile.wasm",
         "loop",
-        "exceeded its 50 ms deadline",
+        "stopped: used its 50 ms CPU budget",
     );
 }
 

@@ -7,6 +7,7 @@ mod conformance;
 mod container_executor;
 mod containment;
 mod executors;
+mod hostile_guests;
 mod loading;
 mod reload;
 mod storage;

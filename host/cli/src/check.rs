@@ -1,15 +1,14 @@
-//! `spear plugin check FILE`: load, self-test and exercise a plugin exactly as a host would.
+//! `spear plugin check FILE`: load, self-test and exercise a plugin exactly as a host would (the
+//! runtime's own loader and [`spear_plugin_runtime::check::smoke_test`], one code path with the
+//! hosts').
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
-use spear_plugin_api::{
-    Decision, InstanceState, InstanceStats, Label, NodePressure, PluginKind, Request, Resources,
-    Target,
-};
+use spear_plugin_runtime::check::smoke_test;
 use spear_plugin_runtime::engine::WasmEngine;
-use spear_plugin_runtime::{LimitValues, Limits, LoadedPlugin, load_file};
+use spear_plugin_runtime::{LimitValues, Limits, load_file};
 
 use crate::Output;
 
@@ -21,9 +20,12 @@ pub struct Args {
     /// JSON configuration handed to the plugin's `configure`.
     #[arg(long, default_value = "{}")]
     config: String,
-    /// Per-call deadline in milliseconds, as `plugins.call_timeout_ms`.
+    /// CPU budget of a decision call in milliseconds, as `plugins.call_timeout_ms`.
     #[arg(long, default_value_t = LimitValues::default().call_timeout_ms)]
     call_timeout_ms: u64,
+    /// Wall-clock ceiling of a call as a multiple of its CPU budget, as `plugins.wall_factor`.
+    #[arg(long, default_value_t = LimitValues::default().wall_factor)]
+    wall_factor: u32,
     /// Memory limit in MiB, as `plugins.memory_limit_mb`.
     #[arg(long, default_value_t = LimitValues::default().memory_limit_mb)]
     memory_limit_mb: u64,
@@ -50,6 +52,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
     let limits = Arc::new(Limits::new(LimitValues {
         call_timeout_ms: args.call_timeout_ms,
         memory_limit_mb: args.memory_limit_mb,
+        wall_factor: args.wall_factor,
         ..LimitValues::default()
     }));
     let mut report = Report {
@@ -74,7 +77,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             report.description = Some(plugin.info.description.clone());
             report.sha256 = Some(plugin.id.sha256.clone());
             report.config_schema = Some(plugin.info.config_schema.clone());
-            match smoke_test(&plugin, &args.config) {
+            match smoke_test(&plugin, &args.config, limits.clone()) {
                 Ok(summary) => {
                     report.ok = true;
                     report.smoke_test = Some(summary);
@@ -110,122 +113,4 @@ fn print(r: &Report, output: Output) {
     println!("  sha256:      {}", field(&r.sha256));
     println!("  config:      {}", field(&r.config_schema));
     println!("  smoke test:  {}", field(&r.smoke_test));
-}
-
-/// Configure the plugin and make a few decisions over a synthetic view, checking them by the
-/// host's rules.
-fn smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, String> {
-    match plugin.info.kind {
-        PluginKind::SchedulingStrategy => {
-            let mut s = plugin.new_strategy().map_err(|e| e.to_string())?;
-            s.configure(config)
-                .map_err(|e| format!("configure refused: {e}"))?;
-            let targets: Vec<Target> = (1..=3).map(synthetic_target).collect();
-            s.upsert(&targets).map_err(|e| format!("upsert: {e}"))?;
-            let requests: Vec<Request> = (1..=6).map(synthetic_request).collect();
-            let decisions = s.place(&requests).map_err(|e| format!("place: {e}"))?;
-            if decisions.len() != requests.len() {
-                return Err(format!(
-                    "place returned {} decisions for {} requests",
-                    decisions.len(),
-                    requests.len()
-                ));
-            }
-            let mut assigned = Vec::new();
-            for (r, d) in requests.iter().zip(&decisions) {
-                if let Decision::Assign(id) = d {
-                    let t = targets
-                        .iter()
-                        .find(|t| t.id == *id)
-                        .ok_or(format!("request {}: unknown target {id}", r.id))?;
-                    if !r.fits(t) {
-                        return Err(format!(
-                            "request {}: target {id} breaks the host's rules",
-                            r.id
-                        ));
-                    }
-                    assigned.push(id.to_string());
-                } else {
-                    assigned.push("-".into());
-                }
-            }
-            let state = s.save_state().map_err(|e| format!("save-state: {e}"))?;
-            Ok(format!(
-                "placed 6 requests on 3 targets → [{}]; state {} bytes",
-                assigned.join(", "),
-                state.len()
-            ))
-        }
-        PluginKind::ReclamationPolicy => {
-            let mut r = plugin.new_reclaimer().map_err(|e| e.to_string())?;
-            r.configure(config)
-                .map_err(|e| format!("configure refused: {e}"))?;
-            let instances: Vec<InstanceStats> = (1..=4).map(synthetic_instance).collect();
-            let node = NodePressure {
-                memory_total_bytes: 1 << 30,
-                memory_used_bytes: 1 << 29,
-                cpu_load_permille: 300,
-                now_ms: 0,
-            };
-            let chosen = r
-                .select(&instances, &node)
-                .map_err(|e| format!("select: {e}"))?;
-            if let Some(bad) = chosen
-                .iter()
-                .find(|id| !instances.iter().any(|i| i.id == **id))
-            {
-                return Err(format!("select named unknown instance {bad}"));
-            }
-            Ok(format!("selected {:?} of 4 instances", chosen))
-        }
-        kind => Ok(format!("{kind} plugins are exercised by their host")),
-    }
-}
-
-fn synthetic_target(id: u64) -> Target {
-    let r = Resources {
-        cpu_millis: 2000,
-        memory_mb: 2048,
-        disk_mb: 10_000,
-    };
-    Target {
-        id,
-        name: format!("node-{id}"),
-        labels: vec![Label::new("zone", format!("z{id}"))],
-        capacity: r,
-        available: r,
-        active: 0,
-        weight: 1,
-        healthy: true,
-    }
-}
-
-fn synthetic_request(id: u64) -> Request {
-    Request {
-        id,
-        task: "check".into(),
-        labels: vec![Label::new("app", "check")],
-        needs: Resources {
-            cpu_millis: 100,
-            memory_mb: 64,
-            disk_mb: 0,
-        },
-        required: vec![],
-        preferred: vec![],
-    }
-}
-
-fn synthetic_instance(id: u64) -> InstanceStats {
-    InstanceStats {
-        id,
-        task: "check".into(),
-        state: InstanceState::Ready,
-        idle_ms: id * 200_000,
-        age_ms: id * 300_000,
-        memory_bytes: id << 26,
-        invocations: 10,
-        errors: 0,
-        recent_errors: 0,
-        recent_invocations: 10,
-    }
 }

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use spear_tests::extism_wat::{Output, extism_module, info_json};
 use spear_tests::{Sandbox, guest, host_config};
 
 fn spear() -> Command {
@@ -62,6 +63,60 @@ fn check_refuses_with_the_reason_and_exit_code_1() {
         );
         assert!(text.contains(reason), "{text}");
     }
+}
+
+/// `spear plugin check` on a hand-written Extism module; returns (exit code, error text).
+fn check_module(exports: &[(&str, Output<'_>)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.wasm");
+    std::fs::write(&file, extism_module(exports)).unwrap();
+    let out = spear()
+        .args(["--output", "json", "plugin", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        out.status.code(),
+        v["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn check_refuses_what_the_host_refuses() {
+    // A reclamation policy naming one instance twice: the host's slot refuses that answer.
+    let info = info_json("twice", "reclamation-policy", "names an instance twice");
+    let (code, error) = check_module(&[
+        ("spear_info", Output::Text(&info)),
+        ("spear_select", Output::Text("[1,1]")),
+    ]);
+    assert_eq!(code, Some(1), "{error}");
+    assert!(error.contains("instance 1 named twice"), "{error}");
+
+    // A description far over the contract's one line.
+    let info = info_json("long", "scheduling-strategy", &"x".repeat(300));
+    let (code, error) = check_module(&[("spear_info", Output::Text(&info))]);
+    assert_eq!(code, Some(1), "{error}");
+    assert!(
+        error.contains("description of 300 bytes: at most 256 allowed"),
+        "{error}"
+    );
+    let info = info_json("lines", "scheduling-strategy", "two\nlines");
+    let (_, error) = check_module(&[("spear_info", Output::Text(&info))]);
+    assert!(error.contains("description: must be one line"), "{error}");
+
+    // A good hand-written strategy passes, so the refusals above are about what they test.
+    let info = info_json("fine", "scheduling-strategy", "assigns everything to 1");
+    let (code, error) = check_module(&[
+        ("spear_info", Output::Text(&info)),
+        (
+            "spear_place",
+            Output::Text(
+                r#"[{"Assign":1},{"Assign":1},{"Assign":1},{"Assign":2},{"Assign":2},{"Assign":2}]"#,
+            ),
+        ),
+    ]);
+    assert_eq!(code, Some(0), "{error}");
 }
 
 #[test]

@@ -38,6 +38,8 @@ struct RawPlugins {
     memory_limit_mb: u64,
     #[serde(default = "default_quarantine_after")]
     quarantine_after: u32,
+    #[serde(default = "default_wall_factor")]
+    wall_factor: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,9 @@ fn default_memory_limit_mb() -> u64 {
 }
 fn default_quarantine_after() -> u32 {
     LimitValues::default().quarantine_after
+}
+fn default_wall_factor() -> u32 {
+    LimitValues::default().wall_factor
 }
 fn default_interval_ms() -> u64 {
     10_000
@@ -156,6 +161,14 @@ impl RuntimeConfig {
             if p.quarantine_after == 0 {
                 errors.push("plugins.quarantine_after: must be at least 1".into());
             }
+            if !(2..=100).contains(&p.wall_factor) {
+                errors.push("plugins.wall_factor: must be between 2 and 100".into());
+            }
+            if p.call_timeout_ms > 60_000 || p.setup_timeout_ms > 600_000 {
+                errors.push(
+                    "plugins.call_timeout_ms / setup_timeout_ms: at most 60000 / 600000".into(),
+                );
+            }
             config.dir = p.dir;
             config.watch = p.watch;
             config.limits = LimitValues {
@@ -163,6 +176,7 @@ impl RuntimeConfig {
                 setup_timeout_ms: p.setup_timeout_ms,
                 memory_limit_mb: p.memory_limit_mb,
                 quarantine_after: p.quarantine_after,
+                wall_factor: p.wall_factor,
             };
         }
         if let Some(base) = base

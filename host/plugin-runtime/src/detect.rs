@@ -2,7 +2,9 @@
 //!
 //! - WASM component: `\0asm` followed by the component layer `0d 00 01 00`.
 //! - Extism module: a core WASM module (`\0asm 01 00 00 00`) exporting `spear_info`.
-//! - Native library: an ELF shared object (`\x7fELF`); its abi_stable root module is checked on load.
+//! - Native library: an ELF shared object (`\x7fELF`) for this machine, whole: every table and
+//!   segment its headers name lies within the file (a half-copied library is refused, never
+//!   loaded); its abi_stable root module is checked on load.
 //!
 //! Anything else is refused with the reason.
 
@@ -82,6 +84,7 @@ pub fn detect(path: &Path, bytes: &[u8]) -> Result<Form> {
         ));
     }
     if bytes.starts_with(ELF_MAGIC) {
+        check_elf(bytes).map_err(|reason| Error::refused(path, reason))?;
         return Ok(Form::Native);
     }
     if !bytes.starts_with(WASM_MAGIC) {
@@ -114,6 +117,100 @@ pub fn detect(path: &Path, bytes: &[u8]) -> Result<Form> {
     }
 }
 
+/// The ELF machine of this host (`e_machine`).
+const HOST_MACHINE: u64 = if cfg!(target_arch = "x86_64") {
+    62
+} else if cfg!(target_arch = "aarch64") {
+    183
+} else {
+    0
+};
+
+/// Check that `bytes` hold a whole 64-bit little-endian ELF shared object for this machine: its
+/// program and section header tables, and every segment and section with file contents, lie
+/// within the file.
+fn check_elf(bytes: &[u8]) -> std::result::Result<(), String> {
+    let len = bytes.len() as u64;
+    let u16_at = |at: u64| -> Option<u64> {
+        let at = usize::try_from(at).ok()?;
+        Some(u64::from(u16::from_le_bytes(
+            bytes.get(at..at + 2)?.try_into().ok()?,
+        )))
+    };
+    let u32_at = |at: u64| -> Option<u64> {
+        let at = usize::try_from(at).ok()?;
+        Some(u64::from(u32::from_le_bytes(
+            bytes.get(at..at + 4)?.try_into().ok()?,
+        )))
+    };
+    let u64_at = |at: u64| -> Option<u64> {
+        let at = usize::try_from(at).ok()?;
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    if bytes.len() < 64 {
+        return Err(format!(
+            "truncated ELF file ({} bytes, no whole header)",
+            bytes.len()
+        ));
+    }
+    if bytes[4] != 2 || bytes[5] != 1 {
+        return Err("not a 64-bit little-endian ELF library".into());
+    }
+    let header = |at| u16_at(at).unwrap_or(0);
+    if header(16) != 3 {
+        return Err("an ELF file, but not a shared library (ET_DYN)".into());
+    }
+    if header(18) != HOST_MACHINE {
+        return Err(format!(
+            "an ELF library for machine {}, not this host's ({HOST_MACHINE})",
+            header(18)
+        ));
+    }
+    let truncated = |what: &str, end: u64| {
+        format!(
+            "truncated or corrupt ELF library: its {what} ends at byte {end}, the file has {len}"
+        )
+    };
+    let table = |off_at, size_at, count_at| -> Option<(u64, u64, u64)> {
+        let (off, size, count) = (u64_at(off_at)?, u16_at(size_at)?, u16_at(count_at)?);
+        Some((off, size, count))
+    };
+    let (phoff, phentsize, phnum) = table(32, 54, 56).unwrap_or_default();
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > len {
+        return Err(truncated("program header table", ph_end));
+    }
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let (Some(offset), Some(filesz)) = (u64_at(at + 8), u64_at(at + 32)) else {
+            return Err(truncated("program header table", ph_end));
+        };
+        let end = offset.saturating_add(filesz);
+        if end > len {
+            return Err(truncated(&format!("segment {i}"), end));
+        }
+    }
+    let (shoff, shentsize, shnum) = table(40, 58, 60).unwrap_or_default();
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if sh_end > len {
+        return Err(truncated("section header table", sh_end));
+    }
+    const SHT_NOBITS: u64 = 8;
+    for i in 0..shnum {
+        let at = shoff + i * shentsize;
+        let (Some(kind), Some(offset), Some(size)) =
+            (u32_at(at + 4), u64_at(at + 24), u64_at(at + 32))
+        else {
+            return Err(truncated("section header table", sh_end));
+        };
+        let end = offset.saturating_add(size);
+        if kind != SHT_NOBITS && end > len {
+            return Err(truncated(&format!("section {i}"), end));
+        }
+    }
+    Ok(())
+}
+
 fn core_module_exports(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
@@ -144,7 +241,7 @@ mod tests {
     #[test]
     fn forms_are_told_by_content() {
         assert_eq!(check(b"\0asm\x0d\x00\x01\x00rest"), "component");
-        assert_eq!(check(b"\x7fELF\x02\x01\x01\x00"), "native");
+        assert!(check(b"\x7fELF\x02\x01\x01\x00").contains("truncated ELF file (8 bytes"));
         assert_eq!(check(b""), "p.wasm: refused: empty file");
         assert_eq!(
             check(b"\0asm"),
@@ -152,6 +249,23 @@ mod tests {
         );
         assert!(check(b"#!/bin/sh\necho hi\n").contains("unknown magic bytes"));
         assert!(check(b"\0asm\x02\x00\x00\x00").contains("unsupported WASM version"));
+    }
+
+    #[test]
+    fn an_elf_library_must_be_whole() {
+        // This test binary is a position-independent executable: an ET_DYN ELF for this machine.
+        let whole = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(check(&whole), "native");
+        for cut in [whole.len() - 1, whole.len() / 2, 100] {
+            let error = check(&whole[..cut]);
+            assert!(error.contains("truncated"), "cut at {cut}: {error}");
+        }
+        let mut exec = whole.clone();
+        exec[16] = 2; // ET_EXEC
+        assert!(check(&exec).contains("not a shared library"));
+        let mut foreign = whole;
+        foreign[18] = 40; // ARM
+        assert!(check(&foreign).contains("for machine 40"));
     }
 
     #[test]

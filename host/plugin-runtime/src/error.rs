@@ -90,6 +90,10 @@ pub enum CallFailure {
     /// The call ran past its deadline.
     #[error("exceeded its {0} ms deadline")]
     Deadline(u64),
+    /// The call used its CPU budget, passed its wall-clock ceiling, or blocked past it (the text
+    /// says which).
+    #[error("stopped: {0}")]
+    Budget(String),
     /// The guest grew past its memory limit.
     #[error("exceeded its memory limit of {0} MiB")]
     Memory(u64),

@@ -1,10 +1,16 @@
 //! [`PluginHost`]: the plugin directory, the config file, the registry and the guarded slots of one
 //! host process, kept in step by rescans and config reloads (from the watcher, SIGHUP or the API).
+//!
+//! Reloads are serialized by one mutex, held while files compile and instances are prepared.
+//! Readers never take it: the registry and the config in force are published as a snapshot
+//! ([`ArcSwap`]) whenever a reload lets go of the mutex, and the reload history has a mutex of its
+//! own that guards only a push or a copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use spear_plugin_api::PluginKind;
 
@@ -87,10 +93,15 @@ const REPORTS: usize = 256;
 struct State {
     config: RuntimeConfig,
     registry: Registry,
-    reports: Vec<ReloadReport>,
     /// `(role, sha256)` of plugin files whose activation failed: not retried until the file (and
     /// so its sha256) or the selection changes.
     failed_activations: BTreeSet<(&'static str, String)>,
+}
+
+/// What readers see of [`State`], published whenever a reload lets go of it.
+struct Board {
+    config: RuntimeConfig,
+    registry: Registry,
 }
 
 /// The roles a host fills, with the kind and config key of each.
@@ -120,6 +131,8 @@ pub struct PluginHost {
     telemetry: Arc<Telemetry>,
     config_path: Option<PathBuf>,
     state: Mutex<State>,
+    board: ArcSwap<Board>,
+    reports: Mutex<VecDeque<ReloadReport>>,
     strategy: StrategySlot,
     reclaimer: ReclaimerSlot,
 }
@@ -154,12 +167,16 @@ impl PluginHost {
             limits,
             telemetry,
             config_path,
+            board: ArcSwap::from_pointee(Board {
+                config: config.clone(),
+                registry: Registry::default(),
+            }),
             state: Mutex::new(State {
                 config: config.clone(),
                 registry: Registry::default(),
-                reports: Vec::new(),
                 failed_activations: BTreeSet::new(),
             }),
+            reports: Mutex::new(VecDeque::with_capacity(REPORTS)),
         });
         let mut changes = Vec::new();
         {
@@ -167,7 +184,9 @@ impl PluginHost {
             host.scan(&mut state, &mut changes)
                 .map_err(|e| Error::Config { errors: vec![e] })?;
             let config = state.config.clone();
-            host.apply_selections(&mut state, &config, None, &mut changes)?;
+            let applied = host.apply_selections(&mut state, &config, None, &mut changes);
+            host.publish(&state);
+            applied?;
         }
         host.finish(
             Trigger::Start,
@@ -181,6 +200,14 @@ impl PluginHost {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Show readers the registry and config of `state` (called before a reload lets go of it).
+    fn publish(&self, state: &State) {
+        self.board.store(Arc::new(Board {
+            config: state.config.clone(),
+            registry: state.registry.clone(),
+        }));
     }
 
     /// The scheduling-strategy slot (`[scheduler]`).
@@ -210,7 +237,7 @@ impl PluginHost {
 
     /// The config in force.
     pub fn config(&self) -> RuntimeConfig {
-        self.lock().config.clone()
+        self.board.load().config.clone()
     }
 
     /// The config file, if the host has one.
@@ -221,7 +248,7 @@ impl PluginHost {
     /// A registered plugin of `kind` called `name` (executors and storage backends are taken from
     /// here by hosts).
     pub fn plugin(&self, kind: PluginKind, name: &str) -> Option<LoadedPlugin> {
-        self.lock().registry.lookup(kind, name).cloned()
+        self.board.load().registry.lookup(kind, name).cloned()
     }
 
     /// Rescan the plugin directory: load new and replaced files, unregister vanished ones, and
@@ -230,7 +257,7 @@ impl PluginHost {
         let mut changes = Vec::new();
         let result = {
             let mut state = self.lock();
-            match self.scan(&mut state, &mut changes) {
+            let result = match self.scan(&mut state, &mut changes) {
                 Ok(()) => {
                     let config = state.config.clone();
                     let applied = self
@@ -240,7 +267,9 @@ impl PluginHost {
                     applied
                 }
                 Err(e) => Err(e),
-            }
+            };
+            self.publish(&state);
+            result
         };
         match result {
             Ok(()) if changes.is_empty() => {
@@ -274,6 +303,7 @@ impl PluginHost {
             .map(str::to_owned)
             .collect();
         if let Err(e) = self.apply_selections(&mut state, &new, Some(&old), &mut changes) {
+            self.publish(&state);
             drop(state);
             return self.reject(trigger, &path, e);
         }
@@ -295,6 +325,7 @@ impl PluginHost {
         kept.dir = old.dir;
         kept.watch = old.watch;
         state.config = kept;
+        self.publish(&state);
         drop(state);
         if !restart_keys.is_empty() {
             self.telemetry.emit(
@@ -441,20 +472,20 @@ impl PluginHost {
             }
         }
         for job in jobs {
-            let (role, active) = match job {
+            let (role, handover, active) = match job {
                 Job::Strategy(j) => {
-                    self.strategy.commit(j)?;
-                    ("scheduler", self.strategy.active())
+                    let handover = self.strategy.commit(j)?;
+                    ("scheduler", handover, self.strategy.active())
                 }
                 Job::Reclaimer(j) => {
-                    self.reclaimer.commit(j)?;
-                    ("reclaimer", self.reclaimer.active())
+                    let handover = self.reclaimer.commit(j)?;
+                    ("reclaimer", handover, self.reclaimer.active())
                 }
             };
             if let Some(a) = active {
                 state.failed_activations.retain(|(r, _)| *r != role);
                 changes.push(format!(
-                    "{role}: {} {} ({}) active",
+                    "{role}: {} {} ({}) active; {handover}",
                     a.name,
                     a.version,
                     &a.sha256[..12]
@@ -688,18 +719,18 @@ impl PluginHost {
         if outcome != ReloadOutcome::Unchanged {
             tracing::info!(outcome = label, trigger = ?trigger, active = ?report.active, "plugin reload");
         }
-        let mut state = self.lock();
-        if state.reports.len() == REPORTS {
-            state.reports.remove(0);
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if reports.len() == REPORTS {
+            reports.pop_front();
         }
-        state.reports.push(report.clone());
+        reports.push_back(report.clone());
         report
     }
 
-    /// Every plugin file known, with its state.
+    /// Every plugin file known, with its state (from snapshots: never waits for a reload or a call).
     pub fn plugins(&self) -> Vec<PluginRecord> {
         let slots: [SlotStatus; 2] = [self.strategy.status(), self.reclaimer.status()];
-        let state = self.lock();
+        let state = self.board.load();
         let mut records: Vec<PluginRecord> = state
             .registry
             .entries
@@ -734,7 +765,8 @@ impl PluginHost {
 
     /// Reload reports, oldest first.
     pub fn history(&self) -> Vec<ReloadReport> {
-        self.lock().reports.clone()
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.iter().cloned().collect()
     }
 
     /// Plugin events, oldest first.

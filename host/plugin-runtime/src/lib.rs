@@ -15,6 +15,8 @@
 //! See `docs/plugins.md` for the contract and the reload rules.
 #![deny(missing_docs)]
 
+mod budget;
+pub mod check;
 pub mod config;
 pub mod detect;
 pub mod engine;
@@ -38,5 +40,5 @@ pub use host::{PluginHost, ReloadOutcome, ReloadReport, Trigger};
 pub use limits::{LimitValues, Limits};
 pub use plugin::{LoadedPlugin, PluginRef, load_file};
 pub use registry::{PluginRecord, PluginState};
-pub use slot::{ReclaimerSlot, SlotStatus, StrategySlot};
+pub use slot::{Handover, ReclaimerSlot, SlotStatus, StrategySlot};
 pub use telemetry::{EventKind, PluginEvent, Telemetry};

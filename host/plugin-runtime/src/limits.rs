@@ -12,19 +12,23 @@ pub struct Limits {
     setup_timeout_ms: AtomicU64,
     memory_limit_mb: AtomicU64,
     quarantine_after: AtomicU32,
+    wall_factor: AtomicU32,
 }
 
 /// A plain copy of [`Limits`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LimitValues {
-    /// Deadline of a decision call (`place`, `observe`, `select`, `upsert`, `remove`), in ms.
+    /// CPU budget of a decision call (`place`, `observe`, `select`, `upsert`, `remove`), in ms.
     pub call_timeout_ms: u64,
-    /// Deadline of a set-up call (`info`, `configure`, `save-state`, `restore-state`), in ms.
+    /// CPU budget of a set-up call (`info`, `configure`, `save-state`, `restore-state`), in ms.
     pub setup_timeout_ms: u64,
     /// Memory limit per WASM instance, in MiB.
     pub memory_limit_mb: u64,
     /// Consecutive failures after which a plugin is quarantined.
     pub quarantine_after: u32,
+    /// A call's wall-clock ceiling is its CPU budget times this (WASM components; a guest that
+    /// blocks, or that the machine starves, is stopped there).
+    pub wall_factor: u32,
 }
 
 impl Default for LimitValues {
@@ -34,6 +38,7 @@ impl Default for LimitValues {
             setup_timeout_ms: 1000,
             memory_limit_mb: 64,
             quarantine_after: 3,
+            wall_factor: 5,
         }
     }
 }
@@ -46,6 +51,7 @@ impl Limits {
             setup_timeout_ms: AtomicU64::new(values.setup_timeout_ms),
             memory_limit_mb: AtomicU64::new(values.memory_limit_mb),
             quarantine_after: AtomicU32::new(values.quarantine_after),
+            wall_factor: AtomicU32::new(values.wall_factor),
         }
     }
 
@@ -59,6 +65,8 @@ impl Limits {
             .store(values.memory_limit_mb, Ordering::Relaxed);
         self.quarantine_after
             .store(values.quarantine_after, Ordering::Relaxed);
+        self.wall_factor
+            .store(values.wall_factor, Ordering::Relaxed);
     }
 
     /// The limits now.
@@ -68,6 +76,7 @@ impl Limits {
             setup_timeout_ms: self.setup_timeout_ms.load(Ordering::Relaxed),
             memory_limit_mb: self.memory_limit_mb.load(Ordering::Relaxed),
             quarantine_after: self.quarantine_after.load(Ordering::Relaxed),
+            wall_factor: self.wall_factor.load(Ordering::Relaxed),
         }
     }
 
@@ -94,5 +103,10 @@ impl Budget {
             Budget::Call => v.call_timeout_ms,
             Budget::Setup => v.setup_timeout_ms,
         }
+    }
+
+    /// Start this budget's clock for a call on the current thread.
+    pub(crate) fn start(self, limits: &Limits) -> crate::budget::CallBudget {
+        crate::budget::CallBudget::start(self.millis(limits), limits.get().wall_factor)
     }
 }

@@ -189,7 +189,7 @@ pub fn load_bytes(
             info.kind, kind
         )));
     }
-    validate_name(&info.name).map_err(|r| refused(format!("plugin name {:?}: {r}", info.name)))?;
+    validate_info(&info).map_err(refused)?;
     Ok(LoadedPlugin {
         id: PluginRef {
             name: info.name.clone(),
@@ -210,6 +210,47 @@ fn api_info(e: &NativeExecutor) -> PluginInfo {
 
 fn api_storage_info(s: &NativeStorage) -> PluginInfo {
     spear_plugin_api::StorageBackend::info(s)
+}
+
+/// The most bytes of a plugin's `version`.
+pub const MAX_VERSION: usize = 64;
+/// The most bytes of a plugin's `description` (one line).
+pub const MAX_DESCRIPTION: usize = 256;
+/// The most bytes of a plugin's `config-schema`.
+pub const MAX_CONFIG_SCHEMA: usize = 64 * 1024;
+
+/// The contract's rules for what `info` returns (docs/wit.md, "Limits").
+fn validate_info(info: &PluginInfo) -> std::result::Result<(), String> {
+    validate_name(&info.name).map_err(|r| {
+        let shown: String = info.name.chars().take(80).collect();
+        format!("plugin name {shown:?}: {r}")
+    })?;
+    let line = |field: &str, value: &str, max: usize| {
+        if value.len() > max {
+            return Err(format!(
+                "{field} of {} bytes: at most {max} allowed",
+                value.len()
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "{field}: must be one line without control characters"
+            ));
+        }
+        Ok(())
+    };
+    if info.version.is_empty() {
+        return Err("version: must not be empty".into());
+    }
+    line("version", &info.version, MAX_VERSION)?;
+    line("description", &info.description, MAX_DESCRIPTION)?;
+    if info.config_schema.len() > MAX_CONFIG_SCHEMA {
+        return Err(format!(
+            "config_schema of {} bytes: at most {MAX_CONFIG_SCHEMA} allowed",
+            info.config_schema.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Plugin names are what configs select: short, lowercase, no spaces.

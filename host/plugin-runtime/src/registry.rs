@@ -50,7 +50,7 @@ pub struct PluginRecord {
     pub file_missing: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Entry {
     pub(crate) loaded: Option<LoadedPlugin>,
     /// Fingerprint (content and sidecar) last seen at this path, loaded or refused.
@@ -60,7 +60,7 @@ pub(crate) struct Entry {
 }
 
 /// Plugins by file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub(crate) entries: BTreeMap<PathBuf, Entry>,
 }

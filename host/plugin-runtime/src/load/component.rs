@@ -1,17 +1,21 @@
 //! WASM components of the `spear:plugin` worlds, run by wasmtime.
 //!
 //! This module holds the crate's only `bindgen!` calls (one per world, sharing the `types` and
-//! `host` interfaces). Each instance lives in its own [`Store`] with an epoch deadline per call, a
-//! memory limiter and a WASI context that grants nothing: no files, no network, no environment.
+//! `host` interfaces). Each instance lives in its own [`Store`] with a budget per call (CPU time on
+//! the calling thread, checked at every epoch tick, and a wall-clock ceiling; see [`crate::budget`]),
+//! a memory limiter, and the bounded WASI of [`super::wasi`]: no files, no network, no
+//! environment, capped output, polls that end with the call.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use spear_plugin_api as api;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::wasi::{self as plugin_wasi, OutputBudget, PollBound};
+use crate::budget::{BudgetExceeded, CallBudget};
 use crate::engine::{WasmEngine, deadline_ticks};
 use crate::error::CallFailure;
 use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
@@ -37,13 +41,25 @@ mod reclaimer_world {
 
 use strategy_world::spear::plugin::{host, types as wit};
 
-/// Per-store data: WASI (granting nothing), the memory limiter, the plugin's name for logs.
+/// Per-store data: bounded WASI, the memory limiter, the call's budget, the plugin's name for logs.
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     plugin: Arc<str>,
     started: Instant,
+    budget: CallBudget,
+    output: Arc<OutputBudget>,
+}
+
+impl PollBound for GuestState {
+    fn poll_bound(&mut self) -> (&mut ResourceTable, Instant, u64) {
+        (
+            &mut self.table,
+            self.budget.wall_deadline,
+            self.budget.wall_millis,
+        )
+    }
 }
 
 impl WasiView for GuestState {
@@ -167,7 +183,7 @@ impl ComponentFactory {
             .any(|e| e.starts_with("spear:plugin/strategy"))
         {
             let mut linker = Linker::new(engine.engine());
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
             strategy_world::SchedulingStrategy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -182,7 +198,7 @@ impl ComponentFactory {
             .any(|e| e.starts_with("spear:plugin/reclaimer"))
         {
             let mut linker = Linker::new(engine.engine());
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
             reclaimer_world::ReclamationPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -218,22 +234,39 @@ impl ComponentFactory {
         }
     }
 
+    /// A store for one instance, its budget set for instantiation (a set-up call).
     fn store(&self, plugin: &str) -> Store<GuestState> {
+        let plugin: Arc<str> = plugin.into();
+        let output = OutputBudget::new(plugin.clone());
+        let (wasi, table) = plugin_wasi::context(&output);
+        let budget = Budget::Setup.start(&self.limits);
         let state = GuestState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            wasi,
+            table,
             limiter: MemoryLimiter {
                 limits: self.limits.clone(),
                 total: 0,
                 hit: false,
             },
-            plugin: plugin.into(),
+            plugin,
             started: Instant::now(),
+            budget,
+            output,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(Budget::Setup.millis(&self.limits)));
+        // At each deadline tick: stop the call if it used its CPU budget or passed its wall-clock
+        // ceiling, else give it the ticks its remaining CPU budget could take.
+        store.epoch_deadline_callback(|ctx| {
+            let budget = ctx.data().budget;
+            match budget.check() {
+                Ok(left) => Ok(UpdateDeadline::Continue(deadline_ticks(
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                ))),
+                Err(overrun) => Err(wasmtime::Error::new(budget.exceeded(overrun))),
+            }
+        });
+        store.set_epoch_deadline(deadline_ticks(budget.millis));
         store
     }
 
@@ -284,20 +317,28 @@ fn exported_interfaces(component: &Component, engine: &WasmEngine) -> Vec<String
         .collect()
 }
 
-/// Map a wasmtime error to a failure: deadline, memory limit, or trap.
+/// Map a wasmtime error to a failure: budget (CPU, wall-clock, a blocking poll), memory limit, or
+/// trap.
 fn classify(
     error: wasmtime::Error,
     store: &Store<GuestState>,
     limits: &Limits,
     budget: Budget,
 ) -> CallFailure {
+    if let Some(exceeded) = error.downcast_ref::<BudgetExceeded>() {
+        return CallFailure::Budget(exceeded.to_string());
+    }
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return CallFailure::Deadline(budget.millis(limits));
     }
     if store.data().limiter.hit {
         return CallFailure::Memory(limits.get().memory_limit_mb);
     }
-    CallFailure::Trap(format!("{error:#}"))
+    // What the guest printed last (a Rust guest's panic message) says more than the trap.
+    match store.data().output.stderr_tail() {
+        tail if tail.is_empty() => CallFailure::Trap(format!("{error:#}")),
+        tail => CallFailure::Trap(format!("{tail} — {error:#}")),
+    }
 }
 
 /// A store plus the bookkeeping every call needs.
@@ -319,13 +360,27 @@ impl Guest {
                 "instance is unusable after an earlier failure".into(),
             ));
         }
+        let call_budget = budget.start(&self.limits);
+        let data = self.store.data_mut();
+        data.budget = call_budget;
+        data.limiter.hit = false;
+        let dropped = data.output.renew();
+        if dropped > 0 {
+            tracing::debug!(
+                plugin = &*data.plugin,
+                dropped,
+                "plugin output over {} bytes in one call dropped",
+                plugin_wasi::OUTPUT_PER_CALL
+            );
+        }
         self.store
-            .set_epoch_deadline(deadline_ticks(budget.millis(&self.limits)));
-        self.store.data_mut().limiter.hit = false;
-        f(&mut self.store).map_err(|e| {
+            .set_epoch_deadline(deadline_ticks(call_budget.millis));
+        let result = f(&mut self.store).map_err(|e| {
             self.poisoned = true;
             classify(e, &self.store, &self.limits, budget)
-        })
+        });
+        self.store.data_mut().budget = CallBudget::idle();
+        result
     }
 }
 

@@ -4,6 +4,9 @@
 //! Deadline and memory cap come from the [`Limits`] in force when the module is compiled (Extism
 //! fixes them per compiled plugin): a change of limits applies to Extism plugins at their next load.
 //!
+//! A module's output comes back through [`super::extism_output`]'s guarded `output_set`, never
+//! through Extism's unchecked output path.
+//!
 //! Extism starts its timer only once a module's runtime is set up, so a module that loops in its
 //! start-up code would never time out. Every call therefore also gets a fuel budget (about one
 //! instruction per nanosecond of `setup_timeout_ms`), which Extism applies to set-up too.
@@ -15,6 +18,7 @@ use extism::{CompiledPlugin, Manifest, Plugin, PluginBuilder, Wasm};
 use serde::Serialize;
 use spear_plugin_api as api;
 
+use super::extism_output::{Captured, guard_function, reroute_output};
 use crate::error::CallFailure;
 use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::Limits;
@@ -43,12 +47,14 @@ impl ExtismFactory {
     pub fn new(bytes: &[u8], limits: &Limits) -> Result<Self, String> {
         let values = limits.get();
         let pages = (values.memory_limit_mb * 1024 * 1024 / WASM_PAGE).max(1);
-        let manifest = Manifest::new([Wasm::data(bytes.to_vec())])
+        let bytes = reroute_output(bytes)?;
+        let manifest = Manifest::new([Wasm::data(bytes)])
             .with_timeout(Duration::from_millis(values.call_timeout_ms.max(1)))
             .with_memory_max(u32::try_from(pages).unwrap_or(u32::MAX));
         let compiled = PluginBuilder::new(manifest)
             .with_wasi(false)
             .with_cache_disabled()
+            .with_functions([guard_function()])
             .with_fuel_limit(values.setup_timeout_ms.saturating_mul(FUEL_PER_MS))
             .compile()
             .map_err(|e| format!("invalid Extism module: {e:#}"))?;
@@ -100,9 +106,16 @@ impl ExtismGuest {
         if !self.plugin.function_exists(function) {
             return Err(CallFailure::Invalid(format!("missing export `{function}`")));
         }
+        let captured = Captured::default();
         self.plugin
-            .call::<&[u8], &[u8]>(function, input)
-            .map(<[u8]>::to_vec)
+            .call_with_host_context::<&[u8], &[u8], Captured>(function, input, captured.clone())
+            .map(|_| {
+                captured
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_default()
+            })
             .map_err(|e| {
                 // Extism reports its own limits with these exact messages (extism 1.30 plugin.rs).
                 match e.root_cause().to_string().as_str() {

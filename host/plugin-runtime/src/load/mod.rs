@@ -2,4 +2,6 @@
 
 pub mod component;
 pub mod extism;
+mod extism_output;
 pub mod native;
+pub mod wasi;

@@ -11,11 +11,16 @@
 //!   ids known); an invalid answer counts as a failure and the fallback decides that batch.
 //! - After `quarantine_after` consecutive failures the plugin is quarantined: the fallback decides
 //!   until a new file or config activates a plugin again.
+//!
+//! Readers (APIs, reloads, status pages) never take the slot's mutex: every change of the active
+//! plugin, its failures or its quarantine is published as a snapshot ([`ArcSwap`]), so a guest call
+//! in flight — however long it takes — costs only the callers that need its answer.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use spear_plugin_api::{Decision, Outcome, Request, Target};
 
@@ -49,6 +54,34 @@ pub struct SlotStatus {
     pub last_error: Option<String>,
 }
 
+impl SlotStatus {
+    /// The status of a slot with no plugin.
+    fn empty(role: &str) -> Self {
+        Self {
+            role: role.into(),
+            plugin: None,
+            config: String::new(),
+            quarantined: false,
+            consecutive_failures: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// What a slot shows its readers, published at every change.
+struct Published {
+    status: SlotStatus,
+    plugin: Option<LoadedPlugin>,
+}
+
+/// The snapshot of `active` in `role`.
+fn published<I: ?Sized>(role: &str, active: Option<&Active<I>>) -> Arc<Published> {
+    Arc::new(Published {
+        status: active.map_or_else(|| SlotStatus::empty(role), |a| a.status(role)),
+        plugin: active.map(|a| a.plugin.clone()),
+    })
+}
+
 /// A strategy instance built and configured, waiting to be committed.
 pub struct PreparedStrategy {
     plugin: LoadedPlugin,
@@ -76,7 +109,7 @@ struct Active<I: ?Sized> {
 fn failure_label(f: &CallFailure) -> &'static str {
     match f {
         CallFailure::Trap(_) => "trap",
-        CallFailure::Deadline(_) => "deadline",
+        CallFailure::Deadline(_) | CallFailure::Budget(_) => "deadline",
         CallFailure::Memory(_) => "memory",
         CallFailure::Plugin(_) => "error",
         CallFailure::Invalid(_) => "invalid",
@@ -111,8 +144,10 @@ impl<I: ?Sized> Active<I> {
             .inc();
         self.instance = None;
         self.consecutive_failures += 1;
-        let message = format!("{role}: `{call}` {failure}; the fallback decides");
-        self.last_error = Some(failure.to_string());
+        // A guest chooses these texts (trap messages, error values): keep them bounded.
+        let text = clip(&failure.to_string(), MAX_FAILURE_TEXT);
+        let message = format!("{role}: `{call}` {text}; the fallback decides");
+        self.last_error = Some(text);
         t.emit(
             EventKind::CallFailed,
             Some(&name),
@@ -137,8 +172,9 @@ impl<I: ?Sized> Active<I> {
         }
     }
 
-    fn succeed(&mut self) {
-        self.consecutive_failures = 0;
+    /// Reset the failure count; `true` when that changed anything readers see.
+    fn succeed(&mut self) -> bool {
+        std::mem::take(&mut self.consecutive_failures) != 0
     }
 
     fn status(&self, role: &str) -> SlotStatus {
@@ -163,14 +199,92 @@ fn activated(t: &Telemetry, role: &str, id: &PluginRef) {
     );
 }
 
-fn state_not_carried(t: &Telemetry, role: &str, plugin: &LoadedPlugin, e: &CallFailure) {
+fn state_not_carried(t: &Telemetry, role: &str, plugin: &LoadedPlugin, why: &str) {
     t.emit(
         EventKind::StateNotCarried,
         Some(&plugin.info.name),
         Some(&plugin.id.file),
         Some(&plugin.id.sha256),
-        format!("{role}: the previous version's state was not taken over ({e}); starting fresh"),
+        format!("{role}: the previous version's state was not taken over ({why}); starting fresh"),
     );
+}
+
+/// The most bytes of a failure's text kept (in `last_error` and events).
+pub const MAX_FAILURE_TEXT: usize = 1024;
+/// The most bytes of a `reject` reason kept.
+pub const MAX_REJECT_REASON: usize = 256;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// The largest state blob a plugin may hand over at a swap.
+pub const MAX_STATE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What became of the previous version's state at a swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// No previous version of the same plugin was active: nothing to carry.
+    NotApplicable,
+    /// The new version took over this many bytes of state.
+    Carried(usize),
+    /// The state was not carried (why); the new version started fresh.
+    NotCarried(String),
+}
+
+impl std::fmt::Display for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handover::NotApplicable => f.write_str("no previous state"),
+            Handover::Carried(n) => write!(f, "state carried ({n} bytes)"),
+            Handover::NotCarried(why) => write!(f, "state not carried: {why}"),
+        }
+    }
+}
+
+/// The state of the active version of `plugin`'s name, if one is active: `Ok(None)` when there is
+/// none to carry, `Err(why)` when saving it failed (counted as a failure of the old version).
+fn save_old<I: ?Sized>(
+    old: Option<&mut Active<I>>,
+    plugin: &LoadedPlugin,
+    role: &str,
+    t: &Telemetry,
+    limits: &Limits,
+    save: impl FnOnce(&mut I) -> CallResult<Vec<u8>>,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let Some(old) = old.filter(|o| o.plugin.info.name == plugin.info.name) else {
+        return Ok(None);
+    };
+    let Some(instance) = old.instance.as_mut() else {
+        return Err("the running instance had failed earlier; its state was lost".into());
+    };
+    let name = old.plugin.info.name.clone();
+    let saved = timed(t, &name, "save-state", || save(instance)).and_then(|state| {
+        if state.len() > MAX_STATE_BYTES {
+            Err(CallFailure::Invalid(format!(
+                "save-state returned {} bytes, over the {MAX_STATE_BYTES}-byte limit",
+                state.len()
+            )))
+        } else {
+            Ok(state)
+        }
+    });
+    match saved {
+        Ok(state) => Ok(Some(state)),
+        Err(failure) => {
+            let why = format!("save-state {failure}");
+            old.fail(role, "save-state", failure, t, limits);
+            Err(why)
+        }
+    }
 }
 
 fn timed<R>(t: &Telemetry, plugin: &str, call: &str, f: impl FnOnce() -> R) -> R {
@@ -193,6 +307,7 @@ struct StrategyInner {
 pub struct StrategySlot {
     role: String,
     inner: Mutex<StrategyInner>,
+    board: ArcSwap<Published>,
     limits: Arc<Limits>,
     telemetry: Arc<Telemetry>,
 }
@@ -271,13 +386,15 @@ fn validate(
 impl StrategySlot {
     /// An empty slot for `role`: the fallback decides until a plugin is activated.
     pub fn new(role: impl Into<String>, limits: Arc<Limits>, telemetry: Arc<Telemetry>) -> Self {
+        let role = role.into();
         Self {
-            role: role.into(),
             inner: Mutex::new(StrategyInner {
                 view: BTreeMap::new(),
                 active: None,
                 fallback: Fallback::default(),
             }),
+            board: ArcSwap::new(published::<dyn StrategyInstance>(&role, None)),
+            role,
             limits,
             telemetry,
         }
@@ -287,9 +404,14 @@ impl StrategySlot {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn publish(&self, inner: &StrategyInner) {
+        self.board
+            .store(published(&self.role, inner.active.as_ref()));
+    }
+
     /// Make `plugin` (configured with `config`) the active strategy: [`prepare`](Self::prepare)
     /// then [`commit`](Self::commit).
-    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
+    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<Handover> {
         let prepared = self.prepare(plugin, config)?;
         self.commit(prepared)
     }
@@ -316,30 +438,41 @@ impl StrategySlot {
 
     /// Swap a prepared instance in, between two decisions: the old instance's state is handed over
     /// (same plugin name only), the view is sent, and the new instance takes over. If sending the
-    /// view fails the old plugin stays active.
-    pub fn commit(&self, prepared: PreparedStrategy) -> Result<()> {
+    /// view fails the old plugin stays active. Returns what became of the old version's state.
+    pub fn commit(&self, prepared: PreparedStrategy) -> Result<Handover> {
         let PreparedStrategy {
             plugin,
             config,
             mut instance,
         } = prepared;
         let mut inner = self.lock();
-        let handover = inner.active.as_mut().and_then(|old| {
-            if old.plugin.info.name != plugin.info.name {
-                return None;
-            }
-            old.instance.as_mut().and_then(|i| i.save_state().ok())
-        });
-        if let Some(state) = handover
-            && let Err(e) = instance.restore_state(&state)
-        {
-            // A refused or failed restore may leave the instance half-restored (or, for a
-            // component that trapped, unusable): start from a fresh one.
-            state_not_carried(&self.telemetry, &self.role, &plugin, &e);
-            instance = fresh_strategy(&plugin, &config, None).map_err(|failure| Error::Call {
-                plugin: plugin.info.name.clone(),
-                failure,
-            })?;
+        let saved = save_old(
+            inner.active.as_mut(),
+            &plugin,
+            &self.role,
+            &self.telemetry,
+            &self.limits,
+            |i| i.save_state(),
+        );
+        let handover = match saved {
+            Ok(None) => Handover::NotApplicable,
+            Ok(Some(state)) => match instance.restore_state(&state) {
+                Ok(()) => Handover::Carried(state.len()),
+                Err(e) => {
+                    // A refused or failed restore may leave the instance half-restored (or, for
+                    // a component that trapped, unusable): start from a fresh one.
+                    instance =
+                        fresh_strategy(&plugin, &config, None).map_err(|failure| Error::Call {
+                            plugin: plugin.info.name.clone(),
+                            failure,
+                        })?;
+                    Handover::NotCarried(format!("restore-state {e}"))
+                }
+            },
+            Err(why) => Handover::NotCarried(why),
+        };
+        if let Handover::NotCarried(why) = &handover {
+            state_not_carried(&self.telemetry, &self.role, &plugin, why);
         }
         send_view(instance.as_mut(), &inner.view).map_err(|failure| Error::Call {
             plugin: plugin.info.name.clone(),
@@ -347,14 +480,17 @@ impl StrategySlot {
         })?;
         let id = plugin.id.clone();
         inner.active = Some(Active::new(plugin, config, instance));
+        self.publish(&inner);
         drop(inner);
         activated(&self.telemetry, &self.role, &id);
-        Ok(())
+        Ok(handover)
     }
 
     /// Remove the active plugin: the fallback decides from now on.
     pub fn deactivate(&self) {
-        self.lock().active = None;
+        let mut inner = self.lock();
+        inner.active = None;
+        self.publish(&inner);
     }
 
     /// Decide a batch. Always returns one decision per request, from the plugin when it answers
@@ -380,12 +516,22 @@ impl StrategySlot {
                     .map(|()| d)
                     .map_err(CallFailure::Invalid)
             }) {
-                Ok(decisions) => {
-                    active.succeed();
+                Ok(mut decisions) => {
+                    for d in &mut decisions {
+                        if let Decision::Reject(why) = d
+                            && why.len() > MAX_REJECT_REASON
+                        {
+                            *why = clip(why, MAX_REJECT_REASON);
+                        }
+                    }
+                    if active.succeed() {
+                        self.publish(inner);
+                    }
                     return decisions;
                 }
                 Err(failure) => {
-                    active.fail(&self.role, "place", failure, &self.telemetry, &self.limits)
+                    active.fail(&self.role, "place", failure, &self.telemetry, &self.limits);
+                    self.publish(inner);
                 }
             }
         }
@@ -450,6 +596,7 @@ impl StrategySlot {
         let name = active.plugin.info.name.clone();
         if let Err(failure) = timed(&self.telemetry, &name, call, || f(instance.as_mut())) {
             active.fail(&self.role, call, failure, &self.telemetry, &self.limits);
+            self.publish(inner);
         }
     }
 
@@ -458,29 +605,19 @@ impl StrategySlot {
         self.lock().view.values().cloned().collect()
     }
 
-    /// State of the slot.
+    /// State of the slot (a snapshot: never waits for a call in flight).
     pub fn status(&self) -> SlotStatus {
-        match &self.lock().active {
-            Some(a) => a.status(&self.role),
-            None => SlotStatus {
-                role: self.role.clone(),
-                plugin: None,
-                config: String::new(),
-                quarantined: false,
-                consecutive_failures: 0,
-                last_error: None,
-            },
-        }
+        self.board.load().status.clone()
     }
 
-    /// The active plugin, if any.
+    /// The active plugin, if any (a snapshot).
     pub fn active(&self) -> Option<PluginRef> {
-        self.lock().active.as_ref().map(|a| a.plugin.id.clone())
+        self.board.load().status.plugin.clone()
     }
 
     /// The active plugin as loaded (to re-configure it after its file is gone or replaced).
     pub fn active_plugin(&self) -> Option<LoadedPlugin> {
-        self.lock().active.as_ref().map(|a| a.plugin.clone())
+        self.board.load().plugin.clone()
     }
 }
 

@@ -7,7 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use spear_plugin_api::{InstanceStats, NodePressure};
 
-use super::{Active, PreparedReclaimer, SlotStatus, activated, state_not_carried, timed};
+use arc_swap::ArcSwap;
+
+use super::{
+    Active, Handover, PreparedReclaimer, Published, SlotStatus, activated, published, save_old,
+    state_not_carried, timed,
+};
 use crate::error::{CallFailure, Error, Result};
 use crate::instance::{CallResult, ReclaimerInstance};
 use crate::limits::Limits;
@@ -19,6 +24,7 @@ use crate::telemetry::Telemetry;
 pub struct ReclaimerSlot {
     role: String,
     active: Mutex<Option<Active<dyn ReclaimerInstance>>>,
+    board: ArcSwap<Published>,
     limits: Arc<Limits>,
     telemetry: Arc<Telemetry>,
 }
@@ -40,9 +46,11 @@ fn fresh_reclaimer(plugin: &LoadedPlugin, config: &str) -> CallResult<Box<dyn Re
 impl ReclaimerSlot {
     /// An empty slot: nothing is reclaimed until a policy is activated.
     pub fn new(role: impl Into<String>, limits: Arc<Limits>, telemetry: Arc<Telemetry>) -> Self {
+        let role = role.into();
         Self {
-            role: role.into(),
             active: Mutex::new(None),
+            board: ArcSwap::new(published::<dyn ReclaimerInstance>(&role, None)),
+            role,
             limits,
             telemetry,
         }
@@ -52,8 +60,12 @@ impl ReclaimerSlot {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn publish(&self, active: Option<&Active<dyn ReclaimerInstance>>) {
+        self.board.store(published(&self.role, active));
+    }
+
     /// Make `plugin` (configured with `config`) the active policy.
-    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<()> {
+    pub fn activate(&self, plugin: &LoadedPlugin, config: &str) -> Result<Handover> {
         let prepared = self.prepare(plugin, config)?;
         self.commit(prepared)
     }
@@ -79,38 +91,52 @@ impl ReclaimerSlot {
     }
 
     /// Swap a prepared instance in, handing over state from the same plugin's old version.
-    pub fn commit(&self, prepared: PreparedReclaimer) -> Result<()> {
+    pub fn commit(&self, prepared: PreparedReclaimer) -> Result<Handover> {
         let PreparedReclaimer {
             plugin,
             config,
             mut instance,
         } = prepared;
         let mut active = self.lock();
-        let handover = active.as_mut().and_then(|old| {
-            if old.plugin.info.name != plugin.info.name {
-                return None;
-            }
-            old.instance.as_mut().and_then(|i| i.save_state().ok())
-        });
-        if let Some(state) = handover
-            && let Err(e) = instance.restore_state(&state)
-        {
-            state_not_carried(&self.telemetry, &self.role, &plugin, &e);
-            instance = fresh_reclaimer(&plugin, &config).map_err(|failure| Error::Call {
-                plugin: plugin.info.name.clone(),
-                failure,
-            })?;
+        let saved = save_old(
+            active.as_mut(),
+            &plugin,
+            &self.role,
+            &self.telemetry,
+            &self.limits,
+            |i| i.save_state(),
+        );
+        let handover = match saved {
+            Ok(None) => Handover::NotApplicable,
+            Ok(Some(state)) => match instance.restore_state(&state) {
+                Ok(()) => Handover::Carried(state.len()),
+                Err(e) => {
+                    instance =
+                        fresh_reclaimer(&plugin, &config).map_err(|failure| Error::Call {
+                            plugin: plugin.info.name.clone(),
+                            failure,
+                        })?;
+                    Handover::NotCarried(format!("restore-state {e}"))
+                }
+            },
+            Err(why) => Handover::NotCarried(why),
+        };
+        if let Handover::NotCarried(why) = &handover {
+            state_not_carried(&self.telemetry, &self.role, &plugin, why);
         }
         let id = plugin.id.clone();
         *active = Some(Active::new(plugin, config, instance));
+        self.publish(active.as_ref());
         drop(active);
         activated(&self.telemetry, &self.role, &id);
-        Ok(())
+        Ok(handover)
     }
 
     /// Remove the active policy: nothing is reclaimed from now on.
     pub fn deactivate(&self) {
-        *self.lock() = None;
+        let mut active = self.lock();
+        *active = None;
+        self.publish(None);
     }
 
     /// Ids of the instances to stop. Invalid answers (unknown or repeated ids) count as failures and
@@ -143,38 +169,31 @@ impl ReclaimerSlot {
         });
         match checked {
             Ok(ids) => {
-                active.succeed();
+                if active.succeed() {
+                    self.publish(Some(active));
+                }
                 ids
             }
             Err(failure) => {
                 active.fail(&self.role, "select", failure, &self.telemetry, &self.limits);
+                self.publish(Some(active));
                 Vec::new()
             }
         }
     }
 
-    /// State of the slot.
+    /// State of the slot (a snapshot: never waits for a call in flight).
     pub fn status(&self) -> SlotStatus {
-        match &*self.lock() {
-            Some(a) => a.status(&self.role),
-            None => SlotStatus {
-                role: self.role.clone(),
-                plugin: None,
-                config: String::new(),
-                quarantined: false,
-                consecutive_failures: 0,
-                last_error: None,
-            },
-        }
+        self.board.load().status.clone()
     }
 
-    /// The active plugin, if any.
+    /// The active plugin, if any (a snapshot).
     pub fn active(&self) -> Option<PluginRef> {
-        self.lock().as_ref().map(|a| a.plugin.id.clone())
+        self.board.load().status.plugin.clone()
     }
 
-    /// The active plugin as loaded.
+    /// The active plugin as loaded (a snapshot).
     pub fn active_plugin(&self) -> Option<LoadedPlugin> {
-        self.lock().as_ref().map(|a| a.plugin.clone())
+        self.board.load().plugin.clone()
     }
 }

@@ -1,0 +1,139 @@
+//! The smoke test of `spear plugin check`: the plugin held in a guarded slot, exactly as a host
+//! holds it — the same activation (configure), the same validation of every answer, the same
+//! state hand-over at a swap — over a small synthetic cluster. What a host would count as a
+//! failure, the check refuses.
+
+use std::sync::Arc;
+
+use spear_plugin_api::{
+    Decision, InstanceState, InstanceStats, Label, NodePressure, PluginKind, Request, Resources,
+    Target,
+};
+
+use crate::error::{CallFailure, Error};
+use crate::limits::Limits;
+use crate::plugin::LoadedPlugin;
+use crate::slot::{ReclaimerSlot, StrategySlot};
+use crate::telemetry::{EventKind, Telemetry};
+
+/// Activate `plugin` with `config` in a slot of its kind, make a few decisions, swap it for itself
+/// (state hand-over), and report what happened — or the first failure a host would have counted.
+pub fn smoke_test(
+    plugin: &LoadedPlugin,
+    config: &str,
+    limits: Arc<Limits>,
+) -> Result<String, String> {
+    let telemetry = Arc::new(Telemetry::new());
+    let summary = match plugin.info.kind {
+        PluginKind::SchedulingStrategy => {
+            let slot = StrategySlot::new("check", limits, telemetry.clone());
+            slot.activate(plugin, config).map_err(activation)?;
+            slot.upsert((1..=3).map(synthetic_target).collect());
+            let requests: Vec<Request> = (1..=6).map(synthetic_request).collect();
+            let decisions = slot.place(&requests);
+            first_failure(&telemetry)?;
+            let handover = slot.activate(plugin, config).map_err(|e| e.to_string())?;
+            first_failure(&telemetry)?;
+            let shown: Vec<String> = decisions
+                .iter()
+                .map(|d| match d {
+                    Decision::Assign(id) => id.to_string(),
+                    Decision::Reject(_) => "-".into(),
+                })
+                .collect();
+            format!(
+                "placed 6 requests on 3 targets → [{}]; swapped for itself: {handover}",
+                shown.join(", ")
+            )
+        }
+        PluginKind::ReclamationPolicy => {
+            let slot = ReclaimerSlot::new("check", limits, telemetry.clone());
+            slot.activate(plugin, config).map_err(activation)?;
+            let instances: Vec<InstanceStats> = (1..=4).map(synthetic_instance).collect();
+            let node = NodePressure {
+                memory_total_bytes: 1 << 30,
+                memory_used_bytes: 1 << 29,
+                cpu_load_permille: 300,
+                now_ms: 0,
+            };
+            let chosen = slot.select(&instances, &node);
+            first_failure(&telemetry)?;
+            let handover = slot.activate(plugin, config).map_err(|e| e.to_string())?;
+            first_failure(&telemetry)?;
+            format!("selected {chosen:?} of 4 instances; swapped for itself: {handover}")
+        }
+        kind => format!("{kind} plugins are exercised by their host"),
+    };
+    Ok(summary)
+}
+
+/// Why activation failed, as the host would say it.
+fn activation(e: Error) -> String {
+    match e {
+        Error::Call {
+            failure: failure @ CallFailure::Plugin(_),
+            ..
+        } => format!("configure refused: {failure}"),
+        e => e.to_string(),
+    }
+}
+
+/// The first failure the slot counted, as the host would log it.
+fn first_failure(telemetry: &Telemetry) -> Result<(), String> {
+    match telemetry
+        .events()
+        .into_iter()
+        .find(|e| e.kind == EventKind::CallFailed)
+    {
+        Some(e) => Err(e.message),
+        None => Ok(()),
+    }
+}
+
+fn synthetic_target(id: u64) -> Target {
+    let r = Resources {
+        cpu_millis: 2000,
+        memory_mb: 2048,
+        disk_mb: 10_000,
+    };
+    Target {
+        id,
+        name: format!("node-{id}"),
+        labels: vec![Label::new("zone", format!("z{id}"))],
+        capacity: r,
+        available: r,
+        active: 0,
+        weight: 1,
+        healthy: true,
+    }
+}
+
+fn synthetic_request(id: u64) -> Request {
+    Request {
+        id,
+        task: "check".into(),
+        labels: vec![Label::new("app", "check")],
+        needs: Resources {
+            cpu_millis: 100,
+            memory_mb: 64,
+            disk_mb: 0,
+        },
+        required: vec![],
+        preferred: vec![],
+    }
+}
+
+fn synthetic_instance(id: u64) -> InstanceStats {
+    InstanceStats {
+        id,
+        task: "check".into(),
+        state: InstanceState::Ready,
+        idle_ms: id * 200_000,
+        age_ms: id * 300_000,
+        memory_bytes: id << 26,
+        invocations: 10,
+        errors: 0,
+        recent_errors: 0,
+        recent_invocations: 10,
+    }
+}
