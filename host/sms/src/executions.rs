@@ -397,19 +397,20 @@ impl Sms {
         Ok(exec)
     }
 
-    /// Feed an outcome back to the strategy.
+    /// Feed an outcome back to the strategy (with the scheduler's next round).
     async fn observe(&self, node: &str, seq: u64, success: bool, latency_us: u64) {
         let Some(target) = self.target_ids.lock().await.get(node).copied() else {
             return;
         };
-        let plugins = self.plugins.clone();
-        let outcome = spear_plugin_api::Outcome {
-            request: seq,
-            target,
-            success,
-            latency_us,
-        };
-        let _ = tokio::task::spawn_blocking(move || plugins.strategy().observe(&[outcome])).await;
+        self.feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(spear_plugin_api::Outcome {
+                request: seq,
+                target,
+                success,
+                latency_us,
+            });
     }
 
     /// Put every execution placed on `node` back in the queue (the node is lost). The attempt does

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod executions;
+pub mod feed;
 pub mod files;
 pub mod model;
 pub mod nodes;

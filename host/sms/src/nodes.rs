@@ -260,12 +260,10 @@ impl Sms {
         self.nodes.write().await.remove(uuid);
         if let Some(id) = self.target_ids.lock().await.remove(uuid) {
             self.target_names.lock().await.remove(&id);
-            self.dirty_targets
+            self.feed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            let slot = self.plugins.clone();
-            let _ = tokio::task::spawn_blocking(move || slot.strategy().remove(&[id])).await;
+                .remove(id);
         }
         self.events
             .append("node.removed", uuid, json!({"reason": reason}))
@@ -324,23 +322,33 @@ impl Sms {
         let connected = self.connected(&node.uuid).await;
         // Coalesced: the scheduler sends every changed node in one `upsert` before it places
         // (heartbeats are frequent; strategy calls are not free).
-        self.dirty_targets
+        self.feed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, to_target(id, node, connected));
+            .upsert(to_target(id, node, connected));
     }
 
-    /// Send every node changed since the last flush to the strategy, in one call.
+    /// Send the strategy every change recorded since the last flush (removed nodes, changed
+    /// nodes, outcomes), on a blocking thread. Only the scheduler calls this.
     pub(crate) async fn flush_targets(&self) {
-        let changed: Vec<Target> =
-            std::mem::take(&mut *self.dirty_targets.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_values()
-                .collect();
-        if changed.is_empty() {
+        let batch = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if batch.is_empty() {
             return;
         }
         let plugins = self.plugins.clone();
-        let _ = tokio::task::spawn_blocking(move || plugins.strategy().upsert(changed)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let strategy = plugins.strategy();
+            if !batch.removes.is_empty() {
+                strategy.remove(&batch.removes);
+            }
+            if !batch.upserts.is_empty() {
+                strategy.upsert(batch.upserts);
+            }
+            if !batch.outcomes.is_empty() {
+                strategy.observe(&batch.outcomes);
+            }
+        })
+        .await;
     }
 
     /// Mark silent nodes unhealthy, and remove those unhealthy for longer than the cleanup

@@ -25,8 +25,8 @@ pub struct Sms {
     /// Node uuid → the strategy's target id.
     pub(crate) target_ids: Mutex<BTreeMap<String, u64>>,
     pub(crate) next_target: AtomicU64,
-    /// Nodes changed since the strategy last heard, by target id.
-    pub(crate) dirty_targets: std::sync::Mutex<BTreeMap<u64, spear_plugin_api::Target>>,
+    /// What the strategy has not heard yet (sent by the scheduler before each placement).
+    pub(crate) feed: std::sync::Mutex<crate::feed::StrategyFeed>,
     /// The strategy's target id → node uuid.
     pub(crate) target_names: Mutex<BTreeMap<u64, String>>,
     /// Executions by id.
@@ -148,7 +148,7 @@ impl Sms {
             target_ids: Mutex::new(BTreeMap::new()),
             next_target: AtomicU64::new(1),
             target_names: Mutex::new(BTreeMap::new()),
-            dirty_targets: std::sync::Mutex::new(BTreeMap::new()),
+            feed: std::sync::Mutex::new(Default::default()),
             executions: RwLock::new(executions),
             next_seq: AtomicU64::new(next_seq),
             next_cursor: AtomicU64::new(1),

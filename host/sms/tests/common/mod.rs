@@ -12,10 +12,17 @@ use spear_tests::guest;
 /// A sandbox: plugin dir with the storage and strategy plugins, a data dir, a config file.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// Keys of `[plugins]` besides `dir`.
+    plugin_keys: String,
 }
 
 impl Sandbox {
     pub fn new(extra: &str) -> Self {
+        Self::with_plugins(extra, "", &[])
+    }
+
+    /// A sandbox with more plugin files (`(form, file)` of the built guests) and `[plugins]` keys.
+    pub fn with_plugins(extra: &str, plugin_keys: &str, files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();
@@ -24,10 +31,16 @@ impl Sandbox {
             ("native", "memory.so"),
             ("component", "least-connections.wasm"),
             ("component", "round-robin.wasm"),
-        ] {
+        ]
+        .iter()
+        .chain(files)
+        {
             std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
         }
-        let sb = Self { dir };
+        let sb = Self {
+            dir,
+            plugin_keys: plugin_keys.to_owned(),
+        };
         sb.write_config(extra);
         sb
     }
@@ -46,7 +59,8 @@ impl Sandbox {
             "{extra}\n[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
              [database]\ndb_type = \"redb\"\npath = \"data/sms.redb\"\n\
              [files]\ndir = \"data/files\"\nmax_upload_mb = 1\n\
-             [plugins]\ndir = \"plugins\"\n"
+             [plugins]\ndir = \"plugins\"\n{}",
+            self.plugin_keys
         );
         let tmp = self.path().join(".sms.toml.tmp");
         std::fs::write(&tmp, text).unwrap();
