@@ -16,8 +16,15 @@
 //! request requires its task's label, so the host's validation keeps the choice within the task.
 //! The **reclamation policy** (`[reclaimer]`) is asked every `reclaimer.interval_ms` which idle
 //! instances to stop. Both are hot-reloaded by the plugin runtime.
+//!
+//! No guest call is made under the pool's state lock, and none on an async worker: the status
+//! API and heartbeats, which read the pool, never wait for a plugin. Changes to instances mark
+//! them dirty (under the state lock); the strategy's view is brought up to date by one owner at a
+//! time (the `sync` lock, taken on a blocking thread before each decision): it drains the dirty
+//! set and sends each instance's *current* target, or its removal, so the view is never left
+//! behind the pool, whatever order threads run in.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -107,6 +114,37 @@ impl Instance {
     }
 }
 
+/// Take `chosen` if it is a Ready instance of `task`, else any Ready instance of it (a waiting
+/// invocation must never wait on a Ready instance), and mark it Executing.
+fn take(s: &mut State, task: &str, chosen: Option<u64>) -> Option<Lease> {
+    let id = match chosen.filter(|id| s.usable(*id, task)) {
+        Some(id) => id,
+        None => *s
+            .instances
+            .iter()
+            .find(|(id, _)| s.usable(**id, task))
+            .map(|(id, _)| id)?,
+    };
+    let i = s.instances.get_mut(&id).expect("usable");
+    let tier = if i.last_used.elapsed() < HOT_WINDOW {
+        Tier::Hot
+    } else {
+        Tier::Warm
+    };
+    i.state = InstanceState::Executing;
+    let lease = Lease {
+        id,
+        artifact: i.artifact.clone(),
+        tier,
+    };
+    match tier {
+        Tier::Hot => s.counters.hot += 1,
+        _ => s.counters.warm += 1,
+    }
+    s.dirty.insert(id);
+    Some(lease)
+}
+
 fn task_label(task: &str) -> Label {
     Label::new("task", task)
 }
@@ -141,14 +179,71 @@ struct State {
     next_request: u64,
     instances: BTreeMap<u64, Instance>,
     counters: Counters,
+    /// Instances changed (or removed) since the strategy's view was last brought up to date.
+    dirty: BTreeSet<u64>,
+}
+
+impl State {
+    fn usable(&self, id: u64, task: &str) -> bool {
+        self.instances
+            .get(&id)
+            .is_some_and(|i| i.task == task && i.state == InstanceState::Ready)
+    }
+}
+
+/// What the blocking threads that talk to plugins share with the pool.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Held while the strategy's view is updated and asked: one owner at a time.
+    sync: Mutex<()>,
+    plugins: Arc<PluginHost>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bring the strategy's view up to date with the pool (call with `sync` held).
+    fn flush(&self) {
+        let (upserts, removed) = {
+            let mut s = self.lock();
+            let dirty = std::mem::take(&mut s.dirty);
+            let mut upserts = Vec::new();
+            let mut removed = Vec::new();
+            for id in dirty {
+                match s.instances.get(&id) {
+                    Some(i) => upserts.push(i.target()),
+                    None => removed.push(id),
+                }
+            }
+            (upserts, removed)
+        };
+        if !upserts.is_empty() {
+            self.plugins.strategy().upsert(upserts);
+        }
+        if !removed.is_empty() {
+            self.plugins.strategy().remove(&removed);
+        }
+    }
+
+    /// Ask the local strategy for an instance for `request` (blocking: run off the async workers).
+    fn choose(&self, request: Request) -> Option<u64> {
+        let _owner = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush();
+        match self.plugins.strategy().place(&[request]).pop() {
+            Some(Decision::Assign(id)) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// Every task's instances on this node.
 #[derive(Debug)]
 pub struct Pools {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     freed: tokio::sync::Notify,
-    plugins: Arc<PluginHost>,
     max_per_task: usize,
 }
 
@@ -156,18 +251,21 @@ impl Pools {
     /// Empty pools choosing and reclaiming through `plugins`' slots.
     pub fn new(plugins: Arc<PluginHost>, max_per_task: u32) -> Self {
         Self {
-            state: Mutex::new(State {
-                next_id: 1,
-                ..State::default()
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    next_id: 1,
+                    ..State::default()
+                }),
+                sync: Mutex::new(()),
+                plugins,
             }),
             freed: tokio::sync::Notify::new(),
-            plugins,
             max_per_task: max_per_task as usize,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     /// Take an instance of `task` for one invocation: a Ready one chosen by the local strategy,
@@ -185,9 +283,13 @@ impl Pools {
     {
         loop {
             let freed = self.freed.notified();
+            if let Some(lease) = self.pick(task).await {
+                return Ok(lease);
+            }
             let id = {
                 let mut s = self.lock();
-                if let Some(lease) = self.pick(&mut s, task) {
+                // One may have been released while the strategy was asked.
+                if let Some(lease) = take(&mut s, task, None) {
                     return Ok(lease);
                 }
                 // An instance in Error is never used again: it does not hold a place.
@@ -232,9 +334,7 @@ impl Pools {
                     let i = s.instances.get_mut(&id).expect("initializing instance");
                     i.artifact = artifact.clone();
                     i.state = InstanceState::Executing;
-                    // Strategy updates happen under the pool lock, so the strategy's view never
-                    // runs behind the pool's (a reclaimed instance cannot come back).
-                    self.plugins.strategy().upsert(vec![i.target()]);
+                    s.dirty.insert(id);
                     drop(s);
                     return Ok(Lease {
                         id,
@@ -251,59 +351,33 @@ impl Pools {
         }
     }
 
-    /// Ask the local strategy for a Ready instance of `task` and mark it Executing.
-    fn pick(&self, s: &mut State, task: &str) -> Option<Lease> {
-        if !s
-            .instances
-            .values()
-            .any(|i| i.task == task && i.state == InstanceState::Ready)
-        {
-            return None;
-        }
-        s.next_request += 1;
-        let request = Request {
-            id: s.next_request,
-            task: task.to_owned(),
-            labels: vec![],
-            needs: Resources::default(),
-            required: vec![task_label(task)],
-            preferred: vec![],
-        };
-        let usable = |s: &State, id: u64| {
-            s.instances
-                .get(&id)
-                .is_some_and(|i| i.task == task && i.state == InstanceState::Ready)
-        };
-        let chosen = match self.plugins.strategy().place(&[request]).pop() {
-            Some(Decision::Assign(id)) if usable(s, id) => id,
-            // The strategy declined or named an instance the pool cannot use: any Ready one of
-            // the task will do (a waiting invocation must never wait on a Ready instance).
-            _ => *s
+    /// Ask the local strategy for a Ready instance of `task` (on a blocking thread) and take it.
+    async fn pick(&self, task: &str) -> Option<Lease> {
+        let request = {
+            let mut s = self.lock();
+            if !s
                 .instances
-                .iter()
-                .find(|(id, _)| usable(s, **id))
-                .map(|(id, _)| id)?,
+                .values()
+                .any(|i| i.task == task && i.state == InstanceState::Ready)
+            {
+                return None;
+            }
+            s.next_request += 1;
+            Request {
+                id: s.next_request,
+                task: task.to_owned(),
+                labels: vec![],
+                needs: Resources::default(),
+                required: vec![task_label(task)],
+                preferred: vec![],
+            }
         };
-        let id = chosen;
-        let i = s.instances.get_mut(&id).expect("usable");
-        let tier = if i.last_used.elapsed() < HOT_WINDOW {
-            Tier::Hot
-        } else {
-            Tier::Warm
-        };
-        i.state = InstanceState::Executing;
-        let lease = Lease {
-            id,
-            artifact: i.artifact.clone(),
-            tier,
-        };
-        let target = i.target();
-        match tier {
-            Tier::Hot => s.counters.hot += 1,
-            _ => s.counters.warm += 1,
-        }
-        self.plugins.strategy().upsert(vec![target]);
-        Some(lease)
+        let shared = self.shared.clone();
+        let chosen = tokio::task::spawn_blocking(move || shared.choose(request))
+            .await
+            .ok()
+            .flatten();
+        take(&mut self.lock(), task, chosen)
     }
 
     /// Give an instance back after an invocation. `ok` is the invocation's outcome; `broken`
@@ -330,13 +404,14 @@ impl Pools {
         } else {
             InstanceState::Ready
         };
-        self.plugins.strategy().upsert(vec![i.target()]);
+        s.dirty.insert(lease.id);
         drop(s);
         self.freed.notify_waiters();
     }
 
     /// Ask the reclamation policy which instances to stop, and stop them. Only Ready and Error
-    /// instances are offered; returns the ids stopped.
+    /// instances are offered; returns the ids stopped. Blocking (plugin calls): call it from a
+    /// blocking thread.
     pub fn reclaim(&self, pressure: &NodePressure) -> Vec<u64> {
         let now = Instant::now();
         let offered: Vec<InstanceStats> = self
@@ -349,7 +424,7 @@ impl Pools {
         if offered.is_empty() {
             return Vec::new();
         }
-        let mut chosen = self.plugins.reclaimer().select(&offered, pressure);
+        let mut chosen = self.shared.plugins.reclaimer().select(&offered, pressure);
         // Instances in Error are never used again: they go whatever the policy says.
         chosen.extend(
             offered
@@ -373,14 +448,15 @@ impl Pools {
                 i.state = InstanceState::Terminating;
                 tracing::info!(instance = id, task = %i.task, "instance reclaimed");
                 s.instances.remove(&id);
+                s.dirty.insert(id);
                 s.counters.reclaimed += 1;
                 stopped.push(id);
             }
-            if !stopped.is_empty() {
-                self.plugins.strategy().remove(&stopped);
-            }
         }
         if !stopped.is_empty() {
+            let owner = self.shared.sync.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.flush();
+            drop(owner);
             self.freed.notify_waiters();
         }
         stopped
