@@ -247,3 +247,53 @@ fn a_half_copied_native_library_is_refused_not_loaded() {
         "{error}"
     );
 }
+
+#[test]
+fn a_reload_whose_second_swap_fails_rolls_back_the_first() {
+    let sb = Sandbox::new();
+    sb.install("component", "hostile.wasm", "hostile.wasm");
+    sb.install("component", "idle-time.wasm", "idle-time.wasm");
+    sb.install("component", "memory-pressure.wasm", "memory-pressure.wasm");
+    let config = |mode: &str, policy: &str| {
+        host_config(
+            false,
+            &format!(
+                "[scheduler]\nstrategy = \"hostile\"\n[scheduler.config]\nmode = \"{mode}\"\n\
+                 [reclaimer]\npolicy = \"{policy}\"\n"
+            ),
+        )
+    };
+    sb.write_config(&config("ok", "idle-time"));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    host.strategy().upsert(targets(5));
+
+    // One edit swaps both roles; the strategy's swap fails when the host sends it its view.
+    sb.write_config(&config("upsert-trap", "memory-pressure"));
+    let report = host.reload(Trigger::Api);
+    assert_eq!(
+        report.outcome,
+        spear_plugin_runtime::ReloadOutcome::Rejected,
+        "{report:?}"
+    );
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("upsert"),
+        "{report:?}"
+    );
+    // Nothing of it applied: the reclaimer swapped first and was rolled back.
+    assert_eq!(host.reclaimer().active().unwrap().name, "idle-time");
+    assert_eq!(host.strategy().active().unwrap().name, "hostile");
+    assert_eq!(host.strategy().status().config, "{\"mode\":\"ok\"}");
+    assert!(
+        !report.changes.iter().any(|c| c.contains("memory-pressure")),
+        "{report:?}"
+    );
+    assert_eq!(
+        host.strategy().place(&requests(0, 1)),
+        vec![Decision::Assign(1)]
+    );
+    assert_eq!(host.telemetry().fallback_decisions_of("scheduler"), 0);
+}

@@ -10,8 +10,8 @@ use spear_plugin_api::{InstanceStats, NodePressure};
 use arc_swap::ArcSwap;
 
 use super::{
-    Active, Handover, PreparedReclaimer, Published, SlotStatus, activated, published, save_old,
-    state_not_carried, timed,
+    Active, Handover, PreparedReclaimer, Previous, Published, SlotStatus, activated, published,
+    save_old, state_not_carried, timed,
 };
 use crate::error::{CallFailure, Error, Result};
 use crate::instance::{CallResult, ReclaimerInstance};
@@ -92,6 +92,14 @@ impl ReclaimerSlot {
 
     /// Swap a prepared instance in, handing over state from the same plugin's old version.
     pub fn commit(&self, prepared: PreparedReclaimer) -> Result<Handover> {
+        self.commit_keeping(prepared).map(|(handover, _)| handover)
+    }
+
+    /// [`commit`](Self::commit), keeping what was active to [`roll_back`](Self::roll_back) to.
+    pub fn commit_keeping(
+        &self,
+        prepared: PreparedReclaimer,
+    ) -> Result<(Handover, Previous<dyn ReclaimerInstance>)> {
         let PreparedReclaimer {
             plugin,
             config,
@@ -125,11 +133,23 @@ impl ReclaimerSlot {
             state_not_carried(&self.telemetry, &self.role, &plugin, why);
         }
         let id = plugin.id.clone();
-        *active = Some(Active::new(plugin, config, instance));
+        let previous = active.replace(Active::new(plugin, config, instance));
         self.publish(active.as_ref());
         drop(active);
         activated(&self.telemetry, &self.role, &id);
-        Ok(handover)
+        Ok((handover, Previous(previous)))
+    }
+
+    /// Put back what a [`commit_keeping`](Self::commit_keeping) replaced.
+    pub fn roll_back(&self, previous: Previous<dyn ReclaimerInstance>) {
+        let mut active = self.lock();
+        *active = previous.restore();
+        self.publish(active.as_ref());
+        if let Some(a) = active.as_ref() {
+            let id = a.plugin.id.clone();
+            drop(active);
+            activated(&self.telemetry, &self.role, &id);
+        }
     }
 
     /// Remove the active policy: nothing is reclaimed from now on.

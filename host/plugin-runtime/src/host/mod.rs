@@ -1,0 +1,270 @@
+//! [`PluginHost`]: the plugin directory, the config file, the registry and the guarded slots of one
+//! host process, kept in step by rescans and config reloads (from the watcher, SIGHUP or the API).
+//!
+//! Reloads are serialized by one mutex, held while files compile and instances are prepared.
+//! Readers never take it: the registry and the config in force are published as a snapshot
+//! ([`ArcSwap`]) whenever a reload lets go of the mutex, and the reload history has a mutex of its
+//! own that guards only a push or a copy.
+//!
+//! - [`scan`]: the plugin directory → the registry (load new and changed files, forget vanished
+//!   ones);
+//! - [`apply`]: the config's selections → the slots (prepare every swap, then commit them all);
+//! - [`reload`]: what starts those (rescan, config reload, both) and the report of each;
+//! - [`report`]: the report types.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use arc_swap::ArcSwap;
+use spear_plugin_api::PluginKind;
+
+use crate::config::RuntimeConfig;
+use crate::engine::WasmEngine;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::plugin::LoadedPlugin;
+use crate::registry::{PluginRecord, PluginState, Registry, record};
+use crate::slot::{ReclaimerSlot, SlotStatus, StrategySlot};
+use crate::telemetry::{PluginEvent, Telemetry};
+use crate::watch::Watcher;
+
+mod apply;
+mod host_keys;
+mod reload;
+mod report;
+mod scan;
+
+pub use host_keys::{HostChange, HostKeys, LiveKey, config_diff_check};
+use report::REPORTS;
+pub use report::{ActiveRef, ReloadOutcome, ReloadReport, Trigger};
+
+struct State {
+    config: RuntimeConfig,
+    registry: Registry,
+    /// `(role, sha256)` of plugin files whose activation failed: not retried until the file (and
+    /// so its sha256) or the selection changes.
+    failed_activations: BTreeSet<(&'static str, String)>,
+}
+
+/// What readers see of [`State`], published whenever a reload lets go of it.
+struct Board {
+    config: RuntimeConfig,
+    registry: Registry,
+}
+
+/// The roles a host fills, with the kind and config key of each.
+const ROLES: [(&str, PluginKind, &str); 2] = [
+    (
+        "scheduler",
+        PluginKind::SchedulingStrategy,
+        "scheduler.strategy",
+    ),
+    (
+        "reclaimer",
+        PluginKind::ReclamationPolicy,
+        "reclaimer.policy",
+    ),
+];
+
+/// A prepared swap for one role.
+enum Job {
+    Strategy(crate::slot::PreparedStrategy),
+    Reclaimer(crate::slot::PreparedReclaimer),
+}
+
+/// The plugin side of one host process.
+pub struct PluginHost {
+    engine: WasmEngine,
+    limits: Arc<Limits>,
+    telemetry: Arc<Telemetry>,
+    config_path: Option<PathBuf>,
+    state: Mutex<State>,
+    board: ArcSwap<Board>,
+    reports: Mutex<VecDeque<ReloadReport>>,
+    host_keys: OnceLock<HostKeys>,
+    strategy: StrategySlot,
+    reclaimer: ReclaimerSlot,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("config_path", &self.config_path)
+            .finish()
+    }
+}
+
+impl PluginHost {
+    /// Start from a config file: load it, scan the plugin directory, activate the selections.
+    /// Fails (naming the problem) if the config is invalid or selects a plugin that is missing.
+    pub fn start(config_path: &Path) -> Result<Arc<Self>> {
+        let config = RuntimeConfig::load(config_path)?;
+        Self::with_config(config, Some(config_path.to_path_buf()))
+    }
+
+    /// Start from an already compiled config (`config_path`, if given, is what reloads re-read).
+    pub fn with_config(config: RuntimeConfig, config_path: Option<PathBuf>) -> Result<Arc<Self>> {
+        let engine = WasmEngine::new().map_err(|e| Error::Config {
+            errors: vec![format!("cannot start the WASM engine: {e:#}")],
+        })?;
+        let engine = match &config.cache_dir {
+            Some(dir) => engine.with_cache(dir.clone()),
+            None => engine,
+        };
+        let limits = Arc::new(Limits::new(config.limits));
+        let telemetry = Arc::new(Telemetry::new());
+        let host = Arc::new(Self {
+            strategy: StrategySlot::new("scheduler", limits.clone(), telemetry.clone()),
+            reclaimer: ReclaimerSlot::new("reclaimer", limits.clone(), telemetry.clone()),
+            engine,
+            limits,
+            telemetry,
+            config_path,
+            board: ArcSwap::from_pointee(Board {
+                config: config.clone(),
+                registry: Registry::default(),
+            }),
+            state: Mutex::new(State {
+                config: config.clone(),
+                registry: Registry::default(),
+                failed_activations: BTreeSet::new(),
+            }),
+            reports: Mutex::new(VecDeque::with_capacity(REPORTS)),
+            host_keys: OnceLock::new(),
+        });
+        let mut changes = Vec::new();
+        {
+            let mut state = host.lock();
+            host.scan(&mut state, &mut changes)
+                .map_err(|e| Error::Config { errors: vec![e] })?;
+            let config = state.config.clone();
+            let applied = host.apply_selections(&mut state, &config, None, &mut changes);
+            host.publish(&state);
+            applied?;
+        }
+        host.finish(
+            Trigger::Start,
+            ReloadOutcome::Applied,
+            changes,
+            None,
+            vec![],
+        );
+        Ok(host)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Show readers the registry and config of `state` (called before a reload lets go of it).
+    fn publish(&self, state: &State) {
+        self.board.store(Arc::new(Board {
+            config: state.config.clone(),
+            registry: state.registry.clone(),
+        }));
+    }
+
+    /// Have every config reload check the host's own keys with `keys` (once; a second call is
+    /// refused with `false`).
+    pub fn set_host_keys(&self, keys: HostKeys) -> bool {
+        self.host_keys.set(keys).is_ok()
+    }
+
+    /// The scheduling-strategy slot (`[scheduler]`).
+    pub fn strategy(&self) -> &StrategySlot {
+        &self.strategy
+    }
+
+    /// The reclamation-policy slot (`[reclaimer]`).
+    pub fn reclaimer(&self) -> &ReclaimerSlot {
+        &self.reclaimer
+    }
+
+    /// Events, metrics.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// The WASM engine shared by this host's components.
+    pub fn engine(&self) -> &WasmEngine {
+        &self.engine
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> RuntimeConfig {
+        self.board.load().config.clone()
+    }
+
+    /// The config file, if the host has one.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// A registered plugin of `kind` called `name` (executors and storage backends are taken from
+    /// here by hosts).
+    pub fn plugin(&self, kind: PluginKind, name: &str) -> Option<LoadedPlugin> {
+        self.board.load().registry.lookup(kind, name).cloned()
+    }
+
+    /// Every plugin file known, with its state (from snapshots: never waits for a reload or a call).
+    pub fn plugins(&self) -> Vec<PluginRecord> {
+        let slots: [SlotStatus; 2] = [self.strategy.status(), self.reclaimer.status()];
+        let state = self.board.load();
+        let mut records: Vec<PluginRecord> = state
+            .registry
+            .entries
+            .iter()
+            .map(|(file, e)| record(file, e, &slots))
+            .collect();
+        // A plugin still running after its file was replaced by a version that failed to activate.
+        for slot in &slots {
+            let Some(id) = &slot.plugin else { continue };
+            let listed = state.registry.loaded().any(|p| &p.id == id);
+            if !listed {
+                records.push(PluginRecord {
+                    name: id.name.clone(),
+                    kind: Some(id.kind),
+                    form: Some(id.form),
+                    version: Some(id.version.clone()),
+                    description: None,
+                    file: id.file.clone(),
+                    sha256: Some(id.sha256.clone()),
+                    state: if slot.quarantined {
+                        PluginState::Quarantined
+                    } else {
+                        PluginState::Active
+                    },
+                    last_error: slot.last_error.clone(),
+                    file_missing: false,
+                });
+            }
+        }
+        records
+    }
+
+    /// Reload reports, oldest first.
+    pub fn history(&self) -> Vec<ReloadReport> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.iter().cloned().collect()
+    }
+
+    /// Plugin events, oldest first.
+    pub fn events(&self) -> Vec<PluginEvent> {
+        self.telemetry.events()
+    }
+
+    /// Watch the plugin directory and the config file (when `plugins.watch` is on).
+    pub fn watch(self: &Arc<Self>) -> Result<Option<Watcher>> {
+        let config = self.config();
+        if !config.watch {
+            return Ok(None);
+        }
+        Watcher::spawn(Arc::downgrade(self), config.dir, self.config_path.clone()).map(Some)
+    }
+}

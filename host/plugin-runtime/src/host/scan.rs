@@ -1,0 +1,161 @@
+//! The plugin directory brought into the registry: new and changed files loaded and self-tested,
+//! vanished ones forgotten (an active one is kept until another is selected).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{PluginHost, State};
+use crate::detect::read_plugin_file;
+use crate::error::Error;
+use crate::plugin::{load_bytes, sha256_hex};
+use crate::registry::plugin_files;
+use crate::sidecar;
+use crate::telemetry::EventKind;
+
+impl PluginHost {
+    /// Bring the registry in step with the directory: first forget vanished files (so a plugin
+    /// moved to a new file name is not refused as a duplicate of its old self), then load new and
+    /// changed ones. Fails only when the directory cannot be read.
+    pub(super) fn scan(
+        &self,
+        state: &mut State,
+        changes: &mut Vec<String>,
+    ) -> std::result::Result<(), String> {
+        let dir = state.config.dir.clone();
+        let files = plugin_files(&dir).map_err(|e| {
+            let message = format!("cannot read the plugin directory {}: {e}", dir.display());
+            self.telemetry
+                .emit(EventKind::Refused, None, Some(&dir), None, &message);
+            message
+        })?;
+        let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
+            .into_iter()
+            .flatten()
+            .map(|a| a.file)
+            .collect();
+        let gone: Vec<PathBuf> = state
+            .registry
+            .entries
+            .keys()
+            .filter(|p| !files.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if active.contains(&path) {
+                let entry = state.registry.entries.get_mut(&path).expect("listed");
+                if !entry.missing {
+                    entry.missing = true;
+                    changes.push(format!(
+                        "{}: file removed; still active until another plugin is selected",
+                        path.display()
+                    ));
+                }
+                continue;
+            }
+            if let Some(entry) = state.registry.entries.remove(&path)
+                && let Some(p) = entry.loaded
+            {
+                self.telemetry.emit(
+                    EventKind::Unregistered,
+                    Some(&p.info.name),
+                    Some(&path),
+                    Some(&p.id.sha256),
+                    "file removed; plugin unregistered",
+                );
+                changes.push(format!("{}: unregistered {}", path.display(), p.info.name));
+            }
+        }
+        for path in &files {
+            self.scan_file(state, path, changes);
+        }
+        Ok(())
+    }
+
+    pub(super) fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
+        let read = read_plugin_file(path);
+        let sha = read.as_ref().ok().map(|b| sha256_hex(b));
+        let sidecar_text = sidecar::text(path);
+        // What was seen at this path: the content and its sidecar.
+        let fingerprint = sha
+            .as_ref()
+            .map(|s| format!("{s}:{}", sha256_hex(sidecar_text.as_bytes())));
+        let entry = state
+            .registry
+            .entries
+            .entry(path.to_path_buf())
+            .or_default();
+        entry.missing = false;
+        let unchanged = match (&read, &entry.seen) {
+            (Ok(_), Some(seen)) => fingerprint.as_ref() == Some(seen),
+            (Err(e), None) => entry.last_error.as_deref() == Some(&e.to_string()),
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        let result = read.and_then(|bytes| {
+            sidecar::check(path, &sidecar_text, &bytes)?;
+            load_bytes(path, &bytes, &self.engine, &self.limits)
+        });
+        let result =
+            result.and_then(
+                |p| match state.registry.holder(p.info.kind, &p.info.name, path) {
+                    Some(other) => Err(Error::Duplicate {
+                        file: path.into(),
+                        kind: p.info.kind,
+                        name: p.info.name.clone(),
+                        other: other.into(),
+                    }),
+                    None => Ok(p),
+                },
+            );
+        let entry = state
+            .registry
+            .entries
+            .get_mut(path)
+            .expect("inserted above");
+        // A name clash depends on other files, not on this one's content: retry it on every scan.
+        let duplicate = matches!(result, Err(Error::Duplicate { .. }));
+        entry.seen = if duplicate { None } else { fingerprint };
+        match result {
+            Ok(p) => {
+                self.telemetry.emit(
+                    EventKind::Loaded,
+                    Some(&p.info.name),
+                    Some(path),
+                    Some(&p.id.sha256),
+                    format!(
+                        "{} {} {} ({}) registered",
+                        p.info.kind, p.info.name, p.info.version, p.id.form
+                    ),
+                );
+                changes.push(format!(
+                    "{}: loaded {} {}",
+                    path.display(),
+                    p.info.name,
+                    p.info.version
+                ));
+                entry.loaded = Some(p);
+                entry.last_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let kept = entry.loaded.as_ref().map(|p| p.info.name.clone());
+                self.telemetry.emit(
+                    EventKind::Refused,
+                    kept.as_deref(),
+                    Some(path),
+                    sha.as_deref(),
+                    match &kept {
+                        Some(name) => {
+                            format!("{message}; the previously loaded {name} stays registered")
+                        }
+                        None => message.clone(),
+                    },
+                );
+                changes.push(message.clone());
+                entry.last_error = Some(message);
+            }
+        }
+    }
+}
