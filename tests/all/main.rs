@@ -3,6 +3,7 @@
 //! One binary (wasmtime's layout): each module is a group of tests; helpers live in `spear_tests`.
 
 mod architecture;
+mod compile_cache;
 mod conformance;
 mod container_executor;
 mod containment;

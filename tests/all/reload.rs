@@ -136,7 +136,11 @@ fn restart_only_keys_are_named_and_the_rest_applies() {
     );
     let report = host.reload_config(Trigger::Signal);
     assert_eq!(report.outcome, ReloadOutcome::RestartRequired);
-    assert_eq!(report.restart_keys, vec!["plugins.dir"]);
+    // The default cache directory lives in the plugin directory, so it moves with it.
+    assert_eq!(
+        report.restart_keys,
+        vec!["plugins.dir", "plugins.cache_dir"]
+    );
     assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
     assert_eq!(host.limits().get().call_timeout_ms, 20);
     assert!(

@@ -40,6 +40,8 @@ struct RawPlugins {
     quarantine_after: u32,
     #[serde(default = "default_wall_factor")]
     wall_factor: u32,
+    #[serde(default)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +103,8 @@ pub struct RuntimeConfig {
     pub dir: PathBuf,
     /// Whether the directory and the config file are watched. Restart to change.
     pub watch: bool,
+    /// Where compiled components are cached (`None`: no cache). Restart to change.
+    pub cache_dir: Option<PathBuf>,
     /// Call limits (hot-reloadable).
     pub limits: LimitValues,
     /// The scheduling strategy (hot-reloadable).
@@ -116,6 +120,7 @@ impl Default for RuntimeConfig {
         Self {
             dir: default_dir(),
             watch: default_watch(),
+            cache_dir: Some(default_dir().join(".cache")),
             limits: LimitValues::default(),
             scheduler: None,
             reclaimer: None,
@@ -125,7 +130,7 @@ impl Default for RuntimeConfig {
 }
 
 /// Keys whose change needs a restart.
-pub const RESTART_KEYS: &[&str] = &["plugins.dir", "plugins.watch"];
+pub const RESTART_KEYS: &[&str] = &["plugins.dir", "plugins.watch", "plugins.cache_dir"];
 
 fn table_to_json(table: Option<toml::Table>, key: &str, errors: &mut Vec<String>) -> String {
     let table = table.unwrap_or_default();
@@ -146,7 +151,10 @@ impl RuntimeConfig {
         })?;
         let mut errors = Vec::new();
         let mut config = RuntimeConfig::default();
+        // `None`: the default, `.cache` in the plugin directory; an empty path turns the cache off.
+        let mut cache_dir: Option<PathBuf> = None;
         if let Some(p) = raw.plugins {
+            cache_dir = p.cache_dir.clone();
             if p.call_timeout_ms == 0 {
                 errors.push("plugins.call_timeout_ms: must be at least 1".into());
             }
@@ -184,6 +192,14 @@ impl RuntimeConfig {
         {
             config.dir = base.join(&config.dir);
         }
+        config.cache_dir = match cache_dir {
+            None => Some(config.dir.join(".cache")),
+            Some(d) if d.as_os_str().is_empty() => None,
+            Some(d) => Some(match base {
+                Some(base) if d.is_relative() => base.join(d),
+                _ => d,
+            }),
+        };
         if let Some(s) = raw.scheduler {
             if s.strategy.trim().is_empty() {
                 errors.push("scheduler.strategy: must name a plugin".into());
@@ -230,6 +246,9 @@ impl RuntimeConfig {
         }
         if self.watch != other.watch {
             keys.push(RESTART_KEYS[1]);
+        }
+        if self.cache_dir != other.cache_dir {
+            keys.push(RESTART_KEYS[2]);
         }
         keys
     }

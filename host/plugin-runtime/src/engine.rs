@@ -1,12 +1,17 @@
-//! The one wasmtime engine of a host: epoch interruption driven by a 1 ms ticker thread.
+//! The one wasmtime engine of a host: epoch interruption driven by a 1 ms ticker thread, and an
+//! optional cache of compiled components.
 //!
 //! Every WASM store made by this crate gets an epoch deadline per call and a memory limiter over the
 //! sum of its memories. (Extism modules run on Extism's own engine, bounded by its timeout, memory
 //! cap and a fuel budget: see `load::extism`.)
 
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 /// Epoch ticks per millisecond of deadline.
@@ -17,6 +22,7 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 pub struct WasmEngine {
     engine: Engine,
     _ticker: Arc<Ticker>,
+    cache: Option<Arc<PathBuf>>,
 }
 
 struct Ticker {
@@ -52,12 +58,79 @@ impl WasmEngine {
         Ok(Self {
             engine,
             _ticker: Arc::new(Ticker { stop }),
+            cache: None,
         })
+    }
+
+    /// Keep compiled components in `dir` (created when missing), keyed by the file's sha256 and
+    /// this engine's compatibility hash, so that a restart or a re-install of a known file skips
+    /// compilation. The directory must be as trusted as the plugin directory: its files are loaded
+    /// as machine code.
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache = Some(Arc::new(dir));
+        self
     }
 
     /// The wasmtime engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Compile the component in `bytes` (whose sha256 is `sha256`), or load it from the cache.
+    pub(crate) fn component(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache else {
+            return Component::new(&self.engine, bytes);
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.compatibility_key()));
+        if path.is_file() {
+            // SAFETY: the cache holds only what `serialize` wrote for this engine's configuration
+            // (the key says so, and wasmtime checks the header); the directory is as trusted as
+            // the plugin directory (see `with_cache`).
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "compiled-component cache entry unusable, recompiling: {e:#}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Err(e) = store(dir, &path, &component) {
+            tracing::warn!(file = %path.display(), "cannot write the compiled-component cache: {e:#}");
+        }
+        Ok(component)
+    }
+
+    /// 16 hex digits naming this engine's configuration (wasmtime version, target, settings).
+    fn compatibility_key(&self) -> String {
+        let mut hasher = ShaHasher(Sha256::new());
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        hasher.0.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Write `component` to `path` in `dir`, by a temporary file and a rename.
+fn store(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize()?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// A `Hasher` that feeds sha256 (stable across runs, unlike `DefaultHasher`'s random keys).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
     }
 }
 

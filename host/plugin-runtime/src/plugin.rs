@@ -145,7 +145,8 @@ pub fn load_bytes(
         |failure: CallFailure| Error::refused(path, format!("self-test failed: {failure}"));
     let (factory, kind, info) = match form {
         Form::Component => {
-            let f = ComponentFactory::new(engine, bytes, limits.clone()).map_err(refused)?;
+            let f =
+                ComponentFactory::new(engine, bytes, &sha256, limits.clone()).map_err(refused)?;
             let kind = f.kind();
             let info = match kind {
                 PluginKind::SchedulingStrategy => {

@@ -172,10 +172,16 @@ impl std::fmt::Debug for ComponentFactory {
 }
 
 impl ComponentFactory {
-    /// Compile `bytes` and link it against the world it exports. Errors explain which world (if
-    /// any) the component matches.
-    pub fn new(engine: &WasmEngine, bytes: &[u8], limits: Arc<Limits>) -> Result<Self, String> {
-        let component = Component::new(engine.engine(), bytes)
+    /// Compile `bytes` (or take it from the engine's cache) and link it against the world it
+    /// exports. Errors explain which world (if any) the component matches.
+    pub fn new(
+        engine: &WasmEngine,
+        bytes: &[u8],
+        sha256: &str,
+        limits: Arc<Limits>,
+    ) -> Result<Self, String> {
+        let component = engine
+            .component(bytes, sha256)
             .map_err(|e| format!("invalid WASM component: {e:#}"))?;
         let exports = exported_interfaces(&component, engine);
         let pre = if exports
