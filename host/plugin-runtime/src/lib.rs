@@ -26,6 +26,7 @@ pub mod host;
 pub mod instance;
 pub mod limits;
 pub mod load;
+pub mod logging;
 pub mod plugin;
 pub mod registry;
 mod sidecar;
@@ -36,7 +37,10 @@ pub mod watch;
 pub use config::RuntimeConfig;
 pub use detect::Form;
 pub use error::{CallFailure, Error, Result};
-pub use host::{PluginHost, ReloadOutcome, ReloadReport, Trigger};
+pub use host::{
+    HostChange, HostKeys, LiveKey, PluginHost, ReloadOutcome, ReloadReport, Trigger,
+    config_diff_check,
+};
 pub use limits::{LimitValues, Limits};
 pub use plugin::{LoadedPlugin, PluginRef, load_file};
 pub use registry::{PluginRecord, PluginState};

@@ -16,6 +16,7 @@ pub mod feed;
 pub mod files;
 pub mod model;
 pub mod nodes;
+pub mod reload;
 pub mod sched;
 pub mod server;
 pub mod service;

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use spear_plugin_runtime::Trigger;
+use spear_plugin_runtime::logging;
 use spear_sms::config::{Cli, SmsConfig};
 
 #[tokio::main]
@@ -14,20 +15,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    if config.log.format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    let level = logging::init(&config.log.level, config.log.format == "json", "SMS_LOG")
+        .unwrap_or_else(logging::fixed_level);
+    let in_force = config.clone();
     let running = match spear_sms::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -35,6 +25,11 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // Config reloads check SMS's own keys too (a typo rejects; log.level applies; others: restart).
+    running
+        .sms
+        .plugins()
+        .set_host_keys(spear_sms::reload::host_keys(cli, &in_force, level));
     // Handlers before the ready line: whoever reads it may signal at once.
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (

@@ -17,6 +17,7 @@ pub mod error;
 pub mod executors;
 pub mod figures;
 pub mod pool;
+pub mod reload;
 pub mod reports;
 pub mod run;
 pub mod server;

@@ -1,7 +1,7 @@
 //! `spearlet`: the SPEAR node agent.
 
 use clap::Parser;
-use spear_plugin_runtime::Trigger;
+use spear_plugin_runtime::{Trigger, logging};
 use spear_spearlet::{Cli, SpearletConfig};
 
 #[tokio::main]
@@ -14,20 +14,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SPEARLET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.spearlet.logging.level));
-    if config.spearlet.logging.format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    let log = &config.spearlet.logging;
+    let level = logging::init(&log.level, log.format == "json", "SPEARLET_LOG")
+        .unwrap_or_else(logging::fixed_level);
+    let in_force = config.clone();
     let running = match spear_spearlet::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -35,6 +25,12 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // Config reloads check the Spearlet's own keys too (a typo rejects; the log level applies;
+    // others need a restart).
+    running
+        .agent
+        .plugins
+        .set_host_keys(spear_spearlet::reload::host_keys(cli, &in_force, level));
     // Handlers before the ready line: whoever reads it may signal at once.
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (

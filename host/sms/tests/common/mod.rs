@@ -69,12 +69,26 @@ impl Sandbox {
 
     /// Start `sms` here (cwd = the sandbox, so relative paths land in it).
     pub fn start(&self, args: &[&str]) -> Sms {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sms"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms"));
+        cmd.env("SMS_LOG", "warn");
+        self.spawn(cmd, args)
+    }
+
+    /// Start `sms` with its log level from the config file (no `SMS_LOG`), standard error to
+    /// `stderr.log` in the sandbox.
+    pub fn start_logging(&self, args: &[&str]) -> Sms {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms"));
+        cmd.env_remove("SMS_LOG")
+            .stderr(std::fs::File::create(self.path().join("stderr.log")).unwrap());
+        self.spawn(cmd, args)
+    }
+
+    fn spawn(&self, mut cmd: Command, args: &[&str]) -> Sms {
+        let mut child = cmd
             .current_dir(self.path())
             .arg("--config")
             .arg(self.config())
             .args(args)
-            .env("SMS_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
