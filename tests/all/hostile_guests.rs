@@ -297,3 +297,62 @@ fn a_reload_whose_second_swap_fails_rolls_back_the_first() {
     );
     assert_eq!(host.telemetry().fallback_decisions_of("scheduler"), 0);
 }
+
+/// Whether a native library with this sha256 is mapped into this process (the runtime loads each
+/// from a copy named after the first 16 hex digits of its sha256).
+fn mapped(sha256: &str) -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .contains(&sha256[..16])
+}
+
+#[test]
+fn a_native_library_dropped_in_after_start_runs_no_code_until_selected() {
+    let sb = Sandbox::new();
+    sb.install("component", "round-robin.wasm", "rr.wasm");
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    // A copy of a native strategy with a byte appended: its own sha256, so no other test in this
+    // process has loaded the same bytes.
+    let mut bytes = std::fs::read(spear_tests::guest("native", "least-connections.so")).unwrap();
+    bytes.push(0x5a ^ (std::process::id() as u8));
+    bytes.extend_from_slice(
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_le_bytes(),
+    );
+    let sha = spear_plugin_runtime::plugin::sha256_hex(&bytes);
+    std::fs::write(sb.plugins().join("fast-policy.so"), &bytes).unwrap();
+
+    let report = host.rescan(Trigger::Api);
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.contains("native library not loaded")),
+        "{report:?}"
+    );
+    let record = host
+        .plugins()
+        .into_iter()
+        .find(|r| r.file.ends_with("fast-policy.so"))
+        .unwrap();
+    assert_eq!(record.state, PluginState::NotLoaded);
+    assert!(!mapped(&sha), "an unselected native library was loaded");
+
+    // Selecting the plugin it holds loads it (its name is not the file's: every unloaded library
+    // is tried when a selected name is unknown).
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
+    let report = host.reload(Trigger::Api);
+    assert!(report.error.is_none(), "{report:?}");
+    assert_eq!(host.strategy().active().unwrap().name, "least-connections");
+    assert!(mapped(&sha));
+}

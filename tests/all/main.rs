@@ -9,6 +9,7 @@ mod container_executor;
 mod containment;
 mod executors;
 mod hostile_guests;
+mod hostile_workloads;
 mod loading;
 mod reload;
 mod storage;

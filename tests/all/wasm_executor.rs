@@ -12,7 +12,7 @@ use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
 use spear_tests::guest;
 
-fn executor() -> Box<dyn Executor> {
+pub(crate) fn executor() -> Box<dyn Executor> {
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues::default()));
     let plugin = load_file(&guest("native", "wasm.so"), &engine, &limits).unwrap();
@@ -26,14 +26,14 @@ fn executor() -> Box<dyn Executor> {
 }
 
 /// The fixture in both forms: (form, path).
-fn forms() -> [(&'static str, PathBuf); 2] {
+pub(crate) fn forms() -> [(&'static str, PathBuf); 2] {
     [
         ("wasip1 module", guest("wasip1", "wasi-echo.wasm")),
         ("wasip2 component", guest("component", "wasi-echo.wasm")),
     ]
 }
 
-fn spec(id: &str, artifact: &std::path::Path, args: &[&str]) -> ExecSpec {
+pub(crate) fn spec(id: &str, artifact: &std::path::Path, args: &[&str]) -> ExecSpec {
     ExecSpec {
         execution_id: id.into(),
         task: "echo-task".into(),
@@ -62,7 +62,7 @@ fn reported(form: &str, code: i32) -> i32 {
     }
 }
 
-fn run(x: &dyn Executor, s: &ExecSpec) -> ExecResult {
+pub(crate) fn run(x: &dyn Executor, s: &ExecSpec) -> ExecResult {
     let h = x.start(s).unwrap();
     x.wait(&h, 60_000).unwrap().expect("finished")
 }

@@ -46,7 +46,8 @@ impl std::fmt::Display for Form {
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 const CORE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
 const COMPONENT_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+/// The first bytes of an ELF file.
+pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
 /// Read a plugin file, refusing what is not a regular file (directories, dangling or looping links).
 pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>> {

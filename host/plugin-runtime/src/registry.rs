@@ -23,6 +23,9 @@ pub enum PluginState {
     Quarantined,
     /// The file could not be loaded.
     Failed,
+    /// A native library that appeared after start and is not selected: not loaded (its code and
+    /// initializers never ran). Native libraries load at start, or when the config selects them.
+    NotLoaded,
 }
 
 /// What the API shows about one plugin file.
@@ -57,6 +60,8 @@ pub(crate) struct Entry {
     pub(crate) seen: Option<String>,
     pub(crate) last_error: Option<String>,
     pub(crate) missing: bool,
+    /// A native library seen after start and not loaded (not selected).
+    pub(crate) pending_native: bool,
 }
 
 /// Plugins by file.
@@ -105,7 +110,11 @@ pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginReco
             description: None,
             file: file.into(),
             sha256: None,
-            state: PluginState::Failed,
+            state: if e.pending_native {
+                PluginState::NotLoaded
+            } else {
+                PluginState::Failed
+            },
             last_error: e.last_error.clone(),
             file_missing: e.missing,
         };

@@ -56,6 +56,10 @@ impl PluginHost {
                 _ => self.reclaimer.active_plugin(),
             }
             .filter(|p| p.info.name == sel.name);
+            // A name no loaded plugin has: native libraries seen since start may hold it.
+            if state.registry.lookup(kind, &sel.name).is_none() && running.is_none() {
+                self.load_pending_natives(state, changes);
+            }
             let Some(plugin) = state.registry.lookup(kind, &sel.name).cloned().or(running) else {
                 return Err(Error::Config {
                     errors: vec![format!(

@@ -136,7 +136,7 @@ impl PluginHost {
         let mut changes = Vec::new();
         {
             let mut state = host.lock();
-            host.scan(&mut state, &mut changes)
+            host.scan(&mut state, &mut changes, true)
                 .map_err(|e| Error::Config { errors: vec![e] })?;
             let config = state.config.clone();
             let applied = host.apply_selections(&mut state, &config, None, &mut changes);

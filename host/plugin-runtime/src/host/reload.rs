@@ -16,7 +16,7 @@ impl PluginHost {
         let mut changes = Vec::new();
         let result = {
             let mut state = self.lock();
-            let result = match self.scan(&mut state, &mut changes) {
+            let result = match self.scan(&mut state, &mut changes, false) {
                 Ok(()) => {
                     let config = state.config.clone();
                     let applied = self

@@ -1,5 +1,10 @@
 //! The plugin directory brought into the registry: new and changed files loaded and self-tested,
 //! vanished ones forgotten (an active one is kept until another is selected).
+//!
+//! Native libraries are loaded at start, and afterwards only when wanted — the replacement of the
+//! active plugin's file, a file named like a selected plugin (`name.so`, `libname.so`), or any
+//! unloaded one when the config selects a name no loaded plugin has — because loading a native
+//! library runs its code in the host, and it can never be unloaded.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,7 @@ impl PluginHost {
         &self,
         state: &mut State,
         changes: &mut Vec<String>,
+        at_start: bool,
     ) -> std::result::Result<(), String> {
         let dir = state.config.dir.clone();
         let files = plugin_files(&dir).map_err(|e| {
@@ -66,12 +72,58 @@ impl PluginHost {
             }
         }
         for path in &files {
-            self.scan_file(state, path, changes);
+            self.scan_file(state, path, changes, at_start);
         }
         Ok(())
     }
 
-    pub(super) fn scan_file(&self, state: &mut State, path: &Path, changes: &mut Vec<String>) {
+    /// Load every native library seen but not loaded (the config selects a name no loaded plugin
+    /// has). Returns whether there were any.
+    pub(super) fn load_pending_natives(
+        &self,
+        state: &mut State,
+        changes: &mut Vec<String>,
+    ) -> bool {
+        let pending: Vec<PathBuf> = state
+            .registry
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pending_native)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in &pending {
+            if let Some(entry) = state.registry.entries.get_mut(path) {
+                entry.seen = None;
+            }
+            self.scan_file(state, path, changes, true);
+        }
+        !pending.is_empty()
+    }
+
+    /// Whether a native library at `path` is wanted now (see the module docs).
+    fn native_wanted(&self, state: &State, path: &Path) -> bool {
+        let active = [self.strategy.active(), self.reclaimer.active()];
+        if active.iter().flatten().any(|a| a.file == path) {
+            return true;
+        }
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = stem.strip_prefix("lib").unwrap_or(&stem).to_owned();
+        [&state.config.scheduler, &state.config.reclaimer]
+            .into_iter()
+            .flatten()
+            .any(|sel| sel.name == name || sel.name == stem)
+    }
+
+    pub(super) fn scan_file(
+        &self,
+        state: &mut State,
+        path: &Path,
+        changes: &mut Vec<String>,
+        at_start: bool,
+    ) {
         let read = read_plugin_file(path);
         let sha = read.as_ref().ok().map(|b| sha256_hex(b));
         let sidecar_text = sidecar::text(path);
@@ -91,6 +143,28 @@ impl PluginHost {
             _ => false,
         };
         if unchanged {
+            return;
+        }
+        let native = read
+            .as_ref()
+            .is_ok_and(|b| b.starts_with(crate::detect::ELF_MAGIC));
+        if native && !at_start && !self.native_wanted(state, path) {
+            let entry = state
+                .registry
+                .entries
+                .get_mut(path)
+                .expect("inserted above");
+            entry.seen = fingerprint;
+            entry.loaded = None;
+            entry.last_error = None;
+            entry.pending_native = true;
+            let message = format!(
+                "{}: native library not loaded: native plugins load at start, or when the \
+                 config selects them",
+                path.display()
+            );
+            tracing::info!("{message}");
+            changes.push(message);
             return;
         }
         let result = read.and_then(|bytes| {
@@ -117,6 +191,7 @@ impl PluginHost {
         // A name clash depends on other files, not on this one's content: retry it on every scan.
         let duplicate = matches!(result, Err(Error::Duplicate { .. }));
         entry.seen = if duplicate { None } else { fingerprint };
+        entry.pending_native = false;
         match result {
             Ok(p) => {
                 self.telemetry.emit(

@@ -19,7 +19,10 @@
 //!   SIGKILL would; `stop` sends 15).
 //! - **Limits**: `memory_limit_mb` caps the guest's linear memories (growth past it is refused, so
 //!   the guest fails); without one, the configured `max_memory_mb` applies, and a spec asking for
-//!   more than that is refused.
+//!   more than that is refused. A component holds at most 16,384 resources at once
+//!   (streams, pollables, sockets: host memory); without `network` it cannot create a socket at
+//!   all; one write (or `write-zeroes`) is at most 1 MiB. A guest blocked in a poll or a sleep is
+//!   cancelled at its timeout like a running one.
 //! - **Shared binary**: compiled code is cached by the sha256 of the bytes and pre-linked
 //!   (`InstancePre`/`CommandPre`), so later executions only instantiate, from wasmtime's pooling
 //!   allocator. [`WasmExecutor::cache_stats`] reports hits and misses.

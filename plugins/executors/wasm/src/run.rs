@@ -162,6 +162,9 @@ pub fn prepare(
     }
     if spec.network {
         b.inherit_network().allow_ip_name_lookup(true);
+    } else {
+        // No network: no sockets at all (creating one would cost the host a descriptor).
+        b.allow_tcp(false).allow_udp(false);
     }
     let memory = Arc::new(AtomicU64::new(0));
     let limiter = Limiter::new(memory_limit, memory.clone());
@@ -172,7 +175,11 @@ pub fn prepare(
         }),
         Program::Component(_) => Context::Component(ComponentState {
             ctx: b.build(),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limiter,
         }),
     };
@@ -199,6 +206,10 @@ pub fn prepare(
     };
     Ok((launch, handles))
 }
+
+/// Resources (streams, pollables, sockets, …) one component guest may hold at once: host memory
+/// outside its own memory limit, so bounded too.
+pub const MAX_RESOURCES: usize = 16_384;
 
 /// Publishes a result even if the task is dropped (the executor shutting down).
 struct Finisher(Option<Arc<Done>>, Instant);
