@@ -70,14 +70,7 @@ async fn host_keys_are_checked_applied_or_named_at_a_reload() {
     assert_eq!(report["outcome"], "rejected", "{report}");
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("heartbeat_timout"), "{error}");
-    let plugins: Value = c
-        .get(sms.url("/api/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plugins = common::get_json(&c, &sms, "/api/v1/plugins").await;
     assert_eq!(plugins["scheduler"]["plugin"]["name"], "round-robin");
 
     // A bad value of a live key: rejected too.

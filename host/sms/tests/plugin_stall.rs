@@ -62,11 +62,11 @@ async fn a_plugin_call_held_for_five_seconds_stalls_neither_the_api_nor_heartbea
         .as_str()
         .unwrap()
         .to_owned();
-    let state = |c: reqwest::Client, url: String| async move {
-        let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+    let exec_path = format!("/api/v1/executions/{id}");
+    let state = || async {
+        let v = common::get_json(&c, &sms, &exec_path).await;
         v["state"].as_str().unwrap_or_default().to_owned()
     };
-    let exec_url = sms.url(&format!("/api/v1/executions/{id}"));
 
     // While the scheduler is inside the 5 s call: probe the API and heartbeats.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -79,14 +79,7 @@ async fn a_plugin_call_held_for_five_seconds_stalls_neither_the_api_nor_heartbea
         worst[0] = worst[0].max(t.elapsed());
 
         let t = Instant::now();
-        let plugins: Value = c
-            .get(sms.url("/api/v1/plugins"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let plugins = common::get_json(&c, &sms, "/api/v1/plugins").await;
         assert_eq!(plugins["scheduler"]["plugin"]["name"], "hostile");
         worst[1] = worst[1].max(t.elapsed());
 
@@ -103,7 +96,7 @@ async fn a_plugin_call_held_for_five_seconds_stalls_neither_the_api_nor_heartbea
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The call was really in flight throughout: the execution is placed only when it returns.
-    assert_eq!(state(c.clone(), exec_url.clone()).await, "ready");
+    assert_eq!(state().await, "ready");
     assert!(probes >= 10, "{probes} probes");
     for (what, worst) in ["/healthz", "GET /api/v1/plugins", "heartbeat"]
         .iter()
@@ -118,7 +111,7 @@ async fn a_plugin_call_held_for_five_seconds_stalls_neither_the_api_nor_heartbea
     // And the placement it waited for completes.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if state(c.clone(), exec_url.clone()).await == "assigned" {
+        if state().await == "assigned" {
             break;
         }
         assert!(Instant::now() < deadline, "never assigned");

@@ -145,9 +145,11 @@ impl PluginHost {
         if unchanged {
             return;
         }
-        let native = read
-            .as_ref()
-            .is_ok_and(|b| b.starts_with(crate::detect::ELF_MAGIC));
+        // Only a whole ELF library is set aside unloaded; a broken one is refused below (checking
+        // its headers runs none of its code).
+        let native = read.as_ref().is_ok_and(|b| {
+            b.starts_with(crate::detect::ELF_MAGIC) && crate::detect::detect(path, b).is_ok()
+        });
         if native && !at_start && !self.native_wanted(state, path) {
             let entry = state
                 .registry

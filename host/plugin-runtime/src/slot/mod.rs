@@ -299,6 +299,46 @@ fn save_old<I: ?Sized>(
     }
 }
 
+/// Who a slot is, for the helpers both slots share.
+struct Ctx<'a> {
+    role: &'a str,
+    telemetry: &'a Telemetry,
+    limits: &'a Limits,
+}
+
+/// Hand the state of `old` (when it is a version of `plugin`) to `instance`: `save` on the old,
+/// `restore` on the new. A failed restore may leave the instance half-restored (or, for a
+/// component that trapped, unusable), so it is replaced by `fresh()`. Reports what happened.
+fn take_over<I: ?Sized>(
+    old: Option<&mut Active<I>>,
+    instance: &mut Box<I>,
+    plugin: &LoadedPlugin,
+    ctx: &Ctx<'_>,
+    save: impl FnOnce(&mut I) -> CallResult<Vec<u8>>,
+    restore: impl FnOnce(&mut I, &[u8]) -> CallResult<()>,
+    fresh: impl FnOnce() -> CallResult<Box<I>>,
+) -> crate::error::Result<Handover> {
+    let saved = save_old(old, plugin, ctx.role, ctx.telemetry, ctx.limits, save);
+    let handover = match saved {
+        Ok(None) => Handover::NotApplicable,
+        Ok(Some(state)) => match restore(instance, &state) {
+            Ok(()) => Handover::Carried(state.len()),
+            Err(e) => {
+                *instance = fresh().map_err(|failure| crate::error::Error::Call {
+                    plugin: plugin.info.name.clone(),
+                    failure,
+                })?;
+                Handover::NotCarried(format!("restore-state {e}"))
+            }
+        },
+        Err(why) => Handover::NotCarried(why),
+    };
+    if let Handover::NotCarried(why) = &handover {
+        state_not_carried(ctx.telemetry, ctx.role, plugin, why);
+    }
+    Ok(handover)
+}
+
 fn timed<R>(t: &Telemetry, plugin: &str, call: &str, f: impl FnOnce() -> R) -> R {
     let start = Instant::now();
     let r = f();

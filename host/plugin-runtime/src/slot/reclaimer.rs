@@ -10,8 +10,8 @@ use spear_plugin_api::{InstanceStats, NodePressure};
 use arc_swap::ArcSwap;
 
 use super::{
-    Active, Handover, PreparedReclaimer, Previous, Published, SlotStatus, activated, published,
-    save_old, state_not_carried, timed,
+    Active, Ctx, Handover, PreparedReclaimer, Previous, Published, SlotStatus, activated,
+    published, take_over, timed,
 };
 use crate::error::{CallFailure, Error, Result};
 use crate::instance::{CallResult, ReclaimerInstance};
@@ -106,32 +106,20 @@ impl ReclaimerSlot {
             mut instance,
         } = prepared;
         let mut active = self.lock();
-        let saved = save_old(
-            active.as_mut(),
-            &plugin,
-            &self.role,
-            &self.telemetry,
-            &self.limits,
-            |i| i.save_state(),
-        );
-        let handover = match saved {
-            Ok(None) => Handover::NotApplicable,
-            Ok(Some(state)) => match instance.restore_state(&state) {
-                Ok(()) => Handover::Carried(state.len()),
-                Err(e) => {
-                    instance =
-                        fresh_reclaimer(&plugin, &config).map_err(|failure| Error::Call {
-                            plugin: plugin.info.name.clone(),
-                            failure,
-                        })?;
-                    Handover::NotCarried(format!("restore-state {e}"))
-                }
-            },
-            Err(why) => Handover::NotCarried(why),
+        let ctx = Ctx {
+            role: &self.role,
+            telemetry: &self.telemetry,
+            limits: &self.limits,
         };
-        if let Handover::NotCarried(why) = &handover {
-            state_not_carried(&self.telemetry, &self.role, &plugin, why);
-        }
+        let handover = take_over(
+            active.as_mut(),
+            &mut instance,
+            &plugin,
+            &ctx,
+            |i| i.save_state(),
+            |i, state| i.restore_state(state),
+            || fresh_reclaimer(&plugin, &config),
+        )?;
         let id = plugin.id.clone();
         let previous = active.replace(Active::new(plugin, config, instance));
         self.publish(active.as_ref());

@@ -8,8 +8,8 @@ use arc_swap::ArcSwap;
 use spear_plugin_api::{Decision, Outcome, Request, Target};
 
 use super::{
-    Active, Handover, MAX_REJECT_REASON, PreparedStrategy, Previous, Published, SlotStatus,
-    UPSERT_CHUNK, activated, clip, published, save_old, state_not_carried, timed,
+    Active, Ctx, Handover, MAX_REJECT_REASON, PreparedStrategy, Previous, Published, SlotStatus,
+    UPSERT_CHUNK, activated, clip, published, take_over, timed,
 };
 use crate::error::{CallFailure, Error, Result};
 use crate::fallback::Fallback;
@@ -175,34 +175,20 @@ impl StrategySlot {
             mut instance,
         } = prepared;
         let mut inner = self.lock();
-        let saved = save_old(
-            inner.active.as_mut(),
-            &plugin,
-            &self.role,
-            &self.telemetry,
-            &self.limits,
-            |i| i.save_state(),
-        );
-        let handover = match saved {
-            Ok(None) => Handover::NotApplicable,
-            Ok(Some(state)) => match instance.restore_state(&state) {
-                Ok(()) => Handover::Carried(state.len()),
-                Err(e) => {
-                    // A refused or failed restore may leave the instance half-restored (or, for
-                    // a component that trapped, unusable): start from a fresh one.
-                    instance =
-                        fresh_strategy(&plugin, &config, None).map_err(|failure| Error::Call {
-                            plugin: plugin.info.name.clone(),
-                            failure,
-                        })?;
-                    Handover::NotCarried(format!("restore-state {e}"))
-                }
-            },
-            Err(why) => Handover::NotCarried(why),
+        let ctx = Ctx {
+            role: &self.role,
+            telemetry: &self.telemetry,
+            limits: &self.limits,
         };
-        if let Handover::NotCarried(why) = &handover {
-            state_not_carried(&self.telemetry, &self.role, &plugin, why);
-        }
+        let handover = take_over(
+            inner.active.as_mut(),
+            &mut instance,
+            &plugin,
+            &ctx,
+            |i| i.save_state(),
+            |i, state| i.restore_state(state),
+            || fresh_strategy(&plugin, &config, None),
+        )?;
         send_view(instance.as_mut(), &inner.view).map_err(|failure| Error::Call {
             plugin: plugin.info.name.clone(),
             failure,

@@ -155,3 +155,14 @@ fn unsafe_kill(pid: u32, signal: i32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// `GET` a path of SMS's REST API and parse the JSON answer.
+pub async fn get_json(c: &reqwest::Client, sms: &Sms, path: &str) -> serde_json::Value {
+    c.get(sms.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
