@@ -26,6 +26,10 @@ fn host(work: u64, call_timeout_ms: u64) -> (Sandbox, std::sync::Arc<PluginHost>
         "call_timeout_ms = 50",
         &format!("call_timeout_ms = {call_timeout_ms}"),
     )
+    .replace(
+        "setup_timeout_ms = 5000",
+        &format!("setup_timeout_ms = {}", call_timeout_ms.max(5000)),
+    )
     .replace("quarantine_after = 3", "quarantine_after = 1000000");
     sb.write_config(&config);
     let host = PluginHost::start(&sb.config()).unwrap();
@@ -90,6 +94,9 @@ fn run(per_ms: f64, cpu_ms: f64, budget_ms: u64, calls: u64) -> (u64, u64, f64, 
         .iter()
         .filter(|w| **w > Duration::from_millis(budget_ms))
         .count() as u64;
+    if let Some(why) = host.strategy().status().last_error {
+        println!("  last failure of the {cpu_ms} ms guest: {why}");
+    }
     walls.sort_unstable();
     let pct = |p: f64| walls[((walls.len() as f64 * p) as usize).min(walls.len() - 1)];
     (
