@@ -7,6 +7,17 @@
 //! 10,000). Results are kept in `docs/benchmarks.md`.
 
 use std::process::{Child, Command};
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 use std::time::{Duration, Instant};
 
 use spear_plugin_runtime::PluginHost;
@@ -84,18 +95,44 @@ impl Drop for Hogs {
 fn run(per_ms: f64, cpu_ms: f64, budget_ms: u64, calls: u64) -> (u64, u64, f64, f64) {
     let (_sb, host) = host((per_ms * cpu_ms) as u64, budget_ms);
     let mut walls = Vec::with_capacity(calls as usize);
+    let mut cpus = Vec::with_capacity(calls as usize);
     for i in 0..calls {
         host.strategy().upsert(targets(5));
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), thread_cpu());
         host.strategy().place(&requests(i, 1));
         walls.push(start.elapsed());
+        cpus.push(thread_cpu() - cpu);
     }
+    cpus.sort_unstable();
+    let at =
+        |p: f64| cpus[((cpus.len() as f64 * p) as usize).min(cpus.len() - 1)].as_secs_f64() * 1e3;
+    println!(
+        "  CPU time of a {cpu_ms} ms guest's call under load: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    );
     let over = walls
         .iter()
         .filter(|w| **w > Duration::from_millis(budget_ms))
         .count() as u64;
-    if let Some(why) = host.strategy().status().last_error {
-        println!("  last failure of the {cpu_ms} ms guest: {why}");
+    // Why calls failed: the CPU budget, or the wall-clock ceiling (a starved thread).
+    let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
+    for e in host.telemetry().events() {
+        if e.kind == spear_plugin_runtime::EventKind::CallFailed {
+            let why = if e.message.contains("CPU budget") {
+                "CPU budget"
+            } else if e.message.contains("wall-clock ceiling") {
+                "wall-clock ceiling"
+            } else {
+                "other"
+            };
+            *reasons.entry(why).or_default() += 1;
+        }
+    }
+    if !reasons.is_empty() {
+        println!("  failures of the {cpu_ms} ms guest by reason (recent events): {reasons:?}");
     }
     walls.sort_unstable();
     let pct = |p: f64| walls[((walls.len() as f64 * p) as usize).min(walls.len() - 1)];
