@@ -295,4 +295,30 @@ mod tests {
             ("adaptive", "{\"seed\":7}")
         );
     }
+
+    #[test]
+    fn wall_factor_is_checked_and_cache_dir_resolved() {
+        let err = RuntimeConfig::compile("[plugins]\nwall_factor = 1\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins.wall_factor: must be between 2 and 100"),
+            "{err}"
+        );
+        let base = Some(Path::new("/etc/spear"));
+        let default = RuntimeConfig::compile("[plugins]\nwall_factor = 10\n", base).unwrap();
+        assert_eq!(default.limits.wall_factor, 10);
+        assert_eq!(
+            default.cache_dir,
+            Some(PathBuf::from("/etc/spear/./plugins/.cache"))
+        );
+        let off = RuntimeConfig::compile("[plugins]\ncache_dir = \"\"\n", base).unwrap();
+        assert_eq!(off.cache_dir, None);
+        let own = RuntimeConfig::compile("[plugins]\ncache_dir = \"c\"\n", base).unwrap();
+        assert_eq!(own.cache_dir, Some(PathBuf::from("/etc/spear/c")));
+        assert_eq!(
+            own.restart_keys_changed(&default),
+            vec!["plugins.cache_dir"]
+        );
+    }
 }
