@@ -231,9 +231,7 @@ impl Sms {
             let snapshot: Vec<Execution> = execs
                 .values()
                 .filter(|e| match e.state {
-                    ExecState::Assigned | ExecState::Running => {
-                        e.timeout_ms > 0 && now - e.assigned_at_ms > e.timeout_ms as i64 + grace
-                    }
+                    ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
                     ExecState::Pending => {
                         e.depends_on
                             .iter()
@@ -261,10 +259,7 @@ impl Sms {
         let _guard = self.writes.lock().await;
         for mut exec in snapshot {
             match exec.state {
-                ExecState::Assigned | ExecState::Running
-                    if exec.timeout_ms > 0
-                        && now - exec.assigned_at_ms > exec.timeout_ms as i64 + grace =>
-                {
+                ExecState::Assigned | ExecState::Running if past_timeout(&exec, now, grace) => {
                     let node = exec.node_uuid.clone().unwrap_or_default();
                     let _ = self.dispatch(&node, exec.clone(), true).await;
                     exec.updated_at_ms = now;
@@ -316,4 +311,13 @@ impl Sms {
         }
         Ok(())
     }
+}
+
+/// Whether an attempt has run past its timeout (plus `grace`) at `now`. Saturating: a timeout near
+/// `u64::MAX` means "never", not an overflow (which would panic, or wrap to "at once").
+fn past_timeout(e: &Execution, now: i64, grace: i64) -> bool {
+    let limit = i64::try_from(e.timeout_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_add(grace);
+    e.timeout_ms > 0 && now.saturating_sub(e.assigned_at_ms) > limit
 }

@@ -379,6 +379,37 @@ async fn work_on_a_lost_node_is_rescheduled_on_another() {
 }
 
 #[tokio::test]
+async fn huge_timeouts_mean_never_and_do_not_stop_scheduling() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let node = FakeNode::start(&sms.grpc_url(), &["wasm"], 4000, Behaviour::Silent).await;
+    // These overflowed `timeout_ms + grace` in the scheduler (a panic in a debug build, "timed
+    // out" at once in a release build).
+    let mut huge = Vec::new();
+    for timeout in [i64::MAX as u64, u64::MAX] {
+        let e = submit(
+            &c,
+            &sms,
+            json!({"executable": wasm("long"), "timeout_ms": timeout, "max_attempts": 1}),
+        )
+        .await;
+        huge.push(e["execution_id"].as_str().unwrap().to_owned());
+    }
+    // Scheduling goes on: a later execution is placed.
+    let later = submit(&c, &sms, json!({"executable": wasm("later")})).await;
+    let later = later["execution_id"].as_str().unwrap().to_owned();
+    wait_state(&c, &sms, &later, "assigned").await;
+    // And the huge timeouts do not fire (the scheduler looks at timeouts every 20 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &huge {
+        let e = state_of(&c, &sms, id).await;
+        assert_eq!(e["state"], "assigned", "{e}");
+    }
+    node.task.abort();
+}
+
+#[tokio::test]
 async fn an_attempt_past_its_timeout_is_cancelled_and_retried_until_attempts_run_out() {
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
