@@ -11,14 +11,9 @@ use spear_tests::extism_wat::{Output, extism_module, info_json};
 use spear_tests::{Sandbox, host_config, requests, targets};
 
 /// A host with the hostile component selected in `mode`.
-fn hostile(form: &str, mode: &str) -> (Sandbox, std::sync::Arc<PluginHost>) {
+fn hostile(mode: &str) -> (Sandbox, std::sync::Arc<PluginHost>) {
     let sb = Sandbox::new();
-    let file = if form == "native" {
-        "hostile.so"
-    } else {
-        "hostile.wasm"
-    };
-    sb.install(form, file, file);
+    sb.install("component", "hostile.wasm", "hostile.wasm");
     sb.write_config(&host_config(
         false,
         &format!("[scheduler]\nstrategy = \"hostile\"\n[scheduler.config]\nmode = \"{mode}\"\n"),
@@ -48,13 +43,22 @@ fn assert_quarantined_for(host: &PluginHost, reason: &str) {
     assert!(error.contains(reason), "«{reason}» not in «{error}»");
 }
 
+/// Start a host over the sandbox's one plugin file, which must be refused: its error.
+fn refused_at_start(sb: &Sandbox) -> String {
+    sb.write_config(&host_config(false, ""));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    let record = host.plugins().into_iter().next().unwrap();
+    assert_eq!(record.state, PluginState::Failed);
+    record.last_error.unwrap_or_default()
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 #[test]
 fn component_writing_a_terabyte_of_zeroes_is_stopped_without_allocating_it() {
-    let (_sb, host) = hostile("component", "write-zeroes");
+    let (_sb, host) = hostile("write-zeroes");
     assert_quarantined_for(&host, "write-zeroes larger than check-write permitted");
 }
 
@@ -62,11 +66,7 @@ fn component_writing_a_terabyte_of_zeroes_is_stopped_without_allocating_it() {
 fn component_whose_info_writes_a_terabyte_is_refused_at_load() {
     let sb = Sandbox::new();
     sb.install("component", "hostile-info.wasm", "hostile.wasm");
-    sb.write_config(&host_config(false, ""));
-    let host = PluginHost::start(&sb.config()).unwrap();
-    let record = host.plugins().into_iter().next().unwrap();
-    assert_eq!(record.state, PluginState::Failed);
-    let error = record.last_error.unwrap_or_default();
+    let error = refused_at_start(&sb);
     assert!(
         error.contains("write-zeroes larger than check-write permitted"),
         "{error}"
@@ -76,7 +76,7 @@ fn component_whose_info_writes_a_terabyte_is_refused_at_load() {
 #[test]
 fn component_blocking_in_a_poll_is_stopped_at_its_wall_ceiling() {
     // call_timeout_ms = 50 and the default wall_factor of 5: a 250 ms ceiling; the guest sleeps 3 s.
-    let (_sb, host) = hostile("component", "poll-block");
+    let (_sb, host) = hostile("poll-block");
     let start = Instant::now();
     host.strategy().place(&requests(0, 1));
     assert!(
@@ -85,7 +85,7 @@ fn component_blocking_in_a_poll_is_stopped_at_its_wall_ceiling() {
         start.elapsed()
     );
     assert!(host.strategy().status().last_error.is_some());
-    let (_sb, host) = hostile("component", "poll-block");
+    let (_sb, host) = hostile("poll-block");
     assert_quarantined_for(
         &host,
         "blocked in wasi:io/poll past its 250 ms wall-clock ceiling",
@@ -95,7 +95,7 @@ fn component_blocking_in_a_poll_is_stopped_at_its_wall_ceiling() {
 #[test]
 fn component_creating_sockets_is_denied_every_one() {
     let before = open_fds();
-    let (_sb, host) = hostile("component", "sockets");
+    let (_sb, host) = hostile("sockets");
     assert_quarantined_for(&host, "socket creation denied");
     let after = open_fds();
     assert!(
@@ -106,13 +106,13 @@ fn component_creating_sockets_is_denied_every_one() {
 
 #[test]
 fn component_hoarding_resources_hits_the_table_limit() {
-    let (_sb, host) = hostile("component", "resources");
+    let (_sb, host) = hostile("resources");
     assert_quarantined_for(&host, "resource table has no free keys");
 }
 
 #[test]
 fn a_save_state_failure_at_a_swap_is_reported_and_counted() {
-    let (sb, host) = hostile("component", "ok");
+    let (sb, host) = hostile("ok");
     // Same plugin, new config: the old instance's state is carried.
     sb.write_config(&host_config(
         false,
@@ -237,11 +237,7 @@ fn a_half_copied_native_library_is_refused_not_loaded() {
     let sb = Sandbox::new();
     let whole = std::fs::read(spear_tests::guest("native", "hostile.so")).unwrap();
     std::fs::write(sb.plugins().join("hostile.so"), &whole[..whole.len() / 2]).unwrap();
-    sb.write_config(&host_config(false, ""));
-    let host = PluginHost::start(&sb.config()).unwrap();
-    let record = host.plugins().into_iter().next().unwrap();
-    assert_eq!(record.state, PluginState::Failed);
-    let error = record.last_error.unwrap_or_default();
+    let error = refused_at_start(&sb);
     assert!(
         error.contains("truncated or corrupt ELF library"),
         "{error}"

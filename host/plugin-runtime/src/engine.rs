@@ -22,7 +22,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(1);
 pub struct WasmEngine {
     engine: Engine,
     _ticker: Arc<Ticker>,
-    cache: Option<Arc<PathBuf>>,
+    /// The cache directory and this engine's compatibility key.
+    cache: Option<Arc<(PathBuf, String)>>,
 }
 
 struct Ticker {
@@ -67,7 +68,8 @@ impl WasmEngine {
     /// compilation. The directory must be as trusted as the plugin directory: its files are loaded
     /// as machine code.
     pub fn with_cache(mut self, dir: PathBuf) -> Self {
-        self.cache = Some(Arc::new(dir));
+        let key = self.compatibility_key();
+        self.cache = Some(Arc::new((dir, key)));
         self
     }
 
@@ -78,10 +80,11 @@ impl WasmEngine {
 
     /// Compile the component in `bytes` (whose sha256 is `sha256`), or load it from the cache.
     pub(crate) fn component(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
-        let Some(dir) = &self.cache else {
+        let Some(cache) = &self.cache else {
             return Component::new(&self.engine, bytes);
         };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.compatibility_key()));
+        let (dir, key) = &**cache;
+        let path = dir.join(format!("{sha256}-{key}.cwasm"));
         if path.is_file() {
             // SAFETY: the cache holds only what `serialize` wrote for this engine's configuration
             // (the key says so, and wasmtime checks the header); the directory is as trusted as

@@ -157,13 +157,7 @@ async fn submit(c: &reqwest::Client, sms: &common::Sms, body: Value) -> Value {
 }
 
 async fn state_of(c: &reqwest::Client, sms: &common::Sms, id: &str) -> Value {
-    c.get(sms.url(&format!("/api/v1/executions/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::get_json(c, sms, &format!("/api/v1/executions/{id}")).await
 }
 
 async fn wait_state(c: &reqwest::Client, sms: &common::Sms, id: &str, want: &str) -> Value {

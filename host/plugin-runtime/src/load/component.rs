@@ -385,10 +385,10 @@ impl Guest {
             self.poisoned = true;
             classify(e, &self.store, &self.limits, budget)
         });
-        self.store.data_mut().budget = CallBudget::idle();
         // The budget is checked at epoch ticks; a ticker the machine delayed can let a call finish
         // past it. Such an answer is not taken: the call failed, as if stopped in time.
         if result.is_ok()
+            && call_budget.may_have_overrun()
             && let Err(overrun) = call_budget.check()
         {
             return Err(CallFailure::Budget(

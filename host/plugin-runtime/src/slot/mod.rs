@@ -348,3 +348,15 @@ fn timed<R>(t: &Telemetry, plugin: &str, call: &str, f: impl FnOnce() -> R) -> R
         .observe(start.elapsed().as_secs_f64());
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_texts_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short", 16), "short");
+        let long = "é".repeat(10); // 20 bytes
+        assert_eq!(clip(&long, 5), "éé… (20 bytes)");
+    }
+}
