@@ -22,6 +22,7 @@ fn main() {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(fds)
         .expect("generate gRPC code");
 }

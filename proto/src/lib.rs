@@ -10,3 +10,5 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/spear_descriptor.bin"));
+
+pub mod codec;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::listen::{GrpcListen, HttpListen};
+
 /// Command-line flags (SPEAR's, plus the storage ones).
 #[derive(Debug, Clone, Default, clap::Parser)]
 #[command(
@@ -58,17 +60,6 @@ pub struct Cli {
     pub files_dir: Option<PathBuf>,
 }
 
-/// An address section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    /// Address to listen on.
-    pub addr: SocketAddr,
-    /// TLS is not supported yet; `true` is refused.
-    #[serde(default)]
-    pub enable_tls: bool,
-}
-
 /// `[database]`: which storage backend plugin holds SMS's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,9 +101,9 @@ pub struct Files {
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
     /// gRPC server.
-    pub grpc: Listen,
+    pub grpc: GrpcListen,
     /// HTTP gateway.
-    pub http: Listen,
+    pub http: HttpListen,
     /// Serve Swagger UI.
     pub enable_swagger: bool,
     /// Serve the web admin.
@@ -123,6 +114,8 @@ pub struct SmsConfig {
     pub heartbeat_timeout: u64,
     /// Seconds an unhealthy node is kept before removal.
     pub cleanup_interval: u64,
+    /// An execution no registered node could hold: `queue` (shown as unschedulable) or `refuse`.
+    pub unschedulable: crate::fit::Unschedulable,
     /// State storage.
     pub database: Database,
     /// Logging.
@@ -152,6 +145,7 @@ enable_web_admin = false
 web_admin_addr = "127.0.0.1:8081"
 heartbeat_timeout = 120
 cleanup_interval = 300
+unschedulable = "queue"
 
 [grpc]
 addr = "127.0.0.1:50051"
@@ -181,6 +175,7 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_WEB_ADMIN_ADDR", "web_admin_addr"),
     ("SMS_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     ("SMS_CLEANUP_INTERVAL", "cleanup_interval"),
+    ("SMS_UNSCHEDULABLE", "unschedulable"),
     ("SMS_DB_TYPE", "database.db_type"),
     ("SMS_DB_PATH", "database.path"),
     ("SMS_DB_POOL_SIZE", "database.pool_size"),
@@ -293,6 +288,9 @@ impl SmsConfig {
         if self.grpc.enable_tls || self.http.enable_tls {
             return Err(ConfigError("grpc.enable_tls / http.enable_tls: TLS is not supported yet; terminate TLS in front of SMS".into()));
         }
+        self.http.limits()?;
+        self.http.max_body_bytes()?;
+        self.grpc.limits()?;
         if self.heartbeat_timeout == 0 {
             return Err(ConfigError(
                 "heartbeat_timeout: must be at least 1 second".into(),

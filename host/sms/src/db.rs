@@ -20,6 +20,7 @@ use spear_plugin_api::StorageBackend;
 use spear_plugin_api::storage::BatchOp;
 
 use crate::error::{Result, SmsError};
+use crate::health::WriteHealth;
 
 /// A queued write and where to report how it went.
 type Write = (Vec<BatchOp>, tokio::sync::oneshot::Sender<Result<()>>);
@@ -32,6 +33,7 @@ const GROUP: usize = 4096;
 pub struct Db {
     backend: Arc<dyn StorageBackend>,
     writes: tokio::sync::mpsc::UnboundedSender<Write>,
+    health: Arc<WriteHealth>,
 }
 
 impl std::fmt::Debug for Db {
@@ -60,6 +62,8 @@ impl Db {
     pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
         let (writes, mut rx) = tokio::sync::mpsc::unbounded_channel::<Write>();
         let writer = backend.clone();
+        let health = Arc::new(WriteHealth::default());
+        let recorder = health.clone();
         std::thread::Builder::new()
             .name("sms-db-writer".into())
             .spawn(move || {
@@ -76,20 +80,32 @@ impl Db {
                         .flat_map(|(ops, _)| std::mem::take(ops))
                         .collect();
                     let result = writer.batch(&ops).map_err(storage);
+                    recorder.record(&result);
                     for (_, done) in group {
                         let _ = done.send(result.clone());
                     }
                 }
             })
             .expect("start the storage writer thread");
-        Self { backend, writes }
+        Self {
+            backend,
+            writes,
+            health,
+        }
+    }
+
+    /// How the storage writes go.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.health
     }
 
     /// Queue a write now (writes apply in queue order); await the returned receiver for its result.
     pub fn enqueue(&self, ops: Vec<BatchOp>) -> tokio::sync::oneshot::Receiver<Result<()>> {
         let (done, rx) = tokio::sync::oneshot::channel();
         if let Err(e) = self.writes.send((ops, done)) {
-            let _ = e.0.1.send(Err(storage("the storage writer has stopped")));
+            let stopped = Err(storage("the storage writer has stopped"));
+            self.health.record(&stopped);
+            let _ = e.0.1.send(stopped);
         }
         rx
     }

@@ -33,6 +33,9 @@ pub enum SmsError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The request did not arrive in time (its body was too slow).
+    #[error("request timeout: {0}")]
+    Timeout(String),
     /// The storage backend failed; nothing was changed.
     #[error("storage failed: {0}")]
     Storage(String),
@@ -62,6 +65,7 @@ impl SmsError {
             SmsError::NotFound { .. } => "not_found",
             SmsError::Conflict(_) => "conflict",
             SmsError::TooLarge { .. } => "too_large",
+            SmsError::Timeout(_) => "timeout",
             SmsError::Storage(_) => "unavailable",
         }
     }
@@ -73,6 +77,7 @@ impl SmsError {
             SmsError::NotFound { .. } => StatusCode::NOT_FOUND,
             SmsError::Conflict(_) => StatusCode::CONFLICT,
             SmsError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SmsError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             SmsError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -85,6 +90,7 @@ impl SmsError {
             SmsError::NotFound { .. } => tonic::Status::not_found(message),
             SmsError::Conflict(_) => tonic::Status::failed_precondition(message),
             SmsError::TooLarge { .. } => tonic::Status::resource_exhausted(message),
+            SmsError::Timeout(_) => tonic::Status::deadline_exceeded(message),
             SmsError::Storage(_) => tonic::Status::unavailable(message),
         }
     }

@@ -11,11 +11,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
+use crate::checks::{self, MAX_DEPENDS_ON, check_executable};
 use crate::db::put_op;
 use crate::error::{Result, SmsError};
 use crate::model::{ExecResult, ExecState, Executable, Execution, Priority, Resources, now_ms};
 use crate::service::Sms;
-use crate::tasks::check_executable;
 
 /// Assignments waiting in one node's stream before placement on that node backs off.
 pub const OUTBOX_CAPACITY: usize = 1024;
@@ -131,6 +131,18 @@ impl Sms {
                 "must be between 1 and 10",
             ));
         }
+        if let Some(t) = req.timeout_ms {
+            checks::check_timeout("timeout_ms", t)?;
+        }
+        if let Some(n) = &req.needs {
+            checks::check_resources("needs", n)?;
+        }
+        if req.depends_on.len() > MAX_DEPENDS_ON {
+            return Err(SmsError::invalid(
+                "depends_on",
+                format!("at most {MAX_DEPENDS_ON} executions"),
+            ));
+        }
         let execution_id = uuid::Uuid::new_v4().to_string();
         {
             let execs = self.executions.read().await;
@@ -179,7 +191,7 @@ impl Sms {
                 Resources::default(),
             ),
         };
-        let exec = Execution {
+        let mut exec = Execution {
             execution_id: execution_id.clone(),
             seq: self
                 .next_seq
@@ -210,6 +222,15 @@ impl Sms {
             assigned_at_ms: 0,
             orphaned_on: None,
         };
+        let unfit = crate::fit::why_not(&exec, self.nodes.read().await.values());
+        if let Some((field, why)) = unfit {
+            match self.unschedulable {
+                crate::fit::Unschedulable::Refuse => return Err(SmsError::invalid(field, why)),
+                crate::fit::Unschedulable::Queue => {
+                    exec.error = Some(format!("{}{why}", crate::fit::PREFIX));
+                }
+            }
+        }
         self.events
             .append_with(
                 vec![put_op(format!("exec/{execution_id}"), &exec)?],

@@ -1,20 +1,92 @@
 //! The file store: bytes content-addressed on disk (`<dir>/<sha256>`), metadata in storage,
 //! addressed as `sms+file://<id>`.
+//!
+//! An upload writes its bytes to a temporary file of its own, then, under the lock of its content
+//! id, renames it into place and stores the metadata; a delete takes the same lock to remove both.
+//! So concurrent uploads of the same bytes never share a path, and an upload racing a delete of the
+//! same content leaves metadata and bytes together or neither.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::{Result, SmsError};
 use crate::model::{FileMeta, now_ms};
 use crate::service::Sms;
+
+/// Longest file name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
 
 fn is_file_id(id: &str) -> bool {
     id.len() == 64
         && id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// Locks striped by content id: operations on one id serialize, others rarely meet.
+#[derive(Debug)]
+pub struct FileLocks([Mutex<()>; 64]);
+
+impl Default for FileLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Mutex::new(())))
+    }
+}
+
+impl FileLocks {
+    async fn lock(&self, id: &str) -> MutexGuard<'_, ()> {
+        let stripe = u8::from_str_radix(id.get(..2).unwrap_or("0"), 16).unwrap_or(0) as usize;
+        self.0[stripe % self.0.len()].lock().await
+    }
+}
+
+/// Check a file name given at upload: 1 to 255 bytes, no `/` or `\`, no control character, not
+/// `.` or `..`.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(SmsError::invalid("name", why.to_owned()));
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return bad("must be 1 to 255 bytes");
+    }
+    if name.contains(['/', '\\']) {
+        return bad("must not contain '/' or '\\'");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("must not contain control characters");
+    }
+    if name == "." || name == ".." {
+        return bad("must not be `.` or `..`");
+    }
+    Ok(())
+}
+
+/// The `Content-Disposition` of a download (RFC 6266): an ASCII fallback `filename` and the exact
+/// name as `filename*` in UTF-8, percent-encoded. Always a valid header value, whatever the
+/// stored name holds.
+pub fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        // RFC 5987 attr-char.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 impl Sms {
@@ -29,9 +101,7 @@ impl Sms {
                 limit: self.max_upload_bytes,
             });
         }
-        if name.len() > 255 || name.contains('/') {
-            return Err(SmsError::invalid("name", "at most 255 characters, no '/'"));
-        }
+        check_name(name)?;
         let id: String = Sha256::digest(&content)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -43,23 +113,25 @@ impl Sms {
             uri: format!("sms+file://{id}"),
             uploaded_at_ms: now_ms(),
         };
-        let path = self.file_path(&id);
+        // Write aside and sync, outside any lock: a crash never leaves a partial file under the id.
         let dir = self.files_dir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let tmp = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             std::fs::create_dir_all(&dir)?;
-            // Write aside, sync, then rename: a crash never leaves a partial file under the id.
-            let tmp = dir.join(format!(
-                ".{}.{}.tmp",
-                path.file_name().unwrap_or_default().to_string_lossy(),
-                std::process::id()
-            ));
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&content)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".upload-")
+                .suffix(".tmp")
+                .tempfile_in(&dir)?;
+            tmp.write_all(&content)?;
+            tmp.as_file().sync_all()?;
+            Ok(tmp)
+        })
+        .await
+        .map_err(|e| SmsError::Storage(e.to_string()))?
+        .map_err(|e| SmsError::Storage(format!("cannot store file: {e}")))?;
+        let _file = self.file_locks.lock(&id).await;
+        let (path, dir) = (self.file_path(&id), self.files_dir.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            tmp.persist(&path).map_err(|e| e.error)?;
             std::fs::File::open(&dir)?.sync_all()
         })
         .await
@@ -91,13 +163,16 @@ impl Sms {
             .ok_or_else(|| SmsError::not_found("file", id))
     }
 
-    /// A file's metadata and bytes.
+    /// A file's metadata and bytes. A file deleted while it is read is not found.
     pub async fn download_file(&self, id: &str) -> Result<(FileMeta, Vec<u8>)> {
         let meta = self.file_meta(id).await?;
-        let bytes = tokio::fs::read(self.file_path(id))
-            .await
-            .map_err(|e| SmsError::Storage(format!("file {id}: {e}")))?;
-        Ok((meta, bytes))
+        match tokio::fs::read(self.file_path(id)).await {
+            Ok(bytes) => Ok((meta, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(SmsError::not_found("file", id))
+            }
+            Err(e) => Err(SmsError::Storage(format!("file {id}: {e}"))),
+        }
     }
 
     /// Every file's metadata.
@@ -105,13 +180,45 @@ impl Sms {
         self.db.load_all("file/").await
     }
 
-    /// Remove a file.
+    /// Remove a file: its metadata first, then its bytes, under its content lock.
     pub async fn delete_file(&self, id: &str) -> Result<()> {
         self.file_meta(id).await?;
-        let _guard = self.writes.lock().await;
-        self.db.delete(format!("file/{id}")).await?;
-        let _ = tokio::fs::remove_file(self.file_path(id)).await;
+        let _file = self.file_locks.lock(id).await;
+        // Gone already: a delete that raced this one won.
+        self.file_meta(id).await?;
+        {
+            let _guard = self.writes.lock().await;
+            self.db.delete(format!("file/{id}")).await?;
+        }
+        match tokio::fs::remove_file(self.file_path(id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("file {id}: metadata deleted, bytes left behind: {e}"),
+        }
         self.events.append("file.deleted", id, json!({})).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_any_stored_name_makes_a_valid_header() {
+        assert!(check_name("a b.wasm").is_ok());
+        assert!(check_name("résumé.txt").is_ok());
+        for bad in ["", "a/b", "a\\b", "a\nb", "a\0b", "..", "\u{7f}"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&"x".repeat(256)).is_err());
+        for name in ["plain.wasm", "a\"b", "a\nb\r\0", "résumé ☃.txt"] {
+            let v = content_disposition(name);
+            assert!(axum::http::HeaderValue::from_str(&v).is_ok(), "{v}");
+        }
+        assert_eq!(
+            content_disposition("résumé.txt"),
+            "attachment; filename=\"r_sum_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+        );
     }
 }

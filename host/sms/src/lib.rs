@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod checks;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -14,6 +15,9 @@ pub mod events;
 pub mod executions;
 pub mod feed;
 pub mod files;
+pub mod fit;
+pub mod health;
+pub mod listen;
 pub mod model;
 pub mod nodes;
 pub mod reload;

@@ -9,6 +9,7 @@ use serde_json::json;
 use spear_plugin_api::{Label, Target};
 use utoipa::ToSchema;
 
+use crate::checks::check_labels;
 use crate::error::{Result, SmsError};
 use crate::model::{Node, NodeStatus, Resources, now_ms};
 use crate::service::Sms;
@@ -79,18 +80,6 @@ fn check_uuid(field: &str, value: &str) -> Result<()> {
         .map_err(|e| SmsError::invalid(field, format!("not a UUID: {e}")))
 }
 
-fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
-    for k in labels.keys() {
-        if k.is_empty() || k.len() > 253 {
-            return Err(SmsError::invalid(
-                field,
-                "label keys must be 1 to 253 characters",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The strategy's view of a node. Only an active node with an open assignment stream can take work.
 pub fn to_target(id: u64, node: &Node, connected: bool) -> Target {
     let mut labels: Vec<Label> = node
@@ -133,6 +122,10 @@ impl Sms {
             check_uuid("uuid", u)?;
         }
         check_labels("labels", &req.labels)?;
+        check_labels("metadata", &req.metadata)?;
+        for (i, e) in req.executors.iter().enumerate() {
+            crate::checks::check_line(&format!("executors[{i}]"), e, 64)?;
+        }
         for e in &req.executors {
             if !crate::model::EXECUTABLE_TYPES.contains(&e.as_str()) {
                 return Err(SmsError::invalid(
@@ -177,6 +170,7 @@ impl Sms {
     /// Record a heartbeat. Heartbeats update memory only (they are frequent); the node record is
     /// stored again when its status changes.
     pub async fn heartbeat(&self, uuid: &str, hb: Heartbeat) -> Result<Node> {
+        check_labels("health_info", &hb.health_info)?;
         let (node, revived) = {
             let mut nodes = self.nodes.write().await;
             let node = nodes
@@ -219,6 +213,9 @@ impl Sms {
         };
         if let Some(l) = &req.labels {
             check_labels("labels", l)?;
+        }
+        if let Some(m) = &req.metadata {
+            check_labels("metadata", m)?;
         }
         let _guard = self.writes.lock().await;
         let mut node = self

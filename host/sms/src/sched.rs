@@ -71,6 +71,7 @@ pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+        sms.health.scheduler_beat();
     }
 }
 
@@ -121,6 +122,7 @@ impl Sms {
         if now - self.last_maintenance_ms.load(Ordering::Relaxed) >= MAINTENANCE_MS {
             self.last_maintenance_ms.store(now, Ordering::Relaxed);
             self.expire_and_release().await?;
+            self.refresh_unschedulable().await;
         }
         self.flush_targets().await;
         let aging = self.sched.aging_ms.max(1);

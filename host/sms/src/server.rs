@@ -65,15 +65,13 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("http.addr {}", config.http.addr))?;
     let http_addr = http.local_addr()?;
     let app = rest::router(sms.clone(), config.enable_swagger);
-    let rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(stopped(rx))
-            .await
-        {
-            tracing::error!("http server: {e}");
-        }
-    }));
+    let limits = config.http.limits()?;
+    tasks.push(tokio::spawn(spear_edge::http::serve(
+        http,
+        app,
+        limits,
+        stopped(stop_rx.clone()),
+    )));
 
     let admin_addr = if config.enable_web_admin {
         let admin = tokio::net::TcpListener::bind(config.web_admin_addr)
@@ -81,15 +79,12 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
             .with_context(|| format!("web_admin_addr {}", config.web_admin_addr))?;
         let addr = admin.local_addr()?;
         let app = rest::admin_router(sms.clone());
-        let rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin, app)
-                .with_graceful_shutdown(stopped(rx))
-                .await
-            {
-                tracing::error!("web admin: {e}");
-            }
-        }));
+        tasks.push(tokio::spawn(spear_edge::http::serve(
+            admin,
+            app,
+            limits,
+            stopped(stop_rx.clone()),
+        )));
         Some(addr)
     } else {
         None
@@ -119,7 +114,12 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .build_v1()?;
     let max =
         usize::try_from(config.files.max_upload_mb * 1024 * 1024 + 64 * 1024).unwrap_or(usize::MAX);
+    let grpc_limits = config.grpc.limits()?;
     let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(grpc_limits.idle_timeout / 3))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(config.grpc.max_concurrent_streams))
+        .concurrency_limit_per_connection(config.grpc.max_concurrent_streams as usize)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(v1::node_service_server::NodeServiceServer::new(
@@ -144,7 +144,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .add_service(v1::event_service_server::EventServiceServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let incoming = spear_edge::grpc::incoming(grpc, grpc_limits);
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stopped(rx))
             .await
@@ -153,27 +153,21 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         }
     }));
 
-    tasks.push(tokio::spawn(crate::sched::run(
-        sms.clone(),
-        stop_rx.clone(),
-    )));
+    let (s, rx) = (sms.clone(), stop_rx.clone());
+    tasks.push(crate::health::supervise(
+        "scheduler",
+        sms.health.clone(),
+        move || crate::sched::run(s.clone(), rx.clone()),
+    ));
 
     // The sweeper: unhealthy after the heartbeat timeout, removed after the cleanup interval.
     let period = Duration::from_millis((config.heartbeat_timeout * 1000 / 4).clamp(100, 5000));
     let (s, rx) = (sms.clone(), stop_rx.clone());
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = s.sweep_nodes().await {
-                        tracing::warn!("node sweep: {e}");
-                    }
-                }
-                _ = stopped(rx.clone()) => return,
-            }
-        }
-    }));
+    tasks.push(crate::health::supervise(
+        "node-sweeper",
+        sms.health.clone(),
+        move || sweep(s.clone(), rx.clone(), period),
+    ));
 
     Ok(Running {
         sms,
@@ -184,6 +178,21 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         tasks,
         _watcher: watcher,
     })
+}
+
+/// Mark nodes unhealthy after the heartbeat timeout and remove them after the cleanup interval.
+async fn sweep(sms: Arc<Sms>, stop: watch::Receiver<bool>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = sms.sweep_nodes().await {
+                    tracing::warn!("node sweep: {e}");
+                }
+            }
+            _ = stopped(stop.clone()) => return,
+        }
+    }
 }
 
 impl Running {

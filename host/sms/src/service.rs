@@ -41,6 +41,12 @@ pub struct Sms {
     pub(crate) lost_nodes: std::sync::Mutex<Vec<(String, &'static str)>>,
     /// When the scheduler last checked timeouts and dependencies (ms since the epoch).
     pub(crate) last_maintenance_ms: std::sync::atomic::AtomicI64,
+    /// What the unschedulable reasons were last computed against ([`crate::fit`]).
+    pub(crate) nodes_fingerprint: AtomicU64,
+    /// Liveness of the background work.
+    pub(crate) health: Arc<crate::health::Health>,
+    /// What to do with an execution no registered node could hold.
+    pub(crate) unschedulable: crate::fit::Unschedulable,
     /// A dispatch found a closed stream: prune streams in the next round.
     pub(crate) prune_soon: std::sync::atomic::AtomicBool,
     /// Wakes the scheduler.
@@ -50,7 +56,11 @@ pub struct Sms {
     /// Serializes read-modify-write sequences on stored records.
     pub(crate) writes: Mutex<()>,
     pub(crate) files_dir: PathBuf,
+    /// Uploads and deletes of the same content take the same lock.
+    pub(crate) file_locks: crate::files::FileLocks,
     pub(crate) max_upload_bytes: u64,
+    /// Largest request body other than an upload (`[http] max_body_kb`).
+    pub(crate) max_body_bytes: usize,
     pub(crate) heartbeat_timeout_ms: i64,
     pub(crate) cleanup_interval_ms: i64,
     /// This SMS incarnation: assignments carry it so Spearlets drop stale ones after a restart.
@@ -118,6 +128,7 @@ impl Sms {
                 (n.uuid.clone(), n)
             })
             .collect();
+        let health = crate::health::Health::new(plugins.telemetry().registry());
         let tasks = db
             .load_all::<Task>("task/")
             .await?
@@ -155,12 +166,20 @@ impl Sms {
             outboxes: Mutex::new(BTreeMap::new()),
             lost_nodes: std::sync::Mutex::new(Vec::new()),
             last_maintenance_ms: std::sync::atomic::AtomicI64::new(0),
+            nodes_fingerprint: AtomicU64::new(0),
+            health,
+            unschedulable: config.unschedulable,
             prune_soon: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             sched: crate::sched::SchedSettings::default(),
             writes: Mutex::new(()),
             files_dir: config.files.dir.clone(),
+            file_locks: crate::files::FileLocks::default(),
             max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
+            max_body_bytes: config
+                .http
+                .max_body_bytes()
+                .map_err(|e| SmsError::invalid("http.max_body_kb", e.to_string()))?,
             heartbeat_timeout_ms: (config.heartbeat_timeout as i64).saturating_mul(1000),
             cleanup_interval_ms: (config.cleanup_interval as i64).saturating_mul(1000),
             session: uuid::Uuid::new_v4().to_string(),

@@ -25,6 +25,13 @@ impl ExecTable {
         self.all.insert(id, exec);
     }
 
+    /// Change an execution's `error` only (its state, and so the index, stay).
+    pub fn set_error(&mut self, id: &str, error: Option<String>) {
+        if let Some(e) = self.all.get_mut(id) {
+            e.error = error;
+        }
+    }
+
     /// The ready executions.
     pub fn ready(&self) -> impl Iterator<Item = (&String, &Execution)> {
         self.ready

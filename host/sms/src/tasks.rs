@@ -6,8 +6,11 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use crate::checks::{
+    self, MAX_ENTRIES, MAX_LINE, check_executable, check_labels, check_line, check_text,
+};
 use crate::error::{Result, SmsError};
-use crate::model::{EXECUTABLE_TYPES, Executable, Priority, Resources, Task, TaskStatus, now_ms};
+use crate::model::{Executable, Priority, Resources, Task, TaskStatus, now_ms};
 use crate::service::Sms;
 
 /// `POST /api/v1/tasks` (SPEAR's shape, plus scheduling hints).
@@ -50,40 +53,29 @@ pub struct RegisterTask {
     pub preferred_labels: BTreeMap<String, String>,
 }
 
-/// Check an executable, naming fields under `prefix` (`executable`).
-pub fn check_executable(prefix: &str, e: &Executable) -> Result<()> {
-    if !EXECUTABLE_TYPES.contains(&e.kind.as_str()) {
-        return Err(SmsError::invalid(
-            format!("{prefix}.type"),
-            format!("`{}` is not one of wasm, process, container", e.kind),
-        ));
-    }
-    if e.uri.is_empty() && e.name.is_empty() {
-        return Err(SmsError::invalid(
-            format!("{prefix}.uri"),
-            "give the artifact's uri (or, for a program or image, its name)",
-        ));
-    }
-    if !e.uri.is_empty()
-        && !["sms+file://", "file://", "https://", "http://"]
-            .iter()
-            .any(|s| e.uri.starts_with(s))
-        && e.kind != "container"
-    {
-        return Err(SmsError::invalid(
-            format!("{prefix}.uri"),
-            format!("`{}`: use sms+file://<id>, file://, or https://", e.uri),
-        ));
-    }
-    Ok(())
-}
-
 impl Sms {
     /// Register a task.
     pub async fn register_task(&self, req: RegisterTask) -> Result<Task> {
         if req.name.trim().is_empty() {
             return Err(SmsError::invalid("name", "must not be empty"));
         }
+        check_line("name", &req.name, 256)?;
+        check_text("description", &req.description, MAX_LINE)?;
+        check_line("endpoint", &req.endpoint, MAX_LINE)?;
+        check_line("version", &req.version, 256)?;
+        if req.capabilities.len() > MAX_ENTRIES {
+            return Err(SmsError::invalid(
+                "capabilities",
+                format!("at most {MAX_ENTRIES}"),
+            ));
+        }
+        for (i, c) in req.capabilities.iter().enumerate() {
+            check_line(&format!("capabilities[{i}]"), c, 256)?;
+        }
+        check_labels("labels", &req.labels)?;
+        check_labels("required_labels", &req.required_labels)?;
+        check_labels("preferred_labels", &req.preferred_labels)?;
+        checks::check_resources("needs", &req.needs)?;
         let priority = match req.priority.as_deref() {
             None | Some("") => Priority::Normal,
             Some(p) => Priority::parse(p).ok_or_else(|| {

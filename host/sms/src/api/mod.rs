@@ -3,5 +3,7 @@
 //!
 //! [`Sms`]: crate::service::Sms
 
+pub mod body;
 pub mod grpc;
+pub mod openapi;
 pub mod rest;

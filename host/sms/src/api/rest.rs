@@ -4,9 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -18,8 +16,11 @@ use serde_json::json;
 use spear_plugin_runtime::Trigger;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::api::body::{ApiBytes, ApiJson};
+use crate::api::openapi::EdgeResponses;
 use crate::error::SmsError;
 use crate::executions::Submit;
+use crate::health::HealthReport;
 use crate::model::{Event, Execution, FileMeta, Node, Task};
 use crate::nodes::{Heartbeat, RegisterNode, UpdateNode};
 use crate::service::Sms;
@@ -37,7 +38,7 @@ pub struct ErrorBody {
 /// Details of an error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_argument`, `not_found`, `conflict`, `too_large`, `unavailable`.
+    /// `invalid_argument`, `not_found`, `conflict`, `too_large`, `timeout`, `unavailable`.
     pub code: String,
     /// For people.
     pub message: String,
@@ -56,55 +57,6 @@ impl IntoResponse for SmsError {
         };
         (self.http_status(), Json(body)).into_response()
     }
-}
-
-/// A JSON body whose rejections become [`SmsError::InvalidArgument`] naming the field.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = SmsError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_error(rejection)),
-        }
-    }
-}
-
-/// Name the field a JSON rejection is about.
-fn json_error(rejection: JsonRejection) -> SmsError {
-    let text = rejection.body_text();
-    let detail = text
-        .split_once("target type: ")
-        .map(|(_, d)| d.to_owned())
-        .unwrap_or_else(|| text.clone());
-    let quoted = |marker: &str| {
-        detail
-            .split_once(marker)
-            .and_then(|(_, rest)| rest.split('`').next())
-            .map(str::to_owned)
-    };
-    let field = quoted("missing field `")
-        .or_else(|| quoted("unknown field `"))
-        .or_else(|| {
-            detail
-                .split_once(": ")
-                .map(|(path, _)| path.to_owned())
-                .filter(|p| !p.contains(' '))
-        })
-        .unwrap_or_else(|| "body".into());
-    // serde_path_to_error puts the path first ("port: invalid type…"); the field says it already.
-    let detail = detail
-        .strip_prefix(&format!("{field}: "))
-        .map(str::to_owned)
-        .unwrap_or(detail);
-    let reason = match rejection {
-        JsonRejection::MissingJsonContentType(_) => "send Content-Type: application/json".into(),
-        JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {detail}"),
-        _ => detail,
-    };
-    SmsError::invalid(field, reason)
 }
 
 fn created<T: Serialize>(value: T) -> Response {
@@ -322,7 +274,7 @@ async fn cancel_execution(
 async fn upload_file(
     State(sms): State<AppState>,
     Query(p): Query<UploadParams>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, SmsError> {
     sms.upload_file(p.name.as_deref().unwrap_or("upload"), body.to_vec())
         .await
@@ -348,7 +300,7 @@ async fn download_file(
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", meta.name.replace('"', "")),
+                crate::files::content_disposition(&meta.name),
             ),
         ],
         bytes,
@@ -455,8 +407,16 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)), tag = "health")]
+async fn healthz(State(sms): State<AppState>) -> Response {
+    let report = sms.health.report(sms.db.write_health());
+    let status = if report.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
 }
 
 async fn metrics(State(sms): State<AppState>) -> Response {
@@ -501,15 +461,19 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         list_plugins,
         reload_plugins,
         plugin_history,
-        events
+        events,
+        healthz
     ),
-    components(schemas(ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
+    modifiers(&EdgeResponses),
+    components(schemas(HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
 )]
 pub struct ApiDoc;
 
 /// The REST router. `swagger` adds Swagger UI at `/swagger-ui`.
 pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
     let limit = usize::try_from(sms.max_upload_bytes).unwrap_or(usize::MAX);
+    let lengths = (sms.max_upload_bytes, sms.max_body_bytes as u64);
+    let json_limit = sms.max_body_bytes;
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -531,7 +495,7 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
             "/api/v1/files",
             post(upload_file)
                 .get(list_files)
-                .layer(DefaultBodyLimit::max(limit.saturating_add(1))),
+                .layer(DefaultBodyLimit::max(limit)),
         )
         .route(
             "/api/v1/files/{file_id}",
@@ -543,6 +507,12 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         .route("/api/v1/plugins/history", get(plugin_history))
         .route("/api/v1/events", get(events))
         .fallback(|| async { SmsError::not_found("route", "this path").into_response() })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                crate::api::body::check_length(lengths, req, next)
+            },
+        ))
         .with_state(sms);
     // Swagger UI serves the document itself; without it, a plain route does.
     if swagger {

@@ -54,9 +54,18 @@ impl Sandbox {
     }
 
     pub fn write_config(&self, extra: &str) {
+        self.write(extra, "[http]\naddr = \"127.0.0.1:0\"\n");
+    }
+
+    /// The config with an `[http]` section of the test's own.
+    pub fn write_config_with(&self, http: &str) {
+        self.write("", http);
+    }
+
+    fn write(&self, extra: &str, http: &str) {
         // `extra` first: its bare keys must precede every table.
         let text = format!(
-            "{extra}\n[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
+            "{extra}\n{http}[grpc]\naddr = \"127.0.0.1:0\"\n\
              [database]\ndb_type = \"redb\"\npath = \"data/sms.redb\"\n\
              [files]\ndir = \"data/files\"\nmax_upload_mb = 1\n\
              [plugins]\ndir = \"plugins\"\n{}",

@@ -1,0 +1,173 @@
+//! Serving an axum router within [`HttpLimits`]: a connection cap, hyper's header-read timeout, an
+//! idle timeout ([`crate::idle`]) and a deadline on each request body ([`crate::body`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::HttpLimits;
+use crate::body::TimedBody;
+use crate::burst::Burst;
+use crate::idle::{Activity, IdleIo};
+
+static ACCEPT: Burst = Burst::new("accepting an HTTP connection", Duration::from_secs(10));
+static FULL: Burst = Burst::new("taking an HTTP connection", Duration::from_secs(10));
+
+/// Refused connections closed gracefully at once (past it, they are just dropped).
+const LINGERING: usize = 64;
+
+/// Time in-flight requests get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serve `app` on `listener` until `shutdown` resolves, then let in-flight requests finish (up to
+/// 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(LINGERING));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle_timeout / 3))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    ACCEPT.recovered();
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: wait for some to close, do not spin.
+                    ACCEPT.failed(&e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refuse(stream, limits.max_connections, &lingering);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let io = TokioIo::new(IdleIo::new(stream, activity.clone(), limits.idle_timeout));
+        let service = Service {
+            app: app.clone(),
+            activity,
+            body_timeout: limits.body_timeout,
+        };
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("http connection closed: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "http: requests still in flight after {} s; closing",
+            DRAIN.as_secs()
+        );
+    }
+}
+
+/// Answer a connection past the cap with a `503` and close it. The close lingers (reading and
+/// dropping what the client sent, for at most a second) so that the client reads the answer
+/// instead of a reset; at most [`LINGERING`] refused connections linger at once, the rest are
+/// dropped at once.
+fn refuse(stream: TcpStream, max: usize, lingering: &Arc<Semaphore>) {
+    FULL.failed(&format!(
+        "{max} connections are open (http.max_connections)"
+    ));
+    let body = format!(
+        r#"{{"error":{{"code":"unavailable","message":"too many connections: the limit is {max}","field":null}}}}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut left = 64 * 1024;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+        drop(slot);
+    });
+}
+
+/// The router, with each request counted in flight and its body under a deadline.
+#[derive(Clone)]
+struct Service {
+    app: Router,
+    activity: Arc<Activity>,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let guard = self.activity.begin();
+        let limit = self.body_timeout;
+        let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limit)));
+        let answer = self.app.clone().oneshot(req);
+        Box::pin(async move {
+            let r = answer.await;
+            drop(guard);
+            r
+        })
+    }
+}

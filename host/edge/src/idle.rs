@@ -1,0 +1,213 @@
+//! Idle detection for one connection. [`IdleIo`] wraps the connection's stream and notes when bytes
+//! move; once nothing has moved for the idle timeout while no request is being handled
+//! ([`Activity::begin`]), its reads and writes fail with `TimedOut` and the server drops the
+//! connection. A request being handled never times out here (a slow handler is not an idle client).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// When bytes last moved on a connection, and how many of its requests are being handled.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last byte moved.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    /// A connection that has just started.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes moved now.
+    pub fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// A request is being handled until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// How long nothing has moved, or `None` while a request is being handled.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.origin.elapsed().saturating_sub(last))
+    }
+}
+
+/// A request being handled; see [`Activity::begin`].
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stream whose reads and writes fail with `TimedOut` after the idle timeout.
+#[derive(Debug)]
+pub struct IdleIo<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleIo<S> {
+    /// Wrap `inner`, recording into `activity`.
+    pub fn new(inner: S, activity: Arc<Activity>, timeout: Duration) -> Self {
+        activity.touch();
+        Self {
+            inner,
+            activity,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Called when the inner stream is not ready: fail once idle too long, else arm the timer so
+    /// that the task is woken to look again when the timeout would pass.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let wait = match self.activity.idle_for() {
+                None => self.timeout,
+                Some(idle) if idle >= self.timeout => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connection idle for {} s", self.timeout.as_secs()),
+                    ));
+                }
+                Some(idle) => self.timeout - idle,
+            };
+            self.timer.as_mut().reset(Instant::now() + wait);
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.activity.touch();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.check_idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.activity.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => match this.check_idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.activity.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => match this.check_idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_only_while_no_request_is_in_flight() {
+        let a = Activity::new();
+        a.touch();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(a.idle_for().unwrap() >= Duration::from_secs(5));
+        let guard = a.begin();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(a.idle_for(), None);
+        drop(guard);
+        assert!(a.idle_for().unwrap() < Duration::from_secs(1));
+    }
+}

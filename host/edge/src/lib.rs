@@ -1,0 +1,47 @@
+//! The network edge of the SPEAR hosts (SMS and Spearlet).
+//!
+//! Everything that reaches a listener is hostile until proven otherwise, so each listener here is
+//! bounded:
+//! - [`http::serve`] serves an axum router with a connection cap (connections past it get a
+//!   `503` JSON answer and are closed), hyper's header-read timeout (which also bounds the wait for
+//!   the next request on a kept-alive connection), an idle timeout (no byte moved either way while
+//!   no request is being handled) and a deadline on reading each request body
+//!   ([`body::BodyTimeout`]).
+//! - [`grpc::incoming`] gives tonic the same connection cap and idle timeout.
+//! - [`burst::Burst`] logs a repeating failure once per burst at `warn`, with a count of the rest.
+//!
+//! The limits come from the host's configuration ([`HttpLimits`]).
+
+pub mod body;
+pub mod burst;
+pub mod grpc;
+pub mod http;
+pub mod idle;
+
+use std::time::Duration;
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's headers, counted from the connection's start or from
+    /// the end of the previous response.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long, while no request is being
+    /// handled, is closed.
+    pub idle_timeout: Duration,
+    /// Time a client has to send a whole request body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are answered `503` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Request bodies at the REST edge: JSON and byte extractors whose rejections become
+//! [`SmsError`]s naming the field (a body over its limit is `413 too_large`, one that arrives too
+//! slowly `408 timeout`), and a check of `Content-Length` that refuses an oversized body before
+//! any of it is read.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use spear_edge::body::BodyTimeout;
+
+use crate::error::SmsError;
+
+/// A JSON body whose rejections become [`SmsError::InvalidArgument`] naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = SmsError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = body_limit(&req);
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(r)) => Err(bytes_error(r, limit)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+/// A raw body (an upload) whose rejections become [`SmsError`]s.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = SmsError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = body_limit(&req);
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(|r| bytes_error(r, limit))
+    }
+}
+
+/// The limit the router put on this request (see [`check_length`]), for the error text.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub u64);
+
+fn body_limit(req: &Request) -> u64 {
+    req.extensions().get::<BodyLimit>().map_or(0, |l| l.0)
+}
+
+fn bytes_error(rejection: BytesRejection, limit: u64) -> SmsError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return SmsError::TooLarge { limit };
+    }
+    let source: &(dyn std::error::Error + 'static) = &rejection;
+    if BodyTimeout::is_in(source) {
+        return SmsError::Timeout(rejection.body_text());
+    }
+    SmsError::invalid("body", rejection.body_text())
+}
+
+/// Refuse, before reading it, a body whose `Content-Length` is over the limit of its route
+/// (uploads: `[files] max_upload_mb`; the rest: `[http] max_body_kb`), and record the limit for the
+/// extractors. The answer closes the connection, so the unread body is never buffered.
+pub async fn check_length(limits: (u64, u64), mut req: Request, next: Next) -> Response {
+    let (upload, json) = limits;
+    let limit = if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/files" {
+        upload
+    } else {
+        json
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let mut answer = SmsError::TooLarge { limit }.into_response();
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    }
+    req.extensions_mut().insert(BodyLimit(limit));
+    next.run(req).await
+}
+
+/// Name the field a JSON rejection is about.
+fn json_error(rejection: JsonRejection) -> SmsError {
+    let text = rejection.body_text();
+    let detail = text
+        .split_once("target type: ")
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_else(|| text.clone());
+    let quoted = |marker: &str| {
+        detail
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    let field = quoted("missing field `")
+        .or_else(|| quoted("unknown field `"))
+        .or_else(|| {
+            detail
+                .split_once(": ")
+                .map(|(path, _)| path.to_owned())
+                .filter(|p| !p.contains(' '))
+        })
+        .unwrap_or_else(|| "body".into());
+    // serde_path_to_error puts the path first ("port: invalid type…"); the field says it already.
+    let detail = detail
+        .strip_prefix(&format!("{field}: "))
+        .map(str::to_owned)
+        .unwrap_or(detail);
+    let reason = match rejection {
+        JsonRejection::MissingJsonContentType(_) => "send Content-Type: application/json".into(),
+        JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {detail}"),
+        _ => detail,
+    };
+    SmsError::invalid(field, reason)
+}

@@ -1,0 +1,292 @@
+//! What a client may send, checked at the edge before anything is stored: the documented range of
+//! every number (docs/api.md, "Limits"), and the shape of every string (no NUL or control
+//! characters where a name is expected, bounded lengths and counts), and artifact URIs parsed.
+//!
+//! Every error names the field at fault.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Result, SmsError};
+use crate::model::{EXECUTABLE_TYPES, Executable, Resources};
+
+/// Longest per-attempt timeout: 7 days (0 means none).
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most CPU one execution may need: 1,024 cores.
+pub const MAX_CPU_MILLIS: u64 = 1024 * 1000;
+/// Most memory one execution may need: 16 TiB.
+pub const MAX_MEMORY_MB: u64 = 16 * 1024 * 1024;
+/// Most disk one execution may need: 1 PiB.
+pub const MAX_DISK_MB: u64 = 1024 * 1024 * 1024;
+/// Most executions one may depend on.
+pub const MAX_DEPENDS_ON: usize = 1000;
+/// Longest name, URI, label or other one-line text, in bytes.
+pub const MAX_LINE: usize = 4096;
+/// Longest argument or environment value, in bytes.
+pub const MAX_VALUE: usize = 64 * 1024;
+/// Most arguments, environment variables, labels or capabilities.
+pub const MAX_ENTRIES: usize = 1024;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SmsError {
+    SmsError::invalid(field, reason)
+}
+
+/// One-line text: at most `max` bytes, no control characters.
+pub fn check_line(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("at most {max} bytes, not {}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(invalid(
+            field,
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Free text (newlines and tabs allowed): at most `max` bytes, no NUL.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("at most {max} bytes, not {}", value.len()),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(invalid(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+/// Labels: at most [`MAX_ENTRIES`]; keys 1 to 253 bytes, values at most 1,024; no control
+/// characters.
+pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_ENTRIES {
+        return Err(invalid(field, format!("at most {MAX_ENTRIES} labels")));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 253 {
+            return Err(invalid(field, "label keys must be 1 to 253 bytes"));
+        }
+        check_line(&format!("{field}.{k}"), k, 253)?;
+        check_line(&format!("{field}.{k}"), v, 1024)?;
+    }
+    Ok(())
+}
+
+/// Resources within their documented ranges.
+pub fn check_resources(field: &str, r: &Resources) -> Result<()> {
+    let over = |name: &str, v: u64, max: u64, unit: &str| {
+        if v > max {
+            Err(invalid(
+                format!("{field}.{name}"),
+                format!("at most {max} {unit}, not {v}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    over(
+        "cpu_millis",
+        r.cpu_millis,
+        MAX_CPU_MILLIS,
+        "thousandths of a core",
+    )?;
+    over("memory_mb", r.memory_mb, MAX_MEMORY_MB, "MiB")?;
+    over("disk_mb", r.disk_mb, MAX_DISK_MB, "MiB")
+}
+
+/// A per-attempt timeout: 0 (none) to [`MAX_TIMEOUT_MS`].
+pub fn check_timeout(field: &str, ms: u64) -> Result<()> {
+    if ms > MAX_TIMEOUT_MS {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_TIMEOUT_MS} ms (7 days; 0 for none), not {ms}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An artifact URI: `sms+file://<sha256>`, `file:///<absolute path>` without `..`, or an
+/// `http(s)://` URL with a host. A container's `uri` may instead be an image reference.
+pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
+    check_line(field, uri, MAX_LINE)?;
+    if let Some(id) = uri.strip_prefix("sms+file://") {
+        if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid(
+                field,
+                format!("`{uri}`: sms+file:// takes a file id (64 lowercase hex digits)"),
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(invalid(
+                field,
+                format!("`{uri}`: file:// takes an absolute path"),
+            ));
+        }
+        if path.split('/').any(|c| c == "..") {
+            return Err(invalid(
+                field,
+                format!("`{uri}`: the path must not contain `..`"),
+            ));
+        }
+        return Ok(());
+    }
+    if uri.starts_with("https://") || uri.starts_with("http://") {
+        let url = url::Url::parse(uri).map_err(|e| invalid(field, format!("`{uri}`: {e}")))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(field, format!("`{uri}`: the URL has no host")));
+        }
+        return Ok(());
+    }
+    if kind == "container" {
+        // An image reference: registry/name:tag@digest.
+        let ok = uri
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b));
+        if ok && !uri.is_empty() {
+            return Ok(());
+        }
+        return Err(invalid(
+            field,
+            format!("`{uri}` is not an image reference or a sms+file://, file:// or https:// URI"),
+        ));
+    }
+    Err(invalid(
+        field,
+        format!("`{uri}`: use sms+file://<id>, file:///<path>, or https://"),
+    ))
+}
+
+/// Check an executable, naming fields under `prefix` (`executable`).
+pub fn check_executable(prefix: &str, e: &Executable) -> Result<()> {
+    if !EXECUTABLE_TYPES.contains(&e.kind.as_str()) {
+        return Err(invalid(
+            format!("{prefix}.type"),
+            format!("`{}` is not one of wasm, process, container", e.kind),
+        ));
+    }
+    if e.uri.is_empty() && e.name.is_empty() {
+        return Err(invalid(
+            format!("{prefix}.uri"),
+            "give the artifact's uri (or, for a program or image, its name)",
+        ));
+    }
+    if !e.uri.is_empty() {
+        check_uri(&format!("{prefix}.uri"), &e.uri, &e.kind)?;
+    }
+    check_line(&format!("{prefix}.name"), &e.name, MAX_LINE)?;
+    if e.args.len() > MAX_ENTRIES {
+        return Err(invalid(
+            format!("{prefix}.args"),
+            format!("at most {MAX_ENTRIES} arguments"),
+        ));
+    }
+    for (i, a) in e.args.iter().enumerate() {
+        check_text(&format!("{prefix}.args[{i}]"), a, MAX_VALUE)?;
+    }
+    if e.env.len() > MAX_ENTRIES {
+        return Err(invalid(
+            format!("{prefix}.env"),
+            format!("at most {MAX_ENTRIES} variables"),
+        ));
+    }
+    for (k, v) in &e.env {
+        let field = format!("{prefix}.env.{k}");
+        if k.is_empty() || k.contains('=') {
+            return Err(invalid(
+                field,
+                "a variable name is not empty and has no `=`",
+            ));
+        }
+        check_line(&field, k, 256)?;
+        check_text(&field, v, MAX_VALUE)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exe(kind: &str, uri: &str) -> Executable {
+        Executable {
+            kind: kind.into(),
+            uri: uri.into(),
+            ..Executable::default()
+        }
+    }
+
+    #[test]
+    fn uris_are_parsed() {
+        let id = "ab".repeat(32);
+        for ok in [
+            format!("sms+file://{id}"),
+            "file:///opt/app.wasm".into(),
+            "https://example.com/a.wasm".into(),
+        ] {
+            assert!(
+                check_executable("executable", &exe("wasm", &ok)).is_ok(),
+                "{ok}"
+            );
+        }
+        assert!(check_executable("e", &exe("container", "docker.io/library/busybox:1.36")).is_ok());
+        for bad in [
+            "sms+file://../../etc/passwd",
+            "sms+file://ABCD",
+            "file://relative",
+            "file:///a/../etc/passwd",
+            "https://",
+            "https:// spaces",
+            "ftp://x/y",
+            "file:///a\nb",
+        ] {
+            let err = check_executable("executable", &exe("wasm", bad)).unwrap_err();
+            assert_eq!(err.field(), Some("executable.uri"), "{bad}: {err}");
+        }
+        assert!(check_executable("e", &exe("container", "image name")).is_err());
+    }
+
+    #[test]
+    fn strings_and_ranges() {
+        let mut e = exe("process", "");
+        e.name = "/bin/echo".into();
+        e.args = vec!["a\nb".into()];
+        assert!(check_executable("executable", &e).is_ok());
+        e.args = vec!["a\0b".into()];
+        let err = check_executable("executable", &e).unwrap_err();
+        assert_eq!(err.field(), Some("executable.args[0]"));
+        e.args.clear();
+        e.name = "/bin/ec\0ho".into();
+        assert_eq!(
+            check_executable("executable", &e).unwrap_err().field(),
+            Some("executable.name")
+        );
+        e.name = "/bin/echo".into();
+        e.env.insert("A=B".into(), "x".into());
+        assert!(check_executable("executable", &e).is_err());
+
+        assert!(check_timeout("timeout_ms", MAX_TIMEOUT_MS).is_ok());
+        assert!(check_timeout("timeout_ms", u64::MAX).is_err());
+        let huge = Resources {
+            memory_mb: 1 << 63,
+            ..Resources::default()
+        };
+        assert_eq!(
+            check_resources("needs", &huge).unwrap_err().field(),
+            Some("needs.memory_mb")
+        );
+        let mut labels = BTreeMap::new();
+        labels.insert("zone".into(), "a\u{7}".into());
+        assert!(check_labels("labels", &labels).is_err());
+    }
+}
