@@ -61,6 +61,8 @@ pub struct Agent {
     pub reporter: Arc<Reporter>,
     /// Executions running here, by id.
     pub running: std::sync::Mutex<HashMap<String, Active>>,
+    /// Notices when this process stood still (queued work may have moved meanwhile).
+    pub stall: Arc<crate::stall::StallWatch>,
     /// Global concurrency limit.
     pub slots: Arc<Semaphore>,
     /// Whether the assignment stream is up.
@@ -114,8 +116,15 @@ impl Agent {
             sms.clone(),
         )?;
         let limits = &config.spearlet.limits;
+        let stall = crate::stall::StallWatch::new(Duration::from_secs(
+            config.spearlet.heartbeat_interval.max(1),
+        ));
         Ok(Arc::new(Self {
-            pools: Pools::new(plugins.clone(), limits.max_instances_per_task),
+            pools: Pools::new(
+                plugins.clone(),
+                limits.max_instances_per_task,
+                limits.max_instances,
+            ),
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             config,
             plugins,
@@ -127,6 +136,7 @@ impl Agent {
             artifacts,
             reporter,
             running: std::sync::Mutex::new(HashMap::new()),
+            stall,
             connected: watch::channel(false).0,
             draining: watch::channel(false).0,
             fatal: watch::channel(None).0,
@@ -198,6 +208,7 @@ impl Agent {
             tokio::spawn(self.clone().heartbeats()),
             tokio::spawn(self.clone().assignments()),
             tokio::spawn(self.clone().reclamation()),
+            tokio::spawn(self.stall.clone().run()),
         ]
     }
 
@@ -252,8 +263,9 @@ impl Agent {
         let mut draining = self.draining.subscribe();
         loop {
             let hb = self.heartbeat();
+            let sent_at = tokio::time::Instant::now();
             match self.sms.nodes().heartbeat(hb).await {
-                Ok(_) => {}
+                Ok(_) => self.stall.heartbeat_delivered(sent_at),
                 Err(s)
                     if s.code() == tonic::Code::NotFound && self.config.spearlet.auto_register =>
                 {
@@ -370,6 +382,7 @@ impl Agent {
 
     /// Take one assignment off the stream.
     async fn take(self: Arc<Self>, a: v1::Assignment) {
+        let received_at = tokio::time::Instant::now();
         self.set_session(&a.session);
         let Some(exec) = a.execution else { return };
         let cursor = Cursor {
@@ -386,7 +399,7 @@ impl Agent {
         if *self.draining.borrow() {
             return;
         }
-        crate::run::accept(self, exec).await;
+        crate::run::accept(self, exec, received_at).await;
     }
 
     /// Note the SMS session (told by the stream's metadata and every assignment), and wake the

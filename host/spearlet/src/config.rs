@@ -126,6 +126,8 @@ pub struct Limits {
     pub max_concurrent: u32,
     /// Instances of one task at once.
     pub max_instances_per_task: u32,
+    /// Instances on this node in all; past it the longest-idle one is evicted.
+    pub max_instances: u32,
     /// Bytes of stdout and of stderr kept per execution, in MiB.
     pub output_cap_mb: u64,
     /// Grace between the polite stop and the forced kill, in milliseconds.
@@ -247,6 +249,7 @@ format = "pretty"
 [spearlet.limits]
 max_concurrent = 64
 max_instances_per_task = 16
+max_instances = 1024
 output_cap_mb = 16
 stop_grace_ms = 5000
 drain_timeout_ms = 30000
@@ -421,9 +424,12 @@ impl SpearletConfig {
                 s.logging.format
             ));
         }
-        if s.limits.max_concurrent == 0 || s.limits.max_instances_per_task == 0 {
+        if s.limits.max_concurrent == 0
+            || s.limits.max_instances_per_task == 0
+            || s.limits.max_instances == 0
+        {
             errors.push(
-                "spearlet.limits.max_concurrent / max_instances_per_task: must be at least 1"
+                "spearlet.limits.max_concurrent / max_instances_per_task / max_instances: must be at least 1"
                     .into(),
             );
         }

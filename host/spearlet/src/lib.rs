@@ -22,6 +22,7 @@ pub mod reports;
 pub mod run;
 pub mod server;
 pub mod sms;
+pub mod stall;
 pub mod store;
 
 pub use config::{Cli, SpearletConfig};

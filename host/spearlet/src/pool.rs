@@ -30,10 +30,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use spear_plugin_api::Reclaimer;
 use spear_plugin_api::{
     Decision, InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target,
 };
 use spear_plugin_runtime::PluginHost;
+use spear_reclaimer_idle_time::IdleTime;
 
 /// A Ready instance used this recently serves a hot invocation.
 pub const HOT_WINDOW: Duration = Duration::from_secs(60);
@@ -171,6 +173,8 @@ pub struct Counters {
     pub cold: u64,
     /// Instances stopped by the reclamation policy.
     pub reclaimed: u64,
+    /// Instances removed to keep the node under `spearlet.limits.max_instances`.
+    pub evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -245,11 +249,41 @@ pub struct Pools {
     shared: Arc<Shared>,
     freed: tokio::sync::Notify,
     max_per_task: usize,
+    max_instances: usize,
+    /// The policy used while the config names none: `idle-time` with its defaults.
+    default_policy: Mutex<IdleTime>,
+}
+
+/// Remove the instance that should make room for a new one when the node holds `max` already:
+/// one in Error first, else the Ready one idle longest. `None` when every one is busy.
+fn evict_for_room(s: &mut State, max: usize) -> Option<bool> {
+    if s.instances.len() < max {
+        return Some(false);
+    }
+    let victim = s
+        .instances
+        .values()
+        .filter(|i| i.state == InstanceState::Error)
+        .map(|i| i.id)
+        .next()
+        .or_else(|| {
+            s.instances
+                .values()
+                .filter(|i| i.state == InstanceState::Ready)
+                .min_by_key(|i| i.last_used)
+                .map(|i| i.id)
+        })?;
+    let gone = s.instances.remove(&victim)?;
+    tracing::info!(instance = victim, task = %gone.task, "instance evicted: the node holds spearlet.limits.max_instances");
+    s.dirty.insert(victim);
+    s.counters.evicted += 1;
+    Some(true)
 }
 
 impl Pools {
-    /// Empty pools choosing and reclaiming through `plugins`' slots.
-    pub fn new(plugins: Arc<PluginHost>, max_per_task: u32) -> Self {
+    /// Empty pools choosing and reclaiming through `plugins`' slots, holding at most
+    /// `max_per_task` instances of a task and `max_instances` in all.
+    pub fn new(plugins: Arc<PluginHost>, max_per_task: u32, max_instances: u32) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -261,6 +295,8 @@ impl Pools {
             }),
             freed: tokio::sync::Notify::new(),
             max_per_task: max_per_task as usize,
+            max_instances: (max_instances as usize).max(1),
+            default_policy: Mutex::new(IdleTime::default()),
         }
     }
 
@@ -298,7 +334,10 @@ impl Pools {
                     .values()
                     .filter(|i| i.task == task && i.state != InstanceState::Error)
                     .count();
-                if count < self.max_per_task {
+                // The node's table is bounded whatever the policy: make room, or wait.
+                let room = count < self.max_per_task
+                    && evict_for_room(&mut s, self.max_instances).is_some();
+                if room {
                     let id = s.next_id;
                     s.next_id += 1;
                     let now = Instant::now();
@@ -409,6 +448,17 @@ impl Pools {
         self.freed.notify_waiters();
     }
 
+    /// Give back an instance taken but not used (its invocation did not start).
+    pub fn unused(&self, lease: Lease) {
+        let mut s = self.lock();
+        if let Some(i) = s.instances.get_mut(&lease.id) {
+            i.state = InstanceState::Ready;
+            s.dirty.insert(lease.id);
+        }
+        drop(s);
+        self.freed.notify_waiters();
+    }
+
     /// Ask the reclamation policy which instances to stop, and stop them. Only Ready and Error
     /// instances are offered; returns the ids stopped. Blocking (plugin calls): call it from a
     /// blocking thread.
@@ -424,7 +474,16 @@ impl Pools {
         if offered.is_empty() {
             return Vec::new();
         }
-        let mut chosen = self.shared.plugins.reclaimer().select(&offered, pressure);
+        // No `[reclaimer]` in the config: `idle-time` with its defaults (idle_ms 300000,
+        // keep_warm 0), linked in.
+        let mut chosen = if self.shared.plugins.config().reclaimer.is_none() {
+            self.default_policy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .select(&offered, pressure)
+        } else {
+            self.shared.plugins.reclaimer().select(&offered, pressure)
+        };
         // Instances in Error are never used again: they go whatever the policy says.
         chosen.extend(
             offered
@@ -479,5 +538,80 @@ impl Pools {
             .values()
             .filter(|i| i.state == InstanceState::Executing)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools(max_instances: u32) -> (Pools, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[plugins]\ndir = {:?}\n", dir.path().display().to_string());
+        let config = spear_plugin_runtime::RuntimeConfig::compile(&text, None).unwrap();
+        let host = PluginHost::with_config(config, None).unwrap();
+        (Pools::new(host, 4, max_instances), dir)
+    }
+
+    async fn run_once(p: &Pools, task: &str) -> u64 {
+        let lease = p
+            .acquire(task, "process", || async { Ok(None) })
+            .await
+            .unwrap();
+        let id = lease.id;
+        p.release(lease, true, false, 0);
+        id
+    }
+
+    #[tokio::test]
+    async fn the_table_is_bounded_by_evicting_the_longest_idle() {
+        let (p, _dir) = pools(3);
+        let first = run_once(&p, "a").await;
+        for task in ["b", "c", "d", "e"] {
+            run_once(&p, task).await;
+        }
+        let left: Vec<String> = p.instances().into_iter().map(|i| i.task).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(
+            !left.contains(&"a".to_owned()),
+            "the oldest went first: {left:?}"
+        );
+        assert!(p.instances().iter().all(|i| i.id != first));
+        assert_eq!(p.counters().evicted, 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_reclaimer_section_idle_time_runs_with_its_defaults() {
+        let (p, _dir) = pools(100);
+        run_once(&p, "stale").await;
+        run_once(&p, "fresh").await;
+        // "stale" was last used 301 s ago: past idle-time's default of 300 s.
+        {
+            let mut s = p.lock();
+            let stale = s
+                .instances
+                .values_mut()
+                .find(|i| i.task == "stale")
+                .unwrap();
+            stale.last_used = Instant::now()
+                .checked_sub(Duration::from_secs(301))
+                .expect("the machine has been up for 301 s");
+        }
+        let pressure = NodePressure {
+            memory_total_bytes: 1,
+            memory_used_bytes: 0,
+            cpu_load_permille: 0,
+            now_ms: 0,
+        };
+        let stopped = tokio::task::spawn_blocking({
+            let p = std::sync::Arc::new(p);
+            move || (p.reclaim(&pressure), p)
+        })
+        .await
+        .unwrap();
+        let (stopped, p) = stopped;
+        assert_eq!(stopped.len(), 1);
+        let left: Vec<String> = p.instances().into_iter().map(|i| i.task).collect();
+        assert_eq!(left, ["fresh"]);
     }
 }

@@ -14,7 +14,7 @@ use crate::store::{PendingReport, Running, WireResult};
 
 /// Take an execution SMS placed here, unless it is already running or finished here (SMS sends
 /// placed executions again when the stream reconnects).
-pub async fn accept(agent: Arc<Agent>, exec: v1::Execution) {
+pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, received_at: tokio::time::Instant) {
     let id = exec.execution_id.clone();
     if agent.running().contains_key(&id) {
         return;
@@ -43,7 +43,7 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution) {
         },
     );
     tokio::spawn(async move {
-        let report = execute(&agent, &exec).await;
+        let report = execute(&agent, &exec, received_at).await;
         finish(&agent, report).await;
     });
 }
@@ -103,7 +103,11 @@ fn inline_task_key(e: &v1::Executable) -> String {
 }
 
 /// Run one execution to its end and say how it went.
-async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
+async fn execute(
+    agent: &Arc<Agent>,
+    exec: &v1::Execution,
+    received_at: tokio::time::Instant,
+) -> PendingReport {
     let id = exec.execution_id.as_str();
     let Some(executable) = exec.executable.clone() else {
         return failure(id, "the execution has no executable".into());
@@ -170,6 +174,17 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution) -> PendingReport {
         network: false,
         output_cap_bytes: limits.output_cap_mb.saturating_mul(1024 * 1024),
     };
+    // After a stall, SMS may have moved it while it waited here: ask before starting it.
+    if agent.stall.must_check(received_at) && !crate::stall::still_ours(agent, exec).await {
+        agent.pools.unused(lease);
+        if let Some(a) = agent.running().get_mut(id) {
+            a.silenced = true;
+        }
+        return failure(
+            id,
+            "moved to another node while this node stood still".into(),
+        );
+    }
     let tier = lease.tier;
     let (outcome, broken, memory) = run_on(agent, &loaded, spec).await;
     agent.pools.release(lease, outcome.success, broken, memory);

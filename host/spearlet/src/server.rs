@@ -64,18 +64,22 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         .route("/api/v1/plugins/reload", post(reload))
         .route("/api/v1/plugins/history", get(history))
         .with_state(agent.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
+    // The edge's default limits (connection cap, header, idle and body timeouts).
+    let limits = spear_edge::HttpLimits::default();
+    tasks.push(tokio::spawn(spear_edge::http::serve(
+        http,
+        app,
+        limits,
+        std::future::pending(),
+    )));
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let incoming = spear_edge::grpc::incoming(grpc, limits);
         if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(limits.idle_timeout / 3))
             .add_service(health)
             .serve_with_incoming(incoming)
             .await
@@ -128,6 +132,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "session": agent.session.read().unwrap_or_else(|p| p.into_inner()).clone(),
         "running": running,
         "reports_pending": backlog,
+        "stalls": agent.stall.stalls(),
         "executors": agent.executors.all().map(|l| json!({
             "name": l.name, "version": l.version, "sha256": l.sha256, "capabilities": l.capabilities,
         })).collect::<Vec<_>>(),

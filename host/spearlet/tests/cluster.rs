@@ -486,3 +486,72 @@ async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
     assert_eq!(runs.lines().count(), 1, "{runs}");
     assert_eq!(e["attempt"], 1, "{e}");
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn runs(log: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_wakes_from_a_stall_does_not_start_work_already_moved() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let mut alpha = c.spearlet("alpha", &sms, "");
+    sms.node_status(&alpha.node, "active", LONG).await;
+    let log = c.path().join("ran.log");
+    // 24 executions on a node that runs 8 at once: 16 wait in its queue.
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let script = format!("echo {i} >> {}; sleep 2", log.display());
+        ids.push(sms.sh(&script, json!({"max_attempts": 3})).await);
+    }
+    let deadline = Instant::now() + LONG;
+    while runs(&log).len() < 8 {
+        assert!(Instant::now() < deadline, "alpha never started 8");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stop alpha while work waits in its queue; what it had started by then may run again
+    // elsewhere (it is lost with its node), nothing else may.
+    signal(alpha.child.id(), "STOP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started_before_stop: std::collections::BTreeSet<u32> = runs(&log).into_iter().collect();
+
+    let _beta = c.spearlet("beta", &sms, "");
+    sms.node_status(&alpha.node, "unhealthy", LONG).await;
+    for id in &ids {
+        let e = sms.finished(id, LONG).await;
+        assert_eq!(e["state"], "succeeded", "{e}");
+    }
+    // Alpha wakes up with the old assignments queued, and must not start them.
+    signal(alpha.child.id(), "CONT");
+    sms.node_status(&alpha.node, "active", LONG).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = runs(&log);
+    for i in 0..24u32 {
+        let n = all.iter().filter(|r| **r == i).count();
+        if started_before_stop.contains(&i) {
+            assert!((1..=2).contains(&n), "execution {i} ran {n} times");
+        } else {
+            assert_eq!(
+                n, 1,
+                "execution {i} (queued at the stall) ran {n} times: {all:?}"
+            );
+        }
+    }
+    let status = alpha.get("/api/v1/status").await;
+    assert!(status["stalls"].as_u64().unwrap() >= 1, "{status}");
+    alpha.kill_9();
+}
