@@ -133,7 +133,7 @@ fn refuse(stream: TcpStream, max: usize, lingering: &Arc<Semaphore>) {
         let _ = stream.shutdown().await;
         let mut sink = [0u8; 4096];
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let mut left = 64 * 1024;
+            let mut left: usize = 64 * 1024;
             while left > 0 {
                 match stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,

@@ -66,13 +66,23 @@ impl Drop for InFlight {
     }
 }
 
-/// A stream whose reads and writes fail with `TimedOut` after the idle timeout.
+/// Bytes a closing connection reads and drops at most before it closes.
+const LINGER_BYTES: usize = 8 << 20;
+/// Time a closing connection waits at most for the client to stop sending.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A stream whose reads and writes fail with `TimedOut` after the idle timeout, and whose close
+/// lingers: after sending its FIN it reads and drops what the client still sends (up to 8 MiB or
+/// 2 s), so that a client still sending a body the server refused (a 413 answered from the
+/// headers) reads the answer instead of a reset.
 #[derive(Debug)]
 pub struct IdleIo<S> {
     inner: S,
     activity: Arc<Activity>,
     timeout: Duration,
     timer: Pin<Box<Sleep>>,
+    /// While closing: the deadline and the bytes still to drop.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 impl<S> IdleIo<S> {
@@ -84,6 +94,7 @@ impl<S> IdleIo<S> {
             activity,
             timer: Box::pin(tokio::time::sleep(timeout)),
             timeout,
+            linger: None,
         }
     }
 
@@ -138,7 +149,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -190,7 +201,36 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            match Pin::new(&mut this.inner).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), LINGER_BYTES));
+        }
+        let Some((deadline, left)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 8192];
+        while *left > 0 {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    *left = left.saturating_sub(buf.filled().len());
+                }
+                // The client closed too (or reset): done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    return if deadline.as_mut().poll(cx).is_ready() {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

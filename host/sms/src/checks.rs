@@ -113,18 +113,12 @@ pub fn check_timeout(field: &str, ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// An artifact URI: `sms+file://<sha256>`, `file:///<absolute path>` without `..`, or an
+/// An artifact URI: `sms+file://<id>` or `sms+file://<host:port>/<id>`, `file:///<absolute path>` without `..`, or an
 /// `http(s)://` URL with a host. A container's `uri` may instead be an image reference.
 pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
     check_line(field, uri, MAX_LINE)?;
-    if let Some(id) = uri.strip_prefix("sms+file://") {
-        if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(invalid(
-                field,
-                format!("`{uri}`: sms+file:// takes a file id (64 lowercase hex digits)"),
-            ));
-        }
-        return Ok(());
+    if let Some(rest) = uri.strip_prefix("sms+file://") {
+        return check_sms_file(field, uri, rest);
     }
     if let Some(path) = uri.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -165,6 +159,46 @@ pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
         field,
         format!("`{uri}`: use sms+file://<id>, file:///<path>, or https://"),
     ))
+}
+
+/// A file id in an `sms+file://` URI: 1 to 128 visible ASCII characters other than `/ \ ? #`,
+/// and not `.` or `..` (a sha256 here; SPEAR's README writes the placeholder `<file_id>`, which is
+/// accepted as upstream accepts it, and fails at fetch).
+fn is_file_ref(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"/\\?#".contains(&b))
+}
+
+/// `sms+file://<id>` or `sms+file://<host:port>/<id>` (that SMS's REST gateway).
+fn check_sms_file(field: &str, uri: &str, rest: &str) -> Result<()> {
+    let bad = |why: &str| Err(invalid(field, format!("`{uri}`: {why}")));
+    let id = match rest.rsplit_once('/') {
+        None => rest,
+        Some((authority, id)) => {
+            let parsed = url::Url::parse(&format!("http://{authority}/"));
+            match parsed {
+                Ok(u)
+                    if u.host_str().is_some_and(|h| !h.is_empty())
+                        && u.port().is_some()
+                        && u.path() == "/"
+                        && u.username().is_empty() =>
+                {
+                    id
+                }
+                _ => return bad("sms+file://<host:port>/<id> takes a host and a port"),
+            }
+        }
+    };
+    if !is_file_ref(id) {
+        return bad(
+            "a file id is 1 to 128 visible ASCII characters other than / \\ ? #, not . or ..",
+        );
+    }
+    Ok(())
 }
 
 /// Check an executable, naming fields under `prefix` (`executable`).
@@ -231,6 +265,8 @@ mod tests {
         let id = "ab".repeat(32);
         for ok in [
             format!("sms+file://{id}"),
+            format!("sms+file://10.0.0.1:8080/{id}"),
+            "sms+file://sms.local:8080/abc".into(),
             "file:///opt/app.wasm".into(),
             "https://example.com/a.wasm".into(),
         ] {
@@ -242,7 +278,12 @@ mod tests {
         assert!(check_executable("e", &exe("container", "docker.io/library/busybox:1.36")).is_ok());
         for bad in [
             "sms+file://../../etc/passwd",
-            "sms+file://ABCD",
+            "sms+file://a/b/c",
+            "sms+file://host/abc",
+            "sms+file://",
+            "sms+file://a b",
+            "sms+file://..",
+            "sms+file://1.2.3.4:80/..",
             "file://relative",
             "file:///a/../etc/passwd",
             "https://",

@@ -323,3 +323,24 @@ fn past_timeout(e: &Execution, now: i64, grace: i64) -> bool {
         .saturating_add(grace);
     e.timeout_ms > 0 && now.saturating_sub(e.assigned_at_ms) > limit
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_saturate_instead_of_overflowing() {
+        // Records stored by older versions may hold any u64.
+        let mut e = crate::table::tests_support::execution();
+        e.assigned_at_ms = 1_000;
+        for huge in [i64::MAX as u64, u64::MAX] {
+            e.timeout_ms = huge;
+            assert!(!past_timeout(&e, i64::MAX, 5_000));
+        }
+        e.timeout_ms = 100;
+        assert!(past_timeout(&e, 1_000 + 100 + 5_001, 5_000));
+        assert!(!past_timeout(&e, 1_000 + 100 + 5_000, 5_000));
+        e.timeout_ms = 0;
+        assert!(!past_timeout(&e, i64::MAX, 5_000));
+    }
+}

@@ -48,18 +48,19 @@ impl Deref for ExecTable {
     }
 }
 
+/// A blank execution for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests_support {
+    use crate::model::{ExecState, Execution};
 
-    #[test]
-    fn the_ready_index_follows_every_insert() {
-        let exec = |state| Execution {
+    /// A ready execution `e` with every other field empty.
+    pub(crate) fn execution() -> Execution {
+        Execution {
             execution_id: "e".into(),
             seq: 1,
             task_id: None,
             executable: Default::default(),
-            state,
+            state: ExecState::Ready,
             priority: Default::default(),
             node_uuid: None,
             attempt: 0,
@@ -78,6 +79,19 @@ mod tests {
             not_before_ms: 0,
             assigned_at_ms: 0,
             orphaned_on: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_index_follows_every_insert() {
+        let exec = |state| Execution {
+            state,
+            ..tests_support::execution()
         };
         let mut t = ExecTable::default();
         t.insert("e".into(), exec(ExecState::Ready));

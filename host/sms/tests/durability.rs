@@ -31,7 +31,7 @@ async fn every_acknowledged_node_task_file_and_event_survives_kill_9() {
     }
     let task: Value = c
         .post(sms.url("/api/v1/tasks"))
-        .json(&json!({"name": "keep-me", "executable": {"type": "wasm", "uri": "sms+file://x"}}))
+        .json(&json!({"name": "keep-me", "executable": {"type": "wasm", "uri": format!("sms+file://{}", "ab".repeat(32))}}))
         .send()
         .await
         .unwrap()

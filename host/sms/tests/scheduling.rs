@@ -379,17 +379,27 @@ async fn huge_timeouts_mean_never_and_do_not_stop_scheduling() {
     let c = reqwest::Client::new();
     let node = FakeNode::start(&sms.grpc_url(), &["wasm"], 4000, Behaviour::Silent).await;
     // These overflowed `timeout_ms + grace` in the scheduler (a panic in a debug build, "timed
-    // out" at once in a release build).
-    let mut huge = Vec::new();
+    // out" at once in a release build); now they are refused at submit, naming the field.
     for timeout in [i64::MAX as u64, u64::MAX] {
-        let e = submit(
-            &c,
-            &sms,
-            json!({"executable": wasm("long"), "timeout_ms": timeout, "max_attempts": 1}),
-        )
-        .await;
-        huge.push(e["execution_id"].as_str().unwrap().to_owned());
+        let r = c
+            .post(sms.url("/api/v1/executions"))
+            .json(&json!({"executable": wasm("long"), "timeout_ms": timeout}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["field"], "timeout_ms", "{body}");
     }
+    // The largest accepted (7 days) is placed and does not fire.
+    let mut huge = Vec::new();
+    let e = submit(
+        &c,
+        &sms,
+        json!({"executable": wasm("long"), "timeout_ms": 604_800_000u64, "max_attempts": 1}),
+    )
+    .await;
+    huge.push(e["execution_id"].as_str().unwrap().to_owned());
     // Scheduling goes on: a later execution is placed.
     let later = submit(&c, &sms, json!({"executable": wasm("later")})).await;
     let later = later["execution_id"].as_str().unwrap().to_owned();
