@@ -2,7 +2,8 @@
 # Runs every check and test of the workspace on a fresh machine that has only the Rust toolchain.
 # Installs what it needs first (idempotent): the wasm32-wasip2 and wasm32-unknown-unknown targets
 # (guest plugins are built by tests/build.rs with them), rustfmt and clippy; the examples' tool
-# chains (examples/*/build.sh) and Podman (tests/podman/setup.sh).
+# chains (examples/*/build.sh), Podman (tests/podman/setup.sh) and schemathesis
+# (tests/schemathesis/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,6 +29,8 @@ trap 'rm -f "$log"' EXIT
 CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace -j2 2>&1 | tee "$log"
 # host/cli/tests/examples.rs loads target/examples/* into `spear plugin check` and live hosts.
 cargo test --workspace -j2 2>&1 | tee -a "$log"
+echo "== REST contract (schemathesis against a live SMS, bounded)"
+bash tests/schemathesis/run.sh 120
 # One closing line over every test binary (the last one cargo prints is often a doc-test with 0).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

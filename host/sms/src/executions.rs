@@ -32,12 +32,15 @@ pub struct Submit {
     pub executable: Option<Executable>,
     /// Urgency (default: the task's, else normal).
     #[serde(default)]
+    #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
-    /// Wall-clock limit per attempt in ms (default 60000; 0: none).
+    /// Wall-clock limit per attempt in ms (default 60000; 0: none; at most 7 days).
     #[serde(default)]
+    #[schema(maximum = 604_800_000)]
     pub timeout_ms: Option<u64>,
     /// Attempts allowed, 1 to 10 (default 3).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<u32>,
     /// Executions that must succeed first.
     #[serde(default)]
@@ -98,7 +101,9 @@ pub fn backoff_ms(attempt: u32) -> i64 {
 
 impl Sms {
     /// Submit an execution.
-    pub async fn submit(&self, req: Submit) -> Result<Execution> {
+    pub async fn submit(&self, mut req: Submit) -> Result<Execution> {
+        // An empty task id is no task id.
+        req.task_id = req.task_id.filter(|t| !t.is_empty());
         let task = match (&req.task_id, &req.executable) {
             (Some(id), None) if !id.is_empty() => Some(self.task(id).await.map_err(|_| {
                 SmsError::invalid("task_id", format!("no task `{id}` is registered"))
@@ -116,7 +121,7 @@ impl Sms {
             _ => return Err(SmsError::invalid("task_id", "give task_id or executable")),
         };
         let priority = match req.priority.as_deref() {
-            None | Some("") => task.as_ref().map(|t| t.priority).unwrap_or_default(),
+            None => task.as_ref().map(|t| t.priority).unwrap_or_default(),
             Some(p) => Priority::parse(p).ok_or_else(|| {
                 SmsError::invalid(
                     "priority",
@@ -267,7 +272,7 @@ impl Sms {
         node_uuid: Option<&str>,
     ) -> Result<Vec<Execution>> {
         let state = match state {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(ExecState::parse(s).ok_or_else(|| {
                 SmsError::invalid("state", format!("`{s}` is not an execution state"))
             })?),

@@ -102,6 +102,12 @@ impl Sms {
             });
         }
         check_name(name)?;
+        if content.is_empty() {
+            return Err(SmsError::invalid(
+                "body",
+                "an upload holds at least one byte",
+            ));
+        }
         let id: String = Sha256::digest(&content)
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -29,6 +29,7 @@ pub struct RegisterNode {
     /// Address of the Spearlet.
     pub ip_address: String,
     /// Port of the Spearlet.
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: i64,
     /// Free-form metadata.
     #[serde(default)]
@@ -203,7 +204,7 @@ impl Sms {
     /// Change a node's status, metadata or labels.
     pub async fn update_node(&self, uuid: &str, req: UpdateNode) -> Result<Node> {
         let status = match req.status.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(NodeStatus::parse(s).ok_or_else(|| {
                 SmsError::invalid(
                     "status",
@@ -282,7 +283,7 @@ impl Sms {
     /// Nodes, optionally of one status.
     pub async fn nodes(&self, status: Option<&str>) -> Result<Vec<Node>> {
         let status = match status {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(NodeStatus::parse(s).ok_or_else(|| {
                 SmsError::invalid(
                     "status",

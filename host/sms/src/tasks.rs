@@ -24,6 +24,7 @@ pub struct RegisterTask {
     pub description: String,
     /// `low`, `normal` (default), `high`, `urgent`.
     #[serde(default)]
+    #[schema(value_type = Option<Priority>)]
     pub priority: Option<String>,
     /// Pin executions to this node.
     #[serde(default)]
@@ -77,7 +78,7 @@ impl Sms {
         check_labels("preferred_labels", &req.preferred_labels)?;
         checks::check_resources("needs", &req.needs)?;
         let priority = match req.priority.as_deref() {
-            None | Some("") => Priority::Normal,
+            None => Priority::Normal,
             Some(p) => Priority::parse(p).ok_or_else(|| {
                 SmsError::invalid(
                     "priority",
@@ -136,7 +137,7 @@ impl Sms {
     /// Tasks, filtered by status and priority.
     pub async fn tasks(&self, status: Option<&str>, priority: Option<&str>) -> Result<Vec<Task>> {
         let status = match status {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
                 SmsError::invalid(
                     "status",
@@ -145,7 +146,7 @@ impl Sms {
             })?),
         };
         let priority = match priority {
-            None | Some("") => None,
+            None => None,
             Some(p) => Some(Priority::parse(p).ok_or_else(|| {
                 SmsError::invalid(
                     "priority",

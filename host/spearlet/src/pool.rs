@@ -30,12 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use spear_plugin_api::Reclaimer;
 use spear_plugin_api::{
     Decision, InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target,
 };
 use spear_plugin_runtime::PluginHost;
-use spear_reclaimer_idle_time::IdleTime;
 
 /// A Ready instance used this recently serves a hot invocation.
 pub const HOT_WINDOW: Duration = Duration::from_secs(60);
@@ -250,8 +248,20 @@ pub struct Pools {
     freed: tokio::sync::Notify,
     max_per_task: usize,
     max_instances: usize,
-    /// The policy used while the config names none: `idle-time` with its defaults.
-    default_policy: Mutex<IdleTime>,
+}
+
+/// Idle time after which the built-in default stops a Ready instance: `idle-time`'s default.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+
+/// The rule applied while the config names no reclamation policy: the `idle-time` plugin's rule
+/// with its defaults (`idle_ms` 300000, `keep_warm` 0), built in so that it holds without any
+/// plugin file: every Ready instance idle for [`DEFAULT_IDLE`] is stopped.
+fn default_policy(offered: &[InstanceStats]) -> Vec<u64> {
+    offered
+        .iter()
+        .filter(|i| i.state == InstanceState::Ready && i.idle_ms >= DEFAULT_IDLE.as_millis() as u64)
+        .map(|i| i.id)
+        .collect()
 }
 
 /// Remove the instance that should make room for a new one when the node holds `max` already:
@@ -296,7 +306,6 @@ impl Pools {
             freed: tokio::sync::Notify::new(),
             max_per_task: max_per_task as usize,
             max_instances: (max_instances as usize).max(1),
-            default_policy: Mutex::new(IdleTime::default()),
         }
     }
 
@@ -474,13 +483,9 @@ impl Pools {
         if offered.is_empty() {
             return Vec::new();
         }
-        // No `[reclaimer]` in the config: `idle-time` with its defaults (idle_ms 300000,
-        // keep_warm 0), linked in.
+        // No `[reclaimer]` in the config: the built-in default (idle-time's rule and defaults).
         let mut chosen = if self.shared.plugins.config().reclaimer.is_none() {
-            self.default_policy
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .select(&offered, pressure)
+            default_policy(&offered)
         } else {
             self.shared.plugins.reclaimer().select(&offered, pressure)
         };

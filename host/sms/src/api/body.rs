@@ -1,12 +1,13 @@
-//! Request bodies at the REST edge: JSON and byte extractors whose rejections become
-//! [`SmsError`]s naming the field (a body over its limit is `413 too_large`, one that arrives too
-//! slowly `408 timeout`), and a check of `Content-Length` that refuses an oversized body before
-//! any of it is read.
+//! Request parts at the REST edge: JSON, byte, query and path extractors whose rejections become
+//! [`SmsError`]s naming the field, in the one JSON error shape (a body over its limit is
+//! `413 too_large`, one that arrives too slowly `408 timeout`), and a check of `Content-Length`
+//! that refuses an oversized body before any of it is read.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -42,6 +43,45 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
             .await
             .map(ApiBytes)
             .map_err(|r| bytes_error(r, limit))
+    }
+}
+
+/// A query string whose rejections become [`SmsError::InvalidArgument`] naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = SmsError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                let (field, reason) = match detail.split_once(": ") {
+                    Some((f, r)) if !f.contains(' ') => (f.to_owned(), r.to_owned()),
+                    _ => ("query".to_owned(), detail.to_owned()),
+                };
+                Err(SmsError::invalid(field, reason))
+            }
+        }
+    }
+}
+
+/// Path parameters whose rejections (bad percent-encoding, not UTF-8) become
+/// [`SmsError::InvalidArgument`].
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = SmsError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|r| SmsError::invalid("path", r.body_text()))
     }
 }
 

@@ -201,7 +201,7 @@ impl v1::node_service_server::NodeService for Grpc {
         r: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
         let r = r.into_inner();
-        let nodes = self.0.nodes(Some(&r.status)).await?;
+        let nodes = self.0.nodes(unset_if_empty(&r.status)).await?;
         Ok(Response::new(v1::ListNodesResponse {
             nodes: nodes.into_iter().map(wire_node).collect(),
         }))
@@ -243,7 +243,10 @@ impl v1::task_service_server::TaskService for Grpc {
         r: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let r = r.into_inner();
-        let tasks = self.0.tasks(Some(&r.status), Some(&r.priority)).await?;
+        let tasks = self
+            .0
+            .tasks(unset_if_empty(&r.status), unset_if_empty(&r.priority))
+            .await?;
         Ok(Response::new(v1::ListTasksResponse {
             tasks: tasks.into_iter().map(wire_task).collect(),
         }))
@@ -488,7 +491,11 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         let r = r.into_inner();
         let list = self
             .0
-            .executions(Some(&r.state), Some(&r.task_id), Some(&r.node_uuid))
+            .executions(
+                unset_if_empty(&r.state),
+                Some(&r.task_id),
+                Some(&r.node_uuid),
+            )
             .await?;
         Ok(Response::new(v1::ListExecutionsResponse {
             executions: list.into_iter().map(wire_execution).collect(),
@@ -561,4 +568,9 @@ impl v1::execution_service_server::ExecutionService for Grpc {
             .await?;
         Ok(Response::new(v1::Ack {}))
     }
+}
+
+/// A proto3 string field: empty means not given.
+fn unset_if_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }

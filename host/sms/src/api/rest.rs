@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -16,7 +16,7 @@ use serde_json::json;
 use spear_plugin_runtime::Trigger;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::body::{ApiBytes, ApiJson};
+use crate::api::body::{ApiBytes, ApiJson, ApiPath, ApiQuery};
 use crate::api::openapi::EdgeResponses;
 use crate::error::SmsError;
 use crate::executions::Submit;
@@ -67,6 +67,7 @@ fn created<T: Serialize>(value: T) -> Response {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct NodeFilter {
     /// `active`, `unhealthy`, `draining` or `inactive`.
+    #[param(value_type = Option<crate::model::NodeStatus>)]
     pub status: Option<String>,
 }
 
@@ -74,8 +75,10 @@ pub struct NodeFilter {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct TaskFilter {
     /// `registered`, `active` or `inactive`.
+    #[param(value_type = Option<crate::model::TaskStatus>)]
     pub status: Option<String>,
     /// `low`, `normal`, `high` or `urgent`.
+    #[param(value_type = Option<crate::model::Priority>)]
     pub priority: Option<String>,
 }
 
@@ -113,7 +116,7 @@ async fn register_node(
     responses((status = 200, body = NodeList), (status = 400, body = ErrorBody)), tag = "nodes")]
 async fn list_nodes(
     State(sms): State<AppState>,
-    Query(f): Query<NodeFilter>,
+    ApiQuery(f): ApiQuery<NodeFilter>,
 ) -> Result<Json<NodeList>, SmsError> {
     Ok(Json(NodeList {
         nodes: sms.nodes(f.status.as_deref()).await?,
@@ -121,39 +124,43 @@ async fn list_nodes(
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes/{uuid}",
+    params(("uuid" = String, Path, description = "the node's UUID")),
     responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn get_node(
     State(sms): State<AppState>,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> Result<Json<Node>, SmsError> {
     sms.node(&uuid).await.map(Json)
 }
 
-#[utoipa::path(put, path = "/api/v1/nodes/{uuid}", request_body = UpdateNode,
+#[utoipa::path(put, path = "/api/v1/nodes/{uuid}",
+    params(("uuid" = String, Path, description = "the node's UUID")), request_body = UpdateNode,
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn update_node(
     State(sms): State<AppState>,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateNode>,
 ) -> Result<Json<Node>, SmsError> {
     sms.update_node(&uuid, req).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{uuid}",
+    params(("uuid" = String, Path, description = "the node's UUID")),
     responses((status = 204), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn delete_node(
     State(sms): State<AppState>,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
 ) -> Result<StatusCode, SmsError> {
     sms.delete_node(&uuid, "deleted through the API").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/nodes/{uuid}/heartbeat", request_body = Heartbeat,
+#[utoipa::path(post, path = "/api/v1/nodes/{uuid}/heartbeat",
+    params(("uuid" = String, Path, description = "the node's UUID")), request_body = Heartbeat,
     responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn heartbeat(
     State(sms): State<AppState>,
-    Path(uuid): Path<String>,
+    ApiPath(uuid): ApiPath<String>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<Node>, SmsError> {
     sms.heartbeat(&uuid, hb).await.map(Json)
@@ -172,7 +179,7 @@ async fn register_task(
     responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)), tag = "tasks")]
 async fn list_tasks(
     State(sms): State<AppState>,
-    Query(f): Query<TaskFilter>,
+    ApiQuery(f): ApiQuery<TaskFilter>,
 ) -> Result<Json<TaskList>, SmsError> {
     Ok(Json(TaskList {
         tasks: sms
@@ -182,19 +189,21 @@ async fn list_tasks(
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task_id}",
+    params(("task_id" = String, Path, description = "the task's id")),
     responses((status = 200, body = Task), (status = 404, body = ErrorBody)), tag = "tasks")]
 async fn get_task(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Task>, SmsError> {
     sms.task(&id).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/tasks/{task_id}",
+    params(("task_id" = String, Path, description = "the task's id")),
     responses((status = 204), (status = 404, body = ErrorBody)), tag = "tasks")]
 async fn delete_task(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, SmsError> {
     sms.delete_task(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -203,7 +212,13 @@ async fn delete_task(
 /// `?name=` of an upload.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UploadParams {
-    /// The file's name (default `upload`).
+    /// The file's name (default `upload`): 1 to 255 bytes, no `/`, `\` or control character,
+    /// not `.` or `..`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?!\.{1,2}$)[^/\\\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub name: Option<String>,
 }
 
@@ -211,6 +226,7 @@ pub struct UploadParams {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ExecutionFilter {
     /// pending, ready, assigned, running, succeeded, failed, cancelled, timed_out.
+    #[param(value_type = Option<crate::model::ExecState>)]
     pub state: Option<String>,
     /// Only this task's.
     pub task_id: Option<String>,
@@ -238,7 +254,7 @@ async fn submit(
     responses((status = 200, body = ExecutionList), (status = 400, body = ErrorBody)), tag = "executions")]
 async fn list_executions(
     State(sms): State<AppState>,
-    Query(f): Query<ExecutionFilter>,
+    ApiQuery(f): ApiQuery<ExecutionFilter>,
 ) -> Result<Json<ExecutionList>, SmsError> {
     let executions = sms
         .executions(
@@ -251,19 +267,21 @@ async fn list_executions(
 }
 
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}",
+    params(("execution_id" = String, Path, description = "the execution's id")),
     responses((status = 200, body = Execution), (status = 404, body = ErrorBody)), tag = "executions")]
 async fn get_execution(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Execution>, SmsError> {
     sms.execution(&id).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/executions/{execution_id}/cancel",
+    params(("execution_id" = String, Path, description = "the execution's id")),
     responses((status = 200, body = Execution), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), tag = "executions")]
 async fn cancel_execution(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Execution>, SmsError> {
     sms.cancel(&id).await.map(Json)
 }
@@ -273,7 +291,7 @@ async fn cancel_execution(
     responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody)), tag = "files")]
 async fn upload_file(
     State(sms): State<AppState>,
-    Query(p): Query<UploadParams>,
+    ApiQuery(p): ApiQuery<UploadParams>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, SmsError> {
     sms.upload_file(p.name.as_deref().unwrap_or("upload"), body.to_vec())
@@ -289,10 +307,11 @@ async fn list_files(State(sms): State<AppState>) -> Result<Json<FileList>, SmsEr
 }
 
 #[utoipa::path(get, path = "/api/v1/files/{file_id}",
+    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)), tag = "files")]
 async fn download_file(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, SmsError> {
     let (meta, bytes) = sms.download_file(&id).await?;
     Ok((
@@ -309,19 +328,21 @@ async fn download_file(
 }
 
 #[utoipa::path(get, path = "/api/v1/files/{file_id}/meta",
+    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
     responses((status = 200, body = FileMeta), (status = 404, body = ErrorBody)), tag = "files")]
 async fn file_meta(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FileMeta>, SmsError> {
     sms.file_meta(&id).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/files/{file_id}",
+    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
     responses((status = 204), (status = 404, body = ErrorBody)), tag = "files")]
 async fn delete_file(
     State(sms): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, SmsError> {
     sms.delete_file(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -353,6 +374,17 @@ async fn plugin_history(State(sms): State<AppState>) -> Json<serde_json::Value> 
     Json(json!({ "reloads": host.history(), "events": host.events() }))
 }
 
+/// One message of the event stream (Server-Sent Events).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseMessage {
+    /// The event's cursor.
+    pub id: String,
+    /// The event's kind (`node.registered`, …).
+    pub event: String,
+    /// The [`Event`] as JSON.
+    pub data: String,
+}
+
 /// `?after=` of the event stream.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct EventParams {
@@ -364,10 +396,10 @@ pub struct EventParams {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", params(EventParams),
-    responses((status = 200, content_type = "text/event-stream", body = Event), (status = 400, body = ErrorBody)), tag = "events")]
+    responses((status = 200, content_type = "text/event-stream", body = SseMessage), (status = 400, body = ErrorBody)), tag = "events")]
 async fn events(
     State(sms): State<AppState>,
-    Query(p): Query<EventParams>,
+    ApiQuery(p): ApiQuery<EventParams>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, SmsError> {
     let raw = p.after.or_else(|| {
@@ -465,7 +497,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         healthz
     ),
     modifiers(&EdgeResponses),
-    components(schemas(HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
+    components(schemas(SseMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
 )]
 pub struct ApiDoc;
 
