@@ -216,18 +216,47 @@ impl SmsConfig {
         let env_layer = env_layer
             .build()
             .map_err(|e| ConfigError(format!("environment: {e}")))?;
-        let mut builder = Config::builder()
+        let builder = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .add_source(env_layer);
         let source = cli.config.clone().or(home.filter(|h| h.is_file()));
-        if let Some(path) = &source {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let text = match &source {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        Self::build(cli, builder, source, text.as_deref())
+    }
+
+    /// Parse a config file's text alone (defaults below it; no environment, no flags), as an
+    /// operator's file is checked at start.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        use config::{Config, File, FileFormat};
+        let builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        Self::build(
+            &Cli::default(),
+            builder,
+            Some(PathBuf::from("config.toml")),
+            Some(text),
+        )
+    }
+
+    /// Layer the file's `text` (from `source`) and the flags over `builder`, then check it all.
+    fn build(
+        cli: &Cli,
+        mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+        source: Option<PathBuf>,
+        text: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        use config::{File, FileFormat};
+        if let (Some(path), Some(text)) = (&source, text) {
             // Validate the file's own shape first so that a typo is reported against the file.
-            toml::from_str::<toml::Table>(&text).map_err(|e| {
+            toml::from_str::<toml::Table>(text).map_err(|e| {
                 ConfigError(format!("{}: {}", path.display(), e.to_string().trim()))
             })?;
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
         let over = |b: config::ConfigBuilder<config::builder::DefaultState>,
                     key: &str,

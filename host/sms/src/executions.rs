@@ -99,55 +99,67 @@ pub fn backoff_ms(attempt: u32) -> i64 {
     (500i64 << attempt.saturating_sub(1).min(6)).min(30_000)
 }
 
-impl Sms {
-    /// Submit an execution.
-    pub async fn submit(&self, mut req: Submit) -> Result<Execution> {
-        // An empty task id is no task id.
-        req.task_id = req.task_id.filter(|t| !t.is_empty());
-        let task = match (&req.task_id, &req.executable) {
-            (Some(id), None) if !id.is_empty() => Some(self.task(id).await.map_err(|_| {
-                SmsError::invalid("task_id", format!("no task `{id}` is registered"))
-            })?),
-            (None, Some(e)) => {
-                check_executable("executable", e)?;
-                None
-            }
+impl Submit {
+    /// Every check that needs no state: one of `task_id` and `executable` (an empty `task_id` is
+    /// none), the executable, the priority, and the ranges of docs/api.md.
+    pub fn check(&mut self) -> Result<()> {
+        self.task_id = self.task_id.take().filter(|t| !t.is_empty());
+        match (&self.task_id, &self.executable) {
+            (Some(_), None) => {}
+            (None, Some(e)) => check_executable("executable", e)?,
             (Some(_), Some(_)) => {
                 return Err(SmsError::invalid(
                     "executable",
                     "give task_id or executable, not both",
                 ));
             }
-            _ => return Err(SmsError::invalid("task_id", "give task_id or executable")),
-        };
-        let priority = match req.priority.as_deref() {
-            None => task.as_ref().map(|t| t.priority).unwrap_or_default(),
-            Some(p) => Priority::parse(p).ok_or_else(|| {
+            (None, None) => return Err(SmsError::invalid("task_id", "give task_id or executable")),
+        }
+        if let Some(p) = self.priority.as_deref() {
+            Priority::parse(p).ok_or_else(|| {
                 SmsError::invalid(
                     "priority",
                     format!("`{p}` is not one of low, normal, high, urgent"),
                 )
-            })?,
-        };
-        let max_attempts = req.max_attempts.unwrap_or(3);
-        if !(1..=10).contains(&max_attempts) {
+            })?;
+        }
+        if !(1..=10).contains(&self.max_attempts.unwrap_or(3)) {
             return Err(SmsError::invalid(
                 "max_attempts",
                 "must be between 1 and 10",
             ));
         }
-        if let Some(t) = req.timeout_ms {
+        if let Some(t) = self.timeout_ms {
             checks::check_timeout("timeout_ms", t)?;
         }
-        if let Some(n) = &req.needs {
+        if let Some(n) = &self.needs {
             checks::check_resources("needs", n)?;
         }
-        if req.depends_on.len() > MAX_DEPENDS_ON {
+        if self.depends_on.len() > MAX_DEPENDS_ON {
             return Err(SmsError::invalid(
                 "depends_on",
                 format!("at most {MAX_DEPENDS_ON} executions"),
             ));
         }
+        Ok(())
+    }
+}
+
+impl Sms {
+    /// Submit an execution.
+    pub async fn submit(&self, mut req: Submit) -> Result<Execution> {
+        req.check()?;
+        let task = match &req.task_id {
+            Some(id) => Some(self.task(id).await.map_err(|_| {
+                SmsError::invalid("task_id", format!("no task `{id}` is registered"))
+            })?),
+            None => None,
+        };
+        let priority = match req.priority.as_deref().and_then(Priority::parse) {
+            Some(p) => p,
+            None => task.as_ref().map(|t| t.priority).unwrap_or_default(),
+        };
+        let max_attempts = req.max_attempts.unwrap_or(3);
         let execution_id = uuid::Uuid::new_v4().to_string();
         {
             let execs = self.executions.read().await;

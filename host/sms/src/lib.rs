@@ -16,6 +16,7 @@ pub mod executions;
 pub mod feed;
 pub mod files;
 pub mod fit;
+pub mod fuzzing;
 pub mod health;
 pub mod listen;
 pub mod model;

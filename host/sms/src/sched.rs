@@ -135,7 +135,14 @@ impl Sms {
                 .map(|(id, e)| {
                     let waited = now - e.submitted_at_ms.max(e.not_before_ms);
                     (
-                        (std::cmp::Reverse(e.priority as i64 * aging + waited), e.seq),
+                        (
+                            std::cmp::Reverse(
+                                (e.priority as i64)
+                                    .saturating_mul(aging)
+                                    .saturating_add(waited),
+                            ),
+                            e.seq,
+                        ),
                         id,
                     )
                 })

@@ -54,30 +54,31 @@ pub struct RegisterTask {
     pub preferred_labels: BTreeMap<String, String>,
 }
 
-impl Sms {
-    /// Register a task.
-    pub async fn register_task(&self, req: RegisterTask) -> Result<Task> {
-        if req.name.trim().is_empty() {
+impl RegisterTask {
+    /// Every check of a registration (texts, labels, ranges, the executable, the node's UUID);
+    /// returns the priority, the executable and the pinned node.
+    pub fn check(&self) -> Result<(Priority, Executable, Option<String>)> {
+        if self.name.trim().is_empty() {
             return Err(SmsError::invalid("name", "must not be empty"));
         }
-        check_line("name", &req.name, 256)?;
-        check_text("description", &req.description, MAX_LINE)?;
-        check_line("endpoint", &req.endpoint, MAX_LINE)?;
-        check_line("version", &req.version, 256)?;
-        if req.capabilities.len() > MAX_ENTRIES {
+        check_line("name", &self.name, 256)?;
+        check_text("description", &self.description, MAX_LINE)?;
+        check_line("endpoint", &self.endpoint, MAX_LINE)?;
+        check_line("version", &self.version, 256)?;
+        if self.capabilities.len() > MAX_ENTRIES {
             return Err(SmsError::invalid(
                 "capabilities",
                 format!("at most {MAX_ENTRIES}"),
             ));
         }
-        for (i, c) in req.capabilities.iter().enumerate() {
+        for (i, c) in self.capabilities.iter().enumerate() {
             check_line(&format!("capabilities[{i}]"), c, 256)?;
         }
-        check_labels("labels", &req.labels)?;
-        check_labels("required_labels", &req.required_labels)?;
-        check_labels("preferred_labels", &req.preferred_labels)?;
-        checks::check_resources("needs", &req.needs)?;
-        let priority = match req.priority.as_deref() {
+        check_labels("labels", &self.labels)?;
+        check_labels("required_labels", &self.required_labels)?;
+        check_labels("preferred_labels", &self.preferred_labels)?;
+        checks::check_resources("needs", &self.needs)?;
+        let priority = match self.priority.as_deref() {
             None => Priority::Normal,
             Some(p) => Priority::parse(p).ok_or_else(|| {
                 SmsError::invalid(
@@ -86,15 +87,24 @@ impl Sms {
                 )
             })?,
         };
-        let executable = req
+        let executable = self
             .executable
+            .clone()
             .ok_or_else(|| SmsError::invalid("executable", "is required"))?;
         check_executable("executable", &executable)?;
-        let node_uuid = req.node_uuid.filter(|n| !n.is_empty());
+        let node_uuid = self.node_uuid.clone().filter(|n| !n.is_empty());
         if let Some(n) = &node_uuid {
             uuid::Uuid::parse_str(n)
                 .map_err(|e| SmsError::invalid("node_uuid", format!("not a UUID: {e}")))?;
         }
+        Ok((priority, executable, node_uuid))
+    }
+}
+
+impl Sms {
+    /// Register a task.
+    pub async fn register_task(&self, req: RegisterTask) -> Result<Task> {
+        let (priority, executable, node_uuid) = req.check()?;
         let task = Task {
             task_id: uuid::Uuid::new_v4().to_string(),
             name: req.name,

@@ -214,21 +214,7 @@ impl v1::task_service_server::TaskService for Grpc {
         &self,
         r: Request<v1::RegisterTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
-        let r = r.into_inner();
-        let req = RegisterTask {
-            name: r.name,
-            description: r.description,
-            priority: Some(r.priority).filter(|p| !p.is_empty()),
-            node_uuid: Some(r.node_uuid).filter(|n| !n.is_empty()),
-            endpoint: r.endpoint,
-            version: r.version,
-            capabilities: r.capabilities,
-            executable: r.executable.map(executable),
-            labels: map(r.labels),
-            needs: res(r.needs),
-            required_labels: map(r.required_labels),
-            preferred_labels: map(r.preferred_labels),
-        };
+        let req = task_from_wire(r.into_inner());
         Ok(Response::new(wire_task(self.0.register_task(req).await?)))
     }
 
@@ -458,18 +444,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::Execution>, Status> {
-        let r = r.into_inner();
-        let req = crate::executions::Submit {
-            task_id: Some(r.task_id).filter(|t| !t.is_empty()),
-            executable: r.executable.map(executable),
-            priority: Some(r.priority).filter(|p| !p.is_empty()),
-            timeout_ms: Some(r.timeout_ms).filter(|t| *t > 0),
-            max_attempts: Some(r.max_attempts).filter(|m| *m > 0),
-            depends_on: r.depends_on,
-            stdin: String::from_utf8(r.stdin)
-                .map_err(|_| SmsError::invalid("stdin", "must be UTF-8"))?,
-            needs: r.needs.map(|n| res(Some(n))),
-        };
+        let req = submit_from_wire(r.into_inner())?;
         Ok(Response::new(wire_execution(self.0.submit(req).await?)))
     }
 
@@ -573,4 +548,37 @@ impl v1::execution_service_server::ExecutionService for Grpc {
 /// A proto3 string field: empty means not given.
 fn unset_if_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
+}
+
+/// A gRPC task registration as the REST one.
+pub fn task_from_wire(r: v1::RegisterTaskRequest) -> RegisterTask {
+    RegisterTask {
+        name: r.name,
+        description: r.description,
+        priority: Some(r.priority).filter(|p| !p.is_empty()),
+        node_uuid: Some(r.node_uuid).filter(|n| !n.is_empty()),
+        endpoint: r.endpoint,
+        version: r.version,
+        capabilities: r.capabilities,
+        executable: r.executable.map(executable),
+        labels: map(r.labels),
+        needs: res(r.needs),
+        required_labels: map(r.required_labels),
+        preferred_labels: map(r.preferred_labels),
+    }
+}
+
+/// A gRPC submission as the REST one (proto3's zero values mean "not given").
+pub fn submit_from_wire(r: v1::SubmitRequest) -> Result<crate::executions::Submit, SmsError> {
+    Ok(crate::executions::Submit {
+        task_id: Some(r.task_id).filter(|t| !t.is_empty()),
+        executable: r.executable.map(executable),
+        priority: Some(r.priority).filter(|p| !p.is_empty()),
+        timeout_ms: Some(r.timeout_ms).filter(|t| *t > 0),
+        max_attempts: Some(r.max_attempts).filter(|m| *m > 0),
+        depends_on: r.depends_on,
+        stdin: String::from_utf8(r.stdin)
+            .map_err(|_| SmsError::invalid("stdin", "must be UTF-8"))?,
+        needs: r.needs.map(|n| res(Some(n))),
+    })
 }

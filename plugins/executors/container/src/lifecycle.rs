@@ -31,7 +31,7 @@ impl ContainerExecutor {
         }
         let cap = output_cap(spec);
         let deadline = if spec.timeout_ms > 0 {
-            now_unix_ms() + spec.timeout_ms
+            now_unix_ms().saturating_add(spec.timeout_ms)
         } else {
             0
         };

@@ -59,7 +59,10 @@ impl Table {
 
     /// Wait up to `timeout` for the result of `handle`; `Err` if it is unknown.
     pub fn wait(&self, handle: &str, timeout: Duration) -> Result<Option<ExecResult>, ()> {
-        let deadline = Instant::now() + timeout;
+        // Saturating: a timeout of u64::MAX ms waits "for ever", not an overflow panic.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(u64::from(u32::MAX)));
         let mut entries = self.lock();
         loop {
             let entry = entries.get(handle).ok_or(())?;

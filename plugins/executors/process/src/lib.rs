@@ -265,7 +265,10 @@ impl Executor for ProcessExecutor {
     }
 
     fn wait(&self, handle: &str, timeout_ms: u64) -> Result<Option<ExecResult>, PluginError> {
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        // Saturating: a timeout of u64::MAX ms waits "for ever", not an overflow panic.
+        let deadline = Instant::now()
+            .checked_add(Duration::from_millis(timeout_ms))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(u64::from(u32::MAX)));
         let mut procs = lock(&self.table);
         loop {
             let p = procs
