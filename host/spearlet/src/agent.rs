@@ -263,9 +263,8 @@ impl Agent {
         let mut draining = self.draining.subscribe();
         loop {
             let hb = self.heartbeat();
-            let sent_at = tokio::time::Instant::now();
             match self.sms.nodes().heartbeat(hb).await {
-                Ok(_) => self.stall.heartbeat_delivered(sent_at),
+                Ok(_) => {}
                 Err(s)
                     if s.code() == tonic::Code::NotFound && self.config.spearlet.auto_register =>
                 {
@@ -304,6 +303,10 @@ impl Agent {
                 .flatten()
                 .unwrap_or_default()
                 .cursor;
+            // Assignments of this stream are trusted until the next stall; the stream is reopened
+            // after one (see `stall`).
+            let epoch = self.stall.epoch();
+            let mut stalls = self.stall.subscribe();
             let opened = self
                 .sms
                 .executions()
@@ -329,13 +332,17 @@ impl Agent {
                     loop {
                         tokio::select! {
                             msg = stream.message() => match msg {
-                                Ok(Some(a)) => self.clone().take(a).await,
+                                Ok(Some(a)) => self.clone().take(a, epoch).await,
                                 Ok(None) => break,
                                 Err(e) => {
                                     tracing::warn!(error = %e.message(), "assignment stream broken");
                                     break;
                                 }
                             },
+                            _ = stalls.changed() => {
+                                tracing::info!("reopening the assignment stream after a stall");
+                                break;
+                            }
                             _ = until(&mut draining) => {
                                 self.connected.send_replace(false);
                                 return;
@@ -381,8 +388,7 @@ impl Agent {
     }
 
     /// Take one assignment off the stream.
-    async fn take(self: Arc<Self>, a: v1::Assignment) {
-        let received_at = tokio::time::Instant::now();
+    async fn take(self: Arc<Self>, a: v1::Assignment, stream_epoch: u64) {
         self.set_session(&a.session);
         let Some(exec) = a.execution else { return };
         let cursor = Cursor {
@@ -399,7 +405,7 @@ impl Agent {
         if *self.draining.borrow() {
             return;
         }
-        crate::run::accept(self, exec, received_at).await;
+        crate::run::accept(self, exec, stream_epoch).await;
     }
 
     /// Note the SMS session (told by the stream's metadata and every assignment), and wake the

@@ -14,7 +14,7 @@ use crate::store::{PendingReport, Running, WireResult};
 
 /// Take an execution SMS placed here, unless it is already running or finished here (SMS sends
 /// placed executions again when the stream reconnects).
-pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, received_at: tokio::time::Instant) {
+pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
     let id = exec.execution_id.clone();
     if agent.running().contains_key(&id) {
         return;
@@ -43,7 +43,7 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, received_at: tokio::
         },
     );
     tokio::spawn(async move {
-        let report = execute(&agent, &exec, received_at).await;
+        let report = execute(&agent, &exec, stream_epoch).await;
         finish(&agent, report).await;
     });
 }
@@ -103,11 +103,7 @@ fn inline_task_key(e: &v1::Executable) -> String {
 }
 
 /// Run one execution to its end and say how it went.
-async fn execute(
-    agent: &Arc<Agent>,
-    exec: &v1::Execution,
-    received_at: tokio::time::Instant,
-) -> PendingReport {
+async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) -> PendingReport {
     let id = exec.execution_id.as_str();
     let Some(executable) = exec.executable.clone() else {
         return failure(id, "the execution has no executable".into());
@@ -175,7 +171,7 @@ async fn execute(
         output_cap_bytes: limits.output_cap_mb.saturating_mul(1024 * 1024),
     };
     // After a stall, SMS may have moved it while it waited here: ask before starting it.
-    if agent.stall.must_check(received_at) && !crate::stall::still_ours(agent, exec).await {
+    if agent.stall.must_check(stream_epoch) && !crate::stall::still_ours(agent, exec).await {
         agent.pools.unused(lease);
         if let Some(a) = agent.running().get_mut(id) {
             a.silenced = true;

@@ -1,34 +1,27 @@
 //! Stalls of this process (SIGSTOP, a frozen VM, a swap storm). While the agent stood still, SMS
 //! may have declared the node lost and given its queued work to another node. [`StallWatch`]
-//! notices a stall by the gap between ticks of its own clock. From then until a heartbeat sent
-//! after the stall has reached SMS, and for every assignment received before that, the agent asks
-//! SMS whether the execution is still its own (this node, the same attempt, still placed) before
-//! starting it; one that moved is dropped without a report. Without a stall nothing is asked.
+//! notices a stall by the gap between ticks of its own clock and counts it in an epoch. The
+//! assignment stream is reopened after each stall (SMS then sends again what is still placed here,
+//! as of that moment); an assignment that came on a stream opened before the latest stall is checked
+//! with SMS before it starts: this node, the same attempt, still placed. One that moved is dropped
+//! without a report. Without a stall nothing is asked.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spear_proto::v1;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
-
-#[derive(Debug)]
-struct State {
-    last_tick: Instant,
-    /// When the last stall was noticed, while no heartbeat sent after it has been delivered.
-    unresolved_since: Option<Instant>,
-    /// Assignments received before this instant (the delivery of the first heartbeat after the
-    /// last stall) are checked with SMS before they start.
-    check_before: Option<Instant>,
-    stalls: u64,
-}
 
 /// Notices stalls; see the module docs.
 #[derive(Debug)]
 pub struct StallWatch {
     threshold: Duration,
-    state: Mutex<State>,
+    last_tick: Mutex<Instant>,
+    /// Stalls noticed since start.
+    epoch: watch::Sender<u64>,
 }
 
 impl StallWatch {
@@ -36,17 +29,9 @@ impl StallWatch {
     pub fn new(threshold: Duration) -> Arc<Self> {
         Arc::new(Self {
             threshold,
-            state: Mutex::new(State {
-                last_tick: Instant::now(),
-                unresolved_since: None,
-                check_before: None,
-                stalls: 0,
-            }),
+            last_tick: Mutex::new(Instant::now()),
+            epoch: watch::Sender::new(0),
         })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tick until the task is dropped.
@@ -59,47 +44,48 @@ impl StallWatch {
     }
 
     fn tick(&self, now: Instant) {
-        let mut s = self.lock();
-        let gap = now.saturating_duration_since(s.last_tick);
-        s.last_tick = now;
+        let gap = {
+            let mut last = self.last_tick.lock().unwrap_or_else(|p| p.into_inner());
+            let gap = now.saturating_duration_since(*last);
+            *last = now;
+            gap
+        };
         if gap > self.threshold {
-            s.unresolved_since = Some(now);
-            s.stalls += 1;
+            self.epoch.send_modify(|e| *e += 1);
             tracing::warn!(
                 stalled_ms = gap.as_millis() as u64,
-                "this process stood still; queued assignments are checked with SMS before they start"
+                "this process stood still; the assignment stream is reopened and queued assignments are checked with SMS before they start"
             );
         }
     }
 
-    /// A heartbeat sent at `sent_at` was delivered: stalls noticed before it are resolved.
-    pub fn heartbeat_delivered(&self, sent_at: Instant) {
-        let mut s = self.lock();
-        if s.unresolved_since.is_some_and(|t| sent_at >= t) {
-            s.unresolved_since = None;
-            s.check_before = Some(Instant::now());
-        }
-    }
-
-    /// Whether an assignment received at `received_at` must be checked with SMS before it starts.
-    pub fn must_check(&self, received_at: Instant) -> bool {
+    /// The stalls noticed so far (noticing one now if the ticker has not run since it ended).
+    pub fn epoch(&self) -> u64 {
         let now = Instant::now();
-        // A stall not noticed yet (the ticker has not run since): the gap says so.
-        self.tick_if_late(now);
-        let s = self.lock();
-        s.unresolved_since.is_some() || s.check_before.is_some_and(|t| received_at < t)
-    }
-
-    fn tick_if_late(&self, now: Instant) {
-        let late = now.saturating_duration_since(self.lock().last_tick) > self.threshold;
+        let late = {
+            let last = self.last_tick.lock().unwrap_or_else(|p| p.into_inner());
+            now.saturating_duration_since(*last) > self.threshold
+        };
         if late {
             self.tick(now);
         }
+        *self.epoch.borrow()
+    }
+
+    /// Changes of the epoch (for the assignment stream, which reopens after a stall).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    /// Whether an assignment from a stream opened at `stream_epoch` must be checked with SMS
+    /// before it starts: a stall happened since.
+    pub fn must_check(&self, stream_epoch: u64) -> bool {
+        self.epoch() > stream_epoch
     }
 
     /// Stalls noticed since start.
     pub fn stalls(&self) -> u64 {
-        self.lock().stalls
+        *self.epoch.borrow()
     }
 }
 
@@ -141,28 +127,24 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_gap_is_a_stall_until_a_later_heartbeat_is_delivered() {
+    async fn a_gap_is_a_stall_and_checks_what_came_before_it() {
         let w = StallWatch::new(Duration::from_secs(1));
-        let before = Instant::now();
-        assert!(!w.must_check(before));
+        let mut changes = w.subscribe();
+        let opened = w.epoch();
+        assert!(!w.must_check(opened));
         tokio::time::advance(Duration::from_millis(500)).await;
         w.tick(Instant::now());
-        assert!(!w.must_check(Instant::now()));
-        // Stood still for 5 s.
+        assert!(!w.must_check(opened));
+        // Stood still for 5 s: noticed at the next look, even before the ticker runs.
         tokio::time::advance(Duration::from_secs(5)).await;
-        let received = Instant::now();
-        assert!(w.must_check(received));
+        assert!(w.must_check(opened));
         assert_eq!(w.stalls(), 1);
-        // A heartbeat sent before the stall resolves nothing; one sent after does.
-        w.heartbeat_delivered(before);
-        assert!(w.must_check(received));
-        tokio::time::advance(Duration::from_millis(10)).await;
-        w.heartbeat_delivered(Instant::now());
         assert!(
-            w.must_check(received),
-            "received before the heartbeat: checked"
+            changes.has_changed().unwrap(),
+            "the stream is told to reopen"
         );
-        tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(!w.must_check(Instant::now()), "received after it: trusted");
+        // A stream opened after the stall is trusted.
+        let reopened = w.epoch();
+        assert!(!w.must_check(reopened));
     }
 }
