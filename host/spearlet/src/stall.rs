@@ -129,7 +129,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_gap_is_a_stall_and_checks_what_came_before_it() {
         let w = StallWatch::new(Duration::from_secs(1));
-        let mut changes = w.subscribe();
+        let changes = w.subscribe();
         let opened = w.epoch();
         assert!(!w.must_check(opened));
         tokio::time::advance(Duration::from_millis(500)).await;
