@@ -39,17 +39,7 @@ pub fn incoming(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     futures::stream::unfold((listener, permits), move |(listener, permits)| async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    ACCEPT.recovered();
-                    stream
-                }
-                Err(e) => {
-                    ACCEPT.failed(&e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+            let stream = crate::accept(&listener, &ACCEPT).await;
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 FULL.failed(&format!(
                     "{} connections are open (grpc.max_connections)",

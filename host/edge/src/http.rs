@@ -58,18 +58,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    ACCEPT.recovered();
-                    stream
-                }
-                Err(e) => {
-                    // Out of descriptors, most likely: wait for some to close, do not spin.
-                    ACCEPT.failed(&e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = crate::accept(&listener, &ACCEPT) => stream,
             () = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {

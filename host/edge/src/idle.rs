@@ -125,6 +125,29 @@ impl<S> IdleIo<S> {
     }
 }
 
+impl<S> IdleIo<S> {
+    /// After a write of the inner stream: note the bytes that moved, or look at the idle time.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.activity.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => match self.check_idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            other => other,
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -156,19 +179,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.activity.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match this.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.wrote(cx, r)
     }
 
     fn poll_write_vectored(
@@ -177,19 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.activity.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match this.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -20,6 +20,27 @@ pub mod idle;
 
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::burst::Burst;
+
+/// The next connection of `listener`. Accept errors (out of descriptors, most likely) are logged
+/// once per burst and retried after a pause, without spinning; none is returned.
+pub(crate) async fn accept(listener: &TcpListener, failures: &Burst) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                failures.recovered();
+                return stream;
+            }
+            Err(e) => {
+                failures.failed(&e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
