@@ -201,14 +201,22 @@ impl Agent {
         Ok(())
     }
 
-    /// Start the background loops: reports, heartbeats, assignments, reclamation.
+    /// Start the background loops: reports, heartbeats, assignments, reclamation, the stall
+    /// watch. Each is guarded: a panic in one is fatal ([`crate::guard`]).
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let fatal = || {
+            let me = self.clone();
+            move |why: String| {
+                me.fatal.send_replace(Some(why));
+            }
+        };
+        use crate::guard::guarded;
         vec![
-            tokio::spawn(self.reporter.clone().run()),
-            tokio::spawn(self.clone().heartbeats()),
-            tokio::spawn(self.clone().assignments()),
-            tokio::spawn(self.clone().reclamation()),
-            tokio::spawn(self.stall.clone().run()),
+            guarded("reporter", self.reporter.clone().run(), fatal()),
+            guarded("heartbeats", self.clone().heartbeats(), fatal()),
+            guarded("assignments", self.clone().assignments(), fatal()),
+            guarded("reclamation", self.clone().reclamation(), fatal()),
+            guarded("stall watch", self.stall.clone().run(), fatal()),
         ]
     }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod executors;
 pub mod figures;
+pub mod guard;
 pub mod pool;
 pub mod reload;
 pub mod reports;
