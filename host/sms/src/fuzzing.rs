@@ -76,7 +76,8 @@ pub fn config_toml(data: &[u8]) {
     }
 }
 
-/// Every file of `fuzz/corpus/<target>/` (the committed corpora) through `run`; returns how many.
+/// Every file of a directory (`fuzz/seeds/<target>/`, `fuzz/corpus/<target>/`) through `run`;
+/// returns how many.
 pub fn replay(corpus: &std::path::Path, run: fn(&[u8])) -> usize {
     let mut n = 0;
     for entry in std::fs::read_dir(corpus).into_iter().flatten().flatten() {
@@ -92,10 +93,15 @@ pub fn replay(corpus: &std::path::Path, run: fn(&[u8])) -> usize {
 mod tests {
     use super::*;
 
-    fn corpus(target: &str) -> std::path::PathBuf {
+    fn dir(kind: &str, target: &str) -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
+            .join("../../fuzz")
+            .join(kind)
             .join(target)
+    }
+
+    fn seed(target: &str, name: &str) -> Vec<u8> {
+        std::fs::read(dir("seeds", target).join(name)).unwrap()
     }
 
     #[test]
@@ -105,8 +111,10 @@ mod tests {
             ("protobuf", protobuf),
             ("config_toml", config_toml),
         ] {
-            let n = replay(&corpus(target), run);
-            assert!(n >= 5, "fuzz/corpus/{target} holds {n} inputs");
+            let seeds = replay(&dir("seeds", target), run);
+            assert!(seeds >= 5, "fuzz/seeds/{target} holds {seeds} inputs");
+            let found = replay(&dir("corpus", target), run);
+            assert!(found >= 100, "fuzz/corpus/{target} holds {found} inputs");
         }
     }
 
@@ -114,19 +122,15 @@ mod tests {
     fn the_decoders_see_the_seeds() {
         // The seeds reach the checks (not only the JSON parser): the README's task passes them,
         // the hostile submission does not.
-        let task: RegisterTask = serde_json::from_slice(
-            &std::fs::read(corpus("rest_json").join("task-readme.json")).unwrap(),
-        )
-        .unwrap();
+        let task: RegisterTask =
+            serde_json::from_slice(&seed("rest_json", "task-readme.json")).unwrap();
         assert!(task.check().is_ok());
-        let mut huge: Submit = serde_json::from_slice(
-            &std::fs::read(corpus("rest_json").join("submit-huge.json")).unwrap(),
-        )
-        .unwrap();
+        let mut huge: Submit =
+            serde_json::from_slice(&seed("rest_json", "submit-huge.json")).unwrap();
         assert!(huge.check().is_err());
-        let text = std::fs::read_to_string(corpus("config_toml").join("readme.toml")).unwrap();
+        let text = String::from_utf8(seed("config_toml", "readme.toml")).unwrap();
         assert!(SmsConfig::parse(&text).is_ok());
-        let text = std::fs::read_to_string(corpus("config_toml").join("limits.toml")).unwrap();
+        let text = String::from_utf8(seed("config_toml", "limits.toml")).unwrap();
         assert!(SmsConfig::parse(&text).is_err());
     }
 }
