@@ -67,6 +67,11 @@ where
         if this.done {
             return Poll::Ready(None);
         }
+        // The deadline first: a body that always has a frame ready is timed out too.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -74,13 +79,7 @@ where
                 this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => {
-                if this.deadline.as_mut().poll(cx).is_ready() {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

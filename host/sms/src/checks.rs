@@ -173,24 +173,36 @@ fn is_file_ref(id: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"/\\?#".contains(&b))
 }
 
+/// `host:port`: a DNS name or IPv4 address (letters, digits, `.`, `-`) or a bracketed IPv6
+/// address, and a port 0 to 65535.
+fn is_host_port(authority: &str) -> bool {
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    host_ok
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok()
+}
+
 /// `sms+file://<id>` or `sms+file://<host:port>/<id>` (that SMS's REST gateway).
 fn check_sms_file(field: &str, uri: &str, rest: &str) -> Result<()> {
     let bad = |why: &str| Err(invalid(field, format!("`{uri}`: {why}")));
     let id = match rest.rsplit_once('/') {
         None => rest,
         Some((authority, id)) => {
-            let parsed = url::Url::parse(&format!("http://{authority}/"));
-            match parsed {
-                Ok(u)
-                    if u.host_str().is_some_and(|h| !h.is_empty())
-                        && u.port().is_some()
-                        && u.path() == "/"
-                        && u.username().is_empty() =>
-                {
-                    id
-                }
-                _ => return bad("sms+file://<host:port>/<id> takes a host and a port"),
+            if !is_host_port(authority) {
+                return bad("sms+file://<host:port>/<id> takes a host and a port");
             }
+            id
         }
     };
     if !is_file_ref(id) {
@@ -267,6 +279,8 @@ mod tests {
             format!("sms+file://{id}"),
             format!("sms+file://10.0.0.1:8080/{id}"),
             "sms+file://sms.local:8080/abc".into(),
+            "sms+file://sms.local:80/abc".into(),
+            "sms+file://[::1]:8080/abc".into(),
             "file:///opt/app.wasm".into(),
             "https://example.com/a.wasm".into(),
         ] {
@@ -280,6 +294,9 @@ mod tests {
             "sms+file://../../etc/passwd",
             "sms+file://a/b/c",
             "sms+file://host/abc",
+            "sms+file://h:8080?x/abc",
+            "sms+file://u@h:8080/abc",
+            "sms+file://h:99999/abc",
             "sms+file://",
             "sms+file://a b",
             "sms+file://..",

@@ -11,6 +11,7 @@
 //! | `task/<id>` | [`Task`](crate::model::Task) |
 //! | `file/<id>` | [`FileMeta`](crate::model::FileMeta) |
 //! | `event/<cursor, 20 digits>` | [`Event`](crate::model::Event) |
+//! | `health/probe` | the time of the last write probe, made while writes fail |
 
 use std::sync::Arc;
 

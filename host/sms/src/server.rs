@@ -180,7 +180,8 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// Mark nodes unhealthy after the heartbeat timeout and remove them after the cleanup interval.
+/// Mark nodes unhealthy after the heartbeat timeout and remove them after the cleanup interval;
+/// while storage writes fail, probe them with a write each period.
 async fn sweep(sms: Arc<Sms>, stop: watch::Receiver<bool>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     loop {
@@ -188,6 +189,11 @@ async fn sweep(sms: Arc<Sms>, stop: watch::Receiver<bool>, period: Duration) {
             _ = tick.tick() => {
                 if let Err(e) = sms.sweep_nodes().await {
                     tracing::warn!("node sweep: {e}");
+                }
+                // While writes fail, probe: a quiet SMS would otherwise stay unhealthy after
+                // its storage recovered (no write would tell).
+                if sms.db.write_health().failing().is_some() {
+                    let _ = sms.db.put("health/probe".into(), &crate::model::now_ms()).await;
                 }
             }
             _ = stopped(stop.clone()) => return,

@@ -349,6 +349,9 @@ impl Agent {
                             },
                             _ = stalls.changed() => {
                                 tracing::info!("reopening the assignment stream after a stall");
+                                // A cancel sent while this node stood still may be lost with the
+                                // old stream: ask SMS about what runs here.
+                                tokio::spawn(self.clone().reconcile_running());
                                 break;
                             }
                             _ = until(&mut draining) => {
@@ -414,6 +417,23 @@ impl Agent {
             return;
         }
         crate::run::accept(self, exec, stream_epoch).await;
+    }
+
+    /// After a stall: stop every running execution SMS no longer places on this node (cancelled,
+    /// or moved while this node stood still).
+    async fn reconcile_running(self: Arc<Self>) {
+        let started: Vec<String> = self
+            .running()
+            .iter()
+            .filter(|(_, a)| a.handle.is_some() && !a.silenced)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in started {
+            if !crate::stall::placed_here(&self, &id).await {
+                tracing::info!(execution = %id, "stopped: SMS no longer places it here");
+                self.cancel(&id).await;
+            }
+        }
     }
 
     /// Note the SMS session (told by the stream's metadata and every assignment), and wake the

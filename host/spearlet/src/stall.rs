@@ -89,37 +89,53 @@ impl StallWatch {
     }
 }
 
-/// Ask SMS whether `exec` (as assigned) is still this node's to run. Retries briefly; `false`
-/// when SMS cannot say (a reconnecting stream sends it again if it still is).
-pub async fn still_ours(agent: &Agent, exec: &v1::Execution) -> bool {
-    for attempt in 0..5u32 {
+/// What SMS says of an execution now, retrying until it answers (a node that cannot reach SMS
+/// starts nothing it may have lost; it gives up only when the agent drains).
+async fn ask(agent: &Agent, id: &str) -> Option<v1::Execution> {
+    let mut wait = Duration::from_millis(200);
+    loop {
         let mut client = agent.sms.executions();
         let asked = client.get_execution(v1::ExecutionRef {
-            execution_id: exec.execution_id.clone(),
+            execution_id: id.to_owned(),
         });
         match tokio::time::timeout(Duration::from_secs(5), asked).await {
-            Ok(Ok(now)) => {
-                let now = now.into_inner();
-                let ours = now.node_uuid == agent.node
-                    && now.attempt == exec.attempt
-                    && matches!(now.state.as_str(), "assigned" | "running");
-                if !ours {
-                    tracing::info!(
-                        execution = %exec.execution_id,
-                        state = %now.state,
-                        node = %now.node_uuid,
-                        attempt = now.attempt,
-                        "not started: the execution moved while this node stood still"
-                    );
-                }
-                return ours;
+            Ok(Ok(now)) => return Some(now.into_inner()),
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => return None,
+            _ if *agent.draining.borrow() => return None,
+            _ => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
-            Ok(Err(s)) if s.code() == tonic::Code::NotFound => return false,
-            _ => tokio::time::sleep(Duration::from_millis(200) * (attempt + 1)).await,
         }
     }
-    tracing::warn!(execution = %exec.execution_id, "not started: SMS could not confirm it after a stall");
-    false
+}
+
+/// Whether SMS still places execution `id` on this node (assigned or running).
+pub async fn placed_here(agent: &Agent, id: &str) -> bool {
+    ask(agent, id).await.is_some_and(|now| {
+        now.node_uuid == agent.node && matches!(now.state.as_str(), "assigned" | "running")
+    })
+}
+
+/// Whether `exec` (as assigned) is still this node's to run: SMS places it here, at the same
+/// attempt.
+pub async fn still_ours(agent: &Agent, exec: &v1::Execution) -> bool {
+    let Some(now) = ask(agent, &exec.execution_id).await else {
+        return false;
+    };
+    let ours = now.node_uuid == agent.node
+        && now.attempt == exec.attempt
+        && matches!(now.state.as_str(), "assigned" | "running");
+    if !ours {
+        tracing::info!(
+            execution = %exec.execution_id,
+            state = %now.state,
+            node = %now.node_uuid,
+            attempt = now.attempt,
+            "not started: the execution moved while this node stood still"
+        );
+    }
+    ours
 }
 
 #[cfg(test)]

@@ -555,3 +555,46 @@ async fn a_node_that_wakes_from_a_stall_does_not_start_work_already_moved() {
     assert!(status["stalls"].as_u64().unwrap() >= 1, "{status}");
     alpha.kill_9();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_sent_while_a_node_stood_still_still_stops_the_work() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let mut alpha = c.spearlet("alpha", &sms, "");
+    sms.node_status(&alpha.node, "active", LONG).await;
+    let pidfile = c.path().join("long.pid");
+    let script = format!("echo $$ > {}; sleep 300", pidfile.display());
+    let id = sms.sh(&script, json!({"timeout_ms": 0})).await;
+    let deadline = Instant::now() + LONG;
+    while std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the execution never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Cancelled while its node stands still: the cancel may be lost with the old stream, which
+    // the node reopens after the stall; it must stop the work anyway.
+    signal(alpha.child.id(), "STOP");
+    let (status, e) = sms
+        .post(&format!("/api/v1/executions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{e}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(alpha.child.id(), "CONT");
+    let deadline = Instant::now() + LONG;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled workload {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alpha.kill_9();
+}
