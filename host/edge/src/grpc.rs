@@ -49,7 +49,7 @@ pub fn incoming(
             };
             let _ = stream.set_nodelay(true);
             let conn = GrpcConn {
-                io: IdleIo::new(stream, Activity::new(), limits.idle_timeout),
+                io: IdleIo::new(stream, Activity::by_bytes(), limits.idle_timeout),
                 _permit: permit,
             };
             return Some((Ok(conn), (listener, permits)));

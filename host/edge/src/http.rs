@@ -52,8 +52,6 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.idle_timeout / 3))
-        .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256);
     tokio::pin!(shutdown);
     loop {
@@ -66,7 +64,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
+        let activity = Activity::by_requests();
         let io = TokioIo::new(IdleIo::new(stream, activity.clone(), limits.idle_timeout));
         let service = Service {
             app: app.clone(),
@@ -154,9 +152,35 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limit)));
         let answer = self.app.clone().oneshot(req);
         Box::pin(async move {
+            // The request stays in flight until its answer's body is sent (or dropped).
             let r = answer.await;
-            drop(guard);
-            r
+            Ok(r?.map(|body| axum::body::Body::new(Guarded { body, _guard: guard })))
         })
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct Guarded {
+    body: axum::body::Body,
+    _guard: crate::idle::InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -1,7 +1,14 @@
-//! Idle detection for one connection. [`IdleIo`] wraps the connection's stream and notes when bytes
-//! move; once nothing has moved for the idle timeout while no request is being handled
+//! Idle detection for one connection. [`IdleIo`] wraps the connection's stream; once the
+//! connection has been idle for the idle timeout while no request is being handled
 //! ([`Activity::begin`]), its reads and writes fail with `TimedOut` and the server drops the
-//! connection. A request being handled never times out here (a slow handler is not an idle client).
+//! connection. A request being handled never times out here (a slow handler is not an idle
+//! client), but a write that makes no progress for the idle timeout does (a client that stopped
+//! reading its answer).
+//!
+//! What counts as activity depends on the listener. For REST ([`Activity::by_requests`]) only
+//! requests do: HTTP/2 pings and other control frames keep no connection alive, so quiet HTTP/2
+//! clients cannot hold the connection cap. For gRPC ([`Activity::by_bytes`]) any byte does, and SMS
+//! pings its clients, so that a node's quiet assignment stream keeps its connection.
 
 use std::io;
 use std::pin::Pin;
@@ -13,26 +20,46 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// When bytes last moved on a connection, and how many of its requests are being handled.
+/// When a connection was last active, and how many of its requests are being handled.
 #[derive(Debug)]
 pub struct Activity {
     origin: Instant,
-    /// Milliseconds from `origin` to the last byte moved.
+    /// Milliseconds from `origin` to the last activity.
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Whether bytes moving count as activity (else only requests do).
+    bytes: bool,
 }
 
 impl Activity {
-    /// A connection that has just started.
-    pub fn new() -> Arc<Self> {
+    fn with(bytes: bool) -> Arc<Self> {
         Arc::new(Self {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            bytes,
         })
     }
 
+    /// A connection that has just started, active while bytes move or a request is handled.
+    pub fn by_bytes() -> Arc<Self> {
+        Self::with(true)
+    }
+
+    /// A connection that has just started, active only while a request is handled (or within
+    /// the idle timeout of the last one).
+    pub fn by_requests() -> Arc<Self> {
+        Self::with(false)
+    }
+
     /// Bytes moved now.
+    fn moved(&self) {
+        if self.bytes {
+            self.touch();
+        }
+    }
+
+    /// Active now.
     pub fn touch(&self) {
         let ms = self.origin.elapsed().as_millis();
         self.last_ms
@@ -83,6 +110,8 @@ pub struct IdleIo<S> {
     timer: Pin<Box<Sleep>>,
     /// While closing: the deadline and the bytes still to drop.
     linger: Option<(Pin<Box<Sleep>>, usize)>,
+    /// Since when writes have made no progress.
+    write_stuck: Option<Instant>,
 }
 
 impl<S> IdleIo<S> {
@@ -95,6 +124,7 @@ impl<S> IdleIo<S> {
             timer: Box::pin(tokio::time::sleep(timeout)),
             timeout,
             linger: None,
+            write_stuck: None,
         }
     }
 
@@ -107,8 +137,15 @@ impl<S> IdleIo<S> {
     /// that the task is woken to look again when the timeout would pass.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
+            let stuck = self.write_stuck.map(|t| t.elapsed());
+            if stuck.is_some_and(|s| s >= self.timeout) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {} s", self.timeout.as_secs()),
+                ));
+            }
             let wait = match self.activity.idle_for() {
-                None => self.timeout,
+                None => self.timeout - stuck.unwrap_or_default(),
                 Some(idle) if idle >= self.timeout => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -135,14 +172,18 @@ impl<S> IdleIo<S> {
         match r {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    self.activity.touch();
+                    self.write_stuck = None;
+                    self.activity.moved();
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending => match self.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
+            Poll::Pending => {
+                self.write_stuck.get_or_insert_with(Instant::now);
+                match self.check_idle(cx) {
+                    Ok(()) => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
             other => other,
         }
     }
@@ -159,7 +200,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.activity.touch();
+                    this.activity.moved();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -241,7 +282,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_counts_only_while_no_request_is_in_flight() {
-        let a = Activity::new();
+        let a = Activity::by_requests();
         a.touch();
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(a.idle_for().unwrap() >= Duration::from_secs(5));

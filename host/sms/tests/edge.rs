@@ -571,3 +571,28 @@ async fn the_openapi_document_lists_the_edge_answers_and_health() {
     assert_eq!(report["scheduler"], "ok");
     assert_eq!(report["restarts"], 0);
 }
+
+#[tokio::test]
+async fn a_quiet_http2_connection_is_closed_though_it_answers_pings() {
+    let sb = Sandbox::new("");
+    sb.write_config_with("[http]\naddr = \"127.0.0.1:0\"\nidle_timeout_secs = 2\n");
+    let sms = sb.start(&[]);
+    let tcp = TcpStream::connect(sms.http).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    // The driver answers the server's pings (if any) and ends when the server closes.
+    let driver = tokio::spawn(conn);
+    let req = axum::http::Request::get(sms.url("/healthz"))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200, "REST answers over HTTP/2");
+    let mut body = answer.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    // Then nothing but control frames: closed after the idle timeout, so quiet HTTP/2 clients
+    // cannot hold the connection cap.
+    let closed = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(closed.is_ok(), "a quiet HTTP/2 connection stayed open");
+}
