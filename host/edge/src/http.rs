@@ -154,7 +154,12 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         Box::pin(async move {
             // The request stays in flight until its answer's body is sent (or dropped).
             let r = answer.await;
-            Ok(r?.map(|body| axum::body::Body::new(Guarded { body, _guard: guard })))
+            Ok(r?.map(|body| {
+                axum::body::Body::new(Guarded {
+                    body,
+                    _guard: guard,
+                })
+            }))
         })
     }
 }
