@@ -188,9 +188,8 @@ impl Sms {
 
     /// Remove a file: its metadata first, then its bytes, under its content lock.
     pub async fn delete_file(&self, id: &str) -> Result<()> {
-        self.file_meta(id).await?;
         let _file = self.file_locks.lock(id).await;
-        // Gone already: a delete that raced this one won.
+        // Checked under the lock: a delete that raced this one may have won.
         self.file_meta(id).await?;
         {
             let _guard = self.writes.lock().await;

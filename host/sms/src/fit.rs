@@ -68,42 +68,36 @@ pub fn why_not<'a>(
     {
         return None;
     }
-    let max = |f: fn(&Node) -> u64| labelled.iter().map(|&n| f(n)).max().unwrap_or(0);
-    let (field, want, have, unit) = if e.needs.memory_mb > max(|n| n.capacity.memory_mb) {
-        (
-            "needs.memory_mb",
-            e.needs.memory_mb,
-            max(|n| n.capacity.memory_mb),
-            "MiB of memory",
-        )
-    } else if e.needs.cpu_millis > max(|n| n.capacity.cpu_millis) {
-        (
-            "needs.cpu_millis",
-            e.needs.cpu_millis,
-            max(|n| n.capacity.cpu_millis),
-            "thousandths of a core",
-        )
-    } else if e.needs.disk_mb > max(|n| n.capacity.disk_mb) {
-        (
-            "needs.disk_mb",
-            e.needs.disk_mb,
-            max(|n| n.capacity.disk_mb),
-            "MiB of disk",
-        )
-    } else {
-        ("needs", 0, 0, "")
-    };
-    if unit.is_empty() {
-        return Some((
-            "needs",
-            "no registered node has all of the needed resources at once".into(),
-        ));
+    // The first dimension no fitting node has enough of; else the need is for all at once.
+    let dims: [Dimension; 3] = [
+        ("needs.memory_mb", "MiB of memory", |r| r.memory_mb),
+        ("needs.cpu_millis", "thousandths of a core", |r| {
+            r.cpu_millis
+        }),
+        ("needs.disk_mb", "MiB of disk", |r| r.disk_mb),
+    ];
+    for (field, unit, of) in dims {
+        let have = labelled.iter().map(|n| of(&n.capacity)).max().unwrap_or(0);
+        let want = of(&e.needs);
+        if want > have {
+            return Some((
+                field,
+                format!("needs {want} {unit}; the most any fitting node has is {have}"),
+            ));
+        }
     }
     Some((
-        field,
-        format!("needs {want} {unit}; the most any fitting node has is {have}"),
+        "needs",
+        "no registered node has all of the needed resources at once".into(),
     ))
 }
+
+/// A resource dimension: its field, its unit, and how to read it.
+type Dimension = (
+    &'static str,
+    &'static str,
+    fn(&crate::model::Resources) -> u64,
+);
 
 /// A fingerprint of what [`why_not`] looks at in the nodes.
 fn fingerprint<'a>(nodes: impl Iterator<Item = &'a Node>) -> u64 {

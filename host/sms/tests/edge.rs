@@ -281,13 +281,7 @@ async fn malformed_protobuf_is_invalid_argument() {
 }
 
 async fn submit(c: &reqwest::Client, sms: &common::Sms, body: Value) -> (StatusCode, Value) {
-    let r = c
-        .post(sms.url("/api/v1/executions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
+    common::post_json(c, sms, "/api/v1/executions", &body).await
 }
 
 #[tokio::test]

@@ -146,14 +146,9 @@ impl FakeNode {
 }
 
 async fn submit(c: &reqwest::Client, sms: &common::Sms, body: Value) -> Value {
-    let r = c
-        .post(sms.url("/api/v1/executions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{body}");
-    r.json().await.unwrap()
+    let (status, answer) = common::post_json(c, sms, "/api/v1/executions", &body).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}: {answer}");
+    answer
 }
 
 async fn state_of(c: &reqwest::Client, sms: &common::Sms, id: &str) -> Value {
@@ -381,15 +376,10 @@ async fn huge_timeouts_mean_never_and_do_not_stop_scheduling() {
     // These overflowed `timeout_ms + grace` in the scheduler (a panic in a debug build, "timed
     // out" at once in a release build); now they are refused at submit, naming the field.
     for timeout in [i64::MAX as u64, u64::MAX] {
-        let r = c
-            .post(sms.url("/api/v1/executions"))
-            .json(&json!({"executable": wasm("long"), "timeout_ms": timeout}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["field"], "timeout_ms", "{body}");
+        let body = json!({"executable": wasm("long"), "timeout_ms": timeout});
+        let (status, answer) = common::post_json(&c, &sms, "/api/v1/executions", &body).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+        assert_eq!(answer["error"]["field"], "timeout_ms", "{answer}");
     }
     // The largest accepted (7 days) is placed and does not fire.
     let mut huge = Vec::new();

@@ -175,3 +175,14 @@ pub async fn get_json(c: &reqwest::Client, sms: &Sms, path: &str) -> serde_json:
         .await
         .unwrap()
 }
+
+/// `POST` JSON to a path of SMS's REST API: the status and the parsed answer (null if none).
+pub async fn post_json(
+    c: &reqwest::Client,
+    sms: &Sms,
+    path: &str,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = c.post(sms.url(path)).json(body).send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or_default())
+}
