@@ -29,11 +29,8 @@ static FULL: Burst = Burst::new("taking an HTTP connection", Duration::from_secs
 /// Refused connections closed gracefully at once (past it, they are just dropped).
 const LINGERING: usize = 64;
 
-/// Time in-flight requests get to finish at shutdown.
-const DRAIN: Duration = Duration::from_secs(10);
-
 /// Serve `app` on `listener` until `shutdown` resolves, then let in-flight requests finish (up to
-/// 10 s).
+/// `limits.drain`) and close every connection still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -43,6 +40,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let lingering = Arc::new(Semaphore::new(LINGERING));
     let graceful = GracefulShutdown::new();
+    // Set when the drain time is over: connections still open then are closed.
+    let (close_all, closing) = tokio::sync::watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -76,23 +75,28 @@ pub async fn serve(
                 .serve_connection_with_upgrades(io, service)
                 .into_owned(),
         );
+        let mut closing = closing.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("http connection closed: {e}");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("http connection closed: {e}");
+                },
+                _ = closing.wait_for(|closed| *closed) => {}
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            "http: requests still in flight after {} s; closing",
-            DRAIN.as_secs()
+            "http: requests still in flight after {} ms; closing",
+            limits.drain.as_millis()
         );
     }
+    let _ = close_all.send(true);
 }
 
 /// Answer a connection past the cap with a `503` and close it. The close lingers (reading and
@@ -187,5 +191,43 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn shutdown_closes_a_connection_whose_request_outlives_the_drain() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/stuck", axum::routing::get(std::future::pending::<()>));
+        let limits = HttpLimits {
+            drain: Duration::from_millis(200),
+            ..HttpLimits::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /stuck HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after the drain")
+            .unwrap();
+        // The handler never answers; the connection is closed, not left to the client.
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the connection is closed after the drain");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 }

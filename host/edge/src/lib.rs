@@ -54,6 +54,8 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Connections served at once; more are answered `503` and closed.
     pub max_connections: usize,
+    /// At shutdown, time in-flight requests get to finish before every connection is closed.
+    pub drain: Duration,
 }
 
 impl Default for HttpLimits {
@@ -63,6 +65,7 @@ impl Default for HttpLimits {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            drain: Duration::from_secs(10),
         }
     }
 }

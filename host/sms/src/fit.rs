@@ -110,7 +110,8 @@ fn fingerprint<'a>(nodes: impl Iterator<Item = &'a Node>) -> u64 {
 
 impl Sms {
     /// When the registered nodes changed since the last look, set or clear the `unschedulable`
-    /// reason of every ready execution (in memory; the reason is shown, not stored).
+    /// reason of every execution not yet placed, ready or pending (in memory; what was stored at
+    /// submit is corrected the next time the execution is written).
     pub(crate) async fn refresh_unschedulable(&self) {
         let nodes = self.nodes.read().await;
         let print = fingerprint(nodes.values());
@@ -120,6 +121,7 @@ impl Sms {
         let mut execs = self.executions.write().await;
         let changes: Vec<(String, Option<String>)> = execs
             .ready()
+            .chain(execs.pending())
             .filter_map(|(id, e)| {
                 let now = why_not(e, nodes.values()).map(|(_, why)| format!("{PREFIX}{why}"));
                 let was = e.error.as_ref().filter(|x| x.starts_with(PREFIX));

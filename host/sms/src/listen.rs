@@ -105,6 +105,7 @@ impl HttpListen {
             idle_timeout: secs("http.idle_timeout_secs", self.idle_timeout_secs)?,
             body_timeout: secs("http.body_timeout_secs", self.body_timeout_secs)?,
             max_connections: connections("http.max_connections", self.max_connections)?,
+            ..HttpLimits::default()
         })
     }
 

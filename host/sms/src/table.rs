@@ -1,26 +1,34 @@
-//! The executions SMS holds in memory, with an index of those waiting for a node, so that a
-//! scheduling round costs O(ready), not O(every execution ever submitted).
+//! The executions SMS holds in memory, with indexes of those not yet placed (`ready`, and
+//! `pending` on dependencies), so that a scheduling round costs O(ready), not O(every execution
+//! ever submitted).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
 use crate::model::{ExecState, Execution};
 
-/// Executions by id, plus the ids of the `ready` ones. Reads go through `Deref` to the map;
-/// every write goes through [`insert`](Self::insert), which keeps the index true.
+/// Executions by id, plus the ids of the `ready` and of the `pending` ones. Reads go through
+/// `Deref` to the map; every write goes through [`insert`](Self::insert), which keeps the indexes
+/// true.
 #[derive(Debug, Default)]
 pub struct ExecTable {
     all: BTreeMap<String, Execution>,
     ready: BTreeSet<String>,
+    pending: BTreeSet<String>,
 }
 
 impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
-        if exec.state == ExecState::Ready {
-            self.ready.insert(id.clone());
-        } else {
-            self.ready.remove(&id);
+        for (state, index) in [
+            (ExecState::Ready, &mut self.ready),
+            (ExecState::Pending, &mut self.pending),
+        ] {
+            if exec.state == state {
+                index.insert(id.clone());
+            } else {
+                index.remove(&id);
+            }
         }
         self.all.insert(id, exec);
     }
@@ -35,6 +43,13 @@ impl ExecTable {
     /// The ready executions.
     pub fn ready(&self) -> impl Iterator<Item = (&String, &Execution)> {
         self.ready
+            .iter()
+            .filter_map(|id| self.all.get_key_value(id))
+    }
+
+    /// The executions waiting on dependencies.
+    pub fn pending(&self) -> impl Iterator<Item = (&String, &Execution)> {
+        self.pending
             .iter()
             .filter_map(|id| self.all.get_key_value(id))
     }
@@ -88,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ready_index_follows_every_insert() {
+    fn the_indexes_follow_every_insert() {
         let exec = |state| Execution {
             state,
             ..tests_support::execution()
@@ -100,6 +115,10 @@ mod tests {
         assert_eq!(t.ready().count(), 0);
         t.insert("e".into(), exec(ExecState::Ready));
         assert_eq!(t.ready().count(), 1);
+        t.insert("e".into(), exec(ExecState::Pending));
+        assert_eq!((t.ready().count(), t.pending().count()), (0, 1));
+        t.insert("e".into(), exec(ExecState::Ready));
+        assert_eq!((t.ready().count(), t.pending().count()), (1, 0));
         assert_eq!(t.len(), 1);
     }
 }

@@ -400,6 +400,18 @@ async fn an_execution_no_node_could_hold_is_shown_unschedulable_or_refused() {
             .contains("no registered node runs `wasm`"),
         "{wasm}"
     );
+    // Waiting on the wasm execution (which no node runs): pending, and unschedulable too.
+    let mut after = big.clone();
+    after["depends_on"] = json!([wasm["execution_id"]]);
+    let (_, pending) = submit(&c, &sms, after).await;
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert!(
+        pending["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unschedulable: needs 4096 MiB"),
+        "{pending}"
+    );
     let mut roomy = node.clone();
     roomy["uuid"] = json!("21111111-2222-3333-4444-555555555555");
     roomy["capacity"]["memory_mb"] = json!(8192);
@@ -408,16 +420,25 @@ async fn an_execution_no_node_could_hold_is_shown_unschedulable_or_refused() {
         .send()
         .await
         .unwrap();
-    let id = exec["execution_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
-        if now["error"].is_null() {
-            break;
+    // Both reasons are cleared, the pending one's too, though it is not ready yet.
+    for e in [&exec, &pending] {
+        let id = e["execution_id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+            if now["error"].is_null() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still {now}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "still {now}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let id = wasm["execution_id"].as_str().unwrap();
+    let still = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+    assert!(
+        still["error"].as_str().unwrap().contains("runs `wasm`"),
+        "{still}"
+    );
     drop(sms);
 
     // refuse: 400 naming the field, while a node is registered.
@@ -559,6 +580,24 @@ async fn the_openapi_document_lists_the_edge_answers_and_health() {
     }
     let health = &doc["paths"]["/healthz"]["get"]["responses"];
     assert!(health.get("503").is_some(), "{health}");
+    // A parameter is in the path exactly when the path names it; the rest are optional queries.
+    let mut queries = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                let want = if in_path { "path" } else { "query" };
+                assert_eq!(p["in"], want, "{method} {path} {name}: {p}");
+                assert_eq!(p["required"], in_path, "{method} {path} {name}: {p}");
+                queries += usize::from(!in_path);
+            }
+        }
+    }
+    assert!(
+        queries >= 9,
+        "the list filters, upload name and cursor are queries"
+    );
     let report = common::get_json(&c, &sms, "/healthz").await;
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(report["storage"], "ok");

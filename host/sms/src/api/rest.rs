@@ -65,6 +65,7 @@ fn created<T: Serialize>(value: T) -> Response {
 
 /// `?status=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NodeFilter {
     /// `active`, `unhealthy`, `draining` or `inactive`.
     #[param(value_type = Option<crate::model::NodeStatus>)]
@@ -73,6 +74,7 @@ pub struct NodeFilter {
 
 /// `?status=&priority=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskFilter {
     /// `registered`, `active` or `inactive`.
     #[param(value_type = Option<crate::model::TaskStatus>)]
@@ -211,6 +213,7 @@ async fn delete_task(
 
 /// `?name=` of an upload.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
     /// The file's name (default `upload`): 1 to 255 bytes, no `/`, `\` or control character,
     /// not `.` or `..`.
@@ -224,6 +227,7 @@ pub struct UploadParams {
 
 /// `?state=&task_id=&node_uuid=`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExecutionFilter {
     /// pending, ready, assigned, running, succeeded, failed, cancelled, timed_out.
     #[param(value_type = Option<crate::model::ExecState>)]
@@ -387,6 +391,7 @@ pub struct SseMessage {
 
 /// `?after=` of the event stream.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Resume after this cursor (default: the `Last-Event-ID` header, else 0).
     pub after: Option<String>,
