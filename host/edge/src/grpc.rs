@@ -47,7 +47,6 @@ pub fn incoming(
                 ));
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let conn = GrpcConn {
                 io: IdleIo::new(stream, Activity::by_bytes(), limits.idle_timeout),
                 _permit: permit,

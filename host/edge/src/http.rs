@@ -62,7 +62,6 @@ pub async fn serve(
             refuse(stream, limits.max_connections, &lingering);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let activity = Activity::by_requests();
         let io = TokioIo::new(IdleIo::new(stream, activity.clone(), limits.idle_timeout));
         let service = Service {

@@ -24,13 +24,18 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::burst::Burst;
 
-/// The next connection of `listener`. Accept errors (out of descriptors, most likely) are logged
-/// once per burst and retried after a pause, without spinning; none is returned.
+/// The next connection of `listener`, with `TCP_NODELAY` set: requests and answers are small and
+/// latency-bound, and Nagle's algorithm would hold each one back for the peer's delayed ACK
+/// (tens of ms). Accept errors (out of descriptors, most likely) are logged once per burst and
+/// retried after a pause, without spinning; none is returned.
 pub(crate) async fn accept(listener: &TcpListener, failures: &Burst) -> TcpStream {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 failures.recovered();
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY not set: {e}");
+                }
                 return stream;
             }
             Err(e) => {
@@ -67,5 +72,22 @@ impl Default for HttpLimits {
             max_connections: 1024,
             drain: Duration::from_secs(10),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        static FAILURES: Burst = Burst::new("accepting", Duration::from_secs(10));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(TcpStream::connect(addr));
+        let accepted = accept(&listener, &FAILURES).await;
+        // getsockopt(TCP_NODELAY) on the server's side of a real connection.
+        assert!(accepted.nodelay().unwrap());
+        drop(client.await.unwrap().unwrap());
     }
 }

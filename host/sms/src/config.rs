@@ -116,6 +116,9 @@ pub struct SmsConfig {
     pub cleanup_interval: u64,
     /// An execution no registered node could hold: `queue` (shown as unschedulable) or `refuse`.
     pub unschedulable: crate::fit::Unschedulable,
+    /// `[dispatch]`: how much work a node may hold ([`crate::dispatch`]).
+    #[serde(default)]
+    pub dispatch: crate::dispatch::DispatchConfig,
     /// State storage.
     pub database: Database,
     /// Logging.
@@ -176,6 +179,8 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_HEARTBEAT_TIMEOUT", "heartbeat_timeout"),
     ("SMS_CLEANUP_INTERVAL", "cleanup_interval"),
     ("SMS_UNSCHEDULABLE", "unschedulable"),
+    ("SMS_DISPATCH_PREFETCH", "dispatch.prefetch"),
+    ("SMS_DISPATCH_DEFAULT_SLOTS", "dispatch.default_slots"),
     ("SMS_DB_TYPE", "database.db_type"),
     ("SMS_DB_PATH", "database.path"),
     ("SMS_DB_POOL_SIZE", "database.pool_size"),
@@ -320,6 +325,7 @@ impl SmsConfig {
         self.http.limits()?;
         self.http.max_body_bytes()?;
         self.grpc.limits()?;
+        self.dispatch.validate()?;
         if self.heartbeat_timeout == 0 {
             return Err(ConfigError(
                 "heartbeat_timeout: must be at least 1 second".into(),
@@ -450,5 +456,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn dispatch_keys_layer_and_are_checked() {
+        let c = SmsConfig::parse("").unwrap();
+        assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
+        let c = SmsConfig::parse("[dispatch]\nprefetch = 0\n").unwrap();
+        assert_eq!((c.dispatch.prefetch, c.dispatch.default_slots), (0, 64));
+        let c = SmsConfig::load_with(
+            &Cli::default(),
+            env(&[("SMS_DISPATCH_DEFAULT_SLOTS", "8")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.default_slots, 8);
+        for (text, key) in [
+            ("[dispatch]\nprefetch = 2000\n", "dispatch.prefetch"),
+            ("[dispatch]\ndefault_slots = 0\n", "dispatch.default_slots"),
+            ("[dispatch]\nslots = 3\n", "slots"),
+        ] {
+            let err = SmsConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

@@ -38,6 +38,11 @@ pub struct Submit {
     #[serde(default)]
     #[schema(maximum = 604_800_000)]
     pub timeout_ms: Option<u64>,
+    /// Longest wait in ms, from submission (dependencies included), for a first attempt to start;
+    /// past it the execution is `timed_out` (default and 0: no limit; at most 7 days).
+    #[serde(default)]
+    #[schema(maximum = 604_800_000)]
+    pub queue_timeout_ms: Option<u64>,
     /// Attempts allowed, 1 to 10 (default 3).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10)]
@@ -128,6 +133,9 @@ impl Submit {
                 "max_attempts",
                 "must be between 1 and 10",
             ));
+        }
+        if let Some(t) = self.queue_timeout_ms {
+            checks::check_timeout("queue_timeout_ms", t)?;
         }
         if let Some(t) = self.timeout_ms {
             checks::check_timeout("timeout_ms", t)?;
@@ -237,6 +245,8 @@ impl Sms {
             updated_at_ms: now,
             not_before_ms: 0,
             assigned_at_ms: 0,
+            started_at_ms: 0,
+            queue_timeout_ms: req.queue_timeout_ms.unwrap_or(0),
             orphaned_on: None,
         };
         let unfit = crate::fit::why_not(&exec, self.nodes.read().await.values());
@@ -378,6 +388,7 @@ impl Sms {
         }
         exec.state = ExecState::Running;
         exec.updated_at_ms = now_ms();
+        exec.started_at_ms = exec.updated_at_ms;
         self.save(&exec, "execution.running", json!({"node_uuid": node}))
             .await
     }

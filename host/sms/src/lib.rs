@@ -10,6 +10,7 @@ pub mod api;
 pub mod checks;
 pub mod config;
 pub mod db;
+pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod executions;

@@ -87,6 +87,10 @@ pub struct Node {
     pub executors: Vec<String>,
     /// Executions running, at the last heartbeat.
     pub running: u32,
+    /// Executions it runs at once (its `max_concurrent`); SMS places no more than this plus
+    /// `dispatch.prefetch` on it. 0 in records stored before slots existed: `dispatch.default_slots`.
+    #[serde(default)]
+    pub slots: u32,
     /// The last heartbeat's health figures.
     pub health_info: BTreeMap<String, String>,
     /// Registration time, ms since the Unix epoch.
@@ -397,6 +401,13 @@ pub struct Execution {
     pub not_before_ms: i64,
     /// When the current attempt was assigned.
     pub assigned_at_ms: i64,
+    /// When the latest attempt started running (0: none has); a running attempt's timeout
+    /// counts from here.
+    #[serde(default)]
+    pub started_at_ms: i64,
+    /// Longest wait, from submission, for a first attempt to start (0: no limit).
+    #[serde(default)]
+    pub queue_timeout_ms: u64,
     /// The node that held it when it went back to the queue (the node was lost, or SMS
     /// restarted). That node's late result is still taken while no other node has it.
     #[serde(default)]

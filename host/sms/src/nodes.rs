@@ -43,6 +43,10 @@ pub struct RegisterNode {
     /// Executable types it runs.
     #[serde(default)]
     pub executors: Vec<String>,
+    /// Executions it runs at once (default `dispatch.default_slots`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65536)]
+    pub slots: Option<u32>,
 }
 
 /// `POST /api/v1/nodes/{uuid}/heartbeat`.
@@ -135,6 +139,16 @@ impl Sms {
                 ));
             }
         }
+        let slots = match req.slots {
+            None => self.dispatch.default_slots,
+            Some(n) if (1..=crate::dispatch::MAX_SLOTS).contains(&n) => n,
+            Some(n) => {
+                return Err(SmsError::invalid(
+                    "slots",
+                    format!("must be 1 to {}, not {n}", crate::dispatch::MAX_SLOTS),
+                ));
+            }
+        };
         let now = now_ms();
         let node = Node {
             uuid: req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -147,6 +161,7 @@ impl Sms {
             available: req.capacity,
             executors: req.executors,
             running: 0,
+            slots,
             health_info: BTreeMap::new(),
             registered_at_ms: now,
             last_heartbeat_ms: now,
@@ -324,29 +339,6 @@ impl Sms {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .upsert(to_target(id, node, connected));
-    }
-
-    /// Send the strategy every change recorded since the last flush (removed nodes, changed
-    /// nodes, outcomes), on a blocking thread. Only the scheduler calls this.
-    pub(crate) async fn flush_targets(&self) {
-        let batch = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if batch.is_empty() {
-            return;
-        }
-        let plugins = self.plugins.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let strategy = plugins.strategy();
-            if !batch.removes.is_empty() {
-                strategy.remove(&batch.removes);
-            }
-            if !batch.upserts.is_empty() {
-                strategy.upsert(batch.upserts);
-            }
-            if !batch.outcomes.is_empty() {
-                strategy.observe(&batch.outcomes);
-            }
-        })
-        .await;
     }
 
     /// Mark silent nodes unhealthy, and remove those unhealthy for longer than the cleanup

@@ -4,11 +4,14 @@
 //!    executions whose dependencies succeeded (failing those whose dependencies cannot);
 //! 2. orders the ready queue by priority with aging (every `aging_ms` waited counts as one
 //!    priority level), oldest first within a level;
-//! 3. asks the active strategy plugin to place a batch over its incremental view of the nodes —
+//! 3. counts each node's free places (its slots plus the prefetch, minus what is placed there:
+//!    [`crate::dispatch`]) and takes no bigger a batch than they add up to;
+//! 4. asks the active strategy plugin to place the batch over its incremental view of the nodes —
 //!    the plugin host validates every decision (healthy, connected, resources, hard affinity,
 //!    executor capability) and falls back to round-robin on any failure;
-//! 4. dispatches each assignment to its node's bounded stream (a full or closed stream leaves the
-//!    execution queued: back-pressure), and stores the round in one atomic batch.
+//! 5. dispatches each assignment within its node's free places to the node's bounded stream (a
+//!    full node, stream or closed stream leaves the execution queued: back-pressure), and stores
+//!    the round in one atomic batch.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -124,7 +127,7 @@ impl Sms {
             self.expire_and_release().await?;
             self.refresh_unschedulable().await;
         }
-        self.flush_targets().await;
+        let mut room = self.measure_room().await;
         let aging = self.sched.aging_ms.max(1);
         // Pick the batch by key first; clone only the executions that make it.
         let ready: Vec<Execution> = {
@@ -150,7 +153,10 @@ impl Sms {
             if keys.is_empty() {
                 return Ok(0);
             }
-            let batch = self.sched.batch.min(keys.len());
+            let batch = self.sched.batch.min(keys.len()).min(room.total());
+            if batch == 0 {
+                return Ok(0);
+            }
             if batch < keys.len() {
                 keys.select_nth_unstable(batch - 1);
                 keys.truncate(batch);
@@ -176,6 +182,10 @@ impl Sms {
             let Some(node) = names.get(&target).cloned() else {
                 continue;
             };
+            // The strategy may put more on a node in one batch than it has room for.
+            if !room.take(&node) {
+                continue;
+            }
             // Still ready? (A cancel may have raced this round.)
             if self
                 .executions
@@ -228,10 +238,14 @@ impl Sms {
         Ok(n)
     }
 
-    /// Time out overdue attempts; release or fail executions waiting on dependencies.
+    /// Time out overdue attempts and executions that waited too long to start; release or fail
+    /// executions waiting on dependencies.
     async fn expire_and_release(&self) -> Result<()> {
         let now = now_ms();
         let grace = self.sched.timeout_grace_ms;
+        // Every read-modify-write of an execution holds `writes`: taken before the snapshot, it
+        // keeps a report, a start or a cancel from changing what is decided on here.
+        let _guard = self.writes.lock().await;
         // Only the executions that need a change are cloned.
         let (snapshot, states) = {
             let execs = self.executions.read().await;
@@ -239,16 +253,19 @@ impl Sms {
             let mut states = std::collections::BTreeMap::new();
             let snapshot: Vec<Execution> = execs
                 .values()
-                .filter(|e| match e.state {
-                    ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
-                    ExecState::Pending => {
-                        e.depends_on
-                            .iter()
-                            .all(|d| matches!(state_of(d), Some(s) if s.is_terminal()))
-                            || e.depends_on.iter().any(|d| state_of(d).is_none())
+                .filter(|e| past_queue_timeout(e, now))
+                .chain(execs.values().filter(|e| {
+                    match e.state {
+                        ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
+                        ExecState::Pending => {
+                            e.depends_on
+                                .iter()
+                                .all(|d| matches!(state_of(d), Some(s) if s.is_terminal()))
+                                || e.depends_on.iter().any(|d| state_of(d).is_none())
+                        }
+                        _ => false,
                     }
-                    _ => false,
-                })
+                }))
                 .cloned()
                 .collect();
             for e in &snapshot {
@@ -265,8 +282,30 @@ impl Sms {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-        let _guard = self.writes.lock().await;
+        let mut done = std::collections::BTreeSet::new();
         for mut exec in snapshot {
+            if !done.insert(exec.execution_id.clone()) {
+                continue;
+            }
+            if past_queue_timeout(&exec, now) {
+                if exec.state == ExecState::Assigned {
+                    let node = exec.node_uuid.clone().unwrap_or_default();
+                    let _ = self.dispatch(&node, exec.clone(), true).await;
+                }
+                exec.state = ExecState::TimedOut;
+                exec.error = Some(format!(
+                    "did not start within its queue timeout of {} ms",
+                    exec.queue_timeout_ms
+                ));
+                exec.updated_at_ms = now;
+                self.save(
+                    &exec,
+                    "execution.timed_out",
+                    json!({"queue_timeout_ms": exec.queue_timeout_ms}),
+                )
+                .await?;
+                continue;
+            }
             match exec.state {
                 ExecState::Assigned | ExecState::Running if past_timeout(&exec, now, grace) => {
                     let node = exec.node_uuid.clone().unwrap_or_default();
@@ -322,13 +361,35 @@ impl Sms {
     }
 }
 
-/// Whether an attempt has run past its timeout (plus `grace`) at `now`. Saturating: a timeout near
-/// `u64::MAX` means "never", not an overflow (which would panic, or wrap to "at once").
+/// Whether a running attempt has run past its timeout (plus `grace`) at `now`, counted from its
+/// start (from its assignment in records stored before starts were). An assignment still waiting
+/// for a slot on its node is not timed out: waiting is what `queue_timeout_ms` bounds
+/// ([`past_queue_timeout`]). Saturating: a timeout near `u64::MAX` means "never", not an overflow
+/// (which would panic, or wrap to "at once").
 fn past_timeout(e: &Execution, now: i64, grace: i64) -> bool {
     let limit = i64::try_from(e.timeout_ms)
         .unwrap_or(i64::MAX)
         .saturating_add(grace);
-    e.timeout_ms > 0 && now.saturating_sub(e.assigned_at_ms) > limit
+    let since = if e.started_at_ms > 0 {
+        e.started_at_ms
+    } else {
+        e.assigned_at_ms
+    };
+    e.timeout_ms > 0 && e.state == ExecState::Running && now.saturating_sub(since) > limit
+}
+
+/// Whether an execution that has never started has waited, since its submission, longer than its
+/// `queue_timeout_ms` (0: no limit).
+fn past_queue_timeout(e: &Execution, now: i64) -> bool {
+    let waiting = matches!(
+        e.state,
+        ExecState::Pending | ExecState::Ready | ExecState::Assigned
+    );
+    let limit = i64::try_from(e.queue_timeout_ms).unwrap_or(i64::MAX);
+    e.queue_timeout_ms > 0
+        && waiting
+        && e.started_at_ms == 0
+        && now.saturating_sub(e.submitted_at_ms) > limit
 }
 
 #[cfg(test)]
@@ -340,14 +401,43 @@ mod tests {
         // Records stored by older versions may hold any u64.
         let mut e = crate::table::tests_support::execution();
         e.assigned_at_ms = 1_000;
+        e.state = ExecState::Running;
         for huge in [i64::MAX as u64, u64::MAX] {
             e.timeout_ms = huge;
             assert!(!past_timeout(&e, i64::MAX, 5_000));
         }
         e.timeout_ms = 100;
-        assert!(past_timeout(&e, 1_000 + 100 + 5_001, 5_000));
-        assert!(!past_timeout(&e, 1_000 + 100 + 5_000, 5_000));
+        e.state = ExecState::Assigned;
+        assert!(
+            !past_timeout(&e, i64::MAX, 5_000),
+            "waiting for a slot is not running"
+        );
+        e.state = ExecState::Running;
+        // Counted from the start, however long it waited.
+        e.started_at_ms = 50_000;
+        assert!(!past_timeout(&e, 50_000 + 5_100, 5_000));
+        assert!(past_timeout(&e, 50_000 + 5_101, 5_000));
         e.timeout_ms = 0;
         assert!(!past_timeout(&e, i64::MAX, 5_000));
+    }
+
+    #[test]
+    fn the_queue_timeout_bounds_waiting_until_a_first_start() {
+        let mut e = crate::table::tests_support::execution();
+        e.submitted_at_ms = 1_000;
+        assert!(!past_queue_timeout(&e, i64::MAX), "0: no limit");
+        e.queue_timeout_ms = u64::MAX;
+        assert!(!past_queue_timeout(&e, i64::MAX), "saturates");
+        e.queue_timeout_ms = 500;
+        for state in [ExecState::Pending, ExecState::Ready, ExecState::Assigned] {
+            e.state = state;
+            assert!(!past_queue_timeout(&e, 1_500));
+            assert!(past_queue_timeout(&e, 1_501), "{state:?}");
+        }
+        e.started_at_ms = 1_200;
+        assert!(!past_queue_timeout(&e, 10_000), "it started once");
+        e.started_at_ms = 0;
+        e.state = ExecState::Succeeded;
+        assert!(!past_queue_timeout(&e, 10_000));
     }
 }

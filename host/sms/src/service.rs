@@ -53,6 +53,10 @@ pub struct Sms {
     pub(crate) wake: Notify,
     /// Scheduling settings.
     pub(crate) sched: crate::sched::SchedSettings,
+    /// How much work a node may hold.
+    pub(crate) dispatch: crate::dispatch::DispatchConfig,
+    /// What the strategy last heard of each target's fill: (placed there, a place free).
+    pub(crate) sent_fill: std::sync::Mutex<BTreeMap<u64, (u32, bool)>>,
     /// Serializes read-modify-write sequences on stored records.
     pub(crate) writes: Mutex<()>,
     pub(crate) files_dir: PathBuf,
@@ -172,6 +176,8 @@ impl Sms {
             prune_soon: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             sched: crate::sched::SchedSettings::default(),
+            dispatch: config.dispatch,
+            sent_fill: std::sync::Mutex::new(BTreeMap::new()),
             writes: Mutex::new(()),
             files_dir: config.files.dir.clone(),
             file_locks: crate::files::FileLocks::default(),

@@ -1,25 +1,45 @@
 //! The executions SMS holds in memory, with indexes of those not yet placed (`ready`, and
 //! `pending` on dependencies), so that a scheduling round costs O(ready), not O(every execution
-//! ever submitted).
+//! ever submitted), and the count of those placed on each node (capacity-aware dispatch).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
 use crate::model::{ExecState, Execution};
 
-/// Executions by id, plus the ids of the `ready` and of the `pending` ones. Reads go through
-/// `Deref` to the map; every write goes through [`insert`](Self::insert), which keeps the indexes
-/// true.
+/// Executions by id, plus the ids of the `ready` and of the `pending` ones and the number placed
+/// (`assigned` or `running`) on each node. Reads go through `Deref` to the map; every write goes
+/// through [`insert`](Self::insert), which keeps the indexes true.
 #[derive(Debug, Default)]
 pub struct ExecTable {
     all: BTreeMap<String, Execution>,
     ready: BTreeSet<String>,
     pending: BTreeSet<String>,
+    placed: BTreeMap<String, u32>,
+}
+
+/// The node an execution occupies a slot of, if any.
+fn occupies(e: &Execution) -> Option<&str> {
+    e.node_uuid.as_deref().filter(|_| e.state.is_placed())
 }
 
 impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
+        let before = self.all.get(&id).and_then(occupies).map(str::to_owned);
+        if before.as_deref() != occupies(&exec) {
+            if let Some(node) = before
+                && let Some(n) = self.placed.get_mut(&node)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.placed.remove(&node);
+                }
+            }
+            if let Some(node) = occupies(&exec) {
+                *self.placed.entry(node.to_owned()).or_default() += 1;
+            }
+        }
         for (state, index) in [
             (ExecState::Ready, &mut self.ready),
             (ExecState::Pending, &mut self.pending),
@@ -45,6 +65,11 @@ impl ExecTable {
         self.ready
             .iter()
             .filter_map(|id| self.all.get_key_value(id))
+    }
+
+    /// How many executions are placed (`assigned` or `running`) on each node that has any.
+    pub fn placed(&self) -> &BTreeMap<String, u32> {
+        &self.placed
     }
 
     /// The executions waiting on dependencies.
@@ -93,6 +118,8 @@ pub(crate) mod tests_support {
             updated_at_ms: 0,
             not_before_ms: 0,
             assigned_at_ms: 0,
+            started_at_ms: 0,
+            queue_timeout_ms: 0,
             orphaned_on: None,
         }
     }
@@ -120,5 +147,34 @@ mod tests {
         t.insert("e".into(), exec(ExecState::Ready));
         assert_eq!((t.ready().count(), t.pending().count()), (1, 0));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_placed_counts_follow_moves_between_nodes_and_states() {
+        let on = |state, node: &str| Execution {
+            state,
+            node_uuid: Some(node.into()),
+            ..tests_support::execution()
+        };
+        let mut t = ExecTable::default();
+        t.insert("e".into(), on(ExecState::Assigned, "a"));
+        t.insert("f".into(), on(ExecState::Running, "a"));
+        assert_eq!(t.placed().get("a"), Some(&2));
+        t.insert("e".into(), on(ExecState::Running, "a"));
+        assert_eq!(
+            t.placed().get("a"),
+            Some(&2),
+            "assigned to running: same slot"
+        );
+        t.insert("e".into(), on(ExecState::Ready, "a"));
+        t.insert("f".into(), on(ExecState::Assigned, "b"));
+        assert_eq!(
+            t.placed().get("a"),
+            None,
+            "back in the queue frees the slot"
+        );
+        assert_eq!(t.placed().get("b"), Some(&1));
+        t.insert("f".into(), on(ExecState::Succeeded, "b"));
+        assert!(t.placed().is_empty());
     }
 }

@@ -15,6 +15,8 @@ use tokio_stream::StreamExt;
 enum Behaviour {
     /// Report running, hold for `hold`, report success, heartbeat its full capacity back.
     Run { hold: Duration },
+    /// Report running, then never finish (a hung workload on a live node).
+    Hang,
     /// Accept and never answer.
     Silent,
 }
@@ -96,9 +98,9 @@ impl FakeNode {
                     continue;
                 }
                 seen.lock().unwrap().push(e.execution_id.clone());
-                let Behaviour::Run { hold } = behaviour else {
+                if behaviour == Behaviour::Silent {
                     continue;
-                };
+                }
                 execs
                     .report_state(v1::ReportStateRequest {
                         session: a.session.clone(),
@@ -108,6 +110,9 @@ impl FakeNode {
                     })
                     .await
                     .unwrap();
+                let Behaviour::Run { hold } = behaviour else {
+                    continue;
+                };
                 tokio::time::sleep(hold).await;
                 execs
                     .report_result(v1::ReportResultRequest {
@@ -408,7 +413,7 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried_until_attempts_run
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let node = FakeNode::start(&sms.grpc_url(), &["wasm"], 4000, Behaviour::Silent).await;
+    let node = FakeNode::start(&sms.grpc_url(), &["wasm"], 4000, Behaviour::Hang).await;
     let e = submit(
         &c,
         &sms,
@@ -418,6 +423,7 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried_until_attempts_run
     let id = e["execution_id"].as_str().unwrap().to_owned();
     let done = wait_state(&c, &sms, &id, "timed_out").await;
     assert_eq!(done["attempt"], 2);
+    assert!(done["started_at_ms"].as_i64().unwrap() > 0, "{done}");
     let got = node.received();
     assert_eq!(got.iter().filter(|r| **r == id).count(), 2, "{got:?}");
     assert_eq!(
@@ -425,6 +431,49 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried_until_attempts_run
         2,
         "{got:?}"
     );
+    node.task.abort();
+}
+
+#[tokio::test]
+async fn an_assignment_that_never_starts_is_bounded_by_its_queue_timeout_not_its_timeout() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    // Takes the assignment and never starts it (as a node whose slots are all busy).
+    let node = FakeNode::start(&sms.grpc_url(), &["wasm"], 4000, Behaviour::Silent).await;
+    let waits = submit(
+        &c,
+        &sms,
+        json!({"executable": wasm("w"), "timeout_ms": 100}),
+    )
+    .await;
+    let bounded = submit(
+        &c,
+        &sms,
+        json!({"executable": wasm("b"), "timeout_ms": 100, "queue_timeout_ms": 1500}),
+    )
+    .await;
+    let bounded_id = bounded["execution_id"].as_str().unwrap();
+    let done = wait_state(&c, &sms, bounded_id, "timed_out").await;
+    assert_eq!(
+        done["attempt"], 1,
+        "no retry: waiting longer would not help"
+    );
+    assert!(
+        done["error"].as_str().unwrap().contains("queue timeout"),
+        "{done}"
+    );
+    // Well past its timeout and the grace (100 ms + 2 s) since it was assigned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waits_id = waits["execution_id"].as_str().unwrap();
+    let still = state_of(&c, &sms, waits_id).await;
+    assert_eq!(
+        still["state"], "assigned",
+        "its timeout has not started: {still}"
+    );
+    let got = node.received();
+    assert!(got.contains(&format!("cancel:{bounded_id}")), "{got:?}");
+    assert!(!got.contains(&format!("cancel:{waits_id}")), "{got:?}");
     node.task.abort();
 }
 

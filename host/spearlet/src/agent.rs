@@ -165,7 +165,7 @@ impl Agent {
     /// Register this node with SMS.
     pub async fn register(&self) -> Result<()> {
         let (ip, port) = self.advertised();
-        let req = register_request(
+        let mut req = register_request(
             &self.node,
             &ip,
             port,
@@ -174,6 +174,8 @@ impl Agent {
             figures::capacity(&self.config.spearlet.storage.data_dir),
             self.executors.types(),
         );
+        // SMS places no more than this (plus its prefetch) here at once.
+        req.slots = self.config.spearlet.limits.max_concurrent;
         self.sms.nodes().register_node(req).await.map_err(|s| {
             self.sms
                 .error(format!("registration refused: {}", s.message()))

@@ -61,6 +61,7 @@ impl Artifacts {
         })?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            .tcp_nodelay(true)
             .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Artifact {

@@ -141,6 +141,7 @@ pub fn register_request(
         labels: labels.clone().into_iter().collect(),
         capacity: Some(capacity),
         executors,
+        slots: 0,
     }
 }
 

@@ -53,6 +53,7 @@ fn wire_node(n: model::Node) -> v1::Node {
         available: wire_res(n.available),
         executors: n.executors,
         running: n.running,
+        slots: n.slots,
         registered_at_ms: n.registered_at_ms,
         last_heartbeat_ms: n.last_heartbeat_ms,
     }
@@ -140,6 +141,7 @@ impl v1::node_service_server::NodeService for Grpc {
             labels: map(r.labels),
             capacity: res(r.capacity),
             executors: r.executors,
+            slots: Some(r.slots).filter(|s| *s > 0),
         };
         Ok(Response::new(wire_node(self.0.register_node(req).await?)))
     }
@@ -427,6 +429,8 @@ fn wire_execution(e: model::Execution) -> v1::Execution {
         updated_at_ms: e.updated_at_ms,
         stdin: e.stdin,
         needs: wire_res(e.needs),
+        started_at_ms: e.started_at_ms,
+        queue_timeout_ms: e.queue_timeout_ms,
     }
 }
 
@@ -575,6 +579,7 @@ pub fn submit_from_wire(r: v1::SubmitRequest) -> Result<crate::executions::Submi
         executable: r.executable.map(executable),
         priority: Some(r.priority).filter(|p| !p.is_empty()),
         timeout_ms: Some(r.timeout_ms).filter(|t| *t > 0),
+        queue_timeout_ms: Some(r.queue_timeout_ms).filter(|t| *t > 0),
         max_attempts: Some(r.max_attempts).filter(|m| *m > 0),
         depends_on: r.depends_on,
         stdin: String::from_utf8(r.stdin)
