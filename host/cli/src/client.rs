@@ -153,12 +153,12 @@ impl Client {
     }
 
     /// `GET path` without a deadline, for a stream (Server-Sent Events).
-    pub async fn stream(&self, path: &str) -> Result<Response> {
+    pub async fn stream(&self, path: &str, subject: Option<Subject>) -> Result<Response> {
         let req = self
             .http
             .get(self.url(path))
             .header(reqwest::header::ACCEPT, "text/event-stream");
-        self.send(req, None).await
+        self.send(req, subject).await
     }
 
     /// Send; a non-2xx answer becomes an error.

@@ -11,6 +11,7 @@ use crate::client::{Client, Subject};
 use crate::error::{CliError, Result};
 use crate::output::{self, cell, time_of};
 use crate::run::is_terminal;
+use crate::sse::SseReader;
 
 /// Arguments of `spear logs`.
 #[derive(Debug, clap::Args)]
@@ -24,55 +25,6 @@ pub struct LogsArgs {
     /// Start after this cursor (the number before each event; default: the beginning).
     #[arg(long, value_name = "CURSOR", default_value_t = 0)]
     pub after: u64,
-}
-
-/// One Server-Sent Event.
-#[derive(Debug, Default)]
-struct SseEvent {
-    event: String,
-    data: String,
-}
-
-/// Reads events from an SSE response.
-struct SseReader {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl SseReader {
-    /// The next event; `None` when the stream ended.
-    async fn next(&mut self) -> std::result::Result<Option<SseEvent>, reqwest::Error> {
-        let mut event = SseEvent::default();
-        loop {
-            while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if line.is_empty() {
-                    if !event.data.is_empty() || !event.event.is_empty() {
-                        return Ok(Some(event));
-                    }
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "event" => event.event = value.to_owned(),
-                    "data" => {
-                        if !event.data.is_empty() {
-                            event.data.push('\n');
-                        }
-                        event.data.push_str(value);
-                    }
-                    _ => {} // `id` repeats the cursor in the data; comments are keep-alives.
-                }
-            }
-            match self.response.chunk().await? {
-                Some(chunk) => self.buffer.extend_from_slice(&chunk),
-                None => return Ok(None),
-            }
-        }
-    }
 }
 
 /// Run `spear logs`.
@@ -91,10 +43,13 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
     let mut reconnecting = false;
     loop {
         let response = match client
-            .stream(&format!(
-                "/api/v1/events?after={after}{}",
-                if args.follow { "" } else { "&follow=false" }
-            ))
+            .stream(
+                &format!(
+                    "/api/v1/events?after={after}{}",
+                    if args.follow { "" } else { "&follow=false" }
+                ),
+                None,
+            )
             .await
         {
             Ok(r) => r,
@@ -108,10 +63,7 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
         if reconnecting {
             output::err("spear: reconnected to SMS\n");
         }
-        let mut reader = SseReader {
-            response,
-            buffer: Vec::new(),
-        };
+        let mut reader = SseReader::new(response);
         loop {
             // Without --follow SMS ends the stream after the events stored up to now.
             let event = match reader.next().await {

@@ -21,6 +21,7 @@ mod output;
 mod plugins;
 mod run;
 mod sim;
+mod sse;
 mod status;
 mod task;
 

@@ -10,6 +10,7 @@ use crate::client::{Client, Subject};
 use crate::error::{CliError, Result};
 use crate::exec::{ExecutableArgs, NeedsArgs};
 use crate::output::{self, cell};
+use crate::sse::SseReader;
 
 /// Arguments of `spear run`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,9 @@ pub struct RunArgs {
     /// Wall-clock limit per attempt in ms (SMS's default: 60000; 0: none).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Longest wait in ms for a first attempt to start, from submission (default: no limit).
+    #[arg(long)]
+    pub queue_timeout_ms: Option<u64>,
     /// Attempts allowed, 1 to 10 (SMS's default: 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -46,6 +50,7 @@ pub async fn run(args: RunArgs, client: &Client, out: Output) -> Result<i32> {
     let mut body = json!({
         "priority": args.priority,
         "timeout_ms": args.timeout_ms,
+        "queue_timeout_ms": args.queue_timeout_ms,
         "max_attempts": args.max_attempts,
         "depends_on": args.depends_on,
         "stdin": args.stdin.unwrap_or_default(),
@@ -95,21 +100,38 @@ pub async fn run(args: RunArgs, client: &Client, out: Output) -> Result<i32> {
     Ok(exit_code(&done))
 }
 
-/// Poll until the execution is in a terminal state; returns it.
+/// Wait until the execution is in a final state; returns it. SMS streams each change of the
+/// execution (`GET /api/v1/executions/{id}/watch`), so the end is seen as soon as it is stored; a
+/// dropped stream (an SMS restart) is opened again.
 pub async fn wait(client: &Client, id: &str) -> Result<Value> {
-    let mut delay = Duration::from_millis(50);
+    let path = format!("/api/v1/executions/{id}/watch");
+    let mut dropped = false;
     loop {
-        let e = client
-            .get(
-                &format!("/api/v1/executions/{id}"),
-                Some(Subject::execution(id)),
-            )
-            .await?;
-        if is_terminal(&e) {
-            return Ok(e);
+        let response = match client.stream(&path, Some(Subject::execution(id))).await {
+            Ok(r) => r,
+            // Once the stream was open, ride out an SMS restart.
+            Err(CliError::Unreachable { .. }) if dropped => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut reader = SseReader::new(response);
+        while let Ok(Some(event)) = reader.next().await {
+            if event.event != "execution" {
+                continue;
+            }
+            let e: Value = serde_json::from_str(&event.data).map_err(|err| CliError::Protocol {
+                url: path.clone(),
+                reason: format!("an execution that is not JSON ({err})"),
+            })?;
+            if is_terminal(&e) {
+                return Ok(e);
+            }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
+        // Ended (or broke) before a final state: open it again.
+        dropped = true;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

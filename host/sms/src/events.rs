@@ -185,13 +185,24 @@ pub struct Queued {
 
 impl Queued {
     /// Wait until the write is durable, then announce the events to live subscribers.
-    pub async fn commit(self) -> Result<Vec<Event>> {
-        self.done.await.map_err(|_| {
-            crate::error::SmsError::Storage("the storage writer has stopped".into())
-        })??;
+    pub async fn commit(mut self) -> Result<Vec<Event>> {
+        self.durable().await?;
+        Ok(self.announce())
+    }
+
+    /// Wait until the write is durable, without announcing it yet: the caller applies the change
+    /// in memory first, so that a subscriber who reads the record on hearing the event sees it.
+    pub async fn durable(&mut self) -> Result<()> {
+        (&mut self.done)
+            .await
+            .map_err(|_| crate::error::SmsError::Storage("the storage writer has stopped".into()))?
+    }
+
+    /// Announce the events to live subscribers (after [`durable`](Self::durable)).
+    pub fn announce(self) -> Vec<Event> {
         for e in &self.events {
             let _ = self.live.send(e.clone());
         }
-        Ok(self.events)
+        self.events
     }
 }

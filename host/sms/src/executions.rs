@@ -258,20 +258,20 @@ impl Sms {
                 }
             }
         }
-        self.events
-            .append_with(
-                vec![put_op(format!("exec/{execution_id}"), &exec)?],
-                vec![(
-                    "execution.submitted",
-                    execution_id.clone(),
-                    json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
-                )],
-            )
-            .await?;
+        let mut queued = self.events.queue(
+            vec![put_op(format!("exec/{execution_id}"), &exec)?],
+            vec![(
+                "execution.submitted",
+                execution_id.clone(),
+                json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
+            )],
+        )?;
+        queued.durable().await?;
         self.executions
             .write()
             .await
             .insert(execution_id.clone(), exec.clone());
+        queued.announce();
         self.wake.notify_one();
         Ok(exec)
     }
@@ -313,23 +313,24 @@ impl Sms {
         Ok(out)
     }
 
-    /// Store a changed execution and log `kind`.
+    /// Store a changed execution and log `kind`: durable first, then in memory, then announced
+    /// (a subscriber who reads the execution on hearing the event sees the change).
     pub(crate) async fn save(
         &self,
         exec: &Execution,
         kind: &str,
         data: serde_json::Value,
     ) -> Result<()> {
-        self.events
-            .append_with(
-                vec![put_op(format!("exec/{}", exec.execution_id), exec)?],
-                vec![(kind, exec.execution_id.clone(), data)],
-            )
-            .await?;
+        let mut queued = self.events.queue(
+            vec![put_op(format!("exec/{}", exec.execution_id), exec)?],
+            vec![(kind, exec.execution_id.clone(), data)],
+        )?;
+        queued.durable().await?;
         self.executions
             .write()
             .await
             .insert(exec.execution_id.clone(), exec.clone());
+        queued.announce();
         Ok(())
     }
 

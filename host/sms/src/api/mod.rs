@@ -7,3 +7,4 @@ pub mod body;
 pub mod grpc;
 pub mod openapi;
 pub mod rest;
+pub mod stream;

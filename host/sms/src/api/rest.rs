@@ -1,16 +1,14 @@
-//! The REST gateway: SPEAR's documented routes, plus files, plugins, events (SSE), OpenAPI,
+//! The REST gateway: SPEAR's documented routes, plus files, plugins, events (SSE, in
+//! [`stream`](crate::api::stream)), OpenAPI,
 //! Swagger UI, Prometheus metrics and health.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spear_plugin_runtime::Trigger;
@@ -378,72 +376,6 @@ async fn plugin_history(State(sms): State<AppState>) -> Json<serde_json::Value> 
     Json(json!({ "reloads": host.history(), "events": host.events() }))
 }
 
-/// One message of the event stream (Server-Sent Events).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SseMessage {
-    /// The event's cursor.
-    pub id: String,
-    /// The event's kind (`node.registered`, …).
-    pub event: String,
-    /// The [`Event`] as JSON.
-    pub data: String,
-}
-
-/// `?after=` of the event stream.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventParams {
-    /// Resume after this cursor (default: the `Last-Event-ID` header, else 0).
-    pub after: Option<String>,
-    /// `false`: send the events stored up to now, then end the stream (default: keep streaming
-    /// new events as they happen).
-    pub follow: Option<bool>,
-}
-
-#[utoipa::path(get, path = "/api/v1/events", params(EventParams),
-    responses((status = 200, content_type = "text/event-stream", body = SseMessage), (status = 400, body = ErrorBody)), tag = "events")]
-async fn events(
-    State(sms): State<AppState>,
-    ApiQuery(p): ApiQuery<EventParams>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, SmsError> {
-    let raw = p.after.or_else(|| {
-        headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    let after = match raw {
-        None => 0,
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            SmsError::invalid("after", format!("`{s}` is not a cursor (a whole number)"))
-        })?,
-    };
-    let last = sms.events().last_cursor().await;
-    if after > last {
-        return Err(SmsError::invalid(
-            "after",
-            format!("cursor {after} is beyond the last event ({last})"),
-        ));
-    }
-    let events: std::pin::Pin<Box<dyn Stream<Item = crate::error::Result<Event>> + Send>> =
-        if p.follow.unwrap_or(true) {
-            Box::pin(sms.events().subscribe(after))
-        } else {
-            Box::pin(sms.events().history(after, last))
-        };
-    let stream = events.map(|item| {
-        Ok(match item {
-            Ok(e) => SseEvent::default()
-                .id(e.cursor.to_string())
-                .event(e.kind.clone())
-                .data(serde_json::to_string(&e).unwrap_or_default()),
-            Err(err) => SseEvent::default().event("error").data(err.to_string()),
-        })
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
 #[utoipa::path(get, path = "/healthz",
     responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)), tag = "health")]
 async fn healthz(State(sms): State<AppState>) -> Response {
@@ -498,11 +430,12 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         list_plugins,
         reload_plugins,
         plugin_history,
-        events,
+        crate::api::stream::events,
+        crate::api::stream::watch_execution,
         healthz
     ),
     modifiers(&EdgeResponses),
-    components(schemas(SseMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
+    components(schemas(crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
 )]
 pub struct ApiDoc;
 
@@ -542,7 +475,11 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/reload", post(reload_plugins))
         .route("/api/v1/plugins/history", get(plugin_history))
-        .route("/api/v1/events", get(events))
+        .route("/api/v1/events", get(crate::api::stream::events))
+        .route(
+            "/api/v1/executions/{execution_id}/watch",
+            get(crate::api::stream::watch_execution),
+        )
         .fallback(|| async { SmsError::not_found("route", "this path").into_response() })
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn(
