@@ -133,7 +133,7 @@ impl Cluster {
                     .current_dir(root)
                     .args(["--config", &format!("{name}.toml")])
                     .args(["--sms-addr", &grpc.to_string(), "--auto-register"])
-                    .env("SPEARLET_LOG", "warn")
+                    .env("SPEARLET_LOG", "error")
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap();

@@ -336,7 +336,7 @@ impl Sms {
 
     /// Cancel an execution that has not finished.
     pub async fn cancel(&self, id: &str) -> Result<Execution> {
-        let _guard = self.writes.lock().await;
+        let _owned = self.exec_locks.lock(id).await;
         let mut exec = self.execution(id).await?;
         if exec.state.is_terminal() {
             return Err(SmsError::Conflict(format!(
@@ -380,7 +380,7 @@ impl Sms {
                 "only `running` can be reported; report ends with a result",
             ));
         }
-        let _guard = self.writes.lock().await;
+        let _owned = self.exec_locks.lock(id).await;
         let mut exec = self.execution(id).await?;
         if exec.node_uuid.as_deref() != Some(node) || exec.state != ExecState::Assigned {
             return Err(SmsError::Conflict(format!(
@@ -397,7 +397,7 @@ impl Sms {
     /// A node reports how an execution ended: success, or failure (retried while attempts last).
     pub async fn report_result(&self, r: Report) -> Result<Execution> {
         self.check_session(&r.session)?;
-        let _guard = self.writes.lock().await;
+        let _owned = self.exec_locks.lock(&r.execution_id).await;
         let mut exec = self.execution(&r.execution_id).await?;
         let placed_here =
             exec.node_uuid.as_deref() == Some(r.node_uuid.as_str()) && exec.state.is_placed();
@@ -466,25 +466,22 @@ impl Sms {
     /// Put every execution placed on `node` back in the queue (the node is lost). The attempt does
     /// not count against the execution.
     pub async fn requeue_node(&self, node: &str, why: &str) -> Result<usize> {
-        let lost: Vec<Execution> = self
+        let lost: Vec<String> = self
             .executions
             .read()
             .await
-            .values()
+            .unfinished()
             .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(node))
-            .cloned()
+            .map(|e| e.execution_id.clone())
             .collect();
         let n = lost.len();
-        let _guard = self.writes.lock().await;
-        for mut exec in lost {
-            // Re-check under the lock: a report may have finished it meanwhile.
-            if !self
-                .executions
-                .read()
-                .await
-                .get(&exec.execution_id)
-                .is_some_and(|e| e.state.is_placed())
-            {
+        for id in lost {
+            let _owned = self.exec_locks.lock(&id).await;
+            // Read again as its owner: a report may have finished it meanwhile.
+            let Ok(mut exec) = self.execution(&id).await else {
+                continue;
+            };
+            if !(exec.state.is_placed() && exec.node_uuid.as_deref() == Some(node)) {
                 continue;
             }
             exec.state = ExecState::Ready;
@@ -517,7 +514,7 @@ impl Sms {
             .executions
             .read()
             .await
-            .values()
+            .unfinished()
             .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(uuid))
             .cloned()
             .collect();

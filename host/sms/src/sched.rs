@@ -171,30 +171,23 @@ impl Sms {
             .map_err(storage)?;
 
         let names = self.target_names.lock().await.clone();
-        let _guard = self.writes.lock().await;
-        let mut ops = Vec::new();
-        let mut events = Vec::new();
-        let mut placed = Vec::new();
-        for (mut exec, decision) in ready.into_iter().zip(decisions) {
+        let mut queued = Vec::new();
+        for (picked, decision) in ready.into_iter().zip(decisions) {
             let Decision::Assign(target) = decision else {
                 continue;
             };
             let Some(node) = names.get(&target).cloned() else {
                 continue;
             };
-            // The strategy may put more on a node in one batch than it has room for.
-            if !room.take(&node) {
+            let id = picked.execution_id;
+            let _owned = self.exec_locks.lock(&id).await;
+            // Read again as its owner: a cancel or a late report may have changed it since the
+            // batch was picked.
+            let Ok(mut exec) = self.execution(&id).await else {
                 continue;
-            }
-            // Still ready? (A cancel may have raced this round.)
-            if self
-                .executions
-                .read()
-                .await
-                .get(&exec.execution_id)
-                .map(|e| e.state)
-                != Some(ExecState::Ready)
-            {
+            };
+            // The strategy may put more on a node in one batch than it has room for.
+            if exec.state != ExecState::Ready || !room.take(&node) {
                 continue;
             }
             exec.state = ExecState::Assigned;
@@ -206,32 +199,33 @@ impl Sms {
             exec.orphaned_on = None;
             match self.dispatch(&node, exec.clone(), false).await {
                 Dispatch::Sent => {
-                    ops.push(put(&exec)?);
-                    events.push((
-                        "execution.assigned",
-                        exec.execution_id.clone(),
-                        json!({"node_uuid": node, "attempt": exec.attempt}),
-                    ));
-                    placed.push(exec);
+                    // Queued while the execution is owned, so every later write of it is stored
+                    // after this one; the storage commits the round's writes together. The
+                    // round need not wait for the commit (the assignment is on its way, and
+                    // placement is at-least-once: a crash before the commit puts the work back
+                    // in the queue).
+                    queued.push(self.events.queue(
+                        vec![put(&exec)?],
+                        vec![(
+                            "execution.assigned",
+                            id.clone(),
+                            json!({"node_uuid": node, "attempt": exec.attempt}),
+                        )],
+                    )?);
+                    self.executions.write().await.insert(id, exec);
                 }
                 // Back-pressure: the node's stream is full or gone; the execution stays queued.
                 Dispatch::Full | Dispatch::NotConnected => {}
             }
         }
-        let n = placed.len();
+        let n = queued.len();
         if n > 0 {
-            // The round's write is queued now, in order with every later write; the next round
-            // need not wait for its commit (the assignments are already on their way, and
-            // placement is at-least-once: a crash before the commit puts the work back in the
-            // queue).
-            let queued = self.events.queue(ops, events)?;
-            let mut execs = self.executions.write().await;
-            for e in placed {
-                execs.insert(e.execution_id.clone(), e);
-            }
             tokio::spawn(async move {
-                if let Err(e) = queued.commit().await {
-                    tracing::error!("storing a scheduling round failed: {e}");
+                for q in queued {
+                    if let Err(e) = q.commit().await {
+                        tracing::error!("storing a scheduling round failed: {e}");
+                        return;
+                    }
                 }
             });
         }
@@ -243,48 +237,33 @@ impl Sms {
     async fn expire_and_release(&self) -> Result<()> {
         let now = now_ms();
         let grace = self.sched.timeout_grace_ms;
-        // Every read-modify-write of an execution holds `writes`: taken before the snapshot, it
-        // keeps a report, a start or a cancel from changing what is decided on here.
-        let _guard = self.writes.lock().await;
-        // Only the executions that need a change are cloned.
-        let (snapshot, states) = {
+        // Candidates first (O(unfinished executions), not O(every execution kept)); then each is
+        // read again and decided on as its owner, so that a report, a start or a cancel that came
+        // meanwhile is not overwritten.
+        let candidates: Vec<String> = {
             let execs = self.executions.read().await;
-            let state_of = |id: &String| execs.get(id).map(|e| e.state);
-            let mut states = std::collections::BTreeMap::new();
-            let snapshot: Vec<Execution> = execs
-                .values()
-                .filter(|e| past_queue_timeout(e, now))
-                .chain(execs.values().filter(|e| {
-                    match e.state {
-                        ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
-                        ExecState::Pending => {
-                            e.depends_on
-                                .iter()
-                                .all(|d| matches!(state_of(d), Some(s) if s.is_terminal()))
-                                || e.depends_on.iter().any(|d| state_of(d).is_none())
-                        }
-                        _ => false,
-                    }
-                }))
-                .cloned()
-                .collect();
-            for e in &snapshot {
-                for d in &e.depends_on {
-                    states.insert(d.clone(), state_of(d));
-                }
-            }
-            (snapshot, states)
+            execs
+                .unfinished()
+                .filter(|e| due(e, now, grace, |d| execs.get(d).map(|x| x.state)))
+                .map(|e| e.execution_id.clone())
+                .collect()
         };
-        if snapshot.is_empty() {
-            return Ok(());
-        }
-        let states: std::collections::BTreeMap<String, ExecState> = states
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        let mut done = std::collections::BTreeSet::new();
-        for mut exec in snapshot {
-            if !done.insert(exec.execution_id.clone()) {
+        for id in candidates {
+            let _owned = self.exec_locks.lock(&id).await;
+            let (mut exec, states) = {
+                let execs = self.executions.read().await;
+                let Some(exec) = execs.get(&id).cloned() else {
+                    continue;
+                };
+                // A dependency's final state never changes: read without owning it.
+                let states: std::collections::BTreeMap<String, ExecState> = exec
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| execs.get(d).map(|x| (d.clone(), x.state)))
+                    .collect();
+                (exec, states)
+            };
+            if !due(&exec, now, grace, |d| states.get(d).copied()) {
                 continue;
             }
             if past_queue_timeout(&exec, now) {
@@ -359,6 +338,27 @@ impl Sms {
         }
         Ok(())
     }
+}
+
+/// Whether the scheduler's housekeeping must act on `e` at `now`: a queue timeout or an attempt's
+/// timeout has passed, or (pending) every dependency ended or one is unknown (`state_of`).
+fn due(
+    e: &Execution,
+    now: i64,
+    grace: i64,
+    state_of: impl Fn(&String) -> Option<ExecState>,
+) -> bool {
+    past_queue_timeout(e, now)
+        || match e.state {
+            ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
+            ExecState::Pending => {
+                e.depends_on
+                    .iter()
+                    .all(|d| state_of(d).is_some_and(|s| s.is_terminal()))
+                    || e.depends_on.iter().any(|d| state_of(d).is_none())
+            }
+            _ => false,
+        }
 }
 
 /// Whether a running attempt has run past its timeout (plus `grace`) at `now`, counted from its

@@ -57,8 +57,10 @@ pub struct Sms {
     pub(crate) dispatch: crate::dispatch::DispatchConfig,
     /// What the strategy last heard of each target's fill: (placed there, a place free).
     pub(crate) sent_fill: std::sync::Mutex<BTreeMap<u64, (u32, bool)>>,
-    /// Serializes read-modify-write sequences on stored records.
+    /// Serializes read-modify-write sequences on stored node, task and file records.
     pub(crate) writes: Mutex<()>,
+    /// Read-modify-writes of an execution hold its stripe ([`crate::table::ExecLocks`]).
+    pub(crate) exec_locks: crate::table::ExecLocks,
     pub(crate) files_dir: PathBuf,
     /// Uploads and deletes of the same content take the same lock.
     pub(crate) file_locks: crate::files::FileLocks,
@@ -179,6 +181,7 @@ impl Sms {
             dispatch: config.dispatch,
             sent_fill: std::sync::Mutex::new(BTreeMap::new()),
             writes: Mutex::new(()),
+            exec_locks: crate::table::ExecLocks::default(),
             files_dir: config.files.dir.clone(),
             file_locks: crate::files::FileLocks::default(),
             max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),

@@ -7,8 +7,8 @@ use std::ops::Deref;
 
 use crate::model::{ExecState, Execution};
 
-/// Executions by id, plus the ids of the `ready` and of the `pending` ones and the number placed
-/// (`assigned` or `running`) on each node. Reads go through `Deref` to the map; every write goes
+/// Executions by id, plus the ids of the `pending`, the `ready` and the placed (`assigned` or
+/// `running`) ones, and the number placed on each node. Reads go through `Deref` to the map; every write goes
 /// through [`insert`](Self::insert), which keeps the indexes true.
 #[derive(Debug, Default)]
 pub struct ExecTable {
@@ -16,6 +16,31 @@ pub struct ExecTable {
     ready: BTreeSet<String>,
     pending: BTreeSet<String>,
     placed: BTreeMap<String, u32>,
+    on_nodes: BTreeSet<String>,
+}
+
+/// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
+/// the read to the write (its durable commit included), so it owns the execution meanwhile;
+/// changes of other executions go on beside it and share the storage's group commits.
+#[derive(Debug)]
+pub struct ExecLocks([tokio::sync::Mutex<()>; 256]);
+
+impl Default for ExecLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl ExecLocks {
+    /// Own execution `id` until the guard drops. Never hold two at once.
+    pub async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        self.0[(h.finish() % self.0.len() as u64) as usize]
+            .lock()
+            .await
+    }
 }
 
 /// The node an execution occupies a slot of, if any.
@@ -26,6 +51,11 @@ fn occupies(e: &Execution) -> Option<&str> {
 impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
+        if exec.state.is_placed() {
+            self.on_nodes.insert(id.clone());
+        } else {
+            self.on_nodes.remove(&id);
+        }
         let before = self.all.get(&id).and_then(occupies).map(str::to_owned);
         if before.as_deref() != occupies(&exec) {
             if let Some(node) = before
@@ -70,6 +100,15 @@ impl ExecTable {
     /// How many executions are placed (`assigned` or `running`) on each node that has any.
     pub fn placed(&self) -> &BTreeMap<String, u32> {
         &self.placed
+    }
+
+    /// The executions not finished: pending, ready, assigned or running (O(those), not O(all)).
+    pub fn unfinished(&self) -> impl Iterator<Item = &Execution> {
+        self.pending
+            .iter()
+            .chain(&self.ready)
+            .chain(&self.on_nodes)
+            .filter_map(|id| self.all.get(id))
     }
 
     /// The executions waiting on dependencies.
@@ -174,7 +213,9 @@ mod tests {
             "back in the queue frees the slot"
         );
         assert_eq!(t.placed().get("b"), Some(&1));
+        assert_eq!(t.unfinished().count(), 2);
         t.insert("f".into(), on(ExecState::Succeeded, "b"));
         assert!(t.placed().is_empty());
+        assert_eq!(t.unfinished().count(), 1, "e, ready");
     }
 }
