@@ -179,15 +179,17 @@ impl Sms {
             let Some(node) = names.get(&target).cloned() else {
                 continue;
             };
-            let id = picked.execution_id;
+            let mut exec = picked;
+            let id = exec.execution_id.clone();
             let _owned = self.exec_locks.lock(&id).await;
-            // Read again as its owner: a cancel or a late report may have changed it since the
-            // batch was picked.
-            let Ok(mut exec) = self.execution(&id).await else {
-                continue;
-            };
+            // Look again as its owner: a cancel or a late report may have changed it since the
+            // batch was picked, and every such change takes it out of `ready` (only this
+            // scheduler brings one back); then it is left for the next round.
+            let unchanged = self.executions.read().await.get(&id).is_some_and(|now| {
+                now.state == ExecState::Ready && now.updated_at_ms == exec.updated_at_ms
+            });
             // The strategy may put more on a node in one batch than it has room for.
-            if exec.state != ExecState::Ready || !room.take(&node) {
+            if !unchanged || !room.take(&node) {
                 continue;
             }
             exec.state = ExecState::Assigned;

@@ -1,0 +1,133 @@
+//! Races between a node's reports and SMS's own housekeeping, through a real `sms` process and a
+//! node speaking gRPC from this test.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Sandbox;
+use serde_json::json;
+use spear_proto::v1;
+use tokio_stream::StreamExt;
+
+/// SMS declares an attempt timed out this long after its start (timeout + the 2 s grace).
+const DEADLINE: Duration = Duration::from_millis(100 + 2000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeout() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let grpc = sms.grpc_url();
+    let mut nodes = v1::node_service_client::NodeServiceClient::connect(grpc.clone())
+        .await
+        .unwrap();
+    let node = nodes
+        .register_node(v1::RegisterNodeRequest {
+            ip_address: "127.0.0.1".into(),
+            port: 9000,
+            capacity: Some(v1::Resources {
+                cpu_millis: 1_000_000,
+                memory_mb: 1 << 20,
+                disk_mb: 0,
+            }),
+            executors: vec!["wasm".into()],
+            slots: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let execs = v1::execution_service_client::ExecutionServiceClient::connect(grpc)
+        .await
+        .unwrap();
+    let mut stream = execs
+        .clone()
+        .assignments(v1::AssignmentsRequest {
+            node_uuid: node.uuid.clone(),
+            after: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Each execution: started at once, its result reported right at SMS's deadline (spread over
+    // 80 ms around it), and whether SMS acknowledged that result.
+    let acknowledged: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let total = 150;
+    let node_task = {
+        let (acknowledged, uuid) = (acknowledged.clone(), node.uuid.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(Ok(a)) = stream.next().await {
+                if a.cancel {
+                    continue;
+                }
+                let e = a.execution.unwrap();
+                let (mut execs, acknowledged, uuid) =
+                    (execs.clone(), acknowledged.clone(), uuid.clone());
+                let skew = Duration::from_millis(n % 81);
+                n += 1;
+                tokio::spawn(async move {
+                    execs
+                        .report_state(v1::ReportStateRequest {
+                            session: a.session.clone(),
+                            node_uuid: uuid.clone(),
+                            execution_id: e.execution_id.clone(),
+                            state: "running".into(),
+                        })
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(DEADLINE - Duration::from_millis(40) + skew).await;
+                    let ok = execs
+                        .report_result(v1::ReportResultRequest {
+                            session: a.session,
+                            node_uuid: uuid,
+                            execution_id: e.execution_id.clone(),
+                            success: true,
+                            result: Some(v1::ExecutionResult::default()),
+                            error: String::new(),
+                        })
+                        .await
+                        .is_ok();
+                    acknowledged.lock().unwrap().push((e.execution_id, ok));
+                });
+            }
+        })
+    };
+    let c = reqwest::Client::new();
+    for _ in 0..total {
+        let (status, _) = common::post_json(
+            &c,
+            &sms,
+            "/api/v1/executions",
+            &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
+                "timeout_ms": 100, "max_attempts": 1}),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < total {
+        assert!(tokio::time::Instant::now() < deadline, "reports missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Housekeeping runs every 20 ms: let it look at every execution again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reports = acknowledged.lock().unwrap().clone();
+    let mut late = 0;
+    for (id, ok) in &reports {
+        let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+        if *ok {
+            assert_eq!(
+                e["state"], "succeeded",
+                "an acknowledged result was lost: {e}"
+            );
+        } else {
+            late += 1;
+            assert_eq!(e["state"], "timed_out", "{e}");
+        }
+    }
+    // Both sides of the deadline were exercised.
+    assert!(late > 0 && late < total, "{late} of {total} came too late");
+    node_task.abort();
+}
