@@ -1,9 +1,10 @@
 //! SMS's state on a storage-backend plugin: JSON records under key prefixes, every call off the
 //! async runtime (backends may block). A write returns once the backend has made it durable.
 //!
-//! Writes are group-committed: one writer thread takes every write queued meanwhile and applies
-//! them as one atomic batch, so concurrent writers share one durable commit (one fsync with redb)
-//! instead of queueing for one each. Writes apply in the order they were queued.
+//! Writes are group-committed ([`GroupWriter`]): one writer thread takes every write queued
+//! meanwhile and applies them as one atomic batch, so concurrent writers share one durable commit
+//! (one fsync with redb) instead of queueing for one each. Writes apply in the order they were
+//! queued.
 //!
 //! | prefix | record |
 //! |---|---|
@@ -19,21 +20,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spear_plugin_api::StorageBackend;
 use spear_plugin_api::storage::BatchOp;
+use spear_plugin_runtime::group::{GroupWriter, WriteResult};
 
 use crate::error::{Result, SmsError};
 use crate::health::WriteHealth;
-
-/// A queued write and where to report how it went.
-type Write = (Vec<BatchOp>, tokio::sync::oneshot::Sender<Result<()>>);
-
-/// Writes combined into one commit at most.
-const GROUP: usize = 4096;
 
 /// A storage backend shared by SMS's components.
 #[derive(Clone)]
 pub struct Db {
     backend: Arc<dyn StorageBackend>,
-    writes: tokio::sync::mpsc::UnboundedSender<Write>,
+    writes: GroupWriter,
     health: Arc<WriteHealth>,
 }
 
@@ -61,33 +57,12 @@ const PAGE: u32 = 1024;
 impl Db {
     /// Wrap an opened backend and start its writer thread (which ends when every `Db` is dropped).
     pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
-        let (writes, mut rx) = tokio::sync::mpsc::unbounded_channel::<Write>();
-        let writer = backend.clone();
         let health = Arc::new(WriteHealth::default());
         let recorder = health.clone();
-        std::thread::Builder::new()
-            .name("sms-db-writer".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut group = vec![first];
-                    while group.len() < GROUP {
-                        match rx.try_recv() {
-                            Ok(w) => group.push(w),
-                            Err(_) => break,
-                        }
-                    }
-                    let ops: Vec<BatchOp> = group
-                        .iter_mut()
-                        .flat_map(|(ops, _)| std::mem::take(ops))
-                        .collect();
-                    let result = writer.batch(&ops).map_err(storage);
-                    recorder.record(&result);
-                    for (_, done) in group {
-                        let _ = done.send(result.clone());
-                    }
-                }
-            })
-            .expect("start the storage writer thread");
+        let writes = GroupWriter::start("sms-db-writer", backend.clone(), move |result| {
+            recorder.record(&result.clone().map_err(SmsError::Storage));
+        })
+        .expect("start the storage writer thread");
         Self {
             backend,
             writes,
@@ -101,14 +76,12 @@ impl Db {
     }
 
     /// Queue a write now (writes apply in queue order); await the returned receiver for its result.
-    pub fn enqueue(&self, ops: Vec<BatchOp>) -> tokio::sync::oneshot::Receiver<Result<()>> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        if let Err(e) = self.writes.send((ops, done)) {
-            let stopped = Err(storage("the storage writer has stopped"));
-            self.health.record(&stopped);
-            let _ = e.0.1.send(stopped);
+    pub fn enqueue(&self, ops: Vec<BatchOp>) -> tokio::sync::oneshot::Receiver<WriteResult> {
+        if self.writes.is_stopped() {
+            self.health
+                .record(&Err(storage("the storage writer has stopped")));
         }
-        rx
+        self.writes.enqueue(ops)
     }
 
     /// Apply writes atomically and durably.
@@ -116,6 +89,7 @@ impl Db {
         self.enqueue(ops)
             .await
             .map_err(|_| storage("the storage writer has stopped"))?
+            .map_err(SmsError::Storage)
     }
 
     async fn blocking<T: Send + 'static>(

@@ -178,7 +178,7 @@ impl EventLog {
 
 /// A queued append: await [`commit`](Queued::commit) for durability.
 pub struct Queued {
-    done: tokio::sync::oneshot::Receiver<Result<()>>,
+    done: tokio::sync::oneshot::Receiver<spear_plugin_runtime::group::WriteResult>,
     events: Vec<Event>,
     live: broadcast::Sender<Event>,
 }
@@ -196,6 +196,7 @@ impl Queued {
         (&mut self.done)
             .await
             .map_err(|_| crate::error::SmsError::Storage("the storage writer has stopped".into()))?
+            .map_err(crate::error::SmsError::Storage)
     }
 
     /// Announce the events to live subscribers (after [`durable`](Self::durable)).

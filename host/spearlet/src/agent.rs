@@ -566,5 +566,5 @@ async fn open_store(config: &SpearletConfig, plugins: &PluginHost) -> Result<Sto
         .map_err(|e| Error::Storage(e.to_string()))?
         .map_err(|e| Error::Storage(e.to_string()))?;
     let backend: Arc<dyn StorageBackend> = Arc::new(backend);
-    Ok(Store::new(backend))
+    Store::new(backend)
 }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use spear_plugin_api::StorageBackend;
 use spear_plugin_api::storage::BatchOp;
+use spear_plugin_runtime::group::GroupWriter;
 
 use crate::error::{Error, Result};
 
@@ -85,10 +86,12 @@ pub struct CachedArtifact {
     pub last_used_ms: u64,
 }
 
-/// The state store.
+/// The state store. Writes are group-committed ([`GroupWriter`]): the writes of executions running
+/// at once (cursors, running records, reports) share durable commits.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn StorageBackend>,
+    writes: GroupWriter,
 }
 
 impl std::fmt::Debug for Store {
@@ -102,9 +105,16 @@ fn storage(e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
-    /// Wrap an opened backend.
-    pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
-        Self { backend }
+    /// Wrap an opened backend and start its writer thread (which ends when every `Store` is
+    /// dropped).
+    pub fn new(backend: Arc<dyn StorageBackend>) -> Result<Self> {
+        let writes = GroupWriter::start("spearlet-store-writer", backend.clone(), |result| {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "a state store write failed");
+            }
+        })
+        .map_err(storage)?;
+        Ok(Self { backend, writes })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -133,20 +143,17 @@ impl Store {
 
     /// Store `value` at `key`, durably.
     pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        let k = key.as_bytes().to_vec();
-        let v = serde_json::to_vec(value).map_err(storage)?;
-        self.blocking(move |b| b.put(&k, &v)).await
+        self.batch(vec![put_op(key, value)?]).await
     }
 
     /// Remove `key`.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let k = key.as_bytes().to_vec();
-        self.blocking(move |b| b.delete(&k).map(|_| ())).await
+        self.batch(vec![delete_op(key)]).await
     }
 
-    /// Apply puts and deletes atomically.
+    /// Apply puts and deletes atomically and durably (with other writes queued meanwhile).
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.blocking(move |b| b.batch(&ops)).await
+        self.writes.write(ops).await.map_err(Error::Storage)
     }
 
     /// Every record under `prefix`, in key order.
