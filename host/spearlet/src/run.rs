@@ -219,11 +219,22 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         handle: handle.clone(),
         started_at_ms: crate::now_ms(),
     };
-    if let Err(e) = agent.store.put(&format!("exec/{id}"), &record).await {
-        tracing::error!(execution = %id, error = %e, "cannot persist the running record");
-    }
-    report_running(agent, &id).await;
-    let (result, memory) = wait(loaded, &handle).await;
+    // Tell SMS it started beside the run: the result need not wait for that answer (SMS takes
+    // the start only while the execution is assigned, so a start arriving after the result is
+    // refused and changes nothing).
+    let telling = {
+        let (agent, id) = (agent.clone(), id.clone());
+        tokio::spawn(async move { report_running(&agent, &id).await })
+    };
+    // The record (for re-attaching after a restart) is stored while it runs, and before its
+    // result: the store applies writes in order.
+    let persist = async {
+        if let Err(e) = agent.store.put(&format!("exec/{id}"), &record).await {
+            tracing::error!(execution = %id, error = %e, "cannot persist the running record");
+        }
+    };
+    let ((), (result, memory)) = tokio::join!(persist, wait(loaded, &handle));
+    drop(telling);
     let executor = loaded.executor.clone();
     let h = handle.clone();
     let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
