@@ -408,7 +408,10 @@ impl Agent {
             session: a.session.clone(),
             cursor: a.cursor,
         };
-        if let Err(e) = self.store.put("cursor", &cursor).await {
+        // Not waited for: SMS sends every execution still placed here again on each reconnect,
+        // and those already running or reported here are skipped, so a lost cursor costs nothing
+        // but a resend (a failing store is logged by its writer).
+        if let Err(e) = self.store.put_unawaited("cursor", &cursor) {
             tracing::error!(error = %e, "cannot persist the assignment cursor");
         }
         if a.cancel {

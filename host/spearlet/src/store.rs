@@ -146,6 +146,13 @@ impl Store {
         self.batch(vec![put_op(key, value)?]).await
     }
 
+    /// Queue a put of `value` at `key` without waiting for it to be durable (it is stored in
+    /// order with every other write), for records whose loss a restart tolerates.
+    pub fn put_unawaited<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        drop(self.writes.enqueue(vec![put_op(key, value)?]));
+        Ok(())
+    }
+
     /// Remove `key`.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.batch(vec![delete_op(key)]).await
