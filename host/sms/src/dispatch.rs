@@ -4,11 +4,12 @@
 //! not yet heard the end of. So the queue stays in SMS, where priority, aging and the strategy
 //! decide, and a node's own queue never holds more than the prefetch.
 //!
-//! Each round the scheduler tells the strategy, through its target view, how much each node holds
-//! (`active`) and which nodes are full (`healthy: false` while no slot is free), then caps the
-//! strategy's decisions by the free slots it counted.
+//! Each round the scheduler tells the strategy, through its target view, which nodes are full
+//! (`healthy: false` while no slot is free; sent when a node turns full or open) and, with every
+//! other change of a node, how much it holds (`active`), then caps the strategy's decisions by the
+//! free slots it counted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,10 +69,10 @@ impl DispatchConfig {
     }
 }
 
-/// The free places of each node in one scheduling round.
+/// The free places of each active node (by target id) in one scheduling round.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    free: BTreeMap<String, u32>,
+    free: std::collections::HashMap<u64, u32>,
 }
 
 impl Room {
@@ -80,9 +81,9 @@ impl Room {
         self.free.values().map(|n| *n as usize).sum()
     }
 
-    /// Take one place on `node`; false when it has none left.
-    pub fn take(&mut self, node: &str) -> bool {
-        match self.free.get_mut(node) {
+    /// Take one place on the node of target `id`; false when it has none left.
+    pub fn take(&mut self, id: u64) -> bool {
+        match self.free.get_mut(&id) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 true
@@ -97,14 +98,18 @@ impl Sms {
     /// round (removed nodes, changed nodes, outcomes) with each node's `active` set to what SMS
     /// has placed there and `healthy` false while it is full. Only the scheduler calls this.
     pub(crate) async fn measure_room(&self) -> Room {
-        let placed = self.executions.read().await.placed().clone();
-        let ids = self.target_ids.lock().await.clone();
         let mut batch = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut room = Room::default();
-        // Nodes whose fill changed while nothing else about them did: sent too.
+        // Nodes that turned full or open while nothing else about them changed: sent too. (A
+        // change of what a node holds alone is not sent each round: the strategy's view counts
+        // its own placements, and each upsert costs a plugin call.)
         let mut refill = Vec::new();
         {
+            // Lock order: target ids, nodes, executions (as everywhere else).
+            let ids = self.target_ids.lock().await;
             let nodes = self.nodes.read().await;
+            let execs = self.executions.read().await;
+            let placed = execs.placed();
             let mut sent = self.sent_fill.lock().unwrap_or_else(|p| p.into_inner());
             for id in &batch.removes {
                 sent.remove(id);
@@ -116,10 +121,11 @@ impl Sms {
                 let holds = placed.get(uuid).copied().unwrap_or(0);
                 let free = limit.saturating_sub(holds);
                 if node.status == NodeStatus::Active {
-                    room.free.insert(uuid.clone(), free);
+                    room.free.insert(id, free);
                 }
                 let fill = (holds, free > 0);
-                if sent.insert(id, fill) != Some(fill) && !upserted.contains(&id) {
+                let flipped = sent.insert(id, fill).is_none_or(|(_, open)| open != fill.1);
+                if flipped && !upserted.contains(&id) {
                     refill.push((id, node.clone()));
                 }
             }
@@ -194,12 +200,12 @@ mod tests {
             .is_err()
         );
         let mut room = Room::default();
-        room.free.insert("a".into(), 1);
-        room.free.insert("b".into(), 0);
+        room.free.insert(1, 1);
+        room.free.insert(2, 0);
         assert_eq!(room.total(), 1);
-        assert!(room.take("a"));
-        assert!(!room.take("a"));
-        assert!(!room.take("b"));
-        assert!(!room.take("unknown"));
+        assert!(room.take(1));
+        assert!(!room.take(1));
+        assert!(!room.take(2));
+        assert!(!room.take(3), "unknown");
     }
 }

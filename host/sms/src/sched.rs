@@ -189,7 +189,7 @@ impl Sms {
                 now.state == ExecState::Ready && now.updated_at_ms == exec.updated_at_ms
             });
             // The strategy may put more on a node in one batch than it has room for.
-            if !unchanged || !room.take(&node) {
+            if !unchanged || !room.take(target) {
                 continue;
             }
             exec.state = ExecState::Assigned;
