@@ -126,7 +126,7 @@ impl Sms {
                 let fill = (holds, free > 0);
                 let flipped = sent.insert(id, fill).is_none_or(|(_, open)| open != fill.1);
                 if flipped && !upserted.contains(&id) {
-                    refill.push((id, node.clone()));
+                    refill.push((id, node.clone(), fill));
                 }
             }
             let sent = &*sent;
@@ -137,9 +137,8 @@ impl Sms {
                 }
             }
         }
-        for (id, node) in refill {
+        for (id, node, (holds, open)) in refill {
             let mut t = to_target(id, &node, self.connected(&node.uuid).await);
-            let (holds, open) = self.fill_of(id);
             t.active = holds;
             t.healthy &= open;
             batch.upserts.push(t);
@@ -161,15 +160,6 @@ impl Sms {
             .await;
         }
         room
-    }
-
-    fn fill_of(&self, id: u64) -> (u32, bool) {
-        self.sent_fill
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .copied()
-            .unwrap_or((0, true))
     }
 }
 
