@@ -9,9 +9,10 @@
 //! other change of a node, how much it holds (`active`), then caps the strategy's decisions by the
 //! free slots it counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+use spear_plugin_api::Decision;
 
 use crate::config::ConfigError;
 use crate::model::NodeStatus;
@@ -69,18 +70,92 @@ impl DispatchConfig {
     }
 }
 
-/// The free places of each active node (by target id) in one scheduling round.
+/// What the scheduler knows of each node's fill, kept between rounds and recounted only where
+/// something changed (a node's figures, or what SMS placed there), so that a round costs
+/// O(changes), not O(nodes). Only the scheduler touches it.
+#[derive(Debug, Default)]
+pub(crate) struct Capacity {
+    nodes: HashMap<u64, Fill>,
+    /// Free places on active nodes, all together.
+    free: usize,
+}
+
+/// One node's fill.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    /// Executions SMS placed there and has not heard the end of.
+    holds: u32,
+    /// Places left under its limit.
+    free: u32,
+    /// It is active (only an active node counts towards the free places).
+    active: bool,
+    /// What the strategy last heard: a place free (`None`: nothing yet).
+    open_sent: Option<bool>,
+}
+
+impl Capacity {
+    /// Record node `id`'s fill; true when the strategy has not heard whether it is open or full.
+    fn set(&mut self, id: u64, holds: u32, limit: u32, active: bool) -> bool {
+        let free = limit.saturating_sub(holds);
+        let fill = self.nodes.entry(id).or_insert(Fill {
+            holds: 0,
+            free: 0,
+            active: false,
+            open_sent: None,
+        });
+        if fill.active {
+            self.free -= fill.free as usize;
+        }
+        if active {
+            self.free += free as usize;
+        }
+        let open = free > 0;
+        let flipped = fill.open_sent != Some(open);
+        *fill = Fill {
+            holds,
+            free,
+            active,
+            open_sent: Some(open),
+        };
+        flipped
+    }
+
+    /// Forget node `id`.
+    fn remove(&mut self, id: u64) {
+        if let Some(fill) = self.nodes.remove(&id)
+            && fill.active
+        {
+            self.free -= fill.free as usize;
+        }
+    }
+
+    /// Node `id`'s (placed, a place free), as last recorded.
+    fn fill(&self, id: u64) -> Option<(u32, bool)> {
+        self.nodes.get(&id).map(|f| (f.holds, f.free > 0))
+    }
+
+    /// The free places of the nodes in `targets`, to spend in one round.
+    pub fn room(&self, targets: impl IntoIterator<Item = u64>) -> Room {
+        let mut room = Room::default();
+        for id in targets {
+            let free = self
+                .nodes
+                .get(&id)
+                .filter(|f| f.active)
+                .map_or(0, |f| f.free);
+            room.free.insert(id, free);
+        }
+        room
+    }
+}
+
+/// The free places of the nodes one round's decisions name (by target id).
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    free: std::collections::HashMap<u64, u32>,
+    free: HashMap<u64, u32>,
 }
 
 impl Room {
-    /// Free places on active nodes, all together.
-    pub fn total(&self) -> usize {
-        self.free.values().map(|n| *n as usize).sum()
-    }
-
     /// Take one place on the node of target `id`; false when it has none left.
     pub fn take(&mut self, id: u64) -> bool {
         match self.free.get_mut(&id) {
@@ -94,49 +169,51 @@ impl Room {
 }
 
 impl Sms {
-    /// Count each node's free places, and send the strategy every change recorded since the last
-    /// round (removed nodes, changed nodes, outcomes) with each node's `active` set to what SMS
-    /// has placed there and `healthy` false while it is full. Only the scheduler calls this.
-    pub(crate) async fn measure_room(&self) -> Room {
+    /// Recount the fill of each node that changed since the last round, send the strategy every
+    /// change recorded since then (removed nodes, changed nodes, outcomes) with each changed
+    /// node's `active` set to what SMS has placed there and `healthy` false while it is full, and
+    /// return the free places on active nodes. Only the scheduler calls this.
+    pub(crate) async fn measure_room(&self) -> usize {
         let mut batch = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut room = Room::default();
         // Nodes that turned full or open while nothing else about them changed: sent too. (A
         // change of what a node holds alone is not sent each round: the strategy's view counts
         // its own placements, and each upsert costs a plugin call.)
         let mut refill = Vec::new();
-        {
+        let free = {
             // Lock order: target ids, nodes, executions (as everywhere else).
             let ids = self.target_ids.lock().await;
             let nodes = self.nodes.read().await;
-            let execs = self.executions.read().await;
+            let mut execs = self.executions.write().await;
+            let mut look = execs.take_touched();
+            look.extend(batch.upserts.iter().map(|t| t.name.clone()));
             let placed = execs.placed();
-            let mut sent = self.sent_fill.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
             for id in &batch.removes {
-                sent.remove(id);
+                cap.remove(*id);
             }
             let upserted: BTreeSet<u64> = batch.upserts.iter().map(|t| t.id).collect();
-            for (uuid, node) in nodes.iter() {
+            for uuid in &look {
+                // A node without a target id is gone (its removal is in the batch).
                 let Some(&id) = ids.get(uuid) else { continue };
-                let limit = self.dispatch.limit(node.slots);
+                let Some(node) = nodes.get(uuid) else {
+                    cap.remove(id);
+                    continue;
+                };
                 let holds = placed.get(uuid).copied().unwrap_or(0);
-                let free = limit.saturating_sub(holds);
-                if node.status == NodeStatus::Active {
-                    room.free.insert(id, free);
-                }
-                let fill = (holds, free > 0);
-                let flipped = sent.insert(id, fill).is_none_or(|(_, open)| open != fill.1);
-                if flipped && !upserted.contains(&id) {
-                    refill.push((id, node.clone(), fill));
+                let limit = self.dispatch.limit(node.slots);
+                let active = node.status == NodeStatus::Active;
+                if cap.set(id, holds, limit, active) && !upserted.contains(&id) {
+                    refill.push((id, node.clone(), cap.fill(id).unwrap_or((0, false))));
                 }
             }
-            let sent = &*sent;
             for t in &mut batch.upserts {
-                if let Some(&(holds, open)) = sent.get(&t.id) {
+                if let Some((holds, open)) = cap.fill(t.id) {
                     t.active = holds;
                     t.healthy &= open;
                 }
             }
-        }
+            cap.free
+        };
         for (id, node, (holds, open)) in refill {
             let mut t = to_target(id, &node, self.connected(&node.uuid).await);
             t.active = holds;
@@ -159,7 +236,18 @@ impl Sms {
             })
             .await;
         }
-        room
+        free
+    }
+
+    /// The free places of the nodes `decisions` assign to.
+    pub(crate) fn room_for(&self, decisions: &[Decision]) -> Room {
+        self.capacity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .room(decisions.iter().filter_map(|d| match d {
+                Decision::Assign(id) => Some(*id),
+                _ => None,
+            }))
     }
 }
 
@@ -189,13 +277,33 @@ mod tests {
             .validate()
             .is_err()
         );
-        let mut room = Room::default();
-        room.free.insert(1, 1);
-        room.free.insert(2, 0);
-        assert_eq!(room.total(), 1);
+    }
+
+    #[test]
+    fn the_free_total_follows_every_change_of_a_node() {
+        let mut cap = Capacity::default();
+        assert!(cap.set(1, 0, 3, true), "new: the strategy hears it");
+        assert!(!cap.set(1, 1, 3, true), "still open");
+        assert!(cap.set(2, 5, 4, true), "over its limit: full");
+        assert_eq!(cap.free, 2);
+        assert!(!cap.set(2, 5, 4, false));
+        assert!(cap.set(3, 0, 7, false), "inactive: counts for nothing");
+        assert_eq!(cap.free, 2);
+        assert!(!cap.set(3, 0, 7, true), "turned active, open as before");
+        assert_eq!(cap.free, 9);
+        assert!(cap.set(1, 3, 3, true), "filled up");
+        assert_eq!(cap.free, 7);
+        cap.remove(3);
+        cap.remove(3);
+        assert_eq!(cap.free, 0);
+        assert_eq!(cap.fill(2), Some((5, false)));
+        let mut room = cap.room([1, 2, 9]);
+        assert!(!room.take(1), "full");
+        assert!(!room.take(9), "unknown");
+        assert!(cap.set(1, 1, 3, true), "opened again");
+        let mut room = cap.room([1, 1]);
         assert!(room.take(1));
-        assert!(!room.take(1));
-        assert!(!room.take(2));
-        assert!(!room.take(3), "unknown");
+        assert!(room.take(1));
+        assert!(!room.take(1), "two places, taken");
     }
 }

@@ -249,7 +249,7 @@ impl Sms {
             queue_timeout_ms: req.queue_timeout_ms.unwrap_or(0),
             orphaned_on: None,
         };
-        let unfit = crate::fit::why_not(&exec, self.nodes.read().await.values());
+        let unfit = self.unfit(&exec).await;
         if let Some((field, why)) = unfit {
             match self.unschedulable {
                 crate::fit::Unschedulable::Refuse => return Err(SmsError::invalid(field, why)),

@@ -4,15 +4,15 @@
 //! queued with `error: "unschedulable: <why>"` (`"queue"`, the default), which is refreshed when
 //! the registered nodes change and cleared when a node that fits arrives.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Execution, Node};
+use crate::model::{Execution, Node, Resources};
 use crate::nodes::NODE_LABEL;
 use crate::service::Sms;
+use crate::table::NodeTable;
 
 /// What to do with an execution that no registered node could hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,31 +99,74 @@ type Dimension = (
     fn(&crate::model::Resources) -> u64,
 );
 
-/// A fingerprint of what [`why_not`] looks at in the nodes.
-fn fingerprint<'a>(nodes: impl Iterator<Item = &'a Node>) -> u64 {
-    let mut h = DefaultHasher::new();
-    for n in nodes {
-        (&n.uuid, &n.labels, &n.executors, n.capacity).hash(&mut h);
+/// Most answers [`FitCache`] keeps (it starts afresh past this).
+pub const FIT_CACHE_ENTRIES: usize = 4096;
+
+/// What decides an execution's fit: its executable type, required labels and needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    kind: String,
+    required: BTreeMap<String, String>,
+    needs: Resources,
+}
+
+/// [`why_not`]'s answers by shape, for one state of the nodes (their
+/// [`fit_print`](NodeTable::fit_print)): submits of the same shape ask once, not once per node
+/// each. Bounded by [`FIT_CACHE_ENTRIES`].
+#[derive(Debug, Default)]
+pub(crate) struct FitCache {
+    print: u64,
+    answers: HashMap<Shape, Option<(&'static str, String)>>,
+}
+
+impl FitCache {
+    /// Why no node in `nodes` could hold `e` ([`why_not`]), answered from the cache when the
+    /// nodes are as they were.
+    pub fn why_not(&mut self, e: &Execution, nodes: &NodeTable) -> Option<(&'static str, String)> {
+        if self.print != nodes.fit_print() || self.answers.len() >= FIT_CACHE_ENTRIES {
+            self.answers.clear();
+            self.print = nodes.fit_print();
+        }
+        let shape = Shape {
+            kind: e.executable.kind.clone(),
+            required: e.required_labels.clone(),
+            needs: e.needs,
+        };
+        self.answers
+            .entry(shape)
+            .or_insert_with(|| why_not(e, nodes.values()))
+            .clone()
     }
-    h.finish()
 }
 
 impl Sms {
+    /// Why no registered node could hold `e` ([`why_not`], cached by shape).
+    pub(crate) async fn unfit(&self, e: &Execution) -> Option<(&'static str, String)> {
+        let nodes = self.nodes.read().await;
+        self.fit_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .why_not(e, &nodes)
+    }
+
     /// When the registered nodes changed since the last look, set or clear the `unschedulable`
     /// reason of every execution not yet placed, ready or pending (in memory; what was stored at
     /// submit is corrected the next time the execution is written).
     pub(crate) async fn refresh_unschedulable(&self) {
         let nodes = self.nodes.read().await;
-        let print = fingerprint(nodes.values());
+        let print = nodes.fit_print();
         if self.nodes_fingerprint.swap(print, Ordering::Relaxed) == print {
             return;
         }
         let mut execs = self.executions.write().await;
+        let mut cache = self.fit_cache.lock().unwrap_or_else(|p| p.into_inner());
         let changes: Vec<(String, Option<String>)> = execs
             .ready()
             .chain(execs.pending())
             .filter_map(|(id, e)| {
-                let now = why_not(e, nodes.values()).map(|(_, why)| format!("{PREFIX}{why}"));
+                let now = cache
+                    .why_not(e, &nodes)
+                    .map(|(_, why)| format!("{PREFIX}{why}"));
                 let was = e.error.as_ref().filter(|x| x.starts_with(PREFIX));
                 match (&now, was) {
                     (Some(n), Some(w)) if n == w => None,
@@ -135,6 +178,47 @@ impl Sms {
             .collect();
         for (id, error) in changes {
             execs.set_error(&id, error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests_support::{execution, node};
+
+    #[test]
+    fn cached_answers_follow_the_nodes_and_stay_bounded() {
+        let mut nodes = NodeTable::default();
+        let mut cache = FitCache::default();
+        let mut e = execution();
+        e.executable.kind = "process".into();
+        assert_eq!(
+            cache.why_not(&e, &nodes),
+            None,
+            "no node registered: no verdict"
+        );
+        nodes.insert("a".into(), node("a"));
+        assert_eq!(cache.why_not(&e, &nodes), None);
+        e.needs.memory_mb = 10;
+        let why = cache.why_not(&e, &nodes);
+        assert_eq!(why.as_ref().map(|w| w.0), Some("needs.memory_mb"));
+        assert_eq!(cache.why_not(&e, &nodes), why, "asked again");
+        nodes.update("a", |n| n.capacity.memory_mb = 10);
+        assert_eq!(
+            cache.why_not(&e, &nodes),
+            None,
+            "the node grew: answered anew"
+        );
+        e.executable.kind = "wasm".into();
+        assert_eq!(
+            cache.why_not(&e, &nodes).map(|w| w.0),
+            Some("executable.type")
+        );
+        for i in 0..(FIT_CACHE_ENTRIES as u64 * 2) {
+            e.needs.disk_mb = i;
+            cache.why_not(&e, &nodes);
+            assert!(cache.answers.len() <= FIT_CACHE_ENTRIES);
         }
     }
 }

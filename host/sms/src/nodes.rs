@@ -189,22 +189,23 @@ impl Sms {
         check_labels("health_info", &hb.health_info)?;
         let (node, revived) = {
             let mut nodes = self.nodes.write().await;
-            let node = nodes
-                .get_mut(uuid)
-                .ok_or_else(|| SmsError::not_found("node", uuid))?;
-            node.last_heartbeat_ms = now_ms();
-            node.health_info = hb.health_info;
-            if let Some(a) = hb.available {
-                node.available = a;
-            }
-            if let Some(r) = hb.running {
-                node.running = r;
-            }
-            let revived = node.status == NodeStatus::Unhealthy;
-            if revived {
-                node.status = NodeStatus::Active;
-            }
-            (node.clone(), revived)
+            nodes
+                .update(uuid, |node| {
+                    node.last_heartbeat_ms = now_ms();
+                    node.health_info = hb.health_info;
+                    if let Some(a) = hb.available {
+                        node.available = a;
+                    }
+                    if let Some(r) = hb.running {
+                        node.running = r;
+                    }
+                    let revived = node.status == NodeStatus::Unhealthy;
+                    if revived {
+                        node.status = NodeStatus::Active;
+                    }
+                    (node.clone(), revived)
+                })
+                .ok_or_else(|| SmsError::not_found("node", uuid))?
         };
         if revived {
             let _guard = self.writes.lock().await;

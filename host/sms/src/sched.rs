@@ -127,7 +127,7 @@ impl Sms {
             self.expire_and_release().await?;
             self.refresh_unschedulable().await;
         }
-        let mut room = self.measure_room().await;
+        let free = self.measure_room().await;
         let aging = self.sched.aging_ms.max(1);
         // Pick the batch by key first; clone only the executions that make it.
         let ready: Vec<Execution> = {
@@ -153,7 +153,7 @@ impl Sms {
             if keys.is_empty() {
                 return Ok(0);
             }
-            let batch = self.sched.batch.min(keys.len()).min(room.total());
+            let batch = self.sched.batch.min(keys.len()).min(free);
             if batch == 0 {
                 return Ok(0);
             }
@@ -169,14 +169,22 @@ impl Sms {
         let decisions = tokio::task::spawn_blocking(move || plugins.strategy().place(&requests))
             .await
             .map_err(storage)?;
+        let mut room = self.room_for(&decisions);
 
-        let names = self.target_names.lock().await.clone();
+        // The node of each decision (only those named: O(batch), not O(nodes)).
+        let nodes: Vec<Option<(u64, String)>> = {
+            let names = self.target_names.lock().await;
+            decisions
+                .iter()
+                .map(|d| match d {
+                    Decision::Assign(t) => names.get(t).map(|n| (*t, n.clone())),
+                    Decision::Reject(_) => None,
+                })
+                .collect()
+        };
         let mut queued = Vec::new();
-        for (picked, decision) in ready.into_iter().zip(decisions) {
-            let Decision::Assign(target) = decision else {
-                continue;
-            };
-            let Some(node) = names.get(&target).cloned() else {
+        for (picked, node) in ready.into_iter().zip(nodes) {
+            let Some((target, node)) = node else {
                 continue;
             };
             let mut exec = picked;

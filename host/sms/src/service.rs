@@ -20,7 +20,7 @@ pub struct Sms {
     pub(crate) db: Db,
     pub(crate) events: EventLog,
     pub(crate) plugins: Arc<PluginHost>,
-    pub(crate) nodes: RwLock<BTreeMap<String, Node>>,
+    pub(crate) nodes: RwLock<crate::table::NodeTable>,
     pub(crate) tasks: RwLock<BTreeMap<String, Task>>,
     /// Node uuid → the strategy's target id.
     pub(crate) target_ids: Mutex<BTreeMap<String, u64>>,
@@ -43,6 +43,8 @@ pub struct Sms {
     pub(crate) last_maintenance_ms: std::sync::atomic::AtomicI64,
     /// What the unschedulable reasons were last computed against ([`crate::fit`]).
     pub(crate) nodes_fingerprint: AtomicU64,
+    /// Fit answers by execution shape, for the nodes as they are.
+    pub(crate) fit_cache: std::sync::Mutex<crate::fit::FitCache>,
     /// Liveness of the background work.
     pub(crate) health: Arc<crate::health::Health>,
     /// What to do with an execution no registered node could hold.
@@ -55,8 +57,8 @@ pub struct Sms {
     pub(crate) sched: crate::sched::SchedSettings,
     /// How much work a node may hold.
     pub(crate) dispatch: crate::dispatch::DispatchConfig,
-    /// What the strategy last heard of each target's fill: (placed there, a place free).
-    pub(crate) sent_fill: std::sync::Mutex<BTreeMap<u64, (u32, bool)>>,
+    /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
+    pub(crate) capacity: std::sync::Mutex<crate::dispatch::Capacity>,
     /// Serializes read-modify-write sequences on stored node, task and file records.
     pub(crate) writes: Mutex<()>,
     /// Read-modify-writes of an execution hold its stripe ([`crate::table::ExecLocks`]).
@@ -124,7 +126,7 @@ impl Sms {
         let db = Db::new(backend);
         let events = EventLog::open(db.clone()).await?;
         let now = now_ms();
-        let nodes: BTreeMap<String, Node> = db
+        let nodes: crate::table::NodeTable = db
             .load_all::<Node>("node/")
             .await?
             .into_iter()
@@ -179,7 +181,8 @@ impl Sms {
             wake: Notify::new(),
             sched: crate::sched::SchedSettings::default(),
             dispatch: config.dispatch,
-            sent_fill: std::sync::Mutex::new(BTreeMap::new()),
+            capacity: Default::default(),
+            fit_cache: Default::default(),
             writes: Mutex::new(()),
             exec_locks: crate::table::ExecLocks::default(),
             files_dir: config.files.dir.clone(),

@@ -1,11 +1,79 @@
-//! The executions SMS holds in memory, with indexes of those not yet placed (`ready`, and
+//! The tables SMS holds in memory: the nodes, with a fingerprint of what decides whether any of
+//! them could hold an execution ([`crate::fit`]), kept as they change; and the executions, with indexes of those not yet placed (`ready`, and
 //! `pending` on dependencies), so that a scheduling round costs O(ready), not O(every execution
 //! ever submitted), and the count of those placed on each node (capacity-aware dispatch).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
-use crate::model::{ExecState, Execution};
+use crate::model::{ExecState, Execution, Node};
+
+/// Nodes by uuid, plus a fingerprint of the fields [`crate::fit::why_not`] reads (uuid, labels,
+/// executors, capacity) over all of them, kept true by every write: reads go through `Deref`,
+/// writes through [`insert`](Self::insert), [`update`](Self::update) and [`remove`](Self::remove).
+#[derive(Debug, Default)]
+pub struct NodeTable {
+    all: BTreeMap<String, Node>,
+    fit: u64,
+}
+
+/// What the fit of one node depends on, hashed.
+fn fit_hash(n: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&n.uuid, &n.labels, &n.executors, n.capacity).hash(&mut h);
+    h.finish()
+}
+
+impl NodeTable {
+    /// Insert or replace a node.
+    pub fn insert(&mut self, uuid: String, node: Node) {
+        self.fit = self.fit.wrapping_add(fit_hash(&node));
+        if let Some(old) = self.all.insert(uuid, node) {
+            self.fit = self.fit.wrapping_sub(fit_hash(&old));
+        }
+    }
+
+    /// Change node `uuid` in place; `None` when there is none.
+    pub fn update<R>(&mut self, uuid: &str, change: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        let node = self.all.get_mut(uuid)?;
+        let before = fit_hash(node);
+        let r = change(node);
+        self.fit = self.fit.wrapping_sub(before).wrapping_add(fit_hash(node));
+        Some(r)
+    }
+
+    /// Remove a node.
+    pub fn remove(&mut self, uuid: &str) -> Option<Node> {
+        let old = self.all.remove(uuid)?;
+        self.fit = self.fit.wrapping_sub(fit_hash(&old));
+        Some(old)
+    }
+
+    /// A fingerprint of what decides the fit of executions: equal while no node came, went, or
+    /// changed its labels, executors or capacity (O(1)).
+    pub fn fit_print(&self) -> u64 {
+        self.fit
+    }
+}
+
+impl FromIterator<(String, Node)> for NodeTable {
+    fn from_iter<I: IntoIterator<Item = (String, Node)>>(iter: I) -> Self {
+        let mut t = Self::default();
+        for (uuid, node) in iter {
+            t.insert(uuid, node);
+        }
+        t
+    }
+}
+
+impl Deref for NodeTable {
+    type Target = BTreeMap<String, Node>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
 
 /// Executions by id, plus the ids of the `pending`, the `ready` and the placed (`assigned` or
 /// `running`) ones, and the number placed on each node. Reads go through `Deref` to the map; every write goes
@@ -17,6 +85,8 @@ pub struct ExecTable {
     pending: BTreeSet<String>,
     placed: BTreeMap<String, u32>,
     on_nodes: BTreeSet<String>,
+    /// Nodes whose placed count changed since the last [`take_touched`](Self::take_touched).
+    touched: BTreeSet<String>,
 }
 
 /// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
@@ -58,16 +128,20 @@ impl ExecTable {
         }
         let before = self.all.get(&id).and_then(occupies).map(str::to_owned);
         if before.as_deref() != occupies(&exec) {
-            if let Some(node) = before
-                && let Some(n) = self.placed.get_mut(&node)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    self.placed.remove(&node);
+            if let Some(node) = before {
+                if let Some(n) = self.placed.get_mut(&node) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.placed.remove(&node);
+                    }
                 }
+                self.touched.insert(node);
             }
             if let Some(node) = occupies(&exec) {
                 *self.placed.entry(node.to_owned()).or_default() += 1;
+                if !self.touched.contains(node) {
+                    self.touched.insert(node.to_owned());
+                }
             }
         }
         for (state, index) in [
@@ -102,6 +176,12 @@ impl ExecTable {
         &self.placed
     }
 
+    /// The nodes whose placed count changed since the last call (the scheduler's, which
+    /// recounts only those).
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched)
+    }
+
     /// The executions not finished: pending, ready, assigned or running (O(those), not O(all)).
     pub fn unfinished(&self) -> impl Iterator<Item = &Execution> {
         self.pending
@@ -131,6 +211,26 @@ impl Deref for ExecTable {
 #[cfg(test)]
 pub(crate) mod tests_support {
     use crate::model::{ExecState, Execution};
+
+    /// An active node `uuid` that runs processes, with every other field empty.
+    pub(crate) fn node(uuid: &str) -> crate::model::Node {
+        crate::model::Node {
+            uuid: uuid.into(),
+            ip_address: "127.0.0.1".into(),
+            port: 1,
+            status: crate::model::NodeStatus::Active,
+            metadata: Default::default(),
+            labels: Default::default(),
+            capacity: Default::default(),
+            available: Default::default(),
+            executors: vec!["process".into()],
+            running: 0,
+            slots: 1,
+            health_info: Default::default(),
+            registered_at_ms: 0,
+            last_heartbeat_ms: 0,
+        }
+    }
 
     /// A ready execution `e` with every other field empty.
     pub(crate) fn execution() -> Execution {
@@ -199,7 +299,9 @@ mod tests {
         t.insert("e".into(), on(ExecState::Assigned, "a"));
         t.insert("f".into(), on(ExecState::Running, "a"));
         assert_eq!(t.placed().get("a"), Some(&2));
+        assert_eq!(t.take_touched(), BTreeSet::from(["a".to_owned()]));
         t.insert("e".into(), on(ExecState::Running, "a"));
+        assert!(t.take_touched().is_empty(), "same slot: nothing to recount");
         assert_eq!(
             t.placed().get("a"),
             Some(&2),
@@ -213,9 +315,55 @@ mod tests {
             "back in the queue frees the slot"
         );
         assert_eq!(t.placed().get("b"), Some(&1));
+        assert_eq!(
+            t.take_touched(),
+            BTreeSet::from(["a".to_owned(), "b".to_owned()]),
+            "the node left and the node joined"
+        );
         assert_eq!(t.unfinished().count(), 2);
         t.insert("f".into(), on(ExecState::Succeeded, "b"));
         assert!(t.placed().is_empty());
         assert_eq!(t.unfinished().count(), 1, "e, ready");
+    }
+
+    #[test]
+    fn the_fit_print_changes_with_what_decides_fit_and_only_that() {
+        let node = tests_support::node;
+        let empty = NodeTable::default().fit_print();
+        let mut t = NodeTable::default();
+        t.insert("a".into(), node("a"));
+        let one = t.fit_print();
+        assert_ne!(one, empty);
+        t.insert("b".into(), node("b"));
+        let two = t.fit_print();
+        let other_order: NodeTable = [("b".into(), node("b")), ("a".into(), node("a"))]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            other_order.fit_print(),
+            two,
+            "independent of the order of writes"
+        );
+        t.update("a", |n| {
+            n.running = 5;
+            n.last_heartbeat_ms = 9;
+            n.status = crate::model::NodeStatus::Unhealthy;
+        });
+        assert_eq!(t.fit_print(), two, "heartbeat figures do not decide fit");
+        t.update("a", |n| {
+            n.labels.insert("zone".into(), "x".into());
+        });
+        assert_ne!(t.fit_print(), two, "labels do");
+        t.update("a", |n| n.labels.clear());
+        assert_eq!(t.fit_print(), two);
+        let mut bigger = node("b");
+        bigger.capacity.memory_mb = 1;
+        t.insert("b".into(), bigger);
+        assert_ne!(t.fit_print(), two, "a replaced node's capacity does");
+        t.remove("b");
+        assert_eq!(t.fit_print(), one);
+        assert!(t.update("b", |_| ()).is_none());
+        t.remove("a");
+        assert_eq!(t.fit_print(), empty);
     }
 }
