@@ -355,7 +355,7 @@ impl Sms {
         Ok(exec)
     }
 
-    fn check_session(&self, session: &str) -> Result<()> {
+    pub(crate) fn check_session(&self, session: &str) -> Result<()> {
         if session != self.session {
             return Err(SmsError::Conflict(format!(
                 "stale session `{session}`: this SMS is session `{}`; drop work from the old one",

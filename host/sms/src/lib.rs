@@ -23,6 +23,7 @@ pub mod listen;
 pub mod model;
 pub mod nodes;
 pub mod reload;
+pub mod reports;
 pub mod sched;
 pub mod server;
 pub mod service;

@@ -19,32 +19,14 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
     let grpc = sms.grpc_url();
-    let mut nodes = v1::node_service_client::NodeServiceClient::connect(grpc.clone())
-        .await
-        .unwrap();
-    let node = nodes
-        .register_node(v1::RegisterNodeRequest {
-            ip_address: "127.0.0.1".into(),
-            port: 9000,
-            capacity: Some(v1::Resources {
-                cpu_millis: 1_000_000,
-                memory_mb: 1 << 20,
-                disk_mb: 0,
-            }),
-            executors: vec!["wasm".into()],
-            slots: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let uuid = common::register_wasm_node(&sms, 1000).await;
     let execs = v1::execution_service_client::ExecutionServiceClient::connect(grpc)
         .await
         .unwrap();
     let mut stream = execs
         .clone()
         .assignments(v1::AssignmentsRequest {
-            node_uuid: node.uuid.clone(),
+            node_uuid: uuid.clone(),
             after: 0,
         })
         .await
@@ -55,7 +37,7 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
     let acknowledged: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let total = 150;
     let node_task = {
-        let (acknowledged, uuid) = (acknowledged.clone(), node.uuid.clone());
+        let acknowledged = acknowledged.clone();
         tokio::spawn(async move {
             let mut n = 0u64;
             while let Some(Ok(a)) = stream.next().await {

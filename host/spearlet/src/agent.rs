@@ -59,6 +59,8 @@ pub struct Agent {
     pub artifacts: Arc<Artifacts>,
     /// Results on their way to SMS.
     pub reporter: Arc<Reporter>,
+    /// Starts on their way to SMS.
+    pub starts: Arc<crate::starts::Starts>,
     /// Executions running here, by id.
     pub running: std::sync::Mutex<HashMap<String, Active>>,
     /// Notices when this process stood still (queued work may have moved meanwhile).
@@ -104,6 +106,7 @@ impl Agent {
             session.clone(),
             Duration::from_millis(config.spearlet.sms_connect_retry_ms),
         );
+        let starts = crate::starts::Starts::new(sms.clone(), node.clone(), session.clone());
         let (cfg, host) = (config.clone(), plugins.clone());
         let executors = tokio::task::spawn_blocking(move || Executors::load(&cfg, &host))
             .await
@@ -135,6 +138,7 @@ impl Agent {
             executors,
             artifacts,
             reporter,
+            starts,
             running: std::sync::Mutex::new(HashMap::new()),
             stall,
             connected: watch::channel(false).0,
@@ -215,6 +219,7 @@ impl Agent {
         use crate::guard::guarded;
         vec![
             guarded("reporter", self.reporter.clone().run(), fatal()),
+            guarded("starts", self.starts.clone().run(), fatal()),
             guarded("heartbeats", self.clone().heartbeats(), fatal()),
             guarded("assignments", self.clone().assignments(), fatal()),
             guarded("reclamation", self.clone().reclamation(), fatal()),

@@ -24,6 +24,7 @@ pub mod run;
 pub mod server;
 pub mod sms;
 pub mod stall;
+pub mod starts;
 pub mod store;
 
 pub use config::{Cli, SpearletConfig};

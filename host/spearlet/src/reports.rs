@@ -95,7 +95,9 @@ impl Reporter {
         }
     }
 
-    /// Send waiting results until the process ends.
+    /// Send waiting results until the process ends: all that waits goes in batches (one call
+    /// each, [`MAX_BATCH`] reports or [`BATCH_BYTES`] of output at most), so results that
+    /// finish while a call is in flight go together in the next one.
     pub async fn run(self: Arc<Self>) {
         let mut attempt = 0u32;
         'scan: loop {
@@ -107,35 +109,13 @@ impl Reporter {
                 }
             };
             let mut failed = false;
-            for (key, report) in pending {
-                match self.send(&report).await {
-                    Ok(()) => {
-                        if let Err(e) = self.store.delete(&key).await {
-                            tracing::error!(error = %e, "cannot forget an acknowledged report");
-                        }
-                    }
-                    Err(status) if too_large(&status) && shrink(&report).is_some() => {
-                        // Over SMS's message limit: keep the head of the output, flagged.
-                        let smaller = shrink(&report).expect("checked");
-                        tracing::warn!(execution = %report.execution_id, "result too large for SMS; output truncated to {SHRUNK} bytes a stream");
-                        if let Err(e) = self.store.put(&key, &smaller).await {
-                            tracing::error!(error = %e, "cannot store the shrunk report");
-                        }
-                        continue 'scan;
-                    }
-                    Err(status) if transient(&status) || self.session_empty() => {
-                        tracing::debug!(execution = %report.execution_id, error = %status.message(), "report not delivered; retrying");
+            for chunk in batches(pending) {
+                match self.deliver_batch(chunk).await {
+                    Step::Done => {}
+                    Step::Rescan => continue 'scan,
+                    Step::Retry => {
                         failed = true;
                         break;
-                    }
-                    Err(status) if stale_session(&status) => {
-                        // SMS restarted: the stream tells the new session when it reconnects.
-                        failed = true;
-                        break;
-                    }
-                    Err(status) => {
-                        tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
-                        let _ = self.store.delete(&key).await;
                     }
                 }
             }
@@ -154,11 +134,110 @@ impl Reporter {
         }
     }
 
+    /// Send one batch and settle each report by its answer: forget the acknowledged and the
+    /// refused (in one write), keep the rest.
+    async fn deliver_batch(&self, chunk: Vec<(String, PendingReport)>) -> Step {
+        let outcomes = match self.send_batch(&chunk).await {
+            Ok(o) if o.len() == chunk.len() => o,
+            // An SMS without batches, a batch over its message limit, or a refusal of the whole
+            // call: one at a time, as each report's own answer says.
+            Ok(_) => return self.deliver_each(chunk).await,
+            Err(s) if s.code() == tonic::Code::Unimplemented || too_large(&s) => {
+                return self.deliver_each(chunk).await;
+            }
+            Err(s) if transient(&s) || self.session_empty() || stale_session(&s) => {
+                tracing::debug!(error = %s.message(), "reports not delivered; retrying");
+                return Step::Retry;
+            }
+            Err(_) => return self.deliver_each(chunk).await,
+        };
+        let mut forget = Vec::new();
+        let mut step = Step::Done;
+        for ((key, report), o) in chunk.into_iter().zip(outcomes) {
+            let status = tonic::Status::new(tonic::Code::from(o.code), o.message);
+            match status.code() {
+                tonic::Code::Ok => forget.push(delete_op(&key)),
+                _ if transient(&status) => step = Step::Retry,
+                _ => {
+                    tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                    forget.push(delete_op(&key));
+                }
+            }
+        }
+        if !forget.is_empty()
+            && let Err(e) = self.store.batch(forget).await
+        {
+            tracing::error!(error = %e, "cannot forget acknowledged reports");
+        }
+        step
+    }
+
+    /// Send the reports of `chunk` one at a time (for an SMS without batches, or a report too
+    /// large to go with others).
+    async fn deliver_each(&self, chunk: Vec<(String, PendingReport)>) -> Step {
+        for (key, report) in chunk {
+            match self.send(&report).await {
+                Ok(()) => {
+                    if let Err(e) = self.store.delete(&key).await {
+                        tracing::error!(error = %e, "cannot forget an acknowledged report");
+                    }
+                }
+                Err(status) if too_large(&status) && shrink(&report).is_some() => {
+                    // Over SMS's message limit: keep the head of the output, flagged.
+                    let smaller = shrink(&report).expect("checked");
+                    tracing::warn!(execution = %report.execution_id, "result too large for SMS; output truncated to {SHRUNK} bytes a stream");
+                    if let Err(e) = self.store.put(&key, &smaller).await {
+                        tracing::error!(error = %e, "cannot store the shrunk report");
+                    }
+                    return Step::Rescan;
+                }
+                Err(status) if transient(&status) || self.session_empty() => {
+                    tracing::debug!(execution = %report.execution_id, error = %status.message(), "report not delivered; retrying");
+                    return Step::Retry;
+                }
+                Err(status) if stale_session(&status) => {
+                    // SMS restarted: the stream tells the new session when it reconnects.
+                    return Step::Retry;
+                }
+                Err(status) => {
+                    tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                    let _ = self.store.delete(&key).await;
+                }
+            }
+        }
+        Step::Done
+    }
+
     fn session_empty(&self) -> bool {
         self.session
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+    }
+
+    /// One call carrying every report of `chunk`; the answers, in its order.
+    async fn send_batch(
+        &self,
+        chunk: &[(String, PendingReport)],
+    ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
+        let session = self
+            .session
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if session.is_empty() {
+            return Err(tonic::Status::unavailable("no SMS session yet"));
+        }
+        self.sms
+            .executions()
+            .report_batch(v1::ReportBatchRequest {
+                session,
+                node_uuid: self.node.clone(),
+                running: Vec::new(),
+                results: chunk.iter().map(|(_, r)| wire(r)).collect(),
+            })
+            .await
+            .map(|r| r.into_inner().results)
     }
 
     async fn send(&self, r: &PendingReport) -> std::result::Result<(), tonic::Status> {
@@ -170,7 +249,70 @@ impl Reporter {
         if session.is_empty() {
             return Err(tonic::Status::unavailable("no SMS session yet"));
         }
-        let result = r.result.clone().map(|w| v1::ExecutionResult {
+        let w = wire(r);
+        self.sms
+            .executions()
+            .report_result(v1::ReportResultRequest {
+                session,
+                node_uuid: self.node.clone(),
+                execution_id: w.execution_id,
+                success: w.success,
+                result: w.result,
+                error: w.error,
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Most reports one batch carries.
+pub const MAX_BATCH: usize = 256;
+/// Most output (stdout and stderr, all reports together) one batch carries; a larger report
+/// goes alone.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// What the sender does next.
+enum Step {
+    /// Go on with the next batch.
+    Done,
+    /// Wait and try again (SMS away, or the session not known yet).
+    Retry,
+    /// Read the pending reports again (one was rewritten).
+    Rescan,
+}
+
+/// Pending reports cut into batches by count and bytes of output, in order.
+fn batches(pending: Vec<(String, PendingReport)>) -> Vec<Vec<(String, PendingReport)>> {
+    let size = |r: &PendingReport| {
+        r.result
+            .as_ref()
+            .map_or(0, |w| w.stdout.len() + w.stderr.len())
+            + r.error.len()
+    };
+    let mut out: Vec<Vec<(String, PendingReport)>> = Vec::new();
+    let mut bytes = 0;
+    for item in pending {
+        let n = size(&item.1);
+        match out.last_mut() {
+            Some(last) if last.len() < MAX_BATCH && bytes + n <= BATCH_BYTES => {
+                bytes += n;
+                last.push(item);
+            }
+            _ => {
+                bytes = n;
+                out.push(vec![item]);
+            }
+        }
+    }
+    out
+}
+
+/// A pending report as a batch item.
+fn wire(r: &PendingReport) -> v1::ReportedResult {
+    v1::ReportedResult {
+        execution_id: r.execution_id.clone(),
+        success: r.success,
+        result: r.result.clone().map(|w| v1::ExecutionResult {
             exit_code: w.exit_code,
             signal: w.signal,
             stdout: w.stdout,
@@ -178,19 +320,8 @@ impl Reporter {
             stdout_truncated: w.stdout_truncated,
             stderr_truncated: w.stderr_truncated,
             duration_ms: w.duration_ms,
-        });
-        self.sms
-            .executions()
-            .report_result(v1::ReportResultRequest {
-                session,
-                node_uuid: self.node.clone(),
-                execution_id: r.execution_id.clone(),
-                success: r.success,
-                result,
-                error: r.error.clone(),
-            })
-            .await
-            .map(|_| ())
+        }),
+        error: r.error.clone(),
     }
 }
 

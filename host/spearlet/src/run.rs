@@ -3,7 +3,6 @@
 //! previous run of the agent left behind.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use spear_plugin_api::executor::{ExecResult, ExecSpec, ExitStatus};
 use spear_proto::v1;
@@ -219,13 +218,11 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         handle: handle.clone(),
         started_at_ms: crate::now_ms(),
     };
-    // Tell SMS it started beside the run: the result need not wait for that answer (SMS takes
+    // Tell SMS it started (batched with other starts) beside the run: the result need not wait
+    // for that answer (SMS takes
     // the start only while the execution is assigned, so a start arriving after the result is
     // refused and changes nothing).
-    let telling = {
-        let (agent, id) = (agent.clone(), id.clone());
-        tokio::spawn(async move { report_running(&agent, &id).await })
-    };
+    agent.starts.started(&id);
     // The record (for re-attaching after a restart) is stored while it runs, and before its
     // result: the store applies writes in order.
     let persist = async {
@@ -234,7 +231,6 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         }
     };
     let ((), (result, memory)) = tokio::join!(persist, wait(loaded, &handle));
-    drop(telling);
     let executor = loaded.executor.clone();
     let h = handle.clone();
     let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
@@ -270,25 +266,6 @@ pub async fn wait(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>,
             Ok((Err(e), _)) => return (Err(e.to_string()), memory),
             Err(e) => return (Err(e.to_string()), memory),
         }
-    }
-}
-
-/// Tell SMS the execution started (best effort: the result report is what counts).
-async fn report_running(agent: &Agent, id: &str) {
-    let session = agent
-        .session
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let mut client = agent.sms.executions();
-    let r = client.report_state(v1::ReportStateRequest {
-        session,
-        node_uuid: agent.node.clone(),
-        execution_id: id.to_owned(),
-        state: "running".into(),
-    });
-    if let Ok(Err(s)) = tokio::time::timeout(Duration::from_secs(5), r).await {
-        tracing::debug!(execution = %id, error = %s.message(), "running state not reported");
     }
 }
 

@@ -119,7 +119,7 @@ fn wire_event(e: model::Event) -> v1::Event {
     }
 }
 
-fn required(field: &str, value: &str) -> Result<(), Status> {
+pub(super) fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(SmsError::invalid(field, "is required").into());
     }
@@ -399,7 +399,7 @@ fn wire_result(r: model::ExecResult) -> v1::ExecutionResult {
     }
 }
 
-fn result(r: v1::ExecutionResult) -> model::ExecResult {
+pub(super) fn result(r: v1::ExecutionResult) -> model::ExecResult {
     model::ExecResult {
         exit_code: r.exit_code,
         signal: r.signal,
@@ -411,7 +411,7 @@ fn result(r: v1::ExecutionResult) -> model::ExecResult {
     }
 }
 
-fn wire_execution(e: model::Execution) -> v1::Execution {
+pub(super) fn wire_execution(e: model::Execution) -> v1::Execution {
     v1::Execution {
         execution_id: e.execution_id,
         task_id: e.task_id.unwrap_or_default(),
@@ -434,123 +434,10 @@ fn wire_execution(e: model::Execution) -> v1::Execution {
     }
 }
 
-/// Response metadata of the assignment stream naming this SMS's session.
-pub const SESSION_HEADER: &str = "spear-session";
-
-/// The stream of assignments to one Spearlet.
-pub type AssignmentStream = Pin<Box<dyn Stream<Item = Result<v1::Assignment, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl v1::execution_service_server::ExecutionService for Grpc {
-    type AssignmentsStream = AssignmentStream;
-
-    async fn submit(
-        &self,
-        r: Request<v1::SubmitRequest>,
-    ) -> Result<Response<v1::Execution>, Status> {
-        let req = submit_from_wire(r.into_inner())?;
-        Ok(Response::new(wire_execution(self.0.submit(req).await?)))
-    }
-
-    async fn get_execution(
-        &self,
-        r: Request<v1::ExecutionRef>,
-    ) -> Result<Response<v1::Execution>, Status> {
-        let r = r.into_inner();
-        required("execution_id", &r.execution_id)?;
-        Ok(Response::new(wire_execution(
-            self.0.execution(&r.execution_id).await?,
-        )))
-    }
-
-    async fn list_executions(
-        &self,
-        r: Request<v1::ListExecutionsRequest>,
-    ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
-        let r = r.into_inner();
-        let list = self
-            .0
-            .executions(
-                unset_if_empty(&r.state),
-                Some(&r.task_id),
-                Some(&r.node_uuid),
-            )
-            .await?;
-        Ok(Response::new(v1::ListExecutionsResponse {
-            executions: list.into_iter().map(wire_execution).collect(),
-        }))
-    }
-
-    async fn cancel(
-        &self,
-        r: Request<v1::ExecutionRef>,
-    ) -> Result<Response<v1::Execution>, Status> {
-        let r = r.into_inner();
-        required("execution_id", &r.execution_id)?;
-        Ok(Response::new(wire_execution(
-            self.0.cancel(&r.execution_id).await?,
-        )))
-    }
-
-    async fn assignments(
-        &self,
-        r: Request<v1::AssignmentsRequest>,
-    ) -> Result<Response<AssignmentStream>, Status> {
-        let r = r.into_inner();
-        required("node_uuid", &r.node_uuid)?;
-        let rx = self.0.connect_node(&r.node_uuid).await?;
-        let session = self.0.session.clone();
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |a| {
-            Ok(v1::Assignment {
-                session: session.clone(),
-                cursor: a.cursor,
-                execution: Some(wire_execution(a.execution)),
-                cancel: a.cancel,
-            })
-        });
-        let mut response = Response::new(Box::pin(stream) as AssignmentStream);
-        // The session is told up front, so a Spearlet can report before any assignment arrives.
-        if let Ok(v) = self.0.session.parse() {
-            response.metadata_mut().insert(SESSION_HEADER, v);
-        }
-        Ok(response)
-    }
-
-    async fn report_result(
-        &self,
-        r: Request<v1::ReportResultRequest>,
-    ) -> Result<Response<v1::Ack>, Status> {
-        let r = r.into_inner();
-        required("execution_id", &r.execution_id)?;
-        required("node_uuid", &r.node_uuid)?;
-        self.0
-            .report_result(crate::executions::Report {
-                session: r.session,
-                node_uuid: r.node_uuid,
-                execution_id: r.execution_id,
-                success: r.success,
-                result: r.result.map(result),
-                error: r.error,
-            })
-            .await?;
-        Ok(Response::new(v1::Ack {}))
-    }
-
-    async fn report_state(
-        &self,
-        r: Request<v1::ReportStateRequest>,
-    ) -> Result<Response<v1::Ack>, Status> {
-        let r = r.into_inner();
-        required("execution_id", &r.execution_id)?;
-        self.0
-            .report_state(&r.session, &r.node_uuid, &r.execution_id, &r.state)
-            .await?;
-        Ok(Response::new(v1::Ack {}))
-    }
-}
+pub use super::grpc_exec::{AssignmentStream, SESSION_HEADER};
 
 /// A proto3 string field: empty means not given.
-fn unset_if_empty(s: &str) -> Option<&str> {
+pub(super) fn unset_if_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod grpc;
+pub mod grpc_exec;
 pub mod openapi;
 pub mod rest;
 pub mod stream;

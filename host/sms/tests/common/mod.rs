@@ -186,3 +186,30 @@ pub async fn post_json(
     let r = c.post(sms.url(path)).json(body).send().await.unwrap();
     (r.status(), r.json().await.unwrap_or_default())
 }
+
+/// Register a node that runs `wasm` executables, with `slots` slots and room for anything,
+/// over gRPC; its uuid.
+#[allow(dead_code)]
+pub async fn register_wasm_node(sms: &Sms, slots: u32) -> String {
+    use spear_proto::v1;
+    let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    nodes
+        .register_node(v1::RegisterNodeRequest {
+            ip_address: "127.0.0.1".into(),
+            port: 9000,
+            capacity: Some(v1::Resources {
+                cpu_millis: 1_000_000,
+                memory_mb: 1 << 20,
+                disk_mb: 0,
+            }),
+            executors: vec!["wasm".into()],
+            slots,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .uuid
+}
