@@ -206,3 +206,64 @@ fn recover_after_an_agent_restart_kills_what_the_old_agent_left() {
     let r = old.wait(&h, 5_000).unwrap().expect("finished");
     assert_eq!(r.status, ExitStatus::Signaled(9));
 }
+
+/// Threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn many_programs_at_once_share_one_watcher_thread_and_each_gets_its_own_output() {
+    let x = executor();
+    // The watcher starts with the first program.
+    let h = x.start(&spec("first", "/bin/true", &[])).unwrap();
+    x.wait(&h, 10_000).unwrap().expect("finished");
+    let before = threads();
+    let n = 64;
+    let handles: Vec<String> = (0..n)
+        .map(|i| {
+            let mut s = spec(&format!("cat{i}"), "/bin/sh", &["-c", "sleep 0.3; cat"]);
+            s.stdin = format!("input {i}\n").repeat(1000).into_bytes();
+            x.start(&s).unwrap()
+        })
+        .collect();
+    // All 64 are running (each sleeps first): no thread was started for any of them. (Other
+    // tests run beside this one in this process, so allow for a few of theirs.)
+    let during = threads();
+    assert!(
+        during < before + 8,
+        "{n} programs added {} threads",
+        during - before
+    );
+    for (i, h) in handles.iter().enumerate() {
+        let r = x.wait(h, 30_000).unwrap().expect("finished");
+        assert_eq!(r.status, ExitStatus::Exited(0), "{i}");
+        assert_eq!(
+            r.stdout,
+            format!("input {i}\n").repeat(1000).into_bytes(),
+            "{i}"
+        );
+        x.destroy(h).unwrap();
+    }
+}
+
+#[test]
+fn input_a_program_never_reads_does_not_hold_up_its_end() {
+    let x = executor();
+    let mut s = spec("deaf", "/bin/true", &[]);
+    // Far more than a pipe holds: the rest is dropped when the program exits unread.
+    s.stdin = vec![b'x'; 8 * 1024 * 1024];
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 10_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::Exited(0));
+    // A grandchild that keeps the output open keeps the execution running until it ends.
+    let h = x
+        .start(&spec(
+            "heir",
+            "/bin/sh",
+            &["-c", "(sleep 0.5; echo late) & echo early"],
+        ))
+        .unwrap();
+    let r = x.wait(&h, 10_000).unwrap().expect("finished");
+    assert_eq!(r.stdout, b"early\nlate\n");
+}

@@ -11,20 +11,20 @@
 //!   `recover` of a handle from a previous agent kills the process group it left behind (if that
 //!   very process still runs) and answers false.
 
+mod reactor;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::executor::{
-    Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, ExitStatus,
-};
+use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, ExecStats};
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
 /// Grace between SIGTERM and SIGKILL at a timeout.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Output kept per stream when the spec sets no cap.
 const DEFAULT_CAP: u64 = 16 * 1024 * 1024;
 
@@ -33,17 +33,38 @@ const DEFAULT_CAP: u64 = 16 * 1024 * 1024;
 struct Config {}
 
 /// One running or finished program.
-struct Proc {
+pub(crate) struct Proc {
     pid: i32,
     result: Option<ExecResult>,
 }
 
-type Table = Arc<(Mutex<HashMap<String, Proc>>, Condvar)>;
+pub(crate) type Table = Arc<(Mutex<HashMap<String, Proc>>, Condvar)>;
 
 /// The process executor.
 #[derive(Default)]
 pub struct ProcessExecutor {
     table: Table,
+    /// Watches every running program (started with the first).
+    reactor: OnceLock<Arc<reactor::Reactor>>,
+}
+
+impl ProcessExecutor {
+    fn reactor(&self) -> Result<&Arc<reactor::Reactor>, PluginError> {
+        if let Some(r) = self.reactor.get() {
+            return Ok(r);
+        }
+        let r = reactor::Reactor::start(self.table.clone())
+            .map_err(|e| PluginError::new(format!("cannot start the process watcher: {e}")))?;
+        Ok(self.reactor.get_or_init(|| r))
+    }
+}
+
+impl Drop for ProcessExecutor {
+    fn drop(&mut self) {
+        if let Some(r) = self.reactor.get() {
+            r.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for ProcessExecutor {
@@ -52,33 +73,8 @@ impl std::fmt::Debug for ProcessExecutor {
     }
 }
 
-fn lock(table: &Table) -> MutexGuard<'_, HashMap<String, Proc>> {
+pub(crate) fn lock(table: &Table) -> MutexGuard<'_, HashMap<String, Proc>> {
     table.0.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Read a stream to its end, keeping at most `cap` bytes.
-fn capture(
-    mut from: impl Read + Send + 'static,
-    cap: u64,
-) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut truncated = false;
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let room = (cap as usize).saturating_sub(kept.len());
-                    if n > room {
-                        truncated = true;
-                    }
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-            }
-        }
-        (kept, truncated)
-    })
 }
 
 /// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), which tells a process from a
@@ -93,53 +89,10 @@ fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
-fn signal_group(pid: i32, signal: i32) {
+pub(crate) fn signal_group(pid: i32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group the child leads.
     unsafe {
         libc::kill(-pid, signal);
-    }
-}
-
-/// Wait for the child, enforcing the timeout on its whole process group.
-fn supervise(
-    mut child: Child,
-    timeout: Option<Duration>,
-    started: Instant,
-) -> (Option<std::process::ExitStatus>, bool) {
-    let pid = child.id() as i32;
-    if timeout.is_none() {
-        return (child.wait().ok(), false);
-    }
-    let mut timed_out = false;
-    let mut term_sent: Option<Instant> = None;
-    // Poll quickly at first (most programs are short), backing off to every 2 ms.
-    let mut nap = Duration::from_micros(20);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                if timed_out {
-                    signal_group(pid, libc::SIGKILL);
-                }
-                return (Some(status), timed_out);
-            }
-            Ok(None) => {}
-            Err(_) => return (None, timed_out),
-        }
-        if let Some(limit) = timeout
-            && started.elapsed() >= limit
-        {
-            match term_sent {
-                None => {
-                    timed_out = true;
-                    signal_group(pid, libc::SIGTERM);
-                    term_sent = Some(Instant::now());
-                }
-                Some(at) if at.elapsed() >= KILL_GRACE => signal_group(pid, libc::SIGKILL),
-                Some(_) => {}
-            }
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(2));
     }
 }
 
@@ -210,6 +163,7 @@ impl Executor for ProcessExecutor {
                 });
             }
         }
+        let reactor = self.reactor()?;
         let started = Instant::now();
         let mut child = cmd
             .spawn()
@@ -220,46 +174,22 @@ impl Executor for ProcessExecutor {
         } else {
             spec.output_cap_bytes
         };
-        let out = capture(child.stdout.take().expect("piped"), cap);
-        let err = capture(child.stderr.take().expect("piped"), cap);
-        let mut stdin = child.stdin.take().expect("piped");
-        let input = spec.stdin.clone();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
         let handle = format!(
             "{}@{pid}:{}",
             spec.execution_id,
             start_time(pid).unwrap_or_default()
         );
         lock(&self.table).insert(handle.clone(), Proc { pid, result: None });
-        let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
-        let (table, id) = (self.table.clone(), handle.clone());
-        std::thread::spawn(move || {
-            let (status, timed_out) = supervise(child, timeout, started);
-            let (stdout, stdout_truncated) = out.join().unwrap_or_default();
-            let (stderr, stderr_truncated) = err.join().unwrap_or_default();
-            let status = match status {
-                _ if timed_out => ExitStatus::TimedOut,
-                Some(s) => match (s.code(), s.signal()) {
-                    (Some(code), _) => ExitStatus::Exited(code),
-                    (None, Some(sig)) => ExitStatus::Signaled(sig),
-                    _ => ExitStatus::Failed("unknown exit status".into()),
-                },
-                None => ExitStatus::Failed("lost track of the process".into()),
-            };
-            let result = ExecResult {
-                status,
-                stdout,
-                stderr,
-                stdout_truncated,
-                stderr_truncated,
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            if let Some(p) = lock(&table).get_mut(&id) {
-                p.result = Some(result);
-            }
-            table.1.notify_all();
+        reactor.add(reactor::Job {
+            handle: handle.clone(),
+            stdin: child.stdin.take().map(|f| OwnedFd::from(f).into()),
+            stdout: child.stdout.take().map(|f| OwnedFd::from(f).into()),
+            stderr: child.stderr.take().map(|f| OwnedFd::from(f).into()),
+            child,
+            input: spec.stdin.clone(),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            started,
+            timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
         });
         Ok(handle)
     }
