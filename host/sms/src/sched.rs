@@ -2,8 +2,10 @@
 //!
 //! 1. puts work from lost nodes back in the queue, times out overdue attempts, and releases
 //!    executions whose dependencies succeeded (failing those whose dependencies cannot);
-//! 2. orders the ready queue by priority with aging (every `aging_ms` waited counts as one
-//!    priority level), oldest first within a level;
+//! 2. takes the ready queue in its order, by priority with aging (every
+//!    [`AGING_MS`](crate::table::AGING_MS) waited counts as one priority level), oldest first
+//!    within a level; the table keeps that order as executions change, so a round reads only the
+//!    batch it takes;
 //! 3. counts each node's free places (its slots plus the prefetch, minus what is placed there:
 //!    [`crate::dispatch`]) and takes no bigger a batch than they add up to;
 //! 4. asks the active strategy plugin to place the batch over its incremental view of the nodes —
@@ -36,8 +38,6 @@ const MAINTENANCE_MS: i64 = 20;
 pub struct SchedSettings {
     /// Requests per strategy call.
     pub batch: usize,
-    /// Waiting this long raises an execution by one priority level.
-    pub aging_ms: i64,
     /// Extra time past `timeout_ms` before an attempt is declared timed out.
     pub timeout_grace_ms: i64,
     /// Longest sleep between rounds when nothing wakes the scheduler.
@@ -48,7 +48,6 @@ impl Default for SchedSettings {
     fn default() -> Self {
         Self {
             batch: 256,
-            aging_ms: 10_000,
             timeout_grace_ms: 2_000,
             idle_tick: Duration::from_millis(50),
         }
@@ -128,42 +127,23 @@ impl Sms {
             self.refresh_unschedulable().await;
         }
         let free = self.measure_room().await;
-        let aging = self.sched.aging_ms.max(1);
-        // Pick the batch by key first; clone only the executions that make it.
+        if free == 0 {
+            // Every node is full: nothing to place until a slot frees (an end wakes the round).
+            return Ok(0);
+        }
+        // The batch, in queue order; those waiting out a retry backoff are passed over.
         let ready: Vec<Execution> = {
             let execs = self.executions.read().await;
-            let mut keys: Vec<((std::cmp::Reverse<i64>, u64), &String)> = execs
+            execs
                 .ready()
                 .filter(|(_, e)| e.not_before_ms <= now)
-                .map(|(id, e)| {
-                    let waited = now - e.submitted_at_ms.max(e.not_before_ms);
-                    (
-                        (
-                            std::cmp::Reverse(
-                                (e.priority as i64)
-                                    .saturating_mul(aging)
-                                    .saturating_add(waited),
-                            ),
-                            e.seq,
-                        ),
-                        id,
-                    )
-                })
-                .collect();
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            let batch = self.sched.batch.min(keys.len()).min(free);
-            if batch == 0 {
-                return Ok(0);
-            }
-            if batch < keys.len() {
-                keys.select_nth_unstable(batch - 1);
-                keys.truncate(batch);
-            }
-            keys.sort_unstable();
-            keys.iter().map(|(_, id)| execs[*id].clone()).collect()
+                .take(self.sched.batch.min(free))
+                .map(|(_, e)| e.clone())
+                .collect()
         };
+        if ready.is_empty() {
+            return Ok(0);
+        }
         let requests: Vec<Request> = ready.iter().map(request).collect();
         let plugins = self.plugins.clone();
         let decisions = tokio::task::spawn_blocking(move || plugins.strategy().place(&requests))

@@ -81,7 +81,8 @@ impl Deref for NodeTable {
 #[derive(Debug, Default)]
 pub struct ExecTable {
     all: BTreeMap<String, Execution>,
-    ready: BTreeSet<String>,
+    /// The ready ones in queue order.
+    ready: BTreeSet<(QueueKey, String)>,
     pending: BTreeSet<String>,
     placed: BTreeMap<String, u32>,
     on_nodes: BTreeSet<String>,
@@ -113,6 +114,27 @@ impl ExecLocks {
     }
 }
 
+/// Waiting this long raises a ready execution by one priority level.
+pub const AGING_MS: i64 = 10_000;
+
+/// Where a ready execution stands in the queue: higher priority first, where every
+/// [`AGING_MS`] waited counts as one level, then the older. The score of an execution is
+/// `priority × AGING_MS + (now − since)`; `now` is the same for all, so the order is that of
+/// `priority × AGING_MS − since`, which does not change while the execution waits.
+type QueueKey = (std::cmp::Reverse<i64>, u64);
+
+fn queue_key(e: &Execution) -> QueueKey {
+    let since = e.submitted_at_ms.max(e.not_before_ms);
+    (
+        std::cmp::Reverse(
+            (e.priority as i64)
+                .saturating_mul(AGING_MS)
+                .saturating_sub(since),
+        ),
+        e.seq,
+    )
+}
+
 /// The node an execution occupies a slot of, if any.
 fn occupies(e: &Execution) -> Option<&str> {
     e.node_uuid.as_deref().filter(|_| e.state.is_placed())
@@ -125,6 +147,14 @@ impl ExecTable {
             self.on_nodes.insert(id.clone());
         } else {
             self.on_nodes.remove(&id);
+        }
+        if let Some(old) = self.all.get(&id)
+            && old.state == ExecState::Ready
+        {
+            self.ready.remove(&(queue_key(old), id.clone()));
+        }
+        if exec.state == ExecState::Ready {
+            self.ready.insert((queue_key(&exec), id.clone()));
         }
         let before = self.all.get(&id).and_then(occupies).map(str::to_owned);
         if before.as_deref() != occupies(&exec) {
@@ -144,15 +174,10 @@ impl ExecTable {
                 }
             }
         }
-        for (state, index) in [
-            (ExecState::Ready, &mut self.ready),
-            (ExecState::Pending, &mut self.pending),
-        ] {
-            if exec.state == state {
-                index.insert(id.clone());
-            } else {
-                index.remove(&id);
-            }
+        if exec.state == ExecState::Pending {
+            self.pending.insert(id.clone());
+        } else {
+            self.pending.remove(&id);
         }
         self.all.insert(id, exec);
     }
@@ -164,11 +189,11 @@ impl ExecTable {
         }
     }
 
-    /// The ready executions.
+    /// The ready executions, in queue order (see [`AGING_MS`]).
     pub fn ready(&self) -> impl Iterator<Item = (&String, &Execution)> {
         self.ready
             .iter()
-            .filter_map(|id| self.all.get_key_value(id))
+            .filter_map(|(_, id)| self.all.get_key_value(id))
     }
 
     /// How many executions are placed (`assigned` or `running`) on each node that has any.
@@ -186,7 +211,7 @@ impl ExecTable {
     pub fn unfinished(&self) -> impl Iterator<Item = &Execution> {
         self.pending
             .iter()
-            .chain(&self.ready)
+            .chain(self.ready.iter().map(|(_, id)| id))
             .chain(&self.on_nodes)
             .filter_map(|id| self.all.get(id))
     }
@@ -365,5 +390,46 @@ mod tests {
         assert!(t.update("b", |_| ()).is_none());
         t.remove("a");
         assert_eq!(t.fit_print(), empty);
+    }
+
+    #[test]
+    fn the_ready_queue_is_kept_in_priority_order_with_aging() {
+        use crate::model::Priority;
+        let ready = |seq, priority, submitted| Execution {
+            seq,
+            priority,
+            submitted_at_ms: submitted,
+            ..tests_support::execution()
+        };
+        let mut t = ExecTable::default();
+        let base = 1_000_000;
+        t.insert("old-normal".into(), ready(1, Priority::Normal, base));
+        t.insert("new-high".into(), ready(2, Priority::High, base + 5_000));
+        t.insert("newer-normal".into(), ready(3, Priority::Normal, base + 1));
+        // Waited more than one level's worth longer: ahead of a newer high.
+        t.insert("ancient-low".into(), ready(4, Priority::Low, base - 25_000));
+        let order = |t: &ExecTable| t.ready().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            order(&t),
+            ["ancient-low", "new-high", "old-normal", "newer-normal"]
+        );
+        // A retry waits from its backoff's end: behind the others of its level.
+        let mut retried = ready(1, Priority::Normal, base);
+        retried.not_before_ms = base + 2;
+        t.insert("old-normal".into(), retried);
+        assert_eq!(
+            order(&t),
+            ["ancient-low", "new-high", "newer-normal", "old-normal"]
+        );
+        // Leaving the queue takes it out of the order; only one entry per execution.
+        t.insert(
+            "new-high".into(),
+            Execution {
+                state: ExecState::Assigned,
+                ..ready(2, Priority::High, base + 5_000)
+            },
+        );
+        assert_eq!(order(&t), ["ancient-low", "newer-normal", "old-normal"]);
+        assert_eq!(t.unfinished().count(), 4);
     }
 }
