@@ -1,11 +1,14 @@
-//! Results on their way to SMS: persisted first, then sent, and retried with backoff until SMS
+//! Results on their way to SMS: sent while they are persisted (the write is queued first, so
+//! the acknowledged report's removal is stored after it), and retried with backoff until SMS
 //! acknowledges them, across SMS outages and Spearlet restarts.
 //!
 //! A report SMS refuses for good (the execution is no longer placed here: cancelled, finished by
 //! a report that got through earlier, or moved to another node after this one was declared lost)
 //! is dropped with a warning; everything else is kept and retried.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spear_proto::v1;
@@ -25,6 +28,29 @@ pub struct Reporter {
     wake: Notify,
     idle: Notify,
     retry: Duration,
+    /// Reports handed in whose write may not be durable yet (so a scan of the store may miss
+    /// them), with that write; at most [`MAX_FRESH`].
+    fresh: Mutex<Vec<Item>>,
+}
+
+/// Reports held in memory while their write is on its way; past this, a report is handed in only
+/// once it is durable (the store is the queue).
+pub const MAX_FRESH: usize = 1024;
+
+/// A durable write on its way.
+type Stored = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// One report to send: its key in the store, and its write while that may not be durable yet.
+struct Item {
+    key: String,
+    report: PendingReport,
+    stored: Option<Stored>,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key)
+    }
 }
 
 impl Reporter {
@@ -44,19 +70,34 @@ impl Reporter {
             wake: Notify::new(),
             idle: Notify::new(),
             retry,
+            fresh: Mutex::new(Vec::new()),
         })
     }
 
-    /// Persist a result (and forget the execution's running record in the same write), then wake
-    /// the sender.
+    /// Hand in a result: its write (together with forgetting the execution's running record) is
+    /// queued, and the sender takes it at once, without waiting for the write to be durable —
+    /// unless [`MAX_FRESH`] are in that state already; then this waits for it.
     pub async fn submit(&self, report: PendingReport) -> Result<()> {
         let id = report.execution_id.clone();
-        self.store
-            .batch(vec![
-                put_op(&format!("report/{id}"), &report)?,
-                delete_op(&format!("exec/{id}")),
-            ])
-            .await?;
+        let key = format!("report/{id}");
+        let stored = self.store.batch_soon(vec![
+            put_op(&key, &report)?,
+            delete_op(&format!("exec/{id}")),
+        ]);
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            if fresh.len() < MAX_FRESH {
+                fresh.push(Item {
+                    key,
+                    report,
+                    stored: Some(Box::pin(stored)),
+                });
+                drop(fresh);
+                self.wake.notify_one();
+                return Ok(());
+            }
+        }
+        stored.await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -68,16 +109,27 @@ impl Reporter {
 
     /// Whether a result for `id` is waiting to be acknowledged.
     pub async fn pending(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .store
-            .get::<PendingReport>(&format!("report/{id}"))
-            .await?
-            .is_some())
+        let key = format!("report/{id}");
+        if self.fresh_keys().contains(&key) {
+            return Ok(true);
+        }
+        Ok(self.store.get::<PendingReport>(&key).await?.is_some())
     }
 
     /// Number of results waiting.
     pub async fn backlog(&self) -> Result<usize> {
-        Ok(self.store.scan::<PendingReport>("report/").await?.len())
+        let fresh = self.fresh_keys();
+        let stored = self.store.scan::<PendingReport>("report/").await?;
+        Ok(fresh.len() + stored.iter().filter(|(k, _)| !fresh.contains(k)).count())
+    }
+
+    fn fresh_keys(&self) -> std::collections::HashSet<String> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|i| i.key.clone())
+            .collect()
     }
 
     /// Wait until no result is waiting, or `limit` passes; returns whether the queue emptied.
@@ -101,13 +153,23 @@ impl Reporter {
     pub async fn run(self: Arc<Self>) {
         let mut attempt = 0u32;
         'scan: loop {
-            let pending = match self.store.scan::<PendingReport>("report/").await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read pending reports");
-                    Vec::new()
+            // The fresh ones first (their writes may not be durable yet), then the stored.
+            let mut pending =
+                std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
+            let fresh: std::collections::HashSet<String> =
+                pending.iter().map(|i| i.key.clone()).collect();
+            match self.store.scan::<PendingReport>("report/").await {
+                Ok(stored) => {
+                    pending.extend(stored.into_iter().filter(|(k, _)| !fresh.contains(k)).map(
+                        |(key, report)| Item {
+                            key,
+                            report,
+                            stored: None,
+                        },
+                    ))
                 }
-            };
+                Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
+            }
             let mut failed = false;
             for chunk in batches(pending) {
                 match self.deliver_batch(chunk).await {
@@ -136,8 +198,18 @@ impl Reporter {
 
     /// Send one batch and settle each report by its answer: forget the acknowledged and the
     /// refused (in one write), keep the rest.
-    async fn deliver_batch(&self, chunk: Vec<(String, PendingReport)>) -> Step {
-        let outcomes = match self.send_batch(&chunk).await {
+    async fn deliver_batch(&self, mut chunk: Vec<Item>) -> Step {
+        let wired = chunk.iter().map(|i| wire(&i.report)).collect();
+        let sent = self.send_batch(wired).await;
+        // Once their writes are durable, a retry finds them in the store.
+        for item in &mut chunk {
+            if let Some(stored) = item.stored.take()
+                && let Err(e) = stored.await
+            {
+                tracing::error!(execution = %item.report.execution_id, error = %e, "cannot persist the result");
+            }
+        }
+        let outcomes = match sent {
             Ok(o) if o.len() == chunk.len() => o,
             // An SMS without batches, a batch over its message limit, or a refusal of the whole
             // call: one at a time, as each report's own answer says.
@@ -153,7 +225,7 @@ impl Reporter {
         };
         let mut forget = Vec::new();
         let mut step = Step::Done;
-        for ((key, report), o) in chunk.into_iter().zip(outcomes) {
+        for (Item { key, report, .. }, o) in chunk.into_iter().zip(outcomes) {
             let status = tonic::Status::new(tonic::Code::from(o.code), o.message);
             match status.code() {
                 tonic::Code::Ok => forget.push(delete_op(&key)),
@@ -174,8 +246,8 @@ impl Reporter {
 
     /// Send the reports of `chunk` one at a time (for an SMS without batches, or a report too
     /// large to go with others).
-    async fn deliver_each(&self, chunk: Vec<(String, PendingReport)>) -> Step {
-        for (key, report) in chunk {
+    async fn deliver_each(&self, chunk: Vec<Item>) -> Step {
+        for Item { key, report, .. } in chunk {
             match self.send(&report).await {
                 Ok(()) => {
                     if let Err(e) = self.store.delete(&key).await {
@@ -215,10 +287,10 @@ impl Reporter {
             .is_empty()
     }
 
-    /// One call carrying every report of `chunk`; the answers, in its order.
+    /// One call carrying `results`; the answers, in its order.
     async fn send_batch(
         &self,
-        chunk: &[(String, PendingReport)],
+        results: Vec<v1::ReportedResult>,
     ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
         let session = self
             .session
@@ -234,7 +306,7 @@ impl Reporter {
                 session,
                 node_uuid: self.node.clone(),
                 running: Vec::new(),
-                results: chunk.iter().map(|(_, r)| wire(r)).collect(),
+                results,
             })
             .await
             .map(|r| r.into_inner().results)
@@ -282,17 +354,17 @@ enum Step {
 }
 
 /// Pending reports cut into batches by count and bytes of output, in order.
-fn batches(pending: Vec<(String, PendingReport)>) -> Vec<Vec<(String, PendingReport)>> {
+fn batches(pending: Vec<Item>) -> Vec<Vec<Item>> {
     let size = |r: &PendingReport| {
         r.result
             .as_ref()
             .map_or(0, |w| w.stdout.len() + w.stderr.len())
             + r.error.len()
     };
-    let mut out: Vec<Vec<(String, PendingReport)>> = Vec::new();
+    let mut out: Vec<Vec<Item>> = Vec::new();
     let mut bytes = 0;
     for item in pending {
-        let n = size(&item.1);
+        let n = size(&item.report);
         match out.last_mut() {
             Some(last) if last.len() < MAX_BATCH && bytes + n <= BATCH_BYTES => {
                 bytes += n;

@@ -153,6 +153,21 @@ impl Store {
         Ok(())
     }
 
+    /// Queue puts and deletes now (in order with every other write) and return what resolves
+    /// once they are durable: the caller may go on meanwhile.
+    pub fn batch_soon(
+        &self,
+        ops: Vec<BatchOp>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let stored = self.writes.enqueue(ops);
+        async move {
+            stored
+                .await
+                .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
+                .map_err(Error::Storage)
+        }
+    }
+
     /// Remove `key`.
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.batch(vec![delete_op(key)]).await

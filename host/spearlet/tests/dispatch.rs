@@ -94,9 +94,13 @@ async fn a_burst_is_spread_by_free_slots_and_the_rest_waits_in_sms() {
         sms.node_status(&n.node, "active", Duration::from_secs(10))
             .await;
     }
+    // Each runs until the test lets them all go, however slow the machine (a fixed sleep let
+    // some finish before the count under load).
+    let go = cluster.path().join("go");
+    let script = format!("until [ -e {} ]; do sleep 0.05; done", go.display());
     let mut ids = Vec::new();
     for _ in 0..16 {
-        ids.push(sms.sh("sleep 3", json!({"timeout_ms": 30000})).await);
+        ids.push(sms.sh(&script, json!({"timeout_ms": 120000})).await);
     }
     // Let the scheduler place what it can.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -118,6 +122,7 @@ async fn a_burst_is_spread_by_free_slots_and_the_rest_waits_in_sms() {
     assert_eq!(on.get(&large.node), Some(&(6 + prefetch)), "{on:?}");
     assert_eq!(ready, 16 - 8 - 2 * prefetch, "the rest waits in SMS");
     // Everything runs in the end.
+    std::fs::write(&go, "").unwrap();
     for id in &ids {
         let e = sms.finished(id, Duration::from_secs(60)).await;
         assert_eq!(e["state"], "succeeded", "{e}");
