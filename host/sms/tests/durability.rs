@@ -229,17 +229,7 @@ async fn a_result_from_before_a_restart_is_taken_by_the_new_sms() {
         .await
         .unwrap();
     let uuid = node["uuid"].as_str().unwrap().to_owned();
-    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
-        .await
-        .unwrap();
-    let mut stream = execs
-        .assignments(v1::AssignmentsRequest {
-            node_uuid: uuid.clone(),
-            after: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let exec: Value = c
         .post(sms.url("/api/v1/executions"))
         .json(&json!({"executable": {"type": "process", "uri": "file:///bin/true"}}))

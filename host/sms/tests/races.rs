@@ -18,20 +18,8 @@ const DEADLINE: Duration = Duration::from_millis(100 + 2000);
 async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeout() {
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
-    let grpc = sms.grpc_url();
     let uuid = common::register_wasm_node(&sms, 1000).await;
-    let execs = v1::execution_service_client::ExecutionServiceClient::connect(grpc)
-        .await
-        .unwrap();
-    let mut stream = execs
-        .clone()
-        .assignments(v1::AssignmentsRequest {
-            node_uuid: uuid.clone(),
-            after: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     // Each execution: started at once, its result reported right at SMS's deadline (spread over
     // 80 ms around it), and whether SMS acknowledged that result.
     let acknowledged: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();

@@ -26,17 +26,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
     let uuid = common::register_wasm_node(&sms, 100).await;
-    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
-        .await
-        .unwrap();
-    let mut stream = execs
-        .assignments(v1::AssignmentsRequest {
-            node_uuid: uuid.clone(),
-            after: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let c = reqwest::Client::new();
     for _ in 0..3 {
         let (status, _) = common::post_json(

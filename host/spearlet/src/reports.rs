@@ -287,11 +287,8 @@ impl Reporter {
             .is_empty()
     }
 
-    /// One call carrying `results`; the answers, in its order.
-    async fn send_batch(
-        &self,
-        results: Vec<v1::ReportedResult>,
-    ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
+    /// The SMS session to report in; `Unavailable` until the stream has told one.
+    fn session(&self) -> std::result::Result<String, tonic::Status> {
         let session = self
             .session
             .read()
@@ -300,6 +297,15 @@ impl Reporter {
         if session.is_empty() {
             return Err(tonic::Status::unavailable("no SMS session yet"));
         }
+        Ok(session)
+    }
+
+    /// One call carrying `results`; the answers, in its order.
+    async fn send_batch(
+        &self,
+        results: Vec<v1::ReportedResult>,
+    ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
+        let session = self.session()?;
         self.sms
             .executions()
             .report_batch(v1::ReportBatchRequest {
@@ -313,14 +319,7 @@ impl Reporter {
     }
 
     async fn send(&self, r: &PendingReport) -> std::result::Result<(), tonic::Status> {
-        let session = self
-            .session
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if session.is_empty() {
-            return Err(tonic::Status::unavailable("no SMS session yet"));
-        }
+        let session = self.session()?;
         let w = wire(r);
         self.sms
             .executions()

@@ -213,3 +213,27 @@ pub async fn register_wasm_node(sms: &Sms, slots: u32) -> String {
         .into_inner()
         .uuid
 }
+
+/// A gRPC execution client, and node `uuid`'s assignment stream opened with it.
+#[allow(dead_code)]
+pub async fn open_assignments(
+    sms: &Sms,
+    uuid: &str,
+) -> (
+    spear_proto::v1::execution_service_client::ExecutionServiceClient<tonic::transport::Channel>,
+    tonic::Streaming<spear_proto::v1::Assignment>,
+) {
+    use spear_proto::v1;
+    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let stream = execs
+        .assignments(v1::AssignmentsRequest {
+            node_uuid: uuid.to_owned(),
+            after: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (execs, stream)
+}
