@@ -267,3 +267,47 @@ fn input_a_program_never_reads_does_not_hold_up_its_end() {
     let r = x.wait(&h, 10_000).unwrap().expect("finished");
     assert_eq!(r.stdout, b"early\nlate\n");
 }
+
+/// CPU clock ticks (1/100 s) the process watchers of this process have used, all together.
+fn watcher_ticks() -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The kernel keeps 15 bytes of a thread's name.
+        if comm.trim() != "spear-process-i" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        ticks += f.get(11).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks
+}
+
+#[test]
+fn an_ended_program_whose_output_a_descendant_holds_is_watched_without_spinning() {
+    let x = executor();
+    // The shell ends at once; its background child keeps stdout open for 2 s, well past the
+    // 200 ms timeout (which then has nothing left to stop: the program itself has ended).
+    let mut s = spec(
+        "holder",
+        "/bin/sh",
+        &["-c", "(sleep 2; echo late) & echo early"],
+    );
+    s.timeout_ms = 200;
+    let h = x.start(&s).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = watcher_ticks();
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = watcher_ticks() - before;
+    // A watcher polling with a zero wait burns about 100 ticks a second; other tests' watchers
+    // in this process read far less than that.
+    assert!(used < 30, "the watchers used {used} ticks in a second");
+    let r = x.wait(&h, 10_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::Exited(0));
+    assert_eq!(r.stdout, b"early\nlate\n");
+}

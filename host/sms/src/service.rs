@@ -158,6 +158,8 @@ impl Sms {
             executions.insert(e.execution_id.clone(), e);
         }
         let next_seq = executions.values().map(|e| e.seq).max().unwrap_or(0) + 1;
+        // Unlike any fingerprint the nodes have: the first refresh looks at every execution.
+        let first_print = !nodes.fit_print();
         let sms = Arc::new(Self {
             db,
             events,
@@ -174,7 +176,7 @@ impl Sms {
             outboxes: Mutex::new(BTreeMap::new()),
             lost_nodes: std::sync::Mutex::new(Vec::new()),
             last_maintenance_ms: std::sync::atomic::AtomicI64::new(0),
-            nodes_fingerprint: AtomicU64::new(0),
+            nodes_fingerprint: AtomicU64::new(first_print),
             health,
             unschedulable: config.unschedulable,
             prune_soon: std::sync::atomic::AtomicBool::new(false),

@@ -31,6 +31,9 @@ pub struct Reporter {
     /// Reports handed in whose write may not be durable yet (so a scan of the store may miss
     /// them), with that write; at most [`MAX_FRESH`].
     fresh: Mutex<Vec<Item>>,
+    /// The keys of reports whose write may not be durable yet: taken from `fresh` or not, they
+    /// are still waiting (a scan of the store may miss them until the write is done).
+    unstored: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Reports held in memory while their write is on its way; past this, a report is handed in only
@@ -71,6 +74,7 @@ impl Reporter {
             idle: Notify::new(),
             retry,
             fresh: Mutex::new(Vec::new()),
+            unstored: Mutex::new(Default::default()),
         })
     }
 
@@ -87,6 +91,10 @@ impl Reporter {
         {
             let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
             if fresh.len() < MAX_FRESH {
+                self.unstored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone());
                 fresh.push(Item {
                     key,
                     report,
@@ -110,7 +118,7 @@ impl Reporter {
     /// Whether a result for `id` is waiting to be acknowledged.
     pub async fn pending(&self, id: &str) -> Result<bool> {
         let key = format!("report/{id}");
-        if self.fresh_keys().contains(&key) {
+        if self.unstored_keys().contains(&key) {
             return Ok(true);
         }
         Ok(self.store.get::<PendingReport>(&key).await?.is_some())
@@ -118,18 +126,32 @@ impl Reporter {
 
     /// Number of results waiting.
     pub async fn backlog(&self) -> Result<usize> {
-        let fresh = self.fresh_keys();
+        let unstored = self.unstored_keys();
         let stored = self.store.scan::<PendingReport>("report/").await?;
-        Ok(fresh.len() + stored.iter().filter(|(k, _)| !fresh.contains(k)).count())
+        Ok(unstored.len() + stored.iter().filter(|(k, _)| !unstored.contains(k)).count())
     }
 
-    fn fresh_keys(&self) -> std::collections::HashSet<String> {
-        self.fresh
+    fn unstored_keys(&self) -> std::collections::HashSet<String> {
+        self.unstored
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|i| i.key.clone())
-            .collect()
+            .clone()
+    }
+
+    /// Wait for the writes of `items` to be durable (then the store holds them, until they are
+    /// forgotten).
+    async fn settle(&self, items: &mut [Item]) {
+        for item in items {
+            if let Some(stored) = item.stored.take() {
+                if let Err(e) = stored.await {
+                    tracing::error!(execution = %item.report.execution_id, error = %e, "cannot persist the result");
+                }
+                self.unstored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&item.key);
+            }
+        }
     }
 
     /// Wait until no result is waiting, or `limit` passes; returns whether the queue emptied.
@@ -156,11 +178,20 @@ impl Reporter {
             // The fresh ones first (their writes may not be durable yet), then the stored.
             let mut pending =
                 std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
-            let fresh: std::collections::HashSet<String> =
+            let taken: std::collections::HashSet<String> =
                 pending.iter().map(|i| i.key.clone()).collect();
             match self.store.scan::<PendingReport>("report/").await {
                 Ok(stored) => {
-                    pending.extend(stored.into_iter().filter(|(k, _)| !fresh.contains(k)).map(
+                    // Not those taken now, nor those handed in since (the next turn takes them).
+                    let since: std::collections::HashSet<String> = self
+                        .fresh
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .map(|i| i.key.clone())
+                        .collect();
+                    let fresh = |k: &String| taken.contains(k) || since.contains(k);
+                    pending.extend(stored.into_iter().filter(|(k, _)| !fresh(k)).map(
                         |(key, report)| Item {
                             key,
                             report,
@@ -171,15 +202,20 @@ impl Reporter {
                 Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
             }
             let mut failed = false;
-            for chunk in batches(pending) {
-                match self.deliver_batch(chunk).await {
-                    Step::Done => {}
-                    Step::Rescan => continue 'scan,
-                    Step::Retry => {
-                        failed = true;
-                        break;
-                    }
+            let mut chunks = batches(pending).into_iter();
+            while let Some(chunk) = chunks.next() {
+                let step = self.deliver_batch(chunk).await;
+                if let Step::Done = step {
+                    continue;
                 }
+                // The rest waits for the next scan, which finds it once its writes are durable.
+                for mut rest in chunks.by_ref() {
+                    self.settle(&mut rest).await;
+                }
+                if let Step::Rescan = step {
+                    continue 'scan;
+                }
+                failed = true;
             }
             if failed {
                 // Back off, unless something new (a session, a result) arrives first.
@@ -202,13 +238,7 @@ impl Reporter {
         let wired = chunk.iter().map(|i| wire(&i.report)).collect();
         let sent = self.send_batch(wired).await;
         // Once their writes are durable, a retry finds them in the store.
-        for item in &mut chunk {
-            if let Some(stored) = item.stored.take()
-                && let Err(e) = stored.await
-            {
-                tracing::error!(execution = %item.report.execution_id, error = %e, "cannot persist the result");
-            }
-        }
+        self.settle(&mut chunk).await;
         let outcomes = match sent {
             Ok(o) if o.len() == chunk.len() => o,
             // An SMS without batches, a batch over its message limit, or a refusal of the whole

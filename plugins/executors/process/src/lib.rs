@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, ExecStats};
@@ -44,24 +44,26 @@ pub(crate) type Table = Arc<(Mutex<HashMap<String, Proc>>, Condvar)>;
 #[derive(Default)]
 pub struct ProcessExecutor {
     table: Table,
-    /// Watches every running program (started with the first).
-    reactor: OnceLock<Arc<reactor::Reactor>>,
+    /// Watches every running program (started with the first; one, however many start at once).
+    reactor: Mutex<Option<Arc<reactor::Reactor>>>,
 }
 
 impl ProcessExecutor {
-    fn reactor(&self) -> Result<&Arc<reactor::Reactor>, PluginError> {
-        if let Some(r) = self.reactor.get() {
-            return Ok(r);
+    fn reactor(&self) -> Result<Arc<reactor::Reactor>, PluginError> {
+        let mut slot = self.reactor.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = &*slot {
+            return Ok(r.clone());
         }
         let r = reactor::Reactor::start(self.table.clone())
             .map_err(|e| PluginError::new(format!("cannot start the process watcher: {e}")))?;
-        Ok(self.reactor.get_or_init(|| r))
+        *slot = Some(r.clone());
+        Ok(r)
     }
 }
 
 impl Drop for ProcessExecutor {
     fn drop(&mut self) {
-        if let Some(r) = self.reactor.get() {
+        if let Some(r) = &*self.reactor.lock().unwrap_or_else(|p| p.into_inner()) {
             r.close();
         }
     }

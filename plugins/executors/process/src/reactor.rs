@@ -46,6 +46,7 @@ struct Watched {
     err: Captured,
     exit: Option<Option<std::process::ExitStatus>>,
     term_sent: Option<Instant>,
+    kill_sent: bool,
     timed_out: bool,
 }
 
@@ -146,6 +147,7 @@ impl Reactor {
                 err: Captured::default(),
                 exit: None,
                 term_sent: None,
+                kill_sent: false,
                 timed_out: false,
             }));
             if jobs.is_empty() && self.closed.load(Ordering::Acquire) {
@@ -178,19 +180,27 @@ impl Reactor {
                         None => soonest(NO_PIDFD_TICK),
                     }
                 }
-                match (j.timeout, w.term_sent) {
-                    (_, Some(at)) => soonest((at + KILL_GRACE).saturating_duration_since(now)),
-                    (Some(limit), None) => {
-                        soonest((j.started + limit).saturating_duration_since(now))
+                // A deadline only while it can still act: before the exit is seen, and until the
+                // SIGKILL has gone (after it, the pidfd tells the end).
+                if w.exit.is_none() && !w.kill_sent {
+                    match (j.timeout, w.term_sent) {
+                        (_, Some(at)) => soonest((at + KILL_GRACE).saturating_duration_since(now)),
+                        (Some(limit), None) => {
+                            soonest((j.started + limit).saturating_duration_since(now))
+                        }
+                        (None, None) => {}
                     }
-                    (None, None) => {}
                 }
             }
             let ms = wait.map_or(-1, |d| d.as_micros().div_ceil(1000).min(60_000) as i32);
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
             if n < 0 {
-                continue; // EINTR; the state is looked at again
+                if std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+                    // Not a signal (say ENOMEM): do not spin on it.
+                    std::thread::sleep(NO_PIDFD_TICK);
+                }
+                continue;
             }
             if fds[0].revents != 0 {
                 let mut buf = [0u8; 8];
@@ -280,7 +290,10 @@ impl Watched {
                 signal_group(pid, libc::SIGTERM);
                 self.term_sent = Some(now);
             }
-            (_, Some(at)) if now >= at + KILL_GRACE => signal_group(pid, libc::SIGKILL),
+            (_, Some(at)) if now >= at + KILL_GRACE && !self.kill_sent => {
+                signal_group(pid, libc::SIGKILL);
+                self.kill_sent = true;
+            }
             _ => {}
         }
     }
