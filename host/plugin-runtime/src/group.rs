@@ -79,8 +79,19 @@ impl GroupWriter {
 
     /// Apply `ops` atomically and durably, with whatever else is queued meanwhile.
     pub async fn write(&self, ops: Vec<BatchOp>) -> WriteResult {
-        self.enqueue(ops)
-            .await
-            .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
+        self.write_soon(ops).await
+    }
+
+    /// Queue `ops` now (in order with every other write); what it returns resolves once they are
+    /// durable, so the caller may go on meanwhile.
+    pub fn write_soon(
+        &self,
+        ops: Vec<BatchOp>,
+    ) -> impl std::future::Future<Output = WriteResult> + Send + 'static {
+        let done = self.enqueue(ops);
+        async move {
+            done.await
+                .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The tables SMS holds in memory: the nodes, with a fingerprint of what decides whether any of
-//! them could hold an execution ([`crate::fit`]), kept as they change; and the executions, with indexes of those not yet placed (`ready`, and
-//! `pending` on dependencies), so that a scheduling round costs O(ready), not O(every execution
-//! ever submitted), and the count of those placed on each node (capacity-aware dispatch).
+//! them could hold an execution ([`crate::fit`]), kept as they change; and the executions, with
+//! indexes of those not yet placed (`ready` in queue order, and `pending` on dependencies), so
+//! that a scheduling round reads only the batch it takes, not every execution ever submitted,
+//! and the count of those placed on each node (capacity-aware dispatch).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;

@@ -118,7 +118,12 @@ impl Reporter {
     /// Whether a result for `id` is waiting to be acknowledged.
     pub async fn pending(&self, id: &str) -> Result<bool> {
         let key = format!("report/{id}");
-        if self.unstored_keys().contains(&key) {
+        if self
+            .unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
             return Ok(true);
         }
         Ok(self.store.get::<PendingReport>(&key).await?.is_some())
@@ -178,26 +183,21 @@ impl Reporter {
             // The fresh ones first (their writes may not be durable yet), then the stored.
             let mut pending =
                 std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
-            let taken: std::collections::HashSet<String> =
-                pending.iter().map(|i| i.key.clone()).collect();
             match self.store.scan::<PendingReport>("report/").await {
                 Ok(stored) => {
-                    // Not those taken now, nor those handed in since (the next turn takes them).
-                    let since: std::collections::HashSet<String> = self
-                        .fresh
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .map(|i| i.key.clone())
-                        .collect();
-                    let fresh = |k: &String| taken.contains(k) || since.contains(k);
-                    pending.extend(stored.into_iter().filter(|(k, _)| !fresh(k)).map(
-                        |(key, report)| Item {
-                            key,
-                            report,
-                            stored: None,
-                        },
-                    ))
+                    // Not those whose write is still on its way: taken just now, or handed in
+                    // since (the next turn takes them).
+                    let unstored = self.unstored_keys();
+                    pending.extend(
+                        stored
+                            .into_iter()
+                            .filter(|(k, _)| !unstored.contains(k))
+                            .map(|(key, report)| Item {
+                                key,
+                                report,
+                                stored: None,
+                            }),
+                    )
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
             }
@@ -216,6 +216,7 @@ impl Reporter {
                     continue 'scan;
                 }
                 failed = true;
+                break;
             }
             if failed {
                 // Back off, unless something new (a session, a result) arrives first.

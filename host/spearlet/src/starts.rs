@@ -2,6 +2,7 @@
 //! go together in the next one. Best effort: a start that is not told only leaves the execution
 //! `assigned` in SMS until its result arrives (its queue deadline, if it has one, may then fire).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ pub struct Starts {
     sms: SmsLink,
     node: String,
     session: Arc<RwLock<String>>,
-    waiting: Mutex<Vec<String>>,
+    waiting: Mutex<VecDeque<String>>,
     wake: Notify,
 }
 
@@ -32,7 +33,7 @@ impl Starts {
             sms,
             node,
             session,
-            waiting: Mutex::new(Vec::new()),
+            waiting: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
         })
     }
@@ -41,9 +42,9 @@ impl Starts {
     pub fn started(&self, id: &str) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.len() >= MAX_WAITING {
-            waiting.remove(0);
+            waiting.pop_front();
         }
-        waiting.push(id.to_owned());
+        waiting.push_back(id.to_owned());
         drop(waiting);
         self.wake.notify_one();
     }

@@ -159,13 +159,8 @@ impl Store {
         &self,
         ops: Vec<BatchOp>,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
-        let stored = self.writes.enqueue(ops);
-        async move {
-            stored
-                .await
-                .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
-                .map_err(Error::Storage)
-        }
+        let stored = self.writes.write_soon(ops);
+        async move { stored.await.map_err(Error::Storage) }
     }
 
     /// Remove `key`.
@@ -175,7 +170,7 @@ impl Store {
 
     /// Apply puts and deletes atomically and durably (with other writes queued meanwhile).
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.writes.write(ops).await.map_err(Error::Storage)
+        self.batch_soon(ops).await
     }
 
     /// Every record under `prefix`, in key order.

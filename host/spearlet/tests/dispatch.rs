@@ -100,7 +100,7 @@ async fn a_burst_is_spread_by_free_slots_and_the_rest_waits_in_sms() {
     let script = format!("until [ -e {} ]; do sleep 0.05; done", go.display());
     let mut ids = Vec::new();
     for _ in 0..16 {
-        ids.push(sms.sh(&script, json!({"timeout_ms": 120000})).await);
+        ids.push(sms.sh(&script, json!({"timeout_ms": 30000})).await);
     }
     // Let the scheduler place what it can.
     tokio::time::sleep(Duration::from_millis(1500)).await;
