@@ -168,7 +168,7 @@ impl Sms {
             None => task.as_ref().map(|t| t.priority).unwrap_or_default(),
         };
         let max_attempts = req.max_attempts.unwrap_or(3);
-        let execution_id = uuid::Uuid::new_v4().to_string();
+        let execution_id = uuid::Uuid::now_v7().to_string();
         {
             let execs = self.executions.read().await;
             let mut seen = BTreeSet::new();
