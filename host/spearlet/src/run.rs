@@ -223,14 +223,15 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
     // the start only while the execution is assigned, so a start arriving after the result is
     // refused and changes nothing).
     agent.starts.started(&id);
-    // The record (for re-attaching after a restart) is stored while it runs, and before its
-    // result: the store applies writes in order.
-    let persist = async {
-        if let Err(e) = agent.store.put(&format!("exec/{id}"), &record).await {
-            tracing::error!(execution = %id, error = %e, "cannot persist the running record");
-        }
-    };
-    let ((), (result, memory)) = tokio::join!(persist, wait(loaded, &handle));
+    // The record (for re-attaching after a restart) is queued now and stored while it runs;
+    // nothing waits for it. The store applies writes in order, so the result's write, which
+    // deletes it, lands after it; a crash before it is durable loses only what a crash just
+    // before the start would (SMS sends the execution again). A failed write is logged by the
+    // store's writer.
+    if let Err(e) = agent.store.put_unawaited(&format!("exec/{id}"), &record) {
+        tracing::error!(execution = %id, error = %e, "cannot persist the running record");
+    }
+    let (result, memory) = wait(loaded, &handle).await;
     let executor = loaded.executor.clone();
     let h = handle.clone();
     let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
