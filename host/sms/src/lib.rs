@@ -11,6 +11,7 @@ pub mod checks;
 pub mod config;
 pub mod db;
 pub mod dispatch;
+pub mod due;
 pub mod error;
 pub mod events;
 pub mod executions;

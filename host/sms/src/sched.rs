@@ -227,18 +227,33 @@ impl Sms {
     async fn expire_and_release(&self) -> Result<()> {
         let now = now_ms();
         let grace = self.sched.timeout_grace_ms;
-        // Candidates first (O(unfinished executions), not O(every execution kept)); then each is
-        // read again and decided on as its owner, so that a report, a start or a cancel that came
-        // meanwhile is not overwritten.
-        let candidates: Vec<String> = {
-            let execs = self.executions.read().await;
-            execs
-                .unfinished()
-                .filter(|e| due(e, now, grace, |d| execs.get(d).map(|x| x.state)))
-                .map(|e| e.execution_id.clone())
-                .collect()
-        };
-        for id in candidates {
+        // Candidates from the table's index (past a deadline, or pending with news of a
+        // dependency: O(those), not O(unfinished executions)); then each is read again and
+        // decided on as its owner, so that a report, a start or a cancel that came meanwhile
+        // is not overwritten.
+        let candidates = self.executions.read().await.maybe_due(now, grace);
+        // Pending ones looked at and not due yet: their marks are cleared after the pass.
+        let mut looked = Vec::new();
+        let result = self.act_on_due(candidates, now, &mut looked).await;
+        if !looked.is_empty() {
+            let mut execs = self.executions.write().await;
+            for (id, mark) in looked {
+                execs.looked_at(&id, mark);
+            }
+        }
+        result
+    }
+
+    /// Time out, release or fail each candidate that is due, as its owner; note in `looked` the
+    /// marked ones that are not.
+    async fn act_on_due(
+        &self,
+        candidates: std::collections::BTreeMap<String, Option<u64>>,
+        now: i64,
+        looked: &mut Vec<(String, u64)>,
+    ) -> Result<()> {
+        let grace = self.sched.timeout_grace_ms;
+        for (id, mark) in candidates {
             let _owned = self.exec_locks.lock(&id).await;
             let (mut exec, states) = {
                 let execs = self.executions.read().await;
@@ -254,6 +269,9 @@ impl Sms {
                 (exec, states)
             };
             if !due(&exec, now, grace, |d| states.get(d).copied()) {
+                if let Some(mark) = mark {
+                    looked.push((id, mark));
+                }
                 continue;
             }
             if past_queue_timeout(&exec, now) {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
+use crate::due::DueIndex;
 use crate::model::{ExecState, Execution, Node};
 
 /// Nodes by uuid, plus a fingerprint of the fields [`crate::fit::why_not`] reads (uuid, labels,
@@ -89,6 +90,8 @@ pub struct ExecTable {
     on_nodes: BTreeSet<String>,
     /// Nodes whose placed count changed since the last [`take_touched`](Self::take_touched).
     touched: BTreeSet<String>,
+    /// What the scheduler's housekeeping may have to act on.
+    due: DueIndex,
 }
 
 /// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
@@ -144,6 +147,7 @@ fn occupies(e: &Execution) -> Option<&str> {
 impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
+        self.due.update(&id, self.all.get(&id), &exec);
         if exec.state.is_placed() {
             self.on_nodes.insert(id.clone());
         } else {
@@ -206,6 +210,17 @@ impl ExecTable {
     /// recounts only those).
     pub fn take_touched(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.touched)
+    }
+
+    /// The executions the scheduler's housekeeping may have to act on at `now` (see
+    /// [`DueIndex::maybe_due`]).
+    pub fn maybe_due(&self, now: i64, grace: i64) -> BTreeMap<String, Option<u64>> {
+        self.due.maybe_due(now, grace)
+    }
+
+    /// Pending `id` was looked at under `mark` and is not due (see [`DueIndex::looked_at`]).
+    pub fn looked_at(&mut self, id: &str, mark: u64) {
+        self.due.looked_at(id, mark);
     }
 
     /// The executions not finished: pending, ready, assigned or running (O(those), not O(all)).
