@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use spear_plugin_api::Decision;
 
 use crate::config::ConfigError;
+use crate::feed::Batch;
 use crate::model::NodeStatus;
 use crate::nodes::to_target;
 use crate::service::Sms;
@@ -168,12 +169,26 @@ impl Room {
     }
 }
 
+/// Tell `strategy` of removed and changed nodes and of outcomes, in that order.
+pub(crate) fn feed(strategy: &spear_plugin_runtime::StrategySlot, batch: Batch) {
+    if !batch.removes.is_empty() {
+        strategy.remove(&batch.removes);
+    }
+    if !batch.upserts.is_empty() {
+        strategy.upsert(batch.upserts);
+    }
+    if !batch.outcomes.is_empty() {
+        strategy.observe(&batch.outcomes);
+    }
+}
+
 impl Sms {
-    /// Recount the fill of each node that changed since the last round, send the strategy every
-    /// change recorded since then (removed nodes, changed nodes, outcomes) with each changed
-    /// node's `active` set to what SMS has placed there and `healthy` false while it is full, and
-    /// return the free places on active nodes. Only the scheduler calls this.
-    pub(crate) async fn measure_room(&self) -> usize {
+    /// Recount the fill of each node that changed since the last round and return the free
+    /// places on active nodes, with what the strategy must hear before it places again: every
+    /// change recorded since the last round (removed nodes, changed nodes, outcomes), each
+    /// changed node's `active` set to what SMS has placed there and `healthy` false while it is
+    /// full ([`feed_strategy`](Self::feed_strategy) sends it). Only the scheduler calls this.
+    pub(crate) async fn measure_room(&self) -> (usize, Batch) {
         let mut batch = self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
         // Nodes that turned full or open while nothing else about them changed: sent too. (A
         // change of what a node holds alone is not sent each round: the strategy's view counts
@@ -220,23 +235,16 @@ impl Sms {
             t.healthy &= open;
             batch.upserts.push(t);
         }
+        (free, batch)
+    }
+
+    /// Send the strategy what [`measure_room`](Self::measure_room) gathered, when the round
+    /// places nothing (a round that places sends it in the same plugin call as its batch).
+    pub(crate) async fn feed_strategy(&self, batch: Batch) {
         if !batch.is_empty() {
             let plugins = self.plugins.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let strategy = plugins.strategy();
-                if !batch.removes.is_empty() {
-                    strategy.remove(&batch.removes);
-                }
-                if !batch.upserts.is_empty() {
-                    strategy.upsert(batch.upserts);
-                }
-                if !batch.outcomes.is_empty() {
-                    strategy.observe(&batch.outcomes);
-                }
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || feed(plugins.strategy(), batch)).await;
         }
-        free
     }
 
     /// The free places of the nodes `decisions` assign to.

@@ -126,9 +126,10 @@ impl Sms {
             self.expire_and_release().await?;
             self.refresh_unschedulable().await;
         }
-        let free = self.measure_room().await;
+        let (free, feed) = self.measure_room().await;
         if free == 0 {
             // Every node is full: nothing to place until a slot frees (an end wakes the round).
+            self.feed_strategy(feed).await;
             return Ok(0);
         }
         // The batch, in queue order; those waiting out a retry backoff are passed over.
@@ -142,13 +143,19 @@ impl Sms {
                 .collect()
         };
         if ready.is_empty() {
+            self.feed_strategy(feed).await;
             return Ok(0);
         }
         let requests: Vec<Request> = ready.iter().map(request).collect();
         let plugins = self.plugins.clone();
-        let decisions = tokio::task::spawn_blocking(move || plugins.strategy().place(&requests))
-            .await
-            .map_err(storage)?;
+        // What changed since the last round, then the batch: one trip to a blocking thread.
+        let decisions = tokio::task::spawn_blocking(move || {
+            let strategy = plugins.strategy();
+            crate::dispatch::feed(strategy, feed);
+            strategy.place(&requests)
+        })
+        .await
+        .map_err(storage)?;
         let mut room = self.room_for(&decisions);
 
         // The node of each decision (only those named: O(batch), not O(nodes)).
