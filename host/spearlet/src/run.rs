@@ -231,10 +231,7 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
     if let Err(e) = agent.store.put_unawaited(&format!("exec/{id}"), &record) {
         tracing::error!(execution = %id, error = %e, "cannot persist the running record");
     }
-    let (result, memory) = wait(loaded, &handle).await;
-    let executor = loaded.executor.clone();
-    let h = handle.clone();
-    let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
+    let (result, memory) = wait_and_destroy(loaded, &handle).await;
     match result {
         Ok(r) => (report(&id, r), false, memory),
         Err(e) => (failure(&id, format!("{}: {e}", loaded.name)), true, memory),
@@ -246,8 +243,9 @@ fn silenced(agent: &Agent, id: &str) -> bool {
     agent.running().get(id).is_some_and(|a| a.silenced)
 }
 
-/// Wait for a handle's result, sampling its memory while it runs.
-pub async fn wait(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>, u64) {
+/// Wait for a handle's result, sampling its memory while it runs, then destroy the handle
+/// (in the same trip to a blocking thread as the wait that ends).
+pub async fn wait_and_destroy(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>, u64) {
     let mut memory = 0;
     loop {
         let executor = loaded.executor.clone();
@@ -256,7 +254,10 @@ pub async fn wait(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>,
             let r = executor.wait(&h, 1000);
             let m = match &r {
                 Ok(None) => executor.stats(&h).map(|s| s.memory_bytes).unwrap_or(0),
-                _ => 0,
+                _ => {
+                    let _ = executor.destroy(&h);
+                    0
+                }
             };
             (r, m)
         })
@@ -265,7 +266,13 @@ pub async fn wait(loaded: &Loaded, handle: &str) -> (Result<ExecResult, String>,
             Ok((Ok(Some(result)), _)) => return (Ok(result), memory),
             Ok((Ok(None), m)) => memory = memory.max(m),
             Ok((Err(e), _)) => return (Err(e.to_string()), memory),
-            Err(e) => return (Err(e.to_string()), memory),
+            Err(e) => {
+                // The blocking task itself failed: the handle may not have been destroyed.
+                let executor = loaded.executor.clone();
+                let h = handle.to_owned();
+                let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
+                return (Err(e.to_string()), memory);
+            }
         }
     }
 }
@@ -349,14 +356,11 @@ pub async fn recover(agent: &Arc<Agent>) {
         );
         let agent = agent.clone();
         tokio::spawn(async move {
-            let (result, _) = wait(&loaded, &r.handle).await;
+            let (result, _) = wait_and_destroy(&loaded, &r.handle).await;
             let report = match result {
                 Ok(res) => report(&r.execution_id, res),
                 Err(e) => failure(&r.execution_id, e),
             };
-            let executor = loaded.executor.clone();
-            let h = r.handle.clone();
-            let _ = tokio::task::spawn_blocking(move || executor.destroy(&h)).await;
             finish(&agent, report).await;
         });
     }
