@@ -4,6 +4,7 @@
 //! writer learns its group's outcome.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use spear_plugin_api::StorageBackend;
 use spear_plugin_api::storage::BatchOp;
@@ -31,17 +32,36 @@ impl std::fmt::Debug for GroupWriter {
 
 impl GroupWriter {
     /// Start the writer thread `name` for `backend`; `observe` sees each commit's outcome (for
-    /// health reporting).
+    /// health reporting). Each write is committed as soon as the commit before it is done.
     pub fn start(
         name: &str,
         backend: Arc<dyn StorageBackend>,
+        observe: impl Fn(&WriteResult) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        Self::start_paced(name, backend, Duration::ZERO, observe)
+    }
+
+    /// Like [`start`](Self::start), but commits begin at least `pace` apart: a write that comes
+    /// sooner after the last commit began waits out the rest, and shares its commit with every
+    /// write that comes meanwhile. A write after a quiet spell is committed at once. For a
+    /// store whose writers seldom wait for durability, so that under load it pays for fewer,
+    /// larger commits (each costs a sync of the disk).
+    pub fn start_paced(
+        name: &str,
+        backend: Arc<dyn StorageBackend>,
+        pace: Duration,
         observe: impl Fn(&WriteResult) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (writes, mut rx) = mpsc::unbounded_channel::<Write>();
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                let mut last: Option<Instant> = None;
                 while let Some(first) = rx.blocking_recv() {
+                    if let Some(wait) = last.and_then(|t| pace.checked_sub(t.elapsed())) {
+                        std::thread::sleep(wait);
+                    }
+                    last = Some(Instant::now());
                     let mut group = vec![first];
                     while group.len() < GROUP {
                         match rx.try_recv() {
@@ -93,5 +113,129 @@ impl GroupWriter {
             done.await
                 .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spear_plugin_api::storage::KeyValue;
+    use spear_plugin_api::{PluginError, PluginInfo, PluginKind};
+    use std::sync::Mutex;
+
+    /// A backend that records the size of each batch it commits.
+    #[derive(Default)]
+    struct Counting(Mutex<Vec<usize>>);
+
+    impl StorageBackend for Counting {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                name: "counting".into(),
+                version: "0.0.0".into(),
+                kind: PluginKind::StorageBackend,
+                description: String::new(),
+                config_schema: "{}".into(),
+            }
+        }
+        fn open(&mut self, _: &str) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+            Ok(None)
+        }
+        fn put(&self, _: &[u8], _: &[u8]) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn delete(&self, _: &[u8]) -> Result<bool, PluginError> {
+            Ok(false)
+        }
+        fn scan(&self, _: &[u8], _: Option<&[u8]>, _: u32) -> Result<Vec<KeyValue>, PluginError> {
+            Ok(vec![])
+        }
+        fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError> {
+            self.0.lock().unwrap().push(ops.len());
+            Ok(())
+        }
+        fn compare_and_swap(
+            &self,
+            _: &[u8],
+            _: Option<&[u8]>,
+            _: Option<&[u8]>,
+        ) -> Result<bool, PluginError> {
+            Ok(false)
+        }
+    }
+
+    fn op(i: usize) -> Vec<BatchOp> {
+        vec![BatchOp::Delete {
+            key: i.to_le_bytes().to_vec(),
+        }]
+    }
+
+    /// 60 writes, one every millisecond or so, each awaited only at the end; returns the
+    /// commits and how long the writes took.
+    fn trickle(pace: Duration) -> (Vec<usize>, Duration) {
+        let backend = Arc::new(Counting::default());
+        let writer =
+            GroupWriter::start_paced("test-writer", backend.clone(), pace, |_| ()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut pending = Vec::new();
+            for i in 0..60 {
+                pending.push(writer.write_soon(op(i)));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            for p in pending {
+                p.await.unwrap();
+            }
+        });
+        let took = start.elapsed();
+        let commits = backend.0.lock().unwrap().clone();
+        assert_eq!(commits.iter().sum::<usize>(), 60, "every write, once");
+        (commits, took)
+    }
+
+    #[test]
+    fn paced_commits_are_fewer_and_larger_and_a_quiet_write_goes_at_once() {
+        let pace = Duration::from_millis(20);
+        let (paced, took) = trickle(pace);
+        let (eager, _) = trickle(Duration::ZERO);
+        // At most one commit per 20 ms (the first at once, the last after the writes).
+        let most = (took.as_millis() / pace.as_millis()) as usize + 2;
+        assert!(paced.len() <= most, "paced over {took:?}: {paced:?}");
+        assert!(
+            eager.len() > 2 * paced.len(),
+            "eager {eager:?}, paced {paced:?}"
+        );
+        assert_eq!(
+            paced[0], 1,
+            "the first write after a quiet spell is not held"
+        );
+
+        // After a quiet spell longer than the pace, a write is committed without waiting.
+        let backend = Arc::new(Counting::default());
+        let pace = Duration::from_millis(300);
+        let writer = GroupWriter::start_paced("test-writer", backend, pace, |_| ()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            writer.write(op(0)).await.unwrap();
+            tokio::time::sleep(pace).await;
+            let t = Instant::now();
+            writer.write(op(1)).await.unwrap();
+            assert!(t.elapsed() < pace / 2, "held {:?}", t.elapsed());
+            let t = Instant::now();
+            writer.write(op(2)).await.unwrap();
+            assert!(
+                t.elapsed() >= pace / 2,
+                "a write right after a commit waits out the pace"
+            );
+        });
     }
 }

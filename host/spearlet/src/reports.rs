@@ -31,8 +31,9 @@ pub struct Reporter {
     /// Reports handed in whose write may not be durable yet (so a scan of the store may miss
     /// them), with that write; at most [`MAX_FRESH`].
     fresh: Mutex<Vec<Item>>,
-    /// The keys of reports whose write may not be durable yet: taken from `fresh` or not, they
-    /// are still waiting (a scan of the store may miss them until the write is done).
+    /// The keys of reports a scan of the store passes over: those whose write may not be
+    /// durable yet (taken from `fresh` or not, they are still waiting; a scan may miss them
+    /// until the write is done), and those answered whose forgetting is on its way.
     unstored: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -234,45 +235,81 @@ impl Reporter {
     }
 
     /// Send one batch and settle each report by its answer: forget the acknowledged and the
-    /// refused (in one write), keep the rest.
-    async fn deliver_batch(&self, mut chunk: Vec<Item>) -> Step {
+    /// refused (in one write, which the next batch does not wait for), keep the rest.
+    async fn deliver_batch(self: &Arc<Self>, mut chunk: Vec<Item>) -> Step {
         let wired = chunk.iter().map(|i| wire(&i.report)).collect();
         let sent = self.send_batch(wired).await;
-        // Once their writes are durable, a retry finds them in the store.
-        self.settle(&mut chunk).await;
         let outcomes = match sent {
             Ok(o) if o.len() == chunk.len() => o,
             // An SMS without batches, a batch over its message limit, or a refusal of the whole
             // call: one at a time, as each report's own answer says.
-            Ok(_) => return self.deliver_each(chunk).await,
+            Ok(_) => return self.deliver_each(self.settled(chunk).await).await,
             Err(s) if s.code() == tonic::Code::Unimplemented || too_large(&s) => {
-                return self.deliver_each(chunk).await;
+                return self.deliver_each(self.settled(chunk).await).await;
             }
             Err(s) if transient(&s) || self.session_empty() || stale_session(&s) => {
                 tracing::debug!(error = %s.message(), "reports not delivered; retrying");
+                // Once their writes are durable, a retry finds them in the store.
+                self.settle(&mut chunk).await;
                 return Step::Retry;
             }
-            Err(_) => return self.deliver_each(chunk).await,
+            Err(_) => return self.deliver_each(self.settled(chunk).await).await,
         };
-        let mut forget = Vec::new();
+        let (mut keep, mut forget) = (Vec::new(), Vec::new());
         let mut step = Step::Done;
-        for (Item { key, report, .. }, o) in chunk.into_iter().zip(outcomes) {
+        for (item, o) in chunk.into_iter().zip(outcomes) {
             let status = tonic::Status::new(tonic::Code::from(o.code), o.message);
             match status.code() {
-                tonic::Code::Ok => forget.push(delete_op(&key)),
-                _ if transient(&status) => step = Step::Retry,
+                tonic::Code::Ok => forget.push(item),
+                _ if transient(&status) => {
+                    step = Step::Retry;
+                    keep.push(item);
+                }
                 _ => {
-                    tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
-                    forget.push(delete_op(&key));
+                    tracing::warn!(execution = %item.report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                    forget.push(item);
                 }
             }
         }
-        if !forget.is_empty()
-            && let Err(e) = self.store.batch(forget).await
-        {
-            tracing::error!(error = %e, "cannot forget acknowledged reports");
-        }
+        self.settle(&mut keep).await;
+        self.forget_soon(forget);
         step
+    }
+
+    /// Forget answered reports: the delete is queued after their own writes (the store applies
+    /// writes in order), and until it is durable the scans pass over them (they are still in the
+    /// store), so the next batch goes without waiting for it.
+    fn forget_soon(self: &Arc<Self>, items: Vec<Item>) {
+        if items.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = items.into_iter().map(|i| i.key).collect();
+        self.unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys.iter().cloned());
+        let forgotten = self
+            .store
+            .batch_soon(keys.iter().map(|k| delete_op(k)).collect());
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = forgotten.await {
+                tracing::error!(error = %e, "cannot forget acknowledged reports");
+            }
+            let mut unstored = me.unstored.lock().unwrap_or_else(|p| p.into_inner());
+            for k in &keys {
+                unstored.remove(k);
+            }
+            drop(unstored);
+            // A flush waiting for the queue to empty looks again.
+            me.wake.notify_one();
+        });
+    }
+
+    /// `items`, once their writes are durable.
+    async fn settled(&self, mut items: Vec<Item>) -> Vec<Item> {
+        self.settle(&mut items).await;
+        items
     }
 
     /// Send the reports of `chunk` one at a time (for an SMS without batches, or a report too

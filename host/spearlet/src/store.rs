@@ -86,6 +86,12 @@ pub struct CachedArtifact {
     pub last_used_ms: u64,
 }
 
+/// Commits of the state store begin at least this far apart. Nothing on an execution's way
+/// waits for them (running records and cursors are not waited for; a result is sent while its
+/// write is on its way), so under load the node pays for a few large commits rather than one
+/// per write, and a write after a quiet spell still goes at once.
+pub const COMMIT_PACE: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// The state store. Writes are group-committed ([`GroupWriter`]): the writes of executions running
 /// at once (cursors, running records, reports) share durable commits.
 #[derive(Clone)]
@@ -108,11 +114,16 @@ impl Store {
     /// Wrap an opened backend and start its writer thread (which ends when every `Store` is
     /// dropped).
     pub fn new(backend: Arc<dyn StorageBackend>) -> Result<Self> {
-        let writes = GroupWriter::start("spearlet-store-writer", backend.clone(), |result| {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "a state store write failed");
-            }
-        })
+        let writes = GroupWriter::start_paced(
+            "spearlet-store-writer",
+            backend.clone(),
+            COMMIT_PACE,
+            |result| {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "a state store write failed");
+                }
+            },
+        )
         .map_err(storage)?;
         Ok(Self { backend, writes })
     }
