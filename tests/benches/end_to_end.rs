@@ -268,6 +268,7 @@ async fn spear(total: usize, one_by_one: usize, ticks: f64) -> Figures {
 
     // Throughput.
     let before = cluster.cpu(ticks);
+    let client_before = cpu_ms(std::process::id(), ticks).0;
     let start = Instant::now();
     let submitter = {
         let (client, http) = (client.clone(), http.clone());
@@ -292,6 +293,7 @@ async fn spear(total: usize, one_by_one: usize, ticks: f64) -> Figures {
     assert_eq!(ids.len(), total);
     assert_eq!(failed, 0, "every execution succeeds");
     let after = cluster.cpu(ticks);
+    let client = (cpu_ms(std::process::id(), ticks).0 - client_before) / total as f64;
     let per = |i: usize, own: bool| {
         let d = if own {
             after[i].0 - before[i].0
@@ -307,7 +309,8 @@ async fn spear(total: usize, one_by_one: usize, ticks: f64) -> Figures {
         p99_ms: percentile(&lat, 0.99),
         cpu_ms: sms + nodes,
         detail: format!(
-            "sms {sms:.2}, spearlets {nodes:.2}; the workloads themselves {children:.2}"
+            "sms {sms:.2}, spearlets {nodes:.2}; the workloads themselves {children:.2}; \
+             this benchmark's client {client:.2}"
         ),
     }
 }
