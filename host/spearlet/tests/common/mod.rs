@@ -130,7 +130,14 @@ impl Cluster {
     }
 
     /// Start Spearlet `name` with an existing config and arguments.
+    /// Its warnings and errors go to `{name}.log` in the cluster's directory ([`Spearlet::log`]).
     pub fn spearlet_with(&self, name: &str, config: &Path, args: &[&str]) -> Spearlet {
+        let log = self.path().join(format!("{name}.log"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
             .current_dir(self.path())
             .arg("--config")
@@ -138,6 +145,7 @@ impl Cluster {
             .args(args)
             .env("SPEARLET_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let line = first_line(&mut child);
@@ -151,6 +159,7 @@ impl Cluster {
             node,
             http: field(&line, "http"),
             child,
+            log,
         }
     }
 }
@@ -280,9 +289,15 @@ pub struct Spearlet {
     pub node: String,
     pub http: SocketAddr,
     pub child: Child,
+    log: PathBuf,
 }
 
 impl Spearlet {
+    /// What the Spearlet logged (warnings and errors) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         reqwest::get(format!("http://{}{path}", self.http))
             .await
