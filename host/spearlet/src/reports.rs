@@ -181,24 +181,28 @@ impl Reporter {
     pub async fn run(self: Arc<Self>) {
         let mut attempt = 0u32;
         'scan: loop {
-            // The fresh ones first (their writes may not be durable yet), then the stored.
+            // The keys to pass over, then the store, then the fresh ones, in that order: a key
+            // leaves `unstored` only once its write (or its forgetting) has landed, so a report
+            // the scan finds is either in this set or really waiting in the store; and one
+            // handed in after the set was taken is taken from `fresh` below (not sent twice).
+            let unstored = self.unstored_keys();
+            let stored = self.store.scan::<PendingReport>("report/").await;
             let mut pending =
                 std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
-            match self.store.scan::<PendingReport>("report/").await {
+            match stored {
                 Ok(stored) => {
-                    // Not those whose write is still on its way: taken just now, or handed in
-                    // since (the next turn takes them).
-                    let unstored = self.unstored_keys();
-                    pending.extend(
-                        stored
-                            .into_iter()
-                            .filter(|(k, _)| !unstored.contains(k))
-                            .map(|(key, report)| Item {
-                                key,
-                                report,
-                                stored: None,
-                            }),
-                    )
+                    let fresh: std::collections::HashSet<&str> =
+                        pending.iter().map(|i| i.key.as_str()).collect();
+                    let waiting: Vec<Item> = stored
+                        .into_iter()
+                        .filter(|(k, _)| !unstored.contains(k) && !fresh.contains(k.as_str()))
+                        .map(|(key, report)| Item {
+                            key,
+                            report,
+                            stored: None,
+                        })
+                        .collect();
+                    pending.extend(waiting);
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
             }
