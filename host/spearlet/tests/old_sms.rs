@@ -1,0 +1,388 @@
+//! A Spearlet against an SMS that answers differently from ours: one without `ReportBatch` (an
+//! older release), and one with a smaller message limit. The SMS here is a small gRPC server of
+//! the test's own (real sockets, the real `spearlet` binary), which records what it is told.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use futures::Stream;
+use spear_proto::v1;
+use spear_proto::v1::execution_service_server::{ExecutionService, ExecutionServiceServer};
+use spear_proto::v1::node_service_server::{NodeService, NodeServiceServer};
+use tonic::{Request, Response, Status};
+
+/// How the fake SMS answers reports.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// No `ReportBatch` at all (UNIMPLEMENTED): every start and result must come alone.
+    NoBatch,
+    /// Any call carrying more than `limit` bytes of output is over the message limit.
+    Limit(usize),
+}
+
+struct Fake {
+    mode: Mode,
+    /// What to hand the node on its assignment stream.
+    work: Vec<v1::Execution>,
+    /// Results taken, by execution (every one it was told, in order).
+    results: Mutex<BTreeMap<String, Vec<v1::ReportResultRequest>>>,
+    /// Executions told to be running, alone or in batches.
+    running: Mutex<Vec<String>>,
+    /// Calls of `ReportBatch`.
+    batches: Mutex<usize>,
+}
+
+const SESSION: &str = "old-sms-session";
+
+/// The fake as the gRPC services serve it.
+#[derive(Clone)]
+struct Served(Arc<Fake>);
+
+impl std::ops::Deref for Served {
+    type Target = Fake;
+
+    fn deref(&self) -> &Fake {
+        &self.0
+    }
+}
+
+fn output_bytes(r: &v1::ExecutionResult) -> usize {
+    r.stdout.len() + r.stderr.len()
+}
+
+#[tonic::async_trait]
+impl NodeService for Served {
+    async fn register_node(
+        &self,
+        req: Request<v1::RegisterNodeRequest>,
+    ) -> Result<Response<v1::Node>, Status> {
+        let r = req.into_inner();
+        let uuid = if r.uuid.is_empty() {
+            "node-old-sms".to_owned()
+        } else {
+            r.uuid
+        };
+        Ok(Response::new(v1::Node {
+            uuid,
+            status: "active".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        _: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        Ok(Response::new(v1::HeartbeatResponse {
+            server_time_ms: 0,
+            status: "active".into(),
+        }))
+    }
+
+    async fn update_node(
+        &self,
+        _: Request<v1::UpdateNodeRequest>,
+    ) -> Result<Response<v1::Node>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+
+    async fn delete_node(
+        &self,
+        _: Request<v1::NodeRef>,
+    ) -> Result<Response<v1::DeleteNodeResponse>, Status> {
+        Ok(Response::new(v1::DeleteNodeResponse {}))
+    }
+
+    async fn get_node(&self, _: Request<v1::NodeRef>) -> Result<Response<v1::Node>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+}
+
+type Assignments = Pin<Box<dyn Stream<Item = Result<v1::Assignment, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExecutionService for Served {
+    type AssignmentsStream = Assignments;
+
+    async fn submit(
+        &self,
+        _: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+
+    async fn get_execution(
+        &self,
+        req: Request<v1::ExecutionRef>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        let id = req.into_inner().execution_id;
+        self.work
+            .iter()
+            .find(|e| e.execution_id == id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(id))
+    }
+
+    async fn list_executions(
+        &self,
+        _: Request<v1::ListExecutionsRequest>,
+    ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+
+    async fn cancel(
+        &self,
+        _: Request<v1::ExecutionRef>,
+    ) -> Result<Response<v1::Execution>, Status> {
+        Err(Status::unimplemented("not in this SMS"))
+    }
+
+    async fn assignments(
+        &self,
+        req: Request<v1::AssignmentsRequest>,
+    ) -> Result<Response<Assignments>, Status> {
+        let after = req.into_inner().after;
+        let sent: Vec<Result<v1::Assignment, Status>> = self
+            .work
+            .iter()
+            .enumerate()
+            .map(|(i, e)| v1::Assignment {
+                session: SESSION.into(),
+                cursor: i as u64 + 1,
+                execution: Some(e.clone()),
+                cancel: false,
+            })
+            .filter(|a| a.cursor > after)
+            .map(Ok)
+            .collect();
+        // The stream stays open after the work, as SMS's does.
+        let stream =
+            futures::StreamExt::chain(futures::stream::iter(sent), futures::stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_result(
+        &self,
+        req: Request<v1::ReportResultRequest>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let r = req.into_inner();
+        if let Mode::Limit(limit) = self.mode
+            && r.result.as_ref().map_or(0, output_bytes) > limit
+        {
+            return Err(Status::resource_exhausted("message over the limit"));
+        }
+        self.results
+            .lock()
+            .unwrap()
+            .entry(r.execution_id.clone())
+            .or_default()
+            .push(r);
+        Ok(Response::new(v1::Ack {}))
+    }
+
+    async fn report_state(
+        &self,
+        req: Request<v1::ReportStateRequest>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        self.running
+            .lock()
+            .unwrap()
+            .push(req.into_inner().execution_id);
+        Ok(Response::new(v1::Ack {}))
+    }
+
+    async fn report_batch(
+        &self,
+        req: Request<v1::ReportBatchRequest>,
+    ) -> Result<Response<v1::ReportBatchResponse>, Status> {
+        let limit = match self.mode {
+            Mode::NoBatch => return Err(Status::unimplemented("no ReportBatch in this SMS")),
+            Mode::Limit(limit) => limit,
+        };
+        let r = req.into_inner();
+        let bytes: usize = r
+            .results
+            .iter()
+            .filter_map(|x| x.result.as_ref())
+            .map(output_bytes)
+            .sum();
+        if bytes > limit {
+            return Err(Status::out_of_range("message over the limit"));
+        }
+        *self.batches.lock().unwrap() += 1;
+        let ok = || v1::ReportOutcome {
+            code: 0,
+            message: String::new(),
+        };
+        self.running
+            .lock()
+            .unwrap()
+            .extend(r.running.iter().cloned());
+        let mut results = self.results.lock().unwrap();
+        for x in &r.results {
+            results
+                .entry(x.execution_id.clone())
+                .or_default()
+                .push(v1::ReportResultRequest {
+                    session: r.session.clone(),
+                    node_uuid: r.node_uuid.clone(),
+                    execution_id: x.execution_id.clone(),
+                    success: x.success,
+                    result: x.result.clone(),
+                    error: x.error.clone(),
+                });
+        }
+        Ok(Response::new(v1::ReportBatchResponse {
+            running: r.running.iter().map(|_| ok()).collect(),
+            results: r.results.iter().map(|_| ok()).collect(),
+        }))
+    }
+}
+
+fn shell(id: &str, script: &str) -> v1::Execution {
+    v1::Execution {
+        execution_id: id.into(),
+        executable: Some(v1::Executable {
+            r#type: "process".into(),
+            name: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        }),
+        state: "assigned".into(),
+        attempt: 1,
+        max_attempts: 1,
+        timeout_ms: 30_000,
+        ..Default::default()
+    }
+}
+
+/// Serve `fake` on a port of 127.0.0.1 and start a Spearlet against it (outputs capped at 4 MiB).
+async fn run_against(fake: Arc<Fake>) -> (Cluster, common::Spearlet) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(NodeServiceServer::new(Served(fake.clone())))
+            .add_service(ExecutionServiceServer::new(Served(fake)))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let cluster = Cluster::new();
+    let config = cluster
+        .spearlet_config("old", "")
+        .replace("output_cap_mb = 1", "output_cap_mb = 4");
+    let config = cluster.write("old.toml", &config);
+    let node = cluster.spearlet_with(
+        "old",
+        &config,
+        &["--sms-addr", &addr.to_string(), "--auto-register"],
+    );
+    (cluster, node)
+}
+
+/// Wait until `fake` holds a result for each of `ids`.
+async fn results_for(fake: &Fake, ids: &[String], node: &common::Spearlet) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = {
+            let results = fake.results.lock().unwrap();
+            ids.iter().filter(|id| results.contains_key(*id)).count()
+        };
+        if have == ids.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{have} of {} results; the node logged:\n{}",
+            ids.len(),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_without_report_batch_is_told_each_start_and_result_alone() {
+    let ids: Vec<String> = (0..40).map(|i| format!("exec-{i}")).collect();
+    let fake = Arc::new(Fake {
+        mode: Mode::NoBatch,
+        work: ids
+            .iter()
+            .map(|id| shell(id, &format!("echo {id}")))
+            .collect(),
+        results: Mutex::default(),
+        running: Mutex::default(),
+        batches: Mutex::default(),
+    });
+    let (_cluster, node) = run_against(fake.clone()).await;
+    results_for(&fake, &ids, &node).await;
+    // Give a stray second report time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let results = fake.results.lock().unwrap();
+    for id in &ids {
+        let told = &results[id];
+        assert_eq!(told.len(), 1, "{id} reported once: {told:?}");
+        let r = &told[0];
+        assert!(r.success, "{r:?}");
+        assert_eq!(r.session, SESSION);
+        let out = &r.result.as_ref().unwrap().stdout;
+        assert_eq!(String::from_utf8_lossy(out), format!("{id}\n"));
+    }
+    let running = fake.running.lock().unwrap();
+    for id in &ids {
+        assert!(running.contains(id), "{id}'s start told alone");
+    }
+    assert_eq!(*fake.batches.lock().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_over_the_message_limit_go_alone_and_then_shrunk() {
+    // SMS takes at most 1 MiB + 64 KiB of output a call: a batch carrying the 3 MiB result is
+    // refused whole (its reports then go one at a time), the 3 MiB result alone too, and it is
+    // sent again cut to 1 MiB a stream; the others go through whole.
+    let small: Vec<String> = (0..6).map(|i| format!("small-{i}")).collect();
+    let mut work: Vec<v1::Execution> = small
+        .iter()
+        .map(|id| shell(id, "head -c 40000 /dev/zero"))
+        .collect();
+    work.push(shell("huge", "head -c 3145728 /dev/zero"));
+    let fake = Arc::new(Fake {
+        mode: Mode::Limit(1024 * 1024 + 64 * 1024),
+        work,
+        results: Mutex::default(),
+        running: Mutex::default(),
+        batches: Mutex::default(),
+    });
+    let (_cluster, node) = run_against(fake.clone()).await;
+    let mut all = small.clone();
+    all.push("huge".into());
+    results_for(&fake, &all, &node).await;
+    let results = fake.results.lock().unwrap();
+    for id in &small {
+        let told = &results[id];
+        assert_eq!(told.len(), 1, "{id}: {told:?}");
+        assert_eq!(told[0].result.as_ref().unwrap().stdout.len(), 40_000);
+    }
+    let huge = &results["huge"];
+    assert_eq!(huge.len(), 1);
+    let r = huge[0].result.as_ref().unwrap();
+    assert_eq!(r.stdout.len(), 1024 * 1024, "cut to 1 MiB");
+    assert!(r.stdout_truncated, "and flagged");
+    assert!(
+        node.log().contains("result too large for SMS"),
+        "{}",
+        node.log()
+    );
+}
