@@ -37,6 +37,10 @@ pub struct Reporter {
     unstored: Mutex<std::collections::HashSet<String>>,
 }
 
+/// Stored reports read per turn: a long SMS outage leaves many, and a turn holds only what it
+/// reads (a sweep goes through them page by page).
+pub const SCAN_PAGE: usize = 256;
+
 /// Reports held in memory while their write is on its way; past this, a report is handed in only
 /// once it is durable (the store is the queue).
 pub const MAX_FRESH: usize = 1024;
@@ -177,20 +181,30 @@ impl Reporter {
 
     /// Send waiting results until the process ends: all that waits goes in batches (one call
     /// each, [`MAX_BATCH`] reports or [`BATCH_BYTES`] of output at most), so results that
-    /// finish while a call is in flight go together in the next one.
+    /// finish while a call is in flight go together in the next one. The stored ones are read a
+    /// page ([`SCAN_PAGE`]) a turn, in a sweep from the first key to the last.
     pub async fn run(self: Arc<Self>) {
         let mut attempt = 0u32;
+        // Where the sweep of the stored reports stands (`None`: at the start).
+        let mut after: Option<String> = None;
         'scan: loop {
             // The keys to pass over, then the store, then the fresh ones, in that order: a key
             // leaves `unstored` only once its write (or its forgetting) has landed, so a report
             // the scan finds is either in this set or really waiting in the store; and one
             // handed in after the set was taken is taken from `fresh` below (not sent twice).
             let unstored = self.unstored_keys();
-            let stored = self.store.scan::<PendingReport>("report/").await;
+            let stored = self
+                .store
+                .scan_page::<PendingReport>("report/", after.as_deref(), SCAN_PAGE as u32)
+                .await;
             let mut pending =
                 std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
             match stored {
                 Ok(stored) => {
+                    // A full page: the sweep goes on after it once this turn is sent.
+                    after = (stored.len() == SCAN_PAGE)
+                        .then(|| stored.last().map(|(k, _)| k.clone()))
+                        .flatten();
                     let fresh: std::collections::HashSet<&str> =
                         pending.iter().map(|i| i.key.as_str()).collect();
                     let waiting: Vec<Item> = stored
@@ -204,7 +218,10 @@ impl Reporter {
                         .collect();
                     pending.extend(waiting);
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
+                Err(e) => {
+                    after = None;
+                    tracing::error!(error = %e, "cannot read pending reports");
+                }
             }
             let mut failed = false;
             let mut chunks = batches(pending).into_iter();
@@ -217,6 +234,8 @@ impl Reporter {
                 for mut rest in chunks.by_ref() {
                     self.settle(&mut rest).await;
                 }
+                // A new sweep from the start: a report the step changed is found again.
+                after = None;
                 if let Step::Rescan = step {
                     continue 'scan;
                 }
@@ -233,6 +252,9 @@ impl Reporter {
                 continue;
             }
             attempt = 0;
+            if after.is_some() {
+                continue;
+            }
             self.idle.notify_waiters();
             self.wake.notified().await;
         }

@@ -216,6 +216,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// At most `limit` records under `prefix` whose keys come after `after` (all when `None`),
+    /// in key order.
+    pub async fn scan_page<T: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, T)>> {
+        let p = prefix.as_bytes().to_vec();
+        let after = after.map(|a| a.as_bytes().to_vec());
+        let rows = self
+            .blocking(move |b| b.scan(&p, after.as_deref(), limit))
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                serde_json::from_slice(&v)
+                    .map(|t| (key.clone(), t))
+                    .map_err(|e| storage(format!("{key}: {e}")))
+            })
+            .collect()
+    }
+}
+
 /// A put of `value` as JSON at `key`, for [`Store::batch`].
 pub fn put_op<T: Serialize>(key: &str, value: &T) -> Result<BatchOp> {
     Ok(BatchOp::Put {

@@ -35,6 +35,28 @@ struct Fake {
     running: Mutex<Vec<String>>,
     /// Calls of `ReportBatch`.
     batches: Mutex<usize>,
+    /// While set, every report is answered UNAVAILABLE (SMS away).
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Fake {
+    fn new(mode: Mode, work: Vec<v1::Execution>) -> Arc<Self> {
+        Arc::new(Self {
+            mode,
+            work,
+            results: Mutex::default(),
+            running: Mutex::default(),
+            batches: Mutex::default(),
+            down: Default::default(),
+        })
+    }
+
+    fn away(&self) -> Result<(), Status> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::unavailable("SMS is away"));
+        }
+        Ok(())
+    }
 }
 
 const SESSION: &str = "old-sms-session";
@@ -178,6 +200,7 @@ impl ExecutionService for Served {
         &self,
         req: Request<v1::ReportResultRequest>,
     ) -> Result<Response<v1::Ack>, Status> {
+        self.away()?;
         let r = req.into_inner();
         if let Mode::Limit(limit) = self.mode
             && r.result.as_ref().map_or(0, output_bytes) > limit
@@ -208,6 +231,7 @@ impl ExecutionService for Served {
         &self,
         req: Request<v1::ReportBatchRequest>,
     ) -> Result<Response<v1::ReportBatchResponse>, Status> {
+        self.away()?;
         let limit = match self.mode {
             Mode::NoBatch => return Err(Status::unimplemented("no ReportBatch in this SMS")),
             Mode::Limit(limit) => limit,
@@ -316,16 +340,12 @@ async fn results_for(fake: &Fake, ids: &[String], node: &common::Spearlet) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_without_report_batch_is_told_each_start_and_result_alone() {
     let ids: Vec<String> = (0..40).map(|i| format!("exec-{i}")).collect();
-    let fake = Arc::new(Fake {
-        mode: Mode::NoBatch,
-        work: ids
-            .iter()
+    let fake = Fake::new(
+        Mode::NoBatch,
+        ids.iter()
             .map(|id| shell(id, &format!("echo {id}")))
             .collect(),
-        results: Mutex::default(),
-        running: Mutex::default(),
-        batches: Mutex::default(),
-    });
+    );
     let (_cluster, node) = run_against(fake.clone()).await;
     results_for(&fake, &ids, &node).await;
     // Give a stray second report time to arrive before counting.
@@ -358,13 +378,7 @@ async fn results_over_the_message_limit_go_alone_and_then_shrunk() {
         .map(|id| shell(id, "head -c 40000 /dev/zero"))
         .collect();
     work.push(shell("huge", "head -c 3145728 /dev/zero"));
-    let fake = Arc::new(Fake {
-        mode: Mode::Limit(1024 * 1024 + 64 * 1024),
-        work,
-        results: Mutex::default(),
-        running: Mutex::default(),
-        batches: Mutex::default(),
-    });
+    let fake = Fake::new(Mode::Limit(1024 * 1024 + 64 * 1024), work);
     let (_cluster, node) = run_against(fake.clone()).await;
     let mut all = small.clone();
     all.push("huge".into());
@@ -385,4 +399,43 @@ async fn results_over_the_message_limit_go_alone_and_then_shrunk() {
         "{}",
         node.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_a_page_is_delivered_once_each_when_sms_returns() {
+    // More results than the reporter reads in one turn wait in the node's store while SMS is
+    // away; when it is back, the sweep pages through them all.
+    let ids: Vec<String> = (0..700).map(|i| format!("while-away-{i:04}")).collect();
+    let fake = Fake::new(
+        Mode::Limit(usize::MAX),
+        ids.iter().map(|id| shell(id, "true")).collect(),
+    );
+    fake.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_cluster, node) = run_against(fake.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = node.get("/api/v1/status").await;
+        let waiting = status["reports_pending"].as_u64().unwrap_or(0);
+        if waiting == ids.len() as u64 && status["running"].as_array().is_some_and(|r| r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} results waiting; {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(fake.results.lock().unwrap().is_empty());
+    fake.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    results_for(&fake, &ids, &node).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let results = fake.results.lock().unwrap();
+        for id in &ids {
+            assert_eq!(results[id].len(), 1, "{id}: {:?}", results[id]);
+            assert!(results[id][0].success);
+        }
+    }
+    assert_eq!(node.get("/api/v1/status").await["reports_pending"], 0);
 }
