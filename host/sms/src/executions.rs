@@ -509,7 +509,6 @@ impl Sms {
         uuid: &str,
     ) -> Result<mpsc::Receiver<Box<Assignment>>> {
         let node = self.node(uuid).await?;
-        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let placed: Vec<Execution> = self
             .executions
             .read()
@@ -518,6 +517,9 @@ impl Sms {
             .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(uuid))
             .cloned()
             .collect();
+        // Room for every one placed there (a node may hold up to its limit, past the usual
+        // capacity): one left out would stay assigned to the node without it ever hearing.
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY.max(placed.len() + OUTBOX_CAPACITY / 4));
         for exec in placed {
             let cursor = self
                 .next_cursor

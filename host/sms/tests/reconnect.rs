@@ -1,0 +1,60 @@
+//! A node's assignment stream opened again: every execution placed on the node is sent again,
+//! however many (a node may hold more than a stream's usual capacity).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Sandbox;
+use futures::StreamExt;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_stream_gets_every_execution_placed_on_its_node_again() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let uuid = common::register_wasm_node(&sms, 2_000).await;
+    let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let total = 1_300;
+    let c = reqwest::Client::new();
+    let submitted: Vec<reqwest::StatusCode> = futures::stream::iter(0..total)
+        .map(|_| {
+            let (c, sms) = (&c, &sms);
+            async move {
+                common::post_json(
+                    c,
+                    sms,
+                    "/api/v1/executions",
+                    &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
+                )
+                .await
+                .0
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(submitted.iter().all(|s| *s == 201), "a submission failed");
+    let mut first = std::collections::HashSet::new();
+    while first.len() < total {
+        let a = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("every submission is assigned to the one node")
+            .unwrap()
+            .unwrap();
+        first.insert(a.execution.unwrap().execution_id);
+    }
+    drop(stream);
+    // The node comes back (none of its work started): all of it again.
+    let (_execs, mut again) = common::open_assignments(&sms, &uuid).await;
+    let mut second = std::collections::HashSet::new();
+    while second.len() < total {
+        let a = tokio::time::timeout(Duration::from_secs(10), again.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {total} sent again", second.len()))
+            .unwrap()
+            .unwrap();
+        second.insert(a.execution.unwrap().execution_id);
+    }
+    assert_eq!(first, second);
+}
