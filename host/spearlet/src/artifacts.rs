@@ -160,7 +160,9 @@ impl Artifacts {
             return Ok(None);
         }
         entry.last_used_ms = now_ms();
-        self.store.put(&key, &entry).await?;
+        // Only eviction's order reads it: queued, not waited for under the fetch lock (every
+        // cold start would wait out a store commit here).
+        self.store.put_unawaited(&key, &entry)?;
         Ok(Some(path))
     }
 

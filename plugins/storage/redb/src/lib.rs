@@ -23,6 +23,9 @@ pub mod wal;
 use wal::Wal;
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// The database's own records: its generation (see [`wal`]).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const GENERATION: &str = "log-generation";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +43,8 @@ pub struct Redb {
 /// The write-ahead log, and why writes stop if they must.
 struct Log {
     wal: Wal,
+    /// The database's generation, which the log is written for.
+    generation: u64,
     /// Set when a write is in the log but could not be applied, or the log may be damaged:
     /// every later write is refused with it (a restart replays the log).
     broken: Option<String>,
@@ -122,20 +127,46 @@ impl Redb {
             return Err(PluginError(format!("redb commit: {x}")));
         }
         if log.wal.due() {
-            // Best effort: the log still holds everything if this fails; the next write tries
-            // again.
-            let _ = checkpoint(db, &mut log.wal);
+            checkpoint(db, &mut log);
         }
         Ok(out)
     }
 }
 
-/// A durable redb commit (which takes in every commit made without a sync before it), then an
-/// empty log.
-fn checkpoint(db: &Database, wal: &mut Wal) -> Result<(), PluginError> {
-    let txn = db.begin_write().map_err(e("begin"))?;
-    txn.commit().map_err(e("checkpoint"))?;
-    wal.reset().map_err(e("empty the log"))
+/// The database's next generation, in a durable redb commit (which takes in every commit made
+/// without a sync before it), then an empty log for it. If the commit fails the log still holds
+/// everything (the next write tries again); if emptying the log fails, writes stop.
+fn checkpoint(db: &Database, log: &mut Log) {
+    let next = log.generation.wrapping_add(1);
+    let committed = (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(GENERATION, next)?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    if committed.is_err() {
+        return;
+    }
+    match log.wal.reset(next) {
+        Ok(()) => log.generation = next,
+        Err(io) => {
+            log.broken = Some(format!(
+                "the log {} could not be started again after a checkpoint: {io}",
+                log.wal.path().display()
+            ));
+        }
+    }
+}
+
+/// A generation for a database that has none yet: distinct from any other file's.
+fn fresh_generation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 /// Apply `ops` to `table`.
@@ -164,7 +195,7 @@ impl Drop for Redb {
         if let (Some(db), Some(log)) = (&self.db, &self.log) {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             if log.broken.is_none() && !log.wal.is_empty() {
-                let _ = checkpoint(db, &mut log.wal);
+                checkpoint(db, &mut log);
             }
         }
     }
@@ -194,24 +225,58 @@ impl StorageBackend for Redb {
         let db =
             Database::create(&path).map_err(|x| PluginError(format!("redb open {path}: {x}")))?;
         let wal_path = PathBuf::from(format!("{path}.wal"));
-        let (mut wal, held) = Wal::open(&wal_path)
-            .map_err(|x| PluginError(format!("redb log {}: {x}", wal_path.display())))?;
-        // The table, and what the log holds from before (in one durable commit), then an empty
-        // log (a cut record at its end goes too).
+        let log_error =
+            |x: std::io::Error| PluginError(format!("redb log {}: {x}", wal_path.display()));
+        let (mut wal, held) = Wal::open(&wal_path).map_err(log_error)?;
+        // The table, what the log holds for this database (a cut record at its end goes), and
+        // the next generation, in one durable commit; then an empty log for that generation.
         let txn = db.begin_write().map_err(e("begin"))?;
-        {
+        let generation = {
             let mut table = txn.open_table(TABLE).map_err(e("create table"))?;
-            for ops in &held {
-                apply(&mut table, ops)?;
+            let mut meta = txn.open_table(META).map_err(e("create table"))?;
+            let current = meta
+                .get(GENERATION)
+                .map_err(e("get"))?
+                .map_or_else(fresh_generation, |g| g.value());
+            match held {
+                wal::Held::Nothing => {}
+                wal::Held::Records {
+                    generation,
+                    records,
+                } if generation == current => {
+                    for ops in &records {
+                        apply(&mut table, ops)?;
+                    }
+                }
+                // A checkpoint ended before the log was emptied: all of it is in already.
+                wal::Held::Records { generation, .. } if generation.wrapping_add(1) == current => {}
+                wal::Held::Records { records, .. } if records.is_empty() => {}
+                wal::Held::Records {
+                    generation,
+                    records,
+                } => {
+                    return Err(PluginError(format!(
+                        "redb log {}: it belongs to another state of {path} (log generation \
+                         {generation}, database {current}) and holds {} writes the database may \
+                         not have; if the database file was restored or replaced on purpose, \
+                         move the log aside",
+                        wal_path.display(),
+                        records.len()
+                    )));
+                }
             }
-        }
+            let next = current.wrapping_add(1);
+            meta.insert(GENERATION, next).map_err(e("put"))?;
+            next
+        };
         txn.commit().map_err(e("commit"))?;
-        if !wal.is_empty() {
-            wal.reset()
-                .map_err(|x| PluginError(format!("redb log {}: {x}", wal_path.display())))?;
-        }
+        wal.reset(generation).map_err(log_error)?;
         self.db = Some(db);
-        self.log = Some(Mutex::new(Log { wal, broken: None }));
+        self.log = Some(Mutex::new(Log {
+            wal,
+            generation,
+            broken: None,
+        }));
         Ok(())
     }
 

@@ -16,26 +16,52 @@ fn wal_len(path: &std::path::Path) -> u64 {
         .len()
 }
 
+fn put(k: &str, v: &str) -> BatchOp {
+    BatchOp::Put {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+/// The generation of the (closed) database at `path`.
+fn generation(path: &std::path::Path) -> u64 {
+    let db = Database::open(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.get(GENERATION).unwrap().unwrap().value()
+}
+
+/// Leave at `path` the log a crash would leave: `records` written for `generation`.
+fn leave_log(path: &std::path::Path, generation: u64, records: &[Vec<u8>]) {
+    let log = [vec![wal::header(generation)], records.to_vec()]
+        .concat()
+        .concat();
+    std::fs::write(format!("{}.wal", path.display()), log).unwrap();
+}
+
 #[test]
 fn what_a_log_left_behind_holds_is_applied_at_open_and_a_cut_record_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
     drop(open(&path));
     // The log a crash leaves: two whole records, then half of a third.
-    let put = |k: &str, v: &str| BatchOp::Put {
-        key: k.into(),
-        value: v.into(),
-    };
     let first = wal::encode(&[put("a", "1"), put("b", "1")]).unwrap();
     let second = wal::encode(&[put("a", "2"), BatchOp::Delete { key: b"b".to_vec() }]).unwrap();
     let cut = wal::encode(&[put("c", "never acknowledged")]).unwrap();
-    let log = [first, second, cut[..cut.len() - 3].to_vec()].concat();
-    std::fs::write(format!("{}.wal", path.display()), log).unwrap();
+    leave_log(
+        &path,
+        generation(&path),
+        &[first, second, cut[..cut.len() - 3].to_vec()],
+    );
     let s = open(&path);
     assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(s.get(b"b").unwrap(), None);
     assert_eq!(s.get(b"c").unwrap(), None);
-    assert_eq!(wal_len(&path), 0, "applied durably, then emptied");
+    assert_eq!(
+        wal_len(&path),
+        16,
+        "applied durably, then emptied (its header only)"
+    );
     // Later writes are not hidden behind the cut record.
     s.put(b"d", b"1").unwrap();
     drop(s);
@@ -48,7 +74,7 @@ fn writes_go_to_the_log_and_a_checkpoint_or_a_close_empties_it() {
     let path = dir.path().join("s.redb");
     let s = open(&path);
     s.put(b"k", b"v").unwrap();
-    assert!(wal_len(&path) > 0, "a write is in the log");
+    assert!(wal_len(&path) > 16, "a write is in the log, after its header");
     assert!(!s.compare_and_swap(b"k", Some(b"x"), None).unwrap());
     assert!(!s.delete(b"absent").unwrap());
     let before = wal_len(&path);
@@ -66,11 +92,45 @@ fn writes_go_to_the_log_and_a_checkpoint_or_a_close_empties_it() {
         wal_len(&path)
     );
     drop(s);
-    assert_eq!(wal_len(&path), 0, "closing takes the log in");
+    assert_eq!(wal_len(&path), 16, "closing takes the log in");
     let s = open(&path);
     assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"w"[..]));
     assert_eq!(
         s.scan(b"n", None, 10_000).unwrap().len(),
         wal::CHECKPOINT_RECORDS as usize
     );
+}
+
+#[test]
+fn a_log_of_another_state_of_the_database_is_dropped_or_refused_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    drop(open(&path));
+    let now = generation(&path);
+    let record = wal::encode(&[put("x", "from another state")]).unwrap();
+
+    // A checkpoint ended before emptying the log: what it holds is in the database already.
+    leave_log(&path, now - 1, std::slice::from_ref(&record));
+    let s = open(&path);
+    assert_eq!(
+        s.get(b"x").unwrap(),
+        None,
+        "the log before the checkpoint is dropped"
+    );
+    drop(s);
+
+    // The database file restored from a backup, or replaced, beside a newer log: refused.
+    let now = generation(&path);
+    leave_log(&path, now + 7, std::slice::from_ref(&record));
+    let mut r = Redb::default();
+    let refused = r
+        .open(&format!(r#"{{"path": {:?}}}"#, path.display().to_string()))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("belongs to another state"), "{refused}");
+    assert!(refused.contains("move the log aside"), "{refused}");
+    drop(r);
+    // Moved aside, the database opens without it.
+    std::fs::remove_file(format!("{}.wal", path.display())).unwrap();
+    assert_eq!(open(&path).get(b"x").unwrap(), None);
 }

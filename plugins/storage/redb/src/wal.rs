@@ -5,9 +5,16 @@
 //! same state. A record cut short by a crash (or failing its checksum) ends the log: it was never
 //! acknowledged, because a write returns only once its record is synced.
 //!
-//! Record: `len: u32 LE`, `crc32(payload): u32 LE`, `payload`; the payload is a list of
-//! operations, each `1, key` (put, followed by `value`) or `2, key` (delete), where a byte string
-//! is `len: u32 LE` and the bytes.
+//! The log starts with `SPWAL001` and the generation of the database it belongs to (`u64` LE):
+//! each checkpoint moves the database to the next generation in its durable commit, then empties
+//! the log and writes the new generation. At open, a log of the database's generation is applied;
+//! one of the generation before is already in the database (a checkpoint ended before the log
+//! was emptied) and is dropped; any other belongs to another database file (a backup restored,
+//! the file replaced) and is refused, not applied to the wrong data.
+//!
+//! Record: `len: u32 LE` (never 0), `crc32(payload): u32 LE`, `payload`; the payload is a list
+//! of operations, each `1, key` (put, followed by `value`) or `2, key` (delete), where a byte
+//! string is `len: u32 LE` and the bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -24,6 +31,9 @@ pub const CHECKPOINT_RECORDS: u64 = 4096;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 const HEADER: usize = 8;
+const MAGIC: &[u8; 8] = b"SPWAL001";
+/// The log's own header: [`MAGIC`] and a generation.
+const LOG_HEADER: usize = 16;
 
 /// The log file.
 pub struct Wal {
@@ -99,9 +109,12 @@ fn records(data: &[u8]) -> Vec<Vec<BatchOp>> {
     while let Some(header) = data.get(at..at + HEADER) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        let Some(payload) = data.get(at + HEADER..at + HEADER + len) else {
+        let Some(payload) = data.get(at + HEADER..(at + HEADER).saturating_add(len)) else {
             break;
         };
+        if len == 0 {
+            break;
+        }
         if crc32fast::hash(payload) != crc {
             break;
         }
@@ -112,37 +125,59 @@ fn records(data: &[u8]) -> Vec<Vec<BatchOp>> {
     out
 }
 
+/// The start of a log written for `generation`.
+pub fn header(generation: u64) -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&generation.to_le_bytes());
+    h
+}
+
+/// What a log file holds, read at open.
+pub enum Held {
+    /// No generation (empty, or cut inside its header: nothing in it was acknowledged).
+    Nothing,
+    /// The log of generation `generation`, with its whole records.
+    Records {
+        /// The generation it was written for.
+        generation: u64,
+        /// Its records, each as its operations.
+        records: Vec<Vec<BatchOp>>,
+    },
+}
+
 impl Wal {
-    /// Open (or create) the log at `path`; returns it with the records it holds, to be applied
-    /// and then [`reset`](Self::reset).
-    pub fn open(path: &Path) -> std::io::Result<(Self, Vec<Vec<BatchOp>>)> {
-        let existed = path.exists();
+    /// Open (or create) the log at `path`; returns it with what it holds, to be applied (or
+    /// dropped) and then [`reset`](Self::reset) to the database's generation.
+    pub fn open(path: &Path) -> std::io::Result<(Self, Held)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        if !existed {
-            // The file's name must survive a crash as well as what is written to it.
-            file.sync_all()?;
-            if let Some(dir) = path.parent() {
-                File::open(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                })?
-                .sync_all()?;
-            }
-        }
+        // The file's name must survive a crash as well as what is written to it: its directory
+        // is synced at every open (a crash after an earlier open created it may have left the
+        // name unsynced).
+        file.sync_all()?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
-        let held = records(&data);
+        let held = match data.get(..LOG_HEADER) {
+            Some(h) if &h[..8] == MAGIC => Held::Records {
+                generation: u64::from_le_bytes(h[8..].try_into().expect("8 bytes")),
+                records: records(&data[LOG_HEADER..]),
+            },
+            _ => Held::Nothing,
+        };
         let wal = Self {
             file,
             path: path.to_owned(),
             len: data.len() as u64,
-            records: held.len() as u64,
+            records: 0,
         };
         Ok((wal, held))
     }
@@ -184,17 +219,21 @@ impl Wal {
         self.len >= CHECKPOINT_BYTES || self.records >= CHECKPOINT_RECORDS
     }
 
-    /// Whether the log holds anything (a record, or a damaged tail).
+    /// Whether the log holds records since its last reset.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.records == 0
     }
 
-    /// Empty the log (once redb holds everything it had, durably).
-    pub fn reset(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
-        self.len = 0;
+    /// Empty the log and start it for `generation` (once redb holds everything it had,
+    /// durably, in that generation). On failure the log is in no known state: the caller must
+    /// stop writing.
+    pub fn reset(&mut self, generation: u64) -> std::io::Result<()> {
         self.records = 0;
+        self.file.set_len(0)?;
+        self.len = 0;
+        self.file.write_all_at(&header(generation), 0)?;
+        self.file.sync_data()?;
+        self.len = LOG_HEADER as u64;
         Ok(())
     }
 
