@@ -74,7 +74,10 @@ fn writes_go_to_the_log_and_a_checkpoint_or_a_close_empties_it() {
     let path = dir.path().join("s.redb");
     let s = open(&path);
     s.put(b"k", b"v").unwrap();
-    assert!(wal_len(&path) > 16, "a write is in the log, after its header");
+    assert!(
+        wal_len(&path) > 16,
+        "a write is in the log, after its header"
+    );
     assert!(!s.compare_and_swap(b"k", Some(b"x"), None).unwrap());
     assert!(!s.delete(b"absent").unwrap());
     let before = wal_len(&path);
