@@ -298,18 +298,17 @@ impl Reporter {
             }
         }
         self.settle(&mut keep).await;
-        self.forget_soon(forget);
+        self.forget_soon(forget.into_iter().map(|i| i.key).collect());
         step
     }
 
     /// Forget answered reports: the delete is queued after their own writes (the store applies
     /// writes in order), and until it is durable the scans pass over them (they are still in the
     /// store), so the next batch goes without waiting for it.
-    fn forget_soon(self: &Arc<Self>, items: Vec<Item>) {
-        if items.is_empty() {
+    fn forget_soon(self: &Arc<Self>, keys: Vec<String>) {
+        if keys.is_empty() {
             return;
         }
-        let keys: Vec<String> = items.into_iter().map(|i| i.key).collect();
         self.unstored
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -340,14 +339,11 @@ impl Reporter {
 
     /// Send the reports of `chunk` one at a time (for an SMS without batches, or a report too
     /// large to go with others).
-    async fn deliver_each(&self, chunk: Vec<Item>) -> Step {
+    async fn deliver_each(self: &Arc<Self>, chunk: Vec<Item>) -> Step {
         for Item { key, report, .. } in chunk {
             match self.send(&report).await {
-                Ok(()) => {
-                    if let Err(e) = self.store.delete(&key).await {
-                        tracing::error!(error = %e, "cannot forget an acknowledged report");
-                    }
-                }
+                // Forgotten beside the next report, not before it (a store commit each).
+                Ok(()) => self.forget_soon(vec![key]),
                 Err(status) if too_large(&status) && shrink(&report).is_some() => {
                     // Over SMS's message limit: keep the head of the output, flagged.
                     let smaller = shrink(&report).expect("checked");
@@ -367,7 +363,7 @@ impl Reporter {
                 }
                 Err(status) => {
                     tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
-                    let _ = self.store.delete(&key).await;
+                    self.forget_soon(vec![key]);
                 }
             }
         }
