@@ -205,18 +205,9 @@ impl Store {
                 }
             })
             .await?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                let key = String::from_utf8_lossy(&k).into_owned();
-                serde_json::from_slice(&v)
-                    .map(|t| (key.clone(), t))
-                    .map_err(|e| storage(format!("{key}: {e}")))
-            })
-            .collect()
+        decode(rows)
     }
-}
 
-impl Store {
     /// At most `limit` records under `prefix` whose keys come after `after` (all when `None`),
     /// in key order.
     pub async fn scan_page<T: DeserializeOwned + Send + 'static>(
@@ -230,15 +221,20 @@ impl Store {
         let rows = self
             .blocking(move |b| b.scan(&p, after.as_deref(), limit))
             .await?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                let key = String::from_utf8_lossy(&k).into_owned();
-                serde_json::from_slice(&v)
-                    .map(|t| (key.clone(), t))
-                    .map_err(|e| storage(format!("{key}: {e}")))
-            })
-            .collect()
+        decode(rows)
     }
+}
+
+/// Rows of the store as (key, record) pairs.
+fn decode<T: DeserializeOwned>(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(String, T)>> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            serde_json::from_slice(&v)
+                .map(|t| (key.clone(), t))
+                .map_err(|e| storage(format!("{key}: {e}")))
+        })
+        .collect()
 }
 
 /// A put of `value` as JSON at `key`, for [`Store::batch`].
