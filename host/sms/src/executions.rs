@@ -321,9 +321,22 @@ impl Sms {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<()> {
+        self.save_logging(exec, vec![(kind, data)]).await
+    }
+
+    /// [`save`](Self::save) with several events (logged in order, in the same write).
+    async fn save_logging(
+        &self,
+        exec: &Execution,
+        events: Vec<(&str, serde_json::Value)>,
+    ) -> Result<()> {
+        let events = events
+            .into_iter()
+            .map(|(kind, data)| (kind, exec.execution_id.clone(), data))
+            .collect();
         let mut queued = self.events.queue(
             vec![put_op(format!("exec/{}", exec.execution_id), exec)?],
-            vec![(kind, exec.execution_id.clone(), data)],
+            events,
         )?;
         queued.durable().await?;
         self.executions
@@ -419,6 +432,14 @@ impl Sms {
         }
         let now = now_ms();
         let latency_us = u64::try_from(now - exec.assigned_at_ms).unwrap_or(0) * 1000;
+        // A result for an execution whose start was not told (a node tells starts a moment late
+        // and not at all for what ended meanwhile, or the start was lost) also records the
+        // start, in the same write: the log shows `execution.running` before the end either way.
+        let mut events = Vec::with_capacity(2);
+        if exec.state == ExecState::Assigned {
+            exec.started_at_ms = now;
+            events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
+        }
         exec.result = r.result;
         exec.updated_at_ms = now;
         let kind = if r.success {
@@ -435,12 +456,11 @@ impl Sms {
             exec.error = Some(r.error.clone());
             "execution.failed"
         };
-        self.save(
-            &exec,
+        events.push((
             kind,
             json!({"node_uuid": r.node_uuid, "attempt": exec.attempt, "error": exec.error}),
-        )
-        .await?;
+        ));
+        self.save_logging(&exec, events).await?;
         self.observe(&r.node_uuid, exec.seq, r.success, latency_us)
             .await;
         self.wake.notify_one();

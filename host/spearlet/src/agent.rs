@@ -106,7 +106,12 @@ impl Agent {
             session.clone(),
             Duration::from_millis(config.spearlet.sms_connect_retry_ms),
         );
-        let starts = crate::starts::Starts::new(sms.clone(), node.clone(), session.clone());
+        let starts = crate::starts::Starts::new(
+            sms.clone(),
+            node.clone(),
+            session.clone(),
+            Duration::from_millis(config.spearlet.start_report_delay_ms),
+        );
         let (cfg, host) = (config.clone(), plugins.clone());
         let executors = tokio::task::spawn_blocking(move || Executors::load(&cfg, &host))
             .await

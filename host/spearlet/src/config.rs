@@ -161,6 +161,9 @@ pub struct Spearlet {
     pub sms_connect_retry_ms: u64,
     /// Milliseconds to keep trying after losing SMS before giving up (0: forever).
     pub reconnect_total_timeout_ms: u64,
+    /// Milliseconds a start is held before SMS is told of it (at most 60000; 0: at once). An
+    /// execution that ends sooner is not told as started: its result tells SMS it ran.
+    pub start_report_delay_ms: u64,
     /// IP address SMS is told to reach this node at (default: the gRPC address's, or 127.0.0.1).
     #[serde(default)]
     pub advertise_ip: String,
@@ -229,6 +232,7 @@ cleanup_interval = 300
 sms_connect_timeout_ms = 15000
 sms_connect_retry_ms = 500
 reconnect_total_timeout_ms = 300000
+start_report_delay_ms = 3
 
 [spearlet.grpc]
 addr = "127.0.0.1:50052"
@@ -418,6 +422,12 @@ impl SpearletConfig {
                 "spearlet.sms_connect_timeout_ms / sms_connect_retry_ms: must be at least 1".into(),
             );
         }
+        if s.start_report_delay_ms > 60_000 {
+            errors.push(format!(
+                "spearlet.start_report_delay_ms: {} is over 60000",
+                s.start_report_delay_ms
+            ));
+        }
         if !["pretty", "json"].contains(&s.logging.format.as_str()) {
             errors.push(format!(
                 "spearlet.logging.format: `{}` is not `pretty` or `json`",
@@ -531,63 +541,4 @@ fn home_config() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layers_defaults_env_file_flags_in_that_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("spearlet.toml");
-        std::fs::write(
-            &file,
-            "[spearlet]\nheartbeat_interval = 9\nnode_name = \"from-file\"\n[spearlet.storage]\ndata_dir = \"state\"\n",
-        )
-        .unwrap();
-        let cli = Cli {
-            config: Some(file),
-            sms_addr: Some("127.0.0.1:7000".into()),
-            ..Cli::default()
-        };
-        let env = |k: &str| match k {
-            "SPEARLET_NODE_NAME" => Some("from-env".to_owned()),
-            "SPEARLET_SMS_CONNECT_RETRY_MS" => Some("42".to_owned()),
-            "SPEARLET_SMS_GRPC_ADDR" => Some("127.0.0.1:2222".to_owned()),
-            _ => None,
-        };
-        let c = SpearletConfig::load_with(&cli, env, None).unwrap();
-        assert_eq!(c.spearlet.node_name, "from-file", "file beats environment");
-        assert_eq!(
-            c.spearlet.sms_connect_retry_ms, 42,
-            "environment beats defaults"
-        );
-        assert_eq!(c.sms_endpoint(), "http://127.0.0.1:7000", "flags win");
-        assert!(c.sms_required);
-        assert_eq!(c.spearlet.heartbeat_interval, 9);
-        assert_eq!(c.spearlet.storage.data_dir, dir.path().join("state"));
-        assert_eq!(c.executors.enabled, ["wasm", "process", "container"]);
-    }
-
-    #[test]
-    fn bad_values_are_refused_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("spearlet.toml");
-        let cli = Cli {
-            config: Some(file.clone()),
-            ..Cli::default()
-        };
-        let load = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            SpearletConfig::load_with(&cli, |_| None, None)
-                .unwrap_err()
-                .to_string()
-        };
-        let err = load("[spearlet.logging]\nformat = \"xml\"\nlevel = \"info\"\n");
-        assert!(err.contains("spearlet.logging.format: `xml`"), "{err}");
-        let err = load("[spearlet]\nnode_uuid = \"nope\"\n");
-        assert!(err.contains("spearlet.node_uuid"), "{err}");
-        let err = load("[spearlet]\nbogus = 1\n");
-        assert!(err.contains("bogus"), "{err}");
-        let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
-        assert!(err.contains("executors.config.wasm"), "{err}");
-    }
-}
+mod tests;

@@ -51,6 +51,7 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
 /// the execution.
 async fn finish(agent: &Agent, report: PendingReport) {
     let id = report.execution_id.clone();
+    agent.starts.ended(&id);
     if silenced(agent, &id) {
         let _ = agent.store.delete(&format!("exec/{id}")).await;
     } else if let Err(e) = agent.reporter.submit(report).await {

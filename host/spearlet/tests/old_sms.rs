@@ -293,8 +293,9 @@ fn shell(id: &str, script: &str) -> v1::Execution {
     }
 }
 
-/// Serve `fake` on a port of 127.0.0.1 and start a Spearlet against it (outputs capped at 4 MiB).
-async fn run_against(fake: Arc<Fake>) -> (Cluster, common::Spearlet) {
+/// Serve `fake` on a port of 127.0.0.1 and start a Spearlet against it (outputs capped at 4 MiB),
+/// holding starts `start_delay_ms` (`None`: the default).
+async fn run_against(fake: Arc<Fake>, start_delay_ms: Option<u64>) -> (Cluster, common::Spearlet) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -307,6 +308,13 @@ async fn run_against(fake: Arc<Fake>) -> (Cluster, common::Spearlet) {
     let config = cluster
         .spearlet_config("old", "")
         .replace("output_cap_mb = 1", "output_cap_mb = 4");
+    let config = match start_delay_ms {
+        Some(ms) => config.replace(
+            "[spearlet]\n",
+            &format!("[spearlet]\nstart_report_delay_ms = {ms}\n"),
+        ),
+        None => config,
+    };
     let config = cluster.write("old.toml", &config);
     let node = cluster.spearlet_with(
         "old",
@@ -343,10 +351,12 @@ async fn an_sms_without_report_batch_is_told_each_start_and_result_alone() {
     let fake = Fake::new(
         Mode::NoBatch,
         ids.iter()
-            .map(|id| shell(id, &format!("echo {id}")))
+            .map(|id| shell(id, &format!("sleep 0.3; echo {id}")))
             .collect(),
     );
-    let (_cluster, node) = run_against(fake.clone()).await;
+    // Starts told at once, and each execution outlasts the call that tells its start (a start
+    // whose execution has ended by the time it would be told is left to the result).
+    let (_cluster, node) = run_against(fake.clone(), Some(0)).await;
     results_for(&fake, &ids, &node).await;
     // Give a stray second report time to arrive before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -379,7 +389,7 @@ async fn results_over_the_message_limit_go_alone_and_then_shrunk() {
         .collect();
     work.push(shell("huge", "head -c 3145728 /dev/zero"));
     let fake = Fake::new(Mode::Limit(1024 * 1024 + 64 * 1024), work);
-    let (_cluster, node) = run_against(fake.clone()).await;
+    let (_cluster, node) = run_against(fake.clone(), None).await;
     let mut all = small.clone();
     all.push("huge".into());
     results_for(&fake, &all, &node).await;
@@ -411,7 +421,7 @@ async fn a_backlog_larger_than_a_page_is_delivered_once_each_when_sms_returns() 
         ids.iter().map(|id| shell(id, "true")).collect(),
     );
     fake.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (_cluster, node) = run_against(fake.clone()).await;
+    let (_cluster, node) = run_against(fake.clone(), None).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = node.get("/api/v1/status").await;
@@ -438,4 +448,41 @@ async fn a_backlog_larger_than_a_page_is_delivered_once_each_when_sms_returns() 
         }
     }
     assert_eq!(node.get("/api/v1/status").await["reports_pending"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_is_told_only_for_an_execution_that_outlasts_the_hold() {
+    // Starts held 1.5 s: the quick executions end within it and are never told as started
+    // (their results tell SMS); the slow ones are told, while they still run.
+    let quick: Vec<String> = (0..6).map(|i| format!("quick-{i}")).collect();
+    let slow: Vec<String> = (0..2).map(|i| format!("slow-{i}")).collect();
+    let mut work: Vec<v1::Execution> = quick.iter().map(|id| shell(id, "true")).collect();
+    work.extend(slow.iter().map(|id| shell(id, "sleep 4")));
+    let fake = Fake::new(Mode::Limit(usize::MAX), work);
+    let (_cluster, node) = run_against(fake.clone(), Some(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let told = fake.running.lock().unwrap().clone();
+        if slow.iter().all(|id| told.contains(id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "told: {told:?}\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fake.results
+            .lock()
+            .unwrap()
+            .keys()
+            .all(|id| !slow.contains(id)),
+        "the slow ones' starts were told while they ran"
+    );
+    let mut all = quick.clone();
+    all.extend(slow.iter().cloned());
+    results_for(&fake, &all, &node).await;
+    let told = fake.running.lock().unwrap().clone();
+    for id in &quick {
+        assert!(!told.contains(id), "{id} ended within the hold: {told:?}");
+    }
+    assert_eq!(told.len(), slow.len(), "{told:?}");
 }

@@ -1,0 +1,65 @@
+//! Configuration layering and validation.
+
+use super::*;
+
+#[test]
+fn layers_defaults_env_file_flags_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spearlet.toml");
+    std::fs::write(
+        &file,
+        "[spearlet]\nheartbeat_interval = 9\nnode_name = \"from-file\"\n[spearlet.storage]\ndata_dir = \"state\"\n",
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(file),
+        sms_addr: Some("127.0.0.1:7000".into()),
+        ..Cli::default()
+    };
+    let env = |k: &str| match k {
+        "SPEARLET_NODE_NAME" => Some("from-env".to_owned()),
+        "SPEARLET_SMS_CONNECT_RETRY_MS" => Some("42".to_owned()),
+        "SPEARLET_SMS_GRPC_ADDR" => Some("127.0.0.1:2222".to_owned()),
+        _ => None,
+    };
+    let c = SpearletConfig::load_with(&cli, env, None).unwrap();
+    assert_eq!(c.spearlet.node_name, "from-file", "file beats environment");
+    assert_eq!(
+        c.spearlet.sms_connect_retry_ms, 42,
+        "environment beats defaults"
+    );
+    assert_eq!(c.sms_endpoint(), "http://127.0.0.1:7000", "flags win");
+    assert!(c.sms_required);
+    assert_eq!(c.spearlet.heartbeat_interval, 9);
+    assert_eq!(c.spearlet.storage.data_dir, dir.path().join("state"));
+    assert_eq!(c.executors.enabled, ["wasm", "process", "container"]);
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spearlet.toml");
+    let cli = Cli {
+        config: Some(file.clone()),
+        ..Cli::default()
+    };
+    let load = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        SpearletConfig::load_with(&cli, |_| None, None)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = load("[spearlet.logging]\nformat = \"xml\"\nlevel = \"info\"\n");
+    assert!(err.contains("spearlet.logging.format: `xml`"), "{err}");
+    let err = load("[spearlet]\nnode_uuid = \"nope\"\n");
+    assert!(err.contains("spearlet.node_uuid"), "{err}");
+    let err = load("[spearlet]\nstart_report_delay_ms = 60001\n");
+    assert!(
+        err.contains("spearlet.start_report_delay_ms: 60001"),
+        "{err}"
+    );
+    let err = load("[spearlet]\nbogus = 1\n");
+    assert!(err.contains("bogus"), "{err}");
+    let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
+    assert!(err.contains("executors.config.wasm"), "{err}");
+}
