@@ -11,14 +11,28 @@ use spear_plugin_runtime::{LimitValues, Limits, load_file};
 use spear_tests::guest;
 
 fn executor() -> Box<dyn Executor> {
+    executor_with("{}").unwrap()
+}
+
+/// The executor configured with `config` (`[executors.config.process]` as JSON).
+fn executor_with(config: &str) -> Result<Box<dyn Executor>, String> {
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues::default()));
     let plugin = load_file(&guest("native", "process.so"), &engine, &limits).unwrap();
     assert_eq!(plugin.info.kind, spear_plugin_api::PluginKind::Executor);
     let mut e = plugin.executor().unwrap();
-    e.configure("{}").unwrap();
+    e.configure(config).map_err(|e| e.to_string())?;
     assert_eq!(e.capabilities().executable_type, "process");
-    Box::new(e)
+    Ok(Box::new(e))
+}
+
+/// Run `program args` to its end on `x`; its standard output.
+fn output(x: &dyn Executor, s: &ExecSpec) -> String {
+    let h = x.start(s).unwrap();
+    let r = x.wait(&h, 20_000).unwrap().expect("finished");
+    x.destroy(&h).unwrap();
+    assert_eq!(r.status, ExitStatus::Exited(0), "{r:?}");
+    String::from_utf8(r.stdout).unwrap()
 }
 
 fn spec(id: &str, program: &str, args: &[&str]) -> ExecSpec {
@@ -310,4 +324,105 @@ fn an_ended_program_whose_output_a_descendant_holds_is_watched_without_spinning(
     let r = x.wait(&h, 10_000).unwrap().expect("finished");
     assert_eq!(r.status, ExitStatus::Exited(0));
     assert_eq!(r.stdout, b"early\nlate\n");
+}
+
+#[test]
+fn a_program_sees_only_the_allowed_variables_of_the_agent_and_its_own() {
+    let defaults = ["PATH", "LANG", "LC_ALL", "TZ"];
+    // A variable of this process (the agent here) outside the default allowlist.
+    let (other, value) = std::env::vars()
+        .find(|(k, _)| !defaults.contains(&k.as_str()))
+        .expect("the test runs with some variable besides PATH");
+    let keys = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+            .collect()
+    };
+    let mut s = spec("env-1", "/usr/bin/env", &[]);
+    s.env = vec![("GREETING".into(), "hello".into())];
+    let out = output(executor().as_ref(), &s);
+    assert!(out.contains("GREETING=hello\n"), "{out}");
+    assert!(!keys(&out).contains(&other), "{other} leaked: {out}");
+    for k in keys(&out) {
+        assert!(
+            k == "GREETING" || defaults.contains(&k.as_str()),
+            "{k}: {out}"
+        );
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        assert!(out.contains(&format!("PATH={path}\n")), "{out}");
+    }
+
+    // An allowlist of its own: that variable passes, PATH does not.
+    let x = executor_with(&format!(r#"{{"env_allow": ["{other}"]}}"#)).unwrap();
+    let s = spec("env-2", "/usr/bin/env", &[]);
+    let out = output(x.as_ref(), &s);
+    assert_eq!(keys(&out), vec![other.clone()], "{out}");
+    assert!(out.contains(&format!("{other}={value}")), "{out}");
+}
+
+#[test]
+fn run_as_switches_user_and_drops_supplementary_groups() {
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    let configured = executor_with(r#"{"run_as": "nobody"}"#);
+    if !root {
+        let e = configured.err().expect("refused without root");
+        assert!(e.contains("run_as") && e.contains("root"), "{e}");
+        return;
+    }
+    let x = configured.unwrap();
+    let id = |flag: &str| {
+        let out = std::process::Command::new("id")
+            .args([flag, "nobody"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let s = spec("as-nobody", "/bin/sh", &["-c", "id -u; id -g; id -G"]);
+    let out = output(x.as_ref(), &s);
+    let (uid, gid) = (id("-u"), id("-g"));
+    assert_eq!(
+        out,
+        format!("{uid}\n{gid}\n{gid}\n"),
+        "only its primary group"
+    );
+}
+
+#[test]
+fn executions_naming_no_limits_get_the_configured_defaults() {
+    let x = executor_with(r#"{"default_memory_mb": 64, "default_timeout_ms": 300}"#).unwrap();
+    let s = spec("mem-default", "/bin/sh", &["-c", "ulimit -v"]);
+    assert_eq!(output(x.as_ref(), &s), "65536\n", "64 MiB in KiB");
+    let mut s = spec("mem-own", "/bin/sh", &["-c", "ulimit -v"]);
+    s.memory_limit_mb = 128;
+    assert_eq!(output(x.as_ref(), &s), "131072\n", "its own limit wins");
+
+    let start = Instant::now();
+    let h = x
+        .start(&spec("time-default", "/bin/sleep", &["30"]))
+        .unwrap();
+    let r = x.wait(&h, 20_000).unwrap().expect("finished");
+    assert_eq!(r.status, ExitStatus::TimedOut);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Without defaults, nothing is limited.
+    let s = spec("mem-none", "/bin/sh", &["-c", "ulimit -v"]);
+    assert_eq!(output(executor().as_ref(), &s), "unlimited\n");
+}
+
+#[test]
+fn a_bad_isolation_setting_is_refused_naming_its_key() {
+    for (config, key) in [
+        (r#"{"run_as": "no-such-user-here"}"#, "run_as"),
+        (r#"{"run_as": "root:no-such-group-here"}"#, "run_as"),
+        (r#"{"env_allow": ["A=B"]}"#, "env_allow"),
+        (r#"{"bogus": 1}"#, "bogus"),
+    ] {
+        let e = executor_with(config).err().expect(config);
+        assert!(e.contains(key), "{config}: {e}");
+    }
 }

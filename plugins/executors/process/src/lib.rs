@@ -1,6 +1,11 @@
 //! `process`: runs a program as a child process in its own process group.
 //!
-//! - arguments, environment (added to the agent's), working directory, standard input;
+//! - arguments, environment, working directory, standard input. A program sees none of the
+//!   agent's environment but the variables the configuration allows (`env_allow`: `PATH`,
+//!   `LANG`, `LC_ALL`, `TZ` unless it says otherwise), and its execution's own on top;
+//! - optionally runs as another user (`run_as`, supplementary groups dropped), and gets default
+//!   memory and time limits when its execution names none (`default_memory_mb`,
+//!   `default_timeout_ms`); see [`isolation`];
 //! - standard output and error captured up to `output_cap_bytes` each, the rest drained and
 //!   discarded, and the result flagged as truncated (a chatty program cannot exhaust the agent);
 //! - at `timeout_ms` the whole process group gets SIGTERM, then SIGKILL after a grace period, and the
@@ -11,6 +16,7 @@
 //!   `recover` of a handle from a previous agent kills the process group it left behind (if that
 //!   very process still runs) and answers false.
 
+pub mod isolation;
 mod reactor;
 
 use std::collections::HashMap;
@@ -28,10 +34,6 @@ pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Output kept per stream when the spec sets no cap.
 const DEFAULT_CAP: u64 = 16 * 1024 * 1024;
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {}
-
 /// One running or finished program.
 pub(crate) struct Proc {
     pid: i32,
@@ -46,6 +48,8 @@ pub struct ProcessExecutor {
     table: Table,
     /// Watches every running program (started with the first; one, however many start at once).
     reactor: Mutex<Option<Arc<reactor::Reactor>>>,
+    /// What programs may see of the agent.
+    isolation: isolation::Isolation,
 }
 
 impl ProcessExecutor {
@@ -107,7 +111,7 @@ impl Executor for ProcessExecutor {
             description:
                 "Runs programs in their own process group, with output caps, timeouts and rlimits"
                     .into(),
-            config_schema: r#"{"type":"object","additionalProperties":false}"#.into(),
+            config_schema: r#"{"type":"object","additionalProperties":false,"properties":{"env_allow":{"type":"array","items":{"type":"string"}},"run_as":{"type":"string"},"default_memory_mb":{"type":"integer","minimum":0},"default_timeout_ms":{"type":"integer","minimum":0}}}"#.into(),
         }
     }
 
@@ -123,7 +127,9 @@ impl Executor for ProcessExecutor {
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
-        parse_config::<Config>(config).map(|_| ())
+        let config = parse_config::<isolation::Config>(config)?;
+        self.isolation = isolation::Isolation::resolve(config)?;
+        Ok(())
     }
 
     fn start(&self, spec: &ExecSpec) -> Result<String, PluginError> {
@@ -139,8 +145,11 @@ impl Executor for ProcessExecutor {
                 spec.execution_id
             )));
         }
+        let iso = &self.isolation;
         let mut cmd = Command::new(&spec.entry);
         cmd.args(&spec.args)
+            .env_clear()
+            .envs(iso.env.iter().map(|(k, v)| (k, v)))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -149,8 +158,16 @@ impl Executor for ProcessExecutor {
         if let Some(dir) = &spec.working_dir {
             cmd.current_dir(dir);
         }
-        if spec.memory_limit_mb > 0 {
-            let bytes = spec.memory_limit_mb.saturating_mul(1024 * 1024) as libc::rlim_t;
+        if let Some((uid, gid)) = iso.run_as {
+            // As root, std drops the supplementary groups before it switches user.
+            cmd.uid(uid).gid(gid);
+        }
+        let memory_mb = match spec.memory_limit_mb {
+            0 => iso.default_memory_mb,
+            mb => mb,
+        };
+        if memory_mb > 0 {
+            let bytes = memory_mb.saturating_mul(1024 * 1024) as libc::rlim_t;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
@@ -191,7 +208,12 @@ impl Executor for ProcessExecutor {
             input: spec.stdin.clone(),
             cap: usize::try_from(cap).unwrap_or(usize::MAX),
             started,
-            timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+            timeout: Some(match spec.timeout_ms {
+                0 => iso.default_timeout_ms,
+                ms => ms,
+            })
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
         });
         Ok(handle)
     }
