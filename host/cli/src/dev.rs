@@ -129,6 +129,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             "--web-admin-addr",
             &args.admin_addr,
         ],
+        &[],
     )?;
     let (rest, grpc) = (sms.field("http")?, sms.field("grpc")?);
     let admin = sms.field("admin").ok();
@@ -146,6 +147,8 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             "--grpc-addr",
             &args.spearlet_grpc_addr,
         ],
+        // The only SMS gateway its `sms+file://host:port/…` artifacts may name.
+        &[("SPEARLET_SMS_HTTP_ADDR", &rest)],
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -250,7 +253,12 @@ struct Proc {
 impl Proc {
     /// Start `name` (found beside this binary) in `dir`, in its own process group, and wait for
     /// its first line.
-    fn start(name: &'static str, dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+    fn start(
+        name: &'static str,
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
         let bin = std::env::current_exe()?.with_file_name(name);
         if !bin.is_file() {
@@ -263,6 +271,7 @@ impl Proc {
         let mut child = Command::new(&bin)
             .current_dir(dir)
             .args(args)
+            .envs(envs.iter().copied())
             .process_group(0)
             .stdout(Stdio::piped())
             .spawn()

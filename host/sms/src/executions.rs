@@ -432,11 +432,13 @@ impl Sms {
         }
         let now = now_ms();
         let latency_us = u64::try_from(now - exec.assigned_at_ms).unwrap_or(0) * 1000;
-        // A result for an execution whose start was not told (a node tells starts a moment late
-        // and not at all for what ended meanwhile, or the start was lost) also records the
-        // start, in the same write: the log shows `execution.running` before the end either way.
+        // A result of a run (an exit, output) for an execution whose start was not told (a node
+        // tells starts a moment late and not at all for what ended meanwhile, or the start was
+        // lost) also records the start, in the same write: the log shows `execution.running`
+        // before the end either way. A failure without a run (its artifact could not be fetched,
+        // say) records no start.
         let mut events = Vec::with_capacity(2);
-        if exec.state == ExecState::Assigned {
+        if exec.state == ExecState::Assigned && r.result.is_some() {
             exec.started_at_ms = now;
             events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
         }

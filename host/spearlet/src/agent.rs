@@ -122,17 +122,24 @@ impl Agent {
             config.spearlet.storage.max_cache_size_mb,
             config.spearlet.storage.max_object_size,
             sms.clone(),
+            crate::artifacts::Rules {
+                file_prefixes: config.spearlet.artifacts.file_prefixes.clone(),
+                sms_http_addr: config.spearlet.sms_http_addr.clone(),
+                fetch_timeout: Duration::from_millis(config.spearlet.artifacts.fetch_timeout_ms),
+            },
         )?;
         let limits = &config.spearlet.limits;
         let stall = crate::stall::StallWatch::new(Duration::from_secs(
             config.spearlet.heartbeat_interval.max(1),
         ));
+        let pools = Pools::new(
+            plugins.clone(),
+            limits.max_instances_per_task,
+            limits.max_instances,
+        );
+        artifacts.protect(pools.artifacts_in_use());
         Ok(Arc::new(Self {
-            pools: Pools::new(
-                plugins.clone(),
-                limits.max_instances_per_task,
-                limits.max_instances,
-            ),
+            pools,
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             config,
             plugins,

@@ -3,16 +3,21 @@
 //! | URI | fetched from |
 //! |---|---|
 //! | `sms+file://<id>` | SMS's file store over gRPC (`FileService.Download`); `<id>` is the sha256 |
-//! | `sms+file://<host:port>/<id>` | that SMS's REST gateway (`GET /api/v1/files/<id>`) |
-//! | `file:///path` | the local file system |
-//! | `https://…`, `http://…` | the web; a `#sha256=<hex>` fragment pins the content |
+//! | `sms+file://<host:port>/<id>` | that SMS's REST gateway (`GET /api/v1/files/<id>`): only this node's own SMS (`spearlet.sms_http_addr`) |
+//! | `file:///path` | the local file system, under a prefix `spearlet.artifacts.file_prefixes` allows (none by default) |
+//! | `https://…` | the web; a `#sha256=<hex>` fragment pins the content |
+//! | `http://…#sha256=<hex>` | the web, pinned (plain HTTP without a pin is refused: anyone on the way could change it) |
 //!
 //! Every artifact lands in `<data_dir>/artifacts/<sha256>`. An artifact whose hash is known before
-//! fetching (SMS file ids, pinned URLs) is not fetched again while it is cached. The cache is kept
-//! under `max_cache_size_mb` by removing the least recently used artifacts.
+//! fetching (SMS file ids, pinned URLs) is not fetched again while it is cached. One fetch may take
+//! `spearlet.artifacts.fetch_timeout_ms` in all. Fetches of the same artifact go one at a time;
+//! others go meanwhile. The cache is kept under `max_cache_size_mb` by removing the least recently
+//! used artifacts, never one a pooled instance uses.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spear_proto::v1;
@@ -21,8 +26,21 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::store::{CachedArtifact, Store};
 
+/// Where artifacts may come from, and how long a fetch may take.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Prefixes `file://` artifacts may come from.
+    pub file_prefixes: Vec<PathBuf>,
+    /// SMS's HTTP address (`host:port`), the only one `sms+file://<host:port>/…` may name.
+    pub sms_http_addr: String,
+    /// The whole fetch's deadline.
+    pub fetch_timeout: Duration,
+}
+
+/// What tells the cache which artifacts are in use (their paths).
+type InUse = Box<dyn Fn() -> HashSet<PathBuf> + Send + Sync>;
+
 /// The artifact cache.
-#[derive(Debug)]
 pub struct Artifacts {
     dir: PathBuf,
     store: Store,
@@ -30,8 +48,22 @@ pub struct Artifacts {
     max_object_size: u64,
     sms: crate::sms::SmsLink,
     http: reqwest::Client,
-    /// One fetch at a time per cache (fetches of the same artifact must not race).
-    lock: Mutex<()>,
+    rules: Rules,
+    /// A gate per artifact being fetched (by sha256 when known, else by URI): fetches of the
+    /// same artifact must not race; others need not wait. Entries live while fetches hold them.
+    fetching: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One eviction at a time.
+    evicting: Mutex<()>,
+    in_use: OnceLock<InUse>,
+}
+
+impl std::fmt::Debug for Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifacts")
+            .field("dir", &self.dir)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -46,13 +78,14 @@ fn now_ms() -> u64 {
 }
 
 impl Artifacts {
-    /// A cache in `data_dir/artifacts`.
+    /// A cache in `data_dir/artifacts`, fetching by `rules`.
     pub fn new(
         data_dir: &Path,
         store: Store,
         max_cache_mb: u64,
         max_object_size: u64,
         sms: crate::sms::SmsLink,
+        rules: Rules,
     ) -> Result<Arc<Self>> {
         let dir = data_dir.join("artifacts");
         std::fs::create_dir_all(&dir).map_err(|e| Error::Artifact {
@@ -75,8 +108,16 @@ impl Artifacts {
             max_object_size,
             sms,
             http,
-            lock: Mutex::new(()),
+            rules,
+            fetching: Default::default(),
+            evicting: Mutex::new(()),
+            in_use: OnceLock::new(),
         }))
+    }
+
+    /// Tell the cache which artifacts are in use (it never evicts those); the first call counts.
+    pub fn protect(&self, in_use: impl Fn() -> HashSet<PathBuf> + Send + Sync + 'static) {
+        let _ = self.in_use.set(Box::new(in_use));
     }
 
     /// The local path of the artifact at `uri`, fetching it if it is not cached.
@@ -85,34 +126,119 @@ impl Artifacts {
             uri: uri.to_owned(),
             reason,
         };
-        let _one = self.lock.lock().await;
         let (known, source) = parse(uri).map_err(err)?;
+        self.allowed(&source).await.map_err(err)?;
+        let key = known.clone().unwrap_or_else(|| uri.to_owned());
+        let gate = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            fetching.entry(key.clone()).or_default().clone()
+        };
+        let fetched = {
+            let _one = gate.lock().await;
+            self.fetch_gated(uri, known, source).await
+        };
+        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map and this fetch hold the gate: nobody waits at it.
+        if fetching
+            .get(&key)
+            .is_some_and(|g| Arc::strong_count(g) == 2)
+        {
+            fetching.remove(&key);
+        }
+        drop(fetching);
+        fetched
+    }
+
+    /// Whether the rules let an artifact come from `source`.
+    async fn allowed(&self, source: &Source) -> std::result::Result<(), String> {
+        match source {
+            Source::File(path) => {
+                let path = normalize(path);
+                if self.rules.file_prefixes.iter().any(|p| path.starts_with(p)) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "file:// artifacts must be under a prefix spearlet.artifacts.file_prefixes allows (it allows {:?})",
+                        self.rules.file_prefixes
+                    ))
+                }
+            }
+            Source::Sms {
+                addr: Some(addr), ..
+            } => {
+                if same_address(addr, &self.rules.sms_http_addr).await {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "sms+file:// may name only this node's SMS ({}, spearlet.sms_http_addr), not {addr}",
+                        self.rules.sms_http_addr
+                    ))
+                }
+            }
+            Source::Sms { addr: None, .. } | Source::Web(_) => Ok(()),
+        }
+    }
+
+    /// [`fetch`](Self::fetch), with the artifact's gate held.
+    async fn fetch_gated(
+        &self,
+        uri: &str,
+        known: Option<String>,
+        source: Source,
+    ) -> Result<PathBuf> {
+        let err = |reason: String| Error::Artifact {
+            uri: uri.to_owned(),
+            reason,
+        };
         if let Some(sha) = &known
             && let Some(path) = self.cached(sha).await?
         {
             return Ok(path);
         }
-        let bytes = match &source {
-            Source::Sms { addr: None, id } => self.download_sms(id).await.map_err(err)?,
+        let limit = self.rules.fetch_timeout;
+        let bytes = tokio::time::timeout(limit, self.download(&source))
+            .await
+            .map_err(|_| {
+                err(format!(
+                    "the fetch took longer than {} ms (spearlet.artifacts.fetch_timeout_ms)",
+                    limit.as_millis()
+                ))
+            })?
+            .map_err(err)?;
+        self.keep(uri, known, bytes).await
+    }
+
+    /// The bytes at `source`.
+    async fn download(&self, source: &Source) -> std::result::Result<Vec<u8>, String> {
+        Ok(match source {
+            Source::Sms { addr: None, id } => self.download_sms(id).await?,
             Source::Sms {
                 addr: Some(addr),
                 id,
-            } => self
-                .download_http(&format!("http://{addr}/api/v1/files/{id}"))
-                .await
-                .map_err(err)?,
+            } => {
+                self.download_http(&format!("http://{addr}/api/v1/files/{id}"))
+                    .await?
+            }
             Source::File(path) => {
                 let meta = tokio::fs::metadata(path)
                     .await
-                    .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 if meta.len() > self.max_object_size {
-                    return Err(err(self.too_big(meta.len())));
+                    return Err(self.too_big(meta.len()));
                 }
                 tokio::fs::read(path)
                     .await
-                    .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             }
-            Source::Web(url) => self.download_http(url).await.map_err(err)?,
+            Source::Web(url) => self.download_http(url).await?,
+        })
+    }
+
+    /// Check `bytes` against the pin, and keep them in the cache.
+    async fn keep(&self, uri: &str, known: Option<String>, bytes: Vec<u8>) -> Result<PathBuf> {
+        let err = |reason: String| Error::Artifact {
+            uri: uri.to_owned(),
+            reason,
         };
         // Hashing up to max_object_size bytes is CPU work: off the async runtime.
         let (sha, bytes) = tokio::task::spawn_blocking(move || (hex(&bytes), bytes))
@@ -214,8 +340,10 @@ impl Artifacts {
         Ok(bytes)
     }
 
-    /// Remove least recently used artifacts until the cache fits, never `keep`.
+    /// Remove least recently used artifacts until the cache fits, never `keep` nor one in use.
     async fn evict(&self, keep: &str) -> Result<()> {
+        let _one = self.evicting.lock().await;
+        let in_use = self.in_use.get().map(|f| f()).unwrap_or_default();
         let mut entries: Vec<CachedArtifact> = self
             .store
             .scan::<CachedArtifact>("artifact/")
@@ -229,7 +357,7 @@ impl Artifacts {
             if total <= self.max_cache_bytes {
                 break;
             }
-            if e.sha256 == keep {
+            if e.sha256 == keep || in_use.contains(&self.dir.join(&e.sha256)) {
                 continue;
             }
             let _ = tokio::fs::remove_file(self.dir.join(&e.sha256)).await;
@@ -276,9 +404,49 @@ fn parse(uri: &str) -> std::result::Result<(Option<String>, Source), String> {
             Some(_) => return Err("#sha256= must be followed by 64 hex digits".into()),
             None => (uri, None),
         };
+        if known.is_none() && uri.starts_with("http://") {
+            return Err(
+                "plain http:// artifacts need a #sha256=<hex> pin (or use https://)".into(),
+            );
+        }
         return Ok((known, Source::Web(url.to_owned())));
     }
     Err("unsupported URI scheme (use sms+file://, file://, https:// or http://)".into())
+}
+
+/// `path` with `.` and `..` resolved by name (not through links), so that `..` cannot climb out
+/// of an allowed prefix.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(p) => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether two `host:port` addresses are the same: equal as written, or resolving to a common
+/// socket address.
+async fn same_address(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    let resolve = |s: &str| {
+        let s = s.to_owned();
+        async move {
+            match tokio::net::lookup_host(s).await {
+                Ok(addrs) => addrs.collect::<HashSet<_>>(),
+                Err(_) => HashSet::new(),
+            }
+        }
+    };
+    let (a, b) = tokio::join!(resolve(a), resolve(b));
+    !a.is_disjoint(&b)
 }
 
 #[cfg(test)]
@@ -316,9 +484,35 @@ mod tests {
             parse(&format!("https://x/y.wasm#sha256={sha}")).unwrap(),
             (Some(sha), Source::Web("https://x/y.wasm".into()))
         );
+        assert!(
+            parse("http://x/y.wasm")
+                .unwrap_err()
+                .contains("need a #sha256=")
+        );
         assert!(parse("file://relative").unwrap_err().contains("absolute"));
         assert!(parse("ftp://x").unwrap_err().contains("unsupported"));
         assert!(parse("https://x#sha256=zz").unwrap_err().contains("64 hex"));
         assert!(parse("sms+file://").unwrap_err().contains("no file id"));
+    }
+
+    #[test]
+    fn dot_dot_cannot_climb_out_of_a_prefix() {
+        assert_eq!(
+            normalize(Path::new("/opt/ok/../../etc/passwd")),
+            PathBuf::from("/etc/passwd")
+        );
+        assert_eq!(
+            normalize(Path::new("/opt/./ok/x")),
+            PathBuf::from("/opt/ok/x")
+        );
+        assert!(!normalize(Path::new("/opt/ok/../secret")).starts_with("/opt/ok"));
+    }
+
+    #[tokio::test]
+    async fn addresses_are_the_same_as_written_or_resolved() {
+        assert!(same_address("127.0.0.1:8080", "127.0.0.1:8080").await);
+        assert!(same_address("localhost:8080", "127.0.0.1:8080").await);
+        assert!(!same_address("127.0.0.1:8081", "127.0.0.1:8080").await);
+        assert!(!same_address("10.1.2.3:8080", "127.0.0.1:8080").await);
     }
 }

@@ -105,6 +105,17 @@ pub struct Storage {
     pub compression_enabled: Option<bool>,
 }
 
+/// `[spearlet.artifacts]`: where executables may be fetched from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRules {
+    /// Absolute path prefixes `file://` artifacts may come from (none: `file://` is refused).
+    #[serde(default)]
+    pub file_prefixes: Vec<PathBuf>,
+    /// Milliseconds one fetch may take in all (1 to 3600000).
+    pub fetch_timeout_ms: u64,
+}
+
 /// `[spearlet.logging]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,7 +155,7 @@ pub struct Spearlet {
     pub node_name: String,
     /// SMS gRPC address (`host:port` or `http://host:port`).
     pub sms_grpc_addr: String,
-    /// SMS HTTP address, for `sms+file://<host:port>/<id>` artifacts.
+    /// SMS's HTTP address: the only one a `sms+file://<host:port>/<id>` artifact may name.
     pub sms_http_addr: String,
     /// Register with SMS after connecting.
     pub auto_register: bool,
@@ -180,6 +191,8 @@ pub struct Spearlet {
     pub logging: Logging,
     /// Concurrency and execution limits.
     pub limits: Limits,
+    /// Artifact sources.
+    pub artifacts: ArtifactRules,
 }
 
 /// `[executors]`: which executor plugins to use, and their configurations.
@@ -249,6 +262,9 @@ max_object_size = 268435456
 [spearlet.logging]
 level = "info"
 format = "pretty"
+
+[spearlet.artifacts]
+fetch_timeout_ms = 300000
 
 [spearlet.limits]
 max_concurrent = 64
@@ -427,6 +443,20 @@ impl SpearletConfig {
                 "spearlet.start_report_delay_ms: {} is over 60000",
                 s.start_report_delay_ms
             ));
+        }
+        if !(1..=3_600_000).contains(&s.artifacts.fetch_timeout_ms) {
+            errors.push(format!(
+                "spearlet.artifacts.fetch_timeout_ms: {} is not between 1 and 3600000",
+                s.artifacts.fetch_timeout_ms
+            ));
+        }
+        for p in &s.artifacts.file_prefixes {
+            if !p.is_absolute() {
+                errors.push(format!(
+                    "spearlet.artifacts.file_prefixes: `{}` is not an absolute path",
+                    p.display()
+                ));
+            }
         }
         if !["pretty", "json"].contains(&s.logging.format.as_str()) {
             errors.push(format!(

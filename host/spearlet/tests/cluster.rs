@@ -340,7 +340,16 @@ async fn a_reclamation_policy_swap_in_the_config_changes_which_instances_are_sto
 async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
     let c = Cluster::new();
     let sms = c.sms();
-    let s = c.spearlet("alpha", &sms, "");
+    let allowed = c.path().join("programs");
+    std::fs::create_dir(&allowed).unwrap();
+    let s = c.spearlet(
+        "alpha",
+        &sms,
+        &format!(
+            "[spearlet.artifacts]\nfile_prefixes = [\"/no/such\", {:?}]\nfetch_timeout_ms = 60000\n",
+            allowed.display().to_string()
+        ),
+    );
     let script = b"#!/bin/sh\necho from-artifact \"$@\"\n".to_vec();
     let meta: serde_json::Value = reqwest::Client::new()
         .post(sms.url("/api/v1/files?name=hello.sh"))
@@ -370,23 +379,42 @@ async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
         .join(meta["file_id"].as_str().unwrap());
     assert!(cached.is_file(), "{}", cached.display());
 
-    // The same bytes over plain HTTP, pinned by their sha256: a wrong pin is refused.
+    // The same bytes over plain HTTP, pinned by their sha256: a wrong pin is refused, and so is
+    // no pin at all. From the file system, only under an allowed prefix (SMS refuses `..` in a
+    // path, and the node resolves it by name too); through another SMS's gateway, not at all.
     let sha = meta["file_id"].as_str().unwrap();
     let web = sms.url(&format!("/api/v1/files/{sha}"));
+    std::fs::write(
+        allowed.join("hello.sh"),
+        b"#!/bin/sh\necho from-artifact \"$@\"\n",
+    )
+    .unwrap();
+    let local = format!("file://{}", allowed.join("hello.sh").display());
     let cases = [
-        (web.clone(), "succeeded"),
-        (format!("{web}#sha256={sha}"), "succeeded"),
-        (format!("{web}#sha256={}", "0".repeat(64)), "failed"),
+        (format!("{web}#sha256={sha}"), ""),
+        (format!("{web}#sha256={}", "0".repeat(64)), "expected"),
+        (web.clone(), "need a #sha256="),
+        (local, ""),
+        (
+            "file:///etc/passwd".into(),
+            "spearlet.artifacts.file_prefixes",
+        ),
+        (
+            format!("sms+file://10.255.255.1:9/{sha}"),
+            "spearlet.sms_http_addr",
+        ),
     ];
-    for (uri, state) in cases {
+    for (uri, refusal) in cases {
         let body = json!({"executable": {"type": "process", "uri": uri, "args": ["web"]}, "max_attempts": 1});
         let id = sms.submit(body).await;
         let e = sms.finished(&id, LONG).await;
-        assert_eq!(e["state"], state, "{e}");
-        if state == "failed" {
-            assert!(e["error"].as_str().unwrap().contains("expected"), "{e}");
-        } else {
+        if refusal.is_empty() {
+            assert_eq!(e["state"], "succeeded", "{uri}: {e}");
             assert_eq!(e["result"]["stdout"], "from-artifact web\n");
+        } else {
+            assert_eq!(e["state"], "failed", "{uri}: {e}");
+            assert!(e["error"].as_str().unwrap().contains(refusal), "{uri}: {e}");
+            assert_eq!(e["started_at_ms"], 0, "it never started: {e}");
         }
     }
 
@@ -597,4 +625,97 @@ async fn a_cancel_sent_while_a_node_stood_still_still_stops_the_work() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     alpha.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_that_hangs_ends_at_its_deadline_and_holds_up_no_other() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    // A server that takes connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap();
+    let s = c.spearlet(
+        "alpha",
+        &sms,
+        "[spearlet.artifacts]\nfetch_timeout_ms = 6000\n",
+    );
+    let stuck_uri = format!("http://{addr}/never#sha256={}", "1".repeat(64));
+    let stuck = sms
+        .submit(json!({"executable": {"type": "process", "uri": stuck_uri}, "max_attempts": 1}))
+        .await;
+    // Meanwhile another artifact is fetched (from SMS) and runs.
+    let meta: serde_json::Value = reqwest::Client::new()
+        .post(sms.url("/api/v1/files?name=quick.sh"))
+        .body(b"#!/bin/sh\necho quick\n".to_vec())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let quick = sms
+        .submit(json!({"executable": {"type": "process", "uri": meta["uri"]}, "max_attempts": 1}))
+        .await;
+    let e = sms.finished(&quick, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}\n{}", s.log());
+    let waiting = sms.execution(&stuck).await;
+    assert!(
+        ["assigned", "running"].contains(&waiting["state"].as_str().unwrap()),
+        "the hanging fetch is still under way: {waiting}"
+    );
+    // The hanging one ends at its deadline, saying so.
+    let e = sms.finished(&stuck, LONG).await;
+    assert_eq!(e["state"], "failed", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("spearlet.artifacts.fetch_timeout_ms"),
+        "{e}"
+    );
+    drop(hole);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_artifact_a_pooled_instance_uses_is_not_evicted() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    // A 1 MiB cache, and two programs of 600 KiB each: keeping the second must evict the first,
+    // but the first's instance is still in the pool.
+    let config = c.spearlet_config("alpha", "").replace(
+        "[spearlet.storage]\n",
+        "[spearlet.storage]\nmax_cache_size_mb = 1\n",
+    );
+    let config = c.write("alpha.toml", &config);
+    let s = c.spearlet_with(
+        "alpha",
+        &config,
+        &["--sms-addr", &sms.grpc.to_string(), "--auto-register"],
+    );
+    let mut shas = Vec::new();
+    for name in ["first", "second"] {
+        let mut script = format!("#!/bin/sh\necho {name}\nexit 0\n").into_bytes();
+        script.extend(std::iter::repeat_n(b'#', 600 * 1024));
+        let meta: serde_json::Value = reqwest::Client::new()
+            .post(sms.url(&format!("/api/v1/files?name={name}.sh")))
+            .body(script)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = sms
+            .submit(
+                json!({"executable": {"type": "process", "uri": meta["uri"]}, "max_attempts": 1}),
+            )
+            .await;
+        let e = sms.finished(&id, LONG).await;
+        assert_eq!(e["state"], "succeeded", "{e}\n{}", s.log());
+        assert_eq!(e["result"]["stdout"], format!("{name}\n"));
+        shas.push(meta["file_id"].as_str().unwrap().to_owned());
+    }
+    let cached = |sha: &str| c.path().join("alpha-data/artifacts").join(sha).is_file();
+    assert!(cached(&shas[0]), "in use by a pooled instance, kept");
+    assert!(cached(&shas[1]));
 }

@@ -58,6 +58,12 @@ fn bad_values_are_refused_naming_the_key() {
         err.contains("spearlet.start_report_delay_ms: 60001"),
         "{err}"
     );
+    let err = load("[spearlet.artifacts]\nfile_prefixes = [\"relative\"]\nfetch_timeout_ms = 0\n");
+    assert!(
+        err.contains("spearlet.artifacts.file_prefixes: `relative`")
+            && err.contains("spearlet.artifacts.fetch_timeout_ms: 0"),
+        "every error at once: {err}"
+    );
     let err = load("[spearlet]\nbogus = 1\n");
     assert!(err.contains("bogus"), "{err}");
     let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
