@@ -409,6 +409,12 @@ impl Sms {
 
     /// A node reports how an execution ended: success, or failure (retried while attempts last).
     pub async fn report_result(&self, r: Report) -> Result<Execution> {
+        self.report_end(r, false).await
+    }
+
+    /// [`report_result`](Self::report_result); `started`: the node tells beside it that the
+    /// execution started (a start it held back until the end), recorded in the same write.
+    pub(crate) async fn report_end(&self, r: Report, started: bool) -> Result<Execution> {
         self.check_session(&r.session)?;
         let _owned = self.exec_locks.lock(&r.execution_id).await;
         let mut exec = self.execution(&r.execution_id).await?;
@@ -432,14 +438,14 @@ impl Sms {
         }
         let now = now_ms();
         let latency_us = u64::try_from(now - exec.assigned_at_ms).unwrap_or(0) * 1000;
-        // A result of a run (an exit, output) for an execution whose start was not told (a node
-        // tells starts a moment late and not at all for what ended meanwhile, or the start was
-        // lost) also records the start, in the same write: the log shows `execution.running`
-        // before the end either way. A failure without a run (its artifact could not be fetched,
-        // say) records no start.
+        // A start told beside its result is recorded in the same write, before the end, dated
+        // by the run's duration.
         let mut events = Vec::with_capacity(2);
-        if exec.state == ExecState::Assigned && r.result.is_some() {
-            exec.started_at_ms = now;
+        if started && (exec.state == ExecState::Assigned || orphan_here) {
+            let ran = r.result.as_ref().map_or(0, |x| x.duration_ms);
+            exec.started_at_ms = now
+                .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX))
+                .max(exec.assigned_at_ms);
             events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
         }
         exec.result = r.result;

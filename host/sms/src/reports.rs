@@ -2,6 +2,8 @@
 //! previous call was in flight, so under load one call carries many reports and their writes
 //! share the storage's group commits, while a lone report still goes at once.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{Result, SmsError};
 use crate::executions::Report;
 use crate::service::Sms;
@@ -20,8 +22,10 @@ pub struct BatchOutcome {
 
 impl Sms {
     /// Apply a node's batch: the starts first, then the results, each as its own report (each
-    /// owns its execution while it is decided, as a single report does). A stale session or an
-    /// oversized batch refuses the whole call; anything else is answered item by item.
+    /// owns its execution while it is decided, as a single report does). A start whose result is
+    /// in the same batch is recorded with that result, in one write, and answered as the result
+    /// is. A stale session or an oversized batch refuses the whole call; anything else is
+    /// answered item by item.
     pub async fn report_batch(
         &self,
         session: &str,
@@ -38,18 +42,36 @@ impl Sms {
                 ));
             }
         }
-        let running = futures::future::join_all(
+        let ended: HashMap<String, usize> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.execution_id.clone(), i))
+            .collect();
+        let alone = futures::future::join_all(
             running
                 .iter()
+                .filter(|id| !ended.contains_key(id.as_str()))
                 .map(|id| self.report_state(session, node, id, "running")),
         )
         .await;
-        let results = futures::future::join_all(
-            results
-                .into_iter()
-                .map(|r| async move { self.report_result(r).await.map(|_| ()) }),
-        )
+        let told: HashSet<&str> = running
+            .iter()
+            .map(String::as_str)
+            .filter(|id| ended.contains_key(*id))
+            .collect();
+        let results: Vec<Result<()>> = futures::future::join_all(results.into_iter().map(|r| {
+            let started = told.contains(r.execution_id.as_str());
+            async move { self.report_end(r, started).await.map(|_| ()) }
+        }))
         .await;
+        let mut alone = alone.into_iter();
+        let running = running
+            .iter()
+            .map(|id| match ended.get(id.as_str()) {
+                Some(&i) => results[i].clone(),
+                None => alone.next().unwrap_or(Ok(())),
+            })
+            .collect();
         Ok(BatchOutcome { running, results })
     }
 }

@@ -55,6 +55,46 @@ pub struct Artifacts {
     /// One eviction at a time.
     evicting: Mutex<()>,
     in_use: OnceLock<InUse>,
+    /// Artifacts handed out lately (sha256 → when), which eviction passes over.
+    recent: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How long an artifact just handed out is safe from eviction.
+const HANDED_OUT: Duration = Duration::from_secs(60);
+/// Most artifacts remembered as handed out lately.
+const MAX_RECENT: usize = 4096;
+
+/// A fetch's place at its artifact's gate; leaving (or being dropped) removes the gate once
+/// nobody else holds it, so the map holds only artifacts being fetched.
+struct Gate<'a> {
+    map: &'a std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    key: String,
+    gate: Arc<Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(map: &'a std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>, key: String) -> Self {
+        let gate = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Self { map, key, gate }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Clones are made under this lock: the map's and this one mean nobody else holds it.
+        if map
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) == 2)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for Artifacts {
@@ -112,6 +152,7 @@ impl Artifacts {
             fetching: Default::default(),
             evicting: Mutex::new(()),
             in_use: OnceLock::new(),
+            recent: Default::default(),
         }))
     }
 
@@ -120,54 +161,71 @@ impl Artifacts {
         let _ = self.in_use.set(Box::new(in_use));
     }
 
-    /// The local path of the artifact at `uri`, fetching it if it is not cached.
+    /// The local path of the artifact at `uri`, fetching it if it is not cached. The whole of it
+    /// (checks, the wait for another fetch of the same artifact, the download) has
+    /// `spearlet.artifacts.fetch_timeout_ms`.
     pub async fn fetch(&self, uri: &str) -> Result<PathBuf> {
+        let limit = self.rules.fetch_timeout;
+        let path = tokio::time::timeout(limit, self.fetch_within(uri))
+            .await
+            .map_err(|_| Error::Artifact {
+                uri: uri.to_owned(),
+                reason: format!(
+                    "the fetch took longer than {} ms (spearlet.artifacts.fetch_timeout_ms)",
+                    limit.as_millis()
+                ),
+            })??;
+        self.handed_out(&path);
+        Ok(path)
+    }
+
+    async fn fetch_within(&self, uri: &str) -> Result<PathBuf> {
         let err = |reason: String| Error::Artifact {
             uri: uri.to_owned(),
             reason,
         };
         let (known, source) = parse(uri).map_err(err)?;
-        self.allowed(&source).await.map_err(err)?;
-        let key = known.clone().unwrap_or_else(|| uri.to_owned());
-        let gate = {
-            let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-            fetching.entry(key.clone()).or_default().clone()
-        };
-        let fetched = {
-            let _one = gate.lock().await;
-            self.fetch_gated(uri, known, source).await
-        };
-        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map and this fetch hold the gate: nobody waits at it.
-        if fetching
-            .get(&key)
-            .is_some_and(|g| Arc::strong_count(g) == 2)
-        {
-            fetching.remove(&key);
-        }
-        drop(fetching);
-        fetched
+        let source = self.allowed(source).await.map_err(err)?;
+        let gate = Gate::enter(
+            &self.fetching,
+            known.clone().unwrap_or_else(|| uri.to_owned()),
+        );
+        let _one = gate.gate.lock().await;
+        self.fetch_gated(uri, known, source).await
     }
 
-    /// Whether the rules let an artifact come from `source`.
-    async fn allowed(&self, source: &Source) -> std::result::Result<(), String> {
+    /// `source` if the rules let an artifact come from it, as it is to be fetched: a file by its
+    /// canonical path (the one checked is the one read), this node's SMS at its own address.
+    async fn allowed(&self, source: Source) -> std::result::Result<Source, String> {
         match source {
             Source::File(path) => {
-                let path = normalize(path);
-                if self.rules.file_prefixes.iter().any(|p| path.starts_with(p)) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "file:// artifacts must be under a prefix spearlet.artifacts.file_prefixes allows (it allows {:?})",
-                        self.rules.file_prefixes
-                    ))
+                let real = tokio::fs::canonicalize(&path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                for prefix in &self.rules.file_prefixes {
+                    if let Ok(prefix) = tokio::fs::canonicalize(prefix).await
+                        && real.starts_with(&prefix)
+                    {
+                        return Ok(Source::File(real));
+                    }
                 }
+                Err(format!(
+                    "file:// artifacts must be under a prefix spearlet.artifacts.file_prefixes allows (it allows {:?}; this one is {})",
+                    self.rules.file_prefixes,
+                    real.display()
+                ))
             }
             Source::Sms {
-                addr: Some(addr), ..
+                addr: Some(addr),
+                id,
             } => {
-                if same_address(addr, &self.rules.sms_http_addr).await {
-                    Ok(())
+                if same_address(&addr, &self.rules.sms_http_addr).await {
+                    // Fetched from the address checked, not from the name again (which could
+                    // resolve elsewhere the second time).
+                    Ok(Source::Sms {
+                        addr: Some(self.rules.sms_http_addr.clone()),
+                        id,
+                    })
                 } else {
                     Err(format!(
                         "sms+file:// may name only this node's SMS ({}, spearlet.sms_http_addr), not {addr}",
@@ -175,7 +233,24 @@ impl Artifacts {
                     ))
                 }
             }
-            Source::Sms { addr: None, .. } | Source::Web(_) => Ok(()),
+            other => Ok(other),
+        }
+    }
+
+    /// Note that the artifact at `path` was just handed out: eviction passes it over for
+    /// [`HANDED_OUT`] (until the instance that asked for it is in the pool, which protects it
+    /// from then on).
+    fn handed_out(&self, path: &Path) {
+        let Some(sha) = path.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if recent.len() >= MAX_RECENT {
+            recent.retain(|_, at| now.duration_since(*at) < HANDED_OUT);
+        }
+        if recent.len() < MAX_RECENT {
+            recent.insert(sha.to_owned(), now);
         }
     }
 
@@ -195,16 +270,7 @@ impl Artifacts {
         {
             return Ok(path);
         }
-        let limit = self.rules.fetch_timeout;
-        let bytes = tokio::time::timeout(limit, self.download(&source))
-            .await
-            .map_err(|_| {
-                err(format!(
-                    "the fetch took longer than {} ms (spearlet.artifacts.fetch_timeout_ms)",
-                    limit.as_millis()
-                ))
-            })?
-            .map_err(err)?;
+        let bytes = self.download(&source).await.map_err(err)?;
         self.keep(uri, known, bytes).await
     }
 
@@ -344,6 +410,12 @@ impl Artifacts {
     async fn evict(&self, keep: &str) -> Result<()> {
         let _one = self.evicting.lock().await;
         let in_use = self.in_use.get().map(|f| f()).unwrap_or_default();
+        let recent: HashSet<String> = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            recent.retain(|_, at| now.duration_since(*at) < HANDED_OUT);
+            recent.keys().cloned().collect()
+        };
         let mut entries: Vec<CachedArtifact> = self
             .store
             .scan::<CachedArtifact>("artifact/")
@@ -357,7 +429,10 @@ impl Artifacts {
             if total <= self.max_cache_bytes {
                 break;
             }
-            if e.sha256 == keep || in_use.contains(&self.dir.join(&e.sha256)) {
+            if e.sha256 == keep
+                || recent.contains(&e.sha256)
+                || in_use.contains(&self.dir.join(&e.sha256))
+            {
                 continue;
             }
             let _ = tokio::fs::remove_file(self.dir.join(&e.sha256)).await;
@@ -412,22 +487,6 @@ fn parse(uri: &str) -> std::result::Result<(Option<String>, Source), String> {
         return Ok((known, Source::Web(url.to_owned())));
     }
     Err("unsupported URI scheme (use sms+file://, file://, https:// or http://)".into())
-}
-
-/// `path` with `.` and `..` resolved by name (not through links), so that `..` cannot climb out
-/// of an allowed prefix.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for part in path.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(p) => out.push(p),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Whether two `host:port` addresses are the same: equal as written, or resolving to a common
@@ -493,19 +552,6 @@ mod tests {
         assert!(parse("ftp://x").unwrap_err().contains("unsupported"));
         assert!(parse("https://x#sha256=zz").unwrap_err().contains("64 hex"));
         assert!(parse("sms+file://").unwrap_err().contains("no file id"));
-    }
-
-    #[test]
-    fn dot_dot_cannot_climb_out_of_a_prefix() {
-        assert_eq!(
-            normalize(Path::new("/opt/ok/../../etc/passwd")),
-            PathBuf::from("/etc/passwd")
-        );
-        assert_eq!(
-            normalize(Path::new("/opt/./ok/x")),
-            PathBuf::from("/opt/ok/x")
-        );
-        assert!(!normalize(Path::new("/opt/ok/../secret")).starts_with("/opt/ok"));
     }
 
     #[tokio::test]

@@ -264,7 +264,13 @@ impl Reporter {
     /// refused (in one write, which the next batch does not wait for), keep the rest.
     async fn deliver_batch(self: &Arc<Self>, mut chunk: Vec<Item>) -> Step {
         let wired = chunk.iter().map(|i| wire(&i.report)).collect();
-        let sent = self.send_batch(wired).await;
+        // Starts taken back when their runs ended go beside their results.
+        let running = chunk
+            .iter()
+            .filter(|i| i.report.start_untold)
+            .map(|i| i.report.execution_id.clone())
+            .collect();
+        let sent = self.send_batch(running, wired).await;
         let outcomes = match sent {
             Ok(o) if o.len() == chunk.len() => o,
             // An SMS without batches, a batch over its message limit, or a refusal of the whole
@@ -393,6 +399,7 @@ impl Reporter {
     /// One call carrying `results`; the answers, in its order.
     async fn send_batch(
         &self,
+        running: Vec<String>,
         results: Vec<v1::ReportedResult>,
     ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
         let session = self.session()?;
@@ -401,7 +408,7 @@ impl Reporter {
             .report_batch(v1::ReportBatchRequest {
                 session,
                 node_uuid: self.node.clone(),
-                running: Vec::new(),
+                running,
                 results,
             })
             .await
@@ -410,6 +417,19 @@ impl Reporter {
 
     async fn send(&self, r: &PendingReport) -> std::result::Result<(), tonic::Status> {
         let session = self.session()?;
+        if r.start_untold {
+            // Best effort, as every start: a refusal (it is no longer assigned) changes nothing.
+            let _ = self
+                .sms
+                .executions()
+                .report_state(v1::ReportStateRequest {
+                    session: session.clone(),
+                    node_uuid: self.node.clone(),
+                    execution_id: r.execution_id.clone(),
+                    state: "running".into(),
+                })
+                .await;
+        }
         let w = wire(r);
         self.sms
             .executions()

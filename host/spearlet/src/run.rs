@@ -49,9 +49,9 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
 
 /// Hand a result to the reporter (unless the execution was cancelled or handed back) and forget
 /// the execution.
-async fn finish(agent: &Agent, report: PendingReport) {
+async fn finish(agent: &Agent, mut report: PendingReport) {
     let id = report.execution_id.clone();
-    agent.starts.ended(&id);
+    report.start_untold = agent.starts.ended(&id);
     if silenced(agent, &id) {
         let _ = agent.store.delete(&format!("exec/{id}")).await;
     } else if let Err(e) = agent.reporter.submit(report).await {
@@ -67,6 +67,7 @@ fn failure(id: &str, error: String) -> PendingReport {
         success: false,
         result: None,
         error,
+        start_untold: false,
     }
 }
 
@@ -182,7 +183,9 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         );
     }
     let tier = lease.tier;
-    let (outcome, broken, memory) = run_on(agent, &loaded, spec).await;
+    // A start under a queue deadline is told at once: the deadline counts until SMS hears it.
+    let hold_start = exec.queue_timeout_ms == 0;
+    let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start).await;
     agent.pools.release(lease, outcome.success, broken, memory);
     tracing::info!(execution = %id, ?tier, success = outcome.success, "execution finished");
     outcome
@@ -190,7 +193,12 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
 
 /// Start `spec` on `loaded`, record its handle, wait for it, and build the report. Returns the
 /// report, whether the executor itself failed (the instance is broken), and the memory seen.
-async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (PendingReport, bool, u64) {
+async fn run_on(
+    agent: &Arc<Agent>,
+    loaded: &Loaded,
+    spec: ExecSpec,
+    hold_start: bool,
+) -> (PendingReport, bool, u64) {
     let id = spec.execution_id.clone();
     if silenced(agent, &id) {
         // Cancelled (or handed back at a drain) before it started.
@@ -219,11 +227,11 @@ async fn run_on(agent: &Arc<Agent>, loaded: &Loaded, spec: ExecSpec) -> (Pending
         handle: handle.clone(),
         started_at_ms: crate::now_ms(),
     };
-    // Tell SMS it started (batched with other starts) beside the run: the result need not wait
-    // for that answer (SMS takes
-    // the start only while the execution is assigned, so a start arriving after the result is
-    // refused and changes nothing).
-    agent.starts.started(&id);
+    // Tell SMS it started (held a moment, then batched with other starts) beside the run: the
+    // result need not wait for that answer (SMS takes the start only while the execution is
+    // assigned, so a start arriving after the result is refused and changes nothing). A start
+    // still held when the run ends goes beside the result instead (`finish`).
+    agent.starts.started(&id, hold_start);
     // The record (for re-attaching after a restart) is queued now and stored while it runs;
     // nothing waits for it. The store applies writes in order, so the result's write, which
     // deletes it, lands after it; a crash before it is durable loses only what a crash just
@@ -305,6 +313,7 @@ pub fn report(id: &str, r: ExecResult) -> PendingReport {
             duration_ms: r.duration_ms,
         }),
         error,
+        start_untold: false,
     }
 }
 

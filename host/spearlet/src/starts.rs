@@ -1,11 +1,11 @@
 //! Telling SMS that executions started, batched. A start is held first
-//! (`spearlet.start_report_delay_ms`, 3 ms by default), and the starts that come meanwhile (or
-//! while a call is in flight) go together in the next call. A start whose execution ends within
-//! the hold is not told at all: its result tells SMS it ran (SMS records the start and the end
-//! in one write), which saves SMS a write and a call for every short execution. SMS learns of a
-//! start that much later, so a `queue_timeout_ms` ending within the hold may fire for an
-//! execution that had started. Best effort: a start that is not told only leaves the execution
-//! `assigned` in SMS until its result arrives (its queue deadline, if it has one, may then fire).
+//! (`spearlet.start_report_delay_ms`, 3 ms by default; not for an execution with a
+//! `queue_timeout_ms`, whose deadline the start must meet), and the starts that come meanwhile
+//! (or while a call is in flight) go together in the next call. A start whose execution ends
+//! within the hold is taken back and goes beside the result, in the same call (SMS records the
+//! two in one write), which saves SMS a write and a call for every short execution. Best effort:
+//! a start that is not told only leaves the execution `assigned` in SMS until its result arrives
+//! (its queue deadline, if it has one, may then fire).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
@@ -54,49 +54,72 @@ impl Starts {
         })
     }
 
-    /// Execution `id` started: tell SMS once the hold has passed, unless it ends first.
-    pub fn started(&self, id: &str) {
+    /// Execution `id` started: tell SMS once the hold has passed (at once when `hold` is false),
+    /// unless it ends first.
+    pub fn started(&self, id: &str, hold: bool) {
+        let at = if hold {
+            Instant::now()
+        } else {
+            // Due now: as if held since the hold began.
+            Instant::now()
+                .checked_sub(self.hold)
+                .unwrap_or_else(Instant::now)
+        };
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.len() >= MAX_WAITING {
             waiting.pop_front();
         }
-        waiting.push_back((Instant::now(), id.to_owned()));
+        waiting.push_back((at, id.to_owned()));
         drop(waiting);
         self.wake.notify_one();
     }
 
-    /// Execution `id` ended: its start, if still held, is not told (the result tells it).
-    pub fn ended(&self, id: &str) {
+    /// Execution `id` ended: its start, if still held, is taken back, and the answer says so
+    /// (the start then goes beside the result).
+    pub fn ended(&self, id: &str) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         // Held starts are few (those of the last few ms), and the newest are likeliest.
-        if let Some(i) = waiting.iter().rposition(|(_, w)| w == id) {
-            waiting.remove(i);
+        match waiting.iter().rposition(|(_, w)| w == id) {
+            Some(i) => {
+                waiting.remove(i);
+                true
+            }
+            None => false,
         }
     }
 
     /// Send starts until the process ends.
     pub async fn run(self: Arc<Self>) {
         loop {
-            let oldest = self
+            // The earliest due (a start told at once is due on arrival, wherever it stands).
+            let next = self
                 .waiting
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .front()
-                .map(|(at, _)| *at);
-            let Some(oldest) = oldest else {
+                .iter()
+                .map(|(at, _)| *at)
+                .min();
+            let Some(next) = next else {
                 self.wake.notified().await;
                 continue;
             };
-            tokio::time::sleep_until(oldest + self.hold).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next + self.hold) => {}
+                // A new start may be due sooner.
+                _ = self.wake.notified() => continue,
+            }
             let batch: Vec<String> = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let n = waiting
-                    .iter()
-                    .take(MAX_BATCH)
-                    .take_while(|(at, _)| *at + self.hold <= now)
-                    .count();
-                waiting.drain(..n).map(|(_, id)| id).collect()
+                let mut due = Vec::new();
+                waiting.retain(|(at, id)| {
+                    let take = due.len() < MAX_BATCH && *at + self.hold <= now;
+                    if take {
+                        due.push(id.clone());
+                    }
+                    !take
+                });
+                due
             };
             if !batch.is_empty() {
                 self.send(batch).await;

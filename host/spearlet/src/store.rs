@@ -52,6 +52,10 @@ pub struct PendingReport {
     pub result: Option<WireResult>,
     /// Why it failed.
     pub error: String,
+    /// It started, and SMS was not told so (its start was held, then its end came): the start
+    /// goes beside the result.
+    #[serde(default)]
+    pub start_untold: bool,
 }
 
 /// An execution result as reported (mirrors `spear.v1.ExecutionResult`).

@@ -380,8 +380,9 @@ async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
     assert!(cached.is_file(), "{}", cached.display());
 
     // The same bytes over plain HTTP, pinned by their sha256: a wrong pin is refused, and so is
-    // no pin at all. From the file system, only under an allowed prefix (SMS refuses `..` in a
-    // path, and the node resolves it by name too); through another SMS's gateway, not at all.
+    // no pin at all. From the file system, only under an allowed prefix, by the real path (SMS
+    // refuses `..`; a link out of the prefix is refused); through another SMS's gateway, not at
+    // all.
     let sha = meta["file_id"].as_str().unwrap();
     let web = sms.url(&format!("/api/v1/files/{sha}"));
     std::fs::write(
@@ -390,6 +391,9 @@ async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
     )
     .unwrap();
     let local = format!("file://{}", allowed.join("hello.sh").display());
+    // A link inside the prefix that leads out of it: the real path is what counts.
+    std::os::unix::fs::symlink("/etc", allowed.join("out")).unwrap();
+    let linked_out = format!("file://{}", allowed.join("out/passwd").display());
     let cases = [
         (format!("{web}#sha256={sha}"), ""),
         (format!("{web}#sha256={}", "0".repeat(64)), "expected"),
@@ -399,6 +403,7 @@ async fn artifacts_come_from_sms_once_and_instances_are_reused_hot() {
             "file:///etc/passwd".into(),
             "spearlet.artifacts.file_prefixes",
         ),
+        (linked_out, "spearlet.artifacts.file_prefixes"),
         (
             format!("sms+file://10.255.255.1:9/{sha}"),
             "spearlet.sms_http_addr",
@@ -637,7 +642,7 @@ async fn a_fetch_that_hangs_ends_at_its_deadline_and_holds_up_no_other() {
     let s = c.spearlet(
         "alpha",
         &sms,
-        "[spearlet.artifacts]\nfetch_timeout_ms = 6000\n",
+        "[spearlet.artifacts]\nfetch_timeout_ms = 10000\n",
     );
     let stuck_uri = format!("http://{addr}/never#sha256={}", "1".repeat(64));
     let stuck = sms

@@ -33,6 +33,8 @@ struct Fake {
     results: Mutex<BTreeMap<String, Vec<v1::ReportResultRequest>>>,
     /// Executions told to be running, alone or in batches.
     running: Mutex<Vec<String>>,
+    /// Of those, the ones told in the same call as their result.
+    running_with_result: Mutex<Vec<String>>,
     /// Calls of `ReportBatch`.
     batches: Mutex<usize>,
     /// While set, every report is answered UNAVAILABLE (SMS away).
@@ -46,6 +48,7 @@ impl Fake {
             work,
             results: Mutex::default(),
             running: Mutex::default(),
+            running_with_result: Mutex::default(),
             batches: Mutex::default(),
             down: Default::default(),
         })
@@ -255,6 +258,12 @@ impl ExecutionService for Served {
             .lock()
             .unwrap()
             .extend(r.running.iter().cloned());
+        self.running_with_result.lock().unwrap().extend(
+            r.running
+                .iter()
+                .filter(|id| r.results.iter().any(|x| &x.execution_id == *id))
+                .cloned(),
+        );
         let mut results = self.results.lock().unwrap();
         for x in &r.results {
             results
@@ -351,12 +360,12 @@ async fn an_sms_without_report_batch_is_told_each_start_and_result_alone() {
     let fake = Fake::new(
         Mode::NoBatch,
         ids.iter()
-            .map(|id| shell(id, &format!("sleep 0.3; echo {id}")))
+            .map(|id| shell(id, &format!("echo {id}")))
             .collect(),
     );
-    // Starts told at once, and each execution outlasts the call that tells its start (a start
-    // whose execution has ended by the time it would be told is left to the result).
-    let (_cluster, node) = run_against(fake.clone(), Some(0)).await;
+    // Held or not, every start is told: alone, or (taken back when its run ended) just before
+    // its result.
+    let (_cluster, node) = run_against(fake.clone(), None).await;
     results_for(&fake, &ids, &node).await;
     // Give a stray second report time to arrive before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -451,13 +460,18 @@ async fn a_backlog_larger_than_a_page_is_delivered_once_each_when_sms_returns() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_is_told_only_for_an_execution_that_outlasts_the_hold() {
-    // Starts held 1.5 s: the quick executions end within it and are never told as started
-    // (their results tell SMS); the slow ones are told, while they still run.
+async fn a_start_is_held_and_goes_beside_the_result_of_an_execution_that_ends_meanwhile() {
+    // Starts held 1.5 s: the quick executions end within it and their starts go in the same
+    // call as their results; the slow ones' starts are told alone, while they still run.
     let quick: Vec<String> = (0..6).map(|i| format!("quick-{i}")).collect();
     let slow: Vec<String> = (0..2).map(|i| format!("slow-{i}")).collect();
     let mut work: Vec<v1::Execution> = quick.iter().map(|id| shell(id, "true")).collect();
     work.extend(slow.iter().map(|id| shell(id, "sleep 4")));
+    // Under a queue deadline a start is not held: told alone, though the run ends within 1.5 s.
+    work.push(v1::Execution {
+        queue_timeout_ms: 60_000,
+        ..shell("deadline", "sleep 1")
+    });
     let fake = Fake::new(Mode::Limit(usize::MAX), work);
     let (_cluster, node) = run_against(fake.clone(), Some(1500)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -479,10 +493,18 @@ async fn a_start_is_told_only_for_an_execution_that_outlasts_the_hold() {
     );
     let mut all = quick.clone();
     all.extend(slow.iter().cloned());
+    all.push("deadline".into());
     results_for(&fake, &all, &node).await;
     let told = fake.running.lock().unwrap().clone();
+    let beside = fake.running_with_result.lock().unwrap().clone();
     for id in &quick {
-        assert!(!told.contains(id), "{id} ended within the hold: {told:?}");
+        assert!(
+            beside.contains(id),
+            "{id} ended within the hold: {beside:?}"
+        );
     }
-    assert_eq!(told.len(), slow.len(), "{told:?}");
+    for id in slow.iter().chain([&"deadline".to_owned()]) {
+        assert!(!beside.contains(id), "{id} was told alone: {beside:?}");
+    }
+    assert_eq!(told.len(), all.len(), "each start once: {told:?}");
 }

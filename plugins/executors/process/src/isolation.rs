@@ -80,9 +80,9 @@ impl Isolation {
                 let ids = user_and_group(spec).map_err(|why| {
                     PluginError::new(format!("invalid configuration: run_as: {why}"))
                 })?;
-                // SAFETY: getuid has no preconditions.
-                let me = unsafe { libc::getuid() };
-                if me != 0 && ids.0 != me {
+                // SAFETY: getuid and getegid have no preconditions.
+                let (me, my_group) = unsafe { (libc::getuid(), libc::getegid()) };
+                if me != 0 && (ids.0 != me || ids.1 != my_group) {
                     return Err(PluginError::new(format!(
                         "invalid configuration: run_as: `{spec}` needs the agent to run as root (it runs as uid {me})"
                     )));
