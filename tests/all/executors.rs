@@ -380,14 +380,22 @@ fn run_as_switches_user_and_drops_supplementary_groups() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    let s = spec("as-nobody", "/bin/sh", &["-c", "id -u; id -g; id -G"]);
+    // Its working directory, private to the agent (root, 0700), becomes the user's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        "as-nobody",
+        "/bin/sh",
+        &["-c", "id -u; id -g; id -G; stat -c %u .; touch mine"],
+    );
+    s.working_dir = Some(dir.path().display().to_string());
     let out = output(x.as_ref(), &s);
     let (uid, gid) = (id("-u"), id("-g"));
     assert_eq!(
         out,
-        format!("{uid}\n{gid}\n{gid}\n"),
-        "only its primary group"
+        format!("{uid}\n{gid}\n{gid}\n{uid}\n"),
+        "only its primary group; the directory its own"
     );
+    assert!(dir.path().join("mine").is_file());
 }
 
 #[test]

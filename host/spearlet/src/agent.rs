@@ -57,6 +57,8 @@ pub struct Agent {
     pub pools: Pools,
     /// Artifact cache.
     pub artifacts: Arc<Artifacts>,
+    /// Process executions' private working directories.
+    pub workdirs: crate::workdir::WorkDirs,
     /// Results on their way to SMS.
     pub reporter: Arc<Reporter>,
     /// Starts on their way to SMS.
@@ -116,6 +118,12 @@ impl Agent {
         let executors = tokio::task::spawn_blocking(move || Executors::load(&cfg, &host))
             .await
             .map_err(|e| Error::Execution(e.to_string()))?;
+        let workdirs = crate::workdir::WorkDirs::new(&data_dir).map_err(|e| {
+            Error::Execution(format!(
+                "cannot prepare the working directories in {}: {e}",
+                data_dir.join("work").display()
+            ))
+        })?;
         let artifacts = Artifacts::new(
             &data_dir,
             store.clone(),
@@ -149,6 +157,7 @@ impl Agent {
             session,
             executors,
             artifacts,
+            workdirs,
             reporter,
             starts,
             running: std::sync::Mutex::new(HashMap::new()),

@@ -26,6 +26,7 @@ pub mod sms;
 pub mod stall;
 pub mod starts;
 pub mod store;
+pub mod workdir;
 
 pub use config::{Cli, SpearletConfig};
 pub use error::{Error, Result};

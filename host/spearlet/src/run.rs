@@ -154,6 +154,18 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         ("container", _) if executable.name.is_empty() && !fetchable(&uri) => uri.clone(),
         _ => executable.name.clone(),
     };
+    // A program runs in a directory of its own, removed when it ends (`workdir`).
+    let workdir = if executable.r#type == "process" {
+        match agent.workdirs.create(id) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                agent.pools.release(lease, false, false, 0);
+                return failure(id, format!("cannot make its working directory: {e}"));
+            }
+        }
+    } else {
+        None
+    };
     let limits = &agent.config.spearlet.limits;
     let spec = ExecSpec {
         execution_id: id.to_owned(),
@@ -162,7 +174,7 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         entry,
         args: executable.args.clone(),
         env: executable.env.clone().into_iter().collect(),
-        working_dir: None,
+        working_dir: workdir.as_ref().map(|d| d.path().display().to_string()),
         stdin: exec.stdin.clone(),
         timeout_ms: exec.timeout_ms,
         // What the execution needs is what it may use.

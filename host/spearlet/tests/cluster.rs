@@ -724,3 +724,33 @@ async fn an_artifact_a_pooled_instance_uses_is_not_evicted() {
     assert!(cached(&shas[0]), "in use by a pooled instance, kept");
     assert!(cached(&shas[1]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_execution_runs_in_a_private_directory_removed_at_its_end() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let s = c.spearlet("alpha", &sms, "");
+    let work = c.path().join("alpha-data/work");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let id = sms
+            .sh("pwd; stat -c %a .; echo data > left-behind; ls", json!({}))
+            .await;
+        let e = sms.finished(&id, LONG).await;
+        assert_eq!(e["state"], "succeeded", "{e}\n{}", s.log());
+        let out = e["result"]["stdout"].as_str().unwrap().to_owned();
+        let mut lines = out.lines();
+        let dir = std::path::PathBuf::from(lines.next().unwrap());
+        assert!(dir.starts_with(&work), "{out}");
+        assert_eq!(lines.next(), Some("700"), "{out}");
+        assert_eq!(lines.next(), Some("left-behind"), "{out}");
+        seen.push(dir);
+    }
+    assert_ne!(seen[0], seen[1], "one directory each");
+    // Removed once each ended (off the async threads: allow it a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.iter().any(|d| d.exists()) {
+        assert!(Instant::now() < deadline, "{seen:?} still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -161,6 +161,12 @@ impl Executor for ProcessExecutor {
         if let Some((uid, gid)) = iso.run_as {
             // As root, std drops the supplementary groups before it switches user.
             cmd.uid(uid).gid(gid);
+            // The agent made the working directory private (its own): it becomes the user's.
+            if let Some(dir) = &spec.working_dir {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+                    PluginError::new(format!("cannot give {dir} to the run_as user: {e}"))
+                })?;
+            }
         }
         let memory_mb = match spec.memory_limit_mb {
             0 => iso.default_memory_mb,
