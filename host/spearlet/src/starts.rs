@@ -69,9 +69,14 @@ impl Starts {
         if waiting.len() >= MAX_WAITING {
             waiting.pop_front();
         }
+        // Held starts come in time order: one behind others is due after them, and the sender
+        // already sleeps until the first is due. Wake it only when this one may be due sooner.
+        let sooner = waiting.is_empty() || !hold;
         waiting.push_back((at, id.to_owned()));
         drop(waiting);
-        self.wake.notify_one();
+        if sooner {
+            self.wake.notify_one();
+        }
     }
 
     /// Execution `id` ended: its start, if still held, is taken back, and the answer says so

@@ -27,6 +27,8 @@ impl WorkDirs {
         std::fs::create_dir_all(&root)?;
         // Others may pass through (a `run_as` user reaching its own directory), not list.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
+        // Absolute: a program's directory must not depend on the agent's.
+        let root = root.canonicalize()?;
         Ok(Self {
             root,
             next: AtomicU64::new(0),
@@ -49,7 +51,8 @@ impl WorkDirs {
     }
 }
 
-/// One execution's directory; removed (off the async threads) when dropped.
+/// One execution's directory; removed when dropped (at once when empty, else off the async
+/// threads).
 #[derive(Debug)]
 pub struct WorkDir(PathBuf);
 
@@ -63,6 +66,10 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let path = std::mem::take(&mut self.0);
+        // Most programs leave nothing: one `rmdir`, here.
+        if std::fs::remove_dir(&path).is_ok() {
+            return;
+        }
         let remove = move || {
             if let Err(e) = std::fs::remove_dir_all(&path)
                 && e.kind() != io::ErrorKind::NotFound
