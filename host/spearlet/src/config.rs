@@ -145,6 +145,9 @@ pub struct Limits {
     pub stop_grace_ms: u64,
     /// Milliseconds a SIGTERM drain waits for running executions before handing them back.
     pub drain_timeout_ms: u64,
+    /// Run each process execution in a directory of its own under `data_dir/work` (false: in
+    /// the Spearlet's working directory).
+    pub private_workdir: bool,
 }
 
 /// `[spearlet]`.
@@ -273,6 +276,7 @@ max_instances = 1024
 output_cap_mb = 16
 stop_grace_ms = 5000
 drain_timeout_ms = 30000
+private_workdir = true
 
 [executors]
 enabled = ["wasm", "process", "container"]

@@ -154,8 +154,10 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         ("container", _) if executable.name.is_empty() && !fetchable(&uri) => uri.clone(),
         _ => executable.name.clone(),
     };
-    // A program runs in a directory of its own, removed when it ends (`workdir`).
-    let workdir = if executable.r#type == "process" {
+    // A program runs in a directory of its own, removed when it ends (`workdir`), unless the
+    // configuration says otherwise.
+    let workdir = if executable.r#type == "process" && agent.config.spearlet.limits.private_workdir
+    {
         match agent.workdirs.create(id) {
             Ok(dir) => Some(dir),
             Err(e) => {

@@ -753,4 +753,26 @@ async fn a_process_execution_runs_in_a_private_directory_removed_at_its_end() {
         assert!(Instant::now() < deadline, "{seen:?} still there");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Turned off, a program runs where the Spearlet does.
+    let c = Cluster::new();
+    let sms = c.sms();
+    let config = c.spearlet_config("beta", "").replace(
+        "[spearlet.limits]\n",
+        "[spearlet.limits]\nprivate_workdir = false\n",
+    );
+    let config = c.write("beta.toml", &config);
+    let _s = c.spearlet_with(
+        "beta",
+        &config,
+        &["--sms-addr", &sms.grpc.to_string(), "--auto-register"],
+    );
+    let id = sms.sh("pwd", json!({})).await;
+    let e = sms.finished(&id, LONG).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    let pwd = std::path::PathBuf::from(e["result"]["stdout"].as_str().unwrap().trim());
+    assert_eq!(
+        pwd.canonicalize().unwrap(),
+        c.path().canonicalize().unwrap()
+    );
 }
