@@ -70,5 +70,75 @@ pub fn parse_config<T: serde::de::DeserializeOwned + Default>(
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(T::default());
     }
-    serde_json::from_str(trimmed).map_err(|e| PluginError(format!("invalid configuration: {e}")))
+    serde_json::from_str(trimmed).map_err(|e| {
+        // A value of the wrong type or range: say which key it is under (serde says only where).
+        let key = (e.classify() == serde_json::error::Category::Data
+            && !e.to_string().contains("field `"))
+        .then(|| key_before(trimmed, e.line(), e.column()))
+        .flatten();
+        match key {
+            Some(key) => PluginError(format!("invalid configuration: `{key}`: {e}")),
+            None => PluginError(format!("invalid configuration: {e}")),
+        }
+    })
+}
+
+/// The last object key written before `line`:`column` (1-based) of `json`, if any.
+fn key_before(json: &str, line: usize, column: usize) -> Option<String> {
+    let offset = json
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        .saturating_add(column)
+        .min(json.len());
+    let head = json.get(..offset)?;
+    // Scan back for `"key"` followed (past blanks) by a colon.
+    let mut end = head.len();
+    while end > 0 {
+        let colon = head[..end].rfind(':')?;
+        let before = head[..colon].trim_end();
+        if let Some(inner) = before.strip_suffix('"')
+            && let Some(start) = inner.rfind('"')
+        {
+            return Some(inner[start + 1..].to_owned());
+        }
+        end = colon;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        limit_mb: u64,
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Inner {
+        depth: u32,
+    }
+
+    fn error(json: &str) -> String {
+        parse_config::<Settings>(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_naming_its_key() {
+        assert!(error(r#"{"limit_mb": -1}"#).contains("`limit_mb`: invalid value"));
+        assert!(error(r#"{"name": "a:b", "limit_mb": "x"}"#).contains("`limit_mb`:"));
+        assert!(error("{\"name\": \"a\",\n \"inner\": {\"depth\": true}}").contains("`depth`:"));
+        // What serde names already is not named twice; what is not a value has no key.
+        let unknown = error(r#"{"bogus": 1}"#);
+        assert!(unknown.contains("unknown field `bogus`") && !unknown.contains("`bogus`: "));
+        assert!(!error(r#"{"limit_mb": "#).contains("`limit_mb`:"));
+        assert_eq!(parse_config::<Settings>("").unwrap().limit_mb, 0);
+    }
 }

@@ -429,6 +429,7 @@ fn a_bad_isolation_setting_is_refused_naming_its_key() {
         (r#"{"run_as": "no-such-user-here"}"#, "run_as"),
         (r#"{"run_as": "root:no-such-group-here"}"#, "run_as"),
         (r#"{"env_allow": ["A=B"]}"#, "env_allow"),
+        (r#"{"default_memory_mb": -1}"#, "default_memory_mb"),
         (r#"{"bogus": 1}"#, "bogus"),
     ] {
         let e = executor_with(config).err().expect(config);
