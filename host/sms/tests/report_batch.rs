@@ -72,18 +72,9 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
     );
     // a's start went with its result (one write: the two events adjacent); c's was never told,
     // so c has no start.
-    let log = c
-        .get(sms.url("/api/v1/events?follow=false"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = common::events(&c, &sms).await;
     let of = |id: &str| -> Vec<(u64, String)> {
-        log.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        log.iter()
             .filter(|v| v["subject"] == id)
             .map(|v| {
                 (

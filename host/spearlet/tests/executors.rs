@@ -7,22 +7,16 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, Sms};
-use serde_json::{Value, json};
+use serde_json::json;
 use spear_tests::guest;
 
 const LONG: Duration = Duration::from_secs(120);
 
 async fn upload(sms: &Sms, name: &str, bytes: Vec<u8>) -> String {
-    let meta: Value = reqwest::Client::new()
-        .post(sms.url(&format!("/api/v1/files?name={name}")))
-        .body(bytes)
-        .send()
-        .await
+    sms.upload(name, bytes).await["uri"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    meta["uri"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -165,6 +165,22 @@ fn unsafe_kill(pid: u32, signal: i32) {
     assert!(status.success());
 }
 
+/// The event log as stored now (`GET /api/v1/events?follow=false`), each event as JSON.
+pub async fn events(c: &reqwest::Client, sms: &Sms) -> Vec<serde_json::Value> {
+    let log = c
+        .get(sms.url("/api/v1/events?follow=false"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    log.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// `GET` a path of SMS's REST API and parse the JSON answer.
 pub async fn get_json(c: &reqwest::Client, sms: &Sms, path: &str) -> serde_json::Value {
     c.get(sms.url(path))

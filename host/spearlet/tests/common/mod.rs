@@ -121,7 +121,13 @@ impl Cluster {
 
     /// Start Spearlet `name` against `sms` with `--sms-addr` and `--auto-register`.
     pub fn spearlet(&self, name: &str, sms: &Sms, extra: &str) -> Spearlet {
-        let config = self.write(&format!("{name}.toml"), &self.spearlet_config(name, extra));
+        self.spearlet_from(name, sms, &self.spearlet_config(name, extra))
+    }
+
+    /// [`spearlet`](Self::spearlet) with the whole config text (say, [`spearlet_config`]
+    /// (Self::spearlet_config) with a key added to one of its sections).
+    pub fn spearlet_from(&self, name: &str, sms: &Sms, config: &str) -> Spearlet {
+        let config = self.write(&format!("{name}.toml"), config);
         self.spearlet_with(
             name,
             &config,
@@ -208,6 +214,19 @@ impl Sms {
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Put `bytes` in SMS's file store as `name`; returns the file's metadata (`uri`, `file_id`).
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Value {
+        reqwest::Client::new()
+            .post(self.url(&format!("/api/v1/files?name={name}")))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Submit an execution; returns its id.
