@@ -6,6 +6,9 @@
 # (tests/schemathesis/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
+# A fresh machine builds everything once, so incremental compilation would only add its caches
+# (several GB) to target/: a CI run once ran out of disk. CARGO_INCREMENTAL=1 keeps them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 echo "== toolchain"
 rustup target add wasm32-wasip2 wasm32-wasip1 wasm32-unknown-unknown
@@ -27,7 +30,7 @@ bash tests/podman/setup.sh # a private Podman for the container executor (root; 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace -j2 2>&1 | tee "$log"
-# host/cli/tests/examples.rs loads target/examples/* into `spear plugin check` and live hosts.
+# host/spearlet/tests/all/examples.rs loads target/examples/* into `spear plugin check` and live hosts.
 cargo test --workspace -j2 2>&1 | tee -a "$log"
 echo "== REST contract (schemathesis against a live SMS, bounded)"
 bash tests/schemathesis/run.sh 120

@@ -2,7 +2,7 @@
 //! of the edit applied), `log.level` applies at once, any other changed key is reported as needing
 //! a restart — never "applied".
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 use serde_json::Value;

@@ -10,7 +10,7 @@
 //! until both nodes' heartbeats report exactly the gated executions they hold (the strategy's view
 //! of a node is its last heartbeat). Every wait is a poll with a deadline.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::path::Path;

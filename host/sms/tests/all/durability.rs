@@ -1,7 +1,7 @@
 //! State survives `kill -9` (redb); nodes that stop heartbeating become unhealthy, then go;
 //! SIGTERM stops SMS cleanly.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

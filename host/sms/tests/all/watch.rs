@@ -1,7 +1,7 @@
 //! `GET /api/v1/executions/{id}/watch` through a real `sms` process: the execution now, each
 //! change, and the end of the stream at a final state.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

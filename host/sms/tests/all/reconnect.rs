@@ -1,7 +1,7 @@
 //! A node's assignment stream opened again: every execution placed on the node is sent again,
 //! however many (a node may hold more than a stream's usual capacity).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Scheduling end to end: a real `sms` process and fake Spearlets speaking its gRPC API.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

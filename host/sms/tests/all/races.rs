@@ -1,7 +1,7 @@
 //! Races between a node's reports and SMS's own housekeeping, through a real `sms` process and a
 //! node speaking gRPC from this test.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

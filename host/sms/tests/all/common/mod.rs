@@ -1,7 +1,5 @@
 //! Start the real `sms` binary on loopback in a sandbox, and talk to it.
 
-#![allow(dead_code, reason = "each test binary uses a different part")]
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

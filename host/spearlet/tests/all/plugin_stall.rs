@@ -2,7 +2,7 @@
 //! Spearlet's status API answers at once and its heartbeats keep reaching SMS (issue: plugin
 //! containment).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

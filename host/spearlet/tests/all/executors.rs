@@ -2,7 +2,7 @@
 //! SMS's file store, containers on a real Podman, and the errors an execution gets when its
 //! executor cannot run it — without touching anything else.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

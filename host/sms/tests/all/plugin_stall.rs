@@ -1,7 +1,7 @@
 //! A strategy call that takes seconds costs only the placement waiting for it: `/healthz`, the
 //! plugin list and node heartbeats keep answering at once (issue: plugin containment).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! Start the real `sms` and `spearlet` binaries on loopback in a sandbox, and run the real `spear`
 //! binary against them.
 
-#![allow(dead_code, reason = "each test binary uses a different part")]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,8 +83,8 @@ pub struct Cluster {
     pub node: String,
     sms: Child,
     spearlet: Child,
-    /// The sandbox (plugins, configs, data).
-    pub dir: tempfile::TempDir,
+    /// The sandbox (plugins, configs, data), removed on drop.
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -155,7 +153,7 @@ impl Cluster {
             node,
             sms,
             spearlet,
-            dir,
+            _dir: dir,
         }
     }
 

@@ -3,7 +3,7 @@
 //! are buffered, and malformed protobuf is `InvalidArgument`. Each test runs the real `sms` binary
 //! on loopback and talks to it over sockets.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! strategy places executions in a real `sms` process, and `max-age` reclaims instances in a real
 //! `spearlet`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The REST gateway through a real `sms` process on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 use reqwest::StatusCode;

@@ -1,7 +1,7 @@
 //! SMS and Spearlets as separate processes on loopback, driven through SMS's REST API: the node's
 //! life with SMS, executions through the process executor, limits, crashes, drains, reclamation.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! work than its free slots (plus a small prefetch), so the queue stays in SMS and a timeout
 //! counts from the start of the run, not from a wait in a node's queue.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! on where from and how long, kept while in use) and a working directory of its own. SMS and a
 //! Spearlet as processes on loopback, driven through SMS's REST API.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,5 @@
 //! Start the real `sms` and `spearlet` binaries on loopback in a sandbox, and talk to SMS's REST API.
 
-#![allow(dead_code, reason = "each test binary uses a different part")]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -161,7 +159,6 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node in {line:?}"))
             .to_owned();
         Spearlet {
-            name: name.to_owned(),
             node,
             http: field(&line, "http"),
             child,
@@ -304,7 +301,6 @@ impl Drop for Sms {
 
 /// A running `spearlet`; killed on drop.
 pub struct Spearlet {
-    pub name: String,
     pub node: String,
     pub http: SocketAddr,
     pub child: Child,

@@ -2,7 +2,7 @@
 //! CI runs). Writes answer 503, `/healthz` says unhealthy naming the storage, the failures are
 //! logged at warn once per burst, and reads keep working.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! gRPC from this test: each item is answered on its own, starts go before results, and a stale
 //! session or an oversized batch refuses the whole call.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 use serde_json::json;

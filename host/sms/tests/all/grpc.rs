@@ -1,6 +1,6 @@
 //! The gRPC services through a real `sms` process on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::Sandbox;
 use spear_proto::v1;

@@ -1,9 +1,11 @@
 //! The `spear` binary against a real `sms` and a real `spearlet` on 127.0.0.1: every command, its
-//! JSON output, its exit codes and its errors.
+//! JSON output, its exit codes and its errors; `spear dev` (`dev`) and `spear plugin` (`plugin`).
+//! One test binary for the crate: each `tests/*.rs` would be its own 130 MB link.
 
-#[path = "../common/mod.rs"]
 mod common;
+mod dev;
 mod executions;
+mod plugin;
 mod resources;
 
 const SH: [&str; 7] = [

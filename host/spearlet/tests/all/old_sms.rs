@@ -2,7 +2,7 @@
 //! older release), and one with a smaller message limit. The SMS here is a small gRPC server of
 //! the test's own (real sockets, the real `spearlet` binary), which records what it is told.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;

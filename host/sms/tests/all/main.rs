@@ -1,0 +1,16 @@
+//! Integration tests of `sms`: the real binaries on 127.0.0.1, one module per subject. One test
+//! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
+
+mod common;
+mod config_reload;
+mod durability;
+mod edge;
+mod full_disk;
+mod grpc;
+mod plugin_stall;
+mod races;
+mod reconnect;
+mod report_batch;
+mod rest;
+mod scheduling;
+mod watch;

@@ -1,0 +1,12 @@
+//! Integration tests of `spearlet`: the real binaries on 127.0.0.1, one module per subject. One test
+//! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
+
+mod artifacts;
+mod cluster;
+mod common;
+mod dispatch;
+mod end_to_end;
+mod examples;
+mod executors;
+mod old_sms;
+mod plugin_stall;
