@@ -47,6 +47,15 @@ impl Subject {
         }
     }
 
+    /// A token id or name.
+    pub fn token(id: &str) -> Self {
+        Self {
+            what: "token",
+            id: id.to_owned(),
+            list: "spear token list",
+        }
+    }
+
     /// A file id.
     pub fn file(id: &str) -> Self {
         Self {
@@ -81,15 +90,26 @@ pub fn normalize(sms: &str) -> Result<String> {
 }
 
 impl Client {
-    /// A client of the SMS at `sms` (`http://host:port` or `host:port`).
-    pub fn new(sms: &str) -> Result<Self> {
+    /// A client of the SMS at `sms` (`http://host:port` or `host:port`), sending `token` (when
+    /// given) as `Authorization: Bearer`.
+    pub fn new(sms: &str, token: Option<&str>) -> Result<Self> {
         let base = normalize(sms)?;
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(CliError::Usage(format!(
                 "--sms {base}: use an http:// or https:// address (SMS's `http.addr`)"
             )));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    CliError::Usage("--token / SPEAR_TOKEN holds characters a header cannot".into())
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()

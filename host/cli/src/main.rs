@@ -24,6 +24,7 @@ mod sim;
 mod sse;
 mod status;
 mod task;
+mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -46,6 +47,10 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     sms: String,
+    /// A token for SMS (`sms token create`, `spear token create`), sent as `Authorization:
+    /// Bearer`; needed when SMS has `[auth] enabled = true`.
+    #[arg(long, global = true, env = "SPEAR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +94,9 @@ enum Command {
     /// Plugins: SMS's (list, reload, history), or a local file (check) and a simulated host (sim).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Tokens: make, list and revoke them (admin), or see who yours says you are (whoami).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +127,7 @@ fn main() {
         Command::Plugin(PluginCommand::Check(args)) => local(check::run(args, cli.output)),
         Command::Plugin(PluginCommand::Sim(args)) => local(sim::run(args, cli.output)),
         Command::Dev(args) => local(dev::run(args, cli.output)),
-        command => match remote(command, &cli.sms, cli.output) {
+        command => match remote(command, &cli.sms, cli.token.as_deref(), cli.output) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("spear: error: {e}");
@@ -139,8 +147,13 @@ fn local(result: anyhow::Result<i32>) -> i32 {
 }
 
 /// Run a command against SMS.
-fn remote(command: Command, sms: &str, output: Output) -> Result<i32, CliError> {
-    let client = Client::new(sms)?;
+fn remote(
+    command: Command,
+    sms: &str,
+    token: Option<&str>,
+    output: Output,
+) -> Result<i32, CliError> {
+    let client = Client::new(sms, token)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,6 +170,7 @@ fn remote(command: Command, sms: &str, output: Output) -> Result<i32, CliError> 
             Command::Plugin(PluginCommand::List) => plugins::list(&client, output).await,
             Command::Plugin(PluginCommand::Reload) => plugins::reload(&client, output).await,
             Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
+            Command::Token(cmd) => token::run(cmd, &client, output).await,
             Command::Dev(_) | Command::Plugin(PluginCommand::Check(_) | PluginCommand::Sim(_)) => {
                 unreachable!("local commands are run by main")
             }

@@ -20,7 +20,7 @@ use crate::listen::{GrpcListen, HttpListen};
 )]
 pub struct Cli {
     /// Config file (default: ~/.sms/config.toml when it exists).
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub config: Option<PathBuf>,
     /// gRPC listen address.
     #[arg(long)]
@@ -47,17 +47,24 @@ pub struct Cli {
     #[arg(long)]
     pub log_level: Option<String>,
     /// Storage backend plugin (`redb`, `memory`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub db_type: Option<String>,
     /// Storage path (for `redb`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub db_path: Option<PathBuf>,
     /// Directory holding plugin files (overrides `[plugins] dir`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub plugin_dir: Option<PathBuf>,
     /// Directory for uploaded files.
     #[arg(long)]
     pub files_dir: Option<PathBuf>,
+    /// Listen on non-loopback addresses with `[auth] enabled = false` (anyone who reaches SMS
+    /// can then run programs on every node); a warning is logged every minute.
+    #[arg(long)]
+    pub insecure: bool,
+    #[command(subcommand)]
+    /// Offline commands on SMS's state (SMS must not be running).
+    pub command: Option<crate::auth::offline::Command>,
 }
 
 /// `[database]`: which storage backend plugin holds SMS's state.
@@ -125,6 +132,9 @@ pub struct SmsConfig {
     pub log: Log,
     /// Uploaded files.
     pub files: Files,
+    /// `[auth]`: tokens and roles ([`crate::auth`]).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     /// Plugin sections, validated by the plugin runtime.
     #[serde(default)]
     pub plugins: Option<toml::Table>,
@@ -140,6 +150,9 @@ pub struct SmsConfig {
     /// The file the configuration came from, if any.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// `--insecure`: non-loopback listeners allowed without auth.
+    #[serde(skip)]
+    pub insecure: bool,
 }
 
 const DEFAULTS: &str = r#"
@@ -188,6 +201,7 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_LOG_FORMAT", "log.format"),
     ("SMS_LOG_FILE", "log.file"),
     ("SMS_FILES_DIR", "files.dir"),
+    ("SMS_AUTH_ENABLED", "auth.enabled"),
     ("SMS_MAX_UPLOAD_MB", "files.max_upload_mb"),
 ];
 
@@ -232,7 +246,11 @@ impl SmsConfig {
             ),
             None => None,
         };
-        Self::build(cli, builder, source, text.as_deref())
+        let config = Self::build(cli, builder, source, text.as_deref())?;
+        // The bootstrap tokens are read again at start; a bad one is a configuration error.
+        crate::auth::tokens::bootstrap(&config.auth, env)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok(config)
     }
 
     /// Parse a config file's text alone (defaults below it; no environment, no flags), as an
@@ -314,6 +332,7 @@ impl SmsConfig {
             .map_err(|e| ConfigError(with_source(&source, e)))?;
         config.plugin_dir = cli.plugin_dir.clone();
         config.source = source;
+        config.insecure = cli.insecure;
         config.validate()?;
         Ok(config)
     }
@@ -322,6 +341,7 @@ impl SmsConfig {
         if self.grpc.enable_tls || self.http.enable_tls {
             return Err(ConfigError("grpc.enable_tls / http.enable_tls: TLS is not supported yet; terminate TLS in front of SMS".into()));
         }
+        self.refuse_open_listeners()?;
         self.http.limits()?;
         self.http.max_body_bytes()?;
         self.grpc.limits()?;
@@ -348,6 +368,39 @@ impl SmsConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The listeners on a non-loopback address while auth is off: refused unless `--insecure`.
+    pub fn open_listeners(&self) -> Vec<String> {
+        if self.auth.enabled {
+            return Vec::new();
+        }
+        let mut open = Vec::new();
+        let mut each = |key: &str, addr: SocketAddr| {
+            if !addr.ip().is_loopback() {
+                open.push(format!("{key} {addr}"));
+            }
+        };
+        each("grpc.addr", self.grpc.addr);
+        each("http.addr", self.http.addr);
+        if self.enable_web_admin {
+            each("web_admin_addr", self.web_admin_addr);
+        }
+        open
+    }
+
+    fn refuse_open_listeners(&self) -> Result<(), ConfigError> {
+        let open = self.open_listeners();
+        if open.is_empty() || self.insecure {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "{}: not a loopback address while [auth] enabled = false: anyone who reaches it could \
+             run programs on every node. Turn auth on ([auth] enabled = true or SMS_AUTH_ENABLED=true, \
+             with SMS_ADMIN_TOKEN set or a token made by `sms token create --role admin --name NAME`), \
+             or start with --insecure to accept the risk",
+            open.join(", ")
+        )))
     }
 
     /// The plugin runtime's view of this configuration.

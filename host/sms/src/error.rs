@@ -39,6 +39,12 @@ pub enum SmsError {
     /// The storage backend failed; nothing was changed.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// No valid token came with the request.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl SmsError {
@@ -67,6 +73,8 @@ impl SmsError {
             SmsError::TooLarge { .. } => "too_large",
             SmsError::Timeout(_) => "timeout",
             SmsError::Storage(_) => "unavailable",
+            SmsError::Unauthenticated(_) => "unauthenticated",
+            SmsError::Forbidden(_) => "permission_denied",
         }
     }
 
@@ -79,6 +87,8 @@ impl SmsError {
             SmsError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SmsError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             SmsError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SmsError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            SmsError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -92,6 +102,8 @@ impl SmsError {
             SmsError::TooLarge { .. } => tonic::Status::resource_exhausted(message),
             SmsError::Timeout(_) => tonic::Status::deadline_exceeded(message),
             SmsError::Storage(_) => tonic::Status::unavailable(message),
+            SmsError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
+            SmsError::Forbidden(_) => tonic::Status::permission_denied(message),
         }
     }
 

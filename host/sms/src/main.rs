@@ -15,6 +15,13 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(command) = cli.command.clone() {
+        if let Err(e) = spear_sms::auth::offline::run(config, command).await {
+            eprintln!("sms: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let level = logging::init(&config.log.level, config.log.format == "json", "SMS_LOG")
         .unwrap_or_else(logging::fixed_level);
     let in_force = config.clone();

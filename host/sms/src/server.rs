@@ -59,6 +59,23 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     let sms = Sms::open(&config, plugins).await.context("state")?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let open = config.open_listeners();
+    if !open.is_empty() {
+        // Only with --insecure (the config refuses it otherwise): say so until it is fixed.
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => tracing::warn!(
+                        listeners = %open.join(", "),
+                        "--insecure: auth is off on non-loopback listeners; anyone who reaches them can run programs on every node"
+                    ),
+                    _ = stopped(rx.clone()) => return,
+                }
+            }
+        }));
+    }
 
     let http = tokio::net::TcpListener::bind(config.http.addr)
         .await
@@ -120,6 +137,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(config.grpc.max_concurrent_streams))
         .concurrency_limit_per_connection(config.grpc.max_concurrent_streams as usize)
+        .layer(crate::auth::grpc::AuthLayer(sms.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(v1::node_service_server::NodeServiceServer::new(

@@ -18,6 +18,8 @@ use crate::model::{ExecState, Execution, Node, Task, now_ms};
 /// The control plane.
 pub struct Sms {
     pub(crate) db: Db,
+    /// Tokens and the checks in force.
+    pub(crate) auth: crate::auth::Auth,
     pub(crate) events: EventLog,
     pub(crate) plugins: Arc<PluginHost>,
     pub(crate) nodes: RwLock<crate::table::NodeTable>,
@@ -87,33 +89,7 @@ impl Sms {
     /// Open the storage backend the config names (a plugin from the plugin directory) and load the
     /// stored state.
     pub async fn open(config: &SmsConfig, plugins: Arc<PluginHost>) -> Result<Arc<Self>> {
-        let name = &config.database.db_type;
-        let plugin = plugins
-            .plugin(PluginKind::StorageBackend, name)
-            .ok_or_else(|| {
-                SmsError::invalid(
-                    "database.db_type",
-                    format!(
-                        "no storage-backend plugin named `{name}` in {} (built-in: redb, memory)",
-                        plugins.config().dir.display()
-                    ),
-                )
-            })?;
-        let mut backend = plugin
-            .storage()
-            .map_err(|e| SmsError::Storage(e.to_string()))?;
-        let open_config = serde_json::json!({ "path": config.database.path }).to_string();
-        let open_config = if name == "redb" {
-            open_config
-        } else {
-            "{}".into()
-        };
-        let backend =
-            tokio::task::spawn_blocking(move || backend.open(&open_config).map(|()| backend))
-                .await
-                .map_err(|e| SmsError::Storage(e.to_string()))?
-                .map_err(|e| SmsError::Storage(e.to_string()))?;
-        let backend: Arc<dyn StorageBackend> = Arc::new(backend);
+        let backend = open_backend(config, &plugins).await?;
         Self::with_backend(config, plugins, backend).await
     }
 
@@ -125,6 +101,11 @@ impl Sms {
     ) -> Result<Arc<Self>> {
         let db = Db::new(backend);
         let events = EventLog::open(db.clone()).await?;
+        let bootstrap = crate::auth::tokens::bootstrap(&config.auth, |k| std::env::var(k).ok())?;
+        let auth = crate::auth::Auth {
+            config: config.auth.clone(),
+            tokens: crate::auth::Tokens::open(db.clone(), bootstrap).await?,
+        };
         let now = now_ms();
         let nodes: crate::table::NodeTable = db
             .load_all::<Node>("node/")
@@ -163,6 +144,7 @@ impl Sms {
         let sms = Arc::new(Self {
             db,
             events,
+            auth,
             plugins,
             nodes: RwLock::new(nodes),
             tasks: RwLock::new(tasks),
@@ -217,4 +199,37 @@ impl Sms {
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins
     }
+}
+
+/// Open the storage backend plugin `config` names (`[database]`).
+pub async fn open_backend(
+    config: &SmsConfig,
+    plugins: &PluginHost,
+) -> Result<Arc<dyn StorageBackend>> {
+    let name = &config.database.db_type;
+    let plugin = plugins
+        .plugin(PluginKind::StorageBackend, name)
+        .ok_or_else(|| {
+            SmsError::invalid(
+                "database.db_type",
+                format!(
+                    "no storage-backend plugin named `{name}` in {} (built-in: redb, memory)",
+                    plugins.config().dir.display()
+                ),
+            )
+        })?;
+    let mut backend = plugin
+        .storage()
+        .map_err(|e| SmsError::Storage(e.to_string()))?;
+    let open_config = serde_json::json!({ "path": config.database.path }).to_string();
+    let open_config = if name == "redb" {
+        open_config
+    } else {
+        "{}".into()
+    };
+    let backend = tokio::task::spawn_blocking(move || backend.open(&open_config).map(|()| backend))
+        .await
+        .map_err(|e| SmsError::Storage(e.to_string()))?
+        .map_err(|e| SmsError::Storage(e.to_string()))?;
+    Ok(Arc::new(backend))
 }

@@ -99,7 +99,8 @@ impl Agent {
             _ => uuid::Uuid::new_v4().to_string(),
         };
         store.put("node/uuid", &node).await?;
-        let sms = SmsLink::new(&config.sms_endpoint(), config.connect_timeout())?;
+        let token = config.sms_token()?;
+        let sms = SmsLink::new(&config.sms_endpoint(), config.connect_timeout(), token)?;
         let session = Arc::new(RwLock::new(String::new()));
         let reporter = Reporter::new(
             store.clone(),

@@ -282,8 +282,12 @@ impl Artifacts {
                 addr: Some(addr),
                 id,
             } => {
-                self.download_http(&format!("http://{addr}/api/v1/files/{id}"))
-                    .await?
+                // Only SMS is sent the token, never a web server.
+                self.download_http(
+                    &format!("http://{addr}/api/v1/files/{id}"),
+                    self.sms.authorization(),
+                )
+                .await?
             }
             Source::File(path) => {
                 let meta = tokio::fs::metadata(path)
@@ -296,7 +300,7 @@ impl Artifacts {
                     .await
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             }
-            Source::Web(url) => self.download_http(url).await?,
+            Source::Web(url) => self.download_http(url, None).await?,
         })
     }
 
@@ -382,10 +386,17 @@ impl Artifacts {
         Ok(file.content)
     }
 
-    async fn download_http(&self, url: &str) -> std::result::Result<Vec<u8>, String> {
-        let mut response = self
-            .http
-            .get(url)
+    /// `GET url`, with `authorization` as that header when given.
+    async fn download_http(
+        &self,
+        url: &str,
+        authorization: Option<String>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let mut request = self.http.get(url);
+        if let Some(a) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let mut response = request
             .send()
             .await
             .map_err(|e| format!("cannot fetch: {e}"))?;

@@ -165,6 +165,12 @@ pub struct Spearlet {
     /// Node UUID to use (empty: the one persisted in the state store, else a new one).
     #[serde(default)]
     pub node_uuid: String,
+    /// The token sent to SMS (a `node` token; `SPEARLET_SMS_TOKEN`), when SMS checks tokens.
+    #[serde(default)]
+    pub sms_token: Secret,
+    /// A file holding the token sent to SMS (instead of `sms_token`).
+    #[serde(default)]
+    pub sms_token_file: Option<PathBuf>,
     /// Seconds between heartbeats.
     pub heartbeat_interval: u64,
     /// Seconds between sweeps of finished execution records.
@@ -196,6 +202,21 @@ pub struct Spearlet {
     pub limits: Limits,
     /// Artifact sources.
     pub artifacts: ArtifactRules,
+}
+
+/// A secret string (a token): read like any other key, never printed by `Debug`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<secret>"
+        })
+    }
 }
 
 /// `[executors]`: which executor plugins to use, and their configurations.
@@ -288,6 +309,7 @@ const ENV: &[(&str, &str)] = &[
     ("SPEARLET_SMS_GRPC_ADDR", "spearlet.sms_grpc_addr"),
     ("SPEARLET_SMS_HTTP_ADDR", "spearlet.sms_http_addr"),
     ("SPEARLET_AUTO_REGISTER", "spearlet.auto_register"),
+    ("SPEARLET_SMS_TOKEN", "spearlet.sms_token"),
     ("SPEARLET_NODE_UUID", "spearlet.node_uuid"),
     ("SPEARLET_HEARTBEAT_INTERVAL", "spearlet.heartbeat_interval"),
     ("SPEARLET_CLEANUP_INTERVAL", "spearlet.cleanup_interval"),
@@ -437,6 +459,9 @@ impl SpearletConfig {
         if s.heartbeat_interval == 0 {
             errors.push("spearlet.heartbeat_interval: must be at least 1 second".into());
         }
+        if let Err(e) = self.sms_token() {
+            errors.push(e.0);
+        }
         if s.sms_connect_timeout_ms == 0 || s.sms_connect_retry_ms == 0 {
             errors.push(
                 "spearlet.sms_connect_timeout_ms / sms_connect_retry_ms: must be at least 1".into(),
@@ -535,6 +560,35 @@ impl SpearletConfig {
             .get(name)
             .and_then(|t| serde_json::to_string(t).ok())
             .unwrap_or_else(|| "{}".into())
+    }
+
+    /// The token to send to SMS: `spearlet.sms_token`, else the content of
+    /// `spearlet.sms_token_file` (trimmed); None when neither is set.
+    pub fn sms_token(&self) -> Result<Option<String>, ConfigError> {
+        let s = &self.spearlet;
+        match (&s.sms_token.0, &s.sms_token_file) {
+            (t, Some(_)) if !t.is_empty() => Err(ConfigError(
+                "spearlet.sms_token and spearlet.sms_token_file: set one of them".into(),
+            )),
+            (t, None) if t.is_empty() => Ok(None),
+            (t, None) => Ok(Some(t.clone())),
+            (_, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!(
+                        "spearlet.sms_token_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(ConfigError(format!(
+                        "spearlet.sms_token_file: {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Some(token.to_owned()))
+            }
+        }
     }
 
     /// The SMS gRPC endpoint as a URI.

@@ -7,6 +7,8 @@ use spear_proto::v1;
 use spear_proto::v1::execution_service_client::ExecutionServiceClient;
 use spear_proto::v1::file_service_client::FileServiceClient;
 use spear_proto::v1::node_service_client::NodeServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
@@ -14,12 +16,30 @@ use crate::error::{Error, Result};
 /// Largest message accepted from SMS (file downloads carry whole artifacts).
 const MAX_MESSAGE: usize = 1 << 30;
 
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// The channel to SMS with the token added.
+pub type Link = InterceptedService<Channel, Bearer>;
+
 /// A cloneable handle on SMS.
 #[derive(Debug, Clone)]
 pub struct SmsLink {
     addr: String,
     channel: Channel,
     endpoint: Endpoint,
+    bearer: Bearer,
+    token: Option<String>,
 }
 
 /// Backoff between attempts: `first`, doubling, at most 30 s.
@@ -30,8 +50,21 @@ pub fn backoff(first: Duration, attempt: u32) -> Duration {
 }
 
 impl SmsLink {
-    /// A lazily connected link to `endpoint` (`http://host:port`).
-    pub fn new(endpoint: &str, connect_timeout: Duration) -> Result<Self> {
+    /// A lazily connected link to `endpoint` (`http://host:port`) that sends `token` with every
+    /// call.
+    pub fn new(endpoint: &str, connect_timeout: Duration, token: Option<String>) -> Result<Self> {
+        let bearer = match &token {
+            Some(t) => {
+                let mut v: MetadataValue<Ascii> =
+                    format!("Bearer {t}").parse().map_err(|_| Error::Sms {
+                        addr: endpoint.to_owned(),
+                        message: "the SMS token holds characters a header cannot".into(),
+                    })?;
+                v.set_sensitive(true);
+                Bearer(Some(v))
+            }
+            None => Bearer(None),
+        };
         let e = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| Error::Sms {
                 addr: endpoint.to_owned(),
@@ -46,7 +79,14 @@ impl SmsLink {
             addr: endpoint.to_owned(),
             channel: e.connect_lazy(),
             endpoint: e,
+            bearer,
+            token,
         })
+    }
+
+    /// The `Authorization` header value for SMS's HTTP API, when there is a token.
+    pub fn authorization(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
     /// The address, for messages.
@@ -86,20 +126,21 @@ impl SmsLink {
     }
 
     /// The node service.
-    pub fn nodes(&self) -> NodeServiceClient<Channel> {
-        NodeServiceClient::new(self.channel.clone())
+    pub fn nodes(&self) -> NodeServiceClient<Link> {
+        NodeServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// The execution service.
-    pub fn executions(&self) -> ExecutionServiceClient<Channel> {
-        ExecutionServiceClient::new(self.channel.clone())
+    pub fn executions(&self) -> ExecutionServiceClient<Link> {
+        ExecutionServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The file service.
-    pub fn files(&self) -> FileServiceClient<Channel> {
-        FileServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    pub fn files(&self) -> FileServiceClient<Link> {
+        FileServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -162,7 +203,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let link = SmsLink::new(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+        let link =
+            SmsLink::new(&format!("http://{addr}"), Duration::from_millis(200), None).unwrap();
         let err = link
             .wait_connected(Duration::from_millis(50), Duration::from_millis(300))
             .await

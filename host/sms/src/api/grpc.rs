@@ -10,6 +10,7 @@ use spear_plugin_runtime::Trigger;
 use spear_proto::v1;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Principal, as_node};
 use crate::error::SmsError;
 use crate::model::{self, Executable, Resources};
 use crate::nodes::{Heartbeat, RegisterNode, UpdateNode};
@@ -126,14 +127,20 @@ pub(super) fn required(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The caller, as the auth layer found it (None: auth off).
+pub(crate) fn principal<T>(r: &Request<T>) -> Option<Principal> {
+    r.extensions().get::<Principal>().cloned()
+}
+
 #[tonic::async_trait]
 impl v1::node_service_server::NodeService for Grpc {
     async fn register_node(
         &self,
         r: Request<v1::RegisterNodeRequest>,
     ) -> Result<Response<v1::Node>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
-        let req = RegisterNode {
+        let mut req = RegisterNode {
             uuid: Some(r.uuid).filter(|u| !u.is_empty()),
             ip_address: r.ip_address,
             port: i64::from(r.port),
@@ -143,6 +150,10 @@ impl v1::node_service_server::NodeService for Grpc {
             executors: r.executors,
             slots: Some(r.slots).filter(|s| *s > 0),
         };
+        self.0
+            .auth
+            .node_registers(who.as_ref(), &mut req.uuid)
+            .await?;
         Ok(Response::new(wire_node(self.0.register_node(req).await?)))
     }
 
@@ -150,7 +161,9 @@ impl v1::node_service_server::NodeService for Grpc {
         &self,
         r: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.uuid)?;
         required("uuid", &r.uuid)?;
         let hb = Heartbeat {
             health_info: map(r.health_info),
@@ -168,7 +181,9 @@ impl v1::node_service_server::NodeService for Grpc {
         &self,
         r: Request<v1::UpdateNodeRequest>,
     ) -> Result<Response<v1::Node>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.uuid)?;
         required("uuid", &r.uuid)?;
         let req = UpdateNode {
             status: Some(r.status).filter(|s| !s.is_empty()),
@@ -184,7 +199,9 @@ impl v1::node_service_server::NodeService for Grpc {
         &self,
         r: Request<v1::NodeRef>,
     ) -> Result<Response<v1::DeleteNodeResponse>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.uuid)?;
         required("uuid", &r.uuid)?;
         self.0
             .delete_node(&r.uuid, "deleted through the API")

@@ -7,7 +7,10 @@ use futures::{Stream, StreamExt};
 use spear_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::grpc::{Grpc, required, result, submit_from_wire, unset_if_empty, wire_execution};
+use super::grpc::{
+    Grpc, principal, required, result, submit_from_wire, unset_if_empty, wire_execution,
+};
+use crate::auth::as_node;
 
 /// Response metadata of the assignment stream naming this SMS's session.
 pub const SESSION_HEADER: &str = "spear-session";
@@ -71,7 +74,9 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::AssignmentsRequest>,
     ) -> Result<Response<AssignmentStream>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.node_uuid)?;
         required("node_uuid", &r.node_uuid)?;
         let rx = self.0.connect_node(&r.node_uuid).await?;
         let session = self.0.session.clone();
@@ -95,7 +100,9 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::ReportResultRequest>,
     ) -> Result<Response<v1::Ack>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.node_uuid)?;
         required("execution_id", &r.execution_id)?;
         required("node_uuid", &r.node_uuid)?;
         self.0
@@ -115,7 +122,9 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::ReportStateRequest>,
     ) -> Result<Response<v1::Ack>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.node_uuid)?;
         required("execution_id", &r.execution_id)?;
         self.0
             .report_state(&r.session, &r.node_uuid, &r.execution_id, &r.state)
@@ -127,7 +136,9 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::ReportBatchRequest>,
     ) -> Result<Response<v1::ReportBatchResponse>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
+        as_node(who.as_ref(), &r.node_uuid)?;
         required("node_uuid", &r.node_uuid)?;
         let results = r
             .results

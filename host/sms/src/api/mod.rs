@@ -9,3 +9,4 @@ pub mod grpc_exec;
 pub mod openapi;
 pub mod rest;
 pub mod stream;
+pub mod tokens;

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,6 +16,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::api::body::{ApiBytes, ApiJson, ApiPath, ApiQuery};
 use crate::api::openapi::EdgeResponses;
+use crate::api::tokens;
+use crate::auth::{Principal, as_node};
 use crate::error::SmsError;
 use crate::executions::Submit;
 use crate::health::HealthReport;
@@ -53,7 +55,14 @@ impl IntoResponse for SmsError {
                 field: self.field().map(str::to_owned),
             },
         };
-        (self.http_status(), Json(body)).into_response()
+        let mut response = (self.http_status(), Json(body)).into_response();
+        if matches!(self, SmsError::Unauthenticated(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -107,8 +116,12 @@ pub struct FileList {
     responses((status = 201, body = Node), (status = 400, body = ErrorBody)), tag = "nodes")]
 async fn register_node(
     State(sms): State<AppState>,
-    ApiJson(req): ApiJson<RegisterNode>,
+    principal: Option<Extension<Principal>>,
+    ApiJson(mut req): ApiJson<RegisterNode>,
 ) -> Result<Response, SmsError> {
+    sms.auth
+        .node_registers(principal.as_deref(), &mut req.uuid)
+        .await?;
     sms.register_node(req).await.map(created)
 }
 
@@ -138,9 +151,11 @@ async fn get_node(
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn update_node(
     State(sms): State<AppState>,
+    principal: Option<Extension<Principal>>,
     ApiPath(uuid): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateNode>,
 ) -> Result<Json<Node>, SmsError> {
+    as_node(principal.as_deref(), &uuid)?;
     sms.update_node(&uuid, req).await.map(Json)
 }
 
@@ -149,8 +164,10 @@ async fn update_node(
     responses((status = 204), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn delete_node(
     State(sms): State<AppState>,
+    principal: Option<Extension<Principal>>,
     ApiPath(uuid): ApiPath<String>,
 ) -> Result<StatusCode, SmsError> {
+    as_node(principal.as_deref(), &uuid)?;
     sms.delete_node(&uuid, "deleted through the API").await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -160,9 +177,11 @@ async fn delete_node(
     responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
 async fn heartbeat(
     State(sms): State<AppState>,
+    principal: Option<Extension<Principal>>,
     ApiPath(uuid): ApiPath<String>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<Node>, SmsError> {
+    as_node(principal.as_deref(), &uuid)?;
     sms.heartbeat(&uuid, hb).await.map(Json)
 }
 
@@ -432,10 +451,14 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         plugin_history,
         crate::api::stream::events,
         crate::api::stream::watch_execution,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token,
+        tokens::whoami,
         healthz
     ),
     modifiers(&EdgeResponses),
-    components(schemas(crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
+    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
 )]
 pub struct ApiDoc;
 
@@ -480,12 +503,23 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
             "/api/v1/executions/{execution_id}/watch",
             get(crate::api::stream::watch_execution),
         )
+        .route(
+            "/api/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/api/v1/tokens/{token_id}", delete(tokens::revoke_token))
+        .route("/api/v1/whoami", get(tokens::whoami))
         .fallback(|| async { SmsError::not_found("route", "this path").into_response() })
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 crate::api::body::check_length(lengths, req, next)
             },
+        ))
+        // Outermost: a request is authorized before its body is read.
+        .layer(axum::middleware::from_fn_with_state(
+            sms.clone(),
+            crate::auth::http::layer,
         ))
         .with_state(sms);
     // Swagger UI serves the document itself; without it, a plain route does.

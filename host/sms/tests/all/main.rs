@@ -1,6 +1,8 @@
 //! Integration tests of `sms`: the real binaries on 127.0.0.1, one module per subject. One test
 //! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
 
+mod auth;
+mod auth_nodes;
 mod common;
 mod config_reload;
 mod durability;

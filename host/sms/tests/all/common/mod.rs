@@ -81,6 +81,13 @@ impl Sandbox {
         self.spawn(cmd, args)
     }
 
+    /// Start `sms` here with more environment variables.
+    pub fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Sms {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sms"));
+        cmd.env("SMS_LOG", "warn").envs(env.iter().copied());
+        self.spawn(cmd, args)
+    }
+
     /// Start `sms` with its log level from the config file (no `SMS_LOG`), standard error to
     /// `stderr.log` in the sandbox.
     pub fn start_logging(&self, args: &[&str]) -> Sms {

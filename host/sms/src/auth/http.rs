@@ -1,0 +1,87 @@
+//! The REST side: a middleware that finds the route's [`Need`](super::Need), checks the bearer
+//! token against it and hands the [`Principal`] to the handler (a request extension).
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{Principal, rules};
+use crate::error::SmsError;
+use crate::model::now_ms;
+use crate::service::Sms;
+
+/// The bearer token of `headers`: None when there is no `Authorization` header; an error when
+/// there is one that is not a bearer token.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, SmsError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(token.trim()))
+}
+
+fn malformed() -> SmsError {
+    SmsError::Unauthenticated("the Authorization header is not `Bearer <token>`".into())
+}
+
+/// Who `headers` say the caller is (None: no token), checked against `need`.
+pub fn authorize(
+    sms: &Sms,
+    need: super::Need,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, SmsError> {
+    let principal = match bearer(headers)? {
+        Some(token) => Some(sms.auth.tokens.verify(token, now_ms())?),
+        None => None,
+    };
+    sms.auth.check(need, principal.as_ref())?;
+    Ok(principal)
+}
+
+/// Check the request's token against its route's rule (see [`rules::rest`]).
+pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) -> Response {
+    if !sms.auth.config.enabled {
+        return next.run(req).await;
+    }
+    let need = match req.extensions().get::<MatchedPath>() {
+        Some(path) => match rules::rest(req.method().as_str(), path.as_str()) {
+            Some(need) => need,
+            None => {
+                tracing::error!(method = %req.method(), route = path.as_str(), "a route without an access rule");
+                return SmsError::Forbidden(format!(
+                    "{} {} has no access rule; refused to everyone",
+                    req.method(),
+                    path.as_str()
+                ))
+                .into_response();
+            }
+        },
+        // No such route: still only for someone with a token (no probing for routes).
+        None => super::Need::Read,
+    };
+    let principal = match authorize(&sms, need, req.headers()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some(principal) = principal else {
+        return next.run(req).await;
+    };
+    req.extensions_mut().insert(principal.clone());
+    let response = next.run(req).await;
+    // A stream (no length) ends when its token stops working.
+    if response.headers().contains_key(header::CONTENT_LENGTH) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(super::stream::Revocable::new(body, &principal, None)),
+    )
+}

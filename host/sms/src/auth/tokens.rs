@@ -1,0 +1,393 @@
+//! Issued tokens: `spear.<id>.<secret>`, 64 random bits of id and 256 of secret. Only the
+//! secret's sha256 is stored (`token/<id>`); the token itself is shown once, when it is made.
+//! Revoking one ends it at once, streams opened with it included ([`Principal::revoked`]).
+//!
+//! Changes (create, revoke, binding a node token to its node) are serialized by one lock and
+//! written before they take effect, so a token works only once it is durable and stops working
+//! before its revocation is acknowledged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::{ADMIN_TOKEN_VARS, AuthConfig, MIN_BOOTSTRAP_LEN, Role};
+use crate::db::Db;
+use crate::error::{Result, SmsError};
+use crate::model::now_ms;
+
+/// Most tokens SMS keeps (revoke unused ones to make room).
+pub const MAX_TOKENS: usize = 10_000;
+/// Longest token name.
+pub const MAX_NAME: usize = 64;
+/// Longest lifetime a token may be given: ten years, in seconds.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 86_400;
+
+/// A stored token: everything but the secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TokenInfo {
+    /// The public part of the token (`spear.<id>.…`), its key.
+    pub id: String,
+    /// A unique name for people (`ci-deployer`, `node-7`).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// For a node token: the node uuid it acts as (bound at its first registration when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// When it was made (ms since the epoch).
+    pub created_at_ms: i64,
+    /// When it stops working (ms since the epoch); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// Who made it (a token name, or `sms token` for the offline command).
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    info: TokenInfo,
+    /// Hex sha256 of the secret.
+    sha256: String,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's id (`bootstrap` for a bootstrap token).
+    pub id: String,
+    /// The token's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// The node a node token acts as.
+    pub node: Option<String>,
+    /// When the token stops working (ms since the epoch).
+    pub expires_at_ms: Option<i64>,
+    /// Turns true when the token is revoked (None: it cannot be, a bootstrap token).
+    pub revoked: Option<watch::Receiver<bool>>,
+}
+
+struct Issued {
+    stored: Stored,
+    revoked: Arc<watch::Sender<bool>>,
+}
+
+/// The tokens SMS accepts.
+pub struct Tokens {
+    db: Db,
+    issued: RwLock<HashMap<String, Issued>>,
+    /// (where it came from, sha256 of the token).
+    bootstrap: Vec<(String, [u8; 32])>,
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("bootstrap", &self.bootstrap.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Equal in time independent of where they differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_hex<const N: usize>() -> Result<String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SmsError::Storage(format!("no randomness for a token: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+fn invalid() -> SmsError {
+    SmsError::Unauthenticated("invalid token (unknown, revoked or mistyped)".into())
+}
+
+/// The bootstrap admin tokens of `config` and the environment `env`, each with where it came
+/// from; a short one is refused naming its source.
+pub fn bootstrap(
+    config: &AuthConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for var in ADMIN_TOKEN_VARS {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            out.push((var.to_owned(), v));
+        }
+    }
+    if let Some(path) = &config.admin_token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SmsError::invalid(
+                "auth.admin_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        out.push(("auth.admin_token_file".to_owned(), text.trim().to_owned()));
+    }
+    for (source, token) in &out {
+        if token.len() < MIN_BOOTSTRAP_LEN {
+            return Err(SmsError::invalid(
+                source.clone(),
+                format!("a bootstrap admin token must be at least {MIN_BOOTSTRAP_LEN} characters"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+impl Tokens {
+    /// Load the issued tokens from `db`; `bootstrap` are (source, token) pairs also accepted as
+    /// admin.
+    pub async fn open(db: Db, bootstrap: Vec<(String, String)>) -> Result<Self> {
+        let mut issued = HashMap::new();
+        for stored in db.load_all::<Stored>("token/").await? {
+            let (revoked, _) = watch::channel(false);
+            issued.insert(
+                stored.info.id.clone(),
+                Issued {
+                    stored,
+                    revoked: Arc::new(revoked),
+                },
+            );
+        }
+        Ok(Self {
+            db,
+            issued: RwLock::new(issued),
+            bootstrap: bootstrap
+                .into_iter()
+                .map(|(source, token)| (source, sha256(token.as_bytes())))
+                .collect(),
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Issued>> {
+        self.issued.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Issued>> {
+        self.issued.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who `token` is, at `now` (ms since the epoch).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Principal> {
+        if let Some((id, secret)) = token
+            .strip_prefix("spear.")
+            .and_then(|rest| rest.split_once('.'))
+        {
+            let issued = self.read();
+            let entry = issued.get(id).ok_or_else(invalid)?;
+            let mut want = [0u8; 32];
+            hex::decode_to_slice(&entry.stored.sha256, &mut want).map_err(|_| invalid())?;
+            if !same(&sha256(secret.as_bytes()), &want) {
+                return Err(invalid());
+            }
+            let info = &entry.stored.info;
+            if info.expires_at_ms.is_some_and(|at| at <= now) {
+                return Err(SmsError::Unauthenticated(format!(
+                    "token `{}` has expired",
+                    info.name
+                )));
+            }
+            return Ok(Principal {
+                id: info.id.clone(),
+                name: info.name.clone(),
+                role: info.role,
+                node: info.node.clone(),
+                expires_at_ms: info.expires_at_ms,
+                revoked: Some(entry.revoked.subscribe()),
+            });
+        }
+        let hash = sha256(token.as_bytes());
+        match self.bootstrap.iter().find(|(_, h)| same(h, &hash)) {
+            Some((source, _)) => Ok(Principal {
+                id: "bootstrap".into(),
+                name: source.clone(),
+                role: Role::Admin,
+                node: None,
+                expires_at_ms: None,
+                revoked: None,
+            }),
+            None => Err(invalid()),
+        }
+    }
+
+    /// Make a token; returns it whole (the only time it is seen) with its record.
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+        node: Option<String>,
+        ttl_secs: Option<u64>,
+        by: &str,
+    ) -> Result<(TokenInfo, String)> {
+        check_name(name)?;
+        if node.is_some() && role != Role::Node {
+            return Err(SmsError::invalid(
+                "node",
+                "only a node token is bound to a node",
+            ));
+        }
+        if let Some(n) = &node {
+            uuid::Uuid::parse_str(n)
+                .map_err(|e| SmsError::invalid("node", format!("`{n}` is not a node uuid: {e}")))?;
+        }
+        let now = now_ms();
+        let expires_at_ms = match ttl_secs {
+            None => None,
+            Some(0) => return Err(SmsError::invalid("ttl_secs", "must be at least 1")),
+            Some(t) if t > MAX_TTL_SECS => {
+                return Err(SmsError::invalid(
+                    "ttl_secs",
+                    format!("at most {MAX_TTL_SECS} (ten years)"),
+                ));
+            }
+            Some(t) => Some(now + (t as i64) * 1000),
+        };
+        let _change = self.changes.lock().await;
+        {
+            let issued = self.read();
+            if issued.len() >= MAX_TOKENS {
+                return Err(SmsError::Conflict(format!(
+                    "{MAX_TOKENS} tokens exist; revoke unused ones first"
+                )));
+            }
+            if issued.values().any(|i| i.stored.info.name == name) {
+                return Err(SmsError::Conflict(format!("a token named `{name}` exists")));
+            }
+        }
+        let (id, secret) = (random_hex::<8>()?, random_hex::<32>()?);
+        let stored = Stored {
+            info: TokenInfo {
+                id: id.clone(),
+                name: name.to_owned(),
+                role,
+                node,
+                created_at_ms: now,
+                expires_at_ms,
+                created_by: by.to_owned(),
+            },
+            sha256: hex::encode(sha256(secret.as_bytes())),
+        };
+        self.db.put(format!("token/{id}"), &stored).await?;
+        let info = stored.info.clone();
+        let (revoked, _) = watch::channel(false);
+        self.write().insert(
+            id.clone(),
+            Issued {
+                stored,
+                revoked: Arc::new(revoked),
+            },
+        );
+        Ok((info, format!("spear.{id}.{secret}")))
+    }
+
+    /// Revoke the token with this id or name; it stops working at once, open streams included.
+    pub async fn revoke(&self, id_or_name: &str) -> Result<TokenInfo> {
+        let _change = self.changes.lock().await;
+        let id = self
+            .find(id_or_name)
+            .ok_or_else(|| SmsError::not_found("token", id_or_name))?;
+        self.db.delete(format!("token/{id}")).await?;
+        let gone = self.write().remove(&id);
+        let gone = gone.ok_or_else(|| SmsError::not_found("token", id_or_name))?;
+        gone.revoked.send_replace(true);
+        Ok(gone.stored.info)
+    }
+
+    fn find(&self, id_or_name: &str) -> Option<String> {
+        let issued = self.read();
+        if issued.contains_key(id_or_name) {
+            return Some(id_or_name.to_owned());
+        }
+        issued
+            .values()
+            .find(|i| i.stored.info.name == id_or_name)
+            .map(|i| i.stored.info.id.clone())
+    }
+
+    /// Every issued token, by name.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let mut all: Vec<TokenInfo> = self
+            .read()
+            .values()
+            .map(|i| i.stored.info.clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// A node token bound to no node yet is bound to `uuid` (its first registration); one bound
+    /// to another node is refused. Other principals pass.
+    pub async fn bind_node(&self, principal: &Principal, uuid: &str) -> Result<()> {
+        if principal.role != Role::Node || principal.node.is_some() {
+            return super::as_node(Some(principal), uuid);
+        }
+        let _change = self.changes.lock().await;
+        // Read again under the lock: a concurrent registration may have bound it meanwhile.
+        let current = self.read().get(&principal.id).map(|i| i.stored.clone());
+        let Some(mut stored) = current else {
+            return Err(invalid());
+        };
+        let taken = self
+            .read()
+            .values()
+            .find(|i| {
+                i.stored.info.id != principal.id && i.stored.info.node.as_deref() == Some(uuid)
+            })
+            .map(|i| i.stored.info.name.clone());
+        if let Some(other) = taken {
+            return Err(SmsError::Forbidden(format!(
+                "node `{uuid}` belongs to token `{other}`"
+            )));
+        }
+        match &stored.info.node {
+            Some(own) if own == uuid => return Ok(()),
+            Some(own) => {
+                return Err(SmsError::Forbidden(format!(
+                    "token `{}` belongs to node `{own}`, not `{uuid}`",
+                    principal.name
+                )));
+            }
+            None => {}
+        }
+        stored.info.node = Some(uuid.to_owned());
+        self.db
+            .put(format!("token/{}", stored.info.id), &stored)
+            .await?;
+        if let Some(entry) = self.write().get_mut(&principal.id) {
+            entry.stored = stored;
+        }
+        tracing::info!(token = %principal.name, node = %uuid, "node token bound to its node");
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(SmsError::invalid(
+            "name",
+            format!("1 to {MAX_NAME} characters"),
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(SmsError::invalid(
+            "name",
+            "letters, digits, `-`, `_` and `.` only",
+        ));
+    }
+    Ok(())
+}
