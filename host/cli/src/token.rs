@@ -29,8 +29,9 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id or name; it stops working at once, open streams included.
     Revoke {
-        /// The token's id or name (see `spear token list`).
-        token: String,
+        /// The token's id or name (see `spear token list`). (Not named `token`: that is the
+        /// global `--token`'s id.)
+        id: String,
     },
     /// Who SMS says the token you send is.
     Whoami,
@@ -73,16 +74,13 @@ pub async fn run(cmd: TokenCommand, client: &Client, output: Output) -> Result<i
                 Output::Text => output::out(&list_text(&v["tokens"])),
             }
         }
-        TokenCommand::Revoke { token } => {
+        TokenCommand::Revoke { id } => {
             client
-                .delete(
-                    &format!("/api/v1/tokens/{token}"),
-                    Some(Subject::token(&token)),
-                )
+                .delete(&format!("/api/v1/tokens/{id}"), Some(Subject::token(&id)))
                 .await?;
             match output {
-                Output::Json => output::json(&json!({ "revoked": token })),
-                Output::Text => output::out(&format!("revoked {token}\n")),
+                Output::Json => output::json(&json!({ "revoked": id })),
+                Output::Text => output::out(&format!("revoked {id}\n")),
             }
         }
         TokenCommand::Whoami => {

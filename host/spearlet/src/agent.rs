@@ -203,8 +203,15 @@ impl Agent {
         // SMS places no more than this (plus its prefetch) here at once.
         req.slots = self.config.spearlet.limits.max_concurrent;
         self.sms.nodes().register_node(req).await.map_err(|s| {
+            let hint = match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    " (SMS checks tokens: set spearlet.sms_token_file or SPEARLET_SMS_TOKEN to a \
+                     node token, made with `spear token create --role node --name NAME`)"
+                }
+                _ => "",
+            };
             self.sms
-                .error(format!("registration refused: {}", s.message()))
+                .error(format!("registration refused: {}{hint}", s.message()))
         })?;
         tracing::info!(node = %self.node, sms = %self.sms.addr(), "registered");
         Ok(())

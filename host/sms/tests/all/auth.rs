@@ -406,3 +406,40 @@ async fn every_grpc_method_answers_each_token_by_the_table() {
         None
     );
 }
+
+#[tokio::test]
+async fn the_web_admin_page_is_open_and_its_api_takes_sms_web_admin_token() {
+    let sb = Sandbox::new(
+        "enable_web_admin = true\nweb_admin_addr = \"127.0.0.1:0\"\n[auth]\nenabled = true\n",
+    );
+    let web = "web-admin-token-as-spear-names-it-0001";
+    let sms = sb.start_with_env(&[], &[("SMS_WEB_ADMIN_TOKEN", web)]);
+    let admin = sms.admin.expect("the web admin is served");
+    let c = reqwest::Client::new();
+    // The page itself holds no data; it asks for a token and sends it with every call.
+    let page = c.get(format!("http://{admin}/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Authorization: 'Bearer '"),
+        "the page sends the token"
+    );
+    let nodes = format!("http://{admin}/api/v1/nodes");
+    assert_eq!(
+        c.get(&nodes).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c.get(&nodes).bearer_auth(web).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let who: Value = c
+        .get(format!("http://{admin}/api/v1/whoami"))
+        .bearer_auth(web)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["name"], "SMS_WEB_ADMIN_TOKEN");
+    assert_eq!(who["role"], "admin");
+}

@@ -2,6 +2,7 @@
 //! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
 
 mod artifacts;
+mod auth;
 mod cluster;
 mod common;
 mod dispatch;

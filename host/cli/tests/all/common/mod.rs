@@ -11,7 +11,7 @@ use spear_tests::guest;
 use spear_tests::process::{field, first_line};
 
 /// A binary built beside `spear` (`cargo test --workspace` builds `sms` and `spearlet` there).
-fn sibling(name: &str) -> PathBuf {
+pub fn sibling(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_spear")).with_file_name(name);
     assert!(
         path.is_file(),
@@ -213,7 +213,7 @@ pub fn closed_port() -> String {
     l.local_addr().unwrap().to_string()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

@@ -117,9 +117,14 @@ impl Sandbox {
                 .parse()
                 .unwrap()
         };
+        let admin = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .map(|a| a.parse().unwrap());
         Sms {
             http: field("http"),
             grpc: field("grpc"),
+            admin,
             child,
         }
     }
@@ -129,6 +134,8 @@ impl Sandbox {
 pub struct Sms {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The web admin's address, when it is served.
+    pub admin: Option<SocketAddr>,
     pub child: Child,
 }
 

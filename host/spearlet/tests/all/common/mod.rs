@@ -80,12 +80,37 @@ impl Cluster {
 
     /// Start `sms` with `plugin_sections` (`[plugins]` keys after `dir`, then `[scheduler]`).
     pub fn sms_with(&self, grpc: &str, http: &str, plugin_sections: &str) -> Sms {
+        self.sms_full(grpc, http, plugin_sections, "", &[])
+    }
+
+    /// Start `sms` with auth on and `admin` as its bootstrap admin token (the handle sends it).
+    pub fn sms_secured(&self, admin: &str) -> Sms {
+        let mut sms = self.sms_full(
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            "[scheduler]\nstrategy = \"least-connections\"\n",
+            "[auth]\nenabled = true\n",
+            &[("SMS_ADMIN_TOKEN", admin)],
+        );
+        sms.token = Some(admin.to_owned());
+        sms
+    }
+
+    /// Start `sms`: `sections` are more tables of its config, `env` more environment.
+    fn sms_full(
+        &self,
+        grpc: &str,
+        http: &str,
+        plugin_sections: &str,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Sms {
         let config = self.write(
             "sms.toml",
             &format!(
                 "heartbeat_timeout = 2\n[http]\naddr = \"{http}\"\n[grpc]\naddr = \"{grpc}\"\n\
              [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
-             [files]\ndir = \"sms-data/files\"\nmax_upload_mb = 64\n\
+             [files]\ndir = \"sms-data/files\"\nmax_upload_mb = 64\n{sections}\
              [plugins]\ndir = \"plugins\"\n{plugin_sections}"
             ),
         );
@@ -94,6 +119,7 @@ impl Cluster {
             .arg("--config")
             .arg(config)
             .env("SMS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -101,6 +127,7 @@ impl Cluster {
         Sms {
             http: field(&line, "http"),
             grpc: field(&line, "grpc"),
+            token: None,
             child,
         }
     }
@@ -181,6 +208,8 @@ pub struct Sms {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub child: Child,
+    /// The token the helpers send (when SMS checks them).
+    pub token: Option<String>,
 }
 
 impl Sms {
@@ -194,8 +223,18 @@ impl Sms {
         format!("http://{}{path}", self.http)
     }
 
+    /// A request to SMS with the handle's token.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = reqwest::Client::new().request(method, self.url(path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Value {
-        reqwest::get(self.url(path))
+        self.request(reqwest::Method::GET, path)
+            .send()
             .await
             .unwrap()
             .json()
@@ -204,8 +243,8 @@ impl Sms {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(self.url(path))
+        let r = self
+            .request(reqwest::Method::POST, path)
             .json(&body)
             .send()
             .await
@@ -215,8 +254,7 @@ impl Sms {
 
     /// Put `bytes` in SMS's file store as `name`; returns the file's metadata (`uri`, `file_id`).
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Value {
-        reqwest::Client::new()
-            .post(self.url(&format!("/api/v1/files?name={name}")))
+        self.request(reqwest::Method::POST, &format!("/api/v1/files?name={name}"))
             .body(bytes)
             .send()
             .await
@@ -270,7 +308,9 @@ impl Sms {
     pub async fn node_status(&self, uuid: &str, status: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let r = reqwest::get(self.url(&format!("/api/v1/nodes/{uuid}")))
+            let r = self
+                .request(reqwest::Method::GET, &format!("/api/v1/nodes/{uuid}"))
+                .send()
                 .await
                 .unwrap();
             let code = r.status().as_u16();
