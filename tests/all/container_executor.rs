@@ -11,7 +11,7 @@ use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
 use spear_tests::guest;
 use spear_tests::podman::{
-    BUSYBOX, TEST_TASK, inspect_container, podman, remove_container, remove_image,
+    BUSYBOX, TEST_TASK, engine_json, inspect_container, podman, remove_container, remove_image,
 };
 
 /// The executor, configured for the test Podman with `extra` settings (JSON members).
@@ -184,12 +184,107 @@ fn an_image_is_loaded_from_a_tarball_artifact() {
     let r = x.wait(&h, 60_000).unwrap().expect("finished");
     assert_eq!(r.status, ExitStatus::Exited(0), "{r:?}");
     assert_eq!(r.stdout, b"from the tarball\n");
+    // It runs by the image's own id tag, not by the tag inside the tarball.
     let image = inspect_container(&h).unwrap()["Config"]["Image"].clone();
     assert!(
-        image.as_str().unwrap().contains("spear-busybox-tar"),
+        image
+            .as_str()
+            .unwrap()
+            .starts_with("localhost/spear-artifact:"),
         "{image}"
     );
     x.destroy(&h).unwrap();
+
+    // Another image takes the tarball's tag (as another task's tarball naming it would): this
+    // artifact still runs its own image, from the cache and after a fresh load alike.
+    let marker = sh("hijacker", "touch /hijacked");
+    let h = x.start(&marker).unwrap();
+    x.wait(&h, 60_000).unwrap().expect("finished");
+    let (status, v) = engine_json(
+        "POST",
+        &format!("/commit?container={h}&repo=spear-busybox-tar&tag=latest"),
+        "{}",
+    );
+    assert!((200..300).contains(&status), "commit: HTTP {status}: {v}");
+    x.destroy(&h).unwrap();
+    for x in [x, executor()] {
+        let s = ExecSpec {
+            execution_id: id("tarball-again"),
+            args: vec!["sh".into(), "-c".into(), "test ! -e /hijacked".into()],
+            ..s.clone()
+        };
+        remove_container(&format!("spear-{}", s.execution_id));
+        let h = x.start(&s).unwrap();
+        let r = x.wait(&h, 60_000).unwrap().expect("finished");
+        assert_eq!(
+            r.status,
+            ExitStatus::Exited(0),
+            "the hijacking image ran: {r:?}"
+        );
+        x.destroy(&h).unwrap();
+    }
+    remove_image("spear-busybox-tar:latest");
+}
+
+#[test]
+fn containers_get_no_capabilities_no_new_privileges_and_bounded_processes() {
+    let x = executor();
+    let s = sh(
+        "hardened",
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; touch /rootfs-writable && echo writable",
+    );
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 60_000).unwrap().expect("finished");
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("writable"),
+        "the root is writable by default: {out}"
+    );
+    let host = &inspect_container(&h).unwrap()["HostConfig"];
+    assert_eq!(host["PidsLimit"], 512);
+    assert_eq!(
+        host["Memory"],
+        512 * 1024 * 1024,
+        "the default memory limit"
+    );
+    x.destroy(&h).unwrap();
+
+    // Loosened and tightened by configuration: a capability back, a read-only root, 20 processes.
+    let x = executor_with(
+        r#", "cap_add": ["NET_BIND_SERVICE"], "read_only_rootfs": true, "pids_limit": 20"#,
+    );
+    let s = sh(
+        "hardened-config",
+        "grep CapEff /proc/self/status; touch /x 2>&1; \
+         for i in $(seq 40); do sleep 3 & done 2>&1; wait",
+    );
+    let h = x.start(&s).unwrap();
+    let r = x.wait(&h, 60_000).unwrap().expect("finished");
+    let out = String::from_utf8_lossy(&r.stdout).to_lowercase()
+        + &String::from_utf8_lossy(&r.stderr).to_lowercase();
+    assert!(
+        out.contains("capeff:\t0000000000000400"),
+        "NET_BIND_SERVICE only: {out}"
+    );
+    assert!(out.contains("read-only file system"), "{out}");
+    assert!(
+        out.contains("fork"),
+        "forks past the pids limit fail: {out}"
+    );
+    x.destroy(&h).unwrap();
+    for bad in [r#", "pids_limit": -1"#, r#", "cap_add": ["net admin"]"#] {
+        let engine = WasmEngine::new().unwrap();
+        let limits = Arc::new(Limits::new(LimitValues::default()));
+        let plugin = load_file(&guest("native", "container.so"), &engine, &limits).unwrap();
+        let mut e = plugin.executor().unwrap();
+        let err = e
+            .configure(&format!(r#"{{"socket": "{}"{bad}}}"#, podman().socket))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid configuration"), "{bad}: {err}");
+    }
 }
 
 #[test]

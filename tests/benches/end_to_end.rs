@@ -12,6 +12,10 @@
 //!   the workloads' `/bin/true` are counted apart, as "children"), from `/proc`, divided by the
 //!   executions.
 //!
+//! With `-- auth` (issue 10), the same workloads run on a cluster with SMS's auth off and on (every
+//! call with a bearer token: the client an operator's, each Spearlet its node's, all made with
+//! `sms token create`), alternately, twice each; the ratios on/off are printed.
+//!
 //! Run: `cargo build --release -p spear-sms -p spear-spearlet && cargo bench -p spear-tests
 //! --bench end_to_end` (`-- quick` for 1,000 and 100). Results are kept in `docs/benchmarks.md`.
 
@@ -81,10 +85,25 @@ struct Cluster {
     sms: Proc,
     nodes: Vec<Proc>,
     http: String,
+    /// The client's token, when SMS checks them.
+    token: Option<String>,
+}
+
+/// `sms token create` on the stopped SMS's state in `root`; the token.
+fn offline_token(root: &Path, role: &str, name: &str) -> String {
+    let out = Command::new(release_bin("sms"))
+        .current_dir(root)
+        .args(["--config", "sms.toml", "token", "create", "--role", role])
+        .args(["--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 impl Cluster {
-    fn start() -> Self {
+    /// `secure`: auth on, every call with a token.
+    fn start(secure: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let plugins = root.join("plugins");
@@ -105,6 +124,15 @@ impl Cluster {
              [scheduler]\nstrategy = \"least-connections\"\n",
         )
         .unwrap();
+        if secure {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("sms.toml"))
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"[auth]\nenabled = true\n").unwrap();
+        }
+        let token = |role: &str, name: &str| secure.then(|| offline_token(root, role, name));
+        let client_token = token("operator", "bench");
         let mut sms = Command::new(release_bin("sms"))
             .current_dir(root)
             .args(["--config", "sms.toml"])
@@ -117,6 +145,7 @@ impl Cluster {
         let nodes = ["a", "b"]
             .iter()
             .map(|name| {
+                let node_token = token("node", name);
                 std::fs::write(
                     root.join(format!("{name}.toml")),
                     format!(
@@ -129,14 +158,16 @@ impl Cluster {
                     ),
                 )
                 .unwrap();
-                let mut child = Command::new(release_bin("spearlet"))
-                    .current_dir(root)
+                let mut cmd = Command::new(release_bin("spearlet"));
+                cmd.current_dir(root)
                     .args(["--config", &format!("{name}.toml")])
                     .args(["--sms-addr", &grpc.to_string(), "--auto-register"])
                     .env("SPEARLET_LOG", "error")
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap();
+                    .stdout(Stdio::piped());
+                if let Some(t) = node_token {
+                    cmd.env("SPEARLET_SMS_TOKEN", t);
+                }
+                let mut child = cmd.spawn().unwrap();
                 first_line(&mut child);
                 Proc(child)
             })
@@ -146,7 +177,23 @@ impl Cluster {
             sms: Proc(sms),
             nodes,
             http: format!("http://{http}"),
+            token: client_token,
         }
+    }
+
+    /// A client that sends the cluster's token, if any.
+    fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 
     /// (own, children) CPU ms of SMS and of the Spearlets.
@@ -166,9 +213,11 @@ struct Ends {
 }
 
 impl Ends {
-    async fn open(http: &str) -> Self {
+    async fn open(client: &reqwest::Client, http: &str) -> Self {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let r = reqwest::get(format!("{http}/api/v1/events?follow=true"))
+        let r = client
+            .get(format!("{http}/api/v1/events?follow=true"))
+            .send()
             .await
             .unwrap();
         assert!(r.status().is_success());
@@ -236,11 +285,11 @@ struct Figures {
     detail: String,
 }
 
-async fn spear(total: usize, one_by_one: usize, ticks: f64) -> Figures {
-    let cluster = Cluster::start();
-    let client = reqwest::Client::new();
+async fn spear(total: usize, one_by_one: usize, ticks: f64, secure: bool) -> Figures {
+    let cluster = Cluster::start(secure);
+    let client = cluster.client();
     let http = cluster.http.clone();
-    let mut ends = Ends::open(&http).await;
+    let mut ends = Ends::open(&client, &http).await;
     // Both nodes registered and connected: a warm-up execution per slot.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..(2 * SLOTS) {
@@ -356,6 +405,7 @@ fn fork_exec(total: usize, one_by_one: usize, ticks: f64) -> Figures {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let auth = std::env::args().any(|a| a == "auth");
     let (total, one_by_one) = if quick { (1000, 100) } else { (5000, 300) };
     let ticks = clock_ticks();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -363,8 +413,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if auth {
+        return auth_on_off(&runtime, total, one_by_one, ticks);
+    }
     let bare = fork_exec(total, one_by_one, ticks);
-    let ours = runtime.block_on(spear(total, one_by_one, ticks));
+    let ours = runtime.block_on(spear(total, one_by_one, ticks, false));
     println!(
         "{total} x /bin/true, {IN_FLIGHT} submissions in flight, 2 Spearlets x {SLOTS} slots, SMS on redb; \
          one at a time: {one_by_one} runs"
@@ -384,5 +437,37 @@ fn main() {
         ours.per_sec / bare.per_sec,
         ours.p50_ms / bare.p50_ms,
         ours.cpu_ms / bare.cpu_ms
+    );
+}
+
+/// Auth off, on, off, on: each row, then the ratios of the means.
+fn auth_on_off(runtime: &tokio::runtime::Runtime, total: usize, one_by_one: usize, ticks: f64) {
+    println!(
+        "{total} x /bin/true, {IN_FLIGHT} submissions in flight, 2 Spearlets x {SLOTS} slots, SMS on redb; \
+         one at a time: {one_by_one} runs; auth off and on alternately"
+    );
+    println!("| auth | exec/s | one at a time p50 / p99 ms | CPU ms per execution | CPU detail |");
+    println!("|---|---:|---:|---:|---|");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for secure in [false, true, false, true] {
+        let f = runtime.block_on(spear(total, one_by_one, ticks, secure));
+        println!(
+            "| {} | {:.0} | {:.2} / {:.2} | {:.2} | {} |",
+            if secure { "on" } else { "off" },
+            f.per_sec,
+            f.p50_ms,
+            f.p99_ms,
+            f.cpu_ms,
+            f.detail
+        );
+        if secure { on.push(f) } else { off.push(f) }
+    }
+    let mean =
+        |v: &[Figures], f: fn(&Figures) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    println!(
+        "auth on / off: {:.3}x the exec/s, {:.3}x the p50, {:.3}x the CPU per execution",
+        mean(&on, |f| f.per_sec) / mean(&off, |f| f.per_sec),
+        mean(&on, |f| f.p50_ms) / mean(&off, |f| f.p50_ms),
+        mean(&on, |f| f.cpu_ms) / mean(&off, |f| f.cpu_ms)
     );
 }

@@ -65,15 +65,22 @@ fn setup() -> Result<Podman, String> {
 /// A request to the engine's API (HTTP/1.0 over its unix socket): the status code and the body
 /// parsed as JSON (`Null` when it is empty or not JSON).
 pub fn engine(method: &str, path: &str) -> (u16, serde_json::Value) {
-    engine_at(&podman().socket, method, path)
+    engine_at(&podman().socket, method, path, "")
 }
 
-fn engine_at(socket: &str, method: &str, path: &str) -> (u16, serde_json::Value) {
+/// [`engine`] with a JSON request body.
+pub fn engine_json(method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    engine_at(&podman().socket, method, path, body)
+}
+
+fn engine_at(socket: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let socket = socket.trim_start_matches("unix://");
     let mut s = UnixStream::connect(socket).expect("connect to the engine");
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: d\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: d\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut answer = Vec::new();
@@ -107,13 +114,14 @@ fn remove_leftovers(socket: &str) {
         "%7B%22label%22%3A%5B%22spear.task%3D{TEST_TASK}%22%5D%2C%22status%22%3A%5B%22exited%22%2C%22created%22%5D%7D"
     );
     let path = format!("/containers/json?all=true&filters={filters}");
-    let (_, list) = engine_at(socket, "GET", &path);
+    let (_, list) = engine_at(socket, "GET", &path, "");
     for c in list.as_array().into_iter().flatten() {
         if let Some(id) = c["Id"].as_str() {
             engine_at(
                 socket,
                 "DELETE",
                 &format!("/containers/{id}?force=true&v=true"),
+                "",
             );
         }
     }

@@ -128,8 +128,11 @@ mod tests {
         let mut huge: Submit =
             serde_json::from_slice(&seed("rest_json", "submit-huge.json")).unwrap();
         assert!(huge.check().is_err());
+        // SPEAR's README listens on 0.0.0.0: since issue 10 that needs auth on (or --insecure).
         let text = String::from_utf8(seed("config_toml", "readme.toml")).unwrap();
-        assert!(SmsConfig::parse(&text).is_ok());
+        let refused = SmsConfig::parse(&text).unwrap_err().to_string();
+        assert!(refused.contains("--insecure"), "{refused}");
+        assert!(SmsConfig::parse(&format!("{text}[auth]\nenabled = true\n")).is_ok());
         let text = String::from_utf8(seed("config_toml", "limits.toml")).unwrap();
         assert!(SmsConfig::parse(&text).is_err());
     }

@@ -1,5 +1,9 @@
 //! Images from artifact tarballs: a `docker save`/`podman save` archive (docker-archive) is loaded
 //! into the engine through the Engine API (`POST /images/load`), once per file version.
+//!
+//! The image is then run by the id its manifest names, tagged `localhost/spear-artifact:<id>`,
+//! never by the tags inside the tarball: another tarball naming the same tag (`app:latest`)
+//! moves that tag, not what this artifact runs.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,7 +13,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bollard::Docker;
-use bollard::query_parameters::ImportImageOptionsBuilder;
+use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 use spear_plugin_api::PluginError;
 
@@ -18,15 +22,48 @@ use crate::engine::Engine;
 /// A file version: path, length and modification time.
 type FileKey = (PathBuf, u64, SystemTime);
 
-/// Tarballs already loaded, and the image reference each yielded.
+/// The repository of the tags this executor gives loaded images.
+const OWN_REPO: &str = "localhost/spear-artifact";
+
+/// A loaded tarball's image: the reference to run it by, and the tags inside the tarball.
+#[derive(Debug, Clone)]
+struct Image {
+    run: String,
+    tags: Vec<String>,
+}
+
+/// The tag of the image with config id `id` (hex): the id itself, as far as a tag may hold.
+fn own_tag(id: &str) -> String {
+    id.chars().take(64).collect()
+}
+
+/// Whether two image references name the same tag (`busybox:1` = `docker.io/library/busybox:1`
+/// and `localhost/x:1` = `x:1`, as engines default them).
+fn same_tag(a: &str, b: &str) -> bool {
+    let bare = |r: &str| {
+        let r = r
+            .trim_start_matches("docker.io/")
+            .trim_start_matches("library/")
+            .trim_start_matches("localhost/");
+        if r.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            r.to_string()
+        } else {
+            format!("{r}:latest")
+        }
+    };
+    bare(a) == bare(b)
+}
+
+/// Tarballs already loaded, and the image each yielded.
 #[derive(Default)]
 pub(crate) struct LoadedImages {
-    loaded: Mutex<HashMap<FileKey, String>>,
+    loaded: Mutex<HashMap<FileKey, Image>>,
 }
 
 impl LoadedImages {
     /// Load the tarball at `path` unless this version of it was loaded already (or `force`), and
-    /// return the image to run: `entry` when given, else the tag the tarball holds (else its id).
+    /// return the image to run: `entry` when it names another image than the tarball's, else the
+    /// tarball's image by its own tag (`localhost/spear-artifact:<id>`).
     pub async fn ensure(
         &self,
         engine: &Engine,
@@ -49,30 +86,45 @@ impl LoadedImages {
         let image = match known {
             Some(image) if !force => image,
             _ => {
-                let from_manifest = tarball_image(Path::new(path)).map_err(|e| {
+                let manifest = tarball_image(Path::new(path)).map_err(|e| {
                     PluginError::new(format!(
                         "the artifact {path} is not an image tarball (docker-archive, as \
                          `docker save`/`podman save` write): {e}"
                     ))
                 })?;
-                let reported = load(engine, docker, path).await?;
-                let image = from_manifest.or(reported).ok_or_else(|| {
+                load(engine, docker, path).await?;
+                let id = manifest.id.ok_or_else(|| {
                     PluginError::new(format!(
-                        "loaded {path}, but it names no image: give the image as the entry"
+                        "the image tarball {path} names no image config in its manifest.json"
                     ))
                 })?;
+                let tag = own_tag(&id);
+                let options = TagImageOptionsBuilder::new()
+                    .repo(OWN_REPO)
+                    .tag(&tag)
+                    .build();
+                docker
+                    .tag_image(&format!("sha256:{id}"), Some(options))
+                    .await
+                    .map_err(|e| engine.error(&format!("tag the image of {path}"), e))?;
+                let image = Image {
+                    run: format!("{OWN_REPO}:{tag}"),
+                    tags: manifest.tags,
+                };
                 self.lock().insert(key, image.clone());
                 image
             }
         };
-        Ok(if entry.is_empty() {
-            image
-        } else {
-            entry.to_string()
-        })
+        Ok(
+            if entry.is_empty() || image.tags.iter().any(|t| same_tag(t, entry)) {
+                image.run
+            } else {
+                entry.to_string()
+            },
+        )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Image>> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -109,9 +161,18 @@ async fn load(engine: &Engine, docker: &Docker, path: &str) -> Result<Option<Str
     Ok(loaded)
 }
 
-/// The first tag (else the config id) named by `manifest.json` in a docker-archive tarball.
-/// Reads only the tar headers and the manifest, seeking over everything else.
-fn tarball_image(path: &Path) -> std::io::Result<Option<String>> {
+/// What a docker-archive `manifest.json` says of its (first) image.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Manifest {
+    /// Its tags.
+    tags: Vec<String>,
+    /// Its config id (hex), which is the image id.
+    id: Option<String>,
+}
+
+/// The `manifest.json` of a docker-archive tarball. Reads only the tar headers and the manifest,
+/// seeking over everything else.
+fn tarball_image(path: &Path) -> std::io::Result<Manifest> {
     let mut file = File::open(path)?;
     let mut header = [0u8; 512];
     loop {
@@ -145,20 +206,32 @@ fn tarball_image(path: &Path) -> std::io::Result<Option<String>> {
     ))
 }
 
-/// The image a docker-archive `manifest.json` names.
-fn image_of_manifest(text: &[u8]) -> Option<String> {
-    let manifest: serde_json::Value = serde_json::from_slice(text).ok()?;
-    let first = manifest.get(0)?;
-    if let Some(tag) = first
+/// The image a docker-archive `manifest.json` describes; its id only when it is plain hex.
+fn image_of_manifest(text: &[u8]) -> Manifest {
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(text) else {
+        return Manifest::default();
+    };
+    let Some(first) = manifest.get(0) else {
+        return Manifest::default();
+    };
+    let tags = first
         .get("RepoTags")
-        .and_then(|t| t.get(0))
-        .and_then(|t| t.as_str())
-    {
-        return Some(tag.to_string());
-    }
-    let config = first.get("Config")?.as_str()?;
-    let id = config.rsplit('/').next()?.trim_end_matches(".json");
-    Some(format!("sha256:{id}"))
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = first
+        .get("Config")
+        .and_then(|c| c.as_str())
+        .and_then(|c| c.rsplit('/').next())
+        .map(|c| c.trim_end_matches(".json").to_string())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+    Manifest { tags, id }
 }
 
 #[cfg(test)]
@@ -168,9 +241,21 @@ mod tests {
     #[test]
     fn the_manifest_names_the_image() {
         let m = br#"[{"Config":"abc.json","RepoTags":["localhost/x:1"],"Layers":[]}]"#;
-        assert_eq!(image_of_manifest(m).as_deref(), Some("localhost/x:1"));
+        let got = image_of_manifest(m);
+        assert_eq!(got.tags, ["localhost/x:1"]);
+        assert_eq!(got.id.as_deref(), Some("abc"));
         let m = br#"[{"Config":"blobs/sha256/abc","RepoTags":null,"Layers":[]}]"#;
-        assert_eq!(image_of_manifest(m).as_deref(), Some("sha256:abc"));
+        assert_eq!(image_of_manifest(m).id.as_deref(), Some("abc"));
+        let m = br#"[{"Config":"../../etc/x y","RepoTags":[]}]"#;
+        assert_eq!(image_of_manifest(m).id, None, "only a hex id is used");
+    }
+
+    #[test]
+    fn tags_compare_as_engines_default_them() {
+        assert!(same_tag("localhost/x:1", "x:1"));
+        assert!(same_tag("docker.io/library/busybox", "busybox:latest"));
+        assert!(!same_tag("x:1", "x:2"));
+        assert!(!same_tag("a/x:1", "x:1"));
     }
 
     #[test]

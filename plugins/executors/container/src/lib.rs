@@ -8,8 +8,11 @@
 //!   that says how to load it;
 //! - `args` are the command (the image's default when empty), `env`, `working_dir`; `stdin` bytes
 //!   are written to the container's standard input, which is then closed;
-//! - `memory_limit_mb` → `HostConfig.Memory`, `cpu_millis` → `NanoCpus`, `network == false` →
-//!   network mode `none`;
+//! - `memory_limit_mb` → `HostConfig.Memory` (else `default_memory_mb`, 512 MiB), `cpu_millis` →
+//!   `NanoCpus`, `network == false` → network mode `none`;
+//! - every container drops all capabilities (`cap_add` gives some back), cannot gain privileges
+//!   (`no_new_privileges`, default true), may have at most `pids_limit` processes (512), and with
+//!   `read_only_rootfs` its root file system is read-only;
 //! - at `timeout_ms` the container gets SIGTERM, then SIGKILL after `stop_grace_ms`, and the result
 //!   says `TimedOut`. Note that a container's PID 1 ignores SIGTERM unless it handles it;
 //! - standard output and error are read from the attach stream as they come, each kept up to
@@ -26,7 +29,8 @@
 //! never recovered, when it carries the managed label). Containers outlive the executor.
 //!
 //! Settings (`configure`, all optional): `{"socket": "unix:///run/spear-podman/podman.sock",
-//! "stop_grace_ms": 2000, "label_prefix": "spear"}`. Without `socket`: `DOCKER_HOST`, else the
+//! "stop_grace_ms": 2000, "label_prefix": "spear", "cap_add": [], "no_new_privileges": true,
+//! "pids_limit": 512, "default_memory_mb": 512, "read_only_rootfs": false}`. Without `socket`: `DOCKER_HOST`, else the
 //! first of `/run/spear-podman/podman.sock`, `/run/podman/podman.sock`, `/var/run/docker.sock`
 //! that exists. Only unix sockets are supported.
 //!
@@ -57,7 +61,7 @@ use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_conf
 
 use crate::engine::Engine;
 use crate::image::LoadedImages;
-use crate::spec::Labels;
+use crate::spec::{Hardening, Labels};
 use crate::supervise::{Entry, Table, supervise};
 
 /// Sockets tried, in order, when neither the settings nor `DOCKER_HOST` name one.
@@ -73,14 +77,37 @@ struct Config {
     socket: Option<String>,
     stop_grace_ms: u64,
     label_prefix: String,
+    cap_add: Vec<String>,
+    no_new_privileges: bool,
+    pids_limit: i64,
+    default_memory_mb: u64,
+    read_only_rootfs: bool,
+}
+
+impl Config {
+    fn hardening(&self) -> Hardening {
+        Hardening {
+            cap_add: self.cap_add.clone(),
+            no_new_privileges: self.no_new_privileges,
+            pids_limit: self.pids_limit,
+            default_memory_mb: self.default_memory_mb,
+            read_only_rootfs: self.read_only_rootfs,
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let h = Hardening::default();
         Self {
             socket: None,
             stop_grace_ms: 2_000,
             label_prefix: "spear".into(),
+            cap_add: h.cap_add,
+            no_new_privileges: h.no_new_privileges,
+            pids_limit: h.pids_limit,
+            default_memory_mb: h.default_memory_mb,
+            read_only_rootfs: h.read_only_rootfs,
         }
     }
 }
@@ -104,6 +131,7 @@ pub struct ContainerExecutor {
     grace: Duration,
     table: Arc<Table>,
     images: LoadedImages,
+    hardening: Hardening,
 }
 
 impl std::fmt::Debug for ContainerExecutor {
@@ -129,6 +157,7 @@ impl Default for ContainerExecutor {
             grace: Duration::from_millis(config.stop_grace_ms),
             table: Arc::default(),
             images: LoadedImages::default(),
+            hardening: config.hardening(),
         }
     }
 }
@@ -165,7 +194,7 @@ impl Executor for ContainerExecutor {
             description: "Runs containers through the Docker Engine API (Docker or Podman), \
                           with limits, timeouts, capped logs and recovery after a restart"
                 .into(),
-            config_schema: r#"{"type":"object","additionalProperties":false,"properties":{"socket":{"type":"string"},"stop_grace_ms":{"type":"integer","minimum":0},"label_prefix":{"type":"string","minLength":1}}}"#.into(),
+            config_schema: r#"{"type":"object","additionalProperties":false,"properties":{"socket":{"type":"string"},"stop_grace_ms":{"type":"integer","minimum":0},"label_prefix":{"type":"string","minLength":1},"cap_add":{"type":"array","items":{"type":"string"}},"no_new_privileges":{"type":"boolean"},"pids_limit":{"type":"integer","minimum":0},"default_memory_mb":{"type":"integer","minimum":0},"read_only_rootfs":{"type":"boolean"}}}"#.into(),
         }
     }
 
@@ -192,7 +221,12 @@ impl Executor for ContainerExecutor {
                 "invalid configuration: label_prefix `{prefix}`: use letters, digits and dots"
             )));
         }
+        let hardening = config.hardening();
+        hardening
+            .check()
+            .map_err(|e| PluginError::new(format!("invalid configuration: {e}")))?;
         self.engine = Engine::new(&config.socket.unwrap_or_else(default_socket))?;
+        self.hardening = hardening;
         self.labels = Labels::new(prefix);
         self.grace = Duration::from_millis(config.stop_grace_ms);
         Ok(())

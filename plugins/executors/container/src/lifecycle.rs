@@ -36,7 +36,14 @@ impl ContainerExecutor {
             0
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let body = |image: &str| create_body(spec, image, self.labels.of(spec, deadline, cap));
+        let body = |image: &str| {
+            create_body(
+                spec,
+                image,
+                self.labels.of(spec, deadline, cap),
+                &self.hardening,
+            )
+        };
         let mut created = docker
             .create_container(Some(options.clone()), body(&image))
             .await;

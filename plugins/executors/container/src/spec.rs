@@ -91,18 +91,79 @@ pub(crate) fn output_cap(spec: &ExecSpec) -> u64 {
     }
 }
 
+/// What every container gets whatever its spec says: no capabilities but `cap_add`, no new
+/// privileges, a pids limit, a memory limit when the spec names none, optionally a read-only root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hardening {
+    /// Capabilities given back after dropping them all (`NET_BIND_SERVICE`, `CAP_CHOWN`, …).
+    pub cap_add: Vec<String>,
+    /// Processes cannot gain privileges (setuid binaries, file capabilities).
+    pub no_new_privileges: bool,
+    /// Processes a container may have at once (0: the engine's default, often none).
+    pub pids_limit: i64,
+    /// Memory limit of a container whose spec names none, MiB (0: none).
+    pub default_memory_mb: u64,
+    /// Mount the image's root file system read-only.
+    pub read_only_rootfs: bool,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Self {
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: 512,
+            default_memory_mb: 512,
+            read_only_rootfs: false,
+        }
+    }
+}
+
+impl Hardening {
+    /// Refuse values the engine would misread, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.pids_limit < 0 {
+            return Err(format!(
+                "pids_limit {}: give 0 (the engine's default) or a positive number",
+                self.pids_limit
+            ));
+        }
+        for cap in &self.cap_add {
+            let name = cap.strip_prefix("CAP_").unwrap_or(cap);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                return Err(format!(
+                    "cap_add `{cap}`: a capability name such as NET_BIND_SERVICE"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The container configuration of a spec, running `image`.
 pub(crate) fn create_body(
     spec: &ExecSpec,
     image: &str,
     labels: HashMap<String, String>,
+    hardening: &Hardening,
 ) -> ContainerCreateBody {
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let memory_mb = if spec.memory_limit_mb > 0 {
+        spec.memory_limit_mb
+    } else {
+        hardening.default_memory_mb
+    };
     let host_config = HostConfig {
-        memory: (spec.memory_limit_mb > 0)
-            .then(|| to_i64(spec.memory_limit_mb.saturating_mul(1024 * 1024))),
+        memory: (memory_mb > 0).then(|| to_i64(memory_mb.saturating_mul(1024 * 1024))),
         nano_cpus: (spec.cpu_millis > 0).then(|| to_i64(spec.cpu_millis.saturating_mul(1_000_000))),
         network_mode: (!spec.network).then(|| "none".to_string()),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: (!hardening.cap_add.is_empty()).then(|| hardening.cap_add.clone()),
+        security_opt: hardening
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges".to_string()]),
+        pids_limit: (hardening.pids_limit > 0).then_some(hardening.pids_limit),
+        readonly_rootfs: hardening.read_only_rootfs.then_some(true),
         ..HostConfig::default()
     };
     let stdin = !spec.stdin.is_empty();
@@ -147,12 +208,56 @@ mod tests {
             stdin: b"x".to_vec(),
             ..ExecSpec::default()
         };
-        let body = create_body(&spec, "img", HashMap::new());
+        let body = create_body(&spec, "img", HashMap::new(), &Hardening::default());
         let hc = body.host_config.unwrap();
         assert_eq!(hc.memory, Some(32 * 1024 * 1024));
         assert_eq!(hc.nano_cpus, Some(500_000_000));
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(body.open_stdin, Some(true));
         assert_eq!(body.cmd, None);
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
+        assert_eq!(hc.pids_limit, Some(512));
+    }
+
+    #[test]
+    fn hardening_defaults_fill_in_and_can_be_loosened() {
+        let spec = ExecSpec::default();
+        let hc = create_body(&spec, "img", HashMap::new(), &Hardening::default())
+            .host_config
+            .unwrap();
+        assert_eq!(
+            hc.memory,
+            Some(512 * 1024 * 1024),
+            "the default memory limit"
+        );
+        assert_eq!(hc.readonly_rootfs, None);
+        let loose = Hardening {
+            cap_add: vec!["NET_BIND_SERVICE".into()],
+            no_new_privileges: false,
+            pids_limit: 0,
+            default_memory_mb: 0,
+            read_only_rootfs: true,
+        };
+        loose.check().unwrap();
+        let hc = create_body(&spec, "img", HashMap::new(), &loose)
+            .host_config
+            .unwrap();
+        assert_eq!(hc.memory, None);
+        assert_eq!(hc.cap_add, Some(vec!["NET_BIND_SERVICE".to_string()]));
+        assert_eq!((hc.security_opt, hc.pids_limit), (None, None));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        for bad in [
+            Hardening {
+                pids_limit: -1,
+                ..Hardening::default()
+            },
+            Hardening {
+                cap_add: vec!["net admin".into()],
+                ..Hardening::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 }
