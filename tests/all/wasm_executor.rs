@@ -128,6 +128,68 @@ fn a_guest_that_loops_times_out_and_the_executor_stays_usable() {
 }
 
 #[test]
+fn a_guest_past_its_cpu_limit_fails_and_one_that_sleeps_does_not() {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", "wasm.so"), &engine, &limits).unwrap();
+    let mut x = plugin.executor().unwrap();
+    x.configure(r#"{"pool_instances": 4, "max_cpu_ms": 300}"#)
+        .unwrap();
+    for (form, path) in forms() {
+        // No time limit: the CPU limit alone ends the loop.
+        let started = Instant::now();
+        let r = run(&x, &spec(&format!("spin {form}"), &path, &["loop"]));
+        assert!(
+            matches!(&r.status, ExitStatus::Failed(m) if m.starts_with("cpu limit") && m.contains("300 ms")),
+            "{form}: {r:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300), "{form}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{form}");
+        // Sleeping three times the CPU limit uses next to no CPU.
+        let r = run(&x, &spec(&format!("nap {form}"), &path, &["sleep", "900"]));
+        assert_eq!(r.status, ExitStatus::Exited(0), "{form}: {r:?}");
+        assert_eq!(r.stdout, b"awake\n");
+    }
+    let err = x
+        .configure(r#"{"max_cpu_ms": 86400001}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_cpu_ms"), "{err}");
+}
+
+#[test]
+fn a_working_directory_is_preopened_only_where_the_node_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("note.txt"), "from the host\n").unwrap();
+    let x = executor();
+    for (form, path) in forms() {
+        let mut s = spec(&format!("cat {form}"), &path, &["cat", "note.txt"]);
+        s.working_dir = Some(dir.path().display().to_string());
+        let err = message(x.start(&s).unwrap_err());
+        assert!(err.contains("preopen_working_dir"), "{form}: {err}");
+        // Without one the guest sees no directory at all.
+        let r = run(
+            &*x,
+            &spec(&format!("blind {form}"), &path, &["cat", "note.txt"]),
+        );
+        assert_ne!(r.status, ExitStatus::Exited(0), "{form}: {r:?}");
+    }
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", "wasm.so"), &engine, &limits).unwrap();
+    let mut x = plugin.executor().unwrap();
+    x.configure(r#"{"pool_instances": 4, "preopen_working_dir": true}"#)
+        .unwrap();
+    for (form, path) in forms() {
+        let mut s = spec(&format!("cat ok {form}"), &path, &["cat", "note.txt"]);
+        s.working_dir = Some(dir.path().display().to_string());
+        let r = run(&x, &s);
+        assert_eq!(r.status, ExitStatus::Exited(0), "{form}: {r:?}");
+        assert_eq!(r.stdout, b"from the host\n");
+    }
+}
+
+#[test]
 fn output_past_the_cap_is_dropped_and_flagged_without_failing_the_guest() {
     let x = executor();
     for (form, path) in forms() {

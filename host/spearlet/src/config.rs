@@ -58,6 +58,10 @@ pub struct Cli {
     /// Milliseconds the Spearlet keeps trying after losing SMS before it gives up (0: forever).
     #[arg(long)]
     pub reconnect_total_timeout_ms: Option<u64>,
+    /// Listen on non-loopback addresses although the Spearlet's own gRPC and HTTP check no token
+    /// (its status and plugin reload are then open to whoever reaches them).
+    #[arg(long)]
+    pub insecure: bool,
     /// Log level (trace, debug, info, warn, error).
     #[arg(long)]
     pub log_level: Option<String>,
@@ -256,6 +260,9 @@ pub struct SpearletConfig {
     /// `--sms-addr` was given: connect at start or exit.
     #[serde(skip)]
     pub sms_required: bool,
+    /// `--insecure`: non-loopback listeners allowed.
+    #[serde(skip)]
+    pub insecure: bool,
 }
 
 const DEFAULTS: &str = r#"
@@ -438,6 +445,7 @@ impl SpearletConfig {
             .map_err(|e| ConfigError(with_source(&source, e)))?;
         config.plugin_dir = cli.plugin_dir.clone();
         config.sms_required = cli.sms_addr.is_some();
+        config.insecure = cli.insecure;
         // Relative paths in a file are relative to the file.
         if let Some(base) = source.as_deref().and_then(Path::parent)
             && config.spearlet.storage.data_dir.is_relative()
@@ -461,6 +469,18 @@ impl SpearletConfig {
         }
         if let Err(e) = self.sms_token() {
             errors.push(e.0);
+        }
+        for (key, addr) in [
+            ("spearlet.grpc.addr", s.grpc.addr),
+            ("spearlet.http.server.addr", s.http.server.addr),
+        ] {
+            if !addr.ip().is_loopback() && !self.insecure {
+                errors.push(format!(
+                    "{key} {addr}: not a loopback address, and the Spearlet's own gRPC and HTTP \
+                     (status, plugin reload) check no token; nothing needs them from elsewhere \
+                     (the Spearlet dials SMS), so keep them on loopback, or start with --insecure"
+                ));
+            }
         }
         if s.sms_connect_timeout_ms == 0 || s.sms_connect_retry_ms == 0 {
             errors.push(

@@ -69,3 +69,49 @@ fn bad_values_are_refused_naming_the_key() {
     let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
     assert!(err.contains("executors.config.wasm"), "{err}");
 }
+
+#[test]
+fn open_listeners_need_insecure_and_tokens_come_from_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spearlet.toml");
+    let mut cli = Cli {
+        config: Some(file.clone()),
+        ..Cli::default()
+    };
+    std::fs::write(&file, "[spearlet.http.server]\naddr = \"0.0.0.0:0\"\n").unwrap();
+    let err = SpearletConfig::load_with(&cli, |_| None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spearlet.http.server.addr 0.0.0.0:0") && err.contains("--insecure"),
+        "{err}"
+    );
+    cli.insecure = true;
+    SpearletConfig::load_with(&cli, |_| None, None).unwrap();
+
+    let token = dir.path().join("node.token");
+    std::fs::write(&token, "spear.abc.def\n").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[spearlet]\nsms_token_file = {:?}\n",
+            token.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = SpearletConfig::load_with(&cli, |_| None, None).unwrap();
+    assert_eq!(c.sms_token().unwrap().as_deref(), Some("spear.abc.def"));
+    assert!(
+        !format!("{c:?}").contains("spear.abc.def"),
+        "the file's path is printed, never a token"
+    );
+    let env = |k: &str| (k == "SPEARLET_SMS_TOKEN").then(|| "spear.x.y".to_owned());
+    let err = SpearletConfig::load_with(&cli, env, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set one of them"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    let c = SpearletConfig::load_with(&cli, env, None).unwrap();
+    assert_eq!(c.sms_token().unwrap().as_deref(), Some("spear.x.y"));
+    assert!(!format!("{c:?}").contains("spear.x.y"), "Debug hides it");
+}

@@ -1,7 +1,8 @@
 //! The executor's JSON configuration and the wasmtime engine built from it.
 //!
 //! ```json
-//! {"pool_instances": 128, "max_memory_mb": 256, "cache_entries": 64}
+//! {"pool_instances": 128, "max_memory_mb": 256, "cache_entries": 64, "max_cpu_ms": 300000,
+//!  "preopen_working_dir": false}
 //! ```
 //!
 //! Every field is optional (the values above are the defaults) and unknown fields are refused.
@@ -33,6 +34,8 @@ pub const TABLES_PER_GUEST: u32 = 4;
 pub const KEEP_RESIDENT: usize = 2 << 20;
 /// The same for tables.
 pub const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+/// Largest `max_cpu_ms`: a day.
+const MAX_CPU_MS: u64 = 86_400_000;
 /// Linear memories of 32-bit WebAssembly cannot pass 4 GiB.
 const MAX_MEMORY_MB: u64 = 4096;
 
@@ -48,6 +51,12 @@ pub struct Config {
     pub max_memory_mb: u64,
     /// Compiled programs kept in the module cache (least recently used evicted first).
     pub cache_entries: usize,
+    /// CPU time one guest may use, in ms (counted in ticks of [`crate::TICK`] while it runs,
+    /// whatever its `timeout_ms`); past it the guest fails. 0: no limit.
+    pub max_cpu_ms: u64,
+    /// Whether a spec's `working_dir` may be preopened for the guest; without it such a spec is
+    /// refused (a guest sees no directory at all).
+    pub preopen_working_dir: bool,
 }
 
 impl Default for Config {
@@ -56,13 +65,15 @@ impl Default for Config {
             pool_instances: 128,
             max_memory_mb: 256,
             cache_entries: 64,
+            max_cpu_ms: 300_000,
+            preopen_working_dir: false,
         }
     }
 }
 
 impl Config {
     /// The JSON schema of the configuration, for `PluginInfo::config_schema`.
-    pub const SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"pool_instances":{"type":"integer","minimum":1,"maximum":1000,"default":128},"max_memory_mb":{"type":"integer","minimum":1,"maximum":4096,"default":256},"cache_entries":{"type":"integer","minimum":1,"default":64}}}"#;
+    pub const SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"pool_instances":{"type":"integer","minimum":1,"maximum":1000,"default":128},"max_memory_mb":{"type":"integer","minimum":1,"maximum":4096,"default":256},"cache_entries":{"type":"integer","minimum":1,"default":64},"max_cpu_ms":{"type":"integer","minimum":0,"maximum":86400000,"default":300000},"preopen_working_dir":{"type":"boolean","default":false}}}"#;
 
     /// Check the values are in range.
     pub fn validate(&self) -> Result<(), String> {
@@ -80,6 +91,12 @@ impl Config {
         }
         if self.cache_entries == 0 {
             return Err("invalid configuration: cache_entries must be at least 1".into());
+        }
+        if self.max_cpu_ms > MAX_CPU_MS {
+            return Err(format!(
+                "invalid configuration: max_cpu_ms must be 0..={MAX_CPU_MS} (a day), not {}",
+                self.max_cpu_ms
+            ));
         }
         Ok(())
     }
@@ -138,6 +155,8 @@ mod tests {
         );
         let c: Config = serde_json::from_str(r#"{"max_memory_mb": 5000}"#).unwrap();
         assert!(c.validate().is_err());
+        let c: Config = serde_json::from_str(r#"{"max_cpu_ms": 86400001}"#).unwrap();
+        assert!(c.validate().unwrap_err().contains("max_cpu_ms"));
         let _: serde_json::Value = serde_json::from_str(Config::SCHEMA).unwrap();
     }
 }

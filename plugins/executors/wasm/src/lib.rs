@@ -7,7 +7,9 @@
 //!   `invalid configuration: artifact PATH: REASON`.
 //! - **Spec**: `artifact` is the local path of the `.wasm` file (required); `argv[0]` is the task
 //!   name (else the entry, else the file name) followed by `args`; `env` and `stdin` as given;
-//!   `working_dir`, when set, is preopened as `.`; the network is denied unless `network` is set.
+//!   `working_dir`, when set, is preopened as `.` if the configuration's `preopen_working_dir`
+//!   allows it (else the spec is refused); the network is denied unless `network` is set. The
+//!   guest sees no other directory and only the spec's `env`.
 //!   Standard output and error are captured up to `output_cap_bytes` each (0 = 16 MiB); the rest
 //!   is dropped and flagged, and never fails the guest.
 //! - **Outcome**: return from `_start`/`run` → `Exited(0)`; a module's `proc_exit(n)` →
@@ -22,7 +24,9 @@
 //!   more than that is refused. A component holds at most 16,384 resources at once
 //!   (streams, pollables, sockets: host memory); without `network` it cannot create a socket at
 //!   all; one write (or `write-zeroes`) is at most 1 MiB. A guest blocked in a poll or a sleep is
-//!   cancelled at its timeout like a running one.
+//!   cancelled at its timeout like a running one. Besides its time limit, a guest may run
+//!   `max_cpu_ms` of CPU (5 minutes by default, counted in epoch ticks while it runs): past it,
+//!   `Failed("cpu limit: …")`.
 //! - **Shared binary**: compiled code is cached by the sha256 of the bytes and pre-linked
 //!   (`InstancePre`/`CommandPre`), so later executions only instantiate, from wasmtime's pooling
 //!   allocator. [`WasmExecutor::cache_stats`] reports hits and misses.
@@ -181,13 +185,25 @@ impl Executor for WasmExecutor {
             0 => max,
             n => n,
         };
+        if spec.working_dir.is_some() && !rt.config.preopen_working_dir {
+            return Err(PluginError::new(
+                "invalid configuration: working_dir: the wasm executor preopens no directory \
+                 unless its preopen_working_dir is true",
+            ));
+        }
         let program = rt.cache.program(Path::new(artifact)).map_err(|e| {
             PluginError::new(format!("invalid configuration: artifact {artifact}: {e}"))
         })?;
         let slot = rt.slots.acquire().map_err(PluginError)?;
-        let (launch, mut handles) =
-            run::prepare(&rt.engine, program, spec, artifact, limit_mb << 20, slot)
-                .map_err(PluginError)?;
+        let (launch, mut handles) = run::prepare(
+            &rt.engine,
+            program,
+            spec,
+            artifact,
+            (limit_mb << 20, rt.config.max_cpu_ms),
+            slot,
+        )
+        .map_err(PluginError)?;
         let claim = Claim::new(Box::pin(run::supervise(launch)));
         handles.claim = Some(claim.clone());
         let handle = spec.execution_id.clone();

@@ -128,13 +128,14 @@ pub struct Handles {
 /// Output kept per stream when the spec sets no cap.
 pub const DEFAULT_CAP: u64 = 16 * 1024 * 1024;
 
-/// Build the WASI context of `spec` for `program`; `memory_limit` is in bytes.
+/// Build the WASI context of `spec` for `program`; `memory_limit` is in bytes, `max_cpu_ms` the
+/// CPU limit (0: none).
 pub fn prepare(
     engine: &Engine,
     program: Arc<Program>,
     spec: &ExecSpec,
     artifact: &str,
-    memory_limit: u64,
+    (memory_limit, max_cpu_ms): (u64, u64),
     slot: SlotGuard,
 ) -> Result<(Launch, Handles), String> {
     let started = Instant::now();
@@ -167,7 +168,7 @@ pub fn prepare(
         b.allow_tcp(false).allow_udp(false);
     }
     let memory = Arc::new(AtomicU64::new(0));
-    let limiter = Limiter::new(memory_limit, memory.clone());
+    let limiter = Limiter::new(memory_limit, memory.clone(), max_cpu_ms);
     let context = match &*program {
         Program::Module(_) => Context::Module(CoreState {
             wasi: b.build_p1(),
@@ -283,11 +284,15 @@ pub async fn supervise(launch: Launch) {
     }
 }
 
-/// Make the store yield at every epoch tick and enforce the memory limit.
+/// Make the store yield at every epoch tick, count the ticks it runs at against its CPU limit,
+/// and enforce the memory limit.
 fn arm<T: Send + 'static>(store: &mut Store<T>, limiter: fn(&mut T) -> &mut Limiter) {
     store.limiter(move |s| limiter(s));
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store.epoch_deadline_callback(move |mut cx| {
+        limiter(cx.data_mut()).tick()?;
+        Ok(UpdateDeadline::Yield(1))
+    });
 }
 
 /// Instantiate and run; the exit code and whether a memory growth was refused.
@@ -331,6 +336,9 @@ async fn execute(
 fn classify(e: &wasmtime::Error, refused: bool) -> ExitStatus {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return ExitStatus::Exited(exit.0);
+    }
+    if let Some(cpu) = e.downcast_ref::<crate::state::CpuLimit>() {
+        return ExitStatus::Failed(cpu.to_string());
     }
     let trap = e.downcast_ref::<Trap>();
     let mut message = match trap {
