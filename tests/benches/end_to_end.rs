@@ -132,7 +132,9 @@ impl Cluster {
             std::io::Write::write_all(&mut f, b"[auth]\nenabled = true\n").unwrap();
         }
         let token = |role: &str, name: &str| secure.then(|| offline_token(root, role, name));
+        // Every token before SMS starts: the offline command opens its database.
         let client_token = token("operator", "bench");
+        let node_tokens = [token("node", "a"), token("node", "b")];
         let mut sms = Command::new(release_bin("sms"))
             .current_dir(root)
             .args(["--config", "sms.toml"])
@@ -144,8 +146,8 @@ impl Cluster {
         let (http, grpc) = (field(&line, "http"), field(&line, "grpc"));
         let nodes = ["a", "b"]
             .iter()
-            .map(|name| {
-                let node_token = token("node", name);
+            .zip(node_tokens)
+            .map(|(name, node_token)| {
                 std::fs::write(
                     root.join(format!("{name}.toml")),
                     format!(
