@@ -81,7 +81,12 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("http.addr {}", config.http.addr))?;
     let http_addr = http.local_addr()?;
-    let app = rest::router(sms.clone(), config.enable_swagger);
+    let app = rest::router(sms.clone(), config.enable_swagger).layer(
+        axum::middleware::from_fn_with_state(
+            http_addr.ip().is_loopback(),
+            crate::auth::origin::layer,
+        ),
+    );
     let limits = config.http.limits()?;
     tasks.push(tokio::spawn(spear_edge::http::serve(
         http,
@@ -95,7 +100,10 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
             .await
             .with_context(|| format!("web_admin_addr {}", config.web_admin_addr))?;
         let addr = admin.local_addr()?;
-        let app = rest::admin_router(sms.clone());
+        let app = rest::admin_router(sms.clone()).layer(axum::middleware::from_fn_with_state(
+            addr.ip().is_loopback(),
+            crate::auth::origin::layer,
+        ));
         tasks.push(tokio::spawn(spear_edge::http::serve(
             admin,
             app,

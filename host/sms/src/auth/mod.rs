@@ -13,6 +13,7 @@
 pub mod grpc;
 pub mod http;
 pub mod offline;
+pub mod origin;
 pub mod rules;
 pub mod stream;
 pub mod tokens;

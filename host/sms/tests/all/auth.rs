@@ -443,3 +443,64 @@ async fn the_web_admin_page_is_open_and_its_api_takes_sms_web_admin_token() {
     assert_eq!(who["name"], "SMS_WEB_ADMIN_TOKEN");
     assert_eq!(who["role"], "admin");
 }
+
+#[tokio::test]
+async fn a_loopback_sms_answers_only_loopback_hosts_and_pages() {
+    let sb = Sandbox::new("enable_web_admin = true\nweb_admin_addr = \"127.0.0.1:0\"\n");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let port = sms.http.port();
+    for (host, origin, ok) in [
+        (format!("127.0.0.1:{port}"), None, true),
+        (
+            format!("localhost:{port}"),
+            Some("http://localhost:3000"),
+            true,
+        ),
+        (format!("evil.example:{port}"), None, false),
+        (
+            format!("127.0.0.1:{port}"),
+            Some("http://evil.example"),
+            false,
+        ),
+    ] {
+        let mut req = c.get(sms.url("/api/v1/tasks")).header("host", &host);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let r = req.send().await.unwrap();
+        if ok {
+            assert_eq!(r.status(), StatusCode::OK, "{host} {origin:?}");
+        } else {
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host} {origin:?}");
+            let v: Value = r.json().await.unwrap();
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("loopback"),
+                "{v}"
+            );
+        }
+    }
+    // The web admin too, its page included.
+    let admin = sms.admin.unwrap();
+    let r = c
+        .get(format!("http://{admin}/"))
+        .header("host", "rebound.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    drop(sms);
+    // Not on loopback (with auth on): tokens decide, not names.
+    let sms = sb.start_with_env(
+        &["--http-addr", "0.0.0.0:0"],
+        &[("SMS_AUTH_ENABLED", "true"), ("SMS_ADMIN_TOKEN", ADMIN)],
+    );
+    let r = c
+        .get(format!("http://127.0.0.1:{}/api/v1/tasks", sms.http.port()))
+        .header("host", "sms.example")
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
