@@ -184,14 +184,23 @@ fn an_image_is_loaded_from_a_tarball_artifact() {
     let r = x.wait(&h, 60_000).unwrap().expect("finished");
     assert_eq!(r.status, ExitStatus::Exited(0), "{r:?}");
     assert_eq!(r.stdout, b"from the tarball\n");
-    // It runs by the image's own id tag, not by the tag inside the tarball.
-    let image = inspect_container(&h).unwrap()["Config"]["Image"].clone();
+    // It runs by the image's id, not by the tag inside the tarball; the image also carries the
+    // executor's own tag.
+    let image = inspect_container(&h).unwrap()["Image"].clone();
+    let image_id = image
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let (status, tags) = engine_json("GET", &format!("/images/{image_id}/json"), "");
+    assert_eq!(status, 200, "{tags}");
     assert!(
-        image
-            .as_str()
+        tags["RepoTags"]
+            .as_array()
             .unwrap()
-            .starts_with("localhost/spear-artifact:"),
-        "{image}"
+            .iter()
+            .any(|t| t.as_str().unwrap().starts_with("localhost/spear-artifact:")),
+        "{tags}"
     );
     x.destroy(&h).unwrap();
 

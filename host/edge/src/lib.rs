@@ -17,6 +17,7 @@ pub mod burst;
 pub mod grpc;
 pub mod http;
 pub mod idle;
+pub mod origin;
 
 use std::time::Duration;
 

@@ -84,7 +84,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     let app = rest::router(sms.clone(), config.enable_swagger).layer(
         axum::middleware::from_fn_with_state(
             http_addr.ip().is_loopback(),
-            crate::auth::origin::layer,
+            spear_edge::origin::layer,
         ),
     );
     let limits = config.http.limits()?;
@@ -102,7 +102,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         let addr = admin.local_addr()?;
         let app = rest::admin_router(sms.clone()).layer(axum::middleware::from_fn_with_state(
             addr.ip().is_loopback(),
-            crate::auth::origin::layer,
+            spear_edge::origin::layer,
         ));
         tasks.push(tokio::spawn(spear_edge::http::serve(
             admin,

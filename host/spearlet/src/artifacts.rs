@@ -285,7 +285,7 @@ impl Artifacts {
                 // Only SMS is sent the token, never a web server.
                 self.download_http(
                     &format!("http://{addr}/api/v1/files/{id}"),
-                    self.sms.authorization(),
+                    self.sms.authorization_for(addr),
                 )
                 .await?
             }

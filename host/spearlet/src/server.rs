@@ -63,7 +63,11 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/plugins/reload", post(reload))
         .route("/api/v1/plugins/history", get(history))
-        .with_state(agent.clone());
+        .with_state(agent.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            http_addr.ip().is_loopback(),
+            spear_edge::origin::layer,
+        ));
     // The edge's default limits (connection cap, header, idle and body timeouts).
     let limits = spear_edge::HttpLimits::default();
     tasks.push(tokio::spawn(spear_edge::http::serve(

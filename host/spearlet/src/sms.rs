@@ -32,8 +32,8 @@ impl tonic::service::Interceptor for Bearer {
 /// The channel to SMS with the token added.
 pub type Link = InterceptedService<Channel, Bearer>;
 
-/// A cloneable handle on SMS.
-#[derive(Debug, Clone)]
+/// A cloneable handle on SMS (its `Debug` shows the address, never the token).
+#[derive(Clone)]
 pub struct SmsLink {
     addr: String,
     channel: Channel,
@@ -47,6 +47,15 @@ pub fn backoff(first: Duration, attempt: u32) -> Duration {
     first
         .saturating_mul(1u32 << attempt.min(16))
         .min(Duration::from_secs(30))
+}
+
+impl std::fmt::Debug for SmsLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsLink")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SmsLink {
@@ -84,9 +93,12 @@ impl SmsLink {
         })
     }
 
-    /// The `Authorization` header value for SMS's HTTP API, when there is a token.
-    pub fn authorization(&self) -> Option<String> {
-        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    /// The `Authorization` header value for SMS's HTTP API at `http_addr` (`host:port`), when
+    /// there is a token and that address is on the host this link dials for gRPC: the token goes
+    /// to SMS only, never to whatever else listens at a default `sms_http_addr`.
+    pub fn authorization_for(&self, http_addr: &str) -> Option<String> {
+        let token = self.token.as_ref()?;
+        (host_of(&self.addr) == host_of(http_addr)).then(|| format!("Bearer {token}"))
     }
 
     /// The address, for messages.
@@ -144,6 +156,16 @@ impl SmsLink {
     }
 }
 
+/// The host of `http://host:port`, `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+    }
+}
+
 /// Whether a failed call may succeed later (SMS away, overloaded), as opposed to a definite "no".
 pub fn transient(status: &tonic::Status) -> bool {
     matches!(
@@ -189,6 +211,24 @@ pub fn register_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_to_the_sms_host_only_and_is_never_printed() {
+        let link = SmsLink::new(
+            "http://10.0.0.5:50051",
+            Duration::from_secs(1),
+            Some("spear.a.b".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            link.authorization_for("10.0.0.5:8080").as_deref(),
+            Some("Bearer spear.a.b")
+        );
+        assert_eq!(link.authorization_for("127.0.0.1:8080"), None);
+        assert!(!format!("{link:?}").contains("spear.a.b"));
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("http://h:1/x"), "h");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

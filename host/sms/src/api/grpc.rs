@@ -150,10 +150,7 @@ impl v1::node_service_server::NodeService for Grpc {
             executors: r.executors,
             slots: Some(r.slots).filter(|s| *s > 0),
         };
-        self.0
-            .auth
-            .node_registers(who.as_ref(), &mut req.uuid)
-            .await?;
+        self.0.node_registers(who.as_ref(), &mut req.uuid).await?;
         Ok(Response::new(wire_node(self.0.register_node(req).await?)))
     }
 
@@ -190,6 +187,7 @@ impl v1::node_service_server::NodeService for Grpc {
             metadata: Some(map(r.metadata)).filter(|m| !m.is_empty()),
             labels: Some(map(r.labels)).filter(|m| !m.is_empty()),
         };
+        crate::auth::node_may_set(who.as_ref(), req.status.as_deref())?;
         Ok(Response::new(wire_node(
             self.0.update_node(&r.uuid, req).await?,
         )))

@@ -11,6 +11,7 @@ use super::grpc::{
     Grpc, principal, required, result, submit_from_wire, unset_if_empty, wire_execution,
 };
 use crate::auth::as_node;
+use crate::error::SmsError;
 
 /// Response metadata of the assignment stream naming this SMS's session.
 pub const SESSION_HEADER: &str = "spear-session";
@@ -34,11 +35,18 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         &self,
         r: Request<v1::ExecutionRef>,
     ) -> Result<Response<v1::Execution>, Status> {
+        let who = principal(&r);
         let r = r.into_inner();
         required("execution_id", &r.execution_id)?;
-        Ok(Response::new(wire_execution(
-            self.0.execution(&r.execution_id).await?,
-        )))
+        let exec = self.0.execution(&r.execution_id).await?;
+        // A node sees its own executions only; another node's look absent (not "forbidden":
+        // the node then knows it is not its own, as it would if it were gone).
+        if let Some(p) = who.filter(|p| p.role == crate::auth::Role::Node)
+            && (p.node.is_none() || exec.node_uuid != p.node)
+        {
+            return Err(SmsError::not_found("execution", &r.execution_id).into());
+        }
+        Ok(Response::new(wire_execution(exec)))
     }
 
     async fn list_executions(

@@ -119,8 +119,7 @@ async fn register_node(
     principal: Option<Extension<Principal>>,
     ApiJson(mut req): ApiJson<RegisterNode>,
 ) -> Result<Response, SmsError> {
-    sms.auth
-        .node_registers(principal.as_deref(), &mut req.uuid)
+    sms.node_registers(principal.as_deref(), &mut req.uuid)
         .await?;
     sms.register_node(req).await.map(created)
 }
@@ -156,6 +155,7 @@ async fn update_node(
     ApiJson(req): ApiJson<UpdateNode>,
 ) -> Result<Json<Node>, SmsError> {
     as_node(principal.as_deref(), &uuid)?;
+    crate::auth::node_may_set(principal.as_deref(), req.status.as_deref())?;
     sms.update_node(&uuid, req).await.map(Json)
 }
 

@@ -13,7 +13,6 @@
 pub mod grpc;
 pub mod http;
 pub mod offline;
-pub mod origin;
 pub mod rules;
 pub mod stream;
 pub mod tokens;
@@ -132,6 +131,19 @@ impl Auth {
     }
 }
 
+/// A change of node status by `principal`: a node token may drain itself or go inactive, never
+/// make itself active again (after an operator drained it, say).
+pub fn node_may_set(principal: Option<&Principal>, status: Option<&str>) -> Result<(), SmsError> {
+    match (principal, status) {
+        (Some(p), Some(s)) if p.role == Role::Node && !matches!(s, "draining" | "inactive") => {
+            Err(SmsError::Forbidden(format!(
+                "a node token may set its node draining or inactive, not `{s}` (an operator may)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A node principal may act only as its own node; every other role passes (its route's need was
 /// checked already). `uuid` is the node the request acts as.
 pub fn as_node(principal: Option<&Principal>, uuid: &str) -> Result<(), SmsError> {
@@ -154,9 +166,11 @@ pub fn as_node(principal: Option<&Principal>, uuid: &str) -> Result<(), SmsError
     }
 }
 
-impl Auth {
+impl crate::service::Sms {
     /// A registration by `principal`: a node token registers as its own node (its bound uuid when
-    /// the request names none), and an unbound one is bound to the uuid it registers first.
+    /// the request names none), and an unbound one is bound to the uuid it registers first, if
+    /// no node of that uuid is registered already (an existing node's token is made with
+    /// `--node UUID`: a new token cannot take over a node).
     pub async fn node_registers(
         &self,
         principal: Option<&Principal>,
@@ -174,6 +188,7 @@ impl Auth {
             .clone();
         uuid::Uuid::parse_str(&claimed)
             .map_err(|e| SmsError::invalid("uuid", format!("`{claimed}` is not a UUID: {e}")))?;
-        self.tokens.bind_node(p, &claimed).await
+        let existing = self.nodes.read().await.contains_key(&claimed);
+        self.auth.tokens.bind_node(p, &claimed, existing).await
     }
 }

@@ -1,6 +1,7 @@
 //! The one table of who may call what: every REST route and every gRPC method has a [`Need`].
-//! A route or method missing here is refused to everyone (and the auth tests, which walk the
-//! router's OpenAPI document and the proto descriptors, fail on it).
+//! A route, method or HTTP method missing here is for admins only (the router then answers 405 or
+//! `UNIMPLEMENTED`), and the auth tests, which walk the router's OpenAPI document and the proto
+//! descriptors, fail on a served one without a rule.
 
 use super::{AuthConfig, Role};
 
@@ -27,6 +28,9 @@ pub enum Need {
     NodeOrOperate,
     /// Any valid token (`/api/v1/whoami`).
     Any,
+    /// Reading an execution: reader, operator, admin, and a node (its own executions only: the
+    /// handler answers not-found for another node's).
+    ReadOrOwnNode,
 }
 
 impl Need {
@@ -52,6 +56,7 @@ impl Need {
             Need::Node => matches!(role, Node | Admin),
             Need::NodeOrOperate => matches!(role, Node | Operator | Admin),
             Need::Any => true,
+            Need::ReadOrOwnNode => matches!(role, Reader | Operator | Admin | Node),
         }
     }
 
@@ -66,6 +71,7 @@ impl Need {
             Need::Node => "node or admin",
             Need::NodeOrOperate => "node, operator or admin",
             Need::Any => "any valid token",
+            Need::ReadOrOwnNode => "reader, operator, admin, or the node it is placed on",
         }
     }
 }
@@ -74,6 +80,8 @@ impl Need {
 /// `/api/v1/tasks/{task_id}`); None for a route without a rule.
 pub fn rest(method: &str, path: &str) -> Option<Need> {
     use Need::*;
+    // HEAD is answered by the GET route.
+    let method = if method == "HEAD" { "GET" } else { method };
     let need = match (method, path) {
         ("GET", "/") => Open,
         ("GET", "/api/openapi.json") => Open,
@@ -130,7 +138,9 @@ pub fn grpc(path: &str) -> Option<Need> {
         ("spear.v1.PluginService", "Reload") => Admin,
         ("spear.v1.PluginService", "ListPlugins" | "History") => Read,
         ("spear.v1.ExecutionService", "Submit" | "Cancel") => Operate,
-        ("spear.v1.ExecutionService", "GetExecution" | "ListExecutions") => Read,
+        // A Spearlet asks after a stall whether its executions are still its own.
+        ("spear.v1.ExecutionService", "GetExecution") => ReadOrOwnNode,
+        ("spear.v1.ExecutionService", "ListExecutions") => Read,
         (
             "spear.v1.ExecutionService",
             "Assignments" | "ReportResult" | "ReportState" | "ReportBatch",

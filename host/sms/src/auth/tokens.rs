@@ -184,9 +184,20 @@ impl Tokens {
         if let Some((id, secret)) = token
             .strip_prefix("spear.")
             .and_then(|rest| rest.split_once('.'))
+            && let Some(principal) = self.verify_issued(id, secret, now)?
+        {
+            return Ok(principal);
+        }
+        self.verify_bootstrap(token)
+    }
+
+    /// An issued token by id and secret; None when no token has that id.
+    fn verify_issued(&self, id: &str, secret: &str, now: i64) -> Result<Option<Principal>> {
         {
             let issued = self.read();
-            let entry = issued.get(id).ok_or_else(invalid)?;
+            let Some(entry) = issued.get(id) else {
+                return Ok(None);
+            };
             let mut want = [0u8; 32];
             hex::decode_to_slice(&entry.stored.sha256, &mut want).map_err(|_| invalid())?;
             if !same(&sha256(secret.as_bytes()), &want) {
@@ -199,15 +210,19 @@ impl Tokens {
                     info.name
                 )));
             }
-            return Ok(Principal {
+            Ok(Some(Principal {
                 id: info.id.clone(),
                 name: info.name.clone(),
                 role: info.role,
                 node: info.node.clone(),
                 expires_at_ms: info.expires_at_ms,
                 revoked: Some(entry.revoked.subscribe()),
-            });
+            }))
         }
+    }
+
+    /// A bootstrap token.
+    fn verify_bootstrap(&self, token: &str) -> Result<Principal> {
         let hash = sha256(token.as_bytes());
         match self.bootstrap.iter().find(|(_, h)| same(h, &hash)) {
             Some((source, _)) => Ok(Principal {
@@ -327,9 +342,10 @@ impl Tokens {
         all
     }
 
-    /// A node token bound to no node yet is bound to `uuid` (its first registration); one bound
+    /// A node token bound to no node yet is bound to `uuid` (its first registration) unless a
+    /// node of that uuid is registered already (`existing`) or another token holds it; one bound
     /// to another node is refused. Other principals pass.
-    pub async fn bind_node(&self, principal: &Principal, uuid: &str) -> Result<()> {
+    pub async fn bind_node(&self, principal: &Principal, uuid: &str, existing: bool) -> Result<()> {
         if principal.role != Role::Node || principal.node.is_some() {
             return super::as_node(Some(principal), uuid);
         }
@@ -359,6 +375,12 @@ impl Tokens {
                     principal.name
                 )));
             }
+            None if existing => {
+                return Err(SmsError::Forbidden(format!(
+                    "node `{uuid}` is registered already: a token for it is made with \
+                     `--node {uuid}`, not bound by a registration"
+                )));
+            }
             None => {}
         }
         stored.info.node = Some(uuid.to_owned());
@@ -383,10 +405,11 @@ fn check_name(name: &str) -> Result<()> {
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || name.starts_with('.')
     {
         return Err(SmsError::invalid(
             "name",
-            "letters, digits, `-`, `_` and `.` only",
+            "letters, digits, `-`, `_` and `.` only, not first",
         ));
     }
     Ok(())

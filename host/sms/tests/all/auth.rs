@@ -121,9 +121,10 @@ const GRPC: &[(&str, &[&str])] = &[
         &["reader", "operator", "admin"],
     ),
     ("/spear.v1.ExecutionService/Submit", &["operator", "admin"]),
+    // A node may ask after executions (its own only: another's look absent).
     (
         "/spear.v1.ExecutionService/GetExecution",
-        &["reader", "operator", "admin"],
+        &["reader", "operator", "admin", "node"],
     ),
     (
         "/spear.v1.ExecutionService/ListExecutions",
@@ -246,6 +247,22 @@ async fn every_rest_route_answers_each_token_by_the_table() {
         }
     }
     assert_eq!(seen, REST.len(), "every row of the table is a served route");
+    // HEAD is GET's; a method a route does not serve is for admins only (then 405).
+    let head = reqwest::Client::new()
+        .head(sms.url("/api/v1/tasks"))
+        .bearer_auth(&by_role["reader"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        rest_status(&sms, "PATCH", "/api/v1/tasks", Some(&by_role["reader"])).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        rest_status(&sms, "PATCH", "/api/v1/tasks", Some(&by_role["admin"])).await,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use tonic::Request;
 
 const NODE_A: &str = "00000000-0000-4000-8000-00000000000a";
 const NODE_B: &str = "00000000-0000-4000-8000-00000000000b";
+const NODE_C: &str = "00000000-0000-4000-8000-00000000000c";
 
 fn with<T>(message: T, token: &str) -> Request<T> {
     let mut r = Request::new(message);
@@ -88,6 +89,36 @@ async fn a_node_token_acts_only_as_its_own_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "a heartbeats as itself");
+    // A node drains itself, but cannot make itself active again.
+    for (status, want) in [
+        ("draining", StatusCode::OK),
+        ("active", StatusCode::FORBIDDEN),
+    ] {
+        let r = c
+            .put(sms.url(&format!("/api/v1/nodes/{NODE_A}")))
+            .bearer_auth(&a)
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "a sets itself {status}");
+    }
+    // A node registered without a token of its own cannot be taken by a new unbound token.
+    assert_eq!(register(&c, &sms, ADMIN, NODE_C).await, StatusCode::CREATED);
+    let newcomer = token(&sms, "node-c", "node", json!({})).await;
+    let r = c
+        .post(sms.url("/api/v1/nodes"))
+        .bearer_auth(&newcomer)
+        .json(&json!({ "uuid": NODE_C, "ip_address": "127.0.0.1", "port": 9000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("--node"),
+        "{v}"
+    );
 
     // gRPC: b cannot open a's stream, heartbeat as a, or report a's work.
     let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
@@ -129,6 +160,23 @@ async fn a_node_token_acts_only_as_its_own_node() {
         ..Default::default()
     };
     assert!(denied(execs.report_batch(with(batch, &b)).await.map(drop)));
+    // A node asks after its own executions only; another node's look absent.
+    let submitted: Value = c
+        .post(sms.url("/api/v1/executions"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"executable": {"type": "process", "name": "/bin/true"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["execution_id"].as_str().unwrap().to_owned();
+    let asked = execs
+        .get_execution(with(v1::ExecutionRef { execution_id: id }, &b))
+        .await
+        .unwrap_err();
+    assert_eq!(asked.code(), tonic::Code::NotFound, "{asked:?}");
 }
 
 #[tokio::test]
@@ -219,6 +267,14 @@ async fn offline_tokens_work_against_the_started_sms_and_revoke_offline() {
     assert!(String::from_utf8_lossy(&dup.stderr).contains("`ci` exists"));
     let bad = sms_cmd(&sb, &["token", "create", "--role", "root", "--name", "x"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`root` is not reader"));
+    let dots = sms_cmd(
+        &sb,
+        &["token", "create", "--role", "reader", "--name", ".."],
+    );
+    assert!(
+        String::from_utf8_lossy(&dots.stderr).contains("name:"),
+        "{dots:?}"
+    );
     let list = sms_cmd(&sb, &["token", "list"]);
     let row: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(

@@ -57,7 +57,7 @@ async fn slow_header_senders_are_closed_and_healthz_answers_throughout() {
     let mut slow = Vec::new();
     for _ in 0..300 {
         let mut s = TcpStream::connect(sms.http).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
             .await
             .unwrap();
         slow.push(s);
@@ -116,7 +116,7 @@ async fn connections_past_the_cap_get_a_503_json_answer_and_idle_ones_are_closed
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = TcpStream::connect(sms.http).await.unwrap();
     let _ = extra
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let answer = read_to_close(&mut extra, Duration::from_secs(5))
         .await
@@ -153,7 +153,7 @@ async fn oversized_bodies_get_413_before_they_are_read_and_slow_ones_408() {
     // A 100 MB body announced: 413 at once, from the headers alone, none of the body read.
     let mut s = TcpStream::connect(sms.http).await.unwrap();
     s.write_all(
-        b"POST /api/v1/executions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+        b"POST /api/v1/executions HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n\
           content-length: 104857600\r\n\r\n",
     )
     .await
@@ -199,7 +199,7 @@ async fn oversized_bodies_get_413_before_they_are_read_and_slow_ones_408() {
     // A body that stops half-way: 408 after the body timeout.
     let mut s = TcpStream::connect(sms.http).await.unwrap();
     s.write_all(
-        b"POST /api/v1/executions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+        b"POST /api/v1/executions HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n\
           content-length: 100\r\n\r\n{\"executable\":",
     )
     .await

@@ -79,6 +79,18 @@ async fn a_secured_cluster_runs_work_with_node_and_operator_tokens() {
     assert_eq!(e["state"], "succeeded", "{e}");
     assert_eq!(e["result"]["stdout"], "secured run\n");
     assert_eq!(e["node_uuid"], spearlet.node.as_str());
+    // The Spearlet's own HTTP, on loopback, answers loopback names only (no DNS rebinding).
+    let status = format!("http://{}/api/v1/status", spearlet.http);
+    let c = reqwest::Client::new();
+    let r = c.get(&status).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(&status)
+        .header("host", "rebound.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // The operator cannot make tokens.
     let (status, _) = sms
         .post("/api/v1/tokens", json!({ "name": "x", "role": "admin" }))

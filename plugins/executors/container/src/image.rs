@@ -1,9 +1,10 @@
 //! Images from artifact tarballs: a `docker save`/`podman save` archive (docker-archive) is loaded
 //! into the engine through the Engine API (`POST /images/load`), once per file version.
 //!
-//! The image is then run by the id its manifest names, tagged `localhost/spear-artifact:<id>`,
-//! never by the tags inside the tarball: another tarball naming the same tag (`app:latest`)
-//! moves that tag, not what this artifact runs.
+//! The image is then run by the id its manifest names (`sha256:<id>`, which no tag can move), and
+//! tagged `localhost/spear-artifact:<id>` for people; never by the tags inside the tarball:
+//! another tarball naming the same tag (`app:latest`) moves that tag, not what this artifact
+//! runs. A tarball naming a tag of that repository itself is refused.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -54,6 +55,20 @@ fn same_tag(a: &str, b: &str) -> bool {
     bare(a) == bare(b)
 }
 
+/// Whether reference `r` is in repository `repo` (`localhost/x:1` is in `localhost/x`, and so is
+/// `x:1`, as engines default it).
+fn same_repo(r: &str, repo: &str) -> bool {
+    let name = |s: &str| {
+        let s = s.split('@').next().unwrap_or(s);
+        let s = match s.rsplit_once(':') {
+            Some((n, tag)) if !tag.contains('/') => n,
+            _ => s,
+        };
+        s.trim_start_matches("localhost/").to_string()
+    };
+    name(r) == name(repo)
+}
+
 /// Tarballs already loaded, and the image each yielded.
 #[derive(Default)]
 pub(crate) struct LoadedImages {
@@ -92,6 +107,12 @@ impl LoadedImages {
                          `docker save`/`podman save` write): {e}"
                     ))
                 })?;
+                if let Some(tag) = manifest.tags.iter().find(|t| same_repo(t, OWN_REPO)) {
+                    return Err(PluginError::new(format!(
+                        "the image tarball {path} names `{tag}`: tags of {OWN_REPO} are this \
+                         executor's own"
+                    )));
+                }
                 load(engine, docker, path).await?;
                 let id = manifest.id.ok_or_else(|| {
                     PluginError::new(format!(
@@ -108,7 +129,7 @@ impl LoadedImages {
                     .await
                     .map_err(|e| engine.error(&format!("tag the image of {path}"), e))?;
                 let image = Image {
-                    run: format!("{OWN_REPO}:{tag}"),
+                    run: format!("sha256:{id}"),
                     tags: manifest.tags,
                 };
                 self.lock().insert(key, image.clone());
@@ -248,6 +269,13 @@ mod tests {
         assert_eq!(image_of_manifest(m).id.as_deref(), Some("abc"));
         let m = br#"[{"Config":"../../etc/x y","RepoTags":[]}]"#;
         assert_eq!(image_of_manifest(m).id, None, "only a hex id is used");
+    }
+
+    #[test]
+    fn this_executors_repository_is_recognised() {
+        assert!(same_repo("localhost/spear-artifact:abc", OWN_REPO));
+        assert!(same_repo("spear-artifact:abc", OWN_REPO));
+        assert!(!same_repo("localhost/other:abc", OWN_REPO));
     }
 
     #[test]

@@ -130,9 +130,12 @@ impl Hardening {
         }
         for cap in &self.cap_add {
             let name = cap.strip_prefix("CAP_").unwrap_or(cap);
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            if name.is_empty()
+                || name == "ALL"
+                || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            {
                 return Err(format!(
-                    "cap_add `{cap}`: a capability name such as NET_BIND_SERVICE"
+                    "cap_add `{cap}`: one capability's name such as NET_BIND_SERVICE (not ALL)"
                 ));
             }
         }
@@ -254,6 +257,10 @@ mod tests {
             },
             Hardening {
                 cap_add: vec!["net admin".into()],
+                ..Hardening::default()
+            },
+            Hardening {
+                cap_add: vec!["ALL".into()],
                 ..Hardening::default()
             },
         ] {

@@ -51,8 +51,8 @@ pub struct Config {
     pub max_memory_mb: u64,
     /// Compiled programs kept in the module cache (least recently used evicted first).
     pub cache_entries: usize,
-    /// CPU time one guest may use, in ms (counted in ticks of [`crate::TICK`] while it runs,
-    /// whatever its `timeout_ms`); past it the guest fails. 0: no limit.
+    /// CPU time one guest may use, in ms (the time its code runs on a worker thread, whatever
+    /// its `timeout_ms`); past it the guest fails. 0: no limit.
     pub max_cpu_ms: u64,
     /// Whether a spec's `working_dir` may be preopened for the guest; without it such a spec is
     /// refused (a guest sees no directory at all).

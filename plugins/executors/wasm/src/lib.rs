@@ -25,8 +25,8 @@
 //!   (streams, pollables, sockets: host memory); without `network` it cannot create a socket at
 //!   all; one write (or `write-zeroes`) is at most 1 MiB. A guest blocked in a poll or a sleep is
 //!   cancelled at its timeout like a running one. Besides its time limit, a guest may run
-//!   `max_cpu_ms` of CPU (5 minutes by default, counted in epoch ticks while it runs): past it,
-//!   `Failed("cpu limit: …")`.
+//!   `max_cpu_ms` of CPU (5 minutes by default: the time its code runs on a worker thread,
+//!   waits in sleeps and polls not counted): past it, `Failed("cpu limit: …")`.
 //! - **Shared binary**: compiled code is cached by the sha256 of the bytes and pre-linked
 //!   (`InstancePre`/`CommandPre`), so later executions only instantiate, from wasmtime's pooling
 //!   allocator. [`WasmExecutor::cache_stats`] reports hits and misses.
@@ -45,6 +45,7 @@
 
 mod cache;
 mod config;
+mod cpu;
 mod output;
 mod program;
 mod run;

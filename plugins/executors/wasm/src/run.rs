@@ -14,6 +14,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{DirPerms, FilePerms, I32Exit, ResourceTable, WasiCtxBuilder};
 
+use crate::cpu::Metered;
 use crate::output::Capture;
 use crate::program::Program;
 use crate::runtime::{Claim, SlotGuard};
@@ -105,6 +106,7 @@ pub struct Launch {
     stdout: Capture,
     stderr: Capture,
     deadline: Option<Instant>,
+    cpu_limit: Option<Duration>,
     started: Instant,
     control: Arc<Control>,
     done: Arc<Done>,
@@ -168,7 +170,7 @@ pub fn prepare(
         b.allow_tcp(false).allow_udp(false);
     }
     let memory = Arc::new(AtomicU64::new(0));
-    let limiter = Limiter::new(memory_limit, memory.clone(), max_cpu_ms);
+    let limiter = Limiter::new(memory_limit, memory.clone());
     let context = match &*program {
         Program::Module(_) => Context::Module(CoreState {
             wasi: b.build_p1(),
@@ -200,6 +202,7 @@ pub fn prepare(
         deadline: (spec.timeout_ms > 0)
             .then(|| started.checked_add(Duration::from_millis(spec.timeout_ms)))
             .flatten(),
+        cpu_limit: (max_cpu_ms > 0).then(|| Duration::from_millis(max_cpu_ms)),
         started,
         control: handles.control.clone(),
         done: handles.done.clone(),
@@ -245,6 +248,7 @@ pub async fn supervise(launch: Launch) {
         stdout,
         stderr,
         deadline,
+        cpu_limit,
         started,
         control,
         done,
@@ -261,7 +265,9 @@ pub async fn supervise(launch: Launch) {
         biased;
         signal = control.delivered() => Ended::Signaled(signal),
         () = timer => Ended::TimedOut,
-        (result, refused) = execute(&engine, &program, context) => Ended::Ran(result, refused),
+        (result, refused) = Metered::new(execute(&engine, &program, context), cpu_limit) => {
+            Ended::Ran(result, refused)
+        }
     };
     drop(slot);
     let status = match ended {
@@ -284,15 +290,11 @@ pub async fn supervise(launch: Launch) {
     }
 }
 
-/// Make the store yield at every epoch tick, count the ticks it runs at against its CPU limit,
-/// and enforce the memory limit.
+/// Make the store yield at every epoch tick and enforce the memory limit.
 fn arm<T: Send + 'static>(store: &mut Store<T>, limiter: fn(&mut T) -> &mut Limiter) {
     store.limiter(move |s| limiter(s));
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |mut cx| {
-        limiter(cx.data_mut()).tick()?;
-        Ok(UpdateDeadline::Yield(1))
-    });
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 }
 
 /// Instantiate and run; the exit code and whether a memory growth was refused.
@@ -337,7 +339,7 @@ fn classify(e: &wasmtime::Error, refused: bool) -> ExitStatus {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return ExitStatus::Exited(exit.0);
     }
-    if let Some(cpu) = e.downcast_ref::<crate::state::CpuLimit>() {
+    if let Some(cpu) = e.downcast_ref::<crate::cpu::CpuLimit>() {
         return ExitStatus::Failed(cpu.to_string());
     }
     let trap = e.downcast_ref::<Trap>();

@@ -20,56 +20,17 @@ pub struct Limiter {
     used: Arc<AtomicU64>,
     pending: usize,
     refused: bool,
-    /// Epoch ticks the guest was running at (each about [`crate::TICK`] of CPU).
-    ticks: u64,
-    /// Ticks allowed (0: no limit).
-    max_ticks: u64,
 }
-
-/// The error that ends a guest past its CPU limit.
-#[derive(Debug)]
-pub struct CpuLimit {
-    /// The limit, ms.
-    pub limit_ms: u64,
-}
-
-impl std::fmt::Display for CpuLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cpu limit: the guest ran past its {} ms of CPU (the wasm executor's max_cpu_ms)",
-            self.limit_ms
-        )
-    }
-}
-
-impl std::error::Error for CpuLimit {}
 
 impl Limiter {
-    /// A limiter of `limit` bytes publishing the memory in use to `used`, and of `max_cpu_ms` of
-    /// CPU (0: none).
-    pub fn new(limit: u64, used: Arc<AtomicU64>, max_cpu_ms: u64) -> Self {
-        let tick = crate::runtime::TICK.as_millis().max(1) as u64;
+    /// A limiter of `limit` bytes publishing the memory in use to `used`.
+    pub fn new(limit: u64, used: Arc<AtomicU64>) -> Self {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used,
             pending: 0,
             refused: false,
-            ticks: 0,
-            max_ticks: max_cpu_ms.div_ceil(tick),
         }
-    }
-
-    /// The guest was running at an epoch tick: count it; past the limit, the error that ends it.
-    pub fn tick(&mut self) -> Result<(), CpuLimit> {
-        self.ticks += 1;
-        if self.max_ticks > 0 && self.ticks > self.max_ticks {
-            let tick = crate::runtime::TICK.as_millis().max(1) as u64;
-            return Err(CpuLimit {
-                limit_ms: self.max_ticks * tick,
-            });
-        }
-        Ok(())
     }
 
     /// A growth was refused because of the limit.

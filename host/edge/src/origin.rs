@@ -1,15 +1,14 @@
-//! Host and Origin checks on a loopback listener: a web page of another site must not reach SMS
-//! through the browser of someone running `spear dev` (DNS rebinding: `evil.example` made to
-//! resolve to 127.0.0.1). On a loopback listener a request must name a loopback host (`Host:
-//! localhost:8080`, `127.0.0.1`, `[::1]`), and a browser's `Origin`, when sent, must be a loopback
-//! one too; anything else is refused with 403. Listeners on other addresses check tokens instead.
+//! Host and Origin checks on a loopback listener (SMS's REST and web admin, the Spearlet's HTTP):
+//! a web page of another site must not reach them through the browser of someone running `spear
+//! dev` (DNS rebinding: `evil.example` made to resolve to 127.0.0.1). On a loopback listener a
+//! request must name a loopback host (`Host: localhost:8080`, `127.0.0.1`, `[::1]`), and a
+//! browser's `Origin`, when sent, must be a loopback one too; anything else is refused with 403 in
+//! SMS's error shape (`permission_denied`). Listeners on other addresses check tokens instead.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-
-use crate::error::SmsError;
 
 /// Whether `host` (`name`, `name:port`, `[v6]:port`) is a loopback name.
 fn loopback_host(host: &str) -> bool {
@@ -33,7 +32,7 @@ pub fn refused(host: Option<&str>, origin: Option<&str>) -> Option<String> {
         && !loopback_host(host)
     {
         return Some(format!(
-            "Host `{host}` is not a loopback name, and this SMS listens on loopback only"
+            "Host `{host}` is not a loopback name, and this server listens on loopback only"
         ));
     }
     if let Some(origin) = origin {
@@ -42,7 +41,7 @@ pub fn refused(host: Option<&str>, origin: Option<&str>) -> Option<String> {
             .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
         if !loopback_host(host) {
             return Some(format!(
-                "Origin `{origin}` is not a loopback page, and this SMS listens on loopback only"
+                "Origin `{origin}` is not a loopback page, and this server listens on loopback only"
             ));
         }
     }
@@ -63,7 +62,10 @@ pub async fn layer(State(loopback): State<bool>, req: Request, next: Next) -> Re
             text(headers, header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
         if let Some(why) = refused(host, text(headers, header::ORIGIN)) {
             tracing::warn!("{why}");
-            return SmsError::Forbidden(why).into_response();
+            let body = serde_json::json!({
+                "error": {"code": "permission_denied", "message": why, "field": null}
+            });
+            return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
         }
     }
     next.run(req).await
