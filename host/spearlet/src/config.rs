@@ -208,21 +208,6 @@ pub struct Spearlet {
     pub artifacts: ArtifactRules,
 }
 
-/// A secret string (a token): read like any other key, never printed by `Debug`.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "<secret>"
-        })
-    }
-}
-
 /// `[executors]`: which executor plugins to use, and their configurations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,18 +455,7 @@ impl SpearletConfig {
         if let Err(e) = self.sms_token() {
             errors.push(e.0);
         }
-        for (key, addr) in [
-            ("spearlet.grpc.addr", s.grpc.addr),
-            ("spearlet.http.server.addr", s.http.server.addr),
-        ] {
-            if !addr.ip().is_loopback() && !self.insecure {
-                errors.push(format!(
-                    "{key} {addr}: not a loopback address, and the Spearlet's own gRPC and HTTP \
-                     (status, plugin reload) check no token; nothing needs them from elsewhere \
-                     (the Spearlet dials SMS), so keep them on loopback, or start with --insecure"
-                ));
-            }
-        }
+        errors.extend(self.open_listeners());
         if s.sms_connect_timeout_ms == 0 || s.sms_connect_retry_ms == 0 {
             errors.push(
                 "spearlet.sms_connect_timeout_ms / sms_connect_retry_ms: must be at least 1".into(),
@@ -582,35 +556,6 @@ impl SpearletConfig {
             .unwrap_or_else(|| "{}".into())
     }
 
-    /// The token to send to SMS: `spearlet.sms_token`, else the content of
-    /// `spearlet.sms_token_file` (trimmed); None when neither is set.
-    pub fn sms_token(&self) -> Result<Option<String>, ConfigError> {
-        let s = &self.spearlet;
-        match (&s.sms_token.0, &s.sms_token_file) {
-            (t, Some(_)) if !t.is_empty() => Err(ConfigError(
-                "spearlet.sms_token and spearlet.sms_token_file: set one of them".into(),
-            )),
-            (t, None) if t.is_empty() => Ok(None),
-            (t, None) => Ok(Some(t.clone())),
-            (_, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!(
-                        "spearlet.sms_token_file: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(ConfigError(format!(
-                        "spearlet.sms_token_file: {} is empty",
-                        path.display()
-                    )));
-                }
-                Ok(Some(token.to_owned()))
-            }
-        }
-    }
-
     /// The SMS gRPC endpoint as a URI.
     pub fn sms_endpoint(&self) -> String {
         let a = &self.spearlet.sms_grpc_addr;
@@ -647,6 +592,9 @@ fn with_source(source: &Option<PathBuf>, e: impl std::fmt::Display) -> String {
 fn home_config() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".spear/config.toml"))
 }
+
+mod access;
+pub use access::Secret;
 
 #[cfg(test)]
 mod tests;

@@ -212,8 +212,8 @@ pub fn register_request(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_token_goes_to_the_sms_host_only_and_is_never_printed() {
+    #[tokio::test]
+    async fn the_token_goes_to_the_sms_host_only_and_is_never_printed() {
         let link = SmsLink::new(
             "http://10.0.0.5:50051",
             Duration::from_secs(1),
