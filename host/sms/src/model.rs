@@ -97,6 +97,10 @@ pub struct Node {
     pub registered_at_ms: i64,
     /// Last heartbeat, ms since the Unix epoch.
     pub last_heartbeat_ms: i64,
+    /// The token that drained it or set it inactive (with auth on): the node's own registrations
+    /// keep that status, and its own token cannot remove it, until an operator sets it active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 /// How urgent a task is.

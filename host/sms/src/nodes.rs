@@ -150,11 +150,20 @@ impl Sms {
             }
         };
         let now = now_ms();
+        let uuid = req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let _guard = self.writes.lock().await;
+        // An operator's drain outlives the node's own registrations.
+        let held = self
+            .nodes
+            .read()
+            .await
+            .get(&uuid)
+            .and_then(|n| n.held_by.clone().map(|by| (n.status, by)));
         let node = Node {
-            uuid: req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            uuid,
             ip_address: req.ip_address,
             port,
-            status: NodeStatus::Active,
+            status: held.as_ref().map_or(NodeStatus::Active, |(s, _)| *s),
             metadata: req.metadata,
             labels: req.labels,
             capacity: req.capacity,
@@ -165,8 +174,8 @@ impl Sms {
             health_info: BTreeMap::new(),
             registered_at_ms: now,
             last_heartbeat_ms: now,
+            held_by: held.map(|(_, by)| by),
         };
-        let _guard = self.writes.lock().await;
         self.db.put(format!("node/{}", node.uuid), &node).await?;
         self.nodes
             .write()
@@ -218,7 +227,14 @@ impl Sms {
     }
 
     /// Change a node's status, metadata or labels.
-    pub async fn update_node(&self, uuid: &str, req: UpdateNode) -> Result<Node> {
+    /// `operator`: the name of the (non-node) token making the change, with auth on; a drain or
+    /// an inactive status it sets holds the node (see [`Node::held_by`]).
+    pub async fn update_node(
+        &self,
+        uuid: &str,
+        req: UpdateNode,
+        operator: Option<&str>,
+    ) -> Result<Node> {
         let status = match req.status.as_deref() {
             None => None,
             Some(s) => Some(NodeStatus::parse(s).ok_or_else(|| {
@@ -244,6 +260,12 @@ impl Sms {
             .ok_or_else(|| SmsError::not_found("node", uuid))?;
         if let Some(s) = status {
             node.status = s;
+            node.held_by = match s {
+                NodeStatus::Draining | NodeStatus::Inactive => {
+                    operator.map(str::to_owned).or(node.held_by)
+                }
+                _ => None,
+            };
         }
         if let Some(m) = req.metadata {
             node.metadata = m;

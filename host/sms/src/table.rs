@@ -270,6 +270,7 @@ pub(crate) mod tests_support {
             health_info: Default::default(),
             registered_at_ms: 0,
             last_heartbeat_ms: 0,
+            held_by: None,
         }
     }
 

@@ -203,13 +203,7 @@ impl Agent {
         // SMS places no more than this (plus its prefetch) here at once.
         req.slots = self.config.spearlet.limits.max_concurrent;
         self.sms.nodes().register_node(req).await.map_err(|s| {
-            let hint = match s.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                    " (SMS checks tokens: set spearlet.sms_token_file or SPEARLET_SMS_TOKEN to a \
-                     node token, made with `spear token create --role node --name NAME`)"
-                }
-                _ => "",
-            };
+            let hint = crate::sms::token_hint(&s);
             self.sms
                 .error(format!("registration refused: {}{hint}", s.message()))
         })?;

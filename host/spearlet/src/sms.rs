@@ -156,6 +156,17 @@ impl SmsLink {
     }
 }
 
+/// What to add to an error of SMS's that is about the token.
+pub fn token_hint(status: &tonic::Status) -> &'static str {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            " (SMS checks tokens: set spearlet.sms_token_file or SPEARLET_SMS_TOKEN to a node \
+             token, made with `spear token create --role node --name NAME`)"
+        }
+        _ => "",
+    }
+}
+
 /// The host of `http://host:port`, `host:port` or `[v6]:port`.
 fn host_of(addr: &str) -> &str {
     let rest = addr.split_once("://").map_or(addr, |(_, r)| r);

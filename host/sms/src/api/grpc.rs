@@ -189,7 +189,9 @@ impl v1::node_service_server::NodeService for Grpc {
         };
         crate::auth::node_may_set(who.as_ref(), req.status.as_deref())?;
         Ok(Response::new(wire_node(
-            self.0.update_node(&r.uuid, req).await?,
+            self.0
+                .update_node(&r.uuid, req, crate::auth::operator(who.as_ref()))
+                .await?,
         )))
     }
 
@@ -201,6 +203,7 @@ impl v1::node_service_server::NodeService for Grpc {
         let r = r.into_inner();
         as_node(who.as_ref(), &r.uuid)?;
         required("uuid", &r.uuid)?;
+        self.0.node_may_delete(who.as_ref(), &r.uuid).await?;
         self.0
             .delete_node(&r.uuid, "deleted through the API")
             .await?;

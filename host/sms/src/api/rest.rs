@@ -156,7 +156,8 @@ async fn update_node(
 ) -> Result<Json<Node>, SmsError> {
     as_node(principal.as_deref(), &uuid)?;
     crate::auth::node_may_set(principal.as_deref(), req.status.as_deref())?;
-    sms.update_node(&uuid, req).await.map(Json)
+    let by = crate::auth::operator(principal.as_deref());
+    sms.update_node(&uuid, req, by).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{uuid}",
@@ -168,6 +169,7 @@ async fn delete_node(
     ApiPath(uuid): ApiPath<String>,
 ) -> Result<StatusCode, SmsError> {
     as_node(principal.as_deref(), &uuid)?;
+    sms.node_may_delete(principal.as_deref(), &uuid).await?;
     sms.delete_node(&uuid, "deleted through the API").await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -144,6 +144,37 @@ pub fn node_may_set(principal: Option<&Principal>, status: Option<&str>) -> Resu
     }
 }
 
+/// The name of `principal` when it acts as an operator (any role but node).
+pub fn operator(principal: Option<&Principal>) -> Option<&str> {
+    principal
+        .filter(|p| p.role != Role::Node)
+        .map(|p| p.name.as_str())
+}
+
+impl crate::service::Sms {
+    /// A node token may not remove its node while an operator holds it drained or inactive
+    /// (a re-registration would clear the hold).
+    pub async fn node_may_delete(
+        &self,
+        principal: Option<&Principal>,
+        uuid: &str,
+    ) -> Result<(), SmsError> {
+        if principal.is_some_and(|p| p.role == Role::Node)
+            && let Some(by) = self
+                .nodes
+                .read()
+                .await
+                .get(uuid)
+                .and_then(|n| n.held_by.clone())
+        {
+            return Err(SmsError::Forbidden(format!(
+                "node `{uuid}` is held by `{by}`; an operator sets it active or removes it"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A node principal may act only as its own node; every other role passes (its route's need was
 /// checked already). `uuid` is the node the request acts as.
 pub fn as_node(principal: Option<&Principal>, uuid: &str) -> Result<(), SmsError> {
@@ -188,7 +219,12 @@ impl crate::service::Sms {
             .clone();
         uuid::Uuid::parse_str(&claimed)
             .map_err(|e| SmsError::invalid("uuid", format!("`{claimed}` is not a UUID: {e}")))?;
-        let existing = self.nodes.read().await.contains_key(&claimed);
+        // Registered, or named by executions (a removed node's requeued work stays its orphan).
+        let existing = self.nodes.read().await.contains_key(&claimed)
+            || self.executions.read().await.values().any(|e| {
+                e.node_uuid.as_deref() == Some(claimed.as_str())
+                    || e.orphaned_on.as_deref() == Some(claimed.as_str())
+            });
         self.auth.tokens.bind_node(p, &claimed, existing).await
     }
 }

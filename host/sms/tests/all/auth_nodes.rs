@@ -103,6 +103,38 @@ async fn a_node_token_acts_only_as_its_own_node() {
             .unwrap();
         assert_eq!(r.status(), want, "a sets itself {status}");
     }
+    // An operator's drain holds: the node's re-registration keeps it, its token cannot remove
+    // the node; the operator's `active` releases it.
+    let put = |token: &'static str, status: &'static str| {
+        c.put(sms.url(&format!("/api/v1/nodes/{NODE_A}")))
+            .bearer_auth(token)
+            .json(&json!({ "status": status }))
+            .send()
+    };
+    assert_eq!(
+        put(ADMIN, "draining").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(register(&c, &sms, &a, NODE_A).await, StatusCode::CREATED);
+    let node: Value = c
+        .get(sms.url(&format!("/api/v1/nodes/{NODE_A}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(node["status"], "draining", "{node}");
+    assert_eq!(node["held_by"], "SMS_ADMIN_TOKEN", "{node}");
+    let r = c
+        .delete(sms.url(&format!("/api/v1/nodes/{NODE_A}")))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(put(ADMIN, "active").await.unwrap().status(), StatusCode::OK);
     // A node registered without a token of its own cannot be taken by a new unbound token.
     assert_eq!(register(&c, &sms, ADMIN, NODE_C).await, StatusCode::CREATED);
     let newcomer = token(&sms, "node-c", "node", json!({})).await;
