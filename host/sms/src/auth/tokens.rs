@@ -193,32 +193,30 @@ impl Tokens {
 
     /// An issued token by id and secret; None when no token has that id.
     fn verify_issued(&self, id: &str, secret: &str, now: i64) -> Result<Option<Principal>> {
-        {
-            let issued = self.read();
-            let Some(entry) = issued.get(id) else {
-                return Ok(None);
-            };
-            let mut want = [0u8; 32];
-            hex::decode_to_slice(&entry.stored.sha256, &mut want).map_err(|_| invalid())?;
-            if !same(&sha256(secret.as_bytes()), &want) {
-                return Err(invalid());
-            }
-            let info = &entry.stored.info;
-            if info.expires_at_ms.is_some_and(|at| at <= now) {
-                return Err(SmsError::Unauthenticated(format!(
-                    "token `{}` has expired",
-                    info.name
-                )));
-            }
-            Ok(Some(Principal {
-                id: info.id.clone(),
-                name: info.name.clone(),
-                role: info.role,
-                node: info.node.clone(),
-                expires_at_ms: info.expires_at_ms,
-                revoked: Some(entry.revoked.subscribe()),
-            }))
+        let issued = self.read();
+        let Some(entry) = issued.get(id) else {
+            return Ok(None);
+        };
+        let mut want = [0u8; 32];
+        hex::decode_to_slice(&entry.stored.sha256, &mut want).map_err(|_| invalid())?;
+        if !same(&sha256(secret.as_bytes()), &want) {
+            return Err(invalid());
         }
+        let info = &entry.stored.info;
+        if info.expires_at_ms.is_some_and(|at| at <= now) {
+            return Err(SmsError::Unauthenticated(format!(
+                "token `{}` has expired",
+                info.name
+            )));
+        }
+        Ok(Some(Principal {
+            id: info.id.clone(),
+            name: info.name.clone(),
+            role: info.role,
+            node: info.node.clone(),
+            expires_at_ms: info.expires_at_ms,
+            revoked: Some(entry.revoked.subscribe()),
+        }))
     }
 
     /// A bootstrap token.

@@ -268,6 +268,30 @@ async fn a_revoked_token_stops_at_once_open_streams_included() {
     assert!(status.message().contains("revoked"), "{status:?}");
 }
 
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let sb = Sandbox::new("");
+    let sms = secured(&sb);
+    let brief = token(&sms, "brief", "reader", json!({ "ttl_secs": 1 })).await;
+    let opened = std::time::Instant::now();
+    let mut sse = reqwest::Client::new()
+        .get(sms.url("/api/v1/events"))
+        .bearer_auth(&brief)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(_chunk) = sse.chunk().await.unwrap() {}
+    })
+    .await
+    .expect("the event stream ended at the token's expiry");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(500),
+        "not before it"
+    );
+}
+
 fn sms_cmd(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sms"))
         .current_dir(sb.path())

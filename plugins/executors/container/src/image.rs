@@ -150,8 +150,9 @@ impl LoadedImages {
     }
 }
 
-/// Stream the tarball to the engine; returns the image the engine says it loaded, if it says.
-async fn load(engine: &Engine, docker: &Docker, path: &str) -> Result<Option<String>, PluginError> {
+/// Stream the tarball to the engine, failing with what the engine says went wrong. (What it says
+/// it loaded is not used: the image is run by the id its manifest names.)
+async fn load(engine: &Engine, docker: &Docker, path: &str) -> Result<(), PluginError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| PluginError::new(format!("cannot open the image tarball {path}: {e}")))?;
@@ -161,25 +162,15 @@ async fn load(engine: &Engine, docker: &Docker, path: &str) -> Result<Option<Str
     ));
     let options = ImportImageOptionsBuilder::new().quiet(true).build();
     let mut answers = docker.import_image(options, body, None);
-    let mut loaded = None;
     while let Some(answer) = answers.next().await {
-        let info = answer.map_err(|e| match e {
+        answer.map_err(|e| match e {
             bollard::errors::Error::DockerStreamError { error } => PluginError::new(format!(
                 "the container engine could not load the image tarball {path}: {error}"
             )),
             other => engine.error(&format!("load image tarball {path}"), other),
         })?;
-        if let Some(line) = info.stream.as_deref()
-            && let Some(name) = line
-                .trim()
-                .strip_prefix("Loaded image: ")
-                .or_else(|| line.trim().strip_prefix("Loaded image(s): "))
-                .or_else(|| line.trim().strip_prefix("Loaded image ID: "))
-        {
-            loaded = name.split(',').next().map(|s| s.trim().to_string());
-        }
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// What a docker-archive `manifest.json` says of its (first) image.
