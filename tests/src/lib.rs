@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests, the conformance suite and the benchmarks: where the
 //! guest builds are, and small builders for targets, requests and host configs.
 
+pub mod certs;
 pub mod extism_wat;
 pub mod podman;
 pub mod process;

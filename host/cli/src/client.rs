@@ -1,6 +1,7 @@
 //! A thin client of SMS's REST API: JSON in and out, SMS's error bodies and transport failures
 //! turned into [`CliError`]s that say what to do.
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -89,10 +90,29 @@ pub fn normalize(sms: &str) -> Result<String> {
     })
 }
 
+/// The certificates in the PEM file at `path` (`--ca`).
+fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    use std::io::Read;
+    let usage = |what: String| CliError::Usage(format!("--ca {}: {what}", path.display()));
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1024 * 1024 + 1).read_to_end(&mut pem))
+        .map_err(|e| usage(format!("cannot read: {e}")))?;
+    if pem.len() > 1024 * 1024 {
+        return Err(usage("larger than 1 MiB; not a PEM CA file".into()));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| usage(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(usage("holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
 impl Client {
     /// A client of the SMS at `sms` (`http://host:port` or `host:port`), sending `token` (when
-    /// given) as `Authorization: Bearer`.
-    pub fn new(sms: &str, token: Option<&str>) -> Result<Self> {
+    /// given) as `Authorization: Bearer` and, with `ca`, trusting only that CA's certificates.
+    pub fn new(sms: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Self> {
         let base = normalize(sms)?;
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(CliError::Usage(format!(
@@ -108,10 +128,19 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(path) = ca {
+            if !base.starts_with("https://") {
+                return Err(CliError::Usage(format!(
+                    "--ca / SPEAR_CA: {base} is not an https:// address; give --sms https://host:port"
+                )));
+            }
+            builder = builder.tls_certs_only(ca_certificates(path)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::Usage(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self { base, http })

@@ -51,6 +51,10 @@ struct Cli {
     /// Bearer`; needed when SMS has `[auth] enabled = true`.
     #[arg(long, global = true, env = "SPEAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) that SMS's certificate must chain to, for an `https://` SMS with a
+    /// certificate of its own CA (the system's roots are not used then).
+    #[arg(long, global = true, env = "SPEAR_CA")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,7 +131,13 @@ fn main() {
         Command::Plugin(PluginCommand::Check(args)) => local(check::run(args, cli.output)),
         Command::Plugin(PluginCommand::Sim(args)) => local(sim::run(args, cli.output)),
         Command::Dev(args) => local(dev::run(args, cli.output)),
-        command => match remote(command, &cli.sms, cli.token.as_deref(), cli.output) {
+        command => match remote(
+            command,
+            &cli.sms,
+            cli.token.as_deref(),
+            cli.ca.as_deref(),
+            cli.output,
+        ) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("spear: error: {e}");
@@ -151,9 +161,10 @@ fn remote(
     command: Command,
     sms: &str,
     token: Option<&str>,
+    ca: Option<&std::path::Path>,
     output: Output,
 ) -> Result<i32, CliError> {
-    let client = Client::new(sms, token)?;
+    let client = Client::new(sms, token, ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

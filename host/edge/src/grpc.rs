@@ -1,5 +1,5 @@
-//! Connections for tonic's `serve_with_incoming*` within [`HttpLimits`]: the connection cap
-//! (connections past it are closed at once) and the idle timeout. Pair it with tonic's HTTP/2
+//! Connections for tonic's `serve_with_incoming*` within [`HttpLimits`], plain or under TLS: the
+//! connection cap (connections past it are closed at once) and the idle timeout. Pair it with tonic's HTTP/2
 //! keep-alive set below the idle timeout, so that a live but quiet client (a node's assignment
 //! stream) keeps its connection by answering pings.
 
@@ -13,54 +13,122 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::HttpLimits;
 use crate::burst::Burst;
+use crate::either::Either;
 use crate::idle::{Activity, IdleIo};
+use crate::tls::{self, ServerTls};
 
 static ACCEPT: Burst = Burst::new("accepting a gRPC connection", Duration::from_secs(10));
 static FULL: Burst = Burst::new("taking a gRPC connection", Duration::from_secs(10));
 
+static HANDSHAKE: Burst = Burst::new(
+    "completing a TLS handshake on the gRPC listener",
+    Duration::from_secs(10),
+);
+
+/// Time a client has to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections whose handshake is done and that wait for tonic to take them.
+const READY: usize = 64;
+
 /// One accepted gRPC connection; its slot is freed when it drops.
 #[derive(Debug)]
 pub struct GrpcConn {
-    io: IdleIo<TcpStream>,
+    io: IdleIo<Either<TcpStream, TlsStream<TcpStream>>>,
     _permit: OwnedSemaphorePermit,
 }
 
-/// The accepted connections of `listener`, at most `limits.max_connections` at once, each closed
-/// after `limits.idle_timeout` without traffic. Accept errors (out of descriptors) are logged once
-/// per burst and retried after a pause; the stream never yields an error.
+/// The accepted connections of `listener` (under TLS when `tls` is given), at most
+/// `limits.max_connections` at once, each closed after `limits.idle_timeout` without traffic.
+/// Accept errors (out of descriptors) are logged once per burst and retried after a pause; the
+/// stream never yields an error.
 pub fn incoming(
     listener: TcpListener,
     limits: HttpLimits,
-) -> impl Stream<Item = io::Result<GrpcConn>> + Send + 'static {
+    tls: Option<Arc<ServerTls>>,
+) -> Pin<Box<dyn Stream<Item = io::Result<GrpcConn>> + Send + 'static>> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    futures::stream::unfold((listener, permits), move |(listener, permits)| async move {
+    let Some(tls) = tls else {
+        return Box::pin(futures::stream::unfold(
+            (listener, permits),
+            move |(listener, permits)| async move {
+                let (stream, permit) = next(&listener, &permits, &limits).await;
+                let conn = GrpcConn::new(Either::Left(stream), permit, &limits);
+                Some((Ok(conn), (listener, permits)))
+            },
+        ));
+    };
+    // Under TLS each handshake runs in a task of its own (a slow client must not hold up the
+    // accept loop); finished connections reach tonic through a channel.
+    let (ready, taken) = tokio::sync::mpsc::channel(READY);
+    tokio::spawn(async move {
         loop {
-            let stream = crate::accept(&listener, &ACCEPT).await;
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                FULL.failed(&format!(
-                    "{} connections are open (grpc.max_connections)",
-                    limits.max_connections
-                ));
-                continue;
+            let (stream, permit) = tokio::select! {
+                s = next(&listener, &permits, &limits) => s,
+                () = ready.closed() => return,
             };
-            let conn = GrpcConn {
-                io: IdleIo::new(stream, Activity::by_bytes(), limits.idle_timeout),
-                _permit: permit,
-            };
-            return Some((Ok(conn), (listener, permits)));
+            let (ready, acceptor) = (ready.clone(), tls.acceptor());
+            tokio::spawn(async move {
+                match tls::handshake(acceptor, stream, HANDSHAKE_TIMEOUT).await {
+                    Ok(stream) => {
+                        let conn = GrpcConn::new(Either::Right(Box::new(stream)), permit, &limits);
+                        let _ = ready.send(Ok(conn)).await;
+                    }
+                    Err(e) => {
+                        HANDSHAKE.failed(&e);
+                    }
+                }
+            });
         }
-    })
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(taken))
+}
+
+/// The next accepted connection with a slot.
+async fn next(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    limits: &HttpLimits,
+) -> (TcpStream, OwnedSemaphorePermit) {
+    loop {
+        let stream = crate::accept(listener, &ACCEPT).await;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            FULL.failed(&format!(
+                "{} connections are open (grpc.max_connections)",
+                limits.max_connections
+            ));
+            continue;
+        };
+        return (stream, permit);
+    }
+}
+
+impl GrpcConn {
+    fn new(
+        stream: Either<TcpStream, TlsStream<TcpStream>>,
+        permit: OwnedSemaphorePermit,
+        limits: &HttpLimits,
+    ) -> Self {
+        Self {
+            io: IdleIo::new(stream, Activity::by_bytes(), limits.idle_timeout),
+            _permit: permit,
+        }
+    }
 }
 
 impl Connected for GrpcConn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.io.get_ref().connect_info()
+        match self.io.get_ref() {
+            Either::Left(tcp) => tcp.connect_info(),
+            Either::Right(tls) => tls.get_ref().0.connect_info(),
+        }
     }
 }
 

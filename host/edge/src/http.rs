@@ -13,7 +13,7 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -22,19 +22,25 @@ use crate::HttpLimits;
 use crate::body::TimedBody;
 use crate::burst::Burst;
 use crate::idle::{Activity, IdleIo};
+use crate::tls::{self, ServerTls};
 
 static ACCEPT: Burst = Burst::new("accepting an HTTP connection", Duration::from_secs(10));
 static FULL: Burst = Burst::new("taking an HTTP connection", Duration::from_secs(10));
+static HANDSHAKE: Burst = Burst::new(
+    "completing a TLS handshake on an HTTP listener",
+    Duration::from_secs(10),
+);
 
 /// Refused connections closed gracefully at once (past it, they are just dropped).
 const LINGERING: usize = 64;
 
-/// Serve `app` on `listener` until `shutdown` resolves, then let in-flight requests finish (up to
-/// `limits.drain`) and close every connection still open.
+/// Serve `app` on `listener` (under TLS when `tls` is given) until `shutdown` resolves, then let
+/// in-flight requests finish (up to `limits.drain`) and close every connection still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -63,24 +69,27 @@ pub async fn serve(
             continue;
         };
         let activity = Activity::by_requests();
-        let io = TokioIo::new(IdleIo::new(stream, activity.clone(), limits.idle_timeout));
+        let io = IdleIo::new(stream, activity.clone(), limits.idle_timeout);
         let service = Service {
             app: app.clone(),
             activity,
             body_timeout: limits.body_timeout,
         };
-        let conn = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(io, service)
-                .into_owned(),
-        );
-        let mut closing = closing.clone();
+        let (builder, watcher, closing) = (builder.clone(), graceful.watcher(), closing.clone());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!("http connection closed: {e}");
-                },
-                _ = closing.wait_for(|closed| *closed) => {}
+            match acceptor {
+                None => connection(&builder, watcher, io, service, closing).await,
+                // The handshake runs here, not in the accept loop: a slow client delays only
+                // itself, and holds its slot at most the header-read timeout.
+                Some(acceptor) => {
+                    match tls::handshake(acceptor, io, limits.header_read_timeout).await {
+                        Ok(io) => connection(&builder, watcher, io, service, closing).await,
+                        Err(e) => {
+                            HANDSHAKE.failed(&e);
+                        }
+                    }
+                }
             }
             drop(permit);
         });
@@ -96,6 +105,29 @@ pub async fn serve(
         );
     }
     let _ = close_all.send(true);
+}
+
+/// Serve one connection until it ends, the drain ends it or the server closes it.
+async fn connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    service: Service,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned(),
+    );
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!("http connection closed: {e}");
+        },
+        _ = closing.wait_for(|closed| *closed) => {}
+    }
 }
 
 /// Answer a connection past the cap with a `503` and close it. The close lingers (reading and
@@ -208,7 +240,7 @@ mod tests {
             ..HttpLimits::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, limits, async {
+        let server = tokio::spawn(serve(listener, app, limits, None, async {
             let _ = stopped.await;
         }));
         let mut client = TcpStream::connect(addr).await.unwrap();

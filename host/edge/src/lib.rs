@@ -8,16 +8,20 @@
 //!   no request is being handled) and a deadline on reading each request body
 //!   ([`body::BodyTimeout`]).
 //! - [`grpc::incoming`] gives tonic the same connection cap and idle timeout.
+//! - [`tls::ServerTls`] puts a listener under TLS (rustls), its certificate reloaded when its
+//!   files change.
 //! - [`burst::Burst`] logs a repeating failure once per burst at `warn`, with a count of the rest.
 //!
 //! The limits come from the host's configuration ([`HttpLimits`]).
 
 pub mod body;
 pub mod burst;
+pub mod either;
 pub mod grpc;
 pub mod http;
 pub mod idle;
 pub mod origin;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -135,6 +135,9 @@ pub struct SmsConfig {
     /// `[auth]`: tokens and roles ([`crate::auth`]).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// `[tls]`: the certificate of the listeners with `enable_tls` (and the CA of clients' ones).
+    #[serde(default)]
+    pub tls: spear_edge::tls::TlsConfig,
     /// Plugin sections, validated by the plugin runtime.
     #[serde(default)]
     pub plugins: Option<toml::Table>,
@@ -202,6 +205,11 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_LOG_FILE", "log.file"),
     ("SMS_FILES_DIR", "files.dir"),
     ("SMS_AUTH_ENABLED", "auth.enabled"),
+    ("SMS_GRPC_ENABLE_TLS", "grpc.enable_tls"),
+    ("SMS_HTTP_ENABLE_TLS", "http.enable_tls"),
+    ("SMS_TLS_CERT_FILE", "tls.cert_file"),
+    ("SMS_TLS_KEY_FILE", "tls.key_file"),
+    ("SMS_TLS_CLIENT_CA_FILE", "tls.client_ca_file"),
     ("SMS_MAX_UPLOAD_MB", "files.max_upload_mb"),
 ];
 
@@ -338,9 +346,7 @@ impl SmsConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.grpc.enable_tls || self.http.enable_tls {
-            return Err(ConfigError("grpc.enable_tls / http.enable_tls: TLS is not supported yet; terminate TLS in front of SMS".into()));
-        }
+        self.check_tls()?;
         self.refuse_open_listeners()?;
         self.http.limits()?;
         self.http.max_body_bytes()?;
@@ -365,6 +371,36 @@ impl SmsConfig {
         if self.reclaimer.is_some() {
             return Err(ConfigError(
                 "reclaimer: reclamation policies belong in the Spearlet's config, not SMS's".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[tls]` against the listeners' `enable_tls`: a certificate for each listener under TLS,
+    /// and no TLS key that would act on nothing.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        self.tls.check("tls").map_err(ConfigError)?;
+        let on = self.grpc.enable_tls || self.http.enable_tls;
+        if on && !self.tls.has_cert() {
+            let key = if self.grpc.enable_tls {
+                "grpc.enable_tls"
+            } else {
+                "http.enable_tls"
+            };
+            return Err(ConfigError(format!(
+                "{key}: TLS needs a certificate: set tls.cert_file and tls.key_file (PEM files)"
+            )));
+        }
+        if !on && self.tls.has_cert() {
+            return Err(ConfigError(
+                "tls.cert_file: set, but no listener enables TLS (grpc.enable_tls, http.enable_tls)"
+                    .into(),
+            ));
+        }
+        if self.tls.client_ca_file.is_some() && !self.grpc.enable_tls {
+            return Err(ConfigError(
+                "tls.client_ca_file: client certificates are asked for on the gRPC listener; set grpc.enable_tls = true"
+                    .into(),
             ));
         }
         Ok(())
@@ -509,6 +545,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn tls_keys_act_or_are_refused_naming_the_key() {
+        for (text, key) in [
+            (
+                "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
+                "grpc.enable_tls",
+            ),
+            (
+                "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
+                "http.enable_tls",
+            ),
+            (
+                "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+                "tls.cert_file: set, but no listener",
+            ),
+            (
+                "[tls]\ncert_file = \"c.pem\"\n",
+                "tls.cert_file is set without tls.key_file",
+            ),
+            (
+                "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+                "tls.client_ca_file",
+            ),
+            (
+                "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nreload_secs = 0\n",
+                "tls.reload_secs",
+            ),
+            ("[tls]\ncert = \"c\"\n", "cert"),
+        ] {
+            let err = SmsConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let c = SmsConfig::parse(
+            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+        )
+        .unwrap();
+        assert!(c.grpc.enable_tls && !c.http.enable_tls);
+        let c = SmsConfig::load_with(
+            &Cli::default(),
+            env(&[
+                ("SMS_HTTP_ENABLE_TLS", "true"),
+                ("SMS_TLS_CERT_FILE", "/etc/spear/sms.pem"),
+                ("SMS_TLS_KEY_FILE", "/etc/spear/sms-key.pem"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(c.http.enable_tls);
+        assert_eq!(
+            c.tls.files(true).unwrap().cert,
+            PathBuf::from("/etc/spear/sms.pem")
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub struct HttpListen {
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// TLS is not supported yet; `true` is refused.
+    /// Serve REST (and the web admin) over TLS with `[tls]`'s certificate.
     #[serde(default)]
     pub enable_tls: bool,
     /// Connections served at once; more are answered 503 and closed.
@@ -44,7 +44,8 @@ pub struct HttpListen {
 pub struct GrpcListen {
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// TLS is not supported yet; `true` is refused.
+    /// Serve gRPC over TLS with `[tls]`'s certificate (and, with `tls.client_ca_file`, require
+    /// client certificates).
     #[serde(default)]
     pub enable_tls: bool,
     /// Connections served at once; more are closed at once.

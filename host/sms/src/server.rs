@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ServerTls};
 use spear_plugin_runtime::PluginHost;
 use spear_plugin_runtime::watch::Watcher;
 use spear_proto::v1;
@@ -27,6 +28,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The TLS file watchers, stopped at shutdown.
+    watchers: Vec<JoinHandle<()>>,
     _watcher: Option<Watcher>,
 }
 
@@ -77,6 +80,18 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         }));
     }
 
+    let mut watchers = Vec::new();
+    let mut tls = |on: bool, client_certs: bool, alpn: &[&[u8]]| -> anyhow::Result<_> {
+        let Some(files) = config.tls.files(client_certs).filter(|_| on) else {
+            return Ok(None);
+        };
+        let tls = ServerTls::load(files, alpn).context("tls")?;
+        watchers.push(tls.watch(config.tls.reload_every()));
+        Ok(Some(tls))
+    };
+    let http_tls = tls(config.http.enable_tls, false, ALPN_HTTP)?;
+    let grpc_tls = tls(config.grpc.enable_tls, true, ALPN_GRPC)?;
+
     let http = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("http.addr {}", config.http.addr))?;
@@ -92,6 +107,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         http,
         app,
         limits,
+        http_tls.clone(),
         stopped(stop_rx.clone()),
     )));
 
@@ -108,6 +124,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
             admin,
             app,
             limits,
+            http_tls,
             stopped(stop_rx.clone()),
         )));
         Some(addr)
@@ -170,7 +187,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         .add_service(v1::event_service_server::EventServiceServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = spear_edge::grpc::incoming(grpc, grpc_limits);
+        let incoming = spear_edge::grpc::incoming(grpc, grpc_limits, grpc_tls);
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stopped(rx))
             .await
@@ -202,6 +219,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         admin_addr,
         stop,
         tasks,
+        watchers,
         _watcher: watcher,
     })
 }
@@ -231,6 +249,9 @@ impl Running {
     /// Stop accepting work, let in-flight requests finish, and wait for every part to end.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        for w in &self.watchers {
+            w.abort();
+        }
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }

@@ -100,7 +100,12 @@ impl Agent {
         };
         store.put("node/uuid", &node).await?;
         let token = config.sms_token()?;
-        let sms = SmsLink::new(&config.sms_endpoint(), config.connect_timeout(), token)?;
+        let sms = SmsLink::new(
+            &config.sms_endpoint(),
+            config.connect_timeout(),
+            token,
+            config.sms_tls()?,
+        )?;
         let session = Arc::new(RwLock::new(String::new()));
         let reporter = Reporter::new(
             store.clone(),

@@ -48,6 +48,8 @@ pub struct Artifacts {
     max_object_size: u64,
     sms: crate::sms::SmsLink,
     http: reqwest::Client,
+    /// SMS's HTTP API under TLS (`spearlet.tls.sms_ca_file`), trusting SMS's CA only.
+    sms_https: Option<reqwest::Client>,
     rules: Rules,
     /// A gate per artifact being fetched (by sha256 when known, else by URI): fetches of the
     /// same artifact must not race; others need not wait. Entries live while fetches hold them.
@@ -117,6 +119,22 @@ fn now_ms() -> u64 {
     crate::now_ms()
 }
 
+/// The client of SMS's HTTP API under TLS: SMS's CA only, not the system's roots.
+fn sms_client(tls: &crate::config::SmsTls) -> Result<reqwest::Client> {
+    let err = |e: reqwest::Error| Error::Artifact {
+        uri: "sms+file://".into(),
+        reason: format!("spearlet.tls.sms_ca_file: {e}"),
+    };
+    let ca = reqwest::Certificate::from_pem(&tls.ca).map_err(err)?;
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .read_timeout(std::time::Duration::from_secs(60))
+        .tls_certs_only([ca])
+        .build()
+        .map_err(err)
+}
+
 impl Artifacts {
     /// A cache in `data_dir/artifacts`, fetching by `rules`.
     pub fn new(
@@ -141,6 +159,10 @@ impl Artifacts {
                 uri: "https://".into(),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let sms_https = match sms.tls() {
+            Some(tls) => Some(sms_client(tls)?),
+            None => None,
+        };
         Ok(Arc::new(Self {
             dir,
             store,
@@ -148,6 +170,7 @@ impl Artifacts {
             max_object_size,
             sms,
             http,
+            sms_https,
             rules,
             fetching: Default::default(),
             evicting: Mutex::new(()),
@@ -282,9 +305,14 @@ impl Artifacts {
                 addr: Some(addr),
                 id,
             } => {
-                // Only SMS is sent the token, never a web server.
+                // Only SMS is sent the token, never a web server; under TLS, SMS's CA only.
+                let (scheme, client) = match &self.sms_https {
+                    Some(c) => ("https", c),
+                    None => ("http", &self.http),
+                };
                 self.download_http(
-                    &format!("http://{addr}/api/v1/files/{id}"),
+                    client,
+                    &format!("{scheme}://{addr}/api/v1/files/{id}"),
                     self.sms.authorization_for(addr),
                 )
                 .await?
@@ -300,7 +328,7 @@ impl Artifacts {
                     .await
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             }
-            Source::Web(url) => self.download_http(url, None).await?,
+            Source::Web(url) => self.download_http(&self.http, url, None).await?,
         })
     }
 
@@ -389,10 +417,11 @@ impl Artifacts {
     /// `GET url`, with `authorization` as that header when given.
     async fn download_http(
         &self,
+        client: &reqwest::Client,
         url: &str,
         authorization: Option<String>,
     ) -> std::result::Result<Vec<u8>, String> {
-        let mut request = self.http.get(url);
+        let mut request = client.get(url);
         if let Some(a) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, a);
         }

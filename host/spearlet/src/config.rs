@@ -73,7 +73,7 @@ pub struct Cli {
 pub struct Listen {
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// TLS is not supported yet; `true` is refused.
+    /// Serve over TLS with `[spearlet.tls]`'s certificate.
     #[serde(default)]
     pub enable_tls: bool,
 }
@@ -206,6 +206,9 @@ pub struct Spearlet {
     pub limits: Limits,
     /// Artifact sources.
     pub artifacts: ArtifactRules,
+    /// `[spearlet.tls]`: TLS on the listeners and towards SMS.
+    #[serde(default)]
+    pub tls: SpearletTls,
 }
 
 /// `[executors]`: which executor plugins to use, and their configurations.
@@ -302,6 +305,15 @@ const ENV: &[(&str, &str)] = &[
     ("SPEARLET_SMS_HTTP_ADDR", "spearlet.sms_http_addr"),
     ("SPEARLET_AUTO_REGISTER", "spearlet.auto_register"),
     ("SPEARLET_SMS_TOKEN", "spearlet.sms_token"),
+    ("SPEARLET_TLS_SMS_CA_FILE", "spearlet.tls.sms_ca_file"),
+    (
+        "SPEARLET_TLS_CLIENT_CERT_FILE",
+        "spearlet.tls.client_cert_file",
+    ),
+    (
+        "SPEARLET_TLS_CLIENT_KEY_FILE",
+        "spearlet.tls.client_key_file",
+    ),
     ("SPEARLET_NODE_UUID", "spearlet.node_uuid"),
     ("SPEARLET_HEARTBEAT_INTERVAL", "spearlet.heartbeat_interval"),
     ("SPEARLET_CLEANUP_INTERVAL", "spearlet.cleanup_interval"),
@@ -446,9 +458,7 @@ impl SpearletConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.spearlet;
         let mut errors = Vec::new();
-        if s.grpc.enable_tls || s.http.server.enable_tls {
-            errors.push("spearlet.grpc.enable_tls / spearlet.http.server.enable_tls: TLS is not supported yet".to_owned());
-        }
+        errors.extend(self.tls_errors());
         if s.heartbeat_interval == 0 {
             errors.push("spearlet.heartbeat_interval: must be at least 1 second".into());
         }
@@ -556,16 +566,6 @@ impl SpearletConfig {
             .unwrap_or_else(|| "{}".into())
     }
 
-    /// The SMS gRPC endpoint as a URI.
-    pub fn sms_endpoint(&self) -> String {
-        let a = &self.spearlet.sms_grpc_addr;
-        if a.starts_with("http://") || a.starts_with("https://") {
-            a.clone()
-        } else {
-            format!("http://{a}")
-        }
-    }
-
     /// One connection attempt's time limit.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.spearlet.sms_connect_timeout_ms)
@@ -594,7 +594,9 @@ fn home_config() -> Option<PathBuf> {
 }
 
 mod access;
+mod tls;
 pub use access::Secret;
+pub use tls::{SmsTls, SpearletTls};
 
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,9 @@ pub enum Error {
     /// An execution cannot run here.
     #[error("{0}")]
     Execution(String),
+    /// The TLS files of a listener (`[spearlet.tls]`) do not load.
+    #[error("spearlet.tls: {0}")]
+    Tls(String),
     /// A listener could not be bound or served.
     #[error("{what} {addr}: {source}")]
     Listen {

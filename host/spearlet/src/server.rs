@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ServerTls};
 use spear_plugin_runtime::Trigger;
 
 use crate::agent::Agent;
@@ -50,11 +51,24 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
     let grpc_addr = grpc.local_addr().expect("bound");
     // Advertise the port actually bound (a configured port 0 picks one).
     config.spearlet.grpc.addr = grpc_addr;
+    let tls = config.spearlet.tls.listener();
+    let load = |on: bool, alpn: &[&[u8]]| -> Result<Option<Arc<ServerTls>>> {
+        let Some(files) = tls.files(false).filter(|_| on) else {
+            return Ok(None);
+        };
+        let t = ServerTls::load(files, alpn).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Some(t))
+    };
+    let http_tls = load(config.spearlet.http.server.enable_tls, ALPN_HTTP)?;
+    let grpc_tls = load(config.spearlet.grpc.enable_tls, ALPN_GRPC)?;
     let agent = Agent::open(config).await?;
     let watcher = agent.plugins.watch()?;
     crate::run::recover(&agent).await;
     agent.connect_at_start().await?;
     let mut tasks = agent.spawn_loops();
+    for t in http_tls.iter().chain(grpc_tls.iter()) {
+        tasks.push(t.watch(tls.reload_every()));
+    }
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -74,6 +88,7 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         http,
         app,
         limits,
+        http_tls,
         std::future::pending(),
     )));
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -81,7 +96,7 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     tasks.push(tokio::spawn(async move {
-        let incoming = spear_edge::grpc::incoming(grpc, limits);
+        let incoming = spear_edge::grpc::incoming(grpc, limits, grpc_tls);
         if let Err(e) = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(limits.idle_timeout / 3))
             .add_service(health)

@@ -9,7 +9,9 @@ use spear_proto::v1::file_service_client::FileServiceClient;
 use spear_proto::v1::node_service_client::NodeServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::SmsTls;
 
 use crate::error::{Error, Result};
 
@@ -40,6 +42,7 @@ pub struct SmsLink {
     endpoint: Endpoint,
     bearer: Bearer,
     token: Option<String>,
+    tls: Option<SmsTls>,
 }
 
 /// Backoff between attempts: `first`, doubling, at most 30 s.
@@ -59,9 +62,14 @@ impl std::fmt::Debug for SmsLink {
 }
 
 impl SmsLink {
-    /// A lazily connected link to `endpoint` (`http://host:port`) that sends `token` with every
-    /// call.
-    pub fn new(endpoint: &str, connect_timeout: Duration, token: Option<String>) -> Result<Self> {
+    /// A lazily connected link to `endpoint` (`http://host:port`, or `https://host:port` with
+    /// `tls`) that sends `token` with every call.
+    pub fn new(
+        endpoint: &str,
+        connect_timeout: Duration,
+        token: Option<String>,
+        tls: Option<SmsTls>,
+    ) -> Result<Self> {
         let bearer = match &token {
             Some(t) => {
                 let mut v: MetadataValue<Ascii> =
@@ -84,12 +92,28 @@ impl SmsLink {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let e = match &tls {
+            Some(t) => {
+                let mut c = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&t.ca))
+                    .domain_name(t.server_name.clone());
+                if let Some((cert, key)) = &t.identity {
+                    c = c.identity(Identity::from_pem(cert, key));
+                }
+                e.tls_config(c).map_err(|e| Error::Sms {
+                    addr: endpoint.to_owned(),
+                    message: format!("TLS settings (spearlet.tls): {e}"),
+                })?
+            }
+            None => e,
+        };
         Ok(Self {
             addr: endpoint.to_owned(),
             channel: e.connect_lazy(),
             endpoint: e,
             bearer,
             token,
+            tls,
         })
     }
 
@@ -99,6 +123,11 @@ impl SmsLink {
     pub fn authorization_for(&self, http_addr: &str) -> Option<String> {
         let token = self.token.as_ref()?;
         (host_of(&self.addr) == host_of(http_addr)).then(|| format!("Bearer {token}"))
+    }
+
+    /// How SMS is dialed over TLS, if it is (its HTTP API is then `https://` with the same CA).
+    pub fn tls(&self) -> Option<&SmsTls> {
+        self.tls.as_ref()
     }
 
     /// The address, for messages.
@@ -115,13 +144,21 @@ impl SmsLink {
             match self.endpoint.connect().await {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() >= total => {
+                    let cause = chain(&e);
+                    let hint = if self.tls.is_some() && !cause.contains("refused") {
+                        "check spearlet.tls: SMS's certificate must chain to sms_ca_file and \
+                         name the host dialed (or sms_server_name), and SMS may ask for \
+                         client_cert_file"
+                    } else {
+                        "is SMS running there?"
+                    };
                     return Err(self.error(format!(
-                        "cannot connect within {} ms: {e} (is SMS running there?)",
+                        "cannot connect within {} ms: {cause} ({hint})",
                         total.as_millis()
                     )));
                 }
                 Err(e) => {
-                    tracing::debug!(sms = %self.addr, error = %e, "SMS not reachable yet");
+                    tracing::debug!(sms = %self.addr, error = %chain(&e), "SMS not reachable yet");
                     tokio::time::sleep(backoff(retry, attempt)).await;
                     attempt += 1;
                 }
@@ -167,8 +204,23 @@ pub fn token_hint(status: &tonic::Status) -> &'static str {
     }
 }
 
+/// An error and its causes, `: `-separated (tonic's "transport error" alone says nothing).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cur = c.source();
+    }
+    text
+}
+
 /// The host of `http://host:port`, `host:port` or `[v6]:port`.
-fn host_of(addr: &str) -> &str {
+pub fn host_of(addr: &str) -> &str {
     let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
     let rest = rest.split('/').next().unwrap_or(rest);
     match rest.strip_prefix('[') {
@@ -254,8 +306,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let link =
-            SmsLink::new(&format!("http://{addr}"), Duration::from_millis(200), None).unwrap();
+        let link = SmsLink::new(
+            &format!("http://{addr}"),
+            Duration::from_millis(200),
+            None,
+            None,
+        )
+        .unwrap();
         let err = link
             .wait_connected(Duration::from_millis(50), Duration::from_millis(300))
             .await

@@ -7,6 +7,7 @@ mod dev;
 mod executions;
 mod plugin;
 mod resources;
+mod tls;
 mod tokens;
 
 const SH: [&str; 7] = [

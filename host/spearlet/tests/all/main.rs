@@ -11,3 +11,4 @@ mod examples;
 mod executors;
 mod old_sms;
 mod plugin_stall;
+mod tls;

@@ -97,7 +97,7 @@ impl Cluster {
     }
 
     /// Start `sms`: `sections` are more tables of its config, `env` more environment.
-    fn sms_full(
+    pub fn sms_full(
         &self,
         grpc: &str,
         http: &str,
@@ -128,6 +128,7 @@ impl Cluster {
             http: field(&line, "http"),
             grpc: field(&line, "grpc"),
             token: None,
+            ca: None,
             child,
         }
     }
@@ -210,6 +211,9 @@ pub struct Sms {
     pub child: Child,
     /// The token the helpers send (when SMS checks them).
     pub token: Option<String>,
+    /// The CA (PEM) of SMS's certificate when its REST API is under TLS (the helpers then speak
+    /// `https://`, trusting only it).
+    pub ca: Option<String>,
 }
 
 impl Sms {
@@ -220,12 +224,20 @@ impl Sms {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http)
     }
 
     /// A request to SMS with the handle's token.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = reqwest::Client::new().request(method, self.url(path));
+        let client = match &self.ca {
+            Some(ca) => reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+                .build()
+                .unwrap(),
+            None => reqwest::Client::new(),
+        };
+        let r = client.request(method, self.url(path));
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,

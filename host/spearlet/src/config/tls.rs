@@ -1,0 +1,177 @@
+//! `[spearlet.tls]`: TLS on the Spearlet's own listeners (with `enable_tls`) and towards SMS.
+//!
+//! Towards SMS, `sms_ca_file` turns TLS on: the Spearlet dials `https://` and accepts only a
+//! certificate that chains to that CA and names `sms_server_name` (default: the host of
+//! `spearlet.sms_grpc_addr`). When SMS asks for client certificates (its `tls.client_ca_file`),
+//! `client_cert_file` and `client_key_file` are what the Spearlet presents.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use spear_edge::tls::TlsConfig;
+
+use super::{ConfigError, SpearletConfig};
+
+/// `[spearlet.tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpearletTls {
+    /// Certificate chain (PEM) served by the Spearlet's listeners that enable TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Seconds between checks of `cert_file` and `key_file` for a change (1 to 3600; default 5).
+    #[serde(default)]
+    pub reload_secs: Option<u64>,
+    /// CA (PEM) that SMS's certificate must chain to; set, the Spearlet speaks TLS to SMS.
+    #[serde(default)]
+    pub sms_ca_file: Option<PathBuf>,
+    /// Name SMS's certificate must carry (default: the host of `spearlet.sms_grpc_addr`).
+    #[serde(default)]
+    pub sms_server_name: Option<String>,
+    /// Client certificate (PEM) presented to SMS when it asks for one (mTLS).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// What the Spearlet needs to dial SMS over TLS, read from the files at start.
+#[derive(Clone)]
+pub struct SmsTls {
+    /// The CA, PEM.
+    pub ca: Vec<u8>,
+    /// The name to verify.
+    pub server_name: String,
+    /// Client certificate and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for SmsTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsTls")
+            .field("server_name", &self.server_name)
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpearletTls {
+    /// The listener side, as the edge reads it.
+    pub fn listener(&self) -> TlsConfig {
+        TlsConfig {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: None,
+            reload_secs: self.reload_secs,
+        }
+    }
+}
+
+fn read(key: &str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    const MAX: u64 = 1024 * 1024;
+    let err =
+        |e: std::io::Error| ConfigError(format!("{key}: cannot read {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(err)?
+        .take(MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX || !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+        return Err(ConfigError(format!(
+            "{key}: {} is not a PEM file",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+impl SpearletConfig {
+    /// The `[spearlet.tls]` keys against the listeners and the SMS address, one error each.
+    pub(super) fn tls_errors(&self) -> Vec<String> {
+        let s = &self.spearlet;
+        let t = &s.tls;
+        let mut errors = Vec::new();
+        if let Err(e) = t.listener().check("spearlet.tls") {
+            errors.push(e);
+        }
+        let on = s.grpc.enable_tls || s.http.server.enable_tls;
+        if on && t.cert_file.is_none() {
+            errors.push(
+                "spearlet.grpc.enable_tls / spearlet.http.server.enable_tls: TLS needs a certificate: set spearlet.tls.cert_file and spearlet.tls.key_file".into(),
+            );
+        }
+        if !on && t.cert_file.is_some() {
+            errors.push("spearlet.tls.cert_file: set, but no listener enables TLS (spearlet.grpc.enable_tls, spearlet.http.server.enable_tls)".into());
+        }
+        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+            errors.push(
+                "spearlet.tls.client_cert_file and spearlet.tls.client_key_file: set both or neither".into(),
+            );
+        }
+        let addr = &s.sms_grpc_addr;
+        match &t.sms_ca_file {
+            None => {
+                if addr.starts_with("https://") {
+                    errors.push(format!("spearlet.sms_grpc_addr {addr}: https:// needs spearlet.tls.sms_ca_file (the CA SMS's certificate chains to)"));
+                }
+                if t.client_cert_file.is_some() {
+                    errors.push("spearlet.tls.client_cert_file: a client certificate is sent over TLS only; set spearlet.tls.sms_ca_file".into());
+                }
+                if t.sms_server_name.is_some() {
+                    errors.push("spearlet.tls.sms_server_name: SMS's name is checked over TLS only; set spearlet.tls.sms_ca_file".into());
+                }
+            }
+            Some(_) if addr.starts_with("http://") => errors.push(format!(
+                "spearlet.sms_grpc_addr {addr}: http:// while spearlet.tls.sms_ca_file asks for TLS; write host:port or https://"
+            )),
+            Some(_) => {
+                if let Err(e) = self.sms_tls() {
+                    errors.push(e.0);
+                }
+            }
+        }
+        errors
+    }
+
+    /// The SMS gRPC endpoint as a URI (`https://` with `spearlet.tls.sms_ca_file`).
+    pub fn sms_endpoint(&self) -> String {
+        let a = &self.spearlet.sms_grpc_addr;
+        if a.starts_with("http://") || a.starts_with("https://") {
+            a.clone()
+        } else if self.spearlet.tls.sms_ca_file.is_some() {
+            format!("https://{a}")
+        } else {
+            format!("http://{a}")
+        }
+    }
+
+    /// What dialing SMS over TLS needs, or None without `spearlet.tls.sms_ca_file`.
+    pub fn sms_tls(&self) -> Result<Option<SmsTls>, ConfigError> {
+        let t = &self.spearlet.tls;
+        let Some(ca) = &t.sms_ca_file else {
+            return Ok(None);
+        };
+        let identity = match (&t.client_cert_file, &t.client_key_file) {
+            (Some(c), Some(k)) => Some((
+                read("spearlet.tls.client_cert_file", c)?,
+                read("spearlet.tls.client_key_file", k)?,
+            )),
+            _ => None,
+        };
+        let server_name = match &t.sms_server_name {
+            Some(n) => n.clone(),
+            None => crate::sms::host_of(&self.spearlet.sms_grpc_addr).to_owned(),
+        };
+        Ok(Some(SmsTls {
+            ca: read("spearlet.tls.sms_ca_file", ca)?,
+            server_name,
+            identity,
+        }))
+    }
+}
