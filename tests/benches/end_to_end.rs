@@ -12,9 +12,10 @@
 //!   the workloads' `/bin/true` are counted apart, as "children"), from `/proc`, divided by the
 //!   executions.
 //!
-//! With `-- auth` (issue 10), the same workloads run on a cluster with SMS's auth off and on (every
+//! With `-- auth` (issue 10), the same workloads run on a cluster with SMS's auth off, on (every
 //! call with a bearer token: the client an operator's, each Spearlet its node's, all made with
-//! `sms token create`), alternately, twice each; the ratios on/off are printed.
+//! `sms token create`), and on with TLS (REST and gRPC under TLS, the Spearlets with client
+//! certificates: mTLS), in turn, twice each; the ratios to "off" are printed.
 //!
 //! Run: `cargo build --release -p spear-sms -p spear-spearlet && cargo bench -p spear-tests
 //! --bench end_to_end` (`-- quick` for 1,000 and 100). Results are kept in `docs/benchmarks.md`.
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use spear_tests::certs::Ca;
 use spear_tests::guest;
 use spear_tests::process::{field, first_line};
 
@@ -85,6 +87,8 @@ struct Cluster {
     sms: Proc,
     nodes: Vec<Proc>,
     http: String,
+    /// The CA of SMS's certificate, under TLS.
+    ca: Option<String>,
     /// The client's token, when SMS checks them.
     token: Option<String>,
 }
@@ -102,8 +106,10 @@ fn offline_token(root: &Path, role: &str, name: &str) -> String {
 }
 
 impl Cluster {
-    /// `secure`: auth on, every call with a token.
-    fn start(secure: bool) -> Self {
+    /// With `sec`urity off, auth on (every call with a token), or auth and TLS on.
+    fn start(sec: Sec) -> Self {
+        let secure = sec != Sec::Off;
+        let tls = sec == Sec::AuthTls;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let plugins = root.join("plugins");
@@ -116,12 +122,29 @@ impl Cluster {
             plugins.join("least-connections.wasm"),
         )
         .unwrap();
+        let ca = tls.then(|| {
+            let ca = Ca::new("bench CA");
+            ca.write(&root.join("ca.pem"));
+            ca.server(&["127.0.0.1"])
+                .write(&root.join("sms.pem"), &root.join("sms-key.pem"));
+            ca.client("nodes")
+                .write(&root.join("node.pem"), &root.join("node-key.pem"));
+            ca.pem()
+        });
+        let on = if tls { "enable_tls = true\n" } else { "" };
         std::fs::write(
             root.join("sms.toml"),
-            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
-             [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
-             [files]\ndir = \"sms-data/files\"\n[plugins]\ndir = \"plugins\"\n\
-             [scheduler]\nstrategy = \"least-connections\"\n",
+            format!(
+                "[http]\naddr = \"127.0.0.1:0\"\n{on}[grpc]\naddr = \"127.0.0.1:0\"\n{on}\
+                 [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
+                 [files]\ndir = \"sms-data/files\"\n[plugins]\ndir = \"plugins\"\n\
+                 [scheduler]\nstrategy = \"least-connections\"\n{}",
+                if tls {
+                    "[tls]\ncert_file = \"sms.pem\"\nkey_file = \"sms-key.pem\"\nclient_ca_file = \"ca.pem\"\n"
+                } else {
+                    ""
+                }
+            ),
         )
         .unwrap();
         if secure {
@@ -156,7 +179,13 @@ impl Cluster {
                          [spearlet.http.server]\naddr = \"127.0.0.1:0\"\n\
                          [spearlet.storage]\nbackend = \"redb\"\ndata_dir = \"{name}-data\"\n\
                          [spearlet.limits]\nmax_concurrent = {SLOTS}\n\
-                         [plugins]\ndir = \"plugins\"\n"
+                         [plugins]\ndir = \"plugins\"\n{}",
+                        if tls {
+                            "[spearlet.tls]\nsms_ca_file = \"ca.pem\"\n\
+                             client_cert_file = \"node.pem\"\nclient_key_file = \"node-key.pem\"\n"
+                        } else {
+                            ""
+                        }
                     ),
                 )
                 .unwrap();
@@ -178,7 +207,8 @@ impl Cluster {
             _dir: dir,
             sms: Proc(sms),
             nodes,
-            http: format!("http://{http}"),
+            http: format!("{}://{http}", if tls { "https" } else { "http" }),
+            ca,
             token: client_token,
         }
     }
@@ -192,10 +222,11 @@ impl Cluster {
                 format!("Bearer {t}").parse().unwrap(),
             );
         }
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap()
+        let mut b = reqwest::Client::builder().default_headers(headers);
+        if let Some(ca) = &self.ca {
+            b = b.tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()]);
+        }
+        b.build().unwrap()
     }
 
     /// (own, children) CPU ms of SMS and of the Spearlets.
@@ -287,8 +318,16 @@ struct Figures {
     detail: String,
 }
 
-async fn spear(total: usize, one_by_one: usize, ticks: f64, secure: bool) -> Figures {
-    let cluster = Cluster::start(secure);
+/// How secured a cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sec {
+    Off,
+    Auth,
+    AuthTls,
+}
+
+async fn spear(total: usize, one_by_one: usize, ticks: f64, sec: Sec) -> Figures {
+    let cluster = Cluster::start(sec);
     let client = cluster.client();
     let http = cluster.http.clone();
     let mut ends = Ends::open(&client, &http).await;
@@ -419,7 +458,7 @@ fn main() {
         return auth_on_off(&runtime, total, one_by_one, ticks);
     }
     let bare = fork_exec(total, one_by_one, ticks);
-    let ours = runtime.block_on(spear(total, one_by_one, ticks, false));
+    let ours = runtime.block_on(spear(total, one_by_one, ticks, Sec::Off));
     println!(
         "{total} x /bin/true, {IN_FLIGHT} submissions in flight, 2 Spearlets x {SLOTS} slots, SMS on redb; \
          one at a time: {one_by_one} runs"
@@ -442,34 +481,55 @@ fn main() {
     );
 }
 
-/// Auth off, on, off, on: each row, then the ratios of the means.
+/// Off, auth, auth + TLS, twice over: each row, then the ratios of the means to "off".
 fn auth_on_off(runtime: &tokio::runtime::Runtime, total: usize, one_by_one: usize, ticks: f64) {
     println!(
         "{total} x /bin/true, {IN_FLIGHT} submissions in flight, 2 Spearlets x {SLOTS} slots, SMS on redb; \
-         one at a time: {one_by_one} runs; auth off and on alternately"
+         one at a time: {one_by_one} runs; off, auth, auth + TLS (mTLS for nodes) in turn"
     );
-    println!("| auth | exec/s | one at a time p50 / p99 ms | CPU ms per execution | CPU detail |");
-    println!("|---|---:|---:|---:|---|");
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for secure in [false, true, false, true] {
-        let f = runtime.block_on(spear(total, one_by_one, ticks, secure));
-        println!(
-            "| {} | {:.0} | {:.2} / {:.2} | {:.2} | {} |",
-            if secure { "on" } else { "off" },
-            f.per_sec,
-            f.p50_ms,
-            f.p99_ms,
-            f.cpu_ms,
-            f.detail
-        );
-        if secure { on.push(f) } else { off.push(f) }
-    }
-    let mean =
-        |v: &[Figures], f: fn(&Figures) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
-        "auth on / off: {:.3}x the exec/s, {:.3}x the p50, {:.3}x the CPU per execution",
-        mean(&on, |f| f.per_sec) / mean(&off, |f| f.per_sec),
-        mean(&on, |f| f.p50_ms) / mean(&off, |f| f.p50_ms),
-        mean(&on, |f| f.cpu_ms) / mean(&off, |f| f.cpu_ms)
+        "| security | exec/s | one at a time p50 / p99 ms | CPU ms per execution | CPU detail |"
     );
+    println!("|---|---:|---:|---:|---|");
+    let mut rows: Vec<(Sec, Figures)> = Vec::new();
+    for _ in 0..2 {
+        for sec in [Sec::Off, Sec::Auth, Sec::AuthTls] {
+            let f = runtime.block_on(spear(total, one_by_one, ticks, sec));
+            println!(
+                "| {} | {:.0} | {:.2} / {:.2} | {:.2} | {} |",
+                label(sec),
+                f.per_sec,
+                f.p50_ms,
+                f.p99_ms,
+                f.cpu_ms,
+                f.detail
+            );
+            rows.push((sec, f));
+        }
+    }
+    let mean = |sec: Sec, f: fn(&Figures) -> f64| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == sec)
+            .map(|r| f(&r.1))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    for sec in [Sec::Auth, Sec::AuthTls] {
+        println!(
+            "{} / off: {:.3}x the exec/s, {:.3}x the p50, {:.3}x the CPU per execution",
+            label(sec),
+            mean(sec, |f| f.per_sec) / mean(Sec::Off, |f| f.per_sec),
+            mean(sec, |f| f.p50_ms) / mean(Sec::Off, |f| f.p50_ms),
+            mean(sec, |f| f.cpu_ms) / mean(Sec::Off, |f| f.cpu_ms)
+        );
+    }
+}
+
+fn label(sec: Sec) -> &'static str {
+    match sec {
+        Sec::Off => "off",
+        Sec::Auth => "auth",
+        Sec::AuthTls => "auth + TLS",
+    }
 }

@@ -142,13 +142,16 @@ async fn finish(id: Option<&str>, client: &Client, out: Output) -> Result<i32> {
     Ok(0)
 }
 
-/// `time  cursor  kind  subject  data` for people.
+/// `time  cursor  kind  subject  data  by WHO` for people.
 fn event_line(e: &Value) -> String {
-    let data = match &e["data"] {
+    let mut data = match &e["data"] {
         Value::Object(o) if o.is_empty() => String::new(),
         Value::Null => String::new(),
         d => d.to_string(),
     };
+    if let Some(by) = e["by"].as_str() {
+        data = format!("{data}  by {by}").trim_start().to_owned();
+    }
     format!(
         "{}  {:>6}  {:<22}  {}  {data}\n",
         time_of(&e["at_ms"]),

@@ -78,6 +78,7 @@ impl EventLog {
     ) -> Result<Queued> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let at_ms = now_ms();
+        let by = crate::auth::audit::actor();
         let events: Vec<Event> = events
             .into_iter()
             .enumerate()
@@ -87,6 +88,7 @@ impl EventLog {
                 kind: kind.into(),
                 subject,
                 data,
+                by: by.clone(),
             })
             .collect();
         for e in &events {

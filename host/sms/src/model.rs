@@ -264,6 +264,10 @@ pub struct Event {
     /// Details.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// Who caused it: the token's name and role, `deployer (operator)`; absent for what SMS
+    /// does by itself and while auth is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -117,6 +117,7 @@ fn wire_event(e: model::Event) -> v1::Event {
         kind: e.kind,
         subject: e.subject,
         data_json: e.data.to_string(),
+        by: e.by.unwrap_or_default(),
     }
 }
 

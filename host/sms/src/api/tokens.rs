@@ -90,6 +90,13 @@ pub(crate) async fn create_token(
             &by(principal.as_ref()),
         )
         .await?;
+    audit(
+        &sms,
+        "token.created",
+        &info.id,
+        serde_json::json!({"name": info.name, "role": info.role, "node": info.node}),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
 }
 
@@ -108,7 +115,23 @@ pub(crate) async fn revoke_token(
     State(sms): State<Arc<Sms>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenInfo>, SmsError> {
-    sms.auth.tokens.revoke(&id).await.map(Json)
+    let info = sms.auth.tokens.revoke(&id).await?;
+    audit(
+        &sms,
+        "token.revoked",
+        &info.id,
+        serde_json::json!({"name": info.name, "role": info.role}),
+    )
+    .await;
+    Ok(Json(info))
+}
+
+/// Record a token's change in the event log. The token is stored first (its own write); an
+/// event that cannot be stored then is logged as an error, the change stands.
+async fn audit(sms: &Sms, kind: &str, id: &str, data: serde_json::Value) {
+    if let Err(e) = sms.events.append(kind, id, data).await {
+        tracing::error!(kind, token = id, "the audit event was not stored: {e}");
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/whoami",

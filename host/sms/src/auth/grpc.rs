@@ -83,7 +83,10 @@ where
             req.extensions_mut().insert(p.clone());
         }
         Box::pin(async move {
-            let response = inner.call(req).await?;
+            let response = match &principal {
+                Some(p) => super::audit::scope(p, inner.call(req)).await?,
+                None => inner.call(req).await?,
+            };
             Ok(match principal {
                 Some(p) => response.map(|body| {
                     tonic::body::Body::new(super::stream::Revocable::new(

@@ -71,7 +71,7 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
         return next.run(req).await;
     };
     req.extensions_mut().insert(principal.clone());
-    let response = next.run(req).await;
+    let response = super::audit::scope(&principal, next.run(req)).await;
     // A stream (no length) ends when its token stops working.
     if response.headers().contains_key(header::CONTENT_LENGTH) {
         return response;

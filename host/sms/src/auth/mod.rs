@@ -10,6 +10,7 @@
 //! With `[auth] enabled = false` (the default) nothing is checked, and SMS refuses to listen on a
 //! non-loopback address unless started with `--insecure` ([`crate::config`]).
 
+pub mod audit;
 pub mod grpc;
 pub mod http;
 pub mod offline;

@@ -1,6 +1,7 @@
 //! Integration tests of `sms`: the real binaries on 127.0.0.1, one module per subject. One test
 //! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
 
+mod audit;
 mod auth;
 mod auth_nodes;
 mod common;

@@ -1,0 +1,27 @@
+//! The audit trail: who caused each event. The auth layers run every authenticated request's
+//! handler inside [`scope`], and the event log stamps each event it queues there with
+//! [`actor`] (`Event.by`): `<token name> (<role>)`. Events SMS causes itself (the scheduler's
+//! assignments, timeouts, the node sweeper) and events while auth is off carry none.
+
+use std::future::Future;
+
+use super::Principal;
+
+tokio::task_local! {
+    static ACTOR: String;
+}
+
+/// How a principal is named in events: `deployer (operator)`.
+pub fn label(p: &Principal) -> String {
+    format!("{} ({})", p.name, p.role.as_str())
+}
+
+/// Run `fut` on behalf of `p`: the events it queues name `p`.
+pub async fn scope<F: Future>(p: &Principal, fut: F) -> F::Output {
+    ACTOR.scope(label(p), fut).await
+}
+
+/// Who the running request acts for, if an authenticated request is running.
+pub fn actor() -> Option<String> {
+    ACTOR.try_with(Clone::clone).ok()
+}
