@@ -103,6 +103,11 @@ impl TlsConfig {
             }
             _ => {}
         }
+        if self.reload_secs.is_some() && self.cert_file.is_none() {
+            return Err(format!(
+                "{section}.reload_secs: there is no {section}.cert_file to reload"
+            ));
+        }
         if self.client_ca_file.is_some() && self.cert_file.is_none() {
             return Err(format!(
                 "{section}.client_ca_file: client certificates need TLS: set {section}.cert_file and {section}.key_file"
@@ -142,7 +147,7 @@ impl TlsConfig {
 
 /// What identifies a file's version: changes when it is rewritten or replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Vec<Option<(SystemTime, u64, u64)>>);
+struct Stamp(Vec<Option<(SystemTime, i64, u64, u64)>>);
 
 impl Stamp {
     fn of(files: &TlsFiles) -> Self {
@@ -292,16 +297,27 @@ impl ServerTls {
     /// when the new files do not load; the previous configuration stays then.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = Stamp::of(&self.files);
-        {
+        let before = {
             let mut tried = self.tried.lock().unwrap_or_else(|p| p.into_inner());
             if *tried == now {
                 return Ok(false);
             }
-            *tried = now;
+            std::mem::replace(&mut *tried, now)
+        };
+        match server_config(&self.files, &self.alpn) {
+            Ok(config) => {
+                self.current.store(Arc::new(config));
+                Ok(true)
+            }
+            Err(e) => {
+                // A file that could not be read (out of descriptors, not readable yet) is tried
+                // again at the next check; bad content waits for the next change.
+                if matches!(e, TlsError::Read { .. }) {
+                    *self.tried.lock().unwrap_or_else(|p| p.into_inner()) = before;
+                }
+                Err(e)
+            }
         }
-        let config = server_config(&self.files, &self.alpn)?;
-        self.current.store(Arc::new(config));
-        Ok(true)
     }
 
     /// Check the files every `every` until this `ServerTls` is dropped, logging each reload.

@@ -575,6 +575,10 @@ mod tests {
                 "tls.reload_secs",
             ),
             ("[tls]\ncert = \"c\"\n", "cert"),
+            (
+                "[tls]\nreload_secs = 5\n",
+                "tls.reload_secs: there is no tls.cert_file",
+            ),
         ] {
             let err = SmsConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

@@ -281,6 +281,7 @@ mod tests {
             "http://10.0.0.5:50051",
             Duration::from_secs(1),
             Some("spear.a.b".into()),
+            None,
         )
         .unwrap();
         assert_eq!(

@@ -94,7 +94,7 @@ pub(crate) async fn create_token(
         &sms,
         "token.created",
         &info.id,
-        serde_json::json!({"name": info.name, "role": info.role, "node": info.node}),
+        serde_json::json!({"role": info.role}),
     )
     .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
@@ -120,13 +120,14 @@ pub(crate) async fn revoke_token(
         &sms,
         "token.revoked",
         &info.id,
-        serde_json::json!({"name": info.name, "role": info.role}),
+        serde_json::json!({"role": info.role}),
     )
     .await;
     Ok(Json(info))
 }
 
-/// Record a token's change in the event log. The token is stored first (its own write); an
+/// Record a token's change in the event log: its id (the subject) and role only, as readers see
+/// the log and only admins may list tokens. The token is stored first (its own write); an
 /// event that cannot be stored then is logged as an error, the change stands.
 async fn audit(sms: &Sms, kind: &str, id: &str, data: serde_json::Value) {
     if let Err(e) = sms.events.append(kind, id, data).await {

@@ -1,6 +1,7 @@
 //! TLS between the hosts, as processes on loopback: SMS serves REST and gRPC under TLS and asks
-//! nodes for client certificates (mTLS); a Spearlet with the right CA and its certificate
-//! registers and runs work, one with the wrong CA or no certificate cannot; SMS serves a rotated
+//! nodes for client certificates (mTLS): a client without one, or with one of another CA, is
+//! refused; a Spearlet with the right CA and its certificate registers and runs work, one with
+//! the wrong CA cannot; SMS serves a rotated
 //! certificate without a restart and keeps the old one while the new files do not load.
 
 use crate::common;
