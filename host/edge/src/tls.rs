@@ -153,9 +153,11 @@ impl Stamp {
     fn of(files: &TlsFiles) -> Self {
         use std::os::unix::fs::MetadataExt;
         let each = |p: &Path| {
+            // ctime too: a chmod or chown that makes a file readable changes only that.
             std::fs::metadata(p).ok().map(|m| {
                 (
                     m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
                     m.len(),
                     m.ino(),
                 )
