@@ -181,7 +181,8 @@ pub struct ServerTls {
     tried: Mutex<Stamp>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+/// The bytes of the PEM file at `path`, refused past 1 MiB (no certificate file is that large).
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let err = |source| TlsError::Read {
         path: path.to_owned(),
@@ -204,7 +205,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// The certificates in the PEM file at `path` (at least one).
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
+    let bytes = read_pem(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Content {
@@ -222,7 +223,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 
 /// The private key in the PEM file at `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read(path)?;
+    let bytes = read_pem(path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Content {
         path: path.to_owned(),
         what: format!("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
@@ -363,5 +364,107 @@ where
             io::ErrorKind::TimedOut,
             "TLS handshake not completed in time",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write a fresh self-signed certificate and its key to `dir/cert.pem` and `dir/key.pem`.
+    fn write_cert(dir: &Path) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+    }
+
+    #[test]
+    fn a_reload_takes_changed_files_and_keeps_the_old_config_on_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cert(dir.path());
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            client_ca: None,
+        };
+        let tls = ServerTls::load(files, ALPN_HTTP).unwrap();
+        let first = tls.current.load_full();
+        assert!(!tls.reload_if_changed().unwrap(), "nothing changed");
+
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\nx\n",
+        )
+        .unwrap();
+        let err = tls.reload_if_changed().unwrap_err();
+        assert!(matches!(err, TlsError::Content { .. }), "{err}");
+        assert!(
+            Arc::ptr_eq(&first, &tls.current.load_full()),
+            "the old one stays"
+        );
+        assert!(
+            !tls.reload_if_changed().unwrap(),
+            "bad content waits for a change"
+        );
+
+        write_cert(dir.path());
+        assert!(tls.reload_if_changed().unwrap());
+        assert!(!Arc::ptr_eq(&first, &tls.current.load_full()));
+
+        // A key that is not the certificate's.
+        let other = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            other.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        let err = tls.reload_if_changed().unwrap_err();
+        assert!(matches!(err, TlsError::Config { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cert(dir.path());
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            client_ca: None,
+        };
+        let tls = ServerTls::load(files, ALPN_GRPC).unwrap();
+        std::fs::rename(dir.path().join("key.pem"), dir.path().join("key.away")).unwrap();
+        assert!(matches!(
+            tls.reload_if_changed(),
+            Err(TlsError::Read { .. })
+        ));
+        // Still missing: tried again (and failing again), not skipped as already seen.
+        assert!(matches!(
+            tls.reload_if_changed(),
+            Err(TlsError::Read { .. })
+        ));
+        std::fs::rename(dir.path().join("key.away"), dir.path().join("key.pem")).unwrap();
+        assert!(tls.reload_if_changed().unwrap());
+    }
+
+    #[test]
+    fn keys_that_would_act_on_nothing_are_refused() {
+        let t = |cert: bool, key: bool, ca: bool, reload: Option<u64>| TlsConfig {
+            cert_file: cert.then(|| "c".into()),
+            key_file: key.then(|| "k".into()),
+            client_ca_file: ca.then(|| "ca".into()),
+            reload_secs: reload,
+        };
+        assert!(t(true, true, true, Some(5)).check("tls").is_ok());
+        assert!(t(false, false, false, None).check("tls").is_ok());
+        for (c, key) in [
+            (t(true, false, false, None), "tls.key_file"),
+            (t(false, true, false, None), "tls.cert_file"),
+            (t(false, false, true, None), "tls.client_ca_file"),
+            (t(false, false, false, Some(5)), "tls.reload_secs"),
+            (t(true, true, false, Some(0)), "tls.reload_secs"),
+        ] {
+            let err = c.check("tls").unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

@@ -2,64 +2,22 @@
 //! the right CA connects, another CA or none is refused with the reason, and `--ca` with a plain
 //! `http://` address is a usage error.
 
-use std::process::{Child, Command, Stdio};
-
 use spear_tests::certs::Ca;
-use spear_tests::guest;
-use spear_tests::process::{field, first_line};
 
-use crate::common::{Run, finish, sibling, spear, write};
+use crate::common::{LoneSms, Run, finish, spear};
 
 const ADMIN: &str = "bootstrap-admin-token-for-the-tls-00001";
 
-struct Secured {
-    dir: tempfile::TempDir,
-    http: std::net::SocketAddr,
-    sms: Child,
-}
-
-impl Drop for Secured {
-    fn drop(&mut self) {
-        let _ = self.sms.kill();
-        let _ = self.sms.wait();
-    }
-}
-
-fn sms_under_tls(ca: &Ca) -> Secured {
+/// SMS with auth on and its REST under TLS, with a certificate of `ca` for 127.0.0.1.
+fn sms_under_tls(ca: &Ca) -> LoneSms {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(guest("native", "redb.so"), plugins.join("redb.so")).unwrap();
-    std::fs::copy(
-        guest("component", "least-connections.wasm"),
-        plugins.join("least-connections.wasm"),
-    )
-    .unwrap();
     ca.server(&["127.0.0.1"])
         .write(&dir.path().join("sms.pem"), &dir.path().join("sms-key.pem"));
-    let config = write(
-        dir.path(),
-        "sms.toml",
-        "[http]\naddr = \"127.0.0.1:0\"\nenable_tls = true\n[grpc]\naddr = \"127.0.0.1:0\"\n\
-         [auth]\nenabled = true\n[tls]\ncert_file = \"sms.pem\"\nkey_file = \"sms-key.pem\"\n\
-         [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
-         [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n",
-    );
-    let mut sms = Command::new(sibling("sms"))
-        .current_dir(dir.path())
-        .arg("--config")
-        .arg(config)
-        .env("SMS_LOG", "error")
-        .env("SMS_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = first_line(&mut sms);
-    Secured {
-        http: field(&line, "http"),
+    LoneSms::start(
         dir,
-        sms,
-    }
+        "[auth]\nenabled = true\n[tls]\ncert_file = \"sms.pem\"\nkey_file = \"sms-key.pem\"\n",
+        &[("SMS_ADMIN_TOKEN", ADMIN), ("SMS_HTTP_ENABLE_TLS", "true")],
+    )
 }
 
 fn run(url: &str, ca: Option<&std::path::Path>, args: &[&str]) -> Run {

@@ -1,59 +1,23 @@
 //! `spear --token` / `SPEAR_TOKEN` and `spear token …` against a real `sms` with auth on.
 
-use std::process::{Child, Command, Stdio};
-
-use spear_tests::guest;
-use spear_tests::process::{field, first_line};
-
-use crate::common::{Run, finish, sibling, spear, write};
+use crate::common::{LoneSms, Run, finish, spear};
 
 const ADMIN: &str = "bootstrap-admin-token-for-the-cli-000001";
 
 struct Secured {
-    _dir: tempfile::TempDir,
     url: String,
-    sms: Child,
-}
-
-impl Drop for Secured {
-    fn drop(&mut self) {
-        let _ = self.sms.kill();
-        let _ = self.sms.wait();
-    }
+    _sms: LoneSms,
 }
 
 fn secured_sms() -> Secured {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(guest("native", "redb.so"), plugins.join("redb.so")).unwrap();
-    std::fs::copy(
-        guest("component", "least-connections.wasm"),
-        plugins.join("least-connections.wasm"),
-    )
-    .unwrap();
-    let config = write(
-        dir.path(),
-        "sms.toml",
-        "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[auth]\nenabled = true\n\
-         [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
-         [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n",
+    let sms = LoneSms::start(
+        tempfile::tempdir().unwrap(),
+        "[auth]\nenabled = true\n",
+        &[("SMS_ADMIN_TOKEN", ADMIN)],
     );
-    let mut sms = Command::new(sibling("sms"))
-        .current_dir(dir.path())
-        .arg("--config")
-        .arg(config)
-        .env("SMS_LOG", "warn")
-        .env("SMS_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = first_line(&mut sms);
-    let http: std::net::SocketAddr = field(&line, "http");
     Secured {
-        _dir: dir,
-        url: format!("http://{http}"),
-        sms,
+        url: format!("http://{}", sms.http),
+        _sms: sms,
     }
 }
 

@@ -5,7 +5,7 @@
 //! `spearlet.sms_grpc_addr`). When SMS asks for client certificates (its `tls.client_ca_file`),
 //! `client_cert_file` and `client_key_file` are what the Spearlet presents.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use spear_edge::tls::TlsConfig;
@@ -71,18 +71,9 @@ impl SpearletTls {
     }
 }
 
-fn read(key: &str, path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read;
-    const MAX: u64 = 1024 * 1024;
-    let err =
-        |e: std::io::Error| ConfigError(format!("{key}: cannot read {}: {e}", path.display()));
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(err)?
-        .take(MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(err)?;
-    if bytes.len() as u64 > MAX || !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = spear_edge::tls::read_pem(path).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
         return Err(ConfigError(format!(
             "{key}: {} is not a PEM file",
             path.display()

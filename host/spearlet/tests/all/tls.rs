@@ -25,15 +25,7 @@ async fn healthz(addr: std::net::SocketAddr, ca: &str) -> Result<u16, String> {
         .unwrap();
     match client.get(format!("https://{addr}/healthz")).send().await {
         Ok(r) => Ok(r.status().as_u16()),
-        Err(e) => {
-            let mut chain = e.to_string();
-            let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                chain.push_str(&format!(": {c}"));
-                cur = c.source();
-            }
-            Err(chain)
-        }
+        Err(e) => Err(spear_spearlet::sms::chain(&e)),
     }
 }
 

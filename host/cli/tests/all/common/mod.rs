@@ -207,6 +207,61 @@ impl Drop for Cluster {
     }
 }
 
+/// A lone `sms` (no Spearlet) in `dir`, with the redb and least-connections plugins; `sections`
+/// are more tables of its config, `env` more environment. Killed on drop.
+pub struct LoneSms {
+    /// Its sandbox.
+    pub dir: tempfile::TempDir,
+    /// Its REST address.
+    pub http: SocketAddr,
+    child: Child,
+}
+
+impl LoneSms {
+    /// Start it in `dir` (which may already hold files its config names).
+    pub fn start(dir: tempfile::TempDir, sections: &str, env: &[(&str, &str)]) -> Self {
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        std::fs::copy(guest("native", "redb.so"), plugins.join("redb.so")).unwrap();
+        std::fs::copy(
+            guest("component", "least-connections.wasm"),
+            plugins.join("least-connections.wasm"),
+        )
+        .unwrap();
+        let config = write(
+            dir.path(),
+            "sms.toml",
+            &format!(
+                "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n{sections}\
+                 [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
+                 [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
+            ),
+        );
+        let mut child = Command::new(sibling("sms"))
+            .current_dir(dir.path())
+            .arg("--config")
+            .arg(config)
+            .env("SMS_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        Self {
+            http: field(&line, "http"),
+            dir,
+            child,
+        }
+    }
+}
+
+impl Drop for LoneSms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A loopback port nothing listens on (bound, then released).
 pub fn closed_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
