@@ -12,5 +12,6 @@ mod hostile_guests;
 mod hostile_workloads;
 mod loading;
 mod reload;
+mod signing;
 mod storage;
 mod wasm_executor;

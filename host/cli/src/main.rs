@@ -20,6 +20,7 @@ mod node;
 mod output;
 mod plugins;
 mod run;
+mod sign;
 mod sim;
 mod sse;
 mod status;
@@ -113,6 +114,10 @@ enum PluginCommand {
     History,
     /// Validate a plugin file exactly as a host would, then print its info or why it is refused.
     Check(check::Args),
+    /// Make a key to sign plugins with; prints its public key (for `[plugins.trusted_keys]`).
+    Keygen(sign::KeygenArgs),
+    /// Sign plugin files: write `FILE.sig` beside each.
+    Sign(sign::SignArgs),
     /// Run a plugin host over a simulated cluster, placing continuously; edit the config or the
     /// plugin directory (or send SIGHUP) to hot-reload.
     Sim(sim::Args),
@@ -130,6 +135,8 @@ fn main() {
     let code = match cli.command {
         Command::Plugin(PluginCommand::Check(args)) => local(check::run(args, cli.output)),
         Command::Plugin(PluginCommand::Sim(args)) => local(sim::run(args, cli.output)),
+        Command::Plugin(PluginCommand::Keygen(args)) => local(sign::keygen(args, cli.output)),
+        Command::Plugin(PluginCommand::Sign(args)) => local(sign::sign(args, cli.output)),
         Command::Dev(args) => local(dev::run(args, cli.output)),
         command => match remote(
             command,
@@ -182,7 +189,13 @@ fn remote(
             Command::Plugin(PluginCommand::Reload) => plugins::reload(&client, output).await,
             Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
             Command::Token(cmd) => token::run(cmd, &client, output).await,
-            Command::Dev(_) | Command::Plugin(PluginCommand::Check(_) | PluginCommand::Sim(_)) => {
+            Command::Dev(_)
+            | Command::Plugin(
+                PluginCommand::Check(_)
+                | PluginCommand::Sim(_)
+                | PluginCommand::Keygen(_)
+                | PluginCommand::Sign(_),
+            ) => {
                 unreachable!("local commands are run by main")
             }
         }

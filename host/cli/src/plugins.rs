@@ -37,6 +37,9 @@ pub async fn list(client: &Client, out: Output) -> Result<i32> {
         if let Some(err) = p["last_error"].as_str() {
             text.push_str(&format!("{}: last error: {err}\n", cell(&p["name"])));
         }
+        if let Some(key) = p["signed_by"].as_str() {
+            text.push_str(&format!("{}: signed by {key}\n", cell(&p["name"])));
+        }
         if p["file_missing"] == true {
             text.push_str(&format!(
                 "{}: its file is gone; it stays active until another is selected\n",

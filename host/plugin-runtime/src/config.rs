@@ -42,6 +42,10 @@ struct RawPlugins {
     wall_factor: u32,
     #[serde(default)]
     cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    require_signed: bool,
+    #[serde(default)]
+    trusted_keys: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +117,8 @@ pub struct RuntimeConfig {
     pub reclaimer: Option<Selection>,
     /// How often a Spearlet asks its reclamation policy (hot-reloadable).
     pub reclaim_interval_ms: u64,
+    /// Signatures required and keys trusted ([`crate::signing`]). Restart to change.
+    pub signing: crate::signing::SigningPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -125,12 +131,18 @@ impl Default for RuntimeConfig {
             scheduler: None,
             reclaimer: None,
             reclaim_interval_ms: default_interval_ms(),
+            signing: Default::default(),
         }
     }
 }
 
 /// Keys whose change needs a restart.
-pub const RESTART_KEYS: &[&str] = &["plugins.dir", "plugins.watch", "plugins.cache_dir"];
+pub const RESTART_KEYS: &[&str] = &[
+    "plugins.dir",
+    "plugins.watch",
+    "plugins.cache_dir",
+    "plugins.require_signed / plugins.trusted_keys",
+];
 
 fn table_to_json(table: Option<toml::Table>, key: &str, errors: &mut Vec<String>) -> String {
     let table = table.unwrap_or_default();
@@ -177,6 +189,20 @@ impl RuntimeConfig {
                     "plugins.call_timeout_ms / setup_timeout_ms: at most 60000 / 600000".into(),
                 );
             }
+            for (name, key) in &p.trusted_keys {
+                if let Err(e) = crate::signing::decode_key(key) {
+                    errors.push(format!("plugins.trusted_keys.{name}: {e}"));
+                }
+            }
+            if p.require_signed && p.trusted_keys.is_empty() {
+                errors.push(
+                    "plugins.require_signed: no key is trusted; add one under [plugins.trusted_keys] (`spear plugin keygen` makes one)".into(),
+                );
+            }
+            config.signing = crate::signing::SigningPolicy {
+                require: p.require_signed,
+                keys: p.trusted_keys,
+            };
             config.dir = p.dir;
             config.watch = p.watch;
             config.limits = LimitValues {
@@ -249,6 +275,9 @@ impl RuntimeConfig {
         }
         if self.cache_dir != other.cache_dir {
             keys.push(RESTART_KEYS[2]);
+        }
+        if self.signing != other.signing {
+            keys.push(RESTART_KEYS[3]);
         }
         keys
     }

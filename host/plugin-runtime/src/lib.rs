@@ -31,6 +31,7 @@ pub mod logging;
 pub mod plugin;
 pub mod registry;
 mod sidecar;
+pub mod signing;
 pub mod slot;
 pub mod telemetry;
 pub mod watch;

@@ -51,11 +51,15 @@ pub struct PluginRecord {
     pub last_error: Option<String>,
     /// The file is gone but the plugin is still active (until another is selected).
     pub file_missing: bool,
+    /// The trusted key (its name in `[plugins.trusted_keys]`) that signed the loaded content.
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Entry {
     pub(crate) loaded: Option<LoadedPlugin>,
+    /// The trusted key that signed `loaded`, if one did.
+    pub(crate) signed_by: Option<String>,
     /// Fingerprint (content and sidecar) last seen at this path, loaded or refused.
     pub(crate) seen: Option<String>,
     pub(crate) last_error: Option<String>,
@@ -116,6 +120,7 @@ pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginReco
                 PluginState::Failed
             },
             last_error: e.last_error.clone(),
+            signed_by: None,
             file_missing: e.missing,
         };
     };
@@ -139,6 +144,7 @@ pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginReco
             .clone()
             .or_else(|| slot.and_then(|s| s.last_error.clone())),
         file_missing: e.missing,
+        signed_by: e.signed_by.clone(),
     }
 }
 
@@ -152,7 +158,7 @@ pub(crate) fn plugin_files(dir: &Path) -> std::io::Result<BTreeSet<PathBuf>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ignored = name.starts_with('.')
             || name.ends_with('~')
-            || [".toml", ".md", ".txt", ".tmp", ".part", ".swp"]
+            || [".toml", ".sig", ".md", ".txt", ".tmp", ".part", ".swp"]
                 .iter()
                 .any(|s| name.ends_with(s));
         if ignored {

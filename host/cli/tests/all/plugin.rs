@@ -213,3 +213,81 @@ fn sim_follows_a_config_edit_while_running() {
     );
     assert!(reloads >= 1);
 }
+
+#[test]
+fn keygen_sign_and_check_show_who_signed_and_refuse_what_a_signing_host_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let out = spear()
+        .args(["plugin", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // An existing key is never overwritten.
+    let again = spear()
+        .args(["plugin", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+
+    let plugin = dir.path().join("lc.wasm");
+    std::fs::copy(guest("component", "least-connections.wasm"), &plugin).unwrap();
+    let check = |extra: &[&str]| {
+        let out = spear()
+            .args(["--output", "json", "plugin", "check"])
+            .arg(&plugin)
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    let trusted = format!("release={public}");
+    let strict = ["--require-signed", "--trusted-key", trusted.as_str()];
+    let (code, v) = check(&strict);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("refused: unsigned"),
+        "{v}"
+    );
+
+    let out = spear()
+        .args(["plugin", "sign", "--key"])
+        .arg(&key)
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, v) = check(&strict);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["signature"]["valid"], true, "{v}");
+    assert_eq!(v["signature"]["trusted_as"], "release", "{v}");
+    assert_eq!(v["signature"]["key"], public.as_str(), "{v}");
+    // Without trusted keys the signature is shown, the file accepted (as by a host that does not
+    // require signatures).
+    let (code, v) = check(&[]);
+    assert_eq!(
+        (code, v["signature"]["trusted_as"].clone()),
+        (Some(0), serde_json::Value::Null)
+    );
+
+    // Changed content: the signature no longer holds.
+    std::fs::copy(guest("extism", "least-connections.wasm"), &plugin).unwrap();
+    let (code, v) = check(&strict);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["signature"]["valid"], false, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("the signature is for content sha256"),
+        "{v}"
+    );
+}

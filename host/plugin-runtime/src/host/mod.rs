@@ -242,6 +242,7 @@ impl PluginHost {
                     },
                     last_error: slot.last_error.clone(),
                     file_missing: false,
+                    signed_by: None,
                 });
             }
         }

@@ -99,6 +99,7 @@ impl PluginHost {
         kept.dir = old.dir;
         kept.watch = old.watch;
         kept.cache_dir = old.cache_dir;
+        kept.signing = old.signing;
         state.config = kept;
         self.publish(&state);
         drop(state);

@@ -14,8 +14,8 @@ use crate::detect::read_plugin_file;
 use crate::error::Error;
 use crate::plugin::{load_bytes, sha256_hex};
 use crate::registry::plugin_files;
-use crate::sidecar;
 use crate::telemetry::EventKind;
+use crate::{sidecar, signing};
 
 impl PluginHost {
     /// Bring the registry in step with the directory: first forget vanished files (so a plugin
@@ -127,10 +127,15 @@ impl PluginHost {
         let read = read_plugin_file(path);
         let sha = read.as_ref().ok().map(|b| sha256_hex(b));
         let sidecar_text = sidecar::text(path);
-        // What was seen at this path: the content and its sidecar.
-        let fingerprint = sha
-            .as_ref()
-            .map(|s| format!("{s}:{}", sha256_hex(sidecar_text.as_bytes())));
+        let sig_text = signing::sig_text(path);
+        // What was seen at this path: the content, its sidecar and its signature.
+        let fingerprint = sha.as_ref().map(|s| {
+            format!(
+                "{s}:{}:{}",
+                sha256_hex(sidecar_text.as_bytes()),
+                sha256_hex(sig_text.as_bytes())
+            )
+        });
         let entry = state
             .registry
             .entries
@@ -169,8 +174,15 @@ impl PluginHost {
             changes.push(message);
             return;
         }
+        let mut signer = None;
         let result = read.and_then(|bytes| {
             sidecar::check(path, &sidecar_text, &bytes)?;
+            // Checked before any of the file's code is compiled or run.
+            signer = state
+                .config
+                .signing
+                .check(&sig_text, &bytes)
+                .map_err(|e| Error::refused(path, e))?;
             load_bytes(path, &bytes, &self.engine, &self.limits)
         });
         let result =
@@ -213,6 +225,7 @@ impl PluginHost {
                     p.info.version
                 ));
                 entry.loaded = Some(p);
+                entry.signed_by = signer;
                 entry.last_error = None;
             }
             Err(e) => {

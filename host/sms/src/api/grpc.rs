@@ -351,6 +351,7 @@ impl v1::plugin_service_server::PluginService for Grpc {
                     state: state.as_str().unwrap_or_default().into(),
                     last_error: p.last_error.unwrap_or_default(),
                     file_missing: p.file_missing,
+                    signed_by: p.signed_by.unwrap_or_default(),
                 }
             })
             .collect();
