@@ -6,6 +6,10 @@
 //! the file store). The `sms` and `spearlet` binaries are found beside `spear`. The children get
 //! their own process group, so Ctrl-C reaches only `spear`, which then stops them in order: the
 //! Spearlet first (it drains and deregisters), then SMS.
+//!
+//! SMS runs with auth on: `spear dev` makes an admin token and the Spearlet's node token itself
+//! ([`tokens`]), prints the admin token, and leaves it for the CLI ([`handoff`]), so that `spear
+//! run …` against this SMS works without `--token`. `--no-auth` runs SMS without tokens.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,6 +22,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::Output;
+
+pub(crate) mod handoff;
+mod tokens;
 
 /// Arguments of `spear dev`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +47,10 @@ pub struct Args {
     /// The Spearlet's gRPC address (health).
     #[arg(long, default_value = "127.0.0.1:50052")]
     spearlet_grpc_addr: String,
+    /// Run SMS without tokens (`[auth] enabled = false`); by default `spear dev` turns auth on
+    /// and makes the tokens itself.
+    #[arg(long)]
+    no_auth: bool,
 }
 
 /// SMS's config as first written: everything that is not an address.
@@ -101,6 +112,8 @@ struct Started {
     swagger: String,
     metrics: String,
     web_admin: Option<String>,
+    /// The admin token (None with `--no-auth`).
+    token: Option<String>,
     spearlet_pid: u32,
     node_uuid: String,
     spearlet_status: String,
@@ -114,6 +127,12 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    let tokens = if args.no_auth {
+        None
+    } else {
+        Some(tokens::prepare(&dir, &sibling("sms")?)?)
+    };
+    let auth = if tokens.is_some() { "true" } else { "false" };
     let mut sms = Proc::start(
         "sms",
         &dir,
@@ -129,7 +148,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             "--web-admin-addr",
             &args.admin_addr,
         ],
-        &[],
+        &[("SMS_AUTH_ENABLED", auth)],
     )?;
     let (rest, grpc) = (sms.field("http")?, sms.field("grpc")?);
     let admin = sms.field("admin").ok();
@@ -148,7 +167,15 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             &args.spearlet_grpc_addr,
         ],
         // The only SMS gateway its `sms+file://host:port/…` artifacts may name.
-        &[("SPEARLET_SMS_HTTP_ADDR", &rest)],
+        &[("SPEARLET_SMS_HTTP_ADDR", rest.as_str())]
+            .into_iter()
+            .chain(tokens.iter().flat_map(|t| {
+                [
+                    ("SPEARLET_SMS_TOKEN", t.node.as_str()),
+                    ("SPEARLET_NODE_UUID", t.node_uuid.as_str()),
+                ]
+            }))
+            .collect::<Vec<_>>(),
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -165,6 +192,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
         swagger: format!("http://{rest}/swagger-ui/"),
         metrics: format!("http://{rest}/metrics"),
         web_admin: admin.map(|a| format!("http://{a}/")),
+        token: tokens.as_ref().map(|t| t.admin.clone()),
         spearlet_pid: spearlet.child.id(),
         node_uuid: spearlet
             .first
@@ -174,6 +202,11 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
             .into(),
         spearlet_status: format!("http://{}/api/v1/status", spearlet.field("http")?),
     };
+    if let Some(token) = &started.token
+        && let Err(e) = handoff::save(&started.sms, token)
+    {
+        eprintln!("spear dev: the CLI will need --token: cannot write the token for it: {e:#}");
+    }
     print_started(&started, output);
 
     let ended = loop {
@@ -195,6 +228,7 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<i32> {
     }
     spearlet.stop(Duration::from_secs(60));
     sms.stop(Duration::from_secs(30));
+    handoff::remove(&started.sms);
     eprintln!("spear dev: stopped");
     Ok(if ended.is_some() { 1 } else { 0 })
 }
@@ -233,6 +267,12 @@ fn print_started(s: &Started, output: Output) {
             if let Some(admin) = &s.web_admin {
                 println!("          admin    {admin}");
             }
+            match &s.token {
+                Some(token) => println!(
+                    "          token    {token}  (admin; the CLI uses it for this SMS by itself)"
+                ),
+                None => println!("          token    none: auth is off (--no-auth)"),
+            }
             println!("Spearlet  node     {}", s.node_uuid);
             println!("          status   {}", s.spearlet_status);
             println!("config    {0}/sms.toml {0}/spearlet.toml", s.dir.display());
@@ -241,6 +281,19 @@ fn print_started(s: &Started, output: Output) {
             println!("Ctrl-C stops both.");
         }
     }
+}
+
+/// The binary `name` beside this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name(name);
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p spear-sms -p spear-spearlet` \
+             (./run-dev.sh does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// A child process (`sms` or `spearlet`) and the first line it printed (its addresses).
@@ -260,14 +313,7 @@ impl Proc {
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
-        let bin = std::env::current_exe()?.with_file_name(name);
-        if !bin.is_file() {
-            bail!(
-                "{} is missing: build it with `cargo build --release -p spear-sms -p spear-spearlet` \
-                 (./run-dev.sh does)",
-                bin.display()
-            );
-        }
+        let bin = sibling(name)?;
         let mut child = Command::new(&bin)
             .current_dir(dir)
             .args(args)

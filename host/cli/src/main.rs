@@ -171,7 +171,12 @@ fn remote(
     ca: Option<&std::path::Path>,
     output: Output,
 ) -> Result<i32, CliError> {
-    let client = Client::new(sms, token, ca)?;
+    // Without a token, the one `spear dev` left for this very SMS, if any.
+    let dev_token = match token {
+        Some(_) => None,
+        None => dev::handoff::token_for(&client::normalize(sms)?),
+    };
+    let client = Client::new(sms, token.or(dev_token.as_deref()), ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
