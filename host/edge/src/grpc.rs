@@ -30,6 +30,11 @@ static HANDSHAKE: Burst = Burst::new(
     Duration::from_secs(10),
 );
 
+static HANDSHAKES: Burst = Burst::new(
+    "starting a TLS handshake on the gRPC listener",
+    Duration::from_secs(10),
+);
+
 /// Time a client has to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,25 +69,39 @@ pub fn incoming(
         ));
     };
     // Under TLS each handshake runs in a task of its own (a slow client must not hold up the
-    // accept loop); finished connections reach tonic through a channel.
+    // accept loop), holding a handshake slot; the connection takes its slot once the handshake
+    // is done. Finished connections reach tonic through a channel.
+    let handshakes = Arc::new(Semaphore::new(crate::MAX_HANDSHAKES));
     let (ready, taken) = tokio::sync::mpsc::channel(READY);
     tokio::spawn(async move {
         loop {
-            let (stream, permit) = tokio::select! {
-                s = next(&listener, &permits, &limits) => s,
+            let stream = tokio::select! {
+                s = crate::accept(&listener, &ACCEPT) => s,
                 () = ready.closed() => return,
             };
-            let (ready, acceptor) = (ready.clone(), tls.acceptor());
+            let Ok(shaking) = handshakes.clone().try_acquire_owned() else {
+                HANDSHAKES.failed(&format!(
+                    "{} TLS handshakes are in progress",
+                    crate::MAX_HANDSHAKES
+                ));
+                continue;
+            };
+            let (ready, acceptor, permits) = (ready.clone(), tls.acceptor(), permits.clone());
             tokio::spawn(async move {
-                match tls::handshake(acceptor, stream, HANDSHAKE_TIMEOUT).await {
-                    Ok(stream) => {
-                        let conn = GrpcConn::new(Either::Right(Box::new(stream)), permit, &limits);
-                        let _ = ready.send(Ok(conn)).await;
-                    }
+                let done = tls::handshake(acceptor, stream, HANDSHAKE_TIMEOUT).await;
+                drop(shaking);
+                let stream = match done {
+                    Ok(stream) => stream,
                     Err(e) => {
                         HANDSHAKE.failed(&e);
+                        return;
                     }
-                }
+                };
+                let Some(permit) = slot(&permits, &limits) else {
+                    return;
+                };
+                let conn = GrpcConn::new(Either::Right(Box::new(stream)), permit, &limits);
+                let _ = ready.send(Ok(conn)).await;
             });
         }
     });
@@ -97,15 +116,22 @@ async fn next(
 ) -> (TcpStream, OwnedSemaphorePermit) {
     loop {
         let stream = crate::accept(listener, &ACCEPT).await;
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            FULL.failed(&format!(
-                "{} connections are open (grpc.max_connections)",
-                limits.max_connections
-            ));
-            continue;
-        };
-        return (stream, permit);
+        if let Some(permit) = slot(permits, limits) {
+            return (stream, permit);
+        }
     }
+}
+
+/// A connection slot, or None (logged) when every one is taken.
+fn slot(permits: &Arc<Semaphore>, limits: &HttpLimits) -> Option<OwnedSemaphorePermit> {
+    let permit = permits.clone().try_acquire_owned().ok();
+    if permit.is_none() {
+        FULL.failed(&format!(
+            "{} connections are open (grpc.max_connections)",
+            limits.max_connections
+        ));
+    }
+    permit
 }
 
 impl GrpcConn {

@@ -26,6 +26,10 @@ use crate::tls::{self, ServerTls};
 
 static ACCEPT: Burst = Burst::new("accepting an HTTP connection", Duration::from_secs(10));
 static FULL: Burst = Burst::new("taking an HTTP connection", Duration::from_secs(10));
+static HANDSHAKES: Burst = Burst::new(
+    "starting a TLS handshake on an HTTP listener",
+    Duration::from_secs(10),
+);
 static HANDSHAKE: Burst = Burst::new(
     "completing a TLS handshake on an HTTP listener",
     Duration::from_secs(10),
@@ -58,15 +62,37 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
+    let handshakes = Arc::new(Semaphore::new(crate::MAX_HANDSHAKES));
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
             stream = crate::accept(&listener, &ACCEPT) => stream,
             () = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refuse(stream, limits.max_connections, &lingering);
-            continue;
+        // Under TLS a connection holds a handshake slot during its handshake and takes its
+        // connection slot after it (see the TLS branch below); in plain HTTP, at once.
+        let slot = match &tls {
+            None => match permits.clone().try_acquire_owned() {
+                Ok(permit) => Slot::Plain(permit),
+                Err(_) => {
+                    refuse(stream, limits.max_connections, &lingering);
+                    continue;
+                }
+            },
+            Some(tls) => match handshakes.clone().try_acquire_owned() {
+                Ok(shaking) => Slot::Tls {
+                    shaking,
+                    permits: permits.clone(),
+                    acceptor: tls.acceptor(),
+                },
+                Err(_) => {
+                    HANDSHAKES.failed(&format!(
+                        "{} TLS handshakes are in progress",
+                        crate::MAX_HANDSHAKES
+                    ));
+                    continue;
+                }
+            },
         };
         let activity = Activity::by_requests();
         let io = IdleIo::new(stream, activity.clone(), limits.idle_timeout);
@@ -76,21 +102,38 @@ pub async fn serve(
             body_timeout: limits.body_timeout,
         };
         let (builder, watcher, closing) = (builder.clone(), graceful.watcher(), closing.clone());
-        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            match acceptor {
-                None => connection(&builder, watcher, io, service, closing).await,
-                // The handshake runs here, not in the accept loop: a slow client delays only
-                // itself, and holds its slot at most the header-read timeout.
-                Some(acceptor) => {
-                    match tls::handshake(acceptor, io, limits.header_read_timeout).await {
-                        Ok(io) => connection(&builder, watcher, io, service, closing).await,
-                        Err(e) => {
-                            HANDSHAKE.failed(&e);
-                        }
-                    }
+            let (shaking, permits, acceptor) = match slot {
+                Slot::Plain(permit) => {
+                    connection(&builder, watcher, io, service, closing).await;
+                    drop(permit);
+                    return;
                 }
-            }
+                Slot::Tls {
+                    shaking,
+                    permits,
+                    acceptor,
+                } => (shaking, permits, acceptor),
+            };
+            // The handshake runs here, not in the accept loop: a slow client delays only
+            // itself, and holds its handshake slot at most the header-read timeout.
+            let done = tls::handshake(acceptor, io, limits.header_read_timeout).await;
+            drop(shaking);
+            let io = match done {
+                Ok(io) => io,
+                Err(e) => {
+                    HANDSHAKE.failed(&e);
+                    return;
+                }
+            };
+            let Ok(permit) = permits.try_acquire_owned() else {
+                FULL.failed(&format!(
+                    "{} connections are open (http.max_connections)",
+                    limits.max_connections
+                ));
+                return;
+            };
+            connection(&builder, watcher, io, service, closing).await;
             drop(permit);
         });
     }
@@ -105,6 +148,17 @@ pub async fn serve(
         );
     }
     let _ = close_all.send(true);
+}
+
+/// How a connection holds its place: a connection slot (plain HTTP), or, under TLS, a handshake
+/// slot and where to take its connection slot once the handshake is done.
+enum Slot {
+    Plain(tokio::sync::OwnedSemaphorePermit),
+    Tls {
+        shaking: tokio::sync::OwnedSemaphorePermit,
+        permits: Arc<Semaphore>,
+        acceptor: tokio_rustls::TlsAcceptor,
+    },
 }
 
 /// Serve one connection until it ends, the drain ends it or the server closes it.
@@ -260,5 +314,54 @@ mod tests {
             .await
             .expect("the connection is closed after the drain");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn clients_stuck_in_their_tls_handshake_do_not_take_the_connection_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+        let tls = ServerTls::load(
+            crate::tls::TlsFiles {
+                cert: dir.path().join("cert.pem"),
+                key: dir.path().join("key.pem"),
+                client_ca: None,
+            },
+            crate::tls::ALPN_HTTP,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/ok", axum::routing::get(|| async { "ok" }));
+        let limits = HttpLimits {
+            max_connections: 2,
+            ..HttpLimits::default()
+        };
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            Some(tls),
+            std::future::pending(),
+        ));
+        // More connections than slots, none of which ever starts its handshake.
+        let mut stuck = Vec::new();
+        for _ in 0..4 {
+            stuck.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap()])
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("https://{addr}/ok"))
+            .send()
+            .await
+            .expect("served while others hang in their handshake");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        drop(stuck);
     }
 }

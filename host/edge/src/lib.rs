@@ -51,6 +51,11 @@ pub(crate) async fn accept(listener: &TcpListener, failures: &Burst) -> TcpStrea
     }
 }
 
+/// TLS handshakes in progress at once on one listener. A connection in its handshake holds one of
+/// these, not a connection slot: clients that open connections and never finish their handshake
+/// cannot take the slots of established ones. Past it, new connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
