@@ -197,3 +197,64 @@ impl AsyncWrite for GrpcConn {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    #[tokio::test]
+    async fn clients_stuck_in_their_tls_handshake_do_not_take_the_connection_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+        let tls = ServerTls::load(
+            crate::tls::TlsFiles {
+                cert: dir.path().join("cert.pem"),
+                key: dir.path().join("key.pem"),
+                client_ca: None,
+            },
+            crate::tls::ALPN_GRPC,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = HttpLimits {
+            max_connections: 2,
+            ..HttpLimits::default()
+        };
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let incoming = incoming(listener, limits, Some(tls));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(incoming),
+        );
+        // More connections than slots, none of which ever starts its handshake.
+        let mut stuck = Vec::new();
+        for _ in 0..4 {
+            stuck.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(c.cert.pem()))
+                    .domain_name("127.0.0.1"),
+            )
+            .unwrap()
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("a handshake while others hang in theirs");
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("served");
+        drop(stuck);
+    }
+}
