@@ -2,6 +2,8 @@
 //! [`BodyTimeout`] from the body instead of holding the handler for ever.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,17 +37,27 @@ pub struct TimedBody<B> {
     limit: Duration,
     deadline: Pin<Box<Sleep>>,
     done: bool,
+    /// Set once the body has been read to its end (not when it failed or timed out).
+    ended: Arc<AtomicBool>,
 }
 
-impl<B> TimedBody<B> {
+impl<B: Body> TimedBody<B> {
     /// `inner`, which must be read within `limit` from now.
     pub fn new(inner: B, limit: Duration) -> Self {
+        let ended = Arc::new(AtomicBool::new(inner.is_end_stream()));
         Self {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(limit)),
             done: false,
+            ended,
         }
+    }
+
+    /// A flag that turns true once the body has been read to its end (at once for an empty
+    /// body); it stays false for a body left unread, failed or timed out.
+    pub fn ended(&self) -> Arc<AtomicBool> {
+        self.ended.clone()
     }
 }
 
@@ -73,10 +85,16 @@ where
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.limit)))));
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.ended.store(true, Ordering::Release);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => {
                 this.done = true;
+                this.ended.store(true, Ordering::Release);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -102,16 +120,33 @@ mod tests {
         let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
         tx.send_data(Bytes::from_static(b"part")).await.unwrap();
         let mut body = TimedBody::new(rx, Duration::from_secs(3));
+        let ended = body.ended();
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "part");
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(BodyTimeout::is_in(err.as_ref()), "{err}");
         assert!(body.frame().await.is_none());
+        assert!(
+            !ended.load(Ordering::Acquire),
+            "a timed-out body did not end"
+        );
 
         let whole = TimedBody::new(
             http_body_util::Full::new(Bytes::from_static(b"all")),
             Duration::from_secs(3),
         );
+        let ended = whole.ended();
+        assert!(!ended.load(Ordering::Acquire));
         assert_eq!(whole.collect().await.unwrap().to_bytes(), "all");
+        assert!(ended.load(Ordering::Acquire));
+
+        let empty = TimedBody::new(
+            http_body_util::Empty::<Bytes>::new(),
+            Duration::from_secs(3),
+        );
+        assert!(
+            empty.ended().load(Ordering::Acquire),
+            "an empty body is read"
+        );
     }
 }

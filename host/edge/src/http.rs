@@ -5,10 +5,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::{HeaderValue, Version, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -238,12 +240,24 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = self.activity.begin();
         let limit = self.body_timeout;
-        let req = req.map(|b| axum::body::Body::new(TimedBody::new(b, limit)));
+        let http1 = req.version() <= Version::HTTP_11;
+        let (parts, body) = req.into_parts();
+        let body = TimedBody::new(body, limit);
+        let ended = body.ended();
+        let req = Request::from_parts(parts, axum::body::Body::new(body));
         let answer = self.app.clone().oneshot(req);
         Box::pin(async move {
             // The request stays in flight until its answer's body is sent (or dropped).
-            let r = answer.await;
-            Ok(r?.map(|body| {
+            let mut r = answer.await?;
+            // Answered before its body was read to the end (a 413 from the headers, a 408, a
+            // handler that ignores the body): the connection cannot be reused, so say so. A
+            // client told nothing would put it back in its pool and send its next request into
+            // the close that follows.
+            if http1 && !ended.load(Ordering::Acquire) {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(r.map(|body| {
                 axum::body::Body::new(Guarded {
                     body,
                     _guard: guard,
@@ -314,6 +328,86 @@ mod tests {
             .await
             .expect("the connection is closed after the drain");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
+    /// Reads one answer's head (up to the blank line) from `s`.
+    async fn head(s: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap().to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn an_answer_given_before_the_body_is_read_closes_the_connection_and_says_so() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route(
+                "/refuse",
+                axum::routing::post(|| async { (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "no") }),
+            )
+            .route(
+                "/read",
+                axum::routing::post(|body: String| async move { body }),
+            );
+        tokio::spawn(serve(
+            listener,
+            app,
+            HttpLimits::default(),
+            None,
+            std::future::pending(),
+        ));
+
+        // Refused from its headers with most of the body unsent: `connection: close`, so that
+        // the client does not reuse a connection the server is about to close.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nxxxx")
+            .await
+            .unwrap();
+        let answer = head(&mut s).await;
+        assert!(answer.starts_with("http/1.1 413"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+
+        // A body read to its end keeps the connection: a second request is answered on it.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            s.write_all(b"POST /read HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+                .await
+                .unwrap();
+            let answer = head(&mut s).await;
+            assert!(answer.starts_with("http/1.1 200"), "{answer}");
+            assert!(!answer.contains("connection: close"), "{answer}");
+            let mut body = [0u8; 2];
+            s.read_exact(&mut body).await.unwrap();
+            assert_eq!(&body, b"hi");
+        }
+
+        // Through a pooling client: each refused upload is followed by a request that succeeds.
+        let c = reqwest::Client::new();
+        for _ in 0..20 {
+            let r = c
+                .post(format!("http://{addr}/refuse"))
+                .body(vec![0u8; 1 << 20])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 413);
+            let r = c
+                .post(format!("http://{addr}/read"))
+                .body("ok")
+                .send()
+                .await
+                .expect("not sent into a closing connection");
+            assert_eq!(r.text().await.unwrap(), "ok");
+        }
     }
 
     #[tokio::test]
