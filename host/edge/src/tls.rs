@@ -18,6 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
+use spear_config::Invalid;
 use tokio_rustls::server::TlsStream;
 
 /// ALPN protocols of a gRPC listener: HTTP/2 only.
@@ -68,9 +69,9 @@ pub enum TlsError {
     },
 }
 
-/// `[tls]` / `[spearlet.tls]`: the certificate a host's TLS listeners serve.
+/// `[tls]` / `[spearlet.tls]`: the certificate a host's TLS listeners serve. Unknown keys are
+/// refused by the host's configuration loader ([`spear_config`]), which names them all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain (PEM) served by the listeners that enable TLS.
     #[serde(default)]
@@ -89,34 +90,44 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Check the keys, naming them under `section` (e.g. `tls`): cert and key come together and
     /// the reload period is in range. The files themselves are read by [`ServerTls::load`].
-    pub fn check(&self, section: &str) -> Result<(), String> {
+    pub fn check(&self, section: &str) -> Result<(), Invalid> {
+        let key = |k: &str| format!("{section}.{k}");
         match (&self.cert_file, &self.key_file) {
             (Some(_), None) => {
-                return Err(format!(
-                    "{section}.cert_file is set without {section}.key_file"
+                return Err(Invalid::new(
+                    key("cert_file"),
+                    format!("set without {section}.key_file"),
                 ));
             }
             (None, Some(_)) => {
-                return Err(format!(
-                    "{section}.key_file is set without {section}.cert_file"
+                return Err(Invalid::new(
+                    key("key_file"),
+                    format!("set without {section}.cert_file"),
                 ));
             }
             _ => {}
         }
         if self.reload_secs.is_some() && self.cert_file.is_none() {
-            return Err(format!(
-                "{section}.reload_secs: there is no {section}.cert_file to reload"
+            return Err(Invalid::new(
+                key("reload_secs"),
+                format!("there is no {section}.cert_file to reload"),
             ));
         }
         if self.client_ca_file.is_some() && self.cert_file.is_none() {
-            return Err(format!(
-                "{section}.client_ca_file: client certificates need TLS: set {section}.cert_file and {section}.key_file"
+            return Err(Invalid::new(
+                key("client_ca_file"),
+                format!(
+                    "client certificates need TLS: set {section}.cert_file and {section}.key_file"
+                ),
             ));
         }
         if let Some(s) = self.reload_secs
             && !(1..=3600).contains(&s)
         {
-            return Err(format!("{section}.reload_secs: must be 1 to 3600, not {s}"));
+            return Err(Invalid::new(
+                key("reload_secs"),
+                format!("must be 1 to 3600, not {s}"),
+            ));
         }
         Ok(())
     }
@@ -463,7 +474,7 @@ mod tests {
             (t(false, false, false, Some(5)), "tls.reload_secs"),
             (t(true, true, false, Some(0)), "tls.reload_secs"),
         ] {
-            let err = c.check("tls").unwrap_err();
+            let err = c.check("tls").unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
     }

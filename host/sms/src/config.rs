@@ -1,5 +1,7 @@
 //! SMS configuration: built-in defaults < `SMS_*` environment < the config file (`--config`, else
-//! `~/.sms/config.toml` when present) < command-line flags, layered with the `config` crate.
+//! `~/.sms/config.toml` when present) < command-line flags, layered by [`spear_config`] (shared
+//! with the Spearlet): every problem is reported at once, naming its key and where it was set.
+//! Relative paths are relative to SMS's working directory (`plugins.dir`: to the config file).
 //!
 //! The file may also hold the plugin sections (`[plugins]`, `[scheduler]`), which the plugin runtime
 //! validates and hot-reloads; SMS's own keys need a restart.
@@ -8,6 +10,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+pub use spear_config::ConfigError;
+use spear_config::{Invalid, Layers, Origin, Problem, Problems};
+
+/// Reads an environment variable.
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 use crate::listen::{GrpcListen, HttpListen};
 
@@ -69,7 +76,6 @@ pub struct Cli {
 
 /// `[database]`: which storage backend plugin holds SMS's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Database {
     /// Storage backend plugin name: `redb` (durable) or `memory`.
     pub db_type: String,
@@ -82,7 +88,6 @@ pub struct Database {
 
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Log {
     /// Level filter.
     pub level: String,
@@ -95,7 +100,6 @@ pub struct Log {
 
 /// `[files]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Files {
     /// Where uploaded bytes are kept, content-addressed.
     pub dir: PathBuf,
@@ -105,7 +109,6 @@ pub struct Files {
 
 /// The whole SMS configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SmsConfig {
     /// gRPC server.
     pub grpc: GrpcListen,
@@ -213,11 +216,6 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_MAX_UPLOAD_MB", "files.max_upload_mb"),
 ];
 
-/// Errors of loading the configuration, each naming its source and key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
-
 impl SmsConfig {
     /// Load with the layering described in the module docs.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
@@ -230,156 +228,123 @@ impl SmsConfig {
         env: impl Fn(&str) -> Option<String>,
         home: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
-        use config::{Config, File, FileFormat};
-        // The environment sits above the defaults and below the file: a source of its own between.
-        let mut env_layer = Config::builder();
-        for (var, key) in ENV {
-            if let Some(value) = env(var) {
-                env_layer = env_layer
-                    .set_override(*key, value)
-                    .map_err(|e| ConfigError(format!("{var}: {e}")))?;
-            }
-        }
-        let env_layer = env_layer
-            .build()
-            .map_err(|e| ConfigError(format!("environment: {e}")))?;
-        let builder = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(env_layer);
-        let source = cli.config.clone().or(home.filter(|h| h.is_file()));
-        let text = match &source {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        let config = Self::build(cli, builder, source, text.as_deref())?;
-        // The bootstrap tokens are read again at start; a bad one is a configuration error.
-        crate::auth::tokens::bootstrap(&config.auth, env)
-            .map_err(|e| ConfigError(e.to_string()))?;
-        Ok(config)
+        let layers = Layers::new(DEFAULTS)
+            .env(ENV, &env)
+            .file(cli.config.clone(), home);
+        Self::build(cli, layers, Some(&env))
     }
 
     /// Parse a config file's text alone (defaults below it; no environment, no flags), as an
     /// operator's file is checked at start.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        use config::{Config, File, FileFormat};
-        let builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
-        Self::build(
-            &Cli::default(),
-            builder,
-            Some(PathBuf::from("config.toml")),
-            Some(text),
-        )
+        let layers = Layers::new(DEFAULTS).file_text("config.toml", text);
+        Self::build(&Cli::default(), layers, None)
     }
 
-    /// Layer the file's `text` (from `source`) and the flags over `builder`, then check it all.
-    fn build(
-        cli: &Cli,
-        mut builder: config::ConfigBuilder<config::builder::DefaultState>,
-        source: Option<PathBuf>,
-        text: Option<&str>,
-    ) -> Result<Self, ConfigError> {
-        use config::{File, FileFormat};
-        if let (Some(path), Some(text)) = (&source, text) {
-            // Validate the file's own shape first so that a typo is reported against the file.
-            toml::from_str::<toml::Table>(text).map_err(|e| {
-                ConfigError(format!("{}: {}", path.display(), e.to_string().trim()))
-            })?;
-            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
-        }
-        let over = |b: config::ConfigBuilder<config::builder::DefaultState>,
-                    key: &str,
-                    v: Option<String>| match v {
-            Some(v) => b
-                .set_override(key, v)
-                .map_err(|e| ConfigError(format!("--{key}: {e}"))),
-            None => Ok(b),
-        };
-        builder = over(builder, "grpc.addr", cli.grpc_addr.map(|a| a.to_string()))?;
-        builder = over(builder, "http.addr", cli.http_addr.map(|a| a.to_string()))?;
-        builder = over(
-            builder,
-            "web_admin_addr",
-            cli.web_admin_addr.map(|a| a.to_string()),
-        )?;
-        builder = over(
-            builder,
-            "heartbeat_timeout",
-            cli.heartbeat_timeout.map(|v| v.to_string()),
-        )?;
-        builder = over(
-            builder,
-            "cleanup_interval",
-            cli.cleanup_interval.map(|v| v.to_string()),
-        )?;
-        builder = over(builder, "log.level", cli.log_level.clone())?;
-        builder = over(builder, "database.db_type", cli.db_type.clone())?;
-        builder = over(
-            builder,
-            "database.path",
-            cli.db_path.as_ref().map(|p| p.display().to_string()),
-        )?;
-        builder = over(
-            builder,
-            "files.dir",
-            cli.files_dir.as_ref().map(|p| p.display().to_string()),
-        )?;
-        if cli.enable_swagger {
-            builder = over(builder, "enable_swagger", Some("true".into()))?;
-        }
-        if cli.enable_web_admin {
-            builder = over(builder, "enable_web_admin", Some("true".into()))?;
-        }
-        let built = builder
-            .build()
-            .map_err(|e| ConfigError(with_source(&source, e)))?;
-        let mut config: SmsConfig = built
-            .try_deserialize()
-            .map_err(|e| ConfigError(with_source(&source, e)))?;
+    /// Layer the flags over `layers`, load, and check it all; every problem is reported at once.
+    /// `env`, when given, is where the bootstrap admin tokens are read from (and checked).
+    fn build(cli: &Cli, layers: Layers<'_>, env: Option<&Lookup<'_>>) -> Result<Self, ConfigError> {
+        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let layers = layers
+            .flag(
+                "--grpc-addr",
+                "grpc.addr",
+                cli.grpc_addr.map(|a| a.to_string()),
+            )
+            .flag(
+                "--http-addr",
+                "http.addr",
+                cli.http_addr.map(|a| a.to_string()),
+            )
+            .flag(
+                "--web-admin-addr",
+                "web_admin_addr",
+                cli.web_admin_addr.map(|a| a.to_string()),
+            )
+            .flag(
+                "--heartbeat-timeout",
+                "heartbeat_timeout",
+                cli.heartbeat_timeout.map(|v| v.to_string()),
+            )
+            .flag(
+                "--cleanup-interval",
+                "cleanup_interval",
+                cli.cleanup_interval.map(|v| v.to_string()),
+            )
+            .flag("--log-level", "log.level", cli.log_level.clone())
+            .flag("--db-type", "database.db_type", cli.db_type.clone())
+            .flag("--db-path", "database.path", show(&cli.db_path))
+            .flag("--files-dir", "files.dir", show(&cli.files_dir))
+            .flag(
+                "--enable-swagger",
+                "enable_swagger",
+                cli.enable_swagger.then(|| "true".into()),
+            )
+            .flag(
+                "--enable-web-admin",
+                "enable_web_admin",
+                cli.enable_web_admin.then(|| "true".into()),
+            );
+        let loaded = layers.load::<SmsConfig>()?;
+        let mut problems = loaded.problems();
+        let mut config = loaded.value;
         config.plugin_dir = cli.plugin_dir.clone();
-        config.source = source;
+        config.source = loaded.file;
         config.insecure = cli.insecure;
-        config.validate()?;
+        config.validate(&mut problems);
+        // The bootstrap tokens are read again at start; a bad one is a configuration problem.
+        if let Some(env) = env
+            && let Err(e) = crate::auth::tokens::bootstrap(&config.auth, env)
+        {
+            problems.push(match e {
+                crate::error::SmsError::InvalidArgument { field, reason } => Problem::Invalid {
+                    key: field,
+                    origin: Origin::Default,
+                    message: reason,
+                },
+                other => Problem::Invalid {
+                    key: "auth".into(),
+                    origin: Origin::Default,
+                    message: other.to_string(),
+                },
+            });
+        }
+        problems.finish()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.check_tls()?;
-        self.refuse_open_listeners()?;
-        self.http.limits()?;
-        self.http.max_body_bytes()?;
-        self.grpc.limits()?;
-        self.dispatch.validate()?;
+    /// Check the values that types alone do not, adding each problem to `problems`.
+    fn validate(&self, problems: &mut Problems) {
+        self.check_tls(problems);
+        self.refuse_open_listeners(problems);
+        problems.check(self.http.limits());
+        problems.check(self.http.max_body_bytes());
+        problems.check(self.grpc.limits());
+        problems.check(self.dispatch.validate());
         if self.heartbeat_timeout == 0 {
-            return Err(ConfigError(
-                "heartbeat_timeout: must be at least 1 second".into(),
-            ));
+            problems.invalid("heartbeat_timeout", "must be at least 1 second");
         }
         if !["pretty", "json"].contains(&self.log.format.as_str()) {
-            return Err(ConfigError(format!(
-                "log.format: `{}` is not `pretty` or `json`",
-                self.log.format
-            )));
+            problems.invalid(
+                "log.format",
+                format!("`{}` is not `pretty` or `json`", self.log.format),
+            );
         }
         if self.files.max_upload_mb == 0 {
-            return Err(ConfigError(
-                "files.max_upload_mb: must be at least 1".into(),
-            ));
+            problems.invalid("files.max_upload_mb", "must be at least 1");
         }
         if self.reclaimer.is_some() {
-            return Err(ConfigError(
-                "reclaimer: reclamation policies belong in the Spearlet's config, not SMS's".into(),
-            ));
+            problems.invalid(
+                "reclaimer",
+                "reclamation policies belong in the Spearlet's config, not SMS's",
+            );
         }
-        Ok(())
     }
 
     /// `[tls]` against the listeners' `enable_tls`: a certificate for each listener under TLS,
     /// and no TLS key that would act on nothing.
-    fn check_tls(&self) -> Result<(), ConfigError> {
-        self.tls.check("tls").map_err(ConfigError)?;
+    fn check_tls(&self, problems: &mut Problems) {
+        problems.check(self.tls.check("tls"));
         let on = self.grpc.enable_tls || self.http.enable_tls;
         if on && !self.tls.has_cert() {
             let key = if self.grpc.enable_tls {
@@ -387,23 +352,23 @@ impl SmsConfig {
             } else {
                 "http.enable_tls"
             };
-            return Err(ConfigError(format!(
-                "{key}: TLS needs a certificate: set tls.cert_file and tls.key_file (PEM files)"
-            )));
+            problems.invalid(
+                key,
+                "TLS needs a certificate: set tls.cert_file and tls.key_file (PEM files)",
+            );
         }
         if !on && self.tls.has_cert() {
-            return Err(ConfigError(
-                "tls.cert_file: set, but no listener enables TLS (grpc.enable_tls, http.enable_tls)"
-                    .into(),
-            ));
+            problems.invalid(
+                "tls.cert_file",
+                "set, but no listener enables TLS (grpc.enable_tls, http.enable_tls)",
+            );
         }
         if self.tls.client_ca_file.is_some() && !self.grpc.enable_tls {
-            return Err(ConfigError(
-                "tls.client_ca_file: client certificates are asked for on the gRPC listener; set grpc.enable_tls = true"
-                    .into(),
-            ));
+            problems.invalid(
+                "tls.client_ca_file",
+                "client certificates are asked for on the gRPC listener; set grpc.enable_tls = true",
+            );
         }
-        Ok(())
     }
 
     /// The listeners on a non-loopback address while auth is off: refused unless `--insecure`.
@@ -425,18 +390,21 @@ impl SmsConfig {
         open
     }
 
-    fn refuse_open_listeners(&self) -> Result<(), ConfigError> {
+    fn refuse_open_listeners(&self, problems: &mut Problems) {
         let open = self.open_listeners();
         if open.is_empty() || self.insecure {
-            return Ok(());
+            return;
         }
-        Err(ConfigError(format!(
-            "{}: not a loopback address while [auth] enabled = false: anyone who reaches it could \
-             run programs on every node. Turn auth on ([auth] enabled = true or SMS_AUTH_ENABLED=true, \
-             with SMS_ADMIN_TOKEN set or a token made by `sms token create --role admin --name NAME`), \
-             or start with --insecure to accept the risk",
-            open.join(", ")
-        )))
+        problems.invalid(
+            "auth.enabled",
+            format!(
+                "false, and {} is not a loopback address: anyone who reaches it could run \
+                 programs on every node. Turn auth on ([auth] enabled = true or \
+                 SMS_AUTH_ENABLED=true, with SMS_ADMIN_TOKEN set or a token made by `sms token \
+                 create --role admin --name NAME`), or start with --insecure to accept the risk",
+                open.join(", ")
+            ),
+        );
     }
 
     /// The plugin runtime's view of this configuration.
@@ -448,21 +416,14 @@ impl SmsConfig {
         if let Some(s) = &self.scheduler {
             table.insert("scheduler".into(), toml::Value::Table(s.clone()));
         }
-        let text = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
+        let text = toml::to_string(&table).map_err(|e| Invalid::new("plugins", e.to_string()))?;
         let base = self.source.as_deref().and_then(Path::parent);
         let mut rc = spear_plugin_runtime::RuntimeConfig::compile(&text, base)
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| Invalid::new("plugins", e.to_string()))?;
         if let Some(dir) = &self.plugin_dir {
             rc.dir = dir.clone();
         }
         Ok(rc)
-    }
-}
-
-fn with_source(source: &Option<PathBuf>, e: impl std::fmt::Display) -> String {
-    match source {
-        Some(p) => format!("{}: {e}", p.display()),
-        None => e.to_string(),
     }
 }
 
@@ -471,160 +432,4 @@ fn home_config() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
-    #[test]
-    fn layers_defaults_env_file_flags_in_that_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sms.toml");
-        std::fs::write(
-            &file,
-            "heartbeat_timeout = 30\n[http]\naddr = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
-        let cli = Cli {
-            config: Some(file),
-            grpc_addr: Some("127.0.0.1:7000".parse().unwrap()),
-            ..Cli::default()
-        };
-        let c = SmsConfig::load_with(
-            &cli,
-            env(&[
-                ("SMS_HTTP_ADDR", "127.0.0.1:1111"),
-                ("SMS_CLEANUP_INTERVAL", "42"),
-                ("SMS_GRPC_ADDR", "127.0.0.1:2222"),
-            ]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            c.http.addr.to_string(),
-            "127.0.0.1:9000",
-            "file beats environment"
-        );
-        assert_eq!(c.cleanup_interval, 42, "environment beats defaults");
-        assert_eq!(
-            c.grpc.addr.to_string(),
-            "127.0.0.1:7000",
-            "flags beat everything"
-        );
-        assert_eq!(c.heartbeat_timeout, 30);
-        assert_eq!(c.database.db_type, "redb");
-    }
-
-    #[test]
-    fn bad_values_are_refused_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("sms.toml");
-        std::fs::write(&file, "[log]\nformat = \"xml\"\nlevel = \"info\"\n").unwrap();
-        let cli = Cli {
-            config: Some(file.clone()),
-            ..Cli::default()
-        };
-        let err = SmsConfig::load_with(&cli, |_| None, None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("log.format: `xml`"), "{err}");
-        std::fs::write(&file, "[grpc]\naddr = \"nowhere\"\n").unwrap();
-        let err = SmsConfig::load_with(&cli, |_| None, None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("sms.toml"), "{err}");
-        std::fs::write(&file, "bogus = 1\n").unwrap();
-        let err = SmsConfig::load_with(&cli, |_| None, None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bogus"), "{err}");
-    }
-
-    #[test]
-    fn tls_keys_act_or_are_refused_naming_the_key() {
-        for (text, key) in [
-            (
-                "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
-                "grpc.enable_tls",
-            ),
-            (
-                "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
-                "http.enable_tls",
-            ),
-            (
-                "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
-                "tls.cert_file: set, but no listener",
-            ),
-            (
-                "[tls]\ncert_file = \"c.pem\"\n",
-                "tls.cert_file is set without tls.key_file",
-            ),
-            (
-                "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
-                "tls.client_ca_file",
-            ),
-            (
-                "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nreload_secs = 0\n",
-                "tls.reload_secs",
-            ),
-            ("[tls]\ncert = \"c\"\n", "cert"),
-            (
-                "[tls]\nreload_secs = 5\n",
-                "tls.reload_secs: there is no tls.cert_file",
-            ),
-        ] {
-            let err = SmsConfig::parse(text).unwrap_err().to_string();
-            assert!(err.contains(key), "{text}: {err}");
-        }
-        let c = SmsConfig::parse(
-            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
-        )
-        .unwrap();
-        assert!(c.grpc.enable_tls && !c.http.enable_tls);
-        let c = SmsConfig::load_with(
-            &Cli::default(),
-            env(&[
-                ("SMS_HTTP_ENABLE_TLS", "true"),
-                ("SMS_TLS_CERT_FILE", "/etc/spear/sms.pem"),
-                ("SMS_TLS_KEY_FILE", "/etc/spear/sms-key.pem"),
-            ]),
-            None,
-        )
-        .unwrap();
-        assert!(c.http.enable_tls);
-        assert_eq!(
-            c.tls.files(true).unwrap().cert,
-            PathBuf::from("/etc/spear/sms.pem")
-        );
-    }
-
-    #[test]
-    fn dispatch_keys_layer_and_are_checked() {
-        let c = SmsConfig::parse("").unwrap();
-        assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
-        let c = SmsConfig::parse("[dispatch]\nprefetch = 0\n").unwrap();
-        assert_eq!((c.dispatch.prefetch, c.dispatch.default_slots), (0, 64));
-        let c = SmsConfig::load_with(
-            &Cli::default(),
-            env(&[("SMS_DISPATCH_DEFAULT_SLOTS", "8")]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(c.dispatch.default_slots, 8);
-        for (text, key) in [
-            ("[dispatch]\nprefetch = 2000\n", "dispatch.prefetch"),
-            ("[dispatch]\ndefault_slots = 0\n", "dispatch.default_slots"),
-            ("[dispatch]\nslots = 3\n", "slots"),
-        ] {
-            let err = SmsConfig::parse(text).unwrap_err().to_string();
-            assert!(err.contains(key), "{text}: {err}");
-        }
-    }
-}
+mod tests;

@@ -14,15 +14,15 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use spear_plugin_api::Decision;
 
-use crate::config::ConfigError;
 use crate::feed::Batch;
 use crate::model::NodeStatus;
 use crate::nodes::to_target;
 use crate::service::Sms;
+use spear_config::Invalid;
 
 /// `[dispatch]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DispatchConfig {
     /// Assignments a node may hold beyond its slots (0 to 1024).
     pub prefetch: u32,
@@ -44,18 +44,18 @@ pub const MAX_SLOTS: u32 = 65_536;
 
 impl DispatchConfig {
     /// The keys out of range, named.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.prefetch > 1024 {
-            return Err(ConfigError(format!(
-                "dispatch.prefetch: must be 0 to 1024, not {}",
-                self.prefetch
-            )));
+            return Err(Invalid::new(
+                "dispatch.prefetch",
+                format!("must be 0 to 1024, not {}", self.prefetch),
+            ));
         }
         if !(1..=MAX_SLOTS).contains(&self.default_slots) {
-            return Err(ConfigError(format!(
-                "dispatch.default_slots: must be 1 to {MAX_SLOTS}, not {}",
-                self.default_slots
-            )));
+            return Err(Invalid::new(
+                "dispatch.default_slots",
+                format!("must be 1 to {MAX_SLOTS}, not {}", self.default_slots),
+            ));
         }
         Ok(())
     }

@@ -7,14 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spear_edge::HttpLimits;
 
-use crate::config::ConfigError;
+use spear_config::Invalid;
 
 /// Largest timeout any listener key accepts: one day.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// `[http]`: the REST gateway (and the web admin, which shares these limits).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpListen {
     /// Address to listen on.
     pub addr: SocketAddr,
@@ -40,7 +39,6 @@ pub struct HttpListen {
 
 /// `[grpc]`: the gRPC server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GrpcListen {
     /// Address to listen on.
     pub addr: SocketAddr,
@@ -79,25 +77,26 @@ fn default_max_concurrent_streams() -> u32 {
     256
 }
 
-fn secs(key: &str, v: u64) -> Result<Duration, ConfigError> {
+fn secs(key: &str, v: u64) -> Result<Duration, Invalid> {
     if !(1..=MAX_TIMEOUT_SECS).contains(&v) {
-        return Err(ConfigError(format!(
-            "{key}: must be 1 to {MAX_TIMEOUT_SECS} seconds, not {v}"
-        )));
+        return Err(Invalid::new(
+            key,
+            format!("must be 1 to {MAX_TIMEOUT_SECS} seconds, not {v}"),
+        ));
     }
     Ok(Duration::from_secs(v))
 }
 
-fn connections(key: &str, v: usize) -> Result<usize, ConfigError> {
+fn connections(key: &str, v: usize) -> Result<usize, Invalid> {
     if !(1..=1_000_000).contains(&v) {
-        return Err(ConfigError(format!("{key}: must be 1 to 1000000, not {v}")));
+        return Err(Invalid::new(key, format!("must be 1 to 1000000, not {v}")));
     }
     Ok(v)
 }
 
 impl HttpListen {
     /// The listener's limits, or the key that is out of range.
-    pub fn limits(&self) -> Result<HttpLimits, ConfigError> {
+    pub fn limits(&self) -> Result<HttpLimits, Invalid> {
         Ok(HttpLimits {
             header_read_timeout: secs(
                 "http.header_read_timeout_secs",
@@ -111,12 +110,12 @@ impl HttpListen {
     }
 
     /// Largest JSON body in bytes, or the key that is out of range.
-    pub fn max_body_bytes(&self) -> Result<usize, ConfigError> {
+    pub fn max_body_bytes(&self) -> Result<usize, Invalid> {
         if !(1..=1024 * 1024).contains(&self.max_body_kb) {
-            return Err(ConfigError(format!(
-                "http.max_body_kb: must be 1 to 1048576 (1 GiB), not {}",
-                self.max_body_kb
-            )));
+            return Err(Invalid::new(
+                "http.max_body_kb",
+                format!("must be 1 to 1048576 (1 GiB), not {}", self.max_body_kb),
+            ));
         }
         Ok(self.max_body_kb as usize * 1024)
     }
@@ -125,12 +124,12 @@ impl HttpListen {
 impl GrpcListen {
     /// The listener's limits (the HTTP-only ones at their defaults, unused by gRPC), or the key
     /// that is out of range.
-    pub fn limits(&self) -> Result<HttpLimits, ConfigError> {
+    pub fn limits(&self) -> Result<HttpLimits, Invalid> {
         if !(1..=65_536).contains(&self.max_concurrent_streams) {
-            return Err(ConfigError(format!(
-                "grpc.max_concurrent_streams: must be 1 to 65536, not {}",
-                self.max_concurrent_streams
-            )));
+            return Err(Invalid::new(
+                "grpc.max_concurrent_streams",
+                format!("must be 1 to 65536, not {}", self.max_concurrent_streams),
+            ));
         }
         Ok(HttpLimits {
             idle_timeout: secs("grpc.idle_timeout_secs", self.idle_timeout_secs)?,

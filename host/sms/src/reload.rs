@@ -20,7 +20,7 @@ pub fn host_keys(cli: Cli, running: &SmsConfig, level: LiveKey) -> HostKeys {
         move |path| {
             let mut cli = cli.clone();
             cli.config = Some(path.to_path_buf());
-            SmsConfig::load(&cli).map_err(|e| vec![e.0])
+            SmsConfig::load(&cli).map_err(|e| e.messages())
         },
         live,
     )

@@ -16,7 +16,7 @@ use spear_proto::v1;
 use tokio::sync::{Semaphore, watch};
 
 use crate::artifacts::Artifacts;
-use crate::config::SpearletConfig;
+use crate::config::{ConfigError, SpearletConfig};
 use crate::error::{Error, Result};
 use crate::executors::Executors;
 use crate::figures;
@@ -99,12 +99,12 @@ impl Agent {
             _ => uuid::Uuid::new_v4().to_string(),
         };
         store.put("node/uuid", &node).await?;
-        let token = config.sms_token()?;
+        let token = config.sms_token().map_err(ConfigError::from)?;
         let sms = SmsLink::new(
             &config.sms_endpoint(),
             config.connect_timeout(),
             token,
-            config.sms_tls()?,
+            config.sms_tls().map_err(ConfigError::from)?,
         )?;
         let session = Arc::new(RwLock::new(String::new()));
         let reporter = Reporter::new(

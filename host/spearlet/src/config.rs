@@ -1,6 +1,8 @@
 //! Spearlet configuration: built-in defaults < `SPEARLET_*` environment < the config file
-//! (`--config`, else `~/.spear/config.toml` when present) < command-line flags, layered with the
-//! `config` crate, in SPEAR's shape (`[spearlet]`, `[spearlet.grpc]`, `[spearlet.storage]`, …).
+//! (`--config`, else `~/.spear/config.toml` when present) < command-line flags, layered by
+//! [`spear_config`] (shared with SMS), in SPEAR's shape (`[spearlet]`, `[spearlet.grpc]`,
+//! `[spearlet.storage]`, …). Every problem is reported at once, naming its key and where it was
+//! set. `spearlet.storage.data_dir`, when the file or the defaults set it, is relative to the file.
 //!
 //! The same file holds the plugin sections the plugin runtime validates and hot-reloads:
 //! `[plugins]`, `[scheduler]` (the local strategy choosing an instance per invocation) and
@@ -12,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use spear_config::ConfigError;
+use spear_config::{Invalid, Layers, Problems};
 
 /// Command-line flags (SPEAR's, plus a few of our own).
 #[derive(Debug, Clone, Default, clap::Parser)]
@@ -69,7 +73,6 @@ pub struct Cli {
 
 /// An address section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Address to listen on.
     pub addr: SocketAddr,
@@ -80,7 +83,6 @@ pub struct Listen {
 
 /// `[spearlet.http]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Http {
     /// `[spearlet.http.server]`.
     pub server: Listen,
@@ -94,7 +96,6 @@ pub struct Http {
 
 /// `[spearlet.storage]`: where the Spearlet keeps its state and artifacts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Storage {
     /// Storage backend plugin for the Spearlet's state: `redb` (durable) or `memory`.
     pub backend: String,
@@ -111,7 +112,6 @@ pub struct Storage {
 
 /// `[spearlet.artifacts]`: where executables may be fetched from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ArtifactRules {
     /// Absolute path prefixes `file://` artifacts may come from (none: `file://` is refused).
     #[serde(default)]
@@ -122,7 +122,6 @@ pub struct ArtifactRules {
 
 /// `[spearlet.logging]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Logging {
     /// Level filter.
     pub level: String,
@@ -135,7 +134,6 @@ pub struct Logging {
 
 /// `[spearlet.limits]`: concurrency and per-execution defaults.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Executions running at once on this node.
     pub max_concurrent: u32,
@@ -156,7 +154,6 @@ pub struct Limits {
 
 /// `[spearlet]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Spearlet {
     /// Node name (empty: the host name).
     pub node_name: String,
@@ -213,7 +210,6 @@ pub struct Spearlet {
 
 /// `[executors]`: which executor plugins to use, and their configurations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Executors {
     /// Executor plugin names; an executable type with no loaded executor is refused per execution.
     pub enabled: Vec<String>,
@@ -224,7 +220,6 @@ pub struct Executors {
 
 /// The whole Spearlet configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpearletConfig {
     /// The agent's own settings.
     pub spearlet: Spearlet,
@@ -352,11 +347,6 @@ const ENV: &[(&str, &str)] = &[
     ("SPEARLET_MAX_CONCURRENT", "spearlet.limits.max_concurrent"),
 ];
 
-/// An invalid configuration, naming its source and key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
-
 impl SpearletConfig {
     /// Load with the layering described in the module docs.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
@@ -369,169 +359,154 @@ impl SpearletConfig {
         env: impl Fn(&str) -> Option<String>,
         home: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
-        use config::{Config, File, FileFormat};
-        let mut env_layer = Config::builder();
-        for (var, key) in ENV {
-            if let Some(value) = env(var) {
-                env_layer = env_layer
-                    .set_override(*key, value)
-                    .map_err(|e| ConfigError(format!("{var}: {e}")))?;
-            }
-        }
-        let env_layer = env_layer
-            .build()
-            .map_err(|e| ConfigError(format!("environment: {e}")))?;
-        let mut builder = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .add_source(env_layer);
-        let source = cli.config.clone().or(home.filter(|h| h.is_file()));
-        if let Some(path) = &source {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-            toml::from_str::<toml::Table>(&text).map_err(|e| {
-                ConfigError(format!("{}: {}", path.display(), e.to_string().trim()))
-            })?;
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
-        }
-        let flags: Vec<(&str, Option<String>)> = vec![
-            ("spearlet.sms_grpc_addr", cli.sms_addr.clone()),
-            ("spearlet.node_name", cli.node_name.clone()),
-            ("spearlet.grpc.addr", cli.grpc_addr.map(|a| a.to_string())),
-            (
+        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let number = |v: Option<u64>| v.map(|v| v.to_string());
+        let loaded = Layers::new(DEFAULTS)
+            .env(ENV, env)
+            .file(cli.config.clone(), home)
+            .flag("--sms-addr", "spearlet.sms_grpc_addr", cli.sms_addr.clone())
+            .flag("--node-name", "spearlet.node_name", cli.node_name.clone())
+            .flag(
+                "--grpc-addr",
+                "spearlet.grpc.addr",
+                cli.grpc_addr.map(|a| a.to_string()),
+            )
+            .flag(
+                "--http-addr",
                 "spearlet.http.server.addr",
                 cli.http_addr.map(|a| a.to_string()),
-            ),
-            (
+            )
+            .flag(
+                "--data-dir",
                 "spearlet.storage.data_dir",
-                cli.data_dir.as_ref().map(|p| p.display().to_string()),
-            ),
-            (
+                show(&cli.data_dir),
+            )
+            .flag(
+                "--heartbeat-interval",
                 "spearlet.heartbeat_interval",
-                cli.heartbeat_interval.map(|v| v.to_string()),
-            ),
-            (
+                number(cli.heartbeat_interval),
+            )
+            .flag(
+                "--sms-connect-timeout-ms",
                 "spearlet.sms_connect_timeout_ms",
-                cli.sms_connect_timeout_ms.map(|v| v.to_string()),
-            ),
-            (
+                number(cli.sms_connect_timeout_ms),
+            )
+            .flag(
+                "--sms-connect-retry-ms",
                 "spearlet.sms_connect_retry_ms",
-                cli.sms_connect_retry_ms.map(|v| v.to_string()),
-            ),
-            (
+                number(cli.sms_connect_retry_ms),
+            )
+            .flag(
+                "--reconnect-total-timeout-ms",
                 "spearlet.reconnect_total_timeout_ms",
-                cli.reconnect_total_timeout_ms.map(|v| v.to_string()),
-            ),
-            ("spearlet.logging.level", cli.log_level.clone()),
-            (
+                number(cli.reconnect_total_timeout_ms),
+            )
+            .flag(
+                "--log-level",
+                "spearlet.logging.level",
+                cli.log_level.clone(),
+            )
+            .flag(
+                "--auto-register",
                 "spearlet.auto_register",
                 cli.auto_register.then(|| "true".into()),
-            ),
-        ];
-        for (key, value) in flags {
-            if let Some(v) = value {
-                builder = builder
-                    .set_override(key, v)
-                    .map_err(|e| ConfigError(format!("--{key}: {e}")))?;
-            }
-        }
-        let built = builder
-            .build()
-            .map_err(|e| ConfigError(with_source(&source, e)))?;
-        let mut config: SpearletConfig = built
-            .try_deserialize()
-            .map_err(|e| ConfigError(with_source(&source, e)))?;
+            )
+            .load::<SpearletConfig>()?;
+        let mut problems = loaded.problems();
+        // Relative paths from the file (or the defaults) are relative to the file.
+        let mut data_dir = loaded.value.spearlet.storage.data_dir.clone();
+        loaded.resolve_path("spearlet.storage.data_dir", &mut data_dir);
+        let mut config = loaded.value;
+        config.spearlet.storage.data_dir = data_dir;
         config.plugin_dir = cli.plugin_dir.clone();
         config.sms_required = cli.sms_addr.is_some();
         config.insecure = cli.insecure;
-        // Relative paths in a file are relative to the file.
-        if let Some(base) = source.as_deref().and_then(Path::parent)
-            && config.spearlet.storage.data_dir.is_relative()
-            && cli.data_dir.is_none()
-        {
-            config.spearlet.storage.data_dir = base.join(&config.spearlet.storage.data_dir);
-        }
-        config.source = source;
-        config.validate()?;
+        config.source = loaded.file;
+        config.validate(&mut problems);
+        problems.finish()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Check the values that types alone do not, adding each problem to `problems`.
+    fn validate(&self, problems: &mut Problems) {
         let s = &self.spearlet;
-        let mut errors = Vec::new();
-        errors.extend(self.tls_errors());
+        self.check_tls(problems);
         if s.heartbeat_interval == 0 {
-            errors.push("spearlet.heartbeat_interval: must be at least 1 second".into());
+            problems.invalid("spearlet.heartbeat_interval", "must be at least 1 second");
         }
-        if let Err(e) = self.sms_token() {
-            errors.push(e.0);
-        }
-        errors.extend(self.open_listeners());
-        if s.sms_connect_timeout_ms == 0 || s.sms_connect_retry_ms == 0 {
-            errors.push(
-                "spearlet.sms_connect_timeout_ms / sms_connect_retry_ms: must be at least 1".into(),
-            );
+        problems.check(self.sms_token());
+        self.check_listeners(problems);
+        for (key, v) in [
+            ("spearlet.sms_connect_timeout_ms", s.sms_connect_timeout_ms),
+            ("spearlet.sms_connect_retry_ms", s.sms_connect_retry_ms),
+        ] {
+            if v == 0 {
+                problems.invalid(key, "must be at least 1");
+            }
         }
         if s.start_report_delay_ms > 60_000 {
-            errors.push(format!(
-                "spearlet.start_report_delay_ms: {} is over 60000",
-                s.start_report_delay_ms
-            ));
+            problems.invalid(
+                "spearlet.start_report_delay_ms",
+                format!("{} is over 60000", s.start_report_delay_ms),
+            );
         }
         if !(1..=3_600_000).contains(&s.artifacts.fetch_timeout_ms) {
-            errors.push(format!(
-                "spearlet.artifacts.fetch_timeout_ms: {} is not between 1 and 3600000",
-                s.artifacts.fetch_timeout_ms
-            ));
+            problems.invalid(
+                "spearlet.artifacts.fetch_timeout_ms",
+                format!(
+                    "{} is not between 1 and 3600000",
+                    s.artifacts.fetch_timeout_ms
+                ),
+            );
         }
         for p in &s.artifacts.file_prefixes {
             if !p.is_absolute() {
-                errors.push(format!(
-                    "spearlet.artifacts.file_prefixes: `{}` is not an absolute path",
-                    p.display()
-                ));
+                problems.invalid(
+                    "spearlet.artifacts.file_prefixes",
+                    format!("`{}` is not an absolute path", p.display()),
+                );
             }
         }
         if !["pretty", "json"].contains(&s.logging.format.as_str()) {
-            errors.push(format!(
-                "spearlet.logging.format: `{}` is not `pretty` or `json`",
-                s.logging.format
-            ));
-        }
-        if s.limits.max_concurrent == 0
-            || s.limits.max_instances_per_task == 0
-            || s.limits.max_instances == 0
-        {
-            errors.push(
-                "spearlet.limits.max_concurrent / max_instances_per_task / max_instances: must be at least 1"
-                    .into(),
+            problems.invalid(
+                "spearlet.logging.format",
+                format!("`{}` is not `pretty` or `json`", s.logging.format),
             );
         }
+        for (key, v) in [
+            ("spearlet.limits.max_concurrent", s.limits.max_concurrent),
+            (
+                "spearlet.limits.max_instances_per_task",
+                s.limits.max_instances_per_task,
+            ),
+            ("spearlet.limits.max_instances", s.limits.max_instances),
+        ] {
+            if v == 0 {
+                problems.invalid(key, "must be at least 1");
+            }
+        }
         if !s.node_uuid.is_empty() && uuid::Uuid::parse_str(&s.node_uuid).is_err() {
-            errors.push(format!(
-                "spearlet.node_uuid: `{}` is not a UUID",
-                s.node_uuid
-            ));
+            problems.invalid(
+                "spearlet.node_uuid",
+                format!("`{}` is not a UUID", s.node_uuid),
+            );
         }
         if !s.advertise_ip.is_empty() && s.advertise_ip.parse::<std::net::IpAddr>().is_err() {
-            errors.push(format!(
-                "spearlet.advertise_ip: `{}` is not an IP address",
-                s.advertise_ip
-            ));
+            problems.invalid(
+                "spearlet.advertise_ip",
+                format!("`{}` is not an IP address", s.advertise_ip),
+            );
         }
         if self.executors.enabled.is_empty() {
-            errors.push("executors.enabled: name at least one executor plugin".into());
+            problems.invalid("executors.enabled", "name at least one executor plugin");
         }
         for name in self.executors.config.keys() {
             if !self.executors.enabled.contains(name) {
-                errors.push(format!(
-                    "executors.config.{name}: `{name}` is not in executors.enabled"
-                ));
+                problems.invalid(
+                    &format!("executors.config.{name}"),
+                    format!("`{name}` is not in executors.enabled"),
+                );
             }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(errors.join("; ")))
         }
     }
 
@@ -547,10 +522,10 @@ impl SpearletConfig {
                 table.insert(key.into(), toml::Value::Table(s.clone()));
             }
         }
-        let text = toml::to_string(&table).map_err(|e| ConfigError(e.to_string()))?;
+        let text = toml::to_string(&table).map_err(|e| Invalid::new("plugins", e.to_string()))?;
         let base = self.source.as_deref().and_then(Path::parent);
         let mut rc = spear_plugin_runtime::RuntimeConfig::compile(&text, base)
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| Invalid::new("plugins", e.to_string()))?;
         if let Some(dir) = &self.plugin_dir {
             rc.dir = dir.clone();
         }
@@ -579,13 +554,6 @@ impl SpearletConfig {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "spearlet".into())
-    }
-}
-
-fn with_source(source: &Option<PathBuf>, e: impl std::fmt::Display) -> String {
-    match source {
-        Some(p) => format!("{}: {e}", p.display()),
-        None => e.to_string(),
     }
 }
 

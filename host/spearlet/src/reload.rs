@@ -21,7 +21,7 @@ pub fn host_keys(cli: Cli, running: &SpearletConfig, level: LiveKey) -> HostKeys
         move |path| {
             let mut cli = cli.clone();
             cli.config = Some(path.to_path_buf());
-            SpearletConfig::load(&cli).map_err(|e| vec![e.0])
+            SpearletConfig::load(&cli).map_err(|e| e.messages())
         },
         live,
     )

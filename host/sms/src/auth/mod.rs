@@ -74,7 +74,6 @@ impl std::fmt::Display for Role {
 
 /// `[auth]`: whether requests must carry a token, and what stays open without one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Check a bearer token on every request (`SMS_AUTH_ENABLED`).
     #[serde(default)]

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, SpearletConfig};
+use spear_config::{Invalid, Problems};
+
+use super::SpearletConfig;
 
 /// A secret string (a token): read like any other key, never printed by `Debug`.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,49 +27,52 @@ impl std::fmt::Debug for Secret {
 impl SpearletConfig {
     /// The token to send to SMS: `spearlet.sms_token`, else the content of
     /// `spearlet.sms_token_file` (trimmed); None when neither is set.
-    pub fn sms_token(&self) -> Result<Option<String>, ConfigError> {
+    pub fn sms_token(&self) -> Result<Option<String>, Invalid> {
         let s = &self.spearlet;
         match (&s.sms_token.0, &s.sms_token_file) {
-            (t, Some(_)) if !t.is_empty() => Err(ConfigError(
-                "spearlet.sms_token and spearlet.sms_token_file: set one of them".into(),
+            (t, Some(_)) if !t.is_empty() => Err(Invalid::new(
+                "spearlet.sms_token_file",
+                "set, and so is spearlet.sms_token: set one of them",
             )),
             (t, None) if t.is_empty() => Ok(None),
             (t, None) => Ok(Some(t.clone())),
             (_, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!(
-                        "spearlet.sms_token_file: cannot read {}: {e}",
-                        path.display()
-                    ))
+                    Invalid::new(
+                        "spearlet.sms_token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?;
                 let token = text.trim();
                 if token.is_empty() {
-                    return Err(ConfigError(format!(
-                        "spearlet.sms_token_file: {} is empty",
-                        path.display()
-                    )));
+                    return Err(Invalid::new(
+                        "spearlet.sms_token_file",
+                        format!("{} is empty", path.display()),
+                    ));
                 }
                 Ok(Some(token.to_owned()))
             }
         }
     }
 
-    /// One error per listener on a non-loopback address, unless `--insecure`.
-    pub(super) fn open_listeners(&self) -> Vec<String> {
+    /// One problem per listener on a non-loopback address, unless `--insecure`.
+    pub(super) fn check_listeners(&self, problems: &mut Problems) {
         let s = &self.spearlet;
-        let mut errors = Vec::new();
         for (key, addr) in [
             ("spearlet.grpc.addr", s.grpc.addr),
             ("spearlet.http.server.addr", s.http.server.addr),
         ] {
             if !addr.ip().is_loopback() && !self.insecure {
-                errors.push(format!(
-                    "{key} {addr}: not a loopback address, and the Spearlet's own gRPC and HTTP \
-                     (status, plugin reload) check no token; nothing needs them from elsewhere \
-                     (the Spearlet dials SMS), so keep them on loopback, or start with --insecure"
-                ));
+                problems.invalid(
+                    key,
+                    format!(
+                        "{addr} is not a loopback address, and the Spearlet's own gRPC and HTTP \
+                         (status, plugin reload) check no token; nothing needs them from \
+                         elsewhere (the Spearlet dials SMS), so keep them on loopback, or start \
+                         with --insecure"
+                    ),
+                );
             }
         }
-        errors
     }
 }

@@ -83,7 +83,7 @@ fn open_listeners_need_insecure_and_tokens_come_from_one_place() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("spearlet.http.server.addr 0.0.0.0:0") && err.contains("--insecure"),
+        err.contains("spearlet.http.server.addr: 0.0.0.0:0") && err.contains("--insecure"),
         "{err}"
     );
     cli.insecure = true;
@@ -114,4 +114,64 @@ fn open_listeners_need_insecure_and_tokens_come_from_one_place() {
     let c = SpearletConfig::load_with(&cli, env, None).unwrap();
     assert_eq!(c.sms_token().unwrap().as_deref(), Some("spear.x.y"));
     assert!(!format!("{c:?}").contains("spear.x.y"), "Debug hides it");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_naming_where_it_was_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spearlet.toml");
+    std::fs::write(
+        &file,
+        "[spearlet]\nheartbeat_intervall = 3\nnode_uuid = \"nope\"\n[spearlet.limits]\nmax_instances = 0\n",
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(file.clone()),
+        heartbeat_interval: Some(0),
+        ..Cli::default()
+    };
+    let env = |k: &str| (k == "SPEARLET_ADVERTISE_IP").then(|| "here".to_owned());
+    let err = SpearletConfig::load_with(&cli, env, None).unwrap_err();
+    let f = file.display();
+    let want = [
+        format!("{f}: spearlet.heartbeat_intervall: unknown key"),
+        "--heartbeat-interval: spearlet.heartbeat_interval: must be at least 1 second".to_owned(),
+        format!("{f}: spearlet.limits.max_instances: must be at least 1"),
+        format!("{f}: spearlet.node_uuid: `nope` is not a UUID"),
+        "SPEARLET_ADVERTISE_IP: spearlet.advertise_ip: `here` is not an IP address".to_owned(),
+    ];
+    let got = err.messages();
+    assert_eq!(got.len(), want.len(), "{err}");
+    for w in &want {
+        assert!(got.contains(w), "{w} not in {got:#?}");
+    }
+}
+
+#[test]
+fn an_unknown_key_is_refused_in_every_section() {
+    for section in [
+        "[spearlet]\n",
+        "[spearlet.grpc]\n",
+        "[spearlet.http]\n",
+        "[spearlet.http.server]\n",
+        "[spearlet.storage]\n",
+        "[spearlet.logging]\n",
+        "[spearlet.limits]\n",
+        "[spearlet.artifacts]\n",
+        "[spearlet.tls]\n",
+        "[executors]\n",
+        "",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spearlet.toml");
+        std::fs::write(&file, format!("{section}bogus = 1\n")).unwrap();
+        let cli = Cli {
+            config: Some(file),
+            ..Cli::default()
+        };
+        let err = SpearletConfig::load_with(&cli, |_| None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus: unknown key"), "{section}: {err}");
+    }
 }

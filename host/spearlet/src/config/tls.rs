@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use spear_edge::tls::TlsConfig;
 
-use super::{ConfigError, SpearletConfig};
+use spear_config::{Invalid, Problems};
+
+use super::SpearletConfig;
 
 /// `[spearlet.tls]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpearletTls {
     /// Certificate chain (PEM) served by the Spearlet's listeners that enable TLS.
     #[serde(default)]
@@ -71,63 +72,89 @@ impl SpearletTls {
     }
 }
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let bytes = spear_edge::tls::read_pem(path).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, Invalid> {
+    let bytes = spear_edge::tls::read_pem(path).map_err(|e| Invalid::new(key, e.to_string()))?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
-        return Err(ConfigError(format!(
-            "{key}: {} is not a PEM file",
-            path.display()
-        )));
+        return Err(Invalid::new(
+            key,
+            format!("{} is not a PEM file", path.display()),
+        ));
     }
     Ok(bytes)
 }
 
 impl SpearletConfig {
-    /// The `[spearlet.tls]` keys against the listeners and the SMS address, one error each.
-    pub(super) fn tls_errors(&self) -> Vec<String> {
+    /// The `[spearlet.tls]` keys against the listeners and the SMS address, one problem each.
+    pub(super) fn check_tls(&self, problems: &mut Problems) {
         let s = &self.spearlet;
         let t = &s.tls;
-        let mut errors = Vec::new();
-        if let Err(e) = t.listener().check("spearlet.tls") {
-            errors.push(e);
-        }
+        problems.check(t.listener().check("spearlet.tls"));
         let on = s.grpc.enable_tls || s.http.server.enable_tls;
         if on && t.cert_file.is_none() {
-            errors.push(
-                "spearlet.grpc.enable_tls / spearlet.http.server.enable_tls: TLS needs a certificate: set spearlet.tls.cert_file and spearlet.tls.key_file".into(),
+            let key = if s.grpc.enable_tls {
+                "spearlet.grpc.enable_tls"
+            } else {
+                "spearlet.http.server.enable_tls"
+            };
+            problems.invalid(
+                key,
+                "TLS needs a certificate: set spearlet.tls.cert_file and spearlet.tls.key_file",
             );
         }
         if !on && t.cert_file.is_some() {
-            errors.push("spearlet.tls.cert_file: set, but no listener enables TLS (spearlet.grpc.enable_tls, spearlet.http.server.enable_tls)".into());
-        }
-        if t.client_cert_file.is_some() != t.client_key_file.is_some() {
-            errors.push(
-                "spearlet.tls.client_cert_file and spearlet.tls.client_key_file: set both or neither".into(),
+            problems.invalid(
+                "spearlet.tls.cert_file",
+                "set, but no listener enables TLS (spearlet.grpc.enable_tls, \
+                 spearlet.http.server.enable_tls)",
             );
+        }
+        match (&t.client_cert_file, &t.client_key_file) {
+            (Some(_), None) => problems.invalid(
+                "spearlet.tls.client_cert_file",
+                "set without spearlet.tls.client_key_file: set both or neither",
+            ),
+            (None, Some(_)) => problems.invalid(
+                "spearlet.tls.client_key_file",
+                "set without spearlet.tls.client_cert_file: set both or neither",
+            ),
+            _ => {}
         }
         let addr = &s.sms_grpc_addr;
         match &t.sms_ca_file {
             None => {
                 if addr.starts_with("https://") {
-                    errors.push(format!("spearlet.sms_grpc_addr {addr}: https:// needs spearlet.tls.sms_ca_file (the CA SMS's certificate chains to)"));
+                    problems.invalid(
+                        "spearlet.sms_grpc_addr",
+                        format!(
+                            "{addr}: https:// needs spearlet.tls.sms_ca_file (the CA SMS's \
+                             certificate chains to)"
+                        ),
+                    );
                 }
                 if t.client_cert_file.is_some() {
-                    errors.push("spearlet.tls.client_cert_file: a client certificate is sent over TLS only; set spearlet.tls.sms_ca_file".into());
+                    problems.invalid(
+                        "spearlet.tls.client_cert_file",
+                        "a client certificate is sent over TLS only; set spearlet.tls.sms_ca_file",
+                    );
                 }
                 if t.sms_server_name.is_some() {
-                    errors.push("spearlet.tls.sms_server_name: SMS's name is checked over TLS only; set spearlet.tls.sms_ca_file".into());
+                    problems.invalid(
+                        "spearlet.tls.sms_server_name",
+                        "SMS's name is checked over TLS only; set spearlet.tls.sms_ca_file",
+                    );
                 }
             }
-            Some(_) if addr.starts_with("http://") => errors.push(format!(
-                "spearlet.sms_grpc_addr {addr}: http:// while spearlet.tls.sms_ca_file asks for TLS; write host:port or https://"
-            )),
+            Some(_) if addr.starts_with("http://") => problems.invalid(
+                "spearlet.sms_grpc_addr",
+                format!(
+                    "{addr}: http:// while spearlet.tls.sms_ca_file asks for TLS; write \
+                     host:port or https://"
+                ),
+            ),
             Some(_) => {
-                if let Err(e) = self.sms_tls() {
-                    errors.push(e.0);
-                }
+                problems.check(self.sms_tls());
             }
         }
-        errors
     }
 
     /// The SMS gRPC endpoint as a URI (`https://` with `spearlet.tls.sms_ca_file`).
@@ -143,7 +170,7 @@ impl SpearletConfig {
     }
 
     /// What dialing SMS over TLS needs, or None without `spearlet.tls.sms_ca_file`.
-    pub fn sms_tls(&self) -> Result<Option<SmsTls>, ConfigError> {
+    pub fn sms_tls(&self) -> Result<Option<SmsTls>, Invalid> {
         let t = &self.spearlet.tls;
         let Some(ca) = &t.sms_ca_file else {
             return Ok(None);

@@ -1,0 +1,217 @@
+use super::*;
+
+fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+#[test]
+fn layers_defaults_env_file_flags_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sms.toml");
+    std::fs::write(
+        &file,
+        "heartbeat_timeout = 30\n[http]\naddr = \"127.0.0.1:9000\"\n",
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(file),
+        grpc_addr: Some("127.0.0.1:7000".parse().unwrap()),
+        ..Cli::default()
+    };
+    let c = SmsConfig::load_with(
+        &cli,
+        env(&[
+            ("SMS_HTTP_ADDR", "127.0.0.1:1111"),
+            ("SMS_CLEANUP_INTERVAL", "42"),
+            ("SMS_GRPC_ADDR", "127.0.0.1:2222"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.http.addr.to_string(),
+        "127.0.0.1:9000",
+        "file beats environment"
+    );
+    assert_eq!(c.cleanup_interval, 42, "environment beats defaults");
+    assert_eq!(
+        c.grpc.addr.to_string(),
+        "127.0.0.1:7000",
+        "flags beat everything"
+    );
+    assert_eq!(c.heartbeat_timeout, 30);
+    assert_eq!(c.database.db_type, "redb");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sms.toml");
+    std::fs::write(&file, "[log]\nformat = \"xml\"\nlevel = \"info\"\n").unwrap();
+    let cli = Cli {
+        config: Some(file.clone()),
+        ..Cli::default()
+    };
+    let err = SmsConfig::load_with(&cli, |_| None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log.format: `xml`"), "{err}");
+    std::fs::write(&file, "[grpc]\naddr = \"nowhere\"\n").unwrap();
+    let err = SmsConfig::load_with(&cli, |_| None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sms.toml"), "{err}");
+    std::fs::write(&file, "bogus = 1\n").unwrap();
+    let err = SmsConfig::load_with(&cli, |_| None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn tls_keys_act_or_are_refused_naming_the_key() {
+    for (text, key) in [
+        (
+            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
+            "grpc.enable_tls",
+        ),
+        (
+            "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n",
+            "http.enable_tls",
+        ),
+        (
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+            "tls.cert_file: set, but no listener",
+        ),
+        (
+            "[tls]\ncert_file = \"c.pem\"\n",
+            "tls.cert_file: set without tls.key_file",
+        ),
+        (
+            "[http]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+            "tls.client_ca_file",
+        ),
+        (
+            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nreload_secs = 0\n",
+            "tls.reload_secs",
+        ),
+        ("[tls]\ncert = \"c\"\n", "cert"),
+        (
+            "[tls]\nreload_secs = 5\n",
+            "tls.reload_secs: there is no tls.cert_file",
+        ),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let c = SmsConfig::parse(
+        "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+    )
+    .unwrap();
+    assert!(c.grpc.enable_tls && !c.http.enable_tls);
+    let c = SmsConfig::load_with(
+        &Cli::default(),
+        env(&[
+            ("SMS_HTTP_ENABLE_TLS", "true"),
+            ("SMS_TLS_CERT_FILE", "/etc/spear/sms.pem"),
+            ("SMS_TLS_KEY_FILE", "/etc/spear/sms-key.pem"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert!(c.http.enable_tls);
+    assert_eq!(
+        c.tls.files(true).unwrap().cert,
+        PathBuf::from("/etc/spear/sms.pem")
+    );
+}
+
+#[test]
+fn dispatch_keys_layer_and_are_checked() {
+    let c = SmsConfig::parse("").unwrap();
+    assert_eq!(c.dispatch, crate::dispatch::DispatchConfig::default());
+    let c = SmsConfig::parse("[dispatch]\nprefetch = 0\n").unwrap();
+    assert_eq!((c.dispatch.prefetch, c.dispatch.default_slots), (0, 64));
+    let c = SmsConfig::load_with(
+        &Cli::default(),
+        env(&[("SMS_DISPATCH_DEFAULT_SLOTS", "8")]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.dispatch.default_slots, 8);
+    for (text, key) in [
+        ("[dispatch]\nprefetch = 2000\n", "dispatch.prefetch"),
+        ("[dispatch]\ndefault_slots = 0\n", "dispatch.default_slots"),
+        ("[dispatch]\nslots = 3\n", "slots"),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once_naming_where_it_was_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sms.toml");
+    std::fs::write(
+        &file,
+        "heartbeat_timout = 30\n[log]\nformat = \"xml\"\n[http]\nmax_body = 1\nmax_body_kb = 0\n[files]\nmax_upload_mb = 0\n",
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(file.clone()),
+        heartbeat_timeout: Some(0),
+        ..Cli::default()
+    };
+    let err =
+        SmsConfig::load_with(&cli, env(&[("SMS_DISPATCH_PREFETCH", "5000")]), None).unwrap_err();
+    let f = file.display();
+    let want = [
+        format!("{f}: heartbeat_timout: unknown key"),
+        format!("{f}: http.max_body: unknown key"),
+        format!("{f}: http.max_body_kb: must be 1 to 1048576"),
+        "SMS_DISPATCH_PREFETCH: dispatch.prefetch: must be 0 to 1024, not 5000".to_owned(),
+        "--heartbeat-timeout: heartbeat_timeout: must be at least 1 second".to_owned(),
+        format!("{f}: log.format: `xml` is not `pretty` or `json`"),
+        format!("{f}: files.max_upload_mb: must be at least 1"),
+    ];
+    let got = err.messages();
+    assert_eq!(got.len(), want.len(), "{err}");
+    for w in &want {
+        assert!(
+            got.iter().any(|g| g.starts_with(w.as_str())),
+            "{w} not in {got:#?}"
+        );
+    }
+    // The problems are typed: each names its key.
+    let keys: Vec<_> = err.problems.iter().filter_map(|p| p.key()).collect();
+    assert!(
+        keys.contains(&"log.format") && keys.contains(&"heartbeat_timout"),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused_in_every_section() {
+    for section in [
+        "",
+        "[grpc]\n",
+        "[http]\n",
+        "[database]\n",
+        "[log]\n",
+        "[files]\n",
+        "[auth]\n",
+        "[tls]\n",
+        "[dispatch]\n",
+    ] {
+        let err = SmsConfig::parse(&format!("{section}bogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus: unknown key"), "{section}: {err}");
+    }
+}
