@@ -2,8 +2,8 @@
 # Runs every check and test of the workspace on a fresh machine that has only the Rust toolchain.
 # Installs what it needs first (idempotent): the wasm32-wasip2 and wasm32-unknown-unknown targets
 # (guest plugins are built by tests/build.rs with them), rustfmt and clippy; the examples' tool
-# chains (examples/*/build.sh), Podman (tests/podman/setup.sh) and schemathesis
-# (tests/schemathesis/run.sh).
+# chains (examples/*/build.sh), Podman (tests/podman/setup.sh), chromium and playwright-core
+# (tests/browser/setup.sh) and schemathesis (tests/schemathesis/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 # A fresh machine builds everything once, so incremental compilation would only add its caches
@@ -27,6 +27,7 @@ CARGO_TARGET_DIR=target/examples-cargo cargo clippy --manifest-path examples/Car
 
 echo "== tests"
 bash tests/podman/setup.sh # a private Podman for the container executor (root; apt)
+bash tests/browser/setup.sh # Debian's chromium and playwright-core, for the web admin's browser test
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace -j2 2>&1 | tee "$log"

@@ -17,3 +17,4 @@ mod report_batch;
 mod rest;
 mod scheduling;
 mod watch;
+mod web_admin;
