@@ -57,6 +57,15 @@ pub enum Problem {
         /// Where it was written.
         origin: Origin,
     },
+    /// A problem a checker of its own reports, naming its keys itself (the plugin runtime's
+    /// sections, say), or one of the layering itself.
+    #[error("{}{message}", at(origin))]
+    Other {
+        /// The source it is in.
+        origin: Origin,
+        /// What is wrong.
+        message: String,
+    },
     /// A value refused.
     #[error("{}{key}: {message}", at(origin))]
     Invalid {
@@ -78,11 +87,12 @@ fn at(origin: &Origin) -> String {
 }
 
 impl Problem {
-    /// The key the problem is about (None for a file that cannot be read or parsed).
+    /// The key the problem is about (None for a file that cannot be read or parsed, and for a
+    /// problem that names its keys in its message).
     pub fn key(&self) -> Option<&str> {
         match self {
             Problem::Unknown { key, .. } | Problem::Invalid { key, .. } => Some(key),
-            Problem::Unreadable { .. } | Problem::Syntax { .. } => None,
+            Problem::Unreadable { .. } | Problem::Syntax { .. } | Problem::Other { .. } => None,
         }
     }
 }

@@ -121,6 +121,14 @@ impl<'a> Layers<'a> {
             }
             .into()
         };
+        // The layering itself failing (a key both a table and a value in two sources).
+        let layering = |e: config::ConfigError| -> ConfigError {
+            Problem::Other {
+                origin: Origin::Default,
+                message: e.to_string(),
+            }
+            .into()
+        };
         // The environment is a source of its own between the defaults and the file.
         let mut env = Config::builder();
         for (_, key, value) in &self.env {
@@ -128,7 +136,7 @@ impl<'a> Layers<'a> {
                 .set_override(key.as_str(), value.as_str())
                 .map_err(|e| fail(key, e.to_string()))?;
         }
-        let env = env.build().map_err(|e| fail("", e.to_string()))?;
+        let env = env.build().map_err(layering)?;
         let mut builder: ConfigBuilder<DefaultState> = Config::builder()
             .add_source(File::from_str(self.defaults, FileFormat::Toml))
             .add_source(env);
@@ -140,10 +148,10 @@ impl<'a> Layers<'a> {
                 .set_override(key.as_str(), value.as_str())
                 .map_err(|e| fail(key, e.to_string()))?;
         }
-        let built = builder.build().map_err(|e| fail("", e.to_string()))?;
+        let built = builder.build().map_err(layering)?;
 
         let mut ignored: Vec<String> = Vec::new();
-        let mut note = |path: serde_ignored::Path<'_>| ignored.push(path.to_string());
+        let mut note = |path: serde_ignored::Path<'_>| ignored.push(dotted(&path.to_string()));
         let value = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
             built, &mut note,
         ));
@@ -165,7 +173,7 @@ impl<'a> Layers<'a> {
                 unknown,
             }),
             Err(e) => {
-                let key = e.path().to_string();
+                let key = dotted(&e.path().to_string());
                 // The config crate ends its messages with the key, which the problem names.
                 let message = e.into_inner().to_string();
                 let message = match message.rfind(" for key `") {
@@ -173,10 +181,17 @@ impl<'a> Layers<'a> {
                     None => message,
                 };
                 let mut problems = unknown;
-                problems.push(Problem::Invalid {
-                    origin: origins.of(&key),
-                    message,
-                    key,
+                problems.push(if key.is_empty() {
+                    Problem::Other {
+                        origin: Origin::Default,
+                        message,
+                    }
+                } else {
+                    Problem::Invalid {
+                        origin: origins.of(&key),
+                        message,
+                        key,
+                    }
                 });
                 Err(ConfigError { problems })
             }
@@ -218,24 +233,35 @@ impl Origins {
     }
 }
 
-/// Whether the dotted `key` is in `table` (`a.b[0]` looks up `a.b`).
+/// A serde path as a config key: serde_ignored's `?` (inside an `Option`) dropped, and the root
+/// (`.`) empty.
+fn dotted(path: &str) -> String {
+    path.split('.')
+        .filter(|part| !part.is_empty() && *part != "?")
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Whether the dotted `key` is in `table`: table keys by name, list items by index (`a.0` and
+/// `a[0]` both look up the first item of `a`). A key whose own name holds a dot is not found (its
+/// problem is then reported without a source).
 fn lookup(table: &toml::Table, key: &str) -> bool {
-    let key = key.split('[').next().unwrap_or(key);
-    let mut parts = key.split('.');
-    let Some(first) = parts.next() else {
-        return false;
-    };
-    let mut at = match table.get(first) {
-        Some(v) => v,
-        None => return false,
-    };
-    for part in parts {
-        match at.as_table().and_then(|t| t.get(part)) {
-            Some(v) => at = v,
+    let mut at: Option<&toml::Value> = None;
+    for part in key.split(['.', '[', ']']).filter(|p| !p.is_empty()) {
+        let next = match at {
+            None => table.get(part),
+            Some(toml::Value::Table(t)) => t.get(part),
+            Some(toml::Value::Array(items)) => {
+                part.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
+            Some(_) => None,
+        };
+        match next {
+            Some(v) => at = Some(v),
             None => return false,
         }
     }
-    true
+    at.is_some()
 }
 
 /// A loaded configuration: the value, the file it came from, and what the load found wrong so

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 pub use spear_config::ConfigError;
-use spear_config::{Invalid, Layers, Origin, Problem, Problems};
+use spear_config::{Layers, Origin, Problem, Problems};
 
 /// Reads an environment variable.
 type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
@@ -296,18 +296,18 @@ impl SmsConfig {
         if let Some(env) = env
             && let Err(e) = crate::auth::tokens::bootstrap(&config.auth, env)
         {
-            problems.push(match e {
-                crate::error::SmsError::InvalidArgument { field, reason } => Problem::Invalid {
-                    key: field,
-                    origin: Origin::Default,
-                    message: reason,
-                },
-                other => Problem::Invalid {
-                    key: "auth".into(),
-                    origin: Origin::Default,
-                    message: other.to_string(),
-                },
-            });
+            match e {
+                crate::error::SmsError::InvalidArgument { field, reason } => {
+                    problems.invalid(&field, reason);
+                }
+                other => problems.invalid("auth", other.to_string()),
+            }
+        }
+        // The plugin sections, as the plugin runtime will read them.
+        if let Err(e) = config.runtime_config() {
+            for p in e.problems {
+                problems.push(p);
+            }
         }
         problems.finish()?;
         Ok(config)
@@ -416,10 +416,14 @@ impl SmsConfig {
         if let Some(s) = &self.scheduler {
             table.insert("scheduler".into(), toml::Value::Table(s.clone()));
         }
-        let text = toml::to_string(&table).map_err(|e| Invalid::new("plugins", e.to_string()))?;
+        let refused = |message: String| Problem::Other {
+            origin: self.source.clone().map_or(Origin::Default, Origin::File),
+            message,
+        };
+        let text = toml::to_string(&table).map_err(|e| refused(e.to_string()))?;
         let base = self.source.as_deref().and_then(Path::parent);
         let mut rc = spear_plugin_runtime::RuntimeConfig::compile(&text, base)
-            .map_err(|e| Invalid::new("plugins", e.to_string()))?;
+            .map_err(|e| refused(e.to_string()))?;
         if let Some(dir) = &self.plugin_dir {
             rc.dir = dir.clone();
         }

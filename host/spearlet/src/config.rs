@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 pub use spear_config::ConfigError;
-use spear_config::{Invalid, Layers, Problems};
+use spear_config::{Layers, Origin, Problem, Problems};
 
 /// Command-line flags (SPEAR's, plus a few of our own).
 #[derive(Debug, Clone, Default, clap::Parser)]
@@ -423,6 +423,12 @@ impl SpearletConfig {
         config.insecure = cli.insecure;
         config.source = loaded.file;
         config.validate(&mut problems);
+        // The plugin sections, as the plugin runtime will read them.
+        if let Err(e) = config.runtime_config() {
+            for p in e.problems {
+                problems.push(p);
+            }
+        }
         problems.finish()?;
         Ok(config)
     }
@@ -522,10 +528,14 @@ impl SpearletConfig {
                 table.insert(key.into(), toml::Value::Table(s.clone()));
             }
         }
-        let text = toml::to_string(&table).map_err(|e| Invalid::new("plugins", e.to_string()))?;
+        let refused = |message: String| Problem::Other {
+            origin: self.source.clone().map_or(Origin::Default, Origin::File),
+            message,
+        };
+        let text = toml::to_string(&table).map_err(|e| refused(e.to_string()))?;
         let base = self.source.as_deref().and_then(Path::parent);
         let mut rc = spear_plugin_runtime::RuntimeConfig::compile(&text, base)
-            .map_err(|e| Invalid::new("plugins", e.to_string()))?;
+            .map_err(|e| refused(e.to_string()))?;
         if let Some(dir) = &self.plugin_dir {
             rc.dir = dir.clone();
         }

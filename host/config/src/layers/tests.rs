@@ -208,3 +208,33 @@ fn relative_paths_from_the_file_or_the_defaults_are_relative_to_the_file() {
     loaded.resolve_path("dir", &mut dir);
     assert_eq!(dir, PathBuf::from("./data"));
 }
+
+#[test]
+fn paths_into_options_and_lists_name_their_key_and_source() {
+    #[derive(Debug, Deserialize)]
+    struct Outer {
+        inner: Option<Inner>,
+        items: Vec<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    struct Inner {
+        #[allow(dead_code)]
+        a: u8,
+    }
+    let loaded = Layers::new("items = []\n")
+        .file_text(
+            "/etc/t.toml",
+            "[inner]\na = 1\nextra = 2\n[[items]]\na = 1\nmore = 3\n",
+        )
+        .load::<Outer>()
+        .unwrap();
+    assert!(loaded.value.inner.is_some() && loaded.value.items.len() == 1);
+    let err = loaded.problems().finish().unwrap_err();
+    assert_eq!(
+        err.messages(),
+        [
+            "/etc/t.toml: inner.extra: unknown key",
+            "/etc/t.toml: items.0.more: unknown key"
+        ]
+    );
+}

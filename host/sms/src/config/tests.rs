@@ -215,3 +215,43 @@ fn an_unknown_key_is_refused_in_every_section() {
         assert!(err.contains("bogus: unknown key"), "{section}: {err}");
     }
 }
+
+#[test]
+fn the_plugin_sections_and_bootstrap_tokens_are_checked_in_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sms.toml");
+    let short = dir.path().join("admin.token");
+    std::fs::write(&short, "short\n").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "heartbeat_timeout = 0\n[auth]\nadmin_token_file = {:?}\n[plugins]\ncall_timeout = 5\n",
+            short.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(file.clone()),
+        ..Cli::default()
+    };
+    let err = SmsConfig::load_with(&cli, |_| None, None).unwrap_err();
+    let got = err.messages();
+    let f = file.display();
+    assert_eq!(got.len(), 3, "{err}");
+    assert!(
+        got.contains(&format!(
+            "{f}: heartbeat_timeout: must be at least 1 second"
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|m| m.starts_with(&format!(
+            "{f}: auth.admin_token_file: a bootstrap admin token must be at least"
+        ))),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|m| m.starts_with(&format!("{f}: ")) && m.contains("unknown field `call_timeout`")),
+        "{got:?}"
+    );
+}
