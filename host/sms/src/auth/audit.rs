@@ -16,9 +16,9 @@ pub fn label(p: &Principal) -> String {
     format!("{} ({})", p.name, p.role.as_str())
 }
 
-/// Run `fut` on behalf of `p`: the events it queues name `p`.
-pub async fn scope<F: Future>(p: &Principal, fut: F) -> F::Output {
-    ACTOR.scope(label(p), fut).await
+/// Run `fut` on behalf of the principal `label` names ([`label`]): the events it queues name it.
+pub async fn scope<F: Future>(label: String, fut: F) -> F::Output {
+    ACTOR.scope(label, fut).await
 }
 
 /// Who the running request acts for, if an authenticated request is running.

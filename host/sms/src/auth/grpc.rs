@@ -66,8 +66,7 @@ where
         if !self.sms.auth.config.enabled {
             return Box::pin(inner.call(req));
         }
-        let path = req.uri().path().to_owned();
-        let checked = match rules::grpc(&path) {
+        let checked = match rules::grpc(req.uri().path()) {
             Some(need) => super::http::authorize(&self.sms, need, req.headers()),
             // An unknown method (answered UNIMPLEMENTED), or a rule missing: admin only.
             None => super::http::authorize(&self.sms, super::Need::Admin, req.headers()),
@@ -79,19 +78,21 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
-        if let Some(p) = &principal {
-            req.extensions_mut().insert(p.clone());
-        }
+        let Some(principal) = principal else {
+            return Box::pin(inner.call(req));
+        };
+        let label = super::audit::label(&principal);
+        let lifetime = super::stream::Lifetime::of(&principal);
+        req.extensions_mut().insert(principal);
         Box::pin(async move {
-            let response = match &principal {
-                Some(p) => super::audit::scope(p, inner.call(req)).await?,
-                None => inner.call(req).await?,
-            };
-            Ok(match principal {
-                Some(p) => response.map(|body| {
+            let response = super::audit::scope(label, inner.call(req)).await?;
+            // A stream ends when its token stops working (a unary answer is sent before it
+            // could matter, and arms nothing).
+            Ok(match lifetime {
+                Some(lifetime) => response.map(|body| {
                     tonic::body::Body::new(super::stream::Revocable::new(
                         body,
-                        &p,
+                        lifetime,
                         Some(revoked_trailers),
                     ))
                 }),

@@ -70,15 +70,24 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
     let Some(principal) = principal else {
         return next.run(req).await;
     };
-    req.extensions_mut().insert(principal.clone());
-    let response = super::audit::scope(&principal, next.run(req)).await;
-    // A stream (no length) ends when its token stops working.
-    if response.headers().contains_key(header::CONTENT_LENGTH) {
+    let label = super::audit::label(&principal);
+    let lifetime = super::stream::Lifetime::of(&principal);
+    req.extensions_mut().insert(principal);
+    let response = super::audit::scope(label, next.run(req)).await;
+    // A stream (no length known) ends when its token stops working.
+    let Some(lifetime) = lifetime else {
+        return response;
+    };
+    if response.headers().contains_key(header::CONTENT_LENGTH)
+        || http_body::Body::size_hint(response.body())
+            .exact()
+            .is_some()
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
     Response::from_parts(
         parts,
-        axum::body::Body::new(super::stream::Revocable::new(body, &principal, None)),
+        axum::body::Body::new(super::stream::Revocable::new(body, lifetime, None)),
     )
 }
