@@ -15,7 +15,14 @@
 //! With `-- auth` (issue 10), the same workloads run on a cluster with SMS's auth off, on (every
 //! call with a bearer token: the client an operator's, each Spearlet its node's, all made with
 //! `sms token create`), and on with TLS (REST and gRPC under TLS, the Spearlets with client
-//! certificates: mTLS), in turn, twice each; the ratios to "off" are printed.
+//! certificates: mTLS), in turn, three rounds; each round also times REST submissions alone (SMS
+//! with no node: 20,000 submissions stored and queued, 64 in flight on connections opened before
+//! the clock starts; submits per second and SMS's CPU per submit); the ratios of the means to
+//! "off" are printed, and the medians of each round's own ratios. The client speaks HTTP/1.1 in
+//! every setting (`h2`: HTTP/2 where TLS offers it, as reqwest, curl and browsers do). `rounds=N`
+//! sets the rounds;
+//! `only=tls` (or `off`, `auth`) runs one setting alone, and `submits-only` the REST submissions
+//! alone, to profile them.
 //!
 //! Run: `cargo build --release -p spear-sms -p spear-spearlet && cargo bench -p spear-tests
 //! --bench end_to_end` (`-- quick` for 1,000 and 100). Results are kept in `docs/benchmarks.md`.
@@ -106,8 +113,9 @@ fn offline_token(root: &Path, role: &str, name: &str) -> String {
 }
 
 impl Cluster {
-    /// With `sec`urity off, auth on (every call with a token), or auth and TLS on.
-    fn start(sec: Sec) -> Self {
+    /// With `sec`urity off, auth on (every call with a token), or auth and TLS on; `nodes`
+    /// Spearlets (0 to 2).
+    fn start(sec: Sec, nodes: usize) -> Self {
         let secure = sec != Sec::Off;
         let tls = sec == Sec::AuthTls;
         let dir = tempfile::tempdir().unwrap();
@@ -170,6 +178,7 @@ impl Cluster {
         let nodes = ["a", "b"]
             .iter()
             .zip(node_tokens)
+            .take(nodes)
             .map(|(name, node_token)| {
                 std::fs::write(
                     root.join(format!("{name}.toml")),
@@ -223,6 +232,11 @@ impl Cluster {
             );
         }
         let mut b = reqwest::Client::builder().default_headers(headers);
+        // `h2`: HTTP/2 where TLS offers it (what reqwest, curl and browsers pick); by default
+        // HTTP/1.1 in every setting, so that the settings differ by auth and TLS alone.
+        if !std::env::args().any(|a| a == "h2") {
+            b = b.http1_only();
+        }
         if let Some(ca) = &self.ca {
             b = b.tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()]);
         }
@@ -310,6 +324,7 @@ async fn submit(client: &reqwest::Client, http: &str) -> String {
     v["execution_id"].as_str().unwrap().to_owned()
 }
 
+#[derive(Default)]
 struct Figures {
     per_sec: f64,
     p50_ms: f64,
@@ -327,7 +342,7 @@ enum Sec {
 }
 
 async fn spear(total: usize, one_by_one: usize, ticks: f64, sec: Sec) -> Figures {
-    let cluster = Cluster::start(sec);
+    let cluster = Cluster::start(sec, 2);
     let client = cluster.client();
     let http = cluster.http.clone();
     let mut ends = Ends::open(&client, &http).await;
@@ -403,6 +418,31 @@ async fn spear(total: usize, one_by_one: usize, ticks: f64, sec: Sec) -> Figures
              this benchmark's client {client:.2}"
         ),
     }
+}
+
+/// REST submissions alone: SMS with no node (each execution is stored and queued), `total`
+/// submissions with [`IN_FLIGHT`] in flight; (submits per second, SMS CPU ms per submit).
+async fn submits(total: usize, ticks: f64, sec: Sec) -> (f64, f64) {
+    let cluster = Cluster::start(sec, 0);
+    let client = cluster.client();
+    let http = cluster.http.clone();
+    // Warm: as many connections as will be in flight, their handshakes done before the clock.
+    futures::stream::iter(0..IN_FLIGHT)
+        .map(|_| submit(&client, &http))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<String>>()
+        .await;
+    let before = cluster.cpu(ticks)[0].0;
+    let start = Instant::now();
+    let ids = futures::stream::iter(0..total)
+        .map(|_| submit(&client, &http))
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<String>>()
+        .await;
+    let elapsed = start.elapsed();
+    assert_eq!(ids.len(), total);
+    let cpu = (cluster.cpu(ticks)[0].0 - before) / total as f64;
+    (total as f64 / elapsed.as_secs_f64(), cpu)
 }
 
 fn fork_exec(total: usize, one_by_one: usize, ticks: f64) -> Figures {
@@ -481,47 +521,117 @@ fn main() {
     );
 }
 
-/// Off, auth, auth + TLS, twice over: each row, then the ratios of the means to "off".
+/// Rounds of off, auth, auth + TLS in turn.
+const ROUNDS: usize = 3;
+
+/// Off, auth, auth + TLS, [`ROUNDS`] times over: each row (end to end, then REST submissions
+/// alone), then the ratios of the means to "off".
 fn auth_on_off(runtime: &tokio::runtime::Runtime, total: usize, one_by_one: usize, ticks: f64) {
+    let rounds = std::env::args()
+        .find_map(|a| {
+            a.strip_prefix("rounds=")
+                .map(|n| n.parse::<usize>().expect("rounds=N"))
+        })
+        .unwrap_or(ROUNDS);
     println!(
         "{total} x /bin/true, {IN_FLIGHT} submissions in flight, 2 Spearlets x {SLOTS} slots, SMS on redb; \
-         one at a time: {one_by_one} runs; off, auth, auth + TLS (mTLS for nodes) in turn"
+         one at a time: {one_by_one} runs; then {} REST submissions to SMS alone; off, auth, \
+         auth + TLS (mTLS for nodes) in turn, {rounds} rounds",
+        4 * total
     );
     println!(
-        "| security | exec/s | one at a time p50 / p99 ms | CPU ms per execution | CPU detail |"
+        "| security | exec/s | one at a time p50 / p99 ms | CPU ms per execution | submits/s | SMS CPU ms per submit | CPU detail |"
     );
-    println!("|---|---:|---:|---:|---|");
-    let mut rows: Vec<(Sec, Figures)> = Vec::new();
-    for _ in 0..2 {
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    // `only=off|auth|tls` runs one setting (to profile it, say).
+    let only = std::env::args().find_map(|a| match a.strip_prefix("only=") {
+        Some("off") => Some(Sec::Off),
+        Some("auth") => Some(Sec::Auth),
+        Some("tls") => Some(Sec::AuthTls),
+        Some(other) => panic!("only={other}: off, auth or tls"),
+        None => None,
+    });
+    // `submits-only` skips the end-to-end workloads.
+    let submits_only = std::env::args().any(|a| a == "submits-only");
+    let mut rows: Vec<(Sec, Figures, (f64, f64))> = Vec::new();
+    for _ in 0..rounds {
         for sec in [Sec::Off, Sec::Auth, Sec::AuthTls] {
-            let f = runtime.block_on(spear(total, one_by_one, ticks, sec));
+            if only.is_some_and(|o| o != sec) {
+                continue;
+            }
+            let f = if submits_only {
+                Figures::default()
+            } else {
+                runtime.block_on(spear(total, one_by_one, ticks, sec))
+            };
+            let s = runtime.block_on(submits(4 * total, ticks, sec));
             println!(
-                "| {} | {:.0} | {:.2} / {:.2} | {:.2} | {} |",
+                "| {} | {:.0} | {:.2} / {:.2} | {:.2} | {:.0} | {:.3} | {} |",
                 label(sec),
                 f.per_sec,
                 f.p50_ms,
                 f.p99_ms,
                 f.cpu_ms,
+                s.0,
+                s.1,
                 f.detail
             );
-            rows.push((sec, f));
+            rows.push((sec, f, s));
         }
     }
-    let mean = |sec: Sec, f: fn(&Figures) -> f64| {
+    let mean = |sec: Sec, f: &dyn Fn(&Figures, (f64, f64)) -> f64| {
         let v: Vec<f64> = rows
             .iter()
             .filter(|r| r.0 == sec)
-            .map(|r| f(&r.1))
+            .map(|r| f(&r.1, r.2))
             .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
+    if only.is_some() {
+        return;
+    }
     for sec in [Sec::Auth, Sec::AuthTls] {
+        let ratio = |f: &dyn Fn(&Figures, (f64, f64)) -> f64| mean(sec, f) / mean(Sec::Off, f);
         println!(
-            "{} / off: {:.3}x the exec/s, {:.3}x the p50, {:.3}x the CPU per execution",
+            "{} / off: {:.3}x the exec/s, {:.3}x the p50, {:.3}x the CPU per execution; \
+             {:.3}x the submits/s, {:.3}x SMS's CPU per submit",
             label(sec),
-            mean(sec, |f| f.per_sec) / mean(Sec::Off, |f| f.per_sec),
-            mean(sec, |f| f.p50_ms) / mean(Sec::Off, |f| f.p50_ms),
-            mean(sec, |f| f.cpu_ms) / mean(Sec::Off, |f| f.cpu_ms)
+            ratio(&|f, _| f.per_sec),
+            ratio(&|f, _| f.p50_ms),
+            ratio(&|f, _| f.cpu_ms),
+            ratio(&|_, s| s.0),
+            ratio(&|_, s| s.1),
+        );
+    }
+    // Each round's setting against that round's "off" (drift of the machine cancels within a
+    // round): the median over the rounds.
+    let median = |sec: Sec, f: &dyn Fn(&Figures, (f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows
+            .chunks(3)
+            .map(|round| {
+                let of = |s: Sec| round.iter().find(|r| r.0 == s).map(|r| f(&r.1, r.2));
+                of(sec).unwrap_or(f64::NAN) / of(Sec::Off).unwrap_or(f64::NAN)
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for sec in [Sec::Auth, Sec::AuthTls] {
+        let exec = if submits_only {
+            String::new()
+        } else {
+            format!(
+                "{:.3}x the exec/s, {:.3}x the CPU per execution; ",
+                median(sec, &|f, _| f.per_sec),
+                median(sec, &|f, _| f.cpu_ms)
+            )
+        };
+        println!(
+            "{} / off, median of the {rounds} rounds' own ratios: {exec}{:.3}x the submits/s, \
+             {:.3}x SMS's CPU per submit",
+            label(sec),
+            median(sec, &|_, s| s.0),
+            median(sec, &|_, s| s.1),
         );
     }
 }
