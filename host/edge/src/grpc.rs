@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::HttpLimits;
 use crate::burst::Burst;
 use crate::either::Either;
 use crate::idle::{Activity, IdleIo};
-use crate::tls::{self, ServerTls};
+use crate::tls::{self, ClientCert, ServerTls};
 
 static ACCEPT: Burst = Burst::new("accepting a gRPC connection", Duration::from_secs(10));
 static FULL: Burst = Burst::new("taking a gRPC connection", Duration::from_secs(10));
@@ -45,7 +45,18 @@ const READY: usize = 64;
 #[derive(Debug)]
 pub struct GrpcConn {
     io: IdleIo<Either<TcpStream, TlsStream<TcpStream>>>,
+    client_cert: Option<ClientCert>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What tonic hands each request of a [`GrpcConn`] (a request extension): the peer's address
+/// and, under TLS, the certificate it presented.
+#[derive(Debug, Clone)]
+pub struct GrpcPeer {
+    /// The peer's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The leaf certificate the peer presented in its TLS handshake.
+    pub client_cert: Option<ClientCert>,
 }
 
 /// The accepted connections of `listener` (under TLS when `tls` is given), at most
@@ -140,20 +151,29 @@ impl GrpcConn {
         permit: OwnedSemaphorePermit,
         limits: &HttpLimits,
     ) -> Self {
+        let client_cert = match &stream {
+            Either::Left(_) => None,
+            Either::Right(tls) => ClientCert::of(tls.get_ref().1),
+        };
         Self {
             io: IdleIo::new(stream, Activity::by_bytes(), limits.idle_timeout),
+            client_cert,
             _permit: permit,
         }
     }
 }
 
 impl Connected for GrpcConn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = GrpcPeer;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self.io.get_ref() {
-            Either::Left(tcp) => tcp.connect_info(),
-            Either::Right(tls) => tls.get_ref().0.connect_info(),
+    fn connect_info(&self) -> GrpcPeer {
+        let tcp = match self.io.get_ref() {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        GrpcPeer {
+            remote: tcp.peer_addr().ok(),
+            client_cert: self.client_cert.clone(),
         }
     }
 }
@@ -216,6 +236,7 @@ mod tests {
                 cert: dir.path().join("cert.pem"),
                 key: dir.path().join("key.pem"),
                 client_ca: None,
+                client_cert_optional: false,
             },
             crate::tls::ALPN_GRPC,
         )

@@ -24,7 +24,7 @@ use crate::HttpLimits;
 use crate::body::TimedBody;
 use crate::burst::Burst;
 use crate::idle::{Activity, IdleIo};
-use crate::tls::{self, ServerTls};
+use crate::tls::{self, ClientCert, ServerTls};
 
 static ACCEPT: Burst = Burst::new("accepting an HTTP connection", Duration::from_secs(10));
 static FULL: Burst = Burst::new("taking an HTTP connection", Duration::from_secs(10));
@@ -98,10 +98,11 @@ pub async fn serve(
         };
         let activity = Activity::by_requests();
         let io = IdleIo::new(stream, activity.clone(), limits.idle_timeout);
-        let service = Service {
+        let mut service = Service {
             app: app.clone(),
             activity,
             body_timeout: limits.body_timeout,
+            client_cert: None,
         };
         let (builder, watcher, closing) = (builder.clone(), graceful.watcher(), closing.clone());
         tokio::spawn(async move {
@@ -128,6 +129,7 @@ pub async fn serve(
                     return;
                 }
             };
+            service.client_cert = ClientCert::of(io.get_ref().1);
             let Ok(permit) = permits.try_acquire_owned() else {
                 FULL.failed(&format!(
                     "{} connections are open (http.max_connections)",
@@ -224,12 +226,14 @@ fn refuse(stream: TcpStream, max: usize, lingering: &Arc<Semaphore>) {
     });
 }
 
-/// The router, with each request counted in flight and its body under a deadline.
+/// The router, with each request counted in flight and its body under a deadline; under TLS,
+/// each request carries the certificate the client presented ([`ClientCert`], an extension).
 #[derive(Clone)]
 struct Service {
     app: Router,
     activity: Arc<Activity>,
     body_timeout: Duration,
+    client_cert: Option<ClientCert>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -241,7 +245,10 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         let guard = self.activity.begin();
         let limit = self.body_timeout;
         let http1 = req.version() <= Version::HTTP_11;
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let Some(cert) = &self.client_cert {
+            parts.extensions.insert(cert.clone());
+        }
         let body = TimedBody::new(body, limit);
         let ended = body.ended();
         let req = Request::from_parts(parts, axum::body::Body::new(body));
@@ -421,6 +428,7 @@ mod tests {
                 cert: dir.path().join("cert.pem"),
                 key: dir.path().join("key.pem"),
                 client_ca: None,
+                client_cert_optional: false,
             },
             crate::tls::ALPN_HTTP,
         )

@@ -38,6 +38,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// When set, clients must present a certificate that chains to one of these CAs (PEM).
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a client without a certificate is let in too (a certificate it does
+    /// present must still chain to one of the CAs); the request then needs another credential.
+    pub client_cert_optional: bool,
+}
+
+/// The leaf certificate (DER) a client presented in its TLS handshake, as a listener hands it to
+/// each request (a request extension); its chain was verified by the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert(pub Arc<[u8]>);
+
+impl ClientCert {
+    /// The leaf certificate `conn`'s client presented, if any.
+    pub fn of(conn: &rustls::ServerConnection) -> Option<Self> {
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| Self(Arc::from(leaf.as_ref())))
+    }
 }
 
 /// What went wrong loading TLS files.
@@ -142,18 +159,29 @@ impl TlsConfig {
         Duration::from_secs(self.reload_secs.unwrap_or(5))
     }
 
-    /// The files of a listener, with or without client certificates.
-    pub fn files(&self, client_certs: bool) -> Option<TlsFiles> {
+    /// The files of a listener that asks for client certificates as `client_certs` says.
+    pub fn files(&self, client_certs: ClientCerts) -> Option<TlsFiles> {
         Some(TlsFiles {
             cert: self.cert_file.clone()?,
             key: self.key_file.clone()?,
-            client_ca: if client_certs {
-                self.client_ca_file.clone()
-            } else {
-                None
+            client_ca: match client_certs {
+                ClientCerts::No => None,
+                ClientCerts::Required | ClientCerts::Optional => self.client_ca_file.clone(),
             },
+            client_cert_optional: client_certs == ClientCerts::Optional,
         })
     }
+}
+
+/// Whether a listener asks its clients for a certificate (chaining to `client_ca_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// No.
+    No,
+    /// Yes, and a client without one is refused in the handshake.
+    Required,
+    /// Yes, and a client without one is let in (another credential must then do).
+    Optional,
 }
 
 /// What identifies a file's version: changes when it is rewritten or replaced.
@@ -267,12 +295,15 @@ fn server_config(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<rustls::ServerCon
                     what: format!("not a usable CA certificate: {e}"),
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Config {
-                    path: ca.clone(),
-                    what: e.to_string(),
-                })?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if files.client_cert_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::Config {
+                path: ca.clone(),
+                what: e.to_string(),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -397,6 +428,7 @@ mod tests {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
             client_ca: None,
+            client_cert_optional: false,
         };
         let tls = ServerTls::load(files, ALPN_HTTP).unwrap();
         let first = tls.current.load_full();
@@ -441,6 +473,7 @@ mod tests {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
             client_ca: None,
+            client_cert_optional: false,
         };
         let tls = ServerTls::load(files, ALPN_GRPC).unwrap();
         std::fs::rename(dir.path().join("key.pem"), dir.path().join("key.away")).unwrap();

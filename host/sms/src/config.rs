@@ -363,6 +363,20 @@ impl SmsConfig {
                 "set, but no listener enables TLS (grpc.enable_tls, http.enable_tls)",
             );
         }
+        if self.auth.node_certificates {
+            if !self.auth.enabled {
+                problems.invalid(
+                    "auth.node_certificates",
+                    "set, but auth.enabled is false: nothing is checked",
+                );
+            } else if self.tls.client_ca_file.is_none() || !self.grpc.enable_tls {
+                problems.invalid(
+                    "auth.node_certificates",
+                    "node certificates are asked for on the gRPC listener: set grpc.enable_tls \
+                     and tls.client_ca_file (the CA that signs them)",
+                );
+            }
+        }
         if self.tls.client_ca_file.is_some() && !self.grpc.enable_tls {
             problems.invalid(
                 "tls.client_ca_file",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ServerTls};
+use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ClientCerts, ServerTls};
 use spear_plugin_runtime::PluginHost;
 use spear_plugin_runtime::watch::Watcher;
 use spear_proto::v1;
@@ -81,7 +81,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     }
 
     let mut watchers = Vec::new();
-    let mut tls = |on: bool, client_certs: bool, alpn: &[&[u8]]| -> anyhow::Result<_> {
+    let mut tls = |on: bool, client_certs: ClientCerts, alpn: &[&[u8]]| -> anyhow::Result<_> {
         let Some(files) = config.tls.files(client_certs).filter(|_| on) else {
             return Ok(None);
         };
@@ -89,8 +89,15 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         watchers.push(tls.watch(config.tls.reload_every()));
         Ok(Some(tls))
     };
-    let http_tls = tls(config.http.enable_tls, false, ALPN_HTTP)?;
-    let grpc_tls = tls(config.grpc.enable_tls, true, ALPN_GRPC)?;
+    // REST asks for a client certificate only when one can name a node (a node's artifact
+    // fetches); it lets clients without one in (tokens decide for them).
+    let rest_certs = if config.auth.node_certificates {
+        ClientCerts::Optional
+    } else {
+        ClientCerts::No
+    };
+    let http_tls = tls(config.http.enable_tls, rest_certs, ALPN_HTTP)?;
+    let grpc_tls = tls(config.grpc.enable_tls, ClientCerts::Required, ALPN_GRPC)?;
 
     let http = tokio::net::TcpListener::bind(config.http.addr)
         .await

@@ -126,13 +126,18 @@ fn sms_client(tls: &crate::config::SmsTls) -> Result<reqwest::Client> {
         reason: format!("spearlet.tls.sms_ca_file: {e}"),
     };
     let ca = reqwest::Certificate::from_pem(&tls.ca).map_err(err)?;
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .tcp_nodelay(true)
         .read_timeout(std::time::Duration::from_secs(60))
-        .tls_certs_only([ca])
-        .build()
-        .map_err(err)
+        .tls_certs_only([ca]);
+    // The client certificate goes to SMS's REST too: with `[auth] node_certificates` it is the
+    // node's credential for its artifacts.
+    if let Some((cert, key)) = &tls.identity {
+        builder = builder
+            .identity(reqwest::Identity::from_pem(&[cert.as_slice(), key].concat()).map_err(err)?);
+    }
+    builder.build().map_err(err)
 }
 
 impl Artifacts {

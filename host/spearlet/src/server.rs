@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ServerTls};
+use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ClientCerts, ServerTls};
 use spear_plugin_runtime::Trigger;
 
 use crate::agent::Agent;
@@ -53,7 +53,7 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
     config.spearlet.grpc.addr = grpc_addr;
     let tls = config.spearlet.tls.listener();
     let load = |on: bool, alpn: &[&[u8]]| -> Result<Option<Arc<ServerTls>>> {
-        let Some(files) = tls.files(false).filter(|_| on) else {
+        let Some(files) = tls.files(ClientCerts::No).filter(|_| on) else {
             return Ok(None);
         };
         let t = ServerTls::load(files, alpn).map_err(|e| Error::Tls(e.to_string()))?;

@@ -66,11 +66,13 @@ where
         if !self.sms.auth.config.enabled {
             return Box::pin(inner.call(req));
         }
-        let checked = match rules::grpc(req.uri().path()) {
-            Some(need) => super::http::authorize(&self.sms, need, req.headers()),
-            // An unknown method (answered UNIMPLEMENTED), or a rule missing: admin only.
-            None => super::http::authorize(&self.sms, super::Need::Admin, req.headers()),
-        };
+        // An unknown method (answered UNIMPLEMENTED), or a rule missing: admin only.
+        let need = rules::grpc(req.uri().path()).unwrap_or(super::Need::Admin);
+        let cert = req
+            .extensions()
+            .get::<spear_edge::grpc::GrpcPeer>()
+            .and_then(|peer| peer.client_cert.as_ref());
+        let checked = super::http::authorize(&self.sms, need, req.headers(), cert);
         let principal: Option<Principal> = match checked {
             Ok(p) => p,
             Err(e) => {

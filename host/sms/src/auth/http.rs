@@ -7,6 +7,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use spear_edge::tls::ClientCert;
 
 use super::{Principal, rules};
 use crate::error::SmsError;
@@ -31,15 +32,26 @@ fn malformed() -> SmsError {
     SmsError::Unauthenticated("the Authorization header is not `Bearer <token>`".into())
 }
 
-/// Who `headers` say the caller is (None: no token), checked against `need`.
+/// Who the caller is (None: nobody), checked against `need`: the bearer token of `headers`,
+/// else, with `[auth] node_certificates`, the node its client certificate `cert` names.
 pub fn authorize(
     sms: &Sms,
     need: super::Need,
     headers: &HeaderMap,
+    cert: Option<&ClientCert>,
 ) -> Result<Option<Principal>, SmsError> {
     let principal = match bearer(headers)? {
         Some(token) => Some(sms.auth.tokens.verify(token, now_ms())?),
-        None => None,
+        None => cert
+            .filter(|_| sms.auth.config.node_certificates)
+            .and_then(|c| match super::cert::principal(&c.0) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Not a node's certificate: the request is as one without a credential.
+                    tracing::debug!("{e}");
+                    None
+                }
+            }),
     };
     sms.auth.check(need, principal.as_ref())?;
     Ok(principal)
@@ -63,7 +75,8 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
         // No such route: still only for someone with a token (no probing for routes).
         None => super::Need::Read,
     };
-    let principal = match authorize(&sms, need, req.headers()) {
+    let cert = req.extensions().get::<ClientCert>();
+    let principal = match authorize(&sms, need, req.headers(), cert) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -78,6 +91,8 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
     let Some(lifetime) = lifetime else {
         return response;
     };
+    // (A body of known size is sent as it was authorized, like a file download, which is read
+    // whole before it is answered; one streamed from disk with a length would need wrapping.)
     if response.headers().contains_key(header::CONTENT_LENGTH)
         || http_body::Body::size_hint(response.body())
             .exact()

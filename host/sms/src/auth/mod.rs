@@ -11,6 +11,7 @@
 //! non-loopback address unless started with `--insecure` ([`crate::config`]).
 
 pub mod audit;
+pub mod cert;
 pub mod grpc;
 pub mod http;
 pub mod offline;
@@ -87,6 +88,10 @@ pub struct AuthConfig {
     /// Serve `/metrics` without a token.
     #[serde(default)]
     pub open_metrics: bool,
+    /// A client certificate whose common name is `spear-node:<uuid>` (chaining to
+    /// `tls.client_ca_file`) acts as that node when the request carries no token ([`cert`]).
+    #[serde(default)]
+    pub node_certificates: bool,
 }
 
 /// The environment variables whose value is a bootstrap admin token.

@@ -126,7 +126,10 @@ fn tls_keys_act_or_are_refused_naming_the_key() {
     .unwrap();
     assert!(c.http.enable_tls);
     assert_eq!(
-        c.tls.files(true).unwrap().cert,
+        c.tls
+            .files(spear_edge::tls::ClientCerts::Required)
+            .unwrap()
+            .cert,
         PathBuf::from("/etc/spear/sms.pem")
     );
 }
@@ -254,4 +257,33 @@ fn the_plugin_sections_and_bootstrap_tokens_are_checked_in_the_same_report() {
         got.iter().any(|m| m.starts_with(&format!("{f}: ")) && m.contains("unknown field `call_timeout`")),
         "{got:?}"
     );
+}
+
+#[test]
+fn node_certificates_act_or_are_refused_naming_the_key() {
+    for (text, why) in [
+        (
+            "[auth]\nnode_certificates = true\n",
+            "auth.enabled is false",
+        ),
+        (
+            "[auth]\nenabled = true\nnode_certificates = true\n",
+            "set grpc.enable_tls and tls.client_ca_file",
+        ),
+        (
+            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n",
+            "set grpc.enable_tls and tls.client_ca_file",
+        ),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.node_certificates: ") && err.contains(why),
+            "{text}: {err}"
+        );
+    }
+    let c = SmsConfig::parse(
+        "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+    )
+    .unwrap();
+    assert!(c.auth.node_certificates);
 }

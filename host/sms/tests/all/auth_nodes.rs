@@ -292,6 +292,76 @@ async fn a_stream_ends_when_its_token_expires() {
     );
 }
 
+/// The status an open gRPC stream ends with, within `limit`.
+async fn end_of<T>(stream: &mut tonic::Streaming<T>, limit: Duration) -> tonic::Status {
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(s) => return s,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended in time")
+}
+
+#[tokio::test]
+async fn an_idle_assignment_stream_ends_when_its_node_token_is_revoked_or_expires() {
+    let sb = Sandbox::new("");
+    let sms = secured(&sb);
+    let c = reqwest::Client::new();
+    let a = token(&sms, "idle-a", "node", json!({ "node": NODE_A })).await;
+    let b = token(
+        &sms,
+        "idle-b",
+        "node",
+        json!({ "node": NODE_B, "ttl_secs": 2 }),
+    )
+    .await;
+    assert_eq!(register(&c, &sms, &a, NODE_A).await, StatusCode::CREATED);
+    assert_eq!(register(&c, &sms, &b, NODE_B).await, StatusCode::CREATED);
+    let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let open = |uuid: &str, token: &str| {
+        with(
+            v1::AssignmentsRequest {
+                node_uuid: uuid.to_owned(),
+                after: 0,
+            },
+            token,
+        )
+    };
+    let mut stream_a = execs
+        .assignments(open(NODE_A, &a))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream_b = execs
+        .assignments(open(NODE_B, &b))
+        .await
+        .unwrap()
+        .into_inner();
+    // No work and no events reach these streams: only the revocation (or the expiry) can end
+    // them, through the waiter each armed when it first waited.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c
+        .delete(sms.url("/api/v1/tokens/idle-a"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let status = end_of(&mut stream_a, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+    let status = end_of(&mut stream_b, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+}
+
 fn sms_cmd(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sms"))
         .current_dir(sb.path())

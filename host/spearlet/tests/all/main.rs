@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod auth;
+mod cert_identity;
 mod cluster;
 mod common;
 mod dispatch;
