@@ -369,11 +369,15 @@ impl SmsConfig {
                     "auth.node_certificates",
                     "set, but auth.enabled is false: nothing is checked",
                 );
-            } else if self.tls.client_ca_file.is_none() || !self.grpc.enable_tls {
+            } else if self.tls.client_ca_file.is_none()
+                || !self.grpc.enable_tls
+                || !self.http.enable_tls
+            {
                 problems.invalid(
                     "auth.node_certificates",
-                    "node certificates are asked for on the gRPC listener: set grpc.enable_tls \
-                     and tls.client_ca_file (the CA that signs them)",
+                    "node certificates are asked for on the gRPC listener and on REST (a node's \
+                     artifact fetches): set grpc.enable_tls, http.enable_tls and \
+                     tls.client_ca_file (the CA that signs them)",
                 );
             }
         }

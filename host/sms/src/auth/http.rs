@@ -44,7 +44,7 @@ pub fn authorize(
         Some(token) => Some(sms.auth.tokens.verify(token, now_ms())?),
         None => cert
             .filter(|_| sms.auth.config.node_certificates)
-            .and_then(|c| match super::cert::principal(&c.0) {
+            .and_then(|c| match super::cert::principal(&c.0, now_ms()) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     // Not a node's certificate: the request is as one without a credential.

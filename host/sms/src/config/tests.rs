@@ -268,11 +268,11 @@ fn node_certificates_act_or_are_refused_naming_the_key() {
         ),
         (
             "[auth]\nenabled = true\nnode_certificates = true\n",
-            "set grpc.enable_tls and tls.client_ca_file",
+            "set grpc.enable_tls, http.enable_tls and tls.client_ca_file",
         ),
         (
-            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n",
-            "set grpc.enable_tls and tls.client_ca_file",
+            "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+            "set grpc.enable_tls, http.enable_tls and tls.client_ca_file",
         ),
     ] {
         let err = SmsConfig::parse(text).unwrap_err().to_string();
@@ -282,7 +282,7 @@ fn node_certificates_act_or_are_refused_naming_the_key() {
         );
     }
     let c = SmsConfig::parse(
-        "[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
+        "[http]\naddr = \"127.0.0.1:2\"\nenable_tls = true\n[grpc]\naddr = \"127.0.0.1:1\"\nenable_tls = true\n[auth]\nenabled = true\nnode_certificates = true\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n",
     )
     .unwrap();
     assert!(c.auth.node_certificates);
