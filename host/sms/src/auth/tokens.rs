@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use spear_plugin_api::storage::BatchOp;
 use tokio::sync::watch;
 
 use super::{ADMIN_TOKEN_VARS, AuthConfig, MIN_BOOTSTRAP_LEN, Role};
@@ -268,6 +269,8 @@ impl Tokens {
             Some(t) => Some(now + (t as i64) * 1000),
         };
         let _change = self.changes.lock().await;
+        // Expired tokens make no room and hold no names.
+        self.sweep_expired(now).await?;
         {
             let issued = self.read();
             if issued.len() >= MAX_TOKENS {
@@ -316,6 +319,33 @@ impl Tokens {
         let gone = gone.ok_or_else(|| SmsError::not_found("token", id_or_name))?;
         gone.revoked.send_replace(true);
         Ok(gone.stored.info)
+    }
+
+    /// Remove the tokens expired at `now`, in one batch (the caller holds `changes`).
+    async fn sweep_expired(&self, now: i64) -> Result<()> {
+        let expired: Vec<String> = self
+            .read()
+            .values()
+            .filter(|i| i.stored.info.expires_at_ms.is_some_and(|at| at <= now))
+            .map(|i| i.stored.info.id.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let ops = expired
+            .iter()
+            .map(|id| BatchOp::Delete {
+                key: format!("token/{id}").into_bytes(),
+            })
+            .collect();
+        self.db.batch(ops).await?;
+        let mut issued = self.write();
+        for id in &expired {
+            if let Some(gone) = issued.remove(id) {
+                gone.revoked.send_replace(true);
+            }
+        }
+        Ok(())
     }
 
     fn find(&self, id_or_name: &str) -> Option<String> {

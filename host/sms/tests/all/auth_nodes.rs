@@ -362,6 +362,42 @@ async fn an_idle_assignment_stream_ends_when_its_node_token_is_revoked_or_expire
     assert!(status.message().contains("expired"), "{status:?}");
 }
 
+#[tokio::test]
+async fn an_expired_token_is_removed_when_a_token_is_made() {
+    let sb = Sandbox::new("");
+    let sms = secured(&sb);
+    let c = reqwest::Client::new();
+    token(&sms, "brief", "reader", json!({ "ttl_secs": 1 })).await;
+    let again = |name: &'static str| {
+        c.post(sms.url("/api/v1/tokens"))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "name": name, "role": "reader" }))
+            .send()
+    };
+    // While it lives, its name is taken.
+    assert_eq!(again("brief").await.unwrap().status(), StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Expired: it goes when a token is made, and its name is free again.
+    assert_eq!(again("brief").await.unwrap().status(), StatusCode::CREATED);
+    let list: Value = c
+        .get(sms.url("/api/v1/tokens"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let briefs: Vec<&Value> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "brief")
+        .collect();
+    assert_eq!(briefs.len(), 1, "{list}");
+    assert!(briefs[0]["expires_at_ms"].is_null(), "the new one: {list}");
+}
+
 fn sms_cmd(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sms"))
         .current_dir(sb.path())
