@@ -88,15 +88,9 @@ pub(crate) async fn create_token(
             req.node,
             req.ttl_secs,
             &by(principal.as_ref()),
+            Some(&sms.events),
         )
         .await?;
-    audit(
-        &sms,
-        "token.created",
-        &info.id,
-        serde_json::json!({"role": info.role}),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
 }
 
@@ -115,24 +109,9 @@ pub(crate) async fn revoke_token(
     State(sms): State<Arc<Sms>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenInfo>, SmsError> {
-    let info = sms.auth.tokens.revoke(&id).await?;
-    audit(
-        &sms,
-        "token.revoked",
-        &info.id,
-        serde_json::json!({"role": info.role}),
-    )
-    .await;
+    // The token's removal and its `token.revoked` event are one write.
+    let info = sms.auth.tokens.revoke(&id, Some(&sms.events)).await?;
     Ok(Json(info))
-}
-
-/// Record a token's change in the event log: its id (the subject) and role only, as readers see
-/// the log and only admins may list tokens. The token is stored first (its own write); an
-/// event that cannot be stored then is logged as an error, the change stands.
-async fn audit(sms: &Sms, kind: &str, id: &str, data: serde_json::Value) {
-    if let Err(e) = sms.events.append(kind, id, data).await {
-        tracing::error!(kind, token = id, "the audit event was not stored: {e}");
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/whoami",

@@ -73,7 +73,7 @@ pub async fn run(config: SmsConfig, command: Command) -> anyhow::Result<()> {
         } => {
             let role = Role::parse(&role)?;
             let (info, token) = tokens
-                .create(&name, role, node, ttl_secs, "sms token")
+                .create(&name, role, node, ttl_secs, "sms token", None)
                 .await?;
             eprintln!(
                 "sms: token `{}` ({}, id {}); it is shown only now:",
@@ -87,7 +87,7 @@ pub async fn run(config: SmsConfig, command: Command) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { token } => {
-            let info = tokens.revoke(&token).await?;
+            let info = tokens.revoke(&token, None).await?;
             eprintln!("sms: token `{}` ({}) revoked", info.name, info.id);
         }
     }

@@ -12,6 +12,8 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spear_plugin_api::storage::BatchOp;
+
+use crate::events::EventLog;
 use tokio::sync::watch;
 
 use super::{ADMIN_TOKEN_VARS, AuthConfig, MIN_BOOTSTRAP_LEN, Role};
@@ -244,6 +246,7 @@ impl Tokens {
         node: Option<String>,
         ttl_secs: Option<u64>,
         by: &str,
+        log: Option<&EventLog>,
     ) -> Result<(TokenInfo, String)> {
         check_name(name)?;
         if node.is_some() && role != Role::Node {
@@ -295,7 +298,9 @@ impl Tokens {
             },
             sha256: hex::encode(sha256(secret.as_bytes())),
         };
-        self.db.put(format!("token/{id}"), &stored).await?;
+        let put = crate::db::put_op(format!("token/{id}"), &stored)?;
+        self.commit(vec![put], log, "token.created", &id, role)
+            .await?;
         let info = stored.info.clone();
         let (revoked, _) = watch::channel(false);
         self.write().insert(
@@ -309,16 +314,48 @@ impl Tokens {
     }
 
     /// Revoke the token with this id or name; it stops working at once, open streams included.
-    pub async fn revoke(&self, id_or_name: &str) -> Result<TokenInfo> {
+    /// With `log`, the `token.revoked` event is stored in the same batch.
+    pub async fn revoke(&self, id_or_name: &str, log: Option<&EventLog>) -> Result<TokenInfo> {
         let _change = self.changes.lock().await;
         let id = self
             .find(id_or_name)
             .ok_or_else(|| SmsError::not_found("token", id_or_name))?;
-        self.db.delete(format!("token/{id}")).await?;
+        let role = self
+            .read()
+            .get(&id)
+            .map(|i| i.stored.info.role)
+            .ok_or_else(|| SmsError::not_found("token", id_or_name))?;
+        let delete = BatchOp::Delete {
+            key: format!("token/{id}").into_bytes(),
+        };
+        self.commit(vec![delete], log, "token.revoked", &id, role)
+            .await?;
         let gone = self.write().remove(&id);
         let gone = gone.ok_or_else(|| SmsError::not_found("token", id_or_name))?;
         gone.revoked.send_replace(true);
         Ok(gone.stored.info)
+    }
+
+    /// Store `ops` with, when `log` is given, their `kind` event (subject the token's id; data its
+    /// role only, as readers see the log), in one batch.
+    async fn commit(
+        &self,
+        ops: Vec<BatchOp>,
+        log: Option<&EventLog>,
+        kind: &str,
+        id: &str,
+        role: Role,
+    ) -> Result<()> {
+        match log {
+            Some(log) => log
+                .append_with(
+                    ops,
+                    vec![(kind, id.to_owned(), serde_json::json!({ "role": role }))],
+                )
+                .await
+                .map(|_| ()),
+            None => self.db.batch(ops).await,
+        }
     }
 
     /// Remove the tokens expired at `now`, in one batch (the caller holds `changes`).
