@@ -228,19 +228,7 @@ mod tests {
     #[tokio::test]
     async fn clients_stuck_in_their_tls_handshake_do_not_take_the_connection_slots() {
         let dir = tempfile::tempdir().unwrap();
-        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), c.cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), c.signing_key.serialize_pem()).unwrap();
-        let tls = ServerTls::load(
-            crate::tls::TlsFiles {
-                cert: dir.path().join("cert.pem"),
-                key: dir.path().join("key.pem"),
-                client_ca: None,
-                client_cert_optional: false,
-            },
-            crate::tls::ALPN_GRPC,
-        )
-        .unwrap();
+        let (tls, cert_pem) = crate::tls::self_signed(dir.path(), crate::tls::ALPN_GRPC);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = HttpLimits {
@@ -264,7 +252,7 @@ mod tests {
             .unwrap()
             .tls_config(
                 ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(c.cert.pem()))
+                    .ca_certificate(Certificate::from_pem(&cert_pem))
                     .domain_name("127.0.0.1"),
             )
             .unwrap()

@@ -409,6 +409,22 @@ where
     }
 }
 
+/// For the listeners' tests: a self-signed certificate for 127.0.0.1 written to `dir`, loaded
+/// for `alpn`; the server's TLS and the certificate's PEM (for the client to trust).
+#[cfg(test)]
+pub(crate) fn self_signed(dir: &Path, alpn: &[&[u8]]) -> (Arc<ServerTls>, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), c.signing_key.serialize_pem()).unwrap();
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        client_ca: None,
+        client_cert_optional: false,
+    };
+    (ServerTls::load(files, alpn).unwrap(), c.cert.pem())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

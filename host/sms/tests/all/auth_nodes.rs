@@ -253,17 +253,7 @@ async fn a_revoked_token_stops_at_once_open_streams_included() {
     .await;
     assert!(ended.is_ok(), "the event stream ended");
     // The gRPC stream ends with UNAUTHENTICATED.
-    let status = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the stream ended without a status"),
-                Err(s) => return s,
-            }
-        }
-    })
-    .await
-    .expect("the gRPC stream ended");
+    let status = end_of(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(status.message().contains("revoked"), "{status:?}");
 }

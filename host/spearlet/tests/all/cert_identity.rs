@@ -101,22 +101,13 @@ async fn a_node_certificate_is_its_nodes_credential_and_no_other() {
     assert_eq!(e["node_uuid"], ALPHA, "{e}");
 
     // The audit trail names the certificate.
-    let log = sms
-        .request(reqwest::Method::GET, "/api/v1/events?follow=false")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let registered = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+    let events = sms.events().await;
+    let registered = events
+        .iter()
         .find(|e| e["kind"] == "node.registered" && e["subject"] == ALPHA);
     assert_eq!(
         registered.as_ref().map(|e| e["by"].clone()),
         Some(json!(format!("spear-node:{ALPHA} (node)"))),
-        "{log}"
+        "{events:?}"
     );
 }

@@ -244,6 +244,22 @@ impl Sms {
         }
     }
 
+    /// The event log as stored now (`GET /api/v1/events?follow=false`), each event as JSON.
+    pub async fn events(&self) -> Vec<Value> {
+        let log = self
+            .request(reqwest::Method::GET, "/api/v1/events?follow=false")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        log.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).unwrap())
+            .collect()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         self.request(reqwest::Method::GET, path)
             .send()
