@@ -42,7 +42,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         // A node sees its own executions only; another node's look absent (not "forbidden":
         // the node then knows it is not its own, as it would if it were gone).
         if let Some(p) = who.filter(|p| p.role == crate::auth::Role::Node)
-            && (p.node.is_none() || exec.node_uuid != p.node)
+            && (p.node.is_none() || exec.node_uuid.as_deref() != p.node.as_deref())
         {
             return Err(SmsError::not_found("execution", &r.execution_id).into());
         }

@@ -68,7 +68,7 @@ pub struct WhoAmI {
 }
 
 fn by(principal: Option<&Extension<Principal>>) -> String {
-    principal.map_or_else(|| "anonymous (auth off)".into(), |p| p.name.clone())
+    principal.map_or_else(|| "anonymous (auth off)".into(), |p| p.name.to_string())
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateToken,
@@ -123,9 +123,9 @@ pub(crate) async fn whoami(
     let enabled = sms.auth.config.enabled;
     match principal {
         Some(Extension(p)) => Ok(Json(WhoAmI {
-            name: p.name,
+            name: p.name.to_string(),
             role: p.role,
-            node: p.node,
+            node: p.node.as_deref().map(str::to_owned),
             expires_at_ms: p.expires_at_ms,
             auth_enabled: enabled,
         })),

@@ -4,24 +4,19 @@
 //! assignments, timeouts, the node sweeper) and events while auth is off carry none.
 
 use std::future::Future;
-
-use super::Principal;
+use std::sync::Arc;
 
 tokio::task_local! {
-    static ACTOR: String;
+    static ACTOR: Arc<str>;
 }
 
-/// How a principal is named in events: `deployer (operator)`.
-pub fn label(p: &Principal) -> String {
-    format!("{} ({})", p.name, p.role.as_str())
-}
-
-/// Run `fut` on behalf of the principal `label` names ([`label`]): the events it queues name it.
-pub async fn scope<F: Future>(label: String, fut: F) -> F::Output {
+/// Run `fut` on behalf of the principal `label` names ([`super::Principal::label`]): the events
+/// it queues name it.
+pub async fn scope<F: Future>(label: Arc<str>, fut: F) -> F::Output {
     ACTOR.scope(label, fut).await
 }
 
 /// Who the running request acts for, if an authenticated request is running.
 pub fn actor() -> Option<String> {
-    ACTOR.try_with(Clone::clone).ok()
+    ACTOR.try_with(|a| a.to_string()).ok()
 }

@@ -58,14 +58,13 @@ pub fn principal(der: &[u8], now_ms: i64) -> Result<Principal, SmsError> {
             "`{cn}` is not valid now (expired or not yet valid)"
         )));
     }
-    Ok(Principal {
-        id: format!("cert:{}", cert.raw_serial_as_string()),
-        name: cn.to_owned(),
-        role: Role::Node,
-        node: Some(parsed.to_string()),
-        expires_at_ms: Some(until),
-        revoked: None,
-    })
+    Ok(Principal::new(
+        &format!("cert:{}", cert.raw_serial_as_string()),
+        cn,
+        Role::Node,
+        Some(&parsed.to_string()),
+        Some(until),
+    ))
 }
 
 #[cfg(test)]
@@ -87,7 +86,7 @@ mod tests {
         let p = principal(&node, now).unwrap();
         assert_eq!(p.role, Role::Node);
         assert_eq!(p.node.as_deref(), Some(uuid));
-        assert_eq!(p.name, format!("spear-node:{uuid}"));
+        assert_eq!(*p.name, format!("spear-node:{uuid}"));
         assert!(p.id.starts_with("cert:"), "{}", p.id);
         assert!(
             p.expires_at_ms

@@ -83,7 +83,7 @@ where
         let Some(principal) = principal else {
             return Box::pin(inner.call(req));
         };
-        let label = super::audit::label(&principal);
+        let label = principal.label.clone();
         let lifetime = super::stream::Lifetime::of(&principal);
         req.extensions_mut().insert(principal);
         Box::pin(async move {

@@ -83,7 +83,7 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
     let Some(principal) = principal else {
         return next.run(req).await;
     };
-    let label = super::audit::label(&principal);
+    let label = principal.label.clone();
     let lifetime = super::stream::Lifetime::of(&principal);
     req.extensions_mut().insert(principal);
     let response = super::audit::scope(label, next.run(req)).await;

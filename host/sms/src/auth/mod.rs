@@ -151,9 +151,7 @@ pub fn node_may_set(principal: Option<&Principal>, status: Option<&str>) -> Resu
 
 /// The name of `principal` when it acts as an operator (any role but node).
 pub fn operator(principal: Option<&Principal>) -> Option<&str> {
-    principal
-        .filter(|p| p.role != Role::Node)
-        .map(|p| p.name.as_str())
+    principal.filter(|p| p.role != Role::Node).map(|p| &*p.name)
 }
 
 impl crate::service::Sms {
@@ -185,7 +183,7 @@ impl crate::service::Sms {
 pub fn as_node(principal: Option<&Principal>, uuid: &str) -> Result<(), SmsError> {
     match principal {
         Some(p) if p.role == Role::Node => match &p.node {
-            Some(own) if own == uuid => Ok(()),
+            Some(own) if **own == *uuid => Ok(()),
             Some(own) => {
                 tracing::warn!(token = %p.name, own = %own, claimed = %uuid, "a node token acted as another node");
                 Err(SmsError::Forbidden(format!(
@@ -218,8 +216,8 @@ impl crate::service::Sms {
         let claimed = uuid
             .get_or_insert_with(|| {
                 p.node
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+                    .as_deref()
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
             })
             .clone();
         uuid::Uuid::parse_str(&claimed)

@@ -57,34 +57,85 @@ struct Stored {
     sha256: String,
 }
 
-/// Who sent a request.
+/// Who sent a request. Cheap to clone (its strings are shared): every request carries one.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The token's id (`bootstrap` for a bootstrap token).
-    pub id: String,
+    pub id: Arc<str>,
     /// The token's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its role.
     pub role: Role,
     /// The node a node token acts as.
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// When the token stops working (ms since the epoch).
     pub expires_at_ms: Option<i64>,
     /// Turns true when the token is revoked (None: it cannot be, a bootstrap token).
     pub revoked: Option<watch::Receiver<bool>>,
+    /// How it is named in events: `deployer (operator)` ([`super::audit`]).
+    pub label: Arc<str>,
 }
 
+impl Principal {
+    /// A principal that cannot be revoked (set [`Principal::revoked`] for one that can).
+    pub fn new(
+        id: &str,
+        name: &str,
+        role: Role,
+        node: Option<&str>,
+        expires_at_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            role,
+            node: node.map(Into::into),
+            expires_at_ms,
+            revoked: None,
+            label: format!("{name} ({})", role.as_str()).into(),
+        }
+    }
+}
+
+/// An issued token as the check needs it: the stored record, the secret's hash decoded (None:
+/// the stored one is damaged, and no secret matches), the principal it makes, and the flag that
+/// ends its streams.
 struct Issued {
     stored: Stored,
+    hash: Option<[u8; 32]>,
+    who: Principal,
     revoked: Arc<watch::Sender<bool>>,
+}
+
+impl Issued {
+    fn new(stored: Stored, revoked: Arc<watch::Sender<bool>>) -> Self {
+        let mut hash = [0u8; 32];
+        let hash = hex::decode_to_slice(&stored.sha256, &mut hash)
+            .ok()
+            .map(|()| hash);
+        let info = &stored.info;
+        let who = Principal::new(
+            &info.id,
+            &info.name,
+            info.role,
+            info.node.as_deref(),
+            info.expires_at_ms,
+        );
+        Self {
+            stored,
+            hash,
+            who,
+            revoked,
+        }
+    }
 }
 
 /// The tokens SMS accepts.
 pub struct Tokens {
     db: Db,
     issued: RwLock<HashMap<String, Issued>>,
-    /// (where it came from, sha256 of the token).
-    bootstrap: Vec<(String, [u8; 32])>,
+    /// (the principal, named after where it came from; sha256 of the token).
+    bootstrap: Vec<(Principal, [u8; 32])>,
     changes: tokio::sync::Mutex<()>,
 }
 
@@ -157,10 +208,7 @@ impl Tokens {
             let (revoked, _) = watch::channel(false);
             issued.insert(
                 stored.info.id.clone(),
-                Issued {
-                    stored,
-                    revoked: Arc::new(revoked),
-                },
+                Issued::new(stored, Arc::new(revoked)),
             );
         }
         Ok(Self {
@@ -168,7 +216,10 @@ impl Tokens {
             issued: RwLock::new(issued),
             bootstrap: bootstrap
                 .into_iter()
-                .map(|(source, token)| (source, sha256(token.as_bytes())))
+                .map(|(source, token)| {
+                    let who = Principal::new("bootstrap", &source, Role::Admin, None, None);
+                    (who, sha256(token.as_bytes()))
+                })
                 .collect(),
             changes: tokio::sync::Mutex::new(()),
         })
@@ -200,25 +251,22 @@ impl Tokens {
         let Some(entry) = issued.get(id) else {
             return Ok(None);
         };
-        let mut want = [0u8; 32];
-        hex::decode_to_slice(&entry.stored.sha256, &mut want).map_err(|_| invalid())?;
-        if !same(&sha256(secret.as_bytes()), &want) {
+        let Some(want) = &entry.hash else {
+            return Err(invalid());
+        };
+        if !same(&sha256(secret.as_bytes()), want) {
             return Err(invalid());
         }
-        let info = &entry.stored.info;
-        if info.expires_at_ms.is_some_and(|at| at <= now) {
+        let who = &entry.who;
+        if who.expires_at_ms.is_some_and(|at| at <= now) {
             return Err(SmsError::Unauthenticated(format!(
                 "token `{}` has expired",
-                info.name
+                who.name
             )));
         }
         Ok(Some(Principal {
-            id: info.id.clone(),
-            name: info.name.clone(),
-            role: info.role,
-            node: info.node.clone(),
-            expires_at_ms: info.expires_at_ms,
             revoked: Some(entry.revoked.subscribe()),
+            ..who.clone()
         }))
     }
 
@@ -226,14 +274,7 @@ impl Tokens {
     fn verify_bootstrap(&self, token: &str) -> Result<Principal> {
         let hash = sha256(token.as_bytes());
         match self.bootstrap.iter().find(|(_, h)| same(h, &hash)) {
-            Some((source, _)) => Ok(Principal {
-                id: "bootstrap".into(),
-                name: source.clone(),
-                role: Role::Admin,
-                node: None,
-                expires_at_ms: None,
-                revoked: None,
-            }),
+            Some((who, _)) => Ok(who.clone()),
             None => Err(invalid()),
         }
     }
@@ -303,13 +344,8 @@ impl Tokens {
             .await?;
         let info = stored.info.clone();
         let (revoked, _) = watch::channel(false);
-        self.write().insert(
-            id.clone(),
-            Issued {
-                stored,
-                revoked: Arc::new(revoked),
-            },
-        );
+        self.write()
+            .insert(id.clone(), Issued::new(stored, Arc::new(revoked)));
         Ok((info, format!("spear.{id}.{secret}")))
     }
 
@@ -416,7 +452,7 @@ impl Tokens {
         }
         let _change = self.changes.lock().await;
         // Read again under the lock: a concurrent registration may have bound it meanwhile.
-        let current = self.read().get(&principal.id).map(|i| i.stored.clone());
+        let current = self.read().get(&*principal.id).map(|i| i.stored.clone());
         let Some(mut stored) = current else {
             return Err(invalid());
         };
@@ -424,7 +460,7 @@ impl Tokens {
             .read()
             .values()
             .find(|i| {
-                i.stored.info.id != principal.id && i.stored.info.node.as_deref() == Some(uuid)
+                *i.stored.info.id != *principal.id && i.stored.info.node.as_deref() == Some(uuid)
             })
             .map(|i| i.stored.info.name.clone());
         if let Some(other) = taken {
@@ -452,9 +488,11 @@ impl Tokens {
         self.db
             .put(format!("token/{}", stored.info.id), &stored)
             .await?;
-        if let Some(entry) = self.write().get_mut(&principal.id) {
-            entry.stored = stored;
+        let mut issued = self.write();
+        if let Some(entry) = issued.get_mut(&*principal.id) {
+            *entry = Issued::new(stored, entry.revoked.clone());
         }
+        drop(issued);
         tracing::info!(token = %principal.name, node = %uuid, "node token bound to its node");
         Ok(())
     }
