@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::checks::{self, MAX_DEPENDS_ON, check_executable};
@@ -16,9 +15,6 @@ use crate::db::put_op;
 use crate::error::{Result, SmsError};
 use crate::model::{ExecResult, ExecState, Executable, Execution, Priority, Resources, now_ms};
 use crate::service::Sms;
-
-/// Assignments waiting in one node's stream before placement on that node backs off.
-pub const OUTBOX_CAPACITY: usize = 1024;
 
 /// `POST /api/v1/executions`: a registered task, or an inline executable.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -73,30 +69,6 @@ pub struct Report {
     pub result: Option<ExecResult>,
     /// Why it failed.
     pub error: String,
-}
-
-/// One message of a node's assignment stream.
-#[derive(Debug, Clone)]
-pub struct Assignment {
-    /// Position in this SMS session's assignment sequence.
-    pub cursor: u64,
-    /// The execution to start (or stop).
-    pub execution: Execution,
-    /// Stop it instead of starting it.
-    pub cancel: bool,
-}
-
-/// A connected node's stream. Assignments are boxed so that an idle node's channel buffer stays
-/// small (tokio allocates its slots in blocks).
-pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::Sender<Box<Assignment>>,
-}
-
-/// How dispatching to a node went.
-pub(crate) enum Dispatch {
-    Sent,
-    Full,
-    NotConnected,
 }
 
 /// Back-off before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
@@ -528,104 +500,6 @@ impl Sms {
             self.wake.notify_one();
         }
         Ok(n)
-    }
-
-    /// Open node `uuid`'s assignment stream: first the executions already placed on it (a
-    /// reconnecting Spearlet gets them again), then new ones.
-    pub async fn connect_node(
-        self: &std::sync::Arc<Self>,
-        uuid: &str,
-    ) -> Result<mpsc::Receiver<Box<Assignment>>> {
-        let node = self.node(uuid).await?;
-        let placed: Vec<Execution> = self
-            .executions
-            .read()
-            .await
-            .unfinished()
-            .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(uuid))
-            .cloned()
-            .collect();
-        // Room for every one placed there (a node may hold up to its limit, past the usual
-        // capacity): one left out would stay assigned to the node without it ever hearing.
-        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY.max(placed.len() + OUTBOX_CAPACITY / 4));
-        for exec in placed {
-            let cursor = self
-                .next_cursor
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = tx.try_send(Box::new(Assignment {
-                cursor,
-                execution: exec,
-                cancel: false,
-            }));
-        }
-        self.outboxes
-            .lock()
-            .await
-            .insert(uuid.to_owned(), Outbox { tx });
-        self.sync_target(&node).await;
-        self.wake.notify_one();
-        Ok(rx)
-    }
-
-    /// Forget streams whose Spearlet went away, so their nodes take no more work. Run by the
-    /// sweeper (and whenever a dispatch finds a stream closed), not by a task per stream: an idle
-    /// node costs no task.
-    pub(crate) async fn prune_streams(&self) {
-        let closed: Vec<String> = {
-            let mut boxes = self.outboxes.lock().await;
-            let closed: Vec<String> = boxes
-                .iter()
-                .filter(|(_, o)| o.tx.is_closed())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &closed {
-                boxes.remove(id);
-            }
-            closed
-        };
-        for id in closed {
-            if let Ok(node) = self.node(&id).await {
-                self.sync_target(&node).await;
-            }
-        }
-    }
-
-    /// Whether node `uuid` has an open assignment stream.
-    pub(crate) async fn connected(&self, uuid: &str) -> bool {
-        self.outboxes
-            .lock()
-            .await
-            .get(uuid)
-            .is_some_and(|o| !o.tx.is_closed())
-    }
-
-    /// Queue an assignment (or a cancel) on a node's stream.
-    pub(crate) async fn dispatch(
-        &self,
-        node: &str,
-        execution: Execution,
-        cancel: bool,
-    ) -> Dispatch {
-        let boxes = self.outboxes.lock().await;
-        let Some(outbox) = boxes.get(node) else {
-            return Dispatch::NotConnected;
-        };
-        let cursor = self
-            .next_cursor
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match outbox.tx.try_send(Box::new(Assignment {
-            cursor,
-            execution,
-            cancel,
-        })) {
-            Ok(()) => Dispatch::Sent,
-            Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.prune_soon
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                Dispatch::NotConnected
-            }
-        }
     }
 
     /// Executions placed on nodes lost since the last round (unhealthy or removed) go back to the

@@ -24,6 +24,7 @@ pub mod health;
 pub mod listen;
 pub mod model;
 pub mod nodes;
+pub mod outbox;
 pub mod reload;
 pub mod reports;
 pub mod sched;

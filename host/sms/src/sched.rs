@@ -25,7 +25,7 @@ use spear_plugin_api::{Decision, Label, Request};
 use tokio::sync::watch;
 
 use crate::error::{Result, SmsError};
-use crate::executions::{Dispatch, backoff_ms};
+use crate::executions::backoff_ms;
 use crate::model::{ExecState, Execution, now_ms};
 use crate::nodes::EXECUTOR_LABEL;
 use crate::service::Sms;
@@ -114,7 +114,7 @@ fn request(e: &Execution) -> Request {
 
 impl Sms {
     /// One scheduling round; returns how many executions were assigned.
-    pub async fn schedule_round(&self) -> Result<usize> {
+    pub async fn schedule_round(self: &Arc<Self>) -> Result<usize> {
         self.requeue_lost().await?;
         if self.prune_soon.swap(false, Ordering::Relaxed) {
             self.prune_streams().await;
@@ -169,24 +169,25 @@ impl Sms {
                 })
                 .collect()
         };
-        let mut queued = Vec::new();
+        let mut round = Vec::new();
         for (picked, node) in ready.into_iter().zip(nodes) {
             let Some((target, node)) = node else {
                 continue;
             };
-            let mut exec = picked;
-            let id = exec.execution_id.clone();
+            let id = picked.execution_id.clone();
             let _owned = self.exec_locks.lock(&id).await;
             // Look again as its owner: a cancel or a late report may have changed it since the
             // batch was picked, and every such change takes it out of `ready` (only this
             // scheduler brings one back); then it is left for the next round.
             let unchanged = self.executions.read().await.get(&id).is_some_and(|now| {
-                now.state == ExecState::Ready && now.updated_at_ms == exec.updated_at_ms
+                now.state == ExecState::Ready && now.updated_at_ms == picked.updated_at_ms
             });
-            // The strategy may put more on a node in one batch than it has room for.
-            if !unchanged || !room.take(target) {
+            // A node without a stream takes nothing (back-pressure: the execution stays
+            // queued); the strategy may put more on a node in one batch than it has room for.
+            if !unchanged || !self.connected(&node).await || !room.take(target) {
                 continue;
             }
+            let mut exec = picked.clone();
             exec.state = ExecState::Assigned;
             exec.node_uuid = Some(node.clone());
             exec.attempt += 1;
@@ -194,37 +195,31 @@ impl Sms {
             exec.updated_at_ms = exec.assigned_at_ms;
             exec.error = None;
             exec.orphaned_on = None;
-            match self.dispatch(&node, exec.clone(), false).await {
-                Dispatch::Sent => {
-                    // Queued while the execution is owned, so every later write of it is stored
-                    // after this one; the storage commits the round's writes together. The
-                    // round need not wait for the commit (the assignment is on its way, and
-                    // placement is at-least-once: a crash before the commit puts the work back
-                    // in the queue).
-                    queued.push(self.events.queue(
-                        vec![put(&exec)?],
-                        vec![(
-                            "execution.assigned",
-                            id.clone(),
-                            json!({"node_uuid": node, "attempt": exec.attempt}),
-                        )],
-                    )?);
-                    self.executions.write().await.insert(id, exec);
-                }
-                // Back-pressure: the node's stream is full or gone; the execution stays queued.
-                Dispatch::Full | Dispatch::NotConnected => {}
-            }
-        }
-        let n = queued.len();
-        if n > 0 {
-            tokio::spawn(async move {
-                for q in queued {
-                    if let Err(e) = q.commit().await {
-                        tracing::error!("storing a scheduling round failed: {e}");
-                        return;
-                    }
-                }
+            // Queued while the execution is owned, so every later write of it is stored after
+            // this one; the storage commits the round's writes together, and the assignment
+            // leaves SMS only once they are durable ([`crate::outbox`]).
+            self.storing(&id).await;
+            let write = self.events.queue(
+                vec![put(&exec)?],
+                vec![(
+                    "execution.assigned",
+                    id.clone(),
+                    json!({"node_uuid": node, "attempt": exec.attempt}),
+                )],
+            )?;
+            self.executions.write().await.insert(id, exec.clone());
+            round.push(crate::outbox::Stored {
+                before: picked,
+                assigned: exec,
+                write,
             });
+        }
+        // The next round need not wait for this one's commit: its executions are already
+        // assigned in memory (they take room, and no round picks them again).
+        let n = round.len();
+        if n > 0 {
+            let sms = self.clone();
+            tokio::spawn(async move { sms.send_stored(round).await });
         }
         Ok(n)
     }

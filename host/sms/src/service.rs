@@ -38,7 +38,7 @@ pub struct Sms {
     /// Next assignment cursor (and stream generation).
     pub(crate) next_cursor: AtomicU64,
     /// Open assignment streams by node.
-    pub(crate) outboxes: Mutex<BTreeMap<String, crate::executions::Outbox>>,
+    pub(crate) outboxes: Mutex<crate::outbox::Outboxes>,
     /// Nodes lost since the scheduler's last round, with why.
     pub(crate) lost_nodes: std::sync::Mutex<Vec<(String, &'static str)>>,
     /// When the scheduler last checked timeouts and dependencies (ms since the epoch).
@@ -155,7 +155,7 @@ impl Sms {
             executions: RwLock::new(executions),
             next_seq: AtomicU64::new(next_seq),
             next_cursor: AtomicU64::new(1),
-            outboxes: Mutex::new(BTreeMap::new()),
+            outboxes: Mutex::default(),
             lost_nodes: std::sync::Mutex::new(Vec::new()),
             last_maintenance_ms: std::sync::atomic::AtomicI64::new(0),
             nodes_fingerprint: AtomicU64::new(first_print),

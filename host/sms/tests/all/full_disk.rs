@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::Sandbox;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio_stream::StreamExt;
 
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Mount(PathBuf);
@@ -102,4 +103,66 @@ async fn a_full_disk_makes_writes_fail_healthz_unhealthy_and_one_warning_per_bur
         .filter(|l| l.contains("WARN") && l.contains("a storage write failed"))
         .collect();
     assert_eq!(warnings.len(), 1, "{log}");
+}
+
+/// Fill the filesystem of `filler` until not one more byte can be written.
+fn fill(filler: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(filler).unwrap();
+    for size in [64 * 1024, 4096, 1] {
+        let chunk = vec![0u8; size];
+        while f.write_all(&chunk).and_then(|()| f.sync_all()).is_ok() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_whose_write_fails_never_leaves_sms_and_goes_once_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let sb = Sandbox::new("");
+    let data = sb.path().join("data");
+    let _mount = Mount::tmpfs(&data, "16m").expect("mount a tmpfs");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (status, submitted) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        // Its record (stdin included) is larger than any room the store keeps allocated ahead.
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
+            "stdin": "x".repeat(512 * 1024)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{submitted}");
+    let id = submitted["execution_id"].as_str().unwrap().to_owned();
+
+    // The disk fills before the node connects: the round that places the execution cannot
+    // store it, so the node must not be sent it (it would run work SMS has no record of).
+    let filler = data.join("filler");
+    fill(&filler);
+    let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let early = tokio::time::timeout(Duration::from_millis(1500), stream.next()).await;
+    assert!(early.is_err(), "sent before it was stored: {early:?}");
+    let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+    assert_eq!(exec["state"], "ready", "{exec}");
+
+    // Space returns: the next rounds store it and send it.
+    std::fs::remove_file(&filler).unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .unwrap_or_else(|_| {
+            let ls = Command::new("ls").arg("-la").arg(&data).output().unwrap();
+            panic!(
+                "not sent once space returned: {}",
+                String::from_utf8_lossy(&ls.stdout)
+            )
+        })
+        .expect("the stream is open")
+        .expect("an assignment");
+    assert_eq!(sent.execution.unwrap().execution_id, id);
+    let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+    assert_eq!(exec["state"], "assigned", "{exec}");
 }

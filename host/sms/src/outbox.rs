@@ -1,0 +1,239 @@
+//! The per-node assignment streams: a node's outbox (a bounded channel its `Assignments` call
+//! reads), what reconnecting sends again, and how a stored assignment leaves SMS.
+//!
+//! An assignment leaves SMS only once the write that placed it is durable: the scheduler stores
+//! its round, then sends what it stored ([`Sms::send_stored`]); until then the execution is
+//! marked *storing*, and a node that reconnects meanwhile is not sent it by
+//! [`Sms::connect_node`] (the round sends it once stored). Both look at the marks and the
+//! streams under one lock, so an assignment is sent exactly once, by one or the other.
+
+use std::collections::{BTreeMap, HashSet};
+
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::events::Queued;
+use crate::model::{ExecState, Execution};
+use crate::service::Sms;
+
+/// Assignments waiting in one node's stream before placement on that node backs off.
+pub const OUTBOX_CAPACITY: usize = 1024;
+
+/// One message of a node's assignment stream.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// Position in this SMS session's assignment sequence.
+    pub cursor: u64,
+    /// The execution to start (or stop).
+    pub execution: Execution,
+    /// Stop it instead of starting it.
+    pub cancel: bool,
+}
+
+/// A connected node's stream. Assignments are boxed so that an idle node's channel buffer stays
+/// small (tokio allocates its slots in blocks).
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::Sender<Box<Assignment>>,
+}
+
+/// How dispatching to a node went.
+pub(crate) enum Dispatch {
+    Sent,
+    Full,
+    NotConnected,
+}
+
+/// The open streams and the executions whose assignment is being stored (not yet to be sent).
+#[derive(Default)]
+pub(crate) struct Outboxes {
+    pub(crate) boxes: BTreeMap<String, Outbox>,
+    storing: HashSet<String>,
+}
+
+/// An assignment the scheduler queued for storage, to send once it is durable.
+pub(crate) struct Stored {
+    /// The execution as it was before (ready), to restore in memory if the write fails.
+    pub(crate) before: Execution,
+    /// As assigned.
+    pub(crate) assigned: Execution,
+    /// Its write and event.
+    pub(crate) write: Queued,
+}
+
+impl Outboxes {
+    /// Queue an assignment (or a cancel) on `node`'s stream.
+    fn send(&self, sms: &Sms, node: &str, execution: Execution, cancel: bool) -> Dispatch {
+        let Some(outbox) = self.boxes.get(node) else {
+            return Dispatch::NotConnected;
+        };
+        let cursor = sms
+            .next_cursor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match outbox.tx.try_send(Box::new(Assignment {
+            cursor,
+            execution,
+            cancel,
+        })) {
+            Ok(()) => Dispatch::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                sms.prune_soon
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Dispatch::NotConnected
+            }
+        }
+    }
+}
+
+impl Sms {
+    /// Open node `uuid`'s assignment stream: first the executions already placed on it (a
+    /// reconnecting Spearlet gets them again) whose assignment is stored, then new ones.
+    pub async fn connect_node(
+        self: &std::sync::Arc<Self>,
+        uuid: &str,
+    ) -> Result<mpsc::Receiver<Box<Assignment>>> {
+        let node = self.node(uuid).await?;
+        let rx = {
+            // Held while the placed ones are read and the stream is installed: an assignment
+            // being stored is then either sent by its round to this stream, or (stored before
+            // this reads it) sent here.
+            let mut outboxes = self.outboxes.lock().await;
+            let placed: Vec<Execution> = self
+                .executions
+                .read()
+                .await
+                .unfinished()
+                .filter(|e| {
+                    e.state.is_placed()
+                        && e.node_uuid.as_deref() == Some(uuid)
+                        && !outboxes.storing.contains(&e.execution_id)
+                })
+                .cloned()
+                .collect();
+            // Room for every one placed there (a node may hold up to its limit, past the usual
+            // capacity): one left out would stay assigned to the node without it ever hearing.
+            let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY.max(placed.len() + OUTBOX_CAPACITY / 4));
+            for exec in placed {
+                let cursor = self
+                    .next_cursor
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = tx.try_send(Box::new(Assignment {
+                    cursor,
+                    execution: exec,
+                    cancel: false,
+                }));
+            }
+            outboxes.boxes.insert(uuid.to_owned(), Outbox { tx });
+            rx
+        };
+        self.sync_target(&node).await;
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Forget streams whose Spearlet went away, so their nodes take no more work. Run by the
+    /// sweeper (and whenever a dispatch finds a stream closed), not by a task per stream: an idle
+    /// node costs no task.
+    pub(crate) async fn prune_streams(&self) {
+        let closed: Vec<String> = {
+            let mut outboxes = self.outboxes.lock().await;
+            let closed: Vec<String> = outboxes
+                .boxes
+                .iter()
+                .filter(|(_, o)| o.tx.is_closed())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &closed {
+                outboxes.boxes.remove(id);
+            }
+            closed
+        };
+        for id in closed {
+            if let Ok(node) = self.node(&id).await {
+                self.sync_target(&node).await;
+            }
+        }
+    }
+
+    /// Whether node `uuid` has an open assignment stream.
+    pub(crate) async fn connected(&self, uuid: &str) -> bool {
+        self.outboxes
+            .lock()
+            .await
+            .boxes
+            .get(uuid)
+            .is_some_and(|o| !o.tx.is_closed())
+    }
+
+    /// Queue a cancel (or an assignment already stored) on a node's stream.
+    pub(crate) async fn dispatch(
+        &self,
+        node: &str,
+        execution: Execution,
+        cancel: bool,
+    ) -> Dispatch {
+        self.outboxes
+            .lock()
+            .await
+            .send(self, node, execution, cancel)
+    }
+
+    /// Mark `id` as being stored: a reconnecting node is not sent it (its round will).
+    pub(crate) async fn storing(&self, id: &str) {
+        self.outboxes.lock().await.storing.insert(id.to_owned());
+    }
+
+    /// Wait until the round's assignments are durable, then send each that is still as it was
+    /// assigned (a cancel or a lost node may have changed it meanwhile: then it is not sent).
+    /// One whose write failed is put back in memory as it was before (storage never saw it
+    /// assigned), to be placed again in a later round. Returns how many were sent or left to
+    /// a reconnecting node.
+    pub(crate) async fn send_stored(&self, round: Vec<Stored>) -> usize {
+        let mut placed = 0;
+        for mut s in round {
+            let id = s.assigned.execution_id.clone();
+            let node = s.assigned.node_uuid.clone().unwrap_or_default();
+            let durable = s.write.durable().await;
+            let _owned = self.exec_locks.lock(&id).await;
+            let unchanged = self.executions.read().await.get(&id).is_some_and(|now| {
+                now.state == ExecState::Assigned
+                    && now.updated_at_ms == s.assigned.updated_at_ms
+                    && now.node_uuid == s.assigned.node_uuid
+            });
+            let mut outboxes = self.outboxes.lock().await;
+            outboxes.storing.remove(&id);
+            if let Err(e) = durable {
+                drop(outboxes);
+                // (The storage's failures are reported once per burst by its health.)
+                tracing::debug!(execution = %id, "storing an assignment failed, not sent: {e}");
+                if unchanged {
+                    self.executions.write().await.insert(id, s.before);
+                    drop(_owned);
+                    // The strategy counted it on the node: it hears the node's real fill.
+                    if let Ok(n) = self.node(&node).await {
+                        self.sync_target(&n).await;
+                    }
+                }
+                continue;
+            }
+            if !unchanged {
+                s.write.announce();
+                continue;
+            }
+            match outboxes.send(self, &node, s.assigned, false) {
+                // Not connected: sent when the node reconnects (or requeued when it is lost).
+                Dispatch::Sent | Dispatch::NotConnected => placed += 1,
+                Dispatch::Full => {
+                    // A stream holding OUTBOX_CAPACITY unread messages: its Spearlet is not
+                    // reading. Closing it makes the Spearlet reconnect and be sent all it holds.
+                    tracing::warn!(node = %node, "assignment stream full: closed");
+                    outboxes.boxes.remove(&node);
+                    placed += 1;
+                }
+            }
+            drop(outboxes);
+            s.write.announce();
+        }
+        placed
+    }
+}
