@@ -464,7 +464,8 @@ impl Sms {
     }
 
     /// Put every execution placed on `node` back in the queue (the node is lost). The attempt does
-    /// not count against the execution.
+    /// not count against the execution. Returns how many were requeued; an error when one could
+    /// not be stored (it stays placed; the others are requeued all the same).
     pub async fn requeue_node(&self, node: &str, why: &str) -> Result<usize> {
         let lost: Vec<String> = self
             .executions
@@ -474,7 +475,8 @@ impl Sms {
             .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(node))
             .map(|e| e.execution_id.clone())
             .collect();
-        let n = lost.len();
+        let mut requeued = 0;
+        let mut failed = None;
         for id in lost {
             let _owned = self.exec_locks.lock(&id).await;
             // Read again as its owner: a report may have finished it meanwhile.
@@ -489,27 +491,48 @@ impl Sms {
             exec.error = Some(format!("node {node} lost: {why}"));
             exec.orphaned_on = Some(node.to_owned());
             exec.updated_at_ms = now_ms();
-            self.save(
-                &exec,
-                "execution.rescheduled",
-                json!({"from_node": node, "reason": why}),
-            )
-            .await?;
+            // One that cannot be stored stays placed on the lost node (and is tried again);
+            // the others go on.
+            match self
+                .save(
+                    &exec,
+                    "execution.rescheduled",
+                    json!({"from_node": node, "reason": why}),
+                )
+                .await
+            {
+                Ok(()) => requeued += 1,
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        if n > 0 {
+        if requeued > 0 {
             self.wake.notify_one();
         }
-        Ok(n)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(requeued),
+        }
     }
 
     /// Executions placed on nodes lost since the last round (unhealthy or removed) go back to the
-    /// queue.
+    /// queue. A node whose work could not all be stored as requeued is kept for the next round.
     pub(crate) async fn requeue_lost(&self) -> Result<()> {
         let lost = std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut failed = None;
+        let mut again = Vec::new();
         for (node, why) in lost {
-            self.requeue_node(&node, why).await?;
+            if let Err(e) = self.requeue_node(&node, why).await {
+                failed = failed.or(Some(e));
+                again.push((node, why));
+            }
         }
-        Ok(())
+        if !again.is_empty() {
+            self.lost_nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(again);
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Note that `node` is lost; the scheduler requeues its work in its next round.

@@ -371,12 +371,12 @@ impl Sms {
         let now = now_ms();
         let timeout = self.heartbeat_timeout_ms;
         let cleanup = self.cleanup_interval_ms;
-        let (stale, dead): (Vec<Node>, Vec<String>) = {
+        let (stale, dead): (Vec<String>, Vec<String>) = {
             let nodes = self.nodes.read().await;
             let stale = nodes
                 .values()
                 .filter(|n| n.status == NodeStatus::Active && now - n.last_heartbeat_ms > timeout)
-                .cloned()
+                .map(|n| n.uuid.clone())
                 .collect();
             let dead = nodes
                 .values()
@@ -389,29 +389,75 @@ impl Sms {
             (stale, dead)
         };
         let changed = stale.len() + dead.len();
-        for mut node in stale {
+        let mut failed = None;
+        for uuid in stale {
             let _guard = self.writes.lock().await;
+            // Read again: a heartbeat may have come since the list was made.
+            let Some(mut node) = self.nodes.read().await.get(&uuid).cloned() else {
+                continue;
+            };
+            if !(node.status == NodeStatus::Active && now - node.last_heartbeat_ms > timeout) {
+                continue;
+            }
             node.status = NodeStatus::Unhealthy;
-            self.db.put(format!("node/{}", node.uuid), &node).await?;
-            self.nodes
-                .write()
-                .await
-                .insert(node.uuid.clone(), node.clone());
-            drop(_guard);
-            self.sync_target(&node).await;
-            self.events
-                .append(
-                    "node.unhealthy",
-                    &node.uuid,
-                    json!({"last_heartbeat_ms": node.last_heartbeat_ms}),
+            // The record and its event in one batch; one that cannot be stored leaves the node
+            // active, to be swept again (the others go on).
+            let stored = self
+                .events
+                .append_with(
+                    vec![crate::db::put_op(format!("node/{uuid}"), &node)?],
+                    vec![(
+                        "node.unhealthy",
+                        uuid.clone(),
+                        json!({"last_heartbeat_ms": node.last_heartbeat_ms}),
+                    )],
                 )
-                .await?;
-            self.node_lost(&node.uuid, "missed its heartbeats");
+                .await;
+            if let Err(e) = stored {
+                failed = failed.or(Some(e));
+                continue;
+            }
+            // In memory only if no heartbeat came while it was stored (a heartbeat takes no
+            // lock but the table's); one that did finds the node active, as it is, and the
+            // stored record is corrected by storing it again.
+            let current = self.nodes.write().await.update(&uuid, |n| {
+                if n.last_heartbeat_ms == node.last_heartbeat_ms {
+                    n.status = NodeStatus::Unhealthy;
+                    None
+                } else {
+                    Some(n.clone())
+                }
+            });
+            drop(_guard);
+            match current {
+                Some(None) => {
+                    self.sync_target(&node).await;
+                    self.node_lost(&uuid, "missed its heartbeats");
+                }
+                Some(Some(alive)) => {
+                    let _guard = self.writes.lock().await;
+                    let healthy = self
+                        .events
+                        .append_with(
+                            vec![crate::db::put_op(format!("node/{uuid}"), &alive)?],
+                            vec![("node.healthy", uuid.clone(), json!({}))],
+                        )
+                        .await;
+                    if let Err(e) = healthy {
+                        failed = failed.or(Some(e));
+                    }
+                }
+                None => {}
+            }
         }
         for uuid in dead {
-            self.delete_node(&uuid, "no heartbeat within the cleanup interval")
-                .await?;
+            if let Err(e) = self
+                .delete_node(&uuid, "no heartbeat within the cleanup interval")
+                .await
+            {
+                failed = failed.or(Some(e));
+            }
         }
-        Ok(changed)
+        failed.map_or(Ok(changed), Err)
     }
 }

@@ -115,7 +115,11 @@ fn request(e: &Execution) -> Request {
 impl Sms {
     /// One scheduling round; returns how many executions were assigned.
     pub async fn schedule_round(self: &Arc<Self>) -> Result<usize> {
-        self.requeue_lost().await?;
+        // A lost node's work that could not be requeued is tried again next round; placement
+        // goes on meanwhile.
+        if let Err(e) = self.requeue_lost().await {
+            tracing::debug!("requeueing work of lost nodes: {e}");
+        }
         if self.prune_soon.swap(false, Ordering::Relaxed) {
             self.prune_streams().await;
         }

@@ -166,3 +166,67 @@ async fn an_assignment_whose_write_fails_never_leaves_sms_and_goes_once_space_re
     let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
     assert_eq!(exec["state"], "assigned", "{exec}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_work_that_cannot_be_requeued_is_requeued_once_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let sb = Sandbox::new("heartbeat_timeout = 2");
+    let data = sb.path().join("data");
+    let _mount = Mount::tmpfs(&data, "16m").expect("mount a tmpfs");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, submitted) = common::post_json(
+            &c,
+            &sms,
+            "/api/v1/executions",
+            // Records larger than any room the store keeps allocated ahead.
+            &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
+                "stdin": "x".repeat(512 * 1024)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{submitted}");
+        ids.push(submitted["execution_id"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("assigned")
+            .unwrap()
+            .unwrap();
+    }
+
+    // The disk fills, then the node misses its heartbeats (it sends none): its work cannot be
+    // stored as requeued while the disk is full.
+    let filler = data.join("filler");
+    fill(&filler);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in &ids {
+        let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+        assert_eq!(exec["state"], "assigned", "{exec}");
+    }
+
+    // Space returns: every execution of the lost node is requeued, none left behind.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+            if exec["state"] == "ready" {
+                assert_eq!(exec["orphaned_on"], uuid.as_str(), "{exec}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never requeued: {exec}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
