@@ -101,14 +101,23 @@ fn counts_text(counts: &BTreeMap<String, usize>, none: &str) -> String {
 }
 
 async fn summary(client: &Client, out: Output) -> Result<i32> {
-    let (nodes, execs, plugins) = tokio::try_join!(
+    // The newest executions, and SMS's count of all of them by state (one page, not the list).
+    let newest = format!("/api/v1/executions?order=desc&limit={RECENT}");
+    let (nodes, page, plugins) = tokio::try_join!(
         client.get("/api/v1/nodes", None),
-        client.get("/api/v1/executions", None),
+        client.get(&newest, None),
         client.get("/api/v1/plugins", None),
     )?;
     let nodes = nodes["nodes"].as_array().cloned().unwrap_or_default();
-    let mut execs = execs["executions"].as_array().cloned().unwrap_or_default();
-    execs.sort_by_key(|e| std::cmp::Reverse(e["submitted_at_ms"].as_i64().unwrap_or(0)));
+    let execs = page["executions"].as_array().cloned().unwrap_or_default();
+    let by_state: BTreeMap<String, usize> = page["counts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, n)| Some((k.clone(), usize::try_from(n.as_u64()?).ok()?)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let total: usize = by_state.values().sum();
     let active: Vec<Value> = plugins["plugins"]
         .as_array()
         .into_iter()
@@ -130,12 +139,12 @@ async fn summary(client: &Client, out: Output) -> Result<i32> {
             })
         })
         .collect();
-    let (by_status, by_state) = (count(&nodes, "status"), count(&execs, "state"));
+    let by_status = count(&nodes, "status");
     match out {
         Output::Json => output::json(&json!({
             "sms": client.base(),
             "nodes": {"total": nodes.len(), "by_status": by_status},
-            "executions": {"total": execs.len(), "by_state": by_state},
+            "executions": {"total": total, "by_state": by_state},
             "plugins": active,
             "recent": recent,
         })),

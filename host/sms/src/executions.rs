@@ -258,33 +258,6 @@ impl Sms {
             .ok_or_else(|| SmsError::not_found("execution", id))
     }
 
-    /// Executions, filtered.
-    pub async fn executions(
-        &self,
-        state: Option<&str>,
-        task_id: Option<&str>,
-        node_uuid: Option<&str>,
-    ) -> Result<Vec<Execution>> {
-        let state = match state {
-            None => None,
-            Some(s) => Some(ExecState::parse(s).ok_or_else(|| {
-                SmsError::invalid("state", format!("`{s}` is not an execution state"))
-            })?),
-        };
-        let mut out: Vec<Execution> = self
-            .executions
-            .read()
-            .await
-            .values()
-            .filter(|e| state.is_none_or(|s| e.state == s))
-            .filter(|e| task_id.is_none_or(|t| t.is_empty() || e.task_id.as_deref() == Some(t)))
-            .filter(|e| node_uuid.is_none_or(|n| n.is_empty() || e.node_uuid.as_deref() == Some(n)))
-            .cloned()
-            .collect();
-        out.sort_by_key(|e| e.seq);
-        Ok(out)
-    }
-
     /// Store a changed execution and log `kind`: durable first, then in memory, then announced
     /// (a subscriber who reads the execution on hearing the event sees the change).
     pub(crate) async fn save(

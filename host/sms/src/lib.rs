@@ -25,6 +25,7 @@ pub mod listen;
 pub mod model;
 pub mod nodes;
 pub mod outbox;
+pub mod query;
 pub mod reload;
 pub mod reports;
 pub mod sched;

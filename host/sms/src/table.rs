@@ -92,6 +92,8 @@ pub struct ExecTable {
     touched: BTreeSet<String>,
     /// What the scheduler's housekeeping may have to act on.
     due: DueIndex,
+    /// How many are in each state.
+    counts: BTreeMap<&'static str, u64>,
 }
 
 /// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
@@ -148,6 +150,12 @@ impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
         self.due.update(&id, self.all.get(&id), &exec);
+        if let Some(old) = self.all.get(&id)
+            && let Some(n) = self.counts.get_mut(old.state.as_str())
+        {
+            *n -= 1;
+        }
+        *self.counts.entry(exec.state.as_str()).or_default() += 1;
         if exec.state.is_placed() {
             self.on_nodes.insert(id.clone());
         } else {
@@ -204,6 +212,11 @@ impl ExecTable {
     /// How many executions are placed (`assigned` or `running`) on each node that has any.
     pub fn placed(&self) -> &BTreeMap<String, u32> {
         &self.placed
+    }
+
+    /// How many executions are in each state (states with none may be absent or 0).
+    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
     }
 
     /// The nodes whose placed count changed since the last call (the scheduler's, which

@@ -54,16 +54,21 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         r: Request<v1::ListExecutionsRequest>,
     ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
         let r = r.into_inner();
-        let list = self
+        let page = self
             .0
-            .executions(
-                unset_if_empty(&r.state),
-                Some(&r.task_id),
-                Some(&r.node_uuid),
-            )
+            .executions(&crate::query::ExecQuery {
+                state: unset_if_empty(&r.state).map(str::to_owned),
+                task_id: Some(r.task_id),
+                node_uuid: Some(r.node_uuid),
+                since_ms: (r.since_ms != 0).then_some(r.since_ms),
+                limit: (r.limit != 0).then_some(r.limit as usize),
+                page_token: Some(r.page_token),
+                newest_first: r.newest_first,
+            })
             .await?;
         Ok(Response::new(v1::ListExecutionsResponse {
-            executions: list.into_iter().map(wire_execution).collect(),
+            executions: page.executions.into_iter().map(wire_execution).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }
 

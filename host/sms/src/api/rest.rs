@@ -244,7 +244,7 @@ pub struct UploadParams {
     pub name: Option<String>,
 }
 
-/// `?state=&task_id=&node_uuid=`.
+/// `?state=&task_id=&node_uuid=&since=&limit=&page_token=&order=` ([`crate::query`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionFilter {
@@ -255,13 +255,27 @@ pub struct ExecutionFilter {
     pub task_id: Option<String>,
     /// Only those placed on this node.
     pub node_uuid: Option<String>,
+    /// Only those submitted at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// At most this many (1 to 1000; 500 when absent).
+    pub limit: Option<usize>,
+    /// Go on from the `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    pub order: Option<String>,
 }
 
-/// A list of executions.
+/// A page of executions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionList {
     /// The executions.
     pub executions: Vec<Execution>,
+    /// Where the next page starts (pass it as `page_token`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    /// How many executions SMS holds in each state, whatever the filter.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[utoipa::path(post, path = "/api/v1/executions", request_body = Submit,
@@ -279,14 +293,33 @@ async fn list_executions(
     State(sms): State<AppState>,
     ApiQuery(f): ApiQuery<ExecutionFilter>,
 ) -> Result<Json<ExecutionList>, SmsError> {
-    let executions = sms
-        .executions(
-            f.state.as_deref(),
-            f.task_id.as_deref(),
-            f.node_uuid.as_deref(),
-        )
+    let newest_first = match f.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(SmsError::invalid(
+                "order",
+                format!("`{other}` is not asc or desc"),
+            ));
+        }
+    };
+    let page = sms
+        .executions(&crate::query::ExecQuery {
+            state: f.state,
+            task_id: f.task_id,
+            node_uuid: f.node_uuid,
+            since_ms: f.since,
+            limit: f.limit,
+            page_token: f.page_token,
+            newest_first,
+        })
         .await?;
-    Ok(Json(ExecutionList { executions }))
+    let counts = sms.executions.read().await.counts().clone();
+    Ok(Json(ExecutionList {
+        executions: page.executions,
+        next_page_token: page.next_page_token,
+        counts,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/executions/{execution_id}",

@@ -10,6 +10,7 @@ mod durability;
 mod edge;
 mod full_disk;
 mod grpc;
+mod paging;
 mod plugin_stall;
 mod races;
 mod reconnect;
