@@ -69,6 +69,8 @@ pub struct Report {
     pub result: Option<ExecResult>,
     /// Why it failed.
     pub error: String,
+    /// The attempt it reports on (the assignment's); 0 when the node does not say.
+    pub attempt: u32,
 }
 
 /// Back-off before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
@@ -369,6 +371,28 @@ impl Sms {
         // stands as long as no other node has taken the execution since.
         let orphan_here = exec.state == ExecState::Ready
             && exec.orphaned_on.as_deref() == Some(r.node_uuid.as_str());
+        if r.attempt != 0 {
+            // The attempt this report may be about: the one placed here, or (an orphan's) the
+            // one taken back from this node, whose count the requeue gave back.
+            let current = if orphan_here {
+                exec.attempt + 1
+            } else {
+                exec.attempt
+            };
+            let here = exec.node_uuid.as_deref() == Some(r.node_uuid.as_str());
+            if here && r.attempt == exec.attempt && !placed_here && !orphan_here {
+                // This node's report of this attempt was taken already (its answer was lost):
+                // acknowledged again, not taken twice.
+                return Ok(exec);
+            }
+            if r.attempt != current {
+                return Err(SmsError::Conflict(format!(
+                    "execution {} reported for attempt {}, but it is at attempt {} (a stale \
+                     report of an earlier attempt)",
+                    r.execution_id, r.attempt, exec.attempt
+                )));
+            }
+        }
         if orphan_here {
             exec.attempt += 1;
             exec.orphaned_on = None;

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod answered;
 pub mod artifacts;
 pub mod config;
 pub mod error;

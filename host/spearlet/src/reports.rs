@@ -35,6 +35,8 @@ pub struct Reporter {
     /// durable yet (taken from `fresh` or not, they are still waiting; a scan may miss them
     /// until the write is done), and those answered whose forgetting is on its way.
     unstored: Mutex<std::collections::HashSet<String>>,
+    /// Results SMS answered lately.
+    answered: Mutex<crate::answered::Answered>,
 }
 
 /// Stored reports read per turn: a long SMS outage leaves many, and a turn holds only what it
@@ -80,6 +82,7 @@ impl Reporter {
             retry,
             fresh: Mutex::new(Vec::new()),
             unstored: Mutex::new(Default::default()),
+            answered: Mutex::default(),
         })
     }
 
@@ -118,6 +121,22 @@ impl Reporter {
     /// Wake the sender (a new session may let waiting reports through).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Whether SMS answered the result of `id`'s `attempt` lately (then an assignment of that
+    /// attempt that comes again is not run again).
+    pub fn answered(&self, id: &str, attempt: u32) -> bool {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id, attempt)
+    }
+
+    fn remember(&self, report: &PendingReport) {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&report.execution_id, report.attempt);
     }
 
     /// Whether a result for `id` is waiting to be acknowledged.
@@ -292,13 +311,17 @@ impl Reporter {
         for (item, o) in chunk.into_iter().zip(outcomes) {
             let status = tonic::Status::new(tonic::Code::from(o.code), o.message);
             match status.code() {
-                tonic::Code::Ok => forget.push(item),
+                tonic::Code::Ok => {
+                    self.remember(&item.report);
+                    forget.push(item);
+                }
                 _ if transient(&status) => {
                     step = Step::Retry;
                     keep.push(item);
                 }
                 _ => {
                     tracing::warn!(execution = %item.report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                    self.remember(&item.report);
                     forget.push(item);
                 }
             }
@@ -349,7 +372,10 @@ impl Reporter {
         for Item { key, report, .. } in chunk {
             match self.send(&report).await {
                 // Forgotten beside the next report, not before it (a store commit each).
-                Ok(()) => self.forget_soon(vec![key]),
+                Ok(()) => {
+                    self.remember(&report);
+                    self.forget_soon(vec![key]);
+                }
                 Err(status) if too_large(&status) && shrink(&report).is_some() => {
                     // Over SMS's message limit: keep the head of the output, flagged.
                     let smaller = shrink(&report).expect("checked");
@@ -369,6 +395,7 @@ impl Reporter {
                 }
                 Err(status) => {
                     tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
+                    self.remember(&report);
                     self.forget_soon(vec![key]);
                 }
             }
@@ -440,6 +467,7 @@ impl Reporter {
                 success: w.success,
                 result: w.result,
                 error: w.error,
+                attempt: w.attempt,
             })
             .await
             .map(|_| ())
@@ -503,6 +531,7 @@ fn wire(r: &PendingReport) -> v1::ReportedResult {
             duration_ms: w.duration_ms,
         }),
         error: r.error.clone(),
+        attempt: r.attempt,
     }
 }
 

@@ -12,10 +12,15 @@ use crate::executors::Loaded;
 use crate::store::{PendingReport, Running, WireResult};
 
 /// Take an execution SMS placed here, unless it is already running or finished here (SMS sends
-/// placed executions again when the stream reconnects).
+/// placed executions again when the stream reconnects): running, its result waiting, or its
+/// result of this attempt answered lately.
 pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
     let id = exec.execution_id.clone();
     if agent.running().contains_key(&id) {
+        return;
+    }
+    if exec.attempt != 0 && agent.reporter.answered(&id, exec.attempt) {
+        tracing::debug!(execution = %id, attempt = exec.attempt, "already ran here: not run again");
         return;
     }
     match agent.reporter.pending(&id).await {
@@ -42,7 +47,8 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
         },
     );
     tokio::spawn(async move {
-        let report = execute(&agent, &exec, stream_epoch).await;
+        let mut report = execute(&agent, &exec, stream_epoch).await;
+        report.attempt = exec.attempt;
         finish(&agent, report).await;
     });
 }
@@ -68,6 +74,7 @@ fn failure(id: &str, error: String) -> PendingReport {
         result: None,
         error,
         start_untold: false,
+        attempt: 0,
     }
 }
 
@@ -199,7 +206,7 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
     let tier = lease.tier;
     // A start under a queue deadline is told at once: the deadline counts until SMS hears it.
     let hold_start = exec.queue_timeout_ms == 0;
-    let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start).await;
+    let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
     agent.pools.release(lease, outcome.success, broken, memory);
     tracing::info!(execution = %id, ?tier, success = outcome.success, "execution finished");
     outcome
@@ -212,6 +219,7 @@ async fn run_on(
     loaded: &Loaded,
     spec: ExecSpec,
     hold_start: bool,
+    attempt: u32,
 ) -> (PendingReport, bool, u64) {
     let id = spec.execution_id.clone();
     if silenced(agent, &id) {
@@ -240,6 +248,7 @@ async fn run_on(
         executor: loaded.name.clone(),
         handle: handle.clone(),
         started_at_ms: crate::now_ms(),
+        attempt,
     };
     // Tell SMS it started (held a moment, then batched with other starts) beside the run: the
     // result need not wait for that answer (SMS takes the start only while the execution is
@@ -328,6 +337,7 @@ pub fn report(id: &str, r: ExecResult) -> PendingReport {
         }),
         error,
         start_untold: false,
+        attempt: 0,
     }
 }
 
@@ -381,10 +391,11 @@ pub async fn recover(agent: &Arc<Agent>) {
         let agent = agent.clone();
         tokio::spawn(async move {
             let (result, _) = wait_and_destroy(&loaded, &r.handle).await;
-            let report = match result {
+            let mut report = match result {
                 Ok(res) => report(&r.execution_id, res),
                 Err(e) => failure(&r.execution_id, e),
             };
+            report.attempt = r.attempt;
             finish(&agent, report).await;
         });
     }

@@ -39,6 +39,9 @@ pub struct Running {
     pub handle: String,
     /// Milliseconds since the Unix epoch when it started.
     pub started_at_ms: u64,
+    /// The assignment's attempt (0 in records of older builds).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// A result waiting for SMS's acknowledgement.
@@ -56,6 +59,10 @@ pub struct PendingReport {
     /// goes beside the result.
     #[serde(default)]
     pub start_untold: bool,
+    /// The attempt it ran (the assignment's; 0 when unknown, in records of older builds): SMS
+    /// refuses a result of an attempt it has moved past.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// An execution result as reported (mirrors `spear.v1.ExecutionResult`).

@@ -126,6 +126,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 success: r.success,
                 result: r.result.map(result),
                 error: r.error,
+                attempt: r.attempt,
             })
             .await?;
         Ok(Response::new(v1::Ack {}))
@@ -163,6 +164,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 success: x.success,
                 result: x.result.map(result),
                 error: x.error,
+                attempt: x.attempt,
             })
             .collect();
         let done = self

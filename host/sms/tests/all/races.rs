@@ -56,6 +56,7 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
                             success: true,
                             result: Some(v1::ExecutionResult::default()),
                             error: String::new(),
+                            attempt: 0,
                         })
                         .await
                         .is_ok();
@@ -100,4 +101,83 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
     // Both sides of the deadline were exercised.
     assert!(late > 0 && late < total, "{late} of {total} came too late");
     node_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_report_of_an_earlier_attempt_is_refused_and_a_resent_one_taken_once() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let c = reqwest::Client::new();
+    let (status, e) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}, "max_attempts": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{e}");
+    let id = e["execution_id"].as_str().unwrap().to_owned();
+    let mut next = async || {
+        let a = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an assignment")
+            .unwrap()
+            .unwrap();
+        (a.session, a.execution.unwrap().attempt)
+    };
+    let report = |session: &str, attempt: u32, success: bool| v1::ReportResultRequest {
+        session: session.to_owned(),
+        node_uuid: uuid.clone(),
+        execution_id: id.clone(),
+        success,
+        result: Some(v1::ExecutionResult::default()),
+        error: if success {
+            String::new()
+        } else {
+            "boom".into()
+        },
+        attempt,
+    };
+
+    // Attempt 1 fails; the retry comes back to this node as attempt 2.
+    let (session, first) = next().await;
+    assert_eq!(first, 1);
+    execs
+        .report_result(report(&session, 1, false))
+        .await
+        .unwrap();
+    let (session, second) = next().await;
+    assert_eq!(second, 2);
+
+    // Attempt 1's report again (late, or re-sent): not taken for attempt 2.
+    let stale = execs
+        .report_result(report(&session, 1, false))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
+    assert!(stale.message().contains("attempt 1"), "{}", stale.message());
+    let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+    assert_eq!(exec["state"], "assigned", "{exec}");
+    assert_eq!(exec["attempt"], 2, "{exec}");
+
+    // Attempt 2 succeeds; its report sent again (its answer lost) is acknowledged, not taken
+    // a second time.
+    execs
+        .report_result(report(&session, 2, true))
+        .await
+        .unwrap();
+    execs
+        .report_result(report(&session, 2, true))
+        .await
+        .unwrap();
+    let exec = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+    assert_eq!(exec["state"], "succeeded", "{exec}");
+    let ends = common::events(&c, &sms)
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == id.as_str() && e["kind"] == "execution.succeeded")
+        .count();
+    assert_eq!(ends, 1);
 }

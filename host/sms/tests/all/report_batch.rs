@@ -18,6 +18,7 @@ fn ended(id: &str) -> v1::ReportedResult {
             ..Default::default()
         }),
         error: String::new(),
+        attempt: 0,
     }
 }
 

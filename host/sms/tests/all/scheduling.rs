@@ -125,6 +125,7 @@ impl FakeNode {
                             ..Default::default()
                         }),
                         error: String::new(),
+                        attempt: 0,
                     })
                     .await
                     .unwrap();

@@ -39,6 +39,9 @@ struct Fake {
     batches: Mutex<usize>,
     /// While set, every report is answered UNAVAILABLE (SMS away).
     down: std::sync::atomic::AtomicBool,
+    /// Once every execution's result is in, send the work again, same attempts (as a stream
+    /// that read it before the answers would).
+    resend: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -51,6 +54,7 @@ impl Fake {
             running_with_result: Mutex::default(),
             batches: Mutex::default(),
             down: Default::default(),
+            resend: Default::default(),
         })
     }
 
@@ -193,9 +197,34 @@ impl ExecutionService for Served {
             .filter(|a| a.cursor > after)
             .map(Ok)
             .collect();
+        let again = if self.resend.load(std::sync::atomic::Ordering::SeqCst) {
+            let fake = self.0.clone();
+            let n = sent.len() as u64;
+            let more = sent.clone();
+            futures::StreamExt::boxed(futures::StreamExt::flat_map(
+                futures::stream::once(async move {
+                    // Every result in, and answered a moment ago.
+                    while fake.results.lock().unwrap().len() < fake.work.len() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    more.into_iter().map(move |a| {
+                        a.map(|mut a| {
+                            a.cursor += n;
+                            a
+                        })
+                    })
+                }),
+                futures::stream::iter,
+            ))
+        } else {
+            futures::StreamExt::boxed(futures::stream::empty())
+        };
         // The stream stays open after the work, as SMS's does.
-        let stream =
-            futures::StreamExt::chain(futures::stream::iter(sent), futures::stream::pending());
+        let stream = futures::StreamExt::chain(
+            futures::StreamExt::chain(futures::stream::iter(sent), again),
+            futures::stream::pending(),
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -276,6 +305,7 @@ impl ExecutionService for Served {
                     success: x.success,
                     result: x.result.clone(),
                     error: x.error.clone(),
+                    attempt: x.attempt,
                 });
         }
         Ok(Response::new(v1::ReportBatchResponse {
@@ -507,4 +537,32 @@ async fn a_start_is_held_and_goes_beside_the_result_of_an_execution_that_ends_me
         assert!(!beside.contains(id), "{id} was told alone: {beside:?}");
     }
     assert_eq!(told.len(), all.len(), "each start once: {told:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_sent_again_after_its_result_was_answered_is_not_run_twice() {
+    let ids: Vec<String> = (0..5).map(|i| format!("again-{i}")).collect();
+    let marks = tempfile::tempdir().unwrap();
+    let fake = Fake::new(
+        Mode::Limit(usize::MAX),
+        ids.iter()
+            .map(|id| {
+                let mark = marks.path().join(id);
+                shell(id, &format!("echo ran >> {}", mark.display()))
+            })
+            .collect(),
+    );
+    fake.resend.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_cluster, node) = run_against(fake.clone(), None).await;
+    results_for(&fake, &ids, &node).await;
+    // The work comes again 300 ms after the last answer; give a second run time to show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let results = fake.results.lock().unwrap();
+    for id in &ids {
+        let told = &results[id];
+        assert_eq!(told.len(), 1, "{id} reported once: {told:?}");
+        assert_eq!(told[0].attempt, 1, "{id}: the attempt goes with its result");
+        let ran = std::fs::read_to_string(marks.path().join(id)).unwrap();
+        assert_eq!(ran, "ran\n", "{id} ran once");
+    }
 }
