@@ -205,6 +205,7 @@ impl Sms {
             priority,
             node_uuid: None,
             attempt: 0,
+            requeued: 0,
             max_attempts,
             timeout_ms: req.timeout_ms.unwrap_or(60_000),
             depends_on: req.depends_on,
@@ -373,12 +374,8 @@ impl Sms {
             && exec.orphaned_on.as_deref() == Some(r.node_uuid.as_str());
         if r.attempt != 0 {
             // The attempt this report may be about: the one placed here, or (an orphan's) the
-            // one taken back from this node, whose count the requeue gave back.
-            let current = if orphan_here {
-                exec.attempt + 1
-            } else {
-                exec.attempt
-            };
+            // one taken back from this node (no other has been placed since).
+            let current = exec.attempt;
             let here = exec.node_uuid.as_deref() == Some(r.node_uuid.as_str());
             if here && r.attempt == exec.attempt && !placed_here && !orphan_here {
                 // This node's report of this attempt was taken already (its answer was lost):
@@ -394,7 +391,8 @@ impl Sms {
             }
         }
         if orphan_here {
-            exec.attempt += 1;
+            // It ran to its end after all: it counts again.
+            exec.requeued = exec.requeued.saturating_sub(1);
             exec.orphaned_on = None;
             exec.node_uuid = Some(r.node_uuid.clone());
         } else if !placed_here {
@@ -423,10 +421,10 @@ impl Sms {
             exec.state = ExecState::Succeeded;
             exec.error = None;
             "execution.succeeded"
-        } else if exec.attempt < exec.max_attempts {
+        } else if exec.spent() < exec.max_attempts {
             exec.state = ExecState::Ready;
             exec.error = Some(r.error.clone());
-            exec.not_before_ms = now + backoff_ms(exec.attempt);
+            exec.not_before_ms = now + backoff_ms(exec.spent());
             "execution.retrying"
         } else {
             exec.state = ExecState::Failed;
@@ -475,30 +473,11 @@ impl Sms {
         let mut requeued = 0;
         let mut failed = None;
         for id in lost {
-            let _owned = self.exec_locks.lock(&id).await;
-            // Read again as its owner: a report may have finished it meanwhile.
-            let Ok(mut exec) = self.execution(&id).await else {
-                continue;
-            };
-            if !(exec.state.is_placed() && exec.node_uuid.as_deref() == Some(node)) {
-                continue;
-            }
-            exec.state = ExecState::Ready;
-            exec.attempt = exec.attempt.saturating_sub(1);
-            exec.error = Some(format!("node {node} lost: {why}"));
-            exec.orphaned_on = Some(node.to_owned());
-            exec.updated_at_ms = now_ms();
             // One that cannot be stored stays placed on the lost node (and is tried again);
             // the others go on.
-            match self
-                .save(
-                    &exec,
-                    "execution.rescheduled",
-                    json!({"from_node": node, "reason": why}),
-                )
-                .await
-            {
-                Ok(()) => requeued += 1,
+            match self.requeue_one(&id, node, why).await {
+                Ok(true) => requeued += 1,
+                Ok(false) => {}
                 Err(e) => failed = failed.or(Some(e)),
             }
         }
@@ -511,13 +490,48 @@ impl Sms {
         }
     }
 
+    /// Put execution `id` back in the queue if it is still placed on `node` (which is lost, or
+    /// cannot be sent it): true when it was. The attempt does not count against it.
+    pub(crate) async fn requeue_one(&self, id: &str, node: &str, why: &str) -> Result<bool> {
+        let _owned = self.exec_locks.lock(id).await;
+        // Read again as its owner: a report may have finished it meanwhile.
+        let Ok(mut exec) = self.execution(id).await else {
+            return Ok(false);
+        };
+        if !(exec.state.is_placed() && exec.node_uuid.as_deref() == Some(node)) {
+            return Ok(false);
+        }
+        exec.state = ExecState::Ready;
+        exec.requeued += 1;
+        exec.error = Some(format!("node {node} lost: {why}"));
+        exec.orphaned_on = Some(node.to_owned());
+        exec.updated_at_ms = now_ms();
+        self.save(
+            &exec,
+            "execution.rescheduled",
+            json!({"from_node": node, "reason": why}),
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Executions placed on nodes lost since the last round (unhealthy or removed) go back to the
-    /// queue. A node whose work could not all be stored as requeued is kept for the next round.
+    /// queue. A node whose work could not all be stored as requeued is kept for the next round;
+    /// one that is back (a heartbeat revived it) keeps its work, which it is running.
     pub(crate) async fn requeue_lost(&self) -> Result<()> {
         let lost = std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
         let mut failed = None;
         let mut again = Vec::new();
         for (node, why) in lost {
+            let back = self
+                .nodes
+                .read()
+                .await
+                .get(&node)
+                .is_some_and(|n| n.status == crate::model::NodeStatus::Active);
+            if back {
+                continue;
+            }
             if let Err(e) = self.requeue_node(&node, why).await {
                 failed = failed.or(Some(e));
                 again.push((node, why));

@@ -379,8 +379,13 @@ pub struct Execution {
     pub priority: Priority,
     /// The node it is (or was last) placed on.
     pub node_uuid: Option<String>,
-    /// Attempts started.
+    /// Attempts started: each placement takes the next number (an attempt id a node reports
+    /// with).
     pub attempt: u32,
+    /// Of those, the ones that went back to the queue through no fault of their own (their
+    /// node was lost, or SMS restarted): they do not count against `max_attempts`.
+    #[serde(default)]
+    pub requeued: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
     /// Wall-clock limit per attempt (0: none).
@@ -420,4 +425,11 @@ pub struct Execution {
     /// restarted). That node's late result is still taken while no other node has it.
     #[serde(default)]
     pub orphaned_on: Option<String>,
+}
+
+impl Execution {
+    /// Attempts that count against `max_attempts` (those not [`requeued`](Self::requeued)).
+    pub fn spent(&self) -> u32 {
+        self.attempt.saturating_sub(self.requeued)
+    }
 }

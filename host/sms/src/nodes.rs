@@ -428,14 +428,15 @@ impl Sms {
                     Some(n.clone())
                 }
             });
-            drop(_guard);
             match current {
                 Some(None) => {
+                    drop(_guard);
                     self.sync_target(&node).await;
                     self.node_lost(&uuid, "missed its heartbeats");
                 }
+                // Still under the write lock: no other change of the node's record came
+                // between the heartbeat's copy and this write.
                 Some(Some(alive)) => {
-                    let _guard = self.writes.lock().await;
                     let healthy = self
                         .events
                         .append_with(

@@ -7,7 +7,7 @@
 //! [`Sms::connect_node`] (the round sends it once stored). Both look at the marks and the
 //! streams under one lock, so an assignment is sent exactly once, by one or the other.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::mpsc;
 
@@ -47,7 +47,9 @@ pub(crate) enum Dispatch {
 #[derive(Default)]
 pub(crate) struct Outboxes {
     pub(crate) boxes: BTreeMap<String, Outbox>,
-    storing: HashSet<String>,
+    /// Execution id → the attempt being stored (a later round may store another attempt of it,
+    /// placed elsewhere, before the earlier one's task looks at it).
+    storing: HashMap<String, u32>,
 }
 
 /// An assignment the scheduler queued for storage, to send once it is durable.
@@ -106,7 +108,7 @@ impl Sms {
                 .filter(|e| {
                     e.state.is_placed()
                         && e.node_uuid.as_deref() == Some(uuid)
-                        && !outboxes.storing.contains(&e.execution_id)
+                        && outboxes.storing.get(&e.execution_id) != Some(&e.attempt)
                 })
                 .cloned()
                 .collect();
@@ -178,9 +180,14 @@ impl Sms {
             .send(self, node, execution, cancel)
     }
 
-    /// Mark `id` as being stored: a reconnecting node is not sent it (its round will).
-    pub(crate) async fn storing(&self, id: &str) {
-        self.outboxes.lock().await.storing.insert(id.to_owned());
+    /// Mark the assignment `exec` as being stored: a reconnecting node is not sent it (its
+    /// round will).
+    pub(crate) async fn storing(&self, exec: &Execution) {
+        self.outboxes
+            .lock()
+            .await
+            .storing
+            .insert(exec.execution_id.clone(), exec.attempt);
     }
 
     /// Wait until the round's assignments are durable, then send each that is still as it was
@@ -190,6 +197,7 @@ impl Sms {
     /// a reconnecting node.
     pub(crate) async fn send_stored(&self, round: Vec<Stored>) -> usize {
         let mut placed = 0;
+        let mut unsent = Vec::new();
         for mut s in round {
             let id = s.assigned.execution_id.clone();
             let node = s.assigned.node_uuid.clone().unwrap_or_default();
@@ -201,7 +209,10 @@ impl Sms {
                     && now.node_uuid == s.assigned.node_uuid
             });
             let mut outboxes = self.outboxes.lock().await;
-            outboxes.storing.remove(&id);
+            // Only its own mark: a later round may have marked the execution again.
+            if outboxes.storing.get(&id) == Some(&s.assigned.attempt) {
+                outboxes.storing.remove(&id);
+            }
             if let Err(e) = durable {
                 drop(outboxes);
                 // (The storage's failures are reported once per burst by its health.)
@@ -225,14 +236,27 @@ impl Sms {
                 Dispatch::Sent | Dispatch::NotConnected => placed += 1,
                 Dispatch::Full => {
                     // A stream holding OUTBOX_CAPACITY unread messages: its Spearlet is not
-                    // reading. Closing it makes the Spearlet reconnect and be sent all it holds.
+                    // reading. Closing it makes the Spearlet reconnect (and be sent all it
+                    // holds); this execution goes back to the queue meanwhile.
                     tracing::warn!(node = %node, "assignment stream full: closed");
                     outboxes.boxes.remove(&node);
-                    placed += 1;
+                    unsent.push((id, node));
                 }
             }
             drop(outboxes);
+            drop(_owned);
             s.write.announce();
+        }
+        for (id, node) in unsent {
+            if let Err(e) = self
+                .requeue_one(&id, &node, "its assignment stream was full")
+                .await
+            {
+                tracing::warn!(execution = %id, "cannot requeue: {e}");
+            }
+            if let Ok(n) = self.node(&node).await {
+                self.sync_target(&n).await;
+            }
         }
         placed
     }

@@ -201,16 +201,25 @@ impl Sms {
             exec.orphaned_on = None;
             // Queued while the execution is owned, so every later write of it is stored after
             // this one; the storage commits the round's writes together, and the assignment
-            // leaves SMS only once they are durable ([`crate::outbox`]).
-            self.storing(&id).await;
-            let write = self.events.queue(
-                vec![put(&exec)?],
-                vec![(
-                    "execution.assigned",
-                    id.clone(),
-                    json!({"node_uuid": node, "attempt": exec.attempt}),
-                )],
-            )?;
+            // leaves SMS only once they are durable ([`crate::outbox`]). (A write that cannot
+            // even be queued ends the round: what it placed so far is still sent.)
+            let write = match put(&exec).and_then(|op| {
+                self.events.queue(
+                    vec![op],
+                    vec![(
+                        "execution.assigned",
+                        id.clone(),
+                        json!({"node_uuid": node, "attempt": exec.attempt}),
+                    )],
+                )
+            }) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.send_later(round);
+                    return Err(e);
+                }
+            };
+            self.storing(&exec).await;
             self.executions.write().await.insert(id, exec.clone());
             round.push(crate::outbox::Stored {
                 before: picked,
@@ -218,14 +227,19 @@ impl Sms {
                 write,
             });
         }
-        // The next round need not wait for this one's commit: its executions are already
-        // assigned in memory (they take room, and no round picks them again).
         let n = round.len();
-        if n > 0 {
+        self.send_later(round);
+        Ok(n)
+    }
+
+    /// Send `round` once its writes are durable, in a task of its own: the next round need not
+    /// wait for this one's commit (its executions are already assigned in memory: they take
+    /// room, and no round picks them again).
+    fn send_later(self: &Arc<Self>, round: Vec<crate::outbox::Stored>) {
+        if !round.is_empty() {
             let sms = self.clone();
             tokio::spawn(async move { sms.send_stored(round).await });
         }
-        Ok(n)
     }
 
     /// Time out overdue attempts and executions that waited too long to start; release or fail
@@ -308,9 +322,9 @@ impl Sms {
                         "attempt {} ran past its {} ms timeout on node {node}",
                         exec.attempt, exec.timeout_ms
                     ));
-                    let kind = if exec.attempt < exec.max_attempts {
+                    let kind = if exec.spent() < exec.max_attempts {
                         exec.state = ExecState::Ready;
-                        exec.not_before_ms = now + backoff_ms(exec.attempt);
+                        exec.not_before_ms = now + backoff_ms(exec.spent());
                         "execution.retrying"
                     } else {
                         exec.state = ExecState::TimedOut;

@@ -131,7 +131,7 @@ impl Sms {
         for mut e in db.load_all::<Execution>("exec/").await? {
             if e.state.is_placed() {
                 e.state = ExecState::Ready;
-                e.attempt = e.attempt.saturating_sub(1);
+                e.requeued += 1;
                 e.error = Some("SMS restarted while it was placed".into());
                 e.orphaned_on = e.node_uuid.clone();
                 requeue.push(e.clone());

@@ -298,6 +298,7 @@ pub(crate) mod tests_support {
             priority: Default::default(),
             node_uuid: None,
             attempt: 0,
+            requeued: 0,
             max_attempts: 1,
             timeout_ms: 0,
             depends_on: vec![],

@@ -321,7 +321,6 @@ impl Reporter {
                 }
                 _ => {
                     tracing::warn!(execution = %item.report.execution_id, error = %status.message(), "SMS refused the result; dropped");
-                    self.remember(&item.report);
                     forget.push(item);
                 }
             }
@@ -395,7 +394,6 @@ impl Reporter {
                 }
                 Err(status) => {
                     tracing::warn!(execution = %report.execution_id, error = %status.message(), "SMS refused the result; dropped");
-                    self.remember(&report);
                     self.forget_soon(vec![key]);
                 }
             }

@@ -19,14 +19,16 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
     if agent.running().contains_key(&id) {
         return;
     }
-    if exec.attempt != 0 && agent.reporter.answered(&id, exec.attempt) {
-        tracing::debug!(execution = %id, attempt = exec.attempt, "already ran here: not run again");
-        return;
-    }
     match agent.reporter.pending(&id).await {
         Ok(true) => return,
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "cannot read pending reports"),
+    }
+    // After the pending check: a result is remembered as answered before it stops pending, so
+    // one answered meanwhile is seen here.
+    if exec.attempt != 0 && agent.reporter.answered(&id, exec.attempt) {
+        tracing::debug!(execution = %id, attempt = exec.attempt, "already ran here: not run again");
+        return;
     }
     let ty = exec
         .executable

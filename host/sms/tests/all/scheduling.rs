@@ -360,7 +360,13 @@ async fn work_on_a_lost_node_is_rescheduled_on_another() {
     .await;
     let done = wait_state(&c, &sms, &id, "succeeded").await;
     assert_eq!(done["node_uuid"], good.uuid.as_str());
-    assert_eq!(done["attempt"], 1, "a lost node does not use up an attempt");
+    // A lost node does not use up an attempt: the second placement is attempt 2 (attempt ids
+    // are never reused), the first counted as requeued, not spent.
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_eq!(
+        done["requeued"], 1,
+        "a lost node does not use up an attempt: {done}"
+    );
     let node: Value = c
         .get(sms.url(&format!("/api/v1/nodes/{}", lost.uuid)))
         .send()

@@ -233,7 +233,8 @@ async fn sigterm_drains_finishes_short_work_hands_back_long_work_and_deregisters
         ["ready", "pending"].contains(&e["state"].as_str().unwrap()),
         "{e}"
     );
-    assert_eq!(e["attempt"], 0, "{e}");
+    assert_eq!(e["attempt"], 1, "{e}");
+    assert_eq!(e["requeued"], 1, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
