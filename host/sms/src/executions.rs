@@ -382,7 +382,12 @@ impl Sms {
                 // acknowledged again, not taken twice.
                 return Ok(exec);
             }
-            if r.attempt != current {
+            // An earlier attempt's result from the node that holds a later one it has not
+            // started (placed there again after an SMS restart or a stall, it kept the earlier
+            // run's result, and so did not start the later one): that run is the execution's.
+            let earlier_here =
+                placed_here && exec.state == ExecState::Assigned && r.attempt < exec.attempt;
+            if r.attempt != current && !earlier_here {
                 return Err(SmsError::Conflict(format!(
                     "execution {} reported for attempt {}, but it is at attempt {} (a stale \
                      report of an earlier attempt)",
