@@ -206,6 +206,7 @@ impl Sms {
             node_uuid: None,
             attempt: 0,
             requeued: 0,
+            ended_attempt: 0,
             max_attempts,
             timeout_ms: req.timeout_ms.unwrap_or(60_000),
             depends_on: req.depends_on,
@@ -377,16 +378,19 @@ impl Sms {
             // one taken back from this node (no other has been placed since).
             let current = exec.attempt;
             let here = exec.node_uuid.as_deref() == Some(r.node_uuid.as_str());
-            if here && r.attempt == exec.attempt && !placed_here && !orphan_here {
+            if here && r.attempt == exec.ended_attempt && !placed_here && !orphan_here {
                 // This node's report of this attempt was taken already (its answer was lost):
                 // acknowledged again, not taken twice.
                 return Ok(exec);
             }
-            // An earlier attempt's result from the node that holds a later one it has not
-            // started (placed there again after an SMS restart or a stall, it kept the earlier
-            // run's result, and so did not start the later one): that run is the execution's.
-            let earlier_here =
-                placed_here && exec.state == ExecState::Assigned && r.attempt < exec.attempt;
+            // The result of an earlier attempt that never ended here, from the node that holds
+            // a later one it has not started (placed there again after an SMS restart, it kept
+            // the earlier run's result, and so did not start the later one): that run is the
+            // execution's.
+            let earlier_here = placed_here
+                && exec.state == ExecState::Assigned
+                && r.attempt < exec.attempt
+                && r.attempt > exec.ended_attempt;
             if r.attempt != current && !earlier_here {
                 return Err(SmsError::Conflict(format!(
                     "execution {} reported for attempt {}, but it is at attempt {} (a stale \
@@ -421,6 +425,11 @@ impl Sms {
             events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
         }
         exec.result = r.result;
+        exec.ended_attempt = if r.attempt != 0 {
+            r.attempt
+        } else {
+            exec.attempt
+        };
         exec.updated_at_ms = now;
         let kind = if r.success {
             exec.state = ExecState::Succeeded;

@@ -386,6 +386,9 @@ pub struct Execution {
     /// node was lost, or SMS restarted): they do not count against `max_attempts`.
     #[serde(default)]
     pub requeued: u32,
+    /// The last attempt that ended in SMS (its result taken, or timed out); 0: none yet.
+    #[serde(default)]
+    pub ended_attempt: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
     /// Wall-clock limit per attempt (0: none).

@@ -318,6 +318,7 @@ impl Sms {
                     let node = exec.node_uuid.clone().unwrap_or_default();
                     let _ = self.dispatch(&node, exec.clone(), true).await;
                     exec.updated_at_ms = now;
+                    exec.ended_attempt = exec.attempt;
                     exec.error = Some(format!(
                         "attempt {} ran past its {} ms timeout on node {node}",
                         exec.attempt, exec.timeout_ms
