@@ -67,7 +67,9 @@ impl Sms {
     /// One page of the executions `q` asks for.
     pub async fn executions(&self, q: &ExecQuery) -> Result<Page> {
         let limit = q.limit()?;
-        let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        // (An empty state is no state: refused, as the schema says; gRPC callers leave it
+        // unset instead.)
+        let state = match q.state.as_deref() {
             None => None,
             Some(s) => Some(ExecState::parse(s).ok_or_else(|| {
                 SmsError::invalid("state", format!("`{s}` is not an execution state"))

@@ -95,6 +95,7 @@ async fn executions_are_listed_a_page_at_a_time_in_submission_order() {
         ("limit=1001", "limit"),
         ("order=sideways", "order"),
         ("state=lost", "state"),
+        ("state=", "state"),
     ] {
         let r = c
             .get(sms.url(&format!("/api/v1/executions?{query}")))
