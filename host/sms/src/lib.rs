@@ -31,5 +31,6 @@ pub mod reports;
 pub mod sched;
 pub mod server;
 pub mod service;
+pub mod state_metrics;
 pub mod table;
 pub mod tasks;

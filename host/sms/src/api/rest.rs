@@ -443,11 +443,9 @@ async fn healthz(State(sms): State<AppState>) -> Response {
 }
 
 async fn metrics(State(sms): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sms.plugins().telemetry().render(),
-    )
-        .into_response()
+    let mut text = sms.plugins().telemetry().render();
+    text.push_str(&sms.state_metrics().await);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -70,6 +70,25 @@ async fn executions_are_listed_a_page_at_a_time_in_submission_order() {
     let page = common::get_json(&c, &sms, "/api/v1/executions?limit=10").await;
     assert_eq!(ids_of(&page), everything[..10]);
     assert_eq!(page["counts"]["ready"], 25, "{}", page["counts"]);
+    // The same counts on /metrics, with the nodes by status.
+    common::register_wasm_node(&sms, 1).await;
+    let metrics = c
+        .get(sms.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "sms_executions{state=\"ready\"} 25",
+        "sms_executions{state=\"succeeded\"} 0",
+        "sms_ready_queue_depth 25",
+        "sms_nodes{status=\"active\"} 1",
+        "sms_nodes{status=\"unhealthy\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let (all, pages) = follow(&c, &sms, "limit=10").await;
     assert_eq!(all, everything);
     assert_eq!(pages, 3);
