@@ -413,8 +413,10 @@ impl Agent {
                 }
             }
             let since = *lost_since.get_or_insert_with(Instant::now);
+            // Never while work runs here: its result would wait for a restart to be sent.
             if let Some(limit) = give_up
                 && since.elapsed() >= limit
+                && self.running().is_empty()
             {
                 let why = format!(
                     "SMS at {} unreachable for {} ms (spearlet.reconnect_total_timeout_ms); giving up",

@@ -258,7 +258,7 @@ heartbeat_interval = 5
 cleanup_interval = 300
 sms_connect_timeout_ms = 15000
 sms_connect_retry_ms = 500
-reconnect_total_timeout_ms = 300000
+reconnect_total_timeout_ms = 0
 start_report_delay_ms = 3
 
 [spearlet.grpc]

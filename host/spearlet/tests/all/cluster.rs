@@ -534,3 +534,46 @@ async fn a_cancel_sent_while_a_node_stood_still_still_stops_the_work() {
     }
     alpha.kill_9();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_reconnect_limit_the_spearlet_outlasts_it_while_work_runs_then_exits_3() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let config = c.spearlet_config("limited", "").replace(
+        "[spearlet]\n",
+        "[spearlet]\nreconnect_total_timeout_ms = 500\n",
+    );
+    let mut s = c.spearlet_from("limited", &sms, &config);
+    sms.node_status(&s.node, "active", LONG).await;
+    let go = c.path().join("go");
+    let id = sms
+        .sh(
+            &format!("while [ ! -f {} ]; do sleep 0.05; done", go.display()),
+            json!({"timeout_ms": 0}),
+        )
+        .await;
+    let deadline = Instant::now() + LONG;
+    while sms.execution(&id).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sms.kill_9();
+    // SMS is away four times the limit: the Spearlet stays while its execution runs.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "exited while work ran:\n{}",
+        s.log()
+    );
+    // The work ends: now it gives up, with status 3.
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never gave up:\n{}", s.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(3), "{}", s.log());
+}
