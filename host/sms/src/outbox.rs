@@ -193,10 +193,8 @@ impl Sms {
     /// Wait until the round's assignments are durable, then send each that is still as it was
     /// assigned (a cancel or a lost node may have changed it meanwhile: then it is not sent).
     /// One whose write failed is put back in memory as it was before (storage never saw it
-    /// assigned), to be placed again in a later round. Returns how many were sent or left to
-    /// a reconnecting node.
-    pub(crate) async fn send_stored(&self, round: Vec<Stored>) -> usize {
-        let mut placed = 0;
+    /// assigned), to be placed again in a later round.
+    pub(crate) async fn send_stored(&self, round: Vec<Stored>) {
         let mut unsent = Vec::new();
         for mut s in round {
             let id = s.assigned.execution_id.clone();
@@ -233,7 +231,7 @@ impl Sms {
             }
             match outboxes.send(self, &node, s.assigned, false) {
                 // Not connected: sent when the node reconnects (or requeued when it is lost).
-                Dispatch::Sent | Dispatch::NotConnected => placed += 1,
+                Dispatch::Sent | Dispatch::NotConnected => {}
                 Dispatch::Full => {
                     // A stream holding OUTBOX_CAPACITY unread messages: its Spearlet is not
                     // reading. Closing it makes the Spearlet reconnect (and be sent all it
@@ -258,6 +256,5 @@ impl Sms {
                 self.sync_target(&n).await;
             }
         }
-        placed
     }
 }

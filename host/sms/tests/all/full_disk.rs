@@ -105,6 +105,21 @@ async fn a_full_disk_makes_writes_fail_healthz_unhealthy_and_one_warning_per_bur
     assert_eq!(warnings.len(), 1, "{log}");
 }
 
+/// Submit an execution whose record (stdin included) is larger than any room the store keeps
+/// allocated ahead, so that storing it needs free space; its id.
+async fn submit_large(c: &reqwest::Client, sms: &common::Sms) -> String {
+    let (status, submitted) = common::post_json(
+        c,
+        sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
+            "stdin": "x".repeat(512 * 1024)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{submitted}");
+    submitted["execution_id"].as_str().unwrap().to_owned()
+}
+
 /// Fill the filesystem of `filler` until not one more byte can be written.
 fn fill(filler: &Path) {
     use std::io::Write;
@@ -127,17 +142,7 @@ async fn an_assignment_whose_write_fails_never_leaves_sms_and_goes_once_space_re
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
     let uuid = common::register_wasm_node(&sms, 4).await;
-    let (status, submitted) = common::post_json(
-        &c,
-        &sms,
-        "/api/v1/executions",
-        // Its record (stdin included) is larger than any room the store keeps allocated ahead.
-        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
-            "stdin": "x".repeat(512 * 1024)}),
-    )
-    .await;
-    assert_eq!(status, 201, "{submitted}");
-    let id = submitted["execution_id"].as_str().unwrap().to_owned();
+    let id = submit_large(&c, &sms).await;
 
     // The disk fills before the node connects: the round that places the execution cannot
     // store it, so the node must not be sent it (it would run work SMS has no record of).
@@ -190,20 +195,7 @@ async fn a_lost_nodes_work_that_cannot_be_requeued_is_requeued_once_space_return
     let c = reqwest::Client::new();
     let uuid = common::register_wasm_node(&sms, 4).await;
     let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let (status, submitted) = common::post_json(
-            &c,
-            &sms,
-            "/api/v1/executions",
-            // Records larger than any room the store keeps allocated ahead.
-            &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
-                "stdin": "x".repeat(512 * 1024)}),
-        )
-        .await;
-        assert_eq!(status, 201, "{submitted}");
-        ids.push(submitted["execution_id"].as_str().unwrap().to_owned());
-    }
+    let ids = [submit_large(&c, &sms).await, submit_large(&c, &sms).await];
     for _ in 0..2 {
         tokio::time::timeout(Duration::from_secs(10), stream.next())
             .await

@@ -72,14 +72,7 @@ async fn executions_are_listed_a_page_at_a_time_in_submission_order() {
     assert_eq!(page["counts"]["ready"], 25, "{}", page["counts"]);
     // The same counts on /metrics, with the nodes by status.
     common::register_wasm_node(&sms, 1).await;
-    let metrics = c
-        .get(sms.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&c, &sms, "/metrics").await;
     for line in [
         "sms_executions{state=\"ready\"} 25",
         "sms_executions{state=\"succeeded\"} 0",

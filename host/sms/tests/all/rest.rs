@@ -560,14 +560,7 @@ async fn openapi_swagger_metrics_health_and_admin_are_served() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let metrics = c
-        .get(sms.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&c, &sms, "/metrics").await;
     assert!(metrics.contains("spear_plugin_reloads_total"), "{metrics}");
     let plugins: Value = c
         .get(sms.url("/api/v1/plugins"))

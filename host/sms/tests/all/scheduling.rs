@@ -596,14 +596,7 @@ async fn a_strategy_swap_under_a_stream_of_submissions_fails_no_placement() {
         .filter(|e| e["kind"] == "activated")
         .count();
     assert!(swaps >= 4, "the strategy was swapped: {swaps}");
-    let metrics = c
-        .get(sms.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&c, &sms, "/metrics").await;
     assert!(
         !metrics.contains("spear_plugin_fallback_decisions_total{role=\"scheduler\"}"),
         "{metrics}"

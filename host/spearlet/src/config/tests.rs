@@ -33,6 +33,10 @@ fn layers_defaults_env_file_flags_in_that_order() {
     assert_eq!(c.spearlet.heartbeat_interval, 9);
     assert_eq!(c.spearlet.storage.data_dir, dir.path().join("state"));
     assert_eq!(c.executors.enabled, ["wasm", "process", "container"]);
+    assert_eq!(
+        c.spearlet.reconnect_total_timeout_ms, 0,
+        "retries forever by default"
+    );
 }
 
 #[test]

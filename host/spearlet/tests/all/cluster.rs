@@ -396,11 +396,7 @@ async fn a_result_finished_while_sms_is_down_is_delivered_after_it_returns() {
             json!({"timeout_ms": 0}),
         )
         .await;
-    let deadline = Instant::now() + LONG;
-    while sms.execution(&id).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sms.running(&id, LONG).await;
     sms.kill_9();
     // The execution finishes while SMS is away: its result waits in the Spearlet's store.
     std::fs::write(&go, "").unwrap();
@@ -552,11 +548,7 @@ async fn with_a_reconnect_limit_the_spearlet_outlasts_it_while_work_runs_then_ex
             json!({"timeout_ms": 0}),
         )
         .await;
-    let deadline = Instant::now() + LONG;
-    while sms.execution(&id).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sms.running(&id, LONG).await;
     sms.kill_9();
     // SMS is away four times the limit: the Spearlet stays while its execution runs.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -177,6 +177,18 @@ fn unsafe_kill(pid: u32, signal: i32) {
     assert!(status.success());
 }
 
+/// The body of `GET path`, as text.
+#[allow(dead_code)]
+pub async fn get_text(c: &reqwest::Client, sms: &Sms, path: &str) -> String {
+    c.get(sms.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The event log as stored now (`GET /api/v1/events?follow=false`), each event as JSON.
 pub async fn events(c: &reqwest::Client, sms: &Sms) -> Vec<serde_json::Value> {
     let log = c

@@ -315,6 +315,15 @@ impl Sms {
         self.get(&format!("/api/v1/executions/{id}")).await
     }
 
+    /// Wait until the execution is running.
+    pub async fn running(&self, id: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.execution(id).await["state"] != "running" {
+            assert!(Instant::now() < deadline, "execution {id} never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Wait until the execution reaches a terminal state; returns it.
     pub async fn finished(&self, id: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
