@@ -129,6 +129,9 @@ pub struct SmsConfig {
     /// `[dispatch]`: how much work a node may hold ([`crate::dispatch`]).
     #[serde(default)]
     pub dispatch: crate::dispatch::DispatchConfig,
+    /// `[retention]`: how long finished executions and events are kept ([`crate::retention`]).
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
     /// State storage.
     pub database: Database,
     /// Logging.
@@ -321,6 +324,7 @@ impl SmsConfig {
         problems.check(self.http.max_body_bytes());
         problems.check(self.grpc.limits());
         problems.check(self.dispatch.validate());
+        self.retention.validate(problems);
         if self.heartbeat_timeout == 0 {
             problems.invalid("heartbeat_timeout", "must be at least 1 second");
         }

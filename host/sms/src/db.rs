@@ -9,6 +9,7 @@
 //! | prefix | record |
 //! |---|---|
 //! | `node/<uuid>` | [`Node`](crate::model::Node) |
+//! | `exec/<id>`, `done/<id>`, `done-rev/…` | [`Execution`](crate::model::Execution)s ([`crate::history`]) |
 //! | `task/<id>` | [`Task`](crate::model::Task) |
 //! | `file/<id>` | [`FileMeta`](crate::model::FileMeta) |
 //! | `event/<cursor, 20 digits>` | [`Event`](crate::model::Event) |
@@ -119,6 +120,26 @@ impl Db {
         .await
     }
 
+    /// The records at `keys` that exist, in the order of `keys` (one trip to a blocking thread).
+    pub async fn get_many<T: DeserializeOwned + Send + 'static>(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<T>> {
+        self.blocking(move |b| {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(v) = b.get(key.as_bytes()).map_err(storage)? {
+                    out.push(
+                        serde_json::from_slice(&v)
+                            .map_err(|e| storage(format!("corrupt record {key}: {e}")))?,
+                    );
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Store `value` at `key`.
     pub async fn put<T: Serialize>(&self, key: String, value: &T) -> Result<()> {
         self.write(vec![put_op(key, value)?]).await
@@ -175,6 +196,29 @@ impl Db {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Up to `limit` keys under `prefix` after the key `after`, in key order (values unread).
+    pub async fn keys(
+        &self,
+        prefix: &'static str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        self.blocking(move |b| {
+            let page = b
+                .scan(
+                    prefix.as_bytes(),
+                    after.as_deref().map(str::as_bytes),
+                    limit,
+                )
+                .map_err(storage)?;
+            Ok(page
+                .into_iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+                .collect())
         })
         .await
     }

@@ -137,6 +137,11 @@ impl DueIndex {
         }
     }
 
+    /// Whether pending executions wait on `id`.
+    pub fn has_waiters(&self, id: &str) -> bool {
+        self.waiters.contains_key(id)
+    }
+
     /// Whether the index holds nothing (it empties as executions end).
     #[cfg(test)]
     fn is_empty(&self) -> bool {

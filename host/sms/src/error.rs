@@ -45,6 +45,17 @@ pub enum SmsError {
     /// The token's role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// What the request asks for was removed by retention (the event log's history before a
+    /// cursor).
+    #[error(
+        "compacted: the events after cursor {after} were removed by retention; resume from cursor {resume_from}"
+    )]
+    Compacted {
+        /// The cursor asked to resume after.
+        after: u64,
+        /// The cursor to resume after instead (the last one removed).
+        resume_from: u64,
+    },
 }
 
 impl SmsError {
@@ -75,6 +86,7 @@ impl SmsError {
             SmsError::Storage(_) => "unavailable",
             SmsError::Unauthenticated(_) => "unauthenticated",
             SmsError::Forbidden(_) => "permission_denied",
+            SmsError::Compacted { .. } => "compacted",
         }
     }
 
@@ -89,6 +101,7 @@ impl SmsError {
             SmsError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             SmsError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             SmsError::Forbidden(_) => StatusCode::FORBIDDEN,
+            SmsError::Compacted { .. } => StatusCode::GONE,
         }
     }
 
@@ -104,6 +117,7 @@ impl SmsError {
             SmsError::Storage(_) => tonic::Status::unavailable(message),
             SmsError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             SmsError::Forbidden(_) => tonic::Status::permission_denied(message),
+            SmsError::Compacted { .. } => tonic::Status::out_of_range(message),
         }
     }
 

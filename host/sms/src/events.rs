@@ -1,7 +1,10 @@
 //! The event log: append-only, each event at a strictly increasing cursor, durable before it is
-//! announced; readers resume from any cursor (history from storage, then live events).
+//! announced; readers resume from any cursor (history from storage, then live events) back to
+//! the horizon that retention compacted it to ([`compact`](EventLog::compact)): asked to resume
+//! before it, a reader is told "compacted, resume from N".
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::Stream;
 use tokio::sync::broadcast;
@@ -21,6 +24,8 @@ fn key(cursor: u64) -> String {
 pub struct EventLog {
     db: Db,
     next: Arc<std::sync::Mutex<u64>>,
+    /// The oldest cursor kept: every event before it is (being) deleted.
+    first: Arc<AtomicU64>,
     live: broadcast::Sender<Event>,
 }
 
@@ -38,12 +43,106 @@ impl EventLog {
             .await?
             .and_then(|k| k[PREFIX.len()..].parse::<u64>().ok())
             .unwrap_or(0);
+        let first = db
+            .keys(PREFIX, None, 1)
+            .await?
+            .first()
+            .and_then(|k| k.strip_prefix(PREFIX)?.parse::<u64>().ok())
+            .unwrap_or(last + 1);
         let (live, _) = broadcast::channel(4096);
         Ok(Self {
             db,
             next: Arc::new(std::sync::Mutex::new(last + 1)),
+            first: Arc::new(AtomicU64::new(first)),
             live,
         })
+    }
+
+    /// The oldest cursor kept (the one after the last when the log is empty).
+    pub fn horizon(&self) -> u64 {
+        self.first.load(Ordering::Acquire)
+    }
+
+    /// Where a reader asking to resume after `after` starts: there, or (0) after the last
+    /// compacted event; an error naming where to resume when events after `after` were
+    /// compacted.
+    pub fn resume_point(&self, after: u64) -> Result<u64> {
+        let first = self.horizon();
+        if after == 0 {
+            return Ok(first.saturating_sub(1));
+        }
+        if after.saturating_add(1) < first {
+            return Err(crate::error::SmsError::Compacted {
+                after,
+                resume_from: first - 1,
+            });
+        }
+        Ok(after)
+    }
+
+    /// Delete the events older than `cutoff_ms` and all but the newest `keep` (at most `budget`
+    /// of them); returns how many cursors were compacted. The horizon moves first, so a reader
+    /// that reads during the deletion notices what it may have missed.
+    pub async fn compact(
+        &self,
+        cutoff_ms: Option<i64>,
+        keep: Option<u64>,
+        budget: u64,
+    ) -> Result<u64> {
+        let first = self.horizon();
+        let next = *self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let mut horizon = first;
+        if let Some(keep) = keep {
+            horizon = horizon.max(next.saturating_sub(keep));
+        }
+        if let Some(cutoff) = cutoff_ms {
+            // Events are in time order: walk from the horizon while they are older.
+            'walk: while horizon < next && horizon - first < budget {
+                let page = self.read(horizon.saturating_sub(1), 512).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for e in &page {
+                    if e.at_ms >= cutoff {
+                        horizon = horizon.max(e.cursor);
+                        break 'walk;
+                    }
+                    horizon = horizon.max(e.cursor + 1);
+                }
+            }
+        }
+        let horizon = horizon.min(first.saturating_add(budget)).min(next);
+        if horizon <= first {
+            return Ok(0);
+        }
+        self.first.store(horizon, Ordering::Release);
+        let mut cursor = first;
+        while cursor < horizon {
+            let end = horizon.min(cursor + 2_000);
+            let ops = (cursor..end)
+                .map(|c| spear_plugin_api::storage::BatchOp::Delete {
+                    key: key(c).into_bytes(),
+                })
+                .collect();
+            self.db.batch(ops).await?;
+            cursor = end;
+        }
+        Ok(horizon - first)
+    }
+
+    /// Events after `after`, at most `limit`, from storage; an error when some of those were
+    /// compacted away (the page may miss them).
+    async fn read_since(&self, after: u64, limit: u32) -> Result<Vec<Event>> {
+        let page = self.read(after, limit).await?;
+        // Read after the page: a compaction that began before it is seen.
+        let first = self.horizon();
+        if after.saturating_add(1) < first {
+            return Err(crate::error::SmsError::Compacted {
+                after,
+                resume_from: first - 1,
+            });
+        }
+        Ok(page)
     }
 
     /// Append an event; returns it once stored.
@@ -126,9 +225,9 @@ impl EventLog {
     ) -> impl Stream<Item = Result<Event>> + Send + use<> {
         let log = self.clone();
         async_stream::try_stream! {
-            let mut last = after;
+            let mut last = log.resume_point(after)?;
             while last < until {
-                let page = log.read(last, 512).await?;
+                let page = log.read_since(last, 512).await?;
                 if page.is_empty() {
                     break;
                 }
@@ -148,11 +247,11 @@ impl EventLog {
         let log = self.clone();
         async_stream::try_stream! {
             let mut rx = log.live.subscribe();
-            let mut last = after;
+            let mut last = log.resume_point(after)?;
             loop {
                 // History first (and again after falling behind the live channel).
                 loop {
-                    let page = log.read(last, 512).await?;
+                    let page = log.read_since(last, 512).await?;
                     if page.is_empty() {
                         break;
                     }

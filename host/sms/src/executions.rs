@@ -11,8 +11,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::checks::{self, MAX_DEPENDS_ON, check_executable};
-use crate::db::put_op;
 use crate::error::{Result, SmsError};
+use crate::history::exec_ops;
 use crate::model::{ExecResult, ExecState, Executable, Execution, Priority, Resources, now_ms};
 use crate::service::Sms;
 
@@ -144,8 +144,9 @@ impl Sms {
         let max_attempts = req.max_attempts.unwrap_or(3);
         let execution_id = uuid::Uuid::now_v7().to_string();
         {
-            let execs = self.executions.read().await;
             let mut seen = BTreeSet::new();
+            let mut absent = Vec::new();
+            let execs = self.executions.read().await;
             for dep in &req.depends_on {
                 if dep == &execution_id {
                     return Err(SmsError::invalid(
@@ -153,16 +154,23 @@ impl Sms {
                         "an execution cannot depend on itself",
                     ));
                 }
-                if !execs.contains_key(dep) {
-                    return Err(SmsError::invalid(
-                        "depends_on",
-                        format!("no execution `{dep}`"),
-                    ));
-                }
                 if !seen.insert(dep) {
                     return Err(SmsError::invalid(
                         "depends_on",
                         format!("`{dep}` is named twice"),
+                    ));
+                }
+                if !execs.contains_key(dep) {
+                    absent.push(dep.clone());
+                }
+            }
+            drop(execs);
+            // Not in memory: finished a while ago, and stored (or unknown).
+            for dep in absent {
+                if crate::history::finished(&self.db, &dep).await?.is_none() {
+                    return Err(SmsError::invalid(
+                        "depends_on",
+                        format!("no execution `{dep}`"),
                     ));
                 }
             }
@@ -235,7 +243,7 @@ impl Sms {
             }
         }
         let mut queued = self.events.queue(
-            vec![put_op(format!("exec/{execution_id}"), &exec)?],
+            exec_ops(&exec)?,
             vec![(
                 "execution.submitted",
                 execution_id.clone(),
@@ -252,14 +260,15 @@ impl Sms {
         Ok(exec)
     }
 
-    /// One execution.
+    /// One execution: from memory, else (finished a while ago) from storage.
     pub async fn execution(&self, id: &str) -> Result<Execution> {
-        self.executions
-            .read()
-            .await
-            .get(id)
-            .cloned()
-            .ok_or_else(|| SmsError::not_found("execution", id))
+        let held = self.executions.read().await.get(id).cloned();
+        match held {
+            Some(e) => Ok(e),
+            None => crate::history::finished(&self.db, id)
+                .await?
+                .ok_or_else(|| SmsError::not_found("execution", id)),
+        }
     }
 
     /// Store a changed execution and log `kind`: durable first, then in memory, then announced
@@ -283,10 +292,7 @@ impl Sms {
             .into_iter()
             .map(|(kind, data)| (kind, exec.execution_id.clone(), data))
             .collect();
-        let mut queued = self.events.queue(
-            vec![put_op(format!("exec/{}", exec.execution_id), exec)?],
-            events,
-        )?;
+        let mut queued = self.events.queue(exec_ops(exec)?, events)?;
         queued.durable().await?;
         self.executions
             .write()

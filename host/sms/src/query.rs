@@ -4,14 +4,21 @@
 //! oldest or newest first, filtered by state, task, node and submission time. A page holds at
 //! most `limit` executions and names where the next one starts (`next_page_token`: the last id
 //! it looked at, opaque to clients). Each request looks at no more than [`SCAN_BUDGET`]
-//! executions, so a filter that matches few of many answers a short (even empty) page with a
-//! token to go on from, instead of walking everything in one request.
+//! executions (and reads no more than [`STORE_BUDGET`] from storage), so a filter that matches
+//! few of many answers a short (even empty) page with a token to go on from, instead of walking
+//! everything in one request.
+//!
+//! Memory holds every unfinished execution and the recently finished ones; storage holds every
+//! finished one ([`crate::history`]). A page merges the two in id order (memory's copy where
+//! both have one); a filter on an unfinished state reads memory only.
 
+use std::collections::VecDeque;
 use std::ops::Bound;
 
 use crate::error::{Result, SmsError};
 use crate::model::{ExecState, Execution};
 use crate::service::Sms;
+use crate::table::ExecTable;
 
 /// Executions a page holds when the request does not say.
 pub const DEFAULT_LIMIT: usize = 500;
@@ -19,6 +26,10 @@ pub const DEFAULT_LIMIT: usize = 500;
 pub const MAX_LIMIT: usize = 1000;
 /// Most executions one request looks at.
 pub const SCAN_BUDGET: usize = 100_000;
+/// Most stored (finished, no longer in memory) executions one request reads.
+pub const STORE_BUDGET: usize = 10_000;
+/// Stored executions read at a time.
+const STORE_CHUNK: u32 = 256;
 /// Longest page token (an execution id, or what a client made of one).
 const MAX_TOKEN: usize = 128;
 
@@ -90,29 +101,120 @@ impl Sms {
                 && node.is_none_or(|n| e.node_uuid.as_deref() == Some(n))
                 && q.since_ms.is_none_or(|t| e.submitted_at_ms >= t)
         };
-        let table = self.executions.read().await;
-        let after = token.map_or(Bound::Unbounded, |t| Bound::Excluded(t.to_owned()));
-        let walk: Box<dyn Iterator<Item = (&String, &Execution)>> = if q.newest_first {
+        // Every unfinished execution is in memory; finished ones may be only in storage.
+        let memory_only = state.is_some_and(|s| !s.is_terminal());
+        let mut out = Walk {
+            newest_first: q.newest_first,
+            limit,
+            executions: Vec::new(),
+            last: token.map(str::to_owned),
+            looked: 0,
+            more: false,
+        };
+        let mut read = 0;
+        let mut stored_from = out.last.clone();
+        loop {
+            let chunk = if memory_only {
+                crate::history::Chunk::default()
+            } else {
+                crate::history::page(
+                    &self.db,
+                    stored_from.as_deref(),
+                    STORE_CHUNK,
+                    q.newest_first,
+                )
+                .await?
+            };
+            read += STORE_CHUNK as usize;
+            // A full chunk: what is stored beyond its end is unread, so memory is merged only
+            // up to there.
+            let table = self.executions.read().await;
+            let bound = chunk.end.as_deref();
+            if !out.merge(&table, chunk.executions.into(), bound, &keep) {
+                break;
+            }
+            match chunk.end {
+                None => break,
+                Some(end) if read >= STORE_BUDGET => {
+                    // Everything up to the chunk's end was looked at.
+                    out.last = Some(end);
+                    out.more = true;
+                    break;
+                }
+                Some(end) => stored_from = Some(end),
+            }
+        }
+        Ok(Page {
+            next_page_token: out.more.then_some(out.last).flatten(),
+            executions: out.executions,
+        })
+    }
+}
+
+/// A page being filled: the walk over memory and storage in id order.
+struct Walk {
+    newest_first: bool,
+    limit: usize,
+    executions: Vec<Execution>,
+    /// The last id looked at.
+    last: Option<String>,
+    looked: usize,
+    /// The page ended before the walk did.
+    more: bool,
+}
+
+impl Walk {
+    /// Merge the executions in `table` after the last looked at (and not beyond `bound`, when
+    /// given) with `stored`, which holds those in storage from the same place on; false once the
+    /// page is full or the budget spent.
+    fn merge(
+        &mut self,
+        table: &ExecTable,
+        mut stored: VecDeque<Execution>,
+        bound: Option<&str>,
+        keep: &impl Fn(&Execution) -> bool,
+    ) -> bool {
+        let after = self.last.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let walk: Box<dyn Iterator<Item = (&String, &Execution)>> = if self.newest_first {
             Box::new(table.range((Bound::Unbounded, after)).rev())
         } else {
             Box::new(table.range((after, Bound::Unbounded)))
         };
-        let mut executions = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for (looked, (id, e)) in walk.enumerate() {
-            if executions.len() == limit || looked == SCAN_BUDGET {
-                more = true;
-                break;
+        let newest_first = self.newest_first;
+        // Whether `a` comes before `b` in the walk's order.
+        let before = |a: &str, b: &str| if newest_first { a > b } else { a < b };
+        let mut memory = walk
+            .take_while(|(id, _)| bound.is_none_or(|b| !before(b, id)))
+            .peekable();
+        loop {
+            let from_memory = match (memory.peek(), stored.front()) {
+                (None, None) => return true,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((m, _)), Some(s)) => {
+                    if **m == s.execution_id {
+                        stored.pop_front();
+                        true
+                    } else {
+                        before(m, &s.execution_id)
+                    }
+                }
+            };
+            if self.executions.len() == self.limit || self.looked == SCAN_BUDGET {
+                self.more = true;
+                return false;
             }
-            last = Some(id);
-            if keep(e) {
-                executions.push(e.clone());
+            self.looked += 1;
+            let e = if from_memory {
+                memory.next().map(|(_, e)| e.clone())
+            } else {
+                stored.pop_front()
+            };
+            let Some(e) = e else { return true };
+            self.last = Some(e.execution_id.clone());
+            if keep(&e) {
+                self.executions.push(e);
             }
         }
-        Ok(Page {
-            executions,
-            next_page_token: more.then(|| last.cloned()).flatten(),
-        })
     }
 }

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
-use spear_plugin_api::storage::BatchOp;
 use spear_plugin_api::{Decision, Label, Request};
 use tokio::sync::watch;
 
@@ -79,13 +78,6 @@ pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
 
 fn storage(e: impl std::fmt::Display) -> SmsError {
     SmsError::Storage(e.to_string())
-}
-
-fn put(exec: &Execution) -> Result<BatchOp> {
-    Ok(BatchOp::Put {
-        key: format!("exec/{}", exec.execution_id).into_bytes(),
-        value: serde_json::to_vec(exec).map_err(storage)?,
-    })
 }
 
 fn request(e: &Execution) -> Request {
@@ -203,9 +195,9 @@ impl Sms {
             // this one; the storage commits the round's writes together, and the assignment
             // leaves SMS only once they are durable ([`crate::outbox`]). (A write that cannot
             // even be queued ends the round: what it placed so far is still sent.)
-            let write = match put(&exec).and_then(|op| {
+            let write = match crate::history::exec_ops(&exec).and_then(|ops| {
                 self.events.queue(
-                    vec![op],
+                    ops,
                     vec![(
                         "execution.assigned",
                         id.clone(),
@@ -275,7 +267,7 @@ impl Sms {
         let grace = self.sched.timeout_grace_ms;
         for (id, mark) in candidates {
             let _owned = self.exec_locks.lock(&id).await;
-            let (mut exec, states) = {
+            let (mut exec, mut states) = {
                 let execs = self.executions.read().await;
                 let Some(exec) = execs.get(&id).cloned() else {
                     continue;
@@ -288,6 +280,14 @@ impl Sms {
                     .collect();
                 (exec, states)
             };
+            // One not in memory finished a while ago: its record is in storage (or it is gone).
+            for dep in &exec.depends_on {
+                if !states.contains_key(dep)
+                    && let Some(stored) = crate::history::finished(&self.db, dep).await?
+                {
+                    states.insert(dep.clone(), stored.state);
+                }
+            }
             if !due(&exec, now, grace, |d| states.get(d).copied()) {
                 if let Some(mark) = mark {
                     looked.push((id, mark));

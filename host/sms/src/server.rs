@@ -210,6 +210,13 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         move || crate::sched::run(s.clone(), rx.clone()),
     ));
 
+    let (s, rx) = (sms.clone(), stop_rx.clone());
+    tasks.push(crate::health::supervise(
+        "retention",
+        sms.health.clone(),
+        move || crate::retention::run(s.clone(), rx.clone()),
+    ));
+
     // The sweeper: unhealthy after the heartbeat timeout, removed after the cleanup interval.
     let period = Duration::from_millis((config.heartbeat_timeout * 1000 / 4).clamp(100, 5000));
     let (s, rx) = (sms.clone(), stop_rx.clone());

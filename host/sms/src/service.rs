@@ -59,6 +59,8 @@ pub struct Sms {
     pub(crate) sched: crate::sched::SchedSettings,
     /// How much work a node may hold.
     pub(crate) dispatch: crate::dispatch::DispatchConfig,
+    /// How long finished executions and events are kept.
+    pub(crate) retention: crate::retention::RetentionConfig,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
     pub(crate) capacity: std::sync::Mutex<crate::dispatch::Capacity>,
     /// Serializes read-modify-write sequences on stored node, task and file records.
@@ -124,11 +126,21 @@ impl Sms {
             .into_iter()
             .map(|t| (t.task_id.clone(), t))
             .collect();
-        // Work that was on nodes when SMS stopped goes back to the queue: the new session cannot
-        // take reports for the old one's assignments (at-least-once execution).
+        // Only the unfinished executions are read ([`crate::history`]). Work that was on nodes
+        // when SMS stopped goes back to the queue: the new session cannot take reports for the
+        // old one's assignments (at-least-once execution). Finished ones found among them were
+        // stored by a version that kept every execution there: they move to `done/`.
         let mut executions = crate::table::ExecTable::default();
         let mut requeue = Vec::new();
-        for mut e in db.load_all::<Execution>("exec/").await? {
+        let mut moved = Vec::new();
+        for mut e in db.load_all::<Execution>(crate::history::LIVE).await? {
+            if e.state.is_terminal() {
+                moved.extend(crate::history::exec_ops(&e)?);
+                if moved.len() >= 3 * 1024 {
+                    db.batch(std::mem::take(&mut moved)).await?;
+                }
+                continue;
+            }
             if e.state.is_placed() {
                 e.state = ExecState::Ready;
                 e.requeued += 1;
@@ -138,7 +150,10 @@ impl Sms {
             }
             executions.insert(e.execution_id.clone(), e);
         }
-        let next_seq = executions.values().map(|e| e.seq).max().unwrap_or(0) + 1;
+        if !moved.is_empty() {
+            db.batch(moved).await?;
+        }
+        let next_seq = crate::history::next_seq(&db, &executions).await?;
         // Unlike any fingerprint the nodes have: the first refresh looks at every execution.
         let first_print = !nodes.fit_print();
         let sms = Arc::new(Self {
@@ -165,6 +180,7 @@ impl Sms {
             wake: Notify::new(),
             sched: crate::sched::SchedSettings::default(),
             dispatch: config.dispatch,
+            retention: config.retention,
             capacity: Default::default(),
             fit_cache: Default::default(),
             writes: Mutex::new(()),
@@ -181,7 +197,7 @@ impl Sms {
             session: uuid::Uuid::new_v4().to_string(),
         });
         for e in &requeue {
-            sms.db.put(format!("exec/{}", e.execution_id), e).await?;
+            sms.db.batch(crate::history::exec_ops(e)?).await?;
         }
         let known: Vec<Node> = sms.nodes.read().await.values().cloned().collect();
         for node in &known {

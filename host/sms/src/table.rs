@@ -94,6 +94,8 @@ pub struct ExecTable {
     due: DueIndex,
     /// How many are in each state.
     counts: BTreeMap<&'static str, u64>,
+    /// The finished ones, by when they finished (what [`evict`](Self::evict) takes first).
+    finished: BTreeSet<(i64, String)>,
 }
 
 /// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
@@ -192,7 +194,53 @@ impl ExecTable {
         } else {
             self.pending.remove(&id);
         }
+        if let Some(old) = self.all.get(&id)
+            && old.state.is_terminal()
+        {
+            self.finished.remove(&(old.updated_at_ms, id.clone()));
+        }
+        if exec.state.is_terminal() {
+            self.finished.insert((exec.updated_at_ms, id.clone()));
+        }
         self.all.insert(id, exec);
+    }
+
+    /// Let finished executions go from memory (they are in storage): those that finished before
+    /// `cutoff_ms`, and beyond the newest `keep` finished ones the oldest, looking at no more than
+    /// `budget`. One that pending executions wait on stays until they have looked at it.
+    /// Returns how many went.
+    pub fn evict(&mut self, cutoff_ms: i64, keep: usize, budget: usize) -> usize {
+        let mut over = self.finished.len().saturating_sub(keep);
+        let mut gone = Vec::new();
+        for (at, id) in self.finished.iter().take(budget) {
+            if over == 0 && *at >= cutoff_ms {
+                break;
+            }
+            if self.due.has_waiters(id) {
+                continue;
+            }
+            gone.push((*at, id.clone()));
+            over = over.saturating_sub(1);
+        }
+        for (at, id) in &gone {
+            self.finished.remove(&(*at, id.clone()));
+            if let Some(e) = self.all.remove(id)
+                && let Some(n) = self.counts.get_mut(e.state.as_str())
+            {
+                *n -= 1;
+            }
+        }
+        gone.len()
+    }
+
+    /// Whether pending executions wait on `id`.
+    pub fn has_waiters(&self, id: &str) -> bool {
+        self.due.has_waiters(id)
+    }
+
+    /// How many finished executions are held.
+    pub fn finished_len(&self) -> usize {
+        self.finished.len()
     }
 
     /// Change an execution's `error` only (its state, and so the index, stay).
@@ -381,6 +429,50 @@ mod tests {
         t.insert("f".into(), on(ExecState::Succeeded, "b"));
         assert!(t.placed().is_empty());
         assert_eq!(t.unfinished().count(), 1, "e, ready");
+    }
+
+    #[test]
+    fn eviction_takes_the_longest_finished_first_and_keeps_what_pending_ones_wait_on() {
+        let finished = |at| Execution {
+            state: ExecState::Succeeded,
+            updated_at_ms: at,
+            ..tests_support::execution()
+        };
+        let mut t = ExecTable::default();
+        for (id, at) in [("a", 10), ("b", 20), ("c", 30), ("d", 40)] {
+            t.insert(id.into(), finished(at));
+        }
+        t.insert("r".into(), tests_support::execution());
+        t.insert(
+            "p".into(),
+            Execution {
+                state: ExecState::Pending,
+                depends_on: vec!["a".into()],
+                ..tests_support::execution()
+            },
+        );
+        // By count: keep the newest 2; `a` is waited on, so `b` and `c` go.
+        assert_eq!(t.evict(0, 2, 100), 2);
+        assert!(t.contains_key("a") && t.contains_key("d"));
+        assert!(!t.contains_key("b") && !t.contains_key("c"));
+        assert_eq!(t.counts().get("succeeded"), Some(&2));
+        assert_eq!(t.finished_len(), 2);
+        // By age: finished before 45, once nothing waits on `a`.
+        t.insert(
+            "p".into(),
+            Execution {
+                state: ExecState::Ready,
+                ..tests_support::execution()
+            },
+        );
+        assert_eq!(t.evict(45, 100, 100), 2);
+        assert_eq!(t.finished_len(), 0);
+        assert_eq!(t.len(), 2, "the unfinished stay");
+        // A re-inserted finished execution is counted once.
+        t.insert("e".into(), finished(50));
+        t.insert("e".into(), finished(60));
+        assert_eq!(t.finished_len(), 1);
+        assert_eq!(t.evict(55, 100, 100), 0, "finished at 60 now");
     }
 
     #[test]

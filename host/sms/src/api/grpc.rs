@@ -398,6 +398,7 @@ impl v1::event_service_server::EventService for Grpc {
             )
             .into());
         }
+        self.0.events().resume_point(after)?;
         let stream = self
             .0
             .events()

@@ -38,12 +38,16 @@ pub struct ErrorBody {
 /// Details of an error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `invalid_argument`, `not_found`, `conflict`, `too_large`, `timeout`, `unavailable`.
+    /// `invalid_argument`, `not_found`, `conflict`, `too_large`, `timeout`, `unavailable`,
+    /// `unauthenticated`, `permission_denied`, `compacted`.
     pub code: String,
     /// For people.
     pub message: String,
     /// The request field at fault, when one is.
     pub field: Option<String>,
+    /// `compacted`: the event cursor to resume after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<u64>,
 }
 
 impl IntoResponse for SmsError {
@@ -53,6 +57,10 @@ impl IntoResponse for SmsError {
                 code: self.code().into(),
                 message: self.to_string(),
                 field: self.field().map(str::to_owned),
+                resume_from: match &self {
+                    SmsError::Compacted { resume_from, .. } => Some(*resume_from),
+                    _ => None,
+                },
             },
         };
         let mut response = (self.http_status(), Json(body)).into_response();

@@ -34,7 +34,8 @@ pub struct SseMessage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Resume after this cursor (default: the `Last-Event-ID` header, else 0).
+    /// Resume after this cursor (default: the `Last-Event-ID` header, else 0: from the oldest
+    /// event kept).
     pub after: Option<String>,
     /// `false`: send the events stored up to now, then end the stream (default: keep streaming
     /// new events as they happen).
@@ -42,7 +43,8 @@ pub struct EventParams {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", params(EventParams),
-    responses((status = 200, content_type = "text/event-stream", body = SseMessage), (status = 400, body = ErrorBody)), tag = "events")]
+    responses((status = 200, content_type = "text/event-stream", body = SseMessage), (status = 400, body = ErrorBody),
+        (status = 410, description = "the events after `after` were compacted by retention: `error.resume_from` says where to resume", body = ErrorBody)), tag = "events")]
 pub(crate) async fn events(
     State(sms): State<AppState>,
     ApiQuery(p): ApiQuery<EventParams>,
@@ -67,6 +69,7 @@ pub(crate) async fn events(
             format!("cursor {after} is beyond the last event ({last})"),
         ));
     }
+    sms.events().resume_point(after)?;
     let events: std::pin::Pin<Box<dyn Stream<Item = crate::error::Result<Event>> + Send>> =
         if p.follow.unwrap_or(true) {
             Box::pin(sms.events().subscribe(after))

@@ -16,6 +16,7 @@ mod races;
 mod reconnect;
 mod report_batch;
 mod rest;
+mod retention;
 mod scheduling;
 mod watch;
 mod web_admin;

@@ -7,7 +7,12 @@ use serde_json::{Value, json};
 use spear_proto::v1;
 
 /// Submit `n` inline executions (no node: they stay queued); their ids, in submission order.
-async fn submit(c: &reqwest::Client, sms: &common::Sms, n: usize, task: &str) -> Vec<String> {
+pub(crate) async fn submit(
+    c: &reqwest::Client,
+    sms: &common::Sms,
+    n: usize,
+    task: &str,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let (status, e) = common::post_json(
@@ -23,7 +28,7 @@ async fn submit(c: &reqwest::Client, sms: &common::Sms, n: usize, task: &str) ->
     ids
 }
 
-fn ids_of(page: &Value) -> Vec<String> {
+pub(crate) fn ids_of(page: &Value) -> Vec<String> {
     page["executions"]
         .as_array()
         .unwrap()
@@ -33,7 +38,11 @@ fn ids_of(page: &Value) -> Vec<String> {
 }
 
 /// Every page of `query`, followed by its tokens; the ids in order.
-async fn follow(c: &reqwest::Client, sms: &common::Sms, query: &str) -> (Vec<String>, usize) {
+pub(crate) async fn follow(
+    c: &reqwest::Client,
+    sms: &common::Sms,
+    query: &str,
+) -> (Vec<String>, usize) {
     let (mut all, mut pages, mut token) = (Vec::new(), 0, None::<String>);
     loop {
         let path = match &token {

@@ -1,0 +1,246 @@
+//! Retention (`[retention]`): what keeps SMS's memory and storage bounded over months.
+//!
+//! - A finished execution leaves memory `memory_age_secs` after it finished, or earlier when more
+//!   than `memory_count` finished ones are held (the longest finished go first). Its record stays
+//!   in storage ([`crate::history`]), where reads by id and listings still find it.
+//! - A stored finished execution is deleted `records_age_secs` after it finished (0: kept).
+//! - Events older than `events_age_secs`, and all but the newest `events_count`, are deleted
+//!   (0: no limit of that kind); a reader that asks to resume before what is left is told
+//!   "compacted, resume from N" ([`crate::events`]).
+//!
+//! Memory is trimmed every second; storage every `sweep_interval_secs`, a bounded amount per
+//! sweep (what is left over waits for the next).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use spear_config::Problems;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::model::{Execution, now_ms};
+use crate::service::Sms;
+
+/// `[retention]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Seconds a finished execution stays in memory (0 to 30 days).
+    pub memory_age_secs: u64,
+    /// Most finished executions held in memory (0 to 10,000,000).
+    pub memory_count: u64,
+    /// Seconds a finished execution's record is kept in storage (0: for good; else at least
+    /// `memory_age_secs`).
+    pub records_age_secs: u64,
+    /// Seconds an event is kept (0: no limit by age).
+    pub events_age_secs: u64,
+    /// Most events kept (0: no limit by count).
+    pub events_count: u64,
+    /// Seconds between sweeps of storage (1 to 86,400).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            memory_age_secs: 3_600,
+            memory_count: 10_000,
+            records_age_secs: 7 * 86_400,
+            events_age_secs: 7 * 86_400,
+            events_count: 1_000_000,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+const MAX_MEMORY_AGE: u64 = 30 * 86_400;
+const MAX_MEMORY_COUNT: u64 = 10_000_000;
+/// Ten years: longer is "for good", which 0 says.
+const MAX_AGE: u64 = 10 * 365 * 86_400;
+
+impl RetentionConfig {
+    /// Add a problem for each key out of range.
+    pub fn validate(&self, problems: &mut Problems) {
+        if self.memory_age_secs > MAX_MEMORY_AGE {
+            problems.invalid(
+                "retention.memory_age_secs",
+                format!("must be at most {MAX_MEMORY_AGE} (30 days)"),
+            );
+        }
+        if self.memory_count > MAX_MEMORY_COUNT {
+            problems.invalid(
+                "retention.memory_count",
+                format!("must be at most {MAX_MEMORY_COUNT}"),
+            );
+        }
+        if self.records_age_secs != 0 && self.records_age_secs < self.memory_age_secs {
+            problems.invalid(
+                "retention.records_age_secs",
+                format!(
+                    "must be 0 (kept for good) or at least retention.memory_age_secs ({})",
+                    self.memory_age_secs
+                ),
+            );
+        }
+        for (key, v) in [
+            ("retention.records_age_secs", self.records_age_secs),
+            ("retention.events_age_secs", self.events_age_secs),
+        ] {
+            if v > MAX_AGE {
+                problems.invalid(
+                    key,
+                    format!("must be at most {MAX_AGE} (ten years; 0: no limit)"),
+                );
+            }
+        }
+        if !(1..=86_400).contains(&self.sweep_interval_secs) {
+            problems.invalid("retention.sweep_interval_secs", "must be 1 to 86400");
+        }
+    }
+}
+
+/// Finished executions looked at per memory trim.
+const MEMORY_BUDGET: usize = 100_000;
+/// Stored finished executions deleted per sweep.
+const RECORDS_BUDGET: usize = 100_000;
+/// Events deleted per sweep.
+const EVENTS_BUDGET: u64 = 500_000;
+/// Deletions per storage batch (sharing the group commit with the rest of SMS's writes).
+const DELETE_BATCH: usize = 2_000;
+
+fn secs_ago(now: i64, secs: u64) -> i64 {
+    now.saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+/// Trim memory every second and sweep storage every `sweep_interval_secs` until `stop`.
+pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
+    let config = sms.retention;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let every = Duration::from_secs(config.sweep_interval_secs);
+    let mut last_sweep = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        sms.trim_memory(now_ms()).await;
+        if last_sweep.elapsed() >= every {
+            last_sweep = Instant::now();
+            if let Err(e) = sms.sweep_storage(now_ms()).await {
+                tracing::warn!("retention sweep: {e}");
+            }
+        }
+    }
+}
+
+impl Sms {
+    /// Let finished executions past the memory retention go from memory; returns how many went.
+    pub async fn trim_memory(&self, now: i64) -> usize {
+        let r = self.retention;
+        let keep = usize::try_from(r.memory_count).unwrap_or(usize::MAX);
+        self.executions
+            .write()
+            .await
+            .evict(secs_ago(now, r.memory_age_secs), keep, MEMORY_BUDGET)
+    }
+
+    /// Delete stored finished executions and events past their retention (a bounded amount);
+    /// returns how many of each were deleted.
+    pub async fn sweep_storage(&self, now: i64) -> Result<(usize, u64)> {
+        let r = self.retention;
+        let records = if r.records_age_secs == 0 {
+            0
+        } else {
+            self.forget_finished(secs_ago(now, r.records_age_secs))
+                .await?
+        };
+        let cutoff = (r.events_age_secs > 0).then(|| secs_ago(now, r.events_age_secs));
+        let keep = (r.events_count > 0).then_some(r.events_count);
+        let events = self.events.compact(cutoff, keep, EVENTS_BUDGET).await?;
+        Ok((records, events))
+    }
+
+    /// Delete the stored finished executions that finished before `cutoff_ms` (none that pending
+    /// executions wait on, nor one still in memory).
+    async fn forget_finished(&self, cutoff_ms: i64) -> Result<usize> {
+        let mut after: Option<String> = None;
+        let mut ops = Vec::new();
+        let mut forgotten = 0;
+        'scan: while forgotten < RECORDS_BUDGET {
+            let chunk = crate::history::page(&self.db, after.as_deref(), 512, false).await?;
+            let pinned = |e: &Execution, t: &crate::table::ExecTable| {
+                t.has_waiters(&e.execution_id) || t.contains_key(&e.execution_id)
+            };
+            let gone: Vec<String> = {
+                let table = self.executions.read().await;
+                let mut gone = Vec::new();
+                for e in &chunk.executions {
+                    // Ids are in submission order, and an execution finishes after it is
+                    // submitted: from here on none finished before the cutoff.
+                    if e.submitted_at_ms >= cutoff_ms {
+                        break;
+                    }
+                    if e.updated_at_ms < cutoff_ms && !pinned(e, &table) {
+                        gone.push(e.execution_id.clone());
+                    }
+                }
+                gone
+            };
+            let stop = chunk
+                .executions
+                .iter()
+                .any(|e| e.submitted_at_ms >= cutoff_ms)
+                || chunk.end.is_none();
+            for id in gone {
+                ops.extend(crate::history::forget_ops(&id));
+                forgotten += 1;
+                if ops.len() >= DELETE_BATCH {
+                    self.db.batch(std::mem::take(&mut ops)).await?;
+                }
+                if forgotten == RECORDS_BUDGET {
+                    break 'scan;
+                }
+            }
+            if stop {
+                break;
+            }
+            after = chunk.end;
+        }
+        if !ops.is_empty() {
+            self.db.batch(ops).await?;
+        }
+        Ok(forgotten)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_hold_and_each_bad_key_is_named() {
+        let mut ok = Problems::new(Default::default());
+        RetentionConfig::default().validate(&mut ok);
+        assert!(ok.finish().is_ok());
+        let bad = RetentionConfig {
+            memory_age_secs: 100,
+            records_age_secs: 50,
+            memory_count: u64::MAX,
+            events_age_secs: u64::MAX,
+            events_count: 0,
+            sweep_interval_secs: 0,
+        };
+        let mut problems = Problems::new(Default::default());
+        bad.validate(&mut problems);
+        let text = problems.finish().unwrap_err().to_string();
+        for key in [
+            "retention.records_age_secs",
+            "retention.memory_count",
+            "retention.events_age_secs",
+            "retention.sweep_interval_secs",
+        ] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Retention (`[retention]`): finished executions leave memory but stay found in storage until
+//! their records expire; the event log is compacted. Through a real `sms` process.
+
+use crate::common;
+use crate::paging::{follow, submit};
+
+use std::time::Duration;
+
+use common::Sandbox;
+use serde_json::{Value, json};
+use spear_proto::v1;
+use tokio_stream::StreamExt;
+
+/// A node that reports every assignment it is sent a success at once.
+async fn succeeding_node(sms: &common::Sms) -> tokio::task::JoinHandle<()> {
+    let uuid = common::register_wasm_node(sms, 1000).await;
+    let (execs, mut stream) = common::open_assignments(sms, &uuid).await;
+    tokio::spawn(async move {
+        while let Some(Ok(a)) = stream.next().await {
+            if a.cancel {
+                continue;
+            }
+            let e = a.execution.unwrap();
+            execs
+                .clone()
+                .report_result(v1::ReportResultRequest {
+                    session: a.session,
+                    node_uuid: uuid.clone(),
+                    execution_id: e.execution_id,
+                    success: true,
+                    result: Some(v1::ExecutionResult::default()),
+                    error: String::new(),
+                    attempt: 0,
+                })
+                .await
+                .unwrap();
+        }
+    })
+}
+
+/// Poll `GET path` until `done` holds of its JSON (at most 20 s).
+async fn wait_for(
+    c: &reqwest::Client,
+    sms: &common::Sms,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = common::get_json(c, sms, path).await;
+        if done(&v) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many executions in `state` SMS holds in memory, from `/metrics`.
+async fn in_memory(c: &reqwest::Client, sms: &common::Sms, state: &str) -> u64 {
+    let metrics = common::get_text(c, sms, "/metrics").await;
+    let line = format!("sms_executions{{state=\"{state}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("{line} in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// Submit `n` executions no node can run (they stay queued); their ids.
+async fn unplaceable(c: &reqwest::Client, sms: &common::Sms, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (status, e) = common::post_json(
+            c,
+            sms,
+            "/api/v1/executions",
+            &json!({"executable": {"type": "process", "uri": "file:///bin/true"}}),
+        )
+        .await;
+        assert_eq!(status, 201, "{e}");
+        ids.push(e["execution_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_executions_leave_memory_and_are_still_found_in_storage() {
+    let sb = Sandbox::new("[retention]\nmemory_count = 3\n");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let node = succeeding_node(&sms).await;
+    // One at a time: they finish in the order they were submitted.
+    let mut done = Vec::new();
+    for _ in 0..6 {
+        let id = submit(&c, &sms, 1, "a").await.remove(0);
+        let path = format!("/api/v1/executions/{id}");
+        wait_for(&c, &sms, &path, |e| e["state"] == "succeeded").await;
+        done.push(id);
+    }
+    let queued = unplaceable(&c, &sms, 3).await;
+    let everything: Vec<String> = done.iter().chain(&queued).cloned().collect();
+
+    // The three that finished first leave memory (within a second or so)…
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_memory(&c, &sms, "succeeded").await > 3 {
+        assert!(tokio::time::Instant::now() < deadline, "never left memory");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_memory(&c, &sms, "ready").await, 3);
+    // …and are still found, one by one and in listings merged in submission order with those
+    // in memory, whichever way and however paged.
+    for id in &done {
+        let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+        assert_eq!(e["state"], "succeeded", "{e}");
+    }
+    for limit in [1, 2, 4, 500] {
+        let (all, _) = follow(&c, &sms, &format!("limit={limit}")).await;
+        assert_eq!(all, everything, "limit {limit}");
+        let (all, _) = follow(&c, &sms, &format!("limit={limit}&order=desc")).await;
+        let newest_first: Vec<String> = everything.iter().rev().cloned().collect();
+        assert_eq!(all, newest_first, "limit {limit}, newest first");
+    }
+    let (all, _) = follow(&c, &sms, "limit=2&state=succeeded").await;
+    assert_eq!(all, done);
+    let (all, _) = follow(&c, &sms, "limit=2&state=ready").await;
+    assert_eq!(all, queued);
+
+    // An execution may depend on one that left memory: it is read from storage.
+    let (status, later) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "depends_on": [done[0]]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{later}");
+    let later = later["execution_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/executions/{later}");
+    wait_for(&c, &sms, &path, |e| e["state"] == "succeeded").await;
+    node.abort();
+
+    // A restart reads only what is unfinished; the rest is found in storage as before.
+    assert!(sms.terminate().success());
+    let sms = sb.start(&[]);
+    assert_eq!(in_memory(&c, &sms, "succeeded").await, 0);
+    assert_eq!(in_memory(&c, &sms, "ready").await, 3);
+    let (all, _) = follow(&c, &sms, "limit=3").await;
+    let mut expected = everything.clone();
+    expected.push(later.clone());
+    assert_eq!(all, expected);
+    let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{}", done[0])).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    // Cancelling a finished one that is only stored is refused as before.
+    let r = c
+        .post(sms.url(&format!("/api/v1/executions/{}/cancel", done[1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_and_events_past_their_retention_are_deleted() {
+    let sb = Sandbox::new(
+        "[retention]\nmemory_age_secs = 0\nrecords_age_secs = 1\nevents_count = 5\n\
+         sweep_interval_secs = 1\n",
+    );
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let ids = unplaceable(&c, &sms, 4).await;
+    for id in &ids[..3] {
+        let r = c
+            .post(sms.url(&format!("/api/v1/executions/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Gone from storage a second or two after they finished; the unfinished one stays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for id in &ids[..3] {
+        loop {
+            let r = c
+                .get(sms.url(&format!("/api/v1/executions/{id}")))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 404 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} kept");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (all, _) = follow(&c, &sms, "limit=2").await;
+    assert_eq!(all, ids[3..]);
+
+    // 4 submitted + 3 cancelled events: the newest 5 are kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let events = common::events(&c, &sms).await;
+        if events.len() <= 5 {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cursors: Vec<u64> = kept.iter().map(|e| e["cursor"].as_u64().unwrap()).collect();
+    assert_eq!(cursors, [3, 4, 5, 6, 7], "from the oldest kept (after=0)");
+
+    // Asking to resume before them: 410, naming where to resume.
+    let r = c
+        .get(sms.url("/api/v1/events?after=1&follow=false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "compacted", "{body}");
+    assert_eq!(body["error"]["resume_from"], 2, "{body}");
+    let r = c
+        .get(sms.url("/api/v1/events?after=2&follow=false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // gRPC says the same.
+    let mut events = v1::event_service_client::EventServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let status = events
+        .subscribe(v1::SubscribeRequest { after: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("resume from cursor 2"),
+        "{status:?}"
+    );
+}
