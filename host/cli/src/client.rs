@@ -263,6 +263,14 @@ impl Client {
                 reason: format!("HTTP {status}: {message}"),
             };
         }
+        if code == "compacted"
+            && let Some(resume_from) = error["resume_from"].as_u64()
+        {
+            return CliError::Compacted {
+                message: message.to_owned(),
+                resume_from,
+            };
+        }
         CliError::Api {
             status: status.as_u16(),
             code: code.to_owned(),

@@ -37,6 +37,14 @@ pub enum CliError {
         /// The request field at fault, when one is.
         field: Option<String>,
     },
+    /// The events asked for were removed by SMS's retention (`410`, code `compacted`).
+    #[error("{message}")]
+    Compacted {
+        /// SMS's message.
+        message: String,
+        /// The cursor to resume after instead.
+        resume_from: u64,
+    },
     /// SMS (or whatever listens there) answered something this client does not understand.
     #[error(
         "unexpected answer from {url}: {reason}; is --sms / SPEAR_SMS pointing at SMS's HTTP address?"
@@ -68,7 +76,7 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::NotFound { .. } | CliError::Api { .. } => 1,
+            CliError::NotFound { .. } | CliError::Api { .. } | CliError::Compacted { .. } => 1,
             CliError::Unreachable { .. }
             | CliError::Protocol { .. }
             | CliError::Usage(_)

@@ -22,7 +22,8 @@ pub struct LogsArgs {
     /// Keep streaming new events (until Ctrl-C, or, with an id, until the execution ends).
     #[arg(short, long)]
     pub follow: bool,
-    /// Start after this cursor (the number before each event; default: the beginning).
+    /// Start after this cursor (the number before each event; default: the oldest event SMS
+    /// keeps). Events SMS no longer keeps are skipped with a warning.
     #[arg(long, value_name = "CURSOR", default_value_t = 0)]
     pub after: u64,
 }
@@ -56,6 +57,15 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
             // Once following, ride out an SMS restart.
             Err(CliError::Unreachable { .. }) if reconnecting => {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Retention removed some of the events asked for: say so, and go on with the rest.
+            Err(CliError::Compacted { resume_from, .. }) if resume_from > after => {
+                output::err(&format!(
+                    "spear: the events after cursor {after} up to {resume_from} were removed by \
+                     SMS's retention; going on from cursor {resume_from}\n"
+                ));
+                after = resume_from;
                 continue;
             }
             Err(e) => return Err(e),

@@ -160,3 +160,45 @@ fn cancel_stops_a_long_execution() {
         "{stderr}"
     );
 }
+
+#[test]
+fn logs_skip_what_retention_removed_with_a_warning() {
+    let sms = crate::common::LoneSms::start(
+        tempfile::tempdir().unwrap(),
+        "[retention]\nevents_count = 3\nsweep_interval_secs = 1\n",
+        &[],
+    );
+    let url = format!("http://{}", sms.http);
+    let spear = |args: &[&str]| {
+        let mut c = crate::common::spear();
+        c.arg("--sms").arg(&url).args(args);
+        crate::common::finish(&mut c)
+    };
+    // Six submissions (no node: they stay queued), six events; the newest three are kept.
+    for _ in 0..6 {
+        spear(&sh_args(&["--detach"], "true")).ok();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let lines = spear(&["--output", "json", "logs"]).ok().json_lines();
+        if lines.len() <= 3 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "never compacted: {lines:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cursors: Vec<u64> = kept.iter().map(|e| e["cursor"].as_u64().unwrap()).collect();
+    assert_eq!(cursors, [4, 5, 6]);
+    let r = spear(&["--output", "json", "logs", "--after", "1"]).ok();
+    assert!(
+        r.stderr
+            .contains("removed by SMS's retention; going on from cursor 3"),
+        "{r:?}"
+    );
+    let cursors: Vec<u64> = r
+        .json_lines()
+        .iter()
+        .map(|e| e["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cursors, [4, 5, 6], "{r:?}");
+}

@@ -158,6 +158,56 @@ fn dispatch_keys_layer_and_are_checked() {
 }
 
 #[test]
+fn retention_keys_are_read_and_checked() {
+    let c = SmsConfig::parse("").unwrap();
+    assert_eq!(c.retention, crate::retention::RetentionConfig::default());
+    let c = SmsConfig::parse(
+        "[retention]
+memory_count = 5
+records_age_secs = 0
+",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.retention.memory_count, c.retention.records_age_secs),
+        (5, 0)
+    );
+    assert_eq!(
+        c.retention.memory_age_secs, 3_600,
+        "the others keep their defaults"
+    );
+    for (text, key) in [
+        (
+            "[retention]
+records_age_secs = 10
+",
+            "retention.records_age_secs",
+        ),
+        (
+            "[retention]
+sweep_interval_secs = 0
+",
+            "retention.sweep_interval_secs",
+        ),
+        (
+            "[retention]
+memory_age_secs = -1
+",
+            "memory_age_secs",
+        ),
+        (
+            "[retention]
+keep_forever = true
+",
+            "keep_forever",
+        ),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
 fn every_problem_is_reported_at_once_naming_where_it_was_set() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sms.toml");
