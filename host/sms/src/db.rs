@@ -203,10 +203,11 @@ impl Db {
     /// Up to `limit` keys under `prefix` after the key `after`, in key order (values unread).
     pub async fn keys(
         &self,
-        prefix: &'static str,
+        prefix: impl Into<String>,
         after: Option<String>,
         limit: u32,
     ) -> Result<Vec<String>> {
+        let prefix = prefix.into();
         self.blocking(move |b| {
             let page = b
                 .scan(

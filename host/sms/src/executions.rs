@@ -220,7 +220,8 @@ impl Sms {
             depends_on: req.depends_on,
             result: None,
             error: None,
-            stdin: req.stdin.into_bytes(),
+            stdin: Vec::new(),
+            stdin_blob: None,
             needs: req.needs.unwrap_or(needs),
             labels,
             required_labels: required,
@@ -242,15 +243,33 @@ impl Sms {
                 }
             }
         }
-        let mut queued = self.events.queue(
-            exec_ops(&exec)?,
-            vec![(
-                "execution.submitted",
-                execution_id.clone(),
-                json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
-            )],
-        )?;
-        queued.durable().await?;
+        let claim = self
+            .stdin_payload(&mut exec, req.stdin.into_bytes())
+            .await?;
+        let mut ops = exec_ops(&exec)?;
+        ops.extend(crate::payloads::blob_ref_ops(&execution_id, Vec::new(), exec.blobs()).0);
+        let stored = async {
+            let mut queued = self.events.queue(
+                ops,
+                vec![(
+                    "execution.submitted",
+                    execution_id.clone(),
+                    json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
+                )],
+            )?;
+            queued.durable().await?;
+            Ok::<_, SmsError>(queued)
+        }
+        .await;
+        drop(claim);
+        let queued = match stored {
+            Ok(q) => q,
+            Err(e) => {
+                // Not stored: its payload is no one's.
+                self.release_blobs(exec.blobs()).await;
+                return Err(e);
+            }
+        };
         self.executions
             .write()
             .await
@@ -292,13 +311,26 @@ impl Sms {
             .into_iter()
             .map(|(kind, data)| (kind, exec.execution_id.clone(), data))
             .collect();
-        let mut queued = self.events.queue(exec_ops(exec)?, events)?;
+        // The blobs it named before (its owner holds it: memory has the latest).
+        let before = self
+            .executions
+            .read()
+            .await
+            .get(&exec.execution_id)
+            .map(Execution::blobs)
+            .unwrap_or_default();
+        let (refs, dropped) =
+            crate::payloads::blob_ref_ops(&exec.execution_id, before, exec.blobs());
+        let mut ops = exec_ops(exec)?;
+        ops.extend(refs);
+        let mut queued = self.events.queue(ops, events)?;
         queued.durable().await?;
         self.executions
             .write()
             .await
             .insert(exec.execution_id.clone(), exec.clone());
         queued.announce();
+        self.release_blobs(dropped).await;
         Ok(())
     }
 
@@ -369,8 +401,22 @@ impl Sms {
 
     /// [`report_result`](Self::report_result); `started`: the node tells beside it that the
     /// execution started (a start it held back until the end), recorded in the same write.
-    pub(crate) async fn report_end(&self, r: Report, started: bool) -> Result<Execution> {
+    pub(crate) async fn report_end(&self, mut r: Report, started: bool) -> Result<Execution> {
         self.check_session(&r.session)?;
+        // Large outputs are stored before the execution is owned (a blob write is an fsync).
+        let (result, claims) = self.result_payloads(r.result.take()).await?;
+        r.result = result;
+        let taken = self.take_report(r, started).await;
+        let blobs: Vec<crate::blobs::BlobRef> = claims.iter().map(|c| c.blob.clone()).collect();
+        drop(claims);
+        // Not taken (or a duplicate acknowledged again): its outputs may be no one's; those the
+        // record names stay.
+        self.release_blobs(blobs).await;
+        taken
+    }
+
+    /// [`report_end`](Self::report_end) with its payloads stored.
+    async fn take_report(&self, r: Report, started: bool) -> Result<Execution> {
         let _owned = self.exec_locks.lock(&r.execution_id).await;
         let mut exec = self.execution(&r.execution_id).await?;
         let placed_here =

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod checks;
 pub mod config;
 pub mod db;
@@ -26,6 +27,7 @@ pub mod listen;
 pub mod model;
 pub mod nodes;
 pub mod outbox;
+pub mod payloads;
 pub mod query;
 pub mod reload;
 pub mod reports;

@@ -360,6 +360,13 @@ pub struct ExecResult {
     pub stderr_truncated: bool,
     /// Wall time on the node.
     pub duration_ms: u64,
+    /// Standard output longer than 1 KiB, kept in the blob store (then `stdout` is whole only
+    /// when the execution is read by id: listings leave it empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_blob: Option<crate::blobs::BlobRef>,
+    /// Standard error longer than 1 KiB, kept in the blob store (as `stdout_blob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_blob: Option<crate::blobs::BlobRef>,
 }
 
 /// One run of a task or of an inline executable.
@@ -401,6 +408,10 @@ pub struct Execution {
     pub error: Option<String>,
     /// Bytes for standard input.
     pub stdin: Vec<u8>,
+    /// Standard input longer than 1 KiB, kept in the blob store (then `stdin` is whole only when
+    /// the execution is read by id, or sent to its node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_blob: Option<crate::blobs::BlobRef>,
     /// Resources it needs.
     pub needs: Resources,
     /// Task labels.
@@ -434,5 +445,16 @@ impl Execution {
     /// Attempts that count against `max_attempts` (those not [`requeued`](Self::requeued)).
     pub fn spent(&self) -> u32 {
         self.attempt.saturating_sub(self.requeued)
+    }
+
+    /// The blobs its record names (standard input, and its result's outputs).
+    pub fn blobs(&self) -> Vec<crate::blobs::BlobRef> {
+        let result = self.result.as_ref();
+        self.stdin_blob
+            .iter()
+            .chain(result.and_then(|r| r.stdout_blob.as_ref()))
+            .chain(result.and_then(|r| r.stderr_blob.as_ref()))
+            .cloned()
+            .collect()
     }
 }

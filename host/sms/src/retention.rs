@@ -166,13 +166,14 @@ impl Sms {
     async fn forget_finished(&self, cutoff_ms: i64) -> Result<usize> {
         let mut after: Option<String> = None;
         let mut ops = Vec::new();
+        let mut blobs = Vec::new();
         let mut forgotten = 0;
         'scan: while forgotten < RECORDS_BUDGET {
             let chunk = crate::history::page(&self.db, after.as_deref(), 512, false).await?;
             let pinned = |e: &Execution, t: &crate::table::ExecTable| {
                 t.has_waiters(&e.execution_id) || t.contains_key(&e.execution_id)
             };
-            let gone: Vec<String> = {
+            let gone: Vec<&Execution> = {
                 let table = self.executions.read().await;
                 let mut gone = Vec::new();
                 for e in &chunk.executions {
@@ -182,7 +183,7 @@ impl Sms {
                         break;
                     }
                     if e.updated_at_ms < cutoff_ms && !pinned(e, &table) {
-                        gone.push(e.execution_id.clone());
+                        gone.push(e);
                     }
                 }
                 gone
@@ -192,11 +193,17 @@ impl Sms {
                 .iter()
                 .any(|e| e.submitted_at_ms >= cutoff_ms)
                 || chunk.end.is_none();
-            for id in gone {
-                ops.extend(crate::history::forget_ops(&id));
+            for e in gone {
+                ops.extend(crate::history::forget_ops(&e.execution_id));
+                // Its payloads lose its references; unreferenced, they go after the batch.
+                let (unrefs, dropped) =
+                    crate::payloads::blob_ref_ops(&e.execution_id, e.blobs(), Vec::new());
+                ops.extend(unrefs);
+                blobs.extend(dropped);
                 forgotten += 1;
                 if ops.len() >= DELETE_BATCH {
                     self.db.batch(std::mem::take(&mut ops)).await?;
+                    self.release_blobs(std::mem::take(&mut blobs)).await;
                 }
                 if forgotten == RECORDS_BUDGET {
                     break 'scan;
@@ -210,6 +217,7 @@ impl Sms {
         if !ops.is_empty() {
             self.db.batch(ops).await?;
         }
+        self.release_blobs(blobs).await;
         Ok(forgotten)
     }
 }

@@ -68,6 +68,8 @@ pub struct Sms {
     /// Read-modify-writes of an execution hold its stripe ([`crate::table::ExecLocks`]).
     pub(crate) exec_locks: crate::table::ExecLocks,
     pub(crate) files_dir: PathBuf,
+    /// Large execution payloads ([`crate::blobs`]), under `files_dir/blobs`.
+    pub(crate) blobs: crate::blobs::Blobs,
     /// Uploads and deletes of the same content take the same lock.
     pub(crate) file_locks: crate::files::FileLocks,
     pub(crate) max_upload_bytes: u64,
@@ -186,6 +188,7 @@ impl Sms {
             writes: Mutex::new(()),
             exec_locks: crate::table::ExecLocks::default(),
             files_dir: config.files.dir.clone(),
+            blobs: crate::blobs::Blobs::new(config.files.dir.join("blobs")),
             file_locks: crate::files::FileLocks::default(),
             max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
             max_body_bytes: config

@@ -354,6 +354,7 @@ pub(crate) mod tests_support {
             result: None,
             error: None,
             stdin: vec![],
+            stdin_blob: None,
             needs: Default::default(),
             labels: Default::default(),
             required_labels: Default::default(),

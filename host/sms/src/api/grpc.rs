@@ -429,6 +429,8 @@ pub(super) fn result(r: v1::ExecutionResult) -> model::ExecResult {
         stdout_truncated: r.stdout_truncated,
         stderr_truncated: r.stderr_truncated,
         duration_ms: r.duration_ms,
+        stdout_blob: None,
+        stderr_blob: None,
     }
 }
 

@@ -38,7 +38,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         let who = principal(&r);
         let r = r.into_inner();
         required("execution_id", &r.execution_id)?;
-        let exec = self.0.execution(&r.execution_id).await?;
+        let exec = self.0.execution_whole(&r.execution_id).await?;
         // A node sees its own executions only; another node's look absent (not "forbidden":
         // the node then knows it is not its own, as it would if it were gone).
         if let Some(p) = who.filter(|p| p.role == crate::auth::Role::Node)
@@ -93,13 +93,30 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         required("node_uuid", &r.node_uuid)?;
         let rx = self.0.connect_node(&r.node_uuid).await?;
         let session = self.0.session.clone();
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |a| {
-            Ok(v1::Assignment {
-                session: session.clone(),
-                cursor: a.cursor,
-                execution: Some(wire_execution(a.execution)),
-                cancel: a.cancel,
-            })
+        let sms = self.0.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |a| {
+            let (sms, session) = (sms.clone(), session.clone());
+            async move {
+                // A start carries its whole standard input; one whose input cannot be read is
+                // failed instead of being run on the wrong input.
+                let execution = if a.cancel {
+                    a.execution
+                } else {
+                    match sms.with_stdin(a.execution.clone()).await {
+                        Ok(e) => e,
+                        Err(why) => {
+                            sms.payload_lost(&a.execution, &why.to_string()).await;
+                            return None;
+                        }
+                    }
+                };
+                Some(Ok(v1::Assignment {
+                    session,
+                    cursor: a.cursor,
+                    execution: Some(wire_execution(execution)),
+                    cancel: a.cancel,
+                }))
+            }
         });
         let mut response = Response::new(Box::pin(stream) as AssignmentStream);
         // The session is told up front, so a Spearlet can report before any assignment arrives.

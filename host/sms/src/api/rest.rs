@@ -337,7 +337,7 @@ async fn get_execution(
     State(sms): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Execution>, SmsError> {
-    sms.execution(&id).await.map(Json)
+    sms.execution_whole(&id).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/executions/{execution_id}/cancel",

@@ -115,7 +115,7 @@ pub(crate) async fn watch_execution(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, SmsError> {
     // The cursor first, then the record: a change between the two is in the events that follow.
     let after = sms.events().last_cursor().await;
-    let first = sms.execution(&id).await?;
+    let first = sms.execution_whole(&id).await?;
     let stream = async_stream::stream! {
         let done = first.state.is_terminal();
         yield Ok(execution_message(&first));
@@ -126,7 +126,7 @@ pub(crate) async fn watch_execution(
         while let Some(item) = events.next().await {
             match item {
                 Ok(e) if e.subject == id => {
-                    let Ok(now) = sms.execution(&id).await else { return };
+                    let Ok(now) = sms.execution_whole(&id).await else { return };
                     let done = now.state.is_terminal();
                     yield Ok(execution_message(&now));
                     if done {

@@ -54,9 +54,9 @@ async fn a_full_disk_makes_writes_fail_healthz_unhealthy_and_one_warning_per_bur
     let health = common::get_json(&c, &sms, "/healthz").await;
     assert_eq!(health["status"], "ok", "{health}");
 
-    // 256 KiB of stdin a submission (stored with the execution) fills 4 MiB in about 16.
-    let stdin = "x".repeat(256 * 1024);
-    let body = json!({"executable": {"type": "process", "name": "/bin/true"}, "stdin": stdin});
+    // 256 KiB of environment a submission (stored with the execution's record) fills 4 MiB in
+    // about 16.
+    let body = json!({"executable": {"type": "process", "name": "/bin/true", "env": large_env(4)}});
     let mut accepted = 0;
     let mut refused = 0;
     for _ in 0..200 {
@@ -81,6 +81,24 @@ async fn a_full_disk_makes_writes_fail_healthz_unhealthy_and_one_warning_per_bur
     }
     assert!(accepted > 0, "nothing was stored before the disk filled");
     assert_eq!(refused, 20, "the disk never filled ({accepted} accepted)");
+    // A large input (kept in the blob store) finds no room either: refused the same way.
+    let large = json!({"executable": {"type": "process", "name": "/bin/true"},
+        "stdin": "y".repeat(300 * 1024)});
+    let r = c
+        .post(sms.url("/api/v1/executions"))
+        .json(&large)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot store a payload"),
+        "{answer}"
+    );
 
     let r = c.get(sms.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -105,15 +123,23 @@ async fn a_full_disk_makes_writes_fail_healthz_unhealthy_and_one_warning_per_bur
     assert_eq!(warnings.len(), 1, "{log}");
 }
 
-/// Submit an execution whose record (stdin included) is larger than any room the store keeps
-/// allocated ahead, so that storing it needs free space; its id.
+/// An executable's environment of `n` variables of 64 KiB each (the most one may hold): it is
+/// stored inside the execution's record (unlike a large stdin, which goes to the blob store).
+fn large_env(n: usize) -> Value {
+    (0..n)
+        .map(|i| (format!("FILL_{i}"), Value::from("x".repeat(64 * 1024))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Submit an execution whose record is larger than any room the store keeps allocated ahead, so
+/// that storing it needs free space; its id.
 async fn submit_large(c: &reqwest::Client, sms: &common::Sms) -> String {
     let (status, submitted) = common::post_json(
         c,
         sms,
         "/api/v1/executions",
-        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"},
-            "stdin": "x".repeat(512 * 1024)}),
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm", "env": large_env(8)}}),
     )
     .await;
     assert_eq!(status, 201, "{submitted}");

@@ -240,3 +240,144 @@ async fn records_and_events_past_their_retention_are_deleted() {
         "{status:?}"
     );
 }
+
+/// The files in the sandbox's blob store.
+fn blob_files(sb: &Sandbox) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sb.path().join("data/files/blobs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_them() {
+    let sb = Sandbox::new(
+        "[retention]\nmemory_age_secs = 0\nrecords_age_secs = 2\nsweep_interval_secs = 1\n",
+    );
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    // A node that checks it is sent the whole input, and answers 3,000 bytes of output.
+    let uuid = common::register_wasm_node(&sms, 1000).await;
+    let (execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let stdin = "i".repeat(5_000);
+    let node = {
+        let stdin = stdin.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(a)) = stream.next().await {
+                let e = a.execution.unwrap();
+                assert_eq!(e.stdin, stdin.as_bytes(), "the node gets the whole input");
+                execs
+                    .clone()
+                    .report_result(v1::ReportResultRequest {
+                        session: a.session,
+                        node_uuid: uuid.clone(),
+                        execution_id: e.execution_id,
+                        success: true,
+                        result: Some(v1::ExecutionResult {
+                            stdout: vec![b'o'; 3_000],
+                            stderr: b"short".to_vec(),
+                            ..Default::default()
+                        }),
+                        error: String::new(),
+                        attempt: 0,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut ran = Vec::new();
+    for _ in 0..2 {
+        let (status, e) = common::post_json(
+            &c,
+            &sms,
+            "/api/v1/executions",
+            &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "stdin": stdin}),
+        )
+        .await;
+        assert_eq!(status, 201, "{e}");
+        let id = e["execution_id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/executions/{id}");
+        wait_for(&c, &sms, &path, |e| e["state"] == "succeeded").await;
+        ran.push(id);
+    }
+    node.abort();
+    // Read by id: whole. Listed: the references, not the bytes.
+    let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{}", ran[0])).await;
+    assert_eq!(
+        e["stdin"].as_array().unwrap().len(),
+        5_000,
+        "{}",
+        e["stdin_blob"]
+    );
+    assert_eq!(e["result"]["stdout"], "o".repeat(3_000));
+    assert_eq!(e["result"]["stderr"], "short");
+    let page = common::get_json(&c, &sms, "/api/v1/executions").await;
+    let listed = &page["executions"][0];
+    assert_eq!(listed["stdin"], json!([]), "{listed}");
+    assert_eq!(listed["stdin_blob"]["size"], 5_000, "{listed}");
+    assert_eq!(listed["result"]["stdout"], "", "{listed}");
+    assert_eq!(listed["result"]["stdout_blob"]["size"], 3_000, "{listed}");
+    assert!(
+        listed["result"].get("stderr_blob").is_none(),
+        "short: inline"
+    );
+    // Two executions, the same input and output: two files.
+    let stdin_sha = listed["stdin_blob"]["sha256"].as_str().unwrap().to_owned();
+    let stdout_sha = listed["result"]["stdout_blob"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut both = vec![stdin_sha.clone(), stdout_sha];
+    both.sort();
+    assert_eq!(blob_files(&sb), both);
+
+    // One more with that input, which no node runs: the input stays while it names it; the
+    // output goes with the records of the two that ran.
+    let (status, e) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "process", "uri": "file:///bin/cat"}, "stdin": stdin}),
+    )
+    .await;
+    assert_eq!(status, 201, "{e}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while blob_files(&sb) != [stdin_sha.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            blob_files(&sb)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ran {
+        let r = c
+            .get(sms.url(&format!("/api/v1/executions/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "its record went first");
+    }
+    // Cancelled, then past its retention: the input goes too.
+    let queued = e["execution_id"].as_str().unwrap();
+    let r = c
+        .post(sms.url(&format!("/api/v1/executions/{queued}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    while !blob_files(&sb).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            blob_files(&sb)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
