@@ -12,53 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use spear_sms::config::{Cli, SmsConfig};
 use spear_sms::executions::Submit;
 use spear_sms::model::{Executable, Resources, now_ms};
 use spear_sms::nodes::{Heartbeat, RegisterNode};
 use spear_sms::service::Sms;
-use spear_tests::guest;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
+use common::{rss_bytes, sandbox};
 
-fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    for (form, file) in [
-        ("native", "redb.so"),
-        ("native", "memory.so"),
-        ("component", "least-connections.wasm"),
-    ] {
-        std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
-    }
-    let config = dir.path().join("sms.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[database]\ndb_type = \"{db}\"\npath = \"{}\"\n\
-             [files]\ndir = \"{}\"\nmax_upload_mb = 1\n[plugins]\ndir = \"plugins\"\nwatch = false\ncall_timeout_ms = 100\n\
-             [scheduler]\nstrategy = \"least-connections\"\n",
-            dir.path().join("sms.redb").display(),
-            dir.path().join("files").display()
-        ),
-    )
-    .unwrap();
-    let cli = Cli {
-        config: Some(config),
-        ..Cli::default()
-    };
-    let config = SmsConfig::load_with(&cli, |_| None, None).unwrap();
-    (dir, config)
-}
+mod common;
 
 struct Row {
     nodes: usize,

@@ -84,6 +84,9 @@ pub struct Database {
     /// Accepted for compatibility with SPEAR configs; unused.
     #[serde(default)]
     pub pool_size: Option<u32>,
+    /// Memory the `redb` backend may use to cache pages, in MiB (default 8; 1 to 65,536).
+    #[serde(default)]
+    pub cache_mb: Option<u64>,
 }
 
 /// `[log]`.
@@ -206,6 +209,7 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_DB_TYPE", "database.db_type"),
     ("SMS_DB_PATH", "database.path"),
     ("SMS_DB_POOL_SIZE", "database.pool_size"),
+    ("SMS_DB_CACHE_MB", "database.cache_mb"),
     ("SMS_LOG_LEVEL", "log.level"),
     ("SMS_LOG_FORMAT", "log.format"),
     ("SMS_LOG_FILE", "log.file"),
@@ -333,6 +337,19 @@ impl SmsConfig {
                 "log.format",
                 format!("`{}` is not `pretty` or `json`", self.log.format),
             );
+        }
+        if let Some(mb) = self.database.cache_mb {
+            if self.database.db_type != "redb" {
+                problems.invalid(
+                    "database.cache_mb",
+                    format!(
+                        "only the redb backend has a page cache (db_type is `{}`)",
+                        self.database.db_type
+                    ),
+                );
+            } else if !(1..=65_536).contains(&mb) {
+                problems.invalid("database.cache_mb", "must be 1 to 65536 (MiB)");
+            }
         }
         if self.files.max_upload_mb == 0 {
             problems.invalid("files.max_upload_mb", "must be at least 1");

@@ -240,9 +240,12 @@ pub async fn open_backend(
     let mut backend = plugin
         .storage()
         .map_err(|e| SmsError::Storage(e.to_string()))?;
-    let open_config = serde_json::json!({ "path": config.database.path }).to_string();
     let open_config = if name == "redb" {
-        open_config
+        let mut c = serde_json::json!({ "path": config.database.path });
+        if let Some(mb) = config.database.cache_mb {
+            c["cache_mb"] = mb.into();
+        }
+        c.to_string()
     } else {
         "{}".into()
     };

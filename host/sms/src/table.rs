@@ -82,7 +82,10 @@ impl Deref for NodeTable {
 /// through [`insert`](Self::insert), which keeps the indexes true.
 #[derive(Debug, Default)]
 pub struct ExecTable {
-    all: BTreeMap<String, Execution>,
+    /// Boxed: the map's nodes stay small, and every execution is one allocation of one size
+    /// (a table that lets the oldest go as new ones come keeps its nodes half full; inline, the
+    /// 640-byte records would make that half a lot of memory).
+    all: BTreeMap<String, Box<Execution>>,
     /// The ready ones in queue order.
     ready: BTreeSet<(QueueKey, String)>,
     pending: BTreeSet<String>,
@@ -151,7 +154,7 @@ fn occupies(e: &Execution) -> Option<&str> {
 impl ExecTable {
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
-        self.due.update(&id, self.all.get(&id), &exec);
+        self.due.update(&id, self.all.get(&id).map(|e| &**e), &exec);
         if let Some(old) = self.all.get(&id)
             && let Some(n) = self.counts.get_mut(old.state.as_str())
         {
@@ -171,7 +174,7 @@ impl ExecTable {
         if exec.state == ExecState::Ready {
             self.ready.insert((queue_key(&exec), id.clone()));
         }
-        let before = self.all.get(&id).and_then(occupies).map(str::to_owned);
+        let before = self.get(&id).and_then(occupies).map(str::to_owned);
         if before.as_deref() != occupies(&exec) {
             if let Some(node) = before {
                 if let Some(n) = self.placed.get_mut(&node) {
@@ -202,7 +205,7 @@ impl ExecTable {
         if exec.state.is_terminal() {
             self.finished.insert((exec.updated_at_ms, id.clone()));
         }
-        self.all.insert(id, exec);
+        self.all.insert(id, Box::new(exec));
     }
 
     /// Let finished executions go from memory (they are in storage): those that finished before
@@ -243,6 +246,24 @@ impl ExecTable {
         self.finished.len()
     }
 
+    /// Execution `id`.
+    pub fn get(&self, id: &str) -> Option<&Execution> {
+        self.all.get(id).map(|e| &**e)
+    }
+
+    /// Every execution, in id order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Execution> {
+        self.all.values().map(|e| &**e)
+    }
+
+    /// The executions with ids in `range`, in id order.
+    pub fn range(
+        &self,
+        range: (std::ops::Bound<String>, std::ops::Bound<String>),
+    ) -> impl DoubleEndedIterator<Item = (&String, &Execution)> {
+        self.all.range(range).map(|(id, e)| (id, &**e))
+    }
+
     /// Change an execution's `error` only (its state, and so the index, stay).
     pub fn set_error(&mut self, id: &str, error: Option<String>) {
         if let Some(e) = self.all.get_mut(id) {
@@ -255,6 +276,7 @@ impl ExecTable {
         self.ready
             .iter()
             .filter_map(|(_, id)| self.all.get_key_value(id))
+            .map(|(id, e)| (id, &**e))
     }
 
     /// How many executions are placed (`assigned` or `running`) on each node that has any.
@@ -290,7 +312,7 @@ impl ExecTable {
             .iter()
             .chain(self.ready.iter().map(|(_, id)| id))
             .chain(&self.on_nodes)
-            .filter_map(|id| self.all.get(id))
+            .filter_map(|id| self.all.get(id).map(|e| &**e))
     }
 
     /// The executions waiting on dependencies.
@@ -298,11 +320,12 @@ impl ExecTable {
         self.pending
             .iter()
             .filter_map(|id| self.all.get_key_value(id))
+            .map(|(id, e)| (id, &**e))
     }
 }
 
 impl Deref for ExecTable {
-    type Target = BTreeMap<String, Execution>;
+    type Target = BTreeMap<String, Box<Execution>>;
 
     fn deref(&self) -> &Self::Target {
         &self.all

@@ -158,6 +158,25 @@ fn dispatch_keys_layer_and_are_checked() {
 }
 
 #[test]
+fn the_redb_cache_is_set_for_redb_only() {
+    let c = SmsConfig::parse("[database]\ncache_mb = 8\n").unwrap();
+    assert_eq!(c.database.cache_mb, Some(8));
+    for (text, why) in [
+        ("[database]\ncache_mb = 0\n", "must be 1 to 65536"),
+        (
+            "[database]\ndb_type = \"memory\"\ncache_mb = 8\n",
+            "only the redb backend has a page cache",
+        ),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("database.cache_mb") && err.contains(why),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
 fn retention_keys_are_read_and_checked() {
     let c = SmsConfig::parse("").unwrap();
     assert_eq!(c.retention, crate::retention::RetentionConfig::default());

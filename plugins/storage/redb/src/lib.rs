@@ -31,7 +31,13 @@ const GENERATION: &str = "log-generation";
 #[serde(deny_unknown_fields)]
 struct Config {
     path: Option<String>,
+    /// Memory for redb's page cache, in MiB ([`DEFAULT_CACHE_MB`] when absent).
+    cache_mb: Option<u64>,
 }
+
+/// redb's page cache when the configuration does not say (redb's own default is 1 GiB, which a
+/// long-lived store fills: the process would grow with its history).
+pub const DEFAULT_CACHE_MB: u64 = 8;
 
 /// The redb backend.
 #[derive(Default)]
@@ -208,7 +214,7 @@ impl StorageBackend for Redb {
             version: env!("CARGO_PKG_VERSION").into(),
             kind: PluginKind::StorageBackend,
             description: "Embedded durable key-value store (redb); survives kill -9".into(),
-            config_schema: r#"{"type":"object","required":["path"],"additionalProperties":false,"properties":{"path":{"type":"string"}}}"#.into(),
+            config_schema: r#"{"type":"object","required":["path"],"additionalProperties":false,"properties":{"path":{"type":"string"},"cache_mb":{"type":"integer","minimum":1,"maximum":65536}}}"#.into(),
         }
     }
 
@@ -222,8 +228,16 @@ impl StorageBackend for Redb {
         {
             std::fs::create_dir_all(parent).map_err(e("create directory"))?;
         }
-        let db =
-            Database::create(&path).map_err(|x| PluginError(format!("redb open {path}: {x}")))?;
+        let cache_mb = config.cache_mb.unwrap_or(DEFAULT_CACHE_MB);
+        if !(1..=65_536).contains(&cache_mb) {
+            return Err(PluginError::new(
+                "invalid configuration: `cache_mb` must be 1 to 65536",
+            ));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(usize::try_from(cache_mb << 20).unwrap_or(usize::MAX))
+            .create(&path)
+            .map_err(|x| PluginError(format!("redb open {path}: {x}")))?;
         let wal_path = PathBuf::from(format!("{path}.wal"));
         let log_error =
             |x: std::io::Error| PluginError(format!("redb log {}: {x}", wal_path.display()));

@@ -137,3 +137,20 @@ fn a_log_of_another_state_of_the_database_is_dropped_or_refused_never_applied() 
     std::fs::remove_file(format!("{}.wal", path.display())).unwrap();
     assert_eq!(open(&path).get(b"x").unwrap(), None);
 }
+
+#[test]
+fn the_page_cache_is_configured_within_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.redb").display().to_string();
+    for bad in [0, 65_537] {
+        let err = Redb::default()
+            .open(&format!(r#"{{"path": {path:?}, "cache_mb": {bad}}}"#))
+            .unwrap_err();
+        assert!(err.to_string().contains("cache_mb"), "{err}");
+    }
+    let mut r = Redb::default();
+    r.open(&format!(r#"{{"path": {path:?}, "cache_mb": 1}}"#))
+        .unwrap();
+    r.batch(&[put("k", "v")]).unwrap();
+    assert_eq!(r.get(b"k").unwrap(), Some(b"v".to_vec()));
+}

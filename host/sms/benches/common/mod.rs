@@ -1,0 +1,48 @@
+//! What the SMS benches share: a sandbox with the plugins, and the process's resident memory.
+
+use spear_sms::config::{Cli, SmsConfig};
+use spear_tests::guest;
+
+/// This process's resident memory, in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A temporary directory with the storage plugins and the least-connections strategy, and an SMS
+/// config on `db` (`redb` or `memory`) with the defaults for the rest (retention included).
+pub fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for (form, file) in [
+        ("native", "redb.so"),
+        ("native", "memory.so"),
+        ("component", "least-connections.wasm"),
+    ] {
+        std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
+    }
+    let config = dir.path().join("sms.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[database]\ndb_type = \"{db}\"\npath = \"{}\"\n\
+             [files]\ndir = \"{}\"\nmax_upload_mb = 1\n[plugins]\ndir = \"plugins\"\nwatch = false\ncall_timeout_ms = 100\n\
+             [scheduler]\nstrategy = \"least-connections\"\n",
+            dir.path().join("sms.redb").display(),
+            dir.path().join("files").display()
+        ),
+    )
+    .unwrap();
+    let cli = Cli {
+        config: Some(config),
+        ..Cli::default()
+    };
+    let config = SmsConfig::load_with(&cli, |_| None, None).unwrap();
+    (dir, config)
+}
