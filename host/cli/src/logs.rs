@@ -61,10 +61,7 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
             }
             // Retention removed some of the events asked for: say so, and go on with the rest.
             Err(CliError::Compacted { resume_from, .. }) if resume_from > after => {
-                output::err(&format!(
-                    "spear: the events after cursor {after} up to {resume_from} were removed by \
-                     SMS's retention; going on from cursor {resume_from}\n"
-                ));
+                warn_skipped(after, resume_from);
                 after = resume_from;
                 continue;
             }
@@ -89,10 +86,23 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
                 Err(e) => return Err(client.transport(e)),
             };
             if event.event == "error" {
+                // SMS's error body; `compacted`: retention removed what was next (this reader
+                // fell behind it): say so and go on from where SMS says.
+                let body: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                let error = &body["error"];
+                if error["code"] == "compacted"
+                    && let Some(resume_from) = error["resume_from"].as_u64()
+                    && resume_from > after
+                {
+                    warn_skipped(after, resume_from);
+                    after = resume_from;
+                    break;
+                }
+                let message = error["message"].as_str().unwrap_or(&event.data);
                 return Err(CliError::Api {
                     status: 503,
-                    code: "unavailable".into(),
-                    message: format!("the event stream failed: {}", event.data),
+                    code: error["code"].as_str().unwrap_or("unavailable").into(),
+                    message: format!("the event stream failed: {message}"),
                     field: None,
                 });
             }
@@ -112,6 +122,14 @@ pub async fn run(args: LogsArgs, client: &Client, out: Output) -> Result<i32> {
             }
         }
     }
+}
+
+/// Say that retention removed the events after `after` up to `resume_from`.
+fn warn_skipped(after: u64, resume_from: u64) {
+    output::err(&format!(
+        "spear: the events after cursor {after} up to {resume_from} were removed by SMS's \
+         retention; going on from cursor {resume_from}\n"
+    ));
 }
 
 /// Whether an event kind ends an execution.

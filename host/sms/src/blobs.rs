@@ -121,29 +121,35 @@ impl Blobs {
 
     /// Store `bytes` (durably, once: the same bytes are one file) and claim the blob.
     pub async fn put(&self, bytes: Vec<u8>) -> Result<BlobClaim> {
-        let sha: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        // (Hashing megabytes is work for a blocking thread, not for the async ones.)
+        let (sha, bytes) = tokio::task::spawn_blocking(move || {
+            let sha: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (sha, bytes)
+        })
+        .await
+        .map_err(|e| io("cannot store a payload", e))?;
         let blob = BlobRef {
             sha256: sha.clone(),
             size: bytes.len() as u64,
         };
         let path = self.path(&sha);
-        let exists = {
-            let _content = self.lock(&sha).lock().await;
-            *self
-                .claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(sha.clone())
-                .or_default() += 1;
-            tokio::fs::try_exists(&path).await.unwrap_or(false)
-        };
+        let content = self.lock(&sha).lock().await;
+        *self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sha.clone())
+            .or_default() += 1;
+        // Made before the next await: a caller that gives up there still lets the claim go.
         let claim = BlobClaim {
             blob,
             claims: self.claims.clone(),
         };
+        let exists = tokio::fs::try_exists(&path).await.unwrap_or(false);
+        drop(content);
         if !exists {
             let dir = self.dir.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -164,6 +170,14 @@ impl Blobs {
         Ok(claim)
     }
 
+    /// Whether `blob`'s file is there.
+    pub async fn exists(&self, blob: &BlobRef) -> bool {
+        is_sha(&blob.sha256)
+            && tokio::fs::try_exists(self.path(&blob.sha256))
+                .await
+                .unwrap_or(true)
+    }
+
     /// The bytes of `blob`.
     pub async fn read(&self, blob: &BlobRef) -> Result<Vec<u8>> {
         if !is_sha(&blob.sha256) {
@@ -177,37 +191,84 @@ impl Blobs {
             .map_err(|e| io(&format!("payload {}", blob.sha256), e))
     }
 
-    /// Delete each of `blobs` that no record refers to and nothing claims; returns how many were.
+    /// Delete each of `blobs` that no record refers to and nothing claims; returns how many were
+    /// (on failures, the first, after trying them all).
     pub async fn release(
         &self,
         db: &Db,
         blobs: impl IntoIterator<Item = BlobRef>,
     ) -> Result<usize> {
         let mut deleted = 0;
+        let mut failed = None;
         for blob in blobs {
-            if !is_sha(&blob.sha256) {
+            match self.release_one(db, &blob.sha256).await {
+                Ok(gone) => deleted += usize::from(gone),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        failed.map_or(Ok(deleted), Err)
+    }
+
+    /// Delete blob `sha` if no record refers to it and nothing claims it; whether it was.
+    async fn release_one(&self, db: &Db, sha: &str) -> Result<bool> {
+        if !is_sha(sha) {
+            return Ok(false);
+        }
+        let _content = self.lock(sha).lock().await;
+        let claimed = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sha);
+        if claimed {
+            return Ok(false);
+        }
+        let referred = !db
+            .keys(format!("{REF_PREFIX}{sha}/"), None, 1)
+            .await?
+            .is_empty();
+        if referred {
+            return Ok(false);
+        }
+        match tokio::fs::remove_file(self.path(sha)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&format!("payload {sha}"), e)),
+        }
+    }
+
+    /// Delete what a crash or an abandoned write left: blobs no record refers to and temporary
+    /// files, each older than `grace` (a younger one may be on its way into a record). Walks the
+    /// whole directory; returns how many files went.
+    pub async fn sweep_orphans(&self, db: &Db, grace: std::time::Duration) -> Result<usize> {
+        let mut dir = match tokio::fs::read_dir(&self.dir).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io("the payload directory", e)),
+        };
+        let mut deleted = 0;
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| io("the payload directory", e))?
+        {
+            let old = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > grace);
+            if !old {
                 continue;
             }
-            let _content = self.lock(&blob.sha256).lock().await;
-            let claimed = self
-                .claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&blob.sha256);
-            if claimed {
-                continue;
-            }
-            let referred = !db
-                .keys(format!("{REF_PREFIX}{}/", blob.sha256), None, 1)
-                .await?
-                .is_empty();
-            if referred {
-                continue;
-            }
-            match tokio::fs::remove_file(self.path(&blob.sha256)).await {
-                Ok(()) => deleted += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&format!("payload {}", blob.sha256), e)),
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".blob-") {
+                if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    deleted += 1;
+                }
+            } else if self.release_one(db, &name).await? {
+                deleted += 1;
             }
         }
         Ok(deleted)
@@ -220,4 +281,55 @@ pub async fn maybe_blob(blobs: &Blobs, bytes: Vec<u8>) -> Result<(Vec<u8>, Optio
         return Ok((bytes, None));
     }
     Ok((Vec::new(), Some(blobs.put(bytes).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_blob_goes_only_when_nothing_refers_to_it_or_claims_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(spear_storage_memory::Memory::default()));
+        let blobs = Blobs::new(dir.path().join("blobs"));
+        let exists = |b: &BlobRef| dir.path().join("blobs").join(&b.sha256).exists();
+        let orphan = blobs.put(vec![b'a'; 2000]).await.unwrap().blob.clone();
+        let named = blobs.put(vec![b'b'; 2000]).await.unwrap().blob.clone();
+        db.batch(vec![ref_op(&named, "e")]).await.unwrap();
+        let claim = blobs.put(vec![b'c'; 2000]).await.unwrap();
+        let claimed = claim.blob.clone();
+        // The same bytes again: one file, two claims.
+        let again = blobs.put(vec![b'c'; 2000]).await.unwrap();
+        assert_eq!(again.blob, claimed);
+        drop(again);
+        std::fs::write(dir.path().join("blobs/.blob-left.tmp"), b"x").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+        let gone = blobs
+            .sweep_orphans(&db, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(gone, 2, "the orphan and the temporary file");
+        assert!(!exists(&orphan) && exists(&named) && exists(&claimed));
+        assert_eq!(blobs.read(&named).await.unwrap(), vec![b'b'; 2000]);
+        // A young orphan waits for its grace.
+        drop(claim);
+        let young = blobs
+            .sweep_orphans(&db, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(young, 0);
+        // Once its claim and its reference are gone, each goes on release.
+        assert_eq!(
+            blobs
+                .release(&db, [claimed.clone(), named.clone()])
+                .await
+                .unwrap(),
+            1
+        );
+        db.batch(vec![unref_op(&named, "e")]).await.unwrap();
+        assert_eq!(blobs.release(&db, [named.clone()]).await.unwrap(), 1);
+        assert!(!exists(&claimed) && !exists(&named));
+        assert!(blobs.read(&named).await.is_err());
+    }
 }

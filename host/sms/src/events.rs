@@ -10,7 +10,7 @@ use futures::Stream;
 use tokio::sync::broadcast;
 
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Result, SmsError};
 use crate::model::{Event, now_ms};
 
 const PREFIX: &str = "event/";
@@ -72,7 +72,7 @@ impl EventLog {
             return Ok(first.saturating_sub(1));
         }
         if after.saturating_add(1) < first {
-            return Err(crate::error::SmsError::Compacted {
+            return Err(SmsError::Compacted {
                 after,
                 resume_from: first - 1,
             });
@@ -111,7 +111,11 @@ impl EventLog {
                 }
             }
         }
-        let horizon = horizon.min(first.saturating_add(budget)).min(next);
+        // The newest event stays, whatever its age: its cursor is where the log goes on from
+        // after a restart (cursors are never handed out twice).
+        let horizon = horizon
+            .min(first.saturating_add(budget))
+            .min(next.saturating_sub(1));
         if horizon <= first {
             return Ok(0);
         }
@@ -124,7 +128,12 @@ impl EventLog {
                     key: key(c).into_bytes(),
                 })
                 .collect();
-            self.db.batch(ops).await?;
+            if let Err(e) = self.db.batch(ops).await {
+                // Those from `cursor` on are still there: readers may read them, and the next
+                // compaction deletes them.
+                self.first.store(cursor, Ordering::Release);
+                return Err(e);
+            }
             cursor = end;
         }
         Ok(horizon - first)
@@ -137,7 +146,7 @@ impl EventLog {
         // Read after the page: a compaction that began before it is seen.
         let first = self.horizon();
         if after.saturating_add(1) < first {
-            return Err(crate::error::SmsError::Compacted {
+            return Err(SmsError::Compacted {
                 after,
                 resume_from: first - 1,
             });
@@ -225,9 +234,17 @@ impl EventLog {
     ) -> impl Stream<Item = Result<Event>> + Send + use<> {
         let log = self.clone();
         async_stream::try_stream! {
+            // A reader from the oldest event kept follows the horizon as it moves.
+            let from_oldest = after == 0;
             let mut last = log.resume_point(after)?;
             while last < until {
-                let page = log.read_since(last, 512).await?;
+                let page = match log.read_since(last, 512).await {
+                    Err(SmsError::Compacted { resume_from, .. }) if from_oldest => {
+                        last = resume_from;
+                        continue;
+                    }
+                    page => page?,
+                };
                 if page.is_empty() {
                     break;
                 }
@@ -247,11 +264,19 @@ impl EventLog {
         let log = self.clone();
         async_stream::try_stream! {
             let mut rx = log.live.subscribe();
+            // A reader from the oldest event kept follows the horizon as it moves.
+            let from_oldest = after == 0;
             let mut last = log.resume_point(after)?;
             loop {
                 // History first (and again after falling behind the live channel).
                 loop {
-                    let page = log.read_since(last, 512).await?;
+                    let page = match log.read_since(last, 512).await {
+                        Err(SmsError::Compacted { resume_from, .. }) if from_oldest => {
+                            last = resume_from;
+                            continue;
+                        }
+                        page => page?,
+                    };
                     if page.is_empty() {
                         break;
                     }
@@ -306,5 +331,70 @@ impl Queued {
             let _ = self.live.send(e.clone());
         }
         self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    async fn log_of(n: usize) -> EventLog {
+        let db = Db::new(Arc::new(spear_storage_memory::Memory::default()));
+        let log = EventLog::open(db).await.unwrap();
+        for i in 0..n {
+            log.append("test", &i.to_string(), serde_json::Value::Null)
+                .await
+                .unwrap();
+        }
+        log
+    }
+
+    #[tokio::test]
+    async fn a_reader_overtaken_by_compaction_is_told_where_to_resume() {
+        let log = log_of(1_000).await;
+        // A reader from cursor 5 reads the first page (512 events), then compaction keeps
+        // only the newest 10: the next page is gone.
+        let mut behind = Box::pin(log.history(5, 1_000));
+        assert_eq!(behind.next().await.unwrap().unwrap().cursor, 6);
+        // A reader from the oldest kept, at the same place.
+        let mut oldest = Box::pin(log.history(0, 1_000));
+        assert_eq!(oldest.next().await.unwrap().unwrap().cursor, 1);
+        assert_eq!(log.compact(None, Some(10), 100_000).await.unwrap(), 990);
+        let mut last = 6;
+        let err = loop {
+            match behind.next().await.unwrap() {
+                Ok(e) => last = e.cursor,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(last, 517, "the page read before the compaction is whole");
+        assert!(
+            matches!(
+                err,
+                SmsError::Compacted {
+                    after: 517,
+                    resume_from: 990
+                }
+            ),
+            "{err}"
+        );
+        // The reader from the oldest follows the horizon: after its page, the newest ten.
+        let cursors: Vec<u64> = oldest.map(|e| e.unwrap().cursor).collect().await;
+        assert_eq!(cursors.len(), 511 + 10);
+        assert_eq!(
+            cursors[510..],
+            (512..=512).chain(991..=1_000).collect::<Vec<_>>()[..]
+        );
+        // Asking to start before the horizon is refused at once; the newest event always stays.
+        assert!(matches!(
+            log.resume_point(3),
+            Err(SmsError::Compacted {
+                resume_from: 990,
+                ..
+            })
+        ));
+        assert_eq!(log.compact(Some(i64::MAX), None, 100_000).await.unwrap(), 9);
+        assert_eq!(log.horizon(), 1_000, "the newest event stays");
     }
 }

@@ -143,6 +143,7 @@ impl Sms {
         };
         let max_attempts = req.max_attempts.unwrap_or(3);
         let execution_id = uuid::Uuid::now_v7().to_string();
+        let mut forgetting = None;
         {
             let mut seen = BTreeSet::new();
             let mut absent = Vec::new();
@@ -165,7 +166,11 @@ impl Sms {
                 }
             }
             drop(execs);
-            // Not in memory: finished a while ago, and stored (or unknown).
+            // Not in memory: finished a while ago, and stored (or unknown). Retention must not
+            // delete one between this look and the insert below, which makes it a waiter.
+            if !absent.is_empty() {
+                forgetting = Some(self.forgetting.lock().await);
+            }
             for dep in absent {
                 if crate::history::finished(&self.db, &dep).await?.is_none() {
                     return Err(SmsError::invalid(
@@ -274,6 +279,7 @@ impl Sms {
             .write()
             .await
             .insert(execution_id.clone(), exec.clone());
+        drop(forgetting);
         queued.announce();
         self.wake.notify_one();
         Ok(exec)

@@ -116,11 +116,26 @@ impl Sms {
         self.with_payloads(e).await
     }
 
-    /// Fail `sent`'s attempt, whose standard input could not be read for its node (`why`), if
-    /// it is still placed there (a failure to store that is logged; the node never heard of it,
-    /// and the node's loss or an SMS restart puts it back in the queue).
+    /// `sent`'s standard input could not be read for its node (`why`). If its file is gone, the
+    /// attempt fails for good (it would run on the wrong input); otherwise (a passing error) it
+    /// goes back to the queue without spending an attempt. Either only if it is still placed
+    /// there; a failure to store that is logged (the node never heard of it, and the node's loss
+    /// or an SMS restart puts it back in the queue).
     pub(crate) async fn payload_lost(&self, sent: &Execution, why: &str) {
         let id = &sent.execution_id;
+        let node = sent.node_uuid.clone().unwrap_or_default();
+        let gone = match &sent.stdin_blob {
+            Some(b) => !self.blobs.exists(b).await,
+            None => false,
+        };
+        if !gone {
+            let why = format!("its standard input could not be read: {why}");
+            if let Err(e) = self.requeue_one(id, &node, &why).await {
+                tracing::warn!("execution {id}: {e}");
+            }
+            self.wake.notify_one();
+            return;
+        }
         let _owned = self.exec_locks.lock(id).await;
         let Ok(mut exec) = self.execution(id).await else {
             return;

@@ -113,22 +113,34 @@ impl Sms {
         };
         let mut read = 0;
         let mut stored_from = out.last.clone();
+        let mut retries = 0;
         loop {
+            let want = STORE_BUDGET.saturating_sub(read).min(STORE_CHUNK as usize) as u32;
+            if want == 0 && !memory_only {
+                // The budget went on reading again (see below): go on from here next time
+                // (everything up to where storage was read from has been looked at).
+                if stored_from.is_some() {
+                    out.last = stored_from;
+                }
+                out.more = true;
+                break;
+            }
+            let epoch = self.executions.read().await.eviction_epoch();
             let chunk = if memory_only {
                 crate::history::Chunk::default()
             } else {
-                crate::history::page(
-                    &self.db,
-                    stored_from.as_deref(),
-                    STORE_CHUNK,
-                    q.newest_first,
-                )
-                .await?
+                crate::history::page(&self.db, stored_from.as_deref(), want, q.newest_first).await?
             };
-            read += STORE_CHUNK as usize;
+            read += want as usize;
+            let table = self.executions.read().await;
+            // One that finished after storage was read and left memory before the table was
+            // taken would be in neither: read storage again (a few times at most).
+            if table.eviction_epoch() != epoch && retries < 3 {
+                retries += 1;
+                continue;
+            }
             // A full chunk: what is stored beyond its end is unread, so memory is merged only
             // up to there.
-            let table = self.executions.read().await;
             let bound = chunk.end.as_deref();
             if !out.merge(&table, chunk.executions.into(), bound, &keep) {
                 break;

@@ -12,6 +12,7 @@
 //! sweep (what is left over waits for the next).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -106,8 +107,6 @@ const MEMORY_BUDGET: usize = 100_000;
 const RECORDS_BUDGET: usize = 100_000;
 /// Events deleted per sweep.
 const EVENTS_BUDGET: u64 = 500_000;
-/// Deletions per storage batch (sharing the group commit with the rest of SMS's writes).
-const DELETE_BATCH: usize = 2_000;
 
 /// Least time between two returns of freed memory to the system.
 const RELEASE_EVERY: Duration = Duration::from_secs(10);
@@ -133,9 +132,13 @@ fn secs_ago(now: i64, secs: u64) -> i64 {
 pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
     let config = sms.retention;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let every = Duration::from_secs(config.sweep_interval_secs);
     let mut last_sweep = Instant::now();
     let mut last_release = Instant::now();
+    // The first sweep of payload orphans comes with the first storage sweep after a start.
+    let mut last_orphans: Option<Instant> = None;
+    let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -145,14 +148,37 @@ pub async fn run(sms: Arc<Sms>, mut stop: watch::Receiver<bool>) {
             last_release = Instant::now();
             release_free_memory().await;
         }
-        if last_sweep.elapsed() >= every {
+        // Storage is swept in a task of its own, so that a long sweep does not hold up the
+        // trimming of memory; one at a time.
+        if last_sweep.elapsed() >= every && !sweeping.swap(true, Ordering::AcqRel) {
             last_sweep = Instant::now();
-            if let Err(e) = sms.sweep_storage(now_ms()).await {
-                tracing::warn!("retention sweep: {e}");
+            let orphans = last_orphans.is_none_or(|t| t.elapsed() >= ORPHANS_EVERY);
+            if orphans {
+                last_orphans = Some(Instant::now());
             }
+            let (sms, sweeping) = (sms.clone(), sweeping.clone());
+            tokio::spawn(async move {
+                if let Err(e) = sms.sweep_storage(now_ms()).await {
+                    tracing::warn!("retention sweep: {e}");
+                }
+                if orphans {
+                    match sms.blobs.sweep_orphans(&sms.db, ORPHAN_GRACE).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("deleted {n} payload files no record refers to"),
+                        Err(e) => tracing::warn!("sweeping payload orphans: {e}"),
+                    }
+                }
+                sweeping.store(false, Ordering::Release);
+            });
         }
     }
 }
+
+/// How often the payload directory is walked for files no record refers to.
+const ORPHANS_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// How old an unreferenced payload file must be to be deleted as an orphan (one being written
+/// into a record is younger).
+const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 impl Sms {
     /// Let finished executions past the memory retention go from memory; returns how many went.
@@ -185,21 +211,22 @@ impl Sms {
     /// executions wait on, nor one still in memory).
     async fn forget_finished(&self, cutoff_ms: i64) -> Result<usize> {
         let mut after: Option<String> = None;
-        let mut ops = Vec::new();
-        let mut blobs = Vec::new();
         let mut forgotten = 0;
-        'scan: while forgotten < RECORDS_BUDGET {
+        while forgotten < RECORDS_BUDGET {
             let chunk = crate::history::page(&self.db, after.as_deref(), 512, false).await?;
             let pinned = |e: &Execution, t: &crate::table::ExecTable| {
                 t.has_waiters(&e.execution_id) || t.contains_key(&e.execution_id)
             };
+            // From the look at what pins a record to the commit of its deletion, a submission
+            // that depends on a stored record waits (it would find it, then lose it).
+            let forgetting = self.forgetting.lock().await;
             let gone: Vec<&Execution> = {
                 let table = self.executions.read().await;
                 let mut gone = Vec::new();
                 for e in &chunk.executions {
                     // Ids are in submission order, and an execution finishes after it is
                     // submitted: from here on none finished before the cutoff.
-                    if e.submitted_at_ms >= cutoff_ms {
+                    if e.submitted_at_ms >= cutoff_ms || forgotten + gone.len() == RECORDS_BUDGET {
                         break;
                     }
                     if e.updated_at_ms < cutoff_ms && !pinned(e, &table) {
@@ -213,31 +240,27 @@ impl Sms {
                 .iter()
                 .any(|e| e.submitted_at_ms >= cutoff_ms)
                 || chunk.end.is_none();
-            for e in gone {
+            let mut ops = Vec::new();
+            let mut blobs = Vec::new();
+            for e in &gone {
                 ops.extend(crate::history::forget_ops(&e.execution_id));
                 // Its payloads lose its references; unreferenced, they go after the batch.
                 let (unrefs, dropped) =
                     crate::payloads::blob_ref_ops(&e.execution_id, e.blobs(), Vec::new());
                 ops.extend(unrefs);
                 blobs.extend(dropped);
-                forgotten += 1;
-                if ops.len() >= DELETE_BATCH {
-                    self.db.batch(std::mem::take(&mut ops)).await?;
-                    self.release_blobs(std::mem::take(&mut blobs)).await;
-                }
-                if forgotten == RECORDS_BUDGET {
-                    break 'scan;
-                }
             }
+            if !ops.is_empty() {
+                self.db.batch(ops).await?;
+            }
+            drop(forgetting);
+            forgotten += gone.len();
+            self.release_blobs(blobs).await;
             if stop {
                 break;
             }
             after = chunk.end;
         }
-        if !ops.is_empty() {
-            self.db.batch(ops).await?;
-        }
-        self.release_blobs(blobs).await;
         Ok(forgotten)
     }
 }

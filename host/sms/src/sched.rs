@@ -348,7 +348,11 @@ impl Sms {
                     });
                     if let Some(dep) = blocked {
                         exec.state = ExecState::Failed;
-                        exec.error = Some(format!("dependency {dep} did not succeed"));
+                        exec.error = Some(if states.contains_key(dep) {
+                            format!("dependency {dep} did not succeed")
+                        } else {
+                            format!("dependency {dep} no longer exists (retention removed it)")
+                        });
                         exec.updated_at_ms = now;
                         self.save(&exec, "execution.failed", json!({"dependency": dep}))
                             .await?;

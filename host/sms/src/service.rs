@@ -65,6 +65,9 @@ pub struct Sms {
     pub(crate) capacity: std::sync::Mutex<crate::dispatch::Capacity>,
     /// Serializes read-modify-write sequences on stored node, task and file records.
     pub(crate) writes: Mutex<()>,
+    /// Held by retention from choosing stored records to delete until they are deleted, and by a
+    /// submission that depends on a stored record from finding it until it waits on it.
+    pub(crate) forgetting: Mutex<()>,
     /// Read-modify-writes of an execution hold its stripe ([`crate::table::ExecLocks`]).
     pub(crate) exec_locks: crate::table::ExecLocks,
     pub(crate) files_dir: PathBuf,
@@ -186,6 +189,7 @@ impl Sms {
             capacity: Default::default(),
             fit_cache: Default::default(),
             writes: Mutex::new(()),
+            forgetting: Mutex::new(()),
             exec_locks: crate::table::ExecLocks::default(),
             files_dir: config.files.dir.clone(),
             blobs: crate::blobs::Blobs::new(config.files.dir.join("blobs")),

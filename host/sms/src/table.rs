@@ -99,6 +99,8 @@ pub struct ExecTable {
     counts: BTreeMap<&'static str, u64>,
     /// The finished ones, by when they finished (what [`evict`](Self::evict) takes first).
     finished: BTreeSet<(i64, String)>,
+    /// How many times [`evict`](Self::evict) let some go.
+    evictions: u64,
 }
 
 /// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
@@ -225,6 +227,9 @@ impl ExecTable {
             gone.push((*at, id.clone()));
             over = over.saturating_sub(1);
         }
+        if !gone.is_empty() {
+            self.evictions += 1;
+        }
         for (at, id) in &gone {
             self.finished.remove(&(*at, id.clone()));
             if let Some(e) = self.all.remove(id)
@@ -234,6 +239,13 @@ impl ExecTable {
             }
         }
         gone.len()
+    }
+
+    /// Changes each time finished executions leave memory: a reader that read storage before
+    /// taking the table compares it to know whether one may have left memory meanwhile (after
+    /// it had read storage, before it finished there: in neither).
+    pub fn eviction_epoch(&self) -> u64 {
+        self.evictions
     }
 
     /// Whether pending executions wait on `id`.

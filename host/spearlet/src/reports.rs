@@ -527,6 +527,7 @@ fn wire(r: &PendingReport) -> v1::ReportedResult {
             stdout_truncated: w.stdout_truncated,
             stderr_truncated: w.stderr_truncated,
             duration_ms: w.duration_ms,
+            ..Default::default()
         }),
         error: r.error.clone(),
         attempt: r.attempt,

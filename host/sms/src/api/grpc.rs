@@ -417,6 +417,15 @@ fn wire_result(r: model::ExecResult) -> v1::ExecutionResult {
         stdout_truncated: r.stdout_truncated,
         stderr_truncated: r.stderr_truncated,
         duration_ms: r.duration_ms,
+        stdout_blob: r.stdout_blob.map(wire_blob),
+        stderr_blob: r.stderr_blob.map(wire_blob),
+    }
+}
+
+fn wire_blob(b: crate::blobs::BlobRef) -> v1::BlobRef {
+    v1::BlobRef {
+        sha256: b.sha256,
+        size: b.size,
     }
 }
 
@@ -454,6 +463,7 @@ pub(super) fn wire_execution(e: model::Execution) -> v1::Execution {
         needs: wire_res(e.needs),
         started_at_ms: e.started_at_ms,
         queue_timeout_ms: e.queue_timeout_ms,
+        stdin_blob: e.stdin_blob.map(wire_blob),
     }
 }
 

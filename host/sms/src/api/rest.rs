@@ -50,19 +50,26 @@ pub struct ErrorDetail {
     pub resume_from: Option<u64>,
 }
 
-impl IntoResponse for SmsError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+impl ErrorBody {
+    /// The body that answers `e`.
+    pub fn of(e: &SmsError) -> Self {
+        Self {
             error: ErrorDetail {
-                code: self.code().into(),
-                message: self.to_string(),
-                field: self.field().map(str::to_owned),
-                resume_from: match &self {
+                code: e.code().into(),
+                message: e.to_string(),
+                field: e.field().map(str::to_owned),
+                resume_from: match e {
                     SmsError::Compacted { resume_from, .. } => Some(*resume_from),
                     _ => None,
                 },
             },
-        };
+        }
+    }
+}
+
+impl IntoResponse for SmsError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody::of(&self);
         let mut response = (self.http_status(), Json(body)).into_response();
         if matches!(self, SmsError::Unauthenticated(_)) {
             response.headers_mut().insert(

@@ -82,7 +82,10 @@ pub(crate) async fn events(
                 .id(e.cursor.to_string())
                 .event(e.kind.clone())
                 .data(serde_json::to_string(&e).unwrap_or_default()),
-            Err(err) => SseEvent::default().event("error").data(err.to_string()),
+            // The error as a REST error body (`compacted` names where to resume).
+            Err(err) => SseEvent::default()
+                .event("error")
+                .data(serde_json::to_string(&ErrorBody::of(&err)).unwrap_or_default()),
         })
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

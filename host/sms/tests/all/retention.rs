@@ -327,6 +327,20 @@ async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_th
         listed["result"].get("stderr_blob").is_none(),
         "short: inline"
     );
+    // gRPC listings carry the references too.
+    let mut grpc = v1::execution_service_client::ExecutionServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let listed_grpc = grpc
+        .list_executions(v1::ListExecutionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = &listed_grpc.executions[0];
+    assert!(first.stdin.is_empty());
+    assert_eq!(first.stdin_blob.as_ref().map(|b| b.size), Some(5_000));
+    let result = first.result.as_ref().unwrap();
+    assert_eq!(result.stdout_blob.as_ref().map(|b| b.size), Some(3_000));
     // Two executions, the same input and output: two files.
     let stdin_sha = listed["stdin_blob"]["sha256"].as_str().unwrap().to_owned();
     let stdout_sha = listed["result"]["stdout_blob"]["sha256"]
@@ -380,4 +394,49 @@ async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_th
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_whose_input_file_is_gone_fails_instead_of_running_on_nothing() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let (status, e) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "stdin": "i".repeat(5_000)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{e}");
+    let id = e["execution_id"].as_str().unwrap().to_owned();
+    for name in blob_files(&sb) {
+        std::fs::remove_file(sb.path().join("data/files/blobs").join(name)).unwrap();
+    }
+    // Read whole: the missing file is a storage failure, said plainly.
+    let r = c
+        .get(sms.url(&format!("/api/v1/executions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    // Placed on a node: never sent, failed.
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let page = "/api/v1/executions?state=failed";
+    wait_for(&c, &sms, page, |p| {
+        p["executions"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let listed = common::get_json(&c, &sms, page).await;
+    let error = listed["executions"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.starts_with("its standard input could not be read"),
+        "{error}"
+    );
+    let sent = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(sent.is_err(), "nothing was sent: {sent:?}");
 }
