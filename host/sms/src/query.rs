@@ -101,13 +101,21 @@ impl Sms {
                 && node.is_none_or(|n| e.node_uuid.as_deref() == Some(n))
                 && q.since_ms.is_none_or(|t| e.submitted_at_ms >= t)
         };
+        let since_key = q.since_ms.filter(|t| *t > 0).map(id_floor);
         // Every unfinished execution is in memory; finished ones may be only in storage.
         let memory_only = state.is_some_and(|s| !s.is_terminal());
         let mut out = Walk {
             newest_first: q.newest_first,
             limit,
             executions: Vec::new(),
-            last: token.map(str::to_owned),
+            // Oldest first with `since`: start where ids of that time start (ids are UUIDv7,
+            // their first 48 bits the submission time in ms).
+            last: match (token, &since_key) {
+                (Some(t), Some(k)) if !q.newest_first => Some(t.max(k.as_str()).to_owned()),
+                (None, Some(k)) if !q.newest_first => Some(k.clone()),
+                (t, _) => t.map(str::to_owned),
+            },
+            floor: since_key.clone(),
             looked: 0,
             more: false,
         };
@@ -163,6 +171,13 @@ impl Sms {
     }
 }
 
+/// The start of the ids of executions submitted at `ms` (UUIDv7 text: 48 bits of ms first), below
+/// every id of that time or later.
+fn id_floor(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
+}
+
 /// A page being filled: the walk over memory and storage in id order.
 struct Walk {
     newest_first: bool,
@@ -170,6 +185,8 @@ struct Walk {
     executions: Vec<Execution>,
     /// The last id looked at.
     last: Option<String>,
+    /// Newest first: where ids older than `since` begin (the walk ends there).
+    floor: Option<String>,
     looked: usize,
     /// The page ended before the walk did.
     more: bool,
@@ -216,17 +233,53 @@ impl Walk {
                 self.more = true;
                 return false;
             }
-            self.looked += 1;
-            let e = if from_memory {
-                memory.next().map(|(_, e)| e.clone())
+            let next_id = if from_memory {
+                memory.peek().map(|(id, _)| id.as_str())
             } else {
-                stored.pop_front()
+                stored.front().map(|e| e.execution_id.as_str())
             };
-            let Some(e) = e else { return true };
-            self.last = Some(e.execution_id.clone());
-            if keep(&e) {
-                self.executions.push(e);
+            // Newest first, past `since`: nothing older can match (ids are in time order).
+            if let (Some(floor), Some(id)) = (&self.floor, next_id)
+                && self.newest_first
+                && id < floor.as_str()
+            {
+                return false;
+            }
+            self.looked += 1;
+            if from_memory {
+                let Some((id, e)) = memory.next() else {
+                    return true;
+                };
+                self.last = Some(id.clone());
+                if keep(e) {
+                    self.executions.push(e.clone());
+                }
+            } else {
+                let Some(e) = stored.pop_front() else {
+                    return true;
+                };
+                self.last = Some(e.execution_id.clone());
+                if keep(&e) {
+                    self.executions.push(e);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_floor_of_a_time_sorts_between_earlier_and_later_ids() {
+        let before = uuid::Uuid::now_v7().to_string();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let at = crate::model::now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let after = uuid::Uuid::now_v7().to_string();
+        let floor = id_floor(at);
+        assert!(before < floor && floor < after, "{before} {floor} {after}");
+        assert_eq!(id_floor(-5), "00000000-0000");
     }
 }

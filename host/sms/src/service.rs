@@ -137,26 +137,33 @@ impl Sms {
         // stored by a version that kept every execution there: they move to `done/`.
         let mut executions = crate::table::ExecTable::default();
         let mut requeue = Vec::new();
-        let mut moved = Vec::new();
-        for mut e in db.load_all::<Execution>(crate::history::LIVE).await? {
-            if e.state.is_terminal() {
-                moved.extend(crate::history::exec_ops(&e)?);
-                if moved.len() >= 3 * 1024 {
-                    db.batch(std::mem::take(&mut moved)).await?;
+        // A page at a time: a store an older version wrote may hold millions of finished ones.
+        let mut after = None;
+        loop {
+            let page: Vec<Execution> = db.scan(crate::history::LIVE, after.take(), 1024).await?;
+            let full = page.len() == 1024;
+            let mut moved = Vec::new();
+            for mut e in page {
+                after = Some(format!("{}{}", crate::history::LIVE, e.execution_id));
+                if e.state.is_terminal() {
+                    moved.extend(crate::history::exec_ops(&e)?);
+                    continue;
                 }
-                continue;
+                if e.state.is_placed() {
+                    e.state = ExecState::Ready;
+                    e.requeued += 1;
+                    e.error = Some("SMS restarted while it was placed".into());
+                    e.orphaned_on = e.node_uuid.clone();
+                    requeue.push(e.clone());
+                }
+                executions.insert(e.execution_id.clone(), e);
             }
-            if e.state.is_placed() {
-                e.state = ExecState::Ready;
-                e.requeued += 1;
-                e.error = Some("SMS restarted while it was placed".into());
-                e.orphaned_on = e.node_uuid.clone();
-                requeue.push(e.clone());
+            if !moved.is_empty() {
+                db.batch(moved).await?;
             }
-            executions.insert(e.execution_id.clone(), e);
-        }
-        if !moved.is_empty() {
-            db.batch(moved).await?;
+            if !full {
+                break;
+            }
         }
         let next_seq = crate::history::next_seq(&db, &executions).await?;
         // Unlike any fingerprint the nodes have: the first refresh looks at every execution.

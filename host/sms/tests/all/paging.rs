@@ -104,6 +104,8 @@ async fn executions_are_listed_a_page_at_a_time_in_submission_order() {
     assert_eq!(all, everything, "an empty filter is no filter");
     let (all, _) = follow(&c, &sms, &format!("limit=4&since={since}")).await;
     assert_eq!(all, second);
+    let (all, _) = follow(&c, &sms, &format!("limit=5&order=desc&since={since}")).await;
+    assert_eq!(all, second.iter().rev().cloned().collect::<Vec<_>>());
 
     // Without a limit, one page holds them all (up to 500).
     let page = common::get_json(&c, &sms, "/api/v1/executions").await;

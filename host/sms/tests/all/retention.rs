@@ -440,3 +440,91 @@ async fn an_execution_whose_input_file_is_gone_fails_instead_of_running_on_nothi
     let sent = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(sent.is_err(), "nothing was sent: {sent:?}");
 }
+
+/// The sandbox's redb store, opened through the plugin as SMS opens it (SMS must be stopped).
+fn open_store(sb: &Sandbox) -> Box<dyn spear_plugin_api::StorageBackend> {
+    use spear_plugin_api::StorageBackend;
+    use spear_plugin_runtime::engine::WasmEngine;
+    use spear_plugin_runtime::{LimitValues, Limits, load_file};
+    let engine = WasmEngine::new().unwrap();
+    let limits = std::sync::Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&spear_tests::guest("native", "redb.so"), &engine, &limits).unwrap();
+    let mut store = plugin.storage().unwrap();
+    let path = sb.path().join("data/sms.redb");
+    store
+        .open(&format!(r#"{{"path": {:?}}}"#, path.display().to_string()))
+        .unwrap();
+    Box::new(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_retention_is_moved_once_at_start() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let ids = unplaceable(&c, &sms, 3).await;
+    let r = c
+        .post(sms.url(&format!("/api/v1/executions/{}/cancel", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(sms.terminate().success());
+    // As an older version kept it: the finished execution under exec/, like the others.
+    {
+        let store = open_store(&sb);
+        let done = format!("done/{}", ids[0]);
+        let record = store
+            .get(done.as_bytes())
+            .unwrap()
+            .expect("stored as finished");
+        store.delete(done.as_bytes()).unwrap();
+        // …and without the newest-first index.
+        let inverted: String = ids[0]
+            .chars()
+            .map(|c| match c.to_digit(16) {
+                Some(d) => char::from_digit(15 - d, 16).unwrap(),
+                None => c,
+            })
+            .collect();
+        assert!(
+            store
+                .delete(format!("done-rev/{inverted}").as_bytes())
+                .unwrap()
+        );
+        store
+            .put(format!("exec/{}", ids[0]).as_bytes(), &record)
+            .unwrap();
+    }
+    let sms = sb.start(&[]);
+    assert_eq!(
+        in_memory(&c, &sms, "cancelled").await,
+        0,
+        "not read into memory"
+    );
+    assert_eq!(in_memory(&c, &sms, "ready").await, 2);
+    let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{}", ids[0])).await;
+    assert_eq!(e["state"], "cancelled", "{e}");
+    let (all, _) = follow(&c, &sms, "limit=2&order=desc").await;
+    assert_eq!(all, ids.iter().rev().cloned().collect::<Vec<_>>());
+    assert!(sms.terminate().success());
+    let store = open_store(&sb);
+    assert!(
+        store
+            .get(format!("exec/{}", ids[0]).as_bytes())
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get(format!("done/{}", ids[0]).as_bytes())
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get(format!("exec/{}", ids[1]).as_bytes())
+            .unwrap()
+            .is_some()
+    );
+}
