@@ -185,8 +185,12 @@ fn concurrent_writes_share_group_commits_in_queue_order() {
     let backend: Arc<dyn StorageBackend> = Arc::from(redb);
     let commits = Arc::new(AtomicUsize::new(0));
     let counted = commits.clone();
-    let writer = GroupWriter::start("test-writer", backend.clone(), move |r| {
+    let writer = GroupWriter::start("test-writer", backend.clone(), move |r, commit| {
         assert!(r.is_ok(), "{r:?}");
+        assert!(
+            commit.writes >= 1 && commit.ops >= commit.writes,
+            "{commit:?}"
+        );
         counted.fetch_add(1, Ordering::Relaxed);
     })
     .unwrap();

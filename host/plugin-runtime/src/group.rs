@@ -18,6 +18,17 @@ pub type WriteResult = Result<(), String>;
 
 type Write = (Vec<BatchOp>, oneshot::Sender<WriteResult>);
 
+/// What one commit took.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit {
+    /// Writes it combined.
+    pub writes: usize,
+    /// Operations it applied.
+    pub ops: usize,
+    /// How long the backend took to make it durable.
+    pub took: Duration,
+}
+
 /// A handle on a backend's writer thread (which ends when every handle is dropped).
 #[derive(Clone)]
 pub struct GroupWriter {
@@ -31,12 +42,12 @@ impl std::fmt::Debug for GroupWriter {
 }
 
 impl GroupWriter {
-    /// Start the writer thread `name` for `backend`; `observe` sees each commit's outcome (for
-    /// health reporting). Each write is committed as soon as the commit before it is done.
+    /// Start the writer thread `name` for `backend`; `observe` sees each commit's outcome and
+    /// what it took (for health reporting and metrics). Each write is committed as soon as the commit before it is done.
     pub fn start(
         name: &str,
         backend: Arc<dyn StorageBackend>,
-        observe: impl Fn(&WriteResult) + Send + 'static,
+        observe: impl Fn(&WriteResult, &Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
         Self::start_paced(name, backend, Duration::ZERO, observe)
     }
@@ -50,7 +61,7 @@ impl GroupWriter {
         name: &str,
         backend: Arc<dyn StorageBackend>,
         pace: Duration,
-        observe: impl Fn(&WriteResult) + Send + 'static,
+        observe: impl Fn(&WriteResult, &Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (writes, mut rx) = mpsc::unbounded_channel::<Write>();
         std::thread::Builder::new()
@@ -73,8 +84,14 @@ impl GroupWriter {
                         .iter_mut()
                         .flat_map(|(ops, _)| std::mem::take(ops))
                         .collect();
+                    let began = Instant::now();
                     let result = backend.batch(&ops).map_err(|e| e.to_string());
-                    observe(&result);
+                    let commit = Commit {
+                        writes: group.len(),
+                        ops: ops.len(),
+                        took: began.elapsed(),
+                    };
+                    observe(&result, &commit);
                     for (_, done) in group {
                         let _ = done.send(result.clone());
                     }
@@ -177,7 +194,7 @@ mod tests {
     fn trickle(pace: Duration) -> (Vec<usize>, Duration) {
         let backend = Arc::new(Counting::default());
         let writer =
-            GroupWriter::start_paced("test-writer", backend.clone(), pace, |_| ()).unwrap();
+            GroupWriter::start_paced("test-writer", backend.clone(), pace, |_, _| ()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -219,7 +236,7 @@ mod tests {
         // After a quiet spell longer than the pace, a write is committed without waiting.
         let backend = Arc::new(Counting::default());
         let pace = Duration::from_millis(300);
-        let writer = GroupWriter::start_paced("test-writer", backend, pace, |_| ()).unwrap();
+        let writer = GroupWriter::start_paced("test-writer", backend, pace, |_, _| ()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

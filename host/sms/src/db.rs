@@ -58,10 +58,24 @@ const PAGE: u32 = 1024;
 impl Db {
     /// Wrap an opened backend and start its writer thread (which ends when every `Db` is dropped).
     pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
+        Self::with_metrics(backend, &crate::metrics::SmsMetrics::default())
+    }
+
+    /// [`new`](Self::new), observing each commit in `metrics`.
+    pub fn with_metrics(
+        backend: Arc<dyn StorageBackend>,
+        metrics: &crate::metrics::SmsMetrics,
+    ) -> Self {
         let health = Arc::new(WriteHealth::default());
         let recorder = health.clone();
-        let writes = GroupWriter::start("sms-db-writer", backend.clone(), move |result| {
+        let (seconds, writes) = (
+            metrics.commit_seconds.clone(),
+            metrics.commit_writes.clone(),
+        );
+        let writes = GroupWriter::start("sms-db-writer", backend.clone(), move |result, commit| {
             recorder.record(&result.clone().map_err(SmsError::Storage));
+            seconds.observe(commit.took.as_secs_f64());
+            writes.observe(commit.writes as f64);
         })
         .expect("start the storage writer thread");
         Self {

@@ -24,6 +24,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod history;
 pub mod listen;
+pub mod metrics;
 pub mod model;
 pub mod nodes;
 pub mod outbox;

@@ -211,6 +211,10 @@ impl Sms {
                     return Err(e);
                 }
             };
+            let placeable = picked.submitted_at_ms.max(picked.not_before_ms);
+            self.metrics
+                .placement_seconds
+                .observe((exec.assigned_at_ms - placeable).max(0) as f64 / 1000.0);
             self.storing(&exec).await;
             self.executions.write().await.insert(id, exec.clone());
             round.push(crate::outbox::Stored {
@@ -220,6 +224,9 @@ impl Sms {
             });
         }
         let n = round.len();
+        if n > 0 {
+            self.metrics.round_placements.observe(n as f64);
+        }
         self.send_later(round);
         Ok(n)
     }

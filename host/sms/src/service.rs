@@ -61,6 +61,8 @@ pub struct Sms {
     pub(crate) dispatch: crate::dispatch::DispatchConfig,
     /// How long finished executions and events are kept.
     pub(crate) retention: crate::retention::RetentionConfig,
+    /// The histograms on `/metrics`.
+    pub(crate) metrics: crate::metrics::SmsMetrics,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
     pub(crate) capacity: std::sync::Mutex<crate::dispatch::Capacity>,
     /// Serializes read-modify-write sequences on stored node, task and file records.
@@ -106,7 +108,9 @@ impl Sms {
         plugins: Arc<PluginHost>,
         backend: Arc<dyn StorageBackend>,
     ) -> Result<Arc<Self>> {
-        let db = Db::new(backend);
+        let metrics = crate::metrics::SmsMetrics::default();
+        metrics.register(plugins.telemetry().registry());
+        let db = Db::with_metrics(backend, &metrics);
         let events = EventLog::open(db.clone()).await?;
         let bootstrap = crate::auth::tokens::bootstrap(&config.auth, |k| std::env::var(k).ok())?;
         let auth = crate::auth::Auth {
@@ -193,6 +197,7 @@ impl Sms {
             sched: crate::sched::SchedSettings::default(),
             dispatch: config.dispatch,
             retention: config.retention,
+            metrics,
             capacity: Default::default(),
             fit_cache: Default::default(),
             writes: Mutex::new(()),

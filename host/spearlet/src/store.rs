@@ -129,7 +129,7 @@ impl Store {
             "spearlet-store-writer",
             backend.clone(),
             COMMIT_PACE,
-            |result| {
+            |result, _| {
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "a state store write failed");
                 }

@@ -101,6 +101,26 @@ async fn finished_executions_leave_memory_and_are_still_found_in_storage() {
     }
     let queued = unplaceable(&c, &sms, 3).await;
     let everything: Vec<String> = done.iter().chain(&queued).cloned().collect();
+    // The histograms saw the commits, the rounds and the placements.
+    let metrics = common::get_text(&c, &sms, "/metrics").await;
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("sms_placement_seconds"), 6);
+    assert!((1..=6).contains(&count("sms_round_placements")));
+    assert!(
+        count("sms_storage_commit_seconds") >= 12,
+        "submits and results, at least"
+    );
+    assert_eq!(
+        count("sms_storage_commit_writes"),
+        count("sms_storage_commit_seconds")
+    );
 
     // The three that finished first leave memory (within a second or so)…
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -1,0 +1,65 @@
+//! SMS's histograms on `/metrics` (registered in the plugin runtime's registry, beside the plugin
+//! metrics): storage commits, and the scheduler's rounds and placements.
+
+use prometheus::{Histogram, HistogramOpts, Registry};
+
+/// The histograms.
+#[derive(Debug, Clone)]
+pub struct SmsMetrics {
+    /// `sms_storage_commit_seconds`: how long each storage commit took to be durable.
+    pub commit_seconds: Histogram,
+    /// `sms_storage_commit_writes`: writes combined into each commit (group commit).
+    pub commit_writes: Histogram,
+    /// `sms_placement_seconds`: from an execution's submission (or the end of a retry's
+    /// back-off) to its assignment, waits for dependencies included.
+    pub placement_seconds: Histogram,
+    /// `sms_round_placements`: executions placed by each scheduling round that placed any.
+    pub round_placements: Histogram,
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("a valid histogram")
+}
+
+impl Default for SmsMetrics {
+    fn default() -> Self {
+        let powers = |from: f64, n: usize| (0..n).map(|i| from * 2f64.powi(i as i32)).collect();
+        Self {
+            commit_seconds: histogram(
+                "sms_storage_commit_seconds",
+                "Time for a storage commit to be durable",
+                powers(0.000_25, 14),
+            ),
+            commit_writes: histogram(
+                "sms_storage_commit_writes",
+                "Writes combined into one storage commit",
+                powers(1.0, 13),
+            ),
+            placement_seconds: histogram(
+                "sms_placement_seconds",
+                "From submission (or a retry's back-off end) to assignment",
+                powers(0.001, 17),
+            ),
+            round_placements: histogram(
+                "sms_round_placements",
+                "Executions placed by a scheduling round that placed any",
+                powers(1.0, 10),
+            ),
+        }
+    }
+}
+
+impl SmsMetrics {
+    /// Register every histogram in `registry` (one already there is left as it is).
+    pub fn register(&self, registry: &Registry) {
+        for h in [
+            &self.commit_seconds,
+            &self.commit_writes,
+            &self.placement_seconds,
+            &self.round_placements,
+        ] {
+            let _ = registry.register(Box::new(h.clone()));
+        }
+    }
+}
