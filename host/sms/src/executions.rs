@@ -304,13 +304,16 @@ impl Sms {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<()> {
-        self.save_logging(exec, vec![(kind, data)]).await
+        self.save_logging(exec, Vec::new(), vec![(kind, data)])
+            .await
     }
 
     /// [`save`](Self::save) with several events (logged in order, in the same write).
+    /// `extra`: more writes to store in the same batch.
     async fn save_logging(
         &self,
         exec: &Execution,
+        extra: Vec<spear_plugin_api::storage::BatchOp>,
         events: Vec<(&str, serde_json::Value)>,
     ) -> Result<()> {
         let events = events
@@ -329,6 +332,7 @@ impl Sms {
             crate::payloads::blob_ref_ops(&exec.execution_id, before, exec.blobs());
         let mut ops = exec_ops(exec)?;
         ops.extend(refs);
+        ops.extend(extra);
         let mut queued = self.events.queue(ops, events)?;
         queued.durable().await?;
         self.executions
@@ -353,8 +357,22 @@ impl Sms {
         let was_placed = exec.state.is_placed();
         exec.state = ExecState::Cancelled;
         exec.updated_at_ms = now_ms();
-        self.save(&exec, "execution.cancelled", json!({})).await?;
-        if was_placed && let Some(node) = exec.node_uuid.clone() {
+        // Placed: its node owes a stop, stored with the cancel and sent until it lapses.
+        let owed = match exec.node_uuid.clone().filter(|_| was_placed) {
+            Some(node) => Some((
+                node.clone(),
+                crate::cancels::Owed::new(&node, &exec, exec.updated_at_ms)?,
+            )),
+            None => None,
+        };
+        let extra = owed.iter().map(|(_, (_, op))| op.clone()).collect();
+        self.save_logging(&exec, extra, vec![("execution.cancelled", json!({}))])
+            .await?;
+        if let Some((node, (owed, _))) = owed {
+            self.cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(&node, owed);
             let _ = self.dispatch(&node, exec.clone(), true).await;
         }
         self.wake.notify_one();
@@ -507,7 +525,7 @@ impl Sms {
             kind,
             json!({"node_uuid": r.node_uuid, "attempt": exec.attempt, "error": exec.error}),
         ));
-        self.save_logging(&exec, events).await?;
+        self.save_logging(&exec, Vec::new(), events).await?;
         self.observe(&r.node_uuid, exec.seq, r.success, latency_us)
             .await;
         self.wake.notify_one();

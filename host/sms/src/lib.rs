@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod cancels;
 pub mod checks;
 pub mod config;
 pub mod db;

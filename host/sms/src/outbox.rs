@@ -112,17 +112,28 @@ impl Sms {
                 })
                 .cloned()
                 .collect();
+            // The stops it owes ([`crate::cancels`]), first.
+            let owed = self
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .owed_by(uuid);
             // Room for every one placed there (a node may hold up to its limit, past the usual
-            // capacity): one left out would stay assigned to the node without it ever hearing.
-            let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY.max(placed.len() + OUTBOX_CAPACITY / 4));
-            for exec in placed {
+            // capacity) and every stop: one left out would never be heard of.
+            let held = placed.len() + owed.len();
+            let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY.max(held + OUTBOX_CAPACITY / 4));
+            let sends = owed
+                .into_iter()
+                .map(|e| (e, true))
+                .chain(placed.into_iter().map(|e| (e, false)));
+            for (exec, cancel) in sends {
                 let cursor = self
                     .next_cursor
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = tx.try_send(Box::new(Assignment {
                     cursor,
                     execution: exec,
-                    cancel: false,
+                    cancel,
                 }));
             }
             outboxes.boxes.insert(uuid.to_owned(), Outbox { tx });

@@ -204,6 +204,7 @@ impl Sms {
         let cutoff = (r.events_age_secs > 0).then(|| secs_ago(now, r.events_age_secs));
         let keep = (r.events_count > 0).then_some(r.events_count);
         let events = self.events.compact(cutoff, keep, EVENTS_BUDGET).await?;
+        self.expire_cancels(now).await?;
         Ok((records, events))
     }
 

@@ -37,6 +37,8 @@ pub struct Sms {
     pub(crate) next_seq: AtomicU64,
     /// Next assignment cursor (and stream generation).
     pub(crate) next_cursor: AtomicU64,
+    /// Cancels owed to nodes ([`crate::cancels`]).
+    pub(crate) cancels: std::sync::Mutex<crate::cancels::Cancels>,
     /// Open assignment streams by node.
     pub(crate) outboxes: Mutex<crate::outbox::Outboxes>,
     /// Nodes lost since the scheduler's last round, with why.
@@ -170,6 +172,7 @@ impl Sms {
             }
         }
         let next_seq = crate::history::next_seq(&db, &executions).await?;
+        let cancels = crate::cancels::Cancels::load(&db).await?;
         // Unlike any fingerprint the nodes have: the first refresh looks at every execution.
         let first_print = !nodes.fit_print();
         let sms = Arc::new(Self {
@@ -187,6 +190,7 @@ impl Sms {
             next_seq: AtomicU64::new(next_seq),
             next_cursor: AtomicU64::new(1),
             outboxes: Mutex::default(),
+            cancels: std::sync::Mutex::new(cancels),
             lost_nodes: std::sync::Mutex::new(Vec::new()),
             last_maintenance_ms: std::sync::atomic::AtomicI64::new(0),
             nodes_fingerprint: AtomicU64::new(first_print),

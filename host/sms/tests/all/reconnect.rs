@@ -1,5 +1,6 @@
 //! A node's assignment stream opened again: every execution placed on the node is sent again,
-//! however many (a node may hold more than a stream's usual capacity).
+//! however many (a node may hold more than a stream's usual capacity); and a cancel made while
+//! the node was away is sent when it is back, even after SMS restarted.
 
 use crate::common;
 
@@ -57,4 +58,51 @@ async fn a_reopened_stream_gets_every_execution_placed_on_its_node_again() {
         second.insert(a.execution.unwrap().execution_id);
     }
     assert_eq!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_while_the_node_was_away_reaches_it_when_it_is_back() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let c = reqwest::Client::new();
+    let (status, e) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{e}");
+    let id = e["execution_id"].as_str().unwrap().to_owned();
+    let a = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.execution.unwrap().execution_id, id);
+    // The node goes away; its work is cancelled meanwhile.
+    drop((execs, stream));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c
+        .post(sms.url(&format!("/api/v1/executions/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Back (even to a restarted SMS): the stop comes first.
+    assert!(sms.terminate().success());
+    let sms = sb.start(&[]);
+    for _ in 0..2 {
+        let (_execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+        let a = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the cancel is sent")
+            .unwrap()
+            .unwrap();
+        assert!(a.cancel, "{a:?}");
+        assert_eq!(a.execution.unwrap().execution_id, id);
+        // And on each reconnection until it lapses.
+    }
 }
