@@ -149,11 +149,18 @@ mod tests {
         assert_eq!(c.owed_by("n").len(), 1);
         assert!(c.owed_by("m").is_empty());
         assert!(c.lapsed(10_000 + 1_000 + GRACE_MS - 1).is_empty());
-        assert_eq!(c.lapsed(10_000 + 1_000 + GRACE_MS), [("n".into(), "e".into())]);
+        assert_eq!(
+            c.lapsed(10_000 + 1_000 + GRACE_MS),
+            [("n".into(), "e".into())]
+        );
         c.remove("n", "e");
         assert!(c.owed_by("n").is_empty() && c.by_node.is_empty());
         e.timeout_ms = 0;
         let (forever, _) = Owed::new("n", &e, 0).unwrap();
-        assert_eq!(forever.until_ms, NO_TIMEOUT_MS + GRACE_MS, "no timeout: a day");
+        assert_eq!(
+            forever.until_ms,
+            NO_TIMEOUT_MS + GRACE_MS,
+            "no timeout: a day"
+        );
     }
 }

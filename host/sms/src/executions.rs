@@ -1,5 +1,5 @@
-//! Executions: submission (with dependencies), queries, cancellation, the per-node assignment
-//! streams, result and state reports, retries with back-off, and rescheduling off lost nodes.
+//! Executions: submission (with dependencies), reads, cancellation, storing a changed execution,
+//! and rescheduling off lost nodes (a node's reports are [`crate::results`]).
 //!
 //! Placement itself is the scheduler's ([`crate::sched`]); everything here only moves executions
 //! between states, stores them, logs an event and wakes the scheduler.
@@ -13,8 +13,10 @@ use utoipa::ToSchema;
 use crate::checks::{self, MAX_DEPENDS_ON, check_executable};
 use crate::error::{Result, SmsError};
 use crate::history::exec_ops;
-use crate::model::{ExecResult, ExecState, Executable, Execution, Priority, Resources, now_ms};
+use crate::model::{ExecState, Executable, Execution, Priority, Resources, now_ms};
 use crate::service::Sms;
+
+pub use crate::results::Report;
 
 /// `POST /api/v1/executions`: a registered task, or an inline executable.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -52,25 +54,6 @@ pub struct Submit {
     /// Resources needed (default: the task's).
     #[serde(default)]
     pub needs: Option<Resources>,
-}
-
-/// What a node reports when an execution ends.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    /// The SMS session the assignment came with.
-    pub session: String,
-    /// The reporting node.
-    pub node_uuid: String,
-    /// The execution.
-    pub execution_id: String,
-    /// Whether it succeeded.
-    pub success: bool,
-    /// Its output.
-    pub result: Option<ExecResult>,
-    /// Why it failed.
-    pub error: String,
-    /// The attempt it reports on (the assignment's); 0 when the node does not say.
-    pub attempt: u32,
 }
 
 /// Back-off before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
@@ -310,7 +293,7 @@ impl Sms {
 
     /// [`save`](Self::save) with several events (logged in order, in the same write).
     /// `extra`: more writes to store in the same batch.
-    async fn save_logging(
+    pub(crate) async fn save_logging(
         &self,
         exec: &Execution,
         extra: Vec<spear_plugin_api::storage::BatchOp>,
@@ -377,175 +360,6 @@ impl Sms {
         }
         self.wake.notify_one();
         Ok(exec)
-    }
-
-    pub(crate) fn check_session(&self, session: &str) -> Result<()> {
-        if session != self.session {
-            return Err(SmsError::Conflict(format!(
-                "stale session `{session}`: this SMS is session `{}`; drop work from the old one",
-                self.session
-            )));
-        }
-        Ok(())
-    }
-
-    /// A node reports that an execution started.
-    pub async fn report_state(
-        &self,
-        session: &str,
-        node: &str,
-        id: &str,
-        state: &str,
-    ) -> Result<()> {
-        self.check_session(session)?;
-        if state != "running" {
-            return Err(SmsError::invalid(
-                "state",
-                "only `running` can be reported; report ends with a result",
-            ));
-        }
-        let _owned = self.exec_locks.lock(id).await;
-        let mut exec = self.execution(id).await?;
-        if exec.node_uuid.as_deref() != Some(node) || exec.state != ExecState::Assigned {
-            return Err(SmsError::Conflict(format!(
-                "execution {id} is not assigned to node {node}"
-            )));
-        }
-        exec.state = ExecState::Running;
-        exec.updated_at_ms = now_ms();
-        exec.started_at_ms = exec.updated_at_ms;
-        self.save(&exec, "execution.running", json!({"node_uuid": node}))
-            .await
-    }
-
-    /// A node reports how an execution ended: success, or failure (retried while attempts last).
-    pub async fn report_result(&self, r: Report) -> Result<Execution> {
-        self.report_end(r, false).await
-    }
-
-    /// [`report_result`](Self::report_result); `started`: the node tells beside it that the
-    /// execution started (a start it held back until the end), recorded in the same write.
-    pub(crate) async fn report_end(&self, mut r: Report, started: bool) -> Result<Execution> {
-        self.check_session(&r.session)?;
-        // Large outputs are stored before the execution is owned (a blob write is an fsync).
-        let (result, claims) = self.result_payloads(r.result.take()).await?;
-        r.result = result;
-        let taken = self.take_report(r, started).await;
-        let blobs: Vec<crate::blobs::BlobRef> = claims.iter().map(|c| c.blob.clone()).collect();
-        drop(claims);
-        // Not taken (or a duplicate acknowledged again): its outputs may be no one's; those the
-        // record names stay.
-        self.release_blobs(blobs).await;
-        taken
-    }
-
-    /// [`report_end`](Self::report_end) with its payloads stored.
-    async fn take_report(&self, r: Report, started: bool) -> Result<Execution> {
-        let _owned = self.exec_locks.lock(&r.execution_id).await;
-        let mut exec = self.execution(&r.execution_id).await?;
-        let placed_here =
-            exec.node_uuid.as_deref() == Some(r.node_uuid.as_str()) && exec.state.is_placed();
-        // Work that went back to the queue while its node kept running it: that node's result
-        // stands as long as no other node has taken the execution since.
-        let orphan_here = exec.state == ExecState::Ready
-            && exec.orphaned_on.as_deref() == Some(r.node_uuid.as_str());
-        if r.attempt != 0 {
-            // The attempt this report may be about: the one placed here, or (an orphan's) the
-            // one taken back from this node (no other has been placed since).
-            let current = exec.attempt;
-            let here = exec.node_uuid.as_deref() == Some(r.node_uuid.as_str());
-            if here && r.attempt == exec.ended_attempt && !placed_here && !orphan_here {
-                // This node's report of this attempt was taken already (its answer was lost):
-                // acknowledged again, not taken twice.
-                return Ok(exec);
-            }
-            // The result of an earlier attempt that never ended here, from the node that holds
-            // a later one it has not started (placed there again after an SMS restart, it kept
-            // the earlier run's result, and so did not start the later one): that run is the
-            // execution's.
-            let earlier_here = placed_here
-                && exec.state == ExecState::Assigned
-                && r.attempt < exec.attempt
-                && r.attempt > exec.ended_attempt;
-            if r.attempt != current && !earlier_here {
-                return Err(SmsError::Conflict(format!(
-                    "execution {} reported for attempt {}, but it is at attempt {} (a stale \
-                     report of an earlier attempt)",
-                    r.execution_id, r.attempt, exec.attempt
-                )));
-            }
-        }
-        if orphan_here {
-            // It ran to its end after all: it counts again.
-            exec.requeued = exec.requeued.saturating_sub(1);
-            exec.orphaned_on = None;
-            exec.node_uuid = Some(r.node_uuid.clone());
-        } else if !placed_here {
-            return Err(SmsError::Conflict(format!(
-                "execution {} is not placed on node {} (it is {})",
-                r.execution_id,
-                r.node_uuid,
-                exec.state.as_str()
-            )));
-        }
-        let now = now_ms();
-        let latency_us = u64::try_from(now - exec.assigned_at_ms).unwrap_or(0) * 1000;
-        // A start told beside its result is recorded in the same write, before the end, dated
-        // by the run's duration.
-        let mut events = Vec::with_capacity(2);
-        if started && (exec.state == ExecState::Assigned || orphan_here) {
-            let ran = r.result.as_ref().map_or(0, |x| x.duration_ms);
-            exec.started_at_ms = now
-                .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX))
-                .max(exec.assigned_at_ms);
-            events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
-        }
-        exec.result = r.result;
-        exec.ended_attempt = if r.attempt != 0 {
-            r.attempt
-        } else {
-            exec.attempt
-        };
-        exec.updated_at_ms = now;
-        let kind = if r.success {
-            exec.state = ExecState::Succeeded;
-            exec.error = None;
-            "execution.succeeded"
-        } else if exec.spent() < exec.max_attempts {
-            exec.state = ExecState::Ready;
-            exec.error = Some(r.error.clone());
-            exec.not_before_ms = now + backoff_ms(exec.spent());
-            "execution.retrying"
-        } else {
-            exec.state = ExecState::Failed;
-            exec.error = Some(r.error.clone());
-            "execution.failed"
-        };
-        events.push((
-            kind,
-            json!({"node_uuid": r.node_uuid, "attempt": exec.attempt, "error": exec.error}),
-        ));
-        self.save_logging(&exec, Vec::new(), events).await?;
-        self.observe(&r.node_uuid, exec.seq, r.success, latency_us)
-            .await;
-        self.wake.notify_one();
-        Ok(exec)
-    }
-
-    /// Feed an outcome back to the strategy (with the scheduler's next round).
-    async fn observe(&self, node: &str, seq: u64, success: bool, latency_us: u64) {
-        let Some(target) = self.target_ids.lock().await.get(node).copied() else {
-            return;
-        };
-        self.feed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(spear_plugin_api::Outcome {
-                request: seq,
-                target,
-                success,
-                latency_us,
-            });
     }
 
     /// Put every execution placed on `node` back in the queue (the node is lost). The attempt does

@@ -33,6 +33,7 @@ pub mod payloads;
 pub mod query;
 pub mod reload;
 pub mod reports;
+pub mod results;
 pub mod retention;
 pub mod sched;
 pub mod server;
