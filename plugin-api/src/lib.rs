@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod executor;
+pub mod memory_store;
 pub mod reclaimer;
 pub mod storage;
 pub mod strategy;

@@ -290,7 +290,9 @@ mod tests {
     #[tokio::test]
     async fn a_blob_goes_only_when_nothing_refers_to_it_or_claims_it() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::new(Arc::new(spear_storage_memory::Memory::default()));
+        let db = Db::new(Arc::new(
+            spear_plugin_api::memory_store::MemoryStore::default(),
+        ));
         let blobs = Blobs::new(dir.path().join("blobs"));
         let exists = |b: &BlobRef| dir.path().join("blobs").join(&b.sha256).exists();
         let orphan = blobs.put(vec![b'a'; 2000]).await.unwrap().blob.clone();

@@ -340,7 +340,9 @@ mod tests {
     use futures::StreamExt;
 
     async fn log_of(n: usize) -> EventLog {
-        let db = Db::new(Arc::new(spear_storage_memory::Memory::default()));
+        let db = Db::new(Arc::new(
+            spear_plugin_api::memory_store::MemoryStore::default(),
+        ));
         let log = EventLog::open(db).await.unwrap();
         for i in 0..n {
             log.append("test", &i.to_string(), serde_json::Value::Null)
