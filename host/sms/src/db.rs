@@ -237,25 +237,4 @@ impl Db {
         })
         .await
     }
-
-    /// The last key under `prefix`, scanning it whole (used once at start).
-    pub async fn last_key(&self, prefix: &'static str) -> Result<Option<String>> {
-        self.blocking(move |b| {
-            let mut last = None;
-            loop {
-                let page = b
-                    .scan(prefix.as_bytes(), last.as_deref(), PAGE)
-                    .map_err(storage)?;
-                let done = (page.len() as u32) < PAGE;
-                if let Some((k, _)) = page.into_iter().last() {
-                    last = Some(k);
-                }
-                if done {
-                    break;
-                }
-            }
-            Ok(last.map(|k| String::from_utf8_lossy(&k).into_owned()))
-        })
-        .await
-    }
 }

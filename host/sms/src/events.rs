@@ -19,6 +19,30 @@ fn key(cursor: u64) -> String {
     format!("{PREFIX}{cursor:020}")
 }
 
+/// The first stored cursor after `after` (none: from the start).
+async fn first_after(db: &Db, after: Option<u64>) -> Result<Option<u64>> {
+    Ok(db
+        .keys(PREFIX, after.map(key), 1)
+        .await?
+        .first()
+        .and_then(|k| k.strip_prefix(PREFIX)?.parse::<u64>().ok()))
+}
+
+/// The last stored cursor, `first` being one: a binary search over cursors (whether any is
+/// stored after a given one), so that a start reads some sixty keys, not the whole history.
+async fn last_stored(db: &Db, first: u64) -> Result<u64> {
+    // Stored: `lo`; none after `hi`.
+    let (mut lo, mut hi) = (first, u64::MAX - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        match first_after(db, Some(mid - 1)).await? {
+            Some(c) => lo = c.min(hi),
+            None => hi = mid - 1,
+        }
+    }
+    Ok(lo)
+}
+
 /// The log.
 #[derive(Clone)]
 pub struct EventLog {
@@ -38,17 +62,12 @@ impl std::fmt::Debug for EventLog {
 impl EventLog {
     /// Open the log, continuing after the last stored cursor.
     pub async fn open(db: Db) -> Result<Self> {
-        let last = db
-            .last_key(PREFIX)
-            .await?
-            .and_then(|k| k[PREFIX.len()..].parse::<u64>().ok())
-            .unwrap_or(0);
-        let first = db
-            .keys(PREFIX, None, 1)
-            .await?
-            .first()
-            .and_then(|k| k.strip_prefix(PREFIX)?.parse::<u64>().ok())
-            .unwrap_or(last + 1);
+        let first = first_after(&db, None).await?;
+        let last = match first {
+            Some(first) => last_stored(&db, first).await?,
+            None => 0,
+        };
+        let first = first.unwrap_or(last + 1);
         let (live, _) = broadcast::channel(4096);
         Ok(Self {
             db,
@@ -350,6 +369,42 @@ mod tests {
                 .unwrap();
         }
         log
+    }
+
+    #[tokio::test]
+    async fn a_reopened_log_goes_on_after_its_last_event_whatever_the_gaps() {
+        let log = log_of(300).await;
+        let db = log.db.clone();
+        assert_eq!(
+            EventLog::open(db.clone())
+                .await
+                .unwrap()
+                .last_cursor()
+                .await,
+            300
+        );
+        // Gaps (cursors of failed writes) and a compacted start.
+        let gone: Vec<_> = (1..=50)
+            .chain(120..=180)
+            .chain(299..=299)
+            .map(|c| spear_plugin_api::storage::BatchOp::Delete {
+                key: key(c).into_bytes(),
+            })
+            .collect();
+        db.batch(gone).await.unwrap();
+        let reopened = EventLog::open(db.clone()).await.unwrap();
+        assert_eq!(reopened.last_cursor().await, 300);
+        assert_eq!(reopened.horizon(), 51);
+        let appended = reopened
+            .append("test", "x", serde_json::Value::Null)
+            .await
+            .unwrap();
+        assert_eq!(appended.cursor, 301);
+        let empty = Db::new(Arc::new(
+            spear_plugin_api::memory_store::MemoryStore::default(),
+        ));
+        let fresh = EventLog::open(empty).await.unwrap();
+        assert_eq!((fresh.last_cursor().await, fresh.horizon()), (0, 1));
     }
 
     #[tokio::test]
