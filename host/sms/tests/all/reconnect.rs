@@ -67,15 +67,8 @@ async fn a_cancel_made_while_the_node_was_away_reaches_it_when_it_is_back() {
     let uuid = common::register_wasm_node(&sms, 4).await;
     let (execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let c = reqwest::Client::new();
-    let (status, e) = common::post_json(
-        &c,
-        &sms,
-        "/api/v1/executions",
-        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
-    )
-    .await;
-    assert_eq!(status, 201, "{e}");
-    let id = e["execution_id"].as_str().unwrap().to_owned();
+    let body = json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}});
+    let id = common::submit(&c, &sms, &body).await;
     let a = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .unwrap()
@@ -85,12 +78,7 @@ async fn a_cancel_made_while_the_node_was_away_reaches_it_when_it_is_back() {
     // The node goes away; its work is cancelled meanwhile.
     drop((execs, stream));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = c
-        .post(sms.url(&format!("/api/v1/executions/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::cancel(&c, &sms, &id).await;
     // Back (even to a restarted SMS): the stop comes first.
     assert!(sms.terminate().success());
     let sms = sb.start(&[]);

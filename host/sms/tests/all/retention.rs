@@ -11,8 +11,14 @@ use serde_json::{Value, json};
 use spear_proto::v1;
 use tokio_stream::StreamExt;
 
-/// A node that reports every assignment it is sent a success at once.
-async fn succeeding_node(sms: &common::Sms) -> tokio::task::JoinHandle<()> {
+/// A node that reports every assignment it is sent a success at once, with `result`; given
+/// `stdin`, it checks each assignment carries that whole input (a mismatch ends it: the test's
+/// wait for the success then fails).
+async fn succeeding_node(
+    sms: &common::Sms,
+    result: v1::ExecutionResult,
+    stdin: Option<Vec<u8>>,
+) -> tokio::task::JoinHandle<()> {
     let uuid = common::register_wasm_node(sms, 1000).await;
     let (execs, mut stream) = common::open_assignments(sms, &uuid).await;
     tokio::spawn(async move {
@@ -21,6 +27,9 @@ async fn succeeding_node(sms: &common::Sms) -> tokio::task::JoinHandle<()> {
                 continue;
             }
             let e = a.execution.unwrap();
+            if let Some(stdin) = &stdin {
+                assert_eq!(&e.stdin, stdin, "the node gets the whole input");
+            }
             execs
                 .clone()
                 .report_result(v1::ReportResultRequest {
@@ -28,7 +37,7 @@ async fn succeeding_node(sms: &common::Sms) -> tokio::task::JoinHandle<()> {
                     node_uuid: uuid.clone(),
                     execution_id: e.execution_id,
                     success: true,
-                    result: Some(v1::ExecutionResult::default()),
+                    result: Some(result.clone()),
                     error: String::new(),
                     attempt: 0,
                 })
@@ -72,15 +81,8 @@ async fn in_memory(c: &reqwest::Client, sms: &common::Sms, state: &str) -> u64 {
 async fn unplaceable(c: &reqwest::Client, sms: &common::Sms, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let (status, e) = common::post_json(
-            c,
-            sms,
-            "/api/v1/executions",
-            &json!({"executable": {"type": "process", "uri": "file:///bin/true"}}),
-        )
-        .await;
-        assert_eq!(status, 201, "{e}");
-        ids.push(e["execution_id"].as_str().unwrap().to_owned());
+        let body = json!({"executable": {"type": "process", "uri": "file:///bin/true"}});
+        ids.push(common::submit(c, sms, &body).await);
     }
     ids
 }
@@ -90,7 +92,7 @@ async fn finished_executions_leave_memory_and_are_still_found_in_storage() {
     let sb = Sandbox::new("[retention]\nmemory_count = 3\n");
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let node = succeeding_node(&sms).await;
+    let node = succeeding_node(&sms, v1::ExecutionResult::default(), None).await;
     // One at a time: they finish in the order they were submitted.
     let mut done = Vec::new();
     for _ in 0..6 {
@@ -148,15 +150,12 @@ async fn finished_executions_leave_memory_and_are_still_found_in_storage() {
     assert_eq!(all, queued);
 
     // An execution may depend on one that left memory: it is read from storage.
-    let (status, later) = common::post_json(
+    let later = common::submit(
         &c,
         &sms,
-        "/api/v1/executions",
         &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "depends_on": [done[0]]}),
     )
     .await;
-    assert_eq!(status, 201, "{later}");
-    let later = later["execution_id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/executions/{later}");
     wait_for(&c, &sms, &path, |e| e["state"] == "succeeded").await;
     node.abort();
@@ -191,12 +190,7 @@ async fn records_and_events_past_their_retention_are_deleted() {
     let c = reqwest::Client::new();
     let ids = unplaceable(&c, &sms, 4).await;
     for id in &ids[..3] {
-        let r = c
-            .post(sms.url(&format!("/api/v1/executions/{id}/cancel")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        common::cancel(&c, &sms, id).await;
     }
     // Gone from storage a second or two after they finished; the unfinished one stays.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -282,46 +276,21 @@ async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_th
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
     // A node that checks it is sent the whole input, and answers 3,000 bytes of output.
-    let uuid = common::register_wasm_node(&sms, 1000).await;
-    let (execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let stdin = "i".repeat(5_000);
-    let node = {
-        let stdin = stdin.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(a)) = stream.next().await {
-                let e = a.execution.unwrap();
-                assert_eq!(e.stdin, stdin.as_bytes(), "the node gets the whole input");
-                execs
-                    .clone()
-                    .report_result(v1::ReportResultRequest {
-                        session: a.session,
-                        node_uuid: uuid.clone(),
-                        execution_id: e.execution_id,
-                        success: true,
-                        result: Some(v1::ExecutionResult {
-                            stdout: vec![b'o'; 3_000],
-                            stderr: b"short".to_vec(),
-                            ..Default::default()
-                        }),
-                        error: String::new(),
-                        attempt: 0,
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
+    let answer = v1::ExecutionResult {
+        stdout: vec![b'o'; 3_000],
+        stderr: b"short".to_vec(),
+        ..Default::default()
     };
+    let node = succeeding_node(&sms, answer, Some(stdin.clone().into_bytes())).await;
     let mut ran = Vec::new();
     for _ in 0..2 {
-        let (status, e) = common::post_json(
+        let id = common::submit(
             &c,
             &sms,
-            "/api/v1/executions",
             &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "stdin": stdin}),
         )
         .await;
-        assert_eq!(status, 201, "{e}");
-        let id = e["execution_id"].as_str().unwrap().to_owned();
         let path = format!("/api/v1/executions/{id}");
         wait_for(&c, &sms, &path, |e| e["state"] == "succeeded").await;
         ran.push(id);
@@ -373,14 +342,8 @@ async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_th
 
     // One more with that input, which no node runs: the input stays while it names it; the
     // output goes with the records of the two that ran.
-    let (status, e) = common::post_json(
-        &c,
-        &sms,
-        "/api/v1/executions",
-        &json!({"executable": {"type": "process", "uri": "file:///bin/cat"}, "stdin": stdin}),
-    )
-    .await;
-    assert_eq!(status, 201, "{e}");
+    let body = json!({"executable": {"type": "process", "uri": "file:///bin/cat"}, "stdin": stdin});
+    let queued = common::submit(&c, &sms, &body).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while blob_files(&sb) != [stdin_sha.clone()] {
         assert!(
@@ -399,13 +362,7 @@ async fn large_payloads_live_in_blobs_shared_by_content_until_no_record_names_th
         assert_eq!(r.status(), 404, "its record went first");
     }
     // Cancelled, then past its retention: the input goes too.
-    let queued = e["execution_id"].as_str().unwrap();
-    let r = c
-        .post(sms.url(&format!("/api/v1/executions/{queued}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::cancel(&c, &sms, &queued).await;
     while !blob_files(&sb).is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -421,15 +378,7 @@ async fn an_execution_whose_input_file_is_gone_fails_instead_of_running_on_nothi
     let sb = Sandbox::new("");
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let (status, e) = common::post_json(
-        &c,
-        &sms,
-        "/api/v1/executions",
-        &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "stdin": "i".repeat(5_000)}),
-    )
-    .await;
-    assert_eq!(status, 201, "{e}");
-    let id = e["execution_id"].as_str().unwrap().to_owned();
+    let id = common::submit(&c, &sms, &json!({"executable": {"type": "wasm", "uri": "file:///a.wasm"}, "stdin": "i".repeat(5_000)})).await;
     for name in blob_files(&sb) {
         std::fs::remove_file(sb.path().join("data/files/blobs").join(name)).unwrap();
     }
@@ -483,12 +432,7 @@ async fn a_store_written_before_retention_is_moved_once_at_start() {
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
     let ids = unplaceable(&c, &sms, 3).await;
-    let r = c
-        .post(sms.url(&format!("/api/v1/executions/{}/cancel", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::cancel(&c, &sms, &ids[0]).await;
     assert!(sms.terminate().success());
     // As an older version kept it: the finished execution under exec/, like the others.
     {

@@ -227,6 +227,25 @@ pub async fn post_json(
     (r.status(), r.json().await.unwrap_or_default())
 }
 
+/// Submit `body` (`POST /api/v1/executions`), which must be accepted; the execution's id.
+#[allow(dead_code)]
+pub async fn submit(c: &reqwest::Client, sms: &Sms, body: &serde_json::Value) -> String {
+    let (status, e) = post_json(c, sms, "/api/v1/executions", body).await;
+    assert_eq!(status, 201, "{e}");
+    e["execution_id"].as_str().unwrap().to_owned()
+}
+
+/// Cancel execution `id`, which must be accepted.
+#[allow(dead_code)]
+pub async fn cancel(c: &reqwest::Client, sms: &Sms, id: &str) {
+    let r = c
+        .post(sms.url(&format!("/api/v1/executions/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "cancel {id}");
+}
+
 /// Register a node that runs `wasm` executables, with `slots` slots and room for anything,
 /// over gRPC; its uuid.
 #[allow(dead_code)]
