@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spear_sms::executions::Submit;
-use spear_sms::model::{Executable, Resources, now_ms};
-use spear_sms::nodes::{Heartbeat, RegisterNode};
+use spear_sms::model::{Executable, now_ms};
+use spear_sms::nodes::Heartbeat;
 use spear_sms::service::Sms;
 
-use common::{rss_bytes, sandbox};
+use common::{rss_bytes, sandbox, wasm_node};
 
 mod common;
 
@@ -44,20 +44,7 @@ async fn attach(
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut uuids = Vec::with_capacity(n);
     for i in 0..n {
-        let node = sms
-            .register_node(RegisterNode {
-                ip_address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-                port: 9000,
-                capacity: Resources {
-                    cpu_millis: 1_000_000,
-                    memory_mb: 1 << 20,
-                    disk_mb: 0,
-                },
-                executors: vec!["wasm".into()],
-                ..RegisterNode::default()
-            })
-            .await
-            .unwrap();
+        let node = sms.register_node(wasm_node(i, None)).await.unwrap();
         if !connect {
             uuids.push(node.uuid);
             continue;

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spear_sms::executions::{Report, Submit};
-use spear_sms::model::{ExecResult, Executable, Resources};
-use spear_sms::nodes::{Heartbeat, RegisterNode};
+use spear_sms::model::{ExecResult, Executable};
+use spear_sms::nodes::Heartbeat;
 use spear_sms::service::Sms;
 
-use common::{rss_bytes, sandbox};
+use common::{rss_bytes, sandbox, wasm_node};
 
 mod common;
 
@@ -31,21 +31,7 @@ const IN_FLIGHT: u64 = 2_048;
 async fn attach(sms: &Arc<Sms>) -> Arc<AtomicU64> {
     let finished = Arc::new(AtomicU64::new(0));
     for i in 0..NODES {
-        let node = sms
-            .register_node(RegisterNode {
-                ip_address: format!("10.0.0.{i}"),
-                port: 9000,
-                capacity: Resources {
-                    cpu_millis: 1_000_000,
-                    memory_mb: 1 << 20,
-                    disk_mb: 0,
-                },
-                executors: vec!["wasm".into()],
-                slots: Some(1_000),
-                ..RegisterNode::default()
-            })
-            .await
-            .unwrap();
+        let node = sms.register_node(wasm_node(i, Some(1_000))).await.unwrap();
         // Alive for the whole run (a run longer than the heartbeat timeout would lose them).
         let (beating, uuid) = (sms.clone(), node.uuid.clone());
         tokio::spawn(async move {

@@ -1,6 +1,8 @@
 //! What the SMS benches share: a sandbox with the plugins, and the process's resident memory.
 
 use spear_sms::config::{Cli, SmsConfig};
+use spear_sms::model::Resources;
+use spear_sms::nodes::RegisterNode;
 use spear_tests::guest;
 
 /// This process's resident memory, in bytes.
@@ -45,4 +47,20 @@ pub fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
     };
     let config = SmsConfig::load_with(&cli, |_| None, None).unwrap();
     (dir, config)
+}
+
+/// Fake node `i`: runs `wasm`, room for anything, `slots` slots (none: SMS's default).
+pub fn wasm_node(i: usize, slots: Option<u32>) -> RegisterNode {
+    RegisterNode {
+        ip_address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+        port: 9000,
+        capacity: Resources {
+            cpu_millis: 1_000_000,
+            memory_mb: 1 << 20,
+            disk_mb: 0,
+        },
+        executors: vec!["wasm".into()],
+        slots,
+        ..RegisterNode::default()
+    }
 }
