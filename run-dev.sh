@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 rustup target add wasm32-wasip2 wasm32-wasip1 wasm32-unknown-unknown
+# protoc, which the etcd storage backend's client compiles etcd's API with (and etcd itself).
+bash tests/etcd/setup.sh
 # spear-tests' build script builds every guest plugin (component, Extism, native) with the real
 # toolchains into target/spear-guests/artifacts.
 cargo build --release -j2 -p spear-sms -p spear-spearlet -p spear-cli -p spear-tests

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace on a fresh machine that has only the Rust toolchain.
 # Installs what it needs first (idempotent): the wasm32-wasip2 and wasm32-unknown-unknown targets
-# (guest plugins are built by tests/build.rs with them), rustfmt and clippy; the examples' tool
-# chains (examples/*/build.sh), Podman (tests/podman/setup.sh), chromium and playwright-core
+# (guest plugins are built by tests/build.rs with them), rustfmt and clippy; protoc and etcd
+# (tests/etcd/setup.sh); the examples' tool chains (examples/*/build.sh), Podman (tests/podman/setup.sh), chromium and playwright-core
 # (tests/browser/setup.sh) and schemathesis (tests/schemathesis/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +17,9 @@ rustup component add rustfmt clippy
 echo "== format"
 cargo fmt --all -- --check
 cargo fmt --manifest-path examples/Cargo.toml --all -- --check
+
+echo "== etcd and protoc (Debian; the etcd storage backend builds with protoc, its tests start etcd)"
+bash tests/etcd/setup.sh
 
 echo "== lints"
 cargo clippy --workspace --all-targets -j2 -- -D warnings

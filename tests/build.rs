@@ -32,6 +32,7 @@ const PLUGINS: &[(&str, &str)] = &[
 const NATIVE_ONLY: &[&str] = &[
     "spear-storage-memory",
     "spear-storage-redb",
+    "spear-storage-etcd",
     "spear-executor-process",
     "spear-executor-wasm",
     "spear-executor-container",

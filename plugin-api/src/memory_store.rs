@@ -76,8 +76,15 @@ impl StorageBackend for MemoryStore {
             .collect())
     }
 
-    fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError> {
+    fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
         let mut map = self.lock();
+        let holds = |key: &Vec<u8>, value: &Option<Vec<u8>>| map.get(key) == value.as_ref();
+        if !ops.iter().all(|op| match op {
+            BatchOp::Check { key, value } => holds(key, value),
+            _ => true,
+        }) {
+            return Ok(false);
+        }
         for op in ops {
             match op {
                 BatchOp::Put { key, value } => {
@@ -86,9 +93,10 @@ impl StorageBackend for MemoryStore {
                 BatchOp::Delete { key } => {
                     map.remove(key);
                 }
+                BatchOp::Check { .. } => {}
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn compare_and_swap(

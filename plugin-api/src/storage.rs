@@ -25,6 +25,51 @@ pub enum BatchOp {
         /// The key.
         key: Vec<u8>,
     },
+    /// Apply the batch only if `key` holds `value` now (`None`: only if `key` is absent). Every
+    /// check of a batch is evaluated against the state before any of its writes.
+    Check {
+        /// The key.
+        key: Vec<u8>,
+        /// The value it must hold, or `None` for absent.
+        value: Option<Vec<u8>>,
+    },
+}
+
+impl BatchOp {
+    /// The bytes this operation carries (key and value), as [`BatchLimits::max_bytes`] counts them.
+    pub fn size(&self) -> u64 {
+        let (key, value) = match self {
+            Self::Put { key, value } => (key, value.len()),
+            Self::Delete { key } => (key, 0),
+            Self::Check { key, value } => (key, value.as_ref().map_or(0, Vec::len)),
+        };
+        (key.len() + value) as u64
+    }
+}
+
+/// The largest batch a backend takes in one call. etcd, for one, refuses a transaction of more
+/// than `--max-txn-ops` operations or `--max-request-bytes`; a host that groups writes keeps each
+/// commit within these (a single write over them is refused by the backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchLimits {
+    /// Operations (checks included) in one batch.
+    pub max_ops: u32,
+    /// Bytes of keys and values in one batch ([`BatchOp::size`] summed).
+    pub max_bytes: u64,
+}
+
+impl BatchLimits {
+    /// No limit.
+    pub const UNLIMITED: Self = Self {
+        max_ops: u32::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self::UNLIMITED
+    }
 }
 
 /// A storage backend plugin.
@@ -46,8 +91,10 @@ pub trait StorageBackend: Send + Sync + 'static {
         start_after: Option<&[u8]>,
         limit: u32,
     ) -> Result<Vec<KeyValue>, PluginError>;
-    /// Apply every operation or none.
-    fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError>;
+    /// Apply every operation or none: none when a [`BatchOp::Check`] does not hold. Returns
+    /// whether the batch applied (`false`: a check failed; an error: nothing is known to have
+    /// applied, or the backend could not tell).
+    fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError>;
     /// Set `key` to `new` (or delete it when `None`) only if its value is `expected` (`None`: absent).
     /// Returns whether the swap happened.
     fn compare_and_swap(
@@ -56,4 +103,8 @@ pub trait StorageBackend: Send + Sync + 'static {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, PluginError>;
+    /// The largest batch this backend takes ([`BatchLimits::UNLIMITED`] unless it says).
+    fn limits(&self) -> BatchLimits {
+        BatchLimits::UNLIMITED
+    }
 }

@@ -109,7 +109,7 @@ fn a_native_plugin_built_against_another_abi_is_refused_naming_both_versions() {
     assert_eq!(
         message,
         format!(
-            "{}: refused: built against plugin ABI 2.0.0, this host speaks 1.0.0",
+            "{}: refused: built against plugin ABI 3.0.0, this host speaks 2.0.0",
             path.display()
         )
     );
@@ -204,7 +204,7 @@ fn bad_files_dropped_beside_an_active_plugin_leave_it_active() {
         old_abi
             .last_error
             .unwrap_or_default()
-            .contains("built against plugin ABI 2.0.0, this host speaks 1.0.0")
+            .contains("built against plugin ABI 3.0.0, this host speaks 2.0.0")
     );
     assert_eq!(host.strategy().active().unwrap(), before);
     let lc = by_file("lc.wasm");

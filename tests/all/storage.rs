@@ -6,12 +6,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use spear_plugin_api::StorageBackend;
-use spear_plugin_api::storage::BatchOp;
+use spear_plugin_api::storage::{BatchLimits, BatchOp};
 use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
 use spear_tests::guest;
 
-fn open(name: &str, config: &str) -> Box<dyn StorageBackend> {
+/// Load the native storage plugin `name` and open it with `config`.
+pub(crate) fn open(name: &str, config: &str) -> Box<dyn StorageBackend> {
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues::default()));
     let plugin = load_file(&guest("native", &format!("{name}.so")), &engine, &limits).unwrap();
@@ -44,6 +45,28 @@ fn backends() -> Vec<(
 #[test]
 fn every_backend_keeps_the_storage_contract() {
     for (name, s, _dir) in backends() {
+        keeps_the_contract(name, s.as_ref());
+        assert_eq!(s.limits(), BatchLimits::UNLIMITED, "{name}");
+    }
+}
+
+fn put(k: &str, v: &str) -> BatchOp {
+    BatchOp::Put {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn check(k: &str, v: Option<&str>) -> BatchOp {
+    BatchOp::Check {
+        key: k.into(),
+        value: v.map(Into::into),
+    }
+}
+
+/// The storage contract, on an empty store `s`: every backend passes the same operations.
+pub(crate) fn keeps_the_contract(name: &str, s: &dyn StorageBackend) {
+    {
         assert_eq!(s.get(b"a").unwrap(), None, "{name}");
         s.put(b"a", b"1").unwrap();
         s.put(b"a", b"2").unwrap();
@@ -124,6 +147,46 @@ fn every_backend_keeps_the_storage_contract() {
             "{name}: delete by CAS"
         );
         assert_eq!(s.get(b"z").unwrap(), None);
+
+        // Checks: a batch applies only if every check holds, all of it or nothing.
+        assert!(
+            s.batch(&[
+                check("x", Some("9")),
+                check("absent", None),
+                put("w", "1"),
+                BatchOp::Delete { key: b"x".to_vec() },
+            ])
+            .unwrap(),
+            "{name}: every check holds"
+        );
+        assert_eq!(s.get(b"w").unwrap().as_deref(), Some(&b"1"[..]), "{name}");
+        assert_eq!(s.get(b"x").unwrap(), None, "{name}");
+        assert!(
+            !s.batch(&[
+                check("w", Some("1")),
+                check("y", Some("not its value")),
+                put("v", "1"),
+                BatchOp::Delete { key: b"w".to_vec() },
+            ])
+            .unwrap(),
+            "{name}: one check fails"
+        );
+        assert_eq!(s.get(b"v").unwrap(), None, "{name}: nothing applied");
+        assert_eq!(s.get(b"w").unwrap().as_deref(), Some(&b"1"[..]), "{name}");
+        assert!(
+            !s.batch(&[check("w", None), put("v", "1")]).unwrap(),
+            "{name}: a present key is not absent"
+        );
+        assert!(
+            s.batch(&[put("q", "1"), check("q", None), put("q", "2")])
+                .unwrap(),
+            "{name}: checks see the state before the batch's writes"
+        );
+        assert_eq!(
+            s.get(b"q").unwrap().as_deref(),
+            Some(&b"2"[..]),
+            "{name}: the last write of a key wins"
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! guest builds are, and small builders for targets, requests and host configs.
 
 pub mod certs;
+pub mod etcd;
 pub mod extism_wat;
 pub mod podman;
 pub mod process;

@@ -1,20 +1,40 @@
 //! Group commit for a storage-backend plugin: one writer thread takes every write queued meanwhile
 //! and applies them as one atomic batch, so concurrent writers share one durable commit (one fsync
 //! with redb) instead of queueing for one each. Writes apply in the order they were queued; each
-//! writer learns its group's outcome.
+//! writer learns its own outcome.
+//!
+//! A commit stays within the backend's [`BatchLimits`] (etcd refuses larger transactions). A write
+//! may carry [`BatchOp::Check`]s: if one does not hold, that write alone fails with
+//! [`WriteError::Conflict`] and the others of its group still apply. A writer may be
+//! [fenced](GroupWriter::set_fence): every commit then checks the fence too, and once it does not
+//! hold every write fails with [`WriteError::Fenced`] (a deposed leader cannot write).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spear_plugin_api::StorageBackend;
-use spear_plugin_api::storage::BatchOp;
+use spear_plugin_api::storage::{BatchLimits, BatchOp};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes combined into one commit at most.
 const GROUP: usize = 4096;
 
-/// The outcome of a write: the backend's error as text.
-pub type WriteResult = Result<(), String>;
+/// Why a write did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// A check of the write did not hold: nothing of it applied.
+    #[error("a check of the write did not hold (a concurrent change)")]
+    Conflict,
+    /// The writer's fence did not hold: this writer may no longer write.
+    #[error("{0}")]
+    Fenced(String),
+    /// The backend failed (its error).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The outcome of a write.
+pub type WriteResult = Result<(), WriteError>;
 
 type Write = (Vec<BatchOp>, oneshot::Sender<WriteResult>);
 
@@ -29,10 +49,32 @@ pub struct Commit {
     pub took: Duration,
 }
 
+/// A condition every commit checks: `key` holds `value`. When it does not, writes fail with
+/// [`WriteError::Fenced`] carrying `why`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value it must hold.
+    pub value: Vec<u8>,
+    /// What a fenced write is told.
+    pub why: String,
+}
+
+impl Fence {
+    fn check(&self) -> BatchOp {
+        BatchOp::Check {
+            key: self.key.clone(),
+            value: Some(self.value.clone()),
+        }
+    }
+}
+
 /// A handle on a backend's writer thread (which ends when every handle is dropped).
 #[derive(Clone)]
 pub struct GroupWriter {
     writes: mpsc::UnboundedSender<Write>,
+    fence: Arc<Mutex<Option<Fence>>>,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -41,13 +83,20 @@ impl std::fmt::Debug for GroupWriter {
     }
 }
 
+/// The operations and bytes of `ops`.
+fn weigh(ops: &[BatchOp]) -> (u64, u64) {
+    (ops.len() as u64, ops.iter().map(BatchOp::size).sum())
+}
+
 impl GroupWriter {
-    /// Start the writer thread `name` for `backend`; `observe` sees each commit's outcome and
-    /// what it took (for health reporting and metrics). Each write is committed as soon as the commit before it is done.
+    /// Start the writer thread `name` for `backend`; `observe` sees each commit's outcome at the
+    /// backend (an error is the backend's; a check that did not hold is not one) and what it took
+    /// (for health reporting and metrics). Each write is committed as soon as the commit before
+    /// it is done.
     pub fn start(
         name: &str,
         backend: Arc<dyn StorageBackend>,
-        observe: impl Fn(&WriteResult, &Commit) + Send + 'static,
+        observe: impl Fn(&Result<(), String>, &Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
         Self::start_paced(name, backend, Duration::ZERO, observe)
     }
@@ -61,50 +110,33 @@ impl GroupWriter {
         name: &str,
         backend: Arc<dyn StorageBackend>,
         pace: Duration,
-        observe: impl Fn(&WriteResult, &Commit) + Send + 'static,
+        observe: impl Fn(&Result<(), String>, &Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let (writes, mut rx) = mpsc::unbounded_channel::<Write>();
+        let (writes, rx) = mpsc::unbounded_channel::<Write>();
+        let fence = Arc::new(Mutex::new(None));
+        let thread = Thread {
+            backend,
+            fence: fence.clone(),
+            rx,
+            pace,
+        };
         std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || {
-                let mut last: Option<Instant> = None;
-                while let Some(first) = rx.blocking_recv() {
-                    if let Some(wait) = last.and_then(|t| pace.checked_sub(t.elapsed())) {
-                        std::thread::sleep(wait);
-                    }
-                    last = Some(Instant::now());
-                    let mut group = vec![first];
-                    while group.len() < GROUP {
-                        match rx.try_recv() {
-                            Ok(w) => group.push(w),
-                            Err(_) => break,
-                        }
-                    }
-                    let ops: Vec<BatchOp> = group
-                        .iter_mut()
-                        .flat_map(|(ops, _)| std::mem::take(ops))
-                        .collect();
-                    let began = Instant::now();
-                    let result = backend.batch(&ops).map_err(|e| e.to_string());
-                    let commit = Commit {
-                        writes: group.len(),
-                        ops: ops.len(),
-                        took: began.elapsed(),
-                    };
-                    observe(&result, &commit);
-                    for (_, done) in group {
-                        let _ = done.send(result.clone());
-                    }
-                }
-            })?;
-        Ok(Self { writes })
+            .spawn(move || thread.run(observe))?;
+        Ok(Self { writes, fence })
     }
 
-    /// Queue a write now (writes apply in queue order); the receiver gets its group's outcome.
+    /// Fence every later commit with `fence` (`None`: unfenced). Writes queued before and not yet
+    /// committed are fenced too.
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
+    /// Queue a write now (writes apply in queue order); the receiver gets its outcome.
     pub fn enqueue(&self, ops: Vec<BatchOp>) -> oneshot::Receiver<WriteResult> {
         let (done, rx) = oneshot::channel();
         if let Err(e) = self.writes.send((ops, done)) {
-            let _ = e.0.1.send(Err("the storage writer has stopped".into()));
+            let _ = e.0.1.send(Err(stopped()));
         }
         rx
     }
@@ -126,10 +158,133 @@ impl GroupWriter {
         ops: Vec<BatchOp>,
     ) -> impl std::future::Future<Output = WriteResult> + Send + 'static {
         let done = self.enqueue(ops);
-        async move {
-            done.await
-                .unwrap_or_else(|_| Err("the storage writer has stopped".into()))
+        async move { done.await.unwrap_or_else(|_| Err(stopped())) }
+    }
+}
+
+fn stopped() -> WriteError {
+    WriteError::Failed("the storage writer has stopped".into())
+}
+
+/// The writer thread's state.
+struct Thread {
+    backend: Arc<dyn StorageBackend>,
+    fence: Arc<Mutex<Option<Fence>>>,
+    rx: mpsc::UnboundedReceiver<Write>,
+    pace: Duration,
+}
+
+impl Thread {
+    fn run(mut self, observe: impl Fn(&Result<(), String>, &Commit)) {
+        let limits: BatchLimits = self.backend.limits();
+        let mut last: Option<Instant> = None;
+        // A write taken from the queue that did not fit in the commit before.
+        let mut carried: Option<Write> = None;
+        loop {
+            let Some(first) = carried.take().or_else(|| self.rx.blocking_recv()) else {
+                return;
+            };
+            if let Some(wait) = last.and_then(|t| self.pace.checked_sub(t.elapsed())) {
+                std::thread::sleep(wait);
+            }
+            last = Some(Instant::now());
+            let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (mut ops, mut bytes) = fence
+                .as_ref()
+                .map_or((0, 0), |f| weigh(std::slice::from_ref(&f.check())));
+            let (n, b) = weigh(&first.0);
+            (ops, bytes) = (ops + n, bytes + b);
+            let mut group = vec![first];
+            while group.len() < GROUP {
+                let Ok(w) = self.rx.try_recv() else { break };
+                let (n, b) = weigh(&w.0);
+                if ops + n > u64::from(limits.max_ops) || bytes + b > limits.max_bytes {
+                    carried = Some(w);
+                    break;
+                }
+                (ops, bytes) = (ops + n, bytes + b);
+                group.push(w);
+            }
+            self.commit(group, fence.as_ref(), &observe);
         }
+    }
+
+    /// Apply `group` as one batch; if a check failed, find out whose.
+    fn commit(
+        &self,
+        group: Vec<Write>,
+        fence: Option<&Fence>,
+        observe: &impl Fn(&Result<(), String>, &Commit),
+    ) {
+        let lens: Vec<usize> = group.iter().map(|(ops, _)| ops.len()).collect();
+        let mut ops: Vec<BatchOp> = fence.map(Fence::check).into_iter().collect();
+        let senders: Vec<oneshot::Sender<WriteResult>> = group
+            .into_iter()
+            .map(|(mut w, sender)| {
+                ops.append(&mut w);
+                sender
+            })
+            .collect();
+        let began = Instant::now();
+        let result = self.backend.batch(&ops);
+        let commit = Commit {
+            writes: senders.len(),
+            ops: ops.len(),
+            took: began.elapsed(),
+        };
+        observe(
+            &result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            &commit,
+        );
+        let outcomes: Vec<WriteResult> = match result {
+            Ok(true) => vec![Ok(()); senders.len()],
+            Err(e) => vec![Err(WriteError::Failed(e.to_string())); senders.len()],
+            Ok(false) => {
+                let skip = usize::from(fence.is_some());
+                self.one_by_one(&ops[skip..], &lens, fence)
+            }
+        };
+        for (sender, outcome) in senders.into_iter().zip(outcomes) {
+            let _ = sender.send(outcome);
+        }
+    }
+
+    /// Apply each write of a group whose batch did not hold alone, in order: the fence first
+    /// (every write fails if it does not hold), then the write with it.
+    fn one_by_one(
+        &self,
+        ops: &[BatchOp],
+        lens: &[usize],
+        fence: Option<&Fence>,
+    ) -> Vec<WriteResult> {
+        let mut out = Vec::with_capacity(lens.len());
+        let mut at = 0;
+        for &len in lens {
+            let write = &ops[at..at + len];
+            at += len;
+            if let Some(fence) = fence {
+                match self.backend.get(&fence.key) {
+                    Ok(v) if v.as_deref() == Some(fence.value.as_slice()) => {}
+                    Ok(_) => {
+                        out.resize(lens.len(), Err(WriteError::Fenced(fence.why.clone())));
+                        return out;
+                    }
+                    Err(e) => {
+                        out.push(Err(WriteError::Failed(e.to_string())));
+                        continue;
+                    }
+                }
+            }
+            let mut batch: Vec<BatchOp> = fence.map(Fence::check).into_iter().collect();
+            batch.extend_from_slice(write);
+            out.push(match self.backend.batch(&batch) {
+                Ok(true) => Ok(()),
+                // The fence held a moment ago; if it no longer does, the retry finds out.
+                Ok(false) => Err(WriteError::Conflict),
+                Err(e) => Err(WriteError::Failed(e.to_string())),
+            });
+        }
+        out
     }
 }
 
@@ -169,9 +324,9 @@ mod tests {
         fn scan(&self, _: &[u8], _: Option<&[u8]>, _: u32) -> Result<Vec<KeyValue>, PluginError> {
             Ok(vec![])
         }
-        fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError> {
+        fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
             self.0.lock().unwrap().push(ops.len());
-            Ok(())
+            Ok(true)
         }
         fn compare_and_swap(
             &self,
@@ -254,5 +409,170 @@ mod tests {
                 "a write right after a commit waits out the pace"
             );
         });
+    }
+
+    /// The in-memory store, taking at most three operations a batch and counting its batches.
+    #[derive(Default)]
+    struct Small {
+        store: spear_plugin_api::memory_store::MemoryStore,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl StorageBackend for Small {
+        fn info(&self) -> PluginInfo {
+            self.store.info()
+        }
+        fn open(&mut self, c: &str) -> Result<(), PluginError> {
+            self.store.open(c)
+        }
+        fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+            self.store.get(k)
+        }
+        fn put(&self, k: &[u8], v: &[u8]) -> Result<(), PluginError> {
+            self.store.put(k, v)
+        }
+        fn delete(&self, k: &[u8]) -> Result<bool, PluginError> {
+            self.store.delete(k)
+        }
+        fn scan(&self, p: &[u8], a: Option<&[u8]>, l: u32) -> Result<Vec<KeyValue>, PluginError> {
+            self.store.scan(p, a, l)
+        }
+        fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
+            if ops.len() > 3 {
+                return Err(PluginError::new("over the limit"));
+            }
+            self.batches.lock().unwrap().push(ops.len());
+            self.store.batch(ops)
+        }
+        fn compare_and_swap(
+            &self,
+            k: &[u8],
+            e: Option<&[u8]>,
+            n: Option<&[u8]>,
+        ) -> Result<bool, PluginError> {
+            self.store.compare_and_swap(k, e, n)
+        }
+        fn limits(&self) -> BatchLimits {
+            BatchLimits {
+                max_ops: 3,
+                max_bytes: u64::MAX,
+            }
+        }
+    }
+
+    fn put(k: &str, v: &str) -> BatchOp {
+        BatchOp::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn check(k: &str, v: Option<&str>) -> BatchOp {
+        BatchOp::Check {
+            key: k.into(),
+            value: v.map(Into::into),
+        }
+    }
+
+    /// Queue `writes` at once (the writer, paced, is still waiting out its last commit, so they
+    /// share commits) and return each one's outcome.
+    fn together(writer: &GroupWriter, writes: Vec<Vec<BatchOp>>) -> Vec<WriteResult> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pending: Vec<_> = writes.into_iter().map(|w| writer.write_soon(w)).collect();
+            in_order(pending).await
+        })
+    }
+
+    async fn in_order<F: std::future::Future<Output = WriteResult>>(
+        pending: Vec<F>,
+    ) -> Vec<WriteResult> {
+        let mut out = Vec::new();
+        for p in pending {
+            out.push(p.await);
+        }
+        out
+    }
+
+    fn paced_small() -> (Arc<Small>, GroupWriter) {
+        let backend = Arc::new(Small::default());
+        let writer = GroupWriter::start_paced(
+            "test-writer",
+            backend.clone(),
+            Duration::from_millis(100),
+            |_, _| (),
+        )
+        .unwrap();
+        // A first commit, so that the writes after it wait out the pace together.
+        together(&writer, vec![vec![put("warm", "1")]])
+            .pop()
+            .unwrap()
+            .unwrap();
+        (backend, writer)
+    }
+
+    #[test]
+    fn commits_stay_within_the_backends_limits() {
+        let (backend, writer) = paced_small();
+        let writes = (0..10).map(|i| vec![put(&format!("k{i}"), "v")]).collect();
+        for outcome in together(&writer, writes) {
+            assert_eq!(outcome, Ok(()));
+        }
+        let batches = backend.batches.lock().unwrap().clone();
+        assert_eq!(batches[1..].iter().sum::<usize>(), 10, "{batches:?}");
+        assert!(batches.iter().all(|&n| n <= 3), "{batches:?}");
+        assert!(batches.contains(&3), "writes were grouped: {batches:?}");
+        for i in 0..10 {
+            assert!(
+                backend
+                    .store
+                    .get(format!("k{i}").as_bytes())
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_check_fails_its_write_alone() {
+        let (backend, writer) = paced_small();
+        let outcomes = together(
+            &writer,
+            vec![
+                vec![put("a", "1")],
+                vec![check("x", Some("expected")), put("b", "1")],
+                vec![check("warm", Some("1")), put("c", "1")],
+            ],
+        );
+        assert_eq!(outcomes, [Ok(()), Err(WriteError::Conflict), Ok(())]);
+        assert!(backend.store.get(b"a").unwrap().is_some());
+        assert!(backend.store.get(b"b").unwrap().is_none(), "nothing of it");
+        assert!(backend.store.get(b"c").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_fenced_writer_writes_nothing_once_the_fence_moves() {
+        let (backend, writer) = paced_small();
+        backend.store.put(b"leader", b"me").unwrap();
+        writer.set_fence(Some(Fence {
+            key: b"leader".to_vec(),
+            value: b"me".to_vec(),
+            why: "not the leader".into(),
+        }));
+        assert_eq!(together(&writer, vec![vec![put("a", "1")]]), [Ok(())]);
+        backend.store.put(b"leader", b"someone else").unwrap();
+        let fenced = Err(WriteError::Fenced("not the leader".into()));
+        let outcomes = together(
+            &writer,
+            vec![
+                vec![put("b", "1")],
+                vec![check("a", Some("1")), put("c", "1")],
+            ],
+        );
+        assert_eq!(outcomes, [fenced.clone(), fenced]);
+        assert!(backend.store.get(b"b").unwrap().is_none());
+        assert!(backend.store.get(b"c").unwrap().is_none());
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spear_plugin_api::StorageBackend;
 use spear_plugin_api::storage::BatchOp;
-use spear_plugin_runtime::group::{GroupWriter, WriteResult};
+use spear_plugin_runtime::group::{GroupWriter, WriteError, WriteResult};
 
 use crate::error::{Result, SmsError};
 use crate::health::WriteHealth;
@@ -42,6 +42,15 @@ impl std::fmt::Debug for Db {
 
 fn storage(e: impl std::fmt::Display) -> SmsError {
     SmsError::Storage(e.to_string())
+}
+
+/// What a write that did not apply is to SMS: a failed check is a conflict, anything else a
+/// storage failure (nothing changed).
+pub fn write_error(e: WriteError) -> SmsError {
+    match e {
+        WriteError::Conflict => SmsError::Conflict(e.to_string()),
+        WriteError::Fenced(why) | WriteError::Failed(why) => SmsError::Storage(why),
+    }
 }
 
 /// A put of `value` as JSON at `key`.
@@ -104,7 +113,7 @@ impl Db {
         self.enqueue(ops)
             .await
             .map_err(|_| storage("the storage writer has stopped"))?
-            .map_err(SmsError::Storage)
+            .map_err(write_error)
     }
 
     async fn blocking<T: Send + 'static>(

@@ -341,7 +341,7 @@ impl Queued {
         (&mut self.done)
             .await
             .map_err(|_| crate::error::SmsError::Storage("the storage writer has stopped".into()))?
-            .map_err(crate::error::SmsError::Storage)
+            .map_err(crate::db::write_error)
     }
 
     /// Announce the events to live subscribers (after [`durable`](Self::durable)).

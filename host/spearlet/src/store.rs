@@ -182,7 +182,7 @@ impl Store {
         ops: Vec<BatchOp>,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let stored = self.writes.write_soon(ops);
-        async move { stored.await.map_err(Error::Storage) }
+        async move { stored.await.map_err(storage) }
     }
 
     /// Remove `key`.

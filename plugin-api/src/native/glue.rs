@@ -9,7 +9,9 @@ use super::ffi::{
     FfiDecision, FfiInstanceStats, FfiNodePressure, FfiOutcome, FfiPluginInfo, FfiRequest,
     FfiTarget,
 };
-use super::{FfiBatchOp, FfiExecutor, FfiKv, FfiReclaimer, FfiStorage, FfiStrategy};
+use super::{
+    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiKv, FfiReclaimer, FfiStorage, FfiStrategy,
+};
 use crate::storage::BatchOp;
 use crate::{Executor, PluginError, Reclaimer, StorageBackend, Strategy};
 
@@ -193,7 +195,7 @@ impl<T: StorageBackend> FfiStorage for StorageGlue<T> {
                 .collect())
         })
     }
-    fn batch(&self, ops: RVec<FfiBatchOp>) -> RResult<(), RString> {
+    fn batch(&self, ops: RVec<FfiBatchOp>) -> RResult<bool, RString> {
         guard_result(|| {
             let ops: Vec<BatchOp> = ops
                 .into_iter()
@@ -203,9 +205,22 @@ impl<T: StorageBackend> FfiStorage for StorageGlue<T> {
                         value: kv.value.into(),
                     },
                     FfiBatchOp::Delete(key) => BatchOp::Delete { key: key.into() },
+                    FfiBatchOp::Check(check) => BatchOp::Check {
+                        key: check.key.into(),
+                        value: check.value.into_option().map(Into::into),
+                    },
                 })
                 .collect();
             self.0.batch(&ops)
+        })
+    }
+    fn limits(&self) -> RResult<FfiBatchLimits, RString> {
+        guard(|| {
+            let limits = self.0.limits();
+            FfiBatchLimits {
+                max_ops: limits.max_ops,
+                max_bytes: limits.max_bytes,
+            }
         })
     }
     fn compare_and_swap(

@@ -40,11 +40,11 @@ use ffi::{
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.
 #[cfg(not(feature = "abi-mismatch-fixture"))]
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "2.0.0";
 
 /// The version of the native ABI (test fixture build: deliberately incompatible).
 #[cfg(feature = "abi-mismatch-fixture")]
-pub const ABI_VERSION: &str = "2.0.0";
+pub const ABI_VERSION: &str = "3.0.0";
 
 /// A native scheduling strategy as seen across the FFI boundary.
 #[sabi_trait]
@@ -135,6 +135,28 @@ pub enum FfiBatchOp {
     Put(FfiKv),
     /// Delete a key.
     Delete(RVec<u8>),
+    /// Apply the batch only if the key holds the value (`RNone`: is absent).
+    Check(FfiCheck),
+}
+
+/// A [`crate::storage::BatchOp::Check`] crossing the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiCheck {
+    /// Key.
+    pub key: RVec<u8>,
+    /// The value it must hold, or `RNone` for absent.
+    pub value: ROption<RVec<u8>>,
+}
+
+/// [`crate::storage::BatchLimits`] crossing the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiBatchLimits {
+    /// Operations in one batch.
+    pub max_ops: u32,
+    /// Bytes of keys and values in one batch.
+    pub max_bytes: u64,
 }
 
 /// A native storage backend as seen across the FFI boundary.
@@ -158,15 +180,17 @@ pub trait FfiStorage: Send + Sync {
         limit: u32,
     ) -> RResult<RVec<FfiKv>, RString>;
     /// See [`crate::StorageBackend::batch`].
-    fn batch(&self, ops: RVec<FfiBatchOp>) -> RResult<(), RString>;
+    fn batch(&self, ops: RVec<FfiBatchOp>) -> RResult<bool, RString>;
     /// See [`crate::StorageBackend::compare_and_swap`].
-    #[sabi(last_prefix_field)]
     fn compare_and_swap(
         &self,
         key: RSlice<'_, u8>,
         expected: ROption<RSlice<'_, u8>>,
         new: ROption<RSlice<'_, u8>>,
     ) -> RResult<bool, RString>;
+    /// See [`crate::StorageBackend::limits`].
+    #[sabi(last_prefix_field)]
+    fn limits(&self) -> RResult<FfiBatchLimits, RString>;
 }
 
 /// A boxed native strategy.

@@ -17,8 +17,8 @@ use abi_stable::std_types::{ROption, RResult, RString, RVec};
 use spear_plugin_api as api;
 use spear_plugin_api::native::ffi::{FfiInstanceStats, FfiOutcome, FfiRequest, FfiTarget};
 use spear_plugin_api::native::{
-    ABI_VERSION, ExecutorBox, FfiBatchOp, FfiKv, ReclaimerBox, SpearPluginModuleRef, StorageBox,
-    StrategyBox,
+    ABI_VERSION, ExecutorBox, FfiBatchOp, FfiCheck, FfiKv, ReclaimerBox, SpearPluginModuleRef,
+    StorageBox, StrategyBox,
 };
 
 use crate::error::{CallFailure, Error, Result};
@@ -354,7 +354,7 @@ impl api::StorageBackend for NativeStorage {
             })
             .map_err(plugin_error)
     }
-    fn batch(&self, ops: &[api::storage::BatchOp]) -> std::result::Result<(), api::PluginError> {
+    fn batch(&self, ops: &[api::storage::BatchOp]) -> std::result::Result<bool, api::PluginError> {
         let ops: RVec<FfiBatchOp> = ops
             .iter()
             .map(|op| match op {
@@ -363,6 +363,10 @@ impl api::StorageBackend for NativeStorage {
                     value: value.as_slice().into(),
                 }),
                 api::storage::BatchOp::Delete { key } => FfiBatchOp::Delete(key.as_slice().into()),
+                api::storage::BatchOp::Check { key, value } => FfiBatchOp::Check(FfiCheck {
+                    key: key.as_slice().into(),
+                    value: value.as_deref().map(RVec::from).into(),
+                }),
             })
             .collect();
         ffi(self.0.batch(ops)).map_err(plugin_error)
@@ -377,6 +381,16 @@ impl api::StorageBackend for NativeStorage {
             .0
             .compare_and_swap(key.into(), optional(expected), optional(new)))
         .map_err(plugin_error)
+    }
+    fn limits(&self) -> api::storage::BatchLimits {
+        // A library that cannot say (its call fails) is taken as unlimited: its batches then
+        // fail as they would have, with the backend's own error.
+        ffi(self.0.limits()).map_or(api::storage::BatchLimits::UNLIMITED, |l| {
+            api::storage::BatchLimits {
+                max_ops: l.max_ops,
+                max_bytes: l.max_bytes,
+            }
+        })
     }
 }
 

@@ -190,6 +190,7 @@ fn apply(
             BatchOp::Delete { key } => {
                 table.remove(key.as_slice()).map_err(e("delete"))?;
             }
+            BatchOp::Check { .. } => {}
         }
     }
     Ok(())
@@ -308,6 +309,7 @@ impl StorageBackend for Redb {
             key: key.to_vec(),
             value: value.to_vec(),
         }])
+        .map(drop)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool, PluginError> {
@@ -348,10 +350,23 @@ impl StorageBackend for Redb {
         Ok(out)
     }
 
-    fn batch(&self, ops: &[BatchOp]) -> Result<(), PluginError> {
+    fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
         self.write(|table| {
+            for op in ops {
+                if let BatchOp::Check { key, value } = op {
+                    let current = table.get(key.as_slice()).map_err(e("get"))?;
+                    if current.as_ref().map(|v| v.value()) != value.as_deref() {
+                        return Ok((vec![], false));
+                    }
+                }
+            }
             apply(table, ops)?;
-            Ok((ops.to_vec(), ()))
+            let writes = ops
+                .iter()
+                .filter(|op| !matches!(op, BatchOp::Check { .. }))
+                .cloned()
+                .collect();
+            Ok((writes, true))
         })
     }
 

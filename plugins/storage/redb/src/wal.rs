@@ -50,7 +50,7 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The record of `ops`.
+/// The record of `ops` (a check is not a write: it is not logged).
 pub fn encode(ops: &[BatchOp]) -> Result<Vec<u8>, String> {
     let mut payload = Vec::new();
     for op in ops {
@@ -64,6 +64,7 @@ pub fn encode(ops: &[BatchOp]) -> Result<Vec<u8>, String> {
                 payload.push(DELETE);
                 bytes(&mut payload, key)?;
             }
+            BatchOp::Check { .. } => {}
         }
     }
     let len = u32::try_from(payload.len()).map_err(|_| "a batch over 4 GiB".to_owned())?;

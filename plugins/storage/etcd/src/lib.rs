@@ -1,0 +1,609 @@
+//! `etcd`: state on an etcd cluster (the v3 API), so that several SMS replicas share one state
+//! and losing a machine loses nothing acknowledged.
+//!
+//! Every key is stored under a namespace `prefix` (default `spear/`), so that several clusters
+//! may share one etcd. A batch is one etcd transaction: its [`BatchOp::Check`]s are the
+//! transaction's comparisons (a value compared, or an absent key's version compared with 0), its
+//! writes the operations applied when they all hold. etcd refuses a transaction of more than
+//! `--max-txn-ops` operations (128 by default) or `--max-request-bytes` (1.5 MiB): the backend
+//! reports those as its [`BatchLimits`] (set `max_txn_ops` and `max_request_bytes` to what the
+//! cluster runs with) and refuses a larger batch itself, naming the setting.
+//!
+//! The plugin runs its own small tokio runtime: the storage contract is blocking, and a native
+//! library does not share the host's runtime. Every request has a deadline (`timeout_ms`) and
+//! requires the member it reaches to have a leader, so that a member cut off from its cluster
+//! fails the request rather than answering from a stale copy.
+//!
+//! The plugin keeps a connection to each endpoint and sends to one member at a time. A request
+//! that fails (the member is down, has no leader, or does not answer within `timeout_ms`) goes to
+//! the next member, in turn, for up to twice `timeout_ms`; an error etcd would give on any member
+//! (a request too large, say) is not sent again. Sending a write again is safe: puts and
+//! deletes land the same twice, and a transaction whose checks fail after an earlier copy may
+//! have applied is read back: if every write of it shows, it applied (`true`). Only `delete`'s
+//! "it existed" may then say `false` for a key the earlier copy removed.
+//!
+//! Configuration:
+//! `{"endpoints": ["http://127.0.0.1:2379"], "prefix": "spear/", "timeout_ms": 5000,
+//!   "max_txn_ops": 128, "max_request_bytes": 1572864, "user": "…", "password": "…"}`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
+};
+use serde::Deserialize;
+use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue};
+use spear_plugin_api::{PluginError, PluginInfo, PluginKind, StorageBackend, parse_config};
+
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+/// The deadline of a request when the configuration does not say.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+/// The namespace when the configuration does not say.
+pub const DEFAULT_PREFIX: &str = "spear/";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    timeout_ms: Option<u64>,
+    max_txn_ops: Option<u32>,
+    max_request_bytes: Option<u64>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+/// The etcd backend.
+#[derive(Default)]
+pub struct Etcd {
+    inner: Option<Inner>,
+}
+
+struct Inner {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// One client per endpoint, in the configuration's order.
+    clients: Vec<(String, Client)>,
+    /// The member requests go to first (the last one that answered).
+    current: AtomicUsize,
+    prefix: Vec<u8>,
+    timeout: Duration,
+    max_txn_ops: u32,
+    max_request_bytes: u64,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Etcd")
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without waiting for its tasks: a drop may happen on any thread, async ones included.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Whether `e` is an answer that another member would give too (a request etcd refuses).
+fn permanent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::OutOfRange
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::AlreadyExists
+                | tonic::Code::NotFound
+        ),
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `e` says the request was not taken: the member could not be reached, or has no
+/// leader to propose it to.
+fn not_taken(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            [
+                "connect",
+                "Connection refused",
+                "no leader",
+                "Timeout expired",
+            ]
+            .iter()
+            .any(|m| message.contains(m))
+                && matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                )
+        }
+        _ => false,
+    }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range end for a prefix;
+/// `\0`, "to the end", when there is none).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            *end.last_mut().expect("not empty") += 1;
+            return end;
+        }
+        end.pop();
+    }
+    vec![0]
+}
+
+/// A batch's writes with only the last write of each key (etcd refuses a transaction that
+/// writes a key twice; applied in order, only the last one counts anyway).
+fn last_writes(ops: &[BatchOp]) -> Vec<&BatchOp> {
+    let mut last: HashMap<&[u8], usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => {
+                last.insert(key, i);
+            }
+            BatchOp::Check { .. } => {}
+        }
+    }
+    ops.iter()
+        .enumerate()
+        .filter(|(i, op)| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => {
+                last.get(key.as_slice()) == Some(i)
+            }
+            BatchOp::Check { .. } => false,
+        })
+        .map(|(_, op)| op)
+        .collect()
+}
+
+impl Inner {
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// Run one request, built by `request` for a member's client, to its answer: on the member
+    /// that answered last, then on the next ones in turn, until `2 × timeout` has passed. Also
+    /// says whether an earlier try may have been taken (it got no answer, or an error that does
+    /// not say it was refused): a write sent again may then find its own earlier copy applied.
+    fn call<T, F, R>(&self, what: &str, request: F) -> Result<(T, bool), PluginError>
+    where
+        F: Fn(Client) -> R,
+        R: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let runtime = self.runtime.as_ref().expect("set until dropped");
+        let n = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let deadline = Instant::now() + self.timeout * 2;
+        let mut maybe_taken = false;
+        let mut failures: Vec<String> = Vec::new();
+        for k in 0.. {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if k > 0 && k % n == 0 {
+                // Every member refused: wait a little for an election to end.
+                std::thread::sleep(Duration::from_millis(50).min(left));
+            }
+            let at = (first + k) % n;
+            let (endpoint, client) = &self.clients[at];
+            let answer = runtime.block_on(async {
+                tokio::time::timeout(self.timeout.min(left), request(client.clone())).await
+            });
+            let failure = match answer {
+                Ok(Ok(v)) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok((v, maybe_taken));
+                }
+                Ok(Err(e)) if permanent(&e) => {
+                    return Err(PluginError(format!("etcd {what} at {endpoint}: {e}")));
+                }
+                Ok(Err(e)) => {
+                    maybe_taken |= !not_taken(&e);
+                    format!("{endpoint}: {e}")
+                }
+                Err(_) => {
+                    maybe_taken = true;
+                    format!(
+                        "{endpoint}: no answer within {} ms",
+                        self.timeout.min(left).as_millis()
+                    )
+                }
+            };
+            // The next request starts at the next member, unless another caller moved on already.
+            let _ = self.current.compare_exchange(
+                at,
+                (at + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if failures.len() == n {
+                failures.remove(0);
+            }
+            failures.push(failure);
+        }
+        Err(PluginError(format!(
+            "etcd {what}: no member answered within {} ms{}: {}",
+            (self.timeout * 2).as_millis(),
+            if maybe_taken {
+                " (a write may yet apply)"
+            } else {
+                ""
+            },
+            failures.join("; ")
+        )))
+    }
+
+    /// Whether every write of `writes` shows in the store (after a transaction sent again did
+    /// not apply: its earlier copy may have).
+    fn landed(&self, writes: &[&BatchOp]) -> Result<bool, PluginError> {
+        if writes.is_empty() {
+            return Ok(false);
+        }
+        for op in writes {
+            let (key, want) = match op {
+                BatchOp::Put { key, value } => (key, Some(value.as_slice())),
+                BatchOp::Delete { key } => (key, None),
+                BatchOp::Check { .. } => continue,
+            };
+            let key = self.key(key);
+            let (answer, _) = self.call("read-back", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })?;
+            if answer.kvs().first().map(|kv| kv.value()) != want {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compare(&self, key: &[u8], value: Option<&[u8]>) -> Compare {
+        match value {
+            Some(v) => Compare::value(self.key(key), CompareOp::Equal, v),
+            // A key that does not exist has version 0.
+            None => Compare::version(self.key(key), CompareOp::Equal, 0),
+        }
+    }
+
+    /// Apply `writes` (the etcd operations `ops`) if `compares` hold.
+    fn txn(
+        &self,
+        what: &str,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        writes: &[&BatchOp],
+    ) -> Result<bool, PluginError> {
+        let most = compares.len().max(ops.len());
+        if most > self.max_txn_ops as usize {
+            return Err(PluginError(format!(
+                "etcd {what}: {most} operations are over the limit of {} in one transaction \
+                 (etcd's --max-txn-ops; this backend's `max_txn_ops`)",
+                self.max_txn_ops
+            )));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        let (answer, maybe_taken) = self.call(what, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        if !answer.succeeded() && maybe_taken {
+            // The checks fail when an earlier copy of this transaction applied (a value it
+            // checked is now its own write): if every write shows, it did.
+            return self.landed(writes);
+        }
+        Ok(answer.succeeded())
+    }
+}
+
+impl Etcd {
+    fn inner(&self) -> Result<&Inner, PluginError> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| PluginError::new("storage not opened: call open first"))
+    }
+}
+
+impl StorageBackend for Etcd {
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "etcd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kind: PluginKind::StorageBackend,
+            description: "State on an etcd cluster (v3 API): batches are transactions, for \
+                          replicated hosts"
+                .into(),
+            config_schema: r#"{"type":"object","required":["endpoints"],"properties":{"endpoints":{"type":"array","items":{"type":"string"},"minItems":1},"prefix":{"type":"string"},"timeout_ms":{"type":"integer","minimum":1},"max_txn_ops":{"type":"integer","minimum":2},"max_request_bytes":{"type":"integer","minimum":65536},"user":{"type":"string"},"password":{"type":"string"}},"additionalProperties":false}"#.into(),
+        }
+    }
+
+    fn open(&mut self, config: &str) -> Result<(), PluginError> {
+        let config: Config = parse_config(config)?;
+        let endpoints = config
+            .endpoints
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| PluginError::new("`endpoints` is required: etcd's client URLs"))?;
+        let timeout_ms = config.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            return Err(PluginError::new("`timeout_ms` must be at least 1"));
+        }
+        let max_txn_ops = config.max_txn_ops.unwrap_or(DEFAULT_MAX_TXN_OPS);
+        if max_txn_ops < 2 {
+            return Err(PluginError::new("`max_txn_ops` must be at least 2"));
+        }
+        let max_request_bytes = config
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if max_request_bytes < 65536 {
+            return Err(PluginError::new(
+                "`max_request_bytes` must be at least 65536",
+            ));
+        }
+        let timeout = Duration::from_millis(timeout_ms);
+        // No request timeout of the channel's: `call` keeps the deadline (a channel's timeout
+        // reads like a connection's, and a write past its deadline must not be sent again).
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), timeout)
+            .with_require_leader(true);
+        match (config.user, config.password) {
+            (Some(user), Some(password)) => options = options.with_user(user, password),
+            (None, None) => {}
+            _ => {
+                return Err(PluginError::new(
+                    "`user` and `password` go together: give both or neither",
+                ));
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-storage")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError(format!("etcd: cannot start its runtime: {e}")))?;
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints.iter() {
+            let client = runtime
+                .block_on(async {
+                    tokio::time::timeout(
+                        timeout,
+                        Client::connect([endpoint], Some(options.clone())),
+                    )
+                    .await
+                })
+                .map_err(|_| {
+                    PluginError(format!(
+                        "etcd at {endpoint}: no answer within {timeout_ms} ms"
+                    ))
+                })?
+                .map_err(|e| PluginError(format!("etcd at {endpoint}: {e}")))?;
+            clients.push((endpoint.clone(), client));
+        }
+        let inner = Inner {
+            runtime: Some(runtime),
+            clients,
+            current: AtomicUsize::new(0),
+            prefix: config
+                .prefix
+                .unwrap_or_else(|| DEFAULT_PREFIX.into())
+                .into_bytes(),
+            timeout,
+            max_txn_ops,
+            max_request_bytes,
+        };
+        // Connections are made lazily: one read proves the cluster answers and has a leader.
+        let probe = inner.key(b"");
+        inner
+            .call("probe", |mut c| {
+                let probe = probe.clone();
+                async move {
+                    c.get(probe, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
+            .map_err(|e| PluginError(format!("{e} (is the cluster up, with a leader?)")))?;
+        self.inner = Some(inner);
+        Ok(())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+        let inner = self.inner()?;
+        let key = inner.key(key);
+        let (answer, _) = inner.call("get", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), PluginError> {
+        let inner = self.inner()?;
+        let key = inner.key(key);
+        inner.call("put", |mut c| {
+            let (key, value) = (key.clone(), value.to_vec());
+            async move { c.put(key, value, None).await }
+        })?;
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool, PluginError> {
+        let inner = self.inner()?;
+        let key = inner.key(key);
+        let (answer, _) = inner.call("delete", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None::<DeleteOptions>).await }
+        })?;
+        Ok(answer.deleted() > 0)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<KeyValue>, PluginError> {
+        let inner = self.inner()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let full = inner.key(prefix);
+        let start = match start_after {
+            Some(after) if after >= prefix => {
+                let mut k = inner.key(after);
+                k.push(0);
+                k
+            }
+            _ => full.clone(),
+        };
+        let options = GetOptions::new()
+            .with_range(prefix_end(&full))
+            .with_limit(i64::from(limit));
+        let (answer, _) = inner.call("scan", |mut c| {
+            let (start, options) = (start.clone(), options.clone());
+            async move { c.get(start, Some(options)).await }
+        })?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key()[inner.prefix.len()..].to_vec(), kv.value().to_vec()))
+            .collect())
+    }
+
+    fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
+        let inner = self.inner()?;
+        let compares = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Check { key, value } => Some(inner.compare(key, value.as_deref())),
+                _ => None,
+            })
+            .collect();
+        let writes = last_writes(ops);
+        let txn_ops = writes
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put { key, value } => {
+                    Some(TxnOp::put(inner.key(key), value.as_slice(), None))
+                }
+                BatchOp::Delete { key } => Some(TxnOp::delete(inner.key(key), None)),
+                BatchOp::Check { .. } => None,
+            })
+            .collect();
+        inner.txn("batch", compares, txn_ops, &writes)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, PluginError> {
+        let inner = self.inner()?;
+        let (write, op) = match new {
+            Some(v) => (
+                TxnOp::put(inner.key(key), v, None),
+                BatchOp::Put {
+                    key: key.to_vec(),
+                    value: v.to_vec(),
+                },
+            ),
+            None => (
+                TxnOp::delete(inner.key(key), None),
+                BatchOp::Delete { key: key.to_vec() },
+            ),
+        };
+        inner.txn(
+            "compare-and-swap",
+            vec![inner.compare(key, expected)],
+            vec![write],
+            &[&op],
+        )
+    }
+
+    fn limits(&self) -> BatchLimits {
+        let Ok(inner) = self.inner() else {
+            return BatchLimits::UNLIMITED;
+        };
+        // A transaction's encoding adds a few bytes to each key and value; leave room for it.
+        let overhead = u64::from(inner.max_txn_ops) * 32 + 4096;
+        BatchLimits {
+            max_ops: inner.max_txn_ops,
+            max_bytes: inner.max_request_bytes.saturating_sub(overhead),
+        }
+    }
+}
+
+#[cfg(feature = "native-plugin")]
+spear_plugin_api::export_native_storage!(Etcd);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_after_its_last_key() {
+        assert_eq!(prefix_end(b"spear/"), b"spear0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+
+    #[test]
+    fn only_the_last_write_of_a_key_is_sent() {
+        let put = |k: &str, v: &str| BatchOp::Put {
+            key: k.into(),
+            value: v.into(),
+        };
+        let ops = [
+            put("a", "1"),
+            BatchOp::Check {
+                key: b"a".to_vec(),
+                value: None,
+            },
+            put("b", "1"),
+            BatchOp::Delete { key: b"a".to_vec() },
+            put("b", "2"),
+        ];
+        let kept: Vec<_> = last_writes(&ops).into_iter().cloned().collect();
+        assert_eq!(
+            kept,
+            [BatchOp::Delete { key: b"a".to_vec() }, put("b", "2")]
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_naming_the_key() {
+        let refused = |json: &str| Etcd::default().open(json).unwrap_err().to_string();
+        assert!(refused("{}").contains("`endpoints` is required"));
+        assert!(refused(r#"{"endpoints": []}"#).contains("`endpoints` is required"));
+        assert!(
+            refused(r#"{"endpoints": ["http://x"], "max_txn_ops": 1}"#).contains("max_txn_ops")
+        );
+        assert!(refused(r#"{"endpoints": ["http://x"], "user": "u"}"#).contains("`password`"));
+        assert!(
+            refused(r#"{"endpoints": ["http://x"], "tls": true}"#).contains("unknown field `tls`")
+        );
+        let before = Etcd::default().get(b"k").unwrap_err().to_string();
+        assert!(before.contains("storage not opened"), "{before}");
+    }
+}
