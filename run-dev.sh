@@ -23,7 +23,7 @@ mkdir -p "$dev/plugins" "$dev/data"
 for p in round-robin least-connections affinity adaptive idle-time memory-pressure error-rate; do
   cp -f "target/spear-guests/artifacts/component/$p.wasm" "$dev/plugins/$p.wasm"
 done
-for p in redb memory process wasm container; do
+for p in redb etcd memory process wasm container; do
   cp -f "target/spear-guests/artifacts/native/$p.so" "$dev/plugins/$p.so"
 done
 # `spear dev` writes target/dev/sms.toml and spearlet.toml when missing (then they are yours to

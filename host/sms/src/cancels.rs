@@ -124,7 +124,7 @@ impl Sms {
                 key: key(node, id).into_bytes(),
             })
             .collect();
-        self.db.batch(ops).await?;
+        self.db.write_each(ops).await?;
         let mut cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
         for (node, id) in &lapsed {
             cancels.remove(node, id);

@@ -59,6 +59,9 @@ pub struct Cli {
     /// Storage path (for `redb`).
     #[arg(long, global = true)]
     pub db_path: Option<PathBuf>,
+    /// etcd's client URLs, comma-separated (for `etcd`).
+    #[arg(long, global = true)]
+    pub db_endpoints: Option<String>,
     /// Directory holding plugin files (overrides `[plugins] dir`).
     #[arg(long, global = true)]
     pub plugin_dir: Option<PathBuf>,
@@ -87,7 +90,57 @@ pub struct Database {
     /// Memory the `redb` backend may use to cache pages, in MiB (default 8; 1 to 65,536).
     #[serde(default)]
     pub cache_mb: Option<u64>,
+    /// etcd's client URLs (`db_type = "etcd"`): a list, or one string of comma-separated URLs.
+    #[serde(default)]
+    pub endpoints: Option<Endpoints>,
+    /// etcd: the namespace SMS's keys live under (default `spear/`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// etcd: a request's deadline, in milliseconds (default 5000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// etcd: the cluster's `--max-txn-ops` (default 128).
+    #[serde(default)]
+    pub max_txn_ops: Option<u32>,
+    /// etcd: the cluster's `--max-request-bytes` (default 1.5 MiB).
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
 }
+
+/// A list of URLs, written as a list or as one comma-separated string (as an environment
+/// variable or a flag gives it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Endpoints {
+    /// `"http://a:2379,http://b:2379"`.
+    One(String),
+    /// `["http://a:2379", "http://b:2379"]`.
+    Many(Vec<String>),
+}
+
+impl Endpoints {
+    /// The URLs, trimmed, empty ones left out.
+    pub fn list(&self) -> Vec<String> {
+        let all: Vec<&str> = match self {
+            Self::One(s) => s.split(',').collect(),
+            Self::Many(v) => v.iter().map(String::as_str).collect(),
+        };
+        all.into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The `[database]` keys only the etcd backend takes.
+const ETCD_KEYS: [&str; 5] = [
+    "endpoints",
+    "prefix",
+    "timeout_ms",
+    "max_txn_ops",
+    "max_request_bytes",
+];
 
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +263,8 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_DB_PATH", "database.path"),
     ("SMS_DB_POOL_SIZE", "database.pool_size"),
     ("SMS_DB_CACHE_MB", "database.cache_mb"),
+    ("SMS_DB_ENDPOINTS", "database.endpoints"),
+    ("SMS_DB_PREFIX", "database.prefix"),
     ("SMS_LOG_LEVEL", "log.level"),
     ("SMS_LOG_FORMAT", "log.format"),
     ("SMS_LOG_FILE", "log.file"),
@@ -281,6 +336,11 @@ impl SmsConfig {
             .flag("--log-level", "log.level", cli.log_level.clone())
             .flag("--db-type", "database.db_type", cli.db_type.clone())
             .flag("--db-path", "database.path", show(&cli.db_path))
+            .flag(
+                "--db-endpoints",
+                "database.endpoints",
+                cli.db_endpoints.clone(),
+            )
             .flag("--files-dir", "files.dir", show(&cli.files_dir))
             .flag(
                 "--enable-swagger",
@@ -351,6 +411,7 @@ impl SmsConfig {
                 problems.invalid("database.cache_mb", "must be 1 to 65536 (MiB)");
             }
         }
+        self.check_etcd_keys(problems);
         if self.files.max_upload_mb == 0 {
             problems.invalid("files.max_upload_mb", "must be at least 1");
         }
@@ -359,6 +420,38 @@ impl SmsConfig {
                 "reclaimer",
                 "reclamation policies belong in the Spearlet's config, not SMS's",
             );
+        }
+    }
+
+    /// The etcd keys of `[database]`: `endpoints` with etcd, none of them with another backend.
+    fn check_etcd_keys(&self, problems: &mut Problems) {
+        let d = &self.database;
+        let given = [
+            d.endpoints.is_some(),
+            d.prefix.is_some(),
+            d.timeout_ms.is_some(),
+            d.max_txn_ops.is_some(),
+            d.max_request_bytes.is_some(),
+        ];
+        if d.db_type == "etcd" {
+            if d.endpoints.as_ref().is_none_or(|e| e.list().is_empty()) {
+                problems.invalid(
+                    "database.endpoints",
+                    "the etcd backend needs its cluster's client URLs",
+                );
+            }
+            return;
+        }
+        for (key, given) in ETCD_KEYS.iter().zip(given) {
+            if given {
+                problems.invalid(
+                    &format!("database.{key}"),
+                    format!(
+                        "only the etcd backend takes it (db_type is `{}`)",
+                        d.db_type
+                    ),
+                );
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spear_plugin_api::StorageBackend;
-use spear_plugin_api::storage::BatchOp;
+use spear_plugin_api::storage::{BatchLimits, BatchOp};
 use spear_plugin_runtime::group::{GroupWriter, WriteError, WriteResult};
 
 use crate::error::{Result, SmsError};
@@ -32,6 +32,7 @@ pub struct Db {
     backend: Arc<dyn StorageBackend>,
     writes: GroupWriter,
     health: Arc<WriteHealth>,
+    limits: BatchLimits,
 }
 
 impl std::fmt::Debug for Db {
@@ -87,10 +88,12 @@ impl Db {
             writes.observe(commit.writes as f64);
         })
         .expect("start the storage writer thread");
+        let limits = backend.limits();
         Self {
             backend,
             writes,
             health,
+            limits,
         }
     }
 
@@ -171,6 +174,36 @@ impl Db {
     /// Apply writes atomically.
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
         self.write(ops).await
+    }
+
+    /// Apply `groups`, each atomically, as few writes as the backend's batch limits allow (for
+    /// bulk deletes and moves: etcd takes 128 operations a transaction by default). A failure
+    /// leaves the groups written before it applied. One operation of each write is left for the
+    /// writer's fence.
+    pub async fn write_groups(&self, groups: Vec<Vec<BatchOp>>) -> Result<()> {
+        let max_ops = u64::from(self.limits.max_ops.saturating_sub(1).max(1));
+        let mut batch: Vec<BatchOp> = Vec::new();
+        let (mut ops, mut bytes) = (0u64, 0u64);
+        for group in groups {
+            let size: u64 = group.iter().map(BatchOp::size).sum();
+            let n = group.len() as u64;
+            if !batch.is_empty() && (ops + n > max_ops || bytes + size > self.limits.max_bytes) {
+                self.write(std::mem::take(&mut batch)).await?;
+                (ops, bytes) = (0, 0);
+            }
+            (ops, bytes) = (ops + n, bytes + size);
+            batch.extend(group);
+        }
+        if !batch.is_empty() {
+            self.write(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// [`write_groups`](Self::write_groups) of single operations.
+    pub async fn write_each(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.write_groups(ops.into_iter().map(|op| vec![op]).collect())
+            .await
     }
 
     /// Remove `key` (no error when absent).

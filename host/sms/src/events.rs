@@ -147,7 +147,7 @@ impl EventLog {
                     key: key(c).into_bytes(),
                 })
                 .collect();
-            if let Err(e) = self.db.batch(ops).await {
+            if let Err(e) = self.db.write_each(ops).await {
                 // Those from `cursor` on are still there: readers may read them, and the next
                 // compaction deletes them.
                 self.first.store(cursor, Ordering::Release);

@@ -241,19 +241,18 @@ impl Sms {
                 .iter()
                 .any(|e| e.submitted_at_ms >= cutoff_ms)
                 || chunk.end.is_none();
-            let mut ops = Vec::new();
+            let mut groups = Vec::new();
             let mut blobs = Vec::new();
             for e in &gone {
-                ops.extend(crate::history::forget_ops(&e.execution_id));
+                let mut ops = crate::history::forget_ops(&e.execution_id);
                 // Its payloads lose its references; unreferenced, they go after the batch.
                 let (unrefs, dropped) =
                     crate::payloads::blob_ref_ops(&e.execution_id, e.blobs(), Vec::new());
                 ops.extend(unrefs);
+                groups.push(ops);
                 blobs.extend(dropped);
             }
-            if !ops.is_empty() {
-                self.db.batch(ops).await?;
-            }
+            self.db.write_groups(groups).await?;
             drop(forgetting);
             forgotten += gone.len();
             self.release_blobs(blobs).await;

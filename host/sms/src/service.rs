@@ -152,7 +152,7 @@ impl Sms {
             for mut e in page {
                 after = Some(format!("{}{}", crate::history::LIVE, e.execution_id));
                 if e.state.is_terminal() {
-                    moved.extend(crate::history::exec_ops(&e)?);
+                    moved.push(crate::history::exec_ops(&e)?);
                     continue;
                 }
                 if e.state.is_placed() {
@@ -164,9 +164,7 @@ impl Sms {
                 }
                 executions.insert(e.execution_id.clone(), e);
             }
-            if !moved.is_empty() {
-                db.batch(moved).await?;
-            }
+            db.write_groups(moved).await?;
             if !full {
                 break;
             }
@@ -252,7 +250,7 @@ pub async fn open_backend(
             SmsError::invalid(
                 "database.db_type",
                 format!(
-                    "no storage-backend plugin named `{name}` in {} (built-in: redb, memory)",
+                    "no storage-backend plugin named `{name}` in {} (built-in: redb, memory, etcd)",
                     plugins.config().dir.display()
                 ),
             )
@@ -264,6 +262,24 @@ pub async fn open_backend(
         let mut c = serde_json::json!({ "path": config.database.path });
         if let Some(mb) = config.database.cache_mb {
             c["cache_mb"] = mb.into();
+        }
+        c.to_string()
+    } else if name == "etcd" {
+        let d = &config.database;
+        let mut c = serde_json::json!({
+            "endpoints": d.endpoints.as_ref().map(|e| e.list()).unwrap_or_default(),
+        });
+        if let Some(prefix) = &d.prefix {
+            c["prefix"] = prefix.as_str().into();
+        }
+        if let Some(ms) = d.timeout_ms {
+            c["timeout_ms"] = ms.into();
+        }
+        if let Some(n) = d.max_txn_ops {
+            c["max_txn_ops"] = n.into();
+        }
+        if let Some(n) = d.max_request_bytes {
+            c["max_request_bytes"] = n.into();
         }
         c.to_string()
     } else {

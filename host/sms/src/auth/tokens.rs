@@ -394,7 +394,7 @@ impl Tokens {
         }
     }
 
-    /// Remove the tokens expired at `now`, in one batch (the caller holds `changes`).
+    /// Remove the tokens expired at `now` (the caller holds `changes`).
     async fn sweep_expired(&self, now: i64) -> Result<()> {
         let expired: Vec<String> = self
             .read()
@@ -411,7 +411,7 @@ impl Tokens {
                 key: format!("token/{id}").into_bytes(),
             })
             .collect();
-        self.db.batch(ops).await?;
+        self.db.write_each(ops).await?;
         let mut issued = self.write();
         for id in &expired {
             if let Some(gone) = issued.remove(id) {

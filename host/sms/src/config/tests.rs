@@ -177,6 +177,60 @@ fn the_redb_cache_is_set_for_redb_only() {
 }
 
 #[test]
+fn the_etcd_keys_are_read_for_etcd_and_refused_with_another_backend() {
+    let c = SmsConfig::parse(
+        "[database]\ndb_type = \"etcd\"\nendpoints = [\"http://a:2379\", \"http://b:2379\"]\n\
+         prefix = \"prod/\"\nmax_txn_ops = 1024\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.database.endpoints.unwrap().list(),
+        ["http://a:2379", "http://b:2379"]
+    );
+    assert_eq!(c.database.prefix.as_deref(), Some("prod/"));
+    assert_eq!(c.database.max_txn_ops, Some(1024));
+    // From the environment (and a flag), one comma-separated string.
+    let c = SmsConfig::load_with(
+        &Cli::default(),
+        env(&[
+            ("SMS_DB_TYPE", "etcd"),
+            ("SMS_DB_ENDPOINTS", "http://a:2379, http://b:2379,"),
+        ]),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        c.database.endpoints.unwrap().list(),
+        ["http://a:2379", "http://b:2379"]
+    );
+    for (text, key, why) in [
+        (
+            "[database]\ndb_type = \"etcd\"\n",
+            "database.endpoints",
+            "needs its cluster's client URLs",
+        ),
+        (
+            "[database]\ndb_type = \"etcd\"\nendpoints = \" , \"\n",
+            "database.endpoints",
+            "needs its cluster's client URLs",
+        ),
+        (
+            "[database]\nprefix = \"x/\"\n",
+            "database.prefix",
+            "only the etcd backend takes it (db_type is `redb`)",
+        ),
+        (
+            "[database]\ndb_type = \"memory\"\nendpoints = [\"http://a:2379\"]\n",
+            "database.endpoints",
+            "only the etcd backend takes it",
+        ),
+    ] {
+        let err = SmsConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(why), "{text}: {err}");
+    }
+}
+
+#[test]
 fn retention_keys_are_read_and_checked() {
     let c = SmsConfig::parse("").unwrap();
     assert_eq!(c.retention, crate::retention::RetentionConfig::default());

@@ -8,6 +8,7 @@ mod common;
 mod config_reload;
 mod durability;
 mod edge;
+mod etcd;
 mod full_disk;
 mod grpc;
 mod paging;

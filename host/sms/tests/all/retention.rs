@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 /// A node that reports every assignment it is sent a success at once, with `result`; given
 /// `stdin`, it checks each assignment carries that whole input (a mismatch ends it: the test's
 /// wait for the success then fails).
-async fn succeeding_node(
+pub(crate) async fn succeeding_node(
     sms: &common::Sms,
     result: v1::ExecutionResult,
     stdin: Option<Vec<u8>>,
@@ -48,7 +48,7 @@ async fn succeeding_node(
 }
 
 /// Poll `GET path` until `done` holds of its JSON (at most 20 s).
-async fn wait_for(
+pub(crate) async fn wait_for(
     c: &reqwest::Client,
     sms: &common::Sms,
     path: &str,

@@ -12,6 +12,8 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// Keys of `[plugins]` besides `dir`.
     plugin_keys: String,
+    /// The keys of `[database]`.
+    database: String,
 }
 
 impl Sandbox {
@@ -38,7 +40,19 @@ impl Sandbox {
         let sb = Self {
             dir,
             plugin_keys: plugin_keys.to_owned(),
+            database: "db_type = \"redb\"\npath = \"data/sms.redb\"\n".into(),
         };
+        sb.write_config(extra);
+        sb
+    }
+
+    /// A sandbox whose SMS keeps its state on the etcd cluster at `endpoints`, under `prefix`.
+    #[allow(dead_code)]
+    pub fn on_etcd(extra: &str, endpoints: &[String], prefix: &str) -> Self {
+        let mut sb = Self::with_plugins(extra, "", &[("native", "etcd.so")]);
+        sb.database = format!(
+            "db_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"{prefix}\"\ntimeout_ms = 2000\n"
+        );
         sb.write_config(extra);
         sb
     }
@@ -64,10 +78,10 @@ impl Sandbox {
         // `extra` first: its bare keys must precede every table.
         let text = format!(
             "{extra}\n{http}[grpc]\naddr = \"127.0.0.1:0\"\n\
-             [database]\ndb_type = \"redb\"\npath = \"data/sms.redb\"\n\
+             [database]\n{}\
              [files]\ndir = \"data/files\"\nmax_upload_mb = 1\n\
              [plugins]\ndir = \"plugins\"\n{}",
-            self.plugin_keys
+            self.database, self.plugin_keys
         );
         let tmp = self.path().join(".sms.toml.tmp");
         std::fs::write(&tmp, text).unwrap();

@@ -1,0 +1,90 @@
+//! SMS on the `etcd` storage backend: its state lives in the etcd cluster (an SMS started in
+//! another directory finds it after a `kill -9`), and losing an etcd member, the leader of the
+//! cluster even, changes nothing for its users.
+
+use crate::common;
+use crate::paging::submit;
+use crate::retention::{succeeding_node, wait_for};
+
+use common::Sandbox;
+use serde_json::json;
+use spear_proto::v1;
+use spear_tests::etcd::EtcdCluster;
+
+/// Whether every one of `ids` is in `state`.
+async fn all_in(c: &reqwest::Client, sms: &common::Sms, ids: &[String], state: &str) -> bool {
+    for id in ids {
+        let e = common::get_json(c, sms, &format!("/api/v1/executions/{id}")).await;
+        if e["state"] != state {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
+    let mut cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let sb = Sandbox::on_etcd("", &endpoints, "sms-test/");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let node = succeeding_node(&sms, v1::ExecutionResult::default(), None).await;
+    let task = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/tasks",
+        &json!({"name": "kept", "executable": {"type": "wasm", "uri": "file:///kept.wasm"}}),
+    )
+    .await;
+    assert_eq!(task.0, 201, "{}", task.1);
+
+    // Executions run to success: their submits, placements and results are etcd transactions.
+    let mut ids = submit(&c, &sms, 40, "before").await;
+    let last = ids.last().unwrap().clone();
+    wait_for(&c, &sms, &format!("/api/v1/executions/{last}"), |e| {
+        e["state"] == "succeeded"
+    })
+    .await;
+
+    // The etcd leader is lost: submits, placements and results go on.
+    cluster.kill(cluster.leader());
+    let more = submit(&c, &sms, 20, "after").await;
+    let last = more.last().unwrap().clone();
+    wait_for(&c, &sms, &format!("/api/v1/executions/{last}"), |e| {
+        e["state"] == "succeeded"
+    })
+    .await;
+    ids.extend(more);
+    assert!(all_in(&c, &sms, &ids, "succeeded").await);
+    node.abort();
+    // Three that no node runs stay queued.
+    let queued: Vec<String> = {
+        let mut q = Vec::new();
+        for _ in 0..3 {
+            let body = json!({"executable": {"type": "process", "uri": "file:///bin/true"}});
+            q.push(common::submit(&c, &sms, &body).await);
+        }
+        q
+    };
+    sms.kill_9();
+
+    // Another SMS, in another directory (nothing of the first's on its disk), on the same
+    // cluster with a member still down: everything is there.
+    let elsewhere = Sandbox::on_etcd("", &endpoints, "sms-test/");
+    let sms = elsewhere.start(&[]);
+    assert!(all_in(&c, &sms, &ids, "succeeded").await);
+    assert!(all_in(&c, &sms, &queued, "ready").await);
+    let tasks = common::get_json(&c, &sms, "/api/v1/tasks").await;
+    assert!(
+        tasks
+            .to_string()
+            .contains(task.1["task_id"].as_str().unwrap()),
+        "{tasks}"
+    );
+    // Another namespace on the same cluster is another SMS's state: empty.
+    let other = Sandbox::on_etcd("", &endpoints, "another/");
+    let empty = other.start(&[]);
+    let list = common::get_json(&c, &empty, "/api/v1/executions").await;
+    assert_eq!(list["executions"].as_array().unwrap().len(), 0, "{list}");
+}
