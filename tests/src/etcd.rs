@@ -154,6 +154,24 @@ impl EtcdCluster {
             .expect("a member of this cluster")
     }
 
+    /// Run `etcdctl` on the live members with `args`; its standard output (it must succeed).
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", live.join(",")))
+            .args(args)
+            .output()
+            .expect("run etcdctl (installed with etcd-server)");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `kill -9` member `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

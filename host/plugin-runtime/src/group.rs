@@ -75,6 +75,7 @@ impl Fence {
 pub struct GroupWriter {
     writes: mpsc::UnboundedSender<Write>,
     fence: Arc<Mutex<Option<Fence>>>,
+    fenced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -114,16 +115,27 @@ impl GroupWriter {
     ) -> std::io::Result<Self> {
         let (writes, rx) = mpsc::unbounded_channel::<Write>();
         let fence = Arc::new(Mutex::new(None));
+        let (fenced_tx, fenced) = tokio::sync::watch::channel(false);
         let thread = Thread {
             backend,
             fence: fence.clone(),
+            fenced: fenced_tx,
             rx,
             pace,
         };
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || thread.run(observe))?;
-        Ok(Self { writes, fence })
+        Ok(Self {
+            writes,
+            fence,
+            fenced,
+        })
+    }
+
+    /// Becomes `true` once a write failed on the fence (this writer may no longer write).
+    pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.fenced.clone()
     }
 
     /// Fence every later commit with `fence` (`None`: unfenced). Writes queued before and not yet
@@ -170,6 +182,7 @@ fn stopped() -> WriteError {
 struct Thread {
     backend: Arc<dyn StorageBackend>,
     fence: Arc<Mutex<Option<Fence>>>,
+    fenced: tokio::sync::watch::Sender<bool>,
     rx: mpsc::UnboundedReceiver<Write>,
     pace: Duration,
 }
@@ -266,6 +279,7 @@ impl Thread {
                 match self.backend.get(&fence.key) {
                     Ok(v) if v.as_deref() == Some(fence.value.as_slice()) => {}
                     Ok(_) => {
+                        self.fenced.send_replace(true);
                         out.resize(lens.len(), Err(WriteError::Fenced(fence.why.clone())));
                         return out;
                     }
@@ -562,6 +576,7 @@ mod tests {
             why: "not the leader".into(),
         }));
         assert_eq!(together(&writer, vec![vec![put("a", "1")]]), [Ok(())]);
+        assert!(!*writer.fenced().borrow());
         backend.store.put(b"leader", b"someone else").unwrap();
         let fenced = Err(WriteError::Fenced("not the leader".into()));
         let outcomes = together(
@@ -572,6 +587,7 @@ mod tests {
             ],
         );
         assert_eq!(outcomes, [fenced.clone(), fenced]);
+        assert!(*writer.fenced().borrow(), "the writer says it was fenced");
         assert!(backend.store.get(b"b").unwrap().is_none());
         assert!(backend.store.get(b"c").unwrap().is_none());
     }

@@ -190,6 +190,9 @@ pub struct SmsConfig {
     pub retention: crate::retention::RetentionConfig,
     /// State storage.
     pub database: Database,
+    /// `[ha]`: the election among replicas on etcd ([`crate::ha`]).
+    #[serde(default)]
+    pub ha: Option<crate::ha::HaConfig>,
     /// Logging.
     pub log: Log,
     /// Uploaded files.
@@ -412,6 +415,19 @@ impl SmsConfig {
             }
         }
         self.check_etcd_keys(problems);
+        if let Some(ha) = &self.ha {
+            if self.database.db_type == "etcd" {
+                ha.validate(problems);
+            } else {
+                problems.invalid(
+                    "ha",
+                    format!(
+                        "replicas share their state on etcd only (db_type is `{}`)",
+                        self.database.db_type
+                    ),
+                );
+            }
+        }
         if self.files.max_upload_mb == 0 {
             problems.invalid("files.max_upload_mb", "must be at least 1");
         }

@@ -97,6 +97,17 @@ impl Db {
         }
     }
 
+    /// Fence every later write (see [`GroupWriter::set_fence`]): a leader's writes check that it
+    /// still leads.
+    pub fn set_fence(&self, fence: Option<spear_plugin_runtime::group::Fence>) {
+        self.writes.set_fence(fence);
+    }
+
+    /// Becomes `true` once a write failed on the fence: this SMS no longer leads.
+    pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.writes.fenced()
+    }
+
     /// How the storage writes go.
     pub fn write_health(&self) -> &WriteHealth {
         &self.health

@@ -84,6 +84,9 @@ pub struct Health {
 pub struct HealthReport {
     /// `ok` or `unhealthy`.
     pub status: &'static str,
+    /// `leader`: this SMS serves the API (a lone SMS leads; a standby one answers `follower`,
+    /// see [`crate::ha::follower`]).
+    pub role: &'static str,
     /// `ok`, or what is wrong with the storage writes.
     pub storage: String,
     /// `ok`, or what is wrong with the scheduler.
@@ -140,6 +143,7 @@ impl Health {
             } else {
                 "unhealthy"
             },
+            role: "leader",
             storage,
             scheduler,
             restarts,

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod files;
 pub mod fit;
 pub mod fuzzing;
+pub mod ha;
 pub mod health;
 pub mod history;
 pub mod listen;

@@ -4,6 +4,31 @@ use clap::Parser;
 use spear_plugin_runtime::Trigger;
 use spear_plugin_runtime::logging;
 use spear_sms::config::{Cli, SmsConfig};
+use spear_sms::ha::{Candidate, LeaderInfo};
+use spear_sms::server::{self, Listeners};
+
+/// `sms: listening grpc=… http=… [admin=…]` and, when it leads alone, its session.
+fn ready(listeners: &Listeners, session: Option<&str>) -> String {
+    let admin = listeners
+        .admin_addr()
+        .ok()
+        .flatten()
+        .map(|a| format!(" admin={a}"))
+        .unwrap_or_default();
+    format!(
+        "sms: listening grpc={} http={}{admin}{}",
+        bound(listeners.grpc_addr()),
+        bound(listeners.http_addr()),
+        session
+            .map(|s| format!(" (session {s})"))
+            .unwrap_or_default()
+    )
+}
+
+/// A bound address as text.
+fn bound(addr: std::io::Result<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|e| format!("<{e}>"), |a| a.to_string())
+}
 
 #[tokio::main]
 async fn main() {
@@ -25,18 +50,6 @@ async fn main() {
     let level = logging::init(&config.log.level, config.log.format == "json", "SMS_LOG")
         .unwrap_or_else(logging::fixed_level);
     let in_force = config.clone();
-    let running = match spear_sms::server::start(config).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sms: cannot start: {e:#}");
-            std::process::exit(1);
-        }
-    };
-    // Config reloads check SMS's own keys too (a typo rejects; log.level applies; others: restart).
-    running
-        .sms
-        .plugins()
-        .set_host_keys(spear_sms::reload::host_keys(cli, &in_force, level));
     // Handlers before the ready line: whoever reads it may signal at once.
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (
@@ -50,18 +63,78 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!(
-        "sms: listening grpc={} http={}{} (session {})",
-        running.grpc_addr,
-        running.http_addr,
-        running
-            .admin_addr
-            .map(|a| format!(" admin={a}"))
-            .unwrap_or_default(),
-        running.sms.session
-    );
+    let fail = |e: anyhow::Error| -> ! {
+        eprintln!("sms: cannot start: {e:#}");
+        std::process::exit(1);
+    };
+    let listeners = Listeners::bind(&config).unwrap_or_else(|e| fail(e));
+    let prepared = server::prepare(&config).await.unwrap_or_else(|e| fail(e));
+    // With the etcd backend, SMS takes part in the election: it stands by, redirecting clients
+    // to the leader, until it leads ([`spear_sms::ha`]).
+    let mut elected = None;
+    let leadership = if config.database.db_type == "etcd" {
+        let mut candidate = Candidate::join(&config).await.unwrap_or_else(|e| fail(e));
+        let leader = candidate.observe();
+        let standby = server::standby(&config, &listeners, leader).unwrap_or_else(|e| fail(e));
+        println!(
+            "{} (standing by: the election decides who leads)",
+            ready(&listeners, None)
+        );
+        let ha = config.ha.clone().unwrap_or_default();
+        let me = LeaderInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            http: ha
+                .advertise_http
+                .unwrap_or_else(|| bound(listeners.http_addr())),
+            grpc: ha
+                .advertise_grpc
+                .unwrap_or_else(|| bound(listeners.grpc_addr())),
+        };
+        let won = tokio::select! {
+            won = candidate.campaign(&me) => won.unwrap_or_else(|e| fail(e)),
+            _ = int.recv() => return,
+            _ = term.recv() => return,
+        };
+        standby.stop();
+        tracing::info!(term = won.term, id = %me.id, "leading");
+        elected = Some(candidate);
+        Some(won)
+    } else {
+        None
+    };
+    let running = server::start_on(config, prepared, &listeners, leadership.as_ref())
+        .await
+        .unwrap_or_else(|e| fail(e));
+    // Config reloads check SMS's own keys too (a typo rejects; log.level applies; others: restart).
+    running
+        .sms
+        .plugins()
+        .set_host_keys(spear_sms::reload::host_keys(cli, &in_force, level));
+    if leadership.is_none() {
+        println!("{}", ready(&listeners, Some(&running.sms.session)));
+    }
+    // A leader that lost its lease stops at once: another SMS leads, and this one may write nothing.
+    let lost = elected.as_ref().map(Candidate::lost);
+    let mut fenced = running.sms.fenced();
+    let deposed = async move {
+        match lost {
+            Some(mut lost) => tokio::select! {
+                why = lost.wait_for(Option::is_some) => why
+                    .ok()
+                    .and_then(|w| w.clone())
+                    .unwrap_or_else(|| "the election ended".into()),
+                _ = fenced.wait_for(|f| *f) => "a write found its election key gone".into(),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deposed);
     loop {
         tokio::select! {
+            why = &mut deposed => {
+                eprintln!("sms: no longer the leader ({why}); stopping so that it writes nothing");
+                std::process::exit(3);
+            }
             _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
@@ -75,4 +148,8 @@ async fn main() {
     }
     tracing::info!("shutting down");
     running.shutdown().await;
+    // Give up the lead at once (rather than when the lease would expire): another SMS leads now.
+    if let Some(candidate) = elected {
+        candidate.resign().await;
+    }
 }

@@ -1,7 +1,7 @@
 //! SMS's histograms on `/metrics` (registered in the plugin runtime's registry, beside the plugin
 //! metrics): storage commits, and the scheduler's rounds and placements.
 
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
 
 /// The histograms.
 #[derive(Debug, Clone)]
@@ -15,6 +15,11 @@ pub struct SmsMetrics {
     pub placement_seconds: Histogram,
     /// `sms_round_placements`: executions placed by each scheduling round that placed any.
     pub round_placements: Histogram,
+    /// `sms_leader`: 1 while this SMS leads (always, without `[ha]`: a lone SMS leads).
+    pub leader: IntGauge,
+    /// `sms_leader_term`: the election term this SMS leads in (the revision of its election
+    /// key on etcd; 0 without an election).
+    pub leader_term: IntGauge,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -46,6 +51,12 @@ impl Default for SmsMetrics {
                 "Executions placed by a scheduling round that placed any",
                 powers(1.0, 10),
             ),
+            leader: IntGauge::new("sms_leader", "1 while this SMS leads").expect("a valid gauge"),
+            leader_term: IntGauge::new(
+                "sms_leader_term",
+                "The election term this SMS leads in (0 without an election)",
+            )
+            .expect("a valid gauge"),
         }
     }
 }
@@ -60,6 +71,9 @@ impl SmsMetrics {
             &self.round_placements,
         ] {
             let _ = registry.register(Box::new(h.clone()));
+        }
+        for g in [&self.leader, &self.leader_term] {
+            let _ = registry.register(Box::new(g.clone()));
         }
     }
 }

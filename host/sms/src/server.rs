@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ClientCerts, ServerTls};
+use spear_plugin_api::StorageBackend;
 use spear_plugin_runtime::PluginHost;
 use spear_plugin_runtime::watch::Watcher;
 use spear_proto::v1;
@@ -50,8 +51,22 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// default; it truncates further before sending).
 const REPORT_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Start every part of SMS described by `config`.
-pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
+/// What SMS loads before it may lead: the plugins (watched for changes) and the opened storage
+/// backend. A standby SMS has them ready, so that taking over costs only loading the state.
+pub struct Prepared {
+    plugins: Arc<PluginHost>,
+    watcher: Option<Watcher>,
+    backend: Arc<dyn StorageBackend>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
+}
+
+/// Load the plugins and open the storage backend `config` names.
+pub async fn prepare(config: &SmsConfig) -> anyhow::Result<Prepared> {
     let runtime = config.runtime_config()?;
     let source = config.source.clone();
     let plugins: Arc<PluginHost> =
@@ -59,7 +74,182 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
             .await?
             .context("plugins")?;
     let watcher = plugins.watch().context("watching plugins")?;
-    let sms = Sms::open(&config, plugins).await.context("state")?;
+    let backend = crate::service::open_backend(config, &plugins)
+        .await
+        .context("state")?;
+    Ok(Prepared {
+        plugins,
+        watcher,
+        backend,
+    })
+}
+
+/// SMS's listeners, bound first: a standby SMS answers on them ([`standby`]) until it leads, and
+/// serves on them once it does.
+#[derive(Debug)]
+pub struct Listeners {
+    http: std::net::TcpListener,
+    grpc: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Bind `http.addr`, `grpc.addr` and, with the web admin, `web_admin_addr`.
+    pub fn bind(config: &SmsConfig) -> anyhow::Result<Self> {
+        let bind = |addr: SocketAddr, key: &str| -> anyhow::Result<std::net::TcpListener> {
+            let l = std::net::TcpListener::bind(addr).with_context(|| format!("{key} {addr}"))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        };
+        Ok(Self {
+            http: bind(config.http.addr, "http.addr")?,
+            grpc: bind(config.grpc.addr, "grpc.addr")?,
+            admin: config
+                .enable_web_admin
+                .then(|| bind(config.web_admin_addr, "web_admin_addr"))
+                .transpose()?,
+        })
+    }
+
+    /// Where REST listens.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// Where gRPC listens.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// Where the web admin listens, when it is served.
+    pub fn admin_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.as_ref().map(|a| a.local_addr()).transpose()
+    }
+}
+
+/// A server's own handle on a listener (the same socket: a standby's server and then the
+/// leader's accept from it in turn).
+fn tokio_listener(l: &std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(l.try_clone()?)
+}
+
+/// The TLS of a listener, when `on` (with its file watcher pushed to `watchers`).
+fn listener_tls(
+    config: &SmsConfig,
+    on: bool,
+    client_certs: ClientCerts,
+    alpn: &[&[u8]],
+    watchers: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    let Some(files) = config.tls.files(client_certs).filter(|_| on) else {
+        return Ok(None);
+    };
+    let tls = ServerTls::load(files, alpn).context("tls")?;
+    watchers.push(tls.watch(config.tls.reload_every()));
+    Ok(Some(tls))
+}
+
+/// REST asks for a client certificate only when one can name a node (a node's artifact
+/// fetches); it lets clients without one in (tokens decide for them).
+fn rest_certs(config: &SmsConfig) -> ClientCerts {
+    if config.auth.node_certificates {
+        ClientCerts::Optional
+    } else {
+        ClientCerts::No
+    }
+}
+
+/// A standby SMS's servers: they redirect to the leader ([`crate::ha::follower`]).
+pub struct Standby {
+    stop: watch::Sender<bool>,
+    watchers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Standby")
+    }
+}
+
+/// Answer on `listeners` as a follower, redirecting to the leader `leader` names.
+pub fn standby(
+    config: &SmsConfig,
+    listeners: &Listeners,
+    leader: crate::ha::follower::Leader,
+) -> anyhow::Result<Standby> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut watchers = Vec::new();
+    let http_tls = listener_tls(
+        config,
+        config.http.enable_tls,
+        rest_certs(config),
+        ALPN_HTTP,
+        &mut watchers,
+    )?;
+    let grpc_tls = listener_tls(
+        config,
+        config.grpc.enable_tls,
+        ClientCerts::Required,
+        ALPN_GRPC,
+        &mut watchers,
+    )?;
+    let limits = config.http.limits()?;
+    let rest = crate::ha::follower::rest_router(leader.clone());
+    let serve = |l: &std::net::TcpListener, app, tls| -> anyhow::Result<()> {
+        tokio::spawn(spear_edge::http::serve(
+            tokio_listener(l)?,
+            app,
+            limits,
+            tls,
+            stopped(stop_rx.clone()),
+        ));
+        Ok(())
+    };
+    serve(&listeners.http, rest.clone(), http_tls.clone())?;
+    if let Some(admin) = &listeners.admin {
+        serve(admin, rest, http_tls)?;
+    }
+    serve(
+        &listeners.grpc,
+        crate::ha::follower::grpc_router(leader),
+        grpc_tls,
+    )?;
+    Ok(Standby { stop, watchers })
+}
+
+impl Standby {
+    /// Stop accepting (the connections open go on until they close or drain).
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for w in &self.watchers {
+            w.abort();
+        }
+    }
+}
+
+/// Start every part of SMS described by `config`, as the only SMS.
+pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
+    let prepared = prepare(&config).await?;
+    let listeners = Listeners::bind(&config)?;
+    start_on(config, prepared, &listeners, None).await
+}
+
+/// Start every part of SMS on `prepared` plugins and backend and bound `listeners`: as the leader
+/// `leadership` makes it (its writes fenced), or as the only SMS.
+pub async fn start_on(
+    config: SmsConfig,
+    prepared: Prepared,
+    listeners: &Listeners,
+    leadership: Option<&crate::ha::Leadership>,
+) -> anyhow::Result<Running> {
+    let Prepared {
+        plugins,
+        watcher,
+        backend,
+    } = prepared;
+    let sms = Sms::leading(&config, plugins, backend, leadership)
+        .await
+        .context("state")?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let open = config.open_listeners();
@@ -81,27 +271,22 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
     }
 
     let mut watchers = Vec::new();
-    let mut tls = |on: bool, client_certs: ClientCerts, alpn: &[&[u8]]| -> anyhow::Result<_> {
-        let Some(files) = config.tls.files(client_certs).filter(|_| on) else {
-            return Ok(None);
-        };
-        let tls = ServerTls::load(files, alpn).context("tls")?;
-        watchers.push(tls.watch(config.tls.reload_every()));
-        Ok(Some(tls))
-    };
-    // REST asks for a client certificate only when one can name a node (a node's artifact
-    // fetches); it lets clients without one in (tokens decide for them).
-    let rest_certs = if config.auth.node_certificates {
-        ClientCerts::Optional
-    } else {
-        ClientCerts::No
-    };
-    let http_tls = tls(config.http.enable_tls, rest_certs, ALPN_HTTP)?;
-    let grpc_tls = tls(config.grpc.enable_tls, ClientCerts::Required, ALPN_GRPC)?;
+    let http_tls = listener_tls(
+        &config,
+        config.http.enable_tls,
+        rest_certs(&config),
+        ALPN_HTTP,
+        &mut watchers,
+    )?;
+    let grpc_tls = listener_tls(
+        &config,
+        config.grpc.enable_tls,
+        ClientCerts::Required,
+        ALPN_GRPC,
+        &mut watchers,
+    )?;
 
-    let http = tokio::net::TcpListener::bind(config.http.addr)
-        .await
-        .with_context(|| format!("http.addr {}", config.http.addr))?;
+    let http = tokio_listener(&listeners.http)?;
     let http_addr = http.local_addr()?;
     let app = rest::router(sms.clone(), config.enable_swagger).layer(
         axum::middleware::from_fn_with_state(
@@ -118,10 +303,8 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         stopped(stop_rx.clone()),
     )));
 
-    let admin_addr = if config.enable_web_admin {
-        let admin = tokio::net::TcpListener::bind(config.web_admin_addr)
-            .await
-            .with_context(|| format!("web_admin_addr {}", config.web_admin_addr))?;
+    let admin_addr = if let Some(admin) = &listeners.admin {
+        let admin = tokio_listener(admin)?;
         let addr = admin.local_addr()?;
         let app = rest::admin_router(sms.clone()).layer(axum::middleware::from_fn_with_state(
             addr.ip().is_loopback(),
@@ -139,9 +322,7 @@ pub async fn start(config: SmsConfig) -> anyhow::Result<Running> {
         None
     };
 
-    let grpc = tokio::net::TcpListener::bind(config.grpc.addr)
-        .await
-        .with_context(|| format!("grpc.addr {}", config.grpc.addr))?;
+    let grpc = tokio_listener(&listeners.grpc)?;
     let grpc_addr = grpc.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     let service = Grpc(sms.clone());

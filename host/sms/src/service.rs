@@ -110,9 +110,23 @@ impl Sms {
         plugins: Arc<PluginHost>,
         backend: Arc<dyn StorageBackend>,
     ) -> Result<Arc<Self>> {
+        Self::leading(config, plugins, backend, None).await
+    }
+
+    /// Build on an already opened backend as the leader `leadership` makes this SMS (every
+    /// write fenced by it), or as the only SMS (`None`).
+    pub async fn leading(
+        config: &SmsConfig,
+        plugins: Arc<PluginHost>,
+        backend: Arc<dyn StorageBackend>,
+        leadership: Option<&crate::ha::Leadership>,
+    ) -> Result<Arc<Self>> {
         let metrics = crate::metrics::SmsMetrics::default();
         metrics.register(plugins.telemetry().registry());
+        metrics.leader.set(1);
+        metrics.leader_term.set(leadership.map_or(0, |l| l.term));
         let db = Db::with_metrics(backend, &metrics);
+        db.set_fence(leadership.map(|l| l.fence.clone()));
         let events = EventLog::open(db.clone()).await?;
         let bootstrap = crate::auth::tokens::bootstrap(&config.auth, |k| std::env::var(k).ok())?;
         let auth = crate::auth::Auth {
@@ -230,6 +244,11 @@ impl Sms {
     /// The event log.
     pub fn events(&self) -> &EventLog {
         &self.events
+    }
+
+    /// Becomes `true` once a write failed on the leader's fence: this SMS no longer leads.
+    pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.db.fenced()
     }
 
     /// The plugin host (strategies, storage backends).

@@ -27,7 +27,7 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     let mut cluster = EtcdCluster::start(3);
     let endpoints = cluster.endpoints();
     let sb = Sandbox::on_etcd("", &endpoints, "sms-test/");
-    let sms = sb.start(&[]);
+    let sms = sb.start(&[]).leading().await;
     let c = reqwest::Client::new();
     let node = succeeding_node(&sms, v1::ExecutionResult::default(), None).await;
     let task = common::post_json(
@@ -72,7 +72,7 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     // Another SMS, in another directory (nothing of the first's on its disk), on the same
     // cluster with a member still down: everything is there.
     let elsewhere = Sandbox::on_etcd("", &endpoints, "sms-test/");
-    let sms = elsewhere.start(&[]);
+    let sms = elsewhere.start(&[]).leading().await;
     assert!(all_in(&c, &sms, &ids, "succeeded").await);
     assert!(all_in(&c, &sms, &queued, "ready").await);
     let tasks = common::get_json(&c, &sms, "/api/v1/tasks").await;
@@ -84,7 +84,7 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     );
     // Another namespace on the same cluster is another SMS's state: empty.
     let other = Sandbox::on_etcd("", &endpoints, "another/");
-    let empty = other.start(&[]);
+    let empty = other.start(&[]).leading().await;
     let list = common::get_json(&c, &empty, "/api/v1/executions").await;
     assert_eq!(list["executions"].as_array().unwrap().len(), 0, "{list}");
 }

@@ -11,6 +11,7 @@ mod edge;
 mod etcd;
 mod full_disk;
 mod grpc;
+mod ha;
 mod paging;
 mod plugin_stall;
 mod races;

@@ -168,6 +168,39 @@ impl Sms {
         self.child.wait().unwrap();
     }
 
+    /// Wait (up to 15 s) until this SMS leads (`/healthz` says `role: leader`): an SMS on etcd
+    /// prints its ready line while it stands by.
+    #[allow(dead_code)]
+    pub async fn leading(self) -> Self {
+        let c = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let role = match c.get(self.url("/healthz")).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default()["role"].clone(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if role == "leader" {
+                return self;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not leading after 15 s (role {role})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Send `signal` (`STOP`, `CONT`, …).
+    #[allow(dead_code)]
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id(), 15);

@@ -1,0 +1,339 @@
+//! Three SMS processes on one three-member etcd cluster ([`spear_sms::ha`]): one leads and the
+//! others redirect to it; the leader `kill -9`ed while submits stream in, another leads within
+//! the lease TTL + 1 s and every acknowledged submit finishes; a leader stopped (SIGSTOP) past
+//! its lease and woken writes nothing and stops.
+
+use crate::common::{self, Sandbox, Sms};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spear_proto::v1;
+use spear_tests::etcd::EtcdCluster;
+use tokio_stream::StreamExt;
+
+/// The lease TTL of the replicas, seconds.
+const TTL: u64 = 2;
+
+/// What replica `sms` says it is on `/healthz` (`None`: no answer within a second).
+async fn role(c: &reqwest::Client, sms: &Sms) -> Option<String> {
+    let r = c
+        .get(sms.url("/healthz"))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    v["role"].as_str().map(str::to_owned)
+}
+
+/// The index of the one replica that leads, waiting for it up to `within`.
+async fn leader(c: &reqwest::Client, replicas: &[Option<Sms>], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leading = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(sms) = r
+                && role(c, sms).await.as_deref() == Some("leader")
+            {
+                leading.push(i);
+            }
+        }
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(leading.len() < 2, "two leaders at once: {leading:?}");
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Submit `body` to the first of `urls` that acknowledges it (following redirects), trying
+/// them in turn for up to 20 s; its id, or `None` when none did.
+async fn submit_anywhere(c: &reqwest::Client, urls: &[String], body: &Value) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        for url in urls {
+            let answer = c
+                .post(format!("{url}/api/v1/executions"))
+                .json(body)
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await;
+            if let Ok(r) = answer
+                && r.status() == 201
+            {
+                let e: Value = r.json().await.ok()?;
+                return e["execution_id"].as_str().map(str::to_owned);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// A fake node, registered once, that follows the leader among the `grpc` addresses: it takes
+/// assignments from whichever SMS serves its stream, and reports each a success; counts what
+/// it ran.
+fn following_node(
+    uuid: String,
+    grpc: Vec<String>,
+    ran: Arc<Mutex<HashMap<String, u32>>>,
+) -> tokio::task::JoinHandle<()> {
+    use v1::execution_service_client::ExecutionServiceClient;
+    tokio::spawn(async move {
+        loop {
+            for addr in &grpc {
+                let Ok(mut execs) = ExecutionServiceClient::connect(format!("http://{addr}")).await
+                else {
+                    continue;
+                };
+                let request = v1::AssignmentsRequest {
+                    node_uuid: uuid.clone(),
+                    after: 0,
+                };
+                let Ok(stream) = execs.assignments(request).await else {
+                    continue;
+                };
+                let mut stream = stream.into_inner();
+                while let Some(Ok(a)) = stream.next().await {
+                    let Some(e) = a.execution.filter(|_| !a.cancel) else {
+                        continue;
+                    };
+                    *ran.lock()
+                        .unwrap()
+                        .entry(e.execution_id.clone())
+                        .or_default() += 1;
+                    let _ = execs
+                        .report_result(v1::ReportResultRequest {
+                            session: a.session,
+                            node_uuid: uuid.clone(),
+                            execution_id: e.execution_id,
+                            success: true,
+                            result: Some(v1::ExecutionResult::default()),
+                            error: String::new(),
+                            attempt: 0,
+                        })
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing() {
+    let cluster = EtcdCluster::start(3);
+    let endpoints = cluster.endpoints();
+    let extra = format!("[ha]\nlease_ttl_secs = {TTL}\n");
+    let sandboxes: Vec<Sandbox> = (0..3)
+        .map(|_| Sandbox::on_etcd(&extra, &endpoints, "ha-test/"))
+        .collect();
+    let mut replicas: Vec<Option<Sms>> = sandboxes.iter().map(|sb| Some(sb.start(&[]))).collect();
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|r| r.as_ref().unwrap().url(""))
+        .collect();
+    let grpc: Vec<String> = replicas
+        .iter()
+        .map(|r| r.as_ref().unwrap().grpc.to_string())
+        .collect();
+    let c = reqwest::Client::new();
+    let first = leader(&c, &replicas, Duration::from_secs(15)).await;
+    let leading = replicas[first].as_ref().unwrap();
+
+    // A follower redirects REST to the leader (307, same path) and fails gRPC naming it.
+    let follower = (first + 1) % 3;
+    let direct = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = direct
+        .get(format!("{}/api/v1/nodes?limit=5", urls[follower]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{}/api/v1/nodes?limit=5", leading.http).as_str()
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_leader", "{body}");
+    assert_eq!(body["leader"]["grpc"], leading.grpc.to_string(), "{body}");
+    let mut nodes =
+        v1::node_service_client::NodeServiceClient::connect(format!("http://{}", grpc[follower]))
+            .await
+            .unwrap();
+    let refused = nodes
+        .list_nodes(v1::ListNodesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains(&leading.grpc.to_string()),
+        "{refused:?}"
+    );
+
+    let uuid = common::register_wasm_node(leading, 1000).await;
+    let ran = Arc::new(Mutex::new(HashMap::new()));
+    let node = following_node(uuid, grpc.clone(), ran.clone());
+    let body = json!({"executable": {"type": "wasm", "uri": "file:///ha.wasm"}});
+    // Through a follower: redirected, acknowledged by the leader.
+    let mut acked = Vec::new();
+    for _ in 0..10 {
+        acked.push(
+            submit_anywhere(&c, &urls[follower..=follower], &body)
+                .await
+                .unwrap(),
+        );
+    }
+
+    // The leader dies while submits stream in.
+    let (c2, urls2, body2) = (c.clone(), urls.clone(), body.clone());
+    let submitter = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.extend(submit_anywhere(&c2, &urls2, &body2).await);
+        }
+        ids
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replicas[first].take().unwrap().kill_9();
+    let killed = Instant::now();
+    let second = leader(&c, &replicas, Duration::from_secs(TTL + 10)).await;
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(TTL + 1),
+        "a follower led {took:?} after the leader died (lease TTL {TTL} s)"
+    );
+    let streamed = submitter.await.unwrap();
+    assert_eq!(streamed.len(), 40, "every submit acknowledged in the end");
+    acked.extend(streamed);
+
+    // Every acknowledged submit finishes, once, on the new leader.
+    let now_leading = replicas[second].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &acked {
+        loop {
+            let e = common::get_json(&c, now_leading, &format!("/api/v1/executions/{id}")).await;
+            if e["state"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never finished: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    {
+        let ran = ran.lock().unwrap();
+        for id in &acked {
+            assert!(ran.get(id).is_some_and(|&n| n >= 1), "{id} never ran");
+        }
+    }
+
+    // The new leader is stopped past its lease: the third replica leads…
+    let stopped_at = replicas[second].as_ref().unwrap();
+    stopped_at.signal("STOP");
+    let third = leader(&c, &replicas, Duration::from_secs(TTL + 10)).await;
+    assert_ne!(third, second);
+    // …and the old one, woken, acknowledges nothing (a write of its is fenced) and stops.
+    stopped_at.signal("CONT");
+    let late = direct
+        .post(format!("{}/api/v1/executions", urls[second]))
+        .json(&json!({"executable": {"type": "wasm", "uri": "file:///late.wasm"}}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    if let Ok(r) = late {
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert_ne!(
+            status, 201,
+            "a deposed leader acknowledged a submit: {text}"
+        );
+    }
+    let mut woken = replicas[second].take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = woken.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the deposed leader did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let listed = common::get_json(
+        &c,
+        replicas[third].as_ref().unwrap(),
+        "/api/v1/executions?limit=1000",
+    )
+    .await;
+    assert!(
+        !listed.to_string().contains("late.wasm"),
+        "nothing of the deposed leader's landed: {listed}"
+    );
+    // Work goes on with the third leader: the node follows it.
+    let id = submit_anywhere(&c, &urls, &body).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = common::get_json(
+            &c,
+            replicas[third].as_ref().unwrap(),
+            &format!("/api/v1/executions/{id}"),
+        )
+        .await;
+        if e["state"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_election_key_is_gone_writes_nothing_and_stops() {
+    let cluster = EtcdCluster::start(1);
+    let endpoints = cluster.endpoints();
+    let sb = Sandbox::on_etcd("", &endpoints, "fence-test/");
+    let mut sms = sb.start(&[]).leading().await;
+    let c = reqwest::Client::new();
+    let body =
+        |name: &str| json!({"executable": {"type": "wasm", "uri": format!("file:///{name}.wasm")}});
+    let kept = common::submit(&c, &sms, &body("kept")).await;
+    // The election key goes while the lease lives on (as if another SMS had won): the leader's
+    // next write finds it gone, fails, and the leader stops.
+    let keys = cluster.etcdctl(&["get", "--prefix", "--keys-only", "fence-test/leader"]);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 1, "{keys}");
+    cluster.etcdctl(&["del", "--prefix", "fence-test/leader"]);
+    let (status, error) = common::post_json(&c, &sms, "/api/v1/executions", &body("lost")).await;
+    assert_eq!(status, 503, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer leads"),
+        "{error}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = sms.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fenced leader did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(3), "{exit:?}");
+    // The next leader has the first submit, not the second.
+    let next = Sandbox::on_etcd("", &endpoints, "fence-test/");
+    let sms = next.start(&[]).leading().await;
+    let listed = common::get_json(&c, &sms, "/api/v1/executions").await;
+    let text = listed.to_string();
+    assert!(
+        text.contains(&kept) && !text.contains("lost.wasm"),
+        "{listed}"
+    );
+}
