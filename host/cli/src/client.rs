@@ -2,6 +2,8 @@
 //! turned into [`CliError`]s that say what to do.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -67,12 +69,19 @@ impl Subject {
     }
 }
 
-/// A connection to one SMS.
+/// A connection to SMS: one address, or those of SMS replicas (comma-separated), of which the
+/// client uses the one that answered last. A request that cannot connect goes to the next
+/// address; a standby replica's redirect (`307`, `not_leader`) is followed to the leader with the
+/// token (a replica is trusted as much as the address it was given for).
 #[derive(Debug, Clone)]
 pub struct Client {
-    base: String,
+    bases: Arc<Vec<String>>,
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
+
+/// Moves between SMS addresses (connection failures and redirects) one request may make.
+const MAX_HOPS: usize = 8;
 
 /// `host:port` → `http://host:port`; no trailing slash.
 pub fn normalize(sms: &str) -> Result<String> {
@@ -110,14 +119,30 @@ fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
 }
 
 impl Client {
-    /// A client of the SMS at `sms` (`http://host:port` or `host:port`), sending `token` (when
-    /// given) as `Authorization: Bearer` and, with `ca`, trusting only that CA's certificates.
+    /// A client of the SMS at `sms` (`http://host:port` or `host:port`; several, comma-separated,
+    /// for SMS replicas), sending `token` (when given) as `Authorization: Bearer` and, with `ca`,
+    /// trusting only that CA's certificates.
     pub fn new(sms: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Self> {
-        let base = normalize(sms)?;
-        if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(CliError::Usage(format!(
-                "--sms {base}: use an http:// or https:// address (SMS's `http.addr`)"
-            )));
+        let mut bases = sms
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(normalize)
+            .collect::<Result<Vec<_>>>()?;
+        if bases.is_empty() {
+            // The message that says what to give.
+            bases.push(normalize("")?);
+        }
+        for base in &bases {
+            if !base.starts_with("http://") && !base.starts_with("https://") {
+                return Err(CliError::Usage(format!(
+                    "--sms {base}: use an http:// or https:// address (SMS's `http.addr`)"
+                )));
+            }
+            if ca.is_some() && !base.starts_with("https://") {
+                return Err(CliError::Usage(format!(
+                    "--ca / SPEAR_CA: {base} is not an https:// address; give --sms https://host:port"
+                )));
+            }
         }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
@@ -128,37 +153,37 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        // Redirects are followed here, not by reqwest (which would drop the token on the way to
+        // another port): only a replica's redirect to its leader is.
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if let Some(path) = ca {
-            if !base.starts_with("https://") {
-                return Err(CliError::Usage(format!(
-                    "--ca / SPEAR_CA: {base} is not an https:// address; give --sms https://host:port"
-                )));
-            }
             builder = builder.tls_certs_only(ca_certificates(path)?);
         }
         let http = builder
             .build()
             .map_err(|e| CliError::Usage(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { base, http })
+        Ok(Self {
+            bases: Arc::new(bases),
+            current: Arc::new(AtomicUsize::new(0)),
+            http,
+        })
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:8080`.
+    /// The base URL in use, e.g. `http://127.0.0.1:8080`.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .timeout(REQUEST_TIMEOUT)
+    fn request(&self, method: Method, path: &str) -> impl Fn(&str) -> RequestBuilder {
+        let (http, path) = (self.http.clone(), path.to_owned());
+        move |base| {
+            http.request(method.clone(), format!("{base}{path}"))
+                .timeout(REQUEST_TIMEOUT)
+        }
     }
 
     /// `GET path` → JSON.
@@ -169,19 +194,20 @@ impl Client {
 
     /// `POST path` with a JSON body → JSON.
     pub async fn post(&self, path: &str, body: &Value, subject: Option<Subject>) -> Result<Value> {
-        let r = self
-            .send(self.request(Method::POST, path).json(body), subject)
-            .await?;
+        let request = self.request(Method::POST, path);
+        let r = self.send(move |b| request(b).json(body), subject).await?;
         self.json(r).await
     }
 
     /// `POST path` with raw bytes → JSON.
     pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value> {
-        let req = self
-            .request(Method::POST, path)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes);
-        let r = self.send(req, None).await?;
+        let request = self.request(Method::POST, path);
+        let make = move |b: &str| {
+            request(b)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.clone())
+        };
+        let r = self.send(make, None).await?;
         self.json(r).await
     }
 
@@ -203,20 +229,55 @@ impl Client {
 
     /// `GET path` without a deadline, for a stream (Server-Sent Events).
     pub async fn stream(&self, path: &str, subject: Option<Subject>) -> Result<Response> {
-        let req = self
-            .http
-            .get(self.url(path))
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        self.send(req, subject).await
+        let (http, path) = (self.http.clone(), path.to_owned());
+        let make = move |base: &str| {
+            http.get(format!("{base}{path}"))
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+        };
+        self.send(make, subject).await
     }
 
-    /// Send; a non-2xx answer becomes an error.
-    async fn send(&self, req: RequestBuilder, subject: Option<Subject>) -> Result<Response> {
-        let r = req.send().await.map_err(|e| self.transport(e))?;
-        if r.status().is_success() {
-            return Ok(r);
+    /// Send the request `make` builds for a base URL; a non-2xx answer becomes an error. A
+    /// request that could not connect goes to the next address; a replica's redirect to its
+    /// leader is followed (and the leader used from then on).
+    async fn send(
+        &self,
+        make: impl Fn(&str) -> RequestBuilder,
+        subject: Option<Subject>,
+    ) -> Result<Response> {
+        let n = self.bases.len();
+        let mut at = self.current.load(Ordering::Relaxed) % n;
+        let mut base = self.bases[at].clone();
+        let mut hop = 0;
+        loop {
+            hop += 1;
+            let r = match make(&base).send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() && hop < n.min(MAX_HOPS) => {
+                    at = (at + 1) % n;
+                    base = self.bases[at].clone();
+                    continue;
+                }
+                Err(e) => return Err(self.transport_at(&base, e)),
+            };
+            if r.status() == StatusCode::TEMPORARY_REDIRECT
+                && hop <= MAX_HOPS
+                && let Some(leader) = leader_of(&r)
+            {
+                base = leader;
+                if let Some(i) = self.bases.iter().position(|b| *b == base) {
+                    at = i;
+                }
+                continue;
+            }
+            if self.bases[at] == base {
+                self.current.store(at, Ordering::Relaxed);
+            }
+            if r.status().is_success() {
+                return Ok(r);
+            }
+            return Err(self.refusal(r, subject).await);
         }
-        Err(self.refusal(r, subject).await)
     }
 
     async fn json(&self, r: Response) -> Result<Value> {
@@ -281,6 +342,11 @@ impl Client {
 
     /// A transport failure, said plainly (`connection refused`, not the whole error chain).
     pub fn transport(&self, e: reqwest::Error) -> CliError {
+        self.transport_at(&self.bases.join(","), e)
+    }
+
+    /// A transport failure talking to `base`.
+    fn transport_at(&self, base: &str, e: reqwest::Error) -> CliError {
         let reason = if e.is_timeout() {
             "no answer in time".to_owned()
         } else if let Some(io) = io_cause(&e) {
@@ -292,10 +358,19 @@ impl Client {
             innermost(&e)
         };
         CliError::Unreachable {
-            url: self.base.clone(),
+            url: base.to_owned(),
             reason,
         }
     }
+}
+
+/// The base URL of the leader a standby replica's `307` names (its `Location`'s origin).
+fn leader_of(r: &Response) -> Option<String> {
+    let location = r.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let url = reqwest::Url::parse(location).ok()?;
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!("{}://{host}:{port}", url.scheme()))
 }
 
 /// The `std::io::Error` somewhere in an error's chain.

@@ -101,7 +101,7 @@ impl Agent {
         store.put("node/uuid", &node).await?;
         let token = config.sms_token().map_err(ConfigError::from)?;
         let sms = SmsLink::new(
-            &config.sms_endpoint(),
+            &config.sms_endpoints(),
             config.connect_timeout(),
             token,
             config.sms_tls().map_err(ConfigError::from)?,
@@ -207,11 +207,20 @@ impl Agent {
         );
         // SMS places no more than this (plus its prefetch) here at once.
         req.slots = self.config.spearlet.limits.max_concurrent;
-        self.sms.nodes().register_node(req).await.map_err(|s| {
-            let hint = crate::sms::token_hint(&s);
-            self.sms
-                .error(format!("registration refused: {}{hint}", s.message()))
-        })?;
+        // A standby SMS names its leader: registration goes there (at most once per address).
+        let mut tries = 0;
+        loop {
+            match self.sms.nodes().register_node(req.clone()).await {
+                Ok(_) => break,
+                Err(s) if tries < self.sms.len() && self.sms.follow(&s) => tries += 1,
+                Err(s) => {
+                    let hint = crate::sms::token_hint(&s);
+                    return Err(self
+                        .sms
+                        .error(format!("registration refused: {}{hint}", s.message())));
+                }
+            }
+        }
         tracing::info!(node = %self.node, sms = %self.sms.addr(), "registered");
         Ok(())
     }
@@ -334,6 +343,8 @@ impl Agent {
         let mut draining = self.draining.subscribe();
         let mut lost_since: Option<Instant> = None;
         let mut attempt = 0u32;
+        // Moves to another SMS address since the last backoff.
+        let mut hops = 0;
         loop {
             if *draining.borrow() {
                 return;
@@ -379,6 +390,7 @@ impl Agent {
                                 Ok(None) => break,
                                 Err(e) => {
                                     tracing::warn!(error = %e.message(), "assignment stream broken");
+                                    self.sms.follow(&e);
                                     break;
                                 }
                             },
@@ -410,6 +422,12 @@ impl Agent {
                 }
                 Err(status) => {
                     tracing::debug!(error = %status.message(), "SMS unreachable");
+                    // Another replica may lead (a standby names it): go there at once, once
+                    // per address before the backoff.
+                    if hops < self.sms.len() && self.sms.follow(&status) {
+                        hops += 1;
+                        continue;
+                    }
                 }
             }
             let since = *lost_since.get_or_insert_with(Instant::now);
@@ -432,6 +450,7 @@ impl Agent {
                 _ = until(&mut draining) => return,
             }
             attempt += 1;
+            hops = 0;
         }
     }
 

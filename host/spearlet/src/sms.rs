@@ -1,6 +1,12 @@
-//! The link to SMS: one gRPC channel (tonic reconnects it by itself), typed clients over it, and
-//! the connect-with-retry used at start and after a loss.
+//! The link to SMS: a gRPC channel per SMS address (tonic reconnects each by itself), typed
+//! clients over the current one, and the connect-with-retry used at start and after a loss.
+//!
+//! With SMS replicas (several addresses in `spearlet.sms_grpc_addr`), one leads and the others
+//! answer `UNAVAILABLE` naming it in their `spear-leader` metadata: the link then moves to that
+//! address ([`SmsLink::follow`]); an address that does not answer makes it move to the next.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use spear_proto::v1;
@@ -34,15 +40,22 @@ impl tonic::service::Interceptor for Bearer {
 /// The channel to SMS with the token added.
 pub type Link = InterceptedService<Channel, Bearer>;
 
-/// A cloneable handle on SMS (its `Debug` shows the address, never the token).
+/// A cloneable handle on SMS (its `Debug` shows the addresses, never the token).
 #[derive(Clone)]
 pub struct SmsLink {
-    addr: String,
-    channel: Channel,
-    endpoint: Endpoint,
+    targets: Arc<Vec<Target>>,
+    /// The target calls go to.
+    current: Arc<AtomicUsize>,
     bearer: Bearer,
     token: Option<String>,
     tls: Option<SmsTls>,
+}
+
+/// One SMS address and its channel.
+struct Target {
+    addr: String,
+    endpoint: Endpoint,
+    channel: Channel,
 }
 
 /// Backoff between attempts: `first`, doubling, at most 30 s.
@@ -55,26 +68,30 @@ pub fn backoff(first: Duration, attempt: u32) -> Duration {
 impl std::fmt::Debug for SmsLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmsLink")
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .finish_non_exhaustive()
     }
 }
 
 impl SmsLink {
-    /// A lazily connected link to `endpoint` (`http://host:port`, or `https://host:port` with
-    /// `tls`) that sends `token` with every call.
+    /// A lazily connected link to `endpoints` (`http://host:port`, or `https://host:port` with
+    /// `tls`; several for SMS replicas) that sends `token` with every call.
     pub fn new(
-        endpoint: &str,
+        endpoints: &[String],
         connect_timeout: Duration,
         token: Option<String>,
         tls: Option<SmsTls>,
     ) -> Result<Self> {
+        let first = endpoints.first().ok_or_else(|| Error::Sms {
+            addr: String::new(),
+            message: "no SMS address (spearlet.sms_grpc_addr)".into(),
+        })?;
         let bearer = match &token {
             Some(t) => {
                 let mut v: MetadataValue<Ascii> =
                     format!("Bearer {t}").parse().map_err(|_| Error::Sms {
-                        addr: endpoint.to_owned(),
+                        addr: first.clone(),
                         message: "the SMS token holds characters a header cannot".into(),
                     })?;
                 v.set_sensitive(true);
@@ -82,39 +99,65 @@ impl SmsLink {
             }
             None => Bearer(None),
         };
-        let e = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| Error::Sms {
-                addr: endpoint.to_owned(),
-                message: format!("not a valid address: {e}"),
-            })?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let e = match &tls {
-            Some(t) => {
-                let mut c = ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&t.ca))
-                    .domain_name(t.server_name.clone());
-                if let Some((cert, key)) = &t.identity {
-                    c = c.identity(Identity::from_pem(cert, key));
-                }
-                e.tls_config(c).map_err(|e| Error::Sms {
-                    addr: endpoint.to_owned(),
-                    message: format!("TLS settings (spearlet.tls): {e}"),
-                })?
-            }
-            None => e,
-        };
+        let targets = endpoints
+            .iter()
+            .map(|endpoint| target(endpoint, connect_timeout, tls.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            addr: endpoint.to_owned(),
-            channel: e.connect_lazy(),
-            endpoint: e,
+            targets: Arc::new(targets),
+            current: Arc::new(AtomicUsize::new(0)),
             bearer,
             token,
             tls,
         })
+    }
+
+    /// How many SMS addresses the link has.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether the link has no address (never: [`new`](Self::new) refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    fn target(&self) -> &Target {
+        &self.targets[self.current.load(Ordering::Relaxed) % self.targets.len()]
+    }
+
+    /// After a failed call to SMS: move to the leader `status` names (a standby SMS's
+    /// `spear-leader`), else, when SMS was unreachable or unavailable, to the next address.
+    /// Whether the link moved (never with one address).
+    pub fn follow(&self, status: &tonic::Status) -> bool {
+        let n = self.targets.len();
+        if n < 2 || !transient(status) {
+            return false;
+        }
+        let at = self.current.load(Ordering::Relaxed) % n;
+        let hinted = status
+            .metadata()
+            .get("spear-leader")
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .and_then(|h| self.targets.iter().position(|t| strip_scheme(&t.addr) == h));
+        let next = hinted.unwrap_or((at + 1) % n);
+        if next == at {
+            return false;
+        }
+        let moved = self
+            .current
+            .compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if moved {
+            tracing::info!(
+                from = %self.targets[at].addr,
+                to = %self.targets[next].addr,
+                leader = hinted.is_some(),
+                "moving to another SMS"
+            );
+        }
+        moved
     }
 
     /// The `Authorization` header value for SMS's HTTP API at `http_addr` (`host:port`), when
@@ -122,7 +165,10 @@ impl SmsLink {
     /// to SMS only, never to whatever else listens at a default `sms_http_addr`.
     pub fn authorization_for(&self, http_addr: &str) -> Option<String> {
         let token = self.token.as_ref()?;
-        (host_of(&self.addr) == host_of(http_addr)).then(|| format!("Bearer {token}"))
+        self.targets
+            .iter()
+            .any(|t| host_of(&t.addr) == host_of(http_addr))
+            .then(|| format!("Bearer {token}"))
     }
 
     /// How SMS is dialed over TLS, if it is (its HTTP API is then `https://` with the same CA).
@@ -130,20 +176,33 @@ impl SmsLink {
         self.tls.as_ref()
     }
 
-    /// The address, for messages.
-    pub fn addr(&self) -> &str {
-        &self.addr
+    /// The address calls go to now, for messages.
+    pub fn addr(&self) -> String {
+        self.target().addr.clone()
     }
 
-    /// Try to connect until it works or `total` has passed, waiting `retry` (backing off) between
-    /// attempts. Used at start with `--sms-addr`.
+    /// Try to connect (to each address in turn) until one works or `total` has passed, waiting
+    /// `retry` (backing off) after each round. Used at start with `--sms-addr`.
     pub async fn wait_connected(&self, retry: Duration, total: Duration) -> Result<()> {
         let start = Instant::now();
         let mut attempt = 0;
         loop {
-            match self.endpoint.connect().await {
-                Ok(_) => return Ok(()),
-                Err(e) if start.elapsed() >= total => {
+            let n = self.targets.len();
+            let first = self.current.load(Ordering::Relaxed) % n;
+            let mut failed = None;
+            for k in 0..n {
+                let at = (first + k) % n;
+                match self.targets[at].endpoint.connect().await {
+                    Ok(_) => {
+                        self.current.store(at, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let Some(e) = failed else { return Ok(()) };
+            match e {
+                e if start.elapsed() >= total => {
                     let cause = chain(&e);
                     let hint = if self.tls.is_some() && !cause.contains("refused") {
                         "check spearlet.tls: SMS's certificate must chain to sms_ca_file and \
@@ -157,8 +216,8 @@ impl SmsLink {
                         total.as_millis()
                     )));
                 }
-                Err(e) => {
-                    tracing::debug!(sms = %self.addr, error = %chain(&e), "SMS not reachable yet");
+                e => {
+                    tracing::debug!(sms = %self.addr(), error = %chain(&e), "SMS not reachable yet");
                     tokio::time::sleep(backoff(retry, attempt)).await;
                     attempt += 1;
                 }
@@ -169,28 +228,76 @@ impl SmsLink {
     /// An error about this SMS.
     pub fn error(&self, message: impl Into<String>) -> Error {
         Error::Sms {
-            addr: self.addr.clone(),
+            addr: self
+                .targets
+                .iter()
+                .map(|t| t.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             message: message.into(),
         }
     }
 
     /// The node service.
     pub fn nodes(&self) -> NodeServiceClient<Link> {
-        NodeServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+        NodeServiceClient::with_interceptor(self.target().channel.clone(), self.bearer.clone())
     }
 
     /// The execution service.
     pub fn executions(&self) -> ExecutionServiceClient<Link> {
-        ExecutionServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+        ExecutionServiceClient::with_interceptor(self.target().channel.clone(), self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The file service.
     pub fn files(&self) -> FileServiceClient<Link> {
-        FileServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+        FileServiceClient::with_interceptor(self.target().channel.clone(), self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
+}
+
+/// A lazily connected channel to `endpoint`.
+fn target(endpoint: &str, connect_timeout: Duration, tls: Option<&SmsTls>) -> Result<Target> {
+    let e = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| Error::Sms {
+            addr: endpoint.to_owned(),
+            message: format!("not a valid address: {e}"),
+        })?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    let e = match tls {
+        Some(t) => {
+            let name = t
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(endpoint).to_owned());
+            let mut c = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&t.ca))
+                .domain_name(name);
+            if let Some((cert, key)) = &t.identity {
+                c = c.identity(Identity::from_pem(cert, key));
+            }
+            e.tls_config(c).map_err(|e| Error::Sms {
+                addr: endpoint.to_owned(),
+                message: format!("TLS settings (spearlet.tls): {e}"),
+            })?
+        }
+        None => e,
+    };
+    Ok(Target {
+        addr: endpoint.to_owned(),
+        channel: e.connect_lazy(),
+        endpoint: e,
+    })
+}
+
+/// `host:port` of `http://host:port` (or of `host:port`).
+fn strip_scheme(addr: &str) -> &str {
+    addr.split_once("://").map_or(addr, |(_, rest)| rest)
 }
 
 /// What to add to an error of SMS's that is about the token.
@@ -278,7 +385,7 @@ mod tests {
     #[tokio::test]
     async fn the_token_goes_to_the_sms_host_only_and_is_never_printed() {
         let link = SmsLink::new(
-            "http://10.0.0.5:50051",
+            &["http://10.0.0.5:50051".to_owned()],
             Duration::from_secs(1),
             Some("spear.a.b".into()),
             None,
@@ -308,7 +415,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let link = SmsLink::new(
-            &format!("http://{addr}"),
+            &[format!("http://{addr}")],
             Duration::from_millis(200),
             None,
             None,

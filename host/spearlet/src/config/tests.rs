@@ -28,7 +28,7 @@ fn layers_defaults_env_file_flags_in_that_order() {
         c.spearlet.sms_connect_retry_ms, 42,
         "environment beats defaults"
     );
-    assert_eq!(c.sms_endpoint(), "http://127.0.0.1:7000", "flags win");
+    assert_eq!(c.sms_endpoints(), ["http://127.0.0.1:7000"], "flags win");
     assert!(c.sms_required);
     assert_eq!(c.spearlet.heartbeat_interval, 9);
     assert_eq!(c.spearlet.storage.data_dir, dir.path().join("state"));

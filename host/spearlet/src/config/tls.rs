@@ -45,8 +45,8 @@ pub struct SpearletTls {
 pub struct SmsTls {
     /// The CA, PEM.
     pub ca: Vec<u8>,
-    /// The name to verify.
-    pub server_name: String,
+    /// The name to verify (`None`: the host dialed, for each SMS address).
+    pub server_name: Option<String>,
     /// Client certificate and key, PEM.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -119,18 +119,33 @@ impl SpearletConfig {
             ),
             _ => {}
         }
-        let addr = &s.sms_grpc_addr;
+        for addr in self.sms_addrs() {
+            match &t.sms_ca_file {
+                None if addr.starts_with("https://") => problems.invalid(
+                    "spearlet.sms_grpc_addr",
+                    format!(
+                        "{addr}: https:// needs spearlet.tls.sms_ca_file (the CA SMS's \
+                         certificate chains to)"
+                    ),
+                ),
+                Some(_) if addr.starts_with("http://") => problems.invalid(
+                    "spearlet.sms_grpc_addr",
+                    format!(
+                        "{addr}: http:// while spearlet.tls.sms_ca_file asks for TLS; write \
+                         host:port or https://"
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        if self.sms_addrs().is_empty() {
+            problems.invalid(
+                "spearlet.sms_grpc_addr",
+                "is empty: give SMS's gRPC address (several, comma-separated, for replicas)",
+            );
+        }
         match &t.sms_ca_file {
             None => {
-                if addr.starts_with("https://") {
-                    problems.invalid(
-                        "spearlet.sms_grpc_addr",
-                        format!(
-                            "{addr}: https:// needs spearlet.tls.sms_ca_file (the CA SMS's \
-                             certificate chains to)"
-                        ),
-                    );
-                }
                 if t.client_cert_file.is_some() {
                     problems.invalid(
                         "spearlet.tls.client_cert_file",
@@ -144,29 +159,38 @@ impl SpearletConfig {
                     );
                 }
             }
-            Some(_) if addr.starts_with("http://") => problems.invalid(
-                "spearlet.sms_grpc_addr",
-                format!(
-                    "{addr}: http:// while spearlet.tls.sms_ca_file asks for TLS; write \
-                     host:port or https://"
-                ),
-            ),
             Some(_) => {
                 problems.check(self.sms_tls());
             }
         }
     }
 
-    /// The SMS gRPC endpoint as a URI (`https://` with `spearlet.tls.sms_ca_file`).
-    pub fn sms_endpoint(&self) -> String {
-        let a = &self.spearlet.sms_grpc_addr;
-        if a.starts_with("http://") || a.starts_with("https://") {
-            a.clone()
-        } else if self.spearlet.tls.sms_ca_file.is_some() {
-            format!("https://{a}")
-        } else {
-            format!("http://{a}")
-        }
+    /// The SMS gRPC addresses as written: `spearlet.sms_grpc_addr`, split at commas (several
+    /// for SMS replicas).
+    pub fn sms_addrs(&self) -> Vec<String> {
+        self.spearlet
+            .sms_grpc_addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The SMS gRPC endpoints as URIs (`https://` with `spearlet.tls.sms_ca_file`).
+    pub fn sms_endpoints(&self) -> Vec<String> {
+        self.sms_addrs()
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("http://") || a.starts_with("https://") {
+                    a
+                } else if self.spearlet.tls.sms_ca_file.is_some() {
+                    format!("https://{a}")
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect()
     }
 
     /// What dialing SMS over TLS needs, or None without `spearlet.tls.sms_ca_file`.
@@ -182,10 +206,7 @@ impl SpearletConfig {
             )),
             _ => None,
         };
-        let server_name = match &t.sms_server_name {
-            Some(n) => n.clone(),
-            None => crate::sms::host_of(&self.spearlet.sms_grpc_addr).to_owned(),
-        };
+        let server_name = t.sms_server_name.clone();
         Ok(Some(SmsTls {
             ca: read("spearlet.tls.sms_ca_file", ca)?,
             server_name,

@@ -10,6 +10,7 @@ mod dispatch;
 mod end_to_end;
 mod examples;
 mod executors;
+mod ha;
 mod old_sms;
 mod plugin_stall;
 mod tls;

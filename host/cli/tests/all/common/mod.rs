@@ -220,9 +220,42 @@ pub struct LoneSms {
 impl LoneSms {
     /// Start it in `dir` (which may already hold files its config names).
     pub fn start(dir: tempfile::TempDir, sections: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_on(
+            dir,
+            sections,
+            "db_type = \"redb\"\npath = \"sms-data/sms.redb\"\n",
+            env,
+        )
+    }
+
+    /// Start a replica on the etcd cluster at `endpoints` (it stands by until it leads).
+    #[allow(dead_code)]
+    pub fn on_etcd(
+        dir: tempfile::TempDir,
+        sections: &str,
+        env: &[(&str, &str)],
+        endpoints: &[String],
+    ) -> Self {
+        let database =
+            format!("db_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"cli/\"\n");
+        Self::start_on(dir, sections, &database, env)
+    }
+
+    /// Start it with `database`, the keys of its `[database]`.
+    fn start_on(
+        dir: tempfile::TempDir,
+        sections: &str,
+        database: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();
-        std::fs::copy(guest("native", "redb.so"), plugins.join("redb.so")).unwrap();
+        let backend = if database.contains("etcd") {
+            "etcd.so"
+        } else {
+            "redb.so"
+        };
+        std::fs::copy(guest("native", backend), plugins.join(backend)).unwrap();
         std::fs::copy(
             guest("component", "least-connections.wasm"),
             plugins.join("least-connections.wasm"),
@@ -233,7 +266,7 @@ impl LoneSms {
             "sms.toml",
             &format!(
                 "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n{sections}\
-                 [database]\ndb_type = \"redb\"\npath = \"sms-data/sms.redb\"\n\
+                 [database]\n{database}\
                  [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
             ),
         );

@@ -133,6 +133,42 @@ impl Cluster {
         }
     }
 
+    /// Start SMS replica `name` on the etcd cluster at `endpoints` (lease TTL 2 s), with the
+    /// etcd plugin added to the plugin directory. It prints its ready line while it stands by.
+    #[allow(dead_code)]
+    pub fn sms_on_etcd(&self, name: &str, endpoints: &[String]) -> Sms {
+        let plugin = self.path().join("plugins/etcd.so");
+        if !plugin.exists() {
+            std::fs::copy(guest("native", "etcd.so"), plugin).unwrap();
+        }
+        let config = self.write(
+            &format!("{name}.toml"),
+            &format!(
+                "heartbeat_timeout = 5\n[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
+             [database]\ndb_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"spearlet-ha/\"\n\
+             [ha]\nlease_ttl_secs = 2\n\
+             [files]\ndir = \"{name}-data/files\"\nmax_upload_mb = 64\n\
+             [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
+            ),
+        );
+        let mut child = Command::new(sms_bin())
+            .current_dir(self.path())
+            .arg("--config")
+            .arg(config)
+            .env("SMS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        Sms {
+            http: field(&line, "http"),
+            grpc: field(&line, "grpc"),
+            token: None,
+            ca: None,
+            child,
+        }
+    }
+
     /// The config text of Spearlet `name` (`extra` appended: plugin sections, executors).
     pub fn spearlet_config(&self, name: &str, extra: &str) -> String {
         format!(
