@@ -37,7 +37,7 @@ fn etcd_keeps_the_storage_contract_in_its_namespace() {
         store.limits(),
         BatchLimits {
             max_ops: 128,
-            max_bytes: 1536 * 1024 - 128 * 32 - 4096
+            max_bytes: 1536 * 1024 - 128 * (32 + "one/".len() as u64) - 4096
         },
         "etcd's default transaction limits"
     );

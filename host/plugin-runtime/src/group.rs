@@ -9,6 +9,7 @@
 //! [fenced](GroupWriter::set_fence): every commit then checks the fence too, and once it does not
 //! hold every write fails with [`WriteError::Fenced`] (a deposed leader cannot write).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,39 @@ impl std::fmt::Debug for GroupWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("GroupWriter")
     }
+}
+
+/// The keys `ops` put or delete.
+fn written_keys(ops: &[BatchOp]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    ops.iter().filter_map(|op| match op {
+        BatchOp::Put { key, .. } | BatchOp::Delete { key } => Some(key.clone()),
+        BatchOp::Check { .. } => None,
+    })
+}
+
+/// Whether `ops` checks a key a write of `group` writes (`written`: those keys, gathered the
+/// first time a write with checks asks).
+fn checks_a_write(
+    ops: &[BatchOp],
+    group: &[Write],
+    written: &mut Option<HashSet<Vec<u8>>>,
+) -> bool {
+    let mut checked = ops.iter().filter_map(|op| match op {
+        BatchOp::Check { key, .. } => Some(key),
+        _ => None,
+    });
+    let Some(first) = checked.next() else {
+        return false;
+    };
+    let keys = written.get_or_insert_with(|| {
+        group
+            .iter()
+            .flat_map(|(ops, _)| written_keys(ops))
+            .collect()
+    });
+    std::iter::once(first)
+        .chain(checked)
+        .any(|k| keys.contains(k))
 }
 
 /// The operations and bytes of `ops`.
@@ -207,15 +241,25 @@ impl Thread {
                 .map_or((0, 0), |f| weigh(std::slice::from_ref(&f.check())));
             let (n, b) = weigh(&first.0);
             (ops, bytes) = (ops + n, bytes + b);
+            // The keys the group writes, once a write with checks asks (a check is evaluated
+            // against the state before the whole commit, so a write that checks a key an earlier
+            // write of the group writes waits for the next commit, where it sees that write).
+            let mut written: Option<HashSet<Vec<u8>>> = None;
             let mut group = vec![first];
             while group.len() < GROUP {
                 let Ok(w) = self.rx.try_recv() else { break };
                 let (n, b) = weigh(&w.0);
-                if ops + n > u64::from(limits.max_ops) || bytes + b > limits.max_bytes {
+                if ops + n > u64::from(limits.max_ops)
+                    || bytes + b > limits.max_bytes
+                    || checks_a_write(&w.0, &group, &mut written)
+                {
                     carried = Some(w);
                     break;
                 }
                 (ops, bytes) = (ops + n, bytes + b);
+                if let Some(keys) = &mut written {
+                    keys.extend(written_keys(&w.0));
+                }
                 group.push(w);
             }
             self.commit(group, fence.as_ref(), &observe);
@@ -293,8 +337,21 @@ impl Thread {
             batch.extend_from_slice(write);
             out.push(match self.backend.batch(&batch) {
                 Ok(true) => Ok(()),
-                // The fence held a moment ago; if it no longer does, the retry finds out.
-                Ok(false) => Err(WriteError::Conflict),
+                Ok(false) => match fence {
+                    // The fence held a moment ago: whether the write's own check or the fence
+                    // failed, a read of the fence tells.
+                    Some(fence)
+                        if self
+                            .backend
+                            .get(&fence.key)
+                            .is_ok_and(|v| v.as_deref() != Some(fence.value.as_slice())) =>
+                    {
+                        self.fenced.send_replace(true);
+                        out.resize(lens.len(), Err(WriteError::Fenced(fence.why.clone())));
+                        return out;
+                    }
+                    _ => Err(WriteError::Conflict),
+                },
                 Err(e) => Err(WriteError::Failed(e.to_string())),
             });
         }
@@ -564,6 +621,24 @@ mod tests {
         assert!(backend.store.get(b"a").unwrap().is_some());
         assert!(backend.store.get(b"b").unwrap().is_none(), "nothing of it");
         assert!(backend.store.get(b"c").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_check_sees_the_writes_queued_before_it() {
+        let (backend, writer) = paced_small();
+        backend.store.put(b"x", b"1").unwrap();
+        // Applied in order, the second write's check sees x = 2 and fails; the third's holds.
+        let outcomes = together(
+            &writer,
+            vec![
+                vec![put("x", "2")],
+                vec![check("x", Some("1")), put("x", "3")],
+                vec![check("x", Some("2")), put("y", "1")],
+            ],
+        );
+        assert_eq!(outcomes, [Ok(()), Err(WriteError::Conflict), Ok(())]);
+        assert_eq!(backend.store.get(b"x").unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(backend.store.get(b"y").unwrap().is_some());
     }
 
     #[test]

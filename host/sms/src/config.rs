@@ -450,6 +450,12 @@ impl SmsConfig {
             d.max_request_bytes.is_some(),
         ];
         if d.db_type == "etcd" {
+            if d.prefix.as_deref() == Some("") {
+                problems.invalid(
+                    "database.prefix",
+                    "must not be empty (etcd takes no empty key); end it with `/`",
+                );
+            }
             if d.endpoints.as_ref().is_none_or(|e| e.list().is_empty()) {
                 problems.invalid(
                     "database.endpoints",

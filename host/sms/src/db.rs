@@ -187,12 +187,18 @@ impl Db {
         self.write(ops).await
     }
 
+    /// The most operations one write may carry: the backend's batch limit, less one for the
+    /// writer's fence.
+    pub fn max_ops(&self) -> u64 {
+        u64::from(self.limits.max_ops.saturating_sub(1).max(1))
+    }
+
     /// Apply `groups`, each atomically, as few writes as the backend's batch limits allow (for
     /// bulk deletes and moves: etcd takes 128 operations a transaction by default). A failure
     /// leaves the groups written before it applied. One operation of each write is left for the
     /// writer's fence.
     pub async fn write_groups(&self, groups: Vec<Vec<BatchOp>>) -> Result<()> {
-        let max_ops = u64::from(self.limits.max_ops.saturating_sub(1).max(1));
+        let max_ops = self.max_ops();
         let mut batch: Vec<BatchOp> = Vec::new();
         let (mut ops, mut bytes) = (0u64, 0u64);
         for group in groups {

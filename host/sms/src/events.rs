@@ -140,14 +140,17 @@ impl EventLog {
         }
         self.first.store(horizon, Ordering::Release);
         let mut cursor = first;
+        // One write per chunk, within the backend's batch limits: a failed write leaves every
+        // event from `cursor` on in place.
+        let chunk = self.db.max_ops().min(2_000);
         while cursor < horizon {
-            let end = horizon.min(cursor + 2_000);
+            let end = horizon.min(cursor + chunk);
             let ops = (cursor..end)
                 .map(|c| spear_plugin_api::storage::BatchOp::Delete {
                     key: key(c).into_bytes(),
                 })
                 .collect();
-            if let Err(e) = self.db.write_each(ops).await {
+            if let Err(e) = self.db.batch(ops).await {
                 // Those from `cursor` on are still there: readers may read them, and the next
                 // compaction deletes them.
                 self.first.store(cursor, Ordering::Release);

@@ -133,6 +133,9 @@ async fn main() {
         tokio::select! {
             why = &mut deposed => {
                 eprintln!("sms: no longer the leader ({why}); stopping so that it writes nothing");
+                // Its writes are refused by the fence already: a moment for the answers saying so
+                // to reach their clients, then out.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 std::process::exit(3);
             }
             _ = int.recv() => break,

@@ -194,7 +194,12 @@ pub fn standby(
         &mut watchers,
     )?;
     let limits = config.http.limits()?;
-    let rest = crate::ha::follower::rest_router(leader.clone());
+    let scheme = if config.http.enable_tls {
+        "https"
+    } else {
+        "http"
+    };
+    let rest = crate::ha::follower::rest_router(leader.clone(), scheme);
     let serve = |l: &std::net::TcpListener, app, tls| -> anyhow::Result<()> {
         tokio::spawn(spear_edge::http::serve(
             tokio_listener(l)?,

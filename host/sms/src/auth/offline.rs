@@ -49,6 +49,15 @@ pub enum TokenCommand {
 /// Run `command` against the state `config` names.
 pub async fn run(config: SmsConfig, command: Command) -> anyhow::Result<()> {
     let Command::Token(command) = command;
+    // redb's lock keeps this away from a running SMS; etcd has no such lock, and the leader
+    // keeps its tokens in memory: a change made here would not reach it (a revoked token would
+    // still be taken).
+    if config.database.db_type == "etcd" {
+        anyhow::bail!(
+            "`sms token` works on a stopped SMS's own store; on etcd the replicas keep running: \
+             use `spear token` against the leader"
+        );
+    }
     let runtime = config.runtime_config()?;
     let source = config.source.clone();
     let plugins: Arc<PluginHost> =

@@ -215,6 +215,11 @@ fn the_etcd_keys_are_read_for_etcd_and_refused_with_another_backend() {
             "needs its cluster's client URLs",
         ),
         (
+            "[database]\ndb_type = \"etcd\"\nendpoints = \"http://a:2379\"\nprefix = \"\"\n",
+            "database.prefix",
+            "must not be empty",
+        ),
+        (
             "[database]\nprefix = \"x/\"\n",
             "database.prefix",
             "only the etcd backend takes it (db_type is `redb`)",

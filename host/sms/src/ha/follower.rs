@@ -9,7 +9,8 @@
 //!   kept), with a `not_leader` error body naming the leader; `503` `not_leader` while no SMS
 //!   leads (an election is under way). `GET /healthz` answers `200` with `role: "follower"`
 //!   and the leader, so that a process supervisor sees it alive; a load balancer should route
-//!   to the SMS whose `/healthz` says `role: "leader"`.
+//!   to the SMS whose `/healthz` says `role: "leader"`. `GET /metrics` answers `sms_leader 0`
+//!   (a scrape of every replica tells who leads).
 //! - gRPC: every call fails `UNAVAILABLE` with the leader's gRPC address in the message and in
 //!   the `spear-leader` metadata (a client with a list of SMS addresses tries the next).
 
@@ -25,9 +26,18 @@ use super::LeaderInfo;
 /// The leader, as this follower last saw the election.
 pub type Leader = watch::Receiver<Option<LeaderInfo>>;
 
-/// The follower's REST (and web admin) router.
-pub fn rest_router(leader: Leader) -> Router {
-    Router::new().fallback(rest).with_state(leader)
+/// The follower's REST (and web admin) router; its redirects use `scheme` (`https` when the
+/// listeners speak TLS).
+pub fn rest_router(leader: Leader, scheme: &'static str) -> Router {
+    Router::new()
+        .fallback(rest)
+        .with_state(Rest { leader, scheme })
+}
+
+#[derive(Clone)]
+struct Rest {
+    leader: Leader,
+    scheme: &'static str,
 }
 
 /// The follower's gRPC router (gRPC is HTTP/2: any path answers a trailers-only `UNAVAILABLE`).
@@ -35,8 +45,15 @@ pub fn grpc_router(leader: Leader) -> Router {
     Router::new().fallback(grpc).with_state(leader)
 }
 
-async fn rest(State(leader): State<Leader>, request: Request) -> Response {
+async fn rest(State(Rest { leader, scheme }): State<Rest>, request: Request) -> Response {
     let leader = leader.borrow().clone();
+    if request.uri().path() == "/metrics" {
+        // What a scrape of every replica needs to tell who leads.
+        let text = "# HELP sms_leader 1 while this SMS leads\n# TYPE sms_leader gauge\nsms_leader 0\n\
+                    # HELP sms_leader_term The election term this SMS leads in (0 without an election)\n\
+                    # TYPE sms_leader_term gauge\nsms_leader_term 0\n";
+        return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
+    }
     if request.uri().path() == "/healthz" {
         return axum::Json(json!({
             "status": "ok",
@@ -58,7 +75,7 @@ async fn rest(State(leader): State<Leader>, request: Request) -> Response {
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let location = format!("http://{}{path}", leader.http);
+    let location = format!("{scheme}://{}{path}", leader.http);
     let body = json!({
         "error": {
             "code": "not_leader",

@@ -272,10 +272,14 @@ async fn keep_alive(
     // The time the last answered renewal was sent: etcd's lease runs at least until then + ttl.
     let mut renewed = Instant::now();
     loop {
-        let opened = members
-            .call(move |mut c| async move { c.lease_keep_alive(lease).await })
-            .await;
-        if let Ok((mut keeper, mut answers)) = opened {
+        // Not past the lease's end: each member may take its whole timeout to fail.
+        let left = ttl.saturating_sub(renewed.elapsed());
+        let opened = tokio::time::timeout(
+            left,
+            members.call(move |mut c| async move { c.lease_keep_alive(lease).await }),
+        )
+        .await;
+        if let Ok(Ok((mut keeper, mut answers))) = opened {
             loop {
                 let sent = Instant::now();
                 if keeper.keep_alive().await.is_err() {

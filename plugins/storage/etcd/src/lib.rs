@@ -42,6 +42,9 @@ use spear_plugin_api::{PluginError, PluginInfo, PluginKind, StorageBackend, pars
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+/// The largest answer decoded (tonic's default is 4 MiB; a scan page may be larger, and is
+/// fetched in smaller pieces when it is over this).
+pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
 /// The deadline of a request when the configuration does not say.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 /// The namespace when the configuration does not say.
@@ -111,17 +114,21 @@ fn permanent(e: &etcd_client::Error) -> bool {
     }
 }
 
-/// Whether `e` says the request was not taken: the member could not be reached, or has no
-/// leader to propose it to.
+/// Whether `e` says, for certain, that the request was not taken: the member could not be
+/// connected to, or has no leader to propose it to. (A connection that broke after the request
+/// was sent — "connection closed before message completed", say — may have carried it.)
 fn not_taken(e: &etcd_client::Error) -> bool {
     match e {
+        // Made while building a channel, before any request.
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(status) => {
             let message = status.message();
             [
-                "connect",
+                "error trying to connect",
+                "tcp connect error",
                 "Connection refused",
-                "no leader",
+                "etcdserver: no leader",
+                // The channel's connect timeout (it has no request timeout: `call` keeps that).
                 "Timeout expired",
             ]
             .iter()
@@ -133,6 +140,16 @@ fn not_taken(e: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A KV client on `c` that decodes answers up to [`MAX_ANSWER`].
+fn kv(c: &Client) -> etcd_client::KvClient {
+    c.kv_client().max_decoding_message_size(MAX_ANSWER)
+}
+
+/// Whether `e` is an answer too large to decode (a scan page of large values).
+fn too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange)
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix;
@@ -267,9 +284,9 @@ impl Inner {
                 BatchOp::Check { .. } => continue,
             };
             let key = self.key(key);
-            let (answer, _) = self.call("read-back", |mut c| {
+            let (answer, _) = self.call("read-back", |c| {
                 let key = key.clone();
-                async move { c.get(key, None).await }
+                async move { kv(&c).get(key, None).await }
             })?;
             if answer.kvs().first().map(|kv| kv.value()) != want {
                 return Ok(false);
@@ -294,6 +311,15 @@ impl Inner {
         ops: Vec<TxnOp>,
         writes: &[&BatchOp],
     ) -> Result<bool, PluginError> {
+        let bytes: u64 = writes.iter().map(|op| op.size()).sum::<u64>()
+            + (self.prefix.len() * (compares.len() + ops.len())) as u64;
+        if bytes > self.max_request_bytes {
+            return Err(PluginError(format!(
+                "etcd {what}: {bytes} bytes are over the limit of {} in one request \
+                 (etcd's --max-request-bytes; this backend's `max_request_bytes`)",
+                self.max_request_bytes
+            )));
+        }
         let most = compares.len().max(ops.len());
         if most > self.max_txn_ops as usize {
             return Err(PluginError(format!(
@@ -303,9 +329,9 @@ impl Inner {
             )));
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let (answer, maybe_taken) = self.call(what, |mut c| {
+        let (answer, maybe_taken) = self.call(what, |c| {
             let txn = txn.clone();
-            async move { c.txn(txn).await }
+            async move { kv(&c).txn(txn).await }
         })?;
         if !answer.succeeded() && maybe_taken {
             // The checks fail when an earlier copy of this transaction applied (a value it
@@ -357,6 +383,11 @@ impl StorageBackend for Etcd {
         if max_request_bytes < 65536 {
             return Err(PluginError::new(
                 "`max_request_bytes` must be at least 65536",
+            ));
+        }
+        if config.prefix.as_deref() == Some("") {
+            return Err(PluginError::new(
+                "`prefix` must not be empty (etcd takes no empty key); end it with `/`",
             ));
         }
         let timeout = Duration::from_millis(timeout_ms);
@@ -414,10 +445,11 @@ impl StorageBackend for Etcd {
         // Connections are made lazily: one read proves the cluster answers and has a leader.
         let probe = inner.key(b"");
         inner
-            .call("probe", |mut c| {
+            .call("probe", |c| {
                 let probe = probe.clone();
                 async move {
-                    c.get(probe, Some(GetOptions::new().with_count_only()))
+                    kv(&c)
+                        .get(probe, Some(GetOptions::new().with_count_only()))
                         .await
                 }
             })
@@ -429,9 +461,9 @@ impl StorageBackend for Etcd {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
         let inner = self.inner()?;
         let key = inner.key(key);
-        let (answer, _) = inner.call("get", |mut c| {
+        let (answer, _) = inner.call("get", |c| {
             let key = key.clone();
-            async move { c.get(key, None).await }
+            async move { kv(&c).get(key, None).await }
         })?;
         Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
     }
@@ -439,9 +471,9 @@ impl StorageBackend for Etcd {
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), PluginError> {
         let inner = self.inner()?;
         let key = inner.key(key);
-        inner.call("put", |mut c| {
+        inner.call("put", |c| {
             let (key, value) = (key.clone(), value.to_vec());
-            async move { c.put(key, value, None).await }
+            async move { kv(&c).put(key, value, None).await }
         })?;
         Ok(())
     }
@@ -449,9 +481,9 @@ impl StorageBackend for Etcd {
     fn delete(&self, key: &[u8]) -> Result<bool, PluginError> {
         let inner = self.inner()?;
         let key = inner.key(key);
-        let (answer, _) = inner.call("delete", |mut c| {
+        let (answer, _) = inner.call("delete", |c| {
             let key = key.clone();
-            async move { c.delete(key, None::<DeleteOptions>).await }
+            async move { kv(&c).delete(key, None::<DeleteOptions>).await }
         })?;
         Ok(answer.deleted() > 0)
     }
@@ -475,18 +507,49 @@ impl StorageBackend for Etcd {
             }
             _ => full.clone(),
         };
-        let options = GetOptions::new()
-            .with_range(prefix_end(&full))
-            .with_limit(i64::from(limit));
-        let (answer, _) = inner.call("scan", |mut c| {
-            let (start, options) = (start.clone(), options.clone());
-            async move { c.get(start, Some(options)).await }
-        })?;
-        Ok(answer
-            .kvs()
-            .iter()
-            .map(|kv| (kv.key()[inner.prefix.len()..].to_vec(), kv.value().to_vec()))
-            .collect())
+        let end = prefix_end(&full);
+        let mut start = start;
+        let mut out = Vec::new();
+        // Pages are asked for by count; a page over MAX_ANSWER is asked for again in quarters.
+        let mut chunk = limit;
+        while (out.len() as u32) < limit {
+            let want = chunk.min(limit - out.len() as u32);
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(i64::from(want));
+            let (answer, _) = inner.call("scan", |c| {
+                let (start, options) = (start.clone(), options.clone());
+                async move {
+                    match kv(&c).get(start, Some(options)).await {
+                        Err(e) if too_large(&e) => Ok(None),
+                        other => other.map(Some),
+                    }
+                }
+            })?;
+            let Some(answer) = answer else {
+                if want == 1 {
+                    return Err(PluginError(format!(
+                        "etcd scan: one value is over {} MiB",
+                        MAX_ANSWER >> 20
+                    )));
+                }
+                chunk = (want / 4).max(1);
+                continue;
+            };
+            let kvs = answer.kvs();
+            out.extend(
+                kvs.iter()
+                    .map(|kv| (kv.key()[inner.prefix.len()..].to_vec(), kv.value().to_vec())),
+            );
+            match kvs.last() {
+                Some(last) if kvs.len() as u32 == want && answer.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
@@ -544,8 +607,10 @@ impl StorageBackend for Etcd {
         let Ok(inner) = self.inner() else {
             return BatchLimits::UNLIMITED;
         };
-        // A transaction's encoding adds a few bytes to each key and value; leave room for it.
-        let overhead = u64::from(inner.max_txn_ops) * 32 + 4096;
+        // A transaction's encoding adds a few bytes to each key and value, and the namespace to
+        // each key; leave room for them.
+        let per_op = 32 + inner.prefix.len() as u64;
+        let overhead = u64::from(inner.max_txn_ops) * per_op + 4096;
         BatchLimits {
             max_ops: inner.max_txn_ops,
             max_bytes: inner.max_request_bytes.saturating_sub(overhead),
@@ -600,6 +665,7 @@ mod tests {
             refused(r#"{"endpoints": ["http://x"], "max_txn_ops": 1}"#).contains("max_txn_ops")
         );
         assert!(refused(r#"{"endpoints": ["http://x"], "user": "u"}"#).contains("`password`"));
+        assert!(refused(r#"{"endpoints": ["http://x"], "prefix": ""}"#).contains("`prefix`"));
         assert!(
             refused(r#"{"endpoints": ["http://x"], "tls": true}"#).contains("unknown field `tls`")
         );
