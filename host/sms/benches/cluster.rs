@@ -6,7 +6,8 @@
 //! Measures, for 1,000 and 10,000 nodes: placements per second from submit to the assignment
 //! arriving at its node, p50/p99 of submit → assigned and submit → delivered, heartbeats absorbed
 //! per second, and resident memory per idle node. Baselines in the same run: the same workload on
-//! the `memory` storage backend (no disk), to show what durability costs.
+//! the `memory` storage backend (no disk), to show what durability costs; `redb`; and `etcd`, a
+//! three-member cluster on the same machine, SMS elected and its writes fenced as a replica's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,18 @@ use spear_sms::model::{Executable, now_ms};
 use spear_sms::nodes::Heartbeat;
 use spear_sms::service::Sms;
 
-use common::{rss_bytes, sandbox, wasm_node};
+use common::{rss_bytes, sandbox, sandbox_on_etcd, wasm_node};
+
+/// A name no earlier run used.
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
 
 mod common;
 
@@ -74,9 +86,37 @@ fn pct(v: &mut [i64], p: f64) -> i64 {
 
 /// Submit `executions` as fast as 256 submitters can (`rate` = None), or paced at `rate` per second
 /// from one submitter.
-async fn placements(nodes: usize, db: &'static str, executions: u64, rate: Option<u64>) -> Row {
-    let (_dir, config) = sandbox(db);
-    let running = spear_sms::server::start(config).await.unwrap();
+async fn placements(
+    nodes: usize,
+    db: &'static str,
+    executions: u64,
+    rate: Option<u64>,
+    etcd: Option<&[String]>,
+) -> Row {
+    let (_dir, running, _candidate) = match etcd {
+        None => {
+            let (dir, config) = sandbox(db);
+            (dir, spear_sms::server::start(config).await.unwrap(), None)
+        }
+        Some(endpoints) => {
+            // As a replica would: elected, every write fenced. A namespace of its own per run.
+            let prefix = format!("bench-{}/", uuid_like());
+            let (dir, config) = sandbox_on_etcd(endpoints, &prefix);
+            let candidate = spear_sms::ha::Candidate::join(&config).await.unwrap();
+            let me = spear_sms::ha::LeaderInfo {
+                id: prefix.clone(),
+                http: "127.0.0.1:1".into(),
+                grpc: "127.0.0.1:2".into(),
+            };
+            let won = candidate.campaign(&me).await.unwrap();
+            let prepared = spear_sms::server::prepare(&config).await.unwrap();
+            let listeners = spear_sms::server::Listeners::bind(&config).unwrap();
+            let running = spear_sms::server::start_on(config, prepared, &listeners, Some(&won))
+                .await
+                .unwrap();
+            (dir, running, Some(candidate))
+        }
+    };
     let sms = running.sms.clone();
     let (_uuids, delivered, latencies) = attach(&sms, nodes, true).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -200,10 +240,14 @@ fn main() {
         println!("Saturated: {executions} executions from 256 concurrent submitters (latency includes queueing). Paced: 5,000/s from one submitter, each submit awaited (on redb that caps it at one durable commit per submit).\n");
         println!("| nodes | storage | load | placements/s | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
         println!("|---:|---|---|---:|---:|---:|---:|---:|");
+        // A three-member etcd cluster on this machine, for the `etcd` rows.
+        let etcd = spear_tests::etcd::EtcdCluster::start(3);
+        let endpoints = etcd.endpoints();
         for nodes in [1_000usize, 10_000] {
-            for db in ["memory", "redb"] {
+            for db in ["memory", "redb", "etcd"] {
                 for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
-                    let r = placements(nodes, db, n, rate).await;
+                    let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
+                    let r = placements(nodes, db, n, rate, on_etcd).await;
                     println!(
                         "| {} | {} | {load} | {:.0} | {} | {} | {} | {} |",
                         r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99

@@ -19,24 +19,43 @@ pub fn rss_bytes() -> u64 {
 /// A temporary directory with the storage plugins and the least-connections strategy, and an SMS
 /// config on `db` (`redb` or `memory`) with the defaults for the rest (retention included).
 pub fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
+    sandbox_with(db, None)
+}
+
+/// [`sandbox`] on the etcd cluster at `endpoints`, under the namespace `prefix`.
+#[allow(dead_code)]
+pub fn sandbox_on_etcd(endpoints: &[String], prefix: &str) -> (tempfile::TempDir, SmsConfig) {
+    sandbox_with("etcd", Some((endpoints, prefix)))
+}
+
+fn sandbox_with(db: &str, etcd: Option<(&[String], &str)>) -> (tempfile::TempDir, SmsConfig) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     for (form, file) in [
         ("native", "redb.so"),
         ("native", "memory.so"),
+        ("native", "etcd.so"),
         ("component", "least-connections.wasm"),
     ] {
         std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
     }
+    let database = match etcd {
+        Some((endpoints, prefix)) => {
+            format!("db_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"{prefix}\"\n")
+        }
+        None => format!(
+            "db_type = \"{db}\"\npath = \"{}\"\n",
+            dir.path().join("sms.redb").display()
+        ),
+    };
     let config = dir.path().join("sms.toml");
     std::fs::write(
         &config,
         format!(
-            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[database]\ndb_type = \"{db}\"\npath = \"{}\"\n\
+            "[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n[database]\n{database}\
              [files]\ndir = \"{}\"\nmax_upload_mb = 1\n[plugins]\ndir = \"plugins\"\nwatch = false\ncall_timeout_ms = 100\n\
              [scheduler]\nstrategy = \"least-connections\"\n",
-            dir.path().join("sms.redb").display(),
             dir.path().join("files").display()
         ),
     )
