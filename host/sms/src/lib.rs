@@ -27,6 +27,7 @@ pub mod health;
 pub mod history;
 pub mod listen;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod nodes;
 pub mod outbox;

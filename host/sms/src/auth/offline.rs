@@ -17,6 +17,9 @@ pub enum Command {
     /// Tokens: create, list, revoke (opens SMS's database: SMS must be stopped).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Storage: migrate SMS's state between backends (SMS stopped on both).
+    #[command(subcommand)]
+    Storage(crate::migrate::StorageCommand),
 }
 
 /// `sms token …`.
@@ -48,7 +51,10 @@ pub enum TokenCommand {
 
 /// Run `command` against the state `config` names.
 pub async fn run(config: SmsConfig, command: Command) -> anyhow::Result<()> {
-    let Command::Token(command) = command;
+    let command = match command {
+        Command::Token(command) => command,
+        Command::Storage(command) => return crate::migrate::run(config, command).await,
+    };
     // redb's lock keeps this away from a running SMS; etcd has no such lock, and the leader
     // keeps its tokens in memory: a change made here would not reach it (a revoked token would
     // still be taken).

@@ -12,6 +12,7 @@ mod etcd;
 mod full_disk;
 mod grpc;
 mod ha;
+mod migrate;
 mod paging;
 mod plugin_stall;
 mod races;
