@@ -75,6 +75,8 @@ pub struct Agent {
     pub draining: watch::Sender<bool>,
     /// Fatal condition that ends the process (SMS lost for too long).
     pub fatal: watch::Sender<Option<String>>,
+    /// Executor failures by executor, for `/metrics`.
+    pub executor_failures: crate::metrics::ExecutorFailures,
     last_cpu: std::sync::Mutex<figures::CpuTimes>,
 }
 
@@ -171,6 +173,7 @@ impl Agent {
             connected: watch::channel(false).0,
             draining: watch::channel(false).0,
             fatal: watch::channel(None).0,
+            executor_failures: crate::metrics::ExecutorFailures::default(),
             last_cpu: std::sync::Mutex::new(figures::cpu_times()),
         }))
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod executors;
 pub mod figures;
 pub mod guard;
+pub mod metrics;
 pub mod pool;
 pub mod reload;
 pub mod reports;

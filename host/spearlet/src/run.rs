@@ -209,6 +209,9 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
     // A start under a queue deadline is told at once: the deadline counts until SMS hears it.
     let hold_start = exec.queue_timeout_ms == 0;
     let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
+    if broken {
+        agent.executor_failures.count(&loaded.name);
+    }
     agent.pools.release(lease, outcome.success, broken, memory);
     tracing::info!(execution = %id, ?tier, success = outcome.success, "execution finished");
     outcome

@@ -72,6 +72,7 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/instances", get(instances))
         .route("/api/v1/plugins", get(plugins))
@@ -160,6 +161,16 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "strategy": agent.plugins.strategy().active(),
         "reclaimer": agent.plugins.reclaimer().active(),
     }))
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&agent).await,
+    )
 }
 
 async fn instances(State(agent): State<Arc<Agent>>) -> Json<Value> {

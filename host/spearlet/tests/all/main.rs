@@ -11,6 +11,7 @@ mod end_to_end;
 mod examples;
 mod executors;
 mod ha;
+mod metrics;
 mod old_sms;
 mod plugin_stall;
 mod tls;
