@@ -92,6 +92,7 @@ async fn placements(
     executions: u64,
     rate: Option<u64>,
     etcd: Option<&[String]>,
+    grpc: bool,
 ) -> Row {
     let (_dir, running, _candidate) = match etcd {
         None => {
@@ -118,7 +119,12 @@ async fn placements(
         }
     };
     let sms = running.sms.clone();
-    let (_uuids, delivered, latencies) = attach(&sms, nodes, true).await;
+    let (delivered, latencies) = if grpc {
+        attach_grpc(running.grpc_addr, nodes).await
+    } else {
+        let (_uuids, delivered, latencies) = attach(&sms, nodes, true).await;
+        (delivered, latencies)
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
     let submitters = if rate.is_some() { 1 } else { 256 };
@@ -175,6 +181,64 @@ async fn placements(
         delivered_p50: pct(&mut delivered_ms, 0.5),
         delivered_p99: pct(&mut delivered_ms, 0.99),
     }
+}
+
+/// `n` fake Spearlets on real sockets: each registers over gRPC and opens its assignment stream
+/// on a connection of its own, in a task of its own, counting what it receives.
+async fn attach_grpc(
+    grpc: std::net::SocketAddr,
+    n: usize,
+) -> (Arc<AtomicU64>, Arc<std::sync::Mutex<Vec<(i64, i64)>>>) {
+    use spear_proto::v1;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = format!("http://{grpc}");
+    let mut nodes = v1::node_service_client::NodeServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    for i in 0..n {
+        let r = wasm_node(i, None);
+        let uuid = nodes
+            .register_node(v1::RegisterNodeRequest {
+                ip_address: r.ip_address,
+                port: 9000,
+                capacity: Some(v1::Resources {
+                    cpu_millis: r.capacity.cpu_millis,
+                    memory_mb: r.capacity.memory_mb,
+                    disk_mb: 0,
+                }),
+                executors: r.executors,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .uuid;
+        let mut execs = v1::execution_service_client::ExecutionServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let mut stream = execs
+            .assignments(v1::AssignmentsRequest {
+                node_uuid: uuid,
+                after: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (d, l) = (delivered.clone(), latencies.clone());
+        tokio::spawn(async move {
+            let _execs = execs;
+            while let Ok(Some(a)) = stream.message().await {
+                let Some(e) = a.execution else { continue };
+                let now = now_ms();
+                l.lock()
+                    .unwrap()
+                    .push((e.updated_at_ms - e.submitted_at_ms, now - e.submitted_at_ms));
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    (delivered, latencies)
 }
 
 /// Heartbeats per second; resident memory per registered node, and per node with an open
@@ -247,13 +311,24 @@ fn main() {
             for db in ["memory", "redb", "etcd"] {
                 for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
                     let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
-                    let r = placements(nodes, db, n, rate, on_etcd).await;
+                    let r = placements(nodes, db, n, rate, on_etcd, false).await;
                     println!(
                         "| {} | {} | {load} | {:.0} | {} | {} | {} | {} |",
                         r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99
                     );
                 }
             }
+        }
+        println!("\n## Over real gRPC: 1,000 fake Spearlets, each its own connection and stream\n");
+        println!("| nodes | storage | placements/s (saturated) | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
+        println!("|---:|---|---:|---:|---:|---:|---:|");
+        for db in ["redb", "etcd"] {
+            let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
+            let r = placements(1_000, db, executions, None, on_etcd, true).await;
+            println!(
+                "| {} | {} | {:.0} | {} | {} | {} | {} |",
+                r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99
+            );
         }
         println!("\n## Heartbeats and memory\n");
         println!("| nodes | heartbeats/s (8 concurrent senders) | resident memory per registered idle node | per connected idle node (with its in-process receiver) |");
