@@ -168,3 +168,26 @@ fn lose_one_member(victim: &str) {
     );
     assert_eq!(only_first.scan(b"k", None, 1000).unwrap().len(), 100);
 }
+
+#[test]
+fn a_scan_page_larger_than_a_grpc_answer_is_fetched_in_pieces() {
+    let cluster = EtcdCluster::start(1);
+    let store = etcd(&cluster, "big/");
+    // 50 values of 1.4 MiB (etcd takes 1.5 MiB a request): 70 MiB, over the 64 MiB the client
+    // decodes in one answer.
+    let value = vec![7u8; 1400 * 1024];
+    for i in 0..50 {
+        store.put(format!("k{i:02}").as_bytes(), &value).unwrap();
+    }
+    let page = store.scan(b"k", None, 1000).unwrap();
+    assert_eq!(page.len(), 50, "every record, in one page as asked");
+    assert!(page.iter().all(|(_, v)| v.len() == value.len()));
+    let keys: Vec<_> = page.iter().map(|(k, _)| k.clone()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "in key order, nothing twice");
+    // And after a key, as paging does.
+    let rest = store.scan(b"k", Some(b"k09"), 1000).unwrap();
+    assert_eq!(rest.len(), 40);
+    assert_eq!(rest[0].0, b"k10");
+}
