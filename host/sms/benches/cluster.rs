@@ -108,6 +108,7 @@ async fn placements(
                 id: prefix.clone(),
                 http: "127.0.0.1:1".into(),
                 grpc: "127.0.0.1:2".into(),
+                admin: None,
             };
             let won = candidate.campaign(&me).await.unwrap();
             let prepared = spear_sms::server::prepare(&config).await.unwrap();

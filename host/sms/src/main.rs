@@ -89,6 +89,9 @@ async fn main() {
             grpc: ha
                 .advertise_grpc
                 .unwrap_or_else(|| bound(listeners.grpc_addr())),
+            admin: ha
+                .advertise_admin
+                .or_else(|| listeners.admin_addr().ok().flatten().map(|a| a.to_string())),
         };
         let won = tokio::select! {
             won = candidate.campaign(&me) => won.unwrap_or_else(|e| fail(e)),

@@ -199,7 +199,8 @@ pub fn standby(
     } else {
         "http"
     };
-    let rest = crate::ha::follower::rest_router(leader.clone(), scheme);
+    let rest = crate::ha::follower::rest_router(leader.clone(), scheme, false);
+    let admin_pages = crate::ha::follower::rest_router(leader.clone(), scheme, true);
     let serve = |l: &std::net::TcpListener, app, tls| -> anyhow::Result<()> {
         tokio::spawn(spear_edge::http::serve(
             tokio_listener(l)?,
@@ -210,9 +211,9 @@ pub fn standby(
         ));
         Ok(())
     };
-    serve(&listeners.http, rest.clone(), http_tls.clone())?;
+    serve(&listeners.http, rest, http_tls.clone())?;
     if let Some(admin) = &listeners.admin {
-        serve(admin, rest, http_tls)?;
+        serve(admin, admin_pages, http_tls)?;
     }
     serve(
         &listeners.grpc,

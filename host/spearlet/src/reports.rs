@@ -156,8 +156,8 @@ impl Reporter {
     /// Number of results waiting.
     pub async fn backlog(&self) -> Result<usize> {
         let unstored = self.unstored_keys();
-        let stored = self.store.scan::<PendingReport>("report/").await?;
-        Ok(unstored.len() + stored.iter().filter(|(k, _)| !unstored.contains(k)).count())
+        let stored = self.store.count_except("report/", unstored.clone()).await?;
+        Ok(unstored.len() + stored)
     }
 
     fn unstored_keys(&self) -> std::collections::HashSet<String> {

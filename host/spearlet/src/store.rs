@@ -219,6 +219,33 @@ impl Store {
         decode(rows)
     }
 
+    /// The keys under `prefix` that are not in `except`, counted a page at a time without
+    /// decoding a record (or keeping more than a page).
+    pub async fn count_except(
+        &self,
+        prefix: &str,
+        except: std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let p = prefix.as_bytes().to_vec();
+        self.blocking(move |b| {
+            let mut n = 0;
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = b.scan(&p, after.as_deref(), 1024)?;
+                let done = page.len() < 1024;
+                n += page
+                    .iter()
+                    .filter(|(k, _)| std::str::from_utf8(k).map_or(true, |k| !except.contains(k)))
+                    .count();
+                after = page.last().map(|(k, _)| k.clone());
+                if done {
+                    return Ok(n);
+                }
+            }
+        })
+        .await
+    }
+
     /// At most `limit` records under `prefix` whose keys come after `after` (all when `None`),
     /// in key order.
     pub async fn scan_page<T: DeserializeOwned + Send + 'static>(

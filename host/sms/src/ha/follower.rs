@@ -26,18 +26,21 @@ use super::LeaderInfo;
 /// The leader, as this follower last saw the election.
 pub type Leader = watch::Receiver<Option<LeaderInfo>>;
 
-/// The follower's REST (and web admin) router; its redirects use `scheme` (`https` when the
-/// listeners speak TLS).
-pub fn rest_router(leader: Leader, scheme: &'static str) -> Router {
-    Router::new()
-        .fallback(rest)
-        .with_state(Rest { leader, scheme })
+/// The follower's REST router (or, with `admin`, its web admin's: it redirects to the leader's
+/// web admin); its redirects use `scheme` (`https` when the listeners speak TLS).
+pub fn rest_router(leader: Leader, scheme: &'static str, admin: bool) -> Router {
+    Router::new().fallback(rest).with_state(Rest {
+        leader,
+        scheme,
+        admin,
+    })
 }
 
 #[derive(Clone)]
 struct Rest {
     leader: Leader,
     scheme: &'static str,
+    admin: bool,
 }
 
 /// The follower's gRPC router (gRPC is HTTP/2: any path answers a trailers-only `UNAVAILABLE`).
@@ -45,7 +48,14 @@ pub fn grpc_router(leader: Leader) -> Router {
     Router::new().fallback(grpc).with_state(leader)
 }
 
-async fn rest(State(Rest { leader, scheme }): State<Rest>, request: Request) -> Response {
+async fn rest(
+    State(Rest {
+        leader,
+        scheme,
+        admin,
+    }): State<Rest>,
+    request: Request,
+) -> Response {
     let leader = leader.borrow().clone();
     if request.uri().path() == "/metrics" {
         // What a scrape of every replica needs to tell who leads.
@@ -75,7 +85,12 @@ async fn rest(State(Rest { leader, scheme }): State<Rest>, request: Request) -> 
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let location = format!("{scheme}://{}{path}", leader.http);
+    // The web admin's pages go to the leader's web admin (its REST address when it says none).
+    let target = match (&leader.admin, admin) {
+        (Some(a), true) => a,
+        _ => &leader.http,
+    };
+    let location = format!("{scheme}://{target}{path}");
     let body = json!({
         "error": {
             "code": "not_leader",

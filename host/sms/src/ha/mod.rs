@@ -37,6 +37,8 @@ pub struct HaConfig {
     pub advertise_http: Option<String>,
     /// `host:port` clients reach this SMS's gRPC API at (default: `grpc.addr` as bound).
     pub advertise_grpc: Option<String>,
+    /// `host:port` browsers reach this SMS's web admin at (default: `web_admin_addr` as bound).
+    pub advertise_admin: Option<String>,
 }
 
 impl Default for HaConfig {
@@ -45,6 +47,7 @@ impl Default for HaConfig {
             lease_ttl_secs: 5,
             advertise_http: None,
             advertise_grpc: None,
+            advertise_admin: None,
         }
     }
 }
@@ -58,6 +61,7 @@ impl HaConfig {
         for (key, value) in [
             ("ha.advertise_http", &self.advertise_http),
             ("ha.advertise_grpc", &self.advertise_grpc),
+            ("ha.advertise_admin", &self.advertise_admin),
         ] {
             if let Some(v) = value
                 && !is_host_port(v)
@@ -91,6 +95,9 @@ pub struct LeaderInfo {
     pub http: String,
     /// Where its gRPC API is (`host:port`).
     pub grpc: String,
+    /// Where its web admin is (`host:port`), when it serves one.
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// An SMS that takes part in the election: its lease, kept alive from the start.

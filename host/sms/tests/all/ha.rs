@@ -140,7 +140,9 @@ fn following_node(
 async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing() {
     let cluster = EtcdCluster::start(3);
     let endpoints = cluster.endpoints();
-    let extra = format!("[ha]\nlease_ttl_secs = {TTL}\n");
+    let extra = format!(
+        "enable_web_admin = true\nweb_admin_addr = \"127.0.0.1:0\"\n[ha]\nlease_ttl_secs = {TTL}\n"
+    );
     let sandboxes: Vec<Sandbox> = (0..3)
         .map(|_| Sandbox::on_etcd(&extra, &endpoints, "ha-test/"))
         .collect();
@@ -176,6 +178,30 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_leader", "{body}");
     assert_eq!(body["leader"]["grpc"], leading.grpc.to_string(), "{body}");
+    // Its web admin sends browsers to the leader's web admin.
+    let standby_admin = replicas[follower].as_ref().unwrap().admin.unwrap();
+    let r = direct
+        .get(format!("http://{standby_admin}/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{}/admin", leading.admin.unwrap()).as_str()
+    );
+    // Its /metrics says it does not lead (a scrape of every replica tells who does).
+    let metrics = direct
+        .get(format!("{}/metrics", urls[follower]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("sms_leader 0"), "{metrics}");
+    let metrics = common::get_text(&c, leading, "/metrics").await;
+    assert!(metrics.contains("sms_leader 1"), "{metrics}");
     let mut nodes =
         v1::node_service_client::NodeServiceClient::connect(format!("http://{}", grpc[follower]))
             .await
