@@ -1,7 +1,8 @@
 //! SMS under a simulated cluster: fake Spearlets attached in-process (the same assignment streams
 //! the gRPC `Assignments` call serves, without the sockets).
 //!
-//! Run: `cargo bench -p spear-sms --bench cluster` (`-- quick` for a short run).
+//! Run: `cargo bench -p spear-sms --bench cluster` (`-- quick` for a short run; `-- grpc`: only
+//! the rows over real gRPC).
 //!
 //! Measures, for 1,000 and 10,000 nodes: placements per second from submit to the assignment
 //! arriving at its node, p50/p99 of submit → assigned and submit → delivered, heartbeats absorbed
@@ -308,7 +309,9 @@ fn main() {
         // A three-member etcd cluster on this machine, for the `etcd` rows.
         let etcd = spear_tests::etcd::EtcdCluster::start(3);
         let endpoints = etcd.endpoints();
-        for nodes in [1_000usize, 10_000] {
+        // `-- grpc`: only the rows over real gRPC (for profiling them).
+        let only_grpc = std::env::args().any(|a| a == "grpc");
+        for nodes in [1_000usize, 10_000].into_iter().filter(|_| !only_grpc) {
             for db in ["memory", "redb", "etcd"] {
                 for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
                     let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
@@ -330,6 +333,9 @@ fn main() {
                 "| {} | {} | {:.0} | {} | {} | {} | {} |",
                 r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99
             );
+        }
+        if only_grpc {
+            return;
         }
         println!("\n## Heartbeats and memory\n");
         println!("| nodes | heartbeats/s (8 concurrent senders) | resident memory per registered idle node | per connected idle node (with its in-process receiver) |");
