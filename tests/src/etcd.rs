@@ -125,20 +125,9 @@ impl EtcdCluster {
 
     /// The index of the member that leads the cluster now (asked with `etcdctl endpoint status`).
     pub fn leader(&self) -> usize {
-        let live: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| m.client.clone())
-            .collect();
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", live.join(",")))
-            .args(["endpoint", "status", "-w", "json"])
-            .output()
-            .expect("run etcdctl (installed with etcd-server)");
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("etcdctl endpoint status: {e}: {out:?}"));
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("etcdctl endpoint status: {e}: {out}"));
         let statuses = status.as_array().expect("one status per endpoint");
         let leader = statuses[0]["Status"]["leader"]
             .as_u64()

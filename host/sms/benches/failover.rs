@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use spear_proto::v1;
 use spear_tests::etcd::EtcdCluster;
 use spear_tests::guest;
-use tokio_stream::StreamExt;
+
+#[path = "../tests/all/common/follow.rs"]
+mod follow;
 
 /// The replicas' lease TTL, seconds.
 const TTL: u64 = 2;
@@ -124,49 +126,6 @@ async fn leader(c: &reqwest::Client, replicas: &[Replica]) -> usize {
 /// Assignments the node got: when, and from which gRPC address.
 type Seen = Arc<Mutex<Vec<(Instant, String)>>>;
 
-/// A fake node registered once that follows the leader among `addrs` (shared: a restarted
-/// replica has new ports), reporting every assignment a success.
-fn node(uuid: String, addrs: Arc<Mutex<Vec<String>>>, seen: Seen) -> tokio::task::JoinHandle<()> {
-    use v1::execution_service_client::ExecutionServiceClient;
-    tokio::spawn(async move {
-        loop {
-            let list = addrs.lock().unwrap().clone();
-            for addr in list {
-                let Ok(mut execs) = ExecutionServiceClient::connect(format!("http://{addr}")).await
-                else {
-                    continue;
-                };
-                let request = v1::AssignmentsRequest {
-                    node_uuid: uuid.clone(),
-                    after: 0,
-                };
-                let Ok(stream) = execs.assignments(request).await else {
-                    continue;
-                };
-                let mut stream = stream.into_inner();
-                while let Some(Ok(a)) = stream.next().await {
-                    let Some(e) = a.execution.filter(|_| !a.cancel) else {
-                        continue;
-                    };
-                    seen.lock().unwrap().push((Instant::now(), addr.clone()));
-                    let _ = execs
-                        .report_result(v1::ReportResultRequest {
-                            session: a.session,
-                            node_uuid: uuid.clone(),
-                            execution_id: e.execution_id,
-                            success: true,
-                            result: Some(v1::ExecutionResult::default()),
-                            error: String::new(),
-                            attempt: 0,
-                        })
-                        .await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -208,7 +167,13 @@ async fn main() {
         replicas.iter().map(|r| r.grpc.clone()).collect::<Vec<_>>(),
     ));
     let seen: Seen = Arc::default();
-    let _node = node(uuid, addrs.clone(), seen.clone());
+    let noted = seen.clone();
+    let _node = follow::follow_leader(uuid, addrs.clone(), move |addr, _| {
+        noted
+            .lock()
+            .unwrap()
+            .push((Instant::now(), addr.to_owned()));
+    });
     let urls = Arc::new(Mutex::new(
         replicas.iter().map(|r| r.http.clone()).collect::<Vec<_>>(),
     ));

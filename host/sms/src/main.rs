@@ -4,7 +4,7 @@ use clap::Parser;
 use spear_plugin_runtime::Trigger;
 use spear_plugin_runtime::logging;
 use spear_sms::config::{Cli, SmsConfig};
-use spear_sms::ha::{Candidate, LeaderInfo};
+use spear_sms::ha::{Candidate, LeaderInfo, bound};
 use spear_sms::server::{self, Listeners};
 
 /// `sms: listening grpc=… http=… [admin=…]` and, when it leads alone, its session.
@@ -23,11 +23,6 @@ fn ready(listeners: &Listeners, session: Option<&str>) -> String {
             .map(|s| format!(" (session {s})"))
             .unwrap_or_default()
     )
-}
-
-/// A bound address as text.
-fn bound(addr: std::io::Result<std::net::SocketAddr>) -> String {
-    addr.map_or_else(|e| format!("<{e}>"), |a| a.to_string())
 }
 
 #[tokio::main]
@@ -80,19 +75,7 @@ async fn main() {
             "{} (standing by: the election decides who leads)",
             ready(&listeners, None)
         );
-        let ha = config.ha.clone().unwrap_or_default();
-        let me = LeaderInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            http: ha
-                .advertise_http
-                .unwrap_or_else(|| bound(listeners.http_addr())),
-            grpc: ha
-                .advertise_grpc
-                .unwrap_or_else(|| bound(listeners.grpc_addr())),
-            admin: ha
-                .advertise_admin
-                .or_else(|| listeners.admin_addr().ok().flatten().map(|a| a.to_string())),
-        };
+        let me = LeaderInfo::of(&config, &listeners);
         let won = tokio::select! {
             won = candidate.campaign(&me) => won.unwrap_or_else(|e| fail(e)),
             _ = int.recv() => return,
@@ -117,20 +100,7 @@ async fn main() {
         println!("{}", ready(&listeners, Some(&running.sms.session)));
     }
     // A leader that lost its lease stops at once: another SMS leads, and this one may write nothing.
-    let lost = elected.as_ref().map(Candidate::lost);
-    let mut fenced = running.sms.fenced();
-    let deposed = async move {
-        match lost {
-            Some(mut lost) => tokio::select! {
-                why = lost.wait_for(Option::is_some) => why
-                    .ok()
-                    .and_then(|w| w.clone())
-                    .unwrap_or_else(|| "the election ended".into()),
-                _ = fenced.wait_for(|f| *f) => "a write found its election key gone".into(),
-            },
-            None => std::future::pending().await,
-        }
-    };
+    let deposed = spear_sms::ha::deposed(elected.as_ref(), running.sms.fenced());
     tokio::pin!(deposed);
     loop {
         tokio::select! {
@@ -155,7 +125,7 @@ async fn main() {
     tracing::info!("shutting down");
     running.shutdown().await;
     // Give up the lead at once (rather than when the lease would expire): another SMS leads now.
-    if let Some(candidate) = elected {
+    if let Some(candidate) = &elected {
         candidate.resign().await;
     }
 }

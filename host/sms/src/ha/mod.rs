@@ -100,6 +100,47 @@ pub struct LeaderInfo {
     pub admin: Option<String>,
 }
 
+impl LeaderInfo {
+    /// This SMS's value for a campaign: a fresh id, and the advertised addresses (`[ha]`), else
+    /// the bound ones.
+    pub fn of(config: &SmsConfig, listeners: &crate::server::Listeners) -> Self {
+        let ha = config.ha.clone().unwrap_or_default();
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            http: ha
+                .advertise_http
+                .unwrap_or_else(|| bound(listeners.http_addr())),
+            grpc: ha
+                .advertise_grpc
+                .unwrap_or_else(|| bound(listeners.grpc_addr())),
+            admin: ha
+                .advertise_admin
+                .or_else(|| listeners.admin_addr().ok().flatten().map(|a| a.to_string())),
+        }
+    }
+}
+
+/// A bound address as text.
+pub fn bound(addr: std::io::Result<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|e| format!("<{e}>"), |a| a.to_string())
+}
+
+/// Resolves, with why, once this SMS no longer leads: `candidate`'s lease is lost, or a write
+/// found the fence gone (`fenced`). Never without an election (`None`: a lone SMS leads).
+pub async fn deposed(candidate: Option<&Candidate>, mut fenced: watch::Receiver<bool>) -> String {
+    let Some(candidate) = candidate else {
+        return std::future::pending().await;
+    };
+    let mut lost = candidate.lost();
+    tokio::select! {
+        why = lost.wait_for(Option::is_some) => why
+            .ok()
+            .and_then(|w| w.clone())
+            .unwrap_or_else(|| "the election ended".into()),
+        _ = fenced.wait_for(|f| *f) => "a write found its election key gone".into(),
+    }
+}
+
 /// An SMS that takes part in the election: its lease, kept alive from the start.
 pub struct Candidate {
     members: Arc<Members>,

@@ -11,17 +11,6 @@ use serde_json::json;
 use spear_proto::v1;
 use spear_tests::etcd::EtcdCluster;
 
-/// Whether every one of `ids` is in `state`.
-async fn all_in(c: &reqwest::Client, sms: &common::Sms, ids: &[String], state: &str) -> bool {
-    for id in ids {
-        let e = common::get_json(c, sms, &format!("/api/v1/executions/{id}")).await;
-        if e["state"] != state {
-            return false;
-        }
-    }
-    true
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     let mut cluster = EtcdCluster::start(3);
@@ -56,7 +45,7 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     })
     .await;
     ids.extend(more);
-    assert!(all_in(&c, &sms, &ids, "succeeded").await);
+    common::assert_states(&c, &sms, &ids, "succeeded").await;
     node.abort();
     // Three that no node runs stay queued.
     let queued: Vec<String> = {
@@ -73,8 +62,8 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     // cluster with a member still down: everything is there.
     let elsewhere = Sandbox::on_etcd("", &endpoints, "sms-test/");
     let sms = elsewhere.start(&[]).leading().await;
-    assert!(all_in(&c, &sms, &ids, "succeeded").await);
-    assert!(all_in(&c, &sms, &queued, "ready").await);
+    common::assert_states(&c, &sms, &ids, "succeeded").await;
+    common::assert_states(&c, &sms, &queued, "ready").await;
     let tasks = common::get_json(&c, &sms, "/api/v1/tasks").await;
     assert!(
         tasks

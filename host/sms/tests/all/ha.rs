@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spear_proto::v1;
 use spear_tests::etcd::EtcdCluster;
-use tokio_stream::StreamExt;
 
 /// The lease TTL of the replicas, seconds.
 const TTL: u64 = 2;
@@ -62,6 +61,18 @@ async fn leader_but(
     }
 }
 
+/// How `sms` (`what`) exits, waiting for it up to 10 s.
+async fn exit_of(sms: &mut Sms, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = sms.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Submit `body` to the first of `urls` that acknowledges it (following redirects), trying
 /// them in turn for up to 20 s; its id, or `None` when none did.
 async fn submit_anywhere(c: &reqwest::Client, urls: &[String], body: &Value) -> Option<String> {
@@ -84,56 +95,6 @@ async fn submit_anywhere(c: &reqwest::Client, urls: &[String], body: &Value) -> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
-}
-
-/// A fake node, registered once, that follows the leader among the `grpc` addresses: it takes
-/// assignments from whichever SMS serves its stream, and reports each a success; counts what
-/// it ran.
-fn following_node(
-    uuid: String,
-    grpc: Vec<String>,
-    ran: Arc<Mutex<HashMap<String, u32>>>,
-) -> tokio::task::JoinHandle<()> {
-    use v1::execution_service_client::ExecutionServiceClient;
-    tokio::spawn(async move {
-        loop {
-            for addr in &grpc {
-                let Ok(mut execs) = ExecutionServiceClient::connect(format!("http://{addr}")).await
-                else {
-                    continue;
-                };
-                let request = v1::AssignmentsRequest {
-                    node_uuid: uuid.clone(),
-                    after: 0,
-                };
-                let Ok(stream) = execs.assignments(request).await else {
-                    continue;
-                };
-                let mut stream = stream.into_inner();
-                while let Some(Ok(a)) = stream.next().await {
-                    let Some(e) = a.execution.filter(|_| !a.cancel) else {
-                        continue;
-                    };
-                    *ran.lock()
-                        .unwrap()
-                        .entry(e.execution_id.clone())
-                        .or_default() += 1;
-                    let _ = execs
-                        .report_result(v1::ReportResultRequest {
-                            session: a.session,
-                            node_uuid: uuid.clone(),
-                            execution_id: e.execution_id,
-                            success: true,
-                            result: Some(v1::ExecutionResult::default()),
-                            error: String::new(),
-                            attempt: 0,
-                        })
-                        .await;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,8 +178,16 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
     );
 
     let uuid = common::register_wasm_node(leading, 1000).await;
-    let ran = Arc::new(Mutex::new(HashMap::new()));
-    let node = following_node(uuid, grpc.clone(), ran.clone());
+    let ran: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let counted = ran.clone();
+    let node =
+        common::follow::follow_leader(uuid, Arc::new(Mutex::new(grpc.clone())), move |_, e| {
+            *counted
+                .lock()
+                .unwrap()
+                .entry(e.execution_id.clone())
+                .or_default() += 1;
+        });
     let body = json!({"executable": {"type": "wasm", "uri": "file:///ha.wasm"}});
     // Through a follower: redirected, acknowledged by the leader.
     let mut acked = Vec::new();
@@ -293,14 +262,7 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
         );
     }
     let mut woken = replicas[second].take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = woken.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the deposed leader did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = exit_of(&mut woken, "the deposed leader").await;
     assert_eq!(status.code(), Some(3), "{status:?}");
     let listed = common::get_json(
         &c,
@@ -314,20 +276,11 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
     );
     // Work goes on with the third leader: the node follows it.
     let id = submit_anywhere(&c, &urls, &body).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let e = common::get_json(
-            &c,
-            replicas[third].as_ref().unwrap(),
-            &format!("/api/v1/executions/{id}"),
-        )
-        .await;
-        if e["state"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let path = format!("/api/v1/executions/{id}");
+    crate::retention::wait_for(&c, replicas[third].as_ref().unwrap(), &path, |e| {
+        e["state"] == "succeeded"
+    })
+    .await;
     node.abort();
 }
 
@@ -346,33 +299,18 @@ async fn a_leader_whose_election_key_is_gone_writes_nothing_and_stops() {
     let keys = cluster.etcdctl(&["get", "--prefix", "--keys-only", "fence-test/leader"]);
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 1, "{keys}");
     cluster.etcdctl(&["del", "--prefix", "fence-test/leader"]);
-    // Refused with a 503 that says why (SMS stops half a second after it finds out, so the
-    // answer may at worst be cut short: it is never a 201).
-    let answer = c
-        .post(sms.url("/api/v1/executions"))
-        .json(&body("lost"))
-        .send()
-        .await;
-    if let Ok(r) = answer {
-        let status = r.status();
-        let error: Value = r.json().await.unwrap_or_default();
-        assert_eq!(status, 503, "{error}");
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("no longer leads"),
-            "{error}"
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = sms.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the fenced leader did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Refused with a 503 that says why (SMS stops half a second after it finds out, time for
+    // the answer to reach the client).
+    let (status, error) = common::post_json(&c, &sms, "/api/v1/executions", &body("lost")).await;
+    assert_eq!(status, 503, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer leads"),
+        "{error}"
+    );
+    let exit = exit_of(&mut sms, "the fenced leader").await;
     assert_eq!(exit.code(), Some(3), "{exit:?}");
     // The next leader has the first submit, not the second.
     let next = Sandbox::on_etcd("", &endpoints, "fence-test/");

@@ -23,14 +23,6 @@ fn migrate(sb: &Sandbox, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Every id of `ids` in `state` on `sms`.
-async fn all_in(c: &reqwest::Client, sms: &common::Sms, ids: &[String], state: &str) {
-    for id in ids {
-        let e = common::get_json(c, sms, &format!("/api/v1/executions/{id}")).await;
-        assert_eq!(e["state"], state, "{e}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redb_store_moves_to_etcd_and_back_whole() {
     let cluster = EtcdCluster::start(1);
@@ -95,8 +87,8 @@ async fn a_redb_store_moves_to_etcd_and_back_whole() {
     );
 
     let sms = on_etcd.start(&[]).leading().await;
-    all_in(&c, &sms, &done, "succeeded").await;
-    all_in(&c, &sms, &queued, "ready").await;
+    common::assert_states(&c, &sms, &done, "succeeded").await;
+    common::assert_states(&c, &sms, &queued, "ready").await;
     let tasks = common::get_json(&c, &sms, "/api/v1/tasks").await;
     assert!(tasks.to_string().contains("moved-task"), "{tasks}");
     // Out of a store an SMS leads on: refused.
@@ -127,6 +119,6 @@ async fn a_redb_store_moves_to_etcd_and_back_whole() {
     )
     .unwrap();
     let sms = back.start(&[]);
-    all_in(&c, &sms, &done, "succeeded").await;
-    all_in(&c, &sms, &queued, "ready").await;
+    common::assert_states(&c, &sms, &done, "succeeded").await;
+    common::assert_states(&c, &sms, &queued, "ready").await;
 }

@@ -1,5 +1,7 @@
 //! Start the real `sms` binary on loopback in a sandbox, and talk to it.
 
+pub mod follow;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -272,6 +274,15 @@ pub async fn post_json(
 ) -> (reqwest::StatusCode, serde_json::Value) {
     let r = c.post(sms.url(path)).json(body).send().await.unwrap();
     (r.status(), r.json().await.unwrap_or_default())
+}
+
+/// Assert that every execution of `ids` is in `state` on `sms`.
+#[allow(dead_code)]
+pub async fn assert_states(c: &reqwest::Client, sms: &Sms, ids: &[String], state: &str) {
+    for id in ids {
+        let e = get_json(c, sms, &format!("/api/v1/executions/{id}")).await;
+        assert_eq!(e["state"], state, "{e}");
+    }
 }
 
 /// Submit `body` (`POST /api/v1/executions`), which must be accepted; the execution's id.

@@ -114,6 +114,11 @@ impl Cluster {
              [plugins]\ndir = \"plugins\"\n{plugin_sections}"
             ),
         );
+        self.spawn_sms(&config, env)
+    }
+
+    /// Run `sms` with `config` here; its ready line gives the addresses.
+    fn spawn_sms(&self, config: &Path, env: &[(&str, &str)]) -> Sms {
         let mut child = Command::new(sms_bin())
             .current_dir(self.path())
             .arg("--config")
@@ -151,22 +156,7 @@ impl Cluster {
              [plugins]\ndir = \"plugins\"\n[scheduler]\nstrategy = \"least-connections\"\n"
             ),
         );
-        let mut child = Command::new(sms_bin())
-            .current_dir(self.path())
-            .arg("--config")
-            .arg(config)
-            .env("SMS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let line = first_line(&mut child);
-        Sms {
-            http: field(&line, "http"),
-            grpc: field(&line, "grpc"),
-            token: None,
-            ca: None,
-            child,
-        }
+        self.spawn_sms(&config, &[])
     }
 
     /// The config text of Spearlet `name` (`extra` appended: plugin sections, executors).
