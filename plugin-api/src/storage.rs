@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PluginError, PluginInfo};
 
+/// How a write error that may have applied starts. A backend that sends a write over a network
+/// and gets no answer cannot tell whether it applied (or will yet): its error message then begins
+/// with this, so that a host does not take the write as undone. (The backend settles the question
+/// before its next write: a copy of this one can no longer apply after that.)
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown: ";
+
 /// A key/value pair, as a scan returns it.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -92,8 +98,8 @@ pub trait StorageBackend: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<KeyValue>, PluginError>;
     /// Apply every operation or none: none when a [`BatchOp::Check`] does not hold. Returns
-    /// whether the batch applied (`false`: a check failed; an error: nothing is known to have
-    /// applied, or the backend could not tell).
+    /// whether the batch applied (`false`: a check failed; an error: nothing applied, unless its
+    /// message begins with [`OUTCOME_UNKNOWN`]: the backend cannot tell).
     fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError>;
     /// Set `key` to `new` (or delete it when `None`) only if its value is `expected` (`None`: absent).
     /// Returns whether the swap happened.

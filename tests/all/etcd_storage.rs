@@ -36,10 +36,10 @@ fn etcd_keeps_the_storage_contract_in_its_namespace() {
     assert_eq!(
         store.limits(),
         BatchLimits {
-            max_ops: 128,
-            max_bytes: 1536 * 1024 - 128 * (32 + "one/".len() as u64) - 4096
+            max_ops: 127,
+            max_bytes: 1536 * 1024 - 128 * (32 + "one/".len() as u64) - 4096 - 512
         },
-        "etcd's default transaction limits"
+        "etcd's default transaction limits, less the backend's own key"
     );
     // Another namespace on the same cluster sees none of it, and its keys come back without it.
     let other = etcd(&cluster, "two/");

@@ -7,6 +7,7 @@ mod compile_cache;
 mod conformance;
 mod container_executor;
 mod containment;
+mod etcd_resends;
 mod etcd_storage;
 mod executors;
 mod hostile_guests;

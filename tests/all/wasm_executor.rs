@@ -43,12 +43,11 @@ pub(crate) fn spec(id: &str, artifact: &std::path::Path, args: &[&str]) -> ExecS
     }
 }
 
-/// The plugin's own message (the runtime prefixes `returned an error: `).
+/// The plugin's own message (the runtime passes it on as it is).
 fn message(e: impl std::fmt::Display) -> String {
     let e = e.to_string();
-    e.strip_prefix("returned an error: ")
-        .unwrap_or(&e)
-        .to_owned()
+    assert!(!e.starts_with("returned an error: "), "{e}");
+    e
 }
 
 /// The exit code the executor reports for a guest that exits with `code`: a WASI 0.2 component

@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod etcd;
 pub mod extism_wat;
+pub mod h2proxy;
 pub mod podman;
 pub mod process;
 use std::path::{Path, PathBuf};

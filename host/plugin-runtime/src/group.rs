@@ -7,14 +7,17 @@
 //! may carry [`BatchOp::Check`]s: if one does not hold, that write alone fails with
 //! [`WriteError::Conflict`] and the others of its group still apply. A writer may be
 //! [fenced](GroupWriter::set_fence): every commit then checks the fence too, and once it does not
-//! hold every write fails with [`WriteError::Fenced`] (a deposed leader cannot write).
+//! hold every write fails with [`WriteError::Fenced`] (a deposed leader cannot write). A backend
+//! that cannot tell whether a commit applied ([`OUTCOME_UNKNOWN`]) fails its writes with
+//! [`WriteError::Unknown`] and raises [`GroupWriter::unsure`]: a host that keeps state in memory
+//! no longer knows that it matches storage.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spear_plugin_api::StorageBackend;
-use spear_plugin_api::storage::{BatchLimits, BatchOp};
+use spear_plugin_api::storage::{BatchLimits, BatchOp, OUTCOME_UNKNOWN};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes combined into one commit at most.
@@ -29,9 +32,24 @@ pub enum WriteError {
     /// The writer's fence did not hold: this writer may no longer write.
     #[error("{0}")]
     Fenced(String),
-    /// The backend failed (its error).
+    /// The backend failed (its error): nothing of the write applied.
     #[error("{0}")]
     Failed(String),
+    /// The backend cannot tell whether the write applied (its error).
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl WriteError {
+    /// A backend's error: [`Unknown`](Self::Unknown) when it says so, else
+    /// [`Failed`](Self::Failed).
+    fn of(e: &spear_plugin_api::PluginError) -> Self {
+        if e.0.starts_with(OUTCOME_UNKNOWN) {
+            WriteError::Unknown(e.0.clone())
+        } else {
+            WriteError::Failed(e.0.clone())
+        }
+    }
 }
 
 /// The outcome of a write.
@@ -77,6 +95,7 @@ pub struct GroupWriter {
     writes: mpsc::UnboundedSender<Write>,
     fence: Arc<Mutex<Option<Fence>>>,
     fenced: tokio::sync::watch::Receiver<bool>,
+    unsure: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -150,10 +169,12 @@ impl GroupWriter {
         let (writes, rx) = mpsc::unbounded_channel::<Write>();
         let fence = Arc::new(Mutex::new(None));
         let (fenced_tx, fenced) = tokio::sync::watch::channel(false);
+        let (unsure_tx, unsure) = tokio::sync::watch::channel(false);
         let thread = Thread {
             backend,
             fence: fence.clone(),
             fenced: fenced_tx,
+            unsure: unsure_tx,
             rx,
             pace,
         };
@@ -164,7 +185,14 @@ impl GroupWriter {
             writes,
             fence,
             fenced,
+            unsure,
         })
+    }
+
+    /// Becomes `true` once the backend could not tell whether a commit applied
+    /// ([`WriteError::Unknown`]).
+    pub fn unsure(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.unsure.clone()
     }
 
     /// Becomes `true` once a write failed on the fence (this writer may no longer write).
@@ -217,6 +245,7 @@ struct Thread {
     backend: Arc<dyn StorageBackend>,
     fence: Arc<Mutex<Option<Fence>>>,
     fenced: tokio::sync::watch::Sender<bool>,
+    unsure: tokio::sync::watch::Sender<bool>,
     rx: mpsc::UnboundedReceiver<Write>,
     pace: Duration,
 }
@@ -266,6 +295,15 @@ impl Thread {
         }
     }
 
+    /// The write error for a backend's error `e` (raising `unsure` when it says so).
+    fn error(&self, e: &spear_plugin_api::PluginError) -> WriteError {
+        let error = WriteError::of(e);
+        if matches!(error, WriteError::Unknown(_)) {
+            self.unsure.send_replace(true);
+        }
+        error
+    }
+
     /// Apply `group` as one batch; if a check failed, find out whose.
     fn commit(
         &self,
@@ -295,7 +333,7 @@ impl Thread {
         );
         let outcomes: Vec<WriteResult> = match result {
             Ok(true) => vec![Ok(()); senders.len()],
-            Err(e) => vec![Err(WriteError::Failed(e.to_string())); senders.len()],
+            Err(e) => vec![Err(self.error(&e)); senders.len()],
             Ok(false) => {
                 let skip = usize::from(fence.is_some());
                 self.one_by_one(&ops[skip..], &lens, fence)
@@ -352,7 +390,7 @@ impl Thread {
                     }
                     _ => Err(WriteError::Conflict),
                 },
-                Err(e) => Err(WriteError::Failed(e.to_string())),
+                Err(e) => Err(self.error(&e)),
             });
         }
         out

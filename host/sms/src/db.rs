@@ -46,11 +46,14 @@ fn storage(e: impl std::fmt::Display) -> SmsError {
 }
 
 /// What a write that did not apply is to SMS: a failed check is a conflict, anything else a
-/// storage failure (nothing changed).
+/// storage failure (nothing changed, or, for [`WriteError::Unknown`], SMS stops: see
+/// [`Db::unsure`]).
 pub fn write_error(e: WriteError) -> SmsError {
     match e {
         WriteError::Conflict => SmsError::Conflict(e.to_string()),
-        WriteError::Fenced(why) | WriteError::Failed(why) => SmsError::Storage(why),
+        WriteError::Fenced(why) | WriteError::Failed(why) | WriteError::Unknown(why) => {
+            SmsError::Storage(why)
+        }
     }
 }
 
@@ -106,6 +109,13 @@ impl Db {
     /// Becomes `true` once a write failed on the fence: this SMS no longer leads.
     pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
         self.writes.fenced()
+    }
+
+    /// Becomes `true` once the backend could not tell whether a write applied (etcd unreachable
+    /// while a write was in flight): memory may then differ from storage, and SMS stops, to be
+    /// started again from storage (another replica leads meanwhile).
+    pub fn unsure(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.writes.unsure()
     }
 
     /// How the storage writes go.

@@ -102,8 +102,19 @@ async fn main() {
     // A leader that lost its lease stops at once: another SMS leads, and this one may write nothing.
     let deposed = spear_sms::ha::deposed(elected.as_ref(), running.sms.fenced());
     tokio::pin!(deposed);
+    // A write whose outcome the store cannot tell leaves memory perhaps unlike storage: stop, to
+    // be started again from storage.
+    let mut unsure = running.sms.unsure();
     loop {
         tokio::select! {
+            Ok(_) = unsure.wait_for(|u| *u) => {
+                eprintln!(
+                    "sms: a storage write's outcome is unknown (the store did not answer); \
+                     stopping, so that it starts again from what storage holds"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                std::process::exit(3);
+            }
             why = &mut deposed => {
                 eprintln!("sms: no longer the leader ({why}); stopping so that it writes nothing");
                 // Its writes are refused by the fence already: a moment for the answers saying so

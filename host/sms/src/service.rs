@@ -251,6 +251,11 @@ impl Sms {
         self.db.fenced()
     }
 
+    /// Becomes `true` once a write's outcome is unknown ([`Db::unsure`](crate::db::Db::unsure)).
+    pub fn unsure(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.db.unsure()
+    }
+
     /// The plugin host (strategies, storage backends).
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins

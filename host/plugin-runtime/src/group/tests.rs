@@ -124,6 +124,8 @@ fn paced_commits_are_fewer_and_larger_and_a_quiet_write_goes_at_once() {
 struct Small {
     store: spear_plugin_api::memory_store::MemoryStore,
     batches: Mutex<Vec<usize>>,
+    /// The error every batch fails with, while set.
+    failing: Mutex<Option<String>>,
 }
 
 impl StorageBackend for Small {
@@ -148,6 +150,9 @@ impl StorageBackend for Small {
     fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
         if ops.len() > 3 {
             return Err(PluginError::new("over the limit"));
+        }
+        if let Some(e) = self.failing.lock().unwrap().clone() {
+            return Err(PluginError(e));
         }
         self.batches.lock().unwrap().push(ops.len());
         self.store.batch(ops)
@@ -297,4 +302,25 @@ fn a_fenced_writer_writes_nothing_once_the_fence_moves() {
     assert!(*writer.fenced().borrow(), "the writer says it was fenced");
     assert!(backend.store.get(b"b").unwrap().is_none());
     assert!(backend.store.get(b"c").unwrap().is_none());
+}
+
+#[test]
+fn a_commit_of_unknown_outcome_is_told_apart_and_raises_unsure() {
+    let (backend, writer) = paced_small();
+    *backend.failing.lock().unwrap() = Some("disk on fire".into());
+    assert_eq!(
+        together(&writer, vec![vec![put("a", "1")]]),
+        [Err(WriteError::Failed("disk on fire".into()))]
+    );
+    assert!(!*writer.unsure().borrow(), "a failed write is not unsure");
+    let unknown = format!("{OUTCOME_UNKNOWN}no member answered");
+    *backend.failing.lock().unwrap() = Some(unknown.clone());
+    assert_eq!(
+        together(&writer, vec![vec![put("a", "1")], vec![put("b", "1")]]),
+        [
+            Err(WriteError::Unknown(unknown.clone())),
+            Err(WriteError::Unknown(unknown))
+        ]
+    );
+    assert!(*writer.unsure().borrow(), "the writer says it is unsure");
 }

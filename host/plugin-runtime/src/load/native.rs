@@ -228,8 +228,13 @@ impl ReclaimerInstance for NativeReclaimer {
     }
 }
 
+/// A call's failure as the trait's error: the plugin's own error as it wrote it (a contract's
+/// markers, such as a storage backend's `OUTCOME_UNKNOWN`, pass through), anything else described.
 fn plugin_error(failure: CallFailure) -> api::PluginError {
-    api::PluginError(failure.to_string())
+    match failure {
+        CallFailure::Plugin(text) => api::PluginError(text),
+        other => api::PluginError(other.to_string()),
+    }
 }
 
 fn json<T: serde::de::DeserializeOwned>(text: RString) -> std::result::Result<T, api::PluginError> {

@@ -77,3 +77,52 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
     let list = common::get_json(&c, &empty, "/api/v1/executions").await;
     assert_eq!(list["executions"].as_array().unwrap().len(), 0, "{list}");
 }
+
+/// A write whose outcome etcd leaves unknown (no member answered it: it may apply later) leaves
+/// SMS's memory perhaps unlike storage: SMS answers the request with an error and stops, and an
+/// SMS started again serves from what storage holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_stops_when_a_writes_outcome_is_unknown_and_starts_again_from_storage() {
+    let cluster = EtcdCluster::start(1);
+    let proxy = spear_tests::h2proxy::H2Proxy::start(&cluster.endpoints()[0]);
+    // A long lease, so that the lease does not run out first (that would stop it too).
+    let sb = Sandbox::on_etcd("[ha]\nlease_ttl_secs = 30\n", &[proxy.url()], "unsure/");
+    let mut sms = sb.start_logging(&[]).leading().await;
+    let c = reqwest::Client::new();
+    let body = json!({"executable": {"type": "process", "uri": "file:///bin/true"}});
+    common::submit(&c, &sms, &body).await;
+
+    proxy.hold();
+    let answer = c
+        .post(sms.url("/api/v1/executions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("outcome unknown"), "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = sms.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SMS is still running");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(3));
+    let log = std::fs::read_to_string(sb.path().join("stderr.log")).unwrap();
+    assert!(log.contains("outcome is unknown"), "{log}");
+
+    // The held write reaches etcd now, late; an SMS started again serves what storage holds
+    // (its lease revoked, as an operator would, rather than waited out).
+    proxy.release();
+    for lease in cluster.etcdctl(&["lease", "list"]).lines().skip(1) {
+        cluster.etcdctl(&["lease", "revoke", lease.trim()]);
+    }
+    let again = Sandbox::on_etcd("", &cluster.endpoints(), "unsure/");
+    let sms = again.start(&[]).leading().await;
+    let list = common::get_json(&c, &sms, "/api/v1/executions").await;
+    let n = list["executions"].as_array().unwrap().len();
+    assert!((1..=2).contains(&n), "{list}");
+}

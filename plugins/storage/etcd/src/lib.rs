@@ -17,29 +17,32 @@
 //! The plugin keeps a connection to each endpoint and sends to one member at a time. A request
 //! that fails (the member is down, has no leader, or does not answer within `timeout_ms`) goes to
 //! the next member, in turn, for up to twice `timeout_ms`; an error etcd would give on any member
-//! (a request too large, say) is not sent again. Sending a write again is safe: puts and
-//! deletes land the same twice, and a transaction whose checks fail after an earlier copy may
-//! have applied is read back: if every write of it shows, it applied (`true`). Only `delete`'s
-//! "it existed" may then say `false` for a key the earlier copy removed.
+//! (a request too large, say) is not sent again. Every write applies exactly once, however often
+//! it is sent, and never after a later write: see [`sequence`]. A write that no member answered
+//! may have applied; its error begins with [`OUTCOME_UNKNOWN`] (it is settled before the next
+//! write). Keys that begin with a NUL byte are the backend's own.
 //!
 //! Configuration:
 //! `{"endpoints": ["http://127.0.0.1:2379"], "prefix": "spear/", "timeout_ms": 5000,
 //!   "max_txn_ops": 128, "max_request_bytes": 1572864, "user": "…", "password": "…"}`.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
+    Client, Compare, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use serde::Deserialize;
-use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue};
+use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue, OUTCOME_UNKNOWN};
 use spear_plugin_api::{PluginError, PluginInfo, PluginKind, StorageBackend, parse_config};
 
 mod requests;
+pub mod sequence;
 
 use requests::{last_writes, not_taken, permanent, prefix_end, too_large};
+use sequence::{State, holds};
 
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: u32 = 128;
@@ -81,6 +84,53 @@ struct Inner {
     timeout: Duration,
     max_txn_ops: u32,
     max_request_bytes: u64,
+    /// This writer's key ([`sequence`]), with the namespace.
+    writer_key: Vec<u8>,
+    /// What it holds; held while a write is under way (writes go one at a time).
+    writer: Mutex<State>,
+}
+
+/// Bytes a transaction carries for the writer's key (its compare and its put).
+const WRITER_BYTES: u64 = 512;
+
+/// A request that got no answer.
+struct Failure {
+    error: PluginError,
+    /// Whether a member may have taken it (it got no answer, or an error that does not say it
+    /// was refused): a write may then have applied.
+    maybe_taken: bool,
+}
+
+impl From<Failure> for PluginError {
+    fn from(f: Failure) -> Self {
+        f.error
+    }
+}
+
+/// How a write went.
+enum Outcome {
+    /// Applied: the answer, or `None` when an earlier copy of it applied.
+    Applied(Option<TxnResponse>),
+    /// A check did not hold.
+    NotApplied,
+}
+
+/// What the writer's key holds, from a transaction's answer that did not apply (its `else`).
+fn writer_value(answer: &TxnResponse) -> Option<Vec<u8>> {
+    answer.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.value().to_vec())),
+        _ => None,
+    })?
+}
+
+/// Refuse a key of the backend's own.
+fn ours(key: &[u8]) -> Result<(), PluginError> {
+    if key.first() == Some(&0) {
+        return Err(PluginError::new(
+            "etcd: keys that begin with a NUL byte are the backend's own",
+        ));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Etcd {
@@ -112,10 +162,8 @@ impl Inner {
     }
 
     /// Run one request, built by `request` for a member's client, to its answer: on the member
-    /// that answered last, then on the next ones in turn, until `2 × timeout` has passed. Also
-    /// says whether an earlier try may have been taken (it got no answer, or an error that does
-    /// not say it was refused): a write sent again may then find its own earlier copy applied.
-    fn call<T, F, R>(&self, what: &str, request: F) -> Result<(T, bool), PluginError>
+    /// that answered last, then on the next ones in turn, until `2 × timeout` has passed.
+    fn call<T, F, R>(&self, what: &str, request: F) -> Result<T, Failure>
     where
         F: Fn(Client) -> R,
         R: Future<Output = Result<T, etcd_client::Error>>,
@@ -143,10 +191,13 @@ impl Inner {
             let failure = match answer {
                 Ok(Ok(v)) => {
                     self.current.store(at, Ordering::Relaxed);
-                    return Ok((v, maybe_taken));
+                    return Ok(v);
                 }
                 Ok(Err(e)) if permanent(&e) => {
-                    return Err(PluginError(format!("etcd {what} at {endpoint}: {e}")));
+                    return Err(Failure {
+                        error: PluginError(format!("etcd {what} at {endpoint}: {e}")),
+                        maybe_taken,
+                    });
                 }
                 Ok(Err(e)) => {
                     maybe_taken |= !not_taken(&e);
@@ -172,86 +223,145 @@ impl Inner {
             }
             failures.push(failure);
         }
-        Err(PluginError(format!(
-            "etcd {what}: no member answered within {} ms{}: {}",
-            (self.timeout * 2).as_millis(),
-            if maybe_taken {
-                " (a write may yet apply)"
-            } else {
-                ""
-            },
-            failures.join("; ")
-        )))
+        Err(Failure {
+            error: PluginError(format!(
+                "etcd {what}: no member answered within {} ms: {}",
+                (self.timeout * 2).as_millis(),
+                failures.join("; ")
+            )),
+            maybe_taken,
+        })
     }
 
-    /// Whether every write of `writes` shows in the store (after a transaction sent again did
-    /// not apply: its earlier copy may have).
-    fn landed(&self, writes: &[&BatchOp]) -> Result<bool, PluginError> {
-        if writes.is_empty() {
-            return Ok(false);
-        }
-        for op in writes {
-            let (key, want) = match op {
-                BatchOp::Put { key, value } => (key, Some(value.as_slice())),
-                BatchOp::Delete { key } => (key, None),
-                BatchOp::Check { .. } => continue,
-            };
-            let key = self.key(key);
-            let (answer, _) = self.call("read-back", |c| {
-                let key = key.clone();
-                async move { kv(&c).get(key, None).await }
-            })?;
-            if answer.kvs().first().map(|kv| kv.value()) != want {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
+    /// The namespace's key for `key`, whether it holds `value` (`None`: absent).
     fn compare(&self, key: &[u8], value: Option<&[u8]>) -> Compare {
-        match value {
-            Some(v) => Compare::value(self.key(key), CompareOp::Equal, v),
-            // A key that does not exist has version 0.
-            None => Compare::version(self.key(key), CompareOp::Equal, 0),
-        }
+        holds(&self.key(key), value)
     }
 
-    /// Apply `writes` (the etcd operations `ops`) if `compares` hold.
+    /// Apply `ops` (`bytes` of keys and values) if `compares` hold, exactly once (see
+    /// [`sequence`]).
     fn txn(
         &self,
         what: &str,
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
-        writes: &[&BatchOp],
-    ) -> Result<bool, PluginError> {
-        let bytes: u64 = writes.iter().map(|op| op.size()).sum::<u64>()
-            + (self.prefix.len() * (compares.len() + ops.len())) as u64;
-        if bytes > self.max_request_bytes {
+        bytes: u64,
+    ) -> Result<Outcome, PluginError> {
+        let bytes = bytes + (self.prefix.len() * (compares.len() + ops.len())) as u64;
+        if bytes + WRITER_BYTES > self.max_request_bytes {
             return Err(PluginError(format!(
                 "etcd {what}: {bytes} bytes are over the limit of {} in one request \
-                 (etcd's --max-request-bytes; this backend's `max_request_bytes`)",
-                self.max_request_bytes
+                 (etcd's --max-request-bytes, less {WRITER_BYTES} for the backend's own; this \
+                 backend's `max_request_bytes`)",
+                self.max_request_bytes - WRITER_BYTES
             )));
         }
         let most = compares.len().max(ops.len());
-        if most > self.max_txn_ops as usize {
+        if most >= self.max_txn_ops as usize {
             return Err(PluginError(format!(
                 "etcd {what}: {most} operations are over the limit of {} in one transaction \
-                 (etcd's --max-txn-ops; this backend's `max_txn_ops`)",
-                self.max_txn_ops
+                 (etcd's --max-txn-ops, less one for the backend's own; this backend's \
+                 `max_txn_ops`)",
+                self.max_txn_ops - 1
             )));
         }
-        let txn = Txn::new().when(compares).and_then(ops);
-        let (answer, maybe_taken) = self.call(what, |c| {
-            let txn = txn.clone();
-            async move { kv(&c).txn(txn).await }
-        })?;
-        if !answer.succeeded() && maybe_taken {
-            // The checks fail when an earlier copy of this transaction applied (a value it
-            // checked is now its own write): if every write shows, it did.
-            return self.landed(writes);
+        let mut state = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.settle(&mut state)?;
+        // Again only when the writer's key held something unexpected (see `sequence`).
+        for _ in 0..3 {
+            let (before, after) = state.begin();
+            let mut when = compares.clone();
+            when.push(holds(&self.writer_key, before.as_deref()));
+            let mut then = ops.clone();
+            then.push(TxnOp::put(self.writer_key.clone(), after, None));
+            let txn = Txn::new()
+                .when(when)
+                .and_then(then)
+                .or_else([TxnOp::get(self.writer_key.clone(), None)]);
+            let answer = match self.call(what, |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            }) {
+                Ok(answer) => answer,
+                Err(f) if f.maybe_taken => {
+                    return Err(PluginError(format!("{OUTCOME_UNKNOWN}{}", f.error)));
+                }
+                Err(f) => {
+                    state.not_taken();
+                    return Err(f.error);
+                }
+            };
+            let now = (!answer.succeeded())
+                .then(|| writer_value(&answer))
+                .flatten();
+            if state.answered(answer.succeeded(), now.clone()) {
+                return Ok(Outcome::Applied(answer.succeeded().then_some(answer)));
+            }
+            if now == before {
+                return Ok(Outcome::NotApplied);
+            }
         }
-        Ok(answer.succeeded())
+        Err(PluginError(format!(
+            "etcd {what}: the backend's writer key keeps changing (is another process writing \
+             with it?)"
+        )))
+    }
+
+    /// Settle a write whose outcome was left unknown: after this, no copy of it can apply.
+    fn settle(&self, state: &mut State) -> Result<(), PluginError> {
+        let Some((compare, burn)) = state.settling(&self.writer_key) else {
+            return Ok(());
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([burn])
+            .or_else([TxnOp::get(self.writer_key.clone(), None)]);
+        let answer = self
+            .call("settle", |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            })
+            .map_err(|f| {
+                PluginError(format!(
+                    "{} (settling the write before, whose outcome is unknown)",
+                    f.error
+                ))
+            })?;
+        if answer.succeeded() {
+            state.burnt();
+        } else {
+            state.answered(false, writer_value(&answer));
+        }
+        Ok(())
+    }
+
+    /// Remove the keys of writers idle for [`sequence::IDLE`] (each only if it is unchanged).
+    fn sweep_writers(&self) -> Result<(), PluginError> {
+        let from = self.key(sequence::WRITERS);
+        let options = GetOptions::new()
+            .with_range(prefix_end(&from))
+            .with_limit(1000);
+        let answer = self.call("sweep", |c| {
+            let (from, options) = (from.clone(), options.clone());
+            async move { kv(&c).get(from, Some(options)).await }
+        })?;
+        let horizon = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(sequence::IDLE)
+            .as_millis();
+        for kv_ in answer.kvs() {
+            if sequence::made_ms(kv_.value()).is_some_and(|made| made < horizon) {
+                let txn = Txn::new()
+                    .when([holds(kv_.key(), Some(kv_.value()))])
+                    .and_then([TxnOp::delete(kv_.key(), None)]);
+                self.call("sweep", |c| {
+                    let txn = txn.clone();
+                    async move { kv(&c).txn(txn).await }
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -343,17 +453,21 @@ impl StorageBackend for Etcd {
                 .map_err(|e| PluginError(format!("etcd at {endpoint}: {e}")))?;
             clients.push((endpoint.clone(), client));
         }
+        let prefix = config
+            .prefix
+            .unwrap_or_else(|| DEFAULT_PREFIX.into())
+            .into_bytes();
+        let writer_key = [prefix.as_slice(), sequence::WRITERS, &sequence::token()].concat();
         let inner = Inner {
             runtime: Some(runtime),
             clients,
             current: AtomicUsize::new(0),
-            prefix: config
-                .prefix
-                .unwrap_or_else(|| DEFAULT_PREFIX.into())
-                .into_bytes(),
+            prefix,
             timeout,
             max_txn_ops,
             max_request_bytes,
+            writer_key,
+            writer: Mutex::new(State::Known(None)),
         };
         // Connections are made lazily: one read proves the cluster answers and has a leader.
         let probe = inner.key(b"");
@@ -366,15 +480,17 @@ impl StorageBackend for Etcd {
                         .await
                 }
             })
-            .map_err(|e| PluginError(format!("{e} (is the cluster up, with a leader?)")))?;
+            .map_err(|f| PluginError(format!("{} (is the cluster up, with a leader?)", f.error)))?;
+        inner.sweep_writers()?;
         self.inner = Some(inner);
         Ok(())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
         let inner = self.inner()?;
+        ours(key)?;
         let key = inner.key(key);
-        let (answer, _) = inner.call("get", |c| {
+        let answer = inner.call("get", |c| {
             let key = key.clone();
             async move { kv(&c).get(key, None).await }
         })?;
@@ -382,23 +498,28 @@ impl StorageBackend for Etcd {
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), PluginError> {
-        let inner = self.inner()?;
-        let key = inner.key(key);
-        inner.call("put", |c| {
-            let (key, value) = (key.clone(), value.to_vec());
-            async move { kv(&c).put(key, value, None).await }
-        })?;
-        Ok(())
+        self.batch(&[BatchOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }])
+        .map(drop)
     }
 
+    /// `true` also when an earlier copy of the delete applied (the key may then have been absent).
     fn delete(&self, key: &[u8]) -> Result<bool, PluginError> {
         let inner = self.inner()?;
-        let key = inner.key(key);
-        let (answer, _) = inner.call("delete", |c| {
-            let key = key.clone();
-            async move { kv(&c).delete(key, None::<DeleteOptions>).await }
-        })?;
-        Ok(answer.deleted() > 0)
+        ours(key)?;
+        let op = TxnOp::delete(inner.key(key), None);
+        Ok(
+            match inner.txn("delete", Vec::new(), vec![op], key.len() as u64)? {
+                Outcome::Applied(Some(answer)) => answer
+                    .op_responses()
+                    .into_iter()
+                    .any(|r| matches!(r, TxnOpResponse::Delete(d) if d.deleted() > 0)),
+                Outcome::Applied(None) => true,
+                Outcome::NotApplied => false,
+            },
+        )
     }
 
     fn scan(
@@ -420,6 +541,8 @@ impl StorageBackend for Etcd {
             }
             _ => full.clone(),
         };
+        // Past the backend's own keys (they begin with a NUL byte).
+        let start = start.max(inner.key(&[1]));
         let end = prefix_end(&full);
         let mut start = start;
         let mut out = Vec::new();
@@ -430,7 +553,7 @@ impl StorageBackend for Etcd {
             let options = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(i64::from(want));
-            let (answer, _) = inner.call("scan", |c| {
+            let answer = inner.call("scan", |c| {
                 let (start, options) = (start.clone(), options.clone());
                 async move {
                     match kv(&c).get(start, Some(options)).await {
@@ -467,6 +590,13 @@ impl StorageBackend for Etcd {
 
     fn batch(&self, ops: &[BatchOp]) -> Result<bool, PluginError> {
         let inner = self.inner()?;
+        for op in ops {
+            ours(match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key } | BatchOp::Check { key, .. } => {
+                    key
+                }
+            })?;
+        }
         let compares = ops
             .iter()
             .filter_map(|op| match op {
@@ -475,6 +605,12 @@ impl StorageBackend for Etcd {
             })
             .collect();
         let writes = last_writes(ops);
+        let bytes = ops
+            .iter()
+            .filter(|op| matches!(op, BatchOp::Check { .. }))
+            .chain(writes.iter().copied())
+            .map(BatchOp::size)
+            .sum();
         let txn_ops = writes
             .iter()
             .filter_map(|op| match op {
@@ -485,7 +621,10 @@ impl StorageBackend for Etcd {
                 BatchOp::Check { .. } => None,
             })
             .collect();
-        inner.txn("batch", compares, txn_ops, &writes)
+        Ok(matches!(
+            inner.txn("batch", compares, txn_ops, bytes)?,
+            Outcome::Applied(_)
+        ))
     }
 
     fn compare_and_swap(
@@ -494,26 +633,18 @@ impl StorageBackend for Etcd {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, PluginError> {
-        let inner = self.inner()?;
-        let (write, op) = match new {
-            Some(v) => (
-                TxnOp::put(inner.key(key), v, None),
-                BatchOp::Put {
-                    key: key.to_vec(),
-                    value: v.to_vec(),
-                },
-            ),
-            None => (
-                TxnOp::delete(inner.key(key), None),
-                BatchOp::Delete { key: key.to_vec() },
-            ),
+        let check = BatchOp::Check {
+            key: key.to_vec(),
+            value: expected.map(<[u8]>::to_vec),
         };
-        inner.txn(
-            "compare-and-swap",
-            vec![inner.compare(key, expected)],
-            vec![write],
-            &[&op],
-        )
+        let write = match new {
+            Some(v) => BatchOp::Put {
+                key: key.to_vec(),
+                value: v.to_vec(),
+            },
+            None => BatchOp::Delete { key: key.to_vec() },
+        };
+        self.batch(&[check, write])
     }
 
     fn limits(&self) -> BatchLimits {
@@ -521,11 +652,11 @@ impl StorageBackend for Etcd {
             return BatchLimits::UNLIMITED;
         };
         // A transaction's encoding adds a few bytes to each key and value, and the namespace to
-        // each key; leave room for them.
+        // each key; leave room for them, and for the writer's key (one compare, one write).
         let per_op = 32 + inner.prefix.len() as u64;
-        let overhead = u64::from(inner.max_txn_ops) * per_op + 4096;
+        let overhead = u64::from(inner.max_txn_ops) * per_op + 4096 + WRITER_BYTES;
         BatchLimits {
-            max_ops: inner.max_txn_ops,
+            max_ops: inner.max_txn_ops - 1,
             max_bytes: inner.max_request_bytes.saturating_sub(overhead),
         }
     }

@@ -1,0 +1,128 @@
+//! The `etcd` backend's writes apply exactly once, in order, however the network treats them: a
+//! proxy on 127.0.0.1 holds a write back until its client has given up and sent it again
+//! elsewhere, then delivers it late, whole (its stream reset dropped), to the same real etcd.
+
+use std::time::{Duration, Instant};
+
+use spear_plugin_api::StorageBackend;
+use spear_plugin_api::storage::{BatchOp, OUTCOME_UNKNOWN};
+use spear_tests::etcd::EtcdCluster;
+use spear_tests::h2proxy::H2Proxy;
+
+use crate::storage::open;
+
+fn etcd_at(endpoints: &[String], prefix: &str) -> Box<dyn StorageBackend> {
+    open(
+        "etcd",
+        &format!(
+            r#"{{"endpoints": {}, "prefix": "{prefix}", "timeout_ms": 1000}}"#,
+            serde_json::to_string(endpoints).unwrap()
+        ),
+    )
+}
+
+fn value(store: &dyn StorageBackend, key: &str) -> Option<String> {
+    store
+        .get(key.as_bytes())
+        .unwrap()
+        .map(|v| String::from_utf8(v).unwrap())
+}
+
+/// Deliver what `proxy` held and give etcd time to take it.
+fn deliver_late(proxy: &H2Proxy) {
+    assert!(proxy.held() > 0, "the proxy held the write back");
+    proxy.release();
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn a_late_copy_of_a_write_applies_once_and_never_over_a_later_write() {
+    let cluster = EtcdCluster::start(1);
+    let direct = cluster.endpoints()[0].clone();
+    let proxy = H2Proxy::start(&direct);
+    let store = etcd_at(&[proxy.url(), direct.clone()], "late/");
+    store.put(b"k", b"a").unwrap();
+
+    // Held back on the proxy: the client gives up on it and sends it again to the next
+    // endpoint, where it applies.
+    proxy.hold();
+    assert!(
+        store
+            .batch(&[BatchOp::Put {
+                key: b"k".to_vec(),
+                value: b"b".to_vec(),
+            }])
+            .unwrap(),
+        "the write applied once, and says so"
+    );
+    assert_eq!(value(store.as_ref(), "k").as_deref(), Some("b"));
+    // A later write; then the first copy arrives. It must not put `b` back.
+    store.put(b"k", b"c").unwrap();
+    deliver_late(&proxy);
+    assert!(proxy.resets_dropped() > 0, "the client had given up on it");
+    assert_eq!(
+        value(store.as_ref(), "k").as_deref(),
+        Some("c"),
+        "the late copy did not apply over the later write"
+    );
+    // And the store goes on.
+    store.put(b"k", b"d").unwrap();
+    assert_eq!(value(store.as_ref(), "k").as_deref(), Some("d"));
+}
+
+#[test]
+fn a_write_no_member_answered_is_unknown_until_settled_either_way() {
+    let cluster = EtcdCluster::start(1);
+    let direct = cluster.endpoints()[0].clone();
+
+    // It applied late: the next write finds that out and goes on after it.
+    let proxy = H2Proxy::start(&direct);
+    let store = etcd_at(&[proxy.url()], "applied/");
+    store.put(b"k", b"a").unwrap();
+    proxy.hold();
+    let started = Instant::now();
+    let error = store.put(b"k", b"b").unwrap_err().to_string();
+    assert!(error.starts_with(OUTCOME_UNKNOWN), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+    deliver_late(&proxy);
+    store.put(b"other", b"x").unwrap();
+    assert_eq!(value(store.as_ref(), "k").as_deref(), Some("b"));
+    assert_eq!(value(store.as_ref(), "other").as_deref(), Some("x"));
+
+    // It had not applied when the next write came: settled so that it never will.
+    let held = H2Proxy::start(&direct);
+    let other = H2Proxy::start(&direct);
+    let store = etcd_at(&[held.url(), other.url()], "settled/");
+    store.put(b"k", b"a").unwrap();
+    held.hold();
+    other.set_down(true);
+    let error = store.put(b"k", b"b").unwrap_err().to_string();
+    assert!(error.starts_with(OUTCOME_UNKNOWN), "{error}");
+    other.set_down(false);
+    store.put(b"other", b"x").unwrap();
+    deliver_late(&held);
+    assert_eq!(
+        value(store.as_ref(), "k").as_deref(),
+        Some("a"),
+        "the settled write never applied"
+    );
+    store.put(b"k", b"c").unwrap();
+    assert_eq!(value(store.as_ref(), "k").as_deref(), Some("c"));
+}
+
+#[test]
+fn the_backends_own_keys_are_out_of_sight_and_out_of_reach() {
+    let cluster = EtcdCluster::start(1);
+    let store = etcd_at(&cluster.endpoints(), "own/");
+    store.put(b"k", b"v").unwrap();
+    // The writer's key exists in etcd, under the namespace, but no scan shows it.
+    let raw = cluster.etcdctl(&["get", "--prefix", "--keys-only", "own/"]);
+    assert!(raw.contains("writer/"), "{raw}");
+    assert_eq!(
+        store.scan(b"", None, 100).unwrap(),
+        [(b"k".to_vec(), b"v".to_vec())]
+    );
+    let error = store.put(b"\0writer/x", b"v").unwrap_err().to_string();
+    assert!(error.contains("NUL byte"), "{error}");
+    assert!(store.get(b"\0writer/x").is_err());
+}
