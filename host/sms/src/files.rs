@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, MutexGuard};
+use spear_plugin_api::storage::BatchOp;
 
 use crate::error::{Result, SmsError};
 use crate::model::{FileMeta, now_ms};
@@ -25,23 +25,6 @@ fn is_file_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-/// Locks striped by content id: operations on one id serialize, others rarely meet.
-#[derive(Debug)]
-pub struct FileLocks([Mutex<()>; 64]);
-
-impl Default for FileLocks {
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| Mutex::new(())))
-    }
-}
-
-impl FileLocks {
-    async fn lock(&self, id: &str) -> MutexGuard<'_, ()> {
-        let stripe = u8::from_str_radix(id.get(..2).unwrap_or("0"), 16).unwrap_or(0) as usize;
-        self.0[stripe % self.0.len()].lock().await
-    }
 }
 
 /// Check a file name given at upload: 1 to 255 bytes, no `/` or `\`, no control character, not
@@ -143,13 +126,15 @@ impl Sms {
         .await
         .map_err(|e| SmsError::Storage(e.to_string()))?
         .map_err(|e| SmsError::Storage(format!("cannot store file: {e}")))?;
-        let _guard = self.writes.lock().await;
-        self.db.put(format!("file/{id}"), &meta).await?;
+        // The record and its event in one batch.
         self.events
-            .append(
-                "file.uploaded",
-                &id,
-                json!({"name": meta.name, "size": meta.size}),
+            .append_with(
+                vec![crate::db::put_op(format!("file/{id}"), &meta)?],
+                vec![(
+                    "file.uploaded",
+                    id.clone(),
+                    json!({"name": meta.name, "size": meta.size}),
+                )],
             )
             .await?;
         Ok(meta)
@@ -191,16 +176,19 @@ impl Sms {
         let _file = self.file_locks.lock(id).await;
         // Checked under the lock: a delete that raced this one may have won.
         self.file_meta(id).await?;
-        {
-            let _guard = self.writes.lock().await;
-            self.db.delete(format!("file/{id}")).await?;
-        }
+        self.events
+            .append_with(
+                vec![BatchOp::Delete {
+                    key: format!("file/{id}").into_bytes(),
+                }],
+                vec![("file.deleted", id.to_owned(), json!({}))],
+            )
+            .await?;
         match tokio::fs::remove_file(self.file_path(id)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("file {id}: metadata deleted, bytes left behind: {e}"),
         }
-        self.events.append("file.deleted", id, json!({})).await?;
         Ok(())
     }
 }

@@ -151,7 +151,7 @@ impl Sms {
         };
         let now = now_ms();
         let uuid = req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let _guard = self.writes.lock().await;
+        let _node = self.node_locks.lock(&uuid).await;
         // An operator's drain outlives the node's own registrations.
         let held = self
             .nodes
@@ -176,19 +176,22 @@ impl Sms {
             last_heartbeat_ms: now,
             held_by: held.map(|(_, by)| by),
         };
-        self.db.put(format!("node/{}", node.uuid), &node).await?;
+        // The record and its event in one batch.
+        self.events
+            .append_with(
+                vec![crate::db::put_op(format!("node/{}", node.uuid), &node)?],
+                vec![(
+                    "node.registered",
+                    node.uuid.clone(),
+                    json!({"ip_address": node.ip_address, "port": node.port}),
+                )],
+            )
+            .await?;
         self.nodes
             .write()
             .await
             .insert(node.uuid.clone(), node.clone());
         self.sync_target(&node).await;
-        self.events
-            .append(
-                "node.registered",
-                &node.uuid,
-                json!({"ip_address": node.ip_address, "port": node.port}),
-            )
-            .await?;
         Ok(node)
     }
 
@@ -217,9 +220,13 @@ impl Sms {
                 .ok_or_else(|| SmsError::not_found("node", uuid))?
         };
         if revived {
-            let _guard = self.writes.lock().await;
-            self.db.put(format!("node/{uuid}"), &node).await?;
-            self.events.append("node.healthy", uuid, json!({})).await?;
+            let _node = self.node_locks.lock(uuid).await;
+            self.events
+                .append_with(
+                    vec![crate::db::put_op(format!("node/{uuid}"), &node)?],
+                    vec![("node.healthy", uuid.to_owned(), json!({}))],
+                )
+                .await?;
         }
         self.sync_target(&node).await;
         self.wake.notify_one();
@@ -250,7 +257,7 @@ impl Sms {
         if let Some(m) = &req.metadata {
             check_labels("metadata", m)?;
         }
-        let _guard = self.writes.lock().await;
+        let _node = self.node_locks.lock(uuid).await;
         let mut node = self
             .nodes
             .read()
@@ -273,26 +280,35 @@ impl Sms {
         if let Some(l) = req.labels {
             node.labels = l;
         }
-        self.db.put(format!("node/{uuid}"), &node).await?;
-        self.nodes.write().await.insert(uuid.into(), node.clone());
-        self.sync_target(&node).await;
         self.events
-            .append(
-                "node.updated",
-                uuid,
-                json!({"status": node.status.as_str()}),
+            .append_with(
+                vec![crate::db::put_op(format!("node/{uuid}"), &node)?],
+                vec![(
+                    "node.updated",
+                    uuid.to_owned(),
+                    json!({"status": node.status.as_str()}),
+                )],
             )
             .await?;
+        self.nodes.write().await.insert(uuid.into(), node.clone());
+        self.sync_target(&node).await;
         Ok(node)
     }
 
     /// Remove a node.
     pub async fn delete_node(&self, uuid: &str, reason: &str) -> Result<()> {
-        let _guard = self.writes.lock().await;
+        let _node = self.node_locks.lock(uuid).await;
         if !self.nodes.read().await.contains_key(uuid) {
             return Err(SmsError::not_found("node", uuid));
         }
-        self.db.delete(format!("node/{uuid}")).await?;
+        self.events
+            .append_with(
+                vec![spear_plugin_api::storage::BatchOp::Delete {
+                    key: format!("node/{uuid}").into_bytes(),
+                }],
+                vec![("node.removed", uuid.to_owned(), json!({"reason": reason}))],
+            )
+            .await?;
         self.nodes.write().await.remove(uuid);
         if let Some(id) = self.target_ids.lock().await.remove(uuid) {
             self.target_names.lock().await.remove(&id);
@@ -301,9 +317,6 @@ impl Sms {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(id);
         }
-        self.events
-            .append("node.removed", uuid, json!({"reason": reason}))
-            .await?;
         self.node_lost(uuid, "removed");
         Ok(())
     }
@@ -391,7 +404,7 @@ impl Sms {
         let changed = stale.len() + dead.len();
         let mut failed = None;
         for uuid in stale {
-            let _guard = self.writes.lock().await;
+            let _guard = self.node_locks.lock(&uuid).await;
             // Read again: a heartbeat may have come since the list was made.
             let Some(mut node) = self.nodes.read().await.get(&uuid).cloned() else {
                 continue;
@@ -434,7 +447,7 @@ impl Sms {
                     self.sync_target(&node).await;
                     self.node_lost(&uuid, "missed its heartbeats");
                 }
-                // Still under the write lock: no other change of the node's record came
+                // Still under the node's lock: no other change of the node's record came
                 // between the heartbeat's copy and this write.
                 Some(Some(alive)) => {
                     let healthy = self

@@ -67,18 +67,20 @@ pub struct Sms {
     pub(crate) metrics: crate::metrics::SmsMetrics,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
     pub(crate) capacity: std::sync::Mutex<crate::dispatch::Capacity>,
-    /// Serializes read-modify-write sequences on stored node, task and file records.
-    pub(crate) writes: Mutex<()>,
     /// Held by retention from choosing stored records to delete until they are deleted, and by a
     /// submission that depends on a stored record from finding it until it waits on it.
     pub(crate) forgetting: Mutex<()>,
-    /// Read-modify-writes of an execution hold its stripe ([`crate::table::ExecLocks`]).
-    pub(crate) exec_locks: crate::table::ExecLocks,
+    /// Read-modify-writes of an execution hold its stripe ([`crate::table::KeyLocks`]).
+    pub(crate) exec_locks: crate::table::KeyLocks,
+    /// Read-modify-writes of a node's record hold its stripe.
+    pub(crate) node_locks: crate::table::KeyLocks,
+    /// Read-modify-writes of a task's record hold its stripe.
+    pub(crate) task_locks: crate::table::KeyLocks,
     pub(crate) files_dir: PathBuf,
     /// Large execution payloads ([`crate::blobs`]), under `files_dir/blobs`.
     pub(crate) blobs: crate::blobs::Blobs,
     /// Uploads and deletes of the same content take the same lock.
-    pub(crate) file_locks: crate::files::FileLocks,
+    pub(crate) file_locks: crate::table::KeyLocks,
     pub(crate) max_upload_bytes: u64,
     /// Largest request body other than an upload (`[http] max_body_kb`).
     pub(crate) max_body_bytes: usize,
@@ -216,12 +218,13 @@ impl Sms {
             metrics,
             capacity: Default::default(),
             fit_cache: Default::default(),
-            writes: Mutex::new(()),
             forgetting: Mutex::new(()),
-            exec_locks: crate::table::ExecLocks::default(),
+            exec_locks: Default::default(),
+            node_locks: Default::default(),
+            task_locks: Default::default(),
             files_dir: config.files.dir.clone(),
             blobs: crate::blobs::Blobs::new(config.files.dir.join("blobs")),
-            file_locks: crate::files::FileLocks::default(),
+            file_locks: Default::default(),
             max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
             max_body_bytes: config
                 .http

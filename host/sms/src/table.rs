@@ -103,20 +103,21 @@ pub struct ExecTable {
     evictions: u64,
 }
 
-/// Locks striped by execution id: every read-modify-write of an execution holds its stripe from
-/// the read to the write (its durable commit included), so it owns the execution meanwhile;
-/// changes of other executions go on beside it and share the storage's group commits.
+/// Locks striped by record id (an execution's, a node's, a task's, a file's content): every
+/// read-modify-write of a record holds its stripe from the read to the write (its durable commit
+/// included), so it owns the record meanwhile; changes of other records go on beside it and share
+/// the storage's group commits.
 #[derive(Debug)]
-pub struct ExecLocks([tokio::sync::Mutex<()>; 256]);
+pub struct KeyLocks([tokio::sync::Mutex<()>; 256]);
 
-impl Default for ExecLocks {
+impl Default for KeyLocks {
     fn default() -> Self {
         Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
     }
 }
 
-impl ExecLocks {
-    /// Own execution `id` until the guard drops. Never hold two at once.
+impl KeyLocks {
+    /// Own record `id` until the guard drops. Never hold two of one set at once.
     pub async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();

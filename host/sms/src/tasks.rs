@@ -122,15 +122,21 @@ impl Sms {
             preferred_labels: req.preferred_labels,
             registered_at_ms: now_ms(),
         };
-        let _guard = self.writes.lock().await;
-        self.db.put(format!("task/{}", task.task_id), &task).await?;
+        // A new id: nothing else writes this record yet. The record and its event in one batch.
+        self.events
+            .append_with(
+                vec![crate::db::put_op(format!("task/{}", task.task_id), &task)?],
+                vec![(
+                    "task.registered",
+                    task.task_id.clone(),
+                    json!({"name": task.name}),
+                )],
+            )
+            .await?;
         self.tasks
             .write()
             .await
             .insert(task.task_id.clone(), task.clone());
-        self.events
-            .append("task.registered", &task.task_id, json!({"name": task.name}))
-            .await?;
         Ok(task)
     }
 
@@ -179,13 +185,19 @@ impl Sms {
 
     /// Remove a task.
     pub async fn delete_task(&self, id: &str) -> Result<()> {
-        let _guard = self.writes.lock().await;
+        let _task = self.task_locks.lock(id).await;
         if !self.tasks.read().await.contains_key(id) {
             return Err(SmsError::not_found("task", id));
         }
-        self.db.delete(format!("task/{id}")).await?;
+        self.events
+            .append_with(
+                vec![spear_plugin_api::storage::BatchOp::Delete {
+                    key: format!("task/{id}").into_bytes(),
+                }],
+                vec![("task.deleted", id.to_owned(), json!({}))],
+            )
+            .await?;
         self.tasks.write().await.remove(id);
-        self.events.append("task.deleted", id, json!({})).await?;
         Ok(())
     }
 }

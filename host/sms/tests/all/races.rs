@@ -181,3 +181,81 @@ async fn a_late_report_of_an_earlier_attempt_is_refused_and_a_resent_one_taken_o
         .count();
     assert_eq!(ends, 1);
 }
+
+/// Changes of one node or task record serialize on that record (no global lock): concurrent
+/// updates of a node leave memory and storage agreeing on the last one, concurrent deletes of a
+/// task remove it once, with one event, and changes of other records meanwhile all apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_record_apply_in_one_order_in_memory_and_storage() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(common::register_wasm_node(&sms, 1).await);
+    }
+    let task = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/tasks",
+        &json!({"name": "once", "executable": {"type": "wasm", "uri": "file:///once.wasm"}}),
+    )
+    .await
+    .1["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (c, node) = (c.clone(), nodes[i % 3].clone());
+        let url = sms.url(&format!("/api/v1/nodes/{node}"));
+        calls.spawn(async move {
+            let r = c
+                .put(url)
+                .json(&json!({"labels": {"n": i.to_string()}}))
+                .send()
+                .await
+                .unwrap();
+            ("update", r.status().as_u16())
+        });
+    }
+    for _ in 0..10 {
+        let (c, url) = (c.clone(), sms.url(&format!("/api/v1/tasks/{task}")));
+        calls.spawn(async move {
+            (
+                "delete",
+                c.delete(url).send().await.unwrap().status().as_u16(),
+            )
+        });
+    }
+    let (mut updated, mut deleted, mut missing) = (0, 0, 0);
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            ("update", 200) => updated += 1,
+            ("delete", s) if s < 300 => deleted += 1,
+            ("delete", 404) => missing += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((updated, deleted, missing), (30, 1, 9));
+    let removed = common::events(&c, &sms)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "task.deleted" && e["subject"] == task.as_str())
+        .count();
+    assert_eq!(removed, 1, "one delete, one event");
+
+    // What memory says now is what storage holds: an SMS started again on it says the same.
+    let mut labels = Vec::new();
+    for node in &nodes {
+        let n = common::get_json(&c, &sms, &format!("/api/v1/nodes/{node}")).await;
+        labels.push(n["labels"].clone());
+    }
+    assert!(sms.terminate().success());
+    let sms = sb.start(&[]);
+    for (node, before) in nodes.iter().zip(labels) {
+        let n = common::get_json(&c, &sms, &format!("/api/v1/nodes/{node}")).await;
+        assert_eq!(n["labels"], before, "node {node}");
+    }
+}
