@@ -203,6 +203,7 @@ impl Sms {
             attempt: 0,
             requeued: 0,
             ended_attempt: 0,
+            started_attempt: 0,
             max_attempts,
             timeout_ms: req.timeout_ms.unwrap_or(60_000),
             depends_on: req.depends_on,

@@ -396,6 +396,9 @@ pub struct Execution {
     /// The last attempt that ended in SMS (its result taken, or timed out); 0: none yet.
     #[serde(default)]
     pub ended_attempt: u32,
+    /// The attempt whose start SMS took last (its node reported it running); 0: none yet.
+    #[serde(default)]
+    pub started_attempt: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
     /// Wall-clock limit per attempt (0: none).

@@ -24,16 +24,28 @@ impl Sms {
     /// Apply a node's batch: the starts first, then the results, each as its own report (each
     /// owns its execution while it is decided, as a single report does). A start whose result is
     /// in the same batch is recorded with that result, in one write, and answered as the result
-    /// is. A stale session or an oversized batch refuses the whole call; anything else is
-    /// answered item by item.
+    /// is. `running_attempts[i]` is `running[i]`'s attempt (missing or 0: not said). A stale
+    /// session or an oversized batch refuses the whole call; anything else is answered item by
+    /// item.
     pub async fn report_batch(
         &self,
         session: &str,
         node: &str,
         running: &[String],
+        running_attempts: &[u32],
         results: Vec<Report>,
     ) -> Result<BatchOutcome> {
         self.check_session(session)?;
+        if running_attempts.len() > running.len() {
+            return Err(SmsError::invalid(
+                "running_attempts",
+                format!(
+                    "{} attempts for {} starts: one for each start at most",
+                    running_attempts.len(),
+                    running.len()
+                ),
+            ));
+        }
         for (field, n) in [("running", running.len()), ("results", results.len())] {
             if n > MAX_BATCH_ITEMS {
                 return Err(SmsError::invalid(
@@ -47,11 +59,13 @@ impl Sms {
             .enumerate()
             .map(|(i, r)| (r.execution_id.clone(), i))
             .collect();
+        let attempt = |i: usize| running_attempts.get(i).copied().unwrap_or(0);
         let alone = futures::future::join_all(
             running
                 .iter()
-                .filter(|id| !ended.contains_key(id.as_str()))
-                .map(|id| self.report_state(session, node, id, "running")),
+                .enumerate()
+                .filter(|(_, id)| !ended.contains_key(id.as_str()))
+                .map(|(i, id)| self.report_state(session, node, id, "running", attempt(i))),
         )
         .await;
         let told: HashSet<&str> = running

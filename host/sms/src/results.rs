@@ -38,13 +38,18 @@ impl Sms {
         Ok(())
     }
 
-    /// A node reports that an execution started.
+    /// A node reports that an execution started: `attempt` (0: not said) is the assignment's.
+    /// A start told again (its answer lost) is taken once. Of an attempt other than the current
+    /// one, only the start of an earlier attempt that never ended, from the node that also holds
+    /// the current one unstarted, is taken (that node runs the earlier one and drops the later as
+    /// already running; the same rule as for results).
     pub async fn report_state(
         &self,
         session: &str,
         node: &str,
         id: &str,
         state: &str,
+        attempt: u32,
     ) -> Result<()> {
         self.check_session(session)?;
         if state != "running" {
@@ -55,11 +60,28 @@ impl Sms {
         }
         let _owned = self.exec_locks.lock(id).await;
         let mut exec = self.execution(id).await?;
-        if exec.node_uuid.as_deref() != Some(node) || exec.state != ExecState::Assigned {
+        let here = exec.node_uuid.as_deref() == Some(node);
+        if attempt != 0
+            && here
+            && exec.state == ExecState::Running
+            && exec.started_attempt == attempt
+        {
+            return Ok(());
+        }
+        if !here || exec.state != ExecState::Assigned {
             return Err(SmsError::Conflict(format!(
                 "execution {id} is not assigned to node {node}"
             )));
         }
+        let earlier = attempt < exec.attempt && attempt > exec.ended_attempt;
+        if attempt != 0 && attempt != exec.attempt && !earlier {
+            return Err(SmsError::Conflict(format!(
+                "execution {id} started attempt {attempt}, but it is at attempt {} (a stale \
+                 start of an earlier attempt)",
+                exec.attempt
+            )));
+        }
+        exec.started_attempt = if attempt != 0 { attempt } else { exec.attempt };
         exec.state = ExecState::Running;
         exec.updated_at_ms = now_ms();
         exec.started_at_ms = exec.updated_at_ms;
@@ -113,7 +135,8 @@ impl Sms {
             // the earlier run's result, and so did not start the later one): that run is the
             // execution's.
             let earlier_here = placed_here
-                && exec.state == ExecState::Assigned
+                && (exec.state == ExecState::Assigned
+                    || (exec.state == ExecState::Running && exec.started_attempt == r.attempt))
                 && r.attempt < exec.attempt
                 && r.attempt > exec.ended_attempt;
             if r.attempt != current && !earlier_here {
@@ -148,6 +171,11 @@ impl Sms {
                 .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX))
                 .max(exec.assigned_at_ms);
             events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
+            exec.started_attempt = if r.attempt != 0 {
+                r.attempt
+            } else {
+                exec.attempt
+            };
         }
         exec.result = r.result;
         exec.ended_attempt = if r.attempt != 0 {

@@ -384,6 +384,7 @@ pub(crate) mod tests_support {
             attempt: 0,
             requeued: 0,
             ended_attempt: 0,
+            started_attempt: 0,
             max_attempts: 1,
             timeout_ms: 0,
             depends_on: vec![],

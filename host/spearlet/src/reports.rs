@@ -287,7 +287,7 @@ impl Reporter {
         let running = chunk
             .iter()
             .filter(|i| i.report.start_untold)
-            .map(|i| i.report.execution_id.clone())
+            .map(|i| (i.report.execution_id.clone(), i.report.attempt))
             .collect();
         let sent = self.send_batch(running, wired).await;
         let outcomes = match sent {
@@ -424,10 +424,11 @@ impl Reporter {
     /// One call carrying `results`; the answers, in its order.
     async fn send_batch(
         &self,
-        running: Vec<String>,
+        running: Vec<(String, u32)>,
         results: Vec<v1::ReportedResult>,
     ) -> std::result::Result<Vec<v1::ReportOutcome>, tonic::Status> {
         let session = self.session()?;
+        let (running, running_attempts) = running.into_iter().unzip();
         self.sms
             .executions()
             .report_batch(v1::ReportBatchRequest {
@@ -435,6 +436,7 @@ impl Reporter {
                 node_uuid: self.node.clone(),
                 running,
                 results,
+                running_attempts,
             })
             .await
             .map(|r| r.into_inner().results)
@@ -452,6 +454,7 @@ impl Reporter {
                     node_uuid: self.node.clone(),
                     execution_id: r.execution_id.clone(),
                     state: "running".into(),
+                    attempt: r.attempt,
                 })
                 .await;
         }

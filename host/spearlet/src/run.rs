@@ -259,7 +259,7 @@ async fn run_on(
     // result need not wait for that answer (SMS takes the start only while the execution is
     // assigned, so a start arriving after the result is refused and changes nothing). A start
     // still held when the run ends goes beside the result instead (`finish`).
-    agent.starts.started(&id, hold_start);
+    agent.starts.started(&id, attempt, hold_start);
     // The record (for re-attaching after a restart) is queued now and stored while it runs;
     // nothing waits for it. The store applies writes in order, so the result's write, which
     // deletes it, lands after it; a crash before it is durable loses only what a crash just

@@ -28,8 +28,9 @@ pub struct Starts {
     sms: SmsLink,
     node: String,
     session: Arc<RwLock<String>>,
-    /// Executions started and not told yet, oldest first, with when each started.
-    waiting: Mutex<VecDeque<(Instant, String)>>,
+    /// Executions started and not told yet, oldest first, with when each started and its
+    /// attempt.
+    waiting: Mutex<VecDeque<(Instant, String, u32)>>,
     /// How long a start is held.
     hold: Duration,
     wake: Notify,
@@ -54,9 +55,9 @@ impl Starts {
         })
     }
 
-    /// Execution `id` started: tell SMS once the hold has passed (at once when `hold` is false),
-    /// unless it ends first.
-    pub fn started(&self, id: &str, hold: bool) {
+    /// Attempt `attempt` of execution `id` started: tell SMS once the hold has passed (at once
+    /// when `hold` is false), unless it ends first.
+    pub fn started(&self, id: &str, attempt: u32, hold: bool) {
         let at = if hold {
             Instant::now()
         } else {
@@ -72,7 +73,7 @@ impl Starts {
         // Held starts come in time order: one behind others is due after them, and the sender
         // already sleeps until the first is due. Wake it only when this one may be due sooner.
         let sooner = waiting.is_empty() || !hold;
-        waiting.push_back((at, id.to_owned()));
+        waiting.push_back((at, id.to_owned(), attempt));
         drop(waiting);
         if sooner {
             self.wake.notify_one();
@@ -84,7 +85,7 @@ impl Starts {
     pub fn ended(&self, id: &str) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         // Held starts are few (those of the last few ms), and the newest are likeliest.
-        match waiting.iter().rposition(|(_, w)| w == id) {
+        match waiting.iter().rposition(|(_, w, _)| w == id) {
             Some(i) => {
                 waiting.remove(i);
                 true
@@ -102,7 +103,7 @@ impl Starts {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .map(|(at, _)| *at)
+                .map(|(at, _, _)| *at)
                 .min();
             let Some(next) = next else {
                 self.wake.notified().await;
@@ -113,14 +114,14 @@ impl Starts {
                 // A new start may be due sooner.
                 _ = self.wake.notified() => continue,
             }
-            let batch: Vec<String> = {
+            let batch: Vec<(String, u32)> = {
                 let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 let mut due = Vec::new();
-                waiting.retain(|(at, id)| {
+                waiting.retain(|(at, id, attempt)| {
                     let take = due.len() < MAX_BATCH && *at + self.hold <= now;
                     if take {
-                        due.push(id.clone());
+                        due.push((id.clone(), *attempt));
                     }
                     !take
                 });
@@ -132,29 +133,32 @@ impl Starts {
         }
     }
 
-    async fn send(&self, running: Vec<String>) {
+    async fn send(&self, running: Vec<(String, u32)>) {
         let session = self
             .session
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut client = self.sms.executions();
+        let (ids, attempts): (Vec<String>, Vec<u32>) = running.iter().cloned().unzip();
         let call = client.report_batch(v1::ReportBatchRequest {
             session: session.clone(),
             node_uuid: self.node.clone(),
-            running: running.clone(),
+            running: ids,
             results: Vec::new(),
+            running_attempts: attempts,
         });
         match tokio::time::timeout(Duration::from_secs(5), call).await {
             Ok(Ok(_)) => {}
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
                 // An SMS without batches: one call each.
-                for id in running {
+                for (id, attempt) in running {
                     let r = client.report_state(v1::ReportStateRequest {
                         session: session.clone(),
                         node_uuid: self.node.clone(),
                         execution_id: id,
                         state: "running".into(),
+                        attempt,
                     });
                     let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
                 }

@@ -158,7 +158,13 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         as_node(who.as_ref(), &r.node_uuid)?;
         required("execution_id", &r.execution_id)?;
         self.0
-            .report_state(&r.session, &r.node_uuid, &r.execution_id, &r.state)
+            .report_state(
+                &r.session,
+                &r.node_uuid,
+                &r.execution_id,
+                &r.state,
+                r.attempt,
+            )
             .await?;
         Ok(Response::new(v1::Ack {}))
     }
@@ -186,7 +192,13 @@ impl v1::execution_service_server::ExecutionService for Grpc {
             .collect();
         let done = self
             .0
-            .report_batch(&r.session, &r.node_uuid, &r.running, results)
+            .report_batch(
+                &r.session,
+                &r.node_uuid,
+                &r.running,
+                &r.running_attempts,
+                results,
+            )
             .await?;
         let outcomes = |items: Vec<crate::error::Result<()>>| {
             items

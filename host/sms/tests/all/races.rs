@@ -44,6 +44,7 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
                             node_uuid: uuid.clone(),
                             execution_id: e.execution_id.clone(),
                             state: "running".into(),
+                            attempt: e.attempt,
                         })
                         .await
                         .unwrap();
@@ -258,4 +259,163 @@ async fn concurrent_changes_of_one_record_apply_in_one_order_in_memory_and_stora
         let n = common::get_json(&c, &sms, &format!("/api/v1/nodes/{node}")).await;
         assert_eq!(n["labels"], before, "node {node}");
     }
+}
+
+/// Starts carry their attempt: a start told again is taken once, a stale one (of an earlier
+/// attempt, from a node that does not hold it) is refused, and the start of an earlier attempt
+/// that never ended, from the node that also holds the later one unstarted, is that run's: its
+/// result is then taken too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_carries_its_attempt_taken_once_and_a_stale_one_refused() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let uuid = common::register_wasm_node(&sms, 4).await;
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let c = reqwest::Client::new();
+    let body = json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}, "max_attempts": 3});
+    let id = common::submit(&c, &sms, &body).await;
+    let next = async |stream: &mut tonic::Streaming<v1::Assignment>| {
+        let a = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an assignment")
+            .unwrap()
+            .unwrap();
+        let e = a.execution.unwrap();
+        (a.session, e.execution_id, e.attempt)
+    };
+    let start = |session: &str, id: &str, attempt: u32| v1::ReportStateRequest {
+        session: session.to_owned(),
+        node_uuid: uuid.clone(),
+        execution_id: id.to_owned(),
+        state: "running".into(),
+        attempt,
+    };
+    let state = async |id: &str| {
+        let e = common::get_json(&c, &sms, &format!("/api/v1/executions/{id}")).await;
+        (
+            e["state"].as_str().unwrap().to_owned(),
+            e["started_attempt"].as_u64().unwrap(),
+        )
+    };
+
+    let (session, _, first) = next(&mut stream).await;
+    assert_eq!(first, 1);
+    execs.report_state(start(&session, &id, 1)).await.unwrap();
+    // Told again (its answer lost): acknowledged, taken once.
+    execs.report_state(start(&session, &id, 1)).await.unwrap();
+    assert_eq!(state(&id).await, ("running".into(), 1));
+    let starts = common::events(&c, &sms)
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == id.as_str() && e["kind"] == "execution.running")
+        .count();
+    assert_eq!(starts, 1);
+
+    // Attempt 1 fails; attempt 2 comes to this node. A late start of attempt 1 is refused.
+    execs
+        .report_result(v1::ReportResultRequest {
+            session: session.clone(),
+            node_uuid: uuid.clone(),
+            execution_id: id.clone(),
+            error: "boom".into(),
+            attempt: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (session, _, second) = next(&mut stream).await;
+    assert_eq!(second, 2);
+    let stale = execs
+        .report_state(start(&session, &id, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
+    assert!(stale.message().contains("attempt 1"), "{}", stale.message());
+    assert_eq!(state(&id).await, ("assigned".into(), 1));
+    // Attempt 2's start, in a batch.
+    let batch = |running: Vec<String>, running_attempts: Vec<u32>| v1::ReportBatchRequest {
+        session: session.clone(),
+        node_uuid: uuid.clone(),
+        running,
+        running_attempts,
+        results: vec![],
+    };
+    let answer = execs
+        .report_batch(batch(vec![id.clone()], vec![2]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.running[0].code, 0, "{answer:?}");
+    assert_eq!(state(&id).await, ("running".into(), 2));
+    let extra = execs
+        .report_batch(batch(vec![], vec![2]))
+        .await
+        .unwrap_err();
+    assert_eq!(extra.code(), tonic::Code::InvalidArgument);
+    assert!(extra.message().contains("running_attempts"), "{extra:?}");
+    execs
+        .report_result(v1::ReportResultRequest {
+            session: session.clone(),
+            node_uuid: uuid.clone(),
+            execution_id: id.clone(),
+            success: true,
+            result: Some(v1::ExecutionResult::default()),
+            attempt: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(state(&id).await, ("succeeded".into(), 2));
+
+    // Another execution's attempt 1 is placed here, then the node is removed (its work goes
+    // back to the queue) and comes back under the same id: attempt 2 is placed here too. The
+    // node ran attempt 1 all along: its start and result are that run's.
+    let other = common::submit(&c, &sms, &body).await;
+    let (_, placed, one) = next(&mut stream).await;
+    assert_eq!((placed.as_str(), one), (other.as_str(), 1));
+    let removed = c
+        .delete(sms.url(&format!("/api/v1/nodes/{uuid}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(removed.status().is_success(), "{removed:?}");
+    v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap()
+        .register_node(v1::RegisterNodeRequest {
+            uuid: uuid.clone(),
+            ip_address: "127.0.0.1".into(),
+            port: 9000,
+            capacity: Some(v1::Resources {
+                cpu_millis: 1_000_000,
+                memory_mb: 1 << 20,
+                disk_mb: 0,
+            }),
+            executors: vec!["wasm".into()],
+            slots: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let (session, placed, two) = next(&mut stream).await;
+    assert_eq!((placed.as_str(), two), (other.as_str(), 2));
+    execs
+        .report_state(start(&session, &other, 1))
+        .await
+        .unwrap();
+    assert_eq!(state(&other).await, ("running".into(), 1));
+    execs
+        .report_result(v1::ReportResultRequest {
+            session,
+            node_uuid: uuid.clone(),
+            execution_id: other.clone(),
+            success: true,
+            result: Some(v1::ExecutionResult::default()),
+            attempt: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(state(&other).await.0, "succeeded");
 }

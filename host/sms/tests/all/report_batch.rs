@@ -54,6 +54,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
             node_uuid: uuid.clone(),
             running: vec![a.clone(), b.clone(), "no-such-execution".into()],
             results: vec![ended(&a), ended(&c_id), ended("no-such-execution")],
+            running_attempts: vec![],
         })
         .await
         .unwrap()
@@ -119,6 +120,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
             node_uuid: uuid.clone(),
             running: vec![],
             results: vec![ended(&a), ended(&b)],
+            running_attempts: vec![],
         })
         .await
         .unwrap()
@@ -141,6 +143,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
             node_uuid: uuid.clone(),
             running: vec![],
             results: vec![ended(&a)],
+            running_attempts: vec![],
         })
         .await
         .unwrap_err();
@@ -152,6 +155,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
             node_uuid: uuid,
             running: vec!["x".into(); 1025],
             results: vec![],
+            running_attempts: vec![],
         })
         .await
         .unwrap_err();

@@ -107,6 +107,7 @@ impl FakeNode {
                         node_uuid: id.clone(),
                         execution_id: e.execution_id.clone(),
                         state: "running".into(),
+                        attempt: e.attempt,
                     })
                     .await
                     .unwrap();
