@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::error::Result;
 use crate::sms::{SmsLink, backoff, transient};
-use crate::store::{PendingReport, Store, delete_op, put_op};
+use crate::store::{PendingReport, Store, delete_op};
 
 /// The report queue.
 #[derive(Debug)]
@@ -92,10 +92,9 @@ impl Reporter {
     pub async fn submit(&self, report: PendingReport) -> Result<()> {
         let id = report.execution_id.clone();
         let key = format!("report/{id}");
-        let stored = self.store.batch_soon(vec![
-            put_op(&key, &report)?,
-            delete_op(&format!("exec/{id}")),
-        ]);
+        let stored = self
+            .store
+            .batch_soon(vec![report.put_op(&key), delete_op(&format!("exec/{id}"))]);
         {
             let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
             if fresh.len() < MAX_FRESH {
@@ -150,7 +149,7 @@ impl Reporter {
         {
             return Ok(true);
         }
-        Ok(self.store.get::<PendingReport>(&key).await?.is_some())
+        self.store.contains(&key).await
     }
 
     /// Number of results waiting.
@@ -214,7 +213,7 @@ impl Reporter {
             let unstored = self.unstored_keys();
             let stored = self
                 .store
-                .scan_page::<PendingReport>("report/", after.as_deref(), SCAN_PAGE as u32)
+                .pending_reports(after.as_deref(), SCAN_PAGE as u32)
                 .await;
             let mut pending =
                 std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
@@ -282,7 +281,7 @@ impl Reporter {
     /// Send one batch and settle each report by its answer: forget the acknowledged and the
     /// refused (in one write, which the next batch does not wait for), keep the rest.
     async fn deliver_batch(self: &Arc<Self>, mut chunk: Vec<Item>) -> Step {
-        let wired = chunk.iter().map(|i| wire(&i.report)).collect();
+        let wired = chunk.iter().map(|i| i.report.to_wire()).collect();
         // Starts taken back when their runs ended go beside their results.
         let running = chunk
             .iter()
@@ -458,7 +457,7 @@ impl Reporter {
                 })
                 .await;
         }
-        let w = wire(r);
+        let w = r.to_wire();
         self.sms
             .executions()
             .report_result(v1::ReportResultRequest {
@@ -515,26 +514,6 @@ fn batches(pending: Vec<Item>) -> Vec<Vec<Item>> {
         }
     }
     out
-}
-
-/// A pending report as a batch item.
-fn wire(r: &PendingReport) -> v1::ReportedResult {
-    v1::ReportedResult {
-        execution_id: r.execution_id.clone(),
-        success: r.success,
-        result: r.result.clone().map(|w| v1::ExecutionResult {
-            exit_code: w.exit_code,
-            signal: w.signal,
-            stdout: w.stdout,
-            stderr: w.stderr,
-            stdout_truncated: w.stdout_truncated,
-            stderr_truncated: w.stderr_truncated,
-            duration_ms: w.duration_ms,
-            ..Default::default()
-        }),
-        error: r.error.clone(),
-        attempt: r.attempt,
-    }
 }
 
 /// Bytes of stdout and of stderr kept when a report is over SMS's message limit.

@@ -1,5 +1,6 @@
-//! The Spearlet's durable state on a storage-backend plugin (`redb` by default): JSON records under
-//! key prefixes, every call off the async runtime (backends may block).
+//! The Spearlet's durable state on a storage-backend plugin (`redb` by default): records under key
+//! prefixes (JSON; results binary, see [`pending`]), every call off the async runtime (backends
+//! may block).
 //!
 //! | key | record |
 //! |---|---|
@@ -18,6 +19,8 @@ use spear_plugin_api::storage::BatchOp;
 use spear_plugin_runtime::group::GroupWriter;
 
 use crate::error::{Error, Result};
+
+pub mod pending;
 
 /// The last assignment this node took.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +164,33 @@ impl Store {
                 .map(Some)
                 .map_err(|e| storage(format!("{key}: {e}"))),
         }
+    }
+
+    /// Whether a record is at `key`.
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        let k = key.as_bytes().to_vec();
+        Ok(self.blocking(move |b| b.get(&k)).await?.is_some())
+    }
+
+    /// At most `limit` results waiting under `report/`, after the key `after` (from the start
+    /// when `None`), in key order.
+    pub async fn pending_reports(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, PendingReport)>> {
+        let after = after.map(|a| a.as_bytes().to_vec());
+        let rows = self
+            .blocking(move |b| b.scan(b"report/", after.as_deref(), limit))
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                PendingReport::from_bytes(&v)
+                    .map(|r| (key.clone(), r))
+                    .map_err(|e| storage(format!("{key}: {e}")))
+            })
+            .collect()
     }
 
     /// Store `value` at `key`, durably.
