@@ -569,3 +569,61 @@ async fn with_a_reconnect_limit_the_spearlet_outlasts_it_while_work_runs_then_ex
     };
     assert_eq!(status.code(), Some(3), "{}", s.log());
 }
+
+/// A cancel SMS cannot deliver (its node has no stream: the network between them is down, the
+/// node itself runs on) is stored: an SMS killed and started again still owes it, and sends it
+/// when the node's stream comes back, which stops the work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_owed_to_a_node_outlives_an_sms_restart_and_stops_the_work() {
+    let c = Cluster::new();
+    let (grpc, http) = (
+        spear_tests::process::free_addr(),
+        spear_tests::process::free_addr(),
+    );
+    let sms = c.sms_on(&grpc, &http);
+    // The node reaches SMS through a proxy: the network between them.
+    let network = spear_tests::h2proxy::H2Proxy::start(&grpc);
+    let config = c.write("alpha.toml", &c.spearlet_config("alpha", ""));
+    let via = network.url().trim_start_matches("http://").to_owned();
+    let mut alpha = c.spearlet_with("alpha", &config, &["--sms-addr", &via, "--auto-register"]);
+    sms.node_status(&alpha.node, "active", LONG).await;
+    let pidfile = c.path().join("owed.pid");
+    let script = format!("echo $$ > {}; sleep 300", pidfile.display());
+    let id = sms.sh(&script, json!({"timeout_ms": 0})).await;
+    sms.running(&id, LONG).await;
+    let deadline = Instant::now() + LONG;
+    while std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the execution never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The network goes down: the node's stream breaks, and the cancel can only be stored.
+    network.set_down(true);
+    let (status, e) = sms
+        .post(&format!("/api/v1/executions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{e}");
+    // SMS dies with the cancel owed, and comes back; then the network does.
+    sms.kill_9();
+    let sms = c.sms_on(&grpc, &http);
+    assert_eq!(sms.execution(&id).await["state"], "cancelled");
+    assert!(alive(pid), "nothing has told the node yet");
+    network.set_down(false);
+    let deadline = Instant::now() + LONG;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled workload {pid} still runs after its node came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alpha.kill_9();
+}
