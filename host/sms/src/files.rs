@@ -20,7 +20,7 @@ use crate::service::Sms;
 /// Longest file name, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 
-fn is_file_id(id: &str) -> bool {
+pub(crate) fn is_file_id(id: &str) -> bool {
     id.len() == 64
         && id
             .bytes()

@@ -70,7 +70,9 @@ async fn main() {
     let leadership = if config.database.db_type == "etcd" {
         let mut candidate = Candidate::join(&config).await.unwrap_or_else(|e| fail(e));
         let leader = candidate.observe();
-        let standby = server::standby(&config, &listeners, leader).unwrap_or_else(|e| fail(e));
+        let reads = prepared.reads(&config).unwrap_or_else(|e| fail(e));
+        let standby =
+            server::standby(&config, &listeners, leader, reads).unwrap_or_else(|e| fail(e));
         println!(
             "{} (standing by: the election decides who leads)",
             ready(&listeners, None)

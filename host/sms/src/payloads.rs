@@ -98,16 +98,7 @@ impl Sms {
 
     /// `e` with every payload read back from the blob store (what a read by id answers).
     pub async fn with_payloads(&self, e: Execution) -> Result<Execution> {
-        let mut e = self.with_stdin(e).await?;
-        if let Some(r) = e.result.as_mut() {
-            if let Some(b) = &r.stdout_blob {
-                r.stdout = String::from_utf8_lossy(&self.blobs.read(b).await?).into_owned();
-            }
-            if let Some(b) = &r.stderr_blob {
-                r.stderr = String::from_utf8_lossy(&self.blobs.read(b).await?).into_owned();
-            }
-        }
-        Ok(e)
+        whole(&self.blobs, e).await
     }
 
     /// Execution `id` whole: its record with its payloads.
@@ -167,6 +158,22 @@ impl Sms {
             tracing::warn!("deleting unreferenced payloads: {e}");
         }
     }
+}
+
+/// `e` with every payload read back from `blobs` (what a read by id answers).
+pub async fn whole(blobs: &crate::blobs::Blobs, mut e: Execution) -> Result<Execution> {
+    if let Some(b) = &e.stdin_blob {
+        e.stdin = blobs.read(b).await?;
+    }
+    if let Some(r) = e.result.as_mut() {
+        if let Some(b) = &r.stdout_blob {
+            r.stdout = String::from_utf8_lossy(&blobs.read(b).await?).into_owned();
+        }
+        if let Some(b) = &r.stderr_blob {
+            r.stderr = String::from_utf8_lossy(&blobs.read(b).await?).into_owned();
+        }
+    }
+    Ok(e)
 }
 
 #[cfg(test)]

@@ -171,11 +171,26 @@ impl std::fmt::Debug for Standby {
     }
 }
 
-/// Answer on `listeners` as a follower, redirecting to the leader `leader` names.
+impl Prepared {
+    /// The reads a standby answers from this storage ([`crate::ha::reads`]).
+    pub fn reads(&self, config: &SmsConfig) -> anyhow::Result<Arc<crate::ha::reads::Reads>> {
+        let bootstrap = crate::auth::tokens::bootstrap(&config.auth, |k| std::env::var(k).ok())?;
+        Ok(Arc::new(crate::ha::reads::Reads::new(
+            crate::db::Db::new(self.backend.clone()),
+            &config.files.dir,
+            config.auth.clone(),
+            bootstrap,
+        )))
+    }
+}
+
+/// Answer on `listeners` as a follower: the reads `reads` serves from storage, and redirects to
+/// the leader `leader` names for the rest.
 pub fn standby(
     config: &SmsConfig,
     listeners: &Listeners,
     leader: crate::ha::follower::Leader,
+    reads: Arc<crate::ha::reads::Reads>,
 ) -> anyhow::Result<Standby> {
     let (stop, stop_rx) = watch::channel(false);
     let mut watchers = Vec::new();
@@ -199,8 +214,8 @@ pub fn standby(
     } else {
         "http"
     };
-    let rest = crate::ha::follower::rest_router(leader.clone(), scheme, false);
-    let admin_pages = crate::ha::follower::rest_router(leader.clone(), scheme, true);
+    let rest = crate::ha::follower::rest_router(leader.clone(), scheme, false, Some(reads));
+    let admin_pages = crate::ha::follower::rest_router(leader.clone(), scheme, true, None);
     let serve = |l: &std::net::TcpListener, app, tls| -> anyhow::Result<()> {
         tokio::spawn(spear_edge::http::serve(
             tokio_listener(l)?,

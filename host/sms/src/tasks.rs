@@ -152,37 +152,41 @@ impl Sms {
 
     /// Tasks, filtered by status and priority.
     pub async fn tasks(&self, status: Option<&str>, priority: Option<&str>) -> Result<Vec<Task>> {
-        let status = match status {
-            None => None,
-            Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-                SmsError::invalid(
-                    "status",
-                    format!("`{s}` is not one of registered, active, inactive"),
-                )
-            })?),
-        };
-        let priority = match priority {
-            None => None,
-            Some(p) => Some(Priority::parse(p).ok_or_else(|| {
-                SmsError::invalid(
-                    "priority",
-                    format!("`{p}` is not one of low, normal, high, urgent"),
-                )
-            })?),
-        };
-        let mut tasks: Vec<Task> = self
-            .tasks
-            .read()
-            .await
-            .values()
-            .filter(|t| status.is_none_or(|s| t.status == s))
-            .filter(|t| priority.is_none_or(|p| t.priority == p))
-            .cloned()
-            .collect();
-        tasks.sort_by_key(|t| t.registered_at_ms);
-        Ok(tasks)
+        let all: Vec<Task> = self.tasks.read().await.values().cloned().collect();
+        select(all, status, priority)
     }
+}
 
+/// The tasks of `all` with `status` and `priority` (each when given), oldest first.
+pub fn select(all: Vec<Task>, status: Option<&str>, priority: Option<&str>) -> Result<Vec<Task>> {
+    let status = match status {
+        None => None,
+        Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
+            SmsError::invalid(
+                "status",
+                format!("`{s}` is not one of registered, active, inactive"),
+            )
+        })?),
+    };
+    let priority = match priority {
+        None => None,
+        Some(p) => Some(Priority::parse(p).ok_or_else(|| {
+            SmsError::invalid(
+                "priority",
+                format!("`{p}` is not one of low, normal, high, urgent"),
+            )
+        })?),
+    };
+    let mut tasks: Vec<Task> = all
+        .into_iter()
+        .filter(|t| status.is_none_or(|s| t.status == s))
+        .filter(|t| priority.is_none_or(|p| t.priority == p))
+        .collect();
+    tasks.sort_by_key(|t| t.registered_at_ms);
+    Ok(tasks)
+}
+
+impl Sms {
     /// Remove a task.
     pub async fn delete_task(&self, id: &str) -> Result<()> {
         let _task = self.task_locks.lock(id).await;

@@ -113,26 +113,36 @@ impl Auth {
     /// Whether `principal` (None: no token) may do what `need` asks; the error says what is
     /// missing. With auth off everything is allowed.
     pub fn check(&self, need: Need, principal: Option<&Principal>) -> Result<(), SmsError> {
-        if !self.config.enabled || need.is_open(&self.config) {
-            return Ok(());
-        }
-        let Some(p) = principal else {
-            return Err(SmsError::Unauthenticated(
-                "this request needs a token: send `Authorization: Bearer <token>` (`spear --token`, \
+        check(&self.config, need, principal)
+    }
+}
+
+/// Whether `principal` (None: no token) may do what `need` asks under `config`; the error says
+/// what is missing. With auth off everything is allowed.
+pub fn check(
+    config: &AuthConfig,
+    need: Need,
+    principal: Option<&Principal>,
+) -> Result<(), SmsError> {
+    if !config.enabled || need.is_open(config) {
+        return Ok(());
+    }
+    let Some(p) = principal else {
+        return Err(SmsError::Unauthenticated(
+            "this request needs a token: send `Authorization: Bearer <token>` (`spear --token`, \
                  SPEAR_TOKEN)"
-                    .into(),
-            ));
-        };
-        if need.allows(p.role) {
-            Ok(())
-        } else {
-            Err(SmsError::Forbidden(format!(
-                "token `{}` ({}) may not do this: it needs {}",
-                p.name,
-                p.role,
-                need.describe()
-            )))
-        }
+                .into(),
+        ));
+    };
+    if need.allows(p.role) {
+        Ok(())
+    } else {
+        Err(SmsError::Forbidden(format!(
+            "token `{}` ({}) may not do this: it needs {}",
+            p.name,
+            p.role,
+            need.describe()
+        )))
     }
 }
 

@@ -225,6 +225,53 @@ impl Tokens {
         })
     }
 
+    /// A registry that loads nothing: [`verify_stored`](Self::verify_stored) reads each token's
+    /// record when it is shown (for a standby, whose registry would go stale as the leader issues
+    /// and revokes tokens).
+    pub fn unloaded(db: Db, bootstrap: Vec<(String, String)>) -> Self {
+        Self {
+            db,
+            issued: RwLock::new(HashMap::new()),
+            bootstrap: bootstrap
+                .into_iter()
+                .map(|(source, token)| {
+                    let who = Principal::new("bootstrap", &source, Role::Admin, None, None);
+                    (who, sha256(token.as_bytes()))
+                })
+                .collect(),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Who `token` is at `now`, by its record in storage as it is now (a revoked token's record
+    /// is gone), or a bootstrap token.
+    pub async fn verify_stored(&self, token: &str, now: i64) -> Result<Principal> {
+        if let Some((id, secret)) = token
+            .strip_prefix("spear.")
+            .and_then(|rest| rest.split_once('.'))
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric())
+            && let Some(stored) = self.db.get::<Stored>(format!("token/{id}")).await?
+        {
+            let (revoked, _) = watch::channel(false);
+            let issued = Issued::new(stored, Arc::new(revoked));
+            let Some(want) = &issued.hash else {
+                return Err(invalid());
+            };
+            if !same(&sha256(secret.as_bytes()), want) {
+                return Err(invalid());
+            }
+            if issued.who.expires_at_ms.is_some_and(|at| at <= now) {
+                return Err(SmsError::Unauthenticated(format!(
+                    "token `{}` has expired",
+                    issued.who.name
+                )));
+            }
+            return Ok(issued.who);
+        }
+        self.verify_bootstrap(token)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Issued>> {
         self.issued.read().unwrap_or_else(|e| e.into_inner())
     }

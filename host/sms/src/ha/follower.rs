@@ -1,9 +1,11 @@
 //! What an SMS that does not lead answers, on the same listeners it will serve on once it leads.
 //!
-//! It redirects, reads as well as writes: a follower holds none of the live state (the ready
-//! queue, the executions in flight, the nodes' streams are in the leader's memory), so an answer
-//! of its own would be stale, and forwarding would put every request through two processes. A
-//! redirect costs a client one round trip and tells it where to go next time.
+//! It answers the reads of records whose stored copy is the whole truth itself, from storage
+//! ([`super::reads`]: an execution, tasks, a file's metadata), and redirects the rest, writes
+//! and the reads of what lives in the leader's memory (the ready queue, lists of executions, the
+//! nodes' heartbeats and streams, events): an answer of its own would be stale, and forwarding
+//! would put every request through two processes. A redirect costs a client one round trip and
+//! tells it where to go next time.
 //!
 //! - REST: `307 Temporary Redirect` to the same path and query on the leader (method and body
 //!   kept), with a `not_leader` error body naming the leader; `503` `not_leader` while no SMS
@@ -28,12 +30,23 @@ pub type Leader = watch::Receiver<Option<LeaderInfo>>;
 
 /// The follower's REST router (or, with `admin`, its web admin's: it redirects to the leader's
 /// web admin); its redirects use `scheme` (`https` when the listeners speak TLS).
-pub fn rest_router(leader: Leader, scheme: &'static str, admin: bool) -> Router {
-    Router::new().fallback(rest).with_state(Rest {
-        leader,
+/// With `reads`, the REST router also answers the reads a standby serves itself
+/// ([`super::reads`]).
+pub fn rest_router(
+    leader: Leader,
+    scheme: &'static str,
+    admin: bool,
+    reads: Option<std::sync::Arc<super::reads::Reads>>,
+) -> Router {
+    let redirects = Router::new().fallback(rest).with_state(Rest {
+        leader: leader.clone(),
         scheme,
         admin,
-    })
+    });
+    match reads {
+        Some(reads) if !admin => super::reads::routes(reads, leader).merge(redirects),
+        _ => redirects,
+    }
 }
 
 #[derive(Clone)]

@@ -13,6 +13,7 @@
 
 pub mod follower;
 mod members;
+pub mod reads;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -199,6 +199,53 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
         );
     }
 
+    // A follower answers reads of stored records itself, from storage: an execution (once it
+    // finished, the same as the leader's answer), the tasks; it says who leads.
+    let done = acked[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let on_leader = loop {
+        let e = common::get_json(&c, leading, &format!("/api/v1/executions/{done}")).await;
+        if e["state"] == "succeeded" {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = direct
+        .get(format!("{}/api/v1/executions/{done}", urls[follower]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["spear-leader"],
+        leading.http.to_string().as_str()
+    );
+    assert_eq!(r.json::<Value>().await.unwrap(), on_leader);
+    let task = common::post_json(
+        &c,
+        leading,
+        "/api/v1/tasks",
+        &json!({"name": "seen", "executable": {"type": "wasm", "uri": "file:///seen.wasm"}}),
+    )
+    .await
+    .1;
+    let tasks: Value = direct
+        .get(format!("{}/api/v1/tasks", urls[follower]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tasks["tasks"][0], task, "{tasks}");
+    let missing = direct
+        .get(format!("{}/api/v1/executions/no-such", urls[follower]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
     // The leader dies while submits stream in.
     let (c2, urls2, body2) = (c.clone(), urls.clone(), body.clone());
     let submitter = tokio::spawn(async move {
@@ -320,5 +367,64 @@ async fn a_leader_whose_election_key_is_gone_writes_nothing_and_stops() {
     assert!(
         text.contains(&kept) && !text.contains("lost.wasm"),
         "{listed}"
+    );
+}
+
+/// With `[auth]` on, a standby checks a token against its record in storage as it is now: a
+/// token the leader issued works on the standby at once, and stops working there the moment the
+/// leader revokes it; no token, no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_checks_tokens_against_storage_as_it_is_now() {
+    let cluster = EtcdCluster::start(1);
+    let endpoints = cluster.endpoints();
+    let admin = "an-admin-token-long-enough-to-be-accepted";
+    let extra =
+        format!("[ha]\nlease_ttl_secs = {TTL}\n[auth]\nenabled = true\nopen_healthz = true\n");
+    let sandboxes: Vec<Sandbox> = (0..2)
+        .map(|_| Sandbox::on_etcd(&extra, &endpoints, "ha-auth/"))
+        .collect();
+    let replicas: Vec<Option<Sms>> = sandboxes
+        .iter()
+        .map(|sb| Some(sb.start_with_env(&[], &[("SMS_ADMIN_TOKEN", admin)])))
+        .collect();
+    let c = reqwest::Client::new();
+    let first = leader(&c, &replicas, Duration::from_secs(15)).await;
+    let (leading, standby) = (
+        replicas[first].as_ref().unwrap(),
+        replicas[1 - first].as_ref().unwrap(),
+    );
+    let made: Value = c
+        .post(leading.url("/api/v1/tokens"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "viewer", "role": "reader"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reader = made["token"].as_str().unwrap().to_owned();
+    let tasks = |token: Option<String>| {
+        let mut r = c.get(standby.url("/api/v1/tasks"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(tasks(Some(reader.clone())).await, 200);
+    assert_eq!(tasks(Some(admin.to_owned())).await, 200);
+    assert_eq!(tasks(None).await, 401);
+    assert_eq!(tasks(Some("spear.0123456789abcdef.nope".into())).await, 401);
+    let revoked = c
+        .delete(leading.url(&format!("/api/v1/tokens/{}", made["id"].as_str().unwrap())))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{revoked:?}");
+    assert_eq!(
+        tasks(Some(reader)).await,
+        401,
+        "revoked on the leader: refused at once"
     );
 }

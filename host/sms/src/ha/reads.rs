@@ -1,0 +1,201 @@
+//! What a standby answers itself: reads of records whose stored copy is the whole truth, straight
+//! from storage (the leader stores every change of them before it answers, and etcd's reads are
+//! linearizable, so a standby's answer is as fresh as the leader's):
+//!
+//! - `GET /api/v1/executions/{id}` (with its payloads, from the shared `files.dir`);
+//! - `GET /api/v1/tasks`, `GET /api/v1/tasks/{id}`;
+//! - `GET /api/v1/files/{id}/meta`.
+//!
+//! Everything else is redirected to the leader ([`super::follower`]): lists of executions and
+//! nodes, events and their streams live in the leader's memory (heartbeats, the ready queue, a
+//! node's running count are never stored), and writes are the leader's alone. Each answer says
+//! who leads (`spear-leader`). With `[auth]` on, a standby checks a bearer token against its
+//! record in storage as it is at that moment (a token the leader revoked is refused at once) or
+//! the bootstrap tokens; it takes no node certificates.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{AuthConfig, Need, Tokens};
+use crate::blobs::Blobs;
+use crate::db::Db;
+use crate::error::{Result, SmsError};
+use crate::model::{Execution, FileMeta, Task, now_ms};
+
+/// A standby's reads: storage, the blob store, and the token checks.
+pub struct Reads {
+    db: Db,
+    blobs: Blobs,
+    auth: AuthConfig,
+    tokens: Tokens,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reads")
+    }
+}
+
+impl Reads {
+    /// Reads of `db`, payloads under `files_dir`, tokens checked under `auth` (with `bootstrap`
+    /// tokens, as [`crate::auth::tokens::bootstrap`] finds them).
+    pub fn new(
+        db: Db,
+        files_dir: &std::path::Path,
+        auth: AuthConfig,
+        bootstrap: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            tokens: Tokens::unloaded(db.clone(), bootstrap),
+            db,
+            blobs: Blobs::new(files_dir.join("blobs")),
+            auth,
+        }
+    }
+
+    /// Check the request's bearer token against `need`.
+    async fn check(&self, need: Need, headers: &HeaderMap) -> Result<()> {
+        if !self.auth.enabled || need.is_open(&self.auth) {
+            return Ok(());
+        }
+        let principal = match crate::auth::http::bearer(headers)? {
+            Some(token) => Some(self.tokens.verify_stored(token, now_ms()).await?),
+            None => None,
+        };
+        crate::auth::check(&self.auth, need, principal.as_ref())
+    }
+}
+
+/// A standby's reads and who leads (for the answers' `spear-leader`).
+#[derive(Clone)]
+struct ReadState {
+    reads: Arc<Reads>,
+    leader: super::follower::Leader,
+}
+
+/// The routes a standby answers, on `reads`; `leader`: the election as it last saw it.
+pub fn routes(reads: Arc<Reads>, leader: super::follower::Leader) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/api/v1/executions/{execution_id}",
+            axum::routing::get(execution),
+        )
+        .route("/api/v1/tasks", axum::routing::get(tasks))
+        .route("/api/v1/tasks/{task_id}", axum::routing::get(task))
+        .route(
+            "/api/v1/files/{file_id}/meta",
+            axum::routing::get(file_meta),
+        )
+        .with_state(ReadState { reads, leader })
+}
+
+/// `answer` as JSON, saying who leads.
+fn answered<T: serde::Serialize>(answer: Result<T>, leader: Option<&str>) -> Response {
+    let mut response = match answer {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Some(v) = leader.and_then(|l| HeaderValue::from_str(l).ok()) {
+        response.headers_mut().insert("spear-leader", v);
+    }
+    response
+}
+
+/// The leader's REST address, when one leads.
+fn leader(state: &ReadState) -> Option<String> {
+    state.leader.borrow().as_ref().map(|l| l.http.clone())
+}
+
+async fn execution(
+    State(state): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (leader, reads) = (leader(&state), &state.reads);
+    let answer = async {
+        reads.check(Need::Read, &headers).await?;
+        crate::checks::check_line("execution_id", &id, 128)?;
+        let stored: Option<Execution> = match reads
+            .db
+            .get(format!("{}{id}", crate::history::LIVE))
+            .await?
+        {
+            Some(e) => Some(e),
+            None => crate::history::finished(&reads.db, &id).await?,
+        };
+        let e = stored.ok_or_else(|| SmsError::not_found("execution", &id))?;
+        crate::payloads::whole(&reads.blobs, e).await
+    }
+    .await;
+    answered(answer, leader.as_deref())
+}
+
+/// `GET /api/v1/tasks` filters.
+#[derive(Debug, serde::Deserialize)]
+struct TaskFilter {
+    status: Option<String>,
+    priority: Option<String>,
+}
+
+async fn tasks(
+    State(state): State<ReadState>,
+    Query(f): Query<TaskFilter>,
+    headers: HeaderMap,
+) -> Response {
+    let (leader, reads) = (leader(&state), &state.reads);
+    let answer = async {
+        reads.check(Need::Read, &headers).await?;
+        let all: Vec<Task> = reads.db.load_all("task/").await?;
+        let tasks = crate::tasks::select(all, f.status.as_deref(), f.priority.as_deref())?;
+        Ok(serde_json::json!({ "tasks": tasks }))
+    }
+    .await;
+    answered(answer, leader.as_deref())
+}
+
+async fn task(
+    State(state): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (leader, reads) = (leader(&state), &state.reads);
+    let answer = async {
+        reads.check(Need::Read, &headers).await?;
+        crate::checks::check_line("task_id", &id, 128)?;
+        reads
+            .db
+            .get::<Task>(format!("task/{id}"))
+            .await?
+            .ok_or_else(|| SmsError::not_found("task", &id))
+    }
+    .await;
+    answered(answer, leader.as_deref())
+}
+
+async fn file_meta(
+    State(state): State<ReadState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (leader, reads) = (leader(&state), &state.reads);
+    let answer = async {
+        reads.check(Need::FileRead, &headers).await?;
+        if !crate::files::is_file_id(&id) {
+            return Err(SmsError::invalid(
+                "file_id",
+                "a file id is 64 lowercase hex digits (its sha256)",
+            ));
+        }
+        reads
+            .db
+            .get::<FileMeta>(format!("file/{id}"))
+            .await?
+            .ok_or_else(|| SmsError::not_found("file", &id))
+    }
+    .await;
+    answered(answer, leader.as_deref())
+}
