@@ -16,6 +16,8 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     initial: String,
     token: String,
+    /// More flags for every member.
+    flags: Vec<String>,
 }
 
 struct Member {
@@ -28,6 +30,11 @@ struct Member {
 impl EtcdCluster {
     /// Start `n` members and wait until every one is healthy (a leader is elected).
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// [`start`](Self::start), each member also given `flags` (`--max-txn-ops 1024`, say).
+    pub fn start_with(n: usize, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -48,6 +55,7 @@ impl EtcdCluster {
             dir,
             initial,
             token,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -80,6 +88,7 @@ impl EtcdCluster {
             // Fast elections, so that a test that kills a member does not wait long.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

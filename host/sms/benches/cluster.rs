@@ -19,7 +19,7 @@ use spear_sms::model::{Executable, now_ms};
 use spear_sms::nodes::Heartbeat;
 use spear_sms::service::Sms;
 
-use common::{rss_bytes, sandbox, sandbox_on_etcd, wasm_node};
+use common::{rss_bytes, sandbox, sandbox_on_etcd_with, wasm_node};
 
 /// A name no earlier run used.
 fn uuid_like() -> String {
@@ -92,7 +92,7 @@ async fn placements(
     db: &'static str,
     executions: u64,
     rate: Option<u64>,
-    etcd: Option<&[String]>,
+    etcd: Option<(&[String], &str)>,
     grpc: bool,
 ) -> Row {
     let (_dir, running, _candidate) = match etcd {
@@ -100,10 +100,10 @@ async fn placements(
             let (dir, config) = sandbox(db);
             (dir, spear_sms::server::start(config).await.unwrap(), None)
         }
-        Some(endpoints) => {
+        Some((endpoints, database)) => {
             // As a replica would: elected, every write fenced. A namespace of its own per run.
             let prefix = format!("bench-{}/", uuid_like());
-            let (dir, config) = sandbox_on_etcd(endpoints, &prefix);
+            let (dir, config) = sandbox_on_etcd_with(endpoints, &prefix, database);
             let candidate = spear_sms::ha::Candidate::join(&config).await.unwrap();
             let me = spear_sms::ha::LeaderInfo {
                 id: prefix.clone(),
@@ -306,16 +306,25 @@ fn main() {
         println!("Saturated: {executions} executions from 256 concurrent submitters (latency includes queueing). Paced: 5,000/s from one submitter, each submit awaited (on redb that caps it at one durable commit per submit).\n");
         println!("| nodes | storage | load | placements/s | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
         println!("|---:|---|---|---:|---:|---:|---:|---:|");
-        // A three-member etcd cluster on this machine, for the `etcd` rows.
+        // Three-member etcd clusters on this machine, for the `etcd` rows: one with etcd's
+        // default limits (128 operations a transaction), one taking 1,024.
         let etcd = spear_tests::etcd::EtcdCluster::start(3);
         let endpoints = etcd.endpoints();
+        let wide = spear_tests::etcd::EtcdCluster::start_with(3, &["--max-txn-ops", "1024"]);
+        let wide_endpoints = wide.endpoints();
+        let etcd_of = |db: &str| -> Option<(&[String], &str)> {
+            match db {
+                "etcd" => Some((endpoints.as_slice(), "")),
+                "etcd-1024" => Some((wide_endpoints.as_slice(), "max_txn_ops = 1024")),
+                _ => None,
+            }
+        };
         // `-- grpc`: only the rows over real gRPC (for profiling them).
         let only_grpc = std::env::args().any(|a| a == "grpc");
         for nodes in [1_000usize, 10_000].into_iter().filter(|_| !only_grpc) {
-            for db in ["memory", "redb", "etcd"] {
+            for db in ["memory", "redb", "etcd", "etcd-1024"] {
                 for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
-                    let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
-                    let r = placements(nodes, db, n, rate, on_etcd, false).await;
+                    let r = placements(nodes, db, n, rate, etcd_of(db), false).await;
                     println!(
                         "| {} | {} | {load} | {:.0} | {} | {} | {} | {} |",
                         r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99
@@ -326,9 +335,8 @@ fn main() {
         println!("\n## Over real gRPC: 1,000 fake Spearlets, each its own connection and stream\n");
         println!("| nodes | storage | placements/s (saturated) | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
         println!("|---:|---|---:|---:|---:|---:|---:|");
-        for db in ["redb", "etcd"] {
-            let on_etcd = (db == "etcd").then_some(endpoints.as_slice());
-            let r = placements(1_000, db, executions, None, on_etcd, true).await;
+        for db in ["redb", "etcd", "etcd-1024"] {
+            let r = placements(1_000, db, executions, None, etcd_of(db), true).await;
             println!(
                 "| {} | {} | {:.0} | {} | {} | {} | {} |",
                 r.nodes, r.db, r.placements_per_s, r.assigned_p50, r.assigned_p99, r.delivered_p50, r.delivered_p99

@@ -22,13 +22,18 @@ pub fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
     sandbox_with(db, None)
 }
 
-/// [`sandbox`] on the etcd cluster at `endpoints`, under the namespace `prefix`.
+/// [`sandbox`] on the etcd cluster at `endpoints`, under the namespace `prefix`, with more
+/// `[database]` lines `database` (`max_txn_ops = 1024`, say).
 #[allow(dead_code)]
-pub fn sandbox_on_etcd(endpoints: &[String], prefix: &str) -> (tempfile::TempDir, SmsConfig) {
-    sandbox_with("etcd", Some((endpoints, prefix)))
+pub fn sandbox_on_etcd_with(
+    endpoints: &[String],
+    prefix: &str,
+    database: &str,
+) -> (tempfile::TempDir, SmsConfig) {
+    sandbox_with("etcd", Some((endpoints, prefix, database)))
 }
 
-fn sandbox_with(db: &str, etcd: Option<(&[String], &str)>) -> (tempfile::TempDir, SmsConfig) {
+fn sandbox_with(db: &str, etcd: Option<(&[String], &str, &str)>) -> (tempfile::TempDir, SmsConfig) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
@@ -41,9 +46,9 @@ fn sandbox_with(db: &str, etcd: Option<(&[String], &str)>) -> (tempfile::TempDir
         std::fs::copy(guest(form, file), plugins.join(file)).unwrap();
     }
     let database = match etcd {
-        Some((endpoints, prefix)) => {
-            format!("db_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"{prefix}\"\n")
-        }
+        Some((endpoints, prefix, more)) => format!(
+            "db_type = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"{prefix}\"\n{more}\n"
+        ),
         None => format!(
             "db_type = \"{db}\"\npath = \"{}\"\n",
             dir.path().join("sms.redb").display()
