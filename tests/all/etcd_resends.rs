@@ -28,11 +28,20 @@ fn value(store: &dyn StorageBackend, key: &str) -> Option<String> {
         .map(|v| String::from_utf8(v).unwrap())
 }
 
-/// Deliver what `proxy` held and give etcd time to take it.
-fn deliver_late(proxy: &H2Proxy) {
+/// Deliver what `proxy` held, and wait until etcd (one member) has taken it: its applied raft
+/// index moves past where it was (a transaction with writes is proposed even when its checks
+/// fail).
+fn deliver_late(proxy: &H2Proxy, cluster: &EtcdCluster) {
     assert!(proxy.held() > 0, "the proxy held the write back");
+    let before = cluster.applied_index();
     proxy.release();
-    std::thread::sleep(Duration::from_millis(2000));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.applied_index() <= before {
+        assert!(Instant::now() < deadline, "etcd never took the held write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second held copy, if any, right behind it.
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
@@ -58,7 +67,7 @@ fn a_late_copy_of_a_write_applies_once_and_never_over_a_later_write() {
     assert_eq!(value(store.as_ref(), "k").as_deref(), Some("b"));
     // A later write; then the first copy arrives. It must not put `b` back.
     store.put(b"k", b"c").unwrap();
-    deliver_late(&proxy);
+    deliver_late(&proxy, &cluster);
     assert!(proxy.resets_dropped() > 0, "the client had given up on it");
     assert_eq!(
         value(store.as_ref(), "k").as_deref(),
@@ -84,7 +93,7 @@ fn a_write_no_member_answered_is_unknown_until_settled_either_way() {
     let error = store.put(b"k", b"b").unwrap_err().to_string();
     assert!(error.starts_with(OUTCOME_UNKNOWN), "{error}");
     assert!(started.elapsed() < Duration::from_secs(8), "{error}");
-    deliver_late(&proxy);
+    deliver_late(&proxy, &cluster);
     // Wait for it to land (a loaded machine may take a while): the next write must find it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while value(store.as_ref(), "k").as_deref() != Some("b") {
@@ -106,7 +115,7 @@ fn a_write_no_member_answered_is_unknown_until_settled_either_way() {
     assert!(error.starts_with(OUTCOME_UNKNOWN), "{error}");
     other.set_down(false);
     store.put(b"other", b"x").unwrap();
-    deliver_late(&held);
+    deliver_late(&held, &cluster);
     assert_eq!(
         value(store.as_ref(), "k").as_deref(),
         Some("a"),
@@ -131,4 +140,36 @@ fn the_backends_own_keys_are_out_of_sight_and_out_of_reach() {
     let error = store.put(b"\0writer/x", b"v").unwrap_err().to_string();
     assert!(error.contains("NUL byte"), "{error}");
     assert!(store.get(b"\0writer/x").is_err());
+}
+
+#[test]
+fn a_write_refused_while_a_copy_of_it_is_held_stays_refused() {
+    let cluster = EtcdCluster::start(1);
+    let direct = cluster.endpoints()[0].clone();
+    let proxy = H2Proxy::start(&direct);
+    let store = etcd_at(&[proxy.url(), direct.clone()], "refused/");
+    // Another writer of the same namespace (another process).
+    let other = etcd_at(std::slice::from_ref(&direct), "refused/");
+    store.put(b"k", b"a").unwrap();
+    proxy.hold();
+    // Held on the proxy, sent again to the member, refused there (k is not x): a copy is still
+    // on its way, which would apply once k is x.
+    let write = [
+        BatchOp::Check {
+            key: b"k".to_vec(),
+            value: Some(b"x".to_vec()),
+        },
+        BatchOp::Put {
+            key: b"k".to_vec(),
+            value: b"b".to_vec(),
+        },
+    ];
+    assert!(!store.batch(&write).unwrap(), "refused: its check fails");
+    other.put(b"k", b"x").unwrap();
+    deliver_late(&proxy, &cluster);
+    assert_eq!(
+        value(store.as_ref(), "k").as_deref(),
+        Some("x"),
+        "a write answered as refused never applies later"
+    );
 }

@@ -37,7 +37,12 @@ fn etcd_keeps_the_storage_contract_in_its_namespace() {
         store.limits(),
         BatchLimits {
             max_ops: 127,
-            max_bytes: 1536 * 1024 - 128 * (32 + "one/".len() as u64) - 4096 - 512
+            // Less the writer key's compare, put and read (its name: the namespace, `\0writer/`
+            // and a 63-byte token; two tokens).
+            max_bytes: 1536 * 1024
+                - 128 * (32 + "one/".len() as u64)
+                - 4096
+                - (3 * ("one/".len() as u64 + 8 + 63) + 2 * 63 + 64)
         },
         "etcd's default transaction limits, less the backend's own key"
     );

@@ -153,6 +153,17 @@ impl EtcdCluster {
     }
 
     /// Run `etcdctl` on the live members with `args`; its standard output (it must succeed).
+    /// The highest raft index the first live member has applied: it moves with every write
+    /// proposed, a transaction whose checks fail included.
+    pub fn applied_index(&self) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.etcdctl(&["endpoint", "status", "-w", "json"])).unwrap();
+        status[0]["Status"]["raftAppliedIndex"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no raftAppliedIndex in {status}"))
+    }
+
+    /// Run `etcdctl` with `args` against the live members; its standard output.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let live: Vec<String> = self
             .members

@@ -10,7 +10,9 @@
 //! hold every write fails with [`WriteError::Fenced`] (a deposed leader cannot write). A backend
 //! that cannot tell whether a commit applied ([`OUTCOME_UNKNOWN`]) fails its writes with
 //! [`WriteError::Unknown`] and raises [`GroupWriter::unsure`]: a host that keeps state in memory
-//! no longer knows that it matches storage.
+//! no longer knows that it matches storage. From then on the writer writes nothing (every write
+//! fails the same way): writes decided on that memory must not land after a write that may have
+//! applied.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -311,6 +313,14 @@ impl Thread {
         fence: Option<&Fence>,
         observe: &impl Fn(&Result<(), String>, &Commit),
     ) {
+        if *self.unsure.borrow() {
+            for (_, sender) in group {
+                let _ = sender.send(Err(WriteError::Unknown(
+                    "an earlier write's outcome is unknown: this writer writes nothing more".into(),
+                )));
+            }
+            return;
+        }
         let lens: Vec<usize> = group.iter().map(|(ops, _)| ops.len()).collect();
         let mut ops: Vec<BatchOp> = fence.map(Fence::check).into_iter().collect();
         let senders: Vec<oneshot::Sender<WriteResult>> = group

@@ -221,12 +221,18 @@ impl Sms {
         };
         if revived {
             let _node = self.node_locks.lock(uuid).await;
-            self.events
-                .append_with(
-                    vec![crate::db::put_op(format!("node/{uuid}"), &node)?],
-                    vec![("node.healthy", uuid.to_owned(), json!({}))],
-                )
-                .await?;
+            // Read again as the record's owner: an update or a delete may have come since the
+            // heartbeat's copy (a stale copy must not be stored over it, nor a deleted node
+            // stored again).
+            let current = self.nodes.read().await.get(uuid).cloned();
+            if let Some(current) = current {
+                self.events
+                    .append_with(
+                        vec![crate::db::put_op(format!("node/{uuid}"), &current)?],
+                        vec![("node.healthy", uuid.to_owned(), json!({}))],
+                    )
+                    .await?;
+            }
         }
         self.sync_target(&node).await;
         self.wake.notify_one();

@@ -139,7 +139,11 @@ impl Sms {
                     || (exec.state == ExecState::Running && exec.started_attempt == r.attempt))
                 && r.attempt < exec.attempt
                 && r.attempt > exec.ended_attempt;
-            if r.attempt != current && !earlier_here {
+            // The same run, its execution taken back from this node since its start was taken
+            // (the node was lost): it ran to its end there after all.
+            let earlier_orphan =
+                orphan_here && r.attempt == exec.started_attempt && r.attempt > exec.ended_attempt;
+            if r.attempt != current && !earlier_here && !earlier_orphan {
                 return Err(SmsError::Conflict(format!(
                     "execution {} reported for attempt {}, but it is at attempt {} (a stale \
                      report of an earlier attempt)",

@@ -323,4 +323,14 @@ fn a_commit_of_unknown_outcome_is_told_apart_and_raises_unsure() {
         ]
     );
     assert!(*writer.unsure().borrow(), "the writer says it is unsure");
+    // The backend answers again: the writer writes nothing more all the same.
+    *backend.failing.lock().unwrap() = None;
+    let batches = backend.batches.lock().unwrap().len();
+    let after = together(&writer, vec![vec![put("c", "1")]]);
+    assert!(
+        matches!(&after[0], Err(WriteError::Unknown(_))),
+        "{after:?}"
+    );
+    assert_eq!(backend.batches.lock().unwrap().len(), batches);
+    assert!(backend.store.get(b"c").unwrap().is_none());
 }

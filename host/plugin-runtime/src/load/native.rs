@@ -228,6 +228,19 @@ impl ReclaimerInstance for NativeReclaimer {
     }
 }
 
+/// A write's failure as the trait's error: a panic in the middle of a write may have left it
+/// applied (sent, committed), so it is reported as of unknown outcome
+/// ([`OUTCOME_UNKNOWN`](api::storage::OUTCOME_UNKNOWN)); anything else as
+/// [`plugin_error`] does.
+fn write_error(failure: CallFailure) -> api::PluginError {
+    match failure {
+        CallFailure::Trap(text) => {
+            api::PluginError(format!("{}{text}", api::storage::OUTCOME_UNKNOWN))
+        }
+        other => plugin_error(other),
+    }
+}
+
 /// A call's failure as the trait's error: the plugin's own error as it wrote it (a contract's
 /// markers, such as a storage backend's `OUTCOME_UNKNOWN`, pass through), anything else described.
 fn plugin_error(failure: CallFailure) -> api::PluginError {
@@ -339,10 +352,10 @@ impl api::StorageBackend for NativeStorage {
             .map_err(plugin_error)
     }
     fn put(&self, key: &[u8], value: &[u8]) -> std::result::Result<(), api::PluginError> {
-        ffi(self.0.put(key.into(), value.into())).map_err(plugin_error)
+        ffi(self.0.put(key.into(), value.into())).map_err(write_error)
     }
     fn delete(&self, key: &[u8]) -> std::result::Result<bool, api::PluginError> {
-        ffi(self.0.delete(key.into())).map_err(plugin_error)
+        ffi(self.0.delete(key.into())).map_err(write_error)
     }
     fn scan(
         &self,
@@ -374,7 +387,7 @@ impl api::StorageBackend for NativeStorage {
                 }),
             })
             .collect();
-        ffi(self.0.batch(ops)).map_err(plugin_error)
+        ffi(self.0.batch(ops)).map_err(write_error)
     }
     fn compare_and_swap(
         &self,
@@ -385,7 +398,7 @@ impl api::StorageBackend for NativeStorage {
         ffi(self
             .0
             .compare_and_swap(key.into(), optional(expected), optional(new)))
-        .map_err(plugin_error)
+        .map_err(write_error)
     }
     fn limits(&self) -> api::storage::BatchLimits {
         // A library that cannot say (its call fails) is taken as unlimited: its batches then
@@ -409,4 +422,26 @@ fn optional(v: Option<&[u8]>) -> ROption<abi_stable::std_types::RSlice<'_, u8>> 
 /// The ABI version this host speaks.
 pub fn host_abi_version() -> &'static str {
     ABI_VERSION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_write_is_of_unknown_outcome_and_an_error_value_is_the_plugins_own() {
+        let panic = write_error(CallFailure::Trap("plugin panicked: boom".into()));
+        assert!(
+            panic.0.starts_with(api::storage::OUTCOME_UNKNOWN) && panic.0.contains("boom"),
+            "{panic:?}"
+        );
+        let refused = write_error(CallFailure::Plugin("disk full".into()));
+        assert_eq!(refused.0, "disk full");
+        // A read's panic is a plain failure: nothing was written.
+        let read = plugin_error(CallFailure::Trap("plugin panicked: boom".into()));
+        assert!(
+            !read.0.starts_with(api::storage::OUTCOME_UNKNOWN),
+            "{read:?}"
+        );
+    }
 }

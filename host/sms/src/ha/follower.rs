@@ -38,13 +38,21 @@ pub fn rest_router(
     admin: bool,
     reads: Option<std::sync::Arc<super::reads::Reads>>,
 ) -> Router {
-    let redirects = Router::new().fallback(rest).with_state(Rest {
+    let state = Rest {
         leader: leader.clone(),
         scheme,
         admin,
-    });
+    };
+    let redirects = Router::new().fallback(rest).with_state(state.clone());
     match reads {
-        Some(reads) if !admin => super::reads::routes(reads, leader).merge(redirects),
+        // A method the reads do not serve on one of their paths (`POST /api/v1/tasks`) is
+        // redirected too, not answered 405.
+        Some(reads) if !admin => super::reads::routes(reads, leader)
+            .merge(redirects)
+            .method_not_allowed_fallback(move |request: Request| {
+                let state = state.clone();
+                async move { rest(State(state), request).await }
+            }),
         _ => redirects,
     }
 }

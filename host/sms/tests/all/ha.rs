@@ -239,6 +239,18 @@ async fn a_follower_leads_when_the_leader_dies_and_a_woken_leader_writes_nothing
         .await
         .unwrap();
     assert_eq!(tasks["tasks"][0], task, "{tasks}");
+    // A write on a path it reads is redirected all the same.
+    let r = direct
+        .post(format!("{}/api/v1/tasks", urls[follower]))
+        .json(&json!({"name": "x", "executable": {"type": "wasm", "uri": "file:///x.wasm"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{}/api/v1/tasks", leading.http).as_str()
+    );
     let missing = direct
         .get(format!("{}/api/v1/executions/no-such", urls[follower]))
         .send()

@@ -373,12 +373,21 @@ async fn a_start_carries_its_attempt_taken_once_and_a_stale_one_refused() {
     let other = common::submit(&c, &sms, &body).await;
     let (_, placed, one) = next(&mut stream).await;
     assert_eq!((placed.as_str(), one), (other.as_str(), 1));
-    let removed = c
-        .delete(sms.url(&format!("/api/v1/nodes/{uuid}")))
-        .send()
-        .await
-        .unwrap();
-    assert!(removed.status().is_success(), "{removed:?}");
+    let remove = async || {
+        let removed = c
+            .delete(sms.url(&format!("/api/v1/nodes/{uuid}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(removed.status().is_success(), "{removed:?}");
+        // Back in the queue before the node comes back (a node that is back keeps its work).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state(&other).await.0 != "ready" {
+            assert!(std::time::Instant::now() < deadline, "never requeued");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    remove().await;
     v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
         .await
         .unwrap()
@@ -405,6 +414,9 @@ async fn a_start_carries_its_attempt_taken_once_and_a_stale_one_refused() {
         .await
         .unwrap();
     assert_eq!(state(&other).await, ("running".into(), 1));
+    // The node is lost again while it runs attempt 1, which then ends there: its result is the
+    // execution's.
+    remove().await;
     execs
         .report_result(v1::ReportResultRequest {
             session,

@@ -90,9 +90,6 @@ struct Inner {
     writer: Mutex<State>,
 }
 
-/// Bytes a transaction carries for the writer's key (its compare and its put).
-const WRITER_BYTES: u64 = 512;
-
 /// A request that got no answer.
 struct Failure {
     error: PluginError,
@@ -161,9 +158,26 @@ impl Inner {
         k
     }
 
+    /// Bytes a transaction carries for the writer's key: its compare, its put and the read of
+    /// the `else` branch.
+    fn own_bytes(&self) -> u64 {
+        3 * self.writer_key.len() as u64 + 2 * sequence::TOKEN_LEN as u64 + 64
+    }
+
     /// Run one request, built by `request` for a member's client, to its answer: on the member
     /// that answered last, then on the next ones in turn, until `2 × timeout` has passed.
     fn call<T, F, R>(&self, what: &str, request: F) -> Result<T, Failure>
+    where
+        F: Fn(Client) -> R,
+        R: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_taken(what, request).map(|(v, _)| v)
+    }
+
+    /// [`call`](Self::call), also saying whether a try before the one answered may have been
+    /// taken (it got no answer, or an error that does not say it was refused): a copy of a
+    /// write may then still be on its way.
+    fn call_taken<T, F, R>(&self, what: &str, request: F) -> Result<(T, bool), Failure>
     where
         F: Fn(Client) -> R,
         R: Future<Output = Result<T, etcd_client::Error>>,
@@ -191,7 +205,7 @@ impl Inner {
             let failure = match answer {
                 Ok(Ok(v)) => {
                     self.current.store(at, Ordering::Relaxed);
-                    return Ok(v);
+                    return Ok((v, maybe_taken));
                 }
                 Ok(Err(e)) if permanent(&e) => {
                     return Err(Failure {
@@ -248,12 +262,13 @@ impl Inner {
         bytes: u64,
     ) -> Result<Outcome, PluginError> {
         let bytes = bytes + (self.prefix.len() * (compares.len() + ops.len())) as u64;
-        if bytes + WRITER_BYTES > self.max_request_bytes {
+        let own = self.own_bytes();
+        if bytes + own > self.max_request_bytes {
             return Err(PluginError(format!(
                 "etcd {what}: {bytes} bytes are over the limit of {} in one request \
-                 (etcd's --max-request-bytes, less {WRITER_BYTES} for the backend's own; this \
+                 (etcd's --max-request-bytes, less {own} for the backend's own; this \
                  backend's `max_request_bytes`)",
-                self.max_request_bytes - WRITER_BYTES
+                self.max_request_bytes.saturating_sub(own)
             )));
         }
         let most = compares.len().max(ops.len());
@@ -278,11 +293,11 @@ impl Inner {
                 .when(when)
                 .and_then(then)
                 .or_else([TxnOp::get(self.writer_key.clone(), None)]);
-            let answer = match self.call(what, |c| {
+            let (answer, maybe_taken) = match self.call_taken(what, |c| {
                 let txn = txn.clone();
                 async move { kv(&c).txn(txn).await }
             }) {
-                Ok(answer) => answer,
+                Ok(answered) => answered,
                 Err(f) if f.maybe_taken => {
                     return Err(PluginError(format!("{OUTCOME_UNKNOWN}{}", f.error)));
                 }
@@ -294,6 +309,9 @@ impl Inner {
             let now = (!answer.succeeded())
                 .then(|| writer_value(&answer))
                 .flatten();
+            if !answer.succeeded() && now == before && maybe_taken {
+                return self.settle_refused(what, &mut state);
+            }
             if state.answered(answer.succeeded(), now.clone()) {
                 return Ok(Outcome::Applied(answer.succeeded().then_some(answer)));
             }
@@ -305,6 +323,22 @@ impl Inner {
             "etcd {what}: the backend's writer key keeps changing (is another process writing \
              with it?)"
         )))
+    }
+
+    /// A write whose checks failed, while an earlier copy of it may still be on its way (and apply
+    /// once its checks hold): settle it now, so that the answer is final.
+    fn settle_refused(&self, what: &str, state: &mut State) -> Result<Outcome, PluginError> {
+        let (after, burn) = state.unsure_tokens().expect("the write is under way");
+        self.settle(state)
+            .map_err(|e| PluginError(format!("{OUTCOME_UNKNOWN}{}", e.0)))?;
+        match state {
+            State::Known(Some(v)) if *v == after => Ok(Outcome::Applied(None)),
+            State::Known(Some(v)) if *v == burn => Ok(Outcome::NotApplied),
+            _ => Err(PluginError(format!(
+                "{OUTCOME_UNKNOWN}etcd {what}: the backend's writer key changed under it (is \
+                 another process writing with it?)"
+            ))),
+        }
     }
 
     /// Settle a write whose outcome was left unknown: after this, no copy of it can apply.
@@ -332,6 +366,28 @@ impl Inner {
         } else {
             state.answered(false, writer_value(&answer));
         }
+        Ok(())
+    }
+
+    /// Create this writer's key, holding a first token (so that no write expects it absent).
+    fn create_writer_key(&self) -> Result<(), PluginError> {
+        let first = sequence::token();
+        let txn = Txn::new()
+            .when([holds(&self.writer_key, None)])
+            .and_then([TxnOp::put(self.writer_key.clone(), first.clone(), None)])
+            .or_else([TxnOp::get(self.writer_key.clone(), None)]);
+        let answer = self.call("create the writer key", |c| {
+            let txn = txn.clone();
+            async move { kv(&c).txn(txn).await }
+        })?;
+        // Failed only if a copy sent before applied (it then holds `first`), or a key of that
+        // name was there (never: its name is a fresh token).
+        if !answer.succeeded() && writer_value(&answer).as_deref() != Some(first.as_slice()) {
+            return Err(PluginError::new(
+                "etcd: this backend's new writer key exists already",
+            ));
+        }
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = State::Known(Some(first));
         Ok(())
     }
 
@@ -482,6 +538,7 @@ impl StorageBackend for Etcd {
             })
             .map_err(|f| PluginError(format!("{} (is the cluster up, with a leader?)", f.error)))?;
         inner.sweep_writers()?;
+        inner.create_writer_key()?;
         self.inner = Some(inner);
         Ok(())
     }
@@ -654,7 +711,7 @@ impl StorageBackend for Etcd {
         // A transaction's encoding adds a few bytes to each key and value, and the namespace to
         // each key; leave room for them, and for the writer's key (one compare, one write).
         let per_op = 32 + inner.prefix.len() as u64;
-        let overhead = u64::from(inner.max_txn_ops) * per_op + 4096 + WRITER_BYTES;
+        let overhead = u64::from(inner.max_txn_ops) * per_op + 4096 + inner.own_bytes();
         BatchLimits {
             max_ops: inner.max_txn_ops - 1,
             max_bytes: inner.max_request_bytes.saturating_sub(overhead),

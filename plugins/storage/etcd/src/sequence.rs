@@ -13,11 +13,14 @@
 //!   the old token to a third one, so that no copy of the write can apply any more, or finds that
 //!   one did.
 //!
-//! The key is `<prefix>\0writer/<id>`, one per opened backend. Keys that begin with a NUL byte are
-//! the backend's own: scans skip them, writes of them are refused. The keys of writers idle for
-//! a week are removed when a backend opens. A writer that finds its key gone or changed (a cluster
-//! restored from a backup) takes it over from what it holds: no copy of its earlier writes
-//! expects that, so none can apply.
+//! A write whose own checks failed while an earlier copy of it may still be on its way is settled
+//! the same way before it is answered, so that "not applied" is final.
+//!
+//! The key is `<prefix>\0writer/<id>`, one per opened backend, created when it opens. Keys that
+//! begin with a NUL byte are the backend's own: scans skip them, writes of them are refused. The
+//! keys of writers idle for a week are removed when a backend opens. A writer that finds its key
+//! gone or changed (a cluster restored from a backup) takes it over from what it holds: no copy
+//! of its earlier writes expects that, so none can apply.
 //!
 //! [`OUTCOME_UNKNOWN`]: spear_plugin_api::storage::OUTCOME_UNKNOWN
 
@@ -46,6 +49,9 @@ pub(crate) enum State {
     },
 }
 
+/// The length of a token: 13 digits of milliseconds, `-`, 32 hex digits, `-`, 16 hex digits.
+pub(crate) const TOKEN_LEN: usize = 63;
+
 /// A token never used before: the time it was made (for the idle sweep), then 128 random bits
 /// and a counter.
 pub(crate) fn token() -> Vec<u8> {
@@ -63,7 +69,7 @@ pub(crate) fn token() -> Vec<u8> {
         h.finish()
     };
     format!(
-        "{}-{:016x}{:016x}-{n}",
+        "{:013}-{:016x}{:016x}-{n:016x}",
         now.as_millis(),
         random(n),
         random(!n)
@@ -137,6 +143,14 @@ impl State {
         }
     }
 
+    /// The tokens of an unsure write: the one it moves the key to, and the one settling it does.
+    pub(crate) fn unsure_tokens(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match self {
+            State::Unsure { after, burn, .. } => Some((after.clone(), burn.clone())),
+            State::Known(_) => None,
+        }
+    }
+
     /// Forget a write that surely was not taken (every member refused it before taking it).
     pub(crate) fn not_taken(&mut self) {
         if let State::Unsure { before, .. } = self {
@@ -153,6 +167,7 @@ mod tests {
     fn tokens_are_fresh_and_carry_their_time() {
         let (a, b) = (token(), token());
         assert_ne!(a, b);
+        assert_eq!((a.len(), b.len()), (TOKEN_LEN, TOKEN_LEN));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
