@@ -202,6 +202,14 @@ impl GroupWriter {
         self.fenced.clone()
     }
 
+    /// Whether commits are fenced.
+    pub fn is_fenced(&self) -> bool {
+        self.fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Fence every later commit with `fence` (`None`: unfenced). Writes queued before and not yet
     /// committed are fenced too.
     pub fn set_fence(&self, fence: Option<Fence>) {

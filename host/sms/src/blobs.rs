@@ -230,6 +230,10 @@ impl Blobs {
         if referred {
             return Ok(false);
         }
+        // Replicas share the directory: a deposed leader that has not noticed yet must not
+        // delete a blob the new leader has just stored (same bytes, same name). While this SMS's
+        // fence holds no other leads; checked last, just before the delete.
+        db.still_leading().await?;
         match tokio::fs::remove_file(self.path(sha)).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -333,5 +337,27 @@ mod tests {
         assert_eq!(blobs.release(&db, [named.clone()]).await.unwrap(), 1);
         assert!(!exists(&claimed) && !exists(&named));
         assert!(blobs.read(&named).await.is_err());
+
+        // A fenced SMS whose fence no longer holds (another leads) deletes no blob.
+        let loose = blobs.put(vec![b'd'; 2000]).await.unwrap();
+        let loose_ref = loose.blob.clone();
+        drop(loose);
+        db.batch(vec![crate::db::put_op("leader".into(), &"me").unwrap()])
+            .await
+            .unwrap();
+        db.set_fence(Some(spear_plugin_runtime::group::Fence {
+            key: b"leader".to_vec(),
+            value: serde_json::to_vec("someone else").unwrap(),
+            why: "not the leader".into(),
+        }));
+        assert!(blobs.release(&db, [loose_ref.clone()]).await.is_err());
+        assert!(exists(&loose_ref), "kept: this SMS may no longer lead");
+        db.set_fence(Some(spear_plugin_runtime::group::Fence {
+            key: b"leader".to_vec(),
+            value: serde_json::to_vec("me").unwrap(),
+            why: "not the leader".into(),
+        }));
+        assert_eq!(blobs.release(&db, [loose_ref.clone()]).await.unwrap(), 1);
+        assert!(!exists(&loose_ref));
     }
 }

@@ -106,6 +106,16 @@ impl Db {
         self.writes.set_fence(fence);
     }
 
+    /// Whether this SMS still leads, as its fence says now (a commit that only checks the fence);
+    /// `Ok` at once without a fence (a lone SMS). For what is not a store write but must be done
+    /// only by the leader: deleting a payload blob in a `files.dir` the replicas share.
+    pub async fn still_leading(&self) -> Result<()> {
+        if self.writes.is_fenced() {
+            self.write(Vec::new()).await?;
+        }
+        Ok(())
+    }
+
     /// Becomes `true` once a write failed on the fence: this SMS no longer leads.
     pub fn fenced(&self) -> tokio::sync::watch::Receiver<bool> {
         self.writes.fenced()
