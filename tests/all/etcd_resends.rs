@@ -173,3 +173,42 @@ fn a_write_refused_while_a_copy_of_it_is_held_stays_refused() {
         "a write answered as refused never applies later"
     );
 }
+
+#[test]
+fn opening_removes_the_keys_of_writers_idle_for_a_week_and_keeps_the_rest() {
+    let cluster = EtcdCluster::start(1);
+    // One writer's key last moved in 2001, another's a moment ago (written as the backend would).
+    let old = format!("0978307200000-{}-{}", "0".repeat(32), "0".repeat(16));
+    let recent = {
+        let store = etcd_at(&cluster.endpoints(), "sweep/");
+        store.put(b"k", b"v").unwrap();
+        cluster.etcdctl(&["get", "--prefix", "--keys-only", "sweep/"])
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let old_key = format!("sweep/\0writer/{old}");
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
+            .await
+            .unwrap();
+        c.put(old_key.as_bytes(), old.as_bytes(), None)
+            .await
+            .unwrap();
+    });
+    let writers = || {
+        cluster
+            .etcdctl(&["get", "--prefix", "--keys-only", "sweep/"])
+            .lines()
+            .filter(|l| l.contains("writer/"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(writers().len(), 2, "{recent}");
+    // A backend opening sweeps the old key, keeps the recent one, and adds its own.
+    let _store = etcd_at(&cluster.endpoints(), "sweep/");
+    let left = writers();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.iter().any(|k| k.contains(&old)), "{left:?}");
+}

@@ -20,11 +20,24 @@ use crate::service::Sms;
 /// Longest file name, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 
-pub(crate) fn is_file_id(id: &str) -> bool {
+fn is_file_id(id: &str) -> bool {
     id.len() == 64
         && id
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// File `id`'s metadata as `db` stores it.
+pub async fn stored_meta(db: &crate::db::Db, id: &str) -> Result<FileMeta> {
+    if !is_file_id(id) {
+        return Err(SmsError::invalid(
+            "file_id",
+            "a file id is 64 lowercase hex digits (its sha256)",
+        ));
+    }
+    db.get::<FileMeta>(format!("file/{id}"))
+        .await?
+        .ok_or_else(|| SmsError::not_found("file", id))
 }
 
 /// Check a file name given at upload: 1 to 255 bytes, no `/` or `\`, no control character, not
@@ -142,16 +155,7 @@ impl Sms {
 
     /// A file's metadata.
     pub async fn file_meta(&self, id: &str) -> Result<FileMeta> {
-        if !is_file_id(id) {
-            return Err(SmsError::invalid(
-                "file_id",
-                "a file id is 64 lowercase hex digits (its sha256)",
-            ));
-        }
-        self.db
-            .get::<FileMeta>(format!("file/{id}"))
-            .await?
-            .ok_or_else(|| SmsError::not_found("file", id))
+        stored_meta(&self.db, id).await
     }
 
     /// A file's metadata and bytes. A file deleted while it is read is not found.

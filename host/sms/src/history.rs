@@ -71,6 +71,14 @@ pub async fn finished(db: &Db, id: &str) -> Result<Option<Execution>> {
     db.get(format!("{DONE}{id}")).await
 }
 
+/// Execution `id` as stored, finished or not.
+pub async fn stored(db: &Db, id: &str) -> Result<Option<Execution>> {
+    match db.get(format!("{LIVE}{id}")).await? {
+        Some(e) => Ok(Some(e)),
+        None => finished(db, id).await,
+    }
+}
+
 /// A run of stored finished executions, and where the scan stopped.
 #[derive(Debug, Default)]
 pub struct Chunk {

@@ -24,7 +24,7 @@ use crate::auth::{AuthConfig, Need, Tokens};
 use crate::blobs::Blobs;
 use crate::db::Db;
 use crate::error::{Result, SmsError};
-use crate::model::{Execution, FileMeta, Task, now_ms};
+use crate::model::{Task, now_ms};
 
 /// A standby's reads: storage, the blob store, and the token checks.
 pub struct Reads {
@@ -94,20 +94,16 @@ pub fn routes(reads: Arc<Reads>, leader: super::follower::Leader) -> axum::Route
 }
 
 /// `answer` as JSON, saying who leads.
-fn answered<T: serde::Serialize>(answer: Result<T>, leader: Option<&str>) -> Response {
+fn answered<T: serde::Serialize>(state: &ReadState, answer: Result<T>) -> Response {
     let mut response = match answer {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     };
-    if let Some(v) = leader.and_then(|l| HeaderValue::from_str(l).ok()) {
+    let leader = state.leader.borrow().as_ref().map(|l| l.http.clone());
+    if let Some(v) = leader.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response.headers_mut().insert("spear-leader", v);
     }
     response
-}
-
-/// The leader's REST address, when one leads.
-fn leader(state: &ReadState) -> Option<String> {
-    state.leader.borrow().as_ref().map(|l| l.http.clone())
 }
 
 async fn execution(
@@ -115,23 +111,16 @@ async fn execution(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (leader, reads) = (leader(&state), &state.reads);
+    let reads = &state.reads;
     let answer = async {
         reads.check(Need::Read, &headers).await?;
         crate::checks::check_line("execution_id", &id, 128)?;
-        let stored: Option<Execution> = match reads
-            .db
-            .get(format!("{}{id}", crate::history::LIVE))
+        let e = crate::history::stored(&reads.db, &id)
             .await?
-        {
-            Some(e) => Some(e),
-            None => crate::history::finished(&reads.db, &id).await?,
-        };
-        let e = stored.ok_or_else(|| SmsError::not_found("execution", &id))?;
+            .ok_or_else(|| SmsError::not_found("execution", &id))?;
         crate::payloads::whole(&reads.blobs, e).await
-    }
-    .await;
-    answered(answer, leader.as_deref())
+    };
+    answered(&state, answer.await)
 }
 
 /// `GET /api/v1/tasks` filters.
@@ -146,15 +135,14 @@ async fn tasks(
     Query(f): Query<TaskFilter>,
     headers: HeaderMap,
 ) -> Response {
-    let (leader, reads) = (leader(&state), &state.reads);
+    let reads = &state.reads;
     let answer = async {
         reads.check(Need::Read, &headers).await?;
         let all: Vec<Task> = reads.db.load_all("task/").await?;
         let tasks = crate::tasks::select(all, f.status.as_deref(), f.priority.as_deref())?;
         Ok(serde_json::json!({ "tasks": tasks }))
-    }
-    .await;
-    answered(answer, leader.as_deref())
+    };
+    answered(&state, answer.await)
 }
 
 async fn task(
@@ -162,7 +150,7 @@ async fn task(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (leader, reads) = (leader(&state), &state.reads);
+    let reads = &state.reads;
     let answer = async {
         reads.check(Need::Read, &headers).await?;
         crate::checks::check_line("task_id", &id, 128)?;
@@ -171,9 +159,8 @@ async fn task(
             .get::<Task>(format!("task/{id}"))
             .await?
             .ok_or_else(|| SmsError::not_found("task", &id))
-    }
-    .await;
-    answered(answer, leader.as_deref())
+    };
+    answered(&state, answer.await)
 }
 
 async fn file_meta(
@@ -181,21 +168,10 @@ async fn file_meta(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (leader, reads) = (leader(&state), &state.reads);
+    let reads = &state.reads;
     let answer = async {
         reads.check(Need::FileRead, &headers).await?;
-        if !crate::files::is_file_id(&id) {
-            return Err(SmsError::invalid(
-                "file_id",
-                "a file id is 64 lowercase hex digits (its sha256)",
-            ));
-        }
-        reads
-            .db
-            .get::<FileMeta>(format!("file/{id}"))
-            .await?
-            .ok_or_else(|| SmsError::not_found("file", &id))
-    }
-    .await;
-    answered(answer, leader.as_deref())
+        crate::files::stored_meta(&reads.db, &id).await
+    };
+    answered(&state, answer.await)
 }

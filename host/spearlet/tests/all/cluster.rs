@@ -429,6 +429,19 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
+/// The pid a workload writes to `pidfile` once it starts (waiting up to [`LONG`]).
+async fn pid_in(pidfile: &std::path::Path) -> i32 {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let text = std::fs::read_to_string(pidfile).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the execution never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn runs(log: &std::path::Path) -> Vec<u32> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -497,20 +510,7 @@ async fn a_cancel_sent_while_a_node_stood_still_still_stops_the_work() {
     let pidfile = c.path().join("long.pid");
     let script = format!("echo $$ > {}; sleep 300", pidfile.display());
     let id = sms.sh(&script, json!({"timeout_ms": 0})).await;
-    let deadline = Instant::now() + LONG;
-    while std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the execution never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pidfile).await;
     // Cancelled while its node stands still: the cancel may be lost with the old stream, which
     // the node reopens after the stall; it must stop the work anyway.
     signal(alpha.child.id(), "STOP");
@@ -591,20 +591,7 @@ async fn a_cancel_owed_to_a_node_outlives_an_sms_restart_and_stops_the_work() {
     let script = format!("echo $$ > {}; sleep 300", pidfile.display());
     let id = sms.sh(&script, json!({"timeout_ms": 0})).await;
     sms.running(&id, LONG).await;
-    let deadline = Instant::now() + LONG;
-    while std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the execution never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = pid_in(&pidfile).await;
     // The network goes down: the node's stream breaks, and the cancel can only be stored.
     network.set_down(true);
     let (status, e) = sms
