@@ -3,7 +3,7 @@
 # Installs what it needs first (idempotent): the wasm32-wasip2 and wasm32-unknown-unknown targets
 # (guest plugins are built by tests/build.rs with them), rustfmt and clippy; protoc and etcd
 # (tests/etcd/setup.sh); the examples' tool chains (examples/*/build.sh), Podman (tests/podman/setup.sh), chromium and playwright-core
-# (tests/browser/setup.sh) and schemathesis (tests/schemathesis/run.sh).
+# (tests/browser/setup.sh), moto (tests/s3/setup.sh) and schemathesis (tests/schemathesis/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 # A fresh machine builds everything once, so incremental compilation would only add its caches
@@ -31,6 +31,7 @@ CARGO_TARGET_DIR=target/examples-cargo cargo clippy --manifest-path examples/Car
 echo "== tests"
 bash tests/podman/setup.sh # a private Podman for the container executor (root; apt)
 bash tests/browser/setup.sh # Debian's chromium and playwright-core, for the web admin's browser test
+bash tests/s3/setup.sh # moto's S3-compatible server (PyPI), for s3:// and minio:// artifacts
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace -j2 2>&1 | tee "$log"

@@ -103,6 +103,19 @@ fn main() {
         );
     }
 
+    // The function component of the live-instance tests.
+    cargo(
+        &root,
+        &target_dir,
+        Some("wasm32-wasip2"),
+        &["spear-fixture-function-counter"],
+        &[],
+    );
+    copy(
+        &target_dir.join("wasm32-wasip2/release/spear_fixture_function_counter.wasm"),
+        &out.join("component/function-counter.wasm"),
+    );
+
     // Extism modules.
     cargo(
         &root,

@@ -104,6 +104,65 @@ pub struct Capabilities {
     pub cpu_limit: bool,
     /// It can isolate the network.
     pub network_isolation: bool,
+    /// It keeps long-lived instances that serve invocations one after another
+    /// ([`Executor::start_instance`], [`Executor::invoke`], [`Executor::stop_instance`]).
+    /// Absent in the JSON of an older plugin: `false`.
+    #[serde(default)]
+    pub instances: bool,
+}
+
+/// A long-lived instance to start: a function component, or a worker process or container
+/// speaking the worker protocol (docs/workers.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// The host's name for the instance (for logs and container names).
+    pub instance_id: String,
+    /// Task name, for logs and labels.
+    pub task: String,
+    /// Local path of the artifact, already fetched by the host.
+    pub artifact: Option<String>,
+    /// Image (container), program (process) or entry name (wasm).
+    pub entry: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// The task's configuration, a JSON object, given to the instance's `init`.
+    pub config: String,
+    /// Memory limit in MiB (0 = the executor's own limit).
+    pub memory_limit_mb: u64,
+    /// Time allowed to start and initialise, in milliseconds (0 = the executor's default).
+    pub start_timeout_ms: u64,
+    /// Largest payload the instance takes or gives, in bytes (0 = the executor's default).
+    pub max_payload_bytes: u64,
+}
+
+/// Why an invocation on a live instance has no result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvokeFailure {
+    /// The function answered an error; the instance stays ready.
+    #[error("the function failed: {0}")]
+    Function(String),
+    /// Refused before it ran (a payload too large, a bad function name, the instance busy); the
+    /// instance stays ready.
+    #[error("{0}")]
+    Refused(String),
+    /// The invocation ran past its deadline; the instance is lost.
+    #[error("{0}")]
+    Deadline(String),
+    /// The instance is lost (it trapped, died or broke the protocol, or the executor has no
+    /// instance of that handle) and serves nothing more.
+    #[error("{0}")]
+    Lost(String),
+}
+
+impl InvokeFailure {
+    /// Whether the instance serves no more invocations after this failure.
+    pub fn instance_lost(&self) -> bool {
+        matches!(self, Self::Deadline(_) | Self::Lost(_))
+    }
 }
 
 /// An executor plugin. Methods may block; every one must be safe to call from several threads.
@@ -130,4 +189,33 @@ pub trait Executor: Send + Sync + 'static {
     fn recover(&self, handle: &str) -> Result<bool, PluginError>;
     /// Release everything the workload holds.
     fn destroy(&self, handle: &str) -> Result<(), PluginError>;
+
+    /// Start a long-lived instance (only when [`Capabilities::instances`]); returns its handle
+    /// once it is ready to serve.
+    fn start_instance(&self, spec: &InstanceSpec) -> Result<String, PluginError> {
+        let _ = spec;
+        Err(PluginError::new(format!(
+            "the {} executor keeps no long-lived instances",
+            self.info().name
+        )))
+    }
+
+    /// Run `function` on `payload` in the instance `handle`, within `timeout_ms` (0 = none). An
+    /// instance serves one invocation at a time: a host never calls it twice at once for one
+    /// handle.
+    fn invoke(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        let _ = (function, payload, timeout_ms);
+        Err(InvokeFailure::Lost(format!("no instance {handle} here")))
+    }
+
+    /// Stop the instance `handle` and release what it holds (memory, process, container).
+    fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
+        Err(PluginError::new(format!("no instance {handle} here")))
+    }
 }

@@ -14,6 +14,7 @@
 pub mod executor;
 pub mod memory_store;
 pub mod reclaimer;
+pub mod slots;
 pub mod storage;
 pub mod strategy;
 pub mod types;

@@ -1,5 +1,7 @@
-//! The dependency rules of DESIGN §3, checked on `Cargo.lock`: plugins → plugin-api ← host, the host
-//! never links a plugin, and the tree holds exactly one wasmtime.
+//! The dependency rules of DESIGN §3, checked on `Cargo.lock`: plugins → plugin-api ← host, and the
+//! tree holds exactly one wasmtime. Since issue 12, `sms` and `spearlet` link the project's own
+//! plugins as built-ins: only through the ABI (each crate's `native_module()`, named in the host's
+//! `src/builtins.rs` and nowhere else); the plugin runtime and the CLI link none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,14 +91,7 @@ fn dependencies_point_from_plugins_and_hosts_to_the_contract() {
                 "{name} may depend only on the contract: {internal:?}"
             );
         }
-        if [
-            "spear-plugin-runtime",
-            "spear-cli",
-            "spear-sms",
-            "spear-spearlet",
-        ]
-        .contains(&name.as_str())
-        {
+        if ["spear-plugin-runtime", "spear-cli"].contains(&name.as_str()) {
             assert!(
                 !internal.iter().any(|d| is_plugin(d)),
                 "host crate {name} links a plugin: {internal:?}"
@@ -105,4 +100,51 @@ fn dependencies_point_from_plugins_and_hosts_to_the_contract() {
     }
     assert!(graph["spear-plugin-runtime"].contains("wasmtime"));
     assert!(graph["spear-plugin-runtime"].contains("extism"));
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn hosts_use_their_built_in_plugins_only_through_the_abi_in_builtins_rs() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    for host in ["host/sms/src", "host/spearlet/src"] {
+        let mut files = Vec::new();
+        sources(&root.join(host), &mut files);
+        let mut named = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (at, _) in text.match_indices("spear_") {
+                let rest = &text[at..];
+                let crate_name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !is_plugin(&crate_name.replace('_', "-")) {
+                    continue;
+                }
+                named += 1;
+                assert!(
+                    file.ends_with("builtins.rs"),
+                    "{} names the plugin crate {crate_name} (only builtins.rs may)",
+                    file.display()
+                );
+                assert!(
+                    rest[crate_name.len()..].starts_with("::native_module()"),
+                    "{}: {crate_name} is used other than through native_module()",
+                    file.display()
+                );
+            }
+        }
+        assert!(named >= 4, "{host}: no built-ins found ({named})");
+    }
 }

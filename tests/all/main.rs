@@ -3,16 +3,21 @@
 //! One binary (wasmtime's layout): each module is a group of tests; helpers live in `spear_tests`.
 
 mod architecture;
+mod builtins;
 mod compile_cache;
 mod conformance;
 mod container_executor;
+mod containerfile;
 mod containment;
 mod etcd_resends;
 mod etcd_storage;
+mod executor_instances;
 mod executors;
+mod function_instances;
 mod hostile_guests;
 mod hostile_workloads;
 mod loading;
+mod process_workers;
 mod reload;
 mod signing;
 mod storage;

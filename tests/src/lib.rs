@@ -151,3 +151,21 @@ pub fn host_config(watch: bool, extra: &str) -> String {
         "[plugins]\ndir = \"plugins\"\nwatch = {watch}\ncall_timeout_ms = 50\nsetup_timeout_ms = 5000\nmemory_limit_mb = 64\nquarantine_after = 3\n\n{extra}"
     )
 }
+
+/// The median and 99th percentile of `samples` (benches print these).
+pub fn percentiles(
+    mut samples: Vec<std::time::Duration>,
+) -> (std::time::Duration, std::time::Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Print `what` with its median and 99th percentile, aligned in `width` columns.
+pub fn show_percentiles(
+    what: &str,
+    width: usize,
+    (p50, p99): (std::time::Duration, std::time::Duration),
+) {
+    println!("{what:<width$} p50 {p50:>12.3?}  p99 {p99:>12.3?}");
+}

@@ -136,3 +136,15 @@ pub fn remove_container(name: &str) {
 pub fn remove_image(name: &str) {
     engine("DELETE", &format!("/images/{name}?force=true"));
 }
+
+/// The `podman` command on the private Podman's configuration and storage (the setup's
+/// `CONTAINERS_CONF` and `CONTAINERS_STORAGE_CONF`), after the setup has run.
+pub fn podman_command() -> Command {
+    podman();
+    let state =
+        std::env::var("SPEAR_PODMAN_STATE").unwrap_or_else(|_| "/var/lib/spear-podman".into());
+    let mut cmd = Command::new("podman");
+    cmd.env("CONTAINERS_CONF", format!("{state}/containers.conf"))
+        .env("CONTAINERS_STORAGE_CONF", format!("{state}/storage.conf"));
+    cmd
+}

@@ -218,6 +218,14 @@ impl Client {
             .map(drop)
     }
 
+    /// `DELETE path` → its JSON answer (`null` for 204).
+    pub async fn delete_json(&self, path: &str, subject: Option<Subject>) -> Result<Value> {
+        let r = self
+            .send(self.request(Method::DELETE, path), subject)
+            .await?;
+        self.json(r).await
+    }
+
     /// `GET path` → raw bytes.
     pub async fn get_bytes(&self, path: &str, subject: Option<Subject>) -> Result<Vec<u8>> {
         let r = self.send(self.request(Method::GET, path), subject).await?;

@@ -15,6 +15,7 @@ mod dev;
 mod error;
 mod exec;
 mod files;
+mod invoke;
 mod logs;
 mod node;
 mod output;
@@ -79,6 +80,8 @@ enum Command {
     Task(task::TaskCommand),
     /// Run a task or an inline executable; wait, print its output, exit with its code.
     Run(Box<run::RunArgs>),
+    /// Invoke a function of a task on a live instance; print its output.
+    Invoke(invoke::InvokeArgs),
     /// One execution, or the cluster at a glance.
     Status {
         /// The execution to show (default: a cluster summary).
@@ -186,6 +189,7 @@ fn remote(
             Command::Node(cmd) => node::run(cmd, &client, output).await,
             Command::Task(cmd) => task::run(cmd, &client, output).await,
             Command::Run(args) => run::run(*args, &client, output).await,
+            Command::Invoke(args) => invoke::run(args, &client, output).await,
             Command::Status { execution_id } => status::run(execution_id, &client, output).await,
             Command::Logs(args) => logs::run(args, &client, output).await,
             Command::Cancel { execution_id } => run::cancel(&execution_id, &client, output).await,

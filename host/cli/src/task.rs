@@ -138,15 +138,26 @@ pub async fn run(cmd: TaskCommand, client: &Client, output: Output) -> Result<i3
             }
         }
         TaskCommand::Delete { task_id } => {
-            client
-                .delete(
+            // The first delete unregisters (SPEAR's meaning); deleting an unregistered task
+            // removes it.
+            let answer = client
+                .delete_json(
                     &format!("/api/v1/tasks/{task_id}"),
                     Some(Subject::task(&task_id)),
                 )
                 .await?;
+            let removed = answer["message"] == "Task removed";
             match output {
-                Output::Json => output::json(&json!({"task_id": task_id, "deleted": true})),
-                Output::Text => output::out(&format!("deleted task {task_id}\n")),
+                Output::Json => output::json(&json!({
+                    "task_id": task_id,
+                    "unregistered": true,
+                    "removed": removed,
+                })),
+                Output::Text if removed => output::out(&format!("removed task {task_id}\n")),
+                Output::Text => output::out(&format!(
+                    "unregistered task {task_id} (it takes no new executions; delete it again \
+                     to remove it)\n"
+                )),
             }
         }
     }

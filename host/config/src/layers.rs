@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use config::{Config, ConfigBuilder, File, FileFormat, builder::DefaultState};
 use serde::de::DeserializeOwned;
 
+use crate::compat::Compat;
 use crate::error::{ConfigError, Origin, Problem, Problems};
 
 /// The sources of one configuration; see the crate docs.
@@ -17,6 +18,8 @@ pub struct Layers<'a> {
     file: Option<FileSource>,
     /// (flag as written, key, value) of the flags given.
     flags: Vec<(String, String, String)>,
+    /// Keys of other programs' configs taken in the file.
+    compat: &'a [Compat],
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +38,15 @@ impl<'a> Layers<'a> {
             env: Vec::new(),
             file: None,
             flags: Vec::new(),
+            compat: &[],
         }
+    }
+
+    /// Keys of other programs' configs (SPEAR's) that the config file may hold: read as the
+    /// host's own keys or accepted without effect, each named in [`Loaded::notes`].
+    pub fn compat(mut self, rules: &'a [Compat]) -> Self {
+        self.compat = rules;
+        self
     }
 
     /// The environment: each `(variable, key)` of `vars` whose variable `lookup` finds sets that
@@ -100,6 +111,28 @@ impl<'a> Layers<'a> {
                 )?),
                 _ => None,
             };
+        let mut notes = Vec::new();
+        let (table, text) = match (table, text) {
+            (Some(mut table), Some(text)) if !self.compat.is_empty() => {
+                let applied = crate::compat::apply(&mut table, self.compat);
+                if applied.is_empty() {
+                    (Some(table), Some(text))
+                } else {
+                    let name = file.as_ref().map(|p| p.display().to_string());
+                    notes.extend(
+                        applied
+                            .into_iter()
+                            .map(|n| format!("{}: {n}", name.as_deref().unwrap_or("config"))),
+                    );
+                    let text = toml::to_string(&table).map_err(|e| Problem::Other {
+                        origin: Origin::Default,
+                        message: format!("cannot rewrite the config file's compatible keys: {e}"),
+                    })?;
+                    (Some(table), Some(text))
+                }
+            }
+            other => other,
+        };
         let origins = Origins {
             flags: self
                 .flags
@@ -171,6 +204,7 @@ impl<'a> Layers<'a> {
                 file,
                 origins,
                 unknown,
+                notes,
             }),
             Err(e) => {
                 let key = dotted(&e.path().to_string());
@@ -274,6 +308,9 @@ pub struct Loaded<T> {
     pub file: Option<PathBuf>,
     origins: Origins,
     unknown: Vec<Problem>,
+    /// Warnings about keys of other programs' configs (see [`Layers::compat`]), for the host to
+    /// log once its logging is up.
+    pub notes: Vec<String>,
 }
 
 impl<T> Loaded<T> {

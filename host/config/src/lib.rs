@@ -12,8 +12,10 @@
 //! which fills in each key's source, and resolves relative paths with [`Loaded::resolve_path`]
 //! (relative to the config file when the file or the defaults set them).
 
+mod compat;
 mod error;
 mod layers;
 
+pub use compat::Compat;
 pub use error::{ConfigError, Invalid, Origin, Problem, Problems};
 pub use layers::{Layers, Loaded, Origins};

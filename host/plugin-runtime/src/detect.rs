@@ -24,6 +24,8 @@ pub enum Form {
     Extism,
     /// A native shared library with an abi_stable root module.
     Native,
+    /// Native code linked into the host binary (a built-in plugin: no file).
+    BuiltIn,
 }
 
 impl Form {
@@ -33,6 +35,7 @@ impl Form {
             Form::Component => "component",
             Form::Extism => "extism",
             Form::Native => "native",
+            Form::BuiltIn => "built-in",
         }
     }
 }

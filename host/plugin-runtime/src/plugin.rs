@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use spear_plugin_api::native::SpearPluginModuleRef;
 use spear_plugin_api::{PluginInfo, PluginKind};
 
 use crate::detect::{Form, detect, read_plugin_file};
@@ -171,16 +172,9 @@ pub fn load_bytes(
             }
             (Factory::Extism(f), kind, info)
         }
-        Form::Native => {
+        Form::Native | Form::BuiltIn => {
             let f = NativeFactory::load(path, bytes, &sha256)?;
-            let kind = f.kind();
-            let info = match kind {
-                PluginKind::SchedulingStrategy => f.strategy().and_then(|mut s| s.info()),
-                PluginKind::ReclamationPolicy => f.reclaimer().and_then(|mut r| r.info()),
-                PluginKind::Executor => f.executor().map(|e| api_info(&e)),
-                PluginKind::StorageBackend => f.storage().map(|s| api_storage_info(&s)),
-            }
-            .map_err(self_test)?;
+            let (kind, info) = native_info(&f).map_err(self_test)?;
             (Factory::Native(f), kind, info)
         }
     };
@@ -203,6 +197,47 @@ pub fn load_bytes(
         info,
         factory,
     })
+}
+
+/// Register the plugin `module` of a crate linked into the host as a built-in: self-tested like a
+/// library file, named `built-in:<name>` where a file would be.
+pub fn load_builtin(module: SpearPluginModuleRef) -> Result<LoadedPlugin> {
+    let f = NativeFactory::from_module(module);
+    let (kind, info) = native_info(&f).map_err(|failure| Error::Config {
+        errors: vec![format!("a built-in plugin failed its self-test: {failure}")],
+    })?;
+    let file = PathBuf::from(format!("built-in:{}", info.name));
+    if info.kind != kind {
+        return Err(Error::refused(
+            &file,
+            format!("declares itself a {} but implements a {kind}", info.kind),
+        ));
+    }
+    validate_info(&info).map_err(|reason| Error::refused(&file, reason))?;
+    Ok(LoadedPlugin {
+        id: PluginRef {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            kind,
+            form: Form::BuiltIn,
+            sha256: sha256_hex(format!("built-in:{}:{}", info.name, info.version).as_bytes()),
+            file,
+        },
+        info,
+        factory: Factory::Native(f),
+    })
+}
+
+/// A native plugin's kind and `info`, from a fresh instance.
+fn native_info(f: &NativeFactory) -> CallResult<(PluginKind, PluginInfo)> {
+    let kind = f.kind();
+    let info = match kind {
+        PluginKind::SchedulingStrategy => f.strategy().and_then(|mut s| s.info()),
+        PluginKind::ReclamationPolicy => f.reclaimer().and_then(|mut r| r.info()),
+        PluginKind::Executor => f.executor().map(|e| api_info(&e)),
+        PluginKind::StorageBackend => f.storage().map(|s| api_storage_info(&s)),
+    }?;
+    Ok((kind, info))
 }
 
 fn api_info(e: &NativeExecutor) -> PluginInfo {

@@ -26,6 +26,8 @@ pub enum PluginState {
     /// A native library that appeared after start and is not selected: not loaded (its code and
     /// initializers never ran). Native libraries load at start, or when the config selects them.
     NotLoaded,
+    /// A built-in that a plugin file of the same kind and name replaces.
+    Overridden,
 }
 
 /// What the API shows about one plugin file.
@@ -68,20 +70,55 @@ pub(crate) struct Entry {
     pub(crate) pending_native: bool,
 }
 
-/// Plugins by file.
+/// Plugins by file, and the host's built-ins.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub(crate) entries: BTreeMap<PathBuf, Entry>,
+    /// Plugins linked into the host binary: found when no file holds their kind and name.
+    pub(crate) builtins: Vec<LoadedPlugin>,
 }
 
 impl Registry {
-    /// The plugin of `kind` called `name`, if registered from a file that still exists.
+    /// The plugin of `kind` called `name`: from a file that still exists, else the built-in.
     pub fn lookup(&self, kind: PluginKind, name: &str) -> Option<&LoadedPlugin> {
+        self.in_file(kind, name)
+            .or_else(|| self.builtin(kind, name))
+    }
+
+    /// The plugin of `kind` called `name` registered from a file that still exists.
+    fn in_file(&self, kind: PluginKind, name: &str) -> Option<&LoadedPlugin> {
         self.entries
             .values()
             .filter(|e| !e.missing)
             .filter_map(|e| e.loaded.as_ref())
             .find(|p| p.info.kind == kind && p.info.name == name)
+    }
+
+    /// The built-in of `kind` called `name`.
+    pub(crate) fn builtin(&self, kind: PluginKind, name: &str) -> Option<&LoadedPlugin> {
+        self.builtins
+            .iter()
+            .find(|p| p.info.kind == kind && p.info.name == name)
+    }
+
+    /// What the API shows for each built-in.
+    pub(crate) fn builtin_records(&self, slots: &[SlotStatus]) -> Vec<PluginRecord> {
+        self.builtins
+            .iter()
+            .map(|p| {
+                let entry = Entry {
+                    loaded: Some(p.clone()),
+                    ..Entry::default()
+                };
+                let mut r = record(&p.id.file, &entry, slots);
+                if r.state == PluginState::Standby
+                    && self.in_file(p.info.kind, &p.info.name).is_some()
+                {
+                    r.state = PluginState::Overridden;
+                }
+                r
+            })
+            .collect()
     }
 
     /// The file other than `path` that holds a plugin of this kind and name.
@@ -94,9 +131,12 @@ impl Registry {
         })
     }
 
-    /// Every loaded plugin.
+    /// Every loaded plugin, built-ins last.
     pub fn loaded(&self) -> impl Iterator<Item = &LoadedPlugin> {
-        self.entries.values().filter_map(|e| e.loaded.as_ref())
+        self.entries
+            .values()
+            .filter_map(|e| e.loaded.as_ref())
+            .chain(&self.builtins)
     }
 }
 

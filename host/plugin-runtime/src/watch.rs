@@ -53,9 +53,18 @@ impl Watcher {
                 let _ = tx.send(seen);
             })
             .map_err(|e| watch_error(&dir, e))?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| watch_error(&dir, e))?;
+        // A host running on its built-ins alone may have no plugin directory: it is not watched
+        // (create it, then reload).
+        if dir.exists() {
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| watch_error(&dir, e))?;
+        } else {
+            tracing::info!(
+                dir = %dir.display(),
+                "no plugin directory to watch; create it, then reload to load plugins from it"
+            );
+        }
         let config_dir = config.as_ref().and_then(|c| {
             c.parent().map(|p| {
                 if p.as_os_str().is_empty() {
@@ -98,8 +107,13 @@ impl Watcher {
                         if config_name.is_some() && p.file_name() == config_name.as_deref() {
                             config_changed = true;
                         }
+                        // Hidden names (the compile cache, temporary files before their
+                        // rename) are never plugins: they change nothing worth a rescan.
+                        let hidden = p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
                         let parent = p.parent().and_then(|d| d.canonicalize().ok());
-                        if parent.as_ref() == Some(&dir_canon) {
+                        if parent.as_ref() == Some(&dir_canon) && !hidden {
                             dir_changed = true;
                         }
                     }

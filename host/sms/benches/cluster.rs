@@ -65,7 +65,10 @@ async fn attach(
         let mut rx = sms.connect_node(&node.uuid).await.unwrap();
         let (d, l) = (delivered.clone(), latencies.clone());
         tokio::spawn(async move {
-            while let Some(a) = rx.recv().await {
+            while let Some(out) = rx.recv().await {
+                let spear_sms::outbox::Outgoing::Assignment(a) = *out else {
+                    continue;
+                };
                 let e = a.execution;
                 let now = now_ms();
                 l.lock().unwrap().push((

@@ -43,7 +43,10 @@ async fn attach(sms: &Arc<Sms>) -> Arc<AtomicU64> {
         let mut rx = sms.connect_node(&node.uuid).await.unwrap();
         let (sms, finished) = (sms.clone(), finished.clone());
         tokio::spawn(async move {
-            while let Some(a) = rx.recv().await {
+            while let Some(out) = rx.recv().await {
+                let spear_sms::outbox::Outgoing::Assignment(a) = *out else {
+                    continue;
+                };
                 if a.cancel {
                     continue;
                 }

@@ -114,7 +114,8 @@ pub fn check_timeout(field: &str, ms: u64) -> Result<()> {
 }
 
 /// An artifact URI: `sms+file://<id>` or `sms+file://<host:port>/<id>`, `file:///<absolute path>` without `..`, or an
-/// `http(s)://` URL with a host. A container's `uri` may instead be an image reference.
+/// `http(s)://` URL with a host, or `s3://`/`minio://<bucket>/<key>`. A container's `uri` may instead be an
+/// image reference.
 pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
     check_line(field, uri, MAX_LINE)?;
     if let Some(rest) = uri.strip_prefix("sms+file://") {
@@ -142,6 +143,11 @@ pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
         }
         return Ok(());
     }
+    for scheme in ["s3://", "minio://"] {
+        if let Some(rest) = uri.strip_prefix(scheme) {
+            return check_object_uri(field, uri, rest);
+        }
+    }
     if kind == "container" {
         // An image reference: registry/name:tag@digest.
         let ok = uri
@@ -157,8 +163,59 @@ pub fn check_uri(field: &str, uri: &str, kind: &str) -> Result<()> {
     }
     Err(invalid(
         field,
-        format!("`{uri}`: use sms+file://<id>, file:///<path>, or https://"),
+        format!(
+            "`{uri}`: use sms+file://<id>, file:///<path>, https://, s3://<bucket>/<key> or minio://<bucket>/<key>"
+        ),
     ))
+}
+
+/// `s3://` and `minio://`: `<bucket>/<key>[#sha256=<hex>]`, a bucket name as S3 allows (3 to 63
+/// lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit) and a key
+/// of 1 to 1,024 bytes.
+fn check_object_uri(field: &str, uri: &str, rest: &str) -> Result<()> {
+    let (path, pin) = match rest.split_once('#') {
+        Some((path, pin)) => (path, Some(pin)),
+        None => (rest, None),
+    };
+    if let Some(pin) = pin {
+        let sha = pin.strip_prefix("sha256=").unwrap_or_default();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                field,
+                format!("`{uri}`: the only fragment is #sha256=<64 hex digits>"),
+            ));
+        }
+    }
+    let Some((bucket, key)) = path.split_once('/').filter(|(_, k)| !k.is_empty()) else {
+        return Err(invalid(
+            field,
+            format!("`{uri}`: write <scheme>://<bucket>/<key>"),
+        ));
+    };
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && edge(bucket.as_bytes().first())
+        && edge(bucket.as_bytes().last());
+    if !bucket_ok {
+        return Err(invalid(
+            field,
+            format!("`{uri}`: `{bucket}` is not a bucket name (3 to 63 of a-z, 0-9, `.`, `-`)"),
+        ));
+    }
+    if key.len() > 1024
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(invalid(
+            field,
+            format!("`{uri}`: the key must be 1 to 1,024 bytes without empty, `.` or `..` parts"),
+        ));
+    }
+    Ok(())
 }
 
 /// A file id in an `sms+file://` URI: 1 to 128 visible ASCII characters other than `/ \ ? #`,
@@ -283,6 +340,8 @@ mod tests {
             "sms+file://[::1]:8080/abc".into(),
             "file:///opt/app.wasm".into(),
             "https://example.com/a.wasm".into(),
+            "s3://my-bucket.v2/tools/a.wasm".into(),
+            format!("minio://art/a.wasm#sha256={id}"),
         ] {
             assert!(
                 check_executable("executable", &exe("wasm", &ok)).is_ok(),
@@ -307,6 +366,14 @@ mod tests {
             "https:// spaces",
             "ftp://x/y",
             "file:///a\nb",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3://Bucket/key",
+            "s3://ab/key",
+            "s3://-bucket/key",
+            "minio://bucket/a//b",
+            "minio://bucket/../b",
+            "minio://bucket/k#md5=x",
         ] {
             let err = check_executable("executable", &exe("wasm", bad)).unwrap_err();
             assert_eq!(err.field(), Some("executable.uri"), "{bad}: {err}");

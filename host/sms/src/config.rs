@@ -18,65 +18,6 @@ type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 use crate::listen::{GrpcListen, HttpListen};
 
-/// Command-line flags (SPEAR's, plus the storage ones).
-#[derive(Debug, Clone, Default, clap::Parser)]
-#[command(
-    name = "sms",
-    version,
-    about = "SPEAR Metadata Server: the SPEAR control plane"
-)]
-pub struct Cli {
-    /// Config file (default: ~/.sms/config.toml when it exists).
-    #[arg(short, long, global = true)]
-    pub config: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long)]
-    pub grpc_addr: Option<SocketAddr>,
-    /// HTTP (REST, Swagger, metrics) listen address.
-    #[arg(long)]
-    pub http_addr: Option<SocketAddr>,
-    /// Serve the web admin.
-    #[arg(long)]
-    pub enable_web_admin: bool,
-    /// Web admin listen address.
-    #[arg(long)]
-    pub web_admin_addr: Option<SocketAddr>,
-    /// Seconds without a heartbeat before a node is unhealthy.
-    #[arg(long)]
-    pub heartbeat_timeout: Option<u64>,
-    /// Seconds an unhealthy node is kept before it is removed.
-    #[arg(long)]
-    pub cleanup_interval: Option<u64>,
-    /// Serve Swagger UI at /swagger-ui.
-    #[arg(long)]
-    pub enable_swagger: bool,
-    /// Log level (trace, debug, info, warn, error).
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Storage backend plugin (`redb`, `memory`).
-    #[arg(long, global = true)]
-    pub db_type: Option<String>,
-    /// Storage path (for `redb`).
-    #[arg(long, global = true)]
-    pub db_path: Option<PathBuf>,
-    /// etcd's client URLs, comma-separated (for `etcd`).
-    #[arg(long, global = true)]
-    pub db_endpoints: Option<String>,
-    /// Directory holding plugin files (overrides `[plugins] dir`).
-    #[arg(long, global = true)]
-    pub plugin_dir: Option<PathBuf>,
-    /// Directory for uploaded files.
-    #[arg(long)]
-    pub files_dir: Option<PathBuf>,
-    /// Listen on non-loopback addresses with `[auth] enabled = false` (anyone who reaches SMS
-    /// can then run programs on every node); a warning is logged every minute.
-    #[arg(long)]
-    pub insecure: bool,
-    #[command(subcommand)]
-    /// Offline commands on SMS's state (SMS must not be running).
-    pub command: Option<crate::auth::offline::Command>,
-}
-
 /// `[database]`: which storage backend plugin holds SMS's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Database {
@@ -84,7 +25,8 @@ pub struct Database {
     pub db_type: String,
     /// Path of the database (for `redb`).
     pub path: PathBuf,
-    /// Accepted for compatibility with SPEAR configs; unused.
+    /// Accepted from SPEAR configs and not acted on (a warning says so): no backend here pools
+    /// connections.
     #[serde(default)]
     pub pool_size: Option<u32>,
     /// Memory the `redb` backend may use to cache pages, in MiB (default 8; 1 to 65,536).
@@ -149,7 +91,7 @@ pub struct Log {
     pub level: String,
     /// `pretty` or `json`.
     pub format: String,
-    /// Accepted for compatibility; logs go to standard error.
+    /// Write logs to this file (appended; its directory is made) instead of standard error.
     #[serde(default)]
     pub file: Option<PathBuf>,
 }
@@ -159,7 +101,7 @@ pub struct Log {
 pub struct Files {
     /// Where uploaded bytes are kept, content-addressed.
     pub dir: PathBuf,
-    /// Largest upload accepted, in MiB.
+    /// Largest upload accepted, in MiB (top-level `max_upload_bytes`, when set, wins).
     pub max_upload_mb: u64,
 }
 
@@ -180,6 +122,9 @@ pub struct SmsConfig {
     pub heartbeat_timeout: u64,
     /// Seconds an unhealthy node is kept before removal.
     pub cleanup_interval: u64,
+    /// Largest upload accepted, in bytes (SPEAR's key; `[files] max_upload_mb` when unset).
+    #[serde(default)]
+    pub max_upload_bytes: Option<u64>,
     /// An execution no registered node could hold: `queue` (shown as unschedulable) or `refuse`.
     pub unschedulable: crate::fit::Unschedulable,
     /// `[dispatch]`: how much work a node may hold ([`crate::dispatch`]).
@@ -221,10 +166,13 @@ pub struct SmsConfig {
     /// `--insecure`: non-loopback listeners allowed without auth.
     #[serde(skip)]
     pub insecure: bool,
+    /// Warnings about keys taken from SPEAR configs, logged at start.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 const DEFAULTS: &str = r#"
-enable_swagger = false
+enable_swagger = true
 enable_web_admin = false
 web_admin_addr = "127.0.0.1:8081"
 heartbeat_timeout = 120
@@ -279,6 +227,7 @@ const ENV: &[(&str, &str)] = &[
     ("SMS_TLS_KEY_FILE", "tls.key_file"),
     ("SMS_TLS_CLIENT_CA_FILE", "tls.client_ca_file"),
     ("SMS_MAX_UPLOAD_MB", "files.max_upload_mb"),
+    ("SMS_MAX_UPLOAD_BYTES", "max_upload_bytes"),
 ];
 
 impl SmsConfig {
@@ -294,6 +243,7 @@ impl SmsConfig {
         home: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
         let layers = Layers::new(DEFAULTS)
+            .compat(SPEAR_KEYS)
             .env(ENV, &env)
             .file(cli.config.clone(), home);
         Self::build(cli, layers, Some(&env))
@@ -302,7 +252,9 @@ impl SmsConfig {
     /// Parse a config file's text alone (defaults below it; no environment, no flags), as an
     /// operator's file is checked at start.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let layers = Layers::new(DEFAULTS).file_text("config.toml", text);
+        let layers = Layers::new(DEFAULTS)
+            .compat(SPEAR_KEYS)
+            .file_text("config.toml", text);
         Self::build(&Cli::default(), layers, None)
     }
 
@@ -351,13 +303,30 @@ impl SmsConfig {
                 cli.enable_swagger.then(|| "true".into()),
             )
             .flag(
+                "--disable-swagger",
+                "enable_swagger",
+                cli.disable_swagger.then(|| "false".into()),
+            )
+            .flag(
                 "--enable-web-admin",
                 "enable_web_admin",
                 cli.enable_web_admin.then(|| "true".into()),
+            )
+            .flag(
+                "--disable-web-admin",
+                "enable_web_admin",
+                cli.disable_web_admin.then(|| "false".into()),
+            )
+            .flag(
+                "--max-upload-bytes",
+                "max_upload_bytes",
+                cli.max_upload_bytes.map(|v| v.to_string()),
             );
         let loaded = layers.load::<SmsConfig>()?;
         let mut problems = loaded.problems();
         let mut config = loaded.value;
+        config.notes = loaded.notes;
+        config.take_spear_values(cli);
         config.plugin_dir = cli.plugin_dir.clone();
         config.source = loaded.file;
         config.insecure = cli.insecure;
@@ -381,6 +350,12 @@ impl SmsConfig {
         }
         problems.finish()?;
         Ok(config)
+    }
+
+    /// The largest upload accepted, in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+            .unwrap_or_else(|| self.files.max_upload_mb.saturating_mul(1024 * 1024))
     }
 
     /// Check the values that types alone do not, adding each problem to `problems`.
@@ -430,6 +405,9 @@ impl SmsConfig {
         }
         if self.files.max_upload_mb == 0 {
             problems.invalid("files.max_upload_mb", "must be at least 1");
+        }
+        if self.max_upload_bytes == Some(0) {
+            problems.invalid("max_upload_bytes", "must be at least 1");
         }
         if self.reclaimer.is_some() {
             problems.invalid(
@@ -585,9 +563,17 @@ impl SmsConfig {
     }
 }
 
+/// `~/.sms/config.toml`, where `~` is `SMS_HOME` when set (as SPEAR reads it), else `HOME`.
 fn home_config() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".sms/config.toml"))
+    std::env::var_os("SMS_HOME")
+        .or_else(|| std::env::var_os("HOME"))
+        .map(|h| PathBuf::from(h).join(".sms/config.toml"))
 }
 
+mod cli;
+mod spear;
 #[cfg(test)]
 mod tests;
+
+pub use cli::Cli;
+use spear::SPEAR_KEYS;

@@ -45,6 +45,15 @@ pub enum SmsError {
     /// The token's role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// An invocation answered no output; `code` says why (the gRPC code the node or SMS gave:
+    /// over capacity, past its deadline, the function failed, the instance lost…).
+    #[error("{message}")]
+    Invocation {
+        /// Why, as a gRPC code.
+        code: tonic::Code,
+        /// What happened.
+        message: String,
+    },
     /// What the request asks for was removed by retention (the event log's history before a
     /// cursor).
     #[error(
@@ -87,6 +96,25 @@ impl SmsError {
             SmsError::Unauthenticated(_) => "unauthenticated",
             SmsError::Forbidden(_) => "permission_denied",
             SmsError::Compacted { .. } => "compacted",
+            SmsError::Invocation { code, .. } => match code {
+                tonic::Code::InvalidArgument => "invalid_argument",
+                tonic::Code::NotFound => "not_found",
+                tonic::Code::FailedPrecondition => "failed_precondition",
+                tonic::Code::ResourceExhausted => "over_capacity",
+                tonic::Code::DeadlineExceeded => "deadline_exceeded",
+                tonic::Code::Aborted => "function_failed",
+                tonic::Code::Internal => "instance_lost",
+                tonic::Code::Unavailable => "unavailable",
+                _ => "internal",
+            },
+        }
+    }
+
+    /// An invocation's error with `code`.
+    pub fn invocation(code: tonic::Code, message: impl Into<String>) -> Self {
+        Self::Invocation {
+            code,
+            message: message.into(),
         }
     }
 
@@ -102,6 +130,17 @@ impl SmsError {
             SmsError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             SmsError::Forbidden(_) => StatusCode::FORBIDDEN,
             SmsError::Compacted { .. } => StatusCode::GONE,
+            SmsError::Invocation { code, .. } => match code {
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+                tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                tonic::Code::Aborted => StatusCode::UNPROCESSABLE_ENTITY,
+                tonic::Code::Internal => StatusCode::BAD_GATEWAY,
+                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
@@ -118,6 +157,7 @@ impl SmsError {
             SmsError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             SmsError::Forbidden(_) => tonic::Status::permission_denied(message),
             SmsError::Compacted { .. } => tonic::Status::out_of_range(message),
+            SmsError::Invocation { code, .. } => tonic::Status::new(*code, message),
         }
     }
 

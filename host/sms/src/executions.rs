@@ -26,8 +26,8 @@ pub struct Submit {
     /// A registered task…
     #[serde(default)]
     pub task_id: Option<String>,
-    /// …or an inline executable.
-    #[serde(default)]
+    /// …or an inline executable (a field it does not have is refused, naming it).
+    #[serde(default, deserialize_with = "strict_executable")]
     pub executable: Option<Executable>,
     /// Urgency (default: the task's, else normal).
     #[serde(default)]
@@ -55,6 +55,37 @@ pub struct Submit {
     /// Resources needed (default: the task's).
     #[serde(default)]
     pub needs: Option<Resources>,
+}
+
+/// An executable as a request writes it: [`Executable`]'s fields and no others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictExecutable {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    uri: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// `Submit.executable`, refusing fields an executable does not have (the stored [`Executable`]
+/// stays lenient, so that records written by a newer SMS can still be read).
+fn strict_executable<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Executable>, D::Error> {
+    let e: Option<StrictExecutable> = Deserialize::deserialize(d)?;
+    Ok(e.map(|e| Executable {
+        kind: e.kind,
+        uri: e.uri,
+        name: e.name,
+        args: e.args,
+        env: e.env,
+    }))
 }
 
 /// Back-off before retry `attempt` (1-based): 0.5 s, 1 s, 2 s, … capped at 30 s.
@@ -115,12 +146,35 @@ impl Sms {
     /// Submit an execution.
     pub async fn submit(&self, mut req: Submit) -> Result<Execution> {
         req.check()?;
+        // Held shared to the execution's durable commit: an unregistration of the task waits for
+        // it, or comes first and is seen below (table::TaskGates).
+        let _gate = match &req.task_id {
+            Some(id) => Some(self.task_gates.submit(id).await),
+            None => None,
+        };
         let task = match &req.task_id {
             Some(id) => Some(self.task(id).await.map_err(|_| {
                 SmsError::invalid("task_id", format!("no task `{id}` is registered"))
             })?),
             None => None,
         };
+        if let Some(t) = &task {
+            if t.status == crate::model::TaskStatus::Unregistered {
+                return Err(SmsError::invalid(
+                    "task_id",
+                    format!("task `{}` is unregistered", t.task_id),
+                ));
+            }
+            if t.executable.is_none() {
+                return Err(SmsError::invalid(
+                    "task_id",
+                    format!(
+                        "task `{}` was registered without an executable: nothing to run",
+                        t.task_id
+                    ),
+                ));
+            }
+        }
         let priority = match req.priority.as_deref().and_then(Priority::parse) {
             Some(p) => p,
             None => task.as_ref().map(|t| t.priority).unwrap_or_default(),
@@ -172,7 +226,7 @@ impl Sms {
                     required.insert(crate::nodes::NODE_LABEL.into(), node.clone());
                 }
                 (
-                    t.executable.clone(),
+                    t.executable.clone().unwrap_or_default(),
                     t.labels.clone(),
                     required,
                     t.preferred_labels.clone(),

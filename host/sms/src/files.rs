@@ -175,6 +175,20 @@ impl Sms {
         self.db.load_all("file/").await
     }
 
+    /// How many files are stored (their keys counted, their records unread).
+    pub async fn file_count(&self) -> Result<usize> {
+        const PAGE: u32 = 10_000;
+        let (mut count, mut after) = (0, None);
+        loop {
+            let keys = self.db.keys("file/", after, PAGE).await?;
+            count += keys.len();
+            if keys.len() < PAGE as usize {
+                return Ok(count);
+            }
+            after = keys.last().cloned();
+        }
+    }
+
     /// Remove a file: its metadata first, then its bytes, under its content lock.
     pub async fn delete_file(&self, id: &str) -> Result<()> {
         let _file = self.file_locks.lock(id).await;

@@ -186,6 +186,13 @@ where
     })
 }
 
+/// Now, as RFC 3339 in UTC (`2026-11-30T05:48:50.759324Z`).
+pub fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

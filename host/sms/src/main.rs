@@ -42,8 +42,24 @@ async fn main() {
         }
         return;
     }
-    let level = logging::init(&config.log.level, config.log.format == "json", "SMS_LOG")
-        .unwrap_or_else(logging::fixed_level);
+    let log_file = match config.log.file.as_deref().map(logging::open_log_file) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            eprintln!("sms: configuration: log.file: cannot open it: {e}");
+            std::process::exit(2);
+        }
+    };
+    let level = logging::init(
+        &config.log.level,
+        config.log.format == "json",
+        "SMS_LOG",
+        log_file,
+    )
+    .unwrap_or_else(logging::fixed_level);
+    for note in &config.notes {
+        tracing::warn!("configuration: {note}");
+    }
     let in_force = config.clone();
     // Handlers before the ready line: whoever reads it may signal at once.
     use tokio::signal::unix::{SignalKind, signal};

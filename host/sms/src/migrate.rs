@@ -116,10 +116,11 @@ pub async fn run(config: SmsConfig, command: StorageCommand) -> anyhow::Result<(
     );
     let runtime = config.runtime_config()?;
     let source = config.source.clone();
-    let plugins: Arc<PluginHost> =
-        tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
-            .await?
-            .context("plugins")?;
+    let plugins: Arc<PluginHost> = tokio::task::spawn_blocking(move || {
+        PluginHost::with_builtins(runtime, source, crate::builtins::modules())
+    })
+    .await?
+    .context("plugins")?;
     let source = open(&plugins, &source_spec, &from).await?;
     let target = open(&plugins, &target_spec, &to).await?;
     let (from2, to2) = (from.clone(), to.clone());

@@ -97,6 +97,9 @@ pub struct Node {
     pub registered_at_ms: i64,
     /// Last heartbeat, ms since the Unix epoch.
     pub last_heartbeat_ms: i64,
+    /// Its last resource figures (SPEAR's node resource), when it reported some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<crate::resources::NodeResource>,
     /// The token that drained it or set it inactive (with auth on): the node's own registrations
     /// keep that status, and its own token cannot remove it, until an operator sets it active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +157,9 @@ pub enum TaskStatus {
     Active,
     /// Set aside.
     Inactive,
+    /// Unregistered (`DELETE /api/v1/tasks/{id}`, SPEAR's meaning): kept and shown, refused for
+    /// new executions; a second delete removes it.
+    Unregistered,
 }
 
 impl TaskStatus {
@@ -163,6 +169,7 @@ impl TaskStatus {
             "registered" => Some(Self::Registered),
             "active" => Some(Self::Active),
             "inactive" => Some(Self::Inactive),
+            "unregistered" => Some(Self::Unregistered),
             _ => None,
         }
     }
@@ -173,6 +180,7 @@ impl TaskStatus {
             Self::Registered => "registered",
             Self::Active => "active",
             Self::Inactive => "inactive",
+            Self::Unregistered => "unregistered",
         }
     }
 }
@@ -221,8 +229,25 @@ pub struct Task {
     pub version: String,
     /// Capabilities.
     pub capabilities: Vec<String>,
-    /// What to run.
-    pub executable: Executable,
+    /// What to run; none for a task registered without one (SPEAR allows it; nothing runs it).
+    #[serde(default)]
+    pub executable: Option<Executable>,
+    /// Free-form metadata (SPEAR's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Free-form configuration (SPEAR's).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Why it was unregistered (status `unregistered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unregistered_reason: Option<String>,
+    /// Bumped by each status update (SPEAR's `status_version`): an update naming a version not
+    /// above it is stale and refused.
+    #[serde(default)]
+    pub status_version: u64,
+    /// Results reported for it (SPEAR's `UpdateTaskResult`), when any were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResults>,
     /// Task labels (spread and co-location rules match these).
     pub labels: BTreeMap<String, String>,
     /// Resources one execution needs.
@@ -233,6 +258,22 @@ pub struct Task {
     pub preferred_labels: BTreeMap<String, String>,
     /// Registration time, ms since the Unix epoch.
     pub registered_at_ms: i64,
+}
+
+/// The results reported for a task (SPEAR's `UpdateTaskResult`): the last one, and the URIs of the
+/// most recent ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskResults {
+    /// Result URIs, oldest first, each once; at most the last 100.
+    pub uris: Vec<String>,
+    /// The last result's URI.
+    pub last_uri: String,
+    /// The last result's status (`completed`, `failed`, …).
+    pub last_status: String,
+    /// When the last result completed, seconds since the Unix epoch.
+    pub last_completed_at: i64,
+    /// The last result's metadata.
+    pub last_metadata: BTreeMap<String, String>,
 }
 
 /// A stored artifact.

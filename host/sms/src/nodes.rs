@@ -153,12 +153,14 @@ impl Sms {
         let uuid = req.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let _node = self.node_locks.lock(&uuid).await;
         // An operator's drain outlives the node's own registrations.
-        let held = self
-            .nodes
-            .read()
-            .await
-            .get(&uuid)
-            .and_then(|n| n.held_by.clone().map(|by| (n.status, by)));
+        let (held, resource) = match self.nodes.read().await.get(&uuid) {
+            // A registration again keeps the figures it last reported.
+            Some(n) => (
+                n.held_by.clone().map(|by| (n.status, by)),
+                n.resource.clone(),
+            ),
+            None => (None, None),
+        };
         let node = Node {
             uuid,
             ip_address: req.ip_address,
@@ -174,6 +176,7 @@ impl Sms {
             health_info: BTreeMap::new(),
             registered_at_ms: now,
             last_heartbeat_ms: now,
+            resource,
             held_by: held.map(|(_, by)| by),
         };
         // The record and its event in one batch.
@@ -356,6 +359,19 @@ impl Sms {
             .filter(|n| status.is_none_or(|s| n.status == s))
             .cloned()
             .collect())
+    }
+
+    /// How many nodes are known, how many are active, and how many were heard from since
+    /// `since_ms` (counted in place, nothing cloned).
+    pub async fn node_counts(&self, since_ms: i64) -> (usize, usize, usize) {
+        let nodes = self.nodes.read().await;
+        nodes.values().fold((0, 0, 0), |(all, active, recent), n| {
+            (
+                all + 1,
+                active + usize::from(n.status == NodeStatus::Active),
+                recent + usize::from(n.last_heartbeat_ms >= since_ms),
+            )
+        })
     }
 
     /// Send the node's current figures to the strategy's view.

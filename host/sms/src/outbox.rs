@@ -19,7 +19,21 @@ use crate::service::Sms;
 /// Assignments waiting in one node's stream before placement on that node backs off.
 pub const OUTBOX_CAPACITY: usize = 1024;
 
-/// One message of a node's assignment stream.
+/// One message of a node's stream: an execution to start or stop, or an invocation to run
+/// ([`crate::invocations`]).
+#[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "always boxed in the stream's channel: the variants' sizes cost nothing there"
+)]
+pub enum Outgoing {
+    /// An execution to start (or stop).
+    Assignment(Assignment),
+    /// An invocation of a task's function.
+    Invocation(spear_proto::v1::Invocation),
+}
+
+/// An execution sent to a node.
 #[derive(Debug, Clone)]
 pub struct Assignment {
     /// Position in this SMS session's assignment sequence.
@@ -33,7 +47,7 @@ pub struct Assignment {
 /// A connected node's stream. Assignments are boxed so that an idle node's channel buffer stays
 /// small (tokio allocates its slots in blocks).
 pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::Sender<Box<Assignment>>,
+    pub(crate) tx: mpsc::Sender<Box<Outgoing>>,
 }
 
 /// How dispatching to a node went.
@@ -71,11 +85,13 @@ impl Outboxes {
         let cursor = sms
             .next_cursor
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match outbox.tx.try_send(Box::new(Assignment {
-            cursor,
-            execution,
-            cancel,
-        })) {
+        match outbox
+            .tx
+            .try_send(Box::new(Outgoing::Assignment(Assignment {
+                cursor,
+                execution,
+                cancel,
+            }))) {
             Ok(()) => Dispatch::Sent,
             Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -93,7 +109,7 @@ impl Sms {
     pub async fn connect_node(
         self: &std::sync::Arc<Self>,
         uuid: &str,
-    ) -> Result<mpsc::Receiver<Box<Assignment>>> {
+    ) -> Result<mpsc::Receiver<Box<Outgoing>>> {
         let node = self.node(uuid).await?;
         let rx = {
             // Held while the placed ones are read and the stream is installed: an assignment
@@ -130,11 +146,11 @@ impl Sms {
                 let cursor = self
                     .next_cursor
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = tx.try_send(Box::new(Assignment {
+                let _ = tx.try_send(Box::new(Outgoing::Assignment(Assignment {
                     cursor,
                     execution: exec,
                     cancel,
-                }));
+                })));
             }
             outboxes.boxes.insert(uuid.to_owned(), Outbox { tx });
             rx
@@ -164,6 +180,30 @@ impl Sms {
         for id in closed {
             if let Ok(node) = self.node(&id).await {
                 self.sync_target(&node).await;
+            }
+        }
+    }
+
+    /// Queue an invocation on node `uuid`'s stream (never waiting: a full stream refuses it).
+    pub(crate) async fn send_invocation(
+        &self,
+        uuid: &str,
+        invocation: spear_proto::v1::Invocation,
+    ) -> Dispatch {
+        let outboxes = self.outboxes.lock().await;
+        let Some(outbox) = outboxes.boxes.get(uuid) else {
+            return Dispatch::NotConnected;
+        };
+        match outbox
+            .tx
+            .try_send(Box::new(Outgoing::Invocation(invocation)))
+        {
+            Ok(()) => Dispatch::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => Dispatch::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.prune_soon
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Dispatch::NotConnected
             }
         }
     }

@@ -69,10 +69,11 @@ impl std::fmt::Debug for Prepared {
 pub async fn prepare(config: &SmsConfig) -> anyhow::Result<Prepared> {
     let runtime = config.runtime_config()?;
     let source = config.source.clone();
-    let plugins: Arc<PluginHost> =
-        tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
-            .await?
-            .context("plugins")?;
+    let plugins: Arc<PluginHost> = tokio::task::spawn_blocking(move || {
+        PluginHost::with_builtins(runtime, source, crate::builtins::modules())
+    })
+    .await?
+    .context("plugins")?;
     let watcher = plugins.watch().context("watching plugins")?;
     let backend = crate::service::open_backend(config, &plugins)
         .await
@@ -364,7 +365,7 @@ pub async fn start_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max =
-        usize::try_from(config.files.max_upload_mb * 1024 * 1024 + 64 * 1024).unwrap_or(usize::MAX);
+        usize::try_from(config.max_upload_bytes().saturating_add(64 * 1024)).unwrap_or(usize::MAX);
     let grpc_limits = config.grpc.limits()?;
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(grpc_limits.idle_timeout / 3))
@@ -377,9 +378,12 @@ pub async fn start_on(
         .add_service(v1::node_service_server::NodeServiceServer::new(
             service.clone(),
         ))
-        .add_service(v1::task_service_server::TaskServiceServer::new(
-            service.clone(),
-        ))
+        .add_service(
+            // An invocation carries up to `invocations::MAX_PAYLOAD` bytes, each way.
+            v1::task_service_server::TaskServiceServer::new(service.clone())
+                .max_decoding_message_size(crate::invocations::MAX_PAYLOAD + 64 * 1024)
+                .max_encoding_message_size(crate::invocations::MAX_PAYLOAD + 64 * 1024),
+        )
         .add_service(
             v1::file_service_server::FileServiceServer::new(service.clone())
                 .max_decoding_message_size(max)
@@ -393,7 +397,12 @@ pub async fn start_on(
             v1::execution_service_server::ExecutionServiceServer::new(service.clone())
                 .max_decoding_message_size(REPORT_LIMIT),
         )
-        .add_service(v1::event_service_server::EventServiceServer::new(service));
+        .add_service(v1::event_service_server::EventServiceServer::new(
+            service.clone(),
+        ))
+        // SPEAR-Next's services, for its clients (api/grpc_sms.rs).
+        .add_service(spear_proto::sms::node_service_server::NodeServiceServer::new(service.clone()))
+        .add_service(spear_proto::sms::task_service_server::TaskServiceServer::new(service));
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = spear_edge::grpc::incoming(grpc, grpc_limits, grpc_tls);

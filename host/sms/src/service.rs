@@ -76,6 +76,10 @@ pub struct Sms {
     pub(crate) node_locks: crate::table::KeyLocks,
     /// Read-modify-writes of a task's record hold its stripe.
     pub(crate) task_locks: crate::table::KeyLocks,
+    /// Submits against unregistrations ([`crate::table::TaskGates`]).
+    pub(crate) task_gates: crate::table::TaskGates,
+    /// Invocations waiting for their node's answer ([`crate::invocations`]).
+    pub(crate) invocations: crate::invocations::Invocations,
     pub(crate) files_dir: PathBuf,
     /// Large execution payloads ([`crate::blobs`]), under `files_dir/blobs`.
     pub(crate) blobs: crate::blobs::Blobs,
@@ -222,10 +226,12 @@ impl Sms {
             exec_locks: Default::default(),
             node_locks: Default::default(),
             task_locks: Default::default(),
+            task_gates: Default::default(),
+            invocations: Default::default(),
             files_dir: config.files.dir.clone(),
             blobs: crate::blobs::Blobs::new(config.files.dir.join("blobs")),
             file_locks: Default::default(),
-            max_upload_bytes: config.files.max_upload_mb.saturating_mul(1024 * 1024),
+            max_upload_bytes: config.max_upload_bytes(),
             max_body_bytes: config
                 .http
                 .max_body_bytes()

@@ -128,6 +128,39 @@ impl KeyLocks {
     }
 }
 
+/// Gates striped by task id: a submit of a task's execution holds its stripe shared from the
+/// look at the task to the execution's durable commit, and a change that stops a task taking
+/// executions (its unregistration) holds it exclusively around its own commit. So an execution
+/// is either committed before the unregistration (and its submit answered first) or refused;
+/// submits of one task still share group commits.
+#[derive(Debug)]
+pub struct TaskGates([tokio::sync::RwLock<()>; 64]);
+
+impl Default for TaskGates {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::RwLock::new(())))
+    }
+}
+
+impl TaskGates {
+    fn stripe(&self, id: &str) -> &tokio::sync::RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.0[(h.finish() % self.0.len() as u64) as usize]
+    }
+
+    /// For a submit: shared.
+    pub async fn submit(&self, id: &str) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.stripe(id).read().await
+    }
+
+    /// For an unregistration: exclusive (waits for the submits in flight).
+    pub async fn close(&self, id: &str) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.stripe(id).write().await
+    }
+}
+
 /// Waiting this long raises a ready execution by one priority level.
 pub const AGING_MS: i64 = 10_000;
 
@@ -367,6 +400,7 @@ pub(crate) mod tests_support {
             health_info: Default::default(),
             registered_at_ms: 0,
             last_heartbeat_ms: 0,
+            resource: None,
             held_by: None,
         }
     }

@@ -1,4 +1,6 @@
-//! The task registry.
+//! The task registry, in SPEAR's terms: a task may be registered without an executable, carries
+//! free-form `metadata` and `config`, and a delete unregisters it (kept, shown as `unregistered`,
+//! refused for new executions) before a second delete removes it.
 
 use std::collections::BTreeMap;
 
@@ -38,8 +40,15 @@ pub struct RegisterTask {
     /// Capabilities.
     #[serde(default)]
     pub capabilities: Vec<String>,
-    /// What to run (required).
-    pub executable: Option<Executable>,
+    /// What to run (none: a task nothing can run until one is given, as SPEAR allows).
+    #[serde(default)]
+    pub executable: Option<TaskExecutable>,
+    /// Free-form metadata (SPEAR's).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Free-form configuration (SPEAR's).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
     /// Task labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -54,10 +63,111 @@ pub struct RegisterTask {
     pub preferred_labels: BTreeMap<String, String>,
 }
 
+/// A task's executable as SPEAR writes it: ours, plus `checksum_sha256`, and the types `binary`
+/// and `script` (both run by the `process` executor: a fetched program, or a script with its
+/// `#!` line, made executable). [`Executable`]'s fields are repeated rather than flattened in:
+/// serde's `flatten` loses the path of a field at fault (`executable.type`).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskExecutable {
+    /// `wasm`, `process`, `container`, or SPEAR's `binary` and `script`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where the artifact is.
+    #[serde(default)]
+    pub uri: String,
+    /// Entry point, program or image name.
+    #[serde(default)]
+    pub name: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The artifact's sha256 (hex): an `http(s)://` artifact is pinned to it (`#sha256=`); an
+    /// `sms+file://` one must be that file (its id is its sha256).
+    #[serde(default)]
+    pub checksum_sha256: Option<String>,
+}
+
+impl From<Executable> for TaskExecutable {
+    fn from(e: Executable) -> Self {
+        Self {
+            kind: e.kind,
+            uri: e.uri,
+            name: e.name,
+            args: e.args,
+            env: e.env,
+            checksum_sha256: None,
+        }
+    }
+}
+
+impl TaskExecutable {
+    /// The executable SMS runs, checked under `field`.
+    pub fn resolve(&self, field: &str) -> Result<Executable> {
+        let mut e = Executable {
+            kind: self.kind.clone(),
+            uri: self.uri.clone(),
+            name: self.name.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+        };
+        if e.kind == "binary" || e.kind == "script" {
+            e.kind = "process".into();
+            // SPEAR's `name` of a fetched binary or script is its file name: the fetched file
+            // runs, not a program of that name (a process's `name` is the program to run).
+            if !e.uri.is_empty() {
+                e.name.clear();
+            }
+        }
+        if let Some(sum) = self.checksum_sha256.as_deref().filter(|s| !s.is_empty()) {
+            let at = format!("{field}.checksum_sha256");
+            if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(SmsError::invalid(at, "must be 64 hexadecimal digits"));
+            }
+            let sum = sum.to_ascii_lowercase();
+            if let Some(rest) = e.uri.strip_prefix("sms+file://") {
+                let id = rest.rsplit('/').next().unwrap_or(rest);
+                if id != sum {
+                    return Err(SmsError::invalid(
+                        at,
+                        format!(
+                            "`{id}` is not the file with this sha256 (a file's id is its sha256)"
+                        ),
+                    ));
+                }
+            } else if ["https://", "http://", "s3://", "minio://"]
+                .iter()
+                .any(|s| e.uri.starts_with(s))
+            {
+                match e.uri.split_once('#') {
+                    None => e.uri = format!("{}#sha256={sum}", e.uri),
+                    Some((_, fragment)) if fragment == format!("sha256={sum}") => {}
+                    Some(_) => {
+                        return Err(SmsError::invalid(
+                            at,
+                            "the uri already pins another sha256 (its `#` fragment)",
+                        ));
+                    }
+                }
+            } else {
+                return Err(SmsError::invalid(
+                    at,
+                    "applies to sms+file://, http(s)://, s3:// and minio:// artifacts",
+                ));
+            }
+        }
+        check_executable(field, &e)?;
+        Ok(e)
+    }
+}
+
 impl RegisterTask {
     /// Every check of a registration (texts, labels, ranges, the executable, the node's UUID);
     /// returns the priority, the executable and the pinned node.
-    pub fn check(&self) -> Result<(Priority, Executable, Option<String>)> {
+    pub fn check(&self) -> Result<(Priority, Option<Executable>, Option<String>)> {
         if self.name.trim().is_empty() {
             return Err(SmsError::invalid("name", "must not be empty"));
         }
@@ -75,6 +185,8 @@ impl RegisterTask {
             check_line(&format!("capabilities[{i}]"), c, 256)?;
         }
         check_labels("labels", &self.labels)?;
+        check_free_map("metadata", &self.metadata)?;
+        check_free_map("config", &self.config)?;
         check_labels("required_labels", &self.required_labels)?;
         check_labels("preferred_labels", &self.preferred_labels)?;
         checks::check_resources("needs", &self.needs)?;
@@ -89,9 +201,9 @@ impl RegisterTask {
         };
         let executable = self
             .executable
-            .clone()
-            .ok_or_else(|| SmsError::invalid("executable", "is required"))?;
-        check_executable("executable", &executable)?;
+            .as_ref()
+            .map(|e| e.resolve("executable"))
+            .transpose()?;
         let node_uuid = self.node_uuid.clone().filter(|n| !n.is_empty());
         if let Some(n) = &node_uuid {
             uuid::Uuid::parse_str(n)
@@ -116,6 +228,11 @@ impl Sms {
             version: req.version,
             capabilities: req.capabilities,
             executable,
+            metadata: req.metadata,
+            config: req.config,
+            unregistered_reason: None,
+            status_version: 0,
+            result: None,
             labels: req.labels,
             needs: req.needs,
             required_labels: req.required_labels,
@@ -123,20 +240,9 @@ impl Sms {
             registered_at_ms: now_ms(),
         };
         // A new id: nothing else writes this record yet. The record and its event in one batch.
-        self.events
-            .append_with(
-                vec![crate::db::put_op(format!("task/{}", task.task_id), &task)?],
-                vec![(
-                    "task.registered",
-                    task.task_id.clone(),
-                    json!({"name": task.name}),
-                )],
-            )
+        let data = json!({"name": task.name});
+        self.store_task(&task.task_id, Some(&task), "task.registered", data)
             .await?;
-        self.tasks
-            .write()
-            .await
-            .insert(task.task_id.clone(), task.clone());
         Ok(task)
     }
 
@@ -150,11 +256,41 @@ impl Sms {
             .ok_or_else(|| SmsError::not_found("task", id))
     }
 
+    /// How many tasks are registered (any status).
+    pub async fn task_count(&self) -> usize {
+        self.tasks.read().await.len()
+    }
+
     /// Tasks, filtered by status and priority.
     pub async fn tasks(&self, status: Option<&str>, priority: Option<&str>) -> Result<Vec<Task>> {
         let all: Vec<Task> = self.tasks.read().await.values().cloned().collect();
         select(all, status, priority)
     }
+}
+
+/// SPEAR's execution kind of a task, as its metadata or config says (`execution_kind`, any case),
+/// lowercased, if either does: task events carry it.
+pub fn execution_kind(task: &Task) -> Option<String> {
+    task.metadata
+        .get("execution_kind")
+        .or_else(|| task.config.get("execution_kind"))
+        .map(|k| k.to_ascii_lowercase())
+}
+
+/// A free-form map (`metadata`, `config`): at most [`MAX_ENTRIES`] one-line keys and values.
+fn check_free_map(field: &str, map: &BTreeMap<String, String>) -> Result<()> {
+    if map.len() > MAX_ENTRIES {
+        return Err(SmsError::invalid(
+            field,
+            format!("at most {MAX_ENTRIES} entries"),
+        ));
+    }
+    for (k, v) in map {
+        let at = format!("{field}.{k}");
+        check_line(&at, k, 256)?;
+        check_line(&at, v, MAX_LINE)?;
+    }
+    Ok(())
 }
 
 /// The tasks of `all` with `status` and `priority` (each when given), oldest first.
@@ -164,7 +300,7 @@ pub fn select(all: Vec<Task>, status: Option<&str>, priority: Option<&str>) -> R
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
             SmsError::invalid(
                 "status",
-                format!("`{s}` is not one of registered, active, inactive"),
+                format!("`{s}` is not one of registered, active, inactive, unregistered"),
             )
         })?),
     };
@@ -187,21 +323,65 @@ pub fn select(all: Vec<Task>, status: Option<&str>, priority: Option<&str>) -> R
 }
 
 impl Sms {
-    /// Remove a task.
-    pub async fn delete_task(&self, id: &str) -> Result<()> {
-        let _task = self.task_locks.lock(id).await;
-        if !self.tasks.read().await.contains_key(id) {
-            return Err(SmsError::not_found("task", id));
+    /// Unregister a task (SPEAR's `DELETE`): it stays, `unregistered` with `reason`, and takes
+    /// no new executions; an unregistered task is removed for good. Returns whether it was
+    /// removed.
+    pub async fn delete_task(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        if let Some(r) = &reason {
+            check_line("reason", r, MAX_LINE)?;
         }
-        self.events
-            .append_with(
-                vec![spear_plugin_api::storage::BatchOp::Delete {
-                    key: format!("task/{id}").into_bytes(),
-                }],
-                vec![("task.deleted", id.to_owned(), json!({}))],
-            )
+        let _task = self.task_locks.lock(id).await;
+        let Some(mut task) = self.tasks.read().await.get(id).cloned() else {
+            return Err(SmsError::not_found("task", id));
+        };
+        if task.status == TaskStatus::Unregistered {
+            self.store_task(id, None, "task.deleted", json!({})).await?;
+            return Ok(true);
+        }
+        task.status = TaskStatus::Unregistered;
+        task.unregistered_reason = reason;
+        // Submits of it in flight commit first; later ones see it unregistered.
+        let _closed = self.task_gates.close(id).await;
+        let data = json!({"reason": task.unregistered_reason});
+        self.store_task(id, Some(&task), "task.unregistered", data)
             .await?;
-        self.tasks.write().await.remove(id);
+        Ok(false)
+    }
+
+    /// Store task `id` as `task` (`None`: removed) with its event of `kind`, then change memory,
+    /// then tell live subscribers: a subscriber that reads the task on hearing of the event sees
+    /// the change. The event's data also carries the task's node and execution kind (what
+    /// `sms.TaskService/SubscribeTaskEvents` filters and shows). The caller holds the task's lock
+    /// (or has the only copy of a new id).
+    pub(crate) async fn store_task(
+        &self,
+        id: &str,
+        task: Option<&Task>,
+        kind: &str,
+        mut data: serde_json::Value,
+    ) -> Result<()> {
+        let was = self.tasks.read().await.get(id).cloned();
+        let shown = task.or(was.as_ref());
+        data["node_uuid"] = shown
+            .and_then(|t| t.node_uuid.clone())
+            .unwrap_or_default()
+            .into();
+        data["execution_kind"] = shown.and_then(execution_kind).into();
+        let op = match task {
+            Some(t) => crate::db::put_op(format!("task/{id}"), t)?,
+            None => spear_plugin_api::storage::BatchOp::Delete {
+                key: format!("task/{id}").into_bytes(),
+            },
+        };
+        let mut queued = self
+            .events
+            .queue(vec![op], vec![(kind, id.to_owned(), data)])?;
+        queued.durable().await?;
+        match task {
+            Some(t) => self.tasks.write().await.insert(id.to_owned(), t.clone()),
+            None => self.tasks.write().await.remove(id),
+        };
+        queued.announce();
         Ok(())
     }
 }

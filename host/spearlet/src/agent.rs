@@ -79,6 +79,8 @@ pub struct Agent {
     pub fatal: watch::Sender<Option<String>>,
     /// Executor failures by executor, for `/metrics`.
     pub executor_failures: crate::metrics::ExecutorFailures,
+    /// Invocations on live instances: task definitions and asynchronous results.
+    pub functions: crate::functions::Functions,
     last_cpu: std::sync::Mutex<figures::CpuTimes>,
 }
 
@@ -87,9 +89,11 @@ impl Agent {
     pub async fn open(config: SpearletConfig) -> Result<Arc<Self>> {
         let runtime = config.runtime_config()?;
         let source = config.source.clone();
-        let plugins = tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
-            .await
-            .map_err(|e| Error::Execution(e.to_string()))??;
+        let plugins = tokio::task::spawn_blocking(move || {
+            PluginHost::with_builtins(runtime, source, crate::builtins::modules())
+        })
+        .await
+        .map_err(|e| Error::Execution(e.to_string()))??;
         let data_dir = config.spearlet.storage.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| Error::Storage(format!("cannot create {}: {e}", data_dir.display())))?;
@@ -134,6 +138,12 @@ impl Agent {
                 data_dir.join("work").display()
             ))
         })?;
+        // Validated with the config; read again here (the secret files may have changed).
+        let (s3, minio) = config
+            .spearlet
+            .artifacts
+            .object_stores(|k| std::env::var(k).ok())
+            .map_err(|(key, reason)| Error::Artifact { uri: key, reason })?;
         let artifacts = Artifacts::new(
             &data_dir,
             store.clone(),
@@ -144,6 +154,7 @@ impl Agent {
                 file_prefixes: config.spearlet.artifacts.file_prefixes.clone(),
                 sms_http_addr: config.spearlet.sms_http_addr.clone(),
                 fetch_timeout: Duration::from_millis(config.spearlet.artifacts.fetch_timeout_ms),
+                objects: crate::artifacts::ObjectStores::new(s3, minio),
             },
         )?;
         let limits = &config.spearlet.limits;
@@ -156,7 +167,13 @@ impl Agent {
             limits.max_instances,
         );
         artifacts.protect(pools.artifacts_in_use());
+        let functions = crate::functions::Functions::new(
+            sms.clone(),
+            &config.spearlet.functions,
+            limits.max_instances_per_task,
+        );
         Ok(Arc::new(Self {
+            functions,
             pools,
             slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             config,
@@ -392,6 +409,19 @@ impl Agent {
     /// Take one assignment off the stream.
     async fn take(self: Arc<Self>, a: v1::Assignment, stream_epoch: u64) {
         self.set_session(&a.session);
+        // An invocation is not part of the assignment sequence: no cursor, nothing persisted.
+        if let Some(invocation) = a.invocation {
+            if *self.draining.borrow() {
+                crate::functions::remote::refuse(
+                    self,
+                    invocation,
+                    "the node is draining: it takes no new invocations",
+                );
+                return;
+            }
+            crate::functions::remote::run(self, invocation);
+            return;
+        }
         let Some(exec) = a.execution else { return };
         let cursor = Cursor {
             session: a.session.clone(),
@@ -503,6 +533,20 @@ impl Agent {
         let deadline = Instant::now() + limit;
         while !self.running().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Invocations in flight end (or their deadline passes) before the live instances go.
+        let functions = &self.config.spearlet.functions;
+        while self.functions.in_flight.available_permits() < functions.max_concurrent
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pools = self.clone();
+        let stopped = tokio::task::spawn_blocking(move || pools.pools.stop_all())
+            .await
+            .unwrap_or(0);
+        if stopped > 0 {
+            tracing::info!(stopped, "live instances stopped at drain");
         }
         let left: Vec<String> = self.running().keys().cloned().collect();
         futures::future::join_all(left.iter().map(|id| {

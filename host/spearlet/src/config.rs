@@ -13,63 +13,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cli::Cli;
 use serde::{Deserialize, Serialize};
 pub use spear_config::ConfigError;
-use spear_config::{Layers, Origin, Problem, Problems};
-
-/// Command-line flags (SPEAR's, plus a few of our own).
-#[derive(Debug, Clone, Default, clap::Parser)]
-#[command(
-    name = "spearlet",
-    version,
-    about = "Spearlet: the SPEAR node agent (runs executions through executor plugins)"
-)]
-pub struct Cli {
-    /// Config file (default: ~/.spear/config.toml when it exists).
-    #[arg(short, long)]
-    pub config: Option<PathBuf>,
-    /// SMS gRPC address. When given, the Spearlet connects (and registers, with --auto-register)
-    /// at start and exits non-zero if it cannot.
-    #[arg(long)]
-    pub sms_addr: Option<String>,
-    /// Register with SMS after connecting.
-    #[arg(long)]
-    pub auto_register: bool,
-    /// Node name (default: the host name).
-    #[arg(long)]
-    pub node_name: Option<String>,
-    /// gRPC listen address (health, reflection).
-    #[arg(long)]
-    pub grpc_addr: Option<SocketAddr>,
-    /// HTTP listen address (status, instances, metrics).
-    #[arg(long)]
-    pub http_addr: Option<SocketAddr>,
-    /// Data directory (the state store, the artifact cache).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Directory holding plugin files (overrides `[plugins] dir`).
-    #[arg(long)]
-    pub plugin_dir: Option<PathBuf>,
-    /// Seconds between heartbeats.
-    #[arg(long)]
-    pub heartbeat_interval: Option<u64>,
-    /// Milliseconds allowed for one connection attempt to SMS.
-    #[arg(long)]
-    pub sms_connect_timeout_ms: Option<u64>,
-    /// Milliseconds between connection attempts (the first; later ones back off).
-    #[arg(long)]
-    pub sms_connect_retry_ms: Option<u64>,
-    /// Milliseconds the Spearlet keeps trying after losing SMS before it gives up (0: forever).
-    #[arg(long)]
-    pub reconnect_total_timeout_ms: Option<u64>,
-    /// Listen on non-loopback addresses although the Spearlet's own gRPC and HTTP check no token
-    /// (its status and plugin reload are then open to whoever reaches them).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Log level (trace, debug, info, warn, error).
-    #[arg(long)]
-    pub log_level: Option<String>,
-}
+use spear_config::{Layers, Origin, Problem};
 
 /// An address section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,10 +33,10 @@ pub struct Listen {
 pub struct Http {
     /// `[spearlet.http.server]`.
     pub server: Listen,
-    /// Accepted for compatibility with SPEAR configs; unused.
+    /// Accepted from SPEAR configs and not acted on (a warning says so).
     #[serde(default)]
     pub cors_enabled: Option<bool>,
-    /// Accepted for compatibility with SPEAR configs; unused.
+    /// Accepted from SPEAR configs and not acted on (a warning says so).
     #[serde(default)]
     pub swagger_enabled: Option<bool>,
 }
@@ -105,7 +52,7 @@ pub struct Storage {
     pub max_cache_size_mb: u64,
     /// Largest artifact accepted, in bytes.
     pub max_object_size: u64,
-    /// Accepted for compatibility with SPEAR configs; unused.
+    /// Accepted from SPEAR configs and not acted on (a warning says so).
     #[serde(default)]
     pub compression_enabled: Option<bool>,
 }
@@ -118,6 +65,34 @@ pub struct ArtifactRules {
     pub file_prefixes: Vec<PathBuf>,
     /// Milliseconds one fetch may take in all (1 to 3600000).
     pub fetch_timeout_ms: u64,
+    /// `[spearlet.artifacts.s3]`: the store of `s3://` artifacts.
+    #[serde(default)]
+    pub s3: Option<object_stores::ObjectStoreConfig>,
+    /// `[spearlet.artifacts.minio]`: the store of `minio://` artifacts.
+    #[serde(default)]
+    pub minio: Option<object_stores::ObjectStoreConfig>,
+}
+
+impl ArtifactRules {
+    /// The stores of `s3://` and `minio://` artifacts, credentials read (`env` for the `AWS_*`
+    /// variables); the error names the key at fault. `minio` is None without its section.
+    pub fn object_stores(
+        &self,
+        env: impl Fn(&str) -> Option<String> + Copy,
+    ) -> Result<
+        (
+            object_stores::ObjectStore,
+            Option<object_stores::ObjectStore>,
+        ),
+        (String, String),
+    > {
+        let s3 = self.s3.clone().unwrap_or_default().resolve("s3", env)?;
+        let minio = match &self.minio {
+            Some(m) => Some(m.resolve("minio", env)?),
+            None => None,
+        };
+        Ok((s3, minio))
+    }
 }
 
 /// `[spearlet.logging]`.
@@ -127,7 +102,7 @@ pub struct Logging {
     pub level: String,
     /// `pretty` or `json`.
     pub format: String,
-    /// Accepted for compatibility; logs go to standard error.
+    /// Write logs to this file (appended; its directory is made) instead of standard error.
     #[serde(default)]
     pub file: Option<PathBuf>,
 }
@@ -174,8 +149,10 @@ pub struct Spearlet {
     pub sms_token_file: Option<PathBuf>,
     /// Seconds between heartbeats.
     pub heartbeat_interval: u64,
-    /// Seconds between sweeps of finished execution records.
-    pub cleanup_interval: u64,
+    /// SPEAR's; accepted and not acted on (a warning says so): finished results are kept until
+    /// SMS has them, not swept on a timer.
+    #[serde(default)]
+    pub cleanup_interval: Option<u64>,
     /// Milliseconds allowed for one connection attempt.
     pub sms_connect_timeout_ms: u64,
     /// Milliseconds before the first retry (later ones back off, doubling up to 30 s).
@@ -203,6 +180,12 @@ pub struct Spearlet {
     pub limits: Limits,
     /// Artifact sources.
     pub artifacts: ArtifactRules,
+    /// `[spearlet.objects]`: bounds of SPEAR's `ObjectService`.
+    #[serde(default)]
+    pub objects: objects::ObjectLimits,
+    /// `[spearlet.functions]`: invocations on live instances (`FunctionService`).
+    #[serde(default)]
+    pub functions: functions::FunctionLimits,
     /// `[spearlet.tls]`: TLS on the listeners and towards SMS.
     #[serde(default)]
     pub tls: SpearletTls,
@@ -243,6 +226,9 @@ pub struct SpearletConfig {
     /// `--sms-addr` was given: connect at start or exit.
     #[serde(skip)]
     pub sms_required: bool,
+    /// Warnings about keys taken from SPEAR configs, logged at start.
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// `--insecure`: non-loopback listeners allowed.
     #[serde(skip)]
     pub insecure: bool,
@@ -255,7 +241,6 @@ sms_grpc_addr = "127.0.0.1:50051"
 sms_http_addr = "127.0.0.1:8080"
 auto_register = true
 heartbeat_interval = 5
-cleanup_interval = 300
 sms_connect_timeout_ms = 15000
 sms_connect_retry_ms = 500
 reconnect_total_timeout_ms = 0
@@ -364,7 +349,26 @@ impl SpearletConfig {
         let loaded = Layers::new(DEFAULTS)
             .env(ENV, env)
             .file(cli.config.clone(), home)
-            .flag("--sms-addr", "spearlet.sms_grpc_addr", cli.sms_addr.clone())
+            .flag(
+                "--sms-grpc-addr",
+                "spearlet.sms_grpc_addr",
+                cli.sms_addr.clone(),
+            )
+            .flag(
+                "--sms-http-addr",
+                "spearlet.sms_http_addr",
+                cli.sms_http_addr.clone(),
+            )
+            .flag(
+                "--storage-backend",
+                "spearlet.storage.backend",
+                cli.storage_backend.clone(),
+            )
+            .flag(
+                "--storage-path",
+                "spearlet.storage.data_dir",
+                show(&cli.storage_path),
+            )
             .flag("--node-name", "spearlet.node_name", cli.node_name.clone())
             .flag(
                 "--grpc-addr",
@@ -409,7 +413,7 @@ impl SpearletConfig {
             .flag(
                 "--auto-register",
                 "spearlet.auto_register",
-                cli.auto_register.then(|| "true".into()),
+                cli.auto_register.map(|v| v.to_string()),
             )
             .load::<SpearletConfig>()?;
         let mut problems = loaded.problems();
@@ -418,6 +422,8 @@ impl SpearletConfig {
         loaded.resolve_path("spearlet.storage.data_dir", &mut data_dir);
         let mut config = loaded.value;
         config.spearlet.storage.data_dir = data_dir;
+        config.notes = loaded.notes;
+        config.take_spear_values();
         config.plugin_dir = cli.plugin_dir.clone();
         config.sms_required = cli.sms_addr.is_some();
         config.insecure = cli.insecure;
@@ -433,85 +439,44 @@ impl SpearletConfig {
         Ok(config)
     }
 
-    /// Check the values that types alone do not, adding each problem to `problems`.
-    fn validate(&self, problems: &mut Problems) {
-        let s = &self.spearlet;
-        self.check_tls(problems);
-        if s.heartbeat_interval == 0 {
-            problems.invalid("spearlet.heartbeat_interval", "must be at least 1 second");
+    /// SPEAR's values that mean something else here, each with a note: the `sled` backend
+    /// becomes `redb`; the HTTP and compression switches are not acted on.
+    fn take_spear_values(&mut self) {
+        let s = &mut self.spearlet;
+        if s.storage.backend == "sled" || s.storage.backend == "rocksdb" {
+            self.notes.push(format!(
+                "spearlet.storage.backend: `{}` is SPEAR's; the Spearlet keeps its state in `redb` \
+                 (durable, in spearlet.storage.data_dir) instead",
+                s.storage.backend
+            ));
+            s.storage.backend = "redb".into();
         }
-        problems.check(self.sms_token());
-        self.check_listeners(problems);
-        for (key, v) in [
-            ("spearlet.sms_connect_timeout_ms", s.sms_connect_timeout_ms),
-            ("spearlet.sms_connect_retry_ms", s.sms_connect_retry_ms),
-        ] {
-            if v == 0 {
-                problems.invalid(key, "must be at least 1");
-            }
-        }
-        if s.start_report_delay_ms > 60_000 {
-            problems.invalid(
-                "spearlet.start_report_delay_ms",
-                format!("{} is over 60000", s.start_report_delay_ms),
-            );
-        }
-        if !(1..=3_600_000).contains(&s.artifacts.fetch_timeout_ms) {
-            problems.invalid(
-                "spearlet.artifacts.fetch_timeout_ms",
-                format!(
-                    "{} is not between 1 and 3600000",
-                    s.artifacts.fetch_timeout_ms
-                ),
-            );
-        }
-        for p in &s.artifacts.file_prefixes {
-            if !p.is_absolute() {
-                problems.invalid(
-                    "spearlet.artifacts.file_prefixes",
-                    format!("`{}` is not an absolute path", p.display()),
-                );
-            }
-        }
-        if !["pretty", "json"].contains(&s.logging.format.as_str()) {
-            problems.invalid(
-                "spearlet.logging.format",
-                format!("`{}` is not `pretty` or `json`", s.logging.format),
-            );
-        }
-        for (key, v) in [
-            ("spearlet.limits.max_concurrent", s.limits.max_concurrent),
+        let ignored = [
             (
-                "spearlet.limits.max_instances_per_task",
-                s.limits.max_instances_per_task,
+                s.http.cors_enabled.is_some(),
+                "spearlet.http.cors_enabled",
+                "the Spearlet's HTTP serves its operator, not browsers of other origins",
             ),
-            ("spearlet.limits.max_instances", s.limits.max_instances),
-        ] {
-            if v == 0 {
-                problems.invalid(key, "must be at least 1");
-            }
-        }
-        if !s.node_uuid.is_empty() && uuid::Uuid::parse_str(&s.node_uuid).is_err() {
-            problems.invalid(
-                "spearlet.node_uuid",
-                format!("`{}` is not a UUID", s.node_uuid),
-            );
-        }
-        if !s.advertise_ip.is_empty() && s.advertise_ip.parse::<std::net::IpAddr>().is_err() {
-            problems.invalid(
-                "spearlet.advertise_ip",
-                format!("`{}` is not an IP address", s.advertise_ip),
-            );
-        }
-        if self.executors.enabled.is_empty() {
-            problems.invalid("executors.enabled", "name at least one executor plugin");
-        }
-        for name in self.executors.config.keys() {
-            if !self.executors.enabled.contains(name) {
-                problems.invalid(
-                    &format!("executors.config.{name}"),
-                    format!("`{name}` is not in executors.enabled"),
-                );
+            (
+                s.http.swagger_enabled.is_some(),
+                "spearlet.http.swagger_enabled",
+                "the Spearlet serves no Swagger UI (SMS does)",
+            ),
+            (
+                s.storage.compression_enabled.is_some(),
+                "spearlet.storage.compression_enabled",
+                "artifacts are cached as fetched",
+            ),
+            (
+                s.cleanup_interval.is_some(),
+                "spearlet.cleanup_interval",
+                "finished results are kept until SMS has them, not swept on a timer",
+            ),
+        ];
+        for (given, key, why) in ignored {
+            if given {
+                self.notes
+                    .push(format!("{key}: accepted and not acted on: {why}"));
             }
         }
     }
@@ -567,12 +532,20 @@ impl SpearletConfig {
     }
 }
 
+/// `~/.spear/config.toml`, where `~` is `SPEAR_HOME` when set (as SPEAR reads it), else `HOME`.
 fn home_config() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".spear/config.toml"))
+    std::env::var_os("SPEAR_HOME")
+        .or_else(|| std::env::var_os("HOME"))
+        .map(|h| PathBuf::from(h).join(".spear/config.toml"))
 }
 
 mod access;
+mod cli;
+pub mod functions;
+pub mod object_stores;
+pub mod objects;
 mod tls;
+mod validate;
 pub use access::Secret;
 pub use tls::{SmsTls, SpearletTls};
 

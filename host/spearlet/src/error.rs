@@ -31,6 +31,9 @@ pub enum Error {
     /// An execution cannot run here.
     #[error("{0}")]
     Execution(String),
+    /// No instance became free in time (the task is at its instance limit, each one busy).
+    #[error("{0}")]
+    OverCapacity(String),
     /// The TLS files of a listener (`[spearlet.tls]`) do not load.
     #[error("spearlet.tls: {0}")]
     Tls(String),

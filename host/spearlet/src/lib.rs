@@ -13,12 +13,15 @@
 pub mod agent;
 pub mod answered;
 pub mod artifacts;
+pub mod builtins;
 pub mod config;
 pub mod error;
 pub mod executors;
 pub mod figures;
+pub mod functions;
 pub mod guard;
 pub mod metrics;
+pub mod object_service;
 pub mod pool;
 pub mod reload;
 pub mod reports;

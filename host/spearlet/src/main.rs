@@ -15,8 +15,19 @@ async fn main() {
         }
     };
     let log = &config.spearlet.logging;
-    let level = logging::init(&log.level, log.format == "json", "SPEARLET_LOG")
+    let log_file = match log.file.as_deref().map(logging::open_log_file) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            eprintln!("spearlet: configuration: spearlet.logging.file: cannot open it: {e}");
+            std::process::exit(2);
+        }
+    };
+    let level = logging::init(&log.level, log.format == "json", "SPEARLET_LOG", log_file)
         .unwrap_or_else(logging::fixed_level);
+    for note in &config.notes {
+        tracing::warn!("configuration: {note}");
+    }
     let in_force = config.clone();
     let running = match spear_spearlet::start(config).await {
         Ok(r) => r,

@@ -29,90 +29,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use spear_plugin_api::{
-    Decision, InstanceState, InstanceStats, Label, NodePressure, Request, Resources, Target,
-};
+use spear_plugin_api::{Decision, InstanceState, InstanceStats, NodePressure, Request, Resources};
 use spear_plugin_runtime::PluginHost;
+
+mod instance;
+mod warm;
+
+use instance::task_label;
+pub use instance::{Counters, Instance, Lease, Runtime, Tier};
 
 /// A Ready instance used this recently serves a hot invocation.
 pub const HOT_WINDOW: Duration = Duration::from_secs(60);
 /// Invocations remembered per instance for the recent error rate.
 const RECENT: usize = 20;
-
-/// Which tier served an invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// A recently used Ready instance.
-    Hot,
-    /// An older Ready instance.
-    Warm,
-    /// A new instance.
-    Cold,
-}
-
-/// One task instance.
-#[derive(Debug, Clone, Serialize)]
-pub struct Instance {
-    /// Id, unique on this node.
-    pub id: u64,
-    /// The task key (task id, or the artifact of an inline executable).
-    pub task: String,
-    /// Executable type.
-    pub executor: String,
-    /// The local artifact, when the executable has one.
-    pub artifact: Option<PathBuf>,
-    /// State.
-    pub state: InstanceState,
-    /// Invocations over its life.
-    pub invocations: u64,
-    /// Failed invocations over its life.
-    pub errors: u64,
-    /// Resident memory of its last invocation, in bytes.
-    pub memory_bytes: u64,
-    #[serde(skip)]
-    created: Instant,
-    #[serde(skip)]
-    last_used: Instant,
-    #[serde(skip)]
-    recent: VecDeque<bool>,
-}
-
-impl Instance {
-    fn stats(&self, now: Instant) -> InstanceStats {
-        InstanceStats {
-            id: self.id,
-            task: self.task.clone(),
-            state: self.state,
-            idle_ms: now.duration_since(self.last_used).as_millis() as u64,
-            age_ms: now.duration_since(self.created).as_millis() as u64,
-            memory_bytes: self.memory_bytes,
-            invocations: self.invocations,
-            errors: self.errors,
-            recent_errors: self.recent.iter().filter(|ok| !**ok).count() as u32,
-            recent_invocations: self.recent.len() as u32,
-        }
-    }
-
-    fn target(&self) -> Target {
-        let one = Resources {
-            cpu_millis: 1000,
-            memory_mb: 0,
-            disk_mb: 0,
-        };
-        Target {
-            id: self.id,
-            name: format!("{}#{}", self.task, self.id),
-            labels: vec![task_label(&self.task)],
-            capacity: one,
-            available: one,
-            active: u32::from(self.state == InstanceState::Executing),
-            weight: 1,
-            healthy: self.state == InstanceState::Ready,
-        }
-    }
-}
 
 /// Take `chosen` if it is a Ready instance of `task`, else any Ready instance of it (a waiting
 /// invocation must never wait on a Ready instance), and mark it Executing.
@@ -136,6 +65,7 @@ fn take(s: &mut State, task: &str, chosen: Option<u64>) -> Option<Lease> {
         id,
         artifact: i.artifact.clone(),
         tier,
+        runtime: i.runtime.clone(),
     };
     match tier {
         Tier::Hot => s.counters.hot += 1,
@@ -143,36 +73,6 @@ fn take(s: &mut State, task: &str, chosen: Option<u64>) -> Option<Lease> {
     }
     s.dirty.insert(id);
     Some(lease)
-}
-
-fn task_label(task: &str) -> Label {
-    Label::new("task", task)
-}
-
-/// An instance taken for one invocation; give it back with [`Pools::release`].
-#[derive(Debug)]
-pub struct Lease {
-    /// The instance id.
-    pub id: u64,
-    /// The instance's artifact.
-    pub artifact: Option<PathBuf>,
-    /// The tier that served it.
-    pub tier: Tier,
-}
-
-/// Counts for status pages.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Counters {
-    /// Invocations served by a hot instance.
-    pub hot: u64,
-    /// Invocations served by a warm instance.
-    pub warm: u64,
-    /// Invocations that needed a new instance.
-    pub cold: u64,
-    /// Instances stopped by the reclamation policy.
-    pub reclaimed: u64,
-    /// Instances removed to keep the node under `spearlet.limits.max_instances`.
-    pub evicted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -183,9 +83,36 @@ struct State {
     counters: Counters,
     /// Instances changed (or removed) since the strategy's view was last brought up to date.
     dirty: BTreeSet<u64>,
+    /// Ready instances kept per task whatever the reclamation policy says (`spear.min_instances`).
+    floors: BTreeMap<String, usize>,
 }
 
 impl State {
+    /// A new instance of `task`, Initializing (its start under way); its id.
+    fn reserve(&mut self, task: &str, executor: &str) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let now = Instant::now();
+        self.instances.insert(
+            id,
+            Instance {
+                id,
+                task: task.to_owned(),
+                executor: executor.to_owned(),
+                artifact: None,
+                state: InstanceState::Initializing,
+                invocations: 0,
+                errors: 0,
+                memory_bytes: 0,
+                runtime: None,
+                created: now,
+                last_used: now,
+                recent: VecDeque::new(),
+            },
+        );
+        id
+    }
+
     fn usable(&self, id: u64, task: &str) -> bool {
         self.instances
             .get(&id)
@@ -265,10 +192,11 @@ fn default_policy(offered: &[InstanceStats]) -> Vec<u64> {
 }
 
 /// Remove the instance that should make room for a new one when the node holds `max` already:
-/// one in Error first, else the Ready one idle longest. `None` when every one is busy.
-fn evict_for_room(s: &mut State, max: usize) -> Option<bool> {
+/// one in Error first, else the Ready one idle longest. `None` when every one is busy; else
+/// the runtime of the one removed, if it had one, for the caller to stop outside the lock.
+fn evict_for_room(s: &mut State, max: usize) -> Option<Option<Runtime>> {
     if s.instances.len() < max {
-        return Some(false);
+        return Some(None);
     }
     let victim = s
         .instances
@@ -287,7 +215,30 @@ fn evict_for_room(s: &mut State, max: usize) -> Option<bool> {
     tracing::info!(instance = victim, task = %gone.task, "instance evicted: the node holds spearlet.limits.max_instances");
     s.dirty.insert(victim);
     s.counters.evicted += 1;
-    Some(true)
+    Some(gone.runtime)
+}
+
+/// What a new instance's initialisation made: its local artifact and its live runtime (each
+/// when it has one).
+#[derive(Debug, Default)]
+pub struct Made {
+    /// The fetched artifact.
+    pub artifact: Option<PathBuf>,
+    /// The started runtime.
+    pub runtime: Option<Runtime>,
+}
+
+/// Stop `runtimes` on a blocking thread (plugin calls), without waiting (here, when no runtime
+/// runs this thread).
+fn stop_later(runtimes: Vec<Runtime>) {
+    if runtimes.is_empty() {
+        return;
+    }
+    let stop = move || runtimes.iter().for_each(Runtime::stop);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(stop)),
+        Err(_) => stop(),
+    }
 }
 
 impl Pools {
@@ -337,7 +288,27 @@ impl Pools {
     ) -> crate::error::Result<Lease>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = crate::error::Result<Option<PathBuf>>>,
+        Fut: std::future::Future<Output = crate::error::Result<Made>>,
+    {
+        self.acquire_until(task, executor, init, None, None).await
+    }
+
+    /// [`acquire`](Self::acquire), waiting for an instance to be released only until `until`
+    /// (then [`Error::OverCapacity`](crate::error::Error::OverCapacity)), the task holding at
+    /// most `max` instances (at most `spearlet.limits.max_instances_per_task`; `None`: that). An
+    /// initialisation under way is never cut short: it is bounded by the executor's start
+    /// timeout.
+    pub async fn acquire_until<F, Fut>(
+        &self,
+        task: &str,
+        executor: &str,
+        init: F,
+        until: Option<Instant>,
+        max: Option<usize>,
+    ) -> crate::error::Result<Lease>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = crate::error::Result<Made>>,
     {
         loop {
             let freed = self.freed.notified();
@@ -357,50 +328,57 @@ impl Pools {
                     .filter(|i| i.task == task && i.state != InstanceState::Error)
                     .count();
                 // The node's table is bounded whatever the policy: make room, or wait.
-                let room = count < self.max_per_task
-                    && evict_for_room(&mut s, self.max_instances).is_some();
-                if room {
-                    let id = s.next_id;
-                    s.next_id += 1;
-                    let now = Instant::now();
-                    s.instances.insert(
-                        id,
-                        Instance {
-                            id,
-                            task: task.to_owned(),
-                            executor: executor.to_owned(),
-                            artifact: None,
-                            state: InstanceState::Initializing,
-                            invocations: 0,
-                            errors: 0,
-                            memory_bytes: 0,
-                            created: now,
-                            last_used: now,
-                            recent: VecDeque::new(),
-                        },
-                    );
-                    Some(id)
+                let max_here = max.map_or(self.max_per_task, |m| m.min(self.max_per_task));
+                let room = if count < max_here {
+                    evict_for_room(&mut s, self.max_instances)
+                } else {
+                    None
+                };
+                if let Some(evicted) = room {
+                    stop_later(evicted.into_iter().collect());
+                    Some(s.reserve(task, executor))
                 } else {
                     None
                 }
             };
             let Some(id) = id else {
-                freed.await;
+                match until {
+                    None => freed.await,
+                    Some(t) => {
+                        if tokio::time::timeout_at(t.into(), freed).await.is_err() {
+                            return Err(crate::error::Error::OverCapacity(format!(
+                                "over capacity: no instance of {task} became free in time \
+                                 (its limit {}: spearlet.limits.max_instances_per_task {} or its \
+                                 spear.max_instances; spearlet.limits.max_instances {})",
+                                max.map_or(self.max_per_task, |m| m.min(self.max_per_task)),
+                                self.max_per_task,
+                                self.max_instances
+                            )));
+                        }
+                    }
+                }
                 continue;
             };
             match init().await {
-                Ok(artifact) => {
+                Ok(made) => {
                     let mut s = self.lock();
                     s.counters.cold += 1;
-                    let i = s.instances.get_mut(&id).expect("initializing instance");
-                    i.artifact = artifact.clone();
+                    let Some(i) = s.instances.get_mut(&id) else {
+                        // Only the pool removes instances, and never one initializing.
+                        drop(s);
+                        stop_later(made.runtime.into_iter().collect());
+                        continue;
+                    };
+                    i.artifact = made.artifact.clone();
+                    i.runtime = made.runtime.clone();
                     i.state = InstanceState::Executing;
                     s.dirty.insert(id);
                     drop(s);
                     return Ok(Lease {
                         id,
-                        artifact,
+                        artifact: made.artifact,
                         tier: Tier::Cold,
+                        runtime: made.runtime,
                     });
                 }
                 Err(e) => {
@@ -465,8 +443,13 @@ impl Pools {
         } else {
             InstanceState::Ready
         };
+        // A broken instance's runtime is stopped now (what it holds returned); its record
+        // stays, in Error, until the next reclamation round.
+        let dead = if broken { i.runtime.take() } else { None };
         s.dirty.insert(lease.id);
         drop(s);
+        drop(lease);
+        stop_later(dead.into_iter().collect());
         self.freed.notify_waiters();
     }
 
@@ -511,8 +494,10 @@ impl Pools {
                 .collect::<Vec<_>>(),
         );
         let mut stopped = Vec::new();
+        let mut runtimes = Vec::new();
         {
             let mut s = self.lock();
+            warm::keep_floors(&s, &mut chosen);
             for id in chosen {
                 // It may have been taken for an invocation meanwhile: then it stays.
                 let Some(i) = s
@@ -524,11 +509,17 @@ impl Pools {
                 };
                 i.state = InstanceState::Terminating;
                 tracing::info!(instance = id, task = %i.task, "instance reclaimed");
-                s.instances.remove(&id);
+                if let Some(gone) = s.instances.remove(&id) {
+                    runtimes.extend(gone.runtime);
+                }
                 s.dirty.insert(id);
                 s.counters.reclaimed += 1;
                 stopped.push(id);
             }
+        }
+        // Their runtimes are stopped (memory, processes returned) outside the lock.
+        for r in &runtimes {
+            r.stop();
         }
         if !stopped.is_empty() {
             let owner = self.shared.sync.lock().unwrap_or_else(|p| p.into_inner());
@@ -537,6 +528,31 @@ impl Pools {
             self.freed.notify_waiters();
         }
         stopped
+    }
+
+    /// Stop every live runtime and forget the instances that had one (at a drain; blocking:
+    /// plugin calls). One serving an invocation is stopped when the invocation ends. Returns
+    /// how many were stopped.
+    pub fn stop_all(&self) -> usize {
+        let runtimes: Vec<Runtime> = {
+            let mut s = self.lock();
+            let live: Vec<u64> = s
+                .instances
+                .values()
+                .filter(|i| i.runtime.is_some())
+                .map(|i| i.id)
+                .collect();
+            let mut runtimes = Vec::new();
+            for id in live {
+                if let Some(gone) = s.instances.remove(&id) {
+                    runtimes.extend(gone.runtime);
+                }
+                s.dirty.insert(id);
+            }
+            runtimes
+        };
+        runtimes.iter().for_each(Runtime::stop);
+        runtimes.len()
     }
 
     /// Every instance, for status pages.

@@ -81,10 +81,17 @@ fn failure(id: &str, error: String) -> PendingReport {
 }
 
 /// Whether an executable URI names an artifact to fetch (rather than, say, an image name).
-fn fetchable(uri: &str) -> bool {
-    ["sms+file://", "file://", "https://", "http://"]
-        .iter()
-        .any(|s| uri.starts_with(s))
+pub(crate) fn fetchable(uri: &str) -> bool {
+    [
+        "sms+file://",
+        "file://",
+        "https://",
+        "http://",
+        "s3://",
+        "minio://",
+    ]
+    .iter()
+    .any(|s| uri.starts_with(s))
 }
 
 /// The pool key of an inline executable: its type and name and a digest of everything it runs,
@@ -134,11 +141,15 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         .acquire(&task, &executable.r#type, || {
             let (artifacts, uri) = (artifacts.clone(), uri.clone());
             async move {
-                if fetchable(&uri) {
-                    artifacts.fetch(&uri).await.map(Some)
+                let artifact = if fetchable(&uri) {
+                    Some(artifacts.fetch(&uri).await?)
                 } else {
-                    Ok(None)
-                }
+                    None
+                };
+                Ok(crate::pool::Made {
+                    artifact,
+                    runtime: None,
+                })
             }
         })
         .await;

@@ -1,4 +1,5 @@
-//! Starting a Spearlet: the agent, its loops, its HTTP status API and its gRPC health endpoint.
+//! Starting a Spearlet: the agent, its loops, its HTTP status API, and its gRPC health endpoint
+//! and SPEAR's `spearlet.ObjectService` ([`crate::object_service`]).
 //!
 //! HTTP (`spearlet.http.server.addr`):
 //!
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use spear_edge::tls::{ALPN_GRPC, ALPN_HTTP, ClientCerts, ServerTls};
 use spear_plugin_runtime::Trigger;
+use spear_proto::spearlet::object_service_server::ObjectServiceServer;
 
 use crate::agent::Agent;
 use crate::config::SpearletConfig;
@@ -75,6 +77,8 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/instances", get(instances))
+        .route("/api/v1/functions", get(functions))
+        .route("/api/v1/functions/{task_id}/warm", post(warm))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/plugins/reload", post(reload))
         .route("/api/v1/plugins/history", get(history))
@@ -96,11 +100,15 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    let objects = object_service(&agent.config);
+    let functions = crate::functions::service::server(agent.clone());
     tasks.push(tokio::spawn(async move {
         let incoming = spear_edge::grpc::incoming(grpc, limits, grpc_tls);
         if let Err(e) = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(limits.idle_timeout / 3))
             .add_service(health)
+            .add_service(objects)
+            .add_service(functions)
             .serve_with_incoming(incoming)
             .await
         {
@@ -114,6 +122,25 @@ pub async fn start(mut config: SpearletConfig) -> Result<Running> {
         tasks,
         _watcher: watcher,
     })
+}
+
+/// SPEAR's `spearlet.ObjectService`, bounded by `config`: a message may carry one object of
+/// `spearlet.storage.max_object_size` (and its key and metadata); larger ones are refused by the
+/// codec (`OUT_OF_RANGE`) before they are read whole.
+fn object_service(config: &SpearletConfig) -> ObjectServiceServer<crate::object_service::Objects> {
+    let s = &config.spearlet;
+    let max_object_size = s.storage.max_object_size;
+    let objects = crate::object_service::Objects::new(crate::object_service::Bounds {
+        max_object_size,
+        max_total_bytes: s.objects.max_total_mb.saturating_mul(1024 * 1024),
+        max_count: s.objects.max_count,
+    });
+    let message = usize::try_from(max_object_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(256 * 1024);
+    ObjectServiceServer::new(objects)
+        .max_decoding_message_size(message)
+        .max_encoding_message_size(message.max(crate::object_service::PAGE_BYTES as usize * 2))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -175,6 +202,61 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> impl axum::response::IntoRe
 
 async fn instances(State(agent): State<Arc<Agent>>) -> Json<Value> {
     Json(json!({ "instances": agent.pools.instances() }))
+}
+
+async fn functions(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let f = &agent.functions;
+    let limits = &agent.config.spearlet.functions;
+    Json(json!({
+        "in_flight": limits.max_concurrent - f.in_flight.available_permits(),
+        "max_concurrent": limits.max_concurrent,
+        "results_kept": f.results.len(),
+        "result_bytes": f.results.bytes(),
+        "adaptive": f.limiters.adaptive(),
+    }))
+}
+
+/// `POST /api/v1/functions/{task_id}/warm?instances=N`: start instances of a task ahead of its
+/// invocations (N at most `spearlet.limits.max_instances_per_task`).
+async fn warm(
+    State(agent): State<Arc<Agent>>,
+    axum::extract::Path(task_id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    use axum::http::StatusCode;
+    let max = agent.config.spearlet.limits.max_instances_per_task as usize;
+    let want = match q.get("instances").map(|v| v.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if (1..=max).contains(&n) => n,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": format!("instances must be 1 to {max} (spearlet.limits.max_instances_per_task)")}),
+                ),
+            );
+        }
+    };
+    if task_id.is_empty() || task_id.len() > 256 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "task_id must be 1 to 256 bytes"})),
+        );
+    }
+    match crate::functions::warm(&agent, &task_id, want).await {
+        Ok(ready) => (
+            StatusCode::OK,
+            Json(json!({"task_id": task_id, "instances": ready})),
+        ),
+        Err(e) => {
+            let status = match e.code() {
+                tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            };
+            (status, Json(json!({"error": e.to_string()})))
+        }
+    }
 }
 
 async fn plugins(State(agent): State<Arc<Agent>>) -> Json<Value> {

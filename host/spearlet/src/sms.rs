@@ -13,6 +13,7 @@ use spear_proto::v1;
 use spear_proto::v1::execution_service_client::ExecutionServiceClient;
 use spear_proto::v1::file_service_client::FileServiceClient;
 use spear_proto::v1::node_service_client::NodeServiceClient;
+use spear_proto::v1::task_service_client::TaskServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -248,6 +249,12 @@ impl SmsLink {
         ExecutionServiceClient::with_interceptor(self.target().channel.clone(), self.bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The task service.
+    pub fn tasks(&self) -> TaskServiceClient<Link> {
+        TaskServiceClient::with_interceptor(self.target().channel.clone(), self.bearer.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// The file service.

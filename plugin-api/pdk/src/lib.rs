@@ -20,6 +20,10 @@ pub use spear_plugin_api as api;
 
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]
 mod component;
+/// Function components (user code kept alive as instances): [`function::Function`] and
+/// [`export_function!`].
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+pub mod function;
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]
 pub use component::*;
 

@@ -10,7 +10,8 @@ use super::ffi::{
     FfiTarget,
 };
 use super::{
-    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiKv, FfiReclaimer, FfiStorage, FfiStrategy,
+    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiInvokeFailure, FfiKv, FfiReclaimer, FfiStorage,
+    FfiStrategy,
 };
 use crate::storage::BatchOp;
 use crate::{Executor, PluginError, Reclaimer, StorageBackend, Strategy};
@@ -155,6 +156,41 @@ impl<T: Executor> FfiExecutor for ExecutorGlue<T> {
     }
     fn destroy(&self, handle: RStr<'_>) -> RResult<(), RString> {
         guard_result(|| self.0.destroy(handle.as_str()))
+    }
+    fn start_instance(&self, spec: RStr<'_>) -> RResult<RString, RString> {
+        guard_result(|| {
+            let spec = serde_json::from_str(spec.as_str())
+                .map_err(|e| PluginError(format!("invalid instance spec: {e}")))?;
+            self.0.start_instance(&spec).map(RString::from)
+        })
+    }
+    fn invoke(
+        &self,
+        handle: RStr<'_>,
+        function: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        timeout_ms: u64,
+    ) -> RResult<RVec<u8>, FfiInvokeFailure> {
+        let call = || {
+            self.0.invoke(
+                handle.as_str(),
+                function.as_str(),
+                payload.as_slice(),
+                timeout_ms,
+            )
+        };
+        match guard(call) {
+            RResult::ROk(Ok(out)) => RResult::ROk(out.into()),
+            RResult::ROk(Err(failure)) => RResult::RErr(failure.into()),
+            // A panic mid-invocation leaves the instance anywhere: it is lost.
+            RResult::RErr(panic) => RResult::RErr(FfiInvokeFailure {
+                kind: FfiInvokeFailure::LOST,
+                message: panic,
+            }),
+        }
+    }
+    fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
+        guard_result(|| self.0.stop_instance(handle.as_str()))
     }
 }
 

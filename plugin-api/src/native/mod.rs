@@ -40,7 +40,7 @@ use ffi::{
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.
 #[cfg(not(feature = "abi-mismatch-fixture"))]
-pub const ABI_VERSION: &str = "2.0.0";
+pub const ABI_VERSION: &str = "2.1.0";
 
 /// The version of the native ABI (test fixture build: deliberately incompatible).
 #[cfg(feature = "abi-mismatch-fixture")]
@@ -115,6 +115,80 @@ pub trait FfiExecutor: Send + Sync {
     /// See [`crate::Executor::destroy`].
     #[sabi(last_prefix_field)]
     fn destroy(&self, handle: RStr<'_>) -> RResult<(), RString>;
+    /// `spec` is JSON of [`crate::executor::InstanceSpec`]; returns the handle. (Added in ABI
+    /// 2.1: a 2.0 library has none, and answers with this default.)
+    fn start_instance(&self, spec: RStr<'_>) -> RResult<RString, RString> {
+        let _ = spec;
+        RResult::RErr("this executor keeps no long-lived instances (ABI 2.0)".into())
+    }
+    /// See [`crate::Executor::invoke`].
+    fn invoke(
+        &self,
+        handle: RStr<'_>,
+        function: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        timeout_ms: u64,
+    ) -> RResult<RVec<u8>, FfiInvokeFailure> {
+        let _ = (handle, function, payload, timeout_ms);
+        RResult::RErr(FfiInvokeFailure {
+            kind: FfiInvokeFailure::REFUSED,
+            message: "this executor keeps no long-lived instances (ABI 2.0)".into(),
+        })
+    }
+    /// See [`crate::Executor::stop_instance`].
+    fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
+        let _ = handle;
+        RResult::RErr("this executor keeps no long-lived instances (ABI 2.0)".into())
+    }
+}
+
+/// An [`InvokeFailure`](crate::executor::InvokeFailure) crossing the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct FfiInvokeFailure {
+    /// One of the constants below.
+    pub kind: u8,
+    /// Its message.
+    pub message: RString,
+}
+
+impl FfiInvokeFailure {
+    /// [`InvokeFailure::Function`](crate::executor::InvokeFailure::Function).
+    pub const FUNCTION: u8 = 0;
+    /// [`InvokeFailure::Refused`](crate::executor::InvokeFailure::Refused).
+    pub const REFUSED: u8 = 1;
+    /// [`InvokeFailure::Deadline`](crate::executor::InvokeFailure::Deadline).
+    pub const DEADLINE: u8 = 2;
+    /// [`InvokeFailure::Lost`](crate::executor::InvokeFailure::Lost) (and any kind unknown).
+    pub const LOST: u8 = 3;
+}
+
+impl From<crate::executor::InvokeFailure> for FfiInvokeFailure {
+    fn from(f: crate::executor::InvokeFailure) -> Self {
+        use crate::executor::InvokeFailure as F;
+        let (kind, message) = match f {
+            F::Function(m) => (Self::FUNCTION, m),
+            F::Refused(m) => (Self::REFUSED, m),
+            F::Deadline(m) => (Self::DEADLINE, m),
+            F::Lost(m) => (Self::LOST, m),
+        };
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<FfiInvokeFailure> for crate::executor::InvokeFailure {
+    fn from(f: FfiInvokeFailure) -> Self {
+        let message = f.message.into_string();
+        match f.kind {
+            FfiInvokeFailure::FUNCTION => Self::Function(message),
+            FfiInvokeFailure::REFUSED => Self::Refused(message),
+            FfiInvokeFailure::DEADLINE => Self::Deadline(message),
+            _ => Self::Lost(message),
+        }
+    }
 }
 
 /// A key/value pair crossing the boundary.
@@ -228,6 +302,71 @@ impl RootModule for SpearPluginModuleRef {
     const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_VERSION);
 }
 
+/// The [`SpearPluginModuleRef`] of a plugin type implementing `Default`, built in this process:
+/// what the export macros put in a shared library, and what a host that links a plugin's crate
+/// registers as a built-in (no library file). `role` is `strategy`, `reclaimer`, `executor` or
+/// `storage`. Each use leaks one small module (hosts build each built-in once).
+///
+/// ```ignore
+/// #[cfg(not(target_family = "wasm"))]
+/// pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+///     spear_plugin_api::native_module!(strategy, MyStrategy)
+/// }
+/// ```
+#[macro_export]
+macro_rules! native_module {
+    (strategy, $ty:ty) => {
+        $crate::__native_module!(
+            SchedulingStrategy,
+            new_strategy,
+            StrategyBox,
+            StrategyGlue,
+            $ty
+        )
+    };
+    (reclaimer, $ty:ty) => {
+        $crate::__native_module!(
+            ReclamationPolicy,
+            new_reclaimer,
+            ReclaimerBox,
+            ReclaimerGlue,
+            $ty
+        )
+    };
+    (executor, $ty:ty) => {
+        $crate::__native_module!(Executor, new_executor, ExecutorBox, ExecutorGlue, $ty)
+    };
+    (storage, $ty:ty) => {
+        $crate::__native_module!(StorageBackend, new_storage, StorageBox, StorageGlue, $ty)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __native_module {
+    ($kind:ident, $ctor:ident, $boxed:ident, $glue:ident, $ty:ty) => {{
+        use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
+        use $crate::native::abi_stable::std_types::{ROption, RResult, RString};
+        extern "C" fn $ctor() -> RResult<$crate::native::$boxed, RString> {
+            $crate::native::guard(|| {
+                $crate::native::$boxed::from_value(
+                    $crate::native::$glue(<$ty as ::core::default::Default>::default()),
+                    $crate::native::abi_stable::sabi_trait::TD_Opaque,
+                )
+            })
+        }
+        let mut module = $crate::native::SpearPluginModule {
+            kind: $crate::native::ffi::FfiPluginKind::$kind,
+            new_strategy: ROption::RNone,
+            new_reclaimer: ROption::RNone,
+            new_executor: ROption::RNone,
+            new_storage: ROption::RNone,
+        };
+        module.$ctor = ROption::RSome($ctor);
+        module.leak_into_prefix()
+    }};
+}
+
 /// Export a [`Strategy`](crate::Strategy) implementing `Default` as this library's native plugin.
 ///
 /// ```ignore
@@ -239,26 +378,7 @@ macro_rules! export_native_strategy {
     ($ty:ty) => {
         #[::abi_stable::export_root_module]
         fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
-            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn new_strategy() -> $crate::native::abi_stable::std_types::RResult<
-                $crate::native::StrategyBox,
-                $crate::native::abi_stable::std_types::RString,
-            > {
-                $crate::native::guard(|| {
-                    $crate::native::StrategyBox::from_value(
-                        $crate::native::StrategyGlue(<$ty as ::core::default::Default>::default()),
-                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
-                    )
-                })
-            }
-            $crate::native::SpearPluginModule {
-                kind: $crate::native::ffi::FfiPluginKind::SchedulingStrategy,
-                new_strategy: $crate::native::abi_stable::std_types::ROption::RSome(new_strategy),
-                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
-            }
-            .leak_into_prefix()
+            $crate::native_module!(strategy, $ty)
         }
     };
 }
@@ -269,26 +389,7 @@ macro_rules! export_native_reclaimer {
     ($ty:ty) => {
         #[::abi_stable::export_root_module]
         fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
-            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn new_reclaimer() -> $crate::native::abi_stable::std_types::RResult<
-                $crate::native::ReclaimerBox,
-                $crate::native::abi_stable::std_types::RString,
-            > {
-                $crate::native::guard(|| {
-                    $crate::native::ReclaimerBox::from_value(
-                        $crate::native::ReclaimerGlue(<$ty as ::core::default::Default>::default()),
-                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
-                    )
-                })
-            }
-            $crate::native::SpearPluginModule {
-                kind: $crate::native::ffi::FfiPluginKind::ReclamationPolicy,
-                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RSome(new_reclaimer),
-                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
-            }
-            .leak_into_prefix()
+            $crate::native_module!(reclaimer, $ty)
         }
     };
 }
@@ -299,26 +400,7 @@ macro_rules! export_native_executor {
     ($ty:ty) => {
         #[::abi_stable::export_root_module]
         fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
-            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn new_executor() -> $crate::native::abi_stable::std_types::RResult<
-                $crate::native::ExecutorBox,
-                $crate::native::abi_stable::std_types::RString,
-            > {
-                $crate::native::guard(|| {
-                    $crate::native::ExecutorBox::from_value(
-                        $crate::native::ExecutorGlue(<$ty as ::core::default::Default>::default()),
-                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
-                    )
-                })
-            }
-            $crate::native::SpearPluginModule {
-                kind: $crate::native::ffi::FfiPluginKind::Executor,
-                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_executor: $crate::native::abi_stable::std_types::ROption::RSome(new_executor),
-                new_storage: $crate::native::abi_stable::std_types::ROption::RNone,
-            }
-            .leak_into_prefix()
+            $crate::native_module!(executor, $ty)
         }
     };
 }
@@ -330,26 +412,7 @@ macro_rules! export_native_storage {
     ($ty:ty) => {
         #[::abi_stable::export_root_module]
         fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
-            use $crate::native::abi_stable::prefix_type::PrefixTypeTrait;
-            extern "C" fn new_storage() -> $crate::native::abi_stable::std_types::RResult<
-                $crate::native::StorageBox,
-                $crate::native::abi_stable::std_types::RString,
-            > {
-                $crate::native::guard(|| {
-                    $crate::native::StorageBox::from_value(
-                        $crate::native::StorageGlue(<$ty as ::core::default::Default>::default()),
-                        $crate::native::abi_stable::sabi_trait::TD_Opaque,
-                    )
-                })
-            }
-            $crate::native::SpearPluginModule {
-                kind: $crate::native::ffi::FfiPluginKind::StorageBackend,
-                new_strategy: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_reclaimer: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_executor: $crate::native::abi_stable::std_types::ROption::RNone,
-                new_storage: $crate::native::abi_stable::std_types::ROption::RSome(new_storage),
-            }
-            .leak_into_prefix()
+            $crate::native_module!(storage, $ty)
         }
     };
 }

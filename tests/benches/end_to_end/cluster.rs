@@ -59,6 +59,8 @@ pub struct Cluster {
     sms: Proc,
     nodes: Vec<Proc>,
     pub http: String,
+    /// SMS's gRPC address (`host:port`).
+    pub grpc: String,
     /// The CA of SMS's certificate, under TLS.
     ca: Option<String>,
     /// The client's token, when SMS checks them.
@@ -182,6 +184,7 @@ impl Cluster {
             sms: Proc(sms),
             nodes,
             http: format!("{}://{http}", if tls { "https" } else { "http" }),
+            grpc: grpc.to_string(),
             ca,
             token: client_token,
         }

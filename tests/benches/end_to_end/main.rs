@@ -19,6 +19,9 @@
 //! HTTP/1.1 in every setting (`h2`: HTTP/2 where TLS offers it, as reqwest, curl and browsers
 //! do). See [`auth`] for `rounds=N`, `blocks=N`, `only=off|auth|tls` and `submits-only`.
 //!
+//! With `-- invoke` (issue 13), invocations of a wasm function on live instances through SMS
+//! instead ([`invoke`]).
+//!
 //! Run: `cargo build --release -p spear-sms -p spear-spearlet && cargo bench -p spear-tests
 //! --bench end_to_end` (`-- quick` for 1,000 and 100). Results are kept in `docs/benchmarks.md`.
 
@@ -36,6 +39,7 @@ const IN_FLIGHT: usize = 64;
 
 mod auth;
 mod cluster;
+mod invoke;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
@@ -234,6 +238,9 @@ fn main() {
         .unwrap();
     if auth {
         return auth::auth_on_off(&runtime, total, one_by_one, ticks);
+    }
+    if std::env::args().any(|a| a == "invoke") {
+        return invoke::run(&runtime, quick);
     }
     let bare = fork_exec(total, one_by_one, ticks);
     let ours = runtime.block_on(spear(total, one_by_one, ticks, Sec::Off));

@@ -55,8 +55,22 @@ fn tasks_register_list_show_run_and_delete() {
     let r = c.spear(&["run", &tid]).ok();
     assert_eq!(r.stdout, "hello world\n", "{r:?}");
 
+    // The first delete unregisters (SPEAR's meaning): the task stays, takes no new runs.
     let r = c.spear(&["task", "delete", &tid]).ok();
-    assert_eq!(r.stdout, format!("deleted task {tid}\n"), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "unregistered task {tid} (it takes no new executions; delete it again to remove it)\n"
+        ),
+        "{r:?}"
+    );
+    assert_eq!(c.json(&["task", "show", &tid])["status"], "unregistered");
+    let r = c.spear(&["run", &tid]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("is unregistered"), "{r:?}");
+    // The second removes it.
+    let r = c.spear(&["task", "delete", &tid]).ok();
+    assert_eq!(r.stdout, format!("removed task {tid}\n"), "{r:?}");
     let r = c.spear(&["task", "show", &tid]);
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use arc_swap::ArcSwap;
 use spear_plugin_api::PluginKind;
+use spear_plugin_api::native::SpearPluginModuleRef;
 
 use crate::config::RuntimeConfig;
 use crate::engine::WasmEngine;
@@ -105,6 +106,25 @@ impl PluginHost {
 
     /// Start from an already compiled config (`config_path`, if given, is what reloads re-read).
     pub fn with_config(config: RuntimeConfig, config_path: Option<PathBuf>) -> Result<Arc<Self>> {
+        Self::with_builtins(config, config_path, &[])
+    }
+
+    /// [`with_config`](Self::with_config), with the plugins of crates linked into the host
+    /// registered as built-ins (`built-in:<name>`): selectable with no plugin directory at all, and
+    /// replaced by a plugin file of the same kind and name (reported as an override).
+    pub fn with_builtins(
+        config: RuntimeConfig,
+        config_path: Option<PathBuf>,
+        builtins: &[SpearPluginModuleRef],
+    ) -> Result<Arc<Self>> {
+        let builtins = builtins
+            .iter()
+            .map(|m| crate::plugin::load_builtin(*m))
+            .collect::<Result<Vec<_>>>()?;
+        let registry = Registry {
+            builtins,
+            ..Registry::default()
+        };
         let engine = WasmEngine::new().map_err(|e| Error::Config {
             errors: vec![format!("cannot start the WASM engine: {e:#}")],
         })?;
@@ -123,11 +143,11 @@ impl PluginHost {
             config_path,
             board: ArcSwap::from_pointee(Board {
                 config: config.clone(),
-                registry: Registry::default(),
+                registry: registry.clone(),
             }),
             state: Mutex::new(State {
                 config: config.clone(),
-                registry: Registry::default(),
+                registry,
                 failed_activations: BTreeSet::new(),
             }),
             reports: Mutex::new(VecDeque::with_capacity(REPORTS)),
@@ -221,6 +241,7 @@ impl PluginHost {
             .entries
             .iter()
             .map(|(file, e)| record(file, e, &slots))
+            .chain(state.registry.builtin_records(&slots))
             .collect();
         // A plugin still running after its file was replaced by a version that failed to activate.
         for slot in &slots {

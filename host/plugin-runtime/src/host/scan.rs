@@ -28,12 +28,32 @@ impl PluginHost {
         at_start: bool,
     ) -> std::result::Result<(), String> {
         let dir = state.config.dir.clone();
-        let files = plugin_files(&dir).map_err(|e| {
-            let message = format!("cannot read the plugin directory {}: {e}", dir.display());
-            self.telemetry
-                .emit(EventKind::Refused, None, Some(&dir), None, &message);
-            message
-        })?;
+        let files = match plugin_files(&dir) {
+            Ok(files) => files,
+            // A host with built-ins runs without a plugin directory (like Nomad's built-in
+            // drivers); one without has nothing to run. A directory that vanishes once plugins
+            // were loaded from it (a deploy swapping it) is refused as before: what is loaded
+            // stays.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !state.registry.builtins.is_empty()
+                    && (at_start || state.registry.entries.is_empty()) =>
+            {
+                if at_start {
+                    changes.push(format!(
+                        "{}: no such plugin directory; the built-in plugins only",
+                        dir.display()
+                    ));
+                }
+                BTreeSet::new()
+            }
+            Err(e) => {
+                let message = format!("cannot read the plugin directory {}: {e}", dir.display());
+                self.telemetry
+                    .emit(EventKind::Refused, None, Some(&dir), None, &message);
+                return Err(message);
+            }
+        };
         let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
             .into_iter()
             .flatten()
@@ -197,6 +217,9 @@ impl PluginHost {
                     None => Ok(p),
                 },
             );
+        let overrides = result
+            .as_ref()
+            .is_ok_and(|p| state.registry.builtin(p.info.kind, &p.info.name).is_some());
         let entry = state
             .registry
             .entries
@@ -219,10 +242,15 @@ impl PluginHost {
                     ),
                 );
                 changes.push(format!(
-                    "{}: loaded {} {}",
+                    "{}: loaded {} {}{}",
                     path.display(),
                     p.info.name,
-                    p.info.version
+                    p.info.version,
+                    if overrides {
+                        " (overrides the built-in of that name)"
+                    } else {
+                        ""
+                    }
                 ));
                 entry.loaded = Some(p);
                 entry.signed_by = signer;

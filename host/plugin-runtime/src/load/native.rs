@@ -70,6 +70,11 @@ impl NativeFactory {
         Ok(Self { module })
     }
 
+    /// The plugin module of a crate linked into this process (a built-in).
+    pub fn from_module(module: SpearPluginModuleRef) -> Self {
+        Self { module }
+    }
+
     /// The plugin kind the library declares.
     pub fn kind(&self) -> api::PluginKind {
         self.module.kind().into()
@@ -324,6 +329,33 @@ impl api::Executor for NativeExecutor {
     }
     fn destroy(&self, handle: &str) -> std::result::Result<(), api::PluginError> {
         ffi(self.0.destroy(handle.into())).map_err(plugin_error)
+    }
+    fn start_instance(
+        &self,
+        spec: &api::executor::InstanceSpec,
+    ) -> std::result::Result<String, api::PluginError> {
+        let spec = serde_json::to_string(spec).map_err(api::PluginError::new)?;
+        ffi(self.0.start_instance(spec.as_str().into()))
+            .map(RString::into_string)
+            .map_err(plugin_error)
+    }
+    fn invoke(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+    ) -> std::result::Result<Vec<u8>, api::executor::InvokeFailure> {
+        match self
+            .0
+            .invoke(handle.into(), function.into(), payload.into(), timeout_ms)
+        {
+            RResult::ROk(out) => Ok(out.into_vec()),
+            RResult::RErr(failure) => Err(failure.into()),
+        }
+    }
+    fn stop_instance(&self, handle: &str) -> std::result::Result<(), api::PluginError> {
+        ffi(self.0.stop_instance(handle.into())).map_err(plugin_error)
     }
 }
 

@@ -109,7 +109,9 @@ fn bytes_error(rejection: BytesRejection, limit: u64) -> SmsError {
 /// extractors. The answer closes the connection, so the unread body is never buffered.
 pub async fn check_length(limits: (u64, u64), mut req: Request, next: Next) -> Response {
     let (upload, json) = limits;
-    let limit = if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/files" {
+    let limit = if req.method() == axum::http::Method::POST
+        && matches!(req.uri().path(), "/api/v1/files" | "/admin/api/files")
+    {
         upload
     } else {
         json
@@ -143,24 +145,57 @@ fn json_error(rejection: JsonRejection) -> SmsError {
             .and_then(|(_, rest)| rest.split('`').next())
             .map(str::to_owned)
     };
-    let field = quoted("missing field `")
-        .or_else(|| quoted("unknown field `"))
-        .or_else(|| {
-            detail
-                .split_once(": ")
-                .map(|(path, _)| path.to_owned())
-                .filter(|p| !p.contains(' '))
-        })
-        .unwrap_or_else(|| "body".into());
+    // A field missing or unknown inside an object is named under it (`executable.type`).
+    let inner = quoted("missing field `").or_else(|| quoted("unknown field `"));
     // serde_path_to_error puts the path first ("port: invalid type…"); the field says it already.
-    let detail = detail
-        .strip_prefix(&format!("{field}: "))
-        .map(str::to_owned)
-        .unwrap_or(detail);
+    let path = detail
+        .split_once(": ")
+        .map(|(path, _)| path.to_owned())
+        .filter(|p| !p.contains(' ') && p != ".");
+    let detail = match &path {
+        Some(p) => detail
+            .strip_prefix(&format!("{p}: "))
+            .map(str::to_owned)
+            .unwrap_or(detail),
+        None => detail,
+    };
+
+    let field = match (inner, path) {
+        // An unknown field's path ends with the field itself; a missing one's is its object.
+        (Some(f), Some(p)) if p == f || p.ends_with(&format!(".{f}")) => p,
+        (Some(f), Some(p)) => format!("{p}.{f}"),
+        (Some(f), None) => f,
+        (None, Some(p)) => p,
+        (None, None) => "body".into(),
+    };
     let reason = match rejection {
         JsonRejection::MissingJsonContentType(_) => "send Content-Type: application/json".into(),
         JsonRejection::JsonSyntaxError(_) => format!("malformed JSON: {detail}"),
         _ => detail,
     };
     SmsError::invalid(field, reason)
+}
+
+/// An optional JSON body (`Option<T>` in the OpenAPI document): nothing or `null` is
+/// `T::default()`, an object is `T`, anything else (an array, a string, whitespace alone) is
+/// refused naming `what`.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, SmsError> {
+    // No body at all is no body; whitespace alone is not JSON, and is refused as such.
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| SmsError::invalid("body", format!("not JSON: {e}")))?;
+    match value {
+        serde_json::Value::Null => Ok(T::default()),
+        serde_json::Value::Object(_) => serde_json::from_value(value)
+            .map_err(|e| SmsError::invalid("body", format!("{what}: {e}"))),
+        other => Err(SmsError::invalid(
+            "body",
+            format!("{what}: must be a JSON object, not {other}"),
+        )),
+    }
 }

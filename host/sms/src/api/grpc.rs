@@ -91,12 +91,14 @@ fn wire_task(t: model::Task) -> v1::Task {
         endpoint: t.endpoint,
         version: t.version,
         capabilities: t.capabilities,
-        executable: Some(wire_executable(t.executable)),
+        executable: t.executable.map(wire_executable),
         labels: t.labels.into_iter().collect(),
         needs: wire_res(t.needs),
         required_labels: t.required_labels.into_iter().collect(),
         preferred_labels: t.preferred_labels.into_iter().collect(),
         registered_at_ms: t.registered_at_ms,
+        config: t.config.into_iter().collect(),
+        metadata: t.metadata.into_iter().collect(),
     }
 }
 
@@ -245,6 +247,31 @@ impl v1::task_service_server::TaskService for Grpc {
         Ok(Response::new(wire_task(self.0.task(&r.task_id).await?)))
     }
 
+    async fn invoke(
+        &self,
+        r: Request<v1::InvokeTaskRequest>,
+    ) -> Result<Response<v1::InvokeTaskResponse>, Status> {
+        let r = r.into_inner();
+        required("task_id", &r.task_id)?;
+        let done = self
+            .0
+            .invoke(crate::invocations::Invoke {
+                task_id: r.task_id,
+                function: r.function_name,
+                payload: r.payload,
+                timeout_ms: r.timeout_ms,
+            })
+            .await?;
+        Ok(Response::new(v1::InvokeTaskResponse {
+            invocation_id: done.invocation_id,
+            node_uuid: done.node_uuid,
+            output: done.output,
+            instance: done.instance,
+            tier: done.tier,
+            duration_us: done.duration_us,
+        }))
+    }
+
     async fn list_tasks(
         &self,
         r: Request<v1::ListTasksRequest>,
@@ -265,7 +292,7 @@ impl v1::task_service_server::TaskService for Grpc {
     ) -> Result<Response<v1::DeleteTaskResponse>, Status> {
         let r = r.into_inner();
         required("task_id", &r.task_id)?;
-        self.0.delete_task(&r.task_id).await?;
+        self.0.delete_task(&r.task_id, None).await?;
         Ok(Response::new(v1::DeleteTaskResponse {}))
     }
 }
@@ -484,7 +511,9 @@ pub fn task_from_wire(r: v1::RegisterTaskRequest) -> RegisterTask {
         endpoint: r.endpoint,
         version: r.version,
         capabilities: r.capabilities,
-        executable: r.executable.map(executable),
+        executable: r.executable.map(|e| executable(e).into()),
+        metadata: map(r.metadata),
+        config: map(r.config),
         labels: map(r.labels),
         needs: res(r.needs),
         required_labels: map(r.required_labels),

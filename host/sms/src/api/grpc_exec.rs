@@ -94,9 +94,19 @@ impl v1::execution_service_server::ExecutionService for Grpc {
         let rx = self.0.connect_node(&r.node_uuid).await?;
         let session = self.0.session.clone();
         let sms = self.0.clone();
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |a| {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).filter_map(move |out| {
             let (sms, session) = (sms.clone(), session.clone());
             async move {
+                let a = match *out {
+                    crate::outbox::Outgoing::Assignment(a) => a,
+                    crate::outbox::Outgoing::Invocation(invocation) => {
+                        return Some(Ok(v1::Assignment {
+                            session,
+                            invocation: Some(invocation),
+                            ..Default::default()
+                        }));
+                    }
+                };
                 // A start carries its whole standard input; one whose input cannot be read is
                 // failed instead of being run on the wrong input.
                 let execution = if a.cancel {
@@ -115,6 +125,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                     cursor: a.cursor,
                     execution: Some(wire_execution(execution)),
                     cancel: a.cancel,
+                    invocation: None,
                 }))
             }
         });
@@ -166,6 +177,20 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 r.attempt,
             )
             .await?;
+        Ok(Response::new(v1::Ack {}))
+    }
+
+    async fn report_invocation(
+        &self,
+        r: Request<v1::InvocationResult>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let who = principal(&r);
+        let r = r.into_inner();
+        as_node(who.as_ref(), &r.node_uuid)?;
+        required("invocation_id", &r.invocation_id)?;
+        required("node_uuid", &r.node_uuid)?;
+        let node = r.node_uuid.clone();
+        self.0.invocation_answered(&node, r);
         Ok(Response::new(v1::Ack {}))
     }
 

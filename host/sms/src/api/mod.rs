@@ -3,10 +3,16 @@
 //!
 //! [`Sms`]: crate::service::Sms
 
+pub mod admin;
 pub mod body;
+pub mod files;
 pub mod grpc;
 pub mod grpc_exec;
+pub mod grpc_sms;
+pub mod invoke;
+pub mod nodes;
 pub mod openapi;
 pub mod rest;
 pub mod stream;
+pub mod tasks;
 pub mod tokens;

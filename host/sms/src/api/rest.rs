@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -14,23 +14,24 @@ use serde_json::json;
 use spear_plugin_runtime::Trigger;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::body::{ApiBytes, ApiJson, ApiPath, ApiQuery};
+use crate::api::body::{ApiJson, ApiPath, ApiQuery};
+use crate::api::nodes::{self, Done, NodeAnswer, NodeList, NodeView};
 use crate::api::openapi::EdgeResponses;
 use crate::api::tokens;
-use crate::auth::{Principal, as_node};
+use crate::api::{files, tasks};
 use crate::error::SmsError;
 use crate::executions::Submit;
 use crate::health::HealthReport;
-use crate::model::{Event, Execution, FileMeta, Node, Task};
-use crate::nodes::{Heartbeat, RegisterNode, UpdateNode};
+use crate::model::{Event, Execution};
 use crate::service::Sms;
-use crate::tasks::RegisterTask;
 
-type AppState = Arc<Sms>;
+pub(crate) type AppState = Arc<Sms>;
 
 /// The error body every failed request gets.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// Always `false` (SPEAR's field: its clients test it).
+    pub success: bool,
     /// `{code, message, field}`.
     pub error: ErrorDetail,
 }
@@ -54,6 +55,7 @@ impl ErrorBody {
     /// The body that answers `e`.
     pub fn of(e: &SmsError) -> Self {
         Self {
+            success: false,
             error: ErrorDetail {
                 code: e.code().into(),
                 message: e.to_string(),
@@ -81,182 +83,8 @@ impl IntoResponse for SmsError {
     }
 }
 
-fn created<T: Serialize>(value: T) -> Response {
+pub(crate) fn created<T: Serialize>(value: T) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
-}
-
-/// `?status=`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct NodeFilter {
-    /// `active`, `unhealthy`, `draining` or `inactive`.
-    #[param(value_type = Option<crate::model::NodeStatus>)]
-    pub status: Option<String>,
-}
-
-/// `?status=&priority=`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TaskFilter {
-    /// `registered`, `active` or `inactive`.
-    #[param(value_type = Option<crate::model::TaskStatus>)]
-    pub status: Option<String>,
-    /// `low`, `normal`, `high` or `urgent`.
-    #[param(value_type = Option<crate::model::Priority>)]
-    pub priority: Option<String>,
-}
-
-/// A list of nodes.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NodeList {
-    /// The nodes.
-    pub nodes: Vec<Node>,
-}
-
-/// A list of tasks.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TaskList {
-    /// The tasks.
-    pub tasks: Vec<Task>,
-}
-
-/// A list of files.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FileList {
-    /// The files.
-    pub files: Vec<FileMeta>,
-}
-
-#[utoipa::path(post, path = "/api/v1/nodes", request_body = RegisterNode,
-    responses((status = 201, body = Node), (status = 400, body = ErrorBody)), tag = "nodes")]
-async fn register_node(
-    State(sms): State<AppState>,
-    principal: Option<Extension<Principal>>,
-    ApiJson(mut req): ApiJson<RegisterNode>,
-) -> Result<Response, SmsError> {
-    sms.node_registers(principal.as_deref(), &mut req.uuid)
-        .await?;
-    sms.register_node(req).await.map(created)
-}
-
-#[utoipa::path(get, path = "/api/v1/nodes", params(NodeFilter),
-    responses((status = 200, body = NodeList), (status = 400, body = ErrorBody)), tag = "nodes")]
-async fn list_nodes(
-    State(sms): State<AppState>,
-    ApiQuery(f): ApiQuery<NodeFilter>,
-) -> Result<Json<NodeList>, SmsError> {
-    Ok(Json(NodeList {
-        nodes: sms.nodes(f.status.as_deref()).await?,
-    }))
-}
-
-#[utoipa::path(get, path = "/api/v1/nodes/{uuid}",
-    params(("uuid" = String, Path, description = "the node's UUID")),
-    responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
-async fn get_node(
-    State(sms): State<AppState>,
-    ApiPath(uuid): ApiPath<String>,
-) -> Result<Json<Node>, SmsError> {
-    sms.node(&uuid).await.map(Json)
-}
-
-#[utoipa::path(put, path = "/api/v1/nodes/{uuid}",
-    params(("uuid" = String, Path, description = "the node's UUID")), request_body = UpdateNode,
-    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), tag = "nodes")]
-async fn update_node(
-    State(sms): State<AppState>,
-    principal: Option<Extension<Principal>>,
-    ApiPath(uuid): ApiPath<String>,
-    ApiJson(req): ApiJson<UpdateNode>,
-) -> Result<Json<Node>, SmsError> {
-    as_node(principal.as_deref(), &uuid)?;
-    crate::auth::node_may_set(principal.as_deref(), req.status.as_deref())?;
-    let by = crate::auth::operator(principal.as_deref());
-    sms.update_node(&uuid, req, by).await.map(Json)
-}
-
-#[utoipa::path(delete, path = "/api/v1/nodes/{uuid}",
-    params(("uuid" = String, Path, description = "the node's UUID")),
-    responses((status = 204), (status = 404, body = ErrorBody)), tag = "nodes")]
-async fn delete_node(
-    State(sms): State<AppState>,
-    principal: Option<Extension<Principal>>,
-    ApiPath(uuid): ApiPath<String>,
-) -> Result<StatusCode, SmsError> {
-    as_node(principal.as_deref(), &uuid)?;
-    sms.node_may_delete(principal.as_deref(), &uuid).await?;
-    sms.delete_node(&uuid, "deleted through the API").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/nodes/{uuid}/heartbeat",
-    params(("uuid" = String, Path, description = "the node's UUID")), request_body = Heartbeat,
-    responses((status = 200, body = Node), (status = 404, body = ErrorBody)), tag = "nodes")]
-async fn heartbeat(
-    State(sms): State<AppState>,
-    principal: Option<Extension<Principal>>,
-    ApiPath(uuid): ApiPath<String>,
-    ApiJson(hb): ApiJson<Heartbeat>,
-) -> Result<Json<Node>, SmsError> {
-    as_node(principal.as_deref(), &uuid)?;
-    sms.heartbeat(&uuid, hb).await.map(Json)
-}
-
-#[utoipa::path(post, path = "/api/v1/tasks", request_body = RegisterTask,
-    responses((status = 201, body = Task), (status = 400, body = ErrorBody)), tag = "tasks")]
-async fn register_task(
-    State(sms): State<AppState>,
-    ApiJson(req): ApiJson<RegisterTask>,
-) -> Result<Response, SmsError> {
-    sms.register_task(req).await.map(created)
-}
-
-#[utoipa::path(get, path = "/api/v1/tasks", params(TaskFilter),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)), tag = "tasks")]
-async fn list_tasks(
-    State(sms): State<AppState>,
-    ApiQuery(f): ApiQuery<TaskFilter>,
-) -> Result<Json<TaskList>, SmsError> {
-    Ok(Json(TaskList {
-        tasks: sms
-            .tasks(f.status.as_deref(), f.priority.as_deref())
-            .await?,
-    }))
-}
-
-#[utoipa::path(get, path = "/api/v1/tasks/{task_id}",
-    params(("task_id" = String, Path, description = "the task's id")),
-    responses((status = 200, body = Task), (status = 404, body = ErrorBody)), tag = "tasks")]
-async fn get_task(
-    State(sms): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Task>, SmsError> {
-    sms.task(&id).await.map(Json)
-}
-
-#[utoipa::path(delete, path = "/api/v1/tasks/{task_id}",
-    params(("task_id" = String, Path, description = "the task's id")),
-    responses((status = 204), (status = 404, body = ErrorBody)), tag = "tasks")]
-async fn delete_task(
-    State(sms): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, SmsError> {
-    sms.delete_task(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `?name=` of an upload.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UploadParams {
-    /// The file's name (default `upload`): 1 to 255 bytes, no `/`, `\` or control character,
-    /// not `.` or `..`.
-    #[param(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^(?!\.{1,2}$)[^/\\\x00-\x1f\x7f-\x9f]+$"
-    )]
-    pub name: Option<String>,
 }
 
 /// `?state=&task_id=&node_uuid=&since=&limit=&page_token=&order=` ([`crate::query`]).
@@ -357,68 +185,6 @@ async fn cancel_execution(
     sms.cancel(&id).await.map(Json)
 }
 
-#[utoipa::path(post, path = "/api/v1/files", params(UploadParams),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody)), tag = "files")]
-async fn upload_file(
-    State(sms): State<AppState>,
-    ApiQuery(p): ApiQuery<UploadParams>,
-    ApiBytes(body): ApiBytes,
-) -> Result<Response, SmsError> {
-    sms.upload_file(p.name.as_deref().unwrap_or("upload"), body.to_vec())
-        .await
-        .map(created)
-}
-
-#[utoipa::path(get, path = "/api/v1/files", responses((status = 200, body = FileList)), tag = "files")]
-async fn list_files(State(sms): State<AppState>) -> Result<Json<FileList>, SmsError> {
-    Ok(Json(FileList {
-        files: sms.files().await?,
-    }))
-}
-
-#[utoipa::path(get, path = "/api/v1/files/{file_id}",
-    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)), tag = "files")]
-async fn download_file(
-    State(sms): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Response, SmsError> {
-    let (meta, bytes) = sms.download_file(&id).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                crate::files::content_disposition(&meta.name),
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
-}
-
-#[utoipa::path(get, path = "/api/v1/files/{file_id}/meta",
-    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
-    responses((status = 200, body = FileMeta), (status = 404, body = ErrorBody)), tag = "files")]
-async fn file_meta(
-    State(sms): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<FileMeta>, SmsError> {
-    sms.file_meta(&id).await.map(Json)
-}
-
-#[utoipa::path(delete, path = "/api/v1/files/{file_id}",
-    params(("file_id" = String, Path, description = "the file's sha256", pattern = r"^[0-9a-f]{64}$")),
-    responses((status = 204), (status = 404, body = ErrorBody)), tag = "files")]
-async fn delete_file(
-    State(sms): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, SmsError> {
-    sms.delete_file(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, description = "plugins, slots and limits")), tag = "plugins")]
 async fn list_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
     let host = sms.plugins();
@@ -457,6 +223,26 @@ async fn healthz(State(sms): State<AppState>) -> Response {
     (status, Json(report)).into_response()
 }
 
+/// SPEAR's health answer: `{"status":"healthy","timestamp":…,"service":"sms"}`, `unhealthy` with
+/// 503 when `/healthz` would answer 503 (which says why).
+#[utoipa::path(get, path = "/health",
+    responses((status = 200, description = "`{\"status\":\"healthy\",\"timestamp\":\"<RFC 3339>\",\"service\":\"sms\"}`"),
+        (status = 503, description = "`status` is `unhealthy`: see `/healthz`")), tag = "health")]
+async fn health(State(sms): State<AppState>) -> Response {
+    let healthy = sms.health.report(sms.db.write_health()).status == "ok";
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "timestamp": crate::health::rfc3339_now(),
+        "service": "sms",
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
 async fn metrics(State(sms): State<AppState>) -> Response {
     let mut text = sms.plugins().telemetry().render();
     text.push_str(&sms.state_metrics().await);
@@ -475,25 +261,31 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         description = "The SPEAR control plane's REST API"
     ),
     paths(
-        register_node,
-        list_nodes,
-        get_node,
-        update_node,
-        delete_node,
-        heartbeat,
-        register_task,
-        list_tasks,
-        get_task,
-        delete_task,
+        nodes::register_node,
+        nodes::list_nodes,
+        nodes::get_node,
+        nodes::update_node,
+        nodes::delete_node,
+        nodes::heartbeat,
+        nodes::put_resource,
+        nodes::get_resource,
+        nodes::list_resources,
+        nodes::get_with_resource,
+        tasks::register_task,
+        tasks::list_tasks,
+        tasks::get_task,
+        tasks::delete_task,
+        crate::api::invoke::invoke_task,
         submit,
         list_executions,
         get_execution,
         cancel_execution,
-        upload_file,
-        list_files,
-        download_file,
-        file_meta,
-        delete_file,
+        files::upload_file,
+        files::list_files,
+        files::download_file,
+        files::file_meta,
+        files::delete_file,
+        files::presign_upload,
         list_plugins,
         reload_plugins,
         plugin_history,
@@ -503,29 +295,74 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         tokens::list_tokens,
         tokens::revoke_token,
         tokens::whoami,
-        healthz
+        healthz,
+        health
     ),
     modifiers(&EdgeResponses),
-    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, TaskList, FileList, ExecutionList))
+    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, NodeAnswer, NodeView, Done, nodes::ResourceList, crate::resources::NodeResource, crate::resources::ResourceReport, tasks::TaskList, tasks::TaskView, tasks::Registered, tasks::Unregister, crate::api::invoke::InvokeBody, crate::api::invoke::Invoked, files::FileList, files::FileView, files::Uploaded, files::FileFound, files::Presign, files::PresignRequest, ExecutionList))
 )]
 pub struct ApiDoc;
 
 /// The REST router. `swagger` adds Swagger UI at `/swagger-ui`.
 pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
-    let limit = usize::try_from(sms.max_upload_bytes).unwrap_or(usize::MAX);
-    let lengths = (sms.max_upload_bytes, sms.max_body_bytes as u64);
-    let json_limit = sms.max_body_bytes;
-    let mut app = Router::new()
+    let app = finish(routes(&sms), sms);
+    with_openapi(app, swagger)
+}
+
+/// The web admin's router: its page and SPEAR's `/admin/api/…` routes beside the REST API.
+pub fn admin_router(sms: Arc<Sms>) -> Router {
+    let app = routes(&sms).merge(crate::api::admin::routes(upload_limit(&sms)));
+    let guard = sms.clone();
+    let app = finish(app, sms).layer(axum::middleware::from_fn_with_state(
+        guard,
+        crate::api::admin::guard,
+    ));
+    with_openapi(app, false)
+}
+
+fn upload_limit(sms: &Sms) -> usize {
+    usize::try_from(sms.max_upload_bytes).unwrap_or(usize::MAX)
+}
+
+/// The API's routes, before their state and layers.
+fn routes(sms: &Sms) -> Router<AppState> {
+    let limit = upload_limit(sms);
+    Router::new()
         .route("/healthz", get(healthz))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/api/v1/nodes", post(register_node).get(list_nodes))
+        .route(
+            "/api/v1/nodes",
+            post(nodes::register_node).get(nodes::list_nodes),
+        )
         .route(
             "/api/v1/nodes/{uuid}",
-            get(get_node).put(update_node).delete(delete_node),
+            get(nodes::get_node)
+                .put(nodes::update_node)
+                .delete(nodes::delete_node),
         )
-        .route("/api/v1/nodes/{uuid}/heartbeat", post(heartbeat))
-        .route("/api/v1/tasks", post(register_task).get(list_tasks))
-        .route("/api/v1/tasks/{task_id}", get(get_task).delete(delete_task))
+        .route("/api/v1/nodes/{uuid}/heartbeat", post(nodes::heartbeat))
+        .route(
+            "/api/v1/nodes/{uuid}/resource",
+            get(nodes::get_resource).put(nodes::put_resource),
+        )
+        .route(
+            "/api/v1/nodes/{uuid}/with-resource",
+            get(nodes::get_with_resource),
+        )
+        .route("/api/v1/resources", get(nodes::list_resources))
+        .route(
+            "/api/v1/tasks",
+            post(tasks::register_task).get(tasks::list_tasks),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}",
+            get(tasks::get_task).delete(tasks::delete_task),
+        )
+        .route(
+            "/api/v1/tasks/{task_id}/invoke",
+            post(crate::api::invoke::invoke_task),
+        )
         .route("/api/v1/executions", post(submit).get(list_executions))
         .route("/api/v1/executions/{execution_id}", get(get_execution))
         .route(
@@ -534,15 +371,16 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         )
         .route(
             "/api/v1/files",
-            post(upload_file)
-                .get(list_files)
+            post(files::upload_file)
+                .get(files::list_files)
                 .layer(DefaultBodyLimit::max(limit)),
         )
+        .route("/api/v1/files/presign-upload", post(files::presign_upload))
         .route(
             "/api/v1/files/{file_id}",
-            get(download_file).delete(delete_file),
+            get(files::download_file).delete(files::delete_file),
         )
-        .route("/api/v1/files/{file_id}/meta", get(file_meta))
+        .route("/api/v1/files/{file_id}/meta", get(files::file_meta))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/reload", post(reload_plugins))
         .route("/api/v1/plugins/history", get(plugin_history))
@@ -557,7 +395,13 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         )
         .route("/api/v1/tokens/{token_id}", delete(tokens::revoke_token))
         .route("/api/v1/whoami", get(tokens::whoami))
-        .fallback(|| async { SmsError::not_found("route", "this path").into_response() })
+}
+
+/// `app` with its fallback, body limits and auth, over `sms`.
+fn finish(app: Router<AppState>, sms: Arc<Sms>) -> Router {
+    let lengths = (sms.max_upload_bytes, sms.max_body_bytes as u64);
+    let json_limit = sms.max_body_bytes;
+    app.fallback(|| async { SmsError::not_found("route", "this path").into_response() })
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -569,7 +413,11 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
             sms.clone(),
             crate::auth::http::layer,
         ))
-        .with_state(sms);
+        .with_state(sms)
+}
+
+/// `app` with the OpenAPI document, and Swagger UI when `swagger`.
+fn with_openapi(mut app: Router, swagger: bool) -> Router {
     // Swagger UI serves the document itself; without it, a plain route does.
     if swagger {
         app = app.merge(
@@ -580,11 +428,4 @@ pub fn router(sms: Arc<Sms>, swagger: bool) -> Router {
         app = app.route("/api/openapi.json", get(openapi_json));
     }
     app
-}
-
-/// The web admin: one page that reads the REST API of the same origin.
-pub fn admin_router(sms: Arc<Sms>) -> Router {
-    Router::new()
-        .route("/", get(|| async { Html(include_str!("admin.html")) }))
-        .merge(router(sms, false))
 }

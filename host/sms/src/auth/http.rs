@@ -40,6 +40,18 @@ pub fn authorize(
     headers: &HeaderMap,
     cert: Option<&ClientCert>,
 ) -> Result<Option<Principal>, SmsError> {
+    authorize_under(sms, &sms.auth.config, need, headers, cert)
+}
+
+/// [`authorize`] under `config` (the web admin's guard checks with auth on while `[auth]` is
+/// off).
+fn authorize_under(
+    sms: &Sms,
+    config: &super::AuthConfig,
+    need: super::Need,
+    headers: &HeaderMap,
+    cert: Option<&ClientCert>,
+) -> Result<Option<Principal>, SmsError> {
     let principal = match bearer(headers)? {
         Some(token) => Some(sms.auth.tokens.verify(token, now_ms())?),
         None => cert
@@ -53,15 +65,27 @@ pub fn authorize(
                 }
             }),
     };
-    sms.auth.check(need, principal.as_ref())?;
+    super::check(config, need, principal.as_ref())?;
     Ok(principal)
 }
 
 /// Check the request's token against its route's rule (see [`rules::rest`]).
-pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) -> Response {
+pub async fn layer(State(sms): State<Arc<Sms>>, req: Request, next: Next) -> Response {
     if !sms.auth.config.enabled {
         return next.run(req).await;
     }
+    enforce(&sms, &sms.auth.config, req, next).await
+}
+
+/// The checks of [`layer`] under `config`, whatever `[auth] enabled` says: the route's need, the
+/// caller's token or certificate against it, the principal handed to the handler, the audit
+/// label, and a stream that ends when its token stops working.
+pub async fn enforce(
+    sms: &Sms,
+    config: &super::AuthConfig,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let need = match req.extensions().get::<MatchedPath>() {
         Some(path) => match rules::rest(req.method().as_str(), path.as_str()) {
             Some(need) => need,
@@ -76,7 +100,7 @@ pub async fn layer(State(sms): State<Arc<Sms>>, mut req: Request, next: Next) ->
         None => super::Need::Read,
     };
     let cert = req.extensions().get::<ClientCert>();
-    let principal = match authorize(&sms, need, req.headers(), cert) {
+    let principal = match authorize_under(sms, config, need, req.headers(), cert) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

@@ -66,10 +66,11 @@ pub async fn run(config: SmsConfig, command: Command) -> anyhow::Result<()> {
     }
     let runtime = config.runtime_config()?;
     let source = config.source.clone();
-    let plugins: Arc<PluginHost> =
-        tokio::task::spawn_blocking(move || PluginHost::with_config(runtime, source))
-            .await?
-            .context("plugins")?;
+    let plugins: Arc<PluginHost> = tokio::task::spawn_blocking(move || {
+        PluginHost::with_builtins(runtime, source, crate::builtins::modules())
+    })
+    .await?
+    .context("plugins")?;
     let backend = crate::service::open_backend(&config, &plugins)
         .await
         .with_context(|| {

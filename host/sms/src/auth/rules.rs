@@ -31,6 +31,8 @@ pub enum Need {
     /// Reading an execution: reader, operator, admin, and a node (its own executions only: the
     /// handler answers not-found for another node's).
     ReadOrOwnNode,
+    /// Reading a task: reader, operator, admin, and nodes (they run its live instances).
+    ReadOrNode,
 }
 
 impl Need {
@@ -56,7 +58,9 @@ impl Need {
             Need::Node => matches!(role, Node | Admin),
             Need::NodeOrOperate => matches!(role, Node | Operator | Admin),
             Need::Any => true,
-            Need::ReadOrOwnNode => matches!(role, Reader | Operator | Admin | Node),
+            Need::ReadOrOwnNode | Need::ReadOrNode => {
+                matches!(role, Reader | Operator | Admin | Node)
+            }
         }
     }
 
@@ -72,6 +76,7 @@ impl Need {
             Need::NodeOrOperate => "node, operator or admin",
             Need::Any => "any valid token",
             Need::ReadOrOwnNode => "reader, operator, admin, or the node it is placed on",
+            Need::ReadOrNode => "reader, operator, admin or node",
         }
     }
 }
@@ -83,26 +88,46 @@ pub fn rest(method: &str, path: &str) -> Option<Need> {
     // HEAD is answered by the GET route.
     let method = if method == "HEAD" { "GET" } else { method };
     let need = match (method, path) {
-        ("GET", "/") => Open,
+        ("GET", "/" | "/admin" | "/admin/" | "/admin/static/{*path}") => Open,
+        // The web admin's routes (SPEAR's), each as its REST twin.
+        (
+            "GET",
+            "/admin/api/nodes"
+            | "/admin/api/nodes/{uuid}"
+            | "/admin/api/nodes/stream"
+            | "/admin/api/stats"
+            | "/admin/api/tasks"
+            | "/admin/api/tasks/{task_id}"
+            | "/admin/api/files",
+        ) => Read,
+        ("POST", "/admin/api/tasks" | "/admin/api/files" | "/admin/api/files/presign-upload") => {
+            Operate
+        }
+        ("GET", "/admin/api/files/{file_id}" | "/admin/api/files/{file_id}/meta") => FileRead,
+        ("DELETE", "/admin/api/files/{file_id}") => Operate,
         ("GET", "/api/openapi.json") => Open,
         ("GET", p) if p.starts_with("/swagger-ui") => Open,
-        ("GET", "/healthz") => Health,
+        ("GET", "/healthz" | "/health") => Health,
         ("GET", "/metrics") => Metrics,
         ("POST", "/api/v1/nodes") => Node,
         ("GET", "/api/v1/nodes") => Read,
         ("GET", "/api/v1/nodes/{uuid}") => Read,
         ("PUT" | "DELETE", "/api/v1/nodes/{uuid}") => NodeOrOperate,
         ("POST", "/api/v1/nodes/{uuid}/heartbeat") => Node,
+        ("PUT", "/api/v1/nodes/{uuid}/resource") => NodeOrOperate,
+        ("GET", "/api/v1/nodes/{uuid}/resource" | "/api/v1/nodes/{uuid}/with-resource") => Read,
+        ("GET", "/api/v1/resources") => Read,
         ("POST", "/api/v1/tasks") => Operate,
         ("GET", "/api/v1/tasks") => Read,
         ("GET", "/api/v1/tasks/{task_id}") => Read,
         ("DELETE", "/api/v1/tasks/{task_id}") => Operate,
+        ("POST", "/api/v1/tasks/{task_id}/invoke") => Operate,
         ("POST", "/api/v1/executions") => Operate,
         ("GET", "/api/v1/executions") => Read,
         ("GET", "/api/v1/executions/{execution_id}") => Read,
         ("GET", "/api/v1/executions/{execution_id}/watch") => Read,
         ("POST", "/api/v1/executions/{execution_id}/cancel") => Operate,
-        ("POST", "/api/v1/files") => Operate,
+        ("POST", "/api/v1/files" | "/api/v1/files/presign-upload") => Operate,
         ("GET", "/api/v1/files") => Read,
         ("GET", "/api/v1/files/{file_id}") => FileRead,
         ("GET", "/api/v1/files/{file_id}/meta") => FileRead,
@@ -127,11 +152,23 @@ pub fn grpc(path: &str) -> Option<Need> {
     let need = match (service, method) {
         ("grpc.health.v1.Health", _) => Health,
         ("grpc.reflection.v1.ServerReflection", _) => Read,
-        ("spear.v1.NodeService", "RegisterNode" | "Heartbeat") => Node,
-        ("spear.v1.NodeService", "UpdateNode" | "DeleteNode") => NodeOrOperate,
-        ("spear.v1.NodeService", "GetNode" | "ListNodes") => Read,
+        ("spear.v1.NodeService" | "sms.NodeService", "RegisterNode" | "Heartbeat") => Node,
+        ("sms.NodeService", "UpdateNodeResource") => NodeOrOperate,
+        ("sms.NodeService", "GetNodeResource" | "ListNodeResources" | "GetNodeWithResource") => {
+            Read
+        }
+        (
+            "sms.TaskService",
+            "RegisterTask" | "UnregisterTask" | "UpdateTaskStatus" | "UpdateTaskResult",
+        ) => Operate,
+        ("sms.TaskService", "ListTasks" | "GetTask" | "SubscribeTaskEvents") => Read,
+        ("spear.v1.NodeService" | "sms.NodeService", "UpdateNode" | "DeleteNode") => NodeOrOperate,
+        ("spear.v1.NodeService" | "sms.NodeService", "GetNode" | "ListNodes") => Read,
         ("spear.v1.TaskService", "RegisterTask" | "DeleteTask") => Operate,
-        ("spear.v1.TaskService", "GetTask" | "ListTasks") => Read,
+        // A node reads the tasks it runs live instances of.
+        ("spear.v1.TaskService", "GetTask") => ReadOrNode,
+        ("spear.v1.TaskService", "ListTasks") => Read,
+        ("spear.v1.TaskService", "Invoke") => Operate,
         ("spear.v1.FileService", "Upload" | "DeleteFile") => Operate,
         ("spear.v1.FileService", "GetFile" | "Download") => FileRead,
         ("spear.v1.FileService", "ListFiles") => Read,
@@ -143,7 +180,7 @@ pub fn grpc(path: &str) -> Option<Need> {
         ("spear.v1.ExecutionService", "ListExecutions") => Read,
         (
             "spear.v1.ExecutionService",
-            "Assignments" | "ReportResult" | "ReportState" | "ReportBatch",
+            "Assignments" | "ReportResult" | "ReportState" | "ReportBatch" | "ReportInvocation",
         ) => Node,
         ("spear.v1.EventService", "Subscribe") => Read,
         _ => return None,

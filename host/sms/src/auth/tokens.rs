@@ -317,6 +317,11 @@ impl Tokens {
         }))
     }
 
+    /// Whether a bootstrap token came from `source` (`SMS_WEB_ADMIN_TOKEN`, …).
+    pub fn has_bootstrap(&self, source: &str) -> bool {
+        self.bootstrap.iter().any(|(who, _)| &*who.name == source)
+    }
+
     /// A bootstrap token.
     fn verify_bootstrap(&self, token: &str) -> Result<Principal> {
         let hash = sha256(token.as_bytes());

@@ -85,6 +85,15 @@ async fn rest(
                     # TYPE sms_leader_term gauge\nsms_leader_term 0\n";
         return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
     }
+    if request.uri().path() == "/health" {
+        return axum::Json(json!({
+            "status": "healthy",
+            "timestamp": crate::health::rfc3339_now(),
+            "service": "sms",
+            "role": "follower",
+        }))
+        .into_response();
+    }
     if request.uri().path() == "/healthz" {
         return axum::Json(json!({
             "status": "ok",
@@ -94,7 +103,7 @@ async fn rest(
         .into_response();
     }
     let Some(leader) = leader else {
-        let body = json!({"error": {
+        let body = json!({"success": false, "error": {
             "code": "not_leader",
             "message": "no SMS leads yet (an election is under way); retry",
             "field": null,
@@ -113,6 +122,7 @@ async fn rest(
     };
     let location = format!("{scheme}://{target}{path}");
     let body = json!({
+        "success": false,
         "error": {
             "code": "not_leader",
             "message": format!("this SMS does not lead; the leader is at {}", leader.http),

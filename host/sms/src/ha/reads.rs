@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
@@ -95,9 +95,18 @@ pub fn routes(reads: Arc<Reads>, leader: super::follower::Leader) -> axum::Route
 
 /// `answer` as JSON, saying who leads.
 fn answered<T: serde::Serialize>(state: &ReadState, answer: Result<T>) -> Response {
+    answered_with(state, answer, IntoResponse::into_response)
+}
+
+/// [`answered`], an error answered by `error`.
+fn answered_with<T: serde::Serialize>(
+    state: &ReadState,
+    answer: Result<T>,
+    error: impl FnOnce(SmsError) -> Response,
+) -> Response {
     let mut response = match answer {
         Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => error(e),
     };
     let leader = state.leader.borrow().as_ref().map(|l| l.http.clone());
     if let Some(v) = leader.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -123,24 +132,16 @@ async fn execution(
     answered(&state, answer.await)
 }
 
-/// `GET /api/v1/tasks` filters.
-#[derive(Debug, serde::Deserialize)]
-struct TaskFilter {
-    status: Option<String>,
-    priority: Option<String>,
-}
-
 async fn tasks(
     State(state): State<ReadState>,
-    Query(f): Query<TaskFilter>,
+    crate::api::body::ApiQuery(f): crate::api::body::ApiQuery<crate::api::tasks::TaskFilter>,
     headers: HeaderMap,
 ) -> Response {
     let reads = &state.reads;
     let answer = async {
         reads.check(Need::Read, &headers).await?;
         let all: Vec<Task> = reads.db.load_all("task/").await?;
-        let tasks = crate::tasks::select(all, f.status.as_deref(), f.priority.as_deref())?;
-        Ok(serde_json::json!({ "tasks": tasks }))
+        crate::api::tasks::page(all, &f)
     };
     answered(&state, answer.await)
 }
@@ -158,6 +159,7 @@ async fn task(
             .db
             .get::<Task>(format!("task/{id}"))
             .await?
+            .map(crate::api::tasks::TaskView::from)
             .ok_or_else(|| SmsError::not_found("task", &id))
     };
     answered(&state, answer.await)
@@ -171,7 +173,10 @@ async fn file_meta(
     let reads = &state.reads;
     let answer = async {
         reads.check(Need::FileRead, &headers).await?;
-        crate::files::stored_meta(&reads.db, &id).await
+        crate::files::stored_meta(&reads.db, &id)
+            .await
+            .map(crate::api::files::found)
     };
-    answered(&state, answer.await)
+    // A 404 says SPEAR's `found: false`, as the leader's does.
+    answered_with(&state, answer.await, crate::api::files::not_found)
 }

@@ -19,6 +19,17 @@ pub const ADMIN: &str = "bootstrap-admin-token-for-the-tests-0001";
 /// `auth_nodes.rs`'s.
 const REST: &[(&str, &[&str])] = &[
     ("GET /healthz", &["reader", "operator", "admin"]),
+    ("GET /health", &["reader", "operator", "admin"]),
+    ("PUT /api/v1/nodes/{uuid}/resource", &["operator", "admin"]),
+    (
+        "GET /api/v1/nodes/{uuid}/resource",
+        &["reader", "operator", "admin"],
+    ),
+    (
+        "GET /api/v1/nodes/{uuid}/with-resource",
+        &["reader", "operator", "admin"],
+    ),
+    ("GET /api/v1/resources", &["reader", "operator", "admin"]),
     ("POST /api/v1/nodes", &["node", "admin"]),
     ("GET /api/v1/nodes", &["reader", "operator", "admin"]),
     ("GET /api/v1/nodes/{uuid}", &["reader", "operator", "admin"]),
@@ -32,6 +43,10 @@ const REST: &[(&str, &[&str])] = &[
         &["reader", "operator", "admin"],
     ),
     ("DELETE /api/v1/tasks/{task_id}", &["operator", "admin"]),
+    (
+        "POST /api/v1/tasks/{task_id}/invoke",
+        &["operator", "admin"],
+    ),
     ("POST /api/v1/executions", &["operator", "admin"]),
     ("GET /api/v1/executions", &["reader", "operator", "admin"]),
     (
@@ -47,6 +62,7 @@ const REST: &[(&str, &[&str])] = &[
         &["operator", "admin"],
     ),
     ("POST /api/v1/files", &["operator", "admin"]),
+    ("POST /api/v1/files/presign-upload", &["operator", "admin"]),
     ("GET /api/v1/files", &["reader", "operator", "admin"]),
     (
         "GET /api/v1/files/{file_id}",
@@ -87,11 +103,52 @@ const GRPC: &[(&str, &[&str])] = &[
         "/spear.v1.NodeService/ListNodes",
         &["reader", "operator", "admin"],
     ),
-    ("/spear.v1.TaskService/RegisterTask", &["operator", "admin"]),
+    // SPEAR-Next's services, by the same rules.
+    ("/sms.NodeService/RegisterNode", &["node", "admin"]),
+    ("/sms.NodeService/Heartbeat", &["admin"]),
+    ("/sms.NodeService/UpdateNode", &["operator", "admin"]),
+    ("/sms.NodeService/DeleteNode", &["operator", "admin"]),
+    ("/sms.NodeService/GetNode", &["reader", "operator", "admin"]),
     (
-        "/spear.v1.TaskService/GetTask",
+        "/sms.NodeService/ListNodes",
         &["reader", "operator", "admin"],
     ),
+    (
+        "/sms.NodeService/UpdateNodeResource",
+        &["operator", "admin"],
+    ),
+    (
+        "/sms.NodeService/GetNodeResource",
+        &["reader", "operator", "admin"],
+    ),
+    (
+        "/sms.NodeService/ListNodeResources",
+        &["reader", "operator", "admin"],
+    ),
+    (
+        "/sms.NodeService/GetNodeWithResource",
+        &["reader", "operator", "admin"],
+    ),
+    ("/sms.TaskService/RegisterTask", &["operator", "admin"]),
+    (
+        "/sms.TaskService/ListTasks",
+        &["reader", "operator", "admin"],
+    ),
+    ("/sms.TaskService/GetTask", &["reader", "operator", "admin"]),
+    ("/sms.TaskService/UnregisterTask", &["operator", "admin"]),
+    (
+        "/sms.TaskService/SubscribeTaskEvents",
+        &["reader", "operator", "admin"],
+    ),
+    ("/sms.TaskService/UpdateTaskStatus", &["operator", "admin"]),
+    ("/sms.TaskService/UpdateTaskResult", &["operator", "admin"]),
+    ("/spear.v1.TaskService/RegisterTask", &["operator", "admin"]),
+    // A node reads the tasks it runs live instances of.
+    (
+        "/spear.v1.TaskService/GetTask",
+        &["reader", "operator", "admin", "node"],
+    ),
+    ("/spear.v1.TaskService/Invoke", &["operator", "admin"]),
     (
         "/spear.v1.TaskService/ListTasks",
         &["reader", "operator", "admin"],
@@ -135,6 +192,7 @@ const GRPC: &[(&str, &[&str])] = &[
     ("/spear.v1.ExecutionService/ReportResult", &["admin"]),
     ("/spear.v1.ExecutionService/ReportState", &["admin"]),
     ("/spear.v1.ExecutionService/ReportBatch", &["admin"]),
+    ("/spear.v1.ExecutionService/ReportInvocation", &["admin"]),
     (
         "/spear.v1.EventService/Subscribe",
         &["reader", "operator", "admin"],
@@ -422,43 +480,6 @@ async fn every_grpc_method_answers_each_token_by_the_table() {
         grpc_code(&sms, health, Some(&by_role["reader"])).await,
         None
     );
-}
-
-#[tokio::test]
-async fn the_web_admin_page_is_open_and_its_api_takes_sms_web_admin_token() {
-    let sb = Sandbox::new(
-        "enable_web_admin = true\nweb_admin_addr = \"127.0.0.1:0\"\n[auth]\nenabled = true\n",
-    );
-    let web = "web-admin-token-as-spear-names-it-0001";
-    let sms = sb.start_with_env(&[], &[("SMS_WEB_ADMIN_TOKEN", web)]);
-    let admin = sms.admin.expect("the web admin is served");
-    let c = reqwest::Client::new();
-    // The page itself holds no data; it asks for a token and sends it with every call.
-    let page = c.get(format!("http://{admin}/")).send().await.unwrap();
-    assert_eq!(page.status(), StatusCode::OK);
-    let html = page.text().await.unwrap();
-    assert!(
-        html.contains("Authorization: 'Bearer '"),
-        "the page sends the token"
-    );
-    let nodes = format!("http://{admin}/api/v1/nodes");
-    assert_eq!(
-        c.get(&nodes).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let r = c.get(&nodes).bearer_auth(web).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let who: Value = c
-        .get(format!("http://{admin}/api/v1/whoami"))
-        .bearer_auth(web)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(who["name"], "SMS_WEB_ADMIN_TOKEN");
-    assert_eq!(who["role"], "admin");
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ async fn sms_keeps_its_state_in_etcd_and_rides_out_a_lost_member() {
         &json!({"name": "kept", "executable": {"type": "wasm", "uri": "file:///kept.wasm"}}),
     )
     .await;
-    assert_eq!(task.0, 201, "{}", task.1);
+    assert_eq!(task.0, 200, "{}", task.1);
 
     // Executions run to success: their submits, placements and results are etcd transactions.
     let mut ids = submit(&c, &sms, 40, "before").await;
@@ -97,22 +97,32 @@ async fn sms_stops_when_a_writes_outcome_is_unknown_and_starts_again_from_storag
         .post(sms.url("/api/v1/executions"))
         .json(&body)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 503);
-    let text = answer.text().await.unwrap();
-    assert!(text.contains("outcome unknown"), "{text}");
+        .await;
+    // A failure says what SMS logged (this test once failed on a loaded CI machine only).
+    let log = || std::fs::read_to_string(sb.path().join("stderr.log")).unwrap_or_default();
+    let answer = answer.unwrap_or_else(|e| panic!("no answer: {e}; SMS logged:\n{}", log()));
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 503, "{text}; SMS logged:\n{}", log());
+    assert!(
+        text.contains("outcome unknown"),
+        "{text}; SMS logged:\n{}",
+        log()
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
+    let exit = loop {
         if let Some(status) = sms.child.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "SMS is still running");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SMS is still running; it logged:\n{}",
+            log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(status.code(), Some(3));
-    let log = std::fs::read_to_string(sb.path().join("stderr.log")).unwrap();
-    assert!(log.contains("outcome is unknown"), "{log}");
+    assert_eq!(exit.code(), Some(3), "SMS logged:\n{}", log());
+    assert!(log().contains("outcome is unknown"), "{}", log());
 
     // The held write reaches etcd now, late; an SMS started again serves what storage holds
     // (its lease revoked, as an operator would, rather than waited out).
@@ -123,6 +133,6 @@ async fn sms_stops_when_a_writes_outcome_is_unknown_and_starts_again_from_storag
     let again = Sandbox::on_etcd("", &cluster.endpoints(), "unsure/");
     let sms = again.start(&[]).leading().await;
     let list = common::get_json(&c, &sms, "/api/v1/executions").await;
-    let n = list["executions"].as_array().unwrap().len();
+    let n = list["executions"].as_array().map_or(0, Vec::len);
     assert!((1..=2).contains(&n), "{list}");
 }

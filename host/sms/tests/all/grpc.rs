@@ -163,16 +163,24 @@ async fn every_node_and_task_method_works_and_bad_input_gets_invalid_argument_or
         "{}",
         bad.message()
     );
-    tasks
-        .delete_task(v1::TaskRef {
+    // A delete unregisters (SPEAR's meaning); a second removes.
+    let task_ref = v1::TaskRef {
+        task_id: task.task_id.clone(),
+    };
+    tasks.delete_task(task_ref.clone()).await.unwrap();
+    let unregistered = tasks
+        .get_task(v1::TaskRef {
             task_id: task.task_id.clone(),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(unregistered.status, "unregistered");
+    tasks.delete_task(task_ref).await.unwrap();
     assert_eq!(
         tasks
             .get_task(v1::TaskRef {
-                task_id: task.task_id
+                task_id: task.task_id.clone()
             })
             .await
             .unwrap_err()

@@ -1,8 +1,10 @@
 //! Integration tests of `sms`: the real binaries on 127.0.0.1, one module per subject. One test
 //! binary for the crate (each `tests/*.rs` would be its own 130 MB link of wasmtime and tonic).
 
+mod admin_stream;
 mod audit;
 mod auth;
+mod auth_admin;
 mod auth_nodes;
 mod common;
 mod config_reload;
@@ -21,5 +23,7 @@ mod report_batch;
 mod rest;
 mod retention;
 mod scheduling;
+mod spear_compat;
+mod spear_grpc;
 mod watch;
 mod web_admin;

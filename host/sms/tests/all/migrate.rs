@@ -49,7 +49,7 @@ async fn a_redb_store_moves_to_etcd_and_back_whole() {
         &json!({"name": "moved-task", "executable": {"type": "wasm", "uri": "file:///t.wasm"}}),
     )
     .await;
-    assert_eq!(task.0, 201);
+    assert_eq!(task.0, 200);
     assert!(sms.terminate().success());
     let redb = format!("redb:{}", sb.path().join("data/sms.redb").display());
 

@@ -239,13 +239,20 @@ async fn concurrent_changes_of_one_record_apply_in_one_order_in_memory_and_stora
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!((updated, deleted, missing), (30, 1, 9));
-    let removed = common::events(&c, &sms)
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == "task.deleted" && e["subject"] == task.as_str())
-        .count();
-    assert_eq!(removed, 1, "one delete, one event");
+    // Ten deletes at once: one unregisters the task, one removes it, the rest find none.
+    assert_eq!((updated, deleted, missing), (30, 2, 8));
+    let events = common::events(&c, &sms).await;
+    let count = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind && e["subject"] == task.as_str())
+            .count()
+    };
+    assert_eq!(
+        (count("task.unregistered"), count("task.deleted")),
+        (1, 1),
+        "one unregistration, one removal, one event each"
+    );
 
     // What memory says now is what storage holds: an SMS started again on it says the same.
     let mut labels = Vec::new();
@@ -430,4 +437,80 @@ async fn a_start_carries_its_attempt_taken_once_and_a_stale_one_refused() {
         .await
         .unwrap();
     assert_eq!(state(&other).await.0, "succeeded");
+}
+
+/// Submits of a task racing its unregistration: each submit is either committed before the
+/// unregistration (its event first in the log) or refused; none is accepted after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_racing_an_unregistration_is_committed_before_it_or_refused() {
+    let sb = Sandbox::new("");
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    for round in 0..5 {
+        let task = common::post_json(
+            &c,
+            &sms,
+            "/api/v1/tasks",
+            &json!({"name": format!("gate-{round}"), "executable": {"type": "wasm", "uri": "file:///g.wasm"}}),
+        )
+        .await
+        .1["task_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let (c, url, task) = (c.clone(), sms.url("/api/v1/executions"), task.clone());
+            calls.spawn(async move {
+                // Spread the submits around the unregistration.
+                tokio::time::sleep(Duration::from_millis(i % 8)).await;
+                let r = c
+                    .post(url)
+                    .json(&json!({"task_id": task}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap();
+                (status, body)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let r = c
+            .delete(sms.url(&format!("/api/v1/tasks/{task}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut accepted = Vec::new();
+        while let Some(r) = calls.join_next().await {
+            let (status, body) = r.unwrap();
+            match status {
+                201 => accepted.push(body["execution_id"].as_str().unwrap().to_owned()),
+                400 => assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("is unregistered"),
+                    "{body}"
+                ),
+                other => panic!("{other}: {body}"),
+            }
+        }
+        let events = common::events(&c, &sms).await;
+        let cursor_of = |kind: &str, subject: &str| {
+            events
+                .iter()
+                .find(|e| e["kind"] == kind && e["subject"] == subject)
+                .and_then(|e| e["cursor"].as_u64())
+                .unwrap_or_else(|| panic!("no {kind} of {subject}"))
+        };
+        let unregistered = cursor_of("task.unregistered", &task);
+        for id in &accepted {
+            assert!(
+                cursor_of("execution.submitted", id) < unregistered,
+                "round {round}: execution {id} was accepted after its task's unregistration"
+            );
+        }
+    }
 }

@@ -72,6 +72,40 @@ fn bad_values_are_refused_naming_the_key() {
     assert!(err.contains("bogus"), "{err}");
     let err = load("[executors]\nenabled = [\"process\"]\n[executors.config.wasm]\nx = 1\n");
     assert!(err.contains("executors.config.wasm"), "{err}");
+    let err = load(
+        "[spearlet.functions]\nmax_timeout_ms = 0\ndefault_timeout_ms = 0\nmax_payload_bytes = 0\n\
+         start_timeout_ms = 0\nmax_results = 0\nresult_ttl_secs = 0\ntask_ttl_ms = 600001\n\
+         max_concurrent = 0\nmax_result_mb = 0\nrate_per_sec = -1.0\nburst = nan\n\
+         max_per_function = 100001\nmax_per_binary = 100001\nadaptive_target_ms = 3600001\n",
+    );
+    for key in [
+        "max_timeout_ms",
+        "default_timeout_ms",
+        "max_payload_bytes",
+        "start_timeout_ms",
+        "max_results",
+        "result_ttl_secs",
+        "task_ttl_ms",
+        "max_concurrent",
+        "max_result_mb",
+        "rate_per_sec",
+        "burst",
+        "max_per_function",
+        "max_per_binary",
+        "adaptive_target_ms",
+    ] {
+        assert!(
+            err.contains(&format!("spearlet.functions.{key}")),
+            "{key}: {err}"
+        );
+    }
+    let err = load("[spearlet.functions]\nmax_timeout_ms = 1000\ndefault_timeout_ms = 2000\n");
+    assert!(
+        err.contains("spearlet.functions.default_timeout_ms"),
+        "{err}"
+    );
+    let err = load("[spearlet.functions]\nmax_result = 3\n");
+    assert!(err.contains("max_result"), "{err}");
 }
 
 #[test]

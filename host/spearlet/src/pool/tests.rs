@@ -12,7 +12,7 @@ fn pools(max_instances: u32) -> (Pools, tempfile::TempDir) {
 
 async fn run_once(p: &Pools, task: &str) -> u64 {
     let lease = p
-        .acquire(task, "process", || async { Ok(None) })
+        .acquire(task, "process", || async { Ok(Made::default()) })
         .await
         .unwrap();
     let id = lease.id;

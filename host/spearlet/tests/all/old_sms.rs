@@ -193,6 +193,7 @@ impl ExecutionService for Served {
                 cursor: i as u64 + 1,
                 execution: Some(e.clone()),
                 cancel: false,
+                invocation: None,
             })
             .filter(|a| a.cursor > after)
             .map(Ok)
@@ -257,6 +258,13 @@ impl ExecutionService for Served {
             .unwrap()
             .push(req.into_inner().execution_id);
         Ok(Response::new(v1::Ack {}))
+    }
+
+    async fn report_invocation(
+        &self,
+        _: Request<v1::InvocationResult>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        Err(Status::unimplemented("no invocations in this SMS"))
     }
 
     async fn report_batch(

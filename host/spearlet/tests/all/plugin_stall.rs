@@ -52,12 +52,15 @@ async fn a_local_strategy_call_held_for_five_seconds_stalls_neither_status_nor_h
     let state = sms.execution(&second).await["state"].clone();
     assert_ne!(state, "succeeded", "the call was in flight throughout");
     assert!(probes >= 10, "{probes} probes");
+    // A probe that waited for the call would take until it ends: at least a second (the probes
+    // run from 0.5 s to 4 s into a 5 s call). Anything below that is the machine's load (the
+    // guest spins one of CI's two cores while other suites run), not a wait on the plugin.
     for (what, worst) in ["GET /api/v1/status", "GET /api/v1/instances"]
         .iter()
         .zip(worst)
     {
         assert!(
-            worst < Duration::from_millis(100),
+            worst < Duration::from_millis(1000),
             "{what} took {worst:?} while a plugin call was in flight"
         );
     }

@@ -206,6 +206,7 @@ impl Executor for ContainerExecutor {
             memory_limit: true,
             cpu_limit: true,
             network_isolation: true,
+            instances: false,
         }
     }
 
@@ -381,3 +382,10 @@ impl Executor for ContainerExecutor {
 
 #[cfg(feature = "native-plugin")]
 spear_plugin_api::export_native_executor!(ContainerExecutor);
+
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(executor, ContainerExecutor)
+}

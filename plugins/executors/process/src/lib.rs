@@ -11,13 +11,18 @@
 //! - at `timeout_ms` the whole process group gets SIGTERM, then SIGKILL after a grace period, and the
 //!   result says `TimedOut`; otherwise the exit code or the killing signal is reported;
 //! - `memory_limit_mb` becomes an address-space rlimit (RLIMIT_AS) of the program;
+//! - long-lived **workers** (`start_instance`, `invoke`, `stop_instance`): the program speaks the
+//!   worker protocol of docs/workers.md and serves invocations one after another, with the same
+//!   environment, user and memory limit as a program; see [`worker`];
 //! - `stats` reads `/proc/<pid>`. Processes cannot be re-attached after an agent restart: their
 //!   pipes died with the agent. A handle names the process (`<execution>@<pid>:<start time>`), so
 //!   `recover` of a handle from a previous agent kills the process group it left behind (if that
 //!   very process still runs) and answers false.
 
+mod instances;
 pub mod isolation;
 mod reactor;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -26,7 +31,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, ExecStats};
+use spear_plugin_api::executor::{
+    Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, InstanceSpec, InvokeFailure,
+};
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
 /// Grace between SIGTERM and SIGKILL at a timeout.
@@ -50,6 +57,8 @@ pub struct ProcessExecutor {
     reactor: Mutex<Option<Arc<reactor::Reactor>>>,
     /// What programs may see of the agent.
     isolation: isolation::Isolation,
+    /// Long-lived workers.
+    workers: instances::Instances,
 }
 
 impl ProcessExecutor {
@@ -95,6 +104,30 @@ fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
+/// Run `cmd` as `run_as` (uid, gid; as root, std drops the supplementary groups before it
+/// switches user) with an address-space limit of `memory_mb` MiB (0: none).
+pub(crate) fn confine(cmd: &mut Command, run_as: Option<(u32, u32)>, memory_mb: u64) {
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    if memory_mb > 0 {
+        let bytes = memory_mb.saturating_mul(1024 * 1024) as libc::rlim_t;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 pub(crate) fn signal_group(pid: i32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group the child leads.
     unsafe {
@@ -123,6 +156,7 @@ impl Executor for ProcessExecutor {
             memory_limit: true,
             cpu_limit: false,
             network_isolation: false,
+            instances: true,
         }
     }
 
@@ -158,36 +192,20 @@ impl Executor for ProcessExecutor {
         if let Some(dir) = &spec.working_dir {
             cmd.current_dir(dir);
         }
-        if let Some((uid, gid)) = iso.run_as {
-            // As root, std drops the supplementary groups before it switches user.
-            cmd.uid(uid).gid(gid);
+        if let (Some((uid, gid)), Some(dir)) = (iso.run_as, &spec.working_dir) {
             // The agent made the working directory private (its own): it becomes the user's.
-            if let Some(dir) = &spec.working_dir {
-                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
-                    PluginError::new(format!("cannot give {dir} to the run_as user: {e}"))
-                })?;
-            }
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+                PluginError::new(format!("cannot give {dir} to the run_as user: {e}"))
+            })?;
         }
-        let memory_mb = match spec.memory_limit_mb {
-            0 => iso.default_memory_mb,
-            mb => mb,
-        };
-        if memory_mb > 0 {
-            let bytes = memory_mb.saturating_mul(1024 * 1024) as libc::rlim_t;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: bytes,
-                        rlim_max: bytes,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        confine(
+            &mut cmd,
+            iso.run_as,
+            match spec.memory_limit_mb {
+                0 => iso.default_memory_mb,
+                mb => mb,
+            },
+        );
         let reactor = self.reactor()?;
         let started = Instant::now();
         let mut child = cmd
@@ -334,7 +352,32 @@ impl Executor for ProcessExecutor {
         }
         Ok(())
     }
+
+    fn start_instance(&self, spec: &InstanceSpec) -> Result<String, PluginError> {
+        self.workers.start(spec, &self.isolation)
+    }
+
+    fn invoke(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        self.workers.invoke(handle, function, payload, timeout_ms)
+    }
+
+    fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
+        self.workers.stop(handle)
+    }
 }
 
 #[cfg(feature = "native-plugin")]
 spear_plugin_api::export_native_executor!(ProcessExecutor);
+
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(executor, ProcessExecutor)
+}

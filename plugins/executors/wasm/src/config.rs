@@ -2,7 +2,7 @@
 //!
 //! ```json
 //! {"pool_instances": 128, "max_memory_mb": 256, "cache_entries": 64, "max_cpu_ms": 300000,
-//!  "preopen_working_dir": false}
+//!  "preopen_working_dir": false, "function_instances": 128, "function_binaries": 64}
 //! ```
 //!
 //! Every field is optional (the values above are the defaults) and unknown fields are refused.
@@ -57,6 +57,11 @@ pub struct Config {
     /// Whether a spec's `working_dir` may be preopened for the guest; without it such a spec is
     /// refused (a guest sees no directory at all).
     pub preopen_working_dir: bool,
+    /// Long-lived function instances that may be alive at once (slots of their own pooling
+    /// allocator, beside the commands' `pool_instances`); a start past this many fails.
+    pub function_instances: u32,
+    /// Compiled function components kept (oldest out first; live instances keep theirs).
+    pub function_binaries: usize,
 }
 
 impl Default for Config {
@@ -67,13 +72,15 @@ impl Default for Config {
             cache_entries: 64,
             max_cpu_ms: 300_000,
             preopen_working_dir: false,
+            function_instances: 128,
+            function_binaries: 64,
         }
     }
 }
 
 impl Config {
     /// The JSON schema of the configuration, for `PluginInfo::config_schema`.
-    pub const SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"pool_instances":{"type":"integer","minimum":1,"maximum":1000,"default":128},"max_memory_mb":{"type":"integer","minimum":1,"maximum":4096,"default":256},"cache_entries":{"type":"integer","minimum":1,"default":64},"max_cpu_ms":{"type":"integer","minimum":0,"maximum":86400000,"default":300000},"preopen_working_dir":{"type":"boolean","default":false}}}"#;
+    pub const SCHEMA: &'static str = r#"{"type":"object","additionalProperties":false,"properties":{"pool_instances":{"type":"integer","minimum":1,"maximum":1000,"default":128},"max_memory_mb":{"type":"integer","minimum":1,"maximum":4096,"default":256},"cache_entries":{"type":"integer","minimum":1,"default":64},"max_cpu_ms":{"type":"integer","minimum":0,"maximum":86400000,"default":300000},"preopen_working_dir":{"type":"boolean","default":false},"function_instances":{"type":"integer","minimum":1,"maximum":1000,"default":128},"function_binaries":{"type":"integer","minimum":1,"default":64}}}"#;
 
     /// Check the values are in range.
     pub fn validate(&self) -> Result<(), String> {
@@ -88,6 +95,15 @@ impl Config {
                 "invalid configuration: max_memory_mb must be 1..={MAX_MEMORY_MB}, not {}",
                 self.max_memory_mb
             ));
+        }
+        if !(1..=MAX_POOL_INSTANCES).contains(&self.function_instances) {
+            return Err(format!(
+                "invalid configuration: function_instances must be 1..={MAX_POOL_INSTANCES}, not {}",
+                self.function_instances
+            ));
+        }
+        if self.function_binaries == 0 {
+            return Err("invalid configuration: function_binaries must be at least 1".into());
         }
         if self.cache_entries == 0 {
             return Err("invalid configuration: cache_entries must be at least 1".into());
@@ -122,19 +138,25 @@ impl Config {
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT_TABLE)
             .pagemap_scan(Enabled::Auto);
-        let mut config = wasmtime::Config::new();
-        config
-            .epoch_interruption(true)
-            .memory_reservation(1 << 32)
-            .memory_guard_size(32 << 20)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        Engine::new(&config).map_err(|e| {
+        pooled_engine(pool).map_err(|e| {
             format!(
                 "cannot create the wasm engine (a pool of {n} instances of up to {} MiB): {e:#}",
                 self.max_memory_mb
             )
         })
     }
+}
+
+/// An engine with epoch interruption and the pooling allocator `pool` (4 GiB reservations with
+/// 32 MiB guards: bounds checks elided).
+pub(crate) fn pooled_engine(pool: PoolingAllocationConfig) -> wasmtime::Result<Engine> {
+    let mut config = wasmtime::Config::new();
+    config
+        .epoch_interruption(true)
+        .memory_reservation(1 << 32)
+        .memory_guard_size(32 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
 }
 
 #[cfg(test)]

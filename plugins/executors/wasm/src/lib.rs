@@ -40,12 +40,22 @@
 //!   the wall time it has run; `recover` answers false (guests live in the agent's process);
 //!   `destroy` stops a running guest and forgets the record.
 //!
+//! - **Long-lived instances** (`start_instance`, `invoke`, `stop_instance`): the artifact is a
+//!   component of the `spear:function/function` world (`wit/function/function.wit`); each
+//!   instance is initialised once with the task's config and keeps its memory between
+//!   invocations; all instances of one component share its compiled code. See [`functions`] and
+//!   the `instances` module: `function_instances` alive at once, each limited to its spec's
+//!   `memory_limit_mb` (else `max_memory_mb`), each invocation to its `timeout_ms`; a trap or a
+//!   deadline loses only that instance.
+//!
 //! The engine, workers and ticker are created at the first `start` (loading the plugin to read its
 //! info costs nothing); `configure` must come before that.
 
 mod cache;
 mod config;
 mod cpu;
+pub mod functions;
+mod instances;
 mod output;
 mod program;
 mod run;
@@ -58,7 +68,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, ExecStats};
+use spear_plugin_api::executor::{
+    Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, InstanceSpec, InvokeFailure,
+};
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
 pub use cache::CacheStats;
@@ -74,6 +86,7 @@ pub struct WasmExecutor {
     config: Config,
     runtime: OnceLock<Result<Runtime, String>>,
     table: Mutex<HashMap<String, Handles>>,
+    functions: OnceLock<Result<instances::Instances, String>>,
 }
 
 impl std::fmt::Debug for WasmExecutor {
@@ -99,6 +112,30 @@ impl WasmExecutor {
             .get_or_init(|| Runtime::new(self.config))
             .as_ref()
             .map_err(PluginError::new)
+    }
+
+    fn functions(&self) -> Result<&instances::Instances, PluginError> {
+        self.functions
+            .get_or_init(|| {
+                instances::Instances::new(
+                    functions::FunctionLimits {
+                        max_instances: self.config.function_instances,
+                        max_memory_mb: self.config.max_memory_mb,
+                    },
+                    self.config.function_binaries,
+                )
+            })
+            .as_ref()
+            .map_err(PluginError::new)
+    }
+
+    /// Function instances alive, and compiled function components kept (zeros before the
+    /// first instance).
+    pub fn function_stats(&self) -> (usize, usize) {
+        match self.functions.get() {
+            Some(Ok(f)) => (f.len(), f.binaries()),
+            _ => (0, 0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Handles>> {
@@ -151,13 +188,15 @@ impl Executor for WasmExecutor {
             memory_limit: true,
             cpu_limit: false,
             network_isolation: true,
+            instances: true,
         }
     }
 
     fn configure(&mut self, config: &str) -> Result<(), PluginError> {
         let config: Config = parse_config(config)?;
         config.validate().map_err(PluginError)?;
-        if self.runtime.get().is_some() && config != self.config {
+        if (self.runtime.get().is_some() || self.functions.get().is_some()) && config != self.config
+        {
             return Err(PluginError::new(
                 "the wasm executor cannot be reconfigured after its first start",
             ));
@@ -282,10 +321,40 @@ impl Executor for WasmExecutor {
         }
         Ok(())
     }
+    fn start_instance(&self, spec: &InstanceSpec) -> Result<String, PluginError> {
+        self.functions()?.start(spec, self.config.max_memory_mb)
+    }
+
+    fn invoke(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        match self.functions.get() {
+            Some(Ok(f)) => f.invoke(handle, function, payload, timeout_ms),
+            _ => Err(InvokeFailure::Lost(format!("no instance {handle} here"))),
+        }
+    }
+
+    fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
+        match self.functions.get() {
+            Some(Ok(f)) => f.stop(handle),
+            _ => Err(PluginError::new(format!("no instance {handle} here"))),
+        }
+    }
 }
 
 #[cfg(feature = "native-plugin")]
 spear_plugin_api::export_native_executor!(WasmExecutor);
+
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(executor, WasmExecutor)
+}
 
 #[cfg(test)]
 mod tests;

@@ -33,9 +33,14 @@ impl Limiter {
         }
     }
 
-    /// A growth was refused because of the limit.
+    /// A growth was refused because of the limit (since the last [`reset_refused`](Self::reset_refused)).
     pub fn refused(&self) -> bool {
         self.refused
+    }
+
+    /// Forget earlier refusals (a guest may survive one and trap later for another reason).
+    pub fn reset_refused(&mut self) {
+        self.refused = false;
     }
 }
 

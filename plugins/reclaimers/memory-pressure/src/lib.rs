@@ -91,3 +91,10 @@ spear_pdk::export_reclaimer!(MemoryPressure);
 spear_pdk::export_extism_reclaimer!(MemoryPressure);
 #[cfg(all(not(target_family = "wasm"), feature = "native-plugin"))]
 spear_plugin_api::export_native_reclaimer!(MemoryPressure);
+
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(reclaimer, MemoryPressure)
+}

@@ -534,6 +534,13 @@ impl StorageBackend for Etcd {
 #[cfg(feature = "native-plugin")]
 spear_plugin_api::export_native_storage!(Etcd);
 
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(storage, Etcd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,5 +400,12 @@ impl StorageBackend for Redb {
 #[cfg(feature = "native-plugin")]
 spear_plugin_api::export_native_storage!(Redb);
 
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(storage, Redb)
+}
+
 #[cfg(test)]
 mod tests;

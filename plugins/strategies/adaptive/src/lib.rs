@@ -208,3 +208,10 @@ spear_pdk::export_strategy!(Adaptive);
 spear_pdk::export_extism_strategy!(Adaptive);
 #[cfg(all(not(target_family = "wasm"), feature = "native-plugin"))]
 spear_plugin_api::export_native_strategy!(Adaptive);
+
+/// This plugin as a built-in of a host that links this crate (no library file; see
+/// `spear_plugin_api::native_module!`).
+#[cfg(not(target_family = "wasm"))]
+pub fn native_module() -> spear_plugin_api::native::SpearPluginModuleRef {
+    spear_plugin_api::native_module!(strategy, Adaptive)
+}

@@ -48,6 +48,23 @@ impl Sandbox {
         sb
     }
 
+    /// An empty directory (no plugin directory), whose config the test writes whole
+    /// ([`write_text`](Self::write_text)).
+    #[allow(dead_code)]
+    pub fn empty() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            plugin_keys: String::new(),
+            database: String::new(),
+        }
+    }
+
+    /// Write the config file as `text`, whole.
+    #[allow(dead_code)]
+    pub fn write_text(&self, text: &str) {
+        std::fs::write(self.config(), text).unwrap();
+    }
+
     /// A sandbox whose SMS keeps its state on the etcd cluster at `endpoints`, under `prefix`.
     #[allow(dead_code)]
     pub fn on_etcd(extra: &str, endpoints: &[String], prefix: &str) -> Self {

@@ -132,6 +132,10 @@ impl Cluster {
         Sms {
             http: field(&line, "http"),
             grpc: field(&line, "grpc"),
+            admin: line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("admin="))
+                .and_then(|a| a.parse().ok()),
             token: None,
             ca: None,
             child,
@@ -215,6 +219,7 @@ impl Cluster {
         Spearlet {
             node,
             http: field(&line, "http"),
+            grpc: field(&line, "grpc"),
             child,
             log,
         }
@@ -240,6 +245,9 @@ pub struct Sms {
     /// The CA (PEM) of SMS's certificate when its REST API is under TLS (the helpers then speak
     /// `https://`, trusting only it).
     pub ca: Option<String>,
+    /// The web admin's address, when SMS serves it.
+    #[allow(dead_code)]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Sms {
@@ -406,6 +414,9 @@ impl Drop for Sms {
 pub struct Spearlet {
     pub node: String,
     pub http: SocketAddr,
+    /// Its gRPC listener (health, SPEAR's `spearlet.ObjectService`).
+    #[allow(dead_code)]
+    pub grpc: SocketAddr,
     pub child: Child,
     log: PathBuf,
 }

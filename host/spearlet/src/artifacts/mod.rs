@@ -7,6 +7,8 @@
 //! | `file:///path` | the local file system, under a prefix `spearlet.artifacts.file_prefixes` allows (none by default) |
 //! | `https://…` | the web; a `#sha256=<hex>` fragment pins the content |
 //! | `http://…#sha256=<hex>` | the web, pinned (plain HTTP without a pin is refused: anyone on the way could change it) |
+//! | `s3://<bucket>/<key>` | an S3 bucket through the S3 API, signed ([`objects`]); `#sha256=<hex>` pins it |
+//! | `minio://<bucket>/<key>` | the same from the MinIO (or other S3-compatible) store `[spearlet.artifacts.minio]` names |
 //!
 //! Every artifact lands in `<data_dir>/artifacts/<sha256>`. An artifact whose hash is known before
 //! fetching (SMS file ids, pinned URLs) is not fetched again while it is cached. One fetch may take
@@ -26,6 +28,12 @@ use tokio::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::store::{CachedArtifact, Store};
 
+mod objects;
+mod source;
+
+pub use objects::ObjectStores;
+use source::{Source, parse, same_address};
+
 /// Where artifacts may come from, and how long a fetch may take.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -35,6 +43,8 @@ pub struct Rules {
     pub sms_http_addr: String,
     /// The whole fetch's deadline.
     pub fetch_timeout: Duration,
+    /// The S3 and MinIO stores.
+    pub objects: ObjectStores,
 }
 
 /// What tells the cache which artifacts are in use (their paths).
@@ -334,6 +344,17 @@ impl Artifacts {
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             }
             Source::Web(url) => self.download_http(&self.http, url, None).await?,
+            Source::Object {
+                scheme,
+                bucket,
+                key,
+            } => {
+                let (max, timeout) = (self.max_object_size, self.rules.fetch_timeout);
+                self.rules
+                    .objects
+                    .download(scheme, bucket, key, max, timeout)
+                    .await?
+            }
         })
     }
 
@@ -486,124 +507,5 @@ impl Artifacts {
             tracing::debug!(sha256 = %e.sha256, "artifact evicted");
         }
         Ok(())
-    }
-}
-
-/// Where an artifact comes from.
-#[derive(Debug, PartialEq, Eq)]
-enum Source {
-    Sms { addr: Option<String>, id: String },
-    File(PathBuf),
-    Web(String),
-}
-
-/// Parse a URI into its source and, when the URI tells it, the content's sha256.
-fn parse(uri: &str) -> std::result::Result<(Option<String>, Source), String> {
-    let is_sha = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(rest) = uri.strip_prefix("sms+file://") {
-        let (addr, id) = match rest.rsplit_once('/') {
-            Some((addr, id)) => (Some(addr.to_owned()), id),
-            None => (None, rest),
-        };
-        if id.is_empty() {
-            return Err("no file id after sms+file://".into());
-        }
-        let id = id.to_ascii_lowercase();
-        let known = is_sha(&id).then(|| id.clone());
-        return Ok((known, Source::Sms { addr, id }));
-    }
-    if let Some(path) = uri.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            return Err("file:// URIs need an absolute path (file:///…)".into());
-        }
-        return Ok((None, Source::File(PathBuf::from(path))));
-    }
-    if uri.starts_with("https://") || uri.starts_with("http://") {
-        let (url, known) = match uri.split_once("#sha256=") {
-            Some((url, sha)) if is_sha(sha) => (url, Some(sha.to_ascii_lowercase())),
-            Some(_) => return Err("#sha256= must be followed by 64 hex digits".into()),
-            None => (uri, None),
-        };
-        if known.is_none() && uri.starts_with("http://") {
-            return Err(
-                "plain http:// artifacts need a #sha256=<hex> pin (or use https://)".into(),
-            );
-        }
-        return Ok((known, Source::Web(url.to_owned())));
-    }
-    Err("unsupported URI scheme (use sms+file://, file://, https:// or http://)".into())
-}
-
-/// Whether two `host:port` addresses are the same: equal as written, or resolving to a common
-/// socket address.
-async fn same_address(a: &str, b: &str) -> bool {
-    if a.eq_ignore_ascii_case(b) {
-        return true;
-    }
-    let resolve = |s: &str| {
-        let s = s.to_owned();
-        async move {
-            match tokio::net::lookup_host(s).await {
-                Ok(addrs) => addrs.collect::<HashSet<_>>(),
-                Err(_) => HashSet::new(),
-            }
-        }
-    };
-    let (a, b) = tokio::join!(resolve(a), resolve(b));
-    !a.is_disjoint(&b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_every_scheme_and_refuses_the_rest() {
-        let sha = "a".repeat(64);
-        assert_eq!(
-            parse(&format!("sms+file://{sha}")).unwrap(),
-            (
-                Some(sha.clone()),
-                Source::Sms {
-                    addr: None,
-                    id: sha.clone()
-                }
-            )
-        );
-        assert_eq!(
-            parse("sms+file://10.0.0.1:8080/abc").unwrap(),
-            (
-                None,
-                Source::Sms {
-                    addr: Some("10.0.0.1:8080".into()),
-                    id: "abc".into()
-                }
-            )
-        );
-        assert_eq!(
-            parse("file:///bin/true").unwrap().1,
-            Source::File("/bin/true".into())
-        );
-        assert_eq!(
-            parse(&format!("https://x/y.wasm#sha256={sha}")).unwrap(),
-            (Some(sha), Source::Web("https://x/y.wasm".into()))
-        );
-        assert!(
-            parse("http://x/y.wasm")
-                .unwrap_err()
-                .contains("need a #sha256=")
-        );
-        assert!(parse("file://relative").unwrap_err().contains("absolute"));
-        assert!(parse("ftp://x").unwrap_err().contains("unsupported"));
-        assert!(parse("https://x#sha256=zz").unwrap_err().contains("64 hex"));
-        assert!(parse("sms+file://").unwrap_err().contains("no file id"));
-    }
-
-    #[tokio::test]
-    async fn addresses_are_the_same_as_written_or_resolved() {
-        assert!(same_address("127.0.0.1:8080", "127.0.0.1:8080").await);
-        assert!(same_address("localhost:8080", "127.0.0.1:8080").await);
-        assert!(!same_address("127.0.0.1:8081", "127.0.0.1:8080").await);
-        assert!(!same_address("10.1.2.3:8080", "127.0.0.1:8080").await);
     }
 }

@@ -1,0 +1,29 @@
+//! The plugins linked into `spearlet`, registered as built-ins (`built-in:<name>` in the plugin
+//! list): the executors, the reclamation policies, the local strategies and the storage backends
+//! of its store. A Spearlet starts with no plugin directory; a plugin file of the same kind and name
+//! in the directory replaces a built-in.
+
+use std::sync::OnceLock;
+
+use spear_plugin_api::native::SpearPluginModuleRef;
+
+/// Every built-in plugin module (built once per process).
+pub fn modules() -> &'static [SpearPluginModuleRef] {
+    static MODULES: OnceLock<Vec<SpearPluginModuleRef>> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        vec![
+            spear_executor_process::native_module(),
+            spear_executor_wasm::native_module(),
+            spear_executor_container::native_module(),
+            spear_reclaimer_idle_time::native_module(),
+            spear_reclaimer_memory_pressure::native_module(),
+            spear_reclaimer_error_rate::native_module(),
+            spear_strategy_round_robin::native_module(),
+            spear_strategy_least_connections::native_module(),
+            spear_strategy_affinity::native_module(),
+            spear_strategy_adaptive::native_module(),
+            spear_storage_redb::native_module(),
+            spear_storage_memory::native_module(),
+        ]
+    })
+}

@@ -1,0 +1,572 @@
+//! Invocations of tasks' functions on live instances (docs/functions.md).
+//!
+//! An invocation names a task registered at SMS, a function and a payload. The node looks the
+//! task up ([`tasks`]), takes an instance of it from the pool (the local strategy picks among the
+//! Ready ones; a new one is started when the task is under its instance limit, else the
+//! invocation waits for one to be released, until its deadline), runs the function in the
+//! instance's live runtime through its executor, and gives the instance back: Ready again, or in
+//! Error when the invocation lost it (a trap, a death, a deadline), to be replaced.
+//!
+//! The instances serving invocations are pooled under the key `fn:<task id>`, apart from the
+//! instances of the task's one-shot executions (which have no live runtime).
+
+pub mod limits;
+pub mod remote;
+pub mod results;
+pub mod service;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
+use spear_proto::v1;
+
+use crate::agent::Agent;
+use crate::error::Error;
+use crate::pool::{Made, Runtime, Tier};
+
+pub use tasks::Tasks;
+
+/// Longest function name.
+pub const MAX_FUNCTION_NAME: usize = 256;
+/// Longest request id.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Why an invocation has no output. Each maps to one gRPC code (see [`InvokeError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such task.
+    #[error("{0}")]
+    NotFound(String),
+    /// The task cannot be invoked here (no executable, an executor without instances,
+    /// unregistered), or its instance did not start.
+    #[error("{0}")]
+    Precondition(String),
+    /// Over a limit: no instance became free in time, too many results kept.
+    #[error("{0}")]
+    OverCapacity(String),
+    /// The deadline passed.
+    #[error("{0}")]
+    Deadline(String),
+    /// The function answered an error (its instance stays Ready).
+    #[error("{0}")]
+    Function(String),
+    /// The instance was lost during the invocation (trapped, died, broke the protocol).
+    #[error("{0}")]
+    Lost(String),
+    /// SMS could not be asked, or the node is draining.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl InvokeError {
+    /// The gRPC code of the error.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::Invalid(_) => tonic::Code::InvalidArgument,
+            Self::NotFound(_) => tonic::Code::NotFound,
+            Self::Precondition(_) => tonic::Code::FailedPrecondition,
+            Self::OverCapacity(_) => tonic::Code::ResourceExhausted,
+            Self::Deadline(_) => tonic::Code::DeadlineExceeded,
+            Self::Function(_) => tonic::Code::Aborted,
+            Self::Lost(_) => tonic::Code::Internal,
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+        }
+    }
+}
+
+impl From<InvokeError> for tonic::Status {
+    fn from(e: InvokeError) -> Self {
+        tonic::Status::new(e.code(), e.to_string())
+    }
+}
+
+/// One invocation.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The task.
+    pub task_id: String,
+    /// The function.
+    pub function: String,
+    /// The payload.
+    pub payload: bytes::Bytes,
+    /// The caller's id (checked), or one made here.
+    pub request_id: String,
+    /// When it arrived.
+    pub arrived: Instant,
+    /// Its deadline, from its arrival.
+    pub timeout: Duration,
+}
+
+/// What an invocation answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The request id.
+    pub request_id: String,
+    /// The function's output.
+    pub output: Vec<u8>,
+    /// The instance that ran it (`<task>#<n>`).
+    pub instance: String,
+    /// Which tier served it.
+    pub tier: Tier,
+    /// From arrival to answer.
+    pub duration: Duration,
+}
+
+/// The node's invocation state: task definitions, asynchronous results, and the node-wide
+/// limit on invocations in flight.
+#[derive(Debug)]
+pub struct Functions {
+    /// Task definitions from SMS.
+    pub tasks: Tasks,
+    /// Asynchronous invocations' results.
+    pub results: Arc<results::Results>,
+    /// Places for invocations in flight (`spearlet.functions.max_concurrent`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Rate, per-function, per-binary and adaptive limits.
+    pub limiters: limits::Limiters,
+}
+
+impl Functions {
+    /// Built from the Spearlet's `[spearlet.functions]`, the adaptive limits at most
+    /// `max_per_task` (`spearlet.limits.max_instances_per_task`).
+    pub fn new(
+        sms: crate::sms::SmsLink,
+        limits: &crate::config::functions::FunctionLimits,
+        max_per_task: u32,
+    ) -> Self {
+        Self {
+            limiters: limits::Limiters::new(limits, max_per_task),
+            tasks: Tasks::new(sms, Duration::from_millis(limits.task_ttl_ms)),
+            results: Arc::new(results::Results::new(
+                limits.max_results,
+                usize::try_from(limits.max_result_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+                Duration::from_secs(limits.result_ttl_secs),
+            )),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
+        }
+    }
+}
+
+impl Call {
+    /// A call from a request's fields, checked against `limits` (a timeout of 0 takes the
+    /// default; an empty request id gets a fresh one).
+    pub fn checked(
+        task_id: String,
+        function: String,
+        payload: bytes::Bytes,
+        request_id: String,
+        timeout_ms: u64,
+        limits: &crate::config::functions::FunctionLimits,
+    ) -> Result<Self, InvokeError> {
+        if task_id.is_empty() {
+            return Err(InvokeError::Invalid("task_id is empty".into()));
+        }
+        if task_id.len() > 256 {
+            return Err(InvokeError::Invalid("task_id is over 256 bytes".into()));
+        }
+        if function.is_empty() || function.len() > MAX_FUNCTION_NAME {
+            return Err(InvokeError::Invalid(format!(
+                "function_name must be 1 to {MAX_FUNCTION_NAME} bytes"
+            )));
+        }
+        if payload.len() as u64 > limits.max_payload_bytes {
+            return Err(InvokeError::Invalid(format!(
+                "the payload of {} bytes is over spearlet.functions.max_payload_bytes ({})",
+                payload.len(),
+                limits.max_payload_bytes
+            )));
+        }
+        let request_id = if request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else if request_id.len() > MAX_REQUEST_ID
+            || !request_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        {
+            return Err(InvokeError::Invalid(format!(
+                "request_id must be 1 to {MAX_REQUEST_ID} bytes of [A-Za-z0-9._:-]"
+            )));
+        } else {
+            request_id
+        };
+        let timeout_ms = match timeout_ms {
+            0 => limits.default_timeout_ms,
+            ms if ms > limits.max_timeout_ms => {
+                return Err(InvokeError::Invalid(format!(
+                    "timeout_ms {ms} is over spearlet.functions.max_timeout_ms ({})",
+                    limits.max_timeout_ms
+                )));
+            }
+            ms => ms,
+        };
+        Ok(Self {
+            task_id,
+            function,
+            payload,
+            request_id,
+            arrived: Instant::now(),
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+
+    /// Its deadline.
+    pub fn deadline(&self) -> Instant {
+        self.arrived + self.timeout
+    }
+
+    fn left(&self) -> Result<Duration, InvokeError> {
+        let left = self.deadline().saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(InvokeError::Deadline(format!(
+                "the invocation's deadline of {} ms passed",
+                self.timeout.as_millis()
+            )));
+        }
+        Ok(left)
+    }
+}
+
+/// Run `call` to its answer, in a task of its own: a caller that goes away (a client that
+/// disconnects) never cuts an invocation short, so every instance taken is given back.
+pub async fn invoke(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeError> {
+    let (agent, call) = (agent.clone(), call.clone());
+    tokio::spawn(async move { invoke_here(&agent, &call).await })
+        .await
+        .unwrap_or_else(|e| Err(InvokeError::Lost(format!("the invocation failed: {e}"))))
+}
+
+async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeError> {
+    if *agent.draining.borrow() {
+        return Err(InvokeError::Unavailable(
+            "the node is draining: it takes no new invocations".into(),
+        ));
+    }
+    // The node-wide limit: a place, until the deadline.
+    let in_flight = agent.functions.in_flight.clone();
+    let _place =
+        match tokio::time::timeout_at(call.deadline().into(), in_flight.acquire_owned()).await {
+            Ok(Ok(place)) => place,
+            Ok(Err(_)) => {
+                return Err(InvokeError::Unavailable("the node is shutting down".into()));
+            }
+            Err(_) => {
+                return Err(InvokeError::OverCapacity(format!(
+                    "over capacity: {} invocations are in flight on this node \
+                 (spearlet.functions.max_concurrent)",
+                    agent.config.spearlet.functions.max_concurrent
+                )));
+            }
+        };
+    let task = tokio::time::timeout(call.left()?, agent.functions.tasks.get(&call.task_id))
+        .await
+        .map_err(|_| call.left().err().unwrap_or_else(|| deadline(call)))?;
+    let task = match task {
+        Err(e @ InvokeError::NotFound(_)) => {
+            // Gone at SMS: its instances are no longer kept.
+            agent.pools.set_floor(&format!("fn:{}", call.task_id), 0);
+            return Err(e);
+        }
+        other => other?,
+    };
+    if task.status == "unregistered" {
+        agent.pools.set_floor(&format!("fn:{}", call.task_id), 0);
+        return Err(InvokeError::Precondition(format!(
+            "task {} is unregistered",
+            call.task_id
+        )));
+    }
+    let Some(executable) = task.executable.clone() else {
+        return Err(InvokeError::Precondition(format!(
+            "task {} has no executable",
+            call.task_id
+        )));
+    };
+    let loaded = agent
+        .executors
+        .for_type(&executable.r#type)
+        .map_err(InvokeError::Precondition)?
+        .clone();
+    if !loaded.capabilities.instances {
+        return Err(InvokeError::Precondition(format!(
+            "the {} executor keeps no long-lived instances: task {} can run as executions \
+             only",
+            loaded.name, call.task_id
+        )));
+    }
+    let task_rate = match task.metadata.get("spear.rate_per_sec") {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(r) if r.is_finite() && (0.0..=1_000_000.0).contains(&r) => Some(r),
+            _ => {
+                return Err(InvokeError::Precondition(format!(
+                    "task {}'s metadata spear.rate_per_sec `{v}` is not a number between 0 and \
+                     1000000",
+                    call.task_id
+                )));
+            }
+        },
+    };
+    let sizes = Sizes::of(
+        &task,
+        agent.config.spearlet.limits.max_instances_per_task as usize,
+    )?;
+    let admitted = agent
+        .functions
+        .limiters
+        .admit(
+            &call.task_id,
+            &call.function,
+            &executable.uri,
+            task_rate,
+            call.deadline(),
+        )
+        .await?;
+    let key = format!("fn:{}", call.task_id);
+    let init = || start_instance(agent, &loaded.executor, &task, &executable);
+    let lease = agent
+        .pools
+        .acquire_until(
+            &key,
+            &executable.r#type,
+            init,
+            Some(call.deadline()),
+            sizes.max,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::OverCapacity(m) => InvokeError::OverCapacity(m),
+            Error::Artifact { .. } => InvokeError::Precondition(e.to_string()),
+            Error::Storage(m) => InvokeError::Lost(m),
+            other => InvokeError::Precondition(format!("the instance did not start: {other}")),
+        })?;
+    // Set, or cleared when the task no longer asks for one.
+    agent.pools.set_floor(&key, sizes.min);
+    if sizes.min > 0 && agent.pools.count(&key) < sizes.min {
+        // Up to its minimum, in the background (this invocation does not wait for it).
+        let (agent, task, executable, executor) = (
+            agent.clone(),
+            task.clone(),
+            executable.clone(),
+            loaded.executor.clone(),
+        );
+        tokio::spawn(async move {
+            let init = || start_instance(&agent, &executor, &task, &executable);
+            let key = format!("fn:{}", task.task_id);
+            if let Err(e) = agent
+                .pools
+                .warm(&key, &executable.r#type, init, sizes.min, sizes.max)
+                .await
+            {
+                tracing::warn!(task = %task.task_id, error = %e, "warming up to spear.min_instances");
+            }
+        });
+    }
+    let Some(runtime) = lease.runtime.clone() else {
+        agent.pools.unused(lease);
+        return Err(InvokeError::Lost(
+            "the instance taken has no runtime".into(),
+        ));
+    };
+    let left = match call.left() {
+        Ok(left) => left,
+        Err(e) => {
+            agent.pools.unused(lease);
+            return Err(e);
+        }
+    };
+    let (tier, id) = (lease.tier, lease.id);
+    let (function, payload) = (call.function.clone(), call.payload.clone());
+    let running = Instant::now();
+    let ran = tokio::task::spawn_blocking(move || {
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
+        runtime
+            .executor
+            .invoke(&runtime.handle, &function, &payload, ms)
+    })
+    .await
+    .unwrap_or_else(|e| Err(InvokeFailure::Lost(format!("the invocation panicked: {e}"))));
+    admitted.done(running.elapsed());
+    let lost = ran.as_ref().is_err_and(InvokeFailure::instance_lost);
+    // A refusal is not the instance's failure (the function never ran).
+    let ok = matches!(ran, Ok(_) | Err(InvokeFailure::Refused(_)));
+    agent.pools.release(lease, ok, lost, 0);
+    if lost {
+        agent.executor_failures.count(&loaded.name);
+    }
+    let output = ran.map_err(|f| match f {
+        InvokeFailure::Function(m) => InvokeError::Function(format!("the function failed: {m}")),
+        InvokeFailure::Refused(m) => InvokeError::Invalid(m),
+        InvokeFailure::Deadline(m) => InvokeError::Deadline(m),
+        InvokeFailure::Lost(m) => InvokeError::Lost(m),
+    })?;
+    let max = agent.config.spearlet.functions.max_payload_bytes;
+    if output.len() as u64 > max {
+        return Err(InvokeError::Function(format!(
+            "the function's output of {} bytes is over spearlet.functions.max_payload_bytes ({max})",
+            output.len()
+        )));
+    }
+    Ok(Answer {
+        request_id: call.request_id.clone(),
+        output,
+        instance: format!("{}#{id}", call.task_id),
+        tier,
+        duration: call.arrived.elapsed(),
+    })
+}
+
+/// A task's own instance bounds, from its metadata: `spear.min_instances` (kept Ready, started
+/// ahead) and `spear.max_instances` (at most `spearlet.limits.max_instances_per_task`).
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    min: usize,
+    max: Option<usize>,
+}
+
+impl Sizes {
+    fn of(task: &v1::Task, node_max: usize) -> Result<Self, InvokeError> {
+        let read = |key: &str, lo: usize| -> Result<Option<usize>, InvokeError> {
+            match task.metadata.get(key) {
+                None => Ok(None),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if (lo..=node_max).contains(&n) => Ok(Some(n)),
+                    _ => Err(InvokeError::Precondition(format!(
+                        "task {}'s metadata {key} `{v}` is not a number between {lo} and \
+                         {node_max} (spearlet.limits.max_instances_per_task)",
+                        task.task_id
+                    ))),
+                },
+            }
+        };
+        let min = read("spear.min_instances", 0)?.unwrap_or(0);
+        let max = read("spear.max_instances", 1)?;
+        if max.is_some_and(|m| m < min) {
+            return Err(InvokeError::Precondition(format!(
+                "task {}'s spear.min_instances ({min}) is over its spear.max_instances",
+                task.task_id
+            )));
+        }
+        Ok(Self { min, max })
+    }
+}
+
+/// Start instances of task `task_id` until it has `want` (within its bounds), before any
+/// invocation needs them; how many it has then.
+pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usize, InvokeError> {
+    let task = agent.functions.tasks.get(task_id).await?;
+    if task.status == "unregistered" {
+        return Err(InvokeError::Precondition(format!(
+            "task {task_id} is unregistered"
+        )));
+    }
+    let Some(executable) = task.executable.clone() else {
+        return Err(InvokeError::Precondition(format!(
+            "task {task_id} has no executable"
+        )));
+    };
+    let loaded = agent
+        .executors
+        .for_type(&executable.r#type)
+        .map_err(InvokeError::Precondition)?
+        .clone();
+    if !loaded.capabilities.instances {
+        return Err(InvokeError::Precondition(format!(
+            "the {} executor keeps no long-lived instances",
+            loaded.name
+        )));
+    }
+    let sizes = Sizes::of(
+        &task,
+        agent.config.spearlet.limits.max_instances_per_task as usize,
+    )?;
+    let key = format!("fn:{task_id}");
+    agent.pools.set_floor(&key, sizes.min);
+    let init = || start_instance(agent, &loaded.executor, &task, &executable);
+    agent
+        .pools
+        .warm(
+            &key,
+            &executable.r#type,
+            init,
+            want.max(sizes.min),
+            sizes.max,
+        )
+        .await
+        .map_err(|e| InvokeError::Precondition(format!("the instance did not start: {e}")))
+}
+
+fn deadline(call: &Call) -> InvokeError {
+    InvokeError::Deadline(format!(
+        "the invocation's deadline of {} ms passed",
+        call.timeout.as_millis()
+    ))
+}
+
+/// Start a live instance of `task`: its artifact fetched, its runtime started by `executor`
+/// (on a blocking thread: a plugin call).
+async fn start_instance(
+    agent: &Arc<Agent>,
+    executor: &Arc<dyn spear_plugin_api::Executor>,
+    task: &v1::Task,
+    executable: &v1::Executable,
+) -> crate::error::Result<Made> {
+    let uri = &executable.uri;
+    let artifact = if crate::run::fetchable(uri) {
+        Some(agent.artifacts.fetch(uri).await?)
+    } else {
+        None
+    };
+    let path = artifact.as_ref().map(|p| p.display().to_string());
+    let entry = match (executable.r#type.as_str(), &path) {
+        ("process", Some(p)) if executable.name.is_empty() => p.clone(),
+        _ => executable.name.clone(),
+    };
+    // A worker runs in a directory of its own, as an execution's program does.
+    let workdir = if executable.r#type == "process" && agent.config.spearlet.limits.private_workdir
+    {
+        let id = format!("fn-{}", task.task_id);
+        let dir = agent.workdirs.create(&id).map_err(|e| {
+            Error::Storage(format!("cannot make the worker's working directory: {e}"))
+        })?;
+        Some(Arc::new(dir))
+    } else {
+        None
+    };
+    let limits = &agent.config.spearlet.functions;
+    let config: serde_json::Map<String, serde_json::Value> = task
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let spec = InstanceSpec {
+        instance_id: task.task_id.clone(),
+        task: task.task_id.clone(),
+        artifact: path,
+        entry,
+        args: executable.args.clone(),
+        env: executable.env.clone().into_iter().collect(),
+        working_dir: workdir.as_ref().map(|d| d.path().display().to_string()),
+        config: serde_json::Value::Object(config).to_string(),
+        memory_limit_mb: task.needs.map(|n| n.memory_mb).unwrap_or(0),
+        start_timeout_ms: limits.start_timeout_ms,
+        max_payload_bytes: limits.max_payload_bytes,
+    };
+    let x = executor.clone();
+    let handle = tokio::task::spawn_blocking(move || x.start_instance(&spec))
+        .await
+        .map_err(|e| Error::Execution(e.to_string()))?
+        .map_err(|e| Error::Execution(e.to_string()))?;
+    Ok(Made {
+        artifact,
+        runtime: Some(Runtime {
+            executor: executor.clone(),
+            handle,
+            workdir,
+        }),
+    })
+}

@@ -1,0 +1,167 @@
+//! Long-lived instances through the executor ABI (`start_instance`, `invoke`, `stop_instance`),
+//! with the `wasm` and `process` executors loaded as the Spearlet loads them: native plugin files
+//! through the runtime, every call crossing the abi_stable boundary.
+
+use std::sync::Arc;
+
+use spear_plugin_api::Executor;
+use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
+use spear_plugin_runtime::engine::WasmEngine;
+use spear_plugin_runtime::{LimitValues, Limits, load_file};
+use spear_tests::guest;
+
+fn executor(file: &str, config: &str) -> Box<dyn Executor> {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", file), &engine, &limits).unwrap();
+    let mut e = plugin.executor().unwrap();
+    e.configure(config).unwrap();
+    assert!(e.capabilities().instances, "{file} keeps instances");
+    Box::new(e)
+}
+
+fn counter() -> InstanceSpec {
+    InstanceSpec {
+        instance_id: "counter#1".into(),
+        task: "counter".into(),
+        artifact: Some(
+            guest("component", "function-counter.wasm")
+                .display()
+                .to_string(),
+        ),
+        ..InstanceSpec::default()
+    }
+}
+
+fn worker() -> InstanceSpec {
+    InstanceSpec {
+        instance_id: "worker#1".into(),
+        task: "worker".into(),
+        entry: env!("CARGO_BIN_EXE_spear-worker-fixture").into(),
+        ..InstanceSpec::default()
+    }
+}
+
+/// Both executors: a thousand invocations on one instance keep its state; a function error keeps
+/// it; a second instance has its own state; a stopped instance answers no more.
+#[test]
+fn instances_keep_state_across_a_thousand_invocations_in_both_executors() {
+    for (file, spec) in [("wasm.so", counter()), ("process.so", worker())] {
+        let x = executor(file, "{}");
+        let a = x.start_instance(&spec).unwrap();
+        let mut last = Vec::new();
+        for _ in 0..1000 {
+            last = x.invoke(&a, "count", b"", 5_000).unwrap();
+        }
+        assert_eq!(last, b"1000", "{file}: the counter lives in the instance");
+        assert_eq!(x.invoke(&a, "echo", b"hi", 5_000).unwrap(), b"hi");
+        let err = x.invoke(&a, "fail", b"abc", 5_000).unwrap_err();
+        assert!(
+            matches!(&err, InvokeFailure::Function(m) if m.contains("3 bytes")),
+            "{file}: {err:?}"
+        );
+        assert!(!err.instance_lost());
+        assert_eq!(x.invoke(&a, "count", b"", 5_000).unwrap(), b"1001");
+        let b = x.start_instance(&spec).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(x.invoke(&b, "count", b"", 5_000).unwrap(), b"1");
+        x.stop_instance(&a).unwrap();
+        let gone = x.invoke(&a, "count", b"", 5_000).unwrap_err();
+        assert!(matches!(gone, InvokeFailure::Lost(_)), "{file}: {gone:?}");
+        assert!(x.stop_instance(&a).is_err(), "{file}: stopped twice");
+        assert_eq!(x.invoke(&b, "count", b"", 5_000).unwrap(), b"2");
+        x.stop_instance(&b).unwrap();
+    }
+}
+
+/// A trap (wasm) or a death (worker) loses that instance only; a deadline loses it too, and
+/// says so.
+#[test]
+fn a_trap_a_death_or_a_deadline_loses_only_that_instance() {
+    for (file, spec, kill) in [
+        ("wasm.so", counter(), "trap"),
+        ("process.so", worker(), "exit"),
+    ] {
+        let x = executor(file, "{}");
+        let (a, b) = (
+            x.start_instance(&spec).unwrap(),
+            x.start_instance(&spec).unwrap(),
+        );
+        x.invoke(&b, "count", b"", 5_000).unwrap();
+        let err = x.invoke(&a, kill, b"", 5_000).unwrap_err();
+        assert!(matches!(err, InvokeFailure::Lost(_)), "{file}: {err:?}");
+        let gone = x.invoke(&a, "count", b"", 5_000).unwrap_err();
+        assert!(matches!(gone, InvokeFailure::Lost(_)), "{file}: {gone:?}");
+        assert_eq!(x.invoke(&b, "count", b"", 5_000).unwrap(), b"2");
+        let hang = if file == "wasm.so" { "spin" } else { "hang" };
+        let err = x.invoke(&b, hang, b"", 200).unwrap_err();
+        assert!(
+            matches!(&err, InvokeFailure::Deadline(m) if m.contains("deadline")),
+            "{file}: {err:?}"
+        );
+        assert!(err.instance_lost());
+    }
+}
+
+/// Bad specs are refused with the field named; a component that is not a function is refused.
+#[test]
+fn bad_instance_specs_are_refused_with_a_reason() {
+    let wasm = executor("wasm.so", "{}");
+    let none = InstanceSpec {
+        artifact: None,
+        ..counter()
+    };
+    let err = wasm.start_instance(&none).unwrap_err().to_string();
+    assert!(err.contains("artifact"), "{err}");
+    let big = InstanceSpec {
+        memory_limit_mb: 100_000,
+        ..counter()
+    };
+    let err = wasm.start_instance(&big).unwrap_err().to_string();
+    assert!(err.contains("memory_limit_mb"), "{err}");
+    let command = InstanceSpec {
+        artifact: Some(guest("component", "wasi-echo.wasm").display().to_string()),
+        ..counter()
+    };
+    let err = wasm.start_instance(&command).unwrap_err().to_string();
+    assert!(err.contains("not a function component"), "{err}");
+
+    let process = executor("process.so", "{}");
+    let not_a_worker = InstanceSpec {
+        entry: "/bin/true".into(),
+        ..worker()
+    };
+    let err = process
+        .start_instance(&not_a_worker)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did not start"), "{err}");
+}
+
+/// `function_instances` bounds the instances alive at once (a stop frees a place);
+/// `function_binaries` of 0 and unknown keys are refused.
+#[test]
+fn the_wasm_executors_function_limits_act() {
+    let x = executor(
+        "wasm.so",
+        r#"{"function_instances": 1, "function_binaries": 1}"#,
+    );
+    let a = x.start_instance(&counter()).unwrap();
+    let err = x.start_instance(&counter()).unwrap_err().to_string();
+    assert!(err.contains("did not start"), "{err}");
+    x.stop_instance(&a).unwrap();
+    let b = x.start_instance(&counter()).unwrap();
+    assert_eq!(x.invoke(&b, "count", b"", 5_000).unwrap(), b"1");
+
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("native", "wasm.so"), &engine, &limits).unwrap();
+    for bad in [
+        r#"{"function_binaries": 0}"#,
+        r#"{"function_instances": 0}"#,
+    ] {
+        let mut e = plugin.executor().unwrap();
+        let err = e.configure(bad).unwrap_err().to_string();
+        assert!(err.contains("function_"), "{bad}: {err}");
+    }
+}
