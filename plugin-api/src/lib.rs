@@ -18,6 +18,7 @@ pub mod slots;
 pub mod storage;
 pub mod strategy;
 pub mod types;
+pub mod worker;
 
 #[cfg(not(target_family = "wasm"))]
 pub mod native;

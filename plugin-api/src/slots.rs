@@ -116,6 +116,22 @@ impl<T> Slots<T> {
         Ok(())
     }
 
+    /// Take every idle instance out, for the caller to drop outside the lock, and mark the busy
+    /// ones stopped (each is dropped when its invocation ends).
+    pub fn take_all(&self) -> Vec<Box<T>> {
+        let mut table = self.lock();
+        let mut idle = Vec::new();
+        for (handle, slot) in std::mem::take(&mut *table) {
+            match slot {
+                Slot::Idle(i) => idle.push(i),
+                Slot::Busy { .. } => {
+                    table.insert(handle, Slot::Busy { stopped: true });
+                }
+            }
+        }
+        idle
+    }
+
     /// Instances kept (idle or busy).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -164,6 +180,16 @@ mod tests {
             s.invoke("c", |_| panic!("boom"), |_| false)
         }));
         assert!(caught.is_err());
+        assert!(s.is_empty());
+        // take_all: the idle ones out, a busy one dropped when its call ends.
+        s.insert("d".into(), 1);
+        s.insert("e".into(), 2);
+        s.invoke(
+            "d",
+            |_| assert_eq!(*s.take_all().pop().unwrap(), 2),
+            |_| false,
+        )
+        .unwrap();
         assert!(s.is_empty());
     }
 }

@@ -7,6 +7,7 @@ mod builtins;
 mod compile_cache;
 mod conformance;
 mod container_executor;
+mod container_workers;
 mod containerfile;
 mod containment;
 mod etcd_resends;

@@ -8,12 +8,27 @@
 //! - **start**: spawning a worker until its hello;
 //! - **baseline**: `fork` + `exec` of `/bin/true` through `std::process::Command`.
 //!
-//! Run: `cargo bench -p spear-tests --bench worker_invoke` (a few seconds).
+//! Then the same worker in a container, through the `container` executor (loaded as a native
+//! plugin) against the tests' Podman (`tests/podman/setup.sh`), in an image made of the fixture
+//! and this machine's libraries:
+//!
+//! - **container hot**: `invoke` on a running worker container (the frames through the engine's
+//!   attach stream);
+//! - **container start**: `start_instance` until the hello, then `stop_instance`;
+//! - **baseline**: `podman run --rm` of busybox `true`.
+//!
+//! Run: `cargo bench -p spear-tests --bench worker_invoke` (about a minute).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spear_executor_process::worker::{Worker, WorkerSpec};
+use spear_plugin_api::Executor;
+use spear_plugin_api::executor::InstanceSpec;
+use spear_plugin_runtime::engine::WasmEngine;
+use spear_plugin_runtime::{LimitValues, Limits, load_file};
+use spear_tests::podman::{BUSYBOX, podman, podman_command, program_image};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -71,6 +86,83 @@ fn main() {
     println!(
         "ratios (p50): fork+exec/hot {:.0}x, start/hot {:.0}x",
         fork.0.as_secs_f64() / hot.0.as_secs_f64(),
+        start.0.as_secs_f64() / hot.0.as_secs_f64()
+    );
+    containers();
+}
+
+/// The same worker in a container, through the `container` executor.
+fn containers() {
+    let socket = &podman().socket;
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(
+        &spear_tests::guest("native", "container.so"),
+        &engine,
+        &limits,
+    )
+    .unwrap();
+    let mut x = plugin.executor().unwrap();
+    x.configure(&format!(r#"{{"socket": "{socket}"}}"#))
+        .unwrap();
+    let spec = InstanceSpec {
+        instance_id: format!("bench-{}", std::process::id()),
+        task: "worker-bench".into(),
+        entry: program_image(
+            Path::new(env!("CARGO_BIN_EXE_spear-worker-fixture")),
+            "spear-worker-fixture",
+        ),
+        args: vec!["/worker".into()],
+        ..InstanceSpec::default()
+    };
+    let h = x.start_instance(&spec).unwrap();
+    for _ in 0..2_000 {
+        x.invoke(&h, "count", b"", 10_000).unwrap();
+    }
+    let hot = spear_tests::percentiles(
+        (0..10_000)
+            .map(|_| {
+                let t = Instant::now();
+                x.invoke(&h, "count", b"", 10_000).unwrap();
+                t.elapsed()
+            })
+            .collect(),
+    );
+    x.stop_instance(&h).unwrap();
+    show("container hot (running worker)", hot);
+    let start = spear_tests::percentiles(
+        (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                let h = x.start_instance(&spec).unwrap();
+                let took = t.elapsed();
+                x.stop_instance(&h).unwrap();
+                took
+            })
+            .collect(),
+    );
+    show("container start (until hello)", start);
+    let run = spear_tests::percentiles(
+        (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                let out = podman_command()
+                    .args(["run", "--rm", "--network", "none", BUSYBOX, "true"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                t.elapsed()
+            })
+            .collect(),
+    );
+    show("baseline: podman run --rm busybox true", run);
+    println!(
+        "ratios (p50): podman run/container hot {:.0}x, container start/hot {:.0}x",
+        run.0.as_secs_f64() / hot.0.as_secs_f64(),
         start.0.as_secs_f64() / hot.0.as_secs_f64()
     );
 }

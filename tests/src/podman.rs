@@ -148,3 +148,57 @@ pub fn podman_command() -> Command {
         .env("CONTAINERS_STORAGE_CONF", format!("{state}/storage.conf"));
     cmd
 }
+
+/// An image `localhost/<name>:test` holding `program` (a binary of this machine) as `/worker`,
+/// with the shared libraries it loads (as `ldd` resolves them here): a worker the container
+/// executor can run with no registry. Imported anew by each test process (the binary may have
+/// been rebuilt); concurrent callers in one process share one import.
+pub fn program_image(program: &Path, name: &str) -> String {
+    static IMPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let image = format!("localhost/{name}:test");
+    let mut imported = IMPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if imported.contains(&image) {
+        return image;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("rootfs");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir");
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    let ldd = Command::new("ldd").arg(program).output().expect("ldd");
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = line
+            .split("=>")
+            .last()
+            .and_then(|s| s.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(lib) = lib {
+            copy(Path::new(lib), &root.join(lib.trim_start_matches('/')));
+        }
+    }
+    copy(program, &root.join("worker"));
+    let tar = dir.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success(), "tar of {}", root.display());
+    let out = podman_command()
+        .arg("import")
+        .arg(&tar)
+        .arg(&image)
+        .output()
+        .expect("podman import");
+    assert!(
+        out.status.success(),
+        "podman import {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    imported.push(image.clone());
+    image
+}

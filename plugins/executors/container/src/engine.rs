@@ -6,7 +6,9 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::{KillContainerOptionsBuilder, WaitContainerOptionsBuilder};
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
 use futures_util::StreamExt;
 use spear_plugin_api::PluginError;
 
@@ -93,6 +95,21 @@ impl Engine {
                 ..
             }) if !self.is_running(docker, name).await => Ok(()),
             Err(e) => Err(self.error("kill", e)),
+        }
+    }
+
+    /// Remove a container and its anonymous volumes, killing it first if need be. One that is
+    /// already gone is not an error.
+    pub async fn remove(&self, name: &str) -> Result<(), PluginError> {
+        let docker = self.client()?;
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.error("remove container", e)),
         }
     }
 

@@ -46,6 +46,7 @@
 
 mod engine;
 mod image;
+mod instances;
 mod lifecycle;
 mod spec;
 mod supervise;
@@ -56,11 +57,14 @@ use std::time::Duration;
 
 use bollard::query_parameters::StatsOptionsBuilder;
 use futures_util::StreamExt;
-use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, ExecStats};
+use spear_plugin_api::executor::{
+    Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, InstanceSpec, InvokeFailure,
+};
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
 use crate::engine::Engine;
 use crate::image::LoadedImages;
+use crate::instances::Workers;
 use crate::spec::{Hardening, Labels};
 use crate::supervise::{Entry, Table, supervise};
 
@@ -132,6 +136,7 @@ pub struct ContainerExecutor {
     table: Arc<Table>,
     images: LoadedImages,
     hardening: Hardening,
+    workers: Workers,
 }
 
 impl std::fmt::Debug for ContainerExecutor {
@@ -158,13 +163,16 @@ impl Default for ContainerExecutor {
             table: Arc::default(),
             images: LoadedImages::default(),
             hardening: config.hardening(),
+            workers: Workers::default(),
         }
     }
 }
 
 impl Drop for ContainerExecutor {
     fn drop(&mut self) {
-        // Never block the dropping thread; containers go on running (see `recover`).
+        // Worker containers serve no one without this executor: removed (it waits for that).
+        self.workers.stop_all();
+        // Otherwise never block the dropping thread; containers go on running (see `recover`).
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
@@ -206,7 +214,7 @@ impl Executor for ContainerExecutor {
             memory_limit: true,
             cpu_limit: true,
             network_isolation: true,
-            instances: false,
+            instances: true,
         }
     }
 
@@ -377,6 +385,24 @@ impl Executor for ContainerExecutor {
             }
         }
         self.rt().block_on(self.remove(handle))
+    }
+
+    fn start_instance(&self, spec: &InstanceSpec) -> Result<String, PluginError> {
+        self.start_worker(spec)
+    }
+
+    fn invoke(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        self.invoke_worker(handle, function, payload, timeout_ms)
+    }
+
+    fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
+        self.stop_worker(handle)
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use spear_plugin_api::PluginError;
@@ -113,16 +112,7 @@ impl ContainerExecutor {
 
     /// Remove a container and its anonymous volumes, killing it first if need be.
     pub(crate) async fn remove(&self, name: &str) -> Result<(), PluginError> {
-        let docker = self.engine.client()?;
-        let options = RemoveContainerOptionsBuilder::new()
-            .force(true)
-            .v(true)
-            .build();
-        match docker.remove_container(name, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(self.engine.error("remove container", e)),
-        }
+        self.engine.remove(name).await
     }
 
     /// The labels of a container this executor manages; `None` if the engine knows no such

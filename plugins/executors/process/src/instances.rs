@@ -16,7 +16,7 @@ use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
 use spear_plugin_api::slots::Slots;
 
 use crate::isolation::Isolation;
-use crate::worker::{Worker, WorkerError, WorkerSpec, WorkerState};
+use crate::worker::{Worker, WorkerSpec, WorkerState};
 
 /// Time allowed for a worker's hello when the spec gives none.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,25 +110,11 @@ impl Instances {
                 |w| w.invoke(function, payload, deadline),
                 |w| matches!(w.state(), WorkerState::Error(_)),
             )?
-            .map_err(failure)
+            .map_err(InvokeFailure::from)
     }
 
     /// Kill worker `handle` (at once when idle, after its invocation when busy).
     pub(crate) fn stop(&self, handle: &str) -> Result<(), PluginError> {
         self.workers.stop(handle)
-    }
-}
-
-fn failure(e: WorkerError) -> InvokeFailure {
-    match e {
-        WorkerError::Function(m) => InvokeFailure::Function(m),
-        e @ (WorkerError::TooLarge(_) | WorkerError::BadName) => {
-            InvokeFailure::Refused(e.to_string())
-        }
-        e @ WorkerError::Deadline(_) => InvokeFailure::Deadline(e.to_string()),
-        e @ (WorkerError::Start(_)
-        | WorkerError::Died(_)
-        | WorkerError::Protocol(_)
-        | WorkerError::Broken(_)) => InvokeFailure::Lost(e.to_string()),
     }
 }

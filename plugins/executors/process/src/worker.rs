@@ -5,6 +5,8 @@
 //! length as four bytes, big-endian. The worker announces itself with `{"ready": true,
 //! "protocol": 1}` (and an empty payload); each request is `{"id", "function"}` + payload and is
 //! answered `{"id", "ok": true}` + result or `{"id", "ok": false, "error"}` + empty payload.
+//! The messages themselves are [`spear_plugin_api::worker`]'s, shared with the `container`
+//! executor; this module moves them over pipes.
 //!
 //! Every read and write has the invocation's deadline (`poll(2)` on non-blocking pipes), and
 //! every frame a size limit. A worker that dies, breaks the protocol or misses its deadline is
@@ -19,16 +21,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// The protocol version this host speaks.
-pub const PROTOCOL: u32 = 1;
-
-/// Largest header frame accepted.
-pub const MAX_HEADER: usize = 64 * 1024;
-
-/// Longest function name sent.
-pub const MAX_FUNCTION_NAME: usize = 256;
+pub use spear_plugin_api::worker::{MAX_FUNCTION_NAME, MAX_HEADER, PROTOCOL, WorkerError};
+use spear_plugin_api::worker::{answer, hello, request};
 
 /// A deadline far enough to mean "none" (`Instant + Duration::MAX` would overflow).
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -59,66 +53,6 @@ pub enum WorkerState {
     Ready,
     /// Dead, killed or out of protocol: serves nothing more. Why.
     Error(String),
-}
-
-/// Why an invocation (or a start) has no result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WorkerError {
-    /// The function answered an error; the worker stays ready.
-    Function(String),
-    /// The worker could not be started, or did not announce itself.
-    Start(String),
-    /// The worker exited or closed its output.
-    Died(String),
-    /// The worker wrote something the protocol does not allow.
-    Protocol(String),
-    /// The deadline passed; the worker was killed.
-    Deadline(Duration),
-    /// The worker was already in error.
-    Broken(String),
-    /// The payload is larger than the limit (the worker stays ready).
-    TooLarge(usize),
-    /// The function name is empty or longer than [`MAX_FUNCTION_NAME`] (the worker stays ready).
-    BadName,
-}
-
-impl std::fmt::Display for WorkerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Function(e) => write!(f, "the function failed: {e}"),
-            Self::Start(e) => write!(f, "the worker did not start: {e}"),
-            Self::Died(e) => write!(f, "the worker died: {e}"),
-            Self::Protocol(e) => write!(f, "the worker broke the protocol: {e}"),
-            Self::Deadline(d) => write!(f, "the invocation ran past its deadline of {d:?}"),
-            Self::Broken(e) => write!(f, "the worker is in error: {e}"),
-            Self::TooLarge(n) => write!(f, "a payload of {n} bytes is over the limit"),
-            Self::BadName => write!(f, "a function name is 1 to {MAX_FUNCTION_NAME} bytes"),
-        }
-    }
-}
-
-impl std::error::Error for WorkerError {}
-
-#[derive(Debug, Serialize)]
-struct Request<'a> {
-    id: u64,
-    function: &'a str,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Hello {
-    ready: bool,
-    protocol: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Response {
-    id: u64,
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
 }
 
 /// A running worker.
@@ -173,25 +107,11 @@ impl Worker {
             nonblocking(fd).map_err(|e| WorkerError::Start(format!("pipes: {e}")))?;
         }
         let until = Instant::now() + deadline.min(FAR);
-        let hello = worker
+        let why = match worker
             .read_message(until, deadline)
-            .and_then(|(header, payload)| {
-                if !payload.is_empty() {
-                    return Err(WorkerError::Protocol("its hello carries a payload".into()));
-                }
-                serde_json::from_slice::<Hello>(&header).map_err(|e| {
-                    WorkerError::Protocol(format!("its first message is not a hello: {e}"))
-                })
-            });
-        let why = match hello {
-            Ok(Hello {
-                ready: true,
-                protocol: PROTOCOL,
-            }) => return Ok(worker),
-            Ok(h) => WorkerError::Protocol(format!(
-                "it speaks protocol {} (ready {}); this host speaks {PROTOCOL}",
-                h.protocol, h.ready
-            )),
+            .and_then(|(header, payload)| hello(&header, &payload))
+        {
+            Ok(()) => return Ok(worker),
             Err(WorkerError::Deadline(d)) => {
                 WorkerError::Protocol(format!("no hello within {d:?}"))
             }
@@ -226,59 +146,26 @@ impl Worker {
         if let WorkerState::Error(why) = &self.state {
             return Err(WorkerError::Broken(why.clone()));
         }
-        if payload.len() > self.max_payload {
-            return Err(WorkerError::TooLarge(payload.len()));
-        }
-        if function.is_empty() || function.len() > MAX_FUNCTION_NAME {
-            return Err(WorkerError::BadName);
-        }
         let until = Instant::now() + deadline.min(FAR);
         let id = self.next_id;
+        let message = request(id, function, payload, self.max_payload)?;
         self.next_id += 1;
-        let header = serde_json::to_vec(&Request { id, function })
-            .map_err(|e| WorkerError::Protocol(e.to_string()))?;
-        if let Err(e) = self
-            .write_frame(&header, until, deadline)
-            .and_then(|()| self.write_frame(payload, until, deadline))
-        {
+        if let Err(e) = write_all(&mut self.stdin, &message, until, deadline) {
             return Err(self.fail(e));
         }
-        let (header, body) = match self.read_message(until, deadline) {
-            Ok(m) => m,
-            Err(e) => return Err(self.fail(e)),
-        };
-        let response: Response = match serde_json::from_slice(&header) {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(self.fail(WorkerError::Protocol(format!(
-                    "an answer that is not {{id, ok, error}}: {e}"
-                ))));
-            }
-        };
-        if response.id != id {
-            return Err(self.fail(WorkerError::Protocol(format!(
-                "answered request {} to request {id}",
-                response.id
-            ))));
-        }
-        match (response.ok, response.error) {
-            (true, None) => {
+        let result = self
+            .read_message(until, deadline)
+            .and_then(|(header, body)| answer(id, &header, body));
+        match result {
+            Ok(body) => {
                 self.invocations += 1;
                 Ok(body)
             }
-            (false, Some(error)) if body.is_empty() => {
+            Err(e @ WorkerError::Function(_)) => {
                 self.invocations += 1;
-                Err(WorkerError::Function(error))
+                Err(e)
             }
-            (true, Some(_)) => Err(self.fail(WorkerError::Protocol(
-                "a success that carries an error".into(),
-            ))),
-            (false, None) => {
-                Err(self.fail(WorkerError::Protocol("a failure without its error".into())))
-            }
-            (false, Some(_)) => Err(self.fail(WorkerError::Protocol(
-                "a failure that carries a payload".into(),
-            ))),
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -328,17 +215,6 @@ impl Worker {
         let mut frame = vec![0u8; len];
         read_exact(&mut self.stdout, &mut frame, until, deadline)?;
         Ok(frame)
-    }
-
-    fn write_frame(
-        &mut self,
-        bytes: &[u8],
-        until: Instant,
-        deadline: Duration,
-    ) -> Result<(), WorkerError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| WorkerError::TooLarge(bytes.len()))?;
-        write_all(&mut self.stdin, &len.to_be_bytes(), until, deadline)?;
-        write_all(&mut self.stdin, bytes, until, deadline)
     }
 }
 
