@@ -7,7 +7,8 @@ big-endian. It says hello once, then answers requests one after another, keeping
 (`count`) between them for as long as the Spearlet keeps the instance.
 
 Functions: `count` (invocations of `count` so far on this worker), `echo` (the payload),
-`upper` (the payload upper-cased), `cwd` (its working directory), `fail` (a function error),
+`upper` (the payload upper-cased), `cwd` (its working directory), `env` (the value of the
+environment variable the payload names, empty when unset), `fail` (a function error),
 `sleep` (the payload's number of milliseconds), `exit` (dies mid-invocation: the Spearlet
 replaces the worker).
 """
@@ -61,6 +62,9 @@ def main():
             write_message(out, {"id": rid, "ok": True}, payload)
         elif function == "upper":
             write_message(out, {"id": rid, "ok": True}, payload.upper())
+        elif function == "env":
+            value = os.environ.get(payload.decode("utf-8", "replace"), "")
+            write_message(out, {"id": rid, "ok": True}, value.encode())
         elif function == "cwd":
             write_message(out, {"id": rid, "ok": True}, os.getcwd().encode())
         elif function == "sleep":

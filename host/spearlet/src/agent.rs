@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::artifacts::Artifacts;
 use crate::config::{ConfigError, SpearletConfig};
 use crate::error::{Error, Result};
-use crate::executors::Executors;
+use crate::executors::{Executors, LiveExecutors, Loaded};
 use crate::figures;
 use crate::pool::Pools;
 use crate::reports::Reporter;
@@ -26,12 +26,13 @@ use crate::sms::{SmsLink, backoff, register_request, transient};
 use crate::store::{Cursor, Store};
 
 mod heartbeats;
+mod swaps;
 
 /// An execution running here.
 #[derive(Debug, Clone)]
 pub struct Active {
-    /// The executor plugin's name.
-    pub executor: String,
+    /// The executor it runs on (kept across a swap of executors), when one serves its type.
+    pub executor: Option<Loaded>,
     /// The executor handle, once started.
     pub handle: Option<String>,
     /// Cancelled by SMS, or handed back at a drain: do not report.
@@ -53,8 +54,8 @@ pub struct Agent {
     pub node: String,
     /// The SMS session last seen on the assignment stream.
     pub session: Arc<RwLock<String>>,
-    /// Executors by type.
-    pub executors: Executors,
+    /// Executors by type, swapped live ([`LiveExecutors`]).
+    pub executors: LiveExecutors,
     /// Instance pools.
     pub pools: Pools,
     /// Artifact cache.
@@ -182,7 +183,7 @@ impl Agent {
             sms,
             node,
             session,
-            executors,
+            executors: LiveExecutors::new(executors),
             artifacts,
             workdirs,
             reporter,
@@ -225,7 +226,7 @@ impl Agent {
             &self.config.node_name(),
             &self.config.spearlet.labels,
             figures::capacity(&self.config.spearlet.storage.data_dir),
-            self.executors.types(),
+            self.executors.get().types(),
         );
         // SMS places no more than this (plus its prefetch) here at once.
         req.slots = self.config.spearlet.limits.max_concurrent;
@@ -282,6 +283,7 @@ impl Agent {
             guarded("heartbeats", self.clone().heartbeats(), fatal()),
             guarded("assignments", self.clone().assignments(), fatal()),
             guarded("reclamation", self.clone().reclamation(), fatal()),
+            guarded("executor swaps", self.clone().executor_swaps(), fatal()),
             guarded("stall watch", self.stall.clone().run(), fatal()),
         ]
     }
@@ -483,10 +485,7 @@ impl Agent {
                 (a.executor.clone(), a.handle.clone())
             })
         };
-        let Some((name, Some(handle))) = found else {
-            return;
-        };
-        let Some(loaded) = self.executors.all().find(|l| l.name == name).cloned() else {
+        let Some((Some(loaded), Some(handle))) = found else {
             return;
         };
         let grace = self.config.spearlet.limits.stop_grace_ms;
@@ -496,6 +495,7 @@ impl Agent {
 
     async fn reclamation(self: Arc<Self>) {
         let mut draining = self.draining.subscribe();
+        let mut cpu = figures::cpu_times();
         loop {
             let every = Duration::from_millis(self.plugins.config().reclaim_interval_ms.max(10));
             tokio::select! {
@@ -503,10 +503,14 @@ impl Agent {
                 _ = until(&mut draining) => return,
             }
             let (total, avail) = figures::memory();
+            // The node's CPU load since the last round (all cores).
+            let now = figures::cpu_times();
+            let load = figures::load_permille(cpu, now);
+            cpu = now;
             let pressure = NodePressure {
                 memory_total_bytes: total,
                 memory_used_bytes: total.saturating_sub(avail),
-                cpu_load_permille: 0,
+                cpu_load_permille: load,
                 now_ms: crate::now_ms(),
             };
             let me = self.clone();

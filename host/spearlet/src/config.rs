@@ -192,7 +192,7 @@ pub struct Spearlet {
 }
 
 /// `[executors]`: which executor plugins to use, and their configurations.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Executors {
     /// Executor plugin names; an executable type with no loaded executor is refused per execution.
     pub enabled: Vec<String>,

@@ -5,9 +5,15 @@
 //! declare. An enabled executor that is missing or refuses its configuration is logged and left
 //! out: the node advertises only the types it can run, and an execution of another type fails
 //! with an error naming what this node runs.
+//!
+//! Executors swap live ([`LiveExecutors`]): a config reload that changes `[executors]`, or a
+//! replaced executor file, makes a new set (an executor whose name, configuration and file are
+//! unchanged is kept as it is) and puts it in force whole. What runs keeps the executor it started
+//! on (an execution, an instance serving an invocation); new work starts on the new one, and idle
+//! instances of a replaced executor are stopped.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use spear_plugin_api::executor::Capabilities;
 use spear_plugin_api::{Executor, PluginKind};
@@ -26,6 +32,8 @@ pub struct Loaded {
     pub sha256: String,
     /// What it can do.
     pub capabilities: Capabilities,
+    /// The configuration it was given (JSON).
+    pub config: String,
     /// The executor itself (its methods block; call them off the async runtime).
     pub executor: Arc<dyn Executor>,
 }
@@ -50,9 +58,27 @@ pub struct Executors {
 impl Executors {
     /// Load and configure every enabled executor (blocking: native plugin calls).
     pub fn load(config: &SpearletConfig, plugins: &PluginHost) -> Self {
+        Self::default().rebuilt(config, plugins)
+    }
+
+    /// The set `config` asks for: each enabled executor kept from this one when its name,
+    /// configuration and plugin file are unchanged, loaded anew otherwise (blocking).
+    pub fn rebuilt(&self, config: &SpearletConfig, plugins: &PluginHost) -> Self {
         let mut set = Self::default();
         for name in &config.executors.enabled {
-            match load_one(name, &config.executor_config(name), plugins) {
+            let wanted = config.executor_config(name);
+            let kept = self.all().find(|l| {
+                l.name == *name
+                    && l.config == wanted
+                    && plugins
+                        .plugin(PluginKind::Executor, name)
+                        .is_some_and(|p| p.id.sha256 == l.sha256)
+            });
+            let loaded = match kept {
+                Some(l) => Ok(l.clone()),
+                None => load_one(name, &wanted, plugins),
+            };
+            match loaded {
                 Ok(l) => {
                     let ty = l.capabilities.executable_type.clone();
                     if let Some(other) = set.by_type.get(&ty) {
@@ -93,6 +119,106 @@ impl Executors {
     pub fn all(&self) -> impl Iterator<Item = &Loaded> {
         self.by_type.values()
     }
+
+    /// Whether `executor` is one of this set's.
+    pub fn holds(&self, executor: &Arc<dyn Executor>) -> bool {
+        self.all().any(|l| Arc::ptr_eq(&l.executor, executor))
+    }
+
+    /// This set with every executor whose plugin file changed since it was loaded loaded anew
+    /// (with its configuration); `None` when no file changed. An executor that fails to load
+    /// from its new file is kept as it was, the failure logged (blocking).
+    pub fn with_new_files(&self, plugins: &PluginHost) -> Option<Self> {
+        let changed: Vec<&Loaded> = self
+            .all()
+            .filter(|l| {
+                plugins
+                    .plugin(PluginKind::Executor, &l.name)
+                    .is_some_and(|p| p.id.sha256 != l.sha256)
+            })
+            .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        let mut set = Self {
+            by_type: self.by_type.clone(),
+            problems: self.problems.clone(),
+        };
+        for old in changed {
+            match load_one(&old.name, &old.config, plugins) {
+                Ok(new) if new.capabilities.executable_type == old.capabilities.executable_type => {
+                    tracing::info!(executor = %new.name, version = %new.version, sha256 = %new.sha256, "executor file replaced: new work starts on it");
+                    set.by_type
+                        .insert(new.capabilities.executable_type.clone(), new);
+                }
+                Ok(new) => tracing::warn!(
+                    executor = %old.name,
+                    "the executor's new file serves type `{}`, not `{}`: kept the old one",
+                    new.capabilities.executable_type,
+                    old.capabilities.executable_type
+                ),
+                Err(e) => tracing::warn!("{e}: kept the loaded one"),
+            }
+        }
+        Some(set)
+    }
+}
+
+/// The executors in force, replaced whole at a swap. Readers take the set as it is now and keep
+/// it for as long as they use it.
+#[derive(Debug)]
+pub struct LiveExecutors {
+    set: RwLock<Arc<Executors>>,
+    swaps: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for LiveExecutors {
+    fn default() -> Self {
+        Self::new(Executors::default())
+    }
+}
+
+impl LiveExecutors {
+    /// `set` in force.
+    pub fn new(set: Executors) -> Self {
+        Self {
+            set: RwLock::new(Arc::new(set)),
+            swaps: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The set in force now.
+    pub fn get(&self) -> Arc<Executors> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Put `set` in force; the one before is dropped when its last user lets it go.
+    pub fn replace(&self, set: Executors) {
+        let types = set.types().join(",");
+        *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        self.swaps.send_modify(|n| *n += 1);
+        tracing::info!(executors = %types, "executors swapped");
+    }
+
+    /// Put `set` in force only if `before` is still the set in force (a compare-and-swap, so
+    /// that a set derived from an older one never undoes a swap made meanwhile); whether it was.
+    pub fn replace_if(&self, before: &Arc<Executors>, set: Executors) -> bool {
+        let mut current = self.set.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current, before) {
+            return false;
+        }
+        let types = set.types().join(",");
+        *current = Arc::new(set);
+        drop(current);
+        self.swaps.send_modify(|n| *n += 1);
+        tracing::info!(executors = %types, "executors swapped");
+        true
+    }
+
+    /// Told of every swap.
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
+    }
 }
 
 fn load_one(name: &str, config: &str, plugins: &PluginHost) -> Result<Loaded, String> {
@@ -114,6 +240,30 @@ fn load_one(name: &str, config: &str, plugins: &PluginHost) -> Result<Loaded, St
         version: plugin.info.version.clone(),
         sha256: plugin.id.sha256.clone(),
         capabilities,
+        config: config.to_owned(),
         executor: Arc::new(executor),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_derived_from_an_older_one_never_undoes_a_swap() {
+        let live = LiveExecutors::default();
+        let mut swaps = live.swaps();
+        let before = live.get();
+        live.replace(Executors {
+            problems: vec!["from a config reload".into()],
+            ..Executors::default()
+        });
+        assert!(!live.replace_if(&before, Executors::default()));
+        assert_eq!(live.get().problems, ["from a config reload"]);
+        let now = live.get();
+        assert!(live.replace_if(&now, Executors::default()));
+        assert!(live.get().problems.is_empty());
+        assert!(swaps.has_changed().unwrap());
+        assert_eq!(*swaps.borrow_and_update(), 2);
+    }
 }

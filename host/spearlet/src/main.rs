@@ -36,12 +36,17 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    // Config reloads check the Spearlet's own keys too (a typo rejects; the log level applies;
-    // others need a restart).
+    // Config reloads check the Spearlet's own keys too (a typo rejects; the log level applies,
+    // executors swap live; others need a restart).
     running
         .agent
         .plugins
-        .set_host_keys(spear_spearlet::reload::host_keys(cli, &in_force, level));
+        .set_host_keys(spear_spearlet::reload::host_keys(
+            cli,
+            &in_force,
+            level,
+            std::sync::Arc::downgrade(&running.agent),
+        ));
     // Handlers before the ready line: whoever reads it may signal at once.
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int, mut hup) = match (
@@ -61,7 +66,7 @@ async fn main() {
         running.grpc_addr,
         running.http_addr,
         running.agent.sms.addr(),
-        running.agent.executors.types().join(",")
+        running.agent.executors.get().types().join(",")
     );
     let mut fatal = running.agent.fatal.subscribe();
     loop {

@@ -118,7 +118,7 @@ pub async fn render(agent: &Agent) -> String {
         "Executions an executor failed (its own error, not the workload's), by executor",
     );
     let failures = agent.executor_failures.snapshot();
-    for name in agent.executors.all().map(|l| &l.name) {
+    for name in agent.executors.get().all().map(|l| &l.name) {
         let n = failures.get(name).copied().unwrap_or(0);
         let _ = writeln!(
             out,

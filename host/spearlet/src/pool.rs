@@ -33,6 +33,7 @@ use spear_plugin_api::{Decision, InstanceState, InstanceStats, NodePressure, Req
 use spear_plugin_runtime::PluginHost;
 
 mod instance;
+mod retire;
 mod warm;
 
 use instance::task_label;
@@ -528,31 +529,6 @@ impl Pools {
             self.freed.notify_waiters();
         }
         stopped
-    }
-
-    /// Stop every live runtime and forget the instances that had one (at a drain; blocking:
-    /// plugin calls). One serving an invocation is stopped when the invocation ends. Returns
-    /// how many were stopped.
-    pub fn stop_all(&self) -> usize {
-        let runtimes: Vec<Runtime> = {
-            let mut s = self.lock();
-            let live: Vec<u64> = s
-                .instances
-                .values()
-                .filter(|i| i.runtime.is_some())
-                .map(|i| i.id)
-                .collect();
-            let mut runtimes = Vec::new();
-            for id in live {
-                if let Some(gone) = s.instances.remove(&id) {
-                    runtimes.extend(gone.runtime);
-                }
-                s.dirty.insert(id);
-            }
-            runtimes
-        };
-        runtimes.iter().for_each(Runtime::stop);
-        runtimes.len()
     }
 
     /// Every instance, for status pages.

@@ -35,21 +35,18 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
         .as_ref()
         .map(|e| e.r#type.clone())
         .unwrap_or_default();
-    let executor = agent
-        .executors
-        .for_type(&ty)
-        .map(|l| l.name.clone())
-        .unwrap_or_default();
+    // The executor in force now: the execution runs to its end on it, whatever swaps meanwhile.
+    let executor = agent.executors.get().for_type(&ty).cloned();
     agent.running().insert(
         id.clone(),
         Active {
-            executor,
+            executor: executor.as_ref().ok().cloned(),
             handle: None,
             silenced: false,
         },
     );
     tokio::spawn(async move {
-        let mut report = execute(&agent, &exec, stream_epoch).await;
+        let mut report = execute(&agent, &exec, stream_epoch, executor).await;
         report.attempt = exec.attempt;
         finish(&agent, report).await;
     });
@@ -81,6 +78,19 @@ fn failure(id: &str, error: String) -> PendingReport {
 }
 
 /// Whether an executable URI names an artifact to fetch (rather than, say, an image name).
+/// What an executor runs for `executable` (its `entry`), with `artifact` the local path of its
+/// fetched artifact: a fetched program runs as itself, a container image may be named by a
+/// `uri` that is no fetchable address, and otherwise the executable's `name`.
+pub(crate) fn entry_of(executable: &v1::Executable, artifact: Option<&String>) -> String {
+    match (executable.r#type.as_str(), artifact) {
+        ("process", Some(path)) if executable.name.is_empty() => path.clone(),
+        ("container", _) if executable.name.is_empty() && !fetchable(&executable.uri) => {
+            executable.uri.clone()
+        }
+        _ => executable.name.clone(),
+    }
+}
+
 pub(crate) fn fetchable(uri: &str) -> bool {
     [
         "sms+file://",
@@ -120,13 +130,18 @@ fn inline_task_key(e: &v1::Executable) -> String {
 }
 
 /// Run one execution to its end and say how it went.
-async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) -> PendingReport {
+async fn execute(
+    agent: &Arc<Agent>,
+    exec: &v1::Execution,
+    stream_epoch: u64,
+    executor: Result<Loaded, String>,
+) -> PendingReport {
     let id = exec.execution_id.as_str();
     let Some(executable) = exec.executable.clone() else {
         return failure(id, "the execution has no executable".into());
     };
-    let loaded = match agent.executors.for_type(&executable.r#type) {
-        Ok(l) => l.clone(),
+    let loaded = match executor {
+        Ok(l) => l,
         Err(e) => return failure(id, e),
     };
     let uri = executable.uri.clone();
@@ -167,13 +182,7 @@ async fn execute(agent: &Arc<Agent>, exec: &v1::Execution, stream_epoch: u64) ->
         }
     };
     let artifact = lease.artifact.as_ref().map(|p| p.display().to_string());
-    let entry = match (executable.r#type.as_str(), &artifact) {
-        // A fetched program runs as itself.
-        ("process", Some(path)) if executable.name.is_empty() => path.clone(),
-        // A container image may be named by the URI.
-        ("container", _) if executable.name.is_empty() && !fetchable(&uri) => uri.clone(),
-        _ => executable.name.clone(),
-    };
+    let entry = entry_of(&executable, artifact.as_ref());
     // A program runs in a directory of its own, removed when it ends (`workdir`), unless the
     // configuration says otherwise.
     let workdir = if executable.r#type == "process" && agent.config.spearlet.limits.private_workdir
@@ -371,6 +380,7 @@ pub async fn recover(agent: &Arc<Agent>) {
     for (key, r) in left {
         let Some(loaded) = agent
             .executors
+            .get()
             .all()
             .find(|l| l.name == r.executor)
             .cloned()
@@ -399,7 +409,7 @@ pub async fn recover(agent: &Arc<Agent>) {
         agent.running().insert(
             r.execution_id.clone(),
             Active {
-                executor: loaded.name.clone(),
+                executor: Some(loaded.clone()),
                 handle: Some(r.handle.clone()),
                 silenced: false,
             },

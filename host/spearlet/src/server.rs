@@ -180,10 +180,10 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "running": running,
         "reports_pending": backlog,
         "stalls": agent.stall.stalls(),
-        "executors": agent.executors.all().map(|l| json!({
+        "executors": agent.executors.get().all().map(|l| json!({
             "name": l.name, "version": l.version, "sha256": l.sha256, "capabilities": l.capabilities,
         })).collect::<Vec<_>>(),
-        "executor_problems": agent.executors.problems,
+        "executor_problems": agent.executors.get().problems,
         "pools": agent.pools.counters(),
         "strategy": agent.plugins.strategy().active(),
         "reclaimer": agent.plugins.reclaimer().active(),

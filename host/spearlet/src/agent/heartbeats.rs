@@ -32,12 +32,13 @@ impl Agent {
             ("invocations_hot", counters.hot.to_string()),
             ("invocations_warm", counters.warm.to_string()),
             ("invocations_cold", counters.cold.to_string()),
-            ("executors", self.executors.types().join(",")),
+            ("executors", self.executors.get().types().join(",")),
             (
                 "executor_capabilities",
                 serde_json::to_string(
                     &self
                         .executors
+                        .get()
                         .all()
                         .map(|l| &l.capabilities)
                         .collect::<Vec<_>>(),

@@ -10,6 +10,7 @@
 //! The instances serving invocations are pooled under the key `fn:<task id>`, apart from the
 //! instances of the task's one-shot executions (which have no live runtime).
 
+mod instances;
 pub mod limits;
 pub mod remote;
 pub mod results;
@@ -19,12 +20,13 @@ mod tasks;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
-use spear_proto::v1;
+use spear_plugin_api::executor::InvokeFailure;
 
+pub use self::instances::warm;
+use self::instances::{Sizes, start_instance};
 use crate::agent::Agent;
 use crate::error::Error;
-use crate::pool::{Made, Runtime, Tier};
+use crate::pool::Tier;
 
 pub use tasks::Tasks;
 
@@ -288,6 +290,7 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     };
     let loaded = agent
         .executors
+        .get()
         .for_type(&executable.r#type)
         .map_err(InvokeError::Precondition)?
         .clone();
@@ -327,23 +330,42 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
         )
         .await?;
     let key = format!("fn:{}", call.task_id);
-    let init = || start_instance(agent, &loaded.executor, &task, &executable);
-    let lease = agent
-        .pools
-        .acquire_until(
-            &key,
-            &executable.r#type,
-            init,
-            Some(call.deadline()),
-            sizes.max,
-        )
-        .await
-        .map_err(|e| match e {
-            Error::OverCapacity(m) => InvokeError::OverCapacity(m),
-            Error::Artifact { .. } => InvokeError::Precondition(e.to_string()),
-            Error::Storage(m) => InvokeError::Lost(m),
-            other => InvokeError::Precondition(format!("the instance did not start: {other}")),
-        })?;
+    let mut loaded = loaded;
+    let mut tries = 0;
+    let lease = loop {
+        let init = || start_instance(agent, &loaded.executor, &task, &executable);
+        let lease = agent
+            .pools
+            .acquire_until(
+                &key,
+                &executable.r#type,
+                init,
+                Some(call.deadline()),
+                sizes.max,
+            )
+            .await
+            .map_err(|e| match e {
+                Error::OverCapacity(m) => InvokeError::OverCapacity(m),
+                Error::Artifact { .. } => InvokeError::Precondition(e.to_string()),
+                Error::Storage(m) => InvokeError::Lost(m),
+                other => InvokeError::Precondition(format!("the instance did not start: {other}")),
+            })?;
+        tries += 1;
+        let current =
+            (lease.runtime.as_ref()).is_none_or(|r| agent.executors.get().holds(&r.executor));
+        // An instance of an executor swapped out serves no new invocation (after a few swaps
+        // racing this one, the last instance taken does).
+        if current || tries == 3 {
+            break lease;
+        }
+        agent.pools.retire(lease);
+        loaded = agent
+            .executors
+            .get()
+            .for_type(&executable.r#type)
+            .map_err(InvokeError::Precondition)?
+            .clone();
+    };
     // Set, or cleared when the task no longer asks for one.
     agent.pools.set_floor(&key, sizes.min);
     if sizes.min > 0 && agent.pools.count(&key) < sizes.min {
@@ -381,6 +403,7 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     };
     let (tier, id) = (lease.tier, lease.id);
     let (function, payload) = (call.function.clone(), call.payload.clone());
+    let ran_on = runtime.executor.clone();
     let running = Instant::now();
     let ran = tokio::task::spawn_blocking(move || {
         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -394,7 +417,12 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     let lost = ran.as_ref().is_err_and(InvokeFailure::instance_lost);
     // A refusal is not the instance's failure (the function never ran).
     let ok = matches!(ran, Ok(_) | Err(InvokeFailure::Refused(_)));
-    agent.pools.release(lease, ok, lost, 0);
+    if !lost && !agent.executors.get().holds(&ran_on) {
+        // Its executor was swapped out during the invocation: the instance serves no more.
+        agent.pools.retire(lease);
+    } else {
+        agent.pools.release(lease, ok, lost, 0);
+    }
     if lost {
         agent.executor_failures.count(&loaded.name);
     }
@@ -420,153 +448,9 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     })
 }
 
-/// A task's own instance bounds, from its metadata: `spear.min_instances` (kept Ready, started
-/// ahead) and `spear.max_instances` (at most `spearlet.limits.max_instances_per_task`).
-#[derive(Debug, Clone, Copy)]
-struct Sizes {
-    min: usize,
-    max: Option<usize>,
-}
-
-impl Sizes {
-    fn of(task: &v1::Task, node_max: usize) -> Result<Self, InvokeError> {
-        let read = |key: &str, lo: usize| -> Result<Option<usize>, InvokeError> {
-            match task.metadata.get(key) {
-                None => Ok(None),
-                Some(v) => match v.parse::<usize>() {
-                    Ok(n) if (lo..=node_max).contains(&n) => Ok(Some(n)),
-                    _ => Err(InvokeError::Precondition(format!(
-                        "task {}'s metadata {key} `{v}` is not a number between {lo} and \
-                         {node_max} (spearlet.limits.max_instances_per_task)",
-                        task.task_id
-                    ))),
-                },
-            }
-        };
-        let min = read("spear.min_instances", 0)?.unwrap_or(0);
-        let max = read("spear.max_instances", 1)?;
-        if max.is_some_and(|m| m < min) {
-            return Err(InvokeError::Precondition(format!(
-                "task {}'s spear.min_instances ({min}) is over its spear.max_instances",
-                task.task_id
-            )));
-        }
-        Ok(Self { min, max })
-    }
-}
-
-/// Start instances of task `task_id` until it has `want` (within its bounds), before any
-/// invocation needs them; how many it has then.
-pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usize, InvokeError> {
-    let task = agent.functions.tasks.get(task_id).await?;
-    if task.status == "unregistered" {
-        return Err(InvokeError::Precondition(format!(
-            "task {task_id} is unregistered"
-        )));
-    }
-    let Some(executable) = task.executable.clone() else {
-        return Err(InvokeError::Precondition(format!(
-            "task {task_id} has no executable"
-        )));
-    };
-    let loaded = agent
-        .executors
-        .for_type(&executable.r#type)
-        .map_err(InvokeError::Precondition)?
-        .clone();
-    if !loaded.capabilities.instances {
-        return Err(InvokeError::Precondition(format!(
-            "the {} executor keeps no long-lived instances",
-            loaded.name
-        )));
-    }
-    let sizes = Sizes::of(
-        &task,
-        agent.config.spearlet.limits.max_instances_per_task as usize,
-    )?;
-    let key = format!("fn:{task_id}");
-    agent.pools.set_floor(&key, sizes.min);
-    let init = || start_instance(agent, &loaded.executor, &task, &executable);
-    agent
-        .pools
-        .warm(
-            &key,
-            &executable.r#type,
-            init,
-            want.max(sizes.min),
-            sizes.max,
-        )
-        .await
-        .map_err(|e| InvokeError::Precondition(format!("the instance did not start: {e}")))
-}
-
 fn deadline(call: &Call) -> InvokeError {
     InvokeError::Deadline(format!(
         "the invocation's deadline of {} ms passed",
         call.timeout.as_millis()
     ))
-}
-
-/// Start a live instance of `task`: its artifact fetched, its runtime started by `executor`
-/// (on a blocking thread: a plugin call).
-async fn start_instance(
-    agent: &Arc<Agent>,
-    executor: &Arc<dyn spear_plugin_api::Executor>,
-    task: &v1::Task,
-    executable: &v1::Executable,
-) -> crate::error::Result<Made> {
-    let uri = &executable.uri;
-    let artifact = if crate::run::fetchable(uri) {
-        Some(agent.artifacts.fetch(uri).await?)
-    } else {
-        None
-    };
-    let path = artifact.as_ref().map(|p| p.display().to_string());
-    let entry = match (executable.r#type.as_str(), &path) {
-        ("process", Some(p)) if executable.name.is_empty() => p.clone(),
-        _ => executable.name.clone(),
-    };
-    // A worker runs in a directory of its own, as an execution's program does.
-    let workdir = if executable.r#type == "process" && agent.config.spearlet.limits.private_workdir
-    {
-        let id = format!("fn-{}", task.task_id);
-        let dir = agent.workdirs.create(&id).map_err(|e| {
-            Error::Storage(format!("cannot make the worker's working directory: {e}"))
-        })?;
-        Some(Arc::new(dir))
-    } else {
-        None
-    };
-    let limits = &agent.config.spearlet.functions;
-    let config: serde_json::Map<String, serde_json::Value> = task
-        .config
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let spec = InstanceSpec {
-        instance_id: task.task_id.clone(),
-        task: task.task_id.clone(),
-        artifact: path,
-        entry,
-        args: executable.args.clone(),
-        env: executable.env.clone().into_iter().collect(),
-        working_dir: workdir.as_ref().map(|d| d.path().display().to_string()),
-        config: serde_json::Value::Object(config).to_string(),
-        memory_limit_mb: task.needs.map(|n| n.memory_mb).unwrap_or(0),
-        start_timeout_ms: limits.start_timeout_ms,
-        max_payload_bytes: limits.max_payload_bytes,
-    };
-    let x = executor.clone();
-    let handle = tokio::task::spawn_blocking(move || x.start_instance(&spec))
-        .await
-        .map_err(|e| Error::Execution(e.to_string()))?
-        .map_err(|e| Error::Execution(e.to_string()))?;
-    Ok(Made {
-        artifact,
-        runtime: Some(Runtime {
-            executor: executor.clone(),
-            handle,
-            workdir,
-        }),
-    })
 }
