@@ -161,6 +161,9 @@ pub fn answer(id: u64, header: &[u8], body: Vec<u8>) -> Result<Vec<u8>, WorkerEr
     }
 }
 
+/// Buffer kept between messages (more is given back once a message is taken).
+const KEEP: usize = 64 * 1024;
+
 /// One message: its header frame and its payload frame.
 pub type Message = (Vec<u8>, Vec<u8>);
 
@@ -209,6 +212,10 @@ impl Frames {
         let header: Vec<u8> = self.buf.drain(..header_len).collect();
         self.buf.drain(..4);
         let body: Vec<u8> = self.buf.drain(..body_len).collect();
+        // A large message leaves no large buffer behind for the worker's whole life.
+        if self.buf.capacity() > KEEP && self.buf.len() <= KEEP {
+            self.buf.shrink_to(KEEP);
+        }
         Ok(Some((header, body)))
     }
 
@@ -281,6 +288,11 @@ mod tests {
             Some((b"{\"x\":1}".to_vec(), vec![]))
         );
         assert_eq!(frames.buffered(), 0);
+        // The buffer of a large message is given back.
+        let mut frames = Frames::new(1 << 20);
+        frames.push(&message(b"{}", &vec![7; 1 << 20]));
+        assert_eq!(frames.next_message().unwrap().unwrap().1.len(), 1 << 20);
+        assert!(frames.buf.capacity() <= KEEP, "{}", frames.buf.capacity());
         // A payload frame announced over the limit is refused before its bytes arrive.
         let mut frames = Frames::new(8);
         frames.push(&message(b"{}", b"")[..6]);

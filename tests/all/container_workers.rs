@@ -194,7 +194,9 @@ fn a_container_that_is_no_worker_is_refused_at_start_and_removed() {
             c["Labels"]["spear.worker_of"]
                 .as_str()
                 .is_some_and(|o| o.ends_with(&ours))
-                && c["Names"].to_string().contains("no-worker")
+                && ["no-worker", "old-hello", "silent", "no-image"]
+                    .iter()
+                    .any(|tag| c["Names"].to_string().contains(tag))
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");

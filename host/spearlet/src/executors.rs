@@ -53,6 +53,8 @@ pub struct Executors {
     by_type: BTreeMap<String, Loaded>,
     /// Why each enabled executor that is not loaded is missing.
     pub problems: Vec<String>,
+    /// Executor files that did not load as a replacement (name → sha256), not tried again.
+    failed: BTreeMap<String, String>,
 }
 
 impl Executors {
@@ -127,14 +129,15 @@ impl Executors {
 
     /// This set with every executor whose plugin file changed since it was loaded loaded anew
     /// (with its configuration); `None` when no file changed. An executor that fails to load
-    /// from its new file is kept as it was, the failure logged (blocking).
+    /// from its new file is kept as it was, the failure logged once: that file is not tried
+    /// again (blocking).
     pub fn with_new_files(&self, plugins: &PluginHost) -> Option<Self> {
-        let changed: Vec<&Loaded> = self
+        let changed: Vec<(&Loaded, String)> = self
             .all()
-            .filter(|l| {
-                plugins
-                    .plugin(PluginKind::Executor, &l.name)
-                    .is_some_and(|p| p.id.sha256 != l.sha256)
+            .filter_map(|l| {
+                let sha = plugins.plugin(PluginKind::Executor, &l.name)?.id.sha256;
+                let new = sha != l.sha256 && self.failed.get(&l.name) != Some(&sha);
+                new.then_some((l, sha))
             })
             .collect();
         if changed.is_empty() {
@@ -143,22 +146,26 @@ impl Executors {
         let mut set = Self {
             by_type: self.by_type.clone(),
             problems: self.problems.clone(),
+            failed: self.failed.clone(),
         };
-        for old in changed {
-            match load_one(&old.name, &old.config, plugins) {
+        for (old, sha) in changed {
+            let why = match load_one(&old.name, &old.config, plugins) {
                 Ok(new) if new.capabilities.executable_type == old.capabilities.executable_type => {
                     tracing::info!(executor = %new.name, version = %new.version, sha256 = %new.sha256, "executor file replaced: new work starts on it");
+                    set.failed.remove(&old.name);
                     set.by_type
                         .insert(new.capabilities.executable_type.clone(), new);
+                    continue;
                 }
-                Ok(new) => tracing::warn!(
-                    executor = %old.name,
-                    "the executor's new file serves type `{}`, not `{}`: kept the old one",
-                    new.capabilities.executable_type,
-                    old.capabilities.executable_type
+                Ok(new) => format!(
+                    "executor {}: its new file serves type `{}`, not `{}`",
+                    old.name, new.capabilities.executable_type, old.capabilities.executable_type
                 ),
-                Err(e) => tracing::warn!("{e}: kept the loaded one"),
-            }
+                Err(e) => e,
+            };
+            // Not tried again until the file changes once more.
+            tracing::warn!("{why}: the executor in force stays");
+            set.failed.insert(old.name.clone(), sha);
         }
         Some(set)
     }

@@ -140,10 +140,10 @@ async fn execute(
     let Some(executable) = exec.executable.clone() else {
         return failure(id, "the execution has no executable".into());
     };
-    let loaded = match executor {
-        Ok(l) => l,
-        Err(e) => return failure(id, e),
-    };
+    // No executor for its type when it arrived: it fails at once.
+    if let Err(e) = executor {
+        return failure(id, e);
+    }
     let uri = executable.uri.clone();
     let task = if exec.task_id.is_empty() {
         inline_task_key(&executable)
@@ -228,6 +228,15 @@ async fn execute(
     let tier = lease.tier;
     // A start under a queue deadline is told at once: the deadline counts until SMS hears it.
     let hold_start = exec.queue_timeout_ms == 0;
+    // The executor in force when it starts: a swap while it waited for its instance or a slot
+    // applies to it too (it then runs to its end on that one).
+    let loaded = match agent.executors.get().for_type(&executable.r#type) {
+        Ok(now) => now.clone(),
+        Err(e) => {
+            agent.pools.unused(lease);
+            return failure(id, e);
+        }
+    };
     let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
     if broken {
         agent.executor_failures.count(&loaded.name);
@@ -260,6 +269,7 @@ async fn run_on(
     };
     let cancelled = agent.running().get_mut(&id).is_some_and(|a| {
         a.handle = Some(handle.clone());
+        a.executor = Some(loaded.clone());
         a.silenced
     });
     if cancelled {

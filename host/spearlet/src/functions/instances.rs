@@ -80,7 +80,7 @@ pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usiz
     let key = format!("fn:{task_id}");
     agent.pools.set_floor(&key, sizes.min);
     let init = || start_instance(agent, &loaded.executor, &task, &executable);
-    agent
+    let warmed = agent
         .pools
         .warm(
             &key,
@@ -90,7 +90,12 @@ pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usiz
             sizes.max,
         )
         .await
-        .map_err(|e| InvokeError::Precondition(format!("the instance did not start: {e}")))
+        .map_err(|e| InvokeError::Precondition(format!("the instance did not start: {e}")));
+    // Started on an executor swapped out meanwhile: they go (and are not counted).
+    if agent.retire_replaced().await > 0 {
+        return Ok(agent.pools.count(&key));
+    }
+    warmed
 }
 
 /// Start a live instance of `task`: its artifact fetched, its runtime started by `executor`

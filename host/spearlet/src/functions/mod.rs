@@ -331,7 +331,6 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
         .await?;
     let key = format!("fn:{}", call.task_id);
     let mut loaded = loaded;
-    let mut tries = 0;
     let lease = loop {
         let init = || start_instance(agent, &loaded.executor, &task, &executable);
         let lease = agent
@@ -350,12 +349,11 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
                 Error::Storage(m) => InvokeError::Lost(m),
                 other => InvokeError::Precondition(format!("the instance did not start: {other}")),
             })?;
-        tries += 1;
         let current =
             (lease.runtime.as_ref()).is_none_or(|r| agent.executors.get().holds(&r.executor));
-        // An instance of an executor swapped out serves no new invocation (after a few swaps
-        // racing this one, the last instance taken does).
-        if current || tries == 3 {
+        // An instance of an executor swapped out serves no new invocation: it goes, and the
+        // next is taken (the deadline bounds the tries).
+        if current {
             break lease;
         }
         agent.pools.retire(lease);
@@ -386,6 +384,8 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
             {
                 tracing::warn!(task = %task.task_id, error = %e, "warming up to spear.min_instances");
             }
+            // Started on an executor swapped out meanwhile: they go.
+            agent.retire_replaced().await;
         });
     }
     let Some(runtime) = lease.runtime.clone() else {

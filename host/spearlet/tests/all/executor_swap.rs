@@ -61,6 +61,25 @@ async fn reloaded(node: &Spearlet, what: &str) -> Value {
     )
 }
 
+/// The number of `task`'s instances once it is `want`, or after five seconds.
+async fn instances_become(node: &Spearlet, task: &str, want: usize) -> usize {
+    let mut count = usize::MAX;
+    for _ in 0..50 {
+        let all = node.get("/api/v1/instances").await;
+        count = all["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["task"] == format!("fn:{task}"))
+            .count();
+        if count == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    count
+}
+
 fn call(task: &str, function: &str, payload: &[u8]) -> pb::InvokeRequest {
     pb::InvokeRequest {
         task_id: task.into(),
@@ -129,22 +148,7 @@ async fn a_config_reload_swaps_the_process_executor_live() {
     assert_ne!(after.instance, before.instance);
     assert_eq!(after.tier, "cold");
     // The old executor's instances are gone (the one that slept, once it was given back).
-    let mut left = Vec::new();
-    for _ in 0..50 {
-        let all = node.get("/api/v1/instances").await;
-        left = all["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["task"] == format!("fn:{task}"))
-            .cloned()
-            .collect();
-        if left.len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(instances_become(&node, &task, 1).await, 1);
 
     // A configuration the executor refuses rejects the reload, and the executor in force stays.
     std::fs::write(
@@ -222,6 +226,12 @@ async fn a_replaced_executor_file_is_swapped_in_live() {
         "the file's executor is in force: {}\n{}",
         node.get("/api/v1/plugins").await,
         node.log()
+    );
+    // The built-in's idle worker is stopped by the swap, before any invocation.
+    assert_eq!(
+        instances_become(&node, &task, 0).await,
+        0,
+        "the old executor's idle instance is stopped"
     );
     let next = f
         .invoke(call(&task, "count", b""))

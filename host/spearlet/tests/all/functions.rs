@@ -513,12 +513,18 @@ async fn rates_per_function_places_and_the_adaptive_limit_act() {
     // A first call starts the instance (not within 20 ms), then the bucket fills again.
     f.invoke(call(&task, "count", b"")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (mut ok, mut limited) = (0, 0);
+    let (mut ok, mut late, mut limited) = (0, 0, 0);
     for _ in 0..25 {
         let mut quick = call(&task, "count", b"");
         quick.timeout_ms = 20;
         match f.invoke(quick).await {
             Ok(_) => ok += 1,
+            // Let through by the limiter (it took a token), then past its 20 ms on a machine
+            // busy with other tests: the limiter's count is what this checks.
+            Err(e) if e.code() == Code::DeadlineExceeded => {
+                assert!(e.message().contains("deadline"), "{e:?}");
+                late += 1;
+            }
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
                 assert!(e.message().starts_with("rate limited"), "{e:?}");
@@ -527,8 +533,12 @@ async fn rates_per_function_places_and_the_adaptive_limit_act() {
         }
     }
     // Ten, and one more if the loop outlasted a tenth of a second.
-    assert!((10..=11).contains(&ok), "{ok} through, {limited} limited");
-    assert_eq!(ok + limited, 25);
+    assert!(
+        (10..=11).contains(&(ok + late)),
+        "{ok} through, {late} through but late, {limited} limited"
+    );
+    assert!(ok >= 5, "{ok} through in time, {late} late");
+    assert_eq!(ok + late + limited, 25);
 
     // A task whose metadata asks 1 a second; one function of it at a time.
     let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();

@@ -44,6 +44,8 @@ const DEFAULT_MAX_PAYLOAD: u64 = 16 << 20;
 const MAX_PAYLOAD: u64 = 256 << 20;
 /// A deadline far enough to mean "none".
 const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Time the sweep of orphaned workers may take (it is tried again at the next start if not done).
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time a lost or stopped worker's container removal may take.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,11 +54,32 @@ type Output =
 type Input = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The executor's worker containers.
-#[derive(Default)]
 pub(crate) struct Workers {
     slots: Slots<Worker>,
     next: AtomicU64,
     swept: AtomicBool,
+    /// Random, per executor: in its containers' names, so that an executor loaded anew (a live
+    /// swap, in the same process) never makes the name of one of its predecessor's workers.
+    run: u64,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        Self {
+            slots: Slots::default(),
+            next: AtomicU64::new(0),
+            swept: AtomicBool::new(false),
+            run: h.finish(),
+        }
+    }
 }
 
 impl Workers {
@@ -179,16 +202,24 @@ impl ContainerExecutor {
         };
         let n = self.workers.next.fetch_add(1, Ordering::Relaxed);
         let name = self.labels.container_name(&format!(
-            "worker-{}-{}-{n}",
-            spec.instance_id,
-            std::process::id()
+            "worker-{}-{:016x}-{n}",
+            spec.instance_id, self.workers.run
         ));
-        if !self.workers.swept.swap(true, Ordering::AcqRel) {
-            self.rt().block_on(self.sweep_orphans());
+        if !self.workers.swept.load(Ordering::Acquire) {
+            let swept = self.rt().block_on(async {
+                tokio::time::timeout(SWEEP_TIMEOUT, self.sweep_orphans()).await
+            });
+            if matches!(swept, Ok(true)) {
+                self.workers.swept.store(true, Ordering::Release);
+            }
         }
+        // Image and creation first, without the hello's deadline (a large tarball takes its
+        // time; a create cut short could leave a container behind); then attach, start and
+        // hello within it. A container this call did not create is never removed here.
+        self.rt().block_on(self.create_worker(spec, &name))?;
         let rt = self.rt().handle().clone();
         let launched = self.rt().block_on(async {
-            tokio::time::timeout(deadline, self.launch_worker(spec, &name, max_payload))
+            tokio::time::timeout(deadline, self.connect_worker(&name, max_payload))
                 .await
                 .unwrap_or_else(|_| {
                     Err(PluginError::new(format!(
@@ -245,13 +276,8 @@ impl ContainerExecutor {
         self.workers.slots.stop(handle)
     }
 
-    /// Create, attach to and start a worker container, and read its hello.
-    async fn launch_worker(
-        &self,
-        spec: &InstanceSpec,
-        name: &str,
-        max_payload: usize,
-    ) -> Result<Conn, PluginError> {
+    /// Create a worker container (its image loaded first when it comes as a tarball).
+    async fn create_worker(&self, spec: &InstanceSpec, name: &str) -> Result<(), PluginError> {
         let engine = &self.engine;
         let docker = engine.client()?;
         let image = match &spec.artifact {
@@ -301,6 +327,13 @@ impl ContainerExecutor {
                 )),
                 e => engine.error("create container", e),
             })?;
+        Ok(())
+    }
+
+    /// Attach to and start a created worker container, and read its hello.
+    async fn connect_worker(&self, name: &str, max_payload: usize) -> Result<Conn, PluginError> {
+        let engine = &self.engine;
+        let docker = engine.client()?;
         let options = AttachContainerOptionsBuilder::new()
             .stream(true)
             .stdin(true)
@@ -332,10 +365,11 @@ impl ContainerExecutor {
         }
     }
 
-    /// Remove the worker containers of host processes on this machine that are gone.
-    async fn sweep_orphans(&self) {
+    /// Remove the worker containers of host processes on this machine that are gone; whether
+    /// the engine could be asked.
+    async fn sweep_orphans(&self) -> bool {
         let Ok(docker) = self.engine.client() else {
-            return;
+            return false;
         };
         let key = self.labels.key("worker_of");
         let options = ListContainersOptionsBuilder::new()
@@ -346,7 +380,7 @@ impl ContainerExecutor {
             )]))
             .build();
         let Ok(containers) = docker.list_containers(Some(options)).await else {
-            return;
+            return false;
         };
         let host = hostname();
         for c in containers {
@@ -359,6 +393,7 @@ impl ContainerExecutor {
                 let _ = self.engine.remove(id).await;
             }
         }
+        true
     }
 }
 
