@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use spear_proto::spearlet as pb;
 use spear_proto::spearlet::function_service_client::FunctionServiceClient;
 
-use crate::common::{Cluster, Spearlet};
+use crate::common::{Cluster, Sms, Spearlet};
 
 fn python_worker() -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,12 +90,13 @@ fn call(task: &str, function: &str, payload: &[u8]) -> pb::InvokeRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_config_reload_swaps_the_process_executor_live() {
+/// A Spearlet `name` whose only executor is `process` letting `allow` through, and the Python
+/// worker registered as a task at its SMS.
+async fn python_task_on(name: &str, allow: &str) -> (Cluster, Sms, Spearlet, String) {
     let c = Cluster::new();
     let sms = c.sms();
-    let config = c.spearlet_config("swap", &executors("[\"LANG\"]"));
-    let node = c.spearlet_from("swap", &sms, &config);
+    let config = c.spearlet_config(name, &executors(&format!("[\"{allow}\"]")));
+    let node = c.spearlet_from(name, &sms, &config);
     let (status, v) = sms
         .post(
             "/api/v1/tasks",
@@ -105,6 +106,12 @@ async fn a_config_reload_swaps_the_process_executor_live() {
         .await;
     assert_eq!(status, 200, "{v}");
     let task = v["task_id"].as_str().unwrap().to_owned();
+    (c, sms, node, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_reload_swaps_the_process_executor_live() {
+    let (c, _sms, node, task) = python_task_on("swap", "LANG").await;
     let mut f = FunctionServiceClient::connect(format!("http://{}", node.grpc))
         .await
         .unwrap();
@@ -176,19 +183,7 @@ async fn a_config_reload_swaps_the_process_executor_live() {
 /// invocations start on it, the idle instance of the old one is stopped.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replaced_executor_file_is_swapped_in_live() {
-    let c = Cluster::new();
-    let sms = c.sms();
-    let config = c.spearlet_config("drop", &executors("[\"PATH\"]"));
-    let node = c.spearlet_from("drop", &sms, &config);
-    let (status, v) = sms
-        .post(
-            "/api/v1/tasks",
-            json!({"name": "py", "executable": {"type": "process", "name": "/usr/bin/python3",
-                   "args": ["-u", python_worker()]}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let task = v["task_id"].as_str().unwrap().to_owned();
+    let (c, _sms, node, task) = python_task_on("drop", "PATH").await;
     let mut f = FunctionServiceClient::connect(format!("http://{}", node.grpc))
         .await
         .unwrap();
