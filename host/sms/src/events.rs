@@ -3,6 +3,7 @@
 //! the horizon that retention compacted it to ([`compact`](EventLog::compact)): asked to resume
 //! before it, a reader is told "compacted, resume from N".
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +49,9 @@ async fn last_stored(db: &Db, first: u64) -> Result<u64> {
 pub struct EventLog {
     db: Db,
     next: Arc<std::sync::Mutex<u64>>,
+    /// The first cursor of each queued write not yet announced (nor abandoned): its change may
+    /// not be applied in memory yet ([`EventLog::settled`]). Locked after `next`.
+    unsettled: Arc<std::sync::Mutex<BTreeSet<u64>>>,
     /// The oldest cursor kept: every event before it is (being) deleted.
     first: Arc<AtomicU64>,
     live: broadcast::Sender<Event>,
@@ -72,6 +76,7 @@ impl EventLog {
         Ok(Self {
             db,
             next: Arc::new(std::sync::Mutex::new(last + 1)),
+            unsettled: Arc::default(),
             first: Arc::new(AtomicU64::new(first)),
             live,
         })
@@ -229,17 +234,36 @@ impl EventLog {
             });
         }
         let done = self.db.enqueue(ops);
+        let first = events.first().map(|e| e.cursor);
+        if let Some(first) = first {
+            self.unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(first);
+        }
         *next += events.len() as u64;
         Ok(Queued {
             done,
             events,
             live: self.live.clone(),
+            unsettled: self.unsettled.clone(),
+            first,
         })
     }
 
-    /// The cursor of the last event (0 when none).
+    /// The cursor of the last event (0 when none), queued or stored.
     pub async fn last_cursor(&self) -> u64 {
         *self.next.lock().unwrap_or_else(|p| p.into_inner()) - 1
+    }
+
+    /// The cursor up to which every event's change is applied (announced, or its write
+    /// abandoned): a reader who takes this cursor, then reads a record, and then follows the
+    /// events after the cursor ([`subscribe`](Self::subscribe)) misses no change of it. (The last
+    /// cursor may be past it: an event queued, or durable, whose change is not applied yet.)
+    pub fn settled(&self) -> u64 {
+        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
+        unsettled.first().map_or(*next - 1, |first| first - 1)
     }
 
     /// Events after `after`, at most `limit`, from storage.
@@ -290,8 +314,14 @@ impl EventLog {
             let from_oldest = after == 0;
             let mut last = log.resume_point(after)?;
             loop {
-                // History first (and again after falling behind the live channel).
-                loop {
+                // History first (and again after falling behind the live channel): the settled
+                // events only. One durable but not announced yet may have its change still to
+                // be applied in memory; it comes live once it is.
+                'history: loop {
+                    let settled = log.settled();
+                    if last >= settled {
+                        break;
+                    }
                     let page = match log.read_since(last, 512).await {
                         Err(SmsError::Compacted { resume_from, .. }) if from_oldest => {
                             last = resume_from;
@@ -303,6 +333,9 @@ impl EventLog {
                         break;
                     }
                     for event in page {
+                        if event.cursor > settled {
+                            break 'history;
+                        }
                         last = event.cursor;
                         yield event;
                     }
@@ -329,6 +362,21 @@ pub struct Queued {
     done: tokio::sync::oneshot::Receiver<spear_plugin_runtime::group::WriteResult>,
     events: Vec<Event>,
     live: broadcast::Sender<Event>,
+    /// The log's unsettled writes, which hold `first` until this is announced or dropped.
+    unsettled: Arc<std::sync::Mutex<BTreeSet<u64>>>,
+    first: Option<u64>,
+}
+
+impl Drop for Queued {
+    /// Announced, or abandoned (its write failed, or its caller gave up): settled either way.
+    fn drop(&mut self) {
+        if let Some(first) = self.first {
+            self.unsettled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&first);
+        }
+    }
 }
 
 impl Queued {
@@ -348,11 +396,11 @@ impl Queued {
     }
 
     /// Announce the events to live subscribers (after [`durable`](Self::durable)).
-    pub fn announce(self) -> Vec<Event> {
+    pub fn announce(mut self) -> Vec<Event> {
         for e in &self.events {
             let _ = self.live.send(e.clone());
         }
-        self.events
+        std::mem::take(&mut self.events)
     }
 }
 
@@ -372,6 +420,48 @@ mod tests {
                 .unwrap();
         }
         log
+    }
+
+    /// A watcher takes a cursor, reads a record, then follows the events after the cursor. A
+    /// write queued (even durable) whose change is not applied in memory yet must come after
+    /// that cursor, and come only once applied (announced); else the watcher, having read the
+    /// record without the change, never hears of it (the web admin once showed a finished
+    /// execution as `assigned` for good).
+    #[tokio::test]
+    async fn a_change_not_yet_applied_is_after_the_settled_cursor_and_comes_once_announced() {
+        let log = log_of(1).await;
+        let mut pending = log
+            .queue(
+                Vec::new(),
+                vec![("test", "x".into(), serde_json::Value::Null)],
+            )
+            .unwrap();
+        pending.durable().await.unwrap();
+        assert_eq!((log.last_cursor().await, log.settled()), (2, 1));
+        let mut events = Box::pin(log.subscribe(log.settled()));
+        // Stored, but its change is not applied: not delivered from storage.
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(200), events.next()).await;
+        assert!(early.is_err(), "delivered before it was applied: {early:?}");
+        let announced = pending.announce();
+        assert_eq!(announced[0].cursor, 2);
+        let heard = events.next().await.unwrap().unwrap();
+        assert_eq!((heard.cursor, heard.subject.as_str()), (2, "x"));
+        assert_eq!(log.settled(), 2);
+
+        // A write abandoned after it was stored settles too; a new reader gets it from storage.
+        let mut abandoned = log
+            .queue(
+                Vec::new(),
+                vec![("test", "y".into(), serde_json::Value::Null)],
+            )
+            .unwrap();
+        abandoned.durable().await.unwrap();
+        assert_eq!(log.settled(), 2);
+        drop(abandoned);
+        assert_eq!(log.settled(), 3);
+        let mut from_start = Box::pin(log.subscribe(2));
+        assert_eq!(from_start.next().await.unwrap().unwrap().cursor, 3);
     }
 
     #[tokio::test]

@@ -116,8 +116,10 @@ pub(crate) async fn watch_execution(
     State(sms): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, SmsError> {
-    // The cursor first, then the record: a change between the two is in the events that follow.
-    let after = sms.events().last_cursor().await;
+    // The settled cursor first, then the record: every change up to the cursor is in the record,
+    // every later one is in the events that follow (not the last cursor: an event queued before
+    // the record is read may have its change applied after).
+    let after = sms.events().settled();
     let first = sms.execution_whole(&id).await?;
     let stream = async_stream::stream! {
         let done = first.state.is_terminal();

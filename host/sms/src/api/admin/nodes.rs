@@ -168,7 +168,7 @@ pub(super) async fn stream(
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>> {
     let once = q.once.unwrap_or(false);
-    let after = sms.events().last_cursor().await;
+    let after = sms.events().settled();
     let out = async_stream::stream! {
         yield Ok(snapshot(&sms, &cache).await);
         if once {
