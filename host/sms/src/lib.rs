@@ -49,3 +49,4 @@ pub mod table;
 pub mod task_updates;
 pub mod tasks;
 pub mod timers;
+pub mod warms;

@@ -19,8 +19,8 @@ use crate::service::Sms;
 /// Assignments waiting in one node's stream before placement on that node backs off.
 pub const OUTBOX_CAPACITY: usize = 1024;
 
-/// One message of a node's stream: an execution to start or stop, or an invocation to run
-/// ([`crate::invocations`]).
+/// One message of a node's stream: an execution to start or stop, an invocation to run
+/// ([`crate::invocations`]), or a task to warm ([`crate::warms`]).
 #[derive(Debug, Clone)]
 #[expect(
     clippy::large_enum_variant,
@@ -31,6 +31,8 @@ pub enum Outgoing {
     Assignment(Assignment),
     /// An invocation of a task's function.
     Invocation(spear_proto::v1::Invocation),
+    /// Start a task's instances ahead of its invocations ([`crate::warms`]).
+    Warm(spear_proto::v1::Warm),
 }
 
 /// An execution sent to a node.
@@ -111,6 +113,7 @@ impl Sms {
         uuid: &str,
     ) -> Result<mpsc::Receiver<Box<Outgoing>>> {
         let node = self.node(uuid).await?;
+        let warms = self.warms_for(&node).await;
         let rx = {
             // Held while the placed ones are read and the stream is installed: an assignment
             // being stored is then either sent by its round to this stream, or (stored before
@@ -152,6 +155,8 @@ impl Sms {
                     cancel,
                 })));
             }
+            // Then the tasks to warm, in the room left (never more than a share of it).
+            crate::warms::send_all(&tx, warms);
             outboxes.boxes.insert(uuid.to_owned(), Outbox { tx });
             rx
         };

@@ -243,6 +243,8 @@ impl Sms {
         let data = json!({"name": task.name});
         self.store_task(&task.task_id, Some(&task), "task.registered", data)
             .await?;
+        // Its instances ahead, on the nodes that can run it, if it asks for them.
+        self.warm_task(&task).await;
         Ok(task)
     }
 

@@ -284,6 +284,11 @@ impl Agent {
             guarded("assignments", self.clone().assignments(), fatal()),
             guarded("reclamation", self.clone().reclamation(), fatal()),
             guarded("executor swaps", self.clone().executor_swaps(), fatal()),
+            guarded(
+                "warm-ups",
+                crate::functions::ahead::run(self.clone()),
+                fatal(),
+            ),
             guarded("stall watch", self.stall.clone().run(), fatal()),
         ]
     }
@@ -422,6 +427,13 @@ impl Agent {
                 return;
             }
             crate::functions::remote::run(self, invocation);
+            return;
+        }
+        // Nor is a warm-up: queued for the worker that starts instances ahead.
+        if let Some(warm) = a.warm {
+            if !*self.draining.borrow() {
+                self.functions.ahead.ask(warm.task_id);
+            }
             return;
         }
         let Some(exec) = a.execution else { return };

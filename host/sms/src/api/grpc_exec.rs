@@ -106,6 +106,13 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                             ..Default::default()
                         }));
                     }
+                    crate::outbox::Outgoing::Warm(warm) => {
+                        return Some(Ok(v1::Assignment {
+                            session,
+                            warm: Some(warm),
+                            ..Default::default()
+                        }));
+                    }
                 };
                 // A start carries its whole standard input; one whose input cannot be read is
                 // failed instead of being run on the wrong input.
@@ -126,6 +133,7 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                     execution: Some(wire_execution(execution)),
                     cancel: a.cancel,
                     invocation: None,
+                    warm: None,
                 }))
             }
         });

@@ -10,6 +10,7 @@
 //! The instances serving invocations are pooled under the key `fn:<task id>`, apart from the
 //! instances of the task's one-shot executions (which have no live runtime).
 
+pub mod ahead;
 mod instances;
 pub mod limits;
 pub mod remote;
@@ -131,6 +132,8 @@ pub struct Functions {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Rate, per-function, per-binary and adaptive limits.
     pub limiters: limits::Limiters,
+    /// Warm-ups SMS asked for.
+    pub ahead: ahead::Ahead,
 }
 
 impl Functions {
@@ -150,6 +153,7 @@ impl Functions {
                 Duration::from_secs(limits.result_ttl_secs),
             )),
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
+            ahead: ahead::Ahead::default(),
         }
     }
 }

@@ -23,4 +23,5 @@ mod reclaim_live;
 mod spear_compat;
 mod spear_objects;
 mod tls;
+mod warm_ahead;
 mod web_admin;

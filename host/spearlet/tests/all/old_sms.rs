@@ -194,6 +194,7 @@ impl ExecutionService for Served {
                 execution: Some(e.clone()),
                 cancel: false,
                 invocation: None,
+                warm: None,
             })
             .filter(|a| a.cursor > after)
             .map(Ok)
