@@ -3,7 +3,7 @@
 //! the horizon that retention compacted it to ([`compact`](EventLog::compact)): asked to resume
 //! before it, a reader is told "compacted, resume from N".
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,8 +13,13 @@ use tokio::sync::broadcast;
 use crate::db::Db;
 use crate::error::{Result, SmsError};
 use crate::model::{Event, now_ms};
+use settle::Unsettled;
 
 const PREFIX: &str = "event/";
+/// Live events a subscriber keeps ahead of a gap, at most (past it, it reads storage again).
+const MAX_AHEAD: usize = 1024;
+
+mod settle;
 
 fn key(cursor: u64) -> String {
     format!("{PREFIX}{cursor:020}")
@@ -49,9 +54,9 @@ async fn last_stored(db: &Db, first: u64) -> Result<u64> {
 pub struct EventLog {
     db: Db,
     next: Arc<std::sync::Mutex<u64>>,
-    /// The first cursor of each queued write not yet announced (nor abandoned): its change may
-    /// not be applied in memory yet ([`EventLog::settled`]). Locked after `next`.
-    unsettled: Arc<std::sync::Mutex<BTreeSet<u64>>>,
+    /// The queued writes not yet announced (nor abandoned): their change may not be applied in
+    /// memory yet ([`EventLog::settled`]). Locked after `next`.
+    unsettled: Arc<Unsettled>,
     /// The oldest cursor kept: every event before it is (being) deleted.
     first: Arc<AtomicU64>,
     live: broadcast::Sender<Event>,
@@ -236,10 +241,7 @@ impl EventLog {
         let done = self.db.enqueue(ops);
         let first = events.first().map(|e| e.cursor);
         if let Some(first) = first {
-            self.unsettled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(first);
+            self.unsettled.queued(first);
         }
         *next += events.len() as u64;
         Ok(Queued {
@@ -262,8 +264,7 @@ impl EventLog {
     /// cursor may be past it: an event queued, or durable, whose change is not applied yet.)
     pub fn settled(&self) -> u64 {
         let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
-        unsettled.first().map_or(*next - 1, |first| first - 1)
+        self.unsettled.settled(*next)
     }
 
     /// Events after `after`, at most `limit`, from storage.
@@ -305,18 +306,27 @@ impl EventLog {
         }
     }
 
-    /// Every event after `after`, then live ones, without gaps or repeats.
+    /// Every event after `after`, then live ones, without gaps or repeats; each only once it is
+    /// settled (its change applied), so that a reader who reads a record on hearing of it sees
+    /// the change.
+    ///
+    /// Live events may come out of order (writes are announced by their own tasks): one ahead of
+    /// the next expected is kept until the gap is filled, live, or from storage once the missing
+    /// write settles without an announcement (abandoned after it was stored).
     pub fn subscribe(&self, after: u64) -> impl Stream<Item = Result<Event>> + Send + use<> {
         let log = self.clone();
         async_stream::try_stream! {
             let mut rx = log.live.subscribe();
+            let mut settling = log.unsettled.watch();
             // A reader from the oldest event kept follows the horizon as it moves.
             let from_oldest = after == 0;
             let mut last = log.resume_point(after)?;
+            // Live events ahead of `last + 1`, by cursor; and the highest cursor known to be
+            // taken (heard live, or taken before this began or while it lagged).
+            let mut ahead: BTreeMap<u64, Event> = BTreeMap::new();
+            let mut seen = log.last_cursor().await;
             loop {
-                // History first (and again after falling behind the live channel): the settled
-                // events only. One durable but not announced yet may have its change still to
-                // be applied in memory; it comes live once it is.
+                // The settled events in storage first (and again after a gap or a lag).
                 'history: loop {
                     let settled = log.settled();
                     if last >= settled {
@@ -340,16 +350,48 @@ impl EventLog {
                         yield event;
                     }
                 }
+                ahead.retain(|cursor, _| *cursor > last);
                 loop {
-                    match rx.recv().await {
-                        Ok(event) if event.cursor <= last => continue,
-                        Ok(event) if event.cursor == last + 1 => {
-                            last = event.cursor;
-                            yield event;
+                    // The ones kept that now follow on.
+                    while let Some(event) = ahead.remove(&(last + 1)) {
+                        last = event.cursor;
+                        yield event;
+                    }
+                    tokio::select! {
+                        received = rx.recv() => match received {
+                            Ok(event) if event.cursor <= last => {}
+                            Ok(event) if event.cursor == last + 1 => {
+                                last = event.cursor;
+                                seen = seen.max(last);
+                                yield event;
+                            }
+                            Ok(event) => {
+                                seen = seen.max(event.cursor);
+                                ahead.insert(event.cursor, event);
+                                if ahead.len() > MAX_AHEAD {
+                                    // Storage has them, once settled.
+                                    ahead.clear();
+                                    break;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                ahead.clear();
+                                seen = seen.max(log.last_cursor().await);
+                                break;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        // A write settled: when events past `last` are known, the next one may
+                        // have been stored and never announced (or dropped from those kept);
+                        // storage has it.
+                        changed = settling.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            if seen > last && log.settled() > last {
+                                break;
+                            }
                         }
-                        // A gap (events stored before we subscribed) or lag: re-read storage.
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
                     }
                 }
             }
@@ -363,18 +405,15 @@ pub struct Queued {
     events: Vec<Event>,
     live: broadcast::Sender<Event>,
     /// The log's unsettled writes, which hold `first` until this is announced or dropped.
-    unsettled: Arc<std::sync::Mutex<BTreeSet<u64>>>,
+    unsettled: Arc<Unsettled>,
     first: Option<u64>,
 }
 
 impl Drop for Queued {
-    /// Announced, or abandoned (its write failed, or its caller gave up): settled either way.
+    /// Abandoned (its write failed, or its caller gave up): settled all the same.
     fn drop(&mut self) {
-        if let Some(first) = self.first {
-            self.unsettled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&first);
+        if let Some(first) = self.first.take() {
+            self.unsettled.settle(first);
         }
     }
 }
@@ -397,6 +436,10 @@ impl Queued {
 
     /// Announce the events to live subscribers (after [`durable`](Self::durable)).
     pub fn announce(mut self) -> Vec<Event> {
+        // Settled before it is sent: a reader that hears of it finds it settled.
+        if let Some(first) = self.first.take() {
+            self.unsettled.settle(first);
+        }
         for e in &self.events {
             let _ = self.live.send(e.clone());
         }
@@ -462,6 +505,45 @@ mod tests {
         assert_eq!(log.settled(), 3);
         let mut from_start = Box::pin(log.subscribe(2));
         assert_eq!(from_start.next().await.unwrap().unwrap().cursor, 3);
+    }
+
+    /// Writes are announced by their own tasks, not always in cursor order; and a stored write
+    /// may be abandoned without an announcement. A follower gets every event, in order, without
+    /// waiting for a later one.
+    #[tokio::test]
+    async fn events_announced_out_of_order_or_never_reach_a_follower_in_order() {
+        use std::time::Duration;
+        let log = log_of(1).await;
+        let stored = |subject: &str| {
+            let log = log.clone();
+            let subject = subject.to_owned();
+            async move {
+                let mut q = log
+                    .queue(Vec::new(), vec![("test", subject, serde_json::Value::Null)])
+                    .unwrap();
+                q.durable().await.unwrap();
+                q
+            }
+        };
+        let mut events = Box::pin(log.subscribe(1));
+        let quiet = Duration::from_millis(100);
+        assert!(tokio::time::timeout(quiet, events.next()).await.is_err());
+        let (a, b) = (stored("a").await, stored("b").await);
+        b.announce();
+        // 3 is settled, 2 is not: nothing yet.
+        assert!(tokio::time::timeout(quiet, events.next()).await.is_err());
+        a.announce();
+        let mut next = async || events.next().await.unwrap().unwrap().cursor;
+        assert_eq!(next().await, 2);
+        assert_eq!(next().await, 3);
+        // 4 stored and abandoned after 5 was announced: 4 from storage, then 5.
+        let (c, d) = (stored("c").await, stored("d").await);
+        d.announce();
+        assert!(tokio::time::timeout(quiet, events.next()).await.is_err());
+        drop(c);
+        let mut next = async || events.next().await.unwrap().unwrap().cursor;
+        assert_eq!(next().await, 4);
+        assert_eq!(next().await, 5);
     }
 
     #[tokio::test]

@@ -74,7 +74,8 @@ pub(crate) async fn events(
         if p.follow.unwrap_or(true) {
             Box::pin(sms.events().subscribe(after))
         } else {
-            Box::pin(sms.events().history(after, last))
+            // Up to the settled cursor: a reader looking up a record on an event sees its change.
+            Box::pin(sms.events().history(after, sms.events().settled()))
         };
     let stream = events.map(|item| {
         Ok(match item {
