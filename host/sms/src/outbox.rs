@@ -113,12 +113,14 @@ impl Sms {
         uuid: &str,
     ) -> Result<mpsc::Receiver<Box<Outgoing>>> {
         let node = self.node(uuid).await?;
-        let warms = self.warms_for(&node).await;
         let rx = {
             // Held while the placed ones are read and the stream is installed: an assignment
             // being stored is then either sent by its round to this stream, or (stored before
             // this reads it) sent here.
             let mut outboxes = self.outboxes.lock().await;
+            // Read under the lock too: a task registered meanwhile is either read here, or
+            // warmed by its registration once this stream is installed.
+            let warms = self.warms_for(&node).await;
             let placed: Vec<Execution> = self
                 .executions
                 .read()

@@ -13,7 +13,7 @@ use spear_plugin_api::Label;
 use spear_proto::v1;
 use tokio::sync::mpsc;
 
-use crate::model::{Node, Task, TaskStatus};
+use crate::model::{Node, NodeStatus, Task, TaskStatus};
 use crate::nodes::{EXECUTOR_LABEL, to_target};
 use crate::outbox::{OUTBOX_CAPACITY, Outgoing};
 use crate::service::Sms;
@@ -32,17 +32,21 @@ pub fn wants_warm(task: &Task) -> bool {
         && task
             .metadata
             .get(MIN_INSTANCES)
-            .and_then(|v| v.trim().parse::<u32>().ok())
+            .and_then(|v| v.parse::<u32>().ok())
             .is_some_and(|n| n >= 1)
 }
 
-/// Whether `node` can run `task`: it runs the task's executable type and carries every label
-/// the task requires (the rules a placement follows, less the resources: an idle instance
-/// books none).
+/// Whether `node` can run `task`: it takes work (active, or unhealthy until its next
+/// heartbeat; not draining or set aside), runs the task's executable type and carries every
+/// label the task requires (the rules a placement follows, less the resources: an idle
+/// instance books none).
 pub fn can_run(node: &Node, task: &Task) -> bool {
     let Some(executable) = &task.executable else {
         return false;
     };
+    if matches!(node.status, NodeStatus::Draining | NodeStatus::Inactive) {
+        return false;
+    }
     let target = to_target(0, node, true);
     target.has_label(&Label::new(
         format!("{EXECUTOR_LABEL}{}", executable.kind),
@@ -140,11 +144,8 @@ mod tests {
             serde_json::json!({MIN_INSTANCES: "2"}),
             none.clone()
         )));
-        assert!(wants_warm(&task(
-            serde_json::json!({MIN_INSTANCES: " 1 "}),
-            none.clone()
-        )));
-        for v in ["0", "", "x", "-1", "1.5", "99999999999"] {
+        // As the node reads it: a whole number, nothing around it.
+        for v in ["0", "", "x", "-1", "1.5", " 1 ", "99999999999"] {
             let t = task(serde_json::json!({MIN_INSTANCES: v}), none.clone());
             assert!(!wants_warm(&t), "{v}");
         }
@@ -176,6 +177,13 @@ mod tests {
             &n,
             &task(none.clone(), serde_json::json!({"zone": "a", "gpu": "yes"}))
         ));
+        for status in [NodeStatus::Draining, NodeStatus::Inactive] {
+            let mut aside = n.clone();
+            aside.status = status;
+            assert!(!can_run(&aside, &task(none.clone(), none.clone())));
+        }
+        n.status = NodeStatus::Unhealthy;
+        assert!(can_run(&n, &task(none.clone(), none.clone())));
         n.executors = vec!["process".into()];
         assert!(!can_run(&n, &task(none.clone(), none)));
     }

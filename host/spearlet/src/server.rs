@@ -185,6 +185,7 @@ async fn status(State(agent): State<Arc<Agent>>) -> Json<Value> {
         })).collect::<Vec<_>>(),
         "executor_problems": agent.executors.get().problems,
         "pools": agent.pools.counters(),
+        "ahead": agent.functions.ahead.figures(),
         "strategy": agent.plugins.strategy().active(),
         "reclaimer": agent.plugins.reclaimer().active(),
     }))

@@ -7,6 +7,7 @@
 //! that the hint is dropped, and the task's first invocation starts what it needs), and one
 //! worker starts them, one task after another, apart from invocations.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -21,6 +22,17 @@ pub const QUEUE: usize = 256;
 pub struct Ahead {
     tx: mpsc::Sender<String>,
     rx: Mutex<Option<mpsc::Receiver<String>>>,
+    figures: Figures,
+}
+
+/// Warm-ups asked for, done (started, or found with their instances), failed, and dropped (the
+/// queue full, or the task id bad): `ahead` in `GET /api/v1/status`.
+#[derive(Debug, Default)]
+struct Figures {
+    asked: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
 }
 
 impl Default for Ahead {
@@ -29,6 +41,7 @@ impl Default for Ahead {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
+            figures: Figures::default(),
         }
     }
 }
@@ -36,16 +49,30 @@ impl Default for Ahead {
 impl Ahead {
     /// Queue a warm-up of `task_id` (never waiting: a full queue drops it, with a log line).
     pub fn ask(&self, task_id: String) {
+        self.figures.asked.fetch_add(1, Ordering::Relaxed);
         if task_id.is_empty() || task_id.len() > 256 {
+            self.figures.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("a warm-up from SMS named no task, or one of over 256 bytes: ignored");
             return;
         }
         if let Err(e) = self.tx.try_send(task_id) {
+            self.figures.dropped.fetch_add(1, Ordering::Relaxed);
             let task = match &e {
                 mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t) => t,
             };
             tracing::info!(task = %task, "warm-up not queued ({QUEUE} wait): its first invocation starts its instances");
         }
+    }
+
+    /// `{"asked", "done", "failed", "dropped"}`: warm-ups SMS asked for, and how each went.
+    pub fn figures(&self) -> serde_json::Value {
+        let f = &self.figures;
+        serde_json::json!({
+            "asked": f.asked.load(Ordering::Relaxed),
+            "done": f.done.load(Ordering::Relaxed),
+            "failed": f.failed.load(Ordering::Relaxed),
+            "dropped": f.dropped.load(Ordering::Relaxed),
+        })
     }
 
     /// The worker's end of the queue (once).
@@ -68,12 +95,15 @@ pub async fn run(agent: Arc<Agent>) {
             },
             _ = draining.wait_for(|d| *d) => return,
         };
+        let figures = &agent.functions.ahead.figures;
         match super::warm(&agent, &task, 0).await {
             Ok(n) => {
-                tracing::info!(task = %task, instances = n, "instances started ahead, as SMS asked")
+                figures.done.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(task = %task, instances = n, "instances started ahead, as SMS asked");
             }
             Err(e) => {
-                tracing::warn!(task = %task, error = %e, "cannot start instances ahead, as SMS asked")
+                figures.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(task = %task, error = %e, "cannot start instances ahead, as SMS asked");
             }
         }
     }

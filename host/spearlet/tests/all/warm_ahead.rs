@@ -49,6 +49,20 @@ async fn ready(node: &Spearlet, task: &str, n: usize) {
     }
 }
 
+/// `node`'s warm-up figures once every warm-up it was asked for has run.
+async fn ahead(node: &Spearlet) -> Value {
+    let until = Instant::now() + LONG;
+    loop {
+        let a = node.get("/api/v1/status").await["ahead"].clone();
+        let ran = ["done", "failed", "dropped"].map(|k| a[k].as_u64().unwrap());
+        if a["asked"].as_u64().unwrap() == ran.iter().sum::<u64>() {
+            return a;
+        }
+        assert!(Instant::now() < until, "warm-ups never ran: {a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_with_a_minimum_is_warmed_on_the_nodes_that_can_run_it_before_any_invocation() {
     let c = Cluster::new();
@@ -69,10 +83,16 @@ async fn a_task_with_a_minimum_is_warmed_on_the_nodes_that_can_run_it_before_any
     // Registered: node a (zone a) starts two instances with no invocation; node b does not.
     let in_a = register(&sms, task("a", "2")).await;
     ready(&a, &in_a, 2).await;
-    // b is told of tasks in order and starts them one after another: once it holds the task
-    // registered next, it would hold the first too, had it been told of it.
+    // b is told of tasks in the order they are registered: once it holds the task registered
+    // next, it would have been told of the first, had it been.
     let in_b = register(&sms, task("b", "1")).await;
     ready(&b, &in_b, 1).await;
+    let told = ahead(&b).await;
+    assert_eq!(
+        (&told["asked"], &told["done"]),
+        (&json!(1), &json!(1)),
+        "{told}"
+    );
     assert!(instances(&b, &in_a).await.is_empty());
     assert!(instances(&a, &in_b).await.is_empty());
     let status = a.get("/api/v1/status").await;
@@ -94,5 +114,11 @@ async fn a_task_with_a_minimum_is_warmed_on_the_nodes_that_can_run_it_before_any
     // A node that connects later is told of the tasks it can run.
     let late = c.spearlet("late", &sms, "[spearlet.labels]\nzone = \"a\"\n");
     ready(&late, &in_a, 2).await;
+    let told = ahead(&late).await;
+    assert_eq!(
+        (&told["asked"], &told["done"]),
+        (&json!(1), &json!(1)),
+        "{told}"
+    );
     assert!(instances(&late, &in_b).await.is_empty());
 }
