@@ -13,6 +13,14 @@ use crate::error::{CliError, Result};
 
 /// The deadline of one ordinary request (a plugin reload may take a while).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time past what SMS may hold a request (an invocation's deadline) for its answer to arrive.
+const HELD_MARGIN: Duration = Duration::from_secs(10);
+
+/// The deadline of a request SMS may hold for `held` (an invocation waits for its node up to
+/// its own deadline, at most 300 s): that and a margin, and never less than an ordinary one.
+pub fn held_timeout(held: Duration) -> Duration {
+    REQUEST_TIMEOUT.max(held.saturating_add(HELD_MARGIN))
+}
 
 /// An id given on the command line, so that a 404 can name it and the command that lists them.
 #[derive(Debug, Clone)]
@@ -196,6 +204,22 @@ impl Client {
     pub async fn post(&self, path: &str, body: &Value, subject: Option<Subject>) -> Result<Value> {
         let request = self.request(Method::POST, path);
         let r = self.send(move |b| request(b).json(body), subject).await?;
+        self.json(r).await
+    }
+
+    /// [`post`](Self::post) for a request SMS may hold for up to `held` ([`held_timeout`]).
+    pub async fn post_held(
+        &self,
+        path: &str,
+        body: &Value,
+        subject: Option<Subject>,
+        held: Duration,
+    ) -> Result<Value> {
+        let request = self.request(Method::POST, path);
+        let timeout = held_timeout(held);
+        let r = self
+            .send(move |b| request(b).json(body).timeout(timeout), subject)
+            .await?;
         self.json(r).await
     }
 
@@ -428,5 +452,15 @@ mod tests {
             "https://sms.example"
         );
         assert!(normalize(" ").is_err());
+    }
+
+    #[test]
+    fn a_request_held_past_the_ordinary_deadline_gets_its_own() {
+        assert_eq!(held_timeout(Duration::from_secs(30)), REQUEST_TIMEOUT);
+        assert_eq!(
+            held_timeout(Duration::from_millis(300_000)),
+            Duration::from_secs(310)
+        );
+        assert_eq!(held_timeout(Duration::MAX), Duration::MAX);
     }
 }

@@ -1,6 +1,8 @@
 //! `spear invoke TASK --function F [--data TEXT | --data @FILE | --data @-]`: run a function of a
 //! task on a live instance of a node SMS picks (docs/functions.md) and print its output.
 
+use std::time::Duration;
+
 use base64::Engine;
 use serde_json::json;
 
@@ -66,11 +68,14 @@ pub async fn run(args: InvokeArgs, client: &Client, out: Output) -> Result<i32> 
     if let Some(ms) = args.timeout_ms {
         body["timeout_ms"] = json!(ms);
     }
+    // SMS holds the request until the node answers, up to the deadline (30 s by default).
+    let held = Duration::from_millis(args.timeout_ms.filter(|ms| *ms > 0).unwrap_or(30_000));
     let answer = client
-        .post(
+        .post_held(
             &format!("/api/v1/tasks/{}/invoke", args.task_id),
             &body,
             Some(Subject::task(&args.task_id)),
+            held,
         )
         .await?;
     match out {
