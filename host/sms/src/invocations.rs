@@ -6,7 +6,8 @@
 //!
 //! An invocation is never queued at SMS: a node whose stream is full, or that is not connected,
 //! refuses it at once. At most [`MAX_IN_FLIGHT`] are waited for at once; each waits at most its
-//! deadline (and [`GRACE`] for the answer to travel), then answers `DEADLINE_EXCEEDED`.
+//! deadline (and [`GRACE`] for the answer to travel), then answers `DEADLINE_EXCEEDED`; or
+//! until its node is lost (heartbeats stopped, or removed), then answers `UNAVAILABLE`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,6 +103,35 @@ impl Invocations {
     /// Whether none is waited for.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Answer every invocation waited for from `node`, which is lost (`why`): its answers will
+    /// never come, and its callers learn it now rather than at their deadlines. How many.
+    pub fn node_lost(&self, node: &str, why: &str) -> usize {
+        let lost: Vec<(String, Waiter)> = {
+            let mut waiting = self.lock();
+            let ids: Vec<String> = waiting
+                .iter()
+                .filter(|(_, w)| w.node == node)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| waiting.remove(&id).map(|w| (id, w)))
+                .collect()
+        };
+        let n = lost.len();
+        for (id, w) in lost {
+            let _ = w.answer.send(v1::InvocationResult {
+                invocation_id: id,
+                ok: false,
+                code: tonic::Code::Unavailable as i32,
+                error: format!(
+                    "lost ({why}) before it answered: the invocation may or may not have run"
+                ),
+                ..Default::default()
+            });
+        }
+        n
     }
 
     /// Hand `result` to whoever waits for it, if `node` is the node it was sent to. Whether it

@@ -84,6 +84,10 @@ impl Sms {
             if back {
                 continue;
             }
+            let answered = self.invocations.node_lost(&node, why);
+            if answered > 0 {
+                tracing::warn!(node = %node, answered, "invocations on a lost node answered unavailable");
+            }
             if let Err(e) = self.requeue_node(&node, why).await {
                 failed = failed.or(Some(e));
                 again.push((node, why));

@@ -217,3 +217,53 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A node killed while it runs an invocation: the caller is answered `UNAVAILABLE` (503) as soon
+/// as SMS finds the node lost (its heartbeats stop: 2 s here), not at the invocation's deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invocation_whose_node_dies_is_answered_when_the_node_is_lost() {
+    let c = Cluster::new();
+    let sms = c.sms();
+    let mut node = c.spearlet("alpha", &sms, "");
+    sms.node_status(&node.node, "active", LONG).await;
+    let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();
+    let meta = sms.upload("function-counter.wasm", bytes).await;
+    let (status, task) = sms
+        .post(
+            "/api/v1/tasks",
+            json!({"name": "counter", "executable": {"type": "wasm", "uri": meta["uri"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{task}");
+    let task = task["task_id"].as_str().unwrap().to_owned();
+    // Its instance started, so that the next invocation is running when the node is killed.
+    let (status, a) = invoke(&sms, &task, json!({"function": "count"})).await;
+    assert_eq!(status, 200, "{a}");
+
+    let started = std::time::Instant::now();
+    let sleeping = invoke(
+        &sms,
+        &task,
+        json!({"function": "sleep", "payload": "100", "timeout_ms": 120_000}),
+    );
+    let kill = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node.kill_9();
+    };
+    let ((status, answer), ()) = tokio::join!(sleeping, kill);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.to_string().contains("lost"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered after {:?}, not when the node was found lost",
+        started.elapsed()
+    );
+    // The event log says so too.
+    let events = sms.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "task.invoked" && e["data"]["ok"] == false),
+        "{events:?}"
+    );
+}
