@@ -42,7 +42,10 @@ if cargo build -q --manifest-path "$canary/Cargo.toml" --target-dir "$canary/tar
 fi
 rm -rf "$canary"
 cargo test --workspace --all-targets --no-run -j2
+# Crates no other depends on (examples, fixtures) are built above only as tests: their libraries too.
+cargo build --workspace --lib --bins -j2
 CARGO_TARGET_DIR=target/examples-cargo cargo test --manifest-path examples/Cargo.toml --workspace --all-targets --no-run -j2
+CARGO_TARGET_DIR=target/examples-cargo cargo build --manifest-path examples/Cargo.toml --workspace --lib --bins -j2
 
 echo "== tests"
 bash tests/podman/setup.sh # a private Podman for the container executor (root; apt)

@@ -8,7 +8,7 @@
 #   - crates.io: wit-bindgen-cli and wasm-tools, `cargo install --locked --debug` into
 #     REPO/target/example-tools/cargo (skipped when that version is there): unoptimized, as they
 #     only turn one small module into a component, and built in 3.5 min instead of 7.5 min here,
-#     sharing one build directory (removed afterwards). Their wasm-encoder / wit-parser is 0.245,
+#     sharing one build directory (this run's own, removed at its end). Their wasm-encoder / wit-parser is 0.245,
 #     the one wasmtime 43 uses;
 #   - crates.io: the WASI preview1 reactor adapter, read from the crate
 #     wasi-preview1-component-adapter-provider (same version as wasmtime), only when the core
@@ -50,12 +50,14 @@ cargo_tool() {
         return
     fi
     echo "build.sh: cargo install $crate $version"
-    CARGO_TARGET_DIR="$tools-build" cargo install --locked --debug --force --version "$version" \
+    CARGO_TARGET_DIR="$build" cargo install --locked --debug --force --version "$version" \
         --root "$tools" --no-default-features --features "$features" "$crate"
 }
+mkdir -p "$(dirname "$tools")"
+build="$(mktemp -d "$tools-build.XXXXXX")"
+trap 'rm -rf "$build"' EXIT
 cargo_tool wasm-tools wasm-tools "$WASM_TOOLS_VERSION" component,validate,print
 cargo_tool wit-bindgen-cli wit-bindgen "$WIT_BINDGEN_VERSION" c
-rm -rf "$tools-build"
 wasm_tools="$tools/bin/wasm-tools"
 wit_bindgen="$tools/bin/wit-bindgen"
 

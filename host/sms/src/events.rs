@@ -239,8 +239,10 @@ impl EventLog {
             });
         }
         let done = self.db.enqueue(ops);
-        let first = events.first().map(|e| e.cursor);
-        if let Some(first) = first {
+        let first = events
+            .first()
+            .map(|e| (e.cursor, e.cursor + events.len() as u64 - 1));
+        if let Some((first, _)) = first {
             self.unsettled.queued(first);
         }
         *next += events.len() as u64;
@@ -368,8 +370,9 @@ impl EventLog {
                             Ok(event) => {
                                 seen = seen.max(event.cursor);
                                 ahead.insert(event.cursor, event);
-                                if ahead.len() > MAX_AHEAD {
-                                    // Storage has them, once settled.
+                                // The gap settled already (abandoned before this was announced,
+                                // which settles before it sends), or too many kept: storage.
+                                if log.settled() > last || ahead.len() > MAX_AHEAD {
                                     ahead.clear();
                                     break;
                                 }
@@ -388,6 +391,9 @@ impl EventLog {
                             if changed.is_err() {
                                 return;
                             }
+                            // The last cursor of the writes settled so far: one abandoned after
+                            // it was stored is never heard live.
+                            seen = seen.max(*settling.borrow_and_update());
                             if seen > last && log.settled() > last {
                                 break;
                             }
@@ -406,14 +412,15 @@ pub struct Queued {
     live: broadcast::Sender<Event>,
     /// The log's unsettled writes, which hold `first` until this is announced or dropped.
     unsettled: Arc<Unsettled>,
-    first: Option<u64>,
+    /// Its first and last cursors (none without events).
+    first: Option<(u64, u64)>,
 }
 
 impl Drop for Queued {
     /// Abandoned (its write failed, or its caller gave up): settled all the same.
     fn drop(&mut self) {
-        if let Some(first) = self.first.take() {
-            self.unsettled.settle(first);
+        if let Some((first, last)) = self.first.take() {
+            self.unsettled.settle(first, last);
         }
     }
 }
@@ -437,8 +444,8 @@ impl Queued {
     /// Announce the events to live subscribers (after [`durable`](Self::durable)).
     pub fn announce(mut self) -> Vec<Event> {
         // Settled before it is sent: a reader that hears of it finds it settled.
-        if let Some(first) = self.first.take() {
-            self.unsettled.settle(first);
+        if let Some((first, last)) = self.first.take() {
+            self.unsettled.settle(first, last);
         }
         for e in &self.events {
             let _ = self.live.send(e.clone());
@@ -544,6 +551,16 @@ mod tests {
         let mut next = async || events.next().await.unwrap().unwrap().cursor;
         assert_eq!(next().await, 4);
         assert_eq!(next().await, 5);
+        // 6 abandoned before 7 is announced: 6, then 7.
+        let (e, f) = (stored("e").await, stored("f").await);
+        drop(e);
+        f.announce();
+        let mut next = async || events.next().await.unwrap().unwrap().cursor;
+        assert_eq!(next().await, 6);
+        assert_eq!(next().await, 7);
+        // 8 abandoned, and nothing after it: 8 all the same.
+        drop(stored("g").await);
+        assert_eq!(events.next().await.unwrap().unwrap().cursor, 8);
     }
 
     #[tokio::test]

@@ -71,10 +71,27 @@ impl Sms {
     /// queue. A node whose work could not all be stored as requeued is kept for the next round;
     /// one that is back (a heartbeat revived it) keeps its work, which it is running.
     pub(crate) async fn requeue_lost(&self) -> Result<()> {
-        let lost = std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut lost =
+            std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        {
+            let nodes = self.nodes.read().await;
+            lost.retain(|(node, _)| {
+                !nodes
+                    .get(node)
+                    .is_some_and(|n| n.status == crate::model::NodeStatus::Active)
+            });
+        }
+        // Their callers first: requeueing writes to storage, which may be slow or failing.
+        for (node, why) in &lost {
+            let answered = self.invocations.node_lost(node, why);
+            if answered > 0 {
+                tracing::warn!(node = %node, answered, "invocations on a lost node answered unavailable");
+            }
+        }
         let mut failed = None;
         let mut again = Vec::new();
         for (node, why) in lost {
+            // Back meanwhile (a heartbeat revived it): it keeps its work.
             let back = self
                 .nodes
                 .read()
@@ -83,10 +100,6 @@ impl Sms {
                 .is_some_and(|n| n.status == crate::model::NodeStatus::Active);
             if back {
                 continue;
-            }
-            let answered = self.invocations.node_lost(&node, why);
-            if answered > 0 {
-                tracing::warn!(node = %node, answered, "invocations on a lost node answered unavailable");
             }
             if let Err(e) = self.requeue_node(&node, why).await {
                 failed = failed.or(Some(e));

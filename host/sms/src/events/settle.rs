@@ -12,7 +12,7 @@ use tokio::sync::watch;
 pub(super) struct Unsettled {
     /// The first cursor of each.
     firsts: Mutex<BTreeSet<u64>>,
-    /// Bumped each time one settles.
+    /// The last cursor of the writes settled so far (the highest), set each time one settles.
     changed: watch::Sender<u64>,
 }
 
@@ -35,10 +35,10 @@ impl Unsettled {
         self.lock().insert(first);
     }
 
-    /// The write whose events start at `first` is settled.
-    pub(super) fn settle(&self, first: u64) {
+    /// The write whose events are `first..=last` is settled.
+    pub(super) fn settle(&self, first: u64, last: u64) {
         self.lock().remove(&first);
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.changed.send_modify(|n| *n = (*n).max(last));
     }
 
     /// The settled cursor, given the next cursor to take (call with the log's `next` held).
@@ -46,7 +46,7 @@ impl Unsettled {
         self.lock().first().map_or(next - 1, |first| first - 1)
     }
 
-    /// A signal that changes each time a write settles.
+    /// The last cursor of the writes settled so far, signalled each time one settles.
     pub(super) fn watch(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
