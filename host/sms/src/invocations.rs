@@ -263,13 +263,7 @@ impl Sms {
             let _forget = Forget(&self.invocations, invocation_id.clone());
             // A node is marked lost in the table before its waiters are answered: one found
             // active now, after this waiter is in, has it answered if it is lost later.
-            let active = self
-                .nodes
-                .read()
-                .await
-                .get(&node)
-                .is_some_and(|n| n.status == crate::model::NodeStatus::Active);
-            if !active {
+            if !self.node_active(&node).await {
                 return Err(SmsError::invocation(
                     tonic::Code::Unavailable,
                     format!("node {node} is no longer active"),

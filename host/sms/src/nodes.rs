@@ -340,6 +340,15 @@ impl Sms {
             .ok_or_else(|| SmsError::not_found("node", uuid))
     }
 
+    /// Whether node `uuid` is registered and active (takes work).
+    pub async fn node_active(&self, uuid: &str) -> bool {
+        self.nodes
+            .read()
+            .await
+            .get(uuid)
+            .is_some_and(|n| n.status == NodeStatus::Active)
+    }
+
     /// Nodes, optionally of one status.
     pub async fn nodes(&self, status: Option<&str>) -> Result<Vec<Node>> {
         let status = match status {

@@ -71,15 +71,12 @@ impl Sms {
     /// queue. A node whose work could not all be stored as requeued is kept for the next round;
     /// one that is back (a heartbeat revived it) keeps its work, which it is running.
     pub(crate) async fn requeue_lost(&self) -> Result<()> {
-        let mut lost =
-            std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
-        {
-            let nodes = self.nodes.read().await;
-            lost.retain(|(node, _)| {
-                !nodes
-                    .get(node)
-                    .is_some_and(|n| n.status == crate::model::NodeStatus::Active)
-            });
+        let taken = std::mem::take(&mut *self.lost_nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut lost = Vec::with_capacity(taken.len());
+        for (node, why) in taken {
+            if !self.node_active(&node).await {
+                lost.push((node, why));
+            }
         }
         // Their callers first: requeueing writes to storage, which may be slow or failing.
         for (node, why) in &lost {
@@ -92,13 +89,7 @@ impl Sms {
         let mut again = Vec::new();
         for (node, why) in lost {
             // Back meanwhile (a heartbeat revived it): it keeps its work.
-            let back = self
-                .nodes
-                .read()
-                .await
-                .get(&node)
-                .is_some_and(|n| n.status == crate::model::NodeStatus::Active);
-            if back {
+            if self.node_active(&node).await {
                 continue;
             }
             if let Err(e) = self.requeue_node(&node, why).await {

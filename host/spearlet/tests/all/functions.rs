@@ -12,7 +12,7 @@ use spear_tests::guest;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{Cluster, Sms, Spearlet};
+use crate::common::{Cluster, Spearlet, counter_task, instances, register};
 
 async fn client(node: &Spearlet) -> FunctionServiceClient<Channel> {
     FunctionServiceClient::connect(format!("http://{}", node.grpc))
@@ -31,22 +31,6 @@ fn call(task: &str, function: &str, payload: &[u8]) -> pb::InvokeRequest {
     }
 }
 
-async fn register(sms: &Sms, body: Value) -> String {
-    let (status, v) = sms.post("/api/v1/tasks", body).await;
-    assert_eq!(status, 200, "{v}");
-    v["task_id"].as_str().unwrap().to_owned()
-}
-
-async fn counter_task(sms: &Sms) -> String {
-    let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();
-    let meta = sms.upload("function-counter.wasm", bytes).await;
-    register(
-        sms,
-        json!({"name": "counter", "executable": {"type": "wasm", "uri": meta["uri"]}}),
-    )
-    .await
-}
-
 fn python_worker() -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/worker-python/worker.py")
@@ -54,18 +38,6 @@ fn python_worker() -> String {
         .unwrap()
         .display()
         .to_string()
-}
-
-/// The instances of `task` serving invocations, as the Spearlet's status shows them.
-async fn instances(node: &Spearlet, task: &str) -> Vec<Value> {
-    let all = node.get("/api/v1/instances").await;
-    all["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{all}"))
-        .iter()
-        .filter(|i| i["task"] == format!("fn:{task}"))
-        .cloned()
-        .collect()
 }
 
 /// A thousand invocations of a wasm function run on one live instance, whose state counts them;

@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use spear_proto::v1;
 use spear_proto::v1::task_service_client::TaskServiceClient;
-use spear_tests::guest;
 
-use crate::common::{Cluster, Sms};
+use crate::common::{Cluster, Sms, counter_task};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -58,16 +57,7 @@ async fn invocations_through_sms_spread_over_two_nodes_and_come_back() {
     for n in &nodes {
         sms.node_status(&n.node, "active", LONG).await;
     }
-    let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();
-    let meta = sms.upload("function-counter.wasm", bytes).await;
-    let (status, task) = sms
-        .post(
-            "/api/v1/tasks",
-            json!({"name": "counter", "executable": {"type": "wasm", "uri": meta["uri"]}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{task}");
-    let task = task["task_id"].as_str().unwrap().to_owned();
+    let task = counter_task(&sms).await;
 
     // Twenty invocations: both nodes serve them, each from its own live instance, whose
     // counter goes 1, 2, 3… on that node.
@@ -226,16 +216,7 @@ async fn an_invocation_whose_node_dies_is_answered_when_the_node_is_lost() {
     let sms = c.sms();
     let mut node = c.spearlet("alpha", &sms, "");
     sms.node_status(&node.node, "active", LONG).await;
-    let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();
-    let meta = sms.upload("function-counter.wasm", bytes).await;
-    let (status, task) = sms
-        .post(
-            "/api/v1/tasks",
-            json!({"name": "counter", "executable": {"type": "wasm", "uri": meta["uri"]}}),
-        )
-        .await;
-    assert_eq!(status, 200, "{task}");
-    let task = task["task_id"].as_str().unwrap().to_owned();
+    let task = counter_task(&sms).await;
     // Its instance started, so that the next invocation is running when the node is killed.
     let (status, a) = invoke(&sms, &task, json!({"function": "count"})).await;
     assert_eq!(status, 200, "{a}");

@@ -9,27 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spear_tests::guest;
 
-use crate::common::{Cluster, Sms, Spearlet};
+use crate::common::{Cluster, Spearlet, instances, register};
 
 const LONG: Duration = Duration::from_secs(60);
-
-async fn register(sms: &Sms, body: Value) -> String {
-    let (status, v) = sms.post("/api/v1/tasks", body).await;
-    assert_eq!(status, 200, "{v}");
-    v["task_id"].as_str().unwrap().to_owned()
-}
-
-/// `node`'s instances of `task`.
-async fn instances(node: &Spearlet, task: &str) -> Vec<Value> {
-    let all = node.get("/api/v1/instances").await;
-    all["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{all}"))
-        .iter()
-        .filter(|i| i["task"] == format!("fn:{task}"))
-        .cloned()
-        .collect()
-}
 
 /// Wait until `node` holds `n` Ready instances of `task`.
 async fn ready(node: &Spearlet, task: &str, n: usize) {

@@ -455,3 +455,34 @@ impl Drop for Spearlet {
         let _ = self.child.wait();
     }
 }
+
+/// Register a task from `body` at `sms`; its id.
+pub async fn register(sms: &Sms, body: Value) -> String {
+    let (status, v) = sms.post("/api/v1/tasks", body).await;
+    assert_eq!(status, 200, "{v}");
+    v["task_id"].as_str().unwrap().to_owned()
+}
+
+/// Upload the function component of `tests/fixtures/function-counter` and register a task
+/// running it (`counter`); its id.
+pub async fn counter_task(sms: &Sms) -> String {
+    let bytes = std::fs::read(guest("component", "function-counter.wasm")).unwrap();
+    let meta = sms.upload("function-counter.wasm", bytes).await;
+    register(
+        sms,
+        json!({"name": "counter", "executable": {"type": "wasm", "uri": meta["uri"]}}),
+    )
+    .await
+}
+
+/// The instances of `task` serving invocations on `node`, as its status shows them.
+pub async fn instances(node: &Spearlet, task: &str) -> Vec<Value> {
+    let all = node.get("/api/v1/instances").await;
+    all["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{all}"))
+        .iter()
+        .filter(|i| i["task"] == format!("fn:{task}"))
+        .cloned()
+        .collect()
+}
