@@ -109,6 +109,11 @@ pub struct Capabilities {
     /// Absent in the JSON of an older plugin: `false`.
     #[serde(default)]
     pub instances: bool,
+    /// It can pause an idle long-lived instance and resume it ([`Executor::pause_instance`]):
+    /// a paused instance keeps its memory and uses no CPU. Absent in the JSON of an older
+    /// plugin: `false`.
+    #[serde(default)]
+    pub pause: bool,
 }
 
 /// A long-lived instance to start: a function component, or a worker process or container
@@ -214,8 +219,21 @@ pub trait Executor: Send + Sync + 'static {
         Err(InvokeFailure::Lost(format!("no instance {handle} here")))
     }
 
-    /// Stop the instance `handle` and release what it holds (memory, process, container).
+    /// Stop the instance `handle` and release what it holds (memory, process, container). A
+    /// paused instance is stopped too.
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
         Err(PluginError::new(format!("no instance {handle} here")))
+    }
+
+    /// Pause the idle instance `handle` (`pause`: it keeps its memory and state and uses no CPU
+    /// until resumed), or resume it (`!pause`). Only when [`Capabilities::pause`]. A host pauses
+    /// only an instance serving nothing, and resumes it before its next invocation; pausing a
+    /// paused instance, or resuming a running one, does nothing.
+    fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
+        let _ = pause;
+        Err(PluginError::new(format!(
+            "the {} executor cannot pause instance {handle}",
+            self.info().name
+        )))
     }
 }

@@ -105,6 +105,33 @@ fn one_container_worker_serves_a_thousand_invocations_with_its_state() {
     ));
 }
 
+/// A paused worker container is frozen by the engine and keeps its state; an invocation thaws
+/// it first; a paused container is removed when stopped.
+#[test]
+fn a_container_worker_pauses_and_resumes_with_its_state() {
+    let x = executor();
+    assert!(x.capabilities().pause);
+    let h = x.start_instance(&spec("pause")).unwrap();
+    let paused =
+        |h: &str| inspect_container(h).expect("the worker's container")["State"]["Paused"].clone();
+    assert_eq!(x.invoke(&h, "count", b"", 10_000).unwrap(), b"1");
+    x.pause_instance(&h, true).unwrap();
+    x.pause_instance(&h, true).unwrap();
+    assert_eq!(paused(&h), true, "frozen");
+    assert_eq!(x.invoke(&h, "count", b"", 10_000).unwrap(), b"2");
+    assert_eq!(paused(&h), false, "thawed by the invocation");
+    x.pause_instance(&h, true).unwrap();
+    x.pause_instance(&h, false).unwrap();
+    assert_eq!(paused(&h), false, "resumed");
+    assert_eq!(x.invoke(&h, "count", b"", 10_000).unwrap(), b"3");
+    x.pause_instance(&h, true).unwrap();
+    x.stop_instance(&h).unwrap();
+    assert!(
+        gone(&h),
+        "a paused worker's container is removed when stopped"
+    );
+}
+
 #[test]
 fn a_container_worker_that_dies_breaks_the_protocol_or_hangs_is_lost_and_removed() {
     let x = executor();

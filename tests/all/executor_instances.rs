@@ -103,6 +103,53 @@ fn a_trap_a_death_or_a_deadline_loses_only_that_instance() {
     }
 }
 
+/// The state letter of process `pid` (`/proc/PID/stat`): `T` when stopped; `None` once reaped.
+fn proc_state(pid: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis (a command may hold spaces).
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
+/// A worker process paused is stopped (`T`) and keeps its state; an invocation resumes it, as
+/// an explicit resume does; pausing twice or resuming a running one does nothing; a paused
+/// worker stops and is reaped. The wasm executor says it cannot pause.
+#[test]
+fn a_worker_process_pauses_and_resumes_with_its_state() {
+    let x = executor("process.so", "{}");
+    assert!(x.capabilities().pause);
+    let h = x.start_instance(&worker()).unwrap();
+    let pid = h
+        .rsplit_once('@')
+        .expect("the handle ends with the pid")
+        .1
+        .to_owned();
+    assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"1");
+    x.pause_instance(&h, true).unwrap();
+    x.pause_instance(&h, true).unwrap();
+    assert_eq!(proc_state(&pid), Some('T'), "paused: stopped");
+    // An invocation on a paused worker resumes it first.
+    assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"2");
+    assert_ne!(proc_state(&pid), Some('T'));
+    x.pause_instance(&h, true).unwrap();
+    assert_eq!(proc_state(&pid), Some('T'));
+    x.pause_instance(&h, false).unwrap();
+    x.pause_instance(&h, false).unwrap();
+    assert_ne!(proc_state(&pid), Some('T'), "resumed");
+    assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"3");
+    // Paused, then stopped: the process is killed and reaped all the same.
+    x.pause_instance(&h, true).unwrap();
+    x.stop_instance(&h).unwrap();
+    assert_eq!(proc_state(&pid), None, "killed and reaped");
+    assert!(x.pause_instance(&h, false).is_err(), "no such instance now");
+    let wasm = executor("wasm.so", "{}");
+    assert!(!wasm.capabilities().pause);
+    let a = wasm.start_instance(&counter()).unwrap();
+    let e = wasm.pause_instance(&a, true).unwrap_err();
+    assert!(e.to_string().contains("cannot pause"), "{e}");
+    assert_eq!(wasm.invoke(&a, "count", b"", 5_000).unwrap(), b"1");
+}
+
 /// Bad specs are refused with the field named; a component that is not a function is refused.
 #[test]
 fn bad_instance_specs_are_refused_with_a_reason() {

@@ -526,7 +526,14 @@ impl Agent {
                 now_ms: crate::now_ms(),
             };
             let me = self.clone();
-            let _ = tokio::task::spawn_blocking(move || me.pools.reclaim(&pressure)).await;
+            let pause_after = self.config.spearlet.functions.pause_idle_ms;
+            let _ = tokio::task::spawn_blocking(move || {
+                me.pools.reclaim(&pressure);
+                if pause_after > 0 {
+                    me.pools.pause_idle(Duration::from_millis(pause_after));
+                }
+            })
+            .await;
         }
     }
 
@@ -545,6 +552,9 @@ impl Agent {
                 labels: Default::default(),
             })
             .await;
+        // Idle live instances go now; busy ones cool down (stopped when their invocation ends).
+        let pools = self.clone();
+        let _ = tokio::task::spawn_blocking(move || pools.pools.stop_where(|_| true, false)).await;
         let limit = Duration::from_millis(self.config.spearlet.limits.drain_timeout_ms);
         let deadline = Instant::now() + limit;
         while !self.running().is_empty() && Instant::now() < deadline {

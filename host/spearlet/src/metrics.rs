@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use spear_plugin_api::InstanceState;
-
 use crate::agent::Agent;
+use crate::pool::Phase;
 
 /// Executor failures (an executor's own error, not a workload's failure) by executor. Its keys
 /// are the executors the configuration loads: bounded.
@@ -30,16 +29,6 @@ impl ExecutorFailures {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
-
-/// The instance states, as the metric labels name them.
-const STATES: [(InstanceState, &str); 6] = [
-    (InstanceState::Initializing, "initializing"),
-    (InstanceState::Ready, "ready"),
-    (InstanceState::Executing, "executing"),
-    (InstanceState::Error, "error"),
-    (InstanceState::Terminating, "terminating"),
-    (InstanceState::Terminated, "terminated"),
-];
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -63,8 +52,11 @@ pub async fn render(agent: &Agent) -> String {
         "Task instances on this node, by state",
     );
     let instances = agent.pools.instances();
-    for (state, label) in STATES {
-        let n = instances.iter().filter(|i| i.state == state).count();
+    for label in Phase::LABELS {
+        let n = instances
+            .iter()
+            .filter(|i| i.state.label() == label)
+            .count();
         let _ = writeln!(out, "spearlet_instances{{state=\"{label}\"}} {n}");
     }
     let counters = agent.pools.counters();
@@ -99,6 +91,20 @@ pub async fn render(agent: &Agent) -> String {
         "Instances removed to keep the node under spearlet.limits.max_instances",
     );
     let _ = writeln!(out, "spearlet_instances_evicted_total {}", counters.evicted);
+    metric(
+        &mut out,
+        "spearlet_instances_paused_total",
+        "counter",
+        "Idle instances paused (spearlet.functions.pause_idle_ms)",
+    );
+    let _ = writeln!(out, "spearlet_instances_paused_total {}", counters.paused);
+    metric(
+        &mut out,
+        "spearlet_instances_resumed_total",
+        "counter",
+        "Paused instances resumed for an invocation",
+    );
+    let _ = writeln!(out, "spearlet_instances_resumed_total {}", counters.resumed);
     metric(
         &mut out,
         "spearlet_reports_pending",

@@ -1,15 +1,18 @@
 //! Task instances and their pools (the Spearlet redesign's instance model).
 //!
 //! An instance is one ready-to-run copy of a task on this node: its artifact fetched and verified,
-//! its executor chosen, its figures kept. It follows the state machine
-//! `Initializing → Ready → Executing → Ready …`, `→ Error` when its executor fails it, and
-//! `Terminating → Terminated` when the reclamation policy stops it. An instance in Error is never
-//! chosen again, does not count against its task's limit, and is removed at the next reclamation
-//! round whatever the policy says. An instance runs one invocation at a time.
+//! its executor chosen, its figures kept, and, for an instance serving invocations, its live
+//! runtime in that executor. It goes through the states of [`Phase`] (see [`phase`]): it is
+//! Initializing while its artifact is fetched, WarmingUp while its executor starts it, then
+//! Ready and Executing by turns. An idle one may be Paused by its executor and is resumed when
+//! taken; one whose executor is swapped out while it serves is CoolingDown and stops when its
+//! invocation ends; one being stopped is Terminating until its runtime has stopped. An instance
+//! in Error is never chosen again, does not count against its task's limit, and is removed at the
+//! next reclamation round whatever the policy says. An instance runs one invocation at a time.
 //!
 //! Tiers: an invocation is **hot** when it gets a Ready instance used within [`HOT_WINDOW`],
-//! **warm** when it gets an older Ready instance (artifact local, compiled code cached by the
-//! executor), and **cold** when a new instance must be initialized (fetch, verify).
+//! **warm** when it gets an older Ready (or a Paused) instance (artifact local, compiled code
+//! cached by the executor), and **cold** when a new instance must be initialized (fetch, verify).
 //!
 //! The **local strategy** plugin (`[scheduler]` of the Spearlet's config) chooses the instance for
 //! an invocation: every instance is a target labelled `task=<key>`, healthy while Ready, and each
@@ -22,59 +25,36 @@
 //! them dirty (under the state lock); the strategy's view is brought up to date by one owner at a
 //! time (the `sync` lock, taken on a blocking thread before each decision): it drains the dirty
 //! set and sends each instance's *current* target, or its removal, so the view is never left
-//! behind the pool, whatever order threads run in.
+//! behind the pool, whatever order threads run in. A state another thread may change while a
+//! plugin call runs outside the lock (Pausing, Terminating) is owned by the thread that set it:
+//! only that thread moves the instance on, and only if it is still in that state.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::{Decision, InstanceState, InstanceStats, NodePressure, Request, Resources};
+use spear_plugin_api::Decision;
 use spear_plugin_runtime::PluginHost;
 
+mod acquire;
 mod instance;
+mod pause;
+pub mod phase;
+mod reclaim;
 mod retire;
 mod warm;
 
-use instance::task_label;
 pub use instance::{Counters, Instance, Lease, Runtime, Tier};
+pub use phase::{Phase, Serving};
 
 /// A Ready instance used this recently serves a hot invocation.
 pub const HOT_WINDOW: Duration = Duration::from_secs(60);
 /// Invocations remembered per instance for the recent error rate.
 const RECENT: usize = 20;
 
-/// Take `chosen` if it is a Ready instance of `task`, else any Ready instance of it (a waiting
-/// invocation must never wait on a Ready instance), and mark it Executing.
-fn take(s: &mut State, task: &str, chosen: Option<u64>) -> Option<Lease> {
-    let id = match chosen.filter(|id| s.usable(*id, task)) {
-        Some(id) => id,
-        None => *s
-            .instances
-            .iter()
-            .find(|(id, _)| s.usable(**id, task))
-            .map(|(id, _)| id)?,
-    };
-    let i = s.instances.get_mut(&id).expect("usable");
-    let tier = if i.last_used.elapsed() < HOT_WINDOW {
-        Tier::Hot
-    } else {
-        Tier::Warm
-    };
-    i.state = InstanceState::Executing;
-    let lease = Lease {
-        id,
-        artifact: i.artifact.clone(),
-        tier,
-        runtime: i.runtime.clone(),
-    };
-    match tier {
-        Tier::Hot => s.counters.hot += 1,
-        _ => s.counters.warm += 1,
-    }
-    s.dirty.insert(id);
-    Some(lease)
-}
+/// Idle time after which the built-in default stops a Ready instance: `idle-time`'s default.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 struct State {
@@ -101,7 +81,7 @@ impl State {
                 task: task.to_owned(),
                 executor: executor.to_owned(),
                 artifact: None,
-                state: InstanceState::Initializing,
+                state: Phase::Initializing,
                 invocations: 0,
                 errors: 0,
                 memory_bytes: 0,
@@ -117,7 +97,70 @@ impl State {
     fn usable(&self, id: u64, task: &str) -> bool {
         self.instances
             .get(&id)
-            .is_some_and(|i| i.task == task && i.state == InstanceState::Ready)
+            .is_some_and(|i| i.task == task && i.state == Phase::Ready)
+    }
+
+    /// Take `chosen` if it is a Ready instance of `task`, else any Ready instance of it (a
+    /// waiting invocation must never wait on a Ready instance), else its Paused instance used
+    /// last (to be resumed), and mark it Executing `serving`.
+    fn take(&mut self, task: &str, chosen: Option<u64>, serving: &Serving) -> Option<Lease> {
+        let ready = chosen.filter(|id| self.usable(*id, task)).or_else(|| {
+            self.instances
+                .values()
+                .find(|i| i.task == task && i.state == Phase::Ready)
+                .map(|i| i.id)
+        });
+        let (id, resume) = match ready {
+            Some(id) => (id, false),
+            None => {
+                let paused = self
+                    .instances
+                    .values()
+                    .filter(|i| i.task == task && i.state == Phase::Paused)
+                    .max_by_key(|i| i.last_used)?;
+                (paused.id, true)
+            }
+        };
+        let i = self.instances.get_mut(&id).expect("found above");
+        let tier = if !resume && i.last_used.elapsed() < HOT_WINDOW {
+            Tier::Hot
+        } else {
+            Tier::Warm
+        };
+        i.state = Phase::Executing(serving.clone());
+        let lease = Lease {
+            id,
+            artifact: i.artifact.clone(),
+            tier,
+            runtime: i.runtime.clone(),
+            resume,
+        };
+        match tier {
+            Tier::Hot => self.counters.hot += 1,
+            _ => self.counters.warm += 1,
+        }
+        if resume {
+            self.counters.resumed += 1;
+        }
+        self.dirty.insert(id);
+        Some(lease)
+    }
+
+    /// Mark instance `id` Terminating and hand out its runtime, for the caller to stop outside
+    /// the lock and then [`Shared::forget`]; one without a runtime is removed at once.
+    fn leave(&mut self, id: u64) -> Option<(u64, Runtime)> {
+        let i = self.instances.get_mut(&id)?;
+        self.dirty.insert(id);
+        match i.runtime.take() {
+            Some(r) => {
+                i.state = Phase::Terminating;
+                Some((id, r))
+            }
+            None => {
+                self.instances.remove(&id);
+                None
+            }
+        }
     }
 }
 
@@ -128,6 +171,8 @@ struct Shared {
     /// Held while the strategy's view is updated and asked: one owner at a time.
     sync: Mutex<()>,
     plugins: Arc<PluginHost>,
+    /// Woken when an instance is given back or removed.
+    freed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -159,7 +204,7 @@ impl Shared {
     }
 
     /// Ask the local strategy for an instance for `request` (blocking: run off the async workers).
-    fn choose(&self, request: Request) -> Option<u64> {
+    fn choose(&self, request: spear_plugin_api::Request) -> Option<u64> {
         let _owner = self.sync.lock().unwrap_or_else(|p| p.into_inner());
         self.flush();
         match self.plugins.strategy().place(&[request]).pop() {
@@ -167,56 +212,54 @@ impl Shared {
             _ => None,
         }
     }
+
+    /// Stop the runtimes of instances made Terminating by [`State::leave`] (blocking: plugin
+    /// calls), then forget those instances.
+    fn stop(&self, leaving: Vec<(u64, Runtime)>) {
+        if leaving.is_empty() {
+            return;
+        }
+        for (_, r) in &leaving {
+            r.stop();
+        }
+        {
+            let mut s = self.lock();
+            for (id, _) in &leaving {
+                if s.instances
+                    .get(id)
+                    .is_some_and(|i| i.state == Phase::Terminating)
+                {
+                    s.instances.remove(id);
+                    s.dirty.insert(*id);
+                }
+            }
+        }
+        // The runtimes (and the working directories they hold) go after their stop.
+        drop(leaving);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Stop `leaving` (see [`Shared::stop`]) on a blocking thread, without waiting (here, when no
+/// runtime runs this thread).
+fn stop_later(shared: &Arc<Shared>, leaving: Vec<(u64, Runtime)>) {
+    if leaving.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    let stop = move || shared.stop(leaving);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(stop)),
+        Err(_) => stop(),
+    }
 }
 
 /// Every task's instances on this node.
 #[derive(Debug)]
 pub struct Pools {
     shared: Arc<Shared>,
-    freed: tokio::sync::Notify,
     max_per_task: usize,
     max_instances: usize,
-}
-
-/// Idle time after which the built-in default stops a Ready instance: `idle-time`'s default.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
-
-/// The rule applied while the config names no reclamation policy: the `idle-time` plugin's rule
-/// with its defaults (`idle_ms` 300000, `keep_warm` 0), built in so that it holds without any
-/// plugin file: every Ready instance idle for [`DEFAULT_IDLE`] is stopped.
-fn default_policy(offered: &[InstanceStats]) -> Vec<u64> {
-    offered
-        .iter()
-        .filter(|i| i.state == InstanceState::Ready && i.idle_ms >= DEFAULT_IDLE.as_millis() as u64)
-        .map(|i| i.id)
-        .collect()
-}
-
-/// Remove the instance that should make room for a new one when the node holds `max` already:
-/// one in Error first, else the Ready one idle longest. `None` when every one is busy; else
-/// the runtime of the one removed, if it had one, for the caller to stop outside the lock.
-fn evict_for_room(s: &mut State, max: usize) -> Option<Option<Runtime>> {
-    if s.instances.len() < max {
-        return Some(None);
-    }
-    let victim = s
-        .instances
-        .values()
-        .filter(|i| i.state == InstanceState::Error)
-        .map(|i| i.id)
-        .next()
-        .or_else(|| {
-            s.instances
-                .values()
-                .filter(|i| i.state == InstanceState::Ready)
-                .min_by_key(|i| i.last_used)
-                .map(|i| i.id)
-        })?;
-    let gone = s.instances.remove(&victim)?;
-    tracing::info!(instance = victim, task = %gone.task, "instance evicted: the node holds spearlet.limits.max_instances");
-    s.dirty.insert(victim);
-    s.counters.evicted += 1;
-    Some(gone.runtime)
 }
 
 /// What a new instance's initialisation made: its local artifact and its live runtime (each
@@ -229,16 +272,24 @@ pub struct Made {
     pub runtime: Option<Runtime>,
 }
 
-/// Stop `runtimes` on a blocking thread (plugin calls), without waiting (here, when no runtime
-/// runs this thread).
-fn stop_later(runtimes: Vec<Runtime>) {
-    if runtimes.is_empty() {
-        return;
-    }
-    let stop = move || runtimes.iter().for_each(Runtime::stop);
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(stop)),
-        Err(_) => stop(),
+/// Handed to an instance's initialisation: it tells the pool when the instance moves on from
+/// fetching its artifact to its executor's start.
+#[derive(Debug, Clone)]
+pub struct Starting {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Starting {
+    /// The instance's artifact is here: its executor starts it now (WarmingUp).
+    pub fn warming_up(&self) {
+        let mut s = self.shared.lock();
+        if let Some(i) = s.instances.get_mut(&self.id)
+            && i.state == Phase::Initializing
+        {
+            i.state = Phase::WarmingUp;
+            s.dirty.insert(self.id);
+        }
     }
 }
 
@@ -254,8 +305,8 @@ impl Pools {
                 }),
                 sync: Mutex::new(()),
                 plugins,
+                freed: tokio::sync::Notify::new(),
             }),
-            freed: tokio::sync::Notify::new(),
             max_per_task: max_per_task as usize,
             max_instances: (max_instances as usize).max(1),
         }
@@ -278,259 +329,6 @@ impl Pools {
         }
     }
 
-    /// Take an instance of `task` for one invocation: a Ready one chosen by the local strategy,
-    /// else a new one initialized by `init` (which fetches the artifact) while the task is under
-    /// its instance limit, else wait for one to be released.
-    pub async fn acquire<F, Fut>(
-        &self,
-        task: &str,
-        executor: &str,
-        init: F,
-    ) -> crate::error::Result<Lease>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = crate::error::Result<Made>>,
-    {
-        self.acquire_until(task, executor, init, None, None).await
-    }
-
-    /// [`acquire`](Self::acquire), waiting for an instance to be released only until `until`
-    /// (then [`Error::OverCapacity`](crate::error::Error::OverCapacity)), the task holding at
-    /// most `max` instances (at most `spearlet.limits.max_instances_per_task`; `None`: that). An
-    /// initialisation under way is never cut short: it is bounded by the executor's start
-    /// timeout.
-    pub async fn acquire_until<F, Fut>(
-        &self,
-        task: &str,
-        executor: &str,
-        init: F,
-        until: Option<Instant>,
-        max: Option<usize>,
-    ) -> crate::error::Result<Lease>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = crate::error::Result<Made>>,
-    {
-        loop {
-            let freed = self.freed.notified();
-            if let Some(lease) = self.pick(task).await {
-                return Ok(lease);
-            }
-            let id = {
-                let mut s = self.lock();
-                // One may have been released while the strategy was asked.
-                if let Some(lease) = take(&mut s, task, None) {
-                    return Ok(lease);
-                }
-                // An instance in Error is never used again: it does not hold a place.
-                let count = s
-                    .instances
-                    .values()
-                    .filter(|i| i.task == task && i.state != InstanceState::Error)
-                    .count();
-                // The node's table is bounded whatever the policy: make room, or wait.
-                let max_here = max.map_or(self.max_per_task, |m| m.min(self.max_per_task));
-                let room = if count < max_here {
-                    evict_for_room(&mut s, self.max_instances)
-                } else {
-                    None
-                };
-                if let Some(evicted) = room {
-                    stop_later(evicted.into_iter().collect());
-                    Some(s.reserve(task, executor))
-                } else {
-                    None
-                }
-            };
-            let Some(id) = id else {
-                match until {
-                    None => freed.await,
-                    Some(t) => {
-                        if tokio::time::timeout_at(t.into(), freed).await.is_err() {
-                            return Err(crate::error::Error::OverCapacity(format!(
-                                "over capacity: no instance of {task} became free in time \
-                                 (its limit {}: spearlet.limits.max_instances_per_task {} or its \
-                                 spear.max_instances; spearlet.limits.max_instances {})",
-                                max.map_or(self.max_per_task, |m| m.min(self.max_per_task)),
-                                self.max_per_task,
-                                self.max_instances
-                            )));
-                        }
-                    }
-                }
-                continue;
-            };
-            match init().await {
-                Ok(made) => {
-                    let mut s = self.lock();
-                    s.counters.cold += 1;
-                    let Some(i) = s.instances.get_mut(&id) else {
-                        // Only the pool removes instances, and never one initializing.
-                        drop(s);
-                        stop_later(made.runtime.into_iter().collect());
-                        continue;
-                    };
-                    i.artifact = made.artifact.clone();
-                    i.runtime = made.runtime.clone();
-                    i.state = InstanceState::Executing;
-                    s.dirty.insert(id);
-                    drop(s);
-                    return Ok(Lease {
-                        id,
-                        artifact: made.artifact,
-                        tier: Tier::Cold,
-                        runtime: made.runtime,
-                    });
-                }
-                Err(e) => {
-                    self.lock().instances.remove(&id);
-                    self.freed.notify_waiters();
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Ask the local strategy for a Ready instance of `task` (on a blocking thread) and take it.
-    async fn pick(&self, task: &str) -> Option<Lease> {
-        let request = {
-            let mut s = self.lock();
-            if !s
-                .instances
-                .values()
-                .any(|i| i.task == task && i.state == InstanceState::Ready)
-            {
-                return None;
-            }
-            s.next_request += 1;
-            Request {
-                id: s.next_request,
-                task: task.to_owned(),
-                labels: vec![],
-                needs: Resources::default(),
-                required: vec![task_label(task)],
-                preferred: vec![],
-            }
-        };
-        let shared = self.shared.clone();
-        let chosen = tokio::task::spawn_blocking(move || shared.choose(request))
-            .await
-            .ok()
-            .flatten();
-        take(&mut self.lock(), task, chosen)
-    }
-
-    /// Give an instance back after an invocation. `ok` is the invocation's outcome; `broken`
-    /// means the executor itself failed (the instance goes to Error and is not chosen again).
-    pub fn release(&self, lease: Lease, ok: bool, broken: bool, memory_bytes: u64) {
-        let mut s = self.lock();
-        let Some(i) = s.instances.get_mut(&lease.id) else {
-            return;
-        };
-        i.invocations += 1;
-        if !ok {
-            i.errors += 1;
-        }
-        if i.recent.len() == RECENT {
-            i.recent.pop_front();
-        }
-        i.recent.push_back(ok);
-        i.last_used = Instant::now();
-        if memory_bytes > 0 {
-            i.memory_bytes = memory_bytes;
-        }
-        i.state = if broken {
-            InstanceState::Error
-        } else {
-            InstanceState::Ready
-        };
-        // A broken instance's runtime is stopped now (what it holds returned); its record
-        // stays, in Error, until the next reclamation round.
-        let dead = if broken { i.runtime.take() } else { None };
-        s.dirty.insert(lease.id);
-        drop(s);
-        drop(lease);
-        stop_later(dead.into_iter().collect());
-        self.freed.notify_waiters();
-    }
-
-    /// Give back an instance taken but not used (its invocation did not start).
-    pub fn unused(&self, lease: Lease) {
-        let mut s = self.lock();
-        if let Some(i) = s.instances.get_mut(&lease.id) {
-            i.state = InstanceState::Ready;
-            s.dirty.insert(lease.id);
-        }
-        drop(s);
-        self.freed.notify_waiters();
-    }
-
-    /// Ask the reclamation policy which instances to stop, and stop them. Only Ready and Error
-    /// instances are offered; returns the ids stopped. Blocking (plugin calls): call it from a
-    /// blocking thread.
-    pub fn reclaim(&self, pressure: &NodePressure) -> Vec<u64> {
-        let now = Instant::now();
-        let offered: Vec<InstanceStats> = self
-            .lock()
-            .instances
-            .values()
-            .filter(|i| matches!(i.state, InstanceState::Ready | InstanceState::Error))
-            .map(|i| i.stats(now))
-            .collect();
-        if offered.is_empty() {
-            return Vec::new();
-        }
-        // No `[reclaimer]` in the config: the built-in default (idle-time's rule and defaults).
-        let mut chosen = if self.shared.plugins.config().reclaimer.is_none() {
-            default_policy(&offered)
-        } else {
-            self.shared.plugins.reclaimer().select(&offered, pressure)
-        };
-        // Instances in Error are never used again: they go whatever the policy says.
-        chosen.extend(
-            offered
-                .iter()
-                .filter(|i| i.state == InstanceState::Error && !chosen.contains(&i.id))
-                .map(|i| i.id)
-                .collect::<Vec<_>>(),
-        );
-        let mut stopped = Vec::new();
-        let mut runtimes = Vec::new();
-        {
-            let mut s = self.lock();
-            warm::keep_floors(&s, &mut chosen);
-            for id in chosen {
-                // It may have been taken for an invocation meanwhile: then it stays.
-                let Some(i) = s
-                    .instances
-                    .get_mut(&id)
-                    .filter(|i| matches!(i.state, InstanceState::Ready | InstanceState::Error))
-                else {
-                    continue;
-                };
-                i.state = InstanceState::Terminating;
-                tracing::info!(instance = id, task = %i.task, "instance reclaimed");
-                if let Some(gone) = s.instances.remove(&id) {
-                    runtimes.extend(gone.runtime);
-                }
-                s.dirty.insert(id);
-                s.counters.reclaimed += 1;
-                stopped.push(id);
-            }
-        }
-        // Their runtimes are stopped (memory, processes returned) outside the lock.
-        for r in &runtimes {
-            r.stop();
-        }
-        if !stopped.is_empty() {
-            let owner = self.shared.sync.lock().unwrap_or_else(|p| p.into_inner());
-            self.shared.flush();
-            drop(owner);
-            self.freed.notify_waiters();
-        }
-        stopped
-    }
-
     /// Every instance, for status pages.
     pub fn instances(&self) -> Vec<Instance> {
         self.lock().instances.values().cloned().collect()
@@ -541,15 +339,17 @@ impl Pools {
         self.lock().counters
     }
 
-    /// Instances currently executing.
+    /// Instances currently serving an invocation.
     pub fn executing(&self) -> usize {
         self.lock()
             .instances
             .values()
-            .filter(|i| i.state == InstanceState::Executing)
+            .filter(|i| i.state.is_busy())
             .count()
     }
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

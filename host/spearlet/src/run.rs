@@ -151,9 +151,13 @@ async fn execute(
         exec.task_id.clone()
     };
     let artifacts = agent.artifacts.clone();
+    let serving = crate::pool::Serving {
+        request_id: id.to_owned(),
+        function: String::new(),
+    };
     let lease = agent
         .pools
-        .acquire(&task, &executable.r#type, || {
+        .acquire(&task, &executable.r#type, serving, |_| {
             let (artifacts, uri) = (artifacts.clone(), uri.clone());
             async move {
                 let artifact = if fetchable(&uri) {
@@ -177,7 +181,7 @@ async fn execute(
     let _permit = match agent.slots.clone().acquire_owned().await {
         Ok(p) => p,
         Err(_) => {
-            agent.pools.release(lease, false, false, 0);
+            agent.pools.release(lease, false, None, 0);
             return failure(id, "the node is shutting down".into());
         }
     };
@@ -190,7 +194,7 @@ async fn execute(
         match agent.workdirs.create(id) {
             Ok(dir) => Some(dir),
             Err(e) => {
-                agent.pools.release(lease, false, false, 0);
+                agent.pools.release(lease, false, None, 0);
                 return failure(id, format!("cannot make its working directory: {e}"));
             }
         }
@@ -241,6 +245,7 @@ async fn execute(
     if broken {
         agent.executor_failures.count(&loaded.name);
     }
+    let broken = broken.then(|| format!("the {} executor failed: {}", loaded.name, outcome.error));
     agent.pools.release(lease, outcome.success, broken, memory);
     tracing::info!(execution = %id, ?tier, success = outcome.success, "execution finished");
     outcome

@@ -44,6 +44,10 @@ pub struct FunctionLimits {
     /// The latency each task's adaptive concurrency limit aims at, in ms (0: no adaptive limit;
     /// at most 3,600,000).
     pub adaptive_target_ms: u64,
+    /// Idle time after which a Ready instance whose executor can pause it (a worker process or
+    /// container) is paused, in ms (0: never; at most 86,400,000). A paused instance keeps its
+    /// memory and state and uses no CPU; an invocation resumes it.
+    pub pause_idle_ms: u64,
 }
 
 impl Default for FunctionLimits {
@@ -63,6 +67,7 @@ impl Default for FunctionLimits {
             max_per_function: 0,
             max_per_binary: 0,
             adaptive_target_ms: 0,
+            pause_idle_ms: 60_000,
         }
     }
 }
@@ -95,6 +100,7 @@ impl FunctionLimits {
         range("max_per_function", self.max_per_function as u64, 0, 100_000);
         range("max_per_binary", self.max_per_binary as u64, 0, 100_000);
         range("adaptive_target_ms", self.adaptive_target_ms, 0, 3_600_000);
+        range("pause_idle_ms", self.pause_idle_ms, 0, 86_400_000);
         for (key, value) in [("rate_per_sec", self.rate_per_sec), ("burst", self.burst)] {
             if !value.is_finite() || !(0.0..=1_000_000.0).contains(&value) {
                 problems.invalid(

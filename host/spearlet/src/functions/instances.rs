@@ -10,7 +10,8 @@ use spear_proto::v1;
 use super::InvokeError;
 use crate::agent::Agent;
 use crate::error::Error;
-use crate::pool::{Made, Runtime};
+use crate::executors::Loaded;
+use crate::pool::{Made, Runtime, Starting};
 
 /// A task's own instance bounds, from its metadata: `spear.min_instances` (kept Ready, started
 /// ahead) and `spear.max_instances` (at most `spearlet.limits.max_instances_per_task`).
@@ -79,7 +80,7 @@ pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usiz
     )?;
     let key = format!("fn:{task_id}");
     agent.pools.set_floor(&key, sizes.min);
-    let init = || start_instance(agent, &loaded.executor, &task, &executable);
+    let init = |starting| start_instance(agent, &loaded, &task, &executable, starting);
     let warmed = agent
         .pools
         .warm(
@@ -98,13 +99,14 @@ pub async fn warm(agent: &Arc<Agent>, task_id: &str, want: usize) -> Result<usiz
     warmed
 }
 
-/// Start a live instance of `task`: its artifact fetched, its runtime started by `executor`
-/// (on a blocking thread: a plugin call).
+/// Start a live instance of `task`: its artifact fetched (the instance Initializing), then its
+/// runtime started by `loaded`'s executor (WarmingUp; on a blocking thread: a plugin call).
 pub(super) async fn start_instance(
     agent: &Arc<Agent>,
-    executor: &Arc<dyn spear_plugin_api::Executor>,
+    loaded: &Loaded,
     task: &v1::Task,
     executable: &v1::Executable,
+    starting: Starting,
 ) -> crate::error::Result<Made> {
     let uri = &executable.uri;
     let artifact = if crate::run::fetchable(uri) {
@@ -112,6 +114,7 @@ pub(super) async fn start_instance(
     } else {
         None
     };
+    starting.warming_up();
     let path = artifact.as_ref().map(|p| p.display().to_string());
     let entry = crate::run::entry_of(executable, path.as_ref());
     // A worker runs in a directory of its own, as an execution's program does.
@@ -144,7 +147,7 @@ pub(super) async fn start_instance(
         start_timeout_ms: limits.start_timeout_ms,
         max_payload_bytes: limits.max_payload_bytes,
     };
-    let x = executor.clone();
+    let x = loaded.executor.clone();
     let handle = tokio::task::spawn_blocking(move || x.start_instance(&spec))
         .await
         .map_err(|e| Error::Execution(e.to_string()))?
@@ -152,9 +155,10 @@ pub(super) async fn start_instance(
     Ok(Made {
         artifact,
         runtime: Some(Runtime {
-            executor: executor.clone(),
+            executor: loaded.executor.clone(),
             handle,
             workdir,
+            pausable: loaded.capabilities.pause,
         }),
     })
 }

@@ -27,7 +27,7 @@ pub use self::instances::warm;
 use self::instances::{Sizes, start_instance};
 use crate::agent::Agent;
 use crate::error::Error;
-use crate::pool::Tier;
+use crate::pool::{Serving, Tier};
 
 pub use tasks::Tasks;
 
@@ -336,12 +336,17 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     let key = format!("fn:{}", call.task_id);
     let mut loaded = loaded;
     let lease = loop {
-        let init = || start_instance(agent, &loaded.executor, &task, &executable);
+        let init = |starting| start_instance(agent, &loaded, &task, &executable, starting);
+        let serving = Serving {
+            request_id: call.request_id.clone(),
+            function: call.function.clone(),
+        };
         let lease = agent
             .pools
             .acquire_until(
                 &key,
                 &executable.r#type,
+                serving,
                 init,
                 Some(call.deadline()),
                 sizes.max,
@@ -372,14 +377,14 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     agent.pools.set_floor(&key, sizes.min);
     if sizes.min > 0 && agent.pools.count(&key) < sizes.min {
         // Up to its minimum, in the background (this invocation does not wait for it).
-        let (agent, task, executable, executor) = (
+        let (agent, task, executable, loaded) = (
             agent.clone(),
             task.clone(),
             executable.clone(),
-            loaded.executor.clone(),
+            loaded.clone(),
         );
         tokio::spawn(async move {
-            let init = || start_instance(&agent, &executor, &task, &executable);
+            let init = |starting| start_instance(&agent, &loaded, &task, &executable, starting);
             let key = format!("fn:{}", task.task_id);
             if let Err(e) = agent
                 .pools
@@ -405,11 +410,17 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
             return Err(e);
         }
     };
-    let (tier, id) = (lease.tier, lease.id);
+    let (tier, id, resume) = (lease.tier, lease.id, lease.resume);
     let (function, payload) = (call.function.clone(), call.payload.clone());
     let ran_on = runtime.executor.clone();
     let running = Instant::now();
     let ran = tokio::task::spawn_blocking(move || {
+        // Taken Paused: resumed first (an instance that cannot be is lost).
+        if resume {
+            runtime.pause(false).map_err(|e| {
+                InvokeFailure::Lost(format!("the paused instance could not be resumed: {e}"))
+            })?;
+        }
         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
         runtime
             .executor
@@ -425,7 +436,11 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
         // Its executor was swapped out during the invocation: the instance serves no more.
         agent.pools.retire(lease);
     } else {
-        agent.pools.release(lease, ok, lost, 0);
+        let broken = match &ran {
+            Err(f) if lost => Some(f.to_string()),
+            _ => None,
+        };
+        agent.pools.release(lease, ok, broken, 0);
     }
     if lost {
         agent.executor_failures.count(&loaded.name);

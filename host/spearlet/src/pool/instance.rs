@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use spear_plugin_api::{Executor, InstanceState, InstanceStats, Label, Resources, Target};
+use spear_plugin_api::{Executor, InstanceStats, Label, Resources, Target};
+
+use super::Phase;
 
 /// A live instance's runtime: its handle in the executor that keeps it.
 #[derive(Clone)]
@@ -18,6 +20,8 @@ pub struct Runtime {
     /// Its private working directory (a worker's), removed when the last copy of the runtime
     /// goes, after the runtime is stopped.
     pub workdir: Option<Arc<crate::workdir::WorkDir>>,
+    /// Its executor can pause it ([`Executor::pause_instance`]).
+    pub pausable: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -35,6 +39,11 @@ impl Runtime {
         if let Err(e) = self.executor.stop_instance(&self.handle) {
             tracing::debug!(handle = %self.handle, error = %e, "instance stop");
         }
+    }
+
+    /// Pause it in its executor, or resume it (blocking: a plugin call).
+    pub fn pause(&self, pause: bool) -> Result<(), spear_plugin_api::PluginError> {
+        self.executor.pause_instance(&self.handle, pause)
     }
 }
 
@@ -61,8 +70,9 @@ pub struct Instance {
     pub executor: String,
     /// The local artifact, when the executable has one.
     pub artifact: Option<PathBuf>,
-    /// State.
-    pub state: InstanceState,
+    /// Where it is in its life (in JSON: `state`, and what the state carries).
+    #[serde(flatten)]
+    pub state: Phase,
     /// Invocations over its life.
     pub invocations: u64,
     /// Failed invocations over its life.
@@ -86,7 +96,7 @@ impl Instance {
         InstanceStats {
             id: self.id,
             task: self.task.clone(),
-            state: self.state,
+            state: self.state.for_plugins(),
             idle_ms: now.duration_since(self.last_used).as_millis() as u64,
             age_ms: now.duration_since(self.created).as_millis() as u64,
             memory_bytes: self.memory_bytes,
@@ -109,9 +119,9 @@ impl Instance {
             labels: vec![task_label(&self.task)],
             capacity: one,
             available: one,
-            active: u32::from(self.state == InstanceState::Executing),
+            active: u32::from(self.state.is_busy()),
             weight: 1,
-            healthy: self.state == InstanceState::Ready,
+            healthy: self.state == Phase::Ready,
         }
     }
 }
@@ -131,6 +141,8 @@ pub struct Lease {
     pub tier: Tier,
     /// The instance's live runtime, when it has one.
     pub runtime: Option<Runtime>,
+    /// It was Paused when taken: resume it before invoking it.
+    pub resume: bool,
 }
 
 /// Counts for status pages.
@@ -148,4 +160,8 @@ pub struct Counters {
     pub evicted: u64,
     /// Instances started ahead of invocations (a task's `spear.min_instances`, or a warm-up).
     pub warmed: u64,
+    /// Idle instances paused (`spearlet.functions.pause_idle_ms`).
+    pub paused: u64,
+    /// Paused instances taken by an invocation (and resumed).
+    pub resumed: u64,
 }

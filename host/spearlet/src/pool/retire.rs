@@ -1,58 +1,60 @@
 //! Instances leaving for good outside reclamation: every live one at a drain, and those of an
-//! executor that was swapped out (idle ones at once, one serving an invocation when it is given
-//! back), so that no new invocation runs on a replaced executor.
+//! executor that was swapped out (idle ones at once, one serving an invocation CoolingDown until
+//! it is given back), so that no new invocation runs on a replaced executor.
 
-use spear_plugin_api::InstanceState;
-
-use super::{Lease, Pools, Runtime, stop_later};
+use super::{Lease, Phase, Pools, Runtime};
 
 impl Pools {
-    /// Stop every live runtime and forget the instances that had one (at a drain; blocking:
-    /// plugin calls). One serving an invocation is stopped when the invocation ends. Returns
-    /// how many were stopped.
+    /// Stop every live runtime and forget the instances that had one (at the end of a drain;
+    /// blocking: plugin calls), busy ones included. Returns how many were stopped.
     pub fn stop_all(&self) -> usize {
         self.stop_where(|_| true, true)
     }
 
-    /// Stop the live runtimes `which` picks, of idle (Ready) instances or, with `busy_too`, of
-    /// any, and forget their instances (blocking: plugin calls). Returns how many.
+    /// Stop the live runtimes `which` picks, of idle (Ready, Paused) instances or, with
+    /// `busy_too`, of any, and forget their instances (blocking: plugin calls); without
+    /// `busy_too`, the busy ones it picks go CoolingDown (stopped when given back). Returns how
+    /// many were stopped.
     pub fn stop_where(&self, which: impl Fn(&Runtime) -> bool, busy_too: bool) -> usize {
-        let runtimes: Vec<Runtime> = {
+        let leaving = {
             let mut s = self.lock();
-            let picked: Vec<u64> = s
+            let picked: Vec<(u64, bool)> = s
                 .instances
                 .values()
-                .filter(|i| busy_too || i.state == InstanceState::Ready)
+                .filter(|i| i.state != Phase::Terminating)
                 .filter(|i| i.runtime.as_ref().is_some_and(&which))
-                .map(|i| i.id)
+                .map(|i| (i.id, i.state.is_idle()))
                 .collect();
-            let mut runtimes = Vec::new();
-            for id in picked {
-                if let Some(gone) = s.instances.remove(&id) {
-                    runtimes.extend(gone.runtime);
+            let mut leaving = Vec::new();
+            for (id, idle) in picked {
+                if idle || busy_too {
+                    leaving.extend(s.leave(id));
+                } else if let Some(i) = s.instances.get_mut(&id)
+                    && let Phase::Executing(serving) = &i.state
+                {
+                    i.state = Phase::CoolingDown(serving.clone());
+                    s.dirty.insert(id);
                 }
-                s.dirty.insert(id);
             }
-            runtimes
+            leaving
         };
-        runtimes.iter().for_each(Runtime::stop);
-        if !runtimes.is_empty() {
-            self.freed.notify_waiters();
-        }
-        runtimes.len()
+        let stopped = leaving.len();
+        self.shared.stop(leaving);
+        stopped
     }
 
     /// Give back an instance that must serve nothing more although it did nothing wrong (its
-    /// executor was swapped out): it is forgotten at once, its runtime stopped in the background.
+    /// executor was swapped out): it is stopped in the background, and forgotten then.
     pub fn retire(&self, lease: Lease) {
-        let gone = {
+        let leaving = {
             let mut s = self.lock();
-            let gone = s.instances.remove(&lease.id);
-            s.dirty.insert(lease.id);
-            gone
+            match s.instances.get(&lease.id) {
+                Some(i) if i.state.is_busy() => s.leave(lease.id).into_iter().collect(),
+                _ => Vec::new(),
+            }
         };
         drop(lease);
-        stop_later(gone.and_then(|i| i.runtime).into_iter().collect());
-        self.freed.notify_waiters();
+        super::stop_later(&self.shared, leaving);
+        self.shared.freed.notify_waiters();
     }
 }

@@ -1,6 +1,7 @@
 //! The pool's bookkeeping.
 
 use super::*;
+use spear_plugin_api::NodePressure;
 
 fn pools(max_instances: u32) -> (Pools, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -12,11 +13,13 @@ fn pools(max_instances: u32) -> (Pools, tempfile::TempDir) {
 
 async fn run_once(p: &Pools, task: &str) -> u64 {
     let lease = p
-        .acquire(task, "process", || async { Ok(Made::default()) })
+        .acquire(task, "process", Serving::default(), |_| async {
+            Ok(Made::default())
+        })
         .await
         .unwrap();
     let id = lease.id;
-    p.release(lease, true, false, 0);
+    p.release(lease, true, None, 0);
     id
 }
 

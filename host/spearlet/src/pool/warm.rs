@@ -2,9 +2,7 @@
 //! the number of its Ready instances reclamation leaves alone, and **warming** starts instances
 //! until the task has a number of them, Ready, before any invocation needs them.
 
-use spear_plugin_api::InstanceState;
-
-use super::{Made, Pools, State, stop_later};
+use super::{Made, Phase, Pools, Starting, State};
 
 /// Tasks with a floor, at most (past it, a new floor replaces the floor of a task with no
 /// instance left, else it is not kept).
@@ -18,7 +16,7 @@ pub(super) fn keep_floors(s: &State, chosen: &mut Vec<u64>) {
     }
     let mut left: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for i in s.instances.values() {
-        if i.state != InstanceState::Error && s.floors.contains_key(&i.task) {
+        if i.state.stays() && s.floors.contains_key(&i.task) {
             *left.entry(i.task.as_str()).or_default() += 1;
         }
     }
@@ -29,7 +27,7 @@ pub(super) fn keep_floors(s: &State, chosen: &mut Vec<u64>) {
         let Some(floor) = s.floors.get(&i.task) else {
             return true;
         };
-        if i.state == InstanceState::Error {
+        if !i.state.stays() {
             return true;
         }
         let n = left.get_mut(i.task.as_str()).expect("counted above");
@@ -65,17 +63,17 @@ impl Pools {
         s.floors.insert(task.to_owned(), min);
     }
 
-    /// Instances of `task` not in Error.
+    /// Instances of `task` that stay (not in Error, not leaving).
     pub fn count(&self, task: &str) -> usize {
         self.lock()
             .instances
             .values()
-            .filter(|i| i.task == task && i.state != InstanceState::Error)
+            .filter(|i| i.task == task && i.state.stays())
             .count()
     }
 
-    /// Start instances of `task` (each made by `init`) until it has `want` that are not in
-    /// Error, or its limit (`max`, at most `spearlet.limits.max_instances_per_task`); they wait
+    /// Start instances of `task` (each made by `init`) until it has `want` that stay, or its
+    /// limit (`max`, at most `spearlet.limits.max_instances_per_task`); they wait
     /// Ready. Returns how many it has then. Stops at the first start that fails.
     pub async fn warm<F, Fut>(
         &self,
@@ -86,7 +84,7 @@ impl Pools {
         max: Option<usize>,
     ) -> crate::error::Result<usize>
     where
-        F: Fn() -> Fut,
+        F: Fn(Starting) -> Fut,
         Fut: std::future::Future<Output = crate::error::Result<Made>>,
     {
         let limit = max.map_or(self.max_per_task, |m| m.min(self.max_per_task));
@@ -97,37 +95,56 @@ impl Pools {
                 let count = s
                     .instances
                     .values()
-                    .filter(|i| i.task == task && i.state != InstanceState::Error)
+                    .filter(|i| i.task == task && i.state.stays())
                     .count();
-                if count >= want {
+                let places = s
+                    .instances
+                    .values()
+                    .filter(|i| i.task == task && i.state.holds_place())
+                    .count();
+                if count >= want || places >= limit {
                     return Ok(count);
                 }
                 // Only into free room: warming never evicts (another task's instance, or one
                 // of this task's, which would start and stop instances for ever).
-                if s.instances.len() >= self.max_instances {
+                let held = s
+                    .instances
+                    .values()
+                    .filter(|i| i.state != Phase::Terminating)
+                    .count();
+                if held >= self.max_instances {
                     return Ok(count);
                 }
                 s.reserve(task, executor)
             };
-            match init().await {
+            let starting = Starting {
+                shared: self.shared.clone(),
+                id,
+            };
+            match init(starting).await {
                 Ok(made) => {
                     let mut s = self.lock();
                     let Some(i) = s.instances.get_mut(&id) else {
                         drop(s);
-                        stop_later(made.runtime.into_iter().collect());
+                        // (Unreachable: only a start removes the instance it reserved.)
+                        let stray = made.runtime.map(|r| (id, r));
+                        super::stop_later(&self.shared, stray.into_iter().collect());
                         continue;
                     };
                     i.artifact = made.artifact;
                     i.runtime = made.runtime;
-                    i.state = InstanceState::Ready;
+                    i.state = Phase::Ready;
                     s.counters.warmed += 1;
                     s.dirty.insert(id);
                     drop(s);
-                    self.freed.notify_waiters();
+                    self.shared.freed.notify_waiters();
                 }
                 Err(e) => {
-                    self.lock().instances.remove(&id);
-                    self.freed.notify_waiters();
+                    let mut s = self.lock();
+                    s.instances.remove(&id);
+                    s.dirty.insert(id);
+                    drop(s);
+                    self.shared.freed.notify_waiters();
                     return Err(e);
                 }
             }

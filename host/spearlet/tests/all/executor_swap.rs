@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use spear_proto::spearlet as pb;
 use spear_proto::spearlet::function_service_client::FunctionServiceClient;
 
-use crate::common::{Cluster, Sms, Spearlet};
+use crate::common::{Cluster, Sms, Spearlet, instances};
 
 fn python_worker() -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -123,7 +123,7 @@ async fn a_config_reload_swaps_the_process_executor_live() {
     assert_eq!(&before.output[..], b"", "PATH is not let through yet");
     // An invocation that runs across the swap.
     let mut slow = f.clone();
-    let long = call(&task, "sleep", b"1500");
+    let long = call(&task, "sleep", b"4000");
     let running = tokio::spawn(async move { slow.invoke(long).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -136,6 +136,24 @@ async fn a_config_reload_swaps_the_process_executor_live() {
     reload(&node).await;
     let report = reloaded(&node, "swapped live").await;
     assert_eq!(report["outcome"], "applied", "{report}");
+    // Meanwhile its instance is cooling down: it serves no new invocation and stops after this.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = instances(&node, &task).await;
+        if let Some(i) = all.iter().find(|i| i["state"] == "cooling-down") {
+            assert_eq!(
+                (&i["state"], &i["function"]),
+                (&json!("cooling-down"), &json!("sleep")),
+                "{all:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never cooling down: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let slept = running
         .await

@@ -18,6 +18,7 @@ mod invoke;
 mod metrics;
 mod object_artifacts;
 mod old_sms;
+mod pause_idle;
 mod plugin_stall;
 mod reclaim_live;
 mod spear_compat;

@@ -1,19 +1,12 @@
 //! The Spearlet's `/metrics`: what it ran, by tier, its executor failures, its link to SMS.
 
-use crate::common::Cluster;
+use crate::common::{Cluster, sample};
 
 use std::time::Duration;
 
 use serde_json::json;
 
 /// The value of the sample `name` (with its labels) in `text`.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .parse()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spearlet_serves_metrics_of_its_work_and_its_failures() {
@@ -32,12 +25,7 @@ async fn the_spearlet_serves_metrics_of_its_work_and_its_failures() {
         .await;
     let e = sms.finished(&bad, Duration::from_secs(20)).await;
     assert_eq!(e["state"], "failed", "{e}");
-    let text = reqwest::get(format!("http://{}/metrics", node.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.text("/metrics").await;
     assert_eq!(sample(&text, "spearlet_running_executions"), 0.0);
     assert_eq!(sample(&text, "spearlet_sms_connected"), 1.0);
     assert_eq!(sample(&text, "spearlet_reports_pending"), 0.0);

@@ -95,6 +95,50 @@ struct Worker {
     name: String,
     engine: Engine,
     rt: tokio::runtime::Handle,
+    /// Frozen by the engine (`pause`) until resumed.
+    paused: bool,
+}
+
+impl Worker {
+    /// Freeze the container (`pause`: it keeps its memory and uses no CPU) or thaw it. Pausing
+    /// a paused worker, or resuming a running one, does nothing. A worker that cannot be thawed
+    /// is lost.
+    async fn pause(&mut self, pause: bool) -> Result<(), PluginError> {
+        if let Some(why) = &self.conn.error {
+            return Err(PluginError::new(
+                WorkerError::Broken(why.clone()).to_string(),
+            ));
+        }
+        if self.paused == pause {
+            return Ok(());
+        }
+        let docker = self.engine.client()?;
+        let done = if pause {
+            docker.pause_container(&self.name).await
+        } else {
+            docker.unpause_container(&self.name).await
+        };
+        match done {
+            Ok(()) => {
+                self.paused = pause;
+                Ok(())
+            }
+            Err(e) => {
+                let e = self.engine.error(
+                    if pause {
+                        "pause container"
+                    } else {
+                        "unpause container"
+                    },
+                    e,
+                );
+                if !pause {
+                    self.conn.error = Some(format!("it could not be resumed: {e}"));
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The attach streams of a worker container, and where the protocol is on them.
@@ -166,9 +210,15 @@ impl Drop for Worker {
     fn drop(&mut self) {
         // Waits (without entering the runtime, so any thread may drop a worker) until the
         // container is gone, and with it its memory.
-        let (engine, name) = (self.engine.clone(), self.name.clone());
+        let (engine, name, paused) = (self.engine.clone(), self.name.clone(), self.paused);
         let (done, gone) = std::sync::mpsc::channel();
         self.rt.spawn(async move {
+            if paused {
+                // Thawed first: an engine may refuse to kill a frozen container.
+                if let Ok(docker) = engine.client() {
+                    let _ = docker.unpause_container(&name).await;
+                }
+            }
             let _ = tokio::time::timeout(REMOVE_TIMEOUT, engine.remove(&name)).await;
             let _ = done.send(());
         });
@@ -234,6 +284,7 @@ impl ContainerExecutor {
                     name: name.clone(),
                     engine: self.engine.clone(),
                     rt,
+                    paused: false,
                 };
                 self.workers.slots.insert(name.clone(), worker);
                 Ok(name)
@@ -265,10 +316,33 @@ impl ContainerExecutor {
             .slots
             .invoke(
                 handle,
-                |w| rt.block_on(w.conn.call(function, payload, deadline)),
+                |w| {
+                    rt.block_on(async {
+                        // A paused worker would never answer: it is resumed first.
+                        if w.paused {
+                            w.pause(false)
+                                .await
+                                .map_err(|e| WorkerError::Broken(e.to_string()))?;
+                        }
+                        w.conn.call(function, payload, deadline).await
+                    })
+                },
                 |w| w.conn.error.is_some(),
             )?
             .map_err(InvokeFailure::from)
+    }
+
+    /// Pause worker `handle`'s container (or resume it): refused while it serves an invocation.
+    pub(crate) fn pause_worker(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
+        let rt = self.rt();
+        self.workers
+            .slots
+            .invoke(
+                handle,
+                |w| rt.block_on(w.pause(pause)),
+                |w| w.conn.error.is_some(),
+            )
+            .map_err(|f| PluginError::new(f.to_string()))?
     }
 
     /// Remove worker `handle`'s container (at once when idle, after its invocation when busy).

@@ -215,6 +215,7 @@ impl Executor for ContainerExecutor {
             cpu_limit: true,
             network_isolation: true,
             instances: true,
+            pause: true,
         }
     }
 
@@ -403,6 +404,10 @@ impl Executor for ContainerExecutor {
 
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
         self.stop_worker(handle)
+    }
+
+    fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
+        self.pause_worker(handle, pause)
     }
 }
 

@@ -113,6 +113,18 @@ impl Instances {
             .map_err(InvokeFailure::from)
     }
 
+    /// Pause worker `handle` (or resume it): refused while it serves an invocation.
+    pub(crate) fn pause(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
+        self.workers
+            .invoke(
+                handle,
+                |w| w.pause(pause),
+                |w| matches!(w.state(), WorkerState::Error(_)),
+            )
+            .map_err(|f| PluginError::new(f.to_string()))?
+            .map_err(|e| PluginError::new(e.to_string()))
+    }
+
     /// Kill worker `handle` (at once when idle, after its invocation when busy).
     pub(crate) fn stop(&self, handle: &str) -> Result<(), PluginError> {
         self.workers.stop(handle)

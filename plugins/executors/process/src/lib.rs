@@ -157,6 +157,7 @@ impl Executor for ProcessExecutor {
             cpu_limit: false,
             network_isolation: false,
             instances: true,
+            pause: true,
         }
     }
 
@@ -369,6 +370,10 @@ impl Executor for ProcessExecutor {
 
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
         self.workers.stop(handle)
+    }
+
+    fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
+        self.workers.pause(handle, pause)
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Worker {
     invocations: u64,
     /// Killed and reaped: its pid (and group id) may belong to another process now.
     reaped: bool,
+    /// Stopped (`SIGSTOP` to its process group) until resumed.
+    paused: bool,
 }
 
 impl Worker {
@@ -102,6 +104,7 @@ impl Worker {
             state: WorkerState::Ready,
             invocations: 0,
             reaped: false,
+            paused: false,
         };
         for fd in [worker.stdin.as_raw_fd(), worker.stdout.as_raw_fd()] {
             nonblocking(fd).map_err(|e| WorkerError::Start(format!("pipes: {e}")))?;
@@ -131,6 +134,37 @@ impl Worker {
         self.invocations
     }
 
+    /// Stop the worker's process group (`pause`: `SIGSTOP`; it keeps its memory and uses no
+    /// CPU), or let it go on (`SIGCONT`). Pausing a paused worker, or resuming a running one,
+    /// does nothing.
+    pub fn pause(&mut self, pause: bool) -> Result<(), WorkerError> {
+        if let WorkerState::Error(why) = &self.state {
+            return Err(WorkerError::Broken(why.clone()));
+        }
+        if self.paused == pause {
+            return Ok(());
+        }
+        let pid = i32::try_from(self.child.id())
+            .map_err(|_| WorkerError::Broken("the worker's pid is out of range".into()))?;
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: a signal to the process group this worker leads (not reaped: the group is
+        // still its own).
+        if unsafe { libc::kill(-pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(self.fail(WorkerError::Broken(format!(
+                "cannot {} the worker: {e}",
+                if pause { "pause" } else { "resume" }
+            ))));
+        }
+        self.paused = pause;
+        Ok(())
+    }
+
+    /// Whether the worker is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -145,6 +179,10 @@ impl Worker {
     ) -> Result<Vec<u8>, WorkerError> {
         if let WorkerState::Error(why) = &self.state {
             return Err(WorkerError::Broken(why.clone()));
+        }
+        // A paused worker would never answer: it is resumed first.
+        if self.paused {
+            self.pause(false)?;
         }
         let until = Instant::now() + deadline.min(FAR);
         let id = self.next_id;

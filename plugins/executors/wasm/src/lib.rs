@@ -189,6 +189,7 @@ impl Executor for WasmExecutor {
             cpu_limit: false,
             network_isolation: true,
             instances: true,
+            pause: false,
         }
     }
 

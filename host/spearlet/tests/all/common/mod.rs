@@ -436,6 +436,16 @@ impl Spearlet {
             .unwrap()
     }
 
+    /// The body of `GET path` as text (say, `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// SIGKILL: no drain, no deregistration.
     pub fn kill_9(&mut self) {
         self.child.kill().unwrap();
@@ -454,6 +464,15 @@ impl Drop for Spearlet {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the Prometheus sample `name` (with its labels, if any) in `text`.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 /// Register a task from `body` at `sms`; its id.
