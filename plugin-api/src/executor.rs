@@ -109,9 +109,9 @@ pub struct Capabilities {
     /// Absent in the JSON of an older plugin: `false`.
     #[serde(default)]
     pub instances: bool,
-    /// It can pause an idle long-lived instance and resume it ([`Executor::pause_instance`]):
-    /// a paused instance keeps its memory and uses no CPU. Absent in the JSON of an older
-    /// plugin: `false`.
+    /// It can pause an idle long-lived instance and resume it ([`Executor::pause_instance`]: a
+    /// [`PAUSE_SIGNAL`] or [`RESUME_SIGNAL`] to the instance's handle): a paused instance keeps
+    /// its memory and uses no CPU. Absent in the JSON of an older plugin: `false`.
     #[serde(default)]
     pub pause: bool,
 }
@@ -169,6 +169,11 @@ impl InvokeFailure {
         matches!(self, Self::Deadline(_) | Self::Lost(_))
     }
 }
+
+/// The signal that pauses a live instance ([`Executor::pause_instance`]): Linux's `SIGSTOP`.
+pub const PAUSE_SIGNAL: i32 = 19;
+/// The signal that resumes a paused live instance: Linux's `SIGCONT`.
+pub const RESUME_SIGNAL: i32 = 18;
 
 /// An executor plugin. Methods may block; every one must be safe to call from several threads.
 pub trait Executor: Send + Sync + 'static {
@@ -228,12 +233,13 @@ pub trait Executor: Send + Sync + 'static {
     /// Pause the idle instance `handle` (`pause`: it keeps its memory and state and uses no CPU
     /// until resumed), or resume it (`!pause`). Only when [`Capabilities::pause`]. A host pauses
     /// only an instance serving nothing, and resumes it before its next invocation; pausing a
-    /// paused instance, or resuming a running one, does nothing.
+    /// paused instance, or resuming a running one, does nothing; an invocation of a paused
+    /// instance resumes it first.
+    ///
+    /// Provided: [`signal`](Self::signal) of [`PAUSE_SIGNAL`] or [`RESUME_SIGNAL`] to the
+    /// instance's handle, which is how a pausing executor is asked (so that the native ABI's
+    /// executor table is unchanged: a plugin built against an earlier 2.x loads as before).
     fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
-        let _ = pause;
-        Err(PluginError::new(format!(
-            "the {} executor cannot pause instance {handle}",
-            self.info().name
-        )))
+        self.signal(handle, if pause { PAUSE_SIGNAL } else { RESUME_SIGNAL })
     }
 }

@@ -111,9 +111,22 @@ fn proc_state(pid: &str) -> Option<char> {
         .and_then(|(_, rest)| rest.chars().next())
 }
 
+/// Whether process `pid` is stopped (`T`) within a second: a signal is delivered after
+/// `kill(2)` returns.
+fn stops(pid: &str) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        if proc_state(pid) == Some('T') {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
 /// A worker process paused is stopped (`T`) and keeps its state; an invocation resumes it, as
 /// an explicit resume does; pausing twice or resuming a running one does nothing; a paused
-/// worker stops and is reaped. The wasm executor says it cannot pause.
+/// worker stops and is reaped. The wasm executor says it cannot pause, and refuses to.
 #[test]
 fn a_worker_process_pauses_and_resumes_with_its_state() {
     let x = executor("process.so", "{}");
@@ -127,12 +140,12 @@ fn a_worker_process_pauses_and_resumes_with_its_state() {
     assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"1");
     x.pause_instance(&h, true).unwrap();
     x.pause_instance(&h, true).unwrap();
-    assert_eq!(proc_state(&pid), Some('T'), "paused: stopped");
+    assert!(stops(&pid), "paused: stopped");
     // An invocation on a paused worker resumes it first.
     assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"2");
     assert_ne!(proc_state(&pid), Some('T'));
     x.pause_instance(&h, true).unwrap();
-    assert_eq!(proc_state(&pid), Some('T'));
+    assert!(stops(&pid));
     x.pause_instance(&h, false).unwrap();
     x.pause_instance(&h, false).unwrap();
     assert_ne!(proc_state(&pid), Some('T'), "resumed");
@@ -145,8 +158,10 @@ fn a_worker_process_pauses_and_resumes_with_its_state() {
     let wasm = executor("wasm.so", "{}");
     assert!(!wasm.capabilities().pause);
     let a = wasm.start_instance(&counter()).unwrap();
-    let e = wasm.pause_instance(&a, true).unwrap_err();
-    assert!(e.to_string().contains("cannot pause"), "{e}");
+    assert!(
+        wasm.pause_instance(&a, true).is_err(),
+        "the wasm executor pauses nothing"
+    );
     assert_eq!(wasm.invoke(&a, "count", b"", 5_000).unwrap(), b"1");
 }
 

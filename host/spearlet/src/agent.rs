@@ -552,9 +552,6 @@ impl Agent {
                 labels: Default::default(),
             })
             .await;
-        // Idle live instances go now; busy ones cool down (stopped when their invocation ends).
-        let pools = self.clone();
-        let _ = tokio::task::spawn_blocking(move || pools.pools.stop_where(|_| true, false)).await;
         let limit = Duration::from_millis(self.config.spearlet.limits.drain_timeout_ms);
         let deadline = Instant::now() + limit;
         while !self.running().is_empty() && Instant::now() < deadline {

@@ -89,6 +89,7 @@ impl State {
                 created: now,
                 last_used: now,
                 recent: VecDeque::new(),
+                retire: false,
             },
         );
         id

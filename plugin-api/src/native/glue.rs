@@ -192,9 +192,6 @@ impl<T: Executor> FfiExecutor for ExecutorGlue<T> {
     fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
         guard_result(|| self.0.stop_instance(handle.as_str()))
     }
-    fn pause_instance(&self, handle: RStr<'_>, pause: bool) -> RResult<(), RString> {
-        guard_result(|| self.0.pause_instance(handle.as_str(), pause))
-    }
 }
 
 /// Wraps a [`StorageBackend`] as an [`FfiStorage`].

@@ -40,7 +40,7 @@ use ffi::{
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.
 #[cfg(not(feature = "abi-mismatch-fixture"))]
-pub const ABI_VERSION: &str = "2.2.0";
+pub const ABI_VERSION: &str = "2.1.0";
 
 /// The version of the native ABI (test fixture build: deliberately incompatible).
 #[cfg(feature = "abi-mismatch-fixture")]
@@ -139,12 +139,6 @@ pub trait FfiExecutor: Send + Sync {
     fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
         let _ = handle;
         RResult::RErr("this executor keeps no long-lived instances (ABI 2.0)".into())
-    }
-    /// See [`crate::Executor::pause_instance`]. (Added in ABI 2.2: a 2.0 or 2.1 library has
-    /// none, and answers with this default.)
-    fn pause_instance(&self, handle: RStr<'_>, pause: bool) -> RResult<(), RString> {
-        let _ = (handle, pause);
-        RResult::RErr("this executor cannot pause instances (ABI 2.1)".into())
     }
 }
 

@@ -357,13 +357,6 @@ impl api::Executor for NativeExecutor {
     fn stop_instance(&self, handle: &str) -> std::result::Result<(), api::PluginError> {
         ffi(self.0.stop_instance(handle.into())).map_err(plugin_error)
     }
-    fn pause_instance(
-        &self,
-        handle: &str,
-        pause: bool,
-    ) -> std::result::Result<(), api::PluginError> {
-        ffi(self.0.pause_instance(handle.into(), pause)).map_err(plugin_error)
-    }
 }
 
 /// A native storage backend, usable through the plain [`api::StorageBackend`] trait. Calls block.

@@ -45,8 +45,9 @@ pub struct FunctionLimits {
     /// at most 3,600,000).
     pub adaptive_target_ms: u64,
     /// Idle time after which a Ready instance whose executor can pause it (a worker process or
-    /// container) is paused, in ms (0: never; at most 86,400,000). A paused instance keeps its
-    /// memory and state and uses no CPU; an invocation resumes it.
+    /// container) is paused, in ms (0, the default: never; at most 86,400,000). A paused
+    /// instance keeps its memory and state and uses no CPU; an invocation resumes it. Off by
+    /// default: a paused worker's own timers and background work stop too.
     pub pause_idle_ms: u64,
 }
 
@@ -67,7 +68,7 @@ impl Default for FunctionLimits {
             max_per_function: 0,
             max_per_binary: 0,
             adaptive_target_ms: 0,
-            pause_idle_ms: 60_000,
+            pause_idle_ms: 0,
         }
     }
 }

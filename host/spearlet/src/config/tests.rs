@@ -76,7 +76,8 @@ fn bad_values_are_refused_naming_the_key() {
         "[spearlet.functions]\nmax_timeout_ms = 0\ndefault_timeout_ms = 0\nmax_payload_bytes = 0\n\
          start_timeout_ms = 0\nmax_results = 0\nresult_ttl_secs = 0\ntask_ttl_ms = 600001\n\
          max_concurrent = 0\nmax_result_mb = 0\nrate_per_sec = -1.0\nburst = nan\n\
-         max_per_function = 100001\nmax_per_binary = 100001\nadaptive_target_ms = 3600001\n",
+         max_per_function = 100001\nmax_per_binary = 100001\nadaptive_target_ms = 3600001\n\
+         pause_idle_ms = 86400001\n",
     );
     for key in [
         "max_timeout_ms",
@@ -93,6 +94,7 @@ fn bad_values_are_refused_naming_the_key() {
         "max_per_function",
         "max_per_binary",
         "adaptive_target_ms",
+        "pause_idle_ms",
     ] {
         assert!(
             err.contains(&format!("spearlet.functions.{key}")),

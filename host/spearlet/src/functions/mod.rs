@@ -414,21 +414,37 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
     let (function, payload) = (call.function.clone(), call.payload.clone());
     let ran_on = runtime.executor.clone();
     let running = Instant::now();
+    let until = Instant::now() + left;
+    // `None`: resumed, but no time was left to run the function (the instance is fine).
     let ran = tokio::task::spawn_blocking(move || {
-        // Taken Paused: resumed first (an instance that cannot be is lost).
-        if resume {
-            runtime.pause(false).map_err(|e| {
-                InvokeFailure::Lost(format!("the paused instance could not be resumed: {e}"))
-            })?;
+        // Taken Paused: resumed first (an instance that cannot be is lost), within the deadline.
+        if resume && let Err(e) = runtime.pause(false) {
+            return Some(Err(InvokeFailure::Lost(format!(
+                "the paused instance could not be resumed: {e}"
+            ))));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
         }
         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
-        runtime
-            .executor
-            .invoke(&runtime.handle, &function, &payload, ms)
+        Some(
+            runtime
+                .executor
+                .invoke(&runtime.handle, &function, &payload, ms),
+        )
     })
     .await
-    .unwrap_or_else(|e| Err(InvokeFailure::Lost(format!("the invocation panicked: {e}"))));
+    .unwrap_or_else(|e| {
+        Some(Err(InvokeFailure::Lost(format!(
+            "the invocation panicked: {e}"
+        ))))
+    });
     admitted.done(running.elapsed());
+    let Some(ran) = ran else {
+        agent.pools.release(lease, true, None, 0);
+        return Err(deadline(call));
+    };
     let lost = ran.as_ref().is_err_and(InvokeFailure::instance_lost);
     // A refusal is not the instance's failure (the function never ran).
     let ok = matches!(ran, Ok(_) | Err(InvokeFailure::Refused(_)));

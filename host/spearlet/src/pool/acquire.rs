@@ -246,6 +246,10 @@ impl Pools {
                 } else {
                     Phase::Ready
                 };
+                if lease.resume {
+                    // Not resumed after all.
+                    s.counters.resumed = s.counters.resumed.saturating_sub(1);
+                }
                 s.dirty.insert(lease.id);
             }
         }

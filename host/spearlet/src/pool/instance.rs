@@ -89,6 +89,9 @@ pub struct Instance {
     pub(super) last_used: Instant,
     #[serde(skip)]
     pub(super) recent: VecDeque<bool>,
+    /// Its executor was swapped out while it was being paused: the pause round stops it.
+    #[serde(skip)]
+    pub(super) retire: bool,
 }
 
 impl Instance {

@@ -236,9 +236,10 @@ async fn idle_instances_pause_and_a_paused_one_serves_only_when_none_is_ready() 
         (a_id, true, Tier::Warm)
     );
     assert_eq!(p.counters().resumed, 1);
-    // Not used after all (its resume never began): Paused again.
+    // Not used after all (its resume never began): Paused again, and not counted.
     p.unused(second);
     assert_eq!(state_of(&p, a_id), Some(Phase::Paused));
+    assert_eq!(p.counters().resumed, 0);
     p.release(first, true, None, 0);
     // The reclamation policy sees a Paused instance as ready, and may stop it.
     let pressure = NodePressure::default();
@@ -356,4 +357,45 @@ async fn an_instance_is_terminating_until_its_runtime_has_stopped() {
     assert_eq!(stopping.await.unwrap(), 1);
     assert_eq!(state_of(&p, id), None);
     p.release(other, true, None, 0);
+}
+
+#[tokio::test]
+async fn a_pause_round_takes_one_instance_at_a_time_and_a_swap_meanwhile_retires_it() {
+    let (p, _dir) = pools();
+    let fake = Arc::new(Fake::default());
+    let a = take(&p, &fake, "t", "h-a", "r-1").await;
+    let b = take(&p, &fake, "t", "h-b", "r-2").await;
+    let (a_id, b_id) = (a.id, b.id);
+    p.release(a, true, None, 0);
+    p.release(b, true, None, 0);
+    let go = Fake::hold(&fake.hold_pause);
+    let pausing = tokio::task::spawn_blocking({
+        let p = p.clone();
+        move || p.pause_idle(Duration::ZERO)
+    });
+    while state_of(&p, a_id) != Some(Phase::Pausing) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The other waits its turn Ready, and an invocation takes it meanwhile.
+    assert_eq!(state_of(&p, b_id), Some(Phase::Ready));
+    let busy = take(&p, &fake, "t", "h-new", "r-3").await;
+    assert_eq!(busy.id, b_id);
+    // The executor is swapped out: the busy one cools down; the one being paused is left to
+    // its pause round, which stops it.
+    let stopped = blocking({
+        let p = p.clone();
+        move || p.stop_where(|_| true, false)
+    })
+    .await;
+    assert_eq!(stopped, 0);
+    assert_eq!(state_of(&p, a_id), Some(Phase::Pausing));
+    go.send(()).unwrap();
+    assert_eq!(pausing.await.unwrap(), 0);
+    assert_eq!(state_of(&p, a_id), None, "stopped by the pause round");
+    assert_eq!(fake.calls(), ["pause h-a", "stop h-a"]);
+    assert_eq!(state_of(&p, b_id), Some(Phase::CoolingDown(serving("r-3"))));
+    p.release(busy, true, None, 0);
+    while state_of(&p, b_id).is_some() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -4,7 +4,7 @@
 //! Initializing → WarmingUp → Ready ⇄ Executing
 //!                              ↓ ↑ (idle past spearlet.functions.pause_idle_ms; taken)
 //!                        Pausing → Paused
-//! Executing → CoolingDown (its executor swapped out, the node draining) → Terminating
+//! Executing → CoolingDown (its executor swapped out) → Terminating
 //! any → Error (its runtime failed: stopped at once, the record removed at the next round)
 //! Ready, Paused, Error → Terminating (reclaimed, evicted, retired) → removed
 //! ```
@@ -44,8 +44,7 @@ pub enum Phase {
     /// Paused by its executor: it keeps its memory and state and uses no CPU. Taken (and
     /// resumed) only when its task has no Ready instance.
     Paused,
-    /// Serving its last invocation: it stops when that ends (its executor was swapped out, or
-    /// the node is draining).
+    /// Serving its last invocation: it stops when that ends (its executor was swapped out).
     CoolingDown(Serving),
     /// Failed: its runtime is stopped, it is never chosen again, and its record goes at the
     /// next reclamation round.

@@ -13,8 +13,8 @@ impl Pools {
 
     /// Stop the live runtimes `which` picks, of idle (Ready, Paused) instances or, with
     /// `busy_too`, of any, and forget their instances (blocking: plugin calls); without
-    /// `busy_too`, the busy ones it picks go CoolingDown (stopped when given back). Returns how
-    /// many were stopped.
+    /// `busy_too`, the busy ones it picks go CoolingDown (stopped when given back) and one
+    /// being paused is stopped by its pause round. Returns how many were stopped now.
     pub fn stop_where(&self, which: impl Fn(&Runtime) -> bool, busy_too: bool) -> usize {
         let leaving = {
             let mut s = self.lock();
@@ -29,11 +29,19 @@ impl Pools {
             for (id, idle) in picked {
                 if idle || busy_too {
                     leaving.extend(s.leave(id));
-                } else if let Some(i) = s.instances.get_mut(&id)
-                    && let Phase::Executing(serving) = &i.state
-                {
-                    i.state = Phase::CoolingDown(serving.clone());
-                    s.dirty.insert(id);
+                    continue;
+                }
+                let Some(i) = s.instances.get_mut(&id) else {
+                    continue;
+                };
+                match &i.state {
+                    Phase::Executing(serving) => {
+                        i.state = Phase::CoolingDown(serving.clone());
+                        s.dirty.insert(id);
+                    }
+                    // Its pause round owns it now, and stops it when done.
+                    Phase::Pausing => i.retire = true,
+                    _ => {}
                 }
             }
             leaving

@@ -97,7 +97,12 @@ async fn an_idle_worker_is_paused_and_the_next_invocation_resumes_it_with_its_st
 
     // Idle past 400 ms: paused, and stopped by the kernel.
     only_instance(&node, &py, "paused").await;
-    assert_eq!(proc_state(pids[0]), 'T');
+    // (The signal is delivered after `kill(2)` returns.)
+    let until = Instant::now() + Duration::from_secs(1);
+    while proc_state(pids[0]) != 'T' {
+        assert!(Instant::now() < until, "the paused worker runs on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let text = node.text("/metrics").await;
     assert!(
         sample(&text, "spearlet_instances_paused_total") >= 1.0,
@@ -116,6 +121,9 @@ async fn an_idle_worker_is_paused_and_the_next_invocation_resumes_it_with_its_st
     assert_eq!(workers(node.child.id()), pids, "the same process");
     let text = node.text("/metrics").await;
     assert_eq!(sample(&text, "spearlet_instances_resumed_total"), 1.0);
+    let status = node.get("/api/v1/status").await;
+    assert_eq!(status["pools"]["resumed"], 1, "{status}");
+    assert!(status["pools"]["paused"].as_u64().unwrap() >= 1, "{status}");
 
     // A wasm instance cannot be paused: it stays ready.
     let shown = only_instance(&node, &wasm, "ready").await;

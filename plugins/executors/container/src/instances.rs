@@ -132,7 +132,11 @@ impl Worker {
                     },
                     e,
                 );
-                if !pause {
+                if pause {
+                    // The engine may have frozen it all the same (a reply lost, a timeout):
+                    // thawed, so that it never stays frozen unknown to the executor.
+                    let _ = docker.unpause_container(&self.name).await;
+                } else {
                     self.conn.error = Some(format!("it could not be resumed: {e}"));
                 }
                 Err(e)

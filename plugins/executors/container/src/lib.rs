@@ -59,6 +59,7 @@ use bollard::query_parameters::StatsOptionsBuilder;
 use futures_util::StreamExt;
 use spear_plugin_api::executor::{
     Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, InstanceSpec, InvokeFailure,
+    PAUSE_SIGNAL, RESUME_SIGNAL,
 };
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
@@ -283,6 +284,10 @@ impl Executor for ContainerExecutor {
 
     fn signal(&self, handle: &str, signal: i32) -> Result<(), PluginError> {
         match self.table.lock().get(handle) {
+            // A live instance is paused and resumed this way ([`Executor::pause_instance`]).
+            None if signal == PAUSE_SIGNAL || signal == RESUME_SIGNAL => {
+                return self.pause_worker(handle, signal == PAUSE_SIGNAL);
+            }
             None => return Err(Self::unknown(handle)),
             Some(e) if e.result.is_some() => return Ok(()),
             Some(_) => {}
@@ -404,10 +409,6 @@ impl Executor for ContainerExecutor {
 
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
         self.stop_worker(handle)
-    }
-
-    fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
-        self.pause_worker(handle, pause)
     }
 }
 

@@ -130,3 +130,14 @@ impl Instances {
         self.workers.stop(handle)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Hosts ask for a pause with `signal` ([`spear_plugin_api::Executor::pause_instance`]): its
+    /// numbers must be this system's `SIGSTOP` and `SIGCONT`.
+    #[test]
+    fn the_pause_signals_are_this_systems_stop_and_cont() {
+        assert_eq!(spear_plugin_api::executor::PAUSE_SIGNAL, libc::SIGSTOP);
+        assert_eq!(spear_plugin_api::executor::RESUME_SIGNAL, libc::SIGCONT);
+    }
+}

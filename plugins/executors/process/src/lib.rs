@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use spear_plugin_api::executor::{
     Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, InstanceSpec, InvokeFailure,
+    PAUSE_SIGNAL, RESUME_SIGNAL,
 };
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind, parse_config};
 
@@ -271,9 +272,14 @@ impl Executor for ProcessExecutor {
 
     fn signal(&self, handle: &str, signal: i32) -> Result<(), PluginError> {
         let procs = lock(&self.table);
-        let p = procs
-            .get(handle)
-            .ok_or_else(|| PluginError::new(format!("no execution {handle} here")))?;
+        let Some(p) = procs.get(handle) else {
+            drop(procs);
+            // A live instance is paused and resumed this way ([`Executor::pause_instance`]).
+            return match signal {
+                PAUSE_SIGNAL | RESUME_SIGNAL => self.workers.pause(handle, signal == PAUSE_SIGNAL),
+                _ => Err(PluginError::new(format!("no execution {handle} here"))),
+            };
+        };
         if p.result.is_none() {
             signal_group(p.pid, signal);
         }
@@ -370,10 +376,6 @@ impl Executor for ProcessExecutor {
 
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {
         self.workers.stop(handle)
-    }
-
-    fn pause_instance(&self, handle: &str, pause: bool) -> Result<(), PluginError> {
-        self.workers.pause(handle, pause)
     }
 }
 
