@@ -10,7 +10,10 @@ Functions: `count` (invocations of `count` so far on this worker), `echo` (the p
 `upper` (the payload upper-cased), `cwd` (its working directory), `env` (the value of the
 environment variable the payload names, empty when unset), `fail` (a function error),
 `sleep` (the payload's number of milliseconds), `exit` (dies mid-invocation: the Spearlet
-replaces the worker).
+replaces the worker), `lines` (asked for pieces of output, `"stream": true`: sends the piece
+`first`, waits up to ten seconds for the file its payload names to exist, sends `second`, and
+answers `end`, or `no gate` if the file never came; asked for none: answers all three at once),
+`pieces` (the payload `N,SIZE`: N pieces of SIZE bytes, sent as pieces when asked for them).
 """
 
 import json
@@ -70,6 +73,25 @@ def main():
         elif function == "sleep":
             time.sleep(int(payload or b"1000") / 1000)
             write_message(out, {"id": rid, "ok": True}, b"slept")
+        elif function == "lines":
+            if request.get("stream"):
+                write_message(out, {"id": rid, "chunk": True}, b"first")
+                deadline = time.monotonic() + 10
+                while not os.path.exists(payload.decode()) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                write_message(out, {"id": rid, "chunk": True}, b"second")
+                end = b"end" if os.path.exists(payload.decode()) else b"no gate"
+                write_message(out, {"id": rid, "ok": True}, end)
+            else:
+                write_message(out, {"id": rid, "ok": True}, b"firstsecondend")
+        elif function == "pieces":
+            n, size = (int(x) for x in payload.decode().split(","))
+            if request.get("stream"):
+                for _ in range(n):
+                    write_message(out, {"id": rid, "chunk": True}, b"p" * size)
+                write_message(out, {"id": rid, "ok": True}, b"")
+            else:
+                write_message(out, {"id": rid, "ok": True}, b"p" * (n * size))
         elif function == "exit":
             sys.exit(3)
         elif function == "fail":

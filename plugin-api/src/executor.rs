@@ -224,6 +224,22 @@ pub trait Executor: Send + Sync + 'static {
         Err(InvokeFailure::Lost(format!("no instance {handle} here")))
     }
 
+    /// [`invoke`](Self::invoke), handing the output to `sink` in pieces as the function makes
+    /// them, and answering the rest (the output not handed to `sink`). `sink` answers `false`
+    /// when its caller wants no more: the executor hands it nothing further, and the invocation
+    /// runs to its end all the same. Provided: `invoke` (the whole output at the end, no piece).
+    fn invoke_stream(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        let _ = sink;
+        self.invoke(handle, function, payload, timeout_ms)
+    }
+
     /// Stop the instance `handle` and release what it holds (memory, process, container). A
     /// paused instance is stopped too.
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {

@@ -5,7 +5,9 @@
 //! Every message is two frames: a JSON header, then the payload bytes, each preceded by its
 //! length as four bytes, big-endian. The worker announces itself with `{"ready": true,
 //! "protocol": 1}` (and an empty payload); each request is `{"id", "function"}` + payload and is
-//! answered `{"id", "ok": true}` + result or `{"id", "ok": false, "error"}` + empty payload.
+//! answered `{"id", "ok": true}` + result or `{"id", "ok": false, "error"}` + empty payload. A
+//! request that says `"stream": true` may first get pieces of its output, each `{"id", "chunk":
+//! true}` + the piece, before its answer (whose result is the rest of the output).
 //!
 //! This module holds what does not depend on the transport: encoding a request, checking a hello
 //! and an answer, and [`Frames`], which cuts a byte stream into bounded frames.
@@ -73,6 +75,10 @@ impl From<WorkerError> for InvokeFailure {
 struct Request<'a> {
     id: u64,
     function: &'a str,
+    /// Pieces of output may come before the answer (absent, not `false`, when not: a worker
+    /// written before pieces existed sees the request it always saw).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,18 +92,36 @@ struct Hello {
 #[serde(deny_unknown_fields)]
 struct Answer {
     id: u64,
-    ok: bool,
+    #[serde(default)]
+    ok: Option<bool>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    chunk: bool,
 }
 
-/// Request `id`: `function` on `payload`, both frames in one buffer. Refused (the worker stays
-/// ready) when the payload is over `max_payload` or the function name empty or too long.
+/// Where the pieces of a streaming invocation's output go: `false` back means no more are
+/// wanted.
+pub type Sink<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
+/// What a worker sent for a request: a piece of its output, or its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A piece of the output (only to a request that asked for them).
+    Piece(Vec<u8>),
+    /// The answer: the (rest of the) output.
+    Done(Vec<u8>),
+}
+
+/// Request `id`: `function` on `payload`, both frames in one buffer; `stream`: pieces of output
+/// may come before the answer. Refused (the worker stays ready) when the payload is over
+/// `max_payload` or the function name empty or too long.
 pub fn request(
     id: u64,
     function: &str,
     payload: &[u8],
     max_payload: usize,
+    stream: bool,
 ) -> Result<Vec<u8>, WorkerError> {
     if payload.len() > max_payload || u32::try_from(payload.len()).is_err() {
         return Err(WorkerError::TooLarge(payload.len()));
@@ -105,8 +129,12 @@ pub fn request(
     if function.is_empty() || function.len() > MAX_FUNCTION_NAME {
         return Err(WorkerError::BadName);
     }
-    let header = serde_json::to_vec(&Request { id, function })
-        .map_err(|e| WorkerError::Protocol(e.to_string()))?;
+    let header = serde_json::to_vec(&Request {
+        id,
+        function,
+        stream,
+    })
+    .map_err(|e| WorkerError::Protocol(e.to_string()))?;
     let mut out = Vec::with_capacity(8 + header.len() + payload.len());
     for frame in [&header[..], payload] {
         // Both fit in a u32: the header is short, the payload was checked above.
@@ -137,10 +165,23 @@ pub fn hello(header: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
 }
 
 /// Check the answer to request `id`: its result, the function's own error
-/// ([`WorkerError::Function`], the worker stays ready), or a [`WorkerError::Protocol`].
+/// ([`WorkerError::Function`], the worker stays ready), or a [`WorkerError::Protocol`] (a piece
+/// of output among them: only [`reply`] takes pieces).
 pub fn answer(id: u64, header: &[u8], body: Vec<u8>) -> Result<Vec<u8>, WorkerError> {
+    match reply(id, header, body, false)? {
+        Reply::Done(out) => Ok(out),
+        Reply::Piece(_) => unreachable!("refused by reply without stream"),
+    }
+}
+
+/// Check a message a worker sent for request `id`: a piece of output (only when `stream`, the
+/// request having asked for them), its answer's result, the function's own error
+/// ([`WorkerError::Function`], the worker stays ready), or a [`WorkerError::Protocol`].
+pub fn reply(id: u64, header: &[u8], body: Vec<u8>, stream: bool) -> Result<Reply, WorkerError> {
     let answer: Answer = serde_json::from_slice(header).map_err(|e| {
-        WorkerError::Protocol(format!("an answer that is not {{id, ok, error}}: {e}"))
+        WorkerError::Protocol(format!(
+            "an answer that is not {{id, ok, error}} or {{id, chunk}}: {e}"
+        ))
     })?;
     if answer.id != id {
         return Err(WorkerError::Protocol(format!(
@@ -148,15 +189,29 @@ pub fn answer(id: u64, header: &[u8], body: Vec<u8>) -> Result<Vec<u8>, WorkerEr
             answer.id
         )));
     }
+    if answer.chunk {
+        return match (stream, answer.ok, answer.error) {
+            (true, None, None) => Ok(Reply::Piece(body)),
+            (false, ..) => Err(WorkerError::Protocol(
+                "a piece of output to a request that asked for none".into(),
+            )),
+            _ => Err(WorkerError::Protocol(
+                "a piece of output that carries ok or error".into(),
+            )),
+        };
+    }
     match (answer.ok, answer.error) {
-        (true, None) => Ok(body),
-        (false, Some(error)) if body.is_empty() => Err(WorkerError::Function(error)),
-        (true, Some(_)) => Err(WorkerError::Protocol(
+        (Some(true), None) => Ok(Reply::Done(body)),
+        (Some(false), Some(error)) if body.is_empty() => Err(WorkerError::Function(error)),
+        (Some(true), Some(_)) => Err(WorkerError::Protocol(
             "a success that carries an error".into(),
         )),
-        (false, None) => Err(WorkerError::Protocol("a failure without its error".into())),
-        (false, Some(_)) => Err(WorkerError::Protocol(
+        (Some(false), None) => Err(WorkerError::Protocol("a failure without its error".into())),
+        (Some(false), Some(_)) => Err(WorkerError::Protocol(
             "a failure that carries a payload".into(),
+        )),
+        (None, _) => Err(WorkerError::Protocol(
+            "an answer without ok (and not a piece of output)".into(),
         )),
     }
 }
@@ -253,21 +308,25 @@ mod tests {
 
     #[test]
     fn a_request_is_two_frames_and_refuses_what_it_must() {
-        let bytes = request(7, "echo", b"hi", 16).unwrap();
+        let bytes = request(7, "echo", b"hi", 16, false).unwrap();
         let mut frames = Frames::new(16);
         frames.push(&bytes);
         let (h, b) = frames.next_message().unwrap().unwrap();
         assert_eq!(h, br#"{"id":7,"function":"echo"}"#);
         assert_eq!(b, b"hi");
         assert_eq!(
-            request(1, "f", &[0; 17], 16),
+            request(1, "f", &[0; 17], 16, false),
             Err(WorkerError::TooLarge(17))
         );
-        assert_eq!(request(1, "", b"", 16), Err(WorkerError::BadName));
+        assert_eq!(request(1, "", b"", 16, false), Err(WorkerError::BadName));
         assert_eq!(
-            request(1, &"f".repeat(257), b"", 16),
+            request(1, &"f".repeat(257), b"", 16, false),
             Err(WorkerError::BadName)
         );
+        let mut frames = Frames::new(16);
+        frames.push(&request(8, "f", b"", 16, true).unwrap());
+        let (h, _) = frames.next_message().unwrap().unwrap();
+        assert_eq!(h, br#"{"id":8,"function":"f","stream":true}"#);
     }
 
     #[test]
@@ -339,6 +398,38 @@ mod tests {
                 String::from_utf8_lossy(header)
             );
         }
+    }
+
+    #[test]
+    fn pieces_of_output_come_only_to_a_request_that_asked() {
+        assert_eq!(
+            reply(5, br#"{"id":5,"chunk":true}"#, b"ab".to_vec(), true),
+            Ok(Reply::Piece(b"ab".to_vec()))
+        );
+        assert_eq!(
+            reply(5, br#"{"id":5,"ok":true}"#, b"c".to_vec(), true),
+            Ok(Reply::Done(b"c".to_vec()))
+        );
+        for (header, stream) in [
+            (&br#"{"id":5,"chunk":true}"#[..], false),
+            (br#"{"id":5,"chunk":true,"ok":true}"#, true),
+            (br#"{"id":5,"chunk":true,"error":"e"}"#, true),
+            (br#"{"id":6,"chunk":true}"#, true),
+            (br#"{"id":5}"#, true),
+        ] {
+            assert!(
+                matches!(
+                    reply(5, header, b"x".to_vec(), stream),
+                    Err(WorkerError::Protocol(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        assert!(matches!(
+            answer(5, br#"{"id":5,"chunk":true}"#, vec![]),
+            Err(WorkerError::Protocol(_))
+        ));
     }
 
     #[test]

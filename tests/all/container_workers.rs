@@ -132,6 +132,30 @@ fn a_container_worker_pauses_and_resumes_with_its_state() {
     );
 }
 
+/// A container worker asked for pieces of output sends them before its answer (the file it waits
+/// for is `/`, there at once); a piece unasked breaks the protocol.
+#[test]
+fn a_container_worker_streams_pieces_of_output() {
+    let x = executor();
+    let h = x.start_instance(&spec("stream")).unwrap();
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let rest = x
+        .invoke_stream(&h, "gate", b"/", 10_000, &mut |p| {
+            pieces.push(p.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(rest, b"end");
+    assert_eq!(pieces, [b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(
+        x.invoke(&h, "gate", b"/", 10_000).unwrap(),
+        b"firstsecondend"
+    );
+    let e = x.invoke(&h, "unasked", b"", 10_000).unwrap_err();
+    assert!(e.to_string().contains("asked for none"), "{e}");
+    assert!(gone(&h), "the lost worker's container is removed");
+}
+
 #[test]
 fn a_container_worker_that_dies_breaks_the_protocol_or_hangs_is_lost_and_removed() {
     let x = executor();

@@ -165,6 +165,67 @@ fn a_worker_process_pauses_and_resumes_with_its_state() {
     assert_eq!(wasm.invoke(&a, "count", b"", 5_000).unwrap(), b"1");
 }
 
+/// A worker asked for pieces of output sends them as the function makes them: the second piece
+/// comes only after the first reached the caller (which makes the file the worker waits for). A
+/// caller that wants no more gets none; a worker that sends a piece unasked broke the protocol.
+/// The wasm executor hands its whole output over at the end.
+#[test]
+fn a_worker_streams_pieces_of_output_as_the_function_makes_them() {
+    let x = executor("process.so", "{}");
+    let h = x.start_instance(&worker()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let path = gate.display().to_string();
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let rest = x
+        .invoke_stream(&h, "gate", path.as_bytes(), 30_000, &mut |piece| {
+            if piece == b"first" {
+                std::fs::write(&gate, b"").unwrap();
+            }
+            pieces.push(piece.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(
+        rest, b"end",
+        "the first piece arrived while the function ran"
+    );
+    assert_eq!(pieces, [b"first".to_vec(), b"second".to_vec()]);
+    // Not asked for pieces: the whole output in the answer.
+    assert_eq!(
+        x.invoke(&h, "gate", path.as_bytes(), 30_000).unwrap(),
+        b"firstsecondend"
+    );
+    // A caller that wants no more after the first piece gets no more.
+    std::fs::remove_file(&gate).unwrap();
+    let mut got = 0;
+    let rest = x
+        .invoke_stream(&h, "gate", path.as_bytes(), 30_000, &mut |_| {
+            std::fs::write(&gate, b"").unwrap();
+            got += 1;
+            false
+        })
+        .unwrap();
+    assert_eq!((got, &rest[..]), (1, &b"end"[..]));
+    assert_eq!(x.invoke(&h, "count", b"", 5_000).unwrap(), b"1");
+    // A piece nobody asked for breaks the protocol: the worker is lost.
+    let e = x.invoke(&h, "unasked", b"", 5_000).unwrap_err();
+    assert!(
+        matches!(&e, InvokeFailure::Lost(m) if m.contains("asked for none")),
+        "{e:?}"
+    );
+    let wasm = executor("wasm.so", "{}");
+    let a = wasm.start_instance(&counter()).unwrap();
+    let mut pieces = 0;
+    let out = wasm
+        .invoke_stream(&a, "count", b"", 5_000, &mut |_| {
+            pieces += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!((pieces, &out[..]), (0, &b"1"[..]));
+}
+
 /// Bad specs are refused with the field named; a component that is not a function is refused.
 #[test]
 fn bad_instance_specs_are_refused_with_a_reason() {

@@ -3,6 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use abi_stable::sabi_types::RMut;
 use abi_stable::std_types::{ROption, RResult, RSlice, RStr, RString, RVec};
 
 use super::ffi::{
@@ -10,8 +11,8 @@ use super::ffi::{
     FfiTarget,
 };
 use super::{
-    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiInvokeFailure, FfiKv, FfiReclaimer, FfiStorage,
-    FfiStrategy,
+    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiInvokeFailure, FfiKv, FfiReclaimer, FfiSink_TO,
+    FfiStorage, FfiStrategy,
 };
 use crate::storage::BatchOp;
 use crate::{Executor, PluginError, Reclaimer, StorageBackend, Strategy};
@@ -191,6 +192,33 @@ impl<T: Executor> FfiExecutor for ExecutorGlue<T> {
     }
     fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
         guard_result(|| self.0.stop_instance(handle.as_str()))
+    }
+    fn invoke_stream(
+        &self,
+        handle: RStr<'_>,
+        function: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        timeout_ms: u64,
+        mut sink: FfiSink_TO<'_, RMut<'_, ()>>,
+    ) -> RResult<RVec<u8>, FfiInvokeFailure> {
+        let call = || {
+            self.0.invoke_stream(
+                handle.as_str(),
+                function.as_str(),
+                payload.as_slice(),
+                timeout_ms,
+                &mut |piece: &[u8]| sink.piece(piece.into()),
+            )
+        };
+        match guard(call) {
+            RResult::ROk(Ok(out)) => RResult::ROk(out.into()),
+            RResult::ROk(Err(failure)) => RResult::RErr(failure.into()),
+            // A panic mid-invocation leaves the instance anywhere: it is lost.
+            RResult::RErr(panic) => RResult::RErr(FfiInvokeFailure {
+                kind: FfiInvokeFailure::LOST,
+                message: panic,
+            }),
+        }
     }
 }
 

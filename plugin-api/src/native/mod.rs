@@ -28,6 +28,7 @@ use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
     sabi_trait,
+    sabi_types::RMut,
     sabi_types::VersionStrings,
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
 };
@@ -40,7 +41,7 @@ use ffi::{
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.
 #[cfg(not(feature = "abi-mismatch-fixture"))]
-pub const ABI_VERSION: &str = "2.1.0";
+pub const ABI_VERSION: &str = "2.2.0";
 
 /// The version of the native ABI (test fixture build: deliberately incompatible).
 #[cfg(feature = "abi-mismatch-fixture")]
@@ -140,6 +141,27 @@ pub trait FfiExecutor: Send + Sync {
         let _ = handle;
         RResult::RErr("this executor keeps no long-lived instances (ABI 2.0)".into())
     }
+    /// See [`crate::Executor::invoke_stream`]. (Added in ABI 2.2.)
+    fn invoke_stream(
+        &self,
+        handle: RStr<'_>,
+        function: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        timeout_ms: u64,
+        sink: FfiSink_TO<'_, RMut<'_, ()>>,
+    ) -> RResult<RVec<u8>, FfiInvokeFailure> {
+        let _ = sink;
+        self.invoke(handle, function, payload, timeout_ms)
+    }
+}
+
+/// Where an executor hands the pieces of a streaming invocation's output (the host's side,
+/// lent for one call of [`FfiExecutor::invoke_stream`]).
+#[sabi_trait]
+pub trait FfiSink {
+    /// One piece; `false`: the caller wants no more.
+    #[sabi(last_prefix_field)]
+    fn piece(&mut self, bytes: RSlice<'_, u8>) -> bool;
 }
 
 /// An [`InvokeFailure`](crate::executor::InvokeFailure) crossing the boundary.

@@ -1,7 +1,10 @@
 //! A worker for the tests of the worker protocol (docs/workers.md): says hello, then serves
 //! `count` (a counter kept in the process), `echo`, `fail` (a function error), `exit` (dies
 //! mid-invocation), `garbage` (answers a frame the protocol does not allow), `hang` (never
-//! answers) and `wrong-id` (answers another request's id).
+//! answers), `wrong-id` (answers another request's id), `gate` (asked for pieces of output: sends
+//! the piece `first`, waits up to ten seconds for the file its payload names to exist, sends
+//! `second`, and answers `end`, or `no gate` if the file never came; asked for none: answers `firstsecondend`) and `unasked` (sends a
+//! piece of output whether asked or not).
 //!
 //! `SPEAR_WORKER_HELLO=old` makes it announce protocol 0.
 
@@ -58,6 +61,8 @@ fn main() {
             .unwrap_or_default()
             .to_owned();
         let ok = format!(r#"{{"id":{id},"ok":true}}"#);
+        let stream = header.contains(r#""stream":true"#);
+        let piece = format!(r#"{{"id":{id},"chunk":true}}"#);
         match function.as_str() {
             "count" => {
                 count += 1;
@@ -73,6 +78,22 @@ fn main() {
                 b"",
             ),
             "exit" => std::process::exit(3),
+            "gate" if stream => {
+                answer(&mut out, &piece, b"first");
+                let gate = std::path::PathBuf::from(String::from_utf8(payload).unwrap());
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !gate.exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                answer(&mut out, &piece, b"second");
+                let end: &[u8] = if gate.exists() { b"end" } else { b"no gate" };
+                answer(&mut out, &ok, end);
+            }
+            "gate" => answer(&mut out, &ok, b"firstsecondend"),
+            "unasked" => {
+                answer(&mut out, &piece, b"x");
+                answer(&mut out, &ok, b"");
+            }
             "garbage" => {
                 out.write_all(&[0xff, 0xff, 0xff, 0xff, b'x']).unwrap();
                 out.flush().unwrap();

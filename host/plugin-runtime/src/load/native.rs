@@ -13,12 +13,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
-use abi_stable::std_types::{ROption, RResult, RString, RVec};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::sabi_types::RMut;
+use abi_stable::std_types::{ROption, RResult, RSlice, RString, RVec};
 use spear_plugin_api as api;
 use spear_plugin_api::native::ffi::{FfiInstanceStats, FfiOutcome, FfiRequest, FfiTarget};
 use spear_plugin_api::native::{
-    ABI_VERSION, ExecutorBox, FfiBatchOp, FfiCheck, FfiKv, ReclaimerBox, SpearPluginModuleRef,
-    StorageBox, StrategyBox,
+    ABI_VERSION, ExecutorBox, FfiBatchOp, FfiCheck, FfiKv, FfiSink, FfiSink_TO, ReclaimerBox,
+    SpearPluginModuleRef, StorageBox, StrategyBox,
 };
 
 use crate::error::{CallFailure, Error, Result};
@@ -356,6 +358,40 @@ impl api::Executor for NativeExecutor {
     }
     fn stop_instance(&self, handle: &str) -> std::result::Result<(), api::PluginError> {
         ffi(self.0.stop_instance(handle.into())).map_err(plugin_error)
+    }
+    fn invoke_stream(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> std::result::Result<Vec<u8>, api::executor::InvokeFailure> {
+        let mut lent = LentSink(sink);
+        let sink = FfiSink_TO::from_ptr(RMut::new(&mut lent), TD_Opaque);
+        match self.0.invoke_stream(
+            handle.into(),
+            function.into(),
+            payload.into(),
+            timeout_ms,
+            sink,
+        ) {
+            RResult::ROk(out) => Ok(out.into_vec()),
+            RResult::RErr(failure) => Err(failure.into()),
+        }
+    }
+}
+
+/// The host's sink, lent to a native executor for one streaming invocation. It is called from
+/// the plugin's side: a panic in it must not unwind across the boundary, so it is caught and
+/// taken as "no more".
+struct LentSink<'a>(&'a mut dyn FnMut(&[u8]) -> bool);
+
+impl FfiSink for LentSink<'_> {
+    fn piece(&mut self, bytes: RSlice<'_, u8>) -> bool {
+        let sink = &mut self.0;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(bytes.as_slice())))
+            .unwrap_or(false)
     }
 }
 

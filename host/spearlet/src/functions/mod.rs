@@ -237,16 +237,34 @@ impl Call {
     }
 }
 
+/// Where a streaming invocation's pieces of output go, on the executor's thread: `false` back
+/// means no more are wanted.
+pub type Pieces = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
 /// Run `call` to its answer, in a task of its own: a caller that goes away (a client that
 /// disconnects) never cuts an invocation short, so every instance taken is given back.
 pub async fn invoke(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeError> {
+    invoke_streaming(agent, call, None).await
+}
+
+/// [`invoke`], the pieces of output the executor hands over as the function makes them going to
+/// `pieces` (the answer's output is the rest).
+pub async fn invoke_streaming(
+    agent: &Arc<Agent>,
+    call: &Call,
+    pieces: Option<Pieces>,
+) -> Result<Answer, InvokeError> {
     let (agent, call) = (agent.clone(), call.clone());
-    tokio::spawn(async move { invoke_here(&agent, &call).await })
+    tokio::spawn(async move { invoke_here(&agent, &call, pieces).await })
         .await
         .unwrap_or_else(|e| Err(InvokeError::Lost(format!("the invocation failed: {e}"))))
 }
 
-async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeError> {
+async fn invoke_here(
+    agent: &Arc<Agent>,
+    call: &Call,
+    mut pieces: Option<Pieces>,
+) -> Result<Answer, InvokeError> {
     if *agent.draining.borrow() {
         return Err(InvokeError::Unavailable(
             "the node is draining: it takes no new invocations".into(),
@@ -428,11 +446,11 @@ async fn invoke_here(agent: &Arc<Agent>, call: &Call) -> Result<Answer, InvokeEr
             return None;
         }
         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
-        Some(
-            runtime
-                .executor
-                .invoke(&runtime.handle, &function, &payload, ms),
-        )
+        let (x, h) = (&runtime.executor, &runtime.handle);
+        Some(match pieces.as_mut() {
+            Some(sink) => x.invoke_stream(h, &function, &payload, ms, &mut **sink),
+            None => x.invoke(h, &function, &payload, ms),
+        })
     })
     .await
     .unwrap_or_else(|e| {

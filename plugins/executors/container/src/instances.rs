@@ -29,7 +29,7 @@ use futures_util::{Stream, StreamExt};
 use spear_plugin_api::PluginError;
 use spear_plugin_api::executor::{ExecSpec, InstanceSpec, InvokeFailure};
 use spear_plugin_api::slots::Slots;
-use spear_plugin_api::worker::{Frames, WorkerError, answer, hello, request};
+use spear_plugin_api::worker::{Frames, Reply, Sink, WorkerError, hello, reply, request};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::ContainerExecutor;
@@ -156,17 +156,21 @@ struct Conn {
 }
 
 impl Conn {
+    /// Run `function` on `payload`; with a `sink`, the request asks for pieces of output, each
+    /// handed to `sink` as it comes (until it answers `false`), and the answer is the rest.
     async fn call(
         &mut self,
         function: &str,
         payload: &[u8],
         deadline: Duration,
+        mut sink: Option<Sink<'_>>,
     ) -> Result<Vec<u8>, WorkerError> {
         if let Some(why) = &self.error {
             return Err(WorkerError::Broken(why.clone()));
         }
         let id = self.next_id;
-        let message = request(id, function, payload, self.max_payload)?;
+        let stream = sink.is_some();
+        let message = request(id, function, payload, self.max_payload, stream)?;
         self.next_id += 1;
         let exchange = async {
             self.input
@@ -177,11 +181,23 @@ impl Conn {
                 .flush()
                 .await
                 .map_err(|e| WorkerError::Died(format!("writing its input: {e}")))?;
-            self.read_message().await
+            loop {
+                let (header, body) = self.read_message().await?;
+                match reply(id, &header, body, stream)? {
+                    Reply::Piece(piece) => {
+                        if let Some(s) = sink.as_mut()
+                            && !s(&piece)
+                        {
+                            sink = None;
+                        }
+                    }
+                    Reply::Done(body) => return Ok(body),
+                }
+            }
         };
         let result = match tokio::time::timeout(deadline, exchange).await {
             Err(_) => Err(WorkerError::Deadline(deadline)),
-            Ok(m) => m.and_then(|(header, body)| answer(id, &header, body)),
+            Ok(m) => m,
         };
         match result {
             Err(e) if !matches!(e, WorkerError::Function(_)) => {
@@ -302,13 +318,15 @@ impl ContainerExecutor {
         }
     }
 
-    /// Run `function` on `payload` in worker `handle`.
+    /// Run `function` on `payload` in worker `handle`; with a `sink`, pieces of output go to it
+    /// as they come.
     pub(crate) fn invoke_worker(
         &self,
         handle: &str,
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
+        sink: Option<Sink<'_>>,
     ) -> Result<Vec<u8>, InvokeFailure> {
         let deadline = match timeout_ms {
             0 => NO_DEADLINE,
@@ -328,7 +346,7 @@ impl ContainerExecutor {
                                 .await
                                 .map_err(|e| WorkerError::Broken(e.to_string()))?;
                         }
-                        w.conn.call(function, payload, deadline).await
+                        w.conn.call(function, payload, deadline, sink).await
                     })
                 },
                 |w| w.conn.error.is_some(),

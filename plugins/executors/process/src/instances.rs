@@ -14,6 +14,7 @@ use std::time::Duration;
 use spear_plugin_api::PluginError;
 use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
 use spear_plugin_api::slots::Slots;
+use spear_plugin_api::worker::Sink;
 
 use crate::isolation::Isolation;
 use crate::worker::{Worker, WorkerSpec, WorkerState};
@@ -92,12 +93,14 @@ impl Instances {
     }
 
     /// Run `function` on `payload` in worker `handle`.
+    /// With a `sink`, pieces of output go to it as they come.
     pub(crate) fn invoke(
         &self,
         handle: &str,
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
+        sink: Option<Sink<'_>>,
     ) -> Result<Vec<u8>, InvokeFailure> {
         let deadline = match timeout_ms {
             0 => NO_DEADLINE,
@@ -107,7 +110,7 @@ impl Instances {
         self.workers
             .invoke(
                 handle,
-                |w| w.invoke(function, payload, deadline),
+                |w| w.invoke_stream(function, payload, deadline, sink),
                 |w| matches!(w.state(), WorkerState::Error(_)),
             )?
             .map_err(InvokeFailure::from)

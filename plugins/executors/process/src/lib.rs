@@ -371,7 +371,20 @@ impl Executor for ProcessExecutor {
         payload: &[u8],
         timeout_ms: u64,
     ) -> Result<Vec<u8>, InvokeFailure> {
-        self.workers.invoke(handle, function, payload, timeout_ms)
+        self.workers
+            .invoke(handle, function, payload, timeout_ms, None)
+    }
+
+    fn invoke_stream(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        self.workers
+            .invoke(handle, function, payload, timeout_ms, Some(sink))
     }
 
     fn stop_instance(&self, handle: &str) -> Result<(), PluginError> {

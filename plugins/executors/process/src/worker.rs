@@ -22,7 +22,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use spear_plugin_api::worker::{MAX_FUNCTION_NAME, MAX_HEADER, PROTOCOL, WorkerError};
-use spear_plugin_api::worker::{answer, hello, request};
+use spear_plugin_api::worker::{Reply, Sink, hello, reply, request};
 
 /// A deadline far enough to mean "none" (`Instant + Duration::MAX` would overflow).
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -177,6 +177,18 @@ impl Worker {
         payload: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, WorkerError> {
+        self.invoke_stream(function, payload, deadline, None)
+    }
+
+    /// [`invoke`](Self::invoke); with a `sink`, the request asks for pieces of output, each
+    /// handed to `sink` as it comes (until it answers `false`), and the answer is the rest.
+    pub fn invoke_stream(
+        &mut self,
+        function: &str,
+        payload: &[u8],
+        deadline: Duration,
+        mut sink: Option<Sink<'_>>,
+    ) -> Result<Vec<u8>, WorkerError> {
         if let WorkerState::Error(why) = &self.state {
             return Err(WorkerError::Broken(why.clone()));
         }
@@ -186,14 +198,28 @@ impl Worker {
         }
         let until = Instant::now() + deadline.min(FAR);
         let id = self.next_id;
-        let message = request(id, function, payload, self.max_payload)?;
+        let stream = sink.is_some();
+        let message = request(id, function, payload, self.max_payload, stream)?;
         self.next_id += 1;
         if let Err(e) = write_all(&mut self.stdin, &message, until, deadline) {
             return Err(self.fail(e));
         }
-        let result = self
-            .read_message(until, deadline)
-            .and_then(|(header, body)| answer(id, &header, body));
+        let result = loop {
+            let next = self
+                .read_message(until, deadline)
+                .and_then(|(header, body)| reply(id, &header, body, stream));
+            match next {
+                Ok(Reply::Piece(piece)) => {
+                    if let Some(s) = sink.as_mut()
+                        && !s(&piece)
+                    {
+                        sink = None;
+                    }
+                }
+                Ok(Reply::Done(body)) => break Ok(body),
+                Err(e) => break Err(e),
+            }
+        };
         match result {
             Ok(body) => {
                 self.invocations += 1;
