@@ -170,6 +170,10 @@ impl InvokeFailure {
     }
 }
 
+/// Where the pieces of a streaming invocation's output go ([`Executor::invoke_stream`]): `false`
+/// back means no more are wanted.
+pub type Sink<'a> = &'a mut (dyn FnMut(&[u8]) -> bool + Send + Sync);
+
 /// The signal that pauses a live instance ([`Executor::pause_instance`]): Linux's `SIGSTOP`.
 pub const PAUSE_SIGNAL: i32 = 19;
 /// The signal that resumes a paused live instance: Linux's `SIGCONT`.
@@ -234,7 +238,7 @@ pub trait Executor: Send + Sync + 'static {
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
-        sink: &mut dyn FnMut(&[u8]) -> bool,
+        sink: Sink<'_>,
     ) -> Result<Vec<u8>, InvokeFailure> {
         let _ = sink;
         self.invoke(handle, function, payload, timeout_ms)

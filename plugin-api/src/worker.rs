@@ -100,9 +100,7 @@ struct Answer {
     chunk: bool,
 }
 
-/// Where the pieces of a streaming invocation's output go: `false` back means no more are
-/// wanted.
-pub type Sink<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+pub use crate::executor::Sink;
 
 /// What a worker sent for a request: a piece of its output, or its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

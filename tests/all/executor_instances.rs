@@ -214,16 +214,56 @@ fn a_worker_streams_pieces_of_output_as_the_function_makes_them() {
         matches!(&e, InvokeFailure::Lost(m) if m.contains("asked for none")),
         "{e:?}"
     );
-    let wasm = executor("wasm.so", "{}");
-    let a = wasm.start_instance(&counter()).unwrap();
-    let mut pieces = 0;
-    let out = wasm
-        .invoke_stream(&a, "count", b"", 5_000, &mut |_| {
-            pieces += 1;
+}
+
+/// A wasm function emits pieces of its output (`spear:function/output`): a streaming caller gets
+/// them while the function runs (one that wants no more after the first stops the function's
+/// loop, which would otherwise emit 400, 5 ms apart); any other gets them before the result; more
+/// than the instance's payload limit fails the invocation, and the instance serves on.
+#[test]
+fn a_wasm_function_emits_pieces_of_its_output() {
+    let x = executor("wasm.so", "{}");
+    let a = x.start_instance(&counter()).unwrap();
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let out = x
+        .invoke_stream(&a, "emit", b"3", 5_000, &mut |p| {
+            pieces.push(p.to_vec());
             true
         })
         .unwrap();
-    assert_eq!((pieces, &out[..]), (0, &b"1"[..]));
+    assert_eq!(out, b"emitted 3");
+    assert_eq!(pieces, [b"0;".to_vec(), b"1;".to_vec(), b"2;".to_vec()]);
+    let mut got = 0;
+    let out = x
+        .invoke_stream(&a, "emit", b"400", 30_000, &mut |_| {
+            got += 1;
+            false
+        })
+        .unwrap();
+    let wanted: u32 = String::from_utf8(out).unwrap()["emitted ".len()..]
+        .parse()
+        .unwrap();
+    assert_eq!(got, 1);
+    assert!(
+        wanted < 100,
+        "the function heard it was wanted no more: {wanted}"
+    );
+    assert_eq!(
+        x.invoke(&a, "emit", b"3", 5_000).unwrap(),
+        b"0;1;2;emitted 3"
+    );
+    let small = x
+        .start_instance(&InstanceSpec {
+            max_payload_bytes: 8,
+            ..counter()
+        })
+        .unwrap();
+    let e = x.invoke(&small, "emit", b"10", 5_000).unwrap_err();
+    assert!(
+        matches!(&e, InvokeFailure::Function(m) if m.contains("more than 8 bytes")),
+        "{e:?}"
+    );
+    assert_eq!(x.invoke(&small, "count", b"", 5_000).unwrap(), b"1");
 }
 
 /// Bad specs are refused with the field named; a component that is not a function is refused.

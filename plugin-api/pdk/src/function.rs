@@ -33,6 +33,14 @@ pub trait Function: Default + 'static {
     fn invoke(&mut self, function: &str, payload: &[u8]) -> Result<Vec<u8>, String>;
 }
 
+/// Hand over `piece` of the current invocation's output now (`spear:function/output.emit`): a
+/// streaming caller gets it at once, any other before the result `invoke` returns. `false`: no
+/// more are wanted (the caller has gone, or the output reached the host's limit); stop making
+/// them. Call it only from [`Function::invoke`].
+pub fn emit(piece: &[u8]) -> bool {
+    bindings::spear::function::output::emit(piece)
+}
+
 /// Bindings of the `function` world (generated from `wit/function/`).
 #[doc(hidden)]
 pub mod bindings {

@@ -158,7 +158,7 @@ pub trait FfiExecutor: Send + Sync {
 /// Where an executor hands the pieces of a streaming invocation's output (the host's side,
 /// lent for one call of [`FfiExecutor::invoke_stream`]).
 #[sabi_trait]
-pub trait FfiSink {
+pub trait FfiSink: Send + Sync {
     /// One piece; `false`: the caller wants no more.
     #[sabi(last_prefix_field)]
     fn piece(&mut self, bytes: RSlice<'_, u8>) -> bool;

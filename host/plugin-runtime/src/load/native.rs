@@ -365,7 +365,7 @@ impl api::Executor for NativeExecutor {
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
-        sink: &mut dyn FnMut(&[u8]) -> bool,
+        sink: api::executor::Sink<'_>,
     ) -> std::result::Result<Vec<u8>, api::executor::InvokeFailure> {
         let mut lent = LentSink(sink);
         let sink = FfiSink_TO::from_ptr(RMut::new(&mut lent), TD_Opaque);
@@ -385,7 +385,7 @@ impl api::Executor for NativeExecutor {
 /// The host's sink, lent to a native executor for one streaming invocation. It is called from
 /// the plugin's side: a panic in it must not unwind across the boundary, so it is caught and
 /// taken as "no more".
-struct LentSink<'a>(&'a mut dyn FnMut(&[u8]) -> bool);
+struct LentSink<'a>(api::executor::Sink<'a>);
 
 impl FfiSink for LentSink<'_> {
     fn piece(&mut self, bytes: RSlice<'_, u8>) -> bool {

@@ -239,7 +239,7 @@ impl Call {
 
 /// Where a streaming invocation's pieces of output go, on the executor's thread: `false` back
 /// means no more are wanted.
-pub type Pieces = Box<dyn FnMut(&[u8]) -> bool + Send>;
+pub type Pieces = Box<dyn FnMut(&[u8]) -> bool + Send + Sync>;
 
 /// Run `call` to its answer, in a task of its own: a caller that goes away (a client that
 /// disconnects) never cuts an invocation short, so every instance taken is given back.

@@ -149,6 +149,19 @@ async fn streams_async_results_and_refusals() {
     assert_eq!(pieces, 4);
     let done = done.expect("a done message ends the stream");
     assert!(done.output.is_empty() && done.instance.starts_with(&task));
+    // A wasm function's emitted pieces come as messages of their own, then its result.
+    let mut stream = f
+        .invoke_stream(call(&task, "emit", b"3"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        if let pb::invoke_chunk::Part::Data(d) = chunk.part.unwrap() {
+            messages.push(String::from_utf8(d.to_vec()).unwrap());
+        }
+    }
+    assert_eq!(messages, ["0;", "1;", "2;", "emitted 3"]);
 
     // Asynchronous: the caller's request id; running, then the result.
     let mut slow = call(&task, "sleep", b"1");

@@ -413,7 +413,7 @@ impl Executor for ContainerExecutor {
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
-        sink: &mut dyn FnMut(&[u8]) -> bool,
+        sink: spear_plugin_api::executor::Sink<'_>,
     ) -> Result<Vec<u8>, InvokeFailure> {
         self.invoke_worker(handle, function, payload, timeout_ms, Some(sink))
     }

@@ -19,7 +19,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use crate::emitted::{Output, Pieces};
 use wasmtime::{Engine, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
@@ -42,6 +44,9 @@ pub const MAX_INSTANCES: u32 = 10_000;
 
 /// Most linear memory of one instance, in MiB.
 pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// Bytes a function may `emit` in one invocation, unless its host says otherwise.
+const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
 
 /// Most resources (streams, pollables) one instance may hold.
 const MAX_RESOURCES: usize = 1024;
@@ -86,6 +91,14 @@ struct FnState {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
+    /// Where the current invocation's `emit`ted pieces go.
+    output: Output,
+}
+
+impl spear::function::output::Host for FnState {
+    fn emit(&mut self, piece: Vec<u8>) -> bool {
+        self.output.take(piece)
+    }
 }
 
 impl WasiView for FnState {
@@ -177,6 +190,8 @@ impl FunctionHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| format!("cannot link WASI preview 2: {e:#}"))?;
+        spear::function::output::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link spear:function/output: {e:#}"))?;
         let flight = Arc::new(Flight::default());
         let thread = {
             let (engine, flight) = (engine.clone(), flight.clone());
@@ -200,10 +215,9 @@ impl FunctionHost {
     pub fn compile(&self, bytes: &[u8]) -> Result<SharedBinary, String> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("cannot compile the component: {e:#}"))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("cannot link it (it may import only WASI): {e:#}"))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!("cannot link it (it may import only WASI and spear:function/output): {e:#}")
+        })?;
         let pre = FunctionPre::new(pre).map_err(|e| {
             format!("not a function component (no `spear:function/handler` export): {e:#}")
         })?;
@@ -246,6 +260,7 @@ impl FunctionHost {
                 .build(),
             table,
             limiter: Limiter::new(memory_mb << 20, used.clone()),
+            output: Output::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -277,6 +292,7 @@ impl FunctionHost {
             used,
             invocations: 0,
             ticker: self.ticker.clone(),
+            max_output: DEFAULT_MAX_OUTPUT,
         })
     }
 }
@@ -356,6 +372,7 @@ pub struct FunctionInstance {
     used: Arc<AtomicU64>,
     invocations: u64,
     ticker: Arc<Ticker>,
+    max_output: usize,
 }
 
 impl std::fmt::Debug for FunctionInstance {
@@ -378,22 +395,61 @@ impl FunctionInstance {
         self.invocations
     }
 
+    /// Bytes its function may `emit` in one invocation.
+    pub fn max_output(&self) -> usize {
+        self.max_output
+    }
+
+    /// Let its function `emit` at most `bytes` in one invocation.
+    pub fn set_max_output(&mut self, bytes: usize) {
+        self.max_output = bytes;
+    }
+
     /// Bytes of linear memory the instance holds.
     pub fn memory_bytes(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Run `function` on `payload`, within `deadline`: WebAssembly code is stopped by the epoch
-    /// deadline, a wait inside a WASI call (a sleep, a poll) by a timer.
+    /// deadline, a wait inside a WASI call (a sleep, a poll) by a timer. The pieces the function
+    /// `emit`s come before its result.
     pub async fn invoke(
         &mut self,
         function: &str,
         payload: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, InvokeError> {
+        self.invoke_streaming(function, payload, deadline, None)
+            .await
+    }
+
+    /// [`invoke`](Self::invoke), the pieces the function `emit`s going to `pieces` (a
+    /// streaming caller) when given; at most [`max_output`](Self::max_output) bytes of them.
+    pub async fn invoke_streaming(
+        &mut self,
+        function: &str,
+        payload: &[u8],
+        deadline: Duration,
+        pieces: Option<Pieces>,
+    ) -> Result<Vec<u8>, InvokeError> {
         if let InstanceState::Error(why) = &self.state {
             return Err(InvokeError::Broken(why.clone()));
         }
+        let max = self.max_output;
+        self.store.data_mut().output = Output::new(pieces, max, Instant::now() + deadline);
+        let answer = self.call(function, payload, deadline).await;
+        // The channel of a streaming caller closes here, whatever the outcome.
+        let output = std::mem::take(&mut self.store.data_mut().output);
+        let out = answer?;
+        output.finish(out).map_err(InvokeError::Function)
+    }
+
+    async fn call(
+        &mut self,
+        function: &str,
+        payload: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, InvokeError> {
         let _in_flight = InFlight::enter(&self.ticker.flight);
         self.store.data_mut().limiter.reset_refused();
         self.store.set_epoch_deadline(ticks(deadline));

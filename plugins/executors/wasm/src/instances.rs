@@ -15,15 +15,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spear_plugin_api::PluginError;
-use spear_plugin_api::executor::{InstanceSpec, InvokeFailure};
+use spear_plugin_api::executor::{InstanceSpec, InvokeFailure, Sink};
 use spear_plugin_api::slots::Slots;
 
+use crate::emitted::Pieces;
 use crate::functions::{
     FunctionHost, FunctionInstance, FunctionLimits, InstanceState, InvokeError, SharedBinary,
 };
@@ -32,6 +33,11 @@ use crate::functions::{
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest component file read (bytes).
 const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+/// Pieces of a streaming invocation's output on their way to the caller's sink; past it the
+/// function's next `emit` waits.
+const PIECES_QUEUED: usize = 16;
+/// Bytes a function may emit in one invocation when the spec gives no payload limit.
+const DEFAULT_MAX_OUTPUT: u64 = 16 << 20;
 /// A deadline far enough to mean "none".
 const NO_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -167,13 +173,18 @@ impl Instances {
             0 => max_memory_mb,
             n => n,
         };
-        let instance = self
+        let mut instance = self
             .runtime
             .block_on(
                 self.host
                     .instantiate_limited(&binary, config, deadline, memory_mb),
             )
             .map_err(|e| PluginError::new(format!("the function did not start: {e}")))?;
+        let max_output = match spec.max_payload_bytes {
+            0 => DEFAULT_MAX_OUTPUT,
+            n => n,
+        };
+        instance.set_max_output(usize::try_from(max_output).unwrap_or(usize::MAX));
         let handle = format!(
             "fn-{}-{}",
             self.next.fetch_add(1, Ordering::Relaxed),
@@ -183,23 +194,64 @@ impl Instances {
         Ok(handle)
     }
 
-    /// Run `function` on `payload` in instance `handle`.
+    /// Run `function` on `payload` in instance `handle`. With a `sink`, the pieces the function
+    /// emits go to it as they come (handed over by a thread of the call's own, so that a slow
+    /// sink never runs on the guest's thread); without, they come before its result.
     pub(crate) fn invoke(
         &self,
         handle: &str,
         function: &str,
         payload: &[u8],
         timeout_ms: u64,
+        sink: Option<Sink<'_>>,
     ) -> Result<Vec<u8>, InvokeFailure> {
         let deadline = match timeout_ms {
             0 => NO_DEADLINE,
             ms => Duration::from_millis(ms),
         };
+        let Some(sink) = sink else {
+            return self.run(handle, function, payload, deadline, None);
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIECES_QUEUED);
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::scope(|scope| {
+            let wanted = stop.clone();
+            let hand_over = scope.spawn(move || {
+                for piece in rx {
+                    if !wanted.load(Ordering::Relaxed) && !sink(&piece) {
+                        wanted.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+            // The sender goes with the invocation's end: the thread then ends.
+            let answer = self.run(
+                handle,
+                function,
+                payload,
+                deadline,
+                Some(Pieces { tx, stop }),
+            );
+            let _ = hand_over.join();
+            answer
+        })
+    }
+
+    fn run(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        deadline: Duration,
+        pieces: Option<Pieces>,
+    ) -> Result<Vec<u8>, InvokeFailure> {
         // An instance lost is dropped (its store and memory) outside the table's lock.
         self.instances
             .invoke(
                 handle,
-                |i| self.runtime.block_on(i.invoke(function, payload, deadline)),
+                |i| {
+                    self.runtime
+                        .block_on(i.invoke_streaming(function, payload, deadline, pieces))
+                },
                 |i| matches!(i.state(), InstanceState::Error(_)),
             )?
             .map_err(failure)

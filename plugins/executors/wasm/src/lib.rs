@@ -54,6 +54,7 @@
 mod cache;
 mod config;
 mod cpu;
+pub mod emitted;
 pub mod functions;
 mod instances;
 mod output;
@@ -334,7 +335,21 @@ impl Executor for WasmExecutor {
         timeout_ms: u64,
     ) -> Result<Vec<u8>, InvokeFailure> {
         match self.functions.get() {
-            Some(Ok(f)) => f.invoke(handle, function, payload, timeout_ms),
+            Some(Ok(f)) => f.invoke(handle, function, payload, timeout_ms, None),
+            _ => Err(InvokeFailure::Lost(format!("no instance {handle} here"))),
+        }
+    }
+
+    fn invoke_stream(
+        &self,
+        handle: &str,
+        function: &str,
+        payload: &[u8],
+        timeout_ms: u64,
+        sink: spear_plugin_api::executor::Sink<'_>,
+    ) -> Result<Vec<u8>, InvokeFailure> {
+        match self.functions.get() {
+            Some(Ok(f)) => f.invoke(handle, function, payload, timeout_ms, Some(sink)),
             _ => Err(InvokeFailure::Lost(format!("no instance {handle} here"))),
         }
     }
