@@ -16,6 +16,7 @@ pub mod limits;
 pub mod remote;
 pub mod results;
 pub mod service;
+mod stream;
 mod tasks;
 
 use std::sync::Arc;

@@ -3,26 +3,20 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use spear_proto::spearlet as pb;
 use spear_proto::spearlet::function_service_server::{FunctionService, FunctionServiceServer};
-use tokio::sync::mpsc::error::TrySendError;
 use tonic::{Request, Response, Status};
 
 use super::results::Outcome;
-use super::{Answer, Call, InvokeError, Pieces, invoke, invoke_streaming};
+use super::{Answer, Call, InvokeError, invoke};
 use crate::agent::Agent;
 
 /// Largest piece of output in one `InvokeStream` message.
 pub const CHUNK: usize = 64 * 1024;
-/// `InvokeStream` messages queued for a client that reads slowly; past it the executor's pieces
-/// wait (until the invocation's deadline, then the rest of the pieces are dropped and the
-/// stream ends with an error).
-const STREAM_QUEUE: usize = 16;
 /// Longest `GetResult` wait.
 pub const MAX_WAIT_MS: u64 = 60_000;
 
@@ -85,7 +79,8 @@ fn grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-fn response(a: Answer) -> pb::InvokeResponse {
+/// The wire form of an answer.
+pub(super) fn response(a: Answer) -> pb::InvokeResponse {
     pb::InvokeResponse {
         request_id: a.request_id,
         output: Bytes::from(a.output),
@@ -104,60 +99,8 @@ pub fn tier(t: crate::pool::Tier) -> &'static str {
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::InvokeChunk, Status>> + Send>>;
-
-fn data(piece: Bytes) -> pb::InvokeChunk {
-    pb::InvokeChunk {
-        part: Some(pb::invoke_chunk::Part::Data(piece)),
-    }
-}
-
-/// What a streaming invocation's pieces came to.
-#[derive(Debug, Default)]
-struct Delivered {
-    /// Bytes handed over by the executor.
-    bytes: AtomicU64,
-    /// The client read too slowly: a piece waited past the deadline and was dropped.
-    stalled: AtomicBool,
-}
-
-/// Where an executor's pieces of output go for an `InvokeStream`: into `tx`, as messages of at
-/// most [`CHUNK`] bytes, counted in `sent`. Called on the executor's (blocking) thread, it waits
-/// for room until `deadline`; it wants no more once the client is gone, the deadline passed, or
-/// the output is over `max` bytes (the stream then ends with the error the answer gets).
-fn pieces_to(
-    tx: tokio::sync::mpsc::Sender<Result<pb::InvokeChunk, Status>>,
-    deadline: std::time::Instant,
-    max: u64,
-    sent: Arc<Delivered>,
-) -> Pieces {
-    Box::new(move |bytes: &[u8]| {
-        let total =
-            sent.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
-        if total > max {
-            return false;
-        }
-        for at in (0..bytes.len()).step_by(CHUNK) {
-            let piece = Bytes::copy_from_slice(&bytes[at..(at + CHUNK).min(bytes.len())]);
-            let mut item = Ok(data(piece));
-            loop {
-                match tx.try_send(item) {
-                    Ok(()) => break,
-                    Err(TrySendError::Closed(_)) => return false,
-                    Err(TrySendError::Full(back)) => {
-                        if std::time::Instant::now() >= deadline {
-                            sent.stalled.store(true, Ordering::Relaxed);
-                            return false;
-                        }
-                        item = back;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
-        }
-        true
-    })
-}
+/// The messages of an `InvokeStream`.
+pub(super) type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::InvokeChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl FunctionService for Functions {
@@ -235,53 +178,8 @@ impl FunctionService for Functions {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let call = self.call(request)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-        let max = self.agent.config.spearlet.functions.max_payload_bytes;
-        let sent = Arc::new(Delivered::default());
-        let pieces = pieces_to(tx.clone(), call.deadline(), max, sent.clone());
-        let agent = self.agent.clone();
-        tokio::spawn(async move {
-            let answered = invoke_streaming(&agent, &call, Some(pieces)).await;
-            let last = answered.and_then(|mut answer| {
-                if sent.stalled.load(Ordering::Relaxed) {
-                    return Err(InvokeError::Deadline(
-                        "the invocation's deadline passed while its output waited for the \
-                         client to read it"
-                            .into(),
-                    ));
-                }
-                let rest = Bytes::from(std::mem::take(&mut answer.output));
-                let total = sent.bytes.load(Ordering::Relaxed) + rest.len() as u64;
-                if total > max {
-                    return Err(InvokeError::Function(format!(
-                        "the function's output of {total} bytes or more is over \
-                         spearlet.functions.max_payload_bytes ({max})"
-                    )));
-                }
-                Ok((rest, answer))
-            });
-            match last {
-                Ok((rest, answer)) => {
-                    for at in (0..rest.len()).step_by(CHUNK) {
-                        let piece = rest.slice(at..(at + CHUNK).min(rest.len()));
-                        if tx.send(Ok(data(piece))).await.is_err() {
-                            return;
-                        }
-                    }
-                    let done = pb::InvokeChunk {
-                        part: Some(pb::invoke_chunk::Part::Done(response(answer))),
-                    };
-                    let _ = tx.send(Ok(done)).await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let stream = super::stream::invoke(&self.agent, call).await?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -260,16 +260,19 @@ async fn streams_async_results_and_refusals() {
 /// `InvokeStream` of a Python worker's function streams its output while it runs: the worker sends
 /// its second piece only once the file it waits for exists, and the test makes that file when it
 /// has read the first piece from the stream (without streaming, the worker would answer `no
-/// gate`). An output over `max_payload_bytes` ends the stream with an error.
+/// gate`). A client that reads nothing holds up neither the function nor its instance (the task
+/// has one). An output over `max_payload_bytes` ends the stream with an error.
 #[tokio::test]
 async fn a_workers_output_streams_to_the_client_while_the_function_runs() {
     let c = Cluster::new();
     let sms = c.sms();
-    let node = c.spearlet(
-        "stream",
-        &sms,
-        "[spearlet.functions]\nmax_payload_bytes = 100000\n",
-    );
+    let config = c
+        .spearlet_config(
+            "stream",
+            "[spearlet.functions]\nmax_payload_bytes = 4000000\n",
+        )
+        .replace("max_instances_per_task = 4", "max_instances_per_task = 1");
+    let node = c.spearlet_from("stream", &sms, &config);
     let task = register(
         &sms,
         json!({"name": "py", "executable": {"type": "process", "name": "/usr/bin/python3",
@@ -305,10 +308,21 @@ async fn a_workers_output_streams_to_the_client_while_the_function_runs() {
         .unwrap()
         .into_inner();
     assert_eq!(&whole.output[..], b"firstsecondend");
-    // Streamed output counts against max_payload_bytes as a whole: three pieces of 60,000 bytes
-    // (each within the limit of 100,000) end the stream with an error after the first.
+    // 3.6 MB of pieces that nobody reads: the worker is free again at once.
+    let unread = f
+        .invoke_stream(call(&task, "pieces", b"60,60000"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut hurried = call(&task, "count", b"");
+    hurried.timeout_ms = 10_000;
+    let r = f.invoke(hurried).await.unwrap().into_inner();
+    assert_eq!(&r.output[..], b"1", "the only worker served on");
+    drop(unread);
+    // Streamed output counts against max_payload_bytes as a whole: seventy pieces of 60,000
+    // bytes (each within the limit of 4,000,000) end the stream with an error after 66.
     let mut stream = f
-        .invoke_stream(call(&task, "pieces", b"3,60000"))
+        .invoke_stream(call(&task, "pieces", b"70,60000"))
         .await
         .unwrap()
         .into_inner();
@@ -323,7 +337,7 @@ async fn a_workers_output_streams_to_the_client_while_the_function_runs() {
             Err(status) => break status,
         }
     };
-    assert_eq!(got, 60_000);
+    assert_eq!(got, 66 * 60_000);
     assert_eq!(end.code(), Code::Aborted, "{end:?}");
     assert!(end.message().contains("max_payload_bytes"), "{end:?}");
     // Within it, the pieces all come, and the worker serves on.

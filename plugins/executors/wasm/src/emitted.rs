@@ -26,16 +26,19 @@ pub struct Output {
     max: usize,
     until: Option<Instant>,
     over: bool,
+    /// A piece waited for room past the deadline and was dropped.
+    late: bool,
 }
 
 impl Output {
     /// For one invocation: to `pieces` (a streaming caller) or kept; at most `max` bytes; a
-    /// piece waits for room in the channel until `until` (the invocation's deadline).
-    pub fn new(pieces: Option<Pieces>, max: usize, until: Instant) -> Self {
+    /// piece waits for room in the channel until `until` (the invocation's deadline; `None`:
+    /// one too far to be an instant).
+    pub fn new(pieces: Option<Pieces>, max: usize, until: Option<Instant>) -> Self {
         Self {
             pieces,
             max,
-            until: Some(until),
+            until,
             ..Self::default()
         }
     }
@@ -64,8 +67,10 @@ impl Output {
                 Ok(()) => return true,
                 Err(TrySendError::Disconnected(_)) => break,
                 Err(TrySendError::Full(back)) => {
-                    // A caller that reads slowly holds the function up until its deadline.
+                    // A caller that takes pieces slowly holds the function up until its
+                    // deadline; then the piece is lost, and so is the invocation's output.
                     if self.until.is_some_and(|u| Instant::now() >= u) {
+                        self.late = true;
                         break;
                     }
                     item = back;
@@ -86,6 +91,11 @@ impl Output {
                 self.max
             ));
         }
+        if self.late {
+            return Err(
+                "a piece of its output could not be handed over before the deadline".into(),
+            );
+        }
         if self.kept.is_empty() {
             return Ok(result);
         }
@@ -99,8 +109,8 @@ impl Output {
 mod tests {
     use super::*;
 
-    fn later() -> Instant {
-        Instant::now() + Duration::from_secs(60)
+    fn later() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(60))
     }
 
     #[test]
@@ -130,7 +140,7 @@ mod tests {
                 stop: stop.clone(),
             }),
             100,
-            Instant::now() + Duration::from_millis(50),
+            Some(Instant::now() + Duration::from_millis(50)),
         );
         assert!(o.take(b"a".to_vec()));
         assert_eq!(rx.try_recv().unwrap(), b"a");
@@ -138,11 +148,29 @@ mod tests {
         assert!(o.take(b"b".to_vec()));
         assert!(!o.take(b"c".to_vec()));
         assert!(stop.load(Ordering::Relaxed));
+        assert!(
+            o.finish(b"z".to_vec())
+                .unwrap_err()
+                .contains("before the deadline"),
+            "a piece was lost"
+        );
+        assert_eq!(rx.try_recv().unwrap(), b"b");
+        // A caller gone: no more wanted, and nothing lost that anyone waits for.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        drop(rx);
+        let mut o = Output::new(
+            Some(Pieces {
+                tx,
+                stop: Arc::new(AtomicBool::new(false)),
+            }),
+            100,
+            later(),
+        );
+        assert!(!o.take(b"a".to_vec()));
         assert_eq!(
             o.finish(b"z".to_vec()).unwrap(),
             b"z",
             "streamed pieces are not kept"
         );
-        drop(rx);
     }
 }

@@ -436,7 +436,9 @@ impl FunctionInstance {
             return Err(InvokeError::Broken(why.clone()));
         }
         let max = self.max_output;
-        self.store.data_mut().output = Output::new(pieces, max, Instant::now() + deadline);
+        // Any deadline is taken: one past what an instant can hold is none.
+        let until = Instant::now().checked_add(deadline);
+        self.store.data_mut().output = Output::new(pieces, max, until);
         let answer = self.call(function, payload, deadline).await;
         // The channel of a streaming caller closes here, whatever the outcome.
         let output = std::mem::take(&mut self.store.data_mut().output);
