@@ -5,6 +5,8 @@
 //! each invocation calls its `count` function with an empty payload:
 //!
 //! - **hot**: `invoke` on a running worker (two frames each way over its pipes);
+//! - **resumed**: `invoke` on a paused worker (`SIGSTOP`ped, as `spearlet.functions.pause_idle_ms`
+//!   leaves an idle one): its `SIGCONT`, then the invocation;
 //! - **start**: spawning a worker until its hello;
 //! - **baseline**: `fork` + `exec` of `/bin/true` through `std::process::Command`.
 //!
@@ -14,6 +16,8 @@
 //!
 //! - **container hot**: `invoke` on a running worker container (the frames through the engine's
 //!   attach stream);
+//! - **container resumed**: `invoke` on a paused (frozen) worker container: its unpause through
+//!   the engine, then the invocation;
 //! - **container start**: `start_instance` until the hello, then `stop_instance`;
 //! - **baseline**: `podman run --rm` of busybox `true`.
 //!
@@ -56,6 +60,17 @@ fn main() {
             .collect(),
     );
     show("hot (running worker)", hot);
+    let resumed = spear_tests::percentiles(
+        (0..2_000)
+            .map(|_| {
+                worker.pause(true).unwrap();
+                let t = Instant::now();
+                worker.invoke("count", b"", DEADLINE).unwrap();
+                t.elapsed()
+            })
+            .collect(),
+    );
+    show("resumed (paused worker)", resumed);
     let start = spear_tests::percentiles(
         (0..100)
             .map(|_| {
@@ -84,9 +99,12 @@ fn main() {
     );
     show("baseline: fork + exec /bin/true", fork);
     println!(
-        "ratios (p50): fork+exec/hot {:.0}x, start/hot {:.0}x",
+        "ratios (p50): fork+exec/hot {:.0}x, start/hot {:.0}x, resumed/hot {:.1}x, \
+         fork+exec/resumed {:.1}x",
         fork.0.as_secs_f64() / hot.0.as_secs_f64(),
-        start.0.as_secs_f64() / hot.0.as_secs_f64()
+        start.0.as_secs_f64() / hot.0.as_secs_f64(),
+        resumed.0.as_secs_f64() / hot.0.as_secs_f64(),
+        fork.0.as_secs_f64() / resumed.0.as_secs_f64()
     );
     containers();
 }
@@ -128,8 +146,19 @@ fn containers() {
             })
             .collect(),
     );
+    let resumed = spear_tests::percentiles(
+        (0..50)
+            .map(|_| {
+                x.pause_instance(&h, true).unwrap();
+                let t = Instant::now();
+                x.invoke(&h, "count", b"", 10_000).unwrap();
+                t.elapsed()
+            })
+            .collect(),
+    );
     x.stop_instance(&h).unwrap();
     show("container hot (running worker)", hot);
+    show("container resumed (frozen worker)", resumed);
     let start = spear_tests::percentiles(
         (0..10)
             .map(|_| {
@@ -161,8 +190,11 @@ fn containers() {
     );
     show("baseline: podman run --rm busybox true", run);
     println!(
-        "ratios (p50): podman run/container hot {:.0}x, container start/hot {:.0}x",
+        "ratios (p50): podman run/container hot {:.0}x, container start/hot {:.0}x, \
+         container resumed/hot {:.0}x, container start/resumed {:.1}x",
         run.0.as_secs_f64() / hot.0.as_secs_f64(),
-        start.0.as_secs_f64() / hot.0.as_secs_f64()
+        start.0.as_secs_f64() / hot.0.as_secs_f64(),
+        resumed.0.as_secs_f64() / hot.0.as_secs_f64(),
+        start.0.as_secs_f64() / resumed.0.as_secs_f64()
     );
 }
