@@ -25,6 +25,21 @@ pub fn guard<T>(f: impl FnOnce() -> T) -> RResult<T, RString> {
     }
 }
 
+/// An invocation's outcome across the boundary: its output, its failure, or a panic (which
+/// leaves the instance anywhere: it is lost).
+fn invoked(
+    outcome: RResult<Result<Vec<u8>, crate::executor::InvokeFailure>, RString>,
+) -> RResult<RVec<u8>, FfiInvokeFailure> {
+    match outcome {
+        RResult::ROk(Ok(out)) => RResult::ROk(out.into()),
+        RResult::ROk(Err(failure)) => RResult::RErr(failure.into()),
+        RResult::RErr(panic) => RResult::RErr(FfiInvokeFailure {
+            kind: FfiInvokeFailure::LOST,
+            message: panic,
+        }),
+    }
+}
+
 /// Run a fallible `f`, turning both its error and a panic into an error string.
 fn guard_result<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, RString> {
     match guard(f) {
@@ -180,15 +195,7 @@ impl<T: Executor> FfiExecutor for ExecutorGlue<T> {
                 timeout_ms,
             )
         };
-        match guard(call) {
-            RResult::ROk(Ok(out)) => RResult::ROk(out.into()),
-            RResult::ROk(Err(failure)) => RResult::RErr(failure.into()),
-            // A panic mid-invocation leaves the instance anywhere: it is lost.
-            RResult::RErr(panic) => RResult::RErr(FfiInvokeFailure {
-                kind: FfiInvokeFailure::LOST,
-                message: panic,
-            }),
-        }
+        invoked(guard(call))
     }
     fn stop_instance(&self, handle: RStr<'_>) -> RResult<(), RString> {
         guard_result(|| self.0.stop_instance(handle.as_str()))
@@ -210,15 +217,7 @@ impl<T: Executor> FfiExecutor for ExecutorGlue<T> {
                 &mut |piece: &[u8]| sink.piece(piece.into()),
             )
         };
-        match guard(call) {
-            RResult::ROk(Ok(out)) => RResult::ROk(out.into()),
-            RResult::ROk(Err(failure)) => RResult::RErr(failure.into()),
-            // A panic mid-invocation leaves the instance anywhere: it is lost.
-            RResult::RErr(panic) => RResult::RErr(FfiInvokeFailure {
-                kind: FfiInvokeFailure::LOST,
-                message: panic,
-            }),
-        }
+        invoked(guard(call))
     }
 }
 

@@ -12,6 +12,8 @@ mod end_to_end;
 mod examples;
 mod executor_swap;
 mod executors;
+mod function_limits;
+mod function_streams;
 mod functions;
 mod ha;
 mod invoke;
