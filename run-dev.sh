@@ -20,7 +20,7 @@ bash tests/podman/setup.sh >/dev/null ||
 
 dev=target/dev
 mkdir -p "$dev/plugins" "$dev/data"
-for p in round-robin least-connections affinity adaptive idle-time memory-pressure error-rate; do
+for p in round-robin least-connections affinity adaptive weighted-round-robin random idle-time memory-pressure error-rate; do
   cp -f "target/spear-guests/artifacts/component/$p.wasm" "$dev/plugins/$p.wasm"
 done
 for p in redb etcd memory process wasm container; do

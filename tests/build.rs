@@ -20,6 +20,11 @@ const PLUGINS: &[(&str, &str)] = &[
     ),
     ("spear-strategy-affinity", "strategies/affinity"),
     ("spear-strategy-adaptive", "strategies/adaptive"),
+    (
+        "spear-strategy-weighted-round-robin",
+        "strategies/weighted-round-robin",
+    ),
+    ("spear-strategy-random", "strategies/random"),
     ("spear-reclaimer-idle-time", "reclaimers/idle-time"),
     (
         "spear-reclaimer-memory-pressure",

@@ -161,6 +161,24 @@ fn scenarios() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            "targets of several weights and sizes",
+            vec![
+                Step::Configure("{}"),
+                Step::Upsert(
+                    (1..=5)
+                        .map(|id| {
+                            let mut t = target(id, 1000 * id, 8192);
+                            t.labels = vec![Label::new("weight", (id % 4).to_string())];
+                            t
+                        })
+                        .collect(),
+                ),
+                Step::Place((1..=30).map(request).collect()),
+                Step::RoundTripState,
+                Step::Place((31..=45).map(request).collect()),
+            ],
+        ),
+        (
             "learning from outcomes",
             vec![
                 Step::Configure("{}"),
@@ -226,6 +244,27 @@ fn adaptive_decides_identically_in_every_form() {
     check_strategy::<spear_strategy_adaptive::Adaptive>(
         "adaptive",
         r#"{"seed": 42, "alpha": 0.5}"#,
+    );
+}
+
+#[test]
+fn weighted_round_robin_decides_identically_in_every_form() {
+    check_strategy::<spear_strategy_weighted_round_robin::WeightedRoundRobin>(
+        "weighted-round-robin",
+        r#"{"default_weight": 2}"#,
+    );
+    check_strategy::<spear_strategy_weighted_round_robin::WeightedRoundRobin>(
+        "weighted-round-robin",
+        r#"{"weight_by": "cpu"}"#,
+    );
+}
+
+#[test]
+fn random_decides_identically_in_every_form() {
+    check_strategy::<spear_strategy_random::Random>("random", r#"{"seed": 42}"#);
+    check_strategy::<spear_strategy_random::Random>(
+        "random",
+        r#"{"seed": 9, "power_of_two": true}"#,
     );
 }
 

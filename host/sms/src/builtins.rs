@@ -15,6 +15,8 @@ pub fn modules() -> &'static [SpearPluginModuleRef] {
             spear_strategy_least_connections::native_module(),
             spear_strategy_affinity::native_module(),
             spear_strategy_adaptive::native_module(),
+            spear_strategy_weighted_round_robin::native_module(),
+            spear_strategy_random::native_module(),
             spear_storage_redb::native_module(),
             spear_storage_memory::native_module(),
             spear_storage_etcd::native_module(),
