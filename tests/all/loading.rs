@@ -41,6 +41,8 @@ fn every_built_in_plugin_loads_in_every_form_with_its_kind() {
         ("least-connections", PluginKind::SchedulingStrategy),
         ("affinity", PluginKind::SchedulingStrategy),
         ("adaptive", PluginKind::SchedulingStrategy),
+        ("weighted-round-robin", PluginKind::SchedulingStrategy),
+        ("random", PluginKind::SchedulingStrategy),
         ("idle-time", PluginKind::ReclamationPolicy),
         ("memory-pressure", PluginKind::ReclamationPolicy),
         ("error-rate", PluginKind::ReclamationPolicy),

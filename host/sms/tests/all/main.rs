@@ -25,5 +25,6 @@ mod retention;
 mod scheduling;
 mod spear_compat;
 mod spear_grpc;
+mod strategies;
 mod watch;
 mod web_admin;

@@ -1,5 +1,6 @@
 //! Start the real `sms` binary on loopback in a sandbox, and talk to it.
 
+pub mod fake_node;
 pub mod follow;
 
 use std::io::{BufRead, BufReader};
@@ -299,6 +300,29 @@ pub async fn assert_states(c: &reqwest::Client, sms: &Sms, ids: &[String], state
     for id in ids {
         let e = get_json(c, sms, &format!("/api/v1/executions/{id}")).await;
         assert_eq!(e["state"], state, "{e}");
+    }
+}
+
+/// Execution `id` as `GET /api/v1/executions/{id}` shows it.
+#[allow(dead_code)]
+pub async fn state_of(c: &reqwest::Client, sms: &Sms, id: &str) -> serde_json::Value {
+    get_json(c, sms, &format!("/api/v1/executions/{id}")).await
+}
+
+/// Execution `id` once it is in state `want` (20 s at most).
+#[allow(dead_code)]
+pub async fn wait_state(c: &reqwest::Client, sms: &Sms, id: &str, want: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let e = state_of(c, sms, id).await;
+        if e["state"] == want {
+            return e;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{id} never became {want}: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 
