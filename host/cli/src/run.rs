@@ -29,6 +29,13 @@ pub struct RunArgs {
     /// Longest wait in ms for a first attempt to start, from submission (default: no limit).
     #[arg(long)]
     pub queue_timeout_ms: Option<u64>,
+    /// By when it must have finished: RFC 3339 (`2026-12-01T12:00:00Z`), or ms since the Unix
+    /// epoch. SMS refuses one that cannot be met (see --estimate-ms).
+    #[arg(long)]
+    pub deadline: Option<String>,
+    /// How long a run is expected to take, in ms (a deadline sooner than this cannot be met).
+    #[arg(long)]
+    pub estimate_ms: Option<u64>,
     /// Attempts allowed, 1 to 10 (SMS's default: 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -55,6 +62,16 @@ pub async fn run(args: RunArgs, client: &Client, out: Output) -> Result<i32> {
         "depends_on": args.depends_on,
         "stdin": args.stdin.unwrap_or_default(),
     });
+    if let Some(d) = &args.deadline {
+        // A number is milliseconds since the epoch; anything else goes as text for SMS to read.
+        body["deadline"] = d
+            .trim()
+            .parse::<i64>()
+            .map_or_else(|_| json!(d), |ms| json!(ms));
+    }
+    if let Some(e) = args.estimate_ms {
+        body["estimate_ms"] = json!(e);
+    }
     match (&args.task_id, args.executable.given()) {
         (Some(id), false) => body["task_id"] = json!(id),
         (None, true) => body["executable"] = args.executable.build(client).await?,

@@ -130,6 +130,9 @@ pub struct SmsConfig {
     /// `[dispatch]`: how much work a node may hold ([`crate::dispatch`]).
     #[serde(default)]
     pub dispatch: crate::dispatch::DispatchConfig,
+    /// `[deadlines]`: infeasible deadlines and how urgency orders the queue ([`crate::deadlines`]).
+    #[serde(default)]
+    pub deadlines: crate::deadlines::DeadlineConfig,
     /// `[retention]`: how long finished executions and events are kept ([`crate::retention`]).
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
@@ -367,6 +370,7 @@ impl SmsConfig {
         problems.check(self.grpc.limits());
         problems.check(self.dispatch.validate());
         self.retention.validate(problems);
+        self.deadlines.validate(problems);
         if self.heartbeat_timeout == 0 {
             problems.invalid("heartbeat_timeout", "must be at least 1 second");
         }

@@ -4,6 +4,8 @@
 //!
 //! - deadlines in time order: when a never-started execution's queue timeout passes, and when
 //!   a running attempt's timeout passes (the scheduler adds its grace when it asks);
+//! - deadlines ([`crate::deadlines`]) in time order, until a miss is recorded or the execution
+//!   finishes in time;
 //! - for each execution that pending ones depend on, those pending ones; when it ends they are
 //!   marked to be looked at, as is a pending execution when it becomes pending (its
 //!   dependencies may have ended already).
@@ -22,6 +24,8 @@ pub struct DueIndex {
     queue: BTreeSet<(i64, String)>,
     /// Running attempts by the end of their timeout (before grace).
     run: BTreeSet<(i64, String)>,
+    /// Executions by their deadline, while a miss may still have to be recorded.
+    deadline: BTreeSet<(i64, String)>,
     /// For an execution that pending ones depend on: those pending ones.
     waiters: BTreeMap<String, BTreeSet<String>>,
     /// Pending executions to look at, each with the mark it was last given.
@@ -55,28 +59,48 @@ fn run_deadline(e: &Execution) -> Option<i64> {
         .then(|| since.saturating_add(millis(e.timeout_ms)))
 }
 
+/// An execution's deadline while a miss may still have to be recorded: it has one, no miss is
+/// recorded yet, and it has not finished in time.
+pub fn deadline_at(e: &Execution) -> Option<i64> {
+    (e.deadline_ms > 0
+        && !e.deadline_missed
+        && (!e.state.is_terminal() || e.updated_at_ms > e.deadline_ms))
+        .then_some(e.deadline_ms)
+}
+
+/// Move `id`'s entry in `set` from `old` to `new`.
+fn follow(set: &mut BTreeSet<(i64, String)>, id: &str, old: Option<i64>, new: Option<i64>) {
+    if old != new {
+        if let Some(t) = old {
+            set.remove(&(t, id.to_owned()));
+        }
+        if let Some(t) = new {
+            set.insert((t, id.to_owned()));
+        }
+    }
+}
+
 impl DueIndex {
     /// Follow the write of execution `id` from `old` (absent when new) to `new`.
     pub fn update(&mut self, id: &str, old: Option<&Execution>, new: &Execution) {
-        let (old_queue, old_run) =
-            old.map_or((None, None), |o| (queue_deadline(o), run_deadline(o)));
-        let (new_queue, new_run) = (queue_deadline(new), run_deadline(new));
-        if old_queue != new_queue {
-            if let Some(t) = old_queue {
-                self.queue.remove(&(t, id.to_owned()));
-            }
-            if let Some(t) = new_queue {
-                self.queue.insert((t, id.to_owned()));
-            }
-        }
-        if old_run != new_run {
-            if let Some(t) = old_run {
-                self.run.remove(&(t, id.to_owned()));
-            }
-            if let Some(t) = new_run {
-                self.run.insert((t, id.to_owned()));
-            }
-        }
+        follow(
+            &mut self.queue,
+            id,
+            old.and_then(queue_deadline),
+            queue_deadline(new),
+        );
+        follow(
+            &mut self.run,
+            id,
+            old.and_then(run_deadline),
+            run_deadline(new),
+        );
+        follow(
+            &mut self.deadline,
+            id,
+            old.and_then(deadline_at),
+            deadline_at(new),
+        );
         if let Some(o) = old.filter(|o| o.state == ExecState::Pending) {
             for dep in &o.depends_on {
                 if let Some(w) = self.waiters.get_mut(dep) {
@@ -123,6 +147,9 @@ impl DueIndex {
         for (_, id) in self.run.iter().take_while(|e| past(e, grace)) {
             out.insert(id.clone(), None);
         }
+        for (_, id) in self.deadline.iter().take_while(|e| past(e, 0)) {
+            out.insert(id.clone(), None);
+        }
         for (id, mark) in &self.marked {
             out.insert(id.clone(), Some(*mark));
         }
@@ -147,6 +174,7 @@ impl DueIndex {
     fn is_empty(&self) -> bool {
         self.queue.is_empty()
             && self.run.is_empty()
+            && self.deadline.is_empty()
             && self.waiters.is_empty()
             && self.marked.is_empty()
     }
@@ -197,6 +225,34 @@ mod tests {
         forever.started_at_ms = 5;
         ix.update("f", None, &forever);
         assert!(ix.maybe_due(i64::MAX, i64::MAX).is_empty(), "saturates");
+    }
+
+    #[test]
+    fn a_deadline_comes_due_unless_the_execution_finished_in_time() {
+        let mut ix = DueIndex::default();
+        let mut e = exec(ExecState::Ready);
+        e.deadline_ms = 1_000;
+        ix.update("d", None, &e);
+        assert!(
+            ix.maybe_due(1_000, 0).is_empty(),
+            "at the deadline: not past"
+        );
+        assert!(ix.maybe_due(1_001, 0).contains_key("d"));
+        // Finished in time: nothing to record.
+        let mut done = e.clone();
+        done.state = ExecState::Succeeded;
+        done.updated_at_ms = 1_000;
+        ix.update("d", Some(&e), &done);
+        assert!(ix.is_empty());
+        // Finished late: stays until the miss is recorded.
+        let mut late = done.clone();
+        late.updated_at_ms = 1_001;
+        ix.update("l", None, &late);
+        assert!(ix.maybe_due(2_000, 0).contains_key("l"));
+        let mut recorded = late.clone();
+        recorded.deadline_missed = true;
+        ix.update("l", Some(&late), &recorded);
+        assert!(ix.is_empty());
     }
 
     #[test]

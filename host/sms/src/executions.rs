@@ -42,6 +42,15 @@ pub struct Submit {
     #[serde(default)]
     #[schema(maximum = 604_800_000)]
     pub queue_timeout_ms: Option<u64>,
+    /// By when it must have finished: RFC 3339 text, or ms since the Unix epoch (at most a year
+    /// ahead; see [`crate::deadlines`]).
+    #[serde(default)]
+    pub deadline: Option<crate::deadlines::Deadline>,
+    /// How long a run is expected to take, in ms (at most 7 days): a deadline sooner than this
+    /// is infeasible, and the queue orders by `deadline − estimate_ms`.
+    #[serde(default)]
+    #[schema(maximum = 604_800_000)]
+    pub estimate_ms: Option<u64>,
     /// Attempts allowed, 1 to 10 (default 3).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10)]
@@ -128,6 +137,12 @@ impl Submit {
         }
         if let Some(t) = self.timeout_ms {
             checks::check_timeout("timeout_ms", t)?;
+        }
+        if let Some(t) = self.estimate_ms {
+            checks::check_timeout("estimate_ms", t)?;
+        }
+        if let Some(d) = &self.deadline {
+            d.millis()?;
         }
         if let Some(n) = &self.needs {
             checks::check_resources("needs", n)?;
@@ -276,8 +291,17 @@ impl Sms {
             assigned_at_ms: 0,
             started_at_ms: 0,
             queue_timeout_ms: req.queue_timeout_ms.unwrap_or(0),
+            deadline_ms: 0,
+            estimate_ms: req.estimate_ms.unwrap_or(0),
+            deadline_infeasible: false,
+            deadline_missed: false,
             orphaned_on: None,
         };
+        if let Some(d) = &req.deadline {
+            exec.deadline_ms = d.millis()?;
+            exec.deadline_infeasible =
+                crate::deadlines::check(&self.deadlines, now, exec.deadline_ms, exec.estimate_ms)?;
+        }
         let unfit = self.unfit(&exec).await;
         if let Some((field, why)) = unfit {
             match self.unschedulable {
@@ -298,7 +322,7 @@ impl Sms {
                 vec![(
                     "execution.submitted",
                     execution_id.clone(),
-                    json!({"task_id": exec.task_id, "priority": exec.priority.as_str()}),
+                    submitted_event(&exec),
                 )],
             )?;
             queued.durable().await?;
@@ -417,4 +441,14 @@ impl Sms {
         self.wake.notify_one();
         Ok(exec)
     }
+}
+
+/// The data of an `execution.submitted` event.
+fn submitted_event(exec: &Execution) -> serde_json::Value {
+    let mut data = json!({"task_id": exec.task_id, "priority": exec.priority.as_str()});
+    if exec.deadline_ms > 0 {
+        data["deadline_ms"] = json!(exec.deadline_ms);
+        data["deadline_infeasible"] = json!(exec.deadline_infeasible);
+    }
+    data
 }

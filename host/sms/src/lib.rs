@@ -14,6 +14,7 @@ pub mod cancels;
 pub mod checks;
 pub mod config;
 pub mod db;
+pub mod deadlines;
 pub mod dispatch;
 pub mod due;
 pub mod error;

@@ -1,7 +1,7 @@
 //! SMS's histograms on `/metrics` (registered in the plugin runtime's registry, beside the plugin
 //! metrics): storage commits, and the scheduler's rounds and placements.
 
-use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 /// The histograms.
 #[derive(Debug, Clone)]
@@ -20,6 +20,9 @@ pub struct SmsMetrics {
     /// `sms_leader_term`: the election term this SMS leads in (the revision of its election
     /// key on etcd; 0 without an election).
     pub leader_term: IntGauge,
+    /// `sms_deadline_misses_total`: executions not finished by their deadline
+    /// ([`crate::deadlines`]).
+    pub deadline_misses: IntCounter,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -57,6 +60,11 @@ impl Default for SmsMetrics {
                 "The election term this SMS leads in (0 without an election)",
             )
             .expect("a valid gauge"),
+            deadline_misses: IntCounter::new(
+                "sms_deadline_misses_total",
+                "Executions not finished by their deadline",
+            )
+            .expect("a valid counter"),
         }
     }
 }
@@ -75,5 +83,6 @@ impl SmsMetrics {
         for g in [&self.leader, &self.leader_term] {
             let _ = registry.register(Box::new(g.clone()));
         }
+        let _ = registry.register(Box::new(self.deadline_misses.clone()));
     }
 }

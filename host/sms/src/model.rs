@@ -479,6 +479,20 @@ pub struct Execution {
     /// Longest wait, from submission, for a first attempt to start (0: no limit).
     #[serde(default)]
     pub queue_timeout_ms: u64,
+    /// By when it must have finished, ms since the Unix epoch (0: no deadline;
+    /// [`crate::deadlines`]).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub deadline_ms: i64,
+    /// How long a run is expected to take, in ms (0: not given).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub estimate_ms: u64,
+    /// Its deadline could not be met when it was submitted (accepted under
+    /// `[deadlines] infeasible = "flag"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline_infeasible: bool,
+    /// It was not finished by its deadline (recorded once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline_missed: bool,
     /// The node that held it when it went back to the queue (the node was lost, or SMS
     /// restarted). That node's late result is still taken while no other node has it.
     #[serde(default)]
@@ -501,4 +515,12 @@ impl Execution {
             .cloned()
             .collect()
     }
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }

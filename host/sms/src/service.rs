@@ -63,6 +63,8 @@ pub struct Sms {
     pub(crate) dispatch: crate::dispatch::DispatchConfig,
     /// How long finished executions and events are kept.
     pub(crate) retention: crate::retention::RetentionConfig,
+    /// `[deadlines]`.
+    pub(crate) deadlines: crate::deadlines::DeadlineConfig,
     /// The histograms on `/metrics`.
     pub(crate) metrics: crate::metrics::SmsMetrics,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
@@ -161,7 +163,8 @@ impl Sms {
         // when SMS stopped goes back to the queue: the new session cannot take reports for the
         // old one's assignments (at-least-once execution). Finished ones found among them were
         // stored by a version that kept every execution there: they move to `done/`.
-        let mut executions = crate::table::ExecTable::default();
+        let mut executions =
+            crate::table::ExecTable::with_urgency_window(config.deadlines.urgency_window_ms);
         let mut requeue = Vec::new();
         // A page at a time: a store an older version wrote may hold millions of finished ones.
         let mut after = None;
@@ -219,6 +222,7 @@ impl Sms {
             sched: crate::sched::SchedSettings::default(),
             dispatch: config.dispatch,
             retention: config.retention,
+            deadlines: config.deadlines,
             metrics,
             capacity: Default::default(),
             fit_cache: Default::default(),

@@ -101,6 +101,8 @@ pub struct ExecTable {
     finished: BTreeSet<(i64, String)>,
     /// How many times [`evict`](Self::evict) let some go.
     evictions: u64,
+    /// `[deadlines] urgency_window_ms` (fixed for the table's life: the queue's order rests on it).
+    urgency_window_ms: u64,
 }
 
 /// Locks striped by record id (an execution's, a node's, a task's, a file's content): every
@@ -167,11 +169,18 @@ pub const AGING_MS: i64 = 10_000;
 /// Where a ready execution stands in the queue: higher priority first, where every
 /// [`AGING_MS`] waited counts as one level, then the older. The score of an execution is
 /// `priority × AGING_MS + (now − since)`; `now` is the same for all, so the order is that of
-/// `priority × AGING_MS − since`, which does not change while the execution waits.
+/// `priority × AGING_MS − since`, which does not change while the execution waits. An execution
+/// with a deadline waits "since" its latest start less the urgency window
+/// ([`crate::deadlines::queue_since`]).
 type QueueKey = (std::cmp::Reverse<i64>, u64);
 
-fn queue_key(e: &Execution) -> QueueKey {
-    let since = e.submitted_at_ms.max(e.not_before_ms);
+fn queue_key(e: &Execution, urgency_window_ms: u64) -> QueueKey {
+    let since = crate::deadlines::queue_since(
+        e.submitted_at_ms.max(e.not_before_ms),
+        e.deadline_ms,
+        e.estimate_ms,
+        urgency_window_ms,
+    );
     (
         std::cmp::Reverse(
             (e.priority as i64)
@@ -188,6 +197,15 @@ fn occupies(e: &Execution) -> Option<&str> {
 }
 
 impl ExecTable {
+    /// An empty table whose queue weighs deadlines with `urgency_window_ms`
+    /// ([`crate::deadlines`]); [`default`](Default::default) has none (0).
+    pub fn with_urgency_window(urgency_window_ms: u64) -> Self {
+        Self {
+            urgency_window_ms,
+            ..Self::default()
+        }
+    }
+
     /// Insert or replace an execution.
     pub fn insert(&mut self, id: String, exec: Execution) {
         self.due.update(&id, self.all.get(&id).map(|e| &**e), &exec);
@@ -205,10 +223,12 @@ impl ExecTable {
         if let Some(old) = self.all.get(&id)
             && old.state == ExecState::Ready
         {
-            self.ready.remove(&(queue_key(old), id.clone()));
+            self.ready
+                .remove(&(queue_key(old, self.urgency_window_ms), id.clone()));
         }
         if exec.state == ExecState::Ready {
-            self.ready.insert((queue_key(&exec), id.clone()));
+            self.ready
+                .insert((queue_key(&exec, self.urgency_window_ms), id.clone()));
         }
         let before = self.get(&id).and_then(occupies).map(str::to_owned);
         if before.as_deref() != occupies(&exec) {
@@ -255,7 +275,12 @@ impl ExecTable {
             if over == 0 && *at >= cutoff_ms {
                 break;
             }
-            if self.due.has_waiters(id) {
+            // Its deadline's miss not yet recorded: it stays until it is (the next housekeeping).
+            let miss_unrecorded = self
+                .all
+                .get(id)
+                .is_some_and(|e| crate::due::deadline_at(e).is_some());
+            if self.due.has_waiters(id) || miss_unrecorded {
                 continue;
             }
             gone.push((*at, id.clone()));
@@ -436,6 +461,10 @@ pub(crate) mod tests_support {
             assigned_at_ms: 0,
             started_at_ms: 0,
             queue_timeout_ms: 0,
+            deadline_ms: 0,
+            estimate_ms: 0,
+            deadline_infeasible: false,
+            deadline_missed: false,
             orphaned_on: None,
         }
     }

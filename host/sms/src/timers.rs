@@ -1,7 +1,8 @@
 //! The scheduler's housekeeping, driven by the table's indexes (not by scanning every
 //! execution): attempts past their timeout are timed out (retried with back-off while attempts
 //! last), executions that waited past their `queue_timeout_ms` are failed, and executions waiting
-//! on dependencies are released once every dependency succeeded, or failed once one cannot.
+//! on dependencies are released once every dependency succeeded, or failed once one cannot; a
+//! deadline passed before the execution finished is recorded as missed.
 //! Each candidate is decided on as its owner (its [`KeyLocks`](crate::table::KeyLocks) stripe),
 //! so a report, a start or a cancel that came meanwhile is never overwritten.
 
@@ -72,6 +73,9 @@ impl Sms {
                     looked.push((id, mark));
                 }
                 continue;
+            }
+            if let Some(deadline) = crate::due::deadline_at(&exec).filter(|t| *t < now) {
+                self.record_miss(&mut exec, deadline, now).await?;
             }
             if past_queue_timeout(&exec, now) {
                 if exec.state == ExecState::Assigned {
@@ -152,6 +156,32 @@ impl Sms {
     }
 }
 
+impl Sms {
+    /// Record that `exec` (owned by the caller) was not finished by its `deadline`
+    /// ([`crate::deadlines`]): once, in the record, the event log and the counter.
+    async fn record_miss(&self, exec: &mut Execution, deadline: i64, now: i64) -> Result<()> {
+        exec.deadline_missed = true;
+        // A finished one keeps its end time; any other is changed (a round that picked it
+        // before looks again).
+        if !exec.state.is_terminal() {
+            exec.updated_at_ms = now;
+        }
+        let late_ms = if exec.state.is_terminal() {
+            exec.updated_at_ms - deadline
+        } else {
+            now - deadline
+        };
+        self.save(
+            exec,
+            "execution.deadline_missed",
+            json!({"deadline_ms": deadline, "state": exec.state.as_str(), "late_ms": late_ms}),
+        )
+        .await?;
+        self.metrics.deadline_misses.inc();
+        Ok(())
+    }
+}
+
 /// Whether the scheduler's housekeeping must act on `e` at `now`: a queue timeout or an attempt's
 /// timeout has passed, or (pending) every dependency ended or one is unknown (`state_of`).
 fn due(
@@ -161,6 +191,7 @@ fn due(
     state_of: impl Fn(&String) -> Option<ExecState>,
 ) -> bool {
     past_queue_timeout(e, now)
+        || crate::due::deadline_at(e).is_some_and(|t| t < now)
         || match e.state {
             ExecState::Assigned | ExecState::Running => past_timeout(e, now, grace),
             ExecState::Pending => {

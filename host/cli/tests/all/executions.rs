@@ -202,3 +202,46 @@ fn logs_skip_what_retention_removed_with_a_warning() {
         .collect();
     assert_eq!(cursors, [4, 5, 6], "{r:?}");
 }
+
+#[test]
+fn run_takes_a_deadline_and_an_estimate() {
+    let sms = crate::common::LoneSms::start(tempfile::tempdir().unwrap(), "", &[]);
+    let url = format!("http://{}", sms.http);
+    let spear = |args: &[&str]| {
+        let mut c = crate::common::spear();
+        c.arg("--sms").arg(&url).args(args);
+        crate::common::finish(&mut c)
+    };
+    // RFC 3339 text goes to SMS as text (no node: it stays queued).
+    let r = spear(&sh_args(
+        &[
+            "--detach",
+            "--deadline",
+            "2099-01-01T00:00:00+01:00",
+            "--estimate-ms",
+            "250",
+        ],
+        "true",
+    ));
+    // More than a year ahead: SMS's refusal names the field.
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("deadline"), "{r:?}");
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 3_600_000;
+    let soon = soon.to_string();
+    let r = spear(&sh_args(
+        &["--detach", "--deadline", &soon, "--estimate-ms", "250"],
+        "true",
+    ))
+    .ok();
+    let id = r.stdout.trim().to_owned();
+    let e = spear(&["--output", "json", "status", &id]).ok().json();
+    assert_eq!(e["deadline_ms"].to_string(), soon, "{e}");
+    assert_eq!(e["estimate_ms"], 250, "{e}");
+    let r = spear(&sh_args(&["--detach", "--deadline", "1"], "true"));
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("already past"), "{r:?}");
+}

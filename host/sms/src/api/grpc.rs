@@ -491,6 +491,10 @@ pub(super) fn wire_execution(e: model::Execution) -> v1::Execution {
         started_at_ms: e.started_at_ms,
         queue_timeout_ms: e.queue_timeout_ms,
         stdin_blob: e.stdin_blob.map(wire_blob),
+        deadline_ms: e.deadline_ms,
+        estimate_ms: e.estimate_ms,
+        deadline_infeasible: e.deadline_infeasible,
+        deadline_missed: e.deadline_missed,
     }
 }
 
@@ -529,6 +533,10 @@ pub fn submit_from_wire(r: v1::SubmitRequest) -> Result<crate::executions::Submi
         priority: Some(r.priority).filter(|p| !p.is_empty()),
         timeout_ms: Some(r.timeout_ms).filter(|t| *t > 0),
         queue_timeout_ms: Some(r.queue_timeout_ms).filter(|t| *t > 0),
+        deadline: Some(r.deadline_ms)
+            .filter(|d| *d != 0)
+            .map(crate::deadlines::Deadline::Millis),
+        estimate_ms: Some(r.estimate_ms).filter(|t| *t > 0),
         max_attempts: Some(r.max_attempts).filter(|m| *m > 0),
         depends_on: r.depends_on,
         stdin: String::from_utf8(r.stdin)

@@ -8,6 +8,7 @@ mod auth_admin;
 mod auth_nodes;
 mod common;
 mod config_reload;
+mod deadlines;
 mod durability;
 mod edge;
 mod etcd;
