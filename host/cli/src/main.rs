@@ -14,6 +14,7 @@ mod client;
 mod dev;
 mod error;
 mod exec;
+mod explain;
 mod files;
 mod invoke;
 mod logs;
@@ -89,6 +90,12 @@ enum Command {
     },
     /// SMS's event log (optionally one execution's), as it happens with --follow.
     Logs(logs::LogsArgs),
+    /// Why an execution went where it went: its scheduling round, who decided, every node's
+    /// verdict.
+    Explain {
+        /// The execution to explain (see `spear status`).
+        execution_id: String,
+    },
     /// Cancel an execution that has not finished.
     Cancel {
         /// The execution to cancel (see `spear status`).
@@ -192,6 +199,7 @@ fn remote(
             Command::Invoke(args) => invoke::run(args, &client, output).await,
             Command::Status { execution_id } => status::run(execution_id, &client, output).await,
             Command::Logs(args) => logs::run(args, &client, output).await,
+            Command::Explain { execution_id } => explain::run(&execution_id, &client, output).await,
             Command::Cancel { execution_id } => run::cancel(&execution_id, &client, output).await,
             Command::File(cmd) => files::run(cmd, &client, output).await,
             Command::Plugin(PluginCommand::List) => plugins::list(&client, output).await,

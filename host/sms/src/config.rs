@@ -133,6 +133,9 @@ pub struct SmsConfig {
     /// `[deadlines]`: infeasible deadlines and how urgency orders the queue ([`crate::deadlines`]).
     #[serde(default)]
     pub deadlines: crate::deadlines::DeadlineConfig,
+    /// `[explain]`: how many scheduling rounds are kept to explain ([`crate::explain`]).
+    #[serde(default)]
+    pub explain: crate::explain::ExplainConfig,
     /// `[retention]`: how long finished executions and events are kept ([`crate::retention`]).
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
@@ -371,6 +374,7 @@ impl SmsConfig {
         problems.check(self.dispatch.validate());
         self.retention.validate(problems);
         self.deadlines.validate(problems);
+        self.explain.validate(problems);
         if self.heartbeat_timeout == 0 {
             problems.invalid("heartbeat_timeout", "must be at least 1 second");
         }

@@ -10,10 +10,11 @@
 //!   first, by laxity), one is level with fresh work `urgency_window_ms` before its latest start,
 //!   and every [`AGING_MS`](crate::table::AGING_MS) nearer its latest start weighs one more
 //!   priority level, as waiting does for any execution.
-//! - **A miss** — not finished by its deadline, queued, running or finished late — is recorded
-//!   once: the execution's `deadline_missed`, the event `execution.deadline_missed`, and
-//!   `sms_deadline_misses_total`. The execution itself goes on (a deadline orders work; a
-//!   `queue_timeout_ms` or `timeout_ms` ends it).
+//! - **A miss** — not finished by its deadline — is recorded once: the execution's
+//!   `deadline_missed`, the event `execution.deadline_missed`, and `sms_deadline_misses_total`.
+//!   One still queued or running is found by the housekeeping's index when the deadline passes;
+//!   one that finishes late is marked in the same write as its end. The execution itself goes on
+//!   (a deadline orders work; a `queue_timeout_ms` or `timeout_ms` ends it).
 
 use serde::{Deserialize, Serialize};
 use spear_config::Problems;
@@ -84,6 +85,10 @@ impl Deadline {
     /// Milliseconds since the Unix epoch.
     pub fn millis(&self) -> Result<i64> {
         match self {
+            Self::Millis(ms) if *ms <= 0 => Err(SmsError::invalid(
+                "deadline",
+                format!("{ms} is not after the Unix epoch"),
+            )),
             Self::Millis(ms) => Ok(*ms),
             Self::Text(text) => {
                 let at = time::OffsetDateTime::parse(
@@ -97,7 +102,9 @@ impl Deadline {
                     )
                 })?;
                 i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
-                    .map_err(|_| SmsError::invalid("deadline", "out of range"))
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| SmsError::invalid("deadline", "not after the Unix epoch"))
             }
         }
     }
@@ -126,7 +133,7 @@ pub fn check(
         Infeasible::Refuse => Err(SmsError::invalid(
             "deadline",
             if deadline_ms <= now {
-                format!("already past ({} ms ago)", now - deadline_ms)
+                format!("already past ({} ms ago)", now.saturating_sub(deadline_ms))
             } else {
                 format!(
                     "cannot be met: it is {} ms away and the run is estimated at {estimate_ms} ms (estimate_ms)",
@@ -138,14 +145,28 @@ pub fn check(
 }
 
 /// When an execution with `deadline_ms` (0: none) counts as waiting since in the queue, given
-/// it became placeable at `since` (see the module docs).
+/// it became placeable at `since` (see the module docs). Never more than the window before
+/// `since`: a deadline already past (accepted under `flag`) does not jump the queue further.
 pub fn queue_since(since: i64, deadline_ms: i64, estimate_ms: u64, window_ms: u64) -> i64 {
     if deadline_ms <= 0 {
         return since;
     }
     let estimate = i64::try_from(estimate_ms).unwrap_or(i64::MAX);
     let window = i64::try_from(window_ms).unwrap_or(i64::MAX);
-    deadline_ms.saturating_sub(estimate).saturating_sub(window)
+    deadline_ms
+        .saturating_sub(estimate)
+        .saturating_sub(window)
+        .max(since.saturating_sub(window))
+}
+
+/// How late `exec` finished (ms) when it has just finished past its deadline with no miss
+/// recorded yet.
+pub fn finished_late(exec: &crate::model::Execution) -> Option<i64> {
+    (exec.state.is_terminal()
+        && exec.deadline_ms > 0
+        && !exec.deadline_missed
+        && exec.updated_at_ms > exec.deadline_ms)
+        .then(|| exec.updated_at_ms - exec.deadline_ms)
 }
 
 #[cfg(test)]
@@ -163,6 +184,13 @@ mod tests {
             .unwrap();
         assert_eq!(z, plus);
         assert_eq!(z, 1_796_126_400_000);
+        assert!(Deadline::Millis(0).millis().is_err());
+        assert!(Deadline::Millis(i64::MIN).millis().is_err());
+        assert!(
+            Deadline::Text("1969-12-31T00:00:00Z".into())
+                .millis()
+                .is_err()
+        );
         let bad = Deadline::Text("tomorrow".into()).millis().unwrap_err();
         assert!(bad.to_string().contains("deadline"), "{bad}");
     }
@@ -216,7 +244,12 @@ mod tests {
         assert_eq!(queue_since(100, 0, 50, 30), 100, "no deadline");
         assert_eq!(queue_since(100, 1_000, 200, 300), 500);
         assert_eq!(
-            queue_since(100, 1_000, u64::MAX, u64::MAX),
+            queue_since(100, 1_000, u64::MAX, 300),
+            -200,
+            "a past latest start: at most the window ahead"
+        );
+        assert_eq!(
+            queue_since(i64::MIN, 1, u64::MAX, u64::MAX),
             i64::MIN,
             "saturates"
         );

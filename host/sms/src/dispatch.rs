@@ -131,7 +131,7 @@ impl Capacity {
     }
 
     /// Node `id`'s (placed, a place free), as last recorded.
-    fn fill(&self, id: u64) -> Option<(u32, bool)> {
+    pub(crate) fn fill(&self, id: u64) -> Option<(u32, bool)> {
         self.nodes.get(&id).map(|f| (f.holds, f.free > 0))
     }
 

@@ -4,8 +4,8 @@
 //!
 //! - deadlines in time order: when a never-started execution's queue timeout passes, and when
 //!   a running attempt's timeout passes (the scheduler adds its grace when it asks);
-//! - deadlines ([`crate::deadlines`]) in time order, until a miss is recorded or the execution
-//!   finishes in time;
+//! - deadlines ([`crate::deadlines`]) of unfinished executions in time order, until a miss is
+//!   recorded;
 //! - for each execution that pending ones depend on, those pending ones; when it ends they are
 //!   marked to be looked at, as is a pending execution when it becomes pending (its
 //!   dependencies may have ended already).
@@ -59,13 +59,10 @@ fn run_deadline(e: &Execution) -> Option<i64> {
         .then(|| since.saturating_add(millis(e.timeout_ms)))
 }
 
-/// An execution's deadline while a miss may still have to be recorded: it has one, no miss is
-/// recorded yet, and it has not finished in time.
+/// An unfinished execution's deadline while no miss is recorded (one that finishes late is
+/// marked in the write that ends it: [`crate::deadlines::finished_late`]).
 pub fn deadline_at(e: &Execution) -> Option<i64> {
-    (e.deadline_ms > 0
-        && !e.deadline_missed
-        && (!e.state.is_terminal() || e.updated_at_ms > e.deadline_ms))
-        .then_some(e.deadline_ms)
+    (e.deadline_ms > 0 && !e.deadline_missed && !e.state.is_terminal()).then_some(e.deadline_ms)
 }
 
 /// Move `id`'s entry in `set` from `old` to `new`.
@@ -238,20 +235,16 @@ mod tests {
             "at the deadline: not past"
         );
         assert!(ix.maybe_due(1_001, 0).contains_key("d"));
-        // Finished in time: nothing to record.
+        // Recorded: nothing more to do.
+        let mut recorded = e.clone();
+        recorded.deadline_missed = true;
+        ix.update("d", Some(&e), &recorded);
+        assert!(ix.is_empty());
+        // Finished (in time or not: a late end is marked in its own write): gone.
+        ix.update("l", None, &e);
         let mut done = e.clone();
         done.state = ExecState::Succeeded;
-        done.updated_at_ms = 1_000;
-        ix.update("d", Some(&e), &done);
-        assert!(ix.is_empty());
-        // Finished late: stays until the miss is recorded.
-        let mut late = done.clone();
-        late.updated_at_ms = 1_001;
-        ix.update("l", None, &late);
-        assert!(ix.maybe_due(2_000, 0).contains_key("l"));
-        let mut recorded = late.clone();
-        recorded.deadline_missed = true;
-        ix.update("l", Some(&late), &recorded);
+        ix.update("l", Some(&e), &done);
         assert!(ix.is_empty());
     }
 

@@ -379,10 +379,37 @@ impl Sms {
         extra: Vec<spear_plugin_api::storage::BatchOp>,
         events: Vec<(&str, serde_json::Value)>,
     ) -> Result<()> {
-        let events = events
+        let mut events: Vec<_> = events
             .into_iter()
             .map(|(kind, data)| (kind, exec.execution_id.clone(), data))
             .collect();
+        // A miss is written with what it is: the deadline's own (recorded by the housekeeping,
+        // `deadline_missed` already set), or a late finish, marked in the same write as the end.
+        let late = crate::deadlines::finished_late(exec);
+        let marked;
+        let exec = match late {
+            Some(late_ms) => {
+                marked = Execution {
+                    deadline_missed: true,
+                    ..exec.clone()
+                };
+                events.push((
+                    "execution.deadline_missed",
+                    exec.execution_id.clone(),
+                    json!({
+                        "deadline_ms": exec.deadline_ms,
+                        "state": exec.state.as_str(),
+                        "late_ms": late_ms,
+                    }),
+                ));
+                &marked
+            }
+            None => exec,
+        };
+        let missed = late.is_some()
+            || events
+                .iter()
+                .any(|(kind, _, _)| *kind == "execution.deadline_missed");
         // The blobs it named before (its owner holds it: memory has the latest).
         let before = self
             .executions
@@ -403,6 +430,9 @@ impl Sms {
             .await
             .insert(exec.execution_id.clone(), exec.clone());
         queued.announce();
+        if missed {
+            self.metrics.deadline_misses.inc();
+        }
         self.release_blobs(dropped).await;
         Ok(())
     }

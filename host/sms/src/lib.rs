@@ -20,6 +20,7 @@ pub mod due;
 pub mod error;
 pub mod events;
 pub mod executions;
+pub mod explain;
 pub mod feed;
 pub mod files;
 pub mod fit;

@@ -27,6 +27,16 @@ impl From<Resources> for spear_plugin_api::Resources {
     }
 }
 
+impl From<spear_plugin_api::Resources> for Resources {
+    fn from(r: spear_plugin_api::Resources) -> Self {
+        Self {
+            cpu_millis: r.cpu_millis,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+        }
+    }
+}
+
 /// Health of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -123,6 +123,7 @@ impl Sms {
             self.refresh_unschedulable().await;
         }
         let (free, feed) = self.measure_room().await;
+        self.explain_follow(&feed).await;
         if free == 0 {
             // Every node is full: nothing to place until a slot frees (an end wakes the round).
             self.feed_strategy(feed).await;
@@ -144,11 +145,14 @@ impl Sms {
         }
         let requests: Vec<Request> = ready.iter().map(request).collect();
         let plugins = self.plugins.clone();
+        // The view the strategy decides over (to explain the round later), when recorded.
+        let seen = self.explain_snapshot();
         // What changed since the last round, then the batch: one trip to a blocking thread.
-        let decisions = tokio::task::spawn_blocking(move || {
+        let (decisions, decider, requests) = tokio::task::spawn_blocking(move || {
             let strategy = plugins.strategy();
             crate::dispatch::feed(strategy, feed);
-            strategy.place(&requests)
+            let (decisions, decider) = strategy.place_traced(&requests);
+            (decisions, decider, requests)
         })
         .await
         .map_err(storage)?;
@@ -166,8 +170,16 @@ impl Sms {
                 .collect()
         };
         let mut round = Vec::new();
+        // What became of each decision, and each execution's wait (for explain).
+        let mut dispatched = Vec::with_capacity(ready.len());
+        let mut offered = Vec::with_capacity(if seen.is_some() { ready.len() } else { 0 });
         for (picked, node) in ready.into_iter().zip(nodes) {
+            if seen.is_some() {
+                let placeable = picked.submitted_at_ms.max(picked.not_before_ms);
+                offered.push((picked.execution_id.clone(), (now - placeable).max(0)));
+            }
             let Some((target, node)) = node else {
+                dispatched.push(crate::explain::Dispatch::Rejected);
                 continue;
             };
             let id = picked.execution_id.clone();
@@ -180,9 +192,22 @@ impl Sms {
             });
             // A node without a stream takes nothing (back-pressure: the execution stays
             // queued); the strategy may put more on a node in one batch than it has room for.
-            if !unchanged || !self.connected(&node).await || !room.take(target) {
+            let left = if !unchanged {
+                Some("the execution changed before it could be assigned (cancelled, or reported)")
+            } else if !self.connected(&node).await {
+                Some("the node's assignment stream closed")
+            } else if !room.take(target) {
+                Some(
+                    "the node had no place left (the strategy put more there than it has room for)",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = left {
+                dispatched.push(crate::explain::Dispatch::Left(why));
                 continue;
             }
+            dispatched.push(crate::explain::Dispatch::Assigned);
             let mut exec = picked.clone();
             exec.state = ExecState::Assigned;
             exec.node_uuid = Some(node.clone());
@@ -226,6 +251,18 @@ impl Sms {
         let n = round.len();
         if n > 0 {
             self.metrics.round_placements.observe(n as f64);
+        }
+        if let Some(nodes) = seen {
+            self.explain_keep(crate::explain::Round {
+                no: 0,
+                at_ms: now,
+                decider,
+                requests,
+                executions: offered,
+                decisions,
+                dispatch: dispatched,
+                nodes,
+            });
         }
         self.send_later(round);
         Ok(n)

@@ -65,6 +65,8 @@ pub struct Sms {
     pub(crate) retention: crate::retention::RetentionConfig,
     /// `[deadlines]`.
     pub(crate) deadlines: crate::deadlines::DeadlineConfig,
+    /// The scheduling rounds kept to explain ([`crate::explain`]).
+    pub(crate) explain: std::sync::Mutex<crate::explain::Recorder>,
     /// The histograms on `/metrics`.
     pub(crate) metrics: crate::metrics::SmsMetrics,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
@@ -223,6 +225,7 @@ impl Sms {
             dispatch: config.dispatch,
             retention: config.retention,
             deadlines: config.deadlines,
+            explain: std::sync::Mutex::new(crate::explain::Recorder::new(config.explain.rounds)),
             metrics,
             capacity: Default::default(),
             fit_cache: Default::default(),

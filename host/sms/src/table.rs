@@ -275,12 +275,7 @@ impl ExecTable {
             if over == 0 && *at >= cutoff_ms {
                 break;
             }
-            // Its deadline's miss not yet recorded: it stays until it is (the next housekeeping).
-            let miss_unrecorded = self
-                .all
-                .get(id)
-                .is_some_and(|e| crate::due::deadline_at(e).is_some());
-            if self.due.has_waiters(id) || miss_unrecorded {
+            if self.due.has_waiters(id) {
                 continue;
             }
             gone.push((*at, id.clone()));

@@ -157,28 +157,24 @@ impl Sms {
 }
 
 impl Sms {
-    /// Record that `exec` (owned by the caller) was not finished by its `deadline`
-    /// ([`crate::deadlines`]): once, in the record, the event log and the counter.
+    /// Record that `exec` (owned by the caller, not finished) was not finished by its
+    /// `deadline` ([`crate::deadlines`]): once, in the record, the event log and the counter
+    /// ([`save_logging`](Self::save_logging) counts it). `updated_at_ms` stays: the miss changes
+    /// no state, and an assignment waiting for its write to be durable is sent only if the
+    /// execution is unchanged since. (The scheduler's next batch is read after this pass, so it
+    /// carries the mark.)
     async fn record_miss(&self, exec: &mut Execution, deadline: i64, now: i64) -> Result<()> {
         exec.deadline_missed = true;
-        // A finished one keeps its end time; any other is changed (a round that picked it
-        // before looks again).
-        if !exec.state.is_terminal() {
-            exec.updated_at_ms = now;
-        }
-        let late_ms = if exec.state.is_terminal() {
-            exec.updated_at_ms - deadline
-        } else {
-            now - deadline
-        };
         self.save(
             exec,
             "execution.deadline_missed",
-            json!({"deadline_ms": deadline, "state": exec.state.as_str(), "late_ms": late_ms}),
+            json!({
+                "deadline_ms": deadline,
+                "state": exec.state.as_str(),
+                "late_ms": now.saturating_sub(deadline),
+            }),
         )
-        .await?;
-        self.metrics.deadline_misses.inc();
-        Ok(())
+        .await
     }
 }
 

@@ -54,6 +54,20 @@ fn a_detached_run_is_seen_by_status_and_logs() {
     assert!(r.stdout.contains("state:"), "{r:?}");
     assert!(r.stdout.contains("succeeded"), "{r:?}");
 
+    // Why it went where it went: the round, the strategy, the one node chosen.
+    let r = c.spear(&["explain", &id]).ok();
+    let node = e["node_uuid"].as_str().unwrap();
+    for want in [
+        format!("assigned to {node}"),
+        "least-connections".to_owned(),
+        "chosen".to_owned(),
+        "position 0".to_owned(),
+    ] {
+        assert!(r.stdout.contains(&want), "{want} in {r:?}");
+    }
+    let x = c.spear(&["--output", "json", "explain", &id]).ok().json();
+    assert_eq!(x["nodes"][0]["node_uuid"], node, "{x}");
+
     let r = c.spear(&["logs", &id]).ok();
     for want in [
         "execution.submitted",
@@ -212,35 +226,40 @@ fn run_takes_a_deadline_and_an_estimate() {
         c.arg("--sms").arg(&url).args(args);
         crate::common::finish(&mut c)
     };
-    // RFC 3339 text goes to SMS as text (no node: it stays queued).
-    let r = spear(&sh_args(
-        &[
-            "--detach",
-            "--deadline",
-            "2099-01-01T00:00:00+01:00",
-            "--estimate-ms",
-            "250",
-        ],
-        "true",
-    ));
-    // More than a year ahead: SMS's refusal names the field.
-    assert_ne!(r.code, Some(0), "{r:?}");
-    assert!(r.stderr.contains("deadline"), "{r:?}");
-    let soon = std::time::SystemTime::now()
+    let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis()
-        + 3_600_000;
-    let soon = soon.to_string();
+        .as_secs();
+    // RFC 3339 text goes to SMS as text (no node: it stays queued), and is read there.
+    let at = now_s + 3_600;
+    let text = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap().trim().to_owned();
     let r = spear(&sh_args(
-        &["--detach", "--deadline", &soon, "--estimate-ms", "250"],
+        &["--detach", "--deadline", &text, "--estimate-ms", "250"],
         "true",
     ))
     .ok();
     let id = r.stdout.trim().to_owned();
     let e = spear(&["--output", "json", "status", &id]).ok().json();
-    assert_eq!(e["deadline_ms"].to_string(), soon, "{e}");
+    assert_eq!(e["deadline_ms"], at * 1000, "{text}: {e}");
     assert_eq!(e["estimate_ms"], 250, "{e}");
+    // Milliseconds since the epoch go as a number.
+    let ms = ((now_s + 60) * 1000).to_string();
+    let r = spear(&sh_args(&["--detach", "--deadline", &ms], "true")).ok();
+    let e = spear(&["--output", "json", "status", r.stdout.trim()])
+        .ok()
+        .json();
+    assert_eq!(e["deadline_ms"].to_string(), ms, "{e}");
+    // More than a year ahead: SMS's refusal names the field and says why.
+    let r = spear(&sh_args(
+        &["--detach", "--deadline", "2099-01-01T00:00:00+01:00"],
+        "true",
+    ));
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("at most a year ahead"), "{r:?}");
     let r = spear(&sh_args(&["--detach", "--deadline", "1"], "true"));
     assert_ne!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("already past"), "{r:?}");

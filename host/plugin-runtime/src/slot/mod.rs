@@ -30,7 +30,7 @@ use crate::telemetry::{EventKind, Telemetry};
 mod reclaimer;
 mod strategy;
 pub use reclaimer::ReclaimerSlot;
-pub use strategy::StrategySlot;
+pub use strategy::{Decider, StrategySlot};
 
 /// Targets per `upsert` call when a view is (re-)sent in bulk, to keep each call short.
 const UPSERT_CHUNK: usize = 256;

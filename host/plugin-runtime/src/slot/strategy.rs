@@ -24,6 +24,16 @@ struct StrategyInner {
     fallback: Fallback,
 }
 
+/// Who decided a batch ([`StrategySlot::place_traced`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decider {
+    /// The plugin active in the slot when the batch was decided (none: no plugin is active).
+    pub plugin: Option<PluginRef>,
+    /// Set when the built-in fallback decided the batch: why (no plugin active, the plugin is
+    /// quarantined, or the failure of this call).
+    pub fallback: Option<String>,
+}
+
 /// The scheduling strategy of one role, guarded.
 pub struct StrategySlot {
     role: String,
@@ -224,8 +234,20 @@ impl StrategySlot {
     /// Decide a batch. Always returns one decision per request, from the plugin when it answers
     /// validly, else from the fallback.
     pub fn place(&self, requests: &[Request]) -> Vec<Decision> {
+        self.place_traced(requests).0
+    }
+
+    /// [`place`](Self::place), saying who decided.
+    pub fn place_traced(&self, requests: &[Request]) -> (Vec<Decision>, Decider) {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let mut decider = Decider {
+            plugin: inner.active.as_ref().map(|a| a.plugin.id.clone()),
+            fallback: Some(match &inner.active {
+                None => "no strategy plugin is active".to_owned(),
+                Some(_) => "the strategy plugin is quarantined".to_owned(),
+            }),
+        };
         if let Some(active) = inner.active.as_mut().filter(|a| !a.quarantined) {
             let name = active.plugin.info.name.clone();
             let result = timed(&self.telemetry, &name, "place", || {
@@ -255,9 +277,14 @@ impl StrategySlot {
                     if active.succeed() {
                         self.publish(inner);
                     }
-                    return decisions;
+                    decider.fallback = None;
+                    return (decisions, decider);
                 }
                 Err(failure) => {
+                    decider.fallback = Some(clip(
+                        &format!("the strategy plugin failed: {failure}"),
+                        MAX_REJECT_REASON,
+                    ));
                     active.fail(&self.role, "place", failure, &self.telemetry, &self.limits);
                     self.publish(inner);
                 }
@@ -267,7 +294,7 @@ impl StrategySlot {
             .fallback_decisions
             .with_label_values(&[&self.role])
             .inc_by(requests.len() as u64);
-        inner.fallback.place(&mut inner.view, requests)
+        (inner.fallback.place(&mut inner.view, requests), decider)
     }
 
     /// Add or replace targets in the host's view and the plugin's.
@@ -445,5 +472,11 @@ mod tests {
             ]
         );
         assert_eq!(slot.telemetry.fallback_decisions_of("test"), 3);
+        let (_, decider) = slot.place_traced(&[request(4, 0)]);
+        assert_eq!(decider.plugin, None);
+        assert_eq!(
+            decider.fallback.as_deref(),
+            Some("no strategy plugin is active")
+        );
     }
 }

@@ -185,6 +185,16 @@ async fn cancel_execution(
     sms.cancel(&id).await.map(Json)
 }
 
+#[utoipa::path(get, path = "/api/v1/executions/{execution_id}/explain",
+    params(("execution_id" = String, Path, description = "the execution's id")),
+    responses((status = 200, body = crate::explain::Explanation), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), tag = "executions")]
+async fn explain_execution(
+    State(sms): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<crate::explain::Explanation>, SmsError> {
+    sms.explain(&id).await.map(Json)
+}
+
 #[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, description = "plugins, slots and limits")), tag = "plugins")]
 async fn list_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
     let host = sms.plugins();
@@ -280,6 +290,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         list_executions,
         get_execution,
         cancel_execution,
+        explain_execution,
         files::upload_file,
         files::list_files,
         files::download_file,
@@ -299,7 +310,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         health
     ),
     modifiers(&EdgeResponses),
-    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, NodeAnswer, NodeView, Done, nodes::ResourceList, crate::resources::NodeResource, crate::resources::ResourceReport, tasks::TaskList, tasks::TaskView, tasks::Registered, tasks::Unregister, crate::api::invoke::InvokeBody, crate::api::invoke::Invoked, files::FileList, files::FileView, files::Uploaded, files::FileFound, files::Presign, files::PresignRequest, ExecutionList))
+    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, NodeAnswer, NodeView, Done, nodes::ResourceList, crate::resources::NodeResource, crate::resources::ResourceReport, tasks::TaskList, tasks::TaskView, tasks::Registered, tasks::Unregister, crate::api::invoke::InvokeBody, crate::api::invoke::Invoked, files::FileList, files::FileView, files::Uploaded, files::FileFound, files::Presign, files::PresignRequest, ExecutionList, crate::explain::Explanation, crate::explain::NodeVerdict))
 )]
 pub struct ApiDoc;
 
@@ -368,6 +379,10 @@ fn routes(sms: &Sms) -> Router<AppState> {
         .route(
             "/api/v1/executions/{execution_id}/cancel",
             post(cancel_execution),
+        )
+        .route(
+            "/api/v1/executions/{execution_id}/explain",
+            get(explain_execution),
         )
         .route(
             "/api/v1/files",

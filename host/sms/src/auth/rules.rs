@@ -126,6 +126,7 @@ pub fn rest(method: &str, path: &str) -> Option<Need> {
         ("GET", "/api/v1/executions") => Read,
         ("GET", "/api/v1/executions/{execution_id}") => Read,
         ("GET", "/api/v1/executions/{execution_id}/watch") => Read,
+        ("GET", "/api/v1/executions/{execution_id}/explain") => Read,
         ("POST", "/api/v1/executions/{execution_id}/cancel") => Operate,
         ("POST", "/api/v1/files" | "/api/v1/files/presign-upload") => Operate,
         ("GET", "/api/v1/files") => Read,

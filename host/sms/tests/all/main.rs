@@ -12,6 +12,7 @@ mod deadlines;
 mod durability;
 mod edge;
 mod etcd;
+mod explain;
 mod full_disk;
 mod grpc;
 mod ha;

@@ -168,8 +168,8 @@ impl Strategy for WeightedRoundRobin {
     fn restore_state(&mut self, state: &[u8]) -> Result<(), PluginError> {
         let scores: BTreeMap<u64, i64> = serde_json::from_slice(state).map_err(PluginError::new)?;
         // A score out of the range a run can reach is not ours: refuse it rather than overflow.
-        let bound = (MAX_WEIGHT as i64) * 1_000_000;
-        if scores.values().any(|s| s.abs() > bound) {
+        let bound = MAX_WEIGHT * 1_000_000;
+        if scores.values().any(|s| s.unsigned_abs() > bound) {
             return Err(PluginError::new("a saved score is out of range"));
         }
         self.scores = scores;

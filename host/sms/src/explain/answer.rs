@@ -1,0 +1,175 @@
+//! The answer to "why did this execution go there": worked out from a recorded round.
+
+use serde::Serialize;
+use spear_plugin_api::{Decision, Request};
+use utoipa::ToSchema;
+
+use super::record::{Dispatch, Round, Seen, Unusable};
+use crate::model::Resources;
+use crate::nodes::{EXECUTOR_LABEL, NODE_LABEL};
+
+/// `GET /api/v1/executions/{id}/explain`: the latest recorded round that offered the execution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Explanation {
+    /// The execution.
+    pub execution_id: String,
+    /// The round (numbered from 1 since SMS started).
+    pub round: u64,
+    /// When it ran, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// `assigned`, `rejected` (the strategy placed it nowhere) or `left-queued` (the node chosen
+    /// had no place left, or no stream, or the execution changed meanwhile: see `reason`).
+    pub outcome: String,
+    /// The node chosen, if one was.
+    pub node_uuid: Option<String>,
+    /// The strategy's reason for a rejection, or why a choice was left queued.
+    pub reason: Option<String>,
+    /// Its place in the queue when the round took it (0: the head).
+    pub queue_position: usize,
+    /// How many the round took.
+    pub batch: usize,
+    /// How long it had waited to be placeable, in ms.
+    pub waited_ms: i64,
+    /// The strategy plugin active in the round (none: no plugin was active).
+    pub strategy: Option<String>,
+    /// Its version.
+    pub strategy_version: Option<String>,
+    /// Its form (`component`, `extism`, `native`, `built-in`).
+    pub strategy_form: Option<String>,
+    /// Whether the built-in fallback decided instead of the plugin.
+    pub fallback: bool,
+    /// Why the fallback decided.
+    pub fallback_reason: Option<String>,
+    /// Every node the strategy knew: the chosen one first, then those offered, then those
+    /// filtered out.
+    pub nodes: Vec<NodeVerdict>,
+}
+
+/// One node's part in the round.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeVerdict {
+    /// The node.
+    pub node_uuid: String,
+    /// `chosen`, `offered` (it could have taken the execution) or `filtered`.
+    pub verdict: String,
+    /// Why it was filtered: each of `unhealthy: node is <status>`, `no stream`, `full: …`,
+    /// `executor missing: <type>`, `hard affinity: lacks k=v` (or `pinned to node …`),
+    /// `resources: …`.
+    pub reasons: Vec<String>,
+    /// Work the strategy counted on it.
+    pub active: u32,
+    /// Resources the strategy counted free on it.
+    pub available: Resources,
+}
+
+/// Why node `seen` could not take `request` (empty: it could).
+fn reasons(seen: &Seen, request: &Request) -> Vec<String> {
+    let mut out = Vec::new();
+    match seen.unusable {
+        Some(Unusable::Status(s)) => out.push(format!("unhealthy: node is {}", s.as_str())),
+        Some(Unusable::Full { placed, limit }) => out.push(format!(
+            "full: {placed} of its {limit} places taken (slots + prefetch)"
+        )),
+        Some(Unusable::NoStream) => out.push("no stream: its assignment stream is not open".into()),
+        None => {}
+    }
+    for l in &request.required {
+        if seen.labels.iter().any(|have| have == l) {
+            continue;
+        }
+        if let Some(kind) = l.key.strip_prefix(EXECUTOR_LABEL) {
+            out.push(format!("executor missing: {kind}"));
+        } else if l.key == NODE_LABEL {
+            out.push(format!("hard affinity: pinned to node {}", l.value));
+        } else {
+            out.push(format!("hard affinity: lacks {}={}", l.key, l.value));
+        }
+    }
+    let (need, have) = (request.needs, seen.available);
+    let mut short = Vec::new();
+    if have.cpu_millis < need.cpu_millis {
+        short.push(format!(
+            "cpu_millis {} of {}",
+            have.cpu_millis, need.cpu_millis
+        ));
+    }
+    if have.memory_mb < need.memory_mb {
+        short.push(format!(
+            "memory_mb {} of {}",
+            have.memory_mb, need.memory_mb
+        ));
+    }
+    if have.disk_mb < need.disk_mb {
+        short.push(format!("disk_mb {} of {}", have.disk_mb, need.disk_mb));
+    }
+    if !short.is_empty() {
+        out.push(format!("resources: has {} needed", short.join(", ")));
+    }
+    out
+}
+
+impl Explanation {
+    /// Execution `id`'s part in `round` (none if the round did not offer it).
+    pub(crate) fn of(round: &Round, id: &str) -> Option<Self> {
+        let i = round.executions.iter().position(|(e, _)| e == id)?;
+        let request = round.requests.get(i)?;
+        let decision = round.decisions.get(i)?;
+        let chosen = match decision {
+            Decision::Assign(t) => Some(*t),
+            Decision::Reject(_) => None,
+        };
+        let (outcome, reason) = match (round.dispatch.get(i)?, decision) {
+            (Dispatch::Assigned, _) => ("assigned", None),
+            (_, Decision::Reject(why)) => ("rejected", Some(why.clone())),
+            (Dispatch::Left(why), _) => ("left-queued", Some((*why).to_owned())),
+            (Dispatch::Rejected, _) => ("left-queued", Some("the node chosen is gone".into())),
+        };
+        let mut nodes: Vec<NodeVerdict> = round
+            .nodes
+            .iter()
+            .map(|(t, seen)| {
+                let reasons = reasons(seen, request);
+                let verdict = if Some(*t) == chosen {
+                    "chosen"
+                } else if reasons.is_empty() {
+                    "offered"
+                } else {
+                    "filtered"
+                };
+                NodeVerdict {
+                    node_uuid: seen.uuid.to_string(),
+                    verdict: verdict.into(),
+                    reasons,
+                    active: seen.active,
+                    available: seen.available.into(),
+                }
+            })
+            .collect();
+        let rank = |v: &NodeVerdict| match v.verdict.as_str() {
+            "chosen" => 0,
+            "offered" => 1,
+            _ => 2,
+        };
+        nodes.sort_by_key(rank);
+        let plugin = round.decider.plugin.as_ref();
+        Some(Self {
+            execution_id: id.to_owned(),
+            round: round.no,
+            at_ms: round.at_ms,
+            outcome: outcome.into(),
+            node_uuid: chosen
+                .and_then(|t| round.nodes.get(&t))
+                .map(|s| s.uuid.to_string()),
+            reason,
+            queue_position: i,
+            batch: round.executions.len(),
+            waited_ms: round.executions.get(i)?.1,
+            strategy: plugin.map(|p| p.name.clone()),
+            strategy_version: plugin.map(|p| p.version.clone()),
+            strategy_form: plugin.map(|p| p.form.as_str().to_owned()),
+            fallback: round.decider.fallback.is_some(),
+            fallback_reason: round.decider.fallback.clone(),
+            nodes,
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! The scheduler's side of explain: following the view, keeping rounds, and answering.
+
+use crate::error::{Result, SmsError};
+use crate::feed::Batch;
+use crate::model::NodeStatus;
+use crate::service::Sms;
+
+use super::{Explanation, Unusable};
+
+impl Sms {
+    fn recorder(&self) -> std::sync::MutexGuard<'_, super::Recorder> {
+        self.explain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follow the changes the strategy is about to hear, with why each unusable node is
+    /// unusable (O(changes)). Only the scheduler calls this, after
+    /// [`measure_room`](Self::measure_room).
+    pub(crate) async fn explain_follow(&self, batch: &Batch) {
+        if !self.recorder().on() || (batch.removes.is_empty() && batch.upserts.is_empty()) {
+            return;
+        }
+        let upserts = {
+            let nodes = self.nodes.read().await;
+            let cap = self.capacity.lock().unwrap_or_else(|p| p.into_inner());
+            batch
+                .upserts
+                .iter()
+                .map(|t| {
+                    let why = (!t.healthy).then(|| match nodes.get(&t.name) {
+                        Some(n) if n.status != NodeStatus::Active => Unusable::Status(n.status),
+                        None => Unusable::Status(NodeStatus::Inactive),
+                        Some(n) => match cap.fill(t.id) {
+                            Some((placed, false)) => Unusable::Full {
+                                placed,
+                                limit: self.dispatch.limit(n.slots),
+                            },
+                            _ => Unusable::NoStream,
+                        },
+                    });
+                    (t, why)
+                })
+                .collect()
+        };
+        self.recorder().follow(&batch.removes, upserts);
+    }
+
+    /// The nodes as the strategy sees them now, when rounds are recorded.
+    pub(crate) fn explain_snapshot(
+        &self,
+    ) -> Option<std::collections::BTreeMap<u64, std::sync::Arc<super::Seen>>> {
+        let r = self.recorder();
+        r.on().then(|| r.snapshot())
+    }
+
+    /// Keep a round.
+    pub(crate) fn explain_keep(&self, round: super::Round) {
+        self.recorder().keep(round);
+    }
+
+    /// Why execution `id` went where it went: the latest kept round that offered it.
+    pub async fn explain(&self, id: &str) -> Result<Explanation> {
+        // Known at all (404 naming the execution otherwise).
+        self.execution(id).await?;
+        let (round, kept) = {
+            let r = self.recorder();
+            if !r.on() {
+                return Err(SmsError::Conflict(
+                    "explain is off: [explain] rounds = 0 keeps no rounds".into(),
+                ));
+            }
+            (r.round_of(id), r.capacity())
+        };
+        round
+            .and_then(|round| Explanation::of(&round, id))
+            .ok_or_else(|| {
+                SmsError::not_found(
+                    "explanation",
+                    format!(
+                        "{id}` (no kept round offered it: SMS keeps the last {kept} rounds, and \
+                         one is recorded when the strategy is asked to place a batch"
+                    ),
+                )
+            })
+    }
+}

@@ -1,0 +1,268 @@
+//! Recording rounds: the node mirror, the bounded ring of rounds, and the index from execution to
+//! round.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use spear_config::Problems;
+use spear_plugin_api::{Decision, Label, Request, Resources, Target};
+use spear_plugin_runtime::Decider;
+
+use crate::model::NodeStatus;
+
+/// The most rounds `[explain] rounds` may keep.
+const MAX_ROUNDS: usize = 4096;
+
+/// `[explain]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExplainConfig {
+    /// Rounds kept (0: explain is off; at most 4096).
+    pub rounds: usize,
+}
+
+impl Default for ExplainConfig {
+    fn default() -> Self {
+        Self { rounds: 64 }
+    }
+}
+
+impl ExplainConfig {
+    /// Add a problem for each key out of range.
+    pub fn validate(&self, problems: &mut Problems) {
+        if self.rounds > MAX_ROUNDS {
+            problems.invalid(
+                "explain.rounds",
+                format!("must be at most {MAX_ROUNDS} (0: off)"),
+            );
+        }
+    }
+}
+
+/// Why the strategy could not use a node (its target was not `healthy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// The node is not active.
+    Status(NodeStatus),
+    /// Every place is taken: `placed` of `limit`.
+    Full { placed: u32, limit: u32 },
+    /// Active with room, but its assignment stream is not open.
+    NoStream,
+}
+
+/// A node as a round's strategy saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub uuid: Arc<str>,
+    pub labels: Arc<[Label]>,
+    pub available: Resources,
+    pub active: u32,
+    pub unusable: Option<Unusable>,
+}
+
+/// What became of one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dispatch {
+    /// Assigned to the node the strategy chose.
+    Assigned,
+    /// The strategy rejected it (its reason is in the decision).
+    Rejected,
+    /// Chosen a node, but left queued: why.
+    Left(&'static str),
+}
+
+/// One recorded round.
+#[derive(Debug)]
+pub(crate) struct Round {
+    pub no: u64,
+    pub at_ms: i64,
+    pub decider: Decider,
+    pub requests: Vec<Request>,
+    /// Each request's execution and how long it had waited to be placeable, in ms.
+    pub executions: Vec<(String, i64)>,
+    pub decisions: Vec<Decision>,
+    pub dispatch: Vec<Dispatch>,
+    /// The nodes by target id, as the strategy saw them before deciding.
+    pub nodes: BTreeMap<u64, Arc<Seen>>,
+}
+
+/// The kept rounds, and the mirror of the strategy's view.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    cap: usize,
+    next: u64,
+    rounds: VecDeque<Arc<Round>>,
+    /// Each execution in a kept round: the latest round that offered it.
+    by_exec: HashMap<String, u64>,
+    mirror: BTreeMap<u64, Arc<Seen>>,
+}
+
+impl Recorder {
+    /// Keep the last `rounds` rounds (0: record nothing).
+    pub fn new(rounds: usize) -> Self {
+        Self {
+            cap: rounds.min(MAX_ROUNDS),
+            next: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Whether rounds are recorded.
+    pub fn on(&self) -> bool {
+        self.cap > 0
+    }
+
+    /// How many rounds are kept at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Follow what the strategy is fed: targets gone, and targets new or changed with why each
+    /// is unusable (if it is).
+    pub(crate) fn follow(&mut self, removes: &[u64], upserts: Vec<(&Target, Option<Unusable>)>) {
+        if !self.on() {
+            return;
+        }
+        for id in removes {
+            self.mirror.remove(id);
+        }
+        for (t, unusable) in upserts {
+            self.mirror.insert(
+                t.id,
+                Arc::new(Seen {
+                    uuid: t.name.as_str().into(),
+                    labels: t.labels.clone().into(),
+                    available: t.available,
+                    active: t.active,
+                    unusable,
+                }),
+            );
+        }
+    }
+
+    /// The nodes as the strategy sees them now (shared pointers: cheap to keep).
+    pub(crate) fn snapshot(&self) -> BTreeMap<u64, Arc<Seen>> {
+        self.mirror.clone()
+    }
+
+    /// Keep `round` (dropping the oldest past the limit), and count its assignments as the
+    /// strategy's view does (one more active, its needs claimed).
+    pub(crate) fn keep(&mut self, mut round: Round) {
+        if !self.on() {
+            return;
+        }
+        for (r, d) in round.requests.iter().zip(&round.decisions) {
+            if let Decision::Assign(id) = d
+                && let Some(seen) = self.mirror.get_mut(id)
+            {
+                let seen = Arc::make_mut(seen);
+                seen.active = seen.active.saturating_add(1);
+                seen.available = seen.available.saturating_sub(&r.needs);
+            }
+        }
+        round.no = self.next;
+        self.next += 1;
+        for (id, _) in &round.executions {
+            self.by_exec.insert(id.clone(), round.no);
+        }
+        self.rounds.push_back(Arc::new(round));
+        while self.rounds.len() > self.cap {
+            let Some(old) = self.rounds.pop_front() else {
+                break;
+            };
+            for (id, _) in &old.executions {
+                if self.by_exec.get(id) == Some(&old.no) {
+                    self.by_exec.remove(id);
+                }
+            }
+        }
+    }
+
+    /// The latest kept round that offered execution `id`.
+    pub(crate) fn round_of(&self, id: &str) -> Option<Arc<Round>> {
+        let no = *self.by_exec.get(id)?;
+        let first = self.rounds.front()?.no;
+        self.rounds
+            .get(usize::try_from(no.checked_sub(first)?).ok()?)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ids: &[&str]) -> Round {
+        Round {
+            no: 0,
+            at_ms: 0,
+            decider: Decider::default(),
+            requests: ids
+                .iter()
+                .enumerate()
+                .map(|(i, _)| Request {
+                    id: i as u64,
+                    task: "t".into(),
+                    labels: vec![],
+                    needs: Resources {
+                        cpu_millis: 100,
+                        memory_mb: 0,
+                        disk_mb: 0,
+                    },
+                    required: vec![],
+                    preferred: vec![],
+                })
+                .collect(),
+            executions: ids.iter().map(|id| (id.to_string(), 0)).collect(),
+            decisions: ids.iter().map(|_| Decision::Assign(1)).collect(),
+            dispatch: ids.iter().map(|_| Dispatch::Assigned).collect(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_last_rounds_are_kept_and_an_execution_maps_to_its_latest() {
+        let mut r = Recorder::new(2);
+        let t = Target {
+            id: 1,
+            name: "n1".into(),
+            labels: vec![],
+            capacity: Resources::default(),
+            available: Resources {
+                cpu_millis: 1000,
+                memory_mb: 0,
+                disk_mb: 0,
+            },
+            active: 0,
+            weight: 1,
+            healthy: true,
+        };
+        r.follow(&[], vec![(&t, None)]);
+        let before = r.snapshot();
+        r.keep(round(&["a", "b"]));
+        // The round's claims reach the mirror, not a snapshot taken before.
+        assert_eq!(r.snapshot()[&1].available.cpu_millis, 800);
+        assert_eq!(r.snapshot()[&1].active, 2);
+        assert_eq!(before[&1].available.cpu_millis, 1000);
+        r.keep(round(&["b"]));
+        assert_eq!(r.round_of("a").unwrap().no, 1);
+        assert_eq!(
+            r.round_of("b").unwrap().no,
+            2,
+            "the latest round that offered it"
+        );
+        r.keep(round(&["c"]));
+        assert!(r.round_of("a").is_none(), "round 1 dropped out");
+        assert_eq!(r.round_of("b").unwrap().no, 2);
+        assert_eq!(
+            r.by_exec.len(),
+            2,
+            "the index holds only kept rounds' executions"
+        );
+        let mut off = Recorder::new(0);
+        off.follow(&[], vec![(&t, None)]);
+        off.keep(round(&["a"]));
+        assert!(off.round_of("a").is_none() && off.mirror.is_empty());
+    }
+}
