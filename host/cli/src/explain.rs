@@ -86,7 +86,9 @@ fn text(x: &Value) -> String {
         .collect();
     text.push('\n');
     text.push_str(&output::table(
-        &["NODE", "VERDICT", "ACTIVE", "CPU FREE", "MEM FREE", "WHY NOT"],
+        &[
+            "NODE", "VERDICT", "ACTIVE", "CPU FREE", "MEM FREE", "WHY NOT",
+        ],
         &rows,
     ));
     text

@@ -6,6 +6,7 @@ use spear_sms::nodes::RegisterNode;
 use spear_tests::guest;
 
 /// This process's resident memory, in bytes.
+#[allow(dead_code)]
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -18,8 +19,33 @@ pub fn rss_bytes() -> u64 {
 
 /// A temporary directory with the storage plugins and the least-connections strategy, and an SMS
 /// config on `db` (`redb` or `memory`) with the defaults for the rest (retention included).
+#[allow(dead_code)]
 pub fn sandbox(db: &str) -> (tempfile::TempDir, SmsConfig) {
     sandbox_with(db, None)
+}
+
+/// [`sandbox`] with `extra` appended to the config (whole tables: `[explain]\nrounds = 0\n`),
+/// and the `more` plugin files (`(form, file)`) in its plugin directory.
+#[allow(dead_code)]
+pub fn sandbox_extra(
+    db: &str,
+    extra: &str,
+    more: &[(&str, &str)],
+) -> (tempfile::TempDir, SmsConfig) {
+    let (dir, _) = sandbox_with(db, None);
+    for (form, file) in more {
+        std::fs::copy(guest(form, file), dir.path().join("plugins").join(file)).unwrap();
+    }
+    let path = dir.path().join("sms.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+    let cli = Cli {
+        config: Some(path),
+        ..Cli::default()
+    };
+    let config = SmsConfig::load_with(&cli, |_| None, None).unwrap();
+    (dir, config)
 }
 
 /// [`sandbox`] on the etcd cluster at `endpoints`, under the namespace `prefix`, with more

@@ -129,7 +129,7 @@ impl Explanation {
             .iter()
             .map(|(t, seen)| {
                 let reasons = reasons(seen, request);
-                let verdict = if Some(*t) == chosen {
+                let verdict = if Some(t) == chosen {
                     "chosen"
                 } else if reasons.is_empty() {
                     "offered"
@@ -150,7 +150,11 @@ impl Explanation {
             "offered" => 1,
             _ => 2,
         };
-        nodes.sort_by_key(rank);
+        nodes.sort_by(|a, b| {
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| a.node_uuid.cmp(&b.node_uuid))
+        });
         let plugin = round.decider.plugin.as_ref();
         Some(Self {
             execution_id: id.to_owned(),
@@ -158,7 +162,7 @@ impl Explanation {
             at_ms: round.at_ms,
             outcome: outcome.into(),
             node_uuid: chosen
-                .and_then(|t| round.nodes.get(&t))
+                .and_then(|t| round.nodes.get(t))
                 .map(|s| s.uuid.to_string()),
             reason,
             queue_position: i,

@@ -45,9 +45,7 @@ impl Sms {
     }
 
     /// The nodes as the strategy sees them now, when rounds are recorded.
-    pub(crate) fn explain_snapshot(
-        &self,
-    ) -> Option<std::collections::BTreeMap<u64, std::sync::Arc<super::Seen>>> {
+    pub(crate) fn explain_snapshot(&self) -> Option<super::record::NodeView> {
         let r = self.recorder();
         r.on().then(|| r.snapshot())
     }

@@ -17,5 +17,5 @@ mod hooks;
 mod record;
 
 pub use answer::{Explanation, NodeVerdict};
-pub(crate) use record::{Dispatch, Round, Seen, Unusable};
+pub(crate) use record::{Dispatch, Round, Unusable};
 pub use record::{ExplainConfig, Recorder};

@@ -72,6 +72,65 @@ pub(crate) enum Dispatch {
     Left(&'static str),
 }
 
+/// How many pieces the node view is cut into: a snapshot shares every piece (cheap to take each
+/// round), and a change copies only the piece it touches (if a kept round shares it).
+const SHARDS: usize = 256;
+
+/// The node view by target id, copy-on-write by shard.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeView {
+    shards: Vec<Arc<BTreeMap<u64, Arc<Seen>>>>,
+}
+
+impl Default for NodeView {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
+        }
+    }
+}
+
+impl NodeView {
+    fn shard(id: u64) -> usize {
+        (id % SHARDS as u64) as usize
+    }
+
+    fn insert(&mut self, id: u64, seen: Seen) {
+        Arc::make_mut(&mut self.shards[Self::shard(id)]).insert(id, Arc::new(seen));
+    }
+
+    fn remove(&mut self, id: u64) {
+        let shard = &mut self.shards[Self::shard(id)];
+        if shard.contains_key(&id) {
+            Arc::make_mut(shard).remove(&id);
+        }
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Seen> {
+        let shard = &mut self.shards[Self::shard(id)];
+        if !shard.contains_key(&id) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(&id).map(Arc::make_mut)
+    }
+
+    /// Node `id`.
+    pub fn get(&self, id: u64) -> Option<&Seen> {
+        self.shards[Self::shard(id)].get(&id).map(|s| &**s)
+    }
+
+    /// Every node with its target id (in no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Seen)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(id, seen)| (*id, &**seen)))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+}
+
 /// One recorded round.
 #[derive(Debug)]
 pub(crate) struct Round {
@@ -84,7 +143,7 @@ pub(crate) struct Round {
     pub decisions: Vec<Decision>,
     pub dispatch: Vec<Dispatch>,
     /// The nodes by target id, as the strategy saw them before deciding.
-    pub nodes: BTreeMap<u64, Arc<Seen>>,
+    pub nodes: NodeView,
 }
 
 /// The kept rounds, and the mirror of the strategy's view.
@@ -95,7 +154,7 @@ pub struct Recorder {
     rounds: VecDeque<Arc<Round>>,
     /// Each execution in a kept round: the latest round that offered it.
     by_exec: HashMap<String, u64>,
-    mirror: BTreeMap<u64, Arc<Seen>>,
+    mirror: NodeView,
 }
 
 impl Recorder {
@@ -125,24 +184,24 @@ impl Recorder {
             return;
         }
         for id in removes {
-            self.mirror.remove(id);
+            self.mirror.remove(*id);
         }
         for (t, unusable) in upserts {
             self.mirror.insert(
                 t.id,
-                Arc::new(Seen {
+                Seen {
                     uuid: t.name.as_str().into(),
                     labels: t.labels.clone().into(),
                     available: t.available,
                     active: t.active,
                     unusable,
-                }),
+                },
             );
         }
     }
 
-    /// The nodes as the strategy sees them now (shared pointers: cheap to keep).
-    pub(crate) fn snapshot(&self) -> BTreeMap<u64, Arc<Seen>> {
+    /// The nodes as the strategy sees them now (shared shards: O(shards) to take).
+    pub(crate) fn snapshot(&self) -> NodeView {
         self.mirror.clone()
     }
 
@@ -154,9 +213,8 @@ impl Recorder {
         }
         for (r, d) in round.requests.iter().zip(&round.decisions) {
             if let Decision::Assign(id) = d
-                && let Some(seen) = self.mirror.get_mut(id)
+                && let Some(seen) = self.mirror.get_mut(*id)
             {
-                let seen = Arc::make_mut(seen);
                 seen.active = seen.active.saturating_add(1);
                 seen.available = seen.available.saturating_sub(&r.needs);
             }
@@ -217,7 +275,7 @@ mod tests {
             executions: ids.iter().map(|id| (id.to_string(), 0)).collect(),
             decisions: ids.iter().map(|_| Decision::Assign(1)).collect(),
             dispatch: ids.iter().map(|_| Dispatch::Assigned).collect(),
-            nodes: BTreeMap::new(),
+            nodes: NodeView::default(),
         }
     }
 
@@ -242,9 +300,9 @@ mod tests {
         let before = r.snapshot();
         r.keep(round(&["a", "b"]));
         // The round's claims reach the mirror, not a snapshot taken before.
-        assert_eq!(r.snapshot()[&1].available.cpu_millis, 800);
-        assert_eq!(r.snapshot()[&1].active, 2);
-        assert_eq!(before[&1].available.cpu_millis, 1000);
+        assert_eq!(r.snapshot().get(1).unwrap().available.cpu_millis, 800);
+        assert_eq!(r.snapshot().get(1).unwrap().active, 2);
+        assert_eq!(before.get(1).unwrap().available.cpu_millis, 1000);
         r.keep(round(&["b"]));
         assert_eq!(r.round_of("a").unwrap().no, 1);
         assert_eq!(

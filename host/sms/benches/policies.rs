@@ -1,0 +1,195 @@
+//! What the scheduler's policies cost: placements per second of one in-process SMS (the `memory`
+//! storage backend, so the scheduler is what is measured, not the disk) with 1,000 fake Spearlets
+//! attached in-process, with each policy on against a baseline with it off, in the same run. Two
+//! loads: the whole workload queued before the nodes connect (the scheduler alone, in full
+//! batches), and 256 submitters racing the scheduler (many small rounds). Variants run in turn,
+//! several times each; the median is shown.
+//!
+//! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use spear_sms::deadlines::Deadline;
+use spear_sms::executions::Submit;
+use spear_sms::model::{Executable, now_ms};
+
+use common::{sandbox_extra, wasm_node};
+
+mod common;
+
+/// One configuration measured.
+struct Variant {
+    name: &'static str,
+    /// Config tables appended.
+    config: &'static str,
+    /// Plugin files added.
+    plugins: &'static [(&'static str, &'static str)],
+    /// Every submission carries a deadline.
+    deadlines: bool,
+}
+
+const NODES: usize = 1_000;
+
+/// How the work arrives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// Everything queued first, then the nodes connect: the scheduler alone, in full batches.
+    Queued,
+    /// 256 submitters as fast as they go while the nodes take work: rounds of what has come.
+    Streaming,
+}
+
+fn submission(deadlines: bool, s: u64, i: u64) -> Submit {
+    // Deadlines spread over the next minute, so the queue's order really changes.
+    let deadline = deadlines
+        .then(|| Deadline::Millis(now_ms() + 5_000 + ((s * 7919 + i * 104_729) % 55_000) as i64));
+    Submit {
+        executable: Some(Executable {
+            kind: "wasm".into(),
+            uri: "file:///bench.wasm".into(),
+            ..Executable::default()
+        }),
+        deadline,
+        estimate_ms: deadlines.then_some(1_000),
+        ..Submit::default()
+    }
+}
+
+/// Placements per second of one run of `v`.
+async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
+    let (_dir, config) = sandbox_extra("memory", v.config, v.plugins);
+    let running = spear_sms::server::start(config).await.unwrap();
+    let sms = running.sms.clone();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut uuids = Vec::with_capacity(NODES);
+    for i in 0..NODES {
+        uuids.push(sms.register_node(wasm_node(i, None)).await.unwrap().uuid);
+    }
+    let connect = |uuids: Vec<String>| {
+        let (sms, delivered) = (sms.clone(), delivered.clone());
+        async move {
+            for uuid in uuids {
+                let mut rx = sms.connect_node(&uuid).await.unwrap();
+                let d = delivered.clone();
+                tokio::spawn(async move {
+                    while let Some(out) = rx.recv().await {
+                        if matches!(*out, spear_sms::outbox::Outgoing::Assignment(_)) {
+                            d.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        }
+    };
+    if load == Load::Streaming {
+        connect(uuids.clone()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let submitters = 256;
+    let per = executions / submitters;
+    let submit_all = || async {
+        let mut handles = Vec::new();
+        for s in 0..submitters {
+            let sms = sms.clone();
+            let deadlines = v.deadlines;
+            handles.push(tokio::spawn(async move {
+                for i in 0..per {
+                    sms.submit(submission(deadlines, s, i)).await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    };
+    let start = match load {
+        Load::Streaming => {
+            let start = Instant::now();
+            submit_all().await;
+            start
+        }
+        Load::Queued => {
+            submit_all().await;
+            let start = Instant::now();
+            connect(uuids).await;
+            start
+        }
+    };
+    let total = per * submitters;
+    while delivered.load(Ordering::Relaxed) < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{}: placements stalled at {}",
+            v.name,
+            delivered.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let fallback = sms.plugins().telemetry().fallback_decisions_of("scheduler");
+    assert_eq!(
+        fallback, 0,
+        "{}: every placement came from the strategy plugin",
+        v.name
+    );
+    running.shutdown().await;
+    rate
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let (executions, repeats) = if quick { (5_120, 1) } else { (40_960, 7) };
+    let variants = [
+        Variant {
+            name: "baseline (explain off, no deadlines)",
+            config: "[explain]\nrounds = 0\n",
+            plugins: &[],
+            deadlines: false,
+        },
+        Variant {
+            name: "explain recording on (64 rounds)",
+            config: "[explain]\nrounds = 64\n",
+            plugins: &[],
+            deadlines: false,
+        },
+        Variant {
+            name: "deadlines on every execution (explain off)",
+            config: "[explain]\nrounds = 0\n",
+            plugins: &[],
+            deadlines: true,
+        },
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (load, title) in [
+            (Load::Queued, "queued first, then the nodes connect (the scheduler alone, full batches)"),
+            (Load::Streaming, "256 submitters while the nodes take work (rounds of what has come)"),
+        ] {
+            let mut rates: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
+            for _ in 0..repeats {
+                for (v, r) in variants.iter().zip(&mut rates) {
+                    r.push(run(v, load, executions).await);
+                }
+            }
+            println!("\n## Scheduler policies' cost, {title}: {NODES} nodes, {executions} executions, memory storage, median of {repeats}\n");
+            println!("| variant | placements/s | runs | ratio to baseline |");
+            println!("|---|---:|---|---:|");
+            let base = median(rates[0].clone());
+            for (v, r) in variants.iter().zip(&rates) {
+                let m = median(r.clone());
+                let runs: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
+                println!("| {} | {m:.0} | {} | {:.3} |", v.name, runs.join(", "), m / base);
+            }
+        }
+    });
+}
