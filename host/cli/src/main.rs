@@ -22,6 +22,7 @@ mod node;
 mod output;
 mod plugins;
 mod run;
+mod shadow;
 mod sign;
 mod sim;
 mod sse;
@@ -122,6 +123,9 @@ enum PluginCommand {
     Reload,
     /// SMS's reload reports and plugin events.
     History,
+    /// How the shadow strategy (`[scheduler] shadow`) compares with the active one: agreement,
+    /// invalid answers, latency, the spread each gives.
+    Shadow,
     /// Validate a plugin file exactly as a host would, then print its info or why it is refused.
     Check(check::Args),
     /// Make a key to sign plugins with; prints its public key (for `[plugins.trusted_keys]`).
@@ -205,6 +209,7 @@ fn remote(
             Command::Plugin(PluginCommand::List) => plugins::list(&client, output).await,
             Command::Plugin(PluginCommand::Reload) => plugins::reload(&client, output).await,
             Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
+            Command::Plugin(PluginCommand::Shadow) => shadow::run(&client, output).await,
             Command::Token(cmd) => token::run(cmd, &client, output).await,
             Command::Dev(_)
             | Command::Plugin(

@@ -54,6 +54,10 @@ struct RawScheduler {
     strategy: String,
     #[serde(default)]
     config: Option<toml::Table>,
+    #[serde(default)]
+    shadow: Option<String>,
+    #[serde(default)]
+    shadow_config: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +117,9 @@ pub struct RuntimeConfig {
     pub limits: LimitValues,
     /// The scheduling strategy (hot-reloadable).
     pub scheduler: Option<Selection>,
+    /// A candidate strategy run beside it on the same requests, its decisions recorded and never
+    /// applied (`scheduler.shadow`, `[scheduler.shadow_config]`; hot-reloadable).
+    pub shadow: Option<Selection>,
     /// The reclamation policy (hot-reloadable).
     pub reclaimer: Option<Selection>,
     /// How often a Spearlet asks its reclamation policy (hot-reloadable).
@@ -129,6 +136,7 @@ impl Default for RuntimeConfig {
             cache_dir: Some(default_dir().join(".cache")),
             limits: LimitValues::default(),
             scheduler: None,
+            shadow: None,
             reclaimer: None,
             reclaim_interval_ms: default_interval_ms(),
             signing: Default::default(),
@@ -234,6 +242,25 @@ impl RuntimeConfig {
                 name: s.strategy,
                 config_json: table_to_json(s.config, "scheduler.config", &mut errors),
             });
+            match s.shadow {
+                Some(name) if name.trim().is_empty() => {
+                    errors.push("scheduler.shadow: must name a plugin (or be left out)".into());
+                }
+                Some(name) => {
+                    config.shadow = Some(Selection {
+                        name,
+                        config_json: table_to_json(
+                            s.shadow_config,
+                            "scheduler.shadow_config",
+                            &mut errors,
+                        ),
+                    });
+                }
+                None if s.shadow_config.is_some() => {
+                    errors.push("scheduler.shadow_config: given without scheduler.shadow".into())
+                }
+                None => {}
+            }
         }
         if let Some(r) = raw.reclaimer {
             if r.policy.trim().is_empty() {
@@ -304,6 +331,35 @@ mod tests {
             err.contains("scheduler.strategy: must name a plugin"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_shadow_is_read_with_its_config_and_checked() {
+        let c = RuntimeConfig::compile(
+            "[scheduler]\nstrategy = \"round-robin\"\nshadow = \"random\"\n[scheduler.shadow_config]\nseed = 4\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.shadow,
+            Some(Selection {
+                name: "random".into(),
+                config_json: "{\"seed\":4}".into()
+            })
+        );
+        for (text, want) in [
+            (
+                "[scheduler]\nstrategy = \"a\"\nshadow = \" \"\n",
+                "scheduler.shadow: must name a plugin",
+            ),
+            (
+                "[scheduler]\nstrategy = \"a\"\n[scheduler.shadow_config]\nseed = 1\n",
+                "scheduler.shadow_config: given without scheduler.shadow",
+            ),
+        ] {
+            let err = RuntimeConfig::compile(text, None).unwrap_err().to_string();
+            assert!(err.contains(want), "{want} in {err}");
+        }
     }
 
     #[test]

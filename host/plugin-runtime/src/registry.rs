@@ -28,6 +28,9 @@ pub enum PluginState {
     NotLoaded,
     /// A built-in that a plugin file of the same kind and name replaces.
     Overridden,
+    /// Selected as the shadow strategy (`scheduler.shadow`): asked the same batches as the active
+    /// one, its decisions recorded and never applied.
+    Shadow,
 }
 
 /// What the API shows about one plugin file.
@@ -167,6 +170,7 @@ pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginReco
     let slot = slots.iter().find(|s| s.plugin.as_ref() == Some(&p.id));
     let state = match slot {
         Some(s) if s.quarantined => PluginState::Quarantined,
+        Some(s) if s.role == "shadow" => PluginState::Shadow,
         Some(_) => PluginState::Active,
         None => PluginState::Standby,
     };

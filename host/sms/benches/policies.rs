@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use spear_sms::deadlines::Deadline;
 use spear_sms::executions::Submit;
 use spear_sms::model::{Executable, now_ms};
+use spear_sms::nodes::UpdateNode;
 
 use common::{sandbox_extra, wasm_node};
 
@@ -35,7 +36,8 @@ const NODES: usize = 1_000;
 /// How the work arrives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Load {
-    /// Everything queued first, then the nodes connect: the scheduler alone, in full batches.
+    /// Everything queued while the nodes are set aside (`inactive`), then they are set active
+    /// again: the scheduler alone, in full batches.
     Queued,
     /// 256 submitters as fast as they go while the nodes take work: rounds of what has come.
     Streaming,
@@ -65,28 +67,31 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
     let delivered = Arc::new(AtomicU64::new(0));
     let mut uuids = Vec::with_capacity(NODES);
     for i in 0..NODES {
-        uuids.push(sms.register_node(wasm_node(i, None)).await.unwrap().uuid);
-    }
-    let connect = |uuids: Vec<String>| {
-        let (sms, delivered) = (sms.clone(), delivered.clone());
-        async move {
-            for uuid in uuids {
-                let mut rx = sms.connect_node(&uuid).await.unwrap();
-                let d = delivered.clone();
-                tokio::spawn(async move {
-                    while let Some(out) = rx.recv().await {
-                        if matches!(*out, spear_sms::outbox::Outgoing::Assignment(_)) {
-                            d.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
+        let uuid = sms.register_node(wasm_node(i, None)).await.unwrap().uuid;
+        let mut rx = sms.connect_node(&uuid).await.unwrap();
+        let d = delivered.clone();
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                if matches!(*out, spear_sms::outbox::Outgoing::Assignment(_)) {
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        }
-    };
-    if load == Load::Streaming {
-        connect(uuids.clone()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        uuids.push(uuid);
     }
+    // Queued: the nodes set aside while the work comes (no round places anything), then back.
+    let status = |status: &str| UpdateNode {
+        status: Some(status.into()),
+        ..UpdateNode::default()
+    };
+    if load == Load::Queued {
+        for uuid in &uuids {
+            sms.update_node(uuid, status("inactive"), None)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let submitters = 256;
     let per = executions / submitters;
     let submit_all = || async {
@@ -113,7 +118,9 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
         Load::Queued => {
             submit_all().await;
             let start = Instant::now();
-            connect(uuids).await;
+            for uuid in &uuids {
+                sms.update_node(uuid, status("active"), None).await.unwrap();
+            }
             start
         }
     };
@@ -165,6 +172,13 @@ fn main() {
             plugins: &[],
             deadlines: true,
         },
+        Variant {
+            // Appended right after the sandbox's `[scheduler]` table, so the key lands in it.
+            name: "shadow strategy: random component (explain off)",
+            config: "shadow = \"random\"\n[explain]\nrounds = 0\n",
+            plugins: &[("component", "random.wasm")],
+            deadlines: false,
+        },
     ];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,7 +186,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         for (load, title) in [
-            (Load::Queued, "queued first, then the nodes connect (the scheduler alone, full batches)"),
+            (Load::Queued, "queued first, then the nodes set active (the scheduler alone, full batches)"),
             (Load::Streaming, "256 submitters while the nodes take work (rounds of what has come)"),
         ] {
             let mut rates: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();

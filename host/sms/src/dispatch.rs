@@ -243,7 +243,14 @@ impl Sms {
     pub(crate) async fn feed_strategy(&self, batch: Batch) {
         if !batch.is_empty() {
             let plugins = self.plugins.clone();
-            let _ = tokio::task::spawn_blocking(move || feed(plugins.strategy(), batch)).await;
+            let shadow = self.shadow.on(&plugins).then(|| self.shadow.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(shadow) = shadow {
+                    shadow.send(plugins.strategy(), batch.clone(), None);
+                }
+                feed(plugins.strategy(), batch)
+            })
+            .await;
         }
     }
 

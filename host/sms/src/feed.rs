@@ -22,7 +22,7 @@ pub struct StrategyFeed {
 }
 
 /// One round's worth of changes, in the order they are sent.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// Targets gone.
     pub removes: Vec<u64>,

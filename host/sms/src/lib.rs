@@ -46,6 +46,7 @@ pub mod retention;
 pub mod sched;
 pub mod server;
 pub mod service;
+pub mod shadow;
 pub mod state_metrics;
 pub mod table;
 pub mod task_updates;

@@ -1,7 +1,7 @@
 //! SMS's histograms on `/metrics` (registered in the plugin runtime's registry, beside the plugin
 //! metrics): storage commits, and the scheduler's rounds and placements.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The histograms.
 #[derive(Debug, Clone)]
@@ -23,6 +23,11 @@ pub struct SmsMetrics {
     /// `sms_deadline_misses_total`: executions not finished by their deadline
     /// ([`crate::deadlines`]).
     pub deadline_misses: IntCounter,
+    /// `sms_shadow_decisions_total{result}`: the shadow strategy's decisions, `agreed` or
+    /// `disagreed` with the active one's, or `failed` (it did not decide: [`crate::shadow`]).
+    pub shadow_decisions: IntCounterVec,
+    /// `sms_shadow_call_seconds`: how long each of the shadow strategy's batches took.
+    pub shadow_call_seconds: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -65,6 +70,19 @@ impl Default for SmsMetrics {
                 "Executions not finished by their deadline",
             )
             .expect("a valid counter"),
+            shadow_decisions: IntCounterVec::new(
+                Opts::new(
+                    "sms_shadow_decisions_total",
+                    "The shadow strategy's decisions: agreed, disagreed with the active one's, or failed",
+                ),
+                &["result"],
+            )
+            .expect("a valid counter"),
+            shadow_call_seconds: histogram(
+                "sms_shadow_call_seconds",
+                "Time of each batch the shadow strategy decided",
+                powers(0.000_01, 18),
+            ),
         }
     }
 }
@@ -77,6 +95,7 @@ impl SmsMetrics {
             &self.commit_writes,
             &self.placement_seconds,
             &self.round_placements,
+            &self.shadow_call_seconds,
         ] {
             let _ = registry.register(Box::new(h.clone()));
         }
@@ -84,5 +103,6 @@ impl SmsMetrics {
             let _ = registry.register(Box::new(g.clone()));
         }
         let _ = registry.register(Box::new(self.deadline_misses.clone()));
+        let _ = registry.register(Box::new(self.shadow_decisions.clone()));
     }
 }

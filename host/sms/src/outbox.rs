@@ -125,12 +125,8 @@ impl Sms {
                 .executions
                 .read()
                 .await
-                .unfinished()
-                .filter(|e| {
-                    e.state.is_placed()
-                        && e.node_uuid.as_deref() == Some(uuid)
-                        && outboxes.storing.get(&e.execution_id) != Some(&e.attempt)
-                })
+                .placed_on(uuid)
+                .filter(|e| outboxes.storing.get(&e.execution_id) != Some(&e.attempt))
                 .cloned()
                 .collect();
             // The stops it owes ([`crate::cancels`]), first.

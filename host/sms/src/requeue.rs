@@ -18,8 +18,7 @@ impl Sms {
             .executions
             .read()
             .await
-            .unfinished()
-            .filter(|e| e.state.is_placed() && e.node_uuid.as_deref() == Some(node))
+            .placed_on(node)
             .map(|e| e.execution_id.clone())
             .collect();
         let mut requeued = 0;

@@ -147,11 +147,17 @@ impl Sms {
         let plugins = self.plugins.clone();
         // The view the strategy decides over (to explain the round later), when recorded.
         let seen = self.explain_snapshot();
+        // A shadow strategy, when one is selected, gets the round too (never waited for).
+        let shadow = self.shadow.on(&plugins).then(|| self.shadow.clone());
         // What changed since the last round, then the batch: one trip to a blocking thread.
         let (decisions, decider, requests) = tokio::task::spawn_blocking(move || {
             let strategy = plugins.strategy();
+            let copy = shadow.as_ref().map(|_| feed.clone());
             crate::dispatch::feed(strategy, feed);
             let (decisions, decider) = strategy.place_traced(&requests);
+            if let (Some(shadow), Some(copy)) = (shadow, copy) {
+                shadow.send(strategy, copy, Some((requests.clone(), decisions.clone())));
+            }
             (decisions, decider, requests)
         })
         .await

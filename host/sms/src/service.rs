@@ -65,6 +65,8 @@ pub struct Sms {
     pub(crate) retention: crate::retention::RetentionConfig,
     /// `[deadlines]`.
     pub(crate) deadlines: crate::deadlines::DeadlineConfig,
+    /// The shadow strategy's evaluation ([`crate::shadow`]).
+    pub(crate) shadow: Arc<crate::shadow::Shadow>,
     /// The scheduling rounds kept to explain ([`crate::explain`]).
     pub(crate) explain: std::sync::Mutex<crate::explain::Recorder>,
     /// The histograms on `/metrics`.
@@ -133,6 +135,10 @@ impl Sms {
     ) -> Result<Arc<Self>> {
         let metrics = crate::metrics::SmsMetrics::default();
         metrics.register(plugins.telemetry().registry());
+        let shadow = Arc::new(crate::shadow::Shadow::start(
+            plugins.clone(),
+            metrics.clone(),
+        ));
         metrics.leader.set(1);
         metrics.leader_term.set(leadership.map_or(0, |l| l.term));
         let db = Db::with_metrics(backend, &metrics);
@@ -226,6 +232,7 @@ impl Sms {
             retention: config.retention,
             deadlines: config.deadlines,
             explain: std::sync::Mutex::new(crate::explain::Recorder::new(config.explain.rounds)),
+            shadow,
             metrics,
             capacity: Default::default(),
             fit_cache: Default::default(),

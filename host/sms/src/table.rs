@@ -4,7 +4,7 @@
 //! that a scheduling round reads only the batch it takes, not every execution ever submitted,
 //! and the count of those placed on each node (capacity-aware dispatch).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Deref;
 
 use crate::due::DueIndex;
@@ -91,6 +91,9 @@ pub struct ExecTable {
     pending: BTreeSet<String>,
     placed: BTreeMap<String, u32>,
     on_nodes: BTreeSet<String>,
+    /// The placed executions of each node (what a node's reconnect and loss read: O(its own),
+    /// not O(every unfinished execution)).
+    by_node: HashMap<String, BTreeSet<String>>,
     /// Nodes whose placed count changed since the last [`take_touched`](Self::take_touched).
     touched: BTreeSet<String>,
     /// What the scheduler's housekeeping may have to act on.
@@ -239,10 +242,20 @@ impl ExecTable {
                         self.placed.remove(&node);
                     }
                 }
+                if let Some(ids) = self.by_node.get_mut(&node) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.by_node.remove(&node);
+                    }
+                }
                 self.touched.insert(node);
             }
             if let Some(node) = occupies(&exec) {
                 *self.placed.entry(node.to_owned()).or_default() += 1;
+                self.by_node
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(id.clone());
                 if !self.touched.contains(node) {
                     self.touched.insert(node.to_owned());
                 }
@@ -381,6 +394,15 @@ impl ExecTable {
             .filter_map(|id| self.all.get(id).map(|e| &**e))
     }
 
+    /// The executions placed (assigned or running) on `node` (O(those)).
+    pub fn placed_on(&self, node: &str) -> impl Iterator<Item = &Execution> {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.all.get(id).map(|e| &**e))
+    }
+
     /// The executions waiting on dependencies.
     pub fn pending(&self) -> impl Iterator<Item = (&String, &Execution)> {
         self.pending
@@ -516,6 +538,9 @@ mod tests {
             "back in the queue frees the slot"
         );
         assert_eq!(t.placed().get("b"), Some(&1));
+        let on_b: Vec<&str> = t.placed_on("b").map(|e| e.state.as_str()).collect();
+        assert_eq!(on_b, ["assigned"], "f moved to b");
+        assert_eq!(t.placed_on("a").count(), 0, "e back in the queue, f gone");
         assert_eq!(
             t.take_touched(),
             BTreeSet::from(["a".to_owned(), "b".to_owned()]),
@@ -524,6 +549,7 @@ mod tests {
         assert_eq!(t.unfinished().count(), 2);
         t.insert("f".into(), on(ExecState::Succeeded, "b"));
         assert!(t.placed().is_empty());
+        assert!(t.by_node.is_empty(), "no empty set is left behind");
         assert_eq!(t.unfinished().count(), 1, "e, ready");
     }
 

@@ -13,6 +13,7 @@ use crate::telemetry::EventKind;
 /// A commit to undo if a later one of the same reload fails.
 enum Undo {
     Strategy(Previous<dyn StrategyInstance>),
+    Shadow(Previous<dyn StrategyInstance>),
     Reclaimer(Previous<dyn ReclaimerInstance>),
 }
 
@@ -20,6 +21,7 @@ impl PluginHost {
     pub(super) fn active_in(&self, role: &str) -> Option<crate::plugin::PluginRef> {
         match role {
             "scheduler" => self.strategy.active(),
+            "shadow" => self.shadow.active(),
             _ => self.reclaimer.active(),
         }
     }
@@ -44,6 +46,7 @@ impl PluginHost {
         for (role, kind, key) in ROLES {
             let selection = |c: &RuntimeConfig| match role {
                 "scheduler" => c.scheduler.clone(),
+                "shadow" => c.shadow.clone(),
                 _ => c.reclaimer.clone(),
             };
             let Some(sel) = selection(config) else {
@@ -53,6 +56,7 @@ impl PluginHost {
             // it can still be re-configured until the config selects another.
             let running = match role {
                 "scheduler" => self.strategy.active_plugin(),
+                "shadow" => self.shadow.active_plugin(),
                 _ => self.reclaimer.active_plugin(),
             }
             .filter(|p| p.info.name == sel.name);
@@ -85,6 +89,10 @@ impl PluginHost {
                     .strategy
                     .prepare(&plugin, &sel.config_json)
                     .map(Job::Strategy),
+                "shadow" => self
+                    .shadow
+                    .prepare(&plugin, &sel.config_json)
+                    .map(Job::Shadow),
                 _ => self
                     .reclaimer
                     .prepare(&plugin, &sel.config_json)
@@ -124,6 +132,10 @@ impl PluginHost {
                     let active = self.strategy.active();
                     ("scheduler", handover, active, Undo::Strategy(previous))
                 }),
+                Job::Shadow(j) => self.shadow.commit_keeping(j).map(|(handover, previous)| {
+                    let active = self.shadow.active();
+                    ("shadow", handover, active, Undo::Shadow(previous))
+                }),
                 Job::Reclaimer(j) => {
                     self.reclaimer
                         .commit_keeping(j)
@@ -139,6 +151,7 @@ impl PluginHost {
                     for undo in done.into_iter().rev() {
                         match undo {
                             Undo::Strategy(p) => self.strategy.roll_back(p),
+                            Undo::Shadow(p) => self.shadow.roll_back(p),
                             Undo::Reclaimer(p) => self.reclaimer.roll_back(p),
                         }
                     }
@@ -164,6 +177,10 @@ impl PluginHost {
             changes
                 .push("scheduler: no strategy selected; the built-in round-robin decides".into());
         }
+        if config.shadow.is_none() && self.shadow.active().is_some() {
+            self.shadow.deactivate();
+            changes.push("shadow: no shadow strategy selected".into());
+        }
         if config.reclaimer.is_none() && self.reclaimer.active().is_some() {
             self.reclaimer.deactivate();
             changes.push("reclaimer: no policy selected; nothing is reclaimed".into());
@@ -173,11 +190,15 @@ impl PluginHost {
 
     /// Unregister plugins whose file vanished and which are no longer active.
     pub(super) fn prune(&self, state: &mut State, changes: &mut Vec<String>) {
-        let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
-            .into_iter()
-            .flatten()
-            .map(|a| a.file)
-            .collect();
+        let active: BTreeSet<PathBuf> = [
+            self.strategy.active(),
+            self.reclaimer.active(),
+            self.shadow.active(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.file)
+        .collect();
         let stale: Vec<PathBuf> = state
             .registry
             .entries

@@ -55,7 +55,7 @@ struct Board {
 }
 
 /// The roles a host fills, with the kind and config key of each.
-const ROLES: [(&str, PluginKind, &str); 2] = [
+const ROLES: [(&str, PluginKind, &str); 3] = [
     (
         "scheduler",
         PluginKind::SchedulingStrategy,
@@ -66,11 +66,13 @@ const ROLES: [(&str, PluginKind, &str); 2] = [
         PluginKind::ReclamationPolicy,
         "reclaimer.policy",
     ),
+    ("shadow", PluginKind::SchedulingStrategy, "scheduler.shadow"),
 ];
 
 /// A prepared swap for one role.
 enum Job {
     Strategy(crate::slot::PreparedStrategy),
+    Shadow(crate::slot::PreparedStrategy),
     Reclaimer(crate::slot::PreparedReclaimer),
 }
 
@@ -85,6 +87,7 @@ pub struct PluginHost {
     reports: Mutex<VecDeque<ReloadReport>>,
     host_keys: OnceLock<HostKeys>,
     strategy: StrategySlot,
+    shadow: StrategySlot,
     reclaimer: ReclaimerSlot,
 }
 
@@ -136,6 +139,7 @@ impl PluginHost {
         let telemetry = Arc::new(Telemetry::new());
         let host = Arc::new(Self {
             strategy: StrategySlot::new("scheduler", limits.clone(), telemetry.clone()),
+            shadow: StrategySlot::new("shadow", limits.clone(), telemetry.clone()),
             reclaimer: ReclaimerSlot::new("reclaimer", limits.clone(), telemetry.clone()),
             engine,
             limits,
@@ -196,6 +200,12 @@ impl PluginHost {
         &self.strategy
     }
 
+    /// The shadow strategy's slot (`scheduler.shadow`): a host that evaluates a candidate feeds it
+    /// as it feeds [`strategy`](Self::strategy) and asks it the same batches, applying nothing.
+    pub fn shadow(&self) -> &StrategySlot {
+        &self.shadow
+    }
+
     /// The reclamation-policy slot (`[reclaimer]`).
     pub fn reclaimer(&self) -> &ReclaimerSlot {
         &self.reclaimer
@@ -234,7 +244,11 @@ impl PluginHost {
 
     /// Every plugin file known, with its state (from snapshots: never waits for a reload or a call).
     pub fn plugins(&self) -> Vec<PluginRecord> {
-        let slots: [SlotStatus; 2] = [self.strategy.status(), self.reclaimer.status()];
+        let slots: [SlotStatus; 3] = [
+            self.strategy.status(),
+            self.reclaimer.status(),
+            self.shadow.status(),
+        ];
         let state = self.board.load();
         let mut records: Vec<PluginRecord> = state
             .registry
@@ -258,6 +272,8 @@ impl PluginHost {
                     sha256: Some(id.sha256.clone()),
                     state: if slot.quarantined {
                         PluginState::Quarantined
+                    } else if slot.role == "shadow" {
+                        PluginState::Shadow
                     } else {
                         PluginState::Active
                     },

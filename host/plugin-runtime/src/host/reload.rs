@@ -166,6 +166,7 @@ impl PluginHost {
         let active = [
             ("scheduler", self.strategy.active()),
             ("reclaimer", self.reclaimer.active()),
+            ("shadow", self.shadow.active()),
         ]
         .into_iter()
         .filter_map(|(role, a)| {

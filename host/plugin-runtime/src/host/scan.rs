@@ -54,11 +54,15 @@ impl PluginHost {
                 return Err(message);
             }
         };
-        let active: BTreeSet<PathBuf> = [self.strategy.active(), self.reclaimer.active()]
-            .into_iter()
-            .flatten()
-            .map(|a| a.file)
-            .collect();
+        let active: BTreeSet<PathBuf> = [
+            self.strategy.active(),
+            self.reclaimer.active(),
+            self.shadow.active(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.file)
+        .collect();
         let gone: Vec<PathBuf> = state
             .registry
             .entries
@@ -122,7 +126,11 @@ impl PluginHost {
 
     /// Whether a native library at `path` is wanted now (see the module docs).
     fn native_wanted(&self, state: &State, path: &Path) -> bool {
-        let active = [self.strategy.active(), self.reclaimer.active()];
+        let active = [
+            self.strategy.active(),
+            self.reclaimer.active(),
+            self.shadow.active(),
+        ];
         if active.iter().flatten().any(|a| a.file == path) {
             return true;
         }
@@ -131,10 +139,14 @@ impl PluginHost {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let name = stem.strip_prefix("lib").unwrap_or(&stem).to_owned();
-        [&state.config.scheduler, &state.config.reclaimer]
-            .into_iter()
-            .flatten()
-            .any(|sel| sel.name == name || sel.name == stem)
+        [
+            &state.config.scheduler,
+            &state.config.reclaimer,
+            &state.config.shadow,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|sel| sel.name == name || sel.name == stem)
     }
 
     pub(super) fn scan_file(

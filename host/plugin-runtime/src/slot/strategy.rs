@@ -32,6 +32,9 @@ pub struct Decider {
     /// Set when the built-in fallback decided the batch: why (no plugin active, the plugin is
     /// quarantined, or the failure of this call).
     pub fallback: Option<String>,
+    /// What kind of failure made the fallback decide: `none-active`, `quarantined`, or the
+    /// call's (`trap`, `deadline`, `memory`, `error`, `invalid`: an answer the host refused).
+    pub failure: Option<&'static str>,
 }
 
 /// The scheduling strategy of one role, guarded.
@@ -247,6 +250,10 @@ impl StrategySlot {
                 None => "no strategy plugin is active".to_owned(),
                 Some(_) => "the strategy plugin is quarantined".to_owned(),
             }),
+            failure: Some(match &inner.active {
+                None => "none-active",
+                Some(_) => "quarantined",
+            }),
         };
         if let Some(active) = inner.active.as_mut().filter(|a| !a.quarantined) {
             let name = active.plugin.info.name.clone();
@@ -278,6 +285,7 @@ impl StrategySlot {
                         self.publish(inner);
                     }
                     decider.fallback = None;
+                    decider.failure = None;
                     return (decisions, decider);
                 }
                 Err(failure) => {
@@ -285,6 +293,7 @@ impl StrategySlot {
                         &format!("the strategy plugin failed: {failure}"),
                         MAX_REJECT_REASON,
                     ));
+                    decider.failure = Some(super::failure_label(&failure));
                     active.fail(&self.role, "place", failure, &self.telemetry, &self.limits);
                     self.publish(inner);
                 }
@@ -358,6 +367,14 @@ impl StrategySlot {
     /// The host's view (for tests and APIs).
     pub fn view(&self) -> Vec<Target> {
         self.lock().view.values().cloned().collect()
+    }
+
+    /// The targets of `ids` in the host's view, as they stand (those it has).
+    pub fn targets(&self, ids: &[u64]) -> Vec<Target> {
+        let inner = self.lock();
+        ids.iter()
+            .filter_map(|id| inner.view.get(id).cloned())
+            .collect()
     }
 
     /// State of the slot (a snapshot: never waits for a call in flight).
@@ -478,5 +495,6 @@ mod tests {
             decider.fallback.as_deref(),
             Some("no strategy plugin is active")
         );
+        assert_eq!(decider.failure, Some("none-active"));
     }
 }

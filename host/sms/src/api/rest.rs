@@ -195,6 +195,11 @@ async fn explain_execution(
     sms.explain(&id).await.map(Json)
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins/shadow", responses((status = 200, body = crate::shadow::ShadowReport)), tag = "plugins")]
+async fn shadow_report(State(sms): State<AppState>) -> Json<crate::shadow::ShadowReport> {
+    Json(sms.shadow_report())
+}
+
 #[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, description = "plugins, slots and limits")), tag = "plugins")]
 async fn list_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
     let host = sms.plugins();
@@ -291,6 +296,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         get_execution,
         cancel_execution,
         explain_execution,
+        shadow_report,
         files::upload_file,
         files::list_files,
         files::download_file,
@@ -310,7 +316,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         health
     ),
     modifiers(&EdgeResponses),
-    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, NodeAnswer, NodeView, Done, nodes::ResourceList, crate::resources::NodeResource, crate::resources::ResourceReport, tasks::TaskList, tasks::TaskView, tasks::Registered, tasks::Unregister, crate::api::invoke::InvokeBody, crate::api::invoke::Invoked, files::FileList, files::FileView, files::Uploaded, files::FileFound, files::Presign, files::PresignRequest, ExecutionList, crate::explain::Explanation, crate::explain::NodeVerdict))
+    components(schemas(crate::auth::tokens::TokenInfo, tokens::TokenList, tokens::CreatedToken, tokens::WhoAmI, crate::auth::Role, crate::api::stream::SseMessage, crate::api::stream::WatchMessage, Event, HealthReport, ErrorBody, ErrorDetail, NodeList, NodeAnswer, NodeView, Done, nodes::ResourceList, crate::resources::NodeResource, crate::resources::ResourceReport, tasks::TaskList, tasks::TaskView, tasks::Registered, tasks::Unregister, crate::api::invoke::InvokeBody, crate::api::invoke::Invoked, files::FileList, files::FileView, files::Uploaded, files::FileFound, files::Presign, files::PresignRequest, ExecutionList, crate::explain::Explanation, crate::explain::NodeVerdict, crate::shadow::ShadowReport, crate::shadow::Named, crate::shadow::Latency, crate::shadow::Spread, crate::shadow::NodeLoad))
 )]
 pub struct ApiDoc;
 
@@ -399,6 +405,7 @@ fn routes(sms: &Sms) -> Router<AppState> {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/reload", post(reload_plugins))
         .route("/api/v1/plugins/history", get(plugin_history))
+        .route("/api/v1/plugins/shadow", get(shadow_report))
         .route("/api/v1/events", get(crate::api::stream::events))
         .route(
             "/api/v1/executions/{execution_id}/watch",

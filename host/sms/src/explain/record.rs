@@ -126,6 +126,7 @@ impl NodeView {
             .flat_map(|s| s.iter().map(|(id, seen)| (*id, &**seen)))
     }
 
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.shards.iter().all(|s| s.is_empty())
     }

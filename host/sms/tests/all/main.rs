@@ -25,6 +25,7 @@ mod report_batch;
 mod rest;
 mod retention;
 mod scheduling;
+mod shadow;
 mod spear_compat;
 mod spear_grpc;
 mod strategies;

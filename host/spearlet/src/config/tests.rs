@@ -55,6 +55,11 @@ fn bad_values_are_refused_naming_the_key() {
     };
     let err = load("[spearlet.logging]\nformat = \"xml\"\nlevel = \"info\"\n");
     assert!(err.contains("spearlet.logging.format: `xml`"), "{err}");
+    let err = load("[scheduler]\nstrategy = \"random\"\nshadow = \"adaptive\"\n");
+    assert!(
+        err.contains("scheduler.shadow") && err.contains("only SMS"),
+        "{err}"
+    );
     let err = load("[spearlet]\nnode_uuid = \"nope\"\n");
     assert!(err.contains("spearlet.node_uuid"), "{err}");
     let err = load("[spearlet]\nstart_report_delay_ms = 60001\n");

@@ -10,6 +10,14 @@ impl SpearletConfig {
     pub(super) fn validate(&self, problems: &mut Problems) {
         let s = &self.spearlet;
         self.check_tls(problems);
+        for key in ["shadow", "shadow_config"] {
+            if self.scheduler.as_ref().is_some_and(|t| t.contains_key(key)) {
+                problems.invalid(
+                    &format!("scheduler.{key}"),
+                    "only SMS evaluates a shadow strategy; remove it from the Spearlet's config",
+                );
+            }
+        }
         if s.heartbeat_interval == 0 {
             problems.invalid("spearlet.heartbeat_interval", "must be at least 1 second");
         }
