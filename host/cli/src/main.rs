@@ -21,6 +21,7 @@ mod logs;
 mod node;
 mod output;
 mod plugins;
+mod replay;
 mod run;
 mod shadow;
 mod sign;
@@ -29,6 +30,7 @@ mod sse;
 mod status;
 mod task;
 mod token;
+mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -113,6 +115,20 @@ enum Command {
     /// Tokens: make, list and revoke them (admin), or see who yours says you are (whoami).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Replay a workload trace through strategy plugins on a simulated cluster, in virtual time,
+    /// and compare them side by side.
+    Sim(replay::Args),
+    /// Workload traces for `spear sim`: export SMS's, or generate one.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TraceCommand {
+    /// SMS's nodes and the executions submitted in a window that ran, as a trace.
+    Export(trace::ExportArgs),
+    /// A synthetic trace from the knobs (same knobs and seed: same trace).
+    Generate(trace::GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +168,10 @@ fn main() {
         Command::Plugin(PluginCommand::Keygen(args)) => local(sign::keygen(args, cli.output)),
         Command::Plugin(PluginCommand::Sign(args)) => local(sign::sign(args, cli.output)),
         Command::Dev(args) => local(dev::run(args, cli.output)),
+        Command::Sim(args) => local(replay::run(args, cli.output).map_err(Into::into)),
+        Command::Trace(TraceCommand::Generate(args)) => {
+            local(trace::run_generate(args).map_err(Into::into))
+        }
         command => match remote(
             command,
             &cli.sms,
@@ -211,7 +231,12 @@ fn remote(
             Command::Plugin(PluginCommand::History) => plugins::history(&client, output).await,
             Command::Plugin(PluginCommand::Shadow) => shadow::run(&client, output).await,
             Command::Token(cmd) => token::run(cmd, &client, output).await,
+            Command::Trace(TraceCommand::Export(args)) => {
+                trace::export(args, &client, output).await
+            }
             Command::Dev(_)
+            | Command::Sim(_)
+            | Command::Trace(TraceCommand::Generate(_))
             | Command::Plugin(
                 PluginCommand::Check(_)
                 | PluginCommand::Sim(_)

@@ -6,6 +6,7 @@ mod common;
 mod dev;
 mod executions;
 mod plugin;
+mod replay;
 mod replicas;
 mod resources;
 mod tls;
