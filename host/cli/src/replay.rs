@@ -274,13 +274,13 @@ pub fn simulate(
                     .map_err(|e| fail("observe", &e))?;
                 outcomes.clear();
             }
-            let free: u32 = nodes.iter().map(|n| n.slots - n.running).sum();
+            let free: u64 = nodes.iter().map(|n| u64::from(n.slots - n.running)).sum();
             if queue.is_empty() || free == 0 {
                 break;
             }
             let batch: Vec<QueueKey> = queue
                 .iter()
-                .take(BATCH.min(free as usize))
+                .take(BATCH.min(usize::try_from(free).unwrap_or(usize::MAX)))
                 .copied()
                 .collect();
             let requests: Vec<Request> =
@@ -337,10 +337,10 @@ pub fn simulate(
                 node.running += 1;
                 node.target.active = node.running;
                 node.target.available = node.target.available.saturating_sub(&r.needs);
-                node.busy_ms += execs[i].duration_ms;
+                node.busy_ms = node.busy_ms.saturating_add(execs[i].duration_ms);
                 changed.insert(n);
                 waits.push(now - execs[i].submit_ms);
-                ends.push(Reverse((now + execs[i].duration_ms, n, i)));
+                ends.push(Reverse((now.saturating_add(execs[i].duration_ms), n, i)));
                 placed += 1;
             }
             if placed == 0 {

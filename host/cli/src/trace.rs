@@ -20,8 +20,12 @@ use crate::error::{CliError, Result};
 
 /// The format's tag, on the first line.
 pub const FORMAT: &str = "spear/v1";
-/// Longest line read (a trace is outside data).
+/// Longest execution line read (a trace is outside data).
 const MAX_LINE: usize = 1 << 20;
+/// Longest first line (every node): 2 KiB per node at most.
+const MAX_HEADER: usize = MAX_NODES * 2048;
+/// Most slots a node may have (SMS's limit).
+const MAX_SLOTS: u32 = 65_536;
 /// Most executions a trace may hold.
 pub const MAX_EXECUTIONS: usize = 10_000_000;
 /// Most nodes a trace may describe.
@@ -123,11 +127,12 @@ impl Trace {
         let mut next = |line: &mut String| -> Result<bool> {
             line.clear();
             n += 1;
-            let read = std::io::Read::take(&mut lines, MAX_LINE as u64 + 1)
+            let max = if n == 1 { MAX_HEADER } else { MAX_LINE };
+            let read = std::io::Read::take(&mut lines, max as u64 + 1)
                 .read_line(line)
                 .map_err(|e| bad(path, n, e))?;
-            if line.len() > MAX_LINE {
-                return Err(bad(path, n, format!("longer than {MAX_LINE} bytes")));
+            if line.len() > max {
+                return Err(bad(path, n, format!("longer than {max} bytes")));
             }
             Ok(read > 0)
         };
@@ -140,6 +145,17 @@ impl Trace {
         }
         if header.nodes.is_empty() || header.nodes.len() > MAX_NODES {
             return Err(bad(path, 1, format!("1 to {MAX_NODES} nodes")));
+        }
+        if let Some(n) = header
+            .nodes
+            .iter()
+            .find(|n| !(1..=MAX_SLOTS).contains(&n.slots))
+        {
+            return Err(bad(
+                path,
+                1,
+                format!("node `{}`: slots must be 1 to {MAX_SLOTS}", n.name),
+            ));
         }
         let mut executions = Vec::new();
         let mut last = 0;
@@ -379,15 +395,16 @@ pub fn generate(args: &GenerateArgs) -> Result<Trace> {
             "--executions: at most {MAX_EXECUTIONS}"
         )));
     }
-    if !(args.rate > 0.0 && args.rate.is_finite()) || args.slots == 0 || args.zones == 0 {
-        return Err(CliError::Usage(
-            "--rate must be above 0, --slots and --zones at least 1".into(),
-        ));
+    let rate_ok = args.rate > 0.0 && args.rate.is_finite();
+    if !rate_ok || !(1..=MAX_SLOTS).contains(&args.slots) || args.zones == 0 {
+        return Err(CliError::Usage(format!(
+            "--rate must be above 0, --slots 1 to {MAX_SLOTS}, --zones at least 1"
+        )));
     }
     let mut rng = Rng::new(args.seed);
     let nodes = (0..args.nodes)
         .map(|i| {
-            let size = if args.heterogeneous {
+            let size: u64 = if args.heterogeneous {
                 [1, 2, 4][(i % 3) as usize]
             } else {
                 1
@@ -396,7 +413,7 @@ pub fn generate(args: &GenerateArgs) -> Result<Trace> {
                 name: format!("node-{i}"),
                 cpu_millis: 4_000 * size,
                 memory_mb: 8_192 * size,
-                slots: args.slots * size as u32,
+                slots: args.slots.saturating_mul(size as u32).min(MAX_SLOTS),
                 labels: BTreeMap::from([("zone".to_owned(), format!("z{}", i % args.zones))]),
                 executors: vec!["wasm".into(), "process".into()],
             }
@@ -415,7 +432,7 @@ pub fn generate(args: &GenerateArgs) -> Result<Trace> {
             let duration = ((mean.ln() - 0.5 + z).exp()).clamp(1.0, 3_600_000.0) as u64;
             let submit_ms = t as u64;
             let deadline_ms = (rng.unit() < deadline_fraction)
-                .then(|| submit_ms + duration * (2 + rng.next() % 9));
+                .then(|| submit_ms.saturating_add(duration.saturating_mul(2 + rng.next() % 9)));
             let required_labels = if rng.unit() < pinned_fraction {
                 BTreeMap::from([("zone".to_owned(), format!("z{}", rng.next() % args.zones))])
             } else {

@@ -167,7 +167,18 @@ pub(crate) fn record(file: &Path, e: &Entry, slots: &[SlotStatus]) -> PluginReco
             file_missing: e.missing,
         };
     };
-    let slot = slots.iter().find(|s| s.plugin.as_ref() == Some(&p.id));
+    // A plugin may fill two slots (the strategy and the shadow): quarantined in either shows,
+    // then deciding wins over shadowing.
+    let mine: Vec<&SlotStatus> = slots
+        .iter()
+        .filter(|s| s.plugin.as_ref() == Some(&p.id))
+        .collect();
+    let slot = mine
+        .iter()
+        .find(|s| s.quarantined)
+        .or_else(|| mine.iter().find(|s| s.role != "shadow"))
+        .or_else(|| mine.first())
+        .copied();
     let state = match slot {
         Some(s) if s.quarantined => PluginState::Quarantined,
         Some(s) if s.role == "shadow" => PluginState::Shadow,

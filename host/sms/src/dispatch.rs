@@ -245,8 +245,10 @@ impl Sms {
             let plugins = self.plugins.clone();
             let shadow = self.shadow.on(&plugins).then(|| self.shadow.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                if let Some(shadow) = shadow {
-                    shadow.send(plugins.strategy(), batch.clone(), None);
+                if let Some(shadow) = shadow
+                    && let Some(ticket) = shadow.begin(plugins.strategy())
+                {
+                    shadow.send(ticket, plugins.strategy(), batch.clone(), None);
                 }
                 feed(plugins.strategy(), batch)
             })

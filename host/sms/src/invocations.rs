@@ -378,10 +378,23 @@ impl Sms {
             preferred: labels(&task.preferred_labels),
         };
         let plugins = self.plugins.clone();
-        let decision = tokio::task::spawn_blocking(move || plugins.strategy().place(&[request]))
-            .await
-            .map_err(|e| SmsError::invocation(tonic::Code::Internal, e.to_string()))?
-            .pop();
+        // The shadow hears of this placement too (its view and the explain view follow the
+        // active strategy's claims).
+        let shadow = self.shadow.on(&plugins).then(|| self.shadow.clone());
+        let (decisions, requests) = tokio::task::spawn_blocking(move || {
+            let requests = vec![request];
+            let ticket = shadow.as_ref().and_then(|s| s.begin(plugins.strategy()));
+            let decisions = plugins.strategy().place(&requests);
+            if let (Some(shadow), Some(ticket)) = (shadow, ticket) {
+                let placed = Some((requests.clone(), decisions.clone()));
+                shadow.send(ticket, plugins.strategy(), Default::default(), placed);
+            }
+            (decisions, requests)
+        })
+        .await
+        .map_err(|e| SmsError::invocation(tonic::Code::Internal, e.to_string()))?;
+        self.explain_claim(&requests, &decisions);
+        let decision = decisions.into_iter().next();
         let target = match decision {
             Some(Decision::Assign(t)) => t,
             Some(Decision::Reject(why)) => {

@@ -255,11 +255,20 @@ impl Sms {
             let node = s.assigned.node_uuid.clone().unwrap_or_default();
             let durable = s.write.durable().await;
             let _owned = self.exec_locks.lock(&id).await;
-            let unchanged = self.executions.read().await.get(&id).is_some_and(|now| {
-                now.state == ExecState::Assigned
-                    && now.updated_at_ms == s.assigned.updated_at_ms
-                    && now.node_uuid == s.assigned.node_uuid
-            });
+            // (A deadline's miss recorded meanwhile changes no state: it is carried over.)
+            let (unchanged, missed) =
+                self.executions
+                    .read()
+                    .await
+                    .get(&id)
+                    .map_or((false, false), |now| {
+                        (
+                            now.state == ExecState::Assigned
+                                && now.updated_at_ms == s.assigned.updated_at_ms
+                                && now.node_uuid == s.assigned.node_uuid,
+                            now.deadline_missed,
+                        )
+                    });
             let mut outboxes = self.outboxes.lock().await;
             // Only its own mark: a later round may have marked the execution again.
             if outboxes.storing.get(&id) == Some(&s.assigned.attempt) {
@@ -270,7 +279,9 @@ impl Sms {
                 // (The storage's failures are reported once per burst by its health.)
                 tracing::debug!(execution = %id, "storing an assignment failed, not sent: {e}");
                 if unchanged {
-                    self.executions.write().await.insert(id, s.before);
+                    let mut before = s.before;
+                    before.deadline_missed |= missed;
+                    self.executions.write().await.insert(id, before);
                     drop(_owned);
                     // The strategy counted it on the node: it hears the node's real fill.
                     if let Ok(n) = self.node(&node).await {

@@ -152,11 +152,13 @@ impl Sms {
         // What changed since the last round, then the batch: one trip to a blocking thread.
         let (decisions, decider, requests) = tokio::task::spawn_blocking(move || {
             let strategy = plugins.strategy();
-            let copy = shadow.as_ref().map(|_| feed.clone());
+            let ticket = shadow.as_ref().and_then(|s| s.begin(strategy));
+            let copy = ticket.as_ref().map(|_| feed.clone());
             crate::dispatch::feed(strategy, feed);
             let (decisions, decider) = strategy.place_traced(&requests);
-            if let (Some(shadow), Some(copy)) = (shadow, copy) {
-                shadow.send(strategy, copy, Some((requests.clone(), decisions.clone())));
+            if let (Some(shadow), Some(ticket), Some(copy)) = (shadow, ticket, copy) {
+                let placed = Some((requests.clone(), decisions.clone()));
+                shadow.send(ticket, strategy, copy, placed);
             }
             (decisions, decider, requests)
         })

@@ -125,6 +125,23 @@ fn a_bad_trace_is_refused_naming_its_line() {
             .contains("bad.jsonl:3: executions must be in submission order"),
         "{r:?}"
     );
+    std::fs::write(
+        &file,
+        "{\"trace\":\"spear/v1\",\"nodes\":[{\"name\":\"n\",\"cpu_millis\":1,\"memory_mb\":1,\"slots\":0}]}\n",
+    )
+    .unwrap();
+    let r = local(&[
+        "sim",
+        "--trace",
+        &file.display().to_string(),
+        "--strategy",
+        &rr,
+    ]);
+    assert!(
+        r.stderr
+            .contains("bad.jsonl:1: node `n`: slots must be 1 to 65536"),
+        "{r:?}"
+    );
     let r = local(&["trace", "generate", "--pinned-fraction", "2"]);
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("--pinned-fraction"), "{r:?}");

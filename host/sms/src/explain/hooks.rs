@@ -50,6 +50,15 @@ impl Sms {
         r.on().then(|| r.snapshot())
     }
 
+    /// Count placements made outside a round (an invocation's node) as the strategy's view does.
+    pub(crate) fn explain_claim(
+        &self,
+        requests: &[spear_plugin_api::Request],
+        decisions: &[spear_plugin_api::Decision],
+    ) {
+        self.recorder().claim(requests, decisions);
+    }
+
     /// Keep a round.
     pub(crate) fn explain_keep(&self, round: super::Round) {
         self.recorder().keep(round);

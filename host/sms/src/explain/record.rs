@@ -212,14 +212,7 @@ impl Recorder {
         if !self.on() {
             return;
         }
-        for (r, d) in round.requests.iter().zip(&round.decisions) {
-            if let Decision::Assign(id) = d
-                && let Some(seen) = self.mirror.get_mut(*id)
-            {
-                seen.active = seen.active.saturating_add(1);
-                seen.available = seen.available.saturating_sub(&r.needs);
-            }
-        }
+        self.claim(&round.requests, &round.decisions);
         round.no = self.next;
         self.next += 1;
         for (id, _) in &round.executions {
@@ -234,6 +227,21 @@ impl Recorder {
                 if self.by_exec.get(id) == Some(&old.no) {
                     self.by_exec.remove(id);
                 }
+            }
+        }
+    }
+
+    /// Count assignments as the strategy's view does: one more active, the needs claimed.
+    pub(crate) fn claim(&mut self, requests: &[Request], decisions: &[Decision]) {
+        if !self.on() {
+            return;
+        }
+        for (r, d) in requests.iter().zip(decisions) {
+            if let Decision::Assign(id) = d
+                && let Some(seen) = self.mirror.get_mut(*id)
+            {
+                seen.active = seen.active.saturating_add(1);
+                seen.available = seen.available.saturating_sub(&r.needs);
             }
         }
     }

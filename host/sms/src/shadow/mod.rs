@@ -15,16 +15,15 @@
 
 mod stats;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use spear_plugin_api::{Decision, Request, Resources, Target};
-use spear_plugin_runtime::{PluginHost, PluginRef, StrategySlot};
+use spear_plugin_runtime::{PluginHost, StrategySlot};
 
 use crate::feed::Batch;
-use crate::model::now_ms;
 use stats::Stats;
 pub use stats::{Latency, Named, NodeLoad, ShadowReport, Spread};
 
@@ -43,9 +42,17 @@ pub(crate) struct Job {
     full: Option<Vec<Target>>,
 }
 
+/// A round the shadow has room for ([`Shadow::begin`]), to [`send`](Shadow::send) once the active
+/// strategy decided.
+pub(crate) struct Ticket {
+    full: Option<Vec<Target>>,
+}
+
 /// The scheduler's handle on the shadow.
 pub struct Shadow {
     tx: SyncSender<Job>,
+    /// Jobs sent and not yet taken by the shadow's thread.
+    queued: Arc<AtomicUsize>,
     /// A job was dropped, or the shadow was just selected: the next one carries the whole view.
     resync: AtomicBool,
     /// Whether a shadow was selected at the last round.
@@ -64,15 +71,17 @@ impl Shadow {
     pub fn start(plugins: Arc<PluginHost>, metrics: crate::metrics::SmsMetrics) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let worker_stats = stats.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (worker_stats, worker_queued) = (stats.clone(), queued.clone());
         let spawned = std::thread::Builder::new()
             .name("sms-shadow".into())
-            .spawn(move || work(&plugins, &rx, &worker_stats, &metrics));
+            .spawn(move || work(&plugins, &rx, &worker_queued, &worker_stats, &metrics));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the shadow strategy's thread: {e}; no shadow runs");
         }
         Self {
             tx,
+            queued,
             resync: AtomicBool::new(true),
             was_on: AtomicBool::new(false),
             stats,
@@ -94,10 +103,28 @@ impl Shadow {
         on
     }
 
-    /// Queue a round (called on the scheduler's blocking thread, right after the active strategy
-    /// decided; `strategy` is its slot). Never waits.
+    /// Whether the shadow has room for a round (called on the scheduler's blocking thread before
+    /// the active strategy decides; `strategy` is its slot): none when its queue is full (the
+    /// round is skipped, and counted, before anything is copied). The view the shadow must be
+    /// brought back to, when it must, is taken here: the one the active strategy decides over.
+    pub(crate) fn begin(&self, strategy: &StrategySlot) -> Option<Ticket> {
+        if self.queued.load(Ordering::Relaxed) >= QUEUE {
+            self.resync.store(true, Ordering::Relaxed);
+            self.lock().skipped += 1;
+            return None;
+        }
+        let full = self
+            .resync
+            .swap(false, Ordering::Relaxed)
+            .then(|| strategy.view());
+        Some(Ticket { full })
+    }
+
+    /// Queue a round begun with [`begin`](Self::begin), right after the active strategy decided.
+    /// Never waits.
     pub(crate) fn send(
         &self,
+        ticket: Ticket,
         strategy: &StrategySlot,
         feed: Batch,
         placed: Option<(Vec<Request>, Vec<Decision>)>,
@@ -112,29 +139,32 @@ impl Shadow {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let full = self
-            .resync
-            .swap(false, Ordering::Relaxed)
-            .then(|| strategy.view());
         let job = Job {
             feed,
             placed,
             active_targets: strategy.targets(&ids),
-            full,
+            full: ticket.full,
         };
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.resync.store(true, Ordering::Relaxed);
                 self.lock().skipped += 1;
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// The report.
+    /// The report (starting the figures over if the shadow or the active strategy changed
+    /// since they were counted).
     pub fn report(&self, plugins: &PluginHost) -> ShadowReport {
-        self.lock().report(plugins.strategy().active())
+        let mut s = self.lock();
+        s.follow(plugins);
+        s.report()
     }
 }
 
@@ -142,20 +172,17 @@ impl Shadow {
 fn work(
     plugins: &PluginHost,
     rx: &Receiver<Job>,
+    queued: &AtomicUsize,
     stats: &Mutex<Stats>,
     metrics: &crate::metrics::SmsMetrics,
 ) {
-    let slot = plugins.shadow();
-    let mut current: Option<(PluginRef, String)> = None;
     while let Ok(job) = rx.recv() {
-        let status = slot.status();
-        let now = status.plugin.clone().map(|p| (p, status.config.clone()));
-        if now != current {
-            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
-            s.reset(now.as_ref().map(|(p, _)| p.clone()), now_ms());
-            current = now;
-        }
-        evaluate(slot, job, stats, metrics);
+        queued.fetch_sub(1, Ordering::Relaxed);
+        stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .follow(plugins);
+        evaluate(plugins.shadow(), job, stats, metrics);
     }
 }
 
@@ -177,9 +204,7 @@ fn evaluate(
         if !gone.is_empty() {
             slot.remove(&gone);
         }
-        let mut s = lock();
-        s.names = full.iter().map(|t| (t.id, t.name.clone())).collect();
-        drop(s);
+        lock().rebuilt(&full);
         slot.upsert(full);
     }
     {

@@ -11,10 +11,13 @@ use utoipa::ToSchema;
 /// Call latencies kept for the percentiles.
 const LATENCIES: usize = 1024;
 
-/// The counters, reset when the shadow plugin changes.
+/// The counters, reset when the shadow (its plugin or configuration) or the active strategy
+/// changes.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub plugin: Option<PluginRef>,
+    config: String,
+    active: Option<PluginRef>,
     pub since_ms: i64,
     pub rounds: u64,
     pub requests: u64,
@@ -38,15 +41,31 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    /// Start over for `plugin` (a new shadow, or none).
-    pub fn reset(&mut self, plugin: Option<PluginRef>, now_ms: i64) {
+    /// Start over if the shadow (plugin or configuration) or the active strategy is not the
+    /// one counted for.
+    pub fn follow(&mut self, plugins: &spear_plugin_runtime::PluginHost) {
+        let shadow = plugins.shadow().status();
+        let active = plugins.strategy().active();
+        if shadow.plugin == self.plugin && shadow.config == self.config && active == self.active {
+            return;
+        }
         let names = std::mem::take(&mut self.names);
         *self = Self {
-            plugin,
-            since_ms: now_ms,
+            plugin: shadow.plugin,
+            config: shadow.config,
+            active,
+            since_ms: crate::model::now_ms(),
             names,
             ..Self::default()
         };
+    }
+
+    /// The view was rebuilt from `full`: the nodes are those.
+    pub fn rebuilt(&mut self, full: &[spear_plugin_api::Target]) {
+        self.names = full.iter().map(|t| (t.id, t.name.clone())).collect();
+        let names = &self.names;
+        self.active_load.retain(|id, _| names.contains_key(id));
+        self.shadow_load.retain(|id, _| names.contains_key(id));
     }
 
     /// One evaluated batch: the active strategy's decisions and the shadow's. Returns how many
@@ -65,11 +84,6 @@ impl Stats {
             self.latencies_us.pop_front();
         }
         self.latencies_us.push_back(took_us);
-        for d in active {
-            if let Decision::Assign(t) = d {
-                *self.active_load.entry(*t).or_default() += 1;
-            }
-        }
         if let Some(kind) = decider.failure {
             *self.failed.entry(kind).or_default() += 1;
             self.failed_requests += requests.len() as u64;
@@ -94,6 +108,9 @@ impl Stats {
             if let Decision::Assign(t) = s {
                 *self.shadow_load.entry(*t).or_default() += 1;
             }
+            if let Decision::Assign(t) = a {
+                *self.active_load.entry(*t).or_default() += 1;
+            }
         }
         (self.agreed - before.0, self.disagreed - before.1)
     }
@@ -106,7 +123,7 @@ impl Stats {
     }
 
     /// The report.
-    pub fn report(&self, active: Option<PluginRef>) -> ShadowReport {
+    pub fn report(&self) -> ShadowReport {
         let mut lat: Vec<u64> = self.latencies_us.iter().copied().collect();
         lat.sort_unstable();
         let pct = |p: f64| -> u64 {
@@ -145,7 +162,7 @@ impl Stats {
         };
         ShadowReport {
             shadow: self.plugin.as_ref().map(Named::of),
-            active: active.as_ref().map(Named::of),
+            active: self.active.as_ref().map(Named::of),
             since_ms: self.since_ms,
             rounds: self.rounds,
             requests: self.requests,
@@ -304,15 +321,18 @@ mod tests {
             failure: Some("invalid"),
         };
         s.record(&reqs, &active, &active, &failed, 30);
-        let r = s.report(None);
+        let r = s.report();
         assert_eq!((r.compared, r.agreed), (4, 2));
         assert_eq!(r.agreement_rate, Some(0.5));
         assert_eq!(r.failed_batches["invalid"], 1);
         assert_eq!(r.invalid_decisions, 4);
         assert_eq!(r.latency_us.max, 30);
-        assert_eq!(r.spread.active_cv, 0.0, "4 and 4");
+        assert_eq!(
+            r.spread.active_cv, 0.0,
+            "2 and 2: the failed batch not counted"
+        );
         assert!((r.spread.shadow_cv - 1.0).abs() < 1e-9, "4 and 0");
         s.forget(2);
-        assert_eq!(s.report(None).spread.nodes.len(), 1);
+        assert_eq!(s.report().spread.nodes.len(), 1);
     }
 }

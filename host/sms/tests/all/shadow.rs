@@ -59,7 +59,16 @@ async fn a_shadow_never_changes_a_placement_and_its_decisions_are_compared() {
     );
 
     let c = reqwest::Client::new();
-    let r = common::get_json(&c, &sms, "/api/v1/plugins/shadow").await;
+    // The shadow decides on its own thread: wait for it to have seen every round.
+    let start = std::time::Instant::now();
+    let r = loop {
+        let r = common::get_json(&c, &sms, "/api/v1/plugins/shadow").await;
+        if r["compared"].as_u64().unwrap_or(0) >= 24 {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(r["shadow"]["name"], "random", "{r}");
     assert_eq!(r["active"]["name"], "round-robin", "{r}");
     assert!(r["compared"].as_u64().unwrap() >= 24, "{r}");
@@ -89,6 +98,22 @@ async fn a_shadow_never_changes_a_placement_and_its_decisions_are_compared() {
         metrics.contains("sms_shadow_decisions_total{result=\"disagreed\"}"),
         "{metrics}"
     );
+
+    // Dropped from the config: the report says so at once, without waiting for a round.
+    with.write_config("[scheduler]\nstrategy = \"round-robin\"\n");
+    let start = std::time::Instant::now();
+    loop {
+        let r = common::get_json(&c, &sms, "/api/v1/plugins/shadow").await;
+        if r["shadow"].is_null() {
+            assert_eq!(r["compared"], 0, "figures start over: {r}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still shadowing: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
