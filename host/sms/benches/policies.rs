@@ -5,7 +5,8 @@
 //! batches), and 256 submitters racing the scheduler (many small rounds). Variants run in turn,
 //! several times each; the median is shown.
 //!
-//! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run).
+//! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run;
+//! `SPEAR_BENCH_ONLY=<part of a variant's name>` runs only those).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,6 +181,12 @@ fn main() {
             deadlines: false,
         },
     ];
+    // `SPEAR_BENCH_ONLY=deadlines`: only the variants whose name holds it (for profiling one).
+    let only = std::env::var("SPEAR_BENCH_ONLY").unwrap_or_default();
+    let variants: Vec<Variant> = variants
+        .into_iter()
+        .filter(|v| only.is_empty() || v.name.contains(&only))
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
