@@ -58,6 +58,10 @@ const REST: &[(&str, &[&str])] = &[
         &["reader", "operator", "admin"],
     ),
     (
+        "GET /api/v1/executions/{execution_id}/explain",
+        &["reader", "operator", "admin"],
+    ),
+    (
         "POST /api/v1/executions/{execution_id}/cancel",
         &["operator", "admin"],
     ),
@@ -77,6 +81,10 @@ const REST: &[(&str, &[&str])] = &[
     ("POST /api/v1/plugins/reload", &["admin"]),
     (
         "GET /api/v1/plugins/history",
+        &["reader", "operator", "admin"],
+    ),
+    (
+        "GET /api/v1/plugins/shadow",
         &["reader", "operator", "admin"],
     ),
     ("GET /api/v1/events", &["reader", "operator", "admin"]),
