@@ -60,6 +60,26 @@ await run(async (page, context) => {
   await page.locator('#stat-online', { hasText: '2' }).waitFor();
   console.log('ok: the nodes list shows times in the chosen zone and follows the live stream');
 
+  // A stats answer older than the stream's snapshot never replaces it (on a busy machine they
+  // cross): the answer to the Nodes page's stats request is held until after a newer snapshot.
+  await page.route('**/admin/api/stats', async r => {
+    const held = await r.fetch();
+    await new Promise(res => setTimeout(res, 1500));
+    await r.fulfill({ response: held });
+  });
+  await go('files');
+  await go('nodes');
+  await page.waitForTimeout(300);
+  const c = await api('POST', '/api/v1/nodes', { ip_address: '10.1.0.3', port: 7003 });
+  await page.locator('#stat-total', { hasText: '3' }).waitFor({ timeout: 4000 });
+  await page.waitForTimeout(2000);
+  const shownTotal = await page.locator('#stat-total').textContent();
+  expect(shownTotal === '3', 'a held, older stats answer replaced the snapshot: ' + shownTotal);
+  await page.unroute('**/admin/api/stats');
+  await api('DELETE', `/api/v1/nodes/${c.node_uuid}`);
+  await page.locator('#stat-total', { hasText: '2' }).waitFor({ timeout: 4000 });
+  console.log('ok: an older stats answer never replaces a newer snapshot');
+
   await page.fill('#node-search', 'EU');
   await page.locator('#nodes td', { hasText: b.node_uuid }).waitFor({ state: 'detached', timeout: 5000 });
   expect(await page.locator('#nodes tbody tr').count() === 1, 'the search keeps one node');

@@ -134,7 +134,20 @@ async fn a_hostile_shadow_is_contained_and_scheduling_goes_on() {
     for id in &ids {
         common::wait_state(&c, &sms, id, "succeeded").await;
     }
-    let r: Value = common::get_json(&c, &sms, "/api/v1/plugins/shadow").await;
+    // The shadow works through its queue on its own thread (each failing call takes its whole
+    // budget, longer on a busy machine): wait for it to have been quarantined.
+    let start = std::time::Instant::now();
+    let r: Value = loop {
+        let r = common::get_json(&c, &sms, "/api/v1/plugins/shadow").await;
+        if r["failed_batches"]["quarantined"].as_u64().unwrap_or(0) >= 1 {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never quarantined: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(r["shadow"]["name"], "hostile", "{r}");
     assert_eq!(r["compared"], 0, "it never decided: {r}");
     assert_eq!(

@@ -59,6 +59,6 @@ fn the_readme_s_web_admin_manages_nodes_files_tasks_and_settings() {
         "enable_web_admin = true\nweb_admin_addr = \"127.0.0.1:0\"\n",
         &[("SMS_WEB_ADMIN_TOKEN", token)],
         token,
-        11,
+        12,
     );
 }

@@ -4,6 +4,18 @@ import { $, api, bytes, button, el, guarded, needToken, pager, row, sse, table, 
 const LIMIT = 50;
 let offset = 0;
 
+// The cards come from two places — the stream's snapshots and `stats()` answers — which may
+// arrive out of order: each source's update is numbered when it is asked (a snapshot when it
+// arrives), and an older one never replaces a newer.
+let cardsAsked = 0;
+let cardsShown = 0;
+
+function showCards(s, asked) {
+  if (asked < cardsShown) return;
+  cardsShown = asked;
+  cards(s);
+}
+
 function cards(s) {
   $('stat-total').textContent = s.total_count;
   $('stat-online').textContent = s.online_count;
@@ -14,7 +26,8 @@ function cards(s) {
 }
 
 export async function stats() {
-  cards(await api('GET', '/admin/api/stats'));
+  const asked = ++cardsAsked;
+  showCards(await api('GET', '/admin/api/stats'), asked);
 }
 
 let drawn = 0;  // the newest request drawn: an older answer arriving late is dropped
@@ -78,7 +91,7 @@ export async function follow(signal, showing) {
         if (kind !== 'snapshot') return;
         live.textContent = 'live';
         live.className = 'on';
-        cards(JSON.parse(data));
+        showCards(JSON.parse(data), ++cardsAsked);
         if (showing()) nodes(false).catch(() => {});
       });
     } catch (e) {
