@@ -47,6 +47,14 @@ pub struct RunArgs {
     pub depends_on: Vec<String>,
     #[command(flatten)]
     pub needs: NeedsArgs,
+    /// It saves its state in $SPEAR_CHECKPOINT_DIR: after a preemption it runs again from that
+    /// state (default: the task's `spear.checkpoint`).
+    #[arg(long)]
+    pub checkpoint: bool,
+    /// How it starts again after a preemption: from the beginning, or from its checkpoint
+    /// (default: the task's `spear.recovery`, else checkpoint when it checkpoints).
+    #[arg(long, value_parser = ["restart", "checkpoint"])]
+    pub recovery: Option<String>,
     /// Print the execution's id and return at once instead of waiting.
     #[arg(short, long)]
     pub detach: bool,
@@ -71,6 +79,12 @@ pub async fn run(args: RunArgs, client: &Client, out: Output) -> Result<i32> {
     }
     if let Some(e) = args.estimate_ms {
         body["estimate_ms"] = json!(e);
+    }
+    if args.checkpoint {
+        body["checkpoint"] = json!(true);
+    }
+    if let Some(r) = &args.recovery {
+        body["recovery"] = json!(r);
     }
     match (&args.task_id, args.executable.given()) {
         (Some(id), false) => body["task_id"] = json!(id),

@@ -65,6 +65,7 @@ async fn attach(sms: &Arc<Sms>) -> Arc<AtomicU64> {
                         }),
                         error: String::new(),
                         attempt: e.attempt,
+                        ..Report::default()
                     })
                     .await
                     .unwrap();

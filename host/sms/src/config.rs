@@ -133,6 +133,10 @@ pub struct SmsConfig {
     /// `[deadlines]`: infeasible deadlines and how urgency orders the queue ([`crate::deadlines`]).
     #[serde(default)]
     pub deadlines: crate::deadlines::DeadlineConfig,
+    /// `[preemption]`: whether and how running work makes room for higher-priority work
+    /// ([`crate::preempt`]).
+    #[serde(default)]
+    pub preemption: crate::preempt::PreemptionConfig,
     /// `[explain]`: how many scheduling rounds are kept to explain ([`crate::explain`]).
     #[serde(default)]
     pub explain: crate::explain::ExplainConfig,
@@ -374,6 +378,7 @@ impl SmsConfig {
         problems.check(self.dispatch.validate());
         self.retention.validate(problems);
         self.deadlines.validate(problems);
+        self.preemption.validate(problems);
         self.explain.validate(problems);
         if self.heartbeat_timeout == 0 {
             problems.invalid("heartbeat_timeout", "must be at least 1 second");

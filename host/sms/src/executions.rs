@@ -64,6 +64,15 @@ pub struct Submit {
     /// Resources needed (default: the task's).
     #[serde(default)]
     pub needs: Option<Resources>,
+    /// It saves its state in `SPEAR_CHECKPOINT_DIR`, restored when it runs again after a
+    /// preemption (default: the task's `spear.checkpoint` metadata, else false).
+    #[serde(default)]
+    pub checkpoint: Option<bool>,
+    /// How its next attempt starts after a preemption: `restart` or `checkpoint` (default: the
+    /// task's `spear.recovery`, else `checkpoint` when it checkpoints, `restart` otherwise).
+    #[serde(default)]
+    #[schema(value_type = Option<crate::model::Recovery>)]
+    pub recovery: Option<String>,
 }
 
 /// An executable as a request writes it: [`Executable`]'s fields and no others.
@@ -146,6 +155,14 @@ impl Submit {
         }
         if let Some(n) = &self.needs {
             checks::check_resources("needs", n)?;
+        }
+        if let Some(r) = self.recovery.as_deref() {
+            crate::model::Recovery::parse(r).ok_or_else(|| {
+                SmsError::invalid(
+                    "recovery",
+                    format!("`{r}` is not one of restart, checkpoint"),
+                )
+            })?;
         }
         if self.depends_on.len() > MAX_DEPENDS_ON {
             return Err(SmsError::invalid(
@@ -296,7 +313,16 @@ impl Sms {
             deadline_infeasible: false,
             deadline_missed: false,
             orphaned_on: None,
+            checkpoint: false,
+            recovery: crate::model::Recovery::Restart,
+            checkpoint_blob: None,
+            preemptions: 0,
+            preempting_ms: 0,
+            preempt_grace_ms: 0,
+            checkpoint_data: Vec::new(),
         };
+        (exec.checkpoint, exec.recovery) =
+            crate::preempt::recovery_of(task.as_ref(), req.checkpoint, req.recovery.as_deref());
         if let Some(d) = &req.deadline {
             exec.deadline_ms = d.millis()?;
             exec.deadline_infeasible =

@@ -36,6 +36,7 @@ pub mod model;
 pub mod nodes;
 pub mod outbox;
 pub mod payloads;
+pub mod preempt;
 pub mod query;
 pub mod reload;
 pub mod reports;

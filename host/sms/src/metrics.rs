@@ -28,6 +28,10 @@ pub struct SmsMetrics {
     pub shadow_decisions: IntCounterVec,
     /// `sms_shadow_call_seconds`: how long each of the shadow strategy's batches took.
     pub shadow_call_seconds: Histogram,
+    /// `sms_preemptions_total{result}`: running executions preempted (`preempted`), and
+    /// preemptions left undone because the minute's budget was spent (`over_budget`)
+    /// ([`crate::preempt`]).
+    pub preemptions: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -70,6 +74,15 @@ impl Default for SmsMetrics {
                 "Executions not finished by their deadline",
             )
             .expect("a valid counter"),
+            preemptions: IntCounterVec::new(
+                Opts::new(
+                    "sms_preemptions_total",
+                    "Running executions preempted for higher-priority work, and preemptions left \
+                     undone for the budget",
+                ),
+                &["result"],
+            )
+            .expect("a valid counter"),
             shadow_decisions: IntCounterVec::new(
                 Opts::new(
                     "sms_shadow_decisions_total",
@@ -104,5 +117,6 @@ impl SmsMetrics {
         }
         let _ = registry.register(Box::new(self.deadline_misses.clone()));
         let _ = registry.register(Box::new(self.shadow_decisions.clone()));
+        let _ = registry.register(Box::new(self.preemptions.clone()));
     }
 }

@@ -507,6 +507,60 @@ pub struct Execution {
     /// restarted). That node's late result is still taken while no other node has it.
     #[serde(default)]
     pub orphaned_on: Option<String>,
+    /// It saves its state in its checkpoint directory (`SPEAR_CHECKPOINT_DIR`; see
+    /// [`crate::preempt`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
+    /// How its next attempt starts after a preemption.
+    #[serde(default)]
+    pub recovery: Recovery,
+    /// Its last checkpoint (a zip of its checkpoint directory), in the blob store: the next
+    /// attempt starts with it restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_blob: Option<crate::blobs::BlobRef>,
+    /// Times it was preempted (none of them spent an attempt).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub preemptions: u32,
+    /// When SMS asked its node to stop it for higher-priority work (0: not asked); it stays
+    /// placed until the node reports it stopped.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub preempting_ms: i64,
+    /// The time its node gives it, after SIGTERM, to save its state (with `preempting_ms`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub preempt_grace_ms: u64,
+    /// The checkpoint to restore, read from the blob store for its node (never stored).
+    #[serde(skip)]
+    pub checkpoint_data: Vec<u8>,
+}
+
+/// How an execution's next attempt starts after a preemption (per task: `spear.recovery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    /// From the beginning, on any node (its checkpoint, if any, is dropped).
+    #[default]
+    Restart,
+    /// From its last checkpoint, restored on whichever node takes it.
+    Checkpoint,
+}
+
+impl Recovery {
+    /// Parse the API spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "restart" => Some(Self::Restart),
+            "checkpoint" => Some(Self::Checkpoint),
+            _ => None,
+        }
+    }
+
+    /// The API spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Checkpoint => "checkpoint",
+        }
+    }
 }
 
 impl Execution {
@@ -522,6 +576,7 @@ impl Execution {
             .iter()
             .chain(result.and_then(|r| r.stdout_blob.as_ref()))
             .chain(result.and_then(|r| r.stderr_blob.as_ref()))
+            .chain(self.checkpoint_blob.as_ref())
             .cloned()
             .collect()
     }
@@ -532,5 +587,9 @@ fn is_zero_i64(v: &i64) -> bool {
 }
 
 fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }

@@ -142,7 +142,11 @@ impl Sms {
             let sends = owed
                 .into_iter()
                 .map(|e| (e, true))
-                .chain(placed.into_iter().map(|e| (e, false)));
+                // One being preempted is told to stop again (and reports its stop).
+                .chain(placed.into_iter().map(|e| {
+                    let stop = e.preempting_ms > 0;
+                    (e, stop)
+                }));
             for (exec, cancel) in sends {
                 let cursor = self
                     .next_cursor

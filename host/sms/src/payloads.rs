@@ -88,10 +88,22 @@ impl Sms {
         stored
     }
 
-    /// `e` with its standard input read back from the blob store.
+    /// `e` with its standard input read back from the blob store, and the checkpoint it
+    /// restores (one that cannot be read is left out, with a warning: the run starts afresh).
     pub async fn with_stdin(&self, mut e: Execution) -> Result<Execution> {
         if let Some(b) = &e.stdin_blob {
             e.stdin = self.blobs.read(b).await?;
+        }
+        if e.recovery == crate::model::Recovery::Checkpoint
+            && let Some(b) = &e.checkpoint_blob
+        {
+            match self.blobs.read(b).await {
+                Ok(data) => e.checkpoint_data = data,
+                Err(why) => tracing::warn!(
+                    execution = %e.execution_id,
+                    "its checkpoint cannot be read, it starts afresh: {why}"
+                ),
+            }
         }
         Ok(e)
     }

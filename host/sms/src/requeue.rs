@@ -54,6 +54,8 @@ impl Sms {
         }
         exec.state = ExecState::Ready;
         exec.requeued += 1;
+        exec.preempting_ms = 0;
+        exec.preempt_grace_ms = 0;
         exec.error = Some(format!("node {node} lost: {why}"));
         exec.orphaned_on = Some(node.to_owned());
         exec.updated_at_ms = now_ms();

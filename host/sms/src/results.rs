@@ -25,6 +25,12 @@ pub struct Report {
     pub error: String,
     /// The attempt it reports on (the assignment's); 0 when the node does not say.
     pub attempt: u32,
+    /// It stopped because SMS preempted it (or its node drained): it goes back to the queue
+    /// without spending an attempt ([`crate::preempt`]).
+    pub preempted: bool,
+    /// With `preempted`: its checkpoint directory, zipped (at most
+    /// [`MAX_CHECKPOINT_BYTES`](crate::preempt::MAX_CHECKPOINT_BYTES)).
+    pub checkpoint: Vec<u8>,
 }
 
 impl Sms {
@@ -98,10 +104,31 @@ impl Sms {
     /// execution started (a start it held back until the end), recorded in the same write.
     pub(crate) async fn report_end(&self, mut r: Report, started: bool) -> Result<Execution> {
         self.check_session(&r.session)?;
+        if r.checkpoint.len() > crate::preempt::MAX_CHECKPOINT_BYTES {
+            return Err(SmsError::invalid(
+                "checkpoint",
+                format!(
+                    "{} bytes: at most {} (16 MiB)",
+                    r.checkpoint.len(),
+                    crate::preempt::MAX_CHECKPOINT_BYTES
+                ),
+            ));
+        }
         // Large outputs are stored before the execution is owned (a blob write is an fsync).
-        let (result, claims) = self.result_payloads(r.result.take()).await?;
+        let (result, mut claims) = self.result_payloads(r.result.take()).await?;
         r.result = result;
-        let taken = self.take_report(r, started).await;
+        // So is a preempted run's checkpoint (kept only if the stop is taken as one).
+        let mut checkpoint = None;
+        if r.preempted && !r.checkpoint.is_empty() {
+            let claim = self.blobs.put(std::mem::take(&mut r.checkpoint)).await;
+            if let Err(e) = &claim {
+                self.db.write_health().record(&Err::<(), _>(e));
+            }
+            let claim = claim?;
+            checkpoint = Some(claim.blob.clone());
+            claims.push(claim);
+        }
+        let taken = self.take_report(r, started, checkpoint).await;
         let blobs: Vec<crate::blobs::BlobRef> = claims.iter().map(|c| c.blob.clone()).collect();
         drop(claims);
         // Not taken (or a duplicate acknowledged again): its outputs may be no one's; those the
@@ -111,7 +138,12 @@ impl Sms {
     }
 
     /// [`report_end`](Self::report_end) with its payloads stored.
-    async fn take_report(&self, r: Report, started: bool) -> Result<Execution> {
+    async fn take_report(
+        &self,
+        r: Report,
+        started: bool,
+        checkpoint: Option<crate::blobs::BlobRef>,
+    ) -> Result<Execution> {
         let _owned = self.exec_locks.lock(&r.execution_id).await;
         let mut exec = self.execution(&r.execution_id).await?;
         let placed_here =
@@ -151,6 +183,11 @@ impl Sms {
                 )));
             }
         }
+        if orphan_here && r.preempted {
+            // Its node was lost (or SMS restarted) while it stopped for a preemption or a drain:
+            // it is queued already; the state it saved is taken.
+            return self.take_late_stop(exec, &r.node_uuid, checkpoint).await;
+        }
         if orphan_here {
             // It ran to its end after all: it counts again.
             exec.requeued = exec.requeued.saturating_sub(1);
@@ -188,6 +225,17 @@ impl Sms {
             exec.attempt
         };
         exec.updated_at_ms = now;
+        // Stopped for higher-priority work (SMS asked), or handed back by a draining node: back to
+        // the queue, its attempt not spent. A stop no one asked for is a failure like another.
+        if r.preempted && (exec.preempting_ms > 0 || self.node_draining(&r.node_uuid).await) {
+            let (kind, data) = crate::preempt::take_stop(&mut exec, &r.node_uuid, checkpoint, now);
+            events.push((kind, data));
+            self.save_logging(&exec, Vec::new(), events).await?;
+            self.wake.notify_one();
+            return Ok(exec);
+        }
+        exec.preempting_ms = 0;
+        exec.preempt_grace_ms = 0;
         let kind = if r.success {
             exec.state = ExecState::Succeeded;
             exec.error = None;
@@ -211,6 +259,37 @@ impl Sms {
             .await;
         self.wake.notify_one();
         Ok(exec)
+    }
+
+    /// [`take_report`](Self::take_report) of a stop reported by the node an execution was taken
+    /// back from: its checkpoint is kept (when it recovers from one); it stays queued.
+    async fn take_late_stop(
+        &self,
+        mut exec: Execution,
+        node: &str,
+        checkpoint: Option<crate::blobs::BlobRef>,
+    ) -> Result<Execution> {
+        exec.orphaned_on = None;
+        // A round that picked it before this write leaves it (it changed).
+        exec.updated_at_ms = now_ms();
+        let saved = checkpoint.as_ref().map_or(0, |b| b.size);
+        if exec.recovery == crate::model::Recovery::Checkpoint && checkpoint.is_some() {
+            exec.checkpoint_blob = checkpoint;
+        }
+        let data = json!({"node_uuid": node, "attempt": exec.attempt, "reason": "preempted",
+            "late": true, "checkpoint_bytes": saved, "restores": exec.checkpoint_blob.is_some()});
+        self.save_logging(&exec, Vec::new(), vec![("execution.requeued", data)])
+            .await?;
+        Ok(exec)
+    }
+
+    /// Whether node `uuid` is draining (its work handed back goes to the queue as preempted).
+    async fn node_draining(&self, uuid: &str) -> bool {
+        self.nodes
+            .read()
+            .await
+            .get(uuid)
+            .is_some_and(|n| n.status == crate::model::NodeStatus::Draining)
     }
 
     /// Feed an outcome back to the strategy (with the scheduler's next round).

@@ -125,8 +125,10 @@ impl Sms {
         let (free, feed) = self.measure_room().await;
         self.explain_follow(&feed).await;
         if free == 0 {
-            // Every node is full: nothing to place until a slot frees (an end wakes the round).
+            // Every node is full: nothing to place until a slot frees (an end wakes the round),
+            // unless lower-priority work makes room ([`crate::preempt`]).
             self.feed_strategy(feed).await;
+            self.preempt_pass(now).await;
             return Ok(0);
         }
         // The batch, in queue order; those waiting out a retry backoff are passed over.
@@ -141,6 +143,7 @@ impl Sms {
         };
         if ready.is_empty() {
             self.feed_strategy(feed).await;
+            self.preempt_pass(now).await;
             return Ok(0);
         }
         let requests: Vec<Request> = ready.iter().map(request).collect();
@@ -224,6 +227,8 @@ impl Sms {
             exec.updated_at_ms = exec.assigned_at_ms;
             exec.error = None;
             exec.orphaned_on = None;
+            exec.preempting_ms = 0;
+            exec.preempt_grace_ms = 0;
             // Queued while the execution is owned, so every later write of it is stored after
             // this one; the storage commits the round's writes together, and the assignment
             // leaves SMS only once they are durable ([`crate::outbox`]). (A write that cannot
@@ -273,6 +278,7 @@ impl Sms {
             });
         }
         self.send_later(round);
+        self.preempt_pass(now).await;
         Ok(n)
     }
 

@@ -65,6 +65,10 @@ pub struct Sms {
     pub(crate) retention: crate::retention::RetentionConfig,
     /// `[deadlines]`.
     pub(crate) deadlines: crate::deadlines::DeadlineConfig,
+    /// `[preemption]`.
+    pub(crate) preemption: crate::preempt::PreemptionConfig,
+    /// The preemption pass's budget and the work it preempted for ([`crate::preempt`]).
+    pub(crate) preempt_state: std::sync::Mutex<crate::preempt::State>,
     /// The shadow strategy's evaluation ([`crate::shadow`]).
     pub(crate) shadow: Arc<crate::shadow::Shadow>,
     /// The scheduling rounds kept to explain ([`crate::explain`]).
@@ -189,6 +193,8 @@ impl Sms {
                 if e.state.is_placed() {
                     e.state = ExecState::Ready;
                     e.requeued += 1;
+                    e.preempting_ms = 0;
+                    e.preempt_grace_ms = 0;
                     e.error = Some("SMS restarted while it was placed".into());
                     e.orphaned_on = e.node_uuid.clone();
                     requeue.push(e.clone());
@@ -231,6 +237,8 @@ impl Sms {
             dispatch: config.dispatch,
             retention: config.retention,
             deadlines: config.deadlines,
+            preemption: config.preemption,
+            preempt_state: Default::default(),
             explain: std::sync::Mutex::new(crate::explain::Recorder::new(config.explain.rounds)),
             shadow,
             metrics,

@@ -483,6 +483,13 @@ pub(crate) mod tests_support {
             deadline_infeasible: false,
             deadline_missed: false,
             orphaned_on: None,
+            checkpoint: false,
+            recovery: crate::model::Recovery::Restart,
+            checkpoint_blob: None,
+            preemptions: 0,
+            preempting_ms: 0,
+            preempt_grace_ms: 0,
+            checkpoint_data: Vec::new(),
         }
     }
 }

@@ -186,6 +186,7 @@ impl RegisterTask {
         }
         check_labels("labels", &self.labels)?;
         check_free_map("metadata", &self.metadata)?;
+        crate::preempt::check_task_metadata(&self.metadata)?;
         check_free_map("config", &self.config)?;
         check_labels("required_labels", &self.required_labels)?;
         check_labels("preferred_labels", &self.preferred_labels)?;

@@ -99,6 +99,9 @@ impl Sms {
             match exec.state {
                 ExecState::Assigned | ExecState::Running if past_timeout(&exec, now, grace) => {
                     let node = exec.node_uuid.clone().unwrap_or_default();
+                    // A timeout ends a preemption under way too: its stop is a plain cancel.
+                    exec.preempting_ms = 0;
+                    exec.preempt_grace_ms = 0;
                     let _ = self.dispatch(&node, exec.clone(), true).await;
                     exec.updated_at_ms = now;
                     exec.ended_attempt = exec.attempt;

@@ -264,3 +264,44 @@ fn run_takes_a_deadline_and_an_estimate() {
     assert_ne!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("already past"), "{r:?}");
 }
+
+#[test]
+fn run_asks_for_checkpoints_and_a_recovery() {
+    use serde_json::json;
+    let sms = crate::common::LoneSms::start(tempfile::tempdir().unwrap(), "", &[]);
+    let url = format!("http://{}", sms.http);
+    let spear = |args: &[&str]| {
+        let mut c = crate::common::spear();
+        c.arg("--sms").arg(&url).args(args);
+        crate::common::finish(&mut c)
+    };
+    let status = |id: &str| spear(&["--output", "json", "status", id]).ok().json();
+    let r = spear(&sh_args(&["--detach", "--checkpoint"], "true")).ok();
+    let e = status(r.stdout.trim());
+    assert_eq!(
+        (&e["checkpoint"], &e["recovery"]),
+        (&json!(true), &json!("checkpoint")),
+        "{e}"
+    );
+    let r = spear(&sh_args(
+        &["--detach", "--checkpoint", "--recovery", "restart"],
+        "true",
+    ))
+    .ok();
+    let e = status(r.stdout.trim());
+    assert_eq!(
+        (&e["checkpoint"], &e["recovery"]),
+        (&json!(true), &json!("restart")),
+        "{e}"
+    );
+    let r = spear(&sh_args(&["--detach"], "true")).ok();
+    let e = status(r.stdout.trim());
+    assert_eq!(
+        (e.get("checkpoint"), &e["recovery"]),
+        (None, &json!("restart")),
+        "{e}"
+    );
+    let r = spear(&sh_args(&["--detach", "--recovery", "migrate"], "true"));
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("restart"), "clap names the values: {r:?}");
+}

@@ -495,6 +495,13 @@ pub(super) fn wire_execution(e: model::Execution) -> v1::Execution {
         estimate_ms: e.estimate_ms,
         deadline_infeasible: e.deadline_infeasible,
         deadline_missed: e.deadline_missed,
+        checkpoint: e.checkpoint,
+        recovery: e.recovery.as_str().into(),
+        checkpoint_data: e.checkpoint_data,
+        preemptions: e.preemptions,
+        checkpoint_blob: e.checkpoint_blob.map(wire_blob),
+        preempting: e.preempting_ms > 0,
+        preempt_grace_ms: e.preempt_grace_ms,
     }
 }
 
@@ -542,5 +549,7 @@ pub fn submit_from_wire(r: v1::SubmitRequest) -> Result<crate::executions::Submi
         stdin: String::from_utf8(r.stdin)
             .map_err(|_| SmsError::invalid("stdin", "must be UTF-8"))?,
         needs: r.needs.map(|n| res(Some(n))),
+        checkpoint: r.checkpoint,
+        recovery: Some(r.recovery).filter(|r| !r.is_empty()),
     })
 }

@@ -127,6 +127,14 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                         }
                     }
                 };
+                // A stop of an execution being preempted asks for its state, in its grace.
+                let preempt =
+                    a.cancel && execution.preempting_ms > 0 && !execution.state.is_terminal();
+                let grace_ms = if preempt {
+                    execution.preempt_grace_ms
+                } else {
+                    0
+                };
                 Some(Ok(v1::Assignment {
                     session,
                     cursor: a.cursor,
@@ -134,6 +142,8 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                     cancel: a.cancel,
                     invocation: None,
                     warm: None,
+                    preempt,
+                    grace_ms,
                 }))
             }
         });
@@ -163,6 +173,8 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 result: r.result.map(result),
                 error: r.error,
                 attempt: r.attempt,
+                preempted: r.preempted,
+                checkpoint: r.checkpoint,
             })
             .await?;
         Ok(Response::new(v1::Ack {}))
@@ -221,6 +233,8 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 result: x.result.map(result),
                 error: x.error,
                 attempt: x.attempt,
+                preempted: x.preempted,
+                checkpoint: x.checkpoint,
             })
             .collect();
         let done = self

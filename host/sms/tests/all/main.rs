@@ -19,6 +19,7 @@ mod ha;
 mod migrate;
 mod paging;
 mod plugin_stall;
+mod preemption;
 mod races;
 mod reconnect;
 mod report_batch;

@@ -58,6 +58,7 @@ async fn a_result_acknowledged_at_the_deadline_is_never_overwritten_by_the_timeo
                             result: Some(v1::ExecutionResult::default()),
                             error: String::new(),
                             attempt: 0,
+                            ..Default::default()
                         })
                         .await
                         .is_ok();
@@ -140,6 +141,7 @@ async fn a_late_report_of_an_earlier_attempt_is_refused_and_a_resent_one_taken_o
             "boom".into()
         },
         attempt,
+        ..Default::default()
     };
 
     // Attempt 1 fails; the retry comes back to this node as attempt 2.

@@ -19,6 +19,7 @@ fn ended(id: &str) -> v1::ReportedResult {
         }),
         error: String::new(),
         attempt: 0,
+        ..Default::default()
     }
 }
 

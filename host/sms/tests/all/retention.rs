@@ -40,6 +40,7 @@ pub(crate) async fn succeeding_node(
                     result: Some(result.clone()),
                     error: String::new(),
                     attempt: 0,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -142,6 +142,7 @@ impl FakeNode {
                         }),
                         error: String::new(),
                         attempt: 0,
+                        ..Default::default()
                     })
                     .await
                     .unwrap();

@@ -46,6 +46,7 @@ pub fn follow_leader(
                             result: Some(v1::ExecutionResult::default()),
                             error: String::new(),
                             attempt: 0,
+                            ..Default::default()
                         })
                         .await;
                 }

@@ -1,0 +1,414 @@
+//! Preemption on a real `sms` with fake Spearlets that keep to their slots: which run is
+//! preempted, for what, within the gap and the budget; the victim requeued without spending an
+//! attempt, with its checkpoint sent to its next node; `node` mode; a stop no one asked for.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, Sms};
+use serde_json::json;
+use spear_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+/// What a [`SlotNode`] saw: starts (with the checkpoint each came with) and stops.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Start {
+        id: String,
+        attempt: u32,
+        checkpoint: Vec<u8>,
+    },
+    Preempt {
+        id: String,
+        grace_ms: u64,
+    },
+    Cancel(String),
+}
+
+/// A fake Spearlet with `slots` slots: it starts what it is sent while a slot is free (reporting
+/// it running), keeps the rest waiting by priority, and never ends a run by itself. A preempted
+/// run stops at once and is reported preempted with the checkpoint `ckpt:<id>`.
+struct SlotNode {
+    uuid: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    finish: mpsc::UnboundedSender<String>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn rank(p: &str) -> u8 {
+    match p {
+        "low" => 0,
+        "high" => 2,
+        "urgent" => 3,
+        _ => 1,
+    }
+}
+
+impl SlotNode {
+    async fn start(sms: &Sms, slots: u32, labels: &[(&str, &str)]) -> Self {
+        let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
+            .await
+            .unwrap();
+        let uuid = nodes
+            .register_node(v1::RegisterNodeRequest {
+                ip_address: "127.0.0.1".into(),
+                port: 9000,
+                capacity: Some(v1::Resources {
+                    cpu_millis: 64_000,
+                    memory_mb: 4096,
+                    disk_mb: 0,
+                }),
+                executors: vec!["wasm".into()],
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                slots,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .uuid;
+        let (mut execs, mut stream) = common::open_assignments(sms, &uuid).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (finish, mut finishing) = mpsc::unbounded_channel::<String>();
+        let (log, id) = (seen.clone(), uuid.clone());
+        let mut heartbeats = nodes.clone();
+        let beat_id = uuid.clone();
+        let task = tokio::spawn(async move {
+            let beat = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let _ = heartbeats
+                        .heartbeat(v1::HeartbeatRequest {
+                            uuid: beat_id.clone(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            });
+            let mut session = String::new();
+            // Running: id → attempt. Waiting: (higher priority first, arrival) → execution.
+            let mut running: BTreeMap<String, u32> = BTreeMap::new();
+            let mut waiting: BTreeMap<(std::cmp::Reverse<u8>, u64), v1::Execution> =
+                BTreeMap::new();
+            let mut arrivals = 0u64;
+            loop {
+                tokio::select! {
+                    a = stream.next() => {
+                        let Some(Ok(a)) = a else { break };
+                        session = a.session.clone();
+                        let e = a.execution.unwrap();
+                        if a.cancel && a.preempt {
+                            log.lock().unwrap().push(Seen::Preempt {
+                                id: e.execution_id.clone(),
+                                grace_ms: a.grace_ms,
+                            });
+                            if let Some(attempt) = running.remove(&e.execution_id) {
+                                execs.report_result(v1::ReportResultRequest {
+                                    session: session.clone(),
+                                    node_uuid: id.clone(),
+                                    execution_id: e.execution_id.clone(),
+                                    error: "killed by signal 15".into(),
+                                    attempt,
+                                    preempted: true,
+                                    checkpoint: format!("ckpt:{}", e.execution_id).into_bytes(),
+                                    ..Default::default()
+                                }).await.unwrap();
+                            }
+                        } else if a.cancel {
+                            log.lock().unwrap().push(Seen::Cancel(e.execution_id.clone()));
+                            running.remove(&e.execution_id);
+                        } else {
+                            arrivals += 1;
+                            waiting.insert((std::cmp::Reverse(rank(&e.priority)), arrivals), e);
+                        }
+                    }
+                    Some(done) = finishing.recv() => {
+                        if let Some(attempt) = running.remove(&done) {
+                            execs.report_result(v1::ReportResultRequest {
+                                session: session.clone(),
+                                node_uuid: id.clone(),
+                                execution_id: done,
+                                success: true,
+                                attempt,
+                                ..Default::default()
+                            }).await.unwrap();
+                        }
+                    }
+                }
+                // Start what waits while a slot is free, the highest priority first.
+                while running.len() < slots as usize {
+                    let Some((_, e)) = waiting.pop_first() else {
+                        break;
+                    };
+                    log.lock().unwrap().push(Seen::Start {
+                        id: e.execution_id.clone(),
+                        attempt: e.attempt,
+                        checkpoint: e.checkpoint_data.clone(),
+                    });
+                    execs
+                        .report_state(v1::ReportStateRequest {
+                            session: session.clone(),
+                            node_uuid: id.clone(),
+                            execution_id: e.execution_id.clone(),
+                            state: "running".into(),
+                            attempt: e.attempt,
+                        })
+                        .await
+                        .unwrap();
+                    running.insert(e.execution_id, e.attempt);
+                }
+            }
+            beat.abort();
+        });
+        SlotNode {
+            uuid,
+            seen,
+            finish,
+            _task: task,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn preempted(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter_map(|s| match s {
+                Seen::Preempt { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn finish(&self, id: &str) {
+        self.finish.send(id.to_owned()).unwrap();
+    }
+}
+
+fn sandbox(preemption: &str, prefetch: u32) -> Sandbox {
+    Sandbox::new(&format!(
+        "[scheduler]\nstrategy = \"least-connections\"\n\
+         [dispatch]\nprefetch = {prefetch}\n[preemption]\n{preemption}\n"
+    ))
+}
+
+async fn submit(
+    c: &reqwest::Client,
+    sms: &Sms,
+    priority: &str,
+    extra: serde_json::Value,
+) -> String {
+    let mut body = json!({"executable": {"type": "wasm", "uri": "file:///tmp/x.wasm", "name": "w"},
+        "priority": priority, "max_attempts": 1});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    common::submit(c, sms, &body).await
+}
+
+async fn running(c: &reqwest::Client, sms: &Sms, id: &str) {
+    common::wait_state(c, sms, id, "running").await;
+}
+
+/// Wait until `what` holds, or fail after 10 s saying `why`.
+async fn until(why: &str, mut what: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !what() {
+        assert!(Instant::now() < end, "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric(c: &reqwest::Client, sms: &Sms, name: &str) -> f64 {
+    let text = common::get_text(c, sms, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn cluster_mode_preempts_the_lowest_latest_run_and_requeues_it_with_its_checkpoint() {
+    let sb = sandbox("mode = \"cluster\"\ngrace_ms = 1234", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let a = SlotNode::start(&sms, 3, &[]).await;
+    let low_old = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
+    running(&c, &sms, &low_old).await;
+    let normal = submit(&c, &sms, "normal", json!({})).await;
+    running(&c, &sms, &normal).await;
+    let low_new = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
+    running(&c, &sms, &low_new).await;
+
+    // The node is full: urgent work takes the place of the low run that started last.
+    let urgent = submit(&c, &sms, "urgent", json!({})).await;
+    running(&c, &sms, &urgent).await;
+    assert_eq!(a.preempted(), [low_new.as_str()], "{:?}", a.seen());
+    assert!(a.seen().contains(&Seen::Preempt {
+        id: low_new.clone(),
+        grace_ms: 1234
+    }));
+    let back = common::state_of(&c, &sms, &low_new).await;
+    assert_eq!(back["state"], "ready", "{back}");
+    assert_eq!(
+        (&back["attempt"], &back["requeued"], &back["preemptions"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "requeued, its attempt not spent: {back}"
+    );
+    assert!(
+        back["checkpoint_blob"]["size"].as_u64().unwrap() > 0,
+        "{back}"
+    );
+    assert_eq!(
+        metric(&c, &sms, "sms_preemptions_total{result=\"preempted\"}").await,
+        1.0
+    );
+
+    // Another node: the preempted run goes there with its checkpoint, and ends well on its one
+    // attempt.
+    let b = SlotNode::start(&sms, 1, &[]).await;
+    running(&c, &sms, &low_new).await;
+    let start = b
+        .seen()
+        .into_iter()
+        .find(|s| matches!(s, Seen::Start { id, .. } if *id == low_new))
+        .unwrap();
+    assert_eq!(
+        start,
+        Seen::Start {
+            id: low_new.clone(),
+            attempt: 2,
+            checkpoint: format!("ckpt:{low_new}").into_bytes()
+        }
+    );
+    b.finish(&low_new);
+    let done = common::wait_state(&c, &sms, &low_new, "succeeded").await;
+    assert_eq!(done["max_attempts"], 1);
+    let events = common::events(&c, &sms).await;
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["subject"] == low_new.as_str())
+            .unwrap_or_else(|| panic!("no {kind}: {events:?}"))
+            .clone()
+    };
+    let preempted = of("execution.preempted");
+    assert_eq!(preempted["data"]["for"], urgent.as_str());
+    assert_eq!(preempted["data"]["for_priority"], "urgent");
+    assert_eq!(preempted["data"]["node_uuid"], a.uuid.as_str());
+    assert_eq!(of("execution.requeued")["data"]["reason"], "preempted");
+    assert_eq!(a.preempted().len(), 1, "one preemption: {:?}", a.seen());
+}
+
+#[tokio::test]
+async fn the_gap_decides_what_may_be_preempted() {
+    let sb = sandbox("mode = \"cluster\"\nmin_priority_gap = 2", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let a = SlotNode::start(&sms, 1, &[]).await;
+    let normal = submit(&c, &sms, "normal", json!({})).await;
+    running(&c, &sms, &normal).await;
+    // High is one level above: it waits.
+    let high = submit(&c, &sms, "high", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(a.preempted().is_empty(), "{:?}", a.seen());
+    assert_eq!(common::state_of(&c, &sms, &high).await["state"], "ready");
+    // Urgent is two above.
+    let urgent = submit(&c, &sms, "urgent", json!({})).await;
+    running(&c, &sms, &urgent).await;
+    assert_eq!(a.preempted(), [normal.as_str()]);
+    // The normal run goes back ahead of nothing: high and normal wait for the place.
+    assert_eq!(common::state_of(&c, &sms, &normal).await["state"], "ready");
+}
+
+#[tokio::test]
+async fn the_budget_caps_preemptions_in_a_minute() {
+    let sb = sandbox("mode = \"cluster\"\nbudget_per_minute = 1", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let a = SlotNode::start(&sms, 2, &[]).await;
+    for _ in 0..2 {
+        let low = submit(&c, &sms, "low", json!({})).await;
+        running(&c, &sms, &low).await;
+    }
+    let first = submit(&c, &sms, "urgent", json!({})).await;
+    let second = submit(&c, &sms, "urgent", json!({})).await;
+    until("the first preemption", || a.preempted().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        a.preempted().len(),
+        1,
+        "the budget allows one: {:?}",
+        a.seen()
+    );
+    let states = [
+        common::state_of(&c, &sms, &first).await["state"].clone(),
+        common::state_of(&c, &sms, &second).await["state"].clone(),
+    ];
+    assert!(
+        states.contains(&json!("running")) && states.contains(&json!("ready")),
+        "{states:?}"
+    );
+    assert!(metric(&c, &sms, "sms_preemptions_total{result=\"over_budget\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn node_mode_preempts_only_for_work_waiting_on_the_node() {
+    // One slot and one place ahead: the urgent run is sent to the node and waits there.
+    let sb = sandbox("mode = \"node\"", 1);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let a = SlotNode::start(&sms, 1, &[]).await;
+    let low = submit(&c, &sms, "low", json!({})).await;
+    running(&c, &sms, &low).await;
+    let urgent = submit(&c, &sms, "urgent", json!({})).await;
+    running(&c, &sms, &urgent).await;
+    assert_eq!(a.preempted(), [low.as_str()]);
+    // Now the node is full with nothing waiting there: queued work in SMS preempts nothing in
+    // this mode.
+    let queued = submit(&c, &sms, "urgent", json!({})).await;
+    let held = submit(&c, &sms, "urgent", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(a.preempted().len(), 1, "{:?}", a.seen());
+    // (One of them was sent ahead to the node; the running urgent one is not below it.)
+    let states = [
+        common::state_of(&c, &sms, &queued).await["state"].clone(),
+        common::state_of(&c, &sms, &held).await["state"].clone(),
+    ];
+    assert!(!states.contains(&json!("running")), "{states:?}");
+}
+
+#[tokio::test]
+async fn a_stop_reported_as_preempted_that_sms_did_not_ask_for_spends_the_attempt() {
+    let sb = sandbox("mode = \"off\"", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let uuid = common::register_wasm_node(&sms, 1).await;
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let id = submit(&c, &sms, "low", json!({})).await;
+    let a = stream.next().await.unwrap().unwrap();
+    let e = a.execution.unwrap();
+    assert_eq!(e.execution_id, id);
+    execs
+        .report_result(v1::ReportResultRequest {
+            session: a.session,
+            node_uuid: uuid,
+            execution_id: id.clone(),
+            error: "killed by signal 15".into(),
+            attempt: e.attempt,
+            preempted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = common::wait_state(&c, &sms, &id, "failed").await;
+    assert!(done.get("preemptions").is_none(), "{done}");
+}
