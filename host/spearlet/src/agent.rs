@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use spear_plugin_api::{NodePressure, PluginKind, StorageBackend};
 use spear_plugin_runtime::PluginHost;
 use spear_proto::v1;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::artifacts::Artifacts;
 use crate::config::{ConfigError, SpearletConfig};
@@ -37,6 +37,13 @@ pub struct Active {
     pub handle: Option<String>,
     /// Cancelled by SMS, or handed back at a drain: do not report.
     pub silenced: bool,
+    /// SMS preempted it (or the node drains and it checkpoints): stopped with a grace,
+    /// reported as preempted with its checkpoint.
+    pub preempted: bool,
+    /// It keeps a checkpoint directory ([`crate::checkpoint`]).
+    pub checkpoint: bool,
+    /// With `preempted`: the time it has after SIGTERM to save its state.
+    pub grace_ms: u64,
 }
 
 /// The node agent.
@@ -71,7 +78,7 @@ pub struct Agent {
     /// Notices when this process stood still (queued work may have moved meanwhile).
     pub stall: Arc<crate::stall::StallWatch>,
     /// Global concurrency limit.
-    pub slots: Arc<Semaphore>,
+    pub slots: Arc<crate::slots::Slots>,
     /// Whether the assignment stream is up.
     pub connected: watch::Sender<bool>,
     /// Set when draining: no new work is taken.
@@ -176,7 +183,7 @@ impl Agent {
         Ok(Arc::new(Self {
             functions,
             pools,
-            slots: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+            slots: crate::slots::Slots::new(limits.max_concurrent as usize),
             config,
             plugins,
             store,
@@ -447,6 +454,10 @@ impl Agent {
         if let Err(e) = self.store.put_unawaited("cursor", &cursor) {
             tracing::error!(error = %e, "cannot persist the assignment cursor");
         }
+        if a.cancel && a.preempt {
+            self.preempt(&exec, a.grace_ms).await;
+            return;
+        }
         if a.cancel {
             self.cancel(&exec.execution_id).await;
             return;
@@ -571,12 +582,27 @@ impl Agent {
         if stopped > 0 {
             tracing::info!(stopped, "live instances stopped at drain");
         }
-        let left: Vec<String> = self.running().keys().cloned().collect();
-        futures::future::join_all(left.iter().map(|id| {
-            tracing::info!(execution = %id, "handed back at drain");
-            self.cancel(id)
+        let left: Vec<(String, bool)> = self
+            .running()
+            .iter()
+            .map(|(id, a)| (id.clone(), a.checkpoint))
+            .collect();
+        futures::future::join_all(left.iter().map(|(id, checkpoint)| async move {
+            tracing::info!(execution = %id, checkpoint, "handed back at drain");
+            // One that checkpoints saves its state and hands it back with its report; the
+            // others are stopped, and SMS requeues them when the node leaves.
+            if *checkpoint {
+                self.hand_back(id).await;
+            } else {
+                self.cancel(id).await;
+            }
         }))
         .await;
+        // The reports of those handed back with their state are written when their runs end.
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.running().iter().any(|(_, a)| a.preempted) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         if !self.reporter.flush(Duration::from_secs(10)).await {
             tracing::warn!(
                 "some results were not delivered before exit; they are kept and sent at the next start"

@@ -468,6 +468,8 @@ impl Reporter {
                 result: w.result,
                 error: w.error,
                 attempt: w.attempt,
+                preempted: w.preempted,
+                checkpoint: w.checkpoint,
             })
             .await
             .map(|_| ())
@@ -476,8 +478,8 @@ impl Reporter {
 
 /// Most reports one batch carries.
 pub const MAX_BATCH: usize = 256;
-/// Most output (stdout and stderr, all reports together) one batch carries; a larger report
-/// goes alone.
+/// Most output (stdout, stderr and checkpoints, all reports together) one batch carries; a larger
+/// report goes alone.
 pub const BATCH_BYTES: usize = 1024 * 1024;
 
 /// What the sender does next.
@@ -497,6 +499,7 @@ fn batches(pending: Vec<Item>) -> Vec<Vec<Item>> {
             .as_ref()
             .map_or(0, |w| w.stdout.len() + w.stderr.len())
             + r.error.len()
+            + r.checkpoint.len()
     };
     let mut out: Vec<Vec<Item>> = Vec::new();
     let mut bytes = 0;

@@ -43,6 +43,9 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
             executor: executor.as_ref().ok().cloned(),
             handle: None,
             silenced: false,
+            preempted: false,
+            checkpoint: exec.checkpoint && ty == "process",
+            grace_ms: 0,
         },
     );
     tokio::spawn(async move {
@@ -74,6 +77,8 @@ fn failure(id: &str, error: String) -> PendingReport {
         error,
         start_untold: false,
         attempt: 0,
+        preempted: false,
+        checkpoint: Vec::new(),
     }
 }
 
@@ -178,13 +183,11 @@ async fn execute(
     };
     // The node-wide limit is taken with an instance in hand, so no waiter holds a slot while
     // its task has no instance to give.
-    let _permit = match agent.slots.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => {
-            agent.pools.release(lease, false, None, 0);
-            return failure(id, "the node is shutting down".into());
-        }
-    };
+    // By priority: work SMS preempted a run for takes the slot that run frees.
+    let _permit = agent
+        .slots
+        .acquire(crate::slots::rank(&exec.priority))
+        .await;
     let artifact = lease.artifact.as_ref().map(|p| p.display().to_string());
     let entry = entry_of(&executable, artifact.as_ref());
     // A program runs in a directory of its own, removed when it ends (`workdir`), unless the
@@ -201,6 +204,26 @@ async fn execute(
     } else {
         None
     };
+    // A program that checkpoints gets a directory for its state, restored from its last
+    // checkpoint when it runs again ([`crate::checkpoint`]).
+    let checkpoint_dir = if exec.checkpoint && executable.r#type == "process" {
+        match crate::checkpoint::prepare(agent, id, &exec.checkpoint_data).await {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                agent.pools.release(lease, false, None, 0);
+                return failure(id, format!("cannot prepare its checkpoint directory: {e}"));
+            }
+        }
+    } else {
+        None
+    };
+    let mut env: Vec<(String, String)> = executable.env.clone().into_iter().collect();
+    if let Some(dir) = &checkpoint_dir {
+        env.push((
+            crate::checkpoint::ENV.into(),
+            dir.path().display().to_string(),
+        ));
+    }
     let limits = &agent.config.spearlet.limits;
     let spec = ExecSpec {
         execution_id: id.to_owned(),
@@ -208,7 +231,7 @@ async fn execute(
         artifact,
         entry,
         args: executable.args.clone(),
-        env: executable.env.clone().into_iter().collect(),
+        env,
         working_dir: workdir.as_ref().map(|d| d.path().display().to_string()),
         stdin: exec.stdin.clone(),
         timeout_ms: exec.timeout_ms,
@@ -241,7 +264,12 @@ async fn execute(
             return failure(id, e);
         }
     };
-    let (outcome, broken, memory) = run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
+    let (mut outcome, broken, memory) =
+        run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
+    // A run that ended well before its stop took effect is done: it is not run again.
+    if preempted(agent, id) && !outcome.success {
+        crate::checkpoint::preempted(&mut outcome, checkpoint_dir.as_ref()).await;
+    }
     if broken {
         agent.executor_failures.count(&loaded.name);
     }
@@ -265,6 +293,9 @@ async fn run_on(
         // Cancelled (or handed back at a drain) before it started.
         return (failure(&id, "cancelled before it started".into()), false, 0);
     }
+    if preempted(agent, &id) {
+        return (failure(&id, "preempted before it started".into()), false, 0);
+    }
     let executor = loaded.executor.clone();
     let started = tokio::task::spawn_blocking(move || executor.start(&spec)).await;
     let handle = match started {
@@ -272,16 +303,19 @@ async fn run_on(
         Ok(Err(e)) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
         Err(e) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
     };
-    let cancelled = agent.running().get_mut(&id).is_some_and(|a| {
+    let stop = agent.running().get_mut(&id).and_then(|a| {
         a.handle = Some(handle.clone());
         a.executor = Some(loaded.clone());
-        a.silenced
+        if a.silenced {
+            Some(agent.config.spearlet.limits.stop_grace_ms)
+        } else {
+            a.preempted.then_some(a.grace_ms)
+        }
     });
-    if cancelled {
-        // Cancelled while it was starting: `cancel` found no handle to stop.
+    if let Some(grace) = stop {
+        // Cancelled or preempted while it was starting: neither found a handle to stop.
         let (executor, h) = (loaded.executor.clone(), handle.clone());
-        let grace = agent.config.spearlet.limits.stop_grace_ms;
-        let _ = tokio::task::spawn_blocking(move || executor.stop(&h, grace)).await;
+        tokio::task::spawn_blocking(move || executor.stop(&h, grace));
     }
     let record = Running {
         execution_id: id.clone(),
@@ -313,6 +347,11 @@ async fn run_on(
 /// Whether the execution was cancelled or handed back (its result is not reported).
 fn silenced(agent: &Agent, id: &str) -> bool {
     agent.running().get(id).is_some_and(|a| a.silenced)
+}
+
+/// Whether SMS preempted the execution (it is reported as preempted).
+fn preempted(agent: &Agent, id: &str) -> bool {
+    agent.running().get(id).is_some_and(|a| a.preempted)
 }
 
 /// Wait for a handle's result, sampling its memory while it runs, then destroy the handle
@@ -378,6 +417,8 @@ pub fn report(id: &str, r: ExecResult) -> PendingReport {
         error,
         start_untold: false,
         attempt: 0,
+        preempted: false,
+        checkpoint: Vec::new(),
     }
 }
 
@@ -427,6 +468,9 @@ pub async fn recover(agent: &Arc<Agent>) {
                 executor: Some(loaded.clone()),
                 handle: Some(r.handle.clone()),
                 silenced: false,
+                preempted: false,
+                checkpoint: false,
+                grace_ms: 0,
             },
         );
         let agent = agent.clone();
@@ -437,6 +481,11 @@ pub async fn recover(agent: &Arc<Agent>) {
                 Err(e) => failure(&r.execution_id, e),
             };
             report.attempt = r.attempt;
+            // Preempted since it was re-attached (its checkpoint directory went with the run
+            // before the restart: none is sent).
+            if preempted(&agent, &r.execution_id) && !report.success {
+                crate::checkpoint::preempted(&mut report, None).await;
+            }
             finish(&agent, report).await;
         });
     }

@@ -66,6 +66,12 @@ pub struct PendingReport {
     /// refuses a result of an attempt it has moved past.
     #[serde(default)]
     pub attempt: u32,
+    /// It was stopped because SMS preempted it: SMS puts it back in its queue.
+    #[serde(default)]
+    pub preempted: bool,
+    /// With `preempted`: its checkpoint directory, zipped ([`crate::checkpoint`]; empty: none).
+    #[serde(default)]
+    pub checkpoint: Vec<u8>,
 }
 
 /// An execution result as reported (mirrors `spear.v1.ExecutionResult`).

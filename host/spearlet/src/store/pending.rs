@@ -38,6 +38,8 @@ impl PendingReport {
             }),
             error: self.error.clone(),
             attempt: self.attempt,
+            preempted: self.preempted,
+            checkpoint: self.checkpoint.clone(),
         }
     }
 
@@ -76,6 +78,8 @@ impl PendingReport {
                     error: r.error,
                     start_untold: stored.start_untold,
                     attempt: r.attempt,
+                    preempted: r.preempted,
+                    checkpoint: r.checkpoint,
                 })
             }
             Some(b'{') => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
@@ -112,6 +116,8 @@ mod tests {
             error: "exit 3".into(),
             start_untold: true,
             attempt: 2,
+            preempted: true,
+            checkpoint: b"PK-not-really".to_vec(),
         }
     }
 

@@ -22,6 +22,7 @@ mod object_artifacts;
 mod old_sms;
 mod pause_idle;
 mod plugin_stall;
+mod preemption;
 mod reclaim_live;
 mod spear_compat;
 mod spear_objects;

@@ -195,6 +195,7 @@ impl ExecutionService for Served {
                 cancel: false,
                 invocation: None,
                 warm: None,
+                ..Default::default()
             })
             .filter(|a| a.cursor > after)
             .map(Ok)
@@ -315,6 +316,7 @@ impl ExecutionService for Served {
                     result: x.result.clone(),
                     error: x.error.clone(),
                     attempt: x.attempt,
+                    ..Default::default()
                 });
         }
         Ok(Response::new(v1::ReportBatchResponse {
