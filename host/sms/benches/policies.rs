@@ -6,7 +6,7 @@
 //! several times each; the median is shown.
 //!
 //! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run;
-//! `SPEAR_BENCH_ONLY=<part of a variant's name>` runs only those).
+//! `SPEAR_BENCH_ONLY=<parts of variants' names, comma-separated>` runs only those).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +174,14 @@ fn main() {
             deadlines: true,
         },
         Variant {
+            // The preemption pass looks every 100 ms (the fake nodes never report a run, so it
+            // finds no victim: this is the cost of looking).
+            name: "deadlines + preemption (cluster) on every execution (explain off)",
+            config: "[explain]\nrounds = 0\n[preemption]\nmode = \"cluster\"\n",
+            plugins: &[],
+            deadlines: true,
+        },
+        Variant {
             // Appended right after the sandbox's `[scheduler]` table, so the key lands in it.
             name: "shadow strategy: random component (explain off)",
             config: "shadow = \"random\"\n[explain]\nrounds = 0\n",
@@ -181,11 +189,12 @@ fn main() {
             deadlines: false,
         },
     ];
-    // `SPEAR_BENCH_ONLY=deadlines`: only the variants whose name holds it (for profiling one).
+    // `SPEAR_BENCH_ONLY=baseline,deadlines`: only the variants whose name holds one of these (for
+    // profiling one; keep `baseline` first for the ratios).
     let only = std::env::var("SPEAR_BENCH_ONLY").unwrap_or_default();
     let variants: Vec<Variant> = variants
         .into_iter()
-        .filter(|v| only.is_empty() || v.name.contains(&only))
+        .filter(|v| only.is_empty() || only.split(',').any(|o| v.name.contains(o)))
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
