@@ -475,6 +475,9 @@ impl Sms {
         }
         let was_placed = exec.state.is_placed();
         exec.state = ExecState::Cancelled;
+        // Its stop is a plain cancel, whatever preemption was under way.
+        exec.preempting_ms = 0;
+        exec.preempt_grace_ms = 0;
         exec.updated_at_ms = now_ms();
         // Placed: its node owes a stop, stored with the cancel and sent until it lapses.
         let owed = match exec.node_uuid.clone().filter(|_| was_placed) {

@@ -28,6 +28,16 @@ pub enum Unschedulable {
 /// The prefix of an execution's `error` while no node could hold it.
 pub const PREFIX: &str = "unschedulable: ";
 
+/// Whether node `n` could ever hold `e`: it runs its executable type, carries its required
+/// labels, and its total capacity covers its needs (what [`why_not`] checks, without saying why).
+pub fn could_hold(n: &Node, e: &Execution) -> bool {
+    n.executors.contains(&e.executable.kind)
+        && e.required_labels
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v) || (k == NODE_LABEL && &n.uuid == v))
+        && spear_plugin_api::Resources::from(n.capacity).covers(&e.needs.into())
+}
+
 /// Why no node in `nodes` could ever hold `e`, as (field, reason); `None` when one could, or when
 /// no node is registered.
 pub fn why_not<'a>(

@@ -152,6 +152,9 @@ impl Sms {
         // stands as long as no other node has taken the execution since.
         let orphan_here = exec.state == ExecState::Ready
             && exec.orphaned_on.as_deref() == Some(r.node_uuid.as_str());
+        // A stop of an earlier attempt this node still ran (SMS asked before it restarted, or
+        // took it back as stuck, then placed it here again: the node kept the earlier run).
+        let mut earlier_stop = false;
         if r.attempt != 0 {
             // The attempt this report may be about: the one placed here, or (an orphan's) the
             // one taken back from this node (no other has been placed since).
@@ -175,6 +178,7 @@ impl Sms {
             // (the node was lost): it ran to its end there after all.
             let earlier_orphan =
                 orphan_here && r.attempt == exec.started_attempt && r.attempt > exec.ended_attempt;
+            earlier_stop = earlier_here && r.preempted;
             if r.attempt != current && !earlier_here && !earlier_orphan {
                 return Err(SmsError::Conflict(format!(
                     "execution {} reported for attempt {}, but it is at attempt {} (a stale \
@@ -227,8 +231,11 @@ impl Sms {
         exec.updated_at_ms = now;
         // Stopped for higher-priority work (SMS asked), or handed back by a draining node: back to
         // the queue, its attempt not spent. A stop no one asked for is a failure like another.
-        if r.preempted && (exec.preempting_ms > 0 || self.node_draining(&r.node_uuid).await) {
-            let (kind, data) = crate::preempt::take_stop(&mut exec, &r.node_uuid, checkpoint, now);
+        let asked = exec.preempting_ms > 0 || earlier_stop;
+        if r.preempted && (asked || self.node_draining(&r.node_uuid).await) {
+            let reason = if asked { "preempted" } else { "drained" };
+            let (kind, data) =
+                crate::preempt::take_stop(&mut exec, &r.node_uuid, checkpoint, now, reason);
             events.push((kind, data));
             self.save_logging(&exec, Vec::new(), events).await?;
             self.wake.notify_one();

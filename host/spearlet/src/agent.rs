@@ -44,6 +44,9 @@ pub struct Active {
     pub checkpoint: bool,
     /// With `preempted`: the time it has after SIGTERM to save its state.
     pub grace_ms: u64,
+    /// With `preempted`: it was still running when it was told to stop (so it is reported
+    /// preempted however it ends).
+    pub signalled: bool,
 }
 
 /// The node agent.

@@ -4,9 +4,10 @@
 //! to write its state there; the directory is then zipped and goes to SMS with the report of its
 //! stop (SMS keeps it in its blob store and sends it with the next attempt, on any node).
 //!
-//! Both ways are bounded: at most [`MAX_FILES`] entries and [`MAX_BYTES`] zipped (a larger
-//! state is not sent: the next attempt starts from the checkpoint before), and at most
-//! [`MAX_UNPACKED`] written when one is restored. Links are not packed; an entry that would land
+//! Both ways are bounded: at most [`MAX_FILES`] entries, [`MAX_DEPTH`] levels, twice
+//! [`MAX_BYTES`] of files and [`MAX_BYTES`] zipped (a larger state is not sent: the next attempt
+//! starts from the checkpoint before), and at most [`MAX_UNPACKED`] written when one is restored
+//! (one that cannot be restored is dropped: the run starts afresh). Links are not packed; an entry that would land
 //! outside the directory is refused, and every entry is restored as a plain file or directory.
 
 use std::io::{Read, Write};
@@ -24,6 +25,8 @@ pub const MAX_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_FILES: usize = 4096;
 /// The most bytes a restored checkpoint may unpack to.
 pub const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
+/// The deepest a checkpoint's directories may nest.
+pub const MAX_DEPTH: usize = 64;
 
 /// Make execution `id`'s checkpoint directory and restore `data` (a checkpoint; empty: none)
 /// into it.
@@ -32,13 +35,26 @@ pub async fn prepare(agent: &Agent, id: &str, data: &[u8]) -> Result<WorkDir, St
         .workdirs
         .create(&format!("{id}-checkpoint"))
         .map_err(|e| e.to_string())?;
-    if !data.is_empty() {
-        let (path, data) = (dir.path().to_owned(), data.to_vec());
-        tokio::task::spawn_blocking(move || unpack(&data, &path))
-            .await
-            .map_err(|e| e.to_string())??;
+    if data.is_empty() {
+        return Ok(dir);
     }
-    Ok(dir)
+    let (path, data) = (dir.path().to_owned(), data.to_vec());
+    let restored = tokio::task::spawn_blocking(move || unpack(&data, &path))
+        .await
+        .map_err(|e| e.to_string())?;
+    match restored {
+        Ok(()) => Ok(dir),
+        Err(e) => {
+            // What it was sent cannot be restored (the node that packed it is not trusted): the
+            // run starts afresh, in a new empty directory, rather than fail every attempt.
+            tracing::warn!(execution = %id, "its checkpoint cannot be restored, it starts afresh: {e}");
+            drop(dir);
+            agent
+                .workdirs
+                .create(&format!("{id}-checkpoint"))
+                .map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Turn `report` into the report of a preempted run, with the state it saved in `dir`.
@@ -64,8 +80,7 @@ pub async fn preempted(report: &mut PendingReport, dir: Option<&WorkDir>) {
 
 /// `dir` zipped (empty when it holds nothing).
 pub fn pack(dir: &Path) -> Result<Vec<u8>, String> {
-    let mut entries = Vec::new();
-    walk(dir, dir, &mut entries)?;
+    let entries = walk(dir)?;
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -79,7 +94,8 @@ pub fn pack(dir: &Path) -> Result<Vec<u8>, String> {
                 .map_err(|e| e.to_string())?;
             continue;
         };
-        // Deflate rarely does worse than 1:1; past twice the cap it cannot fit.
+        // Files past twice the zipped cap are not packed (deflate seldom does better than
+        // halving a program's state; it is not tried).
         let left = (2 * MAX_BYTES as u64).saturating_sub(raw);
         let Some(bytes) = read_plain(&path, left)? else {
             continue;
@@ -127,40 +143,44 @@ fn read_plain(path: &Path, left: u64) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-/// Every directory and regular file under `at` (relative to `root`, with `/`); links and other
-/// kinds are left out.
-fn walk(
-    root: &Path,
-    at: &Path,
-    out: &mut Vec<(String, Option<std::path::PathBuf>)>,
-) -> Result<(), String> {
-    let mut names: Vec<_> = std::fs::read_dir(at)
-        .map_err(|e| format!("{}: {e}", at.display()))?
-        .filter_map(|e| e.ok())
-        .collect();
-    names.sort_by_key(|e| e.file_name());
-    for entry in names {
-        if out.len() >= MAX_FILES {
-            return Err(format!("its state has over {MAX_FILES} files"));
-        }
-        let path = entry.path();
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        let Ok(rel) = path.strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel) = rel.to_str() else {
-            return Err(format!("{}: not a UTF-8 name", path.display()));
-        };
-        if kind.is_dir() {
-            out.push((format!("{rel}/"), None));
-            walk(root, &path, out)?;
-        } else if kind.is_file() {
-            out.push((rel.to_owned(), Some(path)));
+/// Every directory and regular file under `root` (relative to it, with `/`), at most
+/// [`MAX_DEPTH`] levels down; links and other kinds are left out.
+fn walk(root: &Path) -> Result<Vec<(String, Option<std::path::PathBuf>)>, String> {
+    let mut out = Vec::new();
+    // Directories still to read, with their depth (no recursion: a program may nest deep).
+    let mut todo = vec![(root.to_owned(), 0usize)];
+    while let Some((at, depth)) = todo.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(&at)
+            .map_err(|e| format!("{}: {e}", at.display()))?
+            .filter_map(|e| e.ok())
+            .collect();
+        names.sort_by_key(|e| e.file_name());
+        for entry in names {
+            if out.len() >= MAX_FILES {
+                return Err(format!("its state has over {MAX_FILES} files"));
+            }
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str() else {
+                return Err(format!("{}: not a UTF-8 name", path.display()));
+            };
+            if kind.is_dir() {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(format!("its state nests over {MAX_DEPTH} directories deep"));
+                }
+                out.push((format!("{rel}/"), None));
+                todo.push((path, depth + 1));
+            } else if kind.is_file() {
+                out.push((rel.to_owned(), Some(path)));
+            }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Restore the checkpoint `data` into `dir`.
@@ -232,6 +252,18 @@ mod tests {
         assert!(err.contains("leaves the directory"), "{err}");
         assert!(!to.path().join("escape").exists());
         assert!(unpack(b"not a zip", to.path()).is_err());
+    }
+
+    #[test]
+    fn a_state_nested_too_deep_is_not_packed() {
+        let from = tempfile::tempdir().unwrap();
+        let mut deep = from.path().to_owned();
+        for _ in 0..=MAX_DEPTH {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let err = pack(from.path()).unwrap_err();
+        assert!(err.contains("deep"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub async fn accept(agent: Arc<Agent>, exec: v1::Execution, stream_epoch: u64) {
             preempted: false,
             checkpoint: exec.checkpoint && ty == "process",
             grace_ms: 0,
+            signalled: false,
         },
     );
     tokio::spawn(async move {
@@ -266,8 +267,8 @@ async fn execute(
     };
     let (mut outcome, broken, memory) =
         run_on(agent, &loaded, spec, hold_start, exec.attempt).await;
-    // A run that ended well before its stop took effect is done: it is not run again.
-    if preempted(agent, id) && !outcome.success {
+    // A run that ended well before it was told to stop is done: it is not run again.
+    if stopped_by_preemption(agent, id, outcome.success) {
         crate::checkpoint::preempted(&mut outcome, checkpoint_dir.as_ref()).await;
     }
     if broken {
@@ -303,19 +304,19 @@ async fn run_on(
         Ok(Err(e)) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
         Err(e) => return (failure(&id, format!("{}: {e}", loaded.name)), true, 0),
     };
-    let stop = agent.running().get_mut(&id).and_then(|a| {
+    let (cancelled, preempted) = agent.running().get_mut(&id).map_or((false, false), |a| {
         a.handle = Some(handle.clone());
         a.executor = Some(loaded.clone());
-        if a.silenced {
-            Some(agent.config.spearlet.limits.stop_grace_ms)
-        } else {
-            a.preempted.then_some(a.grace_ms)
-        }
+        (a.silenced, a.preempted)
     });
-    if let Some(grace) = stop {
-        // Cancelled or preempted while it was starting: neither found a handle to stop.
+    // Cancelled or preempted while it was starting: neither found a handle to stop.
+    if cancelled {
         let (executor, h) = (loaded.executor.clone(), handle.clone());
+        let grace = agent.config.spearlet.limits.stop_grace_ms;
         tokio::task::spawn_blocking(move || executor.stop(&h, grace));
+    } else if preempted {
+        let (agent, loaded, h, id) = (agent.clone(), loaded.clone(), handle.clone(), id.clone());
+        tokio::task::spawn_blocking(move || agent.stop_preempted(&id, &loaded, &h));
     }
     let record = Running {
         execution_id: id.clone(),
@@ -352,6 +353,15 @@ fn silenced(agent: &Agent, id: &str) -> bool {
 /// Whether SMS preempted the execution (it is reported as preempted).
 fn preempted(agent: &Agent, id: &str) -> bool {
     agent.running().get(id).is_some_and(|a| a.preempted)
+}
+
+/// Whether a run that ended (well: `success`) is reported as preempted: SMS preempted it, and it
+/// failed, or was still running when it was told to stop.
+fn stopped_by_preemption(agent: &Agent, id: &str, success: bool) -> bool {
+    agent
+        .running()
+        .get(id)
+        .is_some_and(|a| a.preempted && (!success || a.signalled))
 }
 
 /// Wait for a handle's result, sampling its memory while it runs, then destroy the handle
@@ -471,6 +481,7 @@ pub async fn recover(agent: &Arc<Agent>) {
                 preempted: false,
                 checkpoint: false,
                 grace_ms: 0,
+                signalled: false,
             },
         );
         let agent = agent.clone();
@@ -483,7 +494,7 @@ pub async fn recover(agent: &Arc<Agent>) {
             report.attempt = r.attempt;
             // Preempted since it was re-attached (its checkpoint directory went with the run
             // before the restart: none is sent).
-            if preempted(&agent, &r.execution_id) && !report.success {
+            if stopped_by_preemption(&agent, &r.execution_id, report.success) {
                 crate::checkpoint::preempted(&mut report, None).await;
             }
             finish(&agent, report).await;

@@ -30,14 +30,12 @@ pub(crate) fn take_stop(
     node: &str,
     checkpoint: Option<BlobRef>,
     now: i64,
+    reason: &'static str,
 ) -> (&'static str, serde_json::Value) {
-    // Asked by SMS, or handed back by a draining node.
-    let reason = if exec.preempting_ms > 0 {
+    // Asked by SMS (`preempted`), or handed back by a draining node (`drained`).
+    if reason == "preempted" {
         exec.preemptions += 1;
-        "preempted"
-    } else {
-        "drained"
-    };
+    }
     exec.state = ExecState::Ready;
     exec.requeued += 1;
     exec.preempting_ms = 0;
@@ -77,7 +75,7 @@ impl Sms {
         if self.preemption.mode == Mode::Off {
             return;
         }
-        let expired = {
+        let due = {
             let mut st = self.preempt_state();
             if now - st.last_look_ms < LOOK_MS {
                 return;
@@ -85,20 +83,8 @@ impl Sms {
             st.last_look_ms = now;
             st.prune(now)
         };
-        // A victim not reported stopped long past its grace (its stop was lost, or its node
-        // does not know preemption): taken back from its node, as from a lost one.
-        for victim in expired {
-            let stuck = self.executions.read().await.get(&victim).and_then(|v| {
-                (v.preempting_ms > 0 && v.state.is_placed())
-                    .then(|| v.node_uuid.clone())
-                    .flatten()
-            });
-            if let Some(node) = stuck {
-                let why = "it was not reported stopped within its grace after a preemption";
-                if let Err(e) = self.requeue_one(&victim, &node, why).await {
-                    tracing::warn!(execution = %victim, "cannot requeue: {e}");
-                }
-            }
+        for victim in due {
+            self.requeue_stuck(&victim, now).await;
         }
         for plan in self.preempt_plans(now).await {
             if !self.connected(&plan.node).await {
@@ -108,6 +94,45 @@ impl Sms {
                 break;
             }
         }
+    }
+
+    /// A victim not reported stopped long past its grace (its stop was lost, or its node does
+    /// not know preemption) is taken back from its node, as from a lost one: queued again
+    /// (its attempt not spent) and its node told to cancel the run.
+    async fn requeue_stuck(&self, id: &str, now: i64) {
+        let _owned = self.exec_locks.lock(id).await;
+        let Ok(mut exec) = self.execution(id).await else {
+            return;
+        };
+        let grace = i64::try_from(exec.preempt_grace_ms).unwrap_or(i64::MAX);
+        let due = exec
+            .preempting_ms
+            .saturating_add(grace)
+            .saturating_add(STUCK_MS);
+        let Some(node) = exec.node_uuid.clone() else {
+            return;
+        };
+        if !(exec.state.is_placed() && exec.preempting_ms > 0 && now >= due) {
+            return;
+        }
+        exec.preempting_ms = 0;
+        exec.preempt_grace_ms = 0;
+        // A plain cancel (no longer preempting): the run is stopped and not reported.
+        let cancel = exec.clone();
+        let why = "it was not reported stopped within its grace after a preemption";
+        exec.state = ExecState::Ready;
+        exec.requeued += 1;
+        exec.orphaned_on = Some(node.clone());
+        exec.not_before_ms = now.saturating_add(RESTART_MS);
+        exec.updated_at_ms = now;
+        exec.error = Some(format!("taken back from node {node}: {why}"));
+        let data = json!({"from_node": node, "reason": why});
+        if let Err(e) = self.save(&exec, "execution.rescheduled", data).await {
+            tracing::warn!(execution = %id, "cannot requeue: {e}");
+            return;
+        }
+        let _ = self.dispatch(&node, cancel, true).await;
+        self.wake.notify_one();
     }
 
     fn preempt_state(&self) -> std::sync::MutexGuard<'_, super::State> {
@@ -130,6 +155,10 @@ impl Sms {
             } else {
                 n.slots
             };
+            // No more placed than its slots: nothing waits there for one.
+            if execs.placed().get(uuid).copied().unwrap_or(0) <= slots {
+                continue;
+            }
             let placed: Vec<&Execution> = execs.placed_on(uuid).collect();
             let running = placed
                 .iter()
@@ -188,20 +217,25 @@ impl Sms {
             let candidates: Vec<&String> = match &on {
                 Some(uuid) => vec![uuid],
                 None => {
-                    let fit: Vec<(&String, u32)> = nodes
-                        .iter()
-                        .filter(|(_, n)| n.status == NodeStatus::Active)
-                        .filter(|(_, n)| crate::fit::why_not(&want, std::iter::once(*n)).is_none())
-                        .map(|(u, n)| (u, self.dispatch.limit(n.slots)))
-                        .collect();
-                    // A place free where it fits: the strategy places it, no one need stop.
-                    let free = fit
-                        .iter()
-                        .any(|(u, limit)| execs.placed().get(*u).copied().unwrap_or(0) < *limit);
+                    let mut fit = Vec::new();
+                    let mut free = false;
+                    for (u, n) in nodes.iter() {
+                        if n.status != NodeStatus::Active || !crate::fit::could_hold(n, &want) {
+                            continue;
+                        }
+                        // A place free where it fits: the strategy places it, no one need stop.
+                        if execs.placed().get(u).copied().unwrap_or(0)
+                            < self.dispatch.limit(n.slots)
+                        {
+                            free = true;
+                            break;
+                        }
+                        fit.push(u);
+                    }
                     if free {
                         continue;
                     }
-                    fit.into_iter().map(|(u, _)| u).collect()
+                    fit
                 }
             };
             let best = candidates
@@ -264,14 +298,17 @@ impl Sms {
             tracing::warn!(execution = %plan.victim, "cannot store its preemption: {e}");
             return true;
         }
-        self.preempt_state().waits.insert(
-            plan.want.execution_id.clone(),
-            (
-                plan.victim.clone(),
-                now.saturating_add(i64::try_from(cfg.grace_ms).unwrap_or(i64::MAX))
-                    .saturating_add(STUCK_MS),
-            ),
-        );
+        let stuck_at = now
+            .saturating_add(i64::try_from(cfg.grace_ms).unwrap_or(i64::MAX))
+            .saturating_add(STUCK_MS);
+        {
+            let mut st = self.preempt_state();
+            st.waits.insert(
+                plan.want.execution_id.clone(),
+                (plan.victim.clone(), stuck_at),
+            );
+            st.victims.insert((stuck_at, plan.victim.clone()));
+        }
         self.metrics
             .preemptions
             .with_label_values(&["preempted"])

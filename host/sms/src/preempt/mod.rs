@@ -202,6 +202,9 @@ pub(crate) struct State {
     pub(crate) budget: Budget,
     /// Waiting execution → (its victim, when it may preempt again).
     pub(crate) waits: HashMap<String, (String, i64)>,
+    /// Victims by when they are taken back if still not reported stopped (grace + [`STUCK_MS`]
+    /// after their preemption); at most the budget's worth of each minute.
+    pub(crate) victims: std::collections::BTreeSet<(i64, String)>,
     pub(crate) last_look_ms: i64,
 }
 
@@ -210,14 +213,16 @@ const MAX_WAITS: usize = 4096;
 
 impl State {
     /// Forget the waits whose time is up at `now`, and the oldest past [`MAX_WAITS`]; returns
-    /// the victims of those whose time is up.
+    /// the victims whose time to be reported stopped is up.
     pub(crate) fn prune(&mut self, now: i64) -> Vec<String> {
-        let expired: Vec<String> = self
-            .waits
-            .values()
-            .filter(|(_, until)| *until <= now)
-            .map(|(victim, _)| victim.clone())
-            .collect();
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.victims.first()
+            && *at <= now
+        {
+            if let Some((_, id)) = self.victims.pop_first() {
+                due.push(id);
+            }
+        }
         self.waits.retain(|_, (_, until)| *until > now);
         if self.waits.len() > MAX_WAITS {
             let mut by_time: Vec<(String, i64)> = self
@@ -230,7 +235,7 @@ impl State {
                 self.waits.remove(&k);
             }
         }
-        expired
+        due
     }
 }
 

@@ -49,7 +49,9 @@ fn rank(p: &str) -> u8 {
 }
 
 impl SlotNode {
-    async fn start(sms: &Sms, slots: u32, labels: &[(&str, &str)]) -> Self {
+    /// `answers`: it stops a preempted run and reports it (else it hears the stop and does
+    /// nothing, as a node that does not know preemption).
+    async fn start(sms: &Sms, slots: u32, labels: &[(&str, &str)], answers: bool) -> Self {
         let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
             .await
             .unwrap();
@@ -109,7 +111,8 @@ impl SlotNode {
                                 id: e.execution_id.clone(),
                                 grace_ms: a.grace_ms,
                             });
-                            if let Some(attempt) = running.remove(&e.execution_id) {
+                            let stop = if answers { running.remove(&e.execution_id) } else { None };
+                            if let Some(attempt) = stop {
                                 execs.report_result(v1::ReportResultRequest {
                                     session: session.clone(),
                                     node_uuid: id.clone(),
@@ -240,7 +243,7 @@ async fn cluster_mode_preempts_the_lowest_latest_run_and_requeues_it_with_its_ch
     let sb = sandbox("mode = \"cluster\"\ngrace_ms = 1234", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 3, &[]).await;
+    let a = SlotNode::start(&sms, 3, &[], true).await;
     let low_old = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
     running(&c, &sms, &low_old).await;
     let normal = submit(&c, &sms, "normal", json!({})).await;
@@ -274,7 +277,7 @@ async fn cluster_mode_preempts_the_lowest_latest_run_and_requeues_it_with_its_ch
 
     // Another node: the preempted run goes there with its checkpoint, and ends well on its one
     // attempt.
-    let b = SlotNode::start(&sms, 1, &[]).await;
+    let b = SlotNode::start(&sms, 1, &[], true).await;
     running(&c, &sms, &low_new).await;
     let start = b
         .seen()
@@ -313,7 +316,7 @@ async fn the_gap_decides_what_may_be_preempted() {
     let sb = sandbox("mode = \"cluster\"\nmin_priority_gap = 2", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 1, &[]).await;
+    let a = SlotNode::start(&sms, 1, &[], true).await;
     let normal = submit(&c, &sms, "normal", json!({})).await;
     running(&c, &sms, &normal).await;
     // High is one level above: it waits.
@@ -334,7 +337,7 @@ async fn the_budget_caps_preemptions_in_a_minute() {
     let sb = sandbox("mode = \"cluster\"\nbudget_per_minute = 1", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 2, &[]).await;
+    let a = SlotNode::start(&sms, 2, &[], true).await;
     for _ in 0..2 {
         let low = submit(&c, &sms, "low", json!({})).await;
         running(&c, &sms, &low).await;
@@ -366,24 +369,63 @@ async fn node_mode_preempts_only_for_work_waiting_on_the_node() {
     let sb = sandbox("mode = \"node\"", 1);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 1, &[]).await;
+    let a = SlotNode::start(&sms, 1, &[], true).await;
     let low = submit(&c, &sms, "low", json!({})).await;
     running(&c, &sms, &low).await;
     let urgent = submit(&c, &sms, "urgent", json!({})).await;
     running(&c, &sms, &urgent).await;
     assert_eq!(a.preempted(), [low.as_str()]);
-    // Now the node is full with nothing waiting there: queued work in SMS preempts nothing in
-    // this mode.
+
+    // A gap of 2: low runs, normal waits on the node (not far enough above it), and urgent waits
+    // in SMS's queue (the node's place ahead is taken). Cluster mode would preempt the low run
+    // for the urgent one; node mode does not, for work that is not on the node.
+    let sb = sandbox("mode = \"node\"\nmin_priority_gap = 2", 1);
+    let sms = sb.start(&[]);
+    let b = SlotNode::start(&sms, 1, &[], true).await;
+    let low = submit(&c, &sms, "low", json!({})).await;
+    running(&c, &sms, &low).await;
+    let normal = submit(&c, &sms, "normal", json!({})).await;
+    common::wait_state(&c, &sms, &normal, "assigned").await;
     let queued = submit(&c, &sms, "urgent", json!({})).await;
-    let held = submit(&c, &sms, "urgent", json!({})).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(a.preempted().len(), 1, "{:?}", a.seen());
-    // (One of them was sent ahead to the node; the running urgent one is not below it.)
-    let states = [
-        common::state_of(&c, &sms, &queued).await["state"].clone(),
-        common::state_of(&c, &sms, &held).await["state"].clone(),
-    ];
-    assert!(!states.contains(&json!("running")), "{states:?}");
+    assert!(b.preempted().is_empty(), "{:?}", b.seen());
+    assert_eq!(common::state_of(&c, &sms, &queued).await["state"], "ready");
+    assert_eq!(common::state_of(&c, &sms, &low).await["state"], "running");
+}
+
+#[tokio::test]
+async fn a_victim_not_reported_stopped_is_taken_back_after_its_grace() {
+    // The node hears the stop and never answers it.
+    let sb = sandbox("mode = \"cluster\"\ngrace_ms = 0", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let a = SlotNode::start(&sms, 1, &[], false).await;
+    let low = submit(&c, &sms, "low", json!({})).await;
+    running(&c, &sms, &low).await;
+    let urgent = submit(&c, &sms, "urgent", json!({})).await;
+    until("the preemption", || a.preempted().len() == 1).await;
+    // Held while the node may still be stopping it; then (30 s past its grace) taken back, and
+    // the node told to cancel it.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(common::state_of(&c, &sms, &low).await["state"], "running");
+    let back = common::wait_state(&c, &sms, &low, "ready").await;
+    assert_eq!(back["requeued"], 1, "{back}");
+    assert!(back.get("preempting_ms").is_none(), "{back}");
+    until("the cancel", || {
+        a.seen().contains(&Seen::Cancel(low.clone()))
+    })
+    .await;
+    running(&c, &sms, &urgent).await;
+    let events = common::events(&c, &sms).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "execution.rescheduled"
+            && e["subject"] == low.as_str()
+            && e["data"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not reported stopped")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

@@ -28,8 +28,8 @@ fn node(cluster: &Cluster, name: &str, sms: &Sms, extra: &str) -> Spearlet {
 /// A program that counts to `to` from the counter in its checkpoint directory, one step each
 /// 100 ms (each 10 ms once restored, so a resumed run ends soon); it writes its progress to
 /// `progress` as it goes, and its counter to the checkpoint directory only when told to stop
-/// (SIGTERM), taking 300 ms of its grace to do so.
-fn counter_script(progress: &str, to: u32) -> String {
+/// (SIGTERM), taking 300 ms of its grace to do so, then exits with `exit`.
+fn counter_script(progress: &str, to: u32, exit: u8) -> String {
     format!(
         r#"d="$SPEAR_CHECKPOINT_DIR"
 [ -d "$d" ] || {{ echo "no checkpoint directory"; exit 2; }}
@@ -37,7 +37,7 @@ n=$(cat "$d/counter" 2>/dev/null || echo 0)
 from=$n
 step=0.1
 [ "$from" -gt 0 ] && step=0.01
-trap 'sleep 0.3; echo $n > "$d/counter"; echo "saved $n" >> {progress}; exit 143' TERM
+trap 'sleep 0.3; echo $n > "$d/counter"; echo "saved $n" >> {progress}; exit {exit}' TERM
 while [ $n -lt {to} ]; do
   n=$((n+1))
   echo "$n" >> {progress}
@@ -89,7 +89,7 @@ async fn a_preempted_run_saves_its_counter_and_finishes_on_another_node_from_it(
     let progress_file = cluster.path().join("progress");
     let counter = sms
         .sh(
-            &counter_script(&progress_file.display().to_string(), 150),
+            &counter_script(&progress_file.display().to_string(), 150, 143),
             json!({"priority": "low", "checkpoint": true, "timeout_ms": 60_000}),
         )
         .await;
@@ -173,7 +173,8 @@ async fn a_draining_node_hands_a_checkpointing_run_back_with_its_state() {
     let progress_file = cluster.path().join("progress");
     let counter = sms
         .sh(
-            &counter_script(&progress_file.display().to_string(), 150),
+            // It exits 0 once saved: still it did not finish, and it is handed back.
+            &counter_script(&progress_file.display().to_string(), 150, 0),
             json!({"checkpoint": true, "timeout_ms": 60_000}),
         )
         .await;
