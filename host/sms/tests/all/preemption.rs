@@ -454,3 +454,92 @@ async fn a_stop_reported_as_preempted_that_sms_did_not_ask_for_spends_the_attemp
     let done = common::wait_state(&c, &sms, &id, "failed").await;
     assert!(done.get("preemptions").is_none(), "{done}");
 }
+
+#[tokio::test]
+async fn a_stop_reported_after_its_node_was_lost_hands_in_its_checkpoint() {
+    let sb = Sandbox::new(
+        "heartbeat_timeout = 1\ncleanup_interval = 1\n\
+         [scheduler]\nstrategy = \"least-connections\"\n[dispatch]\nprefetch = 0\n\
+         [preemption]\nmode = \"cluster\"\ngrace_ms = 60000\n",
+    );
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let uuid = common::register_wasm_node(&sms, 1).await;
+    let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let id = uuid.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = nodes
+                .heartbeat(v1::HeartbeatRequest {
+                    uuid: id.clone(),
+                    ..Default::default()
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let low = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
+    let a = stream.next().await.unwrap().unwrap();
+    let (session, e) = (a.session.clone(), a.execution.unwrap());
+    assert_eq!(e.execution_id, low);
+    execs
+        .report_state(v1::ReportStateRequest {
+            session: session.clone(),
+            node_uuid: uuid.clone(),
+            execution_id: low.clone(),
+            state: "running".into(),
+            attempt: e.attempt,
+        })
+        .await
+        .unwrap();
+    running(&c, &sms, &low).await;
+    submit(&c, &sms, "urgent", json!({})).await;
+    loop {
+        let a = stream.next().await.unwrap().unwrap();
+        let e = a.execution.unwrap();
+        if a.cancel && a.preempt && e.execution_id == low {
+            assert_eq!(a.grace_ms, 60_000);
+            break;
+        }
+    }
+    // The node goes silent in its grace: lost, its run goes back to the queue without a
+    // checkpoint.
+    beats.abort();
+    let back = common::wait_state(&c, &sms, &low, "ready").await;
+    assert!(back.get("checkpoint_blob").is_none(), "{back}");
+    assert_eq!(back["requeued"], 1, "{back}");
+    // Then its stop arrives after all, with the state it saved: taken, the execution still
+    // queued, its attempt still not spent.
+    execs
+        .report_result(v1::ReportResultRequest {
+            session,
+            node_uuid: uuid,
+            execution_id: low.clone(),
+            error: "killed by signal 15".into(),
+            attempt: e.attempt,
+            preempted: true,
+            checkpoint: b"late-ckpt".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let now = common::state_of(&c, &sms, &low).await;
+    assert_eq!(now["state"], "ready", "{now}");
+    assert_eq!(now["checkpoint_blob"]["size"], 9, "{now}");
+    assert_eq!(
+        (&now["attempt"], &now["requeued"]),
+        (&json!(1), &json!(1)),
+        "{now}"
+    );
+    let events = common::events(&c, &sms).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "execution.requeued"
+            && e["subject"] == low.as_str()
+            && e["data"]["late"] == true
+            && e["data"]["checkpoint_bytes"] == 9),
+        "{events:?}"
+    );
+}
