@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 use crate::common::Cluster;
 use crate::sh_args;
 
+/// `spear --sms URL ARGS…`, run to its end.
+fn at(url: &str, args: &[&str]) -> crate::common::Run {
+    let mut c = crate::common::spear();
+    c.arg("--sms").arg(url).args(args);
+    crate::common::finish(&mut c)
+}
+
 #[test]
 fn run_passes_output_and_exit_code_through() {
     let c = Cluster::start();
@@ -183,11 +190,7 @@ fn logs_skip_what_retention_removed_with_a_warning() {
         &[],
     );
     let url = format!("http://{}", sms.http);
-    let spear = |args: &[&str]| {
-        let mut c = crate::common::spear();
-        c.arg("--sms").arg(&url).args(args);
-        crate::common::finish(&mut c)
-    };
+    let spear = |args: &[&str]| at(&url, args);
     // Six submissions (no node: they stay queued), six events; the newest three are kept.
     for _ in 0..6 {
         spear(&sh_args(&["--detach"], "true")).ok();
@@ -221,11 +224,7 @@ fn logs_skip_what_retention_removed_with_a_warning() {
 fn run_takes_a_deadline_and_an_estimate() {
     let sms = crate::common::LoneSms::start(tempfile::tempdir().unwrap(), "", &[]);
     let url = format!("http://{}", sms.http);
-    let spear = |args: &[&str]| {
-        let mut c = crate::common::spear();
-        c.arg("--sms").arg(&url).args(args);
-        crate::common::finish(&mut c)
-    };
+    let spear = |args: &[&str]| at(&url, args);
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -270,11 +269,7 @@ fn run_asks_for_checkpoints_and_a_recovery() {
     use serde_json::json;
     let sms = crate::common::LoneSms::start(tempfile::tempdir().unwrap(), "", &[]);
     let url = format!("http://{}", sms.http);
-    let spear = |args: &[&str]| {
-        let mut c = crate::common::spear();
-        c.arg("--sms").arg(&url).args(args);
-        crate::common::finish(&mut c)
-    };
+    let spear = |args: &[&str]| at(&url, args);
     let status = |id: &str| spear(&["--output", "json", "status", id]).ok().json();
     let r = spear(&sh_args(&["--detach", "--checkpoint"], "true")).ok();
     let e = status(r.stdout.trim());

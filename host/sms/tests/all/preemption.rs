@@ -48,52 +48,36 @@ fn rank(p: &str) -> u8 {
     }
 }
 
+/// Heartbeats of node `uuid`, every 200 ms until aborted.
+async fn heartbeats(sms: &Sms, uuid: &str) -> tokio::task::JoinHandle<()> {
+    let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
+        .await
+        .unwrap();
+    let uuid = uuid.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let _ = nodes
+                .heartbeat(v1::HeartbeatRequest {
+                    uuid: uuid.clone(),
+                    ..Default::default()
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 impl SlotNode {
     /// `answers`: it stops a preempted run and reports it (else it hears the stop and does
     /// nothing, as a node that does not know preemption).
-    async fn start(sms: &Sms, slots: u32, labels: &[(&str, &str)], answers: bool) -> Self {
-        let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
-            .await
-            .unwrap();
-        let uuid = nodes
-            .register_node(v1::RegisterNodeRequest {
-                ip_address: "127.0.0.1".into(),
-                port: 9000,
-                capacity: Some(v1::Resources {
-                    cpu_millis: 64_000,
-                    memory_mb: 4096,
-                    disk_mb: 0,
-                }),
-                executors: vec!["wasm".into()],
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                slots,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .uuid;
+    async fn start(sms: &Sms, slots: u32, answers: bool) -> Self {
+        let uuid = common::register_wasm_node(sms, slots).await;
         let (mut execs, mut stream) = common::open_assignments(sms, &uuid).await;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (finish, mut finishing) = mpsc::unbounded_channel::<String>();
         let (log, id) = (seen.clone(), uuid.clone());
-        let mut heartbeats = nodes.clone();
-        let beat_id = uuid.clone();
+        let beat = heartbeats(sms, &uuid).await;
         let task = tokio::spawn(async move {
-            let beat = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    let _ = heartbeats
-                        .heartbeat(v1::HeartbeatRequest {
-                            uuid: beat_id.clone(),
-                            ..Default::default()
-                        })
-                        .await;
-                }
-            });
             let mut session = String::new();
             // Running: id → attempt. Waiting: (higher priority first, arrival) → execution.
             let mut running: BTreeMap<String, u32> = BTreeMap::new();
@@ -243,7 +227,7 @@ async fn cluster_mode_preempts_the_lowest_latest_run_and_requeues_it_with_its_ch
     let sb = sandbox("mode = \"cluster\"\ngrace_ms = 1234", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 3, &[], true).await;
+    let a = SlotNode::start(&sms, 3, true).await;
     let low_old = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
     running(&c, &sms, &low_old).await;
     let normal = submit(&c, &sms, "normal", json!({})).await;
@@ -277,7 +261,7 @@ async fn cluster_mode_preempts_the_lowest_latest_run_and_requeues_it_with_its_ch
 
     // Another node: the preempted run goes there with its checkpoint, and ends well on its one
     // attempt.
-    let b = SlotNode::start(&sms, 1, &[], true).await;
+    let b = SlotNode::start(&sms, 1, true).await;
     running(&c, &sms, &low_new).await;
     let start = b
         .seen()
@@ -316,7 +300,7 @@ async fn the_gap_decides_what_may_be_preempted() {
     let sb = sandbox("mode = \"cluster\"\nmin_priority_gap = 2", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 1, &[], true).await;
+    let a = SlotNode::start(&sms, 1, true).await;
     let normal = submit(&c, &sms, "normal", json!({})).await;
     running(&c, &sms, &normal).await;
     // High is one level above: it waits.
@@ -337,7 +321,7 @@ async fn the_budget_caps_preemptions_in_a_minute() {
     let sb = sandbox("mode = \"cluster\"\nbudget_per_minute = 1", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 2, &[], true).await;
+    let a = SlotNode::start(&sms, 2, true).await;
     for _ in 0..2 {
         let low = submit(&c, &sms, "low", json!({})).await;
         running(&c, &sms, &low).await;
@@ -369,7 +353,7 @@ async fn node_mode_preempts_only_for_work_waiting_on_the_node() {
     let sb = sandbox("mode = \"node\"", 1);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 1, &[], true).await;
+    let a = SlotNode::start(&sms, 1, true).await;
     let low = submit(&c, &sms, "low", json!({})).await;
     running(&c, &sms, &low).await;
     let urgent = submit(&c, &sms, "urgent", json!({})).await;
@@ -381,7 +365,7 @@ async fn node_mode_preempts_only_for_work_waiting_on_the_node() {
     // for the urgent one; node mode does not, for work that is not on the node.
     let sb = sandbox("mode = \"node\"\nmin_priority_gap = 2", 1);
     let sms = sb.start(&[]);
-    let b = SlotNode::start(&sms, 1, &[], true).await;
+    let b = SlotNode::start(&sms, 1, true).await;
     let low = submit(&c, &sms, "low", json!({})).await;
     running(&c, &sms, &low).await;
     let normal = submit(&c, &sms, "normal", json!({})).await;
@@ -399,7 +383,7 @@ async fn a_victim_not_reported_stopped_is_taken_back_after_its_grace() {
     let sb = sandbox("mode = \"cluster\"\ngrace_ms = 0", 0);
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
-    let a = SlotNode::start(&sms, 1, &[], false).await;
+    let a = SlotNode::start(&sms, 1, false).await;
     let low = submit(&c, &sms, "low", json!({})).await;
     running(&c, &sms, &low).await;
     let urgent = submit(&c, &sms, "urgent", json!({})).await;
@@ -465,21 +449,7 @@ async fn a_stop_reported_after_its_node_was_lost_hands_in_its_checkpoint() {
     let sms = sb.start(&[]);
     let c = reqwest::Client::new();
     let uuid = common::register_wasm_node(&sms, 1).await;
-    let mut nodes = v1::node_service_client::NodeServiceClient::connect(sms.grpc_url())
-        .await
-        .unwrap();
-    let id = uuid.clone();
-    let beats = tokio::spawn(async move {
-        loop {
-            let _ = nodes
-                .heartbeat(v1::HeartbeatRequest {
-                    uuid: id.clone(),
-                    ..Default::default()
-                })
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
+    let beats = heartbeats(&sms, &uuid).await;
     let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let low = submit(&c, &sms, "low", json!({"checkpoint": true})).await;
     let a = stream.next().await.unwrap().unwrap();
@@ -542,4 +512,57 @@ async fn a_stop_reported_after_its_node_was_lost_hands_in_its_checkpoint() {
             && e["data"]["checkpoint_bytes"] == 9),
         "{events:?}"
     );
+}
+
+#[tokio::test]
+async fn a_task_s_metadata_chooses_checkpoints_and_recovery_and_bad_values_are_refused() {
+    let sb = sandbox("mode = \"off\"", 0);
+    let sms = sb.start(&[]);
+    let c = reqwest::Client::new();
+    let task = |metadata: serde_json::Value| {
+        json!({"name": "t", "metadata": metadata,
+               "executable": {"type": "wasm", "uri": "file:///tmp/x.wasm", "name": "w"}})
+    };
+    for (key, bad) in [("spear.checkpoint", "yes"), ("spear.recovery", "migrate")] {
+        let (status, body) =
+            common::post_json(&c, &sms, "/api/v1/tasks", &task(json!({key: bad}))).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.to_string().contains(&format!("metadata.{key}")),
+            "{body}"
+        );
+    }
+    let (status, body) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/tasks",
+        &task(json!({"spear.checkpoint": "true"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let task_id = body["task_id"].as_str().unwrap();
+    let by_task = common::submit(&c, &sms, &json!({"task_id": task_id})).await;
+    let e = common::state_of(&c, &sms, &by_task).await;
+    assert_eq!(
+        (&e["checkpoint"], &e["recovery"]),
+        (&json!(true), &json!("checkpoint")),
+        "{e}"
+    );
+    // The submission overrides the task.
+    let own = json!({"task_id": task_id, "recovery": "restart"});
+    let e = common::state_of(&c, &sms, &common::submit(&c, &sms, &own).await).await;
+    assert_eq!(
+        (&e["checkpoint"], &e["recovery"]),
+        (&json!(true), &json!("restart")),
+        "{e}"
+    );
+    let (status, body) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"task_id": task_id, "recovery": "migrate"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("recovery"), "{body}");
 }
