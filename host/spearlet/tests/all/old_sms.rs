@@ -42,6 +42,8 @@ struct Fake {
     /// Once every execution's result is in, send the work again, same attempts (as a stream
     /// that read it before the answers would).
     resend: std::sync::atomic::AtomicBool,
+    /// While set, a batch of starts only is answered (and its starts taken) 2 s late.
+    slow_starts: std::sync::atomic::AtomicBool,
 }
 
 impl Fake {
@@ -55,6 +57,7 @@ impl Fake {
             batches: Mutex::default(),
             down: Default::default(),
             resend: Default::default(),
+            slow_starts: Default::default(),
         })
     }
 
@@ -279,6 +282,9 @@ impl ExecutionService for Served {
             Mode::Limit(limit) => limit,
         };
         let r = req.into_inner();
+        if r.results.is_empty() && self.slow_starts.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
         let bytes: usize = r
             .results
             .iter()
@@ -548,6 +554,31 @@ async fn a_start_is_held_and_goes_beside_the_result_of_an_execution_that_ends_me
         assert!(!beside.contains(id), "{id} was told alone: {beside:?}");
     }
     assert_eq!(told.len(), all.len(), "each start once: {told:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_still_on_its_way_when_its_run_ends_goes_beside_the_result_too() {
+    // Starts are not held, and SMS takes 2 s to answer a call of starts: each run has ended
+    // (0.3 s) while its start is on its way. The result goes in another call and gets there
+    // first, so it must carry the start: SMS would otherwise take a run that never started (no
+    // start time, no running event), then refuse the late start.
+    let ids: Vec<String> = (0..3).map(|i| format!("told-late-{i}")).collect();
+    let fake = Fake::new(
+        Mode::Limit(usize::MAX),
+        ids.iter().map(|id| shell(id, "sleep 0.3")).collect(),
+    );
+    fake.slow_starts
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_cluster, node) = run_against(fake.clone(), Some(0)).await;
+    results_for(&fake, &ids, &node).await;
+    let beside = fake.running_with_result.lock().unwrap().clone();
+    for id in &ids {
+        assert!(
+            beside.contains(id),
+            "{id}'s start went with its result: {beside:?}\n{}",
+            node.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
