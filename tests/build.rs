@@ -1,7 +1,8 @@
 //! Builds every guest the tests load, with the real toolchains, into `target/spear-guests`:
 //!
-//! - WASM components (wasm32-wasip2) of every built-in strategy and reclaimer and of the fixtures;
-//! - Extism modules (wasm32-unknown-unknown) of every built-in strategy and reclaimer;
+//! - WASM components (wasm32-wasip2) of every built-in strategy, reclaimer and autoscaler and of
+//!   the fixtures;
+//! - Extism modules (wasm32-unknown-unknown) of every built-in strategy, reclaimer and autoscaler;
 //! - native libraries of every built-in plugin and the hostile fixture (`--features native-plugin`);
 //! - the hostile fixture built against a mismatched plugin ABI.
 //!
@@ -31,6 +32,7 @@ const PLUGINS: &[(&str, &str)] = &[
         "reclaimers/memory-pressure",
     ),
     ("spear-reclaimer-error-rate", "reclaimers/error-rate"),
+    ("spear-autoscaler-queue-depth", "autoscalers/queue-depth"),
 ];
 
 /// Native-only plugins (storage backends).
@@ -192,6 +194,7 @@ fn short(package: &str) -> String {
     package
         .trim_start_matches("spear-strategy-")
         .trim_start_matches("spear-reclaimer-")
+        .trim_start_matches("spear-autoscaler-")
         .trim_start_matches("spear-fixture-")
         .trim_start_matches("spear-storage-")
         .trim_start_matches("spear-executor-")

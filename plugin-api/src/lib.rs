@@ -4,13 +4,15 @@
 //! It holds:
 //!
 //! - [`types`]: the plain data a plugin sees, mirroring `wit/types.wit` field for field;
-//! - one trait per plugin kind: [`Strategy`], [`Reclaimer`], [`Executor`], [`StorageBackend`];
+//! - one trait per plugin kind: [`Strategy`], [`Reclaimer`], [`Executor`], [`StorageBackend`],
+//!   [`Autoscaler`];
 //! - [`native`] (not on WASM targets): the abi_stable ABI through which native plugins are loaded,
 //!   with its explicit [`native::ABI_VERSION`] and the [`export_native_strategy!`] family of macros.
 //!
 //! The crate depends on no host crate and compiles for `wasm32-wasip2` and `wasm32-unknown-unknown`.
 #![deny(missing_docs)]
 
+pub mod autoscaler;
 pub mod executor;
 pub mod memory_store;
 pub mod reclaimer;
@@ -23,6 +25,7 @@ pub mod worker;
 #[cfg(not(target_family = "wasm"))]
 pub mod native;
 
+pub use autoscaler::{Autoscaler, QueueStats, ScaleDecision, ScaleLimits, ScaleNode, ScaleView};
 pub use executor::Executor;
 pub use reclaimer::Reclaimer;
 pub use storage::StorageBackend;

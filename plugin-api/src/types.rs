@@ -130,6 +130,8 @@ pub enum PluginKind {
     Executor,
     /// Durable key-value state (SMS, Spearlet).
     StorageBackend,
+    /// Decides the size of the node pool (SMS).
+    Autoscaler,
 }
 
 impl PluginKind {
@@ -140,6 +142,7 @@ impl PluginKind {
             PluginKind::ReclamationPolicy => "reclamation-policy",
             PluginKind::Executor => "executor",
             PluginKind::StorageBackend => "storage-backend",
+            PluginKind::Autoscaler => "autoscaler",
         }
     }
 }

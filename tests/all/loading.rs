@@ -111,7 +111,7 @@ fn a_native_plugin_built_against_another_abi_is_refused_naming_both_versions() {
     assert_eq!(
         message,
         format!(
-            "{}: refused: built against plugin ABI 3.0.0, this host speaks {}",
+            "{}: refused: built against plugin ABI 4.0.0, this host speaks {}",
             path.display(),
             spear_plugin_api::native::ABI_VERSION
         )
@@ -204,7 +204,7 @@ fn bad_files_dropped_beside_an_active_plugin_leave_it_active() {
         .unwrap();
     assert_eq!(old_abi.state, PluginState::Failed);
     assert!(old_abi.last_error.unwrap_or_default().contains(&format!(
-        "built against plugin ABI 3.0.0, this host speaks {}",
+        "built against plugin ABI 4.0.0, this host speaks {}",
         spear_plugin_api::native::ABI_VERSION
     )));
     assert_eq!(host.strategy().active().unwrap(), before);

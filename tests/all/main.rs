@@ -3,6 +3,7 @@
 //! One binary (wasmtime's layout): each module is a group of tests; helpers live in `spear_tests`.
 
 mod architecture;
+mod autoscaler_conformance;
 mod builtins;
 mod compile_cache;
 mod conformance;

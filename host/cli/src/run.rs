@@ -51,9 +51,10 @@ pub struct RunArgs {
     /// state (default: the task's `spear.checkpoint`).
     #[arg(long)]
     pub checkpoint: bool,
-    /// How it starts again after a preemption: from the beginning, or from its checkpoint
-    /// (default: the task's `spear.recovery`, else checkpoint when it checkpoints).
-    #[arg(long, value_parser = ["restart", "checkpoint"])]
+    /// How it starts again after a preemption, a drain, a lost node or a failure: from the
+    /// beginning, from its checkpoint, or from its checkpoint on another node (default: the
+    /// task's `spear.recovery`, else checkpoint when it checkpoints).
+    #[arg(long, value_parser = ["restart", "checkpoint", "migrate"])]
     pub recovery: Option<String>,
     /// Print the execution's id and return at once instead of waiting.
     #[arg(short, long)]

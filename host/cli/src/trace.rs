@@ -4,7 +4,7 @@
 //! A trace is JSON Lines. The first line describes the cluster:
 //! `{"trace": "spear/v1", "nodes": [{"name", "cpu_millis", "memory_mb", "slots", "labels", "executors"}]}`;
 //! each other line is one execution, in submission order:
-//! `{"id", "submit_ms", "duration_ms", "priority", "kind", "needs": {"cpu_millis", "memory_mb", "disk_mb"}, "deadline_ms"?, "required_labels"?}`,
+//! `{"id", "submit_ms", "duration_ms", "priority", "kind", "needs": {"cpu_millis", "memory_mb", "disk_mb"}, "deadline_ms"?, "required_labels"?, "checkpoint"?}`,
 //! times in milliseconds from the trace's start.
 
 use std::collections::BTreeMap;
@@ -93,6 +93,10 @@ pub struct TraceExecution {
     /// Node labels it requires.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub required_labels: BTreeMap<String, String>,
+    /// Whether a preempted run of it starts again from where it stopped (it checkpoints and
+    /// recovers from its checkpoint) rather than from the beginning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
 }
 
 fn normal() -> String {
@@ -295,6 +299,8 @@ pub async fn export(args: ExportArgs, client: &Client, out: Output) -> Result<i3
             deadline_ms: e["deadline_ms"].as_i64().filter(|d| *d > 0).map(rel),
             required_labels: serde_json::from_value(e["required_labels"].clone())
                 .unwrap_or_default(),
+            // It checkpoints and a next attempt restores the checkpoint.
+            checkpoint: e["checkpoint"] == true && e["recovery"] != "restart",
         })
         .collect();
     executions.sort_by_key(|e| e.submit_ms);
@@ -341,6 +347,10 @@ pub struct GenerateArgs {
     /// Share of executions that require a zone (0 to 1).
     #[arg(long, default_value_t = 0.1)]
     pub pinned_fraction: f64,
+    /// Share of executions that checkpoint (0 to 1): a preempted run of one starts again from
+    /// where it stopped.
+    #[arg(long, default_value_t = 0.0)]
+    pub checkpoint_fraction: f64,
     /// Seed: the same knobs and seed give the same trace.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -387,6 +397,7 @@ pub fn generate(args: &GenerateArgs) -> Result<Trace> {
     };
     let deadline_fraction = share(args.deadline_fraction, "deadline-fraction")?;
     let pinned_fraction = share(args.pinned_fraction, "pinned-fraction")?;
+    let checkpoint_fraction = share(args.checkpoint_fraction, "checkpoint-fraction")?;
     if args.nodes == 0 || args.nodes as usize > MAX_NODES {
         return Err(CliError::Usage(format!("--nodes: 1 to {MAX_NODES}")));
     }
@@ -451,6 +462,8 @@ pub fn generate(args: &GenerateArgs) -> Result<Trace> {
                 },
                 deadline_ms,
                 required_labels,
+                // Drawn last, and only when asked: traces without it keep their bytes.
+                checkpoint: checkpoint_fraction > 0.0 && rng.unit() < checkpoint_fraction,
             }
         })
         .collect();

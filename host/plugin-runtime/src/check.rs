@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use spear_plugin_api::{
-    Decision, InstanceState, InstanceStats, Label, NodePressure, PluginKind, Request, Resources,
-    Target,
+    Decision, InstanceState, InstanceStats, Label, NodePressure, PluginKind, QueueStats, Request,
+    Resources, ScaleLimits, ScaleNode, ScaleView, Target,
 };
 
 use crate::error::{CallFailure, Error};
 use crate::limits::Limits;
 use crate::plugin::LoadedPlugin;
-use crate::slot::{ReclaimerSlot, StrategySlot};
+use crate::slot::{AutoscalerSlot, ReclaimerSlot, StrategySlot};
 use crate::telemetry::{EventKind, Telemetry};
 
 /// Activate `plugin` with `config` in a slot of its kind, make a few decisions, swap it for itself
@@ -61,6 +61,25 @@ pub fn smoke_test(
             let handover = slot.activate(plugin, config).map_err(|e| e.to_string())?;
             first_failure(&telemetry)?;
             format!("selected {chosen:?} of 4 instances; swapped for itself: {handover}")
+        }
+        PluginKind::Autoscaler => {
+            let slot = AutoscalerSlot::new("check", limits, telemetry.clone());
+            slot.activate(plugin, config).map_err(activation)?;
+            let mut answers = Vec::new();
+            for view in synthetic_views() {
+                let answer = slot.decide(&view);
+                first_failure(&telemetry)?;
+                answers.push(answer.map_or("-".into(), |d| {
+                    format!("{} (drain {})", d.desired, d.drain.len())
+                }));
+            }
+            let handover = slot.activate(plugin, config).map_err(|e| e.to_string())?;
+            first_failure(&telemetry)?;
+            format!(
+                "sized a pool of 2 (1 to 4 nodes) for a backlog, a busy and an idle cluster → \
+                 [{}]; swapped for itself: {handover}",
+                answers.join(", ")
+            )
         }
         kind => format!("{kind} plugins are exercised by their host"),
     };
@@ -136,4 +155,48 @@ fn synthetic_instance(id: u64) -> InstanceStats {
         recent_errors: 0,
         recent_invocations: 10,
     }
+}
+
+/// A pool of two managed nodes (one place each) and one other node, under a backlog of 12
+/// waiting a minute, busy with nothing waiting, and idle for ten minutes.
+fn synthetic_views() -> Vec<ScaleView> {
+    let node = |id: &str, managed: bool, running: u32, idle_ms: u64| ScaleNode {
+        id: id.into(),
+        managed,
+        registered: true,
+        healthy: true,
+        draining: false,
+        slots: 1,
+        running,
+        idle_ms,
+        cpu_millis: 2000,
+        memory_mb: 2048,
+    };
+    let view = |depth: u32, oldest_wait_ms: u64, running: u32, idle_ms: u64| ScaleView {
+        now_ms: 1_700_000_000_000,
+        queue: QueueStats {
+            depth,
+            oldest_wait_ms,
+            cpu_millis: u64::from(depth) * 100,
+            memory_mb: u64::from(depth) * 64,
+        },
+        nodes: vec![
+            node("node-1", true, running, idle_ms),
+            node("node-2", true, running, idle_ms),
+            node("node-3", false, running, idle_ms),
+        ],
+        limits: ScaleLimits {
+            min: 1,
+            max: 4,
+            scale_up_threshold: 4,
+            scale_down_delay_ms: 300_000,
+            cooldown_ms: 60_000,
+        },
+        since_last_action_ms: u64::MAX,
+    };
+    vec![
+        view(12, 60_000, 1, 0),
+        view(0, 0, 1, 0),
+        view(0, 0, 0, 600_000),
+    ]
 }

@@ -1,4 +1,5 @@
-//! The plugin sections of a host's TOML config: `[plugins]`, `[scheduler]`, `[reclaimer]`.
+//! The plugin sections of a host's TOML config: `[plugins]`, `[scheduler]`, `[reclaimer]`,
+//! `[autoscaler]` (its `policy` and `config`; the section's other keys are the host's).
 //!
 //! Raw serde structs (unknown keys refused) are compiled by [`RuntimeConfig::compile`] into a
 //! validated config, reporting every problem at once. Other top-level tables belong to the host and
@@ -19,6 +20,8 @@ struct RawFile {
     scheduler: Option<RawScheduler>,
     #[serde(default)]
     reclaimer: Option<RawReclaimer>,
+    #[serde(default)]
+    autoscaler: Option<RawAutoscaler>,
     #[serde(flatten)]
     _host: toml::Table,
 }
@@ -68,6 +71,17 @@ struct RawReclaimer {
     config: Option<toml::Table>,
     #[serde(default = "default_interval_ms")]
     interval_ms: u64,
+}
+
+/// `[autoscaler]`: the runtime's two keys; the host (SMS) owns and checks the others (its
+/// provider, limits, interval), so they are left to it here.
+#[derive(Debug, Deserialize)]
+struct RawAutoscaler {
+    policy: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(flatten)]
+    _host: toml::Table,
 }
 
 fn default_dir() -> PathBuf {
@@ -124,6 +138,8 @@ pub struct RuntimeConfig {
     pub reclaimer: Option<Selection>,
     /// How often a Spearlet asks its reclamation policy (hot-reloadable).
     pub reclaim_interval_ms: u64,
+    /// The autoscaling policy (hot-reloadable; SMS's other `[autoscaler]` keys are its own).
+    pub autoscaler: Option<Selection>,
     /// Signatures required and keys trusted ([`crate::signing`]). Restart to change.
     pub signing: crate::signing::SigningPolicy,
 }
@@ -139,6 +155,7 @@ impl Default for RuntimeConfig {
             shadow: None,
             reclaimer: None,
             reclaim_interval_ms: default_interval_ms(),
+            autoscaler: None,
             signing: Default::default(),
         }
     }
@@ -275,6 +292,15 @@ impl RuntimeConfig {
                 config_json: table_to_json(r.config, "reclaimer.config", &mut errors),
             });
         }
+        if let Some(a) = raw.autoscaler {
+            if a.policy.trim().is_empty() {
+                errors.push("autoscaler.policy: must name a plugin".into());
+            }
+            config.autoscaler = Some(Selection {
+                name: a.policy,
+                config_json: table_to_json(a.config, "autoscaler.config", &mut errors),
+            });
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -329,6 +355,32 @@ mod tests {
         assert!(err.contains("plugins.memory_limit_mb"), "{err}");
         assert!(
             err.contains("scheduler.strategy: must name a plugin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_autoscaler_section_gives_the_runtime_its_policy_and_leaves_the_rest_to_the_host() {
+        // The whole file, as a reload reads it: SMS's keys beside the runtime's two.
+        let c = RuntimeConfig::compile(
+            "[autoscaler]\npolicy = \"queue-depth\"\nmax = 3\ncooldown_ms = 5\n\
+             [autoscaler.config]\ntasks_per_node = 2\n\
+             [autoscaler.provider]\nkind = \"exec\"\ncommand = [\"x\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.autoscaler,
+            Some(Selection {
+                name: "queue-depth".into(),
+                config_json: "{\"tasks_per_node\":2}".into()
+            })
+        );
+        let err = RuntimeConfig::compile("[autoscaler]\npolicy = \"\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("autoscaler.policy: must name a plugin"),
             "{err}"
         );
     }

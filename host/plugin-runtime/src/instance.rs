@@ -2,7 +2,8 @@
 //! limits and error values all come back as a [`CallFailure`], never as a panic or a hang.
 
 use spear_plugin_api::{
-    Decision, InstanceStats, NodePressure, Outcome, PluginInfo, Request, Target,
+    Decision, InstanceStats, NodePressure, Outcome, PluginInfo, Request, ScaleDecision, ScaleView,
+    Target,
 };
 
 use crate::error::CallFailure;
@@ -41,5 +42,19 @@ pub trait ReclaimerInstance: Send {
     /// See [`spear_plugin_api::Reclaimer::save_state`].
     fn save_state(&mut self) -> CallResult<Vec<u8>>;
     /// See [`spear_plugin_api::Reclaimer::restore_state`].
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()>;
+}
+
+/// A live autoscaler instance.
+pub trait AutoscalerInstance: Send {
+    /// See [`spear_plugin_api::Autoscaler::info`].
+    fn info(&mut self) -> CallResult<PluginInfo>;
+    /// See [`spear_plugin_api::Autoscaler::configure`].
+    fn configure(&mut self, config: &str) -> CallResult<()>;
+    /// See [`spear_plugin_api::Autoscaler::decide`].
+    fn decide(&mut self, view: &ScaleView) -> CallResult<ScaleDecision>;
+    /// See [`spear_plugin_api::Autoscaler::save_state`].
+    fn save_state(&mut self) -> CallResult<Vec<u8>>;
+    /// See [`spear_plugin_api::Autoscaler::restore_state`].
     fn restore_state(&mut self, state: &[u8]) -> CallResult<()>;
 }

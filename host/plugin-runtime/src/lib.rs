@@ -46,5 +46,5 @@ pub use host::{
 pub use limits::{LimitValues, Limits};
 pub use plugin::{LoadedPlugin, PluginRef, load_file};
 pub use registry::{PluginRecord, PluginState};
-pub use slot::{Decider, Handover, ReclaimerSlot, SlotStatus, StrategySlot};
+pub use slot::{AutoscalerSlot, Decider, Handover, ReclaimerSlot, SlotStatus, StrategySlot};
 pub use telemetry::{EventKind, PluginEvent, Telemetry};

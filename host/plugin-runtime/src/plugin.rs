@@ -12,7 +12,7 @@ use spear_plugin_api::{PluginInfo, PluginKind};
 use crate::detect::{Form, detect, read_plugin_file};
 use crate::engine::WasmEngine;
 use crate::error::{CallFailure, Error, Result};
-use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::Limits;
 use crate::load::component::ComponentFactory;
 use crate::load::extism::ExtismFactory;
@@ -75,6 +75,14 @@ impl Factory {
             Factory::Native(f) => f.reclaimer(),
         }
     }
+
+    pub(crate) fn autoscaler(&self, plugin: &str) -> CallResult<Box<dyn AutoscalerInstance>> {
+        match self {
+            Factory::Component(f) => f.autoscaler(plugin),
+            Factory::Extism(f) => f.autoscaler(),
+            Factory::Native(f) => f.autoscaler(),
+        }
+    }
 }
 
 impl LoadedPlugin {
@@ -90,6 +98,13 @@ impl LoadedPlugin {
     pub fn new_reclaimer(&self) -> Result<Box<dyn ReclaimerInstance>> {
         self.factory
             .reclaimer(&self.info.name)
+            .map_err(|e| self.call_error(e))
+    }
+
+    /// A new, unconfigured autoscaler instance, outside any slot.
+    pub fn new_autoscaler(&self) -> Result<Box<dyn AutoscalerInstance>> {
+        self.factory
+            .autoscaler(&self.info.name)
             .map_err(|e| self.call_error(e))
     }
 
@@ -153,6 +168,7 @@ pub fn load_bytes(
                 PluginKind::SchedulingStrategy => {
                     f.strategy("self-test").and_then(|mut s| s.info())
                 }
+                PluginKind::Autoscaler => f.autoscaler("self-test").and_then(|mut a| a.info()),
                 _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
             }
             .map_err(self_test)?;
@@ -164,10 +180,13 @@ pub fn load_bytes(
             let kind = info.kind;
             if !matches!(
                 kind,
-                PluginKind::SchedulingStrategy | PluginKind::ReclamationPolicy
+                PluginKind::SchedulingStrategy
+                    | PluginKind::ReclamationPolicy
+                    | PluginKind::Autoscaler
             ) {
                 return Err(refused(format!(
-                    "Extism plugins may be strategies or reclamation policies, not {kind}"
+                    "Extism plugins may be strategies, reclamation policies or autoscalers, \
+                     not {kind}"
                 )));
             }
             (Factory::Extism(f), kind, info)
@@ -236,6 +255,7 @@ fn native_info(f: &NativeFactory) -> CallResult<(PluginKind, PluginInfo)> {
         PluginKind::ReclamationPolicy => f.reclaimer().and_then(|mut r| r.info()),
         PluginKind::Executor => f.executor().map(|e| api_info(&e)),
         PluginKind::StorageBackend => f.storage().map(|s| api_storage_info(&s)),
+        PluginKind::Autoscaler => f.autoscaler().and_then(|mut a| a.info()),
     }?;
     Ok((kind, info))
 }

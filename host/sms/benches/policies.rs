@@ -3,7 +3,9 @@
 //! attached in-process, with each policy on against a baseline with it off, in the same run. Two
 //! loads: the whole workload queued before the nodes connect (the scheduler alone, in full
 //! batches), and 256 submitters racing the scheduler (many small rounds). Variants run in turn,
-//! several times each; the median is shown.
+//! several times each; the median is shown. Besides placements per second (wall time), each run
+//! reports the process's CPU time per placement (user + system, all threads, over the same
+//! window): the work a placement costs, steadier than wall time on a busy 2-core machine.
 //!
 //! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run;
 //! `SPEAR_BENCH_ONLY=<parts of variants' names, comma-separated>` runs only those).
@@ -60,8 +62,18 @@ fn submission(deadlines: bool, s: u64, i: u64) -> Submit {
     }
 }
 
-/// Placements per second of one run of `v`.
-async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
+/// The process's CPU time so far (user + system, every thread), in microseconds.
+fn cpu_us() -> f64 {
+    // SAFETY: `getrusage` writes the struct it is given, which is zeroed and ours.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(u.ru_utime) + us(u.ru_stime)
+}
+
+/// Placements per second of one run of `v`, and CPU microseconds per placement.
+async fn run(v: &Variant, load: Load, executions: u64) -> (f64, f64) {
     let (_dir, config) = sandbox_extra("memory", v.config, v.plugins);
     let running = spear_sms::server::start(config).await.unwrap();
     let sms = running.sms.clone();
@@ -110,6 +122,7 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
             h.await.unwrap();
         }
     };
+    let mut cpu_start = cpu_us();
     let start = match load {
         Load::Streaming => {
             let start = Instant::now();
@@ -118,6 +131,7 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
         }
         Load::Queued => {
             submit_all().await;
+            cpu_start = cpu_us();
             let start = Instant::now();
             for uuid in &uuids {
                 sms.update_node(uuid, status("active"), None).await.unwrap();
@@ -136,6 +150,7 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let rate = total as f64 / start.elapsed().as_secs_f64();
+    let cpu = (cpu_us() - cpu_start) / total as f64;
     let fallback = sms.plugins().telemetry().fallback_decisions_of("scheduler");
     assert_eq!(
         fallback, 0,
@@ -143,7 +158,7 @@ async fn run(v: &Variant, load: Load, executions: u64) -> f64 {
         v.name
     );
     running.shutdown().await;
-    rate
+    (rate, cpu)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -206,19 +221,32 @@ fn main() {
             (Load::Streaming, "256 submitters while the nodes take work (rounds of what has come)"),
         ] {
             let mut rates: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
+            let mut cpus: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
             for _ in 0..repeats {
-                for (v, r) in variants.iter().zip(&mut rates) {
-                    r.push(run(v, load, executions).await);
+                for ((v, r), c) in variants.iter().zip(&mut rates).zip(&mut cpus) {
+                    let (rate, cpu) = run(v, load, executions).await;
+                    r.push(rate);
+                    c.push(cpu);
                 }
             }
             println!("\n## Scheduler policies' cost, {title}: {NODES} nodes, {executions} executions, memory storage, median of {repeats}\n");
-            println!("| variant | placements/s | runs | ratio to baseline |");
-            println!("|---|---:|---|---:|");
+            println!("| variant | placements/s | runs | ratio | CPU µs/placement | runs | CPU ratio |");
+            println!("|---|---:|---|---:|---:|---|---:|");
             let base = median(rates[0].clone());
-            for (v, r) in variants.iter().zip(&rates) {
+            let base_cpu = median(cpus[0].clone());
+            for ((v, r), c) in variants.iter().zip(&rates).zip(&cpus) {
                 let m = median(r.clone());
+                let mc = median(c.clone());
                 let runs: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
-                println!("| {} | {m:.0} | {} | {:.3} |", v.name, runs.join(", "), m / base);
+                let cpu_runs: Vec<String> = c.iter().map(|x| format!("{x:.1}")).collect();
+                println!(
+                    "| {} | {m:.0} | {} | {:.3} | {mc:.1} | {} | {:.3} |",
+                    v.name,
+                    runs.join(", "),
+                    m / base,
+                    cpu_runs.join(", "),
+                    mc / base_cpu
+                );
             }
         }
     });

@@ -1,5 +1,5 @@
 //! The plugins linked into `sms`, registered as built-ins (`built-in:<name>` in `spear plugin
-//! list`): the scheduling strategies and the storage backends. SMS starts with no plugin directory;
+//! list`): the scheduling strategies, the storage backends and the autoscaler. SMS starts with no plugin directory;
 //! a plugin file of the same kind and name in the directory replaces a built-in.
 
 use std::sync::OnceLock;
@@ -20,6 +20,7 @@ pub fn modules() -> &'static [SpearPluginModuleRef] {
             spear_storage_redb::native_module(),
             spear_storage_memory::native_module(),
             spear_storage_etcd::native_module(),
+            spear_autoscaler_queue_depth::native_module(),
         ]
     })
 }

@@ -137,6 +137,10 @@ pub struct SmsConfig {
     /// ([`crate::preempt`]).
     #[serde(default)]
     pub preemption: crate::preempt::PreemptionConfig,
+    /// `[autoscaler]`: the node pool's size, by a policy plugin and a provider
+    /// ([`crate::autoscale`]).
+    #[serde(default)]
+    pub autoscaler: Option<crate::autoscale::AutoscalerConfig>,
     /// `[explain]`: how many scheduling rounds are kept to explain ([`crate::explain`]).
     #[serde(default)]
     pub explain: crate::explain::ExplainConfig,
@@ -379,6 +383,9 @@ impl SmsConfig {
         self.retention.validate(problems);
         self.deadlines.validate(problems);
         self.preemption.validate(problems);
+        if let Some(a) = &self.autoscaler {
+            a.validate(problems);
+        }
         self.explain.validate(problems);
         if self.heartbeat_timeout == 0 {
             problems.invalid("heartbeat_timeout", "must be at least 1 second");
@@ -560,6 +567,15 @@ impl SmsConfig {
         }
         if let Some(s) = &self.scheduler {
             table.insert("scheduler".into(), toml::Value::Table(s.clone()));
+        }
+        if let Some(a) = &self.autoscaler {
+            // The runtime's two keys; the rest of the section is SMS's.
+            let mut section = toml::Table::new();
+            section.insert("policy".into(), toml::Value::String(a.policy.clone()));
+            if let Some(c) = &a.config {
+                section.insert("config".into(), toml::Value::Table(c.clone()));
+            }
+            table.insert("autoscaler".into(), toml::Value::Table(section));
         }
         let refused = |message: String| Problem::Other {
             origin: self.source.clone().map_or(Origin::Default, Origin::File),

@@ -65,6 +65,13 @@ pub fn put_op<T: Serialize>(key: String, value: &T) -> Result<BatchOp> {
     })
 }
 
+/// A delete of `key`.
+pub fn delete_op(key: String) -> BatchOp {
+    BatchOp::Delete {
+        key: key.into_bytes(),
+    }
+}
+
 /// Rows per scan page when loading a prefix whole.
 const PAGE: u32 = 1024;
 

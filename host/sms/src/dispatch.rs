@@ -135,6 +135,18 @@ impl Capacity {
         self.nodes.get(&id).map(|f| (f.holds, f.free > 0))
     }
 
+    /// Add to `room` the free places of the nodes in `targets` it does not count yet.
+    pub fn extend_room(&self, room: &mut Room, targets: impl IntoIterator<Item = u64>) {
+        for id in targets {
+            room.free.entry(id).or_insert_with(|| {
+                self.nodes
+                    .get(&id)
+                    .filter(|f| f.active)
+                    .map_or(0, |f| f.free)
+            });
+        }
+    }
+
     /// The free places of the nodes in `targets`, to spend in one round.
     pub fn room(&self, targets: impl IntoIterator<Item = u64>) -> Room {
         let mut room = Room::default();
@@ -166,6 +178,11 @@ impl Room {
             }
             _ => false,
         }
+    }
+
+    /// The places left on the node of target `id` (0: none, or not counted).
+    pub fn left(&self, id: u64) -> u32 {
+        self.free.get(&id).copied().unwrap_or(0)
     }
 }
 
@@ -257,6 +274,14 @@ impl Sms {
     }
 
     /// The free places of the nodes `decisions` assign to.
+    /// Add the free places of the nodes in `targets` to `room` (those it does not count yet).
+    pub(crate) fn extend_room(&self, room: &mut Room, targets: impl IntoIterator<Item = u64>) {
+        self.capacity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_room(room, targets);
+    }
+
     pub(crate) fn room_for(&self, decisions: &[Decision]) -> Room {
         self.capacity
             .lock()

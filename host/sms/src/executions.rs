@@ -68,8 +68,9 @@ pub struct Submit {
     /// preemption (default: the task's `spear.checkpoint` metadata, else false).
     #[serde(default)]
     pub checkpoint: Option<bool>,
-    /// How its next attempt starts after a preemption: `restart` or `checkpoint` (default: the
-    /// task's `spear.recovery`, else `checkpoint` when it checkpoints, `restart` otherwise).
+    /// How its next attempt starts after a preemption, a drain, a lost node or a failure:
+    /// `restart`, `checkpoint` or `migrate` (default: the task's `spear.recovery`, else
+    /// `checkpoint` when it checkpoints, `restart` otherwise).
     #[serde(default)]
     #[schema(value_type = Option<crate::model::Recovery>)]
     pub recovery: Option<String>,
@@ -160,7 +161,7 @@ impl Submit {
             crate::model::Recovery::parse(r).ok_or_else(|| {
                 SmsError::invalid(
                     "recovery",
-                    format!("`{r}` is not one of restart, checkpoint"),
+                    format!("`{r}` is not one of restart, checkpoint, migrate"),
                 )
             })?;
         }

@@ -105,6 +105,20 @@ impl Invocations {
         self.len() == 0
     }
 
+    /// How many invocations are waited for from each node that has any.
+    pub fn per_node(&self) -> HashMap<String, u32> {
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for w in self.lock().values() {
+            *counts.entry(w.node.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// How many invocations are waited for from `node`.
+    pub fn on_node(&self, node: &str) -> usize {
+        self.lock().values().filter(|w| w.node == node).count()
+    }
+
     /// Answer every invocation waited for from `node`, which is lost (`why`): its answers will
     /// never come, and its callers learn it now rather than at their deadlines. How many.
     pub fn node_lost(&self, node: &str, why: &str) -> usize {

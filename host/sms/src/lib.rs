@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod autoscale;
 pub mod blobs;
 pub mod builtins;
 pub mod cancels;
@@ -38,6 +39,7 @@ pub mod outbox;
 pub mod payloads;
 pub mod preempt;
 pub mod query;
+pub mod recovery;
 pub mod reload;
 pub mod reports;
 pub mod requeue;

@@ -1,7 +1,9 @@
 //! SMS's histograms on `/metrics` (registered in the plugin runtime's registry, beside the plugin
 //! metrics): storage commits, and the scheduler's rounds and placements.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// The histograms.
 #[derive(Debug, Clone)]
@@ -32,6 +34,14 @@ pub struct SmsMetrics {
     /// preemptions left undone because the minute's budget was spent (`over_budget`)
     /// ([`crate::preempt`]).
     pub preemptions: IntCounterVec,
+    /// `sms_autoscaler_nodes{state}`: the autoscaler's managed nodes, `starting`, `serving` or
+    /// `draining` ([`crate::autoscale`]).
+    pub autoscaler_nodes: IntGaugeVec,
+    /// `sms_autoscaler_desired`: the pool size of the autoscaling policy's last valid answer.
+    pub autoscaler_desired: IntGauge,
+    /// `sms_autoscaler_actions_total{action,result}`: the provider's runs, `start` or `stop`,
+    /// `ok` or `failed`.
+    pub autoscaler_actions: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -83,6 +93,27 @@ impl Default for SmsMetrics {
                 &["result"],
             )
             .expect("a valid counter"),
+            autoscaler_nodes: IntGaugeVec::new(
+                Opts::new(
+                    "sms_autoscaler_nodes",
+                    "The autoscaler's managed nodes: starting, serving or draining",
+                ),
+                &["state"],
+            )
+            .expect("a valid gauge"),
+            autoscaler_desired: IntGauge::new(
+                "sms_autoscaler_desired",
+                "The pool size of the autoscaling policy's last valid answer",
+            )
+            .expect("a valid gauge"),
+            autoscaler_actions: IntCounterVec::new(
+                Opts::new(
+                    "sms_autoscaler_actions_total",
+                    "The autoscaler provider's runs (start, stop) and their result (ok, failed)",
+                ),
+                &["action", "result"],
+            )
+            .expect("a valid counter"),
             shadow_decisions: IntCounterVec::new(
                 Opts::new(
                     "sms_shadow_decisions_total",
@@ -118,5 +149,8 @@ impl SmsMetrics {
         let _ = registry.register(Box::new(self.deadline_misses.clone()));
         let _ = registry.register(Box::new(self.shadow_decisions.clone()));
         let _ = registry.register(Box::new(self.preemptions.clone()));
+        let _ = registry.register(Box::new(self.autoscaler_nodes.clone()));
+        let _ = registry.register(Box::new(self.autoscaler_desired.clone()));
+        let _ = registry.register(Box::new(self.autoscaler_actions.clone()));
     }
 }

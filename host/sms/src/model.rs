@@ -533,7 +533,8 @@ pub struct Execution {
     pub checkpoint_data: Vec<u8>,
 }
 
-/// How an execution's next attempt starts after a preemption (per task: `spear.recovery`).
+/// How an execution's next attempt starts after a preemption, a drain, a lost node or a failure
+/// (per task: `spear.recovery`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Recovery {
@@ -542,6 +543,9 @@ pub enum Recovery {
     Restart,
     /// From its last checkpoint, restored on whichever node takes it.
     Checkpoint,
+    /// From its last checkpoint, on another node than the one its last attempt left
+    /// ([`crate::recovery`]).
+    Migrate,
 }
 
 impl Recovery {
@@ -550,6 +554,7 @@ impl Recovery {
         match s {
             "restart" => Some(Self::Restart),
             "checkpoint" => Some(Self::Checkpoint),
+            "migrate" => Some(Self::Migrate),
             _ => None,
         }
     }
@@ -559,7 +564,13 @@ impl Recovery {
         match self {
             Self::Restart => "restart",
             Self::Checkpoint => "checkpoint",
+            Self::Migrate => "migrate",
         }
+    }
+
+    /// Whether the next attempt restores the last checkpoint.
+    pub fn restores(&self) -> bool {
+        matches!(self, Self::Checkpoint | Self::Migrate)
     }
 }
 

@@ -94,7 +94,7 @@ impl Sms {
         if let Some(b) = &e.stdin_blob {
             e.stdin = self.blobs.read(b).await?;
         }
-        if e.recovery == crate::model::Recovery::Checkpoint
+        if e.recovery.restores()
             && let Some(b) = &e.checkpoint_blob
         {
             match self.blobs.read(b).await {

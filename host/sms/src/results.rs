@@ -280,7 +280,7 @@ impl Sms {
         // A round that picked it before this write leaves it (it changed).
         exec.updated_at_ms = now_ms();
         let saved = checkpoint.as_ref().map_or(0, |b| b.size);
-        if exec.recovery == crate::model::Recovery::Checkpoint && checkpoint.is_some() {
+        if exec.recovery.restores() && checkpoint.is_some() {
             exec.checkpoint_blob = checkpoint;
         }
         let data = json!({"node_uuid": node, "attempt": exec.attempt, "reason": "preempted",

@@ -193,6 +193,17 @@ impl Sms {
                 dispatched.push(crate::explain::Dispatch::Rejected);
                 continue;
             };
+            // Recovering by migration: not back to the node its last attempt left. (The
+            // strategy counted its own choice: `decisions` keeps it, for explain's view.)
+            let (target, node, from) = match self.migrate_away(&picked, &node, &mut room).await {
+                crate::recovery::Away::Stays => (target, node, None),
+                crate::recovery::Away::To(to, uuid) => (to, uuid, Some(node)),
+                crate::recovery::Away::Wait => {
+                    let why = crate::recovery::NO_PLACE;
+                    dispatched.push(crate::explain::Dispatch::Left(why));
+                    continue;
+                }
+            };
             let id = picked.execution_id.clone();
             let _owned = self.exec_locks.lock(&id).await;
             // Look again as its owner: a cancel or a late report may have changed it since the
@@ -218,7 +229,10 @@ impl Sms {
                 dispatched.push(crate::explain::Dispatch::Left(why));
                 continue;
             }
-            dispatched.push(crate::explain::Dispatch::Assigned);
+            dispatched.push(match &from {
+                Some(_) => crate::explain::Dispatch::Migrated { to: target },
+                None => crate::explain::Dispatch::Assigned,
+            });
             let mut exec = picked.clone();
             exec.state = ExecState::Assigned;
             exec.node_uuid = Some(node.clone());
@@ -239,7 +253,11 @@ impl Sms {
                     vec![(
                         "execution.assigned",
                         id.clone(),
-                        json!({"node_uuid": node, "attempt": exec.attempt}),
+                        match &from {
+                            Some(left) => json!({"node_uuid": node, "attempt": exec.attempt,
+                                "migrated_from": left}),
+                            None => json!({"node_uuid": node, "attempt": exec.attempt}),
+                        },
                     )],
                 )
             }) {

@@ -421,6 +421,17 @@ pub async fn start_on(
         move || crate::sched::run(s.clone(), rx.clone()),
     ));
 
+    if let Some(a) = &sms.autoscale {
+        let advertised = config.ha.as_ref().and_then(|h| h.advertise_grpc.clone());
+        a.set_grpc_addr(advertised.unwrap_or_else(|| grpc_addr.to_string()));
+        let (s, rx) = (sms.clone(), stop_rx.clone());
+        tasks.push(crate::health::supervise(
+            "autoscaler",
+            sms.health.clone(),
+            move || crate::autoscale::run(s.clone(), rx.clone()),
+        ));
+    }
+
     let (s, rx) = (sms.clone(), stop_rx.clone());
     tasks.push(crate::health::supervise(
         "retention",

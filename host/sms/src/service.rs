@@ -73,6 +73,8 @@ pub struct Sms {
     pub(crate) shadow: Arc<crate::shadow::Shadow>,
     /// The scheduling rounds kept to explain ([`crate::explain`]).
     pub(crate) explain: std::sync::Mutex<crate::explain::Recorder>,
+    /// The autoscaler, with `[autoscaler]` ([`crate::autoscale`]).
+    pub(crate) autoscale: Option<Arc<crate::autoscale::Autoscale>>,
     /// The histograms on `/metrics`.
     pub(crate) metrics: crate::metrics::SmsMetrics,
     /// Each node's fill as the scheduler last counted it ([`crate::dispatch`]).
@@ -239,6 +241,10 @@ impl Sms {
             deadlines: config.deadlines,
             preemption: config.preemption,
             preempt_state: Default::default(),
+            autoscale: config
+                .autoscaler
+                .clone()
+                .map(|c| Arc::new(crate::autoscale::Autoscale::new(c))),
             explain: std::sync::Mutex::new(crate::explain::Recorder::new(config.explain.rounds)),
             shadow,
             metrics,

@@ -1,5 +1,5 @@
 //! The component form: bindings generated from `wit/`, conversions to the plain types, and the
-//! `export_strategy!` / `export_reclaimer!` macros.
+//! `export_strategy!` / `export_reclaimer!` / `export_autoscaler!` macros.
 
 use spear_plugin_api as api;
 
@@ -25,6 +25,23 @@ pub mod reclaimer_bindings {
         pub_export_macro: true,
         export_macro_name: "__export_reclaimer_world",
         default_bindings_module: "spear_pdk::reclaimer_bindings",
+        runtime_path: "spear_pdk::__rt",
+        with: {
+            "spear:plugin/types@0.1.0": crate::strategy_bindings::spear::plugin::types,
+            "spear:plugin/host@0.1.0": crate::strategy_bindings::spear::plugin::host,
+        },
+    });
+}
+
+/// Bindings of the `autoscaling-policy` world (generated from `wit/`).
+#[doc(hidden)]
+pub mod autoscaler_bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "autoscaling-policy",
+        pub_export_macro: true,
+        export_macro_name: "__export_autoscaler_world",
+        default_bindings_module: "spear_pdk::autoscaler_bindings",
         runtime_path: "spear_pdk::__rt",
         with: {
             "spear:plugin/types@0.1.0": crate::strategy_bindings::spear::plugin::types,
@@ -157,6 +174,55 @@ pub mod convert {
         }
     }
 
+    /// WIT scale view → plain.
+    pub fn scale_view(
+        v: crate::autoscaler_bindings::exports::spear::plugin::autoscaler::ScaleView,
+    ) -> api::ScaleView {
+        api::ScaleView {
+            now_ms: v.now_ms,
+            queue: api::QueueStats {
+                depth: v.queue.depth,
+                oldest_wait_ms: v.queue.oldest_wait_ms,
+                cpu_millis: v.queue.cpu_millis,
+                memory_mb: v.queue.memory_mb,
+            },
+            nodes: v
+                .nodes
+                .into_iter()
+                .map(|n| api::ScaleNode {
+                    id: n.id,
+                    managed: n.managed,
+                    registered: n.registered,
+                    healthy: n.healthy,
+                    draining: n.draining,
+                    slots: n.slots,
+                    running: n.running,
+                    idle_ms: n.idle_ms,
+                    cpu_millis: n.cpu_millis,
+                    memory_mb: n.memory_mb,
+                })
+                .collect(),
+            limits: api::ScaleLimits {
+                min: v.limits.min,
+                max: v.limits.max,
+                scale_up_threshold: v.limits.scale_up_threshold,
+                scale_down_delay_ms: v.limits.scale_down_delay_ms,
+                cooldown_ms: v.limits.cooldown_ms,
+            },
+            since_last_action_ms: v.since_last_action_ms,
+        }
+    }
+
+    /// Plain scale decision → WIT.
+    pub fn scale_decision(
+        d: api::ScaleDecision,
+    ) -> crate::autoscaler_bindings::exports::spear::plugin::autoscaler::ScaleDecision {
+        crate::autoscaler_bindings::exports::spear::plugin::autoscaler::ScaleDecision {
+            desired: d.desired,
+            drain: d.drain,
+        }
+    }
+
     /// WIT node pressure → plain.
     pub fn node(n: wit::NodePressure) -> api::NodePressure {
         api::NodePressure {
@@ -267,6 +333,53 @@ macro_rules! export_reclaimer {
             }
 
             $crate::reclaimer_bindings::__export_reclaimer_world!(SpearReclaimerComponent with_types_in $crate::reclaimer_bindings);
+        };
+    };
+}
+
+/// Export an [`Autoscaler`](spear_plugin_api::Autoscaler) implementing `Default` as a WASM
+/// component of the `autoscaling-policy` world.
+#[macro_export]
+macro_rules! export_autoscaler {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::autoscaler_bindings::exports::spear::plugin::autoscaler as wit_as;
+            use $crate::autoscaler_bindings::exports::spear::plugin::autoscaler::Guest;
+            use $crate::strategy_bindings::spear::plugin::types as wit;
+            use $crate::api::Autoscaler as _;
+
+            ::std::thread_local! {
+                static STATE: ::core::cell::RefCell<$ty> =
+                    ::core::cell::RefCell::new(<$ty as ::core::default::Default>::default());
+            }
+
+            struct SpearAutoscalerComponent;
+
+            impl Guest for SpearAutoscalerComponent {
+                fn info() -> wit::PluginInfo {
+                    STATE.with(|s| $crate::convert::info(s.borrow().info()))
+                }
+                fn configure(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                    STATE.with(|s| s.borrow_mut().configure(&config).map_err(|e| e.0))
+                }
+                fn decide(
+                    view: wit_as::ScaleView,
+                ) -> ::core::result::Result<wit_as::ScaleDecision, ::std::string::String> {
+                    let view = $crate::convert::scale_view(view);
+                    STATE
+                        .with(|s| s.borrow_mut().decide(&view))
+                        .map($crate::convert::scale_decision)
+                        .map_err(|e| e.0)
+                }
+                fn save_state() -> ::std::vec::Vec<u8> {
+                    STATE.with(|s| s.borrow().save_state())
+                }
+                fn restore_state(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                    STATE.with(|s| s.borrow_mut().restore_state(&state).map_err(|e| e.0))
+                }
+            }
+
+            $crate::autoscaler_bindings::__export_autoscaler_world!(SpearAutoscalerComponent with_types_in $crate::autoscaler_bindings);
         };
     };
 }

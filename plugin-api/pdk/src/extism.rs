@@ -10,6 +10,7 @@
 //! | `spear_place` | `[Request]` | `[Decision]` |
 //! | `spear_observe` | `[Outcome]` | — |
 //! | `spear_select` | `{"instances": [InstanceStats], "node": NodePressure}` | `[u64]` |
+//! | `spear_decide` | `ScaleView` | `ScaleDecision` |
 //! | `spear_save_state` | — | bytes |
 //! | `spear_restore_state` | bytes | — |
 
@@ -182,6 +183,52 @@ macro_rules! export_extism_reclaimer {
                     Ok(i) => g::output_json(
                         &STATE.with(|s| s.borrow_mut().select(&i.instances, &i.node)),
                     ),
+                    Err(e) => g::fail(&e),
+                }
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn spear_save_state() -> i32 {
+                g::output(&STATE.with(|s| s.borrow().save_state()))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn spear_restore_state() -> i32 {
+                let state = g::input();
+                g::status(STATE.with(|s| s.borrow_mut().restore_state(&state).map_err(|e| e.0)))
+            }
+        };
+    };
+}
+
+/// Export an [`Autoscaler`](spear_plugin_api::Autoscaler) implementing `Default` as an Extism
+/// module.
+#[macro_export]
+macro_rules! export_extism_autoscaler {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::api::Autoscaler as _;
+            use $crate::extism_glue as g;
+
+            ::std::thread_local! {
+                static STATE: ::core::cell::RefCell<$ty> =
+                    ::core::cell::RefCell::new(<$ty as ::core::default::Default>::default());
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn spear_info() -> i32 {
+                STATE.with(|s| g::output_json(&s.borrow().info()))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn spear_configure() -> i32 {
+                let config = ::std::string::String::from_utf8_lossy(&g::input()).into_owned();
+                g::status(STATE.with(|s| s.borrow_mut().configure(&config).map_err(|e| e.0)))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn spear_decide() -> i32 {
+                match g::input_json::<$crate::api::ScaleView>() {
+                    Ok(view) => match STATE.with(|s| s.borrow_mut().decide(&view)) {
+                        Ok(decision) => g::output_json(&decision),
+                        Err(e) => g::fail(&e.0),
+                    },
                     Err(e) => g::fail(&e),
                 }
             }

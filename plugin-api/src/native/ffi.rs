@@ -108,6 +108,8 @@ pub enum FfiPluginKind {
     Executor,
     /// Storage backend.
     StorageBackend,
+    /// Autoscaler (added in ABI 3.0).
+    Autoscaler,
 }
 
 /// FFI form of [`PluginInfo`].
@@ -324,6 +326,7 @@ impl From<PluginKind> for FfiPluginKind {
             PluginKind::ReclamationPolicy => Self::ReclamationPolicy,
             PluginKind::Executor => Self::Executor,
             PluginKind::StorageBackend => Self::StorageBackend,
+            PluginKind::Autoscaler => Self::Autoscaler,
         }
     }
 }
@@ -335,6 +338,7 @@ impl From<FfiPluginKind> for PluginKind {
             FfiPluginKind::ReclamationPolicy => Self::ReclamationPolicy,
             FfiPluginKind::Executor => Self::Executor,
             FfiPluginKind::StorageBackend => Self::StorageBackend,
+            FfiPluginKind::Autoscaler => Self::Autoscaler,
         }
     }
 }

@@ -11,11 +11,11 @@ use super::ffi::{
     FfiTarget,
 };
 use super::{
-    FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiInvokeFailure, FfiKv, FfiReclaimer, FfiSink_TO,
-    FfiStorage, FfiStrategy,
+    FfiAutoscaler, FfiBatchLimits, FfiBatchOp, FfiExecutor, FfiInvokeFailure, FfiKv, FfiReclaimer,
+    FfiSink_TO, FfiStorage, FfiStrategy,
 };
 use crate::storage::BatchOp;
-use crate::{Executor, PluginError, Reclaimer, StorageBackend, Strategy};
+use crate::{Autoscaler, Executor, PluginError, Reclaimer, StorageBackend, Strategy};
 
 /// Run `f`, turning a panic into an error carrying its message.
 pub fn guard<T>(f: impl FnOnce() -> T) -> RResult<T, RString> {
@@ -122,6 +122,31 @@ impl<T: Reclaimer> FfiReclaimer for ReclaimerGlue<T> {
         guard(|| {
             let instances: Vec<_> = instances.iter().map(Into::into).collect();
             self.0.select(&instances, &node.into()).into()
+        })
+    }
+    fn save_state(&self) -> RResult<RVec<u8>, RString> {
+        guard(|| self.0.save_state().into())
+    }
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), RString> {
+        guard_result(|| self.0.restore_state(state.as_slice()))
+    }
+}
+
+/// Wraps an [`Autoscaler`] as an [`FfiAutoscaler`].
+pub struct AutoscalerGlue<T>(pub T);
+
+impl<T: Autoscaler> FfiAutoscaler for AutoscalerGlue<T> {
+    fn info(&self) -> RResult<FfiPluginInfo, RString> {
+        guard(|| FfiPluginInfo::from(&self.0.info()))
+    }
+    fn configure(&mut self, config: RStr<'_>) -> RResult<(), RString> {
+        guard_result(|| self.0.configure(config.as_str()))
+    }
+    fn decide(&mut self, view: RStr<'_>) -> RResult<RString, RString> {
+        guard_result(|| {
+            let view = serde_json::from_str(view.as_str())
+                .map_err(|e| PluginError(format!("invalid scale view: {e}")))?;
+            to_json(&self.0.decide(&view)?)
         })
     }
     fn save_state(&self) -> RResult<RVec<u8>, RString> {

@@ -4,13 +4,15 @@
 //! ([`export_native_strategy!`](crate::export_native_strategy),
 //! [`export_native_reclaimer!`](crate::export_native_reclaimer),
 //! [`export_native_executor!`](crate::export_native_executor),
-//! [`export_native_storage!`](crate::export_native_storage)). The host refuses a library whose
+//! [`export_native_storage!`](crate::export_native_storage),
+//! [`export_native_autoscaler!`](crate::export_native_autoscaler)). The host refuses a library whose
 //! [`ABI_VERSION`] major differs from its own, or whose types' layouts differ, naming both sides.
 //!
 //! Panics never cross the boundary: every call is wrapped in `catch_unwind` and a panic comes back to
 //! the host as an error carrying the panic message.
 //!
-//! Executor specs and results cross as JSON (they are not on a hot path and change often); strategy,
+//! Executor specs and results, and autoscaler views and decisions, cross as JSON (they are not on a
+//! hot path and change often); strategy,
 //! reclaimer and storage calls cross as `#[repr(C)]` values.
 
 #![expect(
@@ -22,7 +24,7 @@ pub mod ffi;
 mod glue;
 
 pub use abi_stable;
-pub use glue::{ExecutorGlue, ReclaimerGlue, StorageGlue, StrategyGlue, guard};
+pub use glue::{AutoscalerGlue, ExecutorGlue, ReclaimerGlue, StorageGlue, StrategyGlue, guard};
 
 use abi_stable::{
     StableAbi, declare_root_module_statics,
@@ -41,11 +43,11 @@ use ffi::{
 /// The version of the native ABI. A host accepts a library with the same major version (for `0.x`,
 /// the same minor) and refuses any other, naming both.
 #[cfg(not(feature = "abi-mismatch-fixture"))]
-pub const ABI_VERSION: &str = "2.2.0";
+pub const ABI_VERSION: &str = "3.0.0";
 
 /// The version of the native ABI (test fixture build: deliberately incompatible).
 #[cfg(feature = "abi-mismatch-fixture")]
-pub const ABI_VERSION: &str = "3.0.0";
+pub const ABI_VERSION: &str = "4.0.0";
 
 /// A native scheduling strategy as seen across the FFI boundary.
 #[sabi_trait]
@@ -289,6 +291,23 @@ pub trait FfiStorage: Send + Sync {
     fn limits(&self) -> RResult<FfiBatchLimits, RString>;
 }
 
+/// A native autoscaler as seen across the FFI boundary. Views and decisions cross as JSON of
+/// [`crate::ScaleView`] and [`crate::ScaleDecision`]. (Added in ABI 3.0.)
+#[sabi_trait]
+pub trait FfiAutoscaler: Send {
+    /// See [`crate::Autoscaler::info`].
+    fn info(&self) -> RResult<FfiPluginInfo, RString>;
+    /// See [`crate::Autoscaler::configure`].
+    fn configure(&mut self, config: RStr<'_>) -> RResult<(), RString>;
+    /// `view` is JSON of [`crate::ScaleView`]; returns JSON of [`crate::ScaleDecision`].
+    fn decide(&mut self, view: RStr<'_>) -> RResult<RString, RString>;
+    /// See [`crate::Autoscaler::save_state`].
+    fn save_state(&self) -> RResult<RVec<u8>, RString>;
+    /// See [`crate::Autoscaler::restore_state`].
+    #[sabi(last_prefix_field)]
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), RString>;
+}
+
 /// A boxed native strategy.
 pub type StrategyBox = FfiStrategy_TO<'static, RBox<()>>;
 /// A boxed native reclamation policy.
@@ -297,6 +316,8 @@ pub type ReclaimerBox = FfiReclaimer_TO<'static, RBox<()>>;
 pub type ExecutorBox = FfiExecutor_TO<'static, RBox<()>>;
 /// A boxed native storage backend.
 pub type StorageBox = FfiStorage_TO<'static, RBox<()>>;
+/// A boxed native autoscaler.
+pub type AutoscalerBox = FfiAutoscaler_TO<'static, RBox<()>>;
 
 /// The root module every native SPEAR plugin exports. Exactly one constructor matches `kind`.
 #[repr(C)]
@@ -313,8 +334,10 @@ pub struct SpearPluginModule {
     /// Constructor of an executor.
     pub new_executor: ROption<extern "C" fn() -> RResult<ExecutorBox, RString>>,
     /// Constructor of a storage backend.
-    #[sabi(last_prefix_field)]
     pub new_storage: ROption<extern "C" fn() -> RResult<StorageBox, RString>>,
+    /// Constructor of an autoscaler (added in ABI 3.0).
+    #[sabi(last_prefix_field)]
+    pub new_autoscaler: ROption<extern "C" fn() -> RResult<AutoscalerBox, RString>>,
 }
 
 impl RootModule for SpearPluginModuleRef {
@@ -326,8 +349,8 @@ impl RootModule for SpearPluginModuleRef {
 
 /// The [`SpearPluginModuleRef`] of a plugin type implementing `Default`, built in this process:
 /// what the export macros put in a shared library, and what a host that links a plugin's crate
-/// registers as a built-in (no library file). `role` is `strategy`, `reclaimer`, `executor` or
-/// `storage`. Each use leaks one small module (hosts build each built-in once).
+/// registers as a built-in (no library file). `role` is `strategy`, `reclaimer`, `executor`,
+/// `storage` or `autoscaler`. Each use leaks one small module (hosts build each built-in once).
 ///
 /// ```ignore
 /// #[cfg(not(target_family = "wasm"))]
@@ -361,6 +384,15 @@ macro_rules! native_module {
     (storage, $ty:ty) => {
         $crate::__native_module!(StorageBackend, new_storage, StorageBox, StorageGlue, $ty)
     };
+    (autoscaler, $ty:ty) => {
+        $crate::__native_module!(
+            Autoscaler,
+            new_autoscaler,
+            AutoscalerBox,
+            AutoscalerGlue,
+            $ty
+        )
+    };
 }
 
 #[doc(hidden)]
@@ -383,6 +415,7 @@ macro_rules! __native_module {
             new_reclaimer: ROption::RNone,
             new_executor: ROption::RNone,
             new_storage: ROption::RNone,
+            new_autoscaler: ROption::RNone,
         };
         module.$ctor = ROption::RSome($ctor);
         module.leak_into_prefix()
@@ -435,6 +468,18 @@ macro_rules! export_native_storage {
         #[::abi_stable::export_root_module]
         fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
             $crate::native_module!(storage, $ty)
+        }
+    };
+}
+
+/// Export an [`Autoscaler`](crate::Autoscaler) implementing `Default` as this library's native
+/// plugin.
+#[macro_export]
+macro_rules! export_native_autoscaler {
+    ($ty:ty) => {
+        #[::abi_stable::export_root_module]
+        fn spear_native_root_module() -> $crate::native::SpearPluginModuleRef {
+            $crate::native_module!(autoscaler, $ty)
         }
     };
 }

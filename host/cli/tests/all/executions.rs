@@ -296,7 +296,7 @@ fn run_asks_for_checkpoints_and_a_recovery() {
         (None, &json!("restart")),
         "{e}"
     );
-    let r = spear(&sh_args(&["--detach", "--recovery", "migrate"], "true"));
+    let r = spear(&sh_args(&["--detach", "--recovery", "teleport"], "true"));
     assert_ne!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("restart"), "clap names the values: {r:?}");
 }

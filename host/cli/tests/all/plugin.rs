@@ -43,7 +43,7 @@ fn check_refuses_with_the_reason_and_exit_code_1() {
         (garbage, "unknown magic bytes"),
         (
             guest("native", "abi-mismatch.so"),
-            "built against plugin ABI 3.0.0, this host speaks 2.2.0",
+            "built against plugin ABI 4.0.0, this host speaks 3.0.0",
         ),
         (
             guest("component", "not-a-plugin.wasm"),

@@ -1,12 +1,11 @@
 //! The config's selections applied to the slots: every swap prepared first, then all committed.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::{Job, PluginHost, ROLES, State};
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
-use crate::instance::{ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, ReclaimerInstance, StrategyInstance};
 use crate::slot::Previous;
 use crate::telemetry::EventKind;
 
@@ -15,6 +14,7 @@ enum Undo {
     Strategy(Previous<dyn StrategyInstance>),
     Shadow(Previous<dyn StrategyInstance>),
     Reclaimer(Previous<dyn ReclaimerInstance>),
+    Autoscaler(Previous<dyn AutoscalerInstance>),
 }
 
 impl PluginHost {
@@ -22,6 +22,7 @@ impl PluginHost {
         match role {
             "scheduler" => self.strategy.active(),
             "shadow" => self.shadow.active(),
+            "autoscaler" => self.autoscaler.active(),
             _ => self.reclaimer.active(),
         }
     }
@@ -47,6 +48,7 @@ impl PluginHost {
             let selection = |c: &RuntimeConfig| match role {
                 "scheduler" => c.scheduler.clone(),
                 "shadow" => c.shadow.clone(),
+                "autoscaler" => c.autoscaler.clone(),
                 _ => c.reclaimer.clone(),
             };
             let Some(sel) = selection(config) else {
@@ -57,6 +59,7 @@ impl PluginHost {
             let running = match role {
                 "scheduler" => self.strategy.active_plugin(),
                 "shadow" => self.shadow.active_plugin(),
+                "autoscaler" => self.autoscaler.active_plugin(),
                 _ => self.reclaimer.active_plugin(),
             }
             .filter(|p| p.info.name == sel.name);
@@ -93,6 +96,10 @@ impl PluginHost {
                     .shadow
                     .prepare(&plugin, &sel.config_json)
                     .map(Job::Shadow),
+                "autoscaler" => self
+                    .autoscaler
+                    .prepare(&plugin, &sel.config_json)
+                    .map(Job::Autoscaler),
                 _ => self
                     .reclaimer
                     .prepare(&plugin, &sel.config_json)
@@ -144,6 +151,14 @@ impl PluginHost {
                             ("reclaimer", handover, active, Undo::Reclaimer(previous))
                         })
                 }
+                Job::Autoscaler(j) => {
+                    self.autoscaler
+                        .commit_keeping(j)
+                        .map(|(handover, previous)| {
+                            let active = self.autoscaler.active();
+                            ("autoscaler", handover, active, Undo::Autoscaler(previous))
+                        })
+                }
             };
             let (role, handover, active, undo) = match result {
                 Ok(done) => done,
@@ -153,6 +168,7 @@ impl PluginHost {
                             Undo::Strategy(p) => self.strategy.roll_back(p),
                             Undo::Shadow(p) => self.shadow.roll_back(p),
                             Undo::Reclaimer(p) => self.reclaimer.roll_back(p),
+                            Undo::Autoscaler(p) => self.autoscaler.roll_back(p),
                         }
                     }
                     return Err(e);
@@ -185,20 +201,16 @@ impl PluginHost {
             self.reclaimer.deactivate();
             changes.push("reclaimer: no policy selected; nothing is reclaimed".into());
         }
+        if config.autoscaler.is_none() && self.autoscaler.active().is_some() {
+            self.autoscaler.deactivate();
+            changes.push("autoscaler: no policy selected; the pool is not scaled".into());
+        }
         Ok(())
     }
 
     /// Unregister plugins whose file vanished and which are no longer active.
     pub(super) fn prune(&self, state: &mut State, changes: &mut Vec<String>) {
-        let active: BTreeSet<PathBuf> = [
-            self.strategy.active(),
-            self.reclaimer.active(),
-            self.shadow.active(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|a| a.file)
-        .collect();
+        let active = self.active_files();
         let stale: Vec<PathBuf> = state
             .registry
             .entries

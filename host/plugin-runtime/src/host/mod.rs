@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::plugin::LoadedPlugin;
 use crate::registry::{PluginRecord, PluginState, Registry, record};
-use crate::slot::{ReclaimerSlot, SlotStatus, StrategySlot};
+use crate::slot::{AutoscalerSlot, ReclaimerSlot, SlotStatus, StrategySlot};
 use crate::telemetry::{PluginEvent, Telemetry};
 use crate::watch::Watcher;
 
@@ -55,7 +55,7 @@ struct Board {
 }
 
 /// The roles a host fills, with the kind and config key of each.
-const ROLES: [(&str, PluginKind, &str); 3] = [
+const ROLES: [(&str, PluginKind, &str); 4] = [
     (
         "scheduler",
         PluginKind::SchedulingStrategy,
@@ -67,6 +67,7 @@ const ROLES: [(&str, PluginKind, &str); 3] = [
         "reclaimer.policy",
     ),
     ("shadow", PluginKind::SchedulingStrategy, "scheduler.shadow"),
+    ("autoscaler", PluginKind::Autoscaler, "autoscaler.policy"),
 ];
 
 /// A prepared swap for one role.
@@ -74,6 +75,7 @@ enum Job {
     Strategy(crate::slot::PreparedStrategy),
     Shadow(crate::slot::PreparedStrategy),
     Reclaimer(crate::slot::PreparedReclaimer),
+    Autoscaler(crate::slot::PreparedAutoscaler),
 }
 
 /// The plugin side of one host process.
@@ -89,6 +91,7 @@ pub struct PluginHost {
     strategy: StrategySlot,
     shadow: StrategySlot,
     reclaimer: ReclaimerSlot,
+    autoscaler: AutoscalerSlot,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -141,6 +144,7 @@ impl PluginHost {
             strategy: StrategySlot::new("scheduler", limits.clone(), telemetry.clone()),
             shadow: StrategySlot::new("shadow", limits.clone(), telemetry.clone()),
             reclaimer: ReclaimerSlot::new("reclaimer", limits.clone(), telemetry.clone()),
+            autoscaler: AutoscalerSlot::new("autoscaler", limits.clone(), telemetry.clone()),
             engine,
             limits,
             telemetry,
@@ -211,6 +215,29 @@ impl PluginHost {
         &self.reclaimer
     }
 
+    /// The autoscaler slot (`autoscaler.policy`; SMS).
+    pub fn autoscaler(&self) -> &AutoscalerSlot {
+        &self.autoscaler
+    }
+
+    /// The plugin active in each role (snapshots), in the order reports list them.
+    pub(super) fn actives(&self) -> [(&'static str, Option<crate::plugin::PluginRef>); 4] {
+        [
+            ("scheduler", self.strategy.active()),
+            ("reclaimer", self.reclaimer.active()),
+            ("shadow", self.shadow.active()),
+            ("autoscaler", self.autoscaler.active()),
+        ]
+    }
+
+    /// The files of the plugins active in any role.
+    pub(super) fn active_files(&self) -> BTreeSet<PathBuf> {
+        self.actives()
+            .into_iter()
+            .filter_map(|(_, a)| a.map(|a| a.file))
+            .collect()
+    }
+
     /// Events, metrics.
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
@@ -244,10 +271,11 @@ impl PluginHost {
 
     /// Every plugin file known, with its state (from snapshots: never waits for a reload or a call).
     pub fn plugins(&self) -> Vec<PluginRecord> {
-        let slots: [SlotStatus; 3] = [
+        let slots: [SlotStatus; 4] = [
             self.strategy.status(),
             self.reclaimer.status(),
             self.shadow.status(),
+            self.autoscaler.status(),
         ];
         let state = self.board.load();
         let mut records: Vec<PluginRecord> = state

@@ -163,21 +163,18 @@ impl PluginHost {
         error: Option<String>,
         restart_keys: Vec<String>,
     ) -> ReloadReport {
-        let active = [
-            ("scheduler", self.strategy.active()),
-            ("reclaimer", self.reclaimer.active()),
-            ("shadow", self.shadow.active()),
-        ]
-        .into_iter()
-        .filter_map(|(role, a)| {
-            a.map(|a| ActiveRef {
-                role: role.into(),
-                name: a.name,
-                version: a.version,
-                sha256: a.sha256,
+        let active = self
+            .actives()
+            .into_iter()
+            .filter_map(|(role, a)| {
+                a.map(|a| ActiveRef {
+                    role: role.into(),
+                    name: a.name,
+                    version: a.version,
+                    sha256: a.sha256,
+                })
             })
-        })
-        .collect();
+            .collect();
         let report = ReloadReport {
             at_ms: now_ms(),
             trigger,

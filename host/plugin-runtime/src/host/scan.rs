@@ -54,15 +54,7 @@ impl PluginHost {
                 return Err(message);
             }
         };
-        let active: BTreeSet<PathBuf> = [
-            self.strategy.active(),
-            self.reclaimer.active(),
-            self.shadow.active(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|a| a.file)
-        .collect();
+        let active = self.active_files();
         let gone: Vec<PathBuf> = state
             .registry
             .entries
@@ -126,12 +118,7 @@ impl PluginHost {
 
     /// Whether a native library at `path` is wanted now (see the module docs).
     fn native_wanted(&self, state: &State, path: &Path) -> bool {
-        let active = [
-            self.strategy.active(),
-            self.reclaimer.active(),
-            self.shadow.active(),
-        ];
-        if active.iter().flatten().any(|a| a.file == path) {
+        if self.active_files().contains(path) {
             return true;
         }
         let stem = path
@@ -143,6 +130,7 @@ impl PluginHost {
             &state.config.scheduler,
             &state.config.reclaimer,
             &state.config.shadow,
+            &state.config.autoscaler,
         ]
         .into_iter()
         .flatten()

@@ -18,7 +18,7 @@ use super::wasi::{self as plugin_wasi, OutputBudget, PollBound};
 use crate::budget::{BudgetExceeded, CallBudget};
 use crate::engine::{WasmEngine, deadline_ticks};
 use crate::error::CallFailure;
-use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::{Budget, Limits};
 
 mod strategy_world {
@@ -39,6 +39,21 @@ mod reclaimer_world {
     });
 }
 
+mod autoscaler_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "autoscaling-policy",
+        with: {
+            "spear:plugin/types": super::strategy_world::spear::plugin::types,
+            "spear:plugin/host": super::strategy_world::spear::plugin::host,
+        },
+    });
+}
+
+mod autoscaler;
+mod convert;
+
+use convert::{info_from_wit, instance_to_wit, request_to_wit, target_to_wit};
 use strategy_world::spear::plugin::{host, types as wit};
 
 /// Per-store data: bounded WASI, the memory limiter, the call's budget, the plugin's name for logs.
@@ -155,6 +170,7 @@ const MAX_TABLES: usize = 64;
 enum Pre {
     Strategy(strategy_world::SchedulingStrategyPre<GuestState>),
     Reclaimer(reclaimer_world::ReclamationPolicyPre<GuestState>),
+    Autoscaler(autoscaler_world::AutoscalingPolicyPre<GuestState>),
 }
 
 /// A compiled, linked component ready to instantiate.
@@ -214,6 +230,21 @@ impl ComponentFactory {
                 reclaimer_world::ReclamationPolicyPre::new(pre)
                     .map_err(|e| format!("does not match the reclamation-policy world: {e:#}"))?,
             )
+        } else if exports
+            .iter()
+            .any(|e| e.starts_with("spear:plugin/autoscaler"))
+        {
+            let mut linker = Linker::new(engine.engine());
+            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            autoscaler_world::AutoscalingPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| e.to_string())?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("cannot link the autoscaling-policy world: {e:#}"))?;
+            Pre::Autoscaler(
+                autoscaler_world::AutoscalingPolicyPre::new(pre)
+                    .map_err(|e| format!("does not match the autoscaling-policy world: {e:#}"))?,
+            )
         } else {
             let shown = if exports.is_empty() {
                 "nothing".to_owned()
@@ -222,7 +253,7 @@ impl ComponentFactory {
             };
             return Err(format!(
                 "a component of no spear:plugin world: it exports {shown}, not \
-                 spear:plugin/strategy or spear:plugin/reclaimer"
+                 spear:plugin/strategy, spear:plugin/reclaimer or spear:plugin/autoscaler"
             ));
         };
         Ok(Self {
@@ -237,6 +268,7 @@ impl ComponentFactory {
         match self.pre {
             Pre::Strategy(_) => api::PluginKind::SchedulingStrategy,
             Pre::Reclaimer(_) => api::PluginKind::ReclamationPolicy,
+            Pre::Autoscaler(_) => api::PluginKind::Autoscaler,
         }
     }
 
@@ -305,6 +337,25 @@ impl ComponentFactory {
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
         Ok(Box::new(ComponentReclaimer {
+            inner: Guest {
+                store,
+                limits: self.limits.clone(),
+                poisoned: false,
+            },
+            bindings,
+        }))
+    }
+
+    /// A fresh autoscaler instance.
+    pub fn autoscaler(&self, plugin: &str) -> CallResult<Box<dyn AutoscalerInstance>> {
+        let Pre::Autoscaler(pre) = &self.pre else {
+            return Err(CallFailure::Invalid("not an autoscaler".into()));
+        };
+        let mut store = self.store(plugin);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+        Ok(Box::new(autoscaler::ComponentAutoscaler {
             inner: Guest {
                 store,
                 limits: self.limits.clone(),
@@ -521,82 +572,5 @@ impl ReclaimerInstance for ComponentReclaimer {
         self.inner
             .call(Budget::Setup, |s| b.call_restore_state(s, state))?
             .map_err(CallFailure::Plugin)
-    }
-}
-
-fn labels_to_wit(labels: &[api::Label]) -> Vec<wit::Label> {
-    labels
-        .iter()
-        .map(|l| wit::Label {
-            key: l.key.clone(),
-            value: l.value.clone(),
-        })
-        .collect()
-}
-
-fn resources_to_wit(r: &api::Resources) -> wit::Resources {
-    wit::Resources {
-        cpu_millis: r.cpu_millis,
-        memory_mb: r.memory_mb,
-        disk_mb: r.disk_mb,
-    }
-}
-
-fn target_to_wit(t: &api::Target) -> wit::Target {
-    wit::Target {
-        id: t.id,
-        name: t.name.clone(),
-        labels: labels_to_wit(&t.labels),
-        capacity: resources_to_wit(&t.capacity),
-        available: resources_to_wit(&t.available),
-        active: t.active,
-        weight: t.weight,
-        healthy: t.healthy,
-    }
-}
-
-fn request_to_wit(r: &api::Request) -> wit::Request {
-    wit::Request {
-        id: r.id,
-        task: r.task.clone(),
-        labels: labels_to_wit(&r.labels),
-        needs: resources_to_wit(&r.needs),
-        required: labels_to_wit(&r.required),
-        preferred: labels_to_wit(&r.preferred),
-    }
-}
-
-fn instance_to_wit(s: &api::InstanceStats) -> wit::InstanceStats {
-    wit::InstanceStats {
-        id: s.id,
-        task: s.task.clone(),
-        state: match s.state {
-            api::InstanceState::Initializing => wit::InstanceState::Initializing,
-            api::InstanceState::Ready => wit::InstanceState::Ready,
-            api::InstanceState::Executing => wit::InstanceState::Executing,
-            api::InstanceState::Error => wit::InstanceState::Error,
-            api::InstanceState::Terminating => wit::InstanceState::Terminating,
-            api::InstanceState::Terminated => wit::InstanceState::Terminated,
-        },
-        idle_ms: s.idle_ms,
-        age_ms: s.age_ms,
-        memory_bytes: s.memory_bytes,
-        invocations: s.invocations,
-        errors: s.errors,
-        recent_errors: s.recent_errors,
-        recent_invocations: s.recent_invocations,
-    }
-}
-
-fn info_from_wit(i: wit::PluginInfo) -> api::PluginInfo {
-    api::PluginInfo {
-        name: i.name,
-        version: i.version,
-        kind: match i.kind {
-            wit::PluginKind::SchedulingStrategy => api::PluginKind::SchedulingStrategy,
-            wit::PluginKind::ReclamationPolicy => api::PluginKind::ReclamationPolicy,
-        },
-        description: i.description,
-        config_schema: i.config_schema,
     }
 }

@@ -20,7 +20,7 @@ use spear_plugin_api as api;
 
 use super::extism_output::{Captured, guard_function, reroute_output};
 use crate::error::CallFailure;
-use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::Limits;
 
 /// A compiled Extism module ready to instantiate.
@@ -92,6 +92,11 @@ impl ExtismFactory {
     /// A fresh reclamation-policy instance.
     pub fn reclaimer(&self) -> CallResult<Box<dyn ReclaimerInstance>> {
         Ok(Box::new(ExtismReclaimer(self.instance()?)))
+    }
+
+    /// A fresh autoscaler instance.
+    pub fn autoscaler(&self) -> CallResult<Box<dyn AutoscalerInstance>> {
+        Ok(Box::new(ExtismAutoscaler(self.instance()?)))
     }
 }
 
@@ -210,6 +215,26 @@ impl ReclaimerInstance for ExtismReclaimer {
     ) -> CallResult<Vec<u64>> {
         self.0
             .json("spear_select", &SelectInput { instances, node })
+    }
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        self.0.raw("spear_save_state", &[])
+    }
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        self.0.fallible("spear_restore_state", state)
+    }
+}
+
+struct ExtismAutoscaler(ExtismGuest);
+
+impl AutoscalerInstance for ExtismAutoscaler {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        self.0.json("spear_info", &())
+    }
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        self.0.fallible("spear_configure", config.as_bytes())
+    }
+    fn decide(&mut self, view: &api::ScaleView) -> CallResult<api::ScaleDecision> {
+        self.0.json("spear_decide", view)
     }
     fn save_state(&mut self) -> CallResult<Vec<u8>> {
         self.0.raw("spear_save_state", &[])

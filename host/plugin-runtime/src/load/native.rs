@@ -19,12 +19,12 @@ use abi_stable::std_types::{ROption, RResult, RSlice, RString, RVec};
 use spear_plugin_api as api;
 use spear_plugin_api::native::ffi::{FfiInstanceStats, FfiOutcome, FfiRequest, FfiTarget};
 use spear_plugin_api::native::{
-    ABI_VERSION, ExecutorBox, FfiBatchOp, FfiCheck, FfiKv, FfiSink, FfiSink_TO, ReclaimerBox,
-    SpearPluginModuleRef, StorageBox, StrategyBox,
+    ABI_VERSION, AutoscalerBox, ExecutorBox, FfiBatchOp, FfiCheck, FfiKv, FfiSink, FfiSink_TO,
+    ReclaimerBox, SpearPluginModuleRef, StorageBox, StrategyBox,
 };
 
 use crate::error::{CallFailure, Error, Result};
-use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 
 /// A loaded native library.
 #[derive(Clone, Copy)]
@@ -98,6 +98,15 @@ impl NativeFactory {
                 CallFailure::Invalid("library has no reclaimer constructor".into())
             })?;
         Ok(Box::new(NativeReclaimer(ffi(new())?)))
+    }
+
+    /// A fresh autoscaler instance.
+    pub fn autoscaler(&self) -> CallResult<Box<dyn AutoscalerInstance>> {
+        let new =
+            self.module.new_autoscaler().into_option().ok_or_else(|| {
+                CallFailure::Invalid("library has no autoscaler constructor".into())
+            })?;
+        Ok(Box::new(NativeAutoscaler(ffi(new())?)))
     }
 
     /// A fresh executor (for Spearlet hosts).
@@ -226,6 +235,30 @@ impl ReclaimerInstance for NativeReclaimer {
     ) -> CallResult<Vec<u64>> {
         let instances: RVec<FfiInstanceStats> = instances.iter().map(Into::into).collect();
         ffi_trap(self.0.select(instances, (*node).into())).map(Into::into)
+    }
+    fn save_state(&mut self) -> CallResult<Vec<u8>> {
+        ffi_trap(self.0.save_state()).map(Into::into)
+    }
+    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
+        ffi(self.0.restore_state(state.into()))
+    }
+}
+
+struct NativeAutoscaler(AutoscalerBox);
+
+impl AutoscalerInstance for NativeAutoscaler {
+    fn info(&mut self) -> CallResult<api::PluginInfo> {
+        ffi_trap(self.0.info()).map(|i| (&i).into())
+    }
+    fn configure(&mut self, config: &str) -> CallResult<()> {
+        ffi(self.0.configure(config.into()))
+    }
+    fn decide(&mut self, view: &api::ScaleView) -> CallResult<api::ScaleDecision> {
+        let view = serde_json::to_string(view)
+            .map_err(|e| CallFailure::Invalid(format!("cannot encode the view: {e}")))?;
+        let answer = ffi(self.0.decide(view.as_str().into()))?;
+        serde_json::from_str(answer.as_str())
+            .map_err(|e| CallFailure::Invalid(format!("`decide` returned malformed JSON: {e}")))
     }
     fn save_state(&mut self) -> CallResult<Vec<u8>> {
         ffi_trap(self.0.save_state()).map(Into::into)

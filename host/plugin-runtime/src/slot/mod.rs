@@ -22,13 +22,15 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::CallFailure;
-use crate::instance::{CallResult, ReclaimerInstance, StrategyInstance};
+use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::Limits;
 use crate::plugin::{LoadedPlugin, PluginRef};
 use crate::telemetry::{EventKind, Telemetry};
 
+mod autoscaler;
 mod reclaimer;
 mod strategy;
+pub use autoscaler::{AutoscalerSlot, MAX_DRAIN};
 pub use reclaimer::ReclaimerSlot;
 pub use strategy::{Decider, StrategySlot};
 
@@ -38,7 +40,7 @@ const UPSERT_CHUNK: usize = 256;
 /// What a slot reports about itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotStatus {
-    /// The role (`scheduler`, `reclaimer`).
+    /// The role (`scheduler`, `reclaimer`, `autoscaler`).
     pub role: String,
     /// The plugin in the slot, if any.
     pub plugin: Option<PluginRef>,
@@ -92,6 +94,13 @@ pub struct PreparedReclaimer {
     plugin: LoadedPlugin,
     config: String,
     instance: Box<dyn ReclaimerInstance>,
+}
+
+/// An autoscaler instance built and configured, waiting to be committed.
+pub struct PreparedAutoscaler {
+    plugin: LoadedPlugin,
+    config: String,
+    instance: Box<dyn AutoscalerInstance>,
 }
 
 /// What a slot held before a commit, to put back if a later part of the same reload fails.

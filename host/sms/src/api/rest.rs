@@ -200,12 +200,26 @@ async fn shadow_report(State(sms): State<AppState>) -> Json<crate::shadow::Shado
     Json(sms.shadow_report())
 }
 
+#[utoipa::path(get, path = "/api/v1/autoscaler", responses((status = 200, description = "the autoscaler's policy, last answer and managed nodes"), (status = 404, body = ErrorBody)), tag = "plugins")]
+async fn autoscaler_status(
+    State(sms): State<AppState>,
+) -> Result<Json<crate::autoscale::Status>, SmsError> {
+    let a = sms.autoscale.as_ref().ok_or_else(|| {
+        SmsError::not_found("autoscaler", "(no [autoscaler] section in the config)")
+    })?;
+    let mut status = a.status();
+    // The slot as it is now (a reload swaps it between two looks).
+    status.policy = sms.plugins().autoscaler().active().map(|p| p.name);
+    Ok(Json(status))
+}
+
 #[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, description = "plugins, slots and limits")), tag = "plugins")]
 async fn list_plugins(State(sms): State<AppState>) -> Json<serde_json::Value> {
     let host = sms.plugins();
     Json(json!({
         "plugins": host.plugins(),
         "scheduler": host.strategy().status(),
+        "autoscaler": host.autoscaler().status(),
         "limits": host.limits().get(),
     }))
 }
@@ -297,6 +311,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         cancel_execution,
         explain_execution,
         shadow_report,
+        autoscaler_status,
         files::upload_file,
         files::list_files,
         files::download_file,
@@ -406,6 +421,7 @@ fn routes(sms: &Sms) -> Router<AppState> {
         .route("/api/v1/plugins/reload", post(reload_plugins))
         .route("/api/v1/plugins/history", get(plugin_history))
         .route("/api/v1/plugins/shadow", get(shadow_report))
+        .route("/api/v1/autoscaler", get(autoscaler_status))
         .route("/api/v1/events", get(crate::api::stream::events))
         .route(
             "/api/v1/executions/{execution_id}/watch",

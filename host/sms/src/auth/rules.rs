@@ -137,6 +137,7 @@ pub fn rest(method: &str, path: &str) -> Option<Need> {
         ("POST", "/api/v1/plugins/reload") => Admin,
         ("GET", "/api/v1/plugins/history") => Read,
         ("GET", "/api/v1/plugins/shadow") => Read,
+        ("GET", "/api/v1/autoscaler") => Read,
         ("GET", "/api/v1/events") => Read,
         ("POST" | "GET", "/api/v1/tokens") => Admin,
         ("DELETE", "/api/v1/tokens/{token_id}") => Admin,

@@ -415,3 +415,94 @@ fn node_certificates_act_or_are_refused_naming_the_key() {
     .unwrap();
     assert!(c.auth.node_certificates);
 }
+
+#[test]
+fn autoscaler_keys_are_checked_and_split_with_the_plugin_runtime() {
+    let base = "[autoscaler]\npolicy = \"queue-depth\"\nmax = 3\n\
+                [autoscaler.config]\ntasks_per_node = 2\n\
+                [autoscaler.provider]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n";
+    let c = SmsConfig::parse(base).unwrap();
+    let a = c.autoscaler.as_ref().unwrap();
+    assert_eq!(
+        (a.min, a.max, a.interval_ms, a.cooldown_ms),
+        (0, 3, 5000, 60_000)
+    );
+    // The runtime gets the policy and its config; the diff of SMS's own keys does not see them.
+    let rc = c.runtime_config().unwrap();
+    let sel = rc.autoscaler.unwrap();
+    assert_eq!(sel.name, "queue-depth");
+    assert_eq!(sel.config_json, r#"{"tasks_per_node":2}"#);
+    let shown = serde_json::to_value(a).unwrap();
+    assert!(
+        shown.get("policy").is_none() && shown.get("config").is_none(),
+        "{shown}"
+    );
+    let exec = "kind = \"exec\"\ncommand = [\"/bin/true\"]\n";
+    for (from, to, key) in [
+        ("max = 3\n", "max = 0\n", "autoscaler.max"),
+        ("max = 3\n", "max = 3\nmin = 5\n", "autoscaler.min"),
+        (
+            "max = 3\n",
+            "max = 3\ninterval_ms = 10\n",
+            "autoscaler.interval_ms",
+        ),
+        (
+            "max = 3\n",
+            "max = 3\nstart_timeout_ms = 5\n",
+            "autoscaler.start_timeout_ms",
+        ),
+        ("max = 3\n", "max = 3\nmaxx = 3\n", "maxx"),
+        (
+            "max = 3\n",
+            "max = 3\nstart_timeout_ms = 30000\n",
+            "autoscaler.start_timeout_ms",
+        ),
+        (
+            "max = 3\n",
+            "max = 3\ncooldown_ms = 100000000\n",
+            "autoscaler.cooldown_ms",
+        ),
+        (exec, "kind = \"k8s\"\n", "autoscaler.provider.kind"),
+        (
+            exec,
+            "kind = \"podman\"\nimage = \"i\"\nname_prefix = \"-x\"\n",
+            "autoscaler.provider.name_prefix",
+        ),
+        (
+            exec,
+            "kind = \"podman\"\nimage = \"i\"\nenv = { SPEARLET_NODE_UUID = \"u\" }\n",
+            "autoscaler.provider.env",
+        ),
+        (
+            exec,
+            "kind = \"podman\"\nimage = \"i\"\nstop_timeout_secs = 60\ntimeout_ms = 30000\n",
+            "autoscaler.provider.stop_timeout_secs",
+        ),
+        (exec, "kind = \"podman\"\n", "autoscaler.provider.image"),
+        (
+            exec,
+            "kind = \"podman\"\nimage = \"i\"\ncommand = [\"x\"]\n",
+            "autoscaler.provider.command",
+        ),
+        (
+            exec,
+            "kind = \"docker\"\nimage = \"i\"\nsocket = \"tcp://h:2375\"\n",
+            "autoscaler.provider.socket",
+        ),
+        (
+            exec,
+            "kind = \"exec\"\ncommand = [\"x\"]\nimage = \"i\"\n",
+            "autoscaler.provider.image",
+        ),
+        (exec, "kind = \"exec\"\n", "autoscaler.provider.command"),
+        (
+            exec,
+            "kind = \"exec\"\ncommand = [\"x\"]\ntimeout_ms = 1\n",
+            "autoscaler.provider.timeout_ms",
+        ),
+    ] {
+        let text = base.replace(from, to);
+        let err = SmsConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

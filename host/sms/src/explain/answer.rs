@@ -120,16 +120,35 @@ impl Explanation {
         };
         let (outcome, reason) = match (round.dispatch.get(i)?, decision) {
             (Dispatch::Assigned, _) => ("assigned", None),
+            (Dispatch::Migrated { .. }, _) => (
+                "assigned",
+                Some(format!(
+                    "the strategy chose node {}, {}: moved to the node that could hold it with \
+                     the most places left",
+                    chosen
+                        .and_then(|t| round.nodes.get(t))
+                        .map_or("?", |s| &*s.uuid),
+                    crate::recovery::LEFT
+                )),
+            ),
             (_, Decision::Reject(why)) => ("rejected", Some(why.clone())),
             (Dispatch::Left(why), _) => ("left-queued", Some((*why).to_owned())),
             (Dispatch::Rejected, _) => ("left-queued", Some("the node chosen is gone".into())),
+        };
+        // Where it went, and the node it was moved from (the strategy's choice).
+        let (placed, left) = match round.dispatch.get(i) {
+            Some(Dispatch::Migrated { to }) => (Some(*to), chosen),
+            _ => (chosen, None),
         };
         let mut nodes: Vec<NodeVerdict> = round
             .nodes
             .iter()
             .map(|(t, seen)| {
-                let reasons = reasons(seen, request);
-                let verdict = if Some(t) == chosen {
+                let mut reasons = reasons(seen, request);
+                if Some(t) == left {
+                    reasons.insert(0, crate::recovery::LEFT.to_owned());
+                }
+                let verdict = if Some(t) == placed {
                     "chosen"
                 } else if reasons.is_empty() {
                     "offered"
@@ -161,7 +180,7 @@ impl Explanation {
             round: round.no,
             at_ms: round.at_ms,
             outcome: outcome.into(),
-            node_uuid: chosen
+            node_uuid: placed
                 .and_then(|t| round.nodes.get(t))
                 .map(|s| s.uuid.to_string()),
             reason,

@@ -70,6 +70,12 @@ pub(crate) enum Dispatch {
     Rejected,
     /// Chosen a node, but left queued: why.
     Left(&'static str),
+    /// Not to the node chosen, the one its last attempt left, but to target `to`
+    /// ([`crate::recovery`]).
+    Migrated {
+        /// The node it went to.
+        to: u64,
+    },
 }
 
 /// How many pieces the node view is cut into: a snapshot shares every piece (cheap to take each

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{CANDIDATES, LOOK_MS, Mode, SCAN, SETTLE_MS, STUCK_MS, victim};
 use crate::blobs::BlobRef;
-use crate::model::{ExecState, Execution, NodeStatus, Recovery};
+use crate::model::{ExecState, Execution, NodeStatus};
 use crate::service::Sms;
 
 /// How long after its stop a preempted execution may be placed again.
@@ -47,14 +47,11 @@ pub(crate) fn take_stop(
     exec.updated_at_ms = now;
     exec.error = Some(format!("{reason} on node {node}: waiting to run again"));
     let saved = checkpoint.as_ref().map_or(0, |b| b.size);
-    match exec.recovery {
+    if !exec.recovery.restores() {
+        exec.checkpoint_blob = None;
+    } else if checkpoint.is_some() {
         // A stop that saved nothing keeps the checkpoint before it.
-        Recovery::Checkpoint => {
-            if checkpoint.is_some() {
-                exec.checkpoint_blob = checkpoint;
-            }
-        }
-        Recovery::Restart => exec.checkpoint_blob = None,
+        exec.checkpoint_blob = checkpoint;
     }
     (
         "execution.requeued",

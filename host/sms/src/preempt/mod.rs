@@ -49,7 +49,7 @@ pub const SCAN: usize = 256;
 pub const MAX_CHECKPOINT_BYTES: usize = 16 * 1024 * 1024;
 /// The task metadata key that turns checkpoints on (`"true"` or `"false"`).
 pub const CHECKPOINT_KEY: &str = "spear.checkpoint";
-/// The task metadata key that picks the recovery (`"restart"` or `"checkpoint"`).
+/// The task metadata key that picks the recovery (`"restart"`, `"checkpoint"` or `"migrate"`).
 pub const RECOVERY_KEY: &str = "spear.recovery";
 
 /// Where preemption may take a place from.
@@ -135,7 +135,7 @@ pub fn check_task_metadata(metadata: &std::collections::BTreeMap<String, String>
     {
         return Err(SmsError::invalid(
             format!("metadata.{RECOVERY_KEY}"),
-            format!("`{v}` is not one of restart, checkpoint"),
+            format!("`{v}` is not one of restart, checkpoint, migrate"),
         ));
     }
     Ok(())
@@ -143,7 +143,8 @@ pub fn check_task_metadata(metadata: &std::collections::BTreeMap<String, String>
 
 /// Whether an execution checkpoints and how it recovers: what its submission says, else its
 /// task's metadata, else no checkpoint; the recovery defaults to `checkpoint` for one that
-/// checkpoints and `restart` otherwise (a checkpoint is restored only under `checkpoint`).
+/// checkpoints and `restart` otherwise (a checkpoint is restored under `checkpoint` and
+/// `migrate`).
 pub fn recovery_of(
     task: Option<&Task>,
     checkpoint: Option<bool>,
@@ -328,8 +329,12 @@ mod tests {
             recovery_of(Some(&task), Some(false), None),
             (false, Recovery::Restart)
         );
+        assert_eq!(
+            recovery_of(None, None, Some("migrate")),
+            (false, Recovery::Migrate)
+        );
         let mut bad = std::collections::BTreeMap::new();
-        bad.insert(RECOVERY_KEY.to_string(), "migrate".to_string());
+        bad.insert(RECOVERY_KEY.to_string(), "teleport".to_string());
         assert!(check_task_metadata(&bad).is_err());
         bad.clear();
         bad.insert(CHECKPOINT_KEY.to_string(), "yes".to_string());

@@ -87,6 +87,7 @@ const REST: &[(&str, &[&str])] = &[
         "GET /api/v1/plugins/shadow",
         &["reader", "operator", "admin"],
     ),
+    ("GET /api/v1/autoscaler", &["reader", "operator", "admin"]),
     ("GET /api/v1/events", &["reader", "operator", "admin"]),
     ("POST /api/v1/tokens", &["admin"]),
     ("GET /api/v1/tokens", &["admin"]),

@@ -523,7 +523,7 @@ async fn a_task_s_metadata_chooses_checkpoints_and_recovery_and_bad_values_are_r
         json!({"name": "t", "metadata": metadata,
                "executable": {"type": "wasm", "uri": "file:///tmp/x.wasm", "name": "w"}})
     };
-    for (key, bad) in [("spear.checkpoint", "yes"), ("spear.recovery", "migrate")] {
+    for (key, bad) in [("spear.checkpoint", "yes"), ("spear.recovery", "teleport")] {
         let (status, body) =
             common::post_json(&c, &sms, "/api/v1/tasks", &task(json!({key: bad}))).await;
         assert_eq!(status, 400, "{body}");
@@ -560,7 +560,7 @@ async fn a_task_s_metadata_chooses_checkpoints_and_recovery_and_bad_values_are_r
         &c,
         &sms,
         "/api/v1/executions",
-        &json!({"task_id": task_id, "recovery": "migrate"}),
+        &json!({"task_id": task_id, "recovery": "teleport"}),
     )
     .await;
     assert_eq!(status, 400, "{body}");

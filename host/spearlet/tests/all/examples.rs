@@ -1,7 +1,7 @@
 //! The example plugins of `examples/` (built into `target/examples/` by `examples/build.sh`, which
 //! `./run-tests.sh` runs first), each through `spear plugin check` and a live host: every `pack-*`
-//! strategy places executions in a real `sms` process, and `max-age` reclaims instances in a real
-//! `spearlet`.
+//! strategy places executions in a real `sms` process, `max-age` reclaims instances in a real
+//! `spearlet`, and `oldest-wait` sizes a real `sms`'s pool of Spearlet processes.
 
 use crate::common;
 
@@ -81,6 +81,7 @@ fn check(file: &Path, config: &str, memory_mb: u64) -> (i32, Value) {
 fn every_example_passes_spear_plugin_check_and_bad_configs_are_refused() {
     let mut all: Vec<(&str, u64)> = PACKS.to_vec();
     all.push(("max-age.wasm", 64));
+    all.push(("oldest-wait.wasm", 64));
     for (file, memory_mb) in all {
         let name = file.rsplit_once('.').unwrap().0;
         let (code, report) = check(&example(file), "{}", memory_mb);
@@ -90,6 +91,8 @@ fn every_example_passes_spear_plugin_check_and_bad_configs_are_refused() {
         assert_eq!(report["version"], "0.1.0", "{file}: {report}");
         let (bad, why) = if name == "max-age" {
             (r#"{"max_age_ms": 0}"#, "max_age_ms")
+        } else if name == "oldest-wait" {
+            (r#"{"max_wait_ms": 0}"#, "max_wait_ms: must be at least 1")
         } else {
             (
                 r#"{"max_active": 0}"#,
@@ -286,4 +289,95 @@ async fn the_max_age_policy_reclaims_instances_in_a_live_spearlet() {
         assert!(Instant::now() < deadline, "max-age did not reclaim: {now}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_wait_autoscaler_sizes_a_live_sms_pool() {
+    use crate::autoscaler::{Started, process_alive, scale_script, status_until};
+    let c = Cluster::new();
+    std::fs::copy(
+        example("oldest-wait.wasm"),
+        c.path().join("plugins/oldest-wait.wasm"),
+    )
+    .unwrap();
+    let dir = c.path().to_path_buf();
+    let _started = Started(dir.clone());
+    c.write("scale.sh", &scale_script(env!("CARGO_BIN_EXE_spearlet")));
+    c.write("auto.toml", &c.spearlet_config("auto", ""));
+    let sms = c.sms_full(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        "call_timeout_ms = 1000\n[scheduler]\nstrategy = \"least-connections\"\n",
+        "[autoscaler]\npolicy = \"oldest-wait\"\ninterval_ms = 200\nmin = 0\nmax = 2\n\
+         scale_down_delay_ms = 1000\ncooldown_ms = 300\n\
+         [autoscaler.config]\nmax_wait_ms = 500\nstep = 1\n\
+         [autoscaler.provider]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"scale.sh\"]\n",
+        &[],
+    );
+    // No node at all: the run waits, past max_wait_ms, and the policy adds one node.
+    let run = sms.sh("sleep 1; echo served", json!({})).await;
+    let grown = status_until(&sms, "a node", |s| {
+        s["nodes"].as_array().unwrap().len() == 1 && s["nodes"][0]["registered"] == true
+    })
+    .await;
+    assert_eq!(grown["policy"], "oldest-wait", "{grown}");
+    let node = grown["nodes"][0]["uuid"].as_str().unwrap().to_owned();
+    let done = sms.finished(&run, LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["node_uuid"], node.as_str(), "{done}");
+    let waited =
+        done["assigned_at_ms"].as_i64().unwrap() - done["submitted_at_ms"].as_i64().unwrap();
+    assert!(waited >= 500, "it waited {waited} ms before the pool grew");
+    // Idle for the delay, with `min = 0`: drained, stopped, gone.
+    status_until(&sms, "an empty pool", |s| {
+        s["nodes"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(!process_alive(&dir, &node));
+    sms.node_status(&node, "absent", LONG).await;
+
+    // Hot reload: another policy (the built-in), and new settings of its own, while SMS runs.
+    // (Written whole, by rename: the watcher never reads half a file.)
+    let text = std::fs::read_to_string(c.path().join("sms.toml")).unwrap();
+    c.write(
+        "sms.toml",
+        &text
+            .replace("policy = \"oldest-wait\"", "policy = \"queue-depth\"")
+            .replace("max_wait_ms = 500\nstep = 1\n", "tasks_per_node = 2\n"),
+    );
+    // (The config file is watched: the watcher may apply it before the request does.)
+    let (status, report) = sms.post("/api/v1/plugins/reload", json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    let history = sms.get("/api/v1/plugins/history").await;
+    let report = history["reloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["outcome"] == "applied")
+        .cloned()
+        .unwrap_or_else(|| panic!("no applied reload: {history}"));
+    assert!(
+        report["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["role"] == "autoscaler" && a["name"] == "queue-depth"),
+        "{report}"
+    );
+    assert!(
+        report["restart_keys"].as_array().unwrap().is_empty(),
+        "the policy and its config need no restart: {report}"
+    );
+    let swapped = sms.get("/api/v1/autoscaler").await;
+    assert_eq!(swapped["policy"], "queue-depth", "{swapped}");
+    let plugins = sms.get("/api/v1/plugins").await;
+    assert_eq!(
+        plugins["autoscaler"]["plugin"]["name"], "queue-depth",
+        "{plugins}"
+    );
+    assert_eq!(
+        plugins["autoscaler"]["config"], "{\"tasks_per_node\":2}",
+        "{plugins}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod auth;
+mod autoscaler;
 mod cert_identity;
 mod cluster;
 mod common;

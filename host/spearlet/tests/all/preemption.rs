@@ -208,3 +208,97 @@ async fn a_draining_node_hands_a_checkpointing_run_back_with_its_state() {
         .unwrap_or_else(|| panic!("no execution.requeued: {events:?}"));
     assert_eq!(requeued["data"]["reason"], "drained", "{requeued}");
 }
+
+/// Submit a run of a task preferring zone `a` that fails its first attempt (leaving `marker`)
+/// and succeeds its second, recovering as `recovery`; wait for its end.
+async fn retried(sms: &Sms, marker: &std::path::Path, recovery: &str) -> serde_json::Value {
+    let script = format!(
+        "if [ -e {m} ]; then echo second; else touch {m}; exit 3; fi",
+        m = marker.display()
+    );
+    let task = register(
+        sms,
+        json!({"name": format!("prefers-a-{recovery}"), "preferred_labels": {"zone": "a"},
+               "executable": {"type": "process", "name": "/bin/sh", "args": ["-c", script]}}),
+    )
+    .await;
+    let id = sms
+        .submit(json!({"task_id": task, "max_attempts": 2, "recovery": recovery}))
+        .await;
+    sms.finished(&id, LONG).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrating_run_starts_its_next_attempt_on_another_node() {
+    let cluster = Cluster::new();
+    let sms = cluster.sms_full(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        "[scheduler]\nstrategy = \"affinity\"\n",
+        "[dispatch]\nprefetch = 0\n",
+        &[],
+    );
+    let a = node(&cluster, "a", &sms, "[spearlet.labels]\nzone = \"a\"\n");
+    let b = node(&cluster, "b", &sms, "[spearlet.labels]\nzone = \"b\"\n");
+    sms.node_status(&a.node, "active", LONG).await;
+    sms.node_status(&b.node, "active", LONG).await;
+
+    // The control: restarting, the strategy's choice stands, and both attempts run on `a`.
+    let restart = retried(&sms, &cluster.path().join("restart"), "restart").await;
+    assert_eq!(restart["state"], "succeeded", "{restart}");
+    assert_eq!(restart["attempt"], 2, "{restart}");
+    assert_eq!(restart["node_uuid"], a.node.as_str(), "{restart}");
+
+    // Migrating: the second attempt leaves the node the first one ran on.
+    let migrate = retried(&sms, &cluster.path().join("migrate"), "migrate").await;
+    assert_eq!(migrate["state"], "succeeded", "{migrate}");
+    assert_eq!(migrate["attempt"], 2, "{migrate}");
+    assert_eq!(migrate["recovery"], "migrate", "{migrate}");
+    assert_eq!(migrate["node_uuid"], b.node.as_str(), "it moved: {migrate}");
+    let id = migrate["execution_id"].as_str().unwrap();
+    let events = sms.events().await;
+    let assigned: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "execution.assigned" && e["subject"] == id)
+        .collect();
+    assert_eq!(assigned.len(), 2, "{assigned:?}");
+    assert_eq!(assigned[0]["data"]["node_uuid"], a.node.as_str());
+    assert_eq!(assigned[1]["data"]["migrated_from"], a.node.as_str());
+    let why = sms.get(&format!("/api/v1/executions/{id}/explain")).await;
+    assert_eq!(why["outcome"], "assigned", "{why}");
+    assert_eq!(why["node_uuid"], b.node.as_str(), "{why}");
+    assert!(
+        why["reason"].as_str().unwrap_or_default().ends_with(
+            "(recovery = migrate): moved to the node that could hold it with the most places \
+                 left"
+        ),
+        "{why}"
+    );
+    let left = why["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_uuid"] == a.node.as_str())
+        .unwrap_or_else(|| panic!("{why}"));
+    assert_eq!(left["verdict"], "filtered", "{why}");
+    assert!(
+        left["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("its last attempt left"),
+        "{why}"
+    );
+
+    // A value outside the three is refused, naming the field.
+    let (status, body) = sms
+        .post(
+            "/api/v1/executions",
+            json!({"executable": {"type": "process", "name": "/bin/true"}, "recovery": "teleport"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("restart, checkpoint, migrate"),
+        "{body}"
+    );
+}
