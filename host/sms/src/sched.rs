@@ -183,11 +183,11 @@ impl Sms {
         let mut round = Vec::new();
         // What became of each decision, and each execution's wait (for explain).
         let mut dispatched = Vec::with_capacity(ready.len());
-        let mut offered = Vec::with_capacity(if seen.is_some() { ready.len() } else { 0 });
+        let mut waited_ms = Vec::with_capacity(if seen.is_some() { ready.len() } else { 0 });
         for (picked, node) in ready.into_iter().zip(nodes) {
             if seen.is_some() {
                 let placeable = picked.submitted_at_ms.max(picked.not_before_ms);
-                offered.push((picked.execution_id.clone(), (now - placeable).max(0)));
+                waited_ms.push((now - placeable).max(0));
             }
             let Some((target, node)) = node else {
                 dispatched.push(crate::explain::Dispatch::Rejected);
@@ -289,7 +289,7 @@ impl Sms {
                 at_ms: now,
                 decider,
                 requests,
-                executions: offered,
+                waited_ms,
                 decisions,
                 dispatch: dispatched,
                 nodes,

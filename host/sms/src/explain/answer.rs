@@ -109,9 +109,10 @@ fn reasons(seen: &Seen, request: &Request) -> Vec<String> {
 }
 
 impl Explanation {
-    /// Execution `id`'s part in `round` (none if the round did not offer it).
-    pub(crate) fn of(round: &Round, id: &str) -> Option<Self> {
-        let i = round.executions.iter().position(|(e, _)| e == id)?;
+    /// The part in `round` of execution `id`, whose `seq` is `seq` (none if the round did not
+    /// offer it).
+    pub(crate) fn of(round: &Round, id: &str, seq: u64) -> Option<Self> {
+        let i = round.requests.iter().position(|r| r.id == seq)?;
         let request = round.requests.get(i)?;
         let decision = round.decisions.get(i)?;
         let chosen = match decision {
@@ -185,8 +186,8 @@ impl Explanation {
                 .map(|s| s.uuid.to_string()),
             reason,
             queue_position: i,
-            batch: round.executions.len(),
-            waited_ms: round.executions.get(i)?.1,
+            batch: round.requests.len(),
+            waited_ms: *round.waited_ms.get(i)?,
             strategy: plugin.map(|p| p.name.clone()),
             strategy_version: plugin.map(|p| p.version.clone()),
             strategy_form: plugin.map(|p| p.form.as_str().to_owned()),

@@ -67,7 +67,7 @@ impl Sms {
     /// Why execution `id` went where it went: the latest kept round that offered it.
     pub async fn explain(&self, id: &str) -> Result<Explanation> {
         // Known at all (404 naming the execution otherwise).
-        self.execution(id).await?;
+        let seq = self.execution(id).await?.seq;
         let (round, kept) = {
             let r = self.recorder();
             if !r.on() {
@@ -75,10 +75,10 @@ impl Sms {
                     "explain is off: [explain] rounds = 0 keeps no rounds".into(),
                 ));
             }
-            (r.round_of(id), r.capacity())
+            (r.round_of(seq), r.capacity())
         };
         round
-            .and_then(|round| Explanation::of(&round, id))
+            .and_then(|round| Explanation::of(&round, id, seq))
             .ok_or_else(|| {
                 SmsError::not_found(
                     "explanation",

@@ -144,9 +144,10 @@ pub(crate) struct Round {
     pub no: u64,
     pub at_ms: i64,
     pub decider: Decider,
+    /// The batch; each request's id is its execution's `seq`.
     pub requests: Vec<Request>,
-    /// Each request's execution and how long it had waited to be placeable, in ms.
-    pub executions: Vec<(String, i64)>,
+    /// How long each request's execution had waited to be placeable, in ms.
+    pub waited_ms: Vec<i64>,
     pub decisions: Vec<Decision>,
     pub dispatch: Vec<Dispatch>,
     /// The nodes by target id, as the strategy saw them before deciding.
@@ -159,8 +160,9 @@ pub struct Recorder {
     cap: usize,
     next: u64,
     rounds: VecDeque<Arc<Round>>,
-    /// Each execution in a kept round: the latest round that offered it.
-    by_exec: HashMap<String, u64>,
+    /// Each execution (by `seq`, its request id) in a kept round: the latest round that offered
+    /// it. Keyed by number, so recording a placement allocates no copy of its id.
+    by_exec: HashMap<u64, u64>,
     mirror: NodeView,
 }
 
@@ -194,11 +196,19 @@ impl Recorder {
             self.mirror.remove(*id);
         }
         for (t, unusable) in upserts {
+            // A node that turned full or open is sent again with the same name and labels:
+            // share those of the node already seen rather than copy them.
+            let (uuid, labels) = match self.mirror.get(t.id) {
+                Some(was) if *was.uuid == *t.name && *was.labels == *t.labels => {
+                    (was.uuid.clone(), was.labels.clone())
+                }
+                _ => (t.name.as_str().into(), t.labels.clone().into()),
+            };
             self.mirror.insert(
                 t.id,
                 Seen {
-                    uuid: t.name.as_str().into(),
-                    labels: t.labels.clone().into(),
+                    uuid,
+                    labels,
                     available: t.available,
                     active: t.active,
                     unusable,
@@ -221,17 +231,17 @@ impl Recorder {
         self.claim(&round.requests, &round.decisions);
         round.no = self.next;
         self.next += 1;
-        for (id, _) in &round.executions {
-            self.by_exec.insert(id.clone(), round.no);
+        for r in &round.requests {
+            self.by_exec.insert(r.id, round.no);
         }
         self.rounds.push_back(Arc::new(round));
         while self.rounds.len() > self.cap {
             let Some(old) = self.rounds.pop_front() else {
                 break;
             };
-            for (id, _) in &old.executions {
-                if self.by_exec.get(id) == Some(&old.no) {
-                    self.by_exec.remove(id);
+            for r in &old.requests {
+                if self.by_exec.get(&r.id) == Some(&old.no) {
+                    self.by_exec.remove(&r.id);
                 }
             }
         }
@@ -252,9 +262,9 @@ impl Recorder {
         }
     }
 
-    /// The latest kept round that offered execution `id`.
-    pub(crate) fn round_of(&self, id: &str) -> Option<Arc<Round>> {
-        let no = *self.by_exec.get(id)?;
+    /// The latest kept round that offered the execution whose `seq` is `seq`.
+    pub(crate) fn round_of(&self, seq: u64) -> Option<Arc<Round>> {
+        let no = *self.by_exec.get(&seq)?;
         let first = self.rounds.front()?.no;
         self.rounds
             .get(usize::try_from(no.checked_sub(first)?).ok()?)
@@ -266,16 +276,16 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    fn round(ids: &[&str]) -> Round {
+    /// A round offering the executions whose seqs are `seqs`.
+    fn round(seqs: &[u64]) -> Round {
         Round {
             no: 0,
             at_ms: 0,
             decider: Decider::default(),
-            requests: ids
+            requests: seqs
                 .iter()
-                .enumerate()
-                .map(|(i, _)| Request {
-                    id: i as u64,
+                .map(|&seq| Request {
+                    id: seq,
                     task: "t".into(),
                     labels: vec![],
                     needs: Resources {
@@ -287,15 +297,17 @@ mod tests {
                     preferred: vec![],
                 })
                 .collect(),
-            executions: ids.iter().map(|id| (id.to_string(), 0)).collect(),
-            decisions: ids.iter().map(|_| Decision::Assign(1)).collect(),
-            dispatch: ids.iter().map(|_| Dispatch::Assigned).collect(),
+            waited_ms: seqs.iter().map(|_| 0).collect(),
+            decisions: seqs.iter().map(|_| Decision::Assign(1)).collect(),
+            dispatch: seqs.iter().map(|_| Dispatch::Assigned).collect(),
             nodes: NodeView::default(),
         }
     }
 
     #[test]
     fn only_the_last_rounds_are_kept_and_an_execution_maps_to_its_latest() {
+        const A: u64 = 1;
+        const B: u64 = 2;
         let mut r = Recorder::new(2);
         let t = Target {
             id: 1,
@@ -313,21 +325,21 @@ mod tests {
         };
         r.follow(&[], vec![(&t, None)]);
         let before = r.snapshot();
-        r.keep(round(&["a", "b"]));
+        r.keep(round(&[A, B]));
         // The round's claims reach the mirror, not a snapshot taken before.
         assert_eq!(r.snapshot().get(1).unwrap().available.cpu_millis, 800);
         assert_eq!(r.snapshot().get(1).unwrap().active, 2);
         assert_eq!(before.get(1).unwrap().available.cpu_millis, 1000);
-        r.keep(round(&["b"]));
-        assert_eq!(r.round_of("a").unwrap().no, 1);
+        r.keep(round(&[B]));
+        assert_eq!(r.round_of(A).unwrap().no, 1);
         assert_eq!(
-            r.round_of("b").unwrap().no,
+            r.round_of(B).unwrap().no,
             2,
             "the latest round that offered it"
         );
-        r.keep(round(&["c"]));
-        assert!(r.round_of("a").is_none(), "round 1 dropped out");
-        assert_eq!(r.round_of("b").unwrap().no, 2);
+        r.keep(round(&[3]));
+        assert!(r.round_of(A).is_none(), "round 1 dropped out");
+        assert_eq!(r.round_of(B).unwrap().no, 2);
         assert_eq!(
             r.by_exec.len(),
             2,
@@ -335,7 +347,7 @@ mod tests {
         );
         let mut off = Recorder::new(0);
         off.follow(&[], vec![(&t, None)]);
-        off.keep(round(&["a"]));
-        assert!(off.round_of("a").is_none() && off.mirror.is_empty());
+        off.keep(round(&[A]));
+        assert!(off.round_of(A).is_none() && off.mirror.is_empty());
     }
 }
