@@ -210,24 +210,25 @@ impl Sms {
         // A start told beside its result is recorded in the same write, before the end, dated
         // by the run's duration.
         let mut events = Vec::with_capacity(2);
-        if started && (exec.state == ExecState::Assigned || orphan_here) {
+        let attempt = if r.attempt != 0 {
+            r.attempt
+        } else {
+            exec.attempt
+        };
+        // An orphan's start may have been taken before its node was lost: a node that never
+        // heard so tells it again beside the result, and it is not recorded twice.
+        let unstarted =
+            exec.state == ExecState::Assigned || (orphan_here && exec.started_attempt != attempt);
+        if started && unstarted {
             let ran = r.result.as_ref().map_or(0, |x| x.duration_ms);
             exec.started_at_ms = now
                 .saturating_sub(i64::try_from(ran).unwrap_or(i64::MAX))
                 .max(exec.assigned_at_ms);
             events.push(("execution.running", json!({"node_uuid": r.node_uuid})));
-            exec.started_attempt = if r.attempt != 0 {
-                r.attempt
-            } else {
-                exec.attempt
-            };
+            exec.started_attempt = attempt;
         }
         exec.result = r.result;
-        exec.ended_attempt = if r.attempt != 0 {
-            r.attempt
-        } else {
-            exec.attempt
-        };
+        exec.ended_attempt = attempt;
         exec.updated_at_ms = now;
         // Stopped for higher-priority work (SMS asked), or handed back by a draining node: back to
         // the queue, its attempt not spent. A stop no one asked for is a failure like another.

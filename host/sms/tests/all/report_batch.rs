@@ -1,6 +1,7 @@
 //! A node's batched reports (`ReportBatch`), through a real `sms` process and a node speaking
 //! gRPC from this test: each item is answered on its own, starts go before results, and a stale
-//! session or an oversized batch refuses the whole call.
+//! session or an oversized batch refuses the whole call; a start told again beside an orphan's
+//! result is not recorded twice.
 
 use crate::common;
 
@@ -162,4 +163,89 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
         .unwrap_err();
     assert_eq!(big.code(), tonic::Code::InvalidArgument);
     assert!(big.message().contains("running"), "{big:?}");
+}
+
+/// SMS took a run's start, then lost its node (the execution requeued, orphaned on that node);
+/// the node, which never heard that its start was taken, tells it again beside the run's result.
+/// The result is taken; the start is not recorded a second time (same start time, one
+/// `execution.running` event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_told_again_beside_an_orphans_result_is_not_recorded_twice() {
+    let sb = Sandbox::new("heartbeat_timeout = 1\n");
+    let sms = sb.start(&[]);
+    let uuid = common::register_wasm_node(&sms, 1).await;
+    let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
+    let c = reqwest::Client::new();
+    let (status, _) = common::post_json(
+        &c,
+        &sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let a = stream.next().await.unwrap().unwrap();
+    let (session, id) = (a.session, a.execution.unwrap().execution_id);
+    let batch = |running: Vec<String>, results: Vec<v1::ReportedResult>| v1::ReportBatchRequest {
+        session: session.clone(),
+        node_uuid: uuid.clone(),
+        running_attempts: vec![1; running.len()],
+        running,
+        results,
+    };
+    let answer = execs
+        .report_batch(batch(vec![id.clone()], vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.running[0].code, 0, "{answer:?}");
+    let url = format!("/api/v1/executions/{id}");
+    let e = common::get_json(&c, &sms, &url).await;
+    assert_eq!(e["state"], "running", "{e}");
+    let started_at = e["started_at_ms"].as_i64().unwrap();
+    assert!(started_at > 0, "{e}");
+    // No heartbeat: the node turns unhealthy after 1 s and its work goes back to the queue.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let e = common::get_json(&c, &sms, &url).await;
+        if e["state"] == "ready" {
+            assert_eq!(e["orphaned_on"], uuid.as_str(), "{e}");
+            break;
+        }
+        assert!(std::time::Instant::now() < give_up, "never requeued: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let result = v1::ReportedResult {
+        attempt: 1,
+        ..ended(&id)
+    };
+    let answer = execs
+        .report_batch(batch(vec![id.clone()], vec![result]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.running[0].code, 0, "{answer:?}");
+    assert_eq!(answer.results[0].code, 0, "{answer:?}");
+    let e = common::get_json(&c, &sms, &url).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(
+        e["started_at_ms"], started_at,
+        "the start kept its time: {e}"
+    );
+    let kinds: Vec<String> = common::events(&c, &sms)
+        .await
+        .iter()
+        .filter(|v| v["subject"] == id.as_str())
+        .map(|v| v["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "execution.submitted",
+            "execution.assigned",
+            "execution.running",
+            "execution.rescheduled",
+            "execution.succeeded"
+        ]
+    );
 }
