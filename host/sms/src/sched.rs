@@ -80,7 +80,8 @@ fn storage(e: impl std::fmt::Display) -> SmsError {
     SmsError::Storage(e.to_string())
 }
 
-fn request(e: &Execution) -> Request {
+/// The strategy's request for execution `e` (made of fields fixed at its submission).
+pub(crate) fn request(e: &Execution) -> Request {
     let labels = |m: &std::collections::BTreeMap<String, String>| -> Vec<Label> {
         m.iter()
             .map(|(k, v)| Label::new(k.clone(), v.clone()))
@@ -284,16 +285,19 @@ impl Sms {
             self.metrics.round_placements.observe(n as f64);
         }
         if let Some(nodes) = seen {
-            self.explain_keep(crate::explain::Round {
-                no: 0,
-                at_ms: now,
-                decider,
-                requests,
-                waited_ms,
-                decisions,
-                dispatch: dispatched,
-                nodes,
-            });
+            self.explain_keep(
+                crate::explain::Round {
+                    no: 0,
+                    at_ms: now,
+                    decider,
+                    seqs: requests.iter().map(|r| r.id).collect(),
+                    waited_ms,
+                    decisions,
+                    dispatch: dispatched,
+                    nodes,
+                },
+                &requests,
+            );
         }
         self.send_later(round);
         self.preempt_pass(now).await;

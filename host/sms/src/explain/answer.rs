@@ -109,11 +109,10 @@ fn reasons(seen: &Seen, request: &Request) -> Vec<String> {
 }
 
 impl Explanation {
-    /// The part in `round` of execution `id`, whose `seq` is `seq` (none if the round did not
-    /// offer it).
-    pub(crate) fn of(round: &Round, id: &str, seq: u64) -> Option<Self> {
-        let i = round.requests.iter().position(|r| r.id == seq)?;
-        let request = round.requests.get(i)?;
+    /// The part in `round` of execution `id`, whose request (made again from the execution) is
+    /// `request` (none if the round did not offer it).
+    pub(crate) fn of(round: &Round, id: &str, request: &Request) -> Option<Self> {
+        let i = round.seqs.iter().position(|s| *s == request.id)?;
         let decision = round.decisions.get(i)?;
         let chosen = match decision {
             Decision::Assign(t) => Some(*t),
@@ -186,7 +185,7 @@ impl Explanation {
                 .map(|s| s.uuid.to_string()),
             reason,
             queue_position: i,
-            batch: round.requests.len(),
+            batch: round.seqs.len(),
             waited_ms: *round.waited_ms.get(i)?,
             strategy: plugin.map(|p| p.name.clone()),
             strategy_version: plugin.map(|p| p.version.clone()),

@@ -59,15 +59,15 @@ impl Sms {
         self.recorder().claim(requests, decisions);
     }
 
-    /// Keep a round.
-    pub(crate) fn explain_keep(&self, round: super::Round) {
-        self.recorder().keep(round);
+    /// Keep a round, whose batch was `requests`.
+    pub(crate) fn explain_keep(&self, round: super::Round, requests: &[spear_plugin_api::Request]) {
+        self.recorder().keep(round, requests);
     }
 
     /// Why execution `id` went where it went: the latest kept round that offered it.
     pub async fn explain(&self, id: &str) -> Result<Explanation> {
         // Known at all (404 naming the execution otherwise).
-        let seq = self.execution(id).await?.seq;
+        let request = crate::sched::request(&self.execution(id).await?);
         let (round, kept) = {
             let r = self.recorder();
             if !r.on() {
@@ -75,10 +75,10 @@ impl Sms {
                     "explain is off: [explain] rounds = 0 keeps no rounds".into(),
                 ));
             }
-            (r.round_of(seq), r.capacity())
+            (r.round_of(request.id), r.capacity())
         };
         round
-            .and_then(|round| Explanation::of(&round, id, seq))
+            .and_then(|round| Explanation::of(&round, id, &request))
             .ok_or_else(|| {
                 SmsError::not_found(
                     "explanation",

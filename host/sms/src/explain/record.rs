@@ -144,9 +144,11 @@ pub(crate) struct Round {
     pub no: u64,
     pub at_ms: i64,
     pub decider: Decider,
-    /// The batch; each request's id is its execution's `seq`.
-    pub requests: Vec<Request>,
-    /// How long each request's execution had waited to be placeable, in ms.
+    /// The batch: each execution's `seq` (its request's id). The requests themselves are not
+    /// kept: an execution's request is made of fields fixed at its submission, and is made
+    /// again from the execution when asked (keeping 64 rounds of them cost placements).
+    pub seqs: Vec<u64>,
+    /// How long each execution had waited to be placeable, in ms.
     pub waited_ms: Vec<i64>,
     pub decisions: Vec<Decision>,
     pub dispatch: Vec<Dispatch>,
@@ -224,24 +226,24 @@ impl Recorder {
 
     /// Keep `round` (dropping the oldest past the limit), and count its assignments as the
     /// strategy's view does (one more active, its needs claimed).
-    pub(crate) fn keep(&mut self, mut round: Round) {
+    pub(crate) fn keep(&mut self, mut round: Round, requests: &[Request]) {
         if !self.on() {
             return;
         }
-        self.claim(&round.requests, &round.decisions);
+        self.claim(requests, &round.decisions);
         round.no = self.next;
         self.next += 1;
-        for r in &round.requests {
-            self.by_exec.insert(r.id, round.no);
+        for seq in &round.seqs {
+            self.by_exec.insert(*seq, round.no);
         }
         self.rounds.push_back(Arc::new(round));
         while self.rounds.len() > self.cap {
             let Some(old) = self.rounds.pop_front() else {
                 break;
             };
-            for r in &old.requests {
-                if self.by_exec.get(&r.id) == Some(&old.no) {
-                    self.by_exec.remove(&r.id);
+            for seq in &old.seqs {
+                if self.by_exec.get(seq) == Some(&old.no) {
+                    self.by_exec.remove(seq);
                 }
             }
         }
@@ -276,32 +278,34 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    /// A round offering the executions whose seqs are `seqs`.
-    fn round(seqs: &[u64]) -> Round {
-        Round {
+    /// A round offering the executions whose seqs are `seqs`, and their requests.
+    fn round(seqs: &[u64]) -> (Round, Vec<Request>) {
+        let round = Round {
             no: 0,
             at_ms: 0,
             decider: Decider::default(),
-            requests: seqs
-                .iter()
-                .map(|&seq| Request {
-                    id: seq,
-                    task: "t".into(),
-                    labels: vec![],
-                    needs: Resources {
-                        cpu_millis: 100,
-                        memory_mb: 0,
-                        disk_mb: 0,
-                    },
-                    required: vec![],
-                    preferred: vec![],
-                })
-                .collect(),
+            seqs: seqs.to_vec(),
             waited_ms: seqs.iter().map(|_| 0).collect(),
             decisions: seqs.iter().map(|_| Decision::Assign(1)).collect(),
             dispatch: seqs.iter().map(|_| Dispatch::Assigned).collect(),
             nodes: NodeView::default(),
-        }
+        };
+        let requests = seqs
+            .iter()
+            .map(|&seq| Request {
+                id: seq,
+                task: "t".into(),
+                labels: vec![],
+                needs: Resources {
+                    cpu_millis: 100,
+                    memory_mb: 0,
+                    disk_mb: 0,
+                },
+                required: vec![],
+                preferred: vec![],
+            })
+            .collect();
+        (round, requests)
     }
 
     #[test]
@@ -325,19 +329,22 @@ mod tests {
         };
         r.follow(&[], vec![(&t, None)]);
         let before = r.snapshot();
-        r.keep(round(&[A, B]));
+        let (batch, requests) = round(&[A, B]);
+        r.keep(batch, &requests);
         // The round's claims reach the mirror, not a snapshot taken before.
         assert_eq!(r.snapshot().get(1).unwrap().available.cpu_millis, 800);
         assert_eq!(r.snapshot().get(1).unwrap().active, 2);
         assert_eq!(before.get(1).unwrap().available.cpu_millis, 1000);
-        r.keep(round(&[B]));
+        let (batch, requests) = round(&[B]);
+        r.keep(batch, &requests);
         assert_eq!(r.round_of(A).unwrap().no, 1);
         assert_eq!(
             r.round_of(B).unwrap().no,
             2,
             "the latest round that offered it"
         );
-        r.keep(round(&[3]));
+        let (batch, requests) = round(&[3]);
+        r.keep(batch, &requests);
         assert!(r.round_of(A).is_none(), "round 1 dropped out");
         assert_eq!(r.round_of(B).unwrap().no, 2);
         assert_eq!(
@@ -347,7 +354,8 @@ mod tests {
         );
         let mut off = Recorder::new(0);
         off.follow(&[], vec![(&t, None)]);
-        off.keep(round(&[A]));
+        let (batch, requests) = round(&[A]);
+        off.keep(batch, &requests);
         assert!(off.round_of(A).is_none() && off.mirror.is_empty());
     }
 }
