@@ -8,7 +8,8 @@
 //! window): the work a placement costs, steadier than wall time on a busy 2-core machine.
 //!
 //! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run;
-//! `SPEAR_BENCH_ONLY=<parts of variants' names, comma-separated>` runs only those).
+//! `SPEAR_BENCH_ONLY=<keys, comma-separated>` runs only those variants: baseline, explain,
+//! deadlines, preemption, shadow).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,8 @@ mod common;
 
 /// One configuration measured.
 struct Variant {
+    /// What `SPEAR_BENCH_ONLY` names it by.
+    key: &'static str,
     name: &'static str,
     /// Config tables appended.
     config: &'static str,
@@ -171,18 +174,21 @@ fn main() {
     let (executions, repeats) = if quick { (5_120, 1) } else { (40_960, 7) };
     let variants = [
         Variant {
+            key: "baseline",
             name: "baseline (explain off, no deadlines)",
             config: "[explain]\nrounds = 0\n",
             plugins: &[],
             deadlines: false,
         },
         Variant {
+            key: "explain",
             name: "explain recording on (64 rounds)",
             config: "[explain]\nrounds = 64\n",
             plugins: &[],
             deadlines: false,
         },
         Variant {
+            key: "deadlines",
             name: "deadlines on every execution (explain off)",
             config: "[explain]\nrounds = 0\n",
             plugins: &[],
@@ -191,6 +197,7 @@ fn main() {
         Variant {
             // The preemption pass looks every 100 ms (the fake nodes never report a run, so it
             // finds no victim: this is the cost of looking).
+            key: "preemption",
             name: "deadlines + preemption (cluster) on every execution (explain off)",
             config: "[explain]\nrounds = 0\n[preemption]\nmode = \"cluster\"\n",
             plugins: &[],
@@ -198,18 +205,20 @@ fn main() {
         },
         Variant {
             // Appended right after the sandbox's `[scheduler]` table, so the key lands in it.
+            key: "shadow",
             name: "shadow strategy: random component (explain off)",
             config: "shadow = \"random\"\n[explain]\nrounds = 0\n",
             plugins: &[("component", "random.wasm")],
             deadlines: false,
         },
     ];
-    // `SPEAR_BENCH_ONLY=baseline,deadlines`: only the variants whose name holds one of these (for
-    // profiling one; keep `baseline` first for the ratios).
+    // `SPEAR_BENCH_ONLY=baseline,deadlines`: only the variants with these keys (baseline,
+    // explain, deadlines, preemption, shadow), for profiling one; keep `baseline` for the ratios
+    // (the first variant run is the one they are against).
     let only = std::env::var("SPEAR_BENCH_ONLY").unwrap_or_default();
     let variants: Vec<Variant> = variants
         .into_iter()
-        .filter(|v| only.is_empty() || only.split(',').any(|o| v.name.contains(o)))
+        .filter(|v| only.is_empty() || only.split(',').any(|o| o.trim() == v.key))
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
