@@ -24,6 +24,18 @@ fn ended(id: &str) -> v1::ReportedResult {
     }
 }
 
+/// Submit one wasm execution through REST.
+async fn submit(c: &reqwest::Client, sms: &common::Sms) {
+    let (status, _) = common::post_json(
+        c,
+        sms,
+        "/api/v1/executions",
+        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session_or_size() {
     let sb = Sandbox::new("");
@@ -32,14 +44,7 @@ async fn a_batch_is_answered_item_by_item_and_refused_whole_only_for_its_session
     let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let c = reqwest::Client::new();
     for _ in 0..3 {
-        let (status, _) = common::post_json(
-            &c,
-            &sms,
-            "/api/v1/executions",
-            &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
-        )
-        .await;
-        assert_eq!(status, 201);
+        submit(&c, &sms).await;
     }
     let (mut ids, mut session) = (Vec::new(), String::new());
     while ids.len() < 3 {
@@ -176,14 +181,7 @@ async fn a_start_told_again_beside_an_orphans_result_is_not_recorded_twice() {
     let uuid = common::register_wasm_node(&sms, 1).await;
     let (mut execs, mut stream) = common::open_assignments(&sms, &uuid).await;
     let c = reqwest::Client::new();
-    let (status, _) = common::post_json(
-        &c,
-        &sms,
-        "/api/v1/executions",
-        &json!({"executable": {"type": "wasm", "uri": "file:///x.wasm"}}),
-    )
-    .await;
-    assert_eq!(status, 201);
+    submit(&c, &sms).await;
     let a = stream.next().await.unwrap().unwrap();
     let (session, id) = (a.session, a.execution.unwrap().execution_id);
     let batch = |running: Vec<String>, results: Vec<v1::ReportedResult>| v1::ReportBatchRequest {
