@@ -52,6 +52,10 @@ impl StatsCache {
         {
             return Ok(stats.clone());
         }
+        // Stamped when counting starts: the counts are as old as that, however long the
+        // counting takes (stamped at its end, slow counts on a busy machine passed for fresh,
+        // and the snapshot sent after a node's registration could show the count before it).
+        let made = Instant::now();
         let (total, online, recent) = sms.node_counts(now_ms() - 60_000).await;
         let stats = Stats {
             total_count: total,
@@ -62,7 +66,7 @@ impl StatsCache {
             file_count: sms.file_count().await?,
             event_cursor: sms.events().last_cursor().await,
         };
-        *last = Some((Instant::now(), stats.clone()));
+        *last = Some((made, stats.clone()));
         Ok(stats)
     }
 }
