@@ -311,10 +311,15 @@ fn main() {
         println!("|---:|---|---|---:|---:|---:|---:|---:|");
         // Three-member etcd clusters on this machine, for the `etcd` rows: one with etcd's
         // default limits (128 operations a transaction), one taking 1,024.
-        let etcd = spear_tests::etcd::EtcdCluster::start(3);
-        let endpoints = etcd.endpoints();
-        let wide = spear_tests::etcd::EtcdCluster::start_with(3, &["--max-txn-ops", "1024"]);
-        let wide_endpoints = wide.endpoints();
+        // `SPEAR_BENCH_ONLY=redb` (a comma-separated list of storages): only those rows, and
+        // no etcd cluster unless an etcd row is among them (idle members cost CPU the rows share).
+        let only = std::env::var("SPEAR_BENCH_ONLY").ok();
+        let wanted = |db: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == db));
+        let etcd = wanted("etcd").then(|| spear_tests::etcd::EtcdCluster::start(3));
+        let endpoints = etcd.as_ref().map(|c| c.endpoints()).unwrap_or_default();
+        let wide = wanted("etcd-1024")
+            .then(|| spear_tests::etcd::EtcdCluster::start_with(3, &["--max-txn-ops", "1024"]));
+        let wide_endpoints = wide.as_ref().map(|c| c.endpoints()).unwrap_or_default();
         let etcd_of = |db: &str| -> Option<(&[String], &str)> {
             match db {
                 "etcd" => Some((endpoints.as_slice(), "")),
@@ -325,7 +330,7 @@ fn main() {
         // `-- grpc`: only the rows over real gRPC (for profiling them).
         let only_grpc = std::env::args().any(|a| a == "grpc");
         for nodes in [1_000usize, 10_000].into_iter().filter(|_| !only_grpc) {
-            for db in ["memory", "redb", "etcd", "etcd-1024"] {
+            for db in ["memory", "redb", "etcd", "etcd-1024"].into_iter().filter(|db| wanted(db)) {
                 for (load, rate, n) in [("saturated", None, executions), ("paced 5,000/s", Some(5_000), if quick { 5_000 } else { 15_000 })] {
                     let r = placements(nodes, db, n, rate, etcd_of(db), false).await;
                     println!(
@@ -338,7 +343,7 @@ fn main() {
         println!("\n## Over real gRPC: 1,000 fake Spearlets, each its own connection and stream\n");
         println!("| nodes | storage | placements/s (saturated) | submit→assigned p50 ms | p99 ms | submit→delivered p50 ms | p99 ms |");
         println!("|---:|---|---:|---:|---:|---:|---:|");
-        for db in ["redb", "etcd", "etcd-1024"] {
+        for db in ["redb", "etcd", "etcd-1024"].into_iter().filter(|db| wanted(db)) {
             let r = placements(1_000, db, executions, None, etcd_of(db), true).await;
             println!(
                 "| {} | {} | {:.0} | {} | {} | {} | {} |",

@@ -88,9 +88,10 @@ impl Sms {
         stored
     }
 
-    /// `e` with its standard input read back from the blob store, and the checkpoint it
+    /// Fill in `e`'s standard input, read back from the blob store, and the checkpoint it
     /// restores (one that cannot be read is left out, with a warning: the run starts afresh).
-    pub async fn with_stdin(&self, mut e: Execution) -> Result<Execution> {
+    /// On an error `e` is as it was.
+    pub async fn with_stdin(&self, e: &mut Execution) -> Result<()> {
         if let Some(b) = &e.stdin_blob {
             e.stdin = self.blobs.read(b).await?;
         }
@@ -105,7 +106,7 @@ impl Sms {
                 ),
             }
         }
-        Ok(e)
+        Ok(())
     }
 
     /// `e` with every payload read back from the blob store (what a read by id answers).

@@ -116,17 +116,13 @@ impl v1::execution_service_server::ExecutionService for Grpc {
                 };
                 // A start carries its whole standard input; one whose input cannot be read is
                 // failed instead of being run on the wrong input.
-                let execution = if a.cancel {
-                    a.execution
-                } else {
-                    match sms.with_stdin(a.execution.clone()).await {
-                        Ok(e) => e,
-                        Err(why) => {
-                            sms.payload_lost(&a.execution, &why.to_string()).await;
-                            return None;
-                        }
-                    }
-                };
+                let mut execution = a.execution;
+                if !a.cancel
+                    && let Err(why) = sms.with_stdin(&mut execution).await
+                {
+                    sms.payload_lost(&execution, &why.to_string()).await;
+                    return None;
+                }
                 // A stop of an execution being preempted asks for its state, in its grace.
                 let preempt =
                     a.cancel && execution.preempting_ms > 0 && !execution.state.is_terminal();
