@@ -231,11 +231,17 @@ fn main() {
         ] {
             let mut rates: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
             let mut cpus: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
-            for _ in 0..repeats {
-                for ((v, r), c) in variants.iter().zip(&mut rates).zip(&mut cpus) {
-                    let (rate, cpu) = run(v, load, executions).await;
-                    r.push(rate);
-                    c.push(cpu);
+            // Every other repeat runs the variants in reverse order, so none always follows
+            // the same one (a run's CPU time includes what the last one left to clean up).
+            for repeat in 0..repeats {
+                let mut order: Vec<usize> = (0..variants.len()).collect();
+                if repeat % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (rate, cpu) = run(&variants[i], load, executions).await;
+                    rates[i].push(rate);
+                    cpus[i].push(cpu);
                 }
             }
             println!("\n## Scheduler policies' cost, {title}: {NODES} nodes, {executions} executions, memory storage, median of {repeats}\n");

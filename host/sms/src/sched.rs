@@ -284,7 +284,7 @@ impl Sms {
         if n > 0 {
             self.metrics.round_placements.observe(n as f64);
         }
-        if let Some(nodes) = seen {
+        if let Some(view) = seen {
             self.explain_keep(
                 crate::explain::Round {
                     no: 0,
@@ -294,7 +294,7 @@ impl Sms {
                     waited_ms,
                     decisions,
                     dispatch: dispatched,
-                    nodes,
+                    view,
                 },
                 &requests,
             );

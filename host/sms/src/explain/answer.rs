@@ -109,9 +109,16 @@ fn reasons(seen: &Seen, request: &Request) -> Vec<String> {
 }
 
 impl Explanation {
-    /// The part in `round` of execution `id`, whose request (made again from the execution) is
-    /// `request` (none if the round did not offer it).
-    pub(crate) fn of(round: &Round, id: &str, request: &Request) -> Option<Self> {
+    /// The part in `round`, over the nodes it saw (`nodes`, by target id), of execution `id`,
+    /// whose request (made again from the execution) is `request` (none if the round did not
+    /// offer it).
+    pub(crate) fn of(
+        round: &Round,
+        nodes: &[(u64, Seen)],
+        id: &str,
+        request: &Request,
+    ) -> Option<Self> {
+        let node = |t: u64| nodes.iter().find(|(n, _)| *n == t).map(|(_, s)| s);
         let i = round.seqs.iter().position(|s| *s == request.id)?;
         let decision = round.decisions.get(i)?;
         let chosen = match decision {
@@ -125,9 +132,7 @@ impl Explanation {
                 Some(format!(
                     "the strategy chose node {}, {}: moved to the node that could hold it with \
                      the most places left",
-                    chosen
-                        .and_then(|t| round.nodes.get(t))
-                        .map_or("?", |s| &*s.uuid),
+                    chosen.and_then(node).map_or("?", |s| &*s.uuid),
                     crate::recovery::LEFT
                 )),
             ),
@@ -140,10 +145,9 @@ impl Explanation {
             Some(Dispatch::Migrated { to }) => (Some(*to), chosen),
             _ => (chosen, None),
         };
-        let mut nodes: Vec<NodeVerdict> = round
-            .nodes
+        let mut verdicts: Vec<NodeVerdict> = nodes
             .iter()
-            .map(|(t, seen)| {
+            .map(|&(t, ref seen)| {
                 let mut reasons = reasons(seen, request);
                 if Some(t) == left {
                     reasons.insert(0, crate::recovery::LEFT.to_owned());
@@ -169,7 +173,7 @@ impl Explanation {
             "offered" => 1,
             _ => 2,
         };
-        nodes.sort_by(|a, b| {
+        verdicts.sort_by(|a, b| {
             rank(a)
                 .cmp(&rank(b))
                 .then_with(|| a.node_uuid.cmp(&b.node_uuid))
@@ -180,9 +184,7 @@ impl Explanation {
             round: round.no,
             at_ms: round.at_ms,
             outcome: outcome.into(),
-            node_uuid: placed
-                .and_then(|t| round.nodes.get(t))
-                .map(|s| s.uuid.to_string()),
+            node_uuid: placed.and_then(node).map(|s| s.uuid.to_string()),
             reason,
             queue_position: i,
             batch: round.seqs.len(),
@@ -192,7 +194,7 @@ impl Explanation {
             strategy_form: plugin.map(|p| p.form.as_str().to_owned()),
             fallback: round.decider.fallback.is_some(),
             fallback_reason: round.decider.fallback.clone(),
-            nodes,
+            nodes: verdicts,
         })
     }
 }

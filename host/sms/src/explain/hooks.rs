@@ -44,9 +44,9 @@ impl Sms {
         self.recorder().follow(&batch.removes, upserts);
     }
 
-    /// The nodes as the strategy sees them now, when rounds are recorded.
-    pub(crate) fn explain_snapshot(&self) -> Option<super::record::NodeView> {
-        let r = self.recorder();
+    /// The version of the node view the strategy decides over now, when rounds are recorded.
+    pub(crate) fn explain_snapshot(&self) -> Option<u64> {
+        let mut r = self.recorder();
         r.on().then(|| r.snapshot())
     }
 
@@ -68,25 +68,29 @@ impl Sms {
     pub async fn explain(&self, id: &str) -> Result<Explanation> {
         // Known at all (404 naming the execution otherwise).
         let request = crate::sched::request(&self.execution(id).await?);
-        let (round, kept) = {
+        let (rounds, kept) = {
             let r = self.recorder();
             if !r.on() {
                 return Err(SmsError::Conflict(
                     "explain is off: [explain] rounds = 0 keeps no rounds".into(),
                 ));
             }
-            (r.round_of(request.id), r.capacity())
+            (r.rounds(), r.capacity())
         };
-        round
-            .and_then(|round| Explanation::of(&round, id, &request))
-            .ok_or_else(|| {
-                SmsError::not_found(
-                    "explanation",
-                    format!(
-                        "{id}` (no kept round offered it: SMS keeps the last {kept} rounds, and \
-                         one is recorded when the strategy is asked to place a batch"
-                    ),
-                )
-            })
+        // Searched without the recorder (the scheduler needs it every round); then its view,
+        // read under it, if the round is still kept.
+        let explained = super::record::latest_with(&rounds, request.id).and_then(|round| {
+            let nodes = self.recorder().nodes_of(round)?;
+            Explanation::of(round, &nodes, id, &request)
+        });
+        explained.ok_or_else(|| {
+            SmsError::not_found(
+                "explanation",
+                format!(
+                    "{id}` (no kept round offered it: SMS keeps the last {kept} rounds, and \
+                     one is recorded when the strategy is asked to place a batch"
+                ),
+            )
+        })
     }
 }

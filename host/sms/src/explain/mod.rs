@@ -10,11 +10,13 @@
 //! Only the last `[explain] rounds` rounds are kept (memory is bounded); an execution is
 //! explained by the latest kept round that offered it. The reasons a node was filtered out
 //! (`GET /api/v1/executions/{id}/explain`, `spear explain`) are worked out when asked, from the
-//! round's snapshot, so recording does no per-node work.
+//! round's version of the view, so recording does no per-node work (an explanation does:
+//! O(kept executions) to find the round, O(nodes) to read its view).
 
 mod answer;
 mod hooks;
 mod record;
+mod view;
 
 pub use answer::{Explanation, NodeVerdict};
 pub(crate) use record::{Dispatch, Round, Unusable};

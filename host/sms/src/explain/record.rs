@@ -1,7 +1,6 @@
-//! Recording rounds: the node mirror, the bounded ring of rounds, and the index from execution to
-//! round.
+//! Recording rounds: the mirror of the strategy's node view, and the bounded ring of rounds.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +8,7 @@ use spear_config::Problems;
 use spear_plugin_api::{Decision, Label, Request, Resources, Target};
 use spear_plugin_runtime::Decider;
 
+use super::view::Versioned;
 use crate::model::NodeStatus;
 
 /// The most rounds `[explain] rounds` may keep.
@@ -78,66 +78,6 @@ pub(crate) enum Dispatch {
     },
 }
 
-/// How many pieces the node view is cut into: a snapshot shares every piece (cheap to take each
-/// round), and a change copies only the piece it touches (if a kept round shares it).
-const SHARDS: usize = 256;
-
-/// The node view by target id, copy-on-write by shard.
-#[derive(Debug, Clone)]
-pub(crate) struct NodeView {
-    shards: Vec<Arc<BTreeMap<u64, Arc<Seen>>>>,
-}
-
-impl Default for NodeView {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
-        }
-    }
-}
-
-impl NodeView {
-    fn shard(id: u64) -> usize {
-        (id % SHARDS as u64) as usize
-    }
-
-    fn insert(&mut self, id: u64, seen: Seen) {
-        Arc::make_mut(&mut self.shards[Self::shard(id)]).insert(id, Arc::new(seen));
-    }
-
-    fn remove(&mut self, id: u64) {
-        let shard = &mut self.shards[Self::shard(id)];
-        if shard.contains_key(&id) {
-            Arc::make_mut(shard).remove(&id);
-        }
-    }
-
-    fn get_mut(&mut self, id: u64) -> Option<&mut Seen> {
-        let shard = &mut self.shards[Self::shard(id)];
-        if !shard.contains_key(&id) {
-            return None;
-        }
-        Arc::make_mut(shard).get_mut(&id).map(Arc::make_mut)
-    }
-
-    /// Node `id`.
-    pub fn get(&self, id: u64) -> Option<&Seen> {
-        self.shards[Self::shard(id)].get(&id).map(|s| &**s)
-    }
-
-    /// Every node with its target id (in no particular order).
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Seen)> {
-        self.shards
-            .iter()
-            .flat_map(|s| s.iter().map(|(id, seen)| (*id, &**seen)))
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.shards.iter().all(|s| s.is_empty())
-    }
-}
-
 /// One recorded round.
 #[derive(Debug)]
 pub(crate) struct Round {
@@ -152,8 +92,8 @@ pub(crate) struct Round {
     pub waited_ms: Vec<i64>,
     pub decisions: Vec<Decision>,
     pub dispatch: Vec<Dispatch>,
-    /// The nodes by target id, as the strategy saw them before deciding.
-    pub nodes: NodeView,
+    /// The version of the node view the strategy decided over ([`Versioned::take`]).
+    pub view: u64,
 }
 
 /// The kept rounds, and the mirror of the strategy's view.
@@ -162,10 +102,9 @@ pub struct Recorder {
     cap: usize,
     next: u64,
     rounds: VecDeque<Arc<Round>>,
-    /// Each execution (by `seq`, its request id) in a kept round: the latest round that offered
-    /// it. Keyed by number, so recording a placement allocates no copy of its id.
-    by_exec: HashMap<u64, u64>,
-    mirror: NodeView,
+    mirror: Versioned,
+    /// The view of the round being decided: taken, not yet kept.
+    pending: Option<u64>,
 }
 
 impl Recorder {
@@ -219,9 +158,16 @@ impl Recorder {
         }
     }
 
-    /// The nodes as the strategy sees them now (shared shards: O(shards) to take).
-    pub(crate) fn snapshot(&self) -> NodeView {
-        self.mirror.clone()
+    /// The nodes as the strategy sees them now: a version of the view to record in the round
+    /// ([`Round::view`]), O(1) to take.
+    /// A round that took one and ended before it was kept (a storage error) leaves nothing behind:
+    /// its view's own states go when the next is taken.
+    pub(crate) fn snapshot(&mut self) -> u64 {
+        let next = self.mirror.take();
+        if let Some(p) = self.pending.replace(next) {
+            self.mirror.abandon(p, next);
+        }
+        next
     }
 
     /// Keep `round` (dropping the oldest past the limit), and count its assignments as the
@@ -231,21 +177,20 @@ impl Recorder {
             return;
         }
         self.claim(requests, &round.decisions);
+        // Only the latest view taken is kept: one given up (a round that took another view
+        // meanwhile) may have lost states. So kept rounds' views rise with their numbers.
+        if self.pending != Some(round.view) {
+            return;
+        }
+        self.pending = None;
         round.no = self.next;
         self.next += 1;
-        for seq in &round.seqs {
-            self.by_exec.insert(*seq, round.no);
-        }
         self.rounds.push_back(Arc::new(round));
         while self.rounds.len() > self.cap {
-            let Some(old) = self.rounds.pop_front() else {
-                break;
-            };
-            for seq in &old.seqs {
-                if self.by_exec.get(seq) == Some(&old.no) {
-                    self.by_exec.remove(seq);
-                }
-            }
+            self.rounds.pop_front();
+        }
+        if let Some(oldest) = self.rounds.front() {
+            self.mirror.keep_from(oldest.view);
         }
     }
 
@@ -264,22 +209,31 @@ impl Recorder {
         }
     }
 
-    /// The latest kept round that offered the execution whose `seq` is `seq`.
-    pub(crate) fn round_of(&self, seq: u64) -> Option<Arc<Round>> {
-        let no = *self.by_exec.get(&seq)?;
-        let first = self.rounds.front()?.no;
-        self.rounds
-            .get(usize::try_from(no.checked_sub(first)?).ok()?)
-            .cloned()
+    /// The kept rounds, oldest first (shared: to search without holding the recorder).
+    pub(crate) fn rounds(&self) -> Vec<Arc<Round>> {
+        self.rounds.iter().cloned().collect()
     }
+
+    /// The nodes as `round` saw them, if it is still kept (by target id, in no particular
+    /// order). O(nodes): only an explanation asks.
+    pub(crate) fn nodes_of(&self, round: &Round) -> Option<Vec<(u64, Seen)>> {
+        let first = self.rounds.front()?;
+        (round.no >= first.no && round.view >= first.view).then(|| self.mirror.at(round.view))
+    }
+}
+
+/// The latest of `rounds` (oldest first) that offered the execution whose `seq` is `seq`.
+pub(crate) fn latest_with(rounds: &[Arc<Round>], seq: u64) -> Option<&Arc<Round>> {
+    rounds.iter().rev().find(|r| r.seqs.contains(&seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A round offering the executions whose seqs are `seqs`, and their requests.
-    fn round(seqs: &[u64]) -> (Round, Vec<Request>) {
+    /// A round over node view `view` offering the executions whose seqs are `seqs`, each placed
+    /// on target 1, and their requests.
+    fn round(view: u64, seqs: &[u64]) -> (Round, Vec<Request>) {
         let round = Round {
             no: 0,
             at_ms: 0,
@@ -288,7 +242,7 @@ mod tests {
             waited_ms: seqs.iter().map(|_| 0).collect(),
             decisions: seqs.iter().map(|_| Decision::Assign(1)).collect(),
             dispatch: seqs.iter().map(|_| Dispatch::Assigned).collect(),
-            nodes: NodeView::default(),
+            view,
         };
         let requests = seqs
             .iter()
@@ -308,54 +262,115 @@ mod tests {
         (round, requests)
     }
 
-    #[test]
-    fn only_the_last_rounds_are_kept_and_an_execution_maps_to_its_latest() {
-        const A: u64 = 1;
-        const B: u64 = 2;
-        let mut r = Recorder::new(2);
-        let t = Target {
+    /// Target 1, `n1`, with `cpu_millis` free and nothing active.
+    fn node_one(cpu_millis: u64) -> Target {
+        Target {
             id: 1,
             name: "n1".into(),
             labels: vec![],
             capacity: Resources::default(),
             available: Resources {
-                cpu_millis: 1000,
+                cpu_millis,
                 memory_mb: 0,
                 disk_mb: 0,
             },
             active: 0,
             weight: 1,
             healthy: true,
-        };
+        }
+    }
+
+    /// Target 1's free CPU and active count as kept round `no` saw it.
+    fn seen_by(r: &Recorder, no: u64) -> Option<(u64, u32)> {
+        let rounds = r.rounds();
+        let round = rounds.iter().find(|k| k.no == no)?;
+        let nodes = r.nodes_of(round)?;
+        let (_, seen) = nodes.iter().find(|(id, _)| *id == 1)?;
+        Some((seen.available.cpu_millis, seen.active))
+    }
+
+    #[test]
+    fn only_the_last_rounds_are_kept_each_with_its_view_and_an_execution_maps_to_its_latest() {
+        const A: u64 = 1;
+        const B: u64 = 2;
+        let mut r = Recorder::new(2);
+        let t = node_one(1000);
         r.follow(&[], vec![(&t, None)]);
-        let before = r.snapshot();
-        let (batch, requests) = round(&[A, B]);
+        let view = r.snapshot();
+        let (batch, requests) = round(view, &[A, B]);
         r.keep(batch, &requests);
-        // The round's claims reach the mirror, not a snapshot taken before.
-        assert_eq!(r.snapshot().get(1).unwrap().available.cpu_millis, 800);
-        assert_eq!(r.snapshot().get(1).unwrap().active, 2);
-        assert_eq!(before.get(1).unwrap().available.cpu_millis, 1000);
-        let (batch, requests) = round(&[B]);
+        let view = r.snapshot();
+        let (batch, requests) = round(view, &[B]);
         r.keep(batch, &requests);
-        assert_eq!(r.round_of(A).unwrap().no, 1);
+        // Each round reads the view it decided over: the earlier round's claims reach the
+        // later one's, not its own.
+        assert_eq!(seen_by(&r, 1), Some((1000, 0)));
+        assert_eq!(seen_by(&r, 2), Some((800, 2)));
+        assert_eq!(r.mirror.get(1).unwrap().active, 3);
+        let rounds = r.rounds();
+        assert_eq!(latest_with(&rounds, A).unwrap().no, 1);
         assert_eq!(
-            r.round_of(B).unwrap().no,
+            latest_with(&rounds, B).unwrap().no,
             2,
             "the latest round that offered it"
         );
-        let (batch, requests) = round(&[3]);
+        let view = r.snapshot();
+        let (batch, requests) = round(view, &[3]);
         r.keep(batch, &requests);
-        assert!(r.round_of(A).is_none(), "round 1 dropped out");
-        assert_eq!(r.round_of(B).unwrap().no, 2);
-        assert_eq!(
-            r.by_exec.len(),
-            2,
-            "the index holds only kept rounds' executions"
+        let rounds = r.rounds();
+        assert!(latest_with(&rounds, A).is_none(), "round 1 dropped out");
+        assert_eq!(latest_with(&rounds, B).unwrap().no, 2);
+        assert_eq!(seen_by(&r, 2), Some((800, 2)), "still read as it was");
+        let dropped = Round {
+            no: 1,
+            ..round(1, &[]).0
+        };
+        assert!(
+            r.nodes_of(&dropped).is_none(),
+            "a dropped round is not read"
         );
         let mut off = Recorder::new(0);
         off.follow(&[], vec![(&t, None)]);
-        let (batch, requests) = round(&[A]);
+        let view = off.snapshot();
+        let (batch, requests) = round(view, &[A]);
         off.keep(batch, &requests);
-        assert!(off.round_of(A).is_none() && off.mirror.is_empty());
+        assert!(off.rounds().is_empty() && off.mirror.get(1).is_none());
+    }
+
+    #[test]
+    fn a_round_that_took_a_view_and_failed_is_not_kept_and_leaves_nothing() {
+        let mut r = Recorder::new(4);
+        let t = node_one(0);
+        r.follow(&[], vec![(&t, None)]);
+        let view = r.snapshot();
+        let (batch, requests) = round(view, &[1]);
+        r.keep(batch, &requests);
+        // Rounds that took a view and ended before keeping it, the node changing in each.
+        let mut late = None;
+        for active in 10..50 {
+            let view = r.snapshot();
+            late.get_or_insert(view);
+            let moved = Target {
+                active,
+                ..t.clone()
+            };
+            r.follow(&[], vec![(&moved, None)]);
+        }
+        assert!(
+            r.mirror.states() <= 4,
+            "{} states for one node",
+            r.mirror.states()
+        );
+        // A round whose view a later one superseded is not kept (its view may be gone).
+        let (batch, requests) = round(late.unwrap(), &[2]);
+        r.keep(batch, &requests);
+        assert_eq!(r.rounds().len(), 1);
+        let view = r.snapshot();
+        let (batch, requests) = round(view, &[3]);
+        r.keep(batch, &requests);
+        assert_eq!(r.rounds().len(), 2);
+        assert_eq!(seen_by(&r, 1), Some((0, 0)));
+        // Active 49 as last followed, plus the unkept round's claim: the strategy counted it.
+        assert_eq!(seen_by(&r, 2), Some((0, 50)));
     }
 }
