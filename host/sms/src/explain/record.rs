@@ -160,6 +160,7 @@ impl Recorder {
 
     /// The nodes as the strategy sees them now: a version of the view to record in the round
     /// ([`Round::view`]), O(1) to take.
+    ///
     /// A round that took one and ended before it was kept (a storage error) leaves nothing behind:
     /// its view's own states go when the next is taken.
     pub(crate) fn snapshot(&mut self) -> u64 {
