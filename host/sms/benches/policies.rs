@@ -9,7 +9,14 @@
 //!
 //! Run: `cargo bench -p spear-sms --bench policies` (`-- quick` for a short run;
 //! `SPEAR_BENCH_ONLY=<keys, comma-separated>` runs only those variants: baseline, explain,
-//! deadlines, preemption, shadow).
+//! deadlines, preemption, shadow; `SPEAR_BENCH_REPEATS=<n>` sets how many times each runs, 7 by
+//! default).
+//!
+//! Besides each variant's median against the baseline's median, a second table pairs the runs:
+//! within one repeat every variant runs right next to the baseline, so each repeat gives one
+//! ratio (variant ÷ that repeat's baseline) from runs that shared the machine's state at the time.
+//! It shows the median of those ratios with a distribution-free 95 % confidence interval (order
+//! statistics of the binomial), which many repeats narrow where one median of seven cannot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,9 +176,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The 0-based ranks `(lo, hi)` of the sorted sample that bound its median with at least 95 %
+/// confidence, from the binomial distribution (each sample falls below the true median with
+/// probability ½), or `None` when the sample is too small for one (fewer than 6).
+fn median_ci_ranks(n: usize) -> Option<(usize, usize)> {
+    // P(Binomial(n, ½) ≤ j), summed in f64 (n stays small).
+    let mut below = 0.0;
+    let mut choose = 1.0;
+    let half_n = 0.5f64.powi(n as i32);
+    let mut lo = None;
+    for j in 0..n {
+        below += choose * half_n;
+        if below > 0.025 {
+            break;
+        }
+        // P(Bin ≤ j) ≤ 2.5 %: 0-based rank j (the (j+1)-th smallest) is a lower bound.
+        lo = Some(j);
+        choose = choose * (n - j) as f64 / (j + 1) as f64;
+    }
+    // Ranks lo..=n-1-lo hold the median with probability 1 - 2·P(Bin ≤ lo) ≥ 95 %.
+    lo.map(|lo| (lo, n - 1 - lo))
+}
+
+/// Each repeat's `variant[k] / base[k]`: the median and its 95 % interval, printed as
+/// `median (lo–hi)`.
+fn paired(variant: &[f64], base: &[f64]) -> String {
+    let mut ratios: Vec<f64> = variant.iter().zip(base).map(|(v, b)| v / b).collect();
+    ratios.sort_by(f64::total_cmp);
+    let m = ratios[ratios.len() / 2];
+    match median_ci_ranks(ratios.len()) {
+        Some((lo, hi)) => format!("{m:.3} ({:.3}–{:.3})", ratios[lo], ratios[hi]),
+        None => format!("{m:.3} (too few repeats for an interval)"),
+    }
+}
+
 fn main() {
+    // The interval's ranks against the binomial tables (n = 7: the extremes; n = 31: 10th-22nd).
+    assert_eq!(median_ci_ranks(5), None);
+    assert_eq!(median_ci_ranks(7), Some((0, 6)));
+    assert_eq!(median_ci_ranks(31), Some((9, 21)));
     let quick = std::env::args().any(|a| a == "quick");
-    let (executions, repeats) = if quick { (5_120, 1) } else { (40_960, 7) };
+    let (executions, mut repeats) = if quick { (5_120, 1) } else { (40_960, 7) };
+    if let Ok(n) = std::env::var("SPEAR_BENCH_REPEATS") {
+        repeats = n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .expect("SPEAR_BENCH_REPEATS is a count of runs, at least 1");
+    }
     let variants = [
         Variant {
             key: "baseline",
@@ -261,6 +313,17 @@ fn main() {
                     m / base,
                     cpu_runs.join(", "),
                     mc / base_cpu
+                );
+            }
+            println!("\nPaired, {title}: each repeat's variant ÷ that repeat's baseline, median of {repeats} (95 % interval)\n");
+            println!("| variant | placements/s ratio | CPU ratio |");
+            println!("|---|---:|---:|");
+            for ((v, r), c) in variants.iter().zip(&rates).zip(&cpus).skip(1) {
+                println!(
+                    "| {} | {} | {} |",
+                    v.name,
+                    paired(r, &rates[0]),
+                    paired(c, &cpus[0])
                 );
             }
         }
