@@ -1,7 +1,7 @@
 //! Builds every guest the tests load, with the real toolchains, into `target/spear-guests`:
 //!
-//! - WASM components (wasm32-wasip2) of every built-in strategy, reclaimer and autoscaler and of
-//!   the fixtures;
+//! - WASM components (wasm32-wasip2) of every built-in strategy, reclaimer and autoscaler, of the
+//!   `memory` storage backend and of the fixtures;
 //! - Extism modules (wasm32-unknown-unknown) of every built-in strategy, reclaimer and autoscaler;
 //! - native libraries of every built-in plugin and the hostile fixture (`--features native-plugin`);
 //! - the hostile fixture built against a mismatched plugin ABI.
@@ -35,7 +35,12 @@ const PLUGINS: &[(&str, &str)] = &[
     ("spear-autoscaler-queue-depth", "autoscalers/queue-depth"),
 ];
 
-/// Native-only plugins (storage backends).
+/// Plugins also built as WASM components, but not as Extism modules (storage backends: Extism
+/// has no form for them).
+const ALSO_COMPONENTS: &[&str] = &["spear-storage-memory"];
+
+/// Plugins built as native libraries only (storage backends, executors), besides the native
+/// builds of every plugin above.
 const NATIVE_ONLY: &[&str] = &[
     "spear-storage-memory",
     "spear-storage-redb",
@@ -70,9 +75,23 @@ fn main() {
 
     // Components.
     let mut wasi = packages.clone();
+    wasi.extend_from_slice(ALSO_COMPONENTS);
     wasi.push("spear-fixture-not-a-plugin");
+    // Besides: a storage backend that misbehaves on demand, and a strategy built against the
+    // released spear:plugin@0.1.0 (a frozen copy of its WIT).
+    let fixtures = [
+        ("spear-fixture-hostile-storage", "hostile-storage"),
+        ("spear-fixture-wit-0-1-0-strategy", "wit-0.1.0-strategy"),
+    ];
+    wasi.extend(fixtures.iter().map(|(p, _)| *p));
     cargo(&root, &target_dir, Some("wasm32-wasip2"), &wasi, &[]);
-    for p in &packages {
+    for (p, file) in fixtures {
+        copy(
+            &target_dir.join(format!("wasm32-wasip2/release/{}.wasm", snake(p))),
+            &out.join(format!("component/{file}.wasm")),
+        );
+    }
+    for p in packages.iter().chain(ALSO_COMPONENTS) {
         copy(
             &target_dir.join(format!("wasm32-wasip2/release/{}.wasm", snake(p))),
             &out.join(format!("component/{}.wasm", short(p))),

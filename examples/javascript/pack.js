@@ -17,7 +17,7 @@
 // The module's top level runs once, at build time (Wizer snapshots it); module-level state then
 // lives as long as the component instance.
 
-import { log } from "spear:plugin/host@0.1.0";
+import { log } from "spear:plugin/host@0.1.1";
 
 const NAME = "pack-js";
 const VERSION = "0.1.0";

@@ -32,8 +32,8 @@ pub use storage::StorageBackend;
 pub use strategy::Strategy;
 pub use types::*;
 
-/// The version of the WIT package this crate mirrors (`spear:plugin@0.1.0`).
-pub const WIT_PACKAGE: &str = "spear:plugin@0.1.0";
+/// The version of the WIT package this crate mirrors (`spear:plugin@0.1.1`).
+pub const WIT_PACKAGE: &str = "spear:plugin@0.1.1";
 
 /// An error a plugin reports to its host. The message is shown to operators as it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -64,6 +64,50 @@ fn every_built_in_plugin_loads_in_every_form_with_its_kind() {
 }
 
 #[test]
+fn the_memory_storage_backend_loads_as_a_component_and_as_a_native_library() {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    for (form, file, expected) in [
+        ("component", "memory.wasm", Form::Component),
+        ("native", "memory.so", Form::Native),
+    ] {
+        let p = load_file(&guest(form, file), &engine, &limits).unwrap();
+        assert_eq!(
+            (p.info.name.as_str(), p.info.kind, p.id.form),
+            ("memory", PluginKind::StorageBackend, expected)
+        );
+        // A storage backend is not a strategy, whatever its form.
+        assert!(p.new_strategy().is_err(), "{form}");
+    }
+}
+
+#[test]
+fn a_component_built_against_spear_plugin_0_1_0_still_loads_and_decides() {
+    assert_eq!(spear_plugin_api::WIT_PACKAGE, "spear:plugin@0.1.1");
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let p = load_file(
+        &guest("component", "wit-0.1.0-strategy.wasm"),
+        &engine,
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(
+        (p.info.name.as_str(), p.info.kind, p.id.form),
+        ("wit-0-1-0", PluginKind::SchedulingStrategy, Form::Component)
+    );
+    let mut s = p.new_strategy().unwrap();
+    s.configure("{}").unwrap();
+    s.upsert(&targets(3)).unwrap();
+    let decisions = s.place(&requests(0, 2)).unwrap();
+    assert_eq!(
+        decisions,
+        vec![spear_plugin_api::Decision::Assign(1); 2],
+        "the 0.1.0 guest's rule: the lowest healthy id"
+    );
+}
+
+#[test]
 fn hostile_files_are_refused_with_file_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, bytes: &[u8]| {

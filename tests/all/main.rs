@@ -17,6 +17,7 @@ mod executor_instances;
 mod executors;
 mod function_instances;
 mod hostile_guests;
+mod hostile_storage;
 mod hostile_workloads;
 mod loading;
 mod process_workers;

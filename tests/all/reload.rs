@@ -391,3 +391,52 @@ fn the_active_file_overwritten_by_another_plugin_keeps_the_running_one_and_later
     host.reload_config(Trigger::Api);
     assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
 }
+
+#[test]
+fn a_storage_backend_dropped_after_start_is_reported_as_needing_a_restart() {
+    let sb = Sandbox::new();
+    sb.install("component", "round-robin.wasm", "round-robin.wasm");
+    sb.install("native", "memory.so", "memory.so");
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    // At start, a storage backend is simply loaded: the host opens it next.
+    let history = host.history();
+    let first = history
+        .iter()
+        .find(|r| r.trigger == Trigger::Start)
+        .unwrap();
+    assert_eq!(first.outcome, ReloadOutcome::Applied, "{first:?}");
+    assert!(first.restart_keys.is_empty(), "{first:?}");
+
+    // Another one dropped in later (the component form, under its own name) cannot be used by
+    // the running host: the reload says so, with the reason, and what it did still applies.
+    sb.install("component", "hostile-storage.wasm", "store.wasm");
+    let report = host.reload(Trigger::Api);
+    assert_eq!(report.outcome, ReloadOutcome::RestartRequired, "{report:?}");
+    assert_eq!(
+        report.restart_keys,
+        ["plugins: storage backend hostile-storage"],
+        "{report:?}"
+    );
+    let change = report
+        .changes
+        .iter()
+        .find(|c| c.contains("loaded hostile-storage"))
+        .unwrap();
+    assert!(change.contains("needs a restart"), "{change}");
+    assert!(change.contains("sms storage migrate"), "{change}");
+    assert!(
+        host.events()
+            .iter()
+            .any(|e| e.kind == EventKind::RestartRequired
+                && e.message.contains("storage backend hostile-storage")),
+        "{:?}",
+        host.events()
+    );
+    // Reported once: the next reload has nothing new to say.
+    let again = host.reload(Trigger::Api);
+    assert_eq!(again.outcome, ReloadOutcome::Unchanged, "{again:?}");
+}

@@ -1,5 +1,5 @@
-//! The storage contract against every backend, loaded as the hosts load it (native plugins through
-//! the runtime), and the durability of `redb` across `kill -9`.
+//! The storage contract against every backend, loaded as the hosts load it (native libraries and
+//! WASM components through the runtime), and the durability of `redb` across `kill -9`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,16 +13,21 @@ use spear_tests::guest;
 
 /// Load the native storage plugin `name` and open it with `config`.
 pub(crate) fn open(name: &str, config: &str) -> Box<dyn StorageBackend> {
+    open_file(&guest("native", &format!("{name}.so")), config)
+}
+
+/// Load the storage plugin in `file` (any form) and open it with `config`.
+pub(crate) fn open_file(file: &std::path::Path, config: &str) -> Box<dyn StorageBackend> {
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues::default()));
-    let plugin = load_file(&guest("native", &format!("{name}.so")), &engine, &limits).unwrap();
+    let plugin = load_file(file, &engine, &limits).unwrap();
     assert_eq!(
         plugin.info.kind,
         spear_plugin_api::PluginKind::StorageBackend
     );
     let mut store = plugin.storage().unwrap();
     store.open(config).unwrap();
-    Box::new(store)
+    store
 }
 
 fn backends() -> Vec<(
@@ -38,6 +43,11 @@ fn backends() -> Vec<(
     );
     vec![
         ("memory", open("memory", "{}"), None),
+        (
+            "memory (component)",
+            open_file(&guest("component", "memory.wasm"), "{}"),
+            None,
+        ),
         ("redb", redb, Some(dir)),
     ]
 }

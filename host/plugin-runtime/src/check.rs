@@ -81,9 +81,79 @@ pub fn smoke_test(
                 answers.join(", ")
             )
         }
+        PluginKind::StorageBackend => storage_smoke_test(plugin, config)?,
         kind => format!("{kind} plugins are exercised by their host"),
     };
     Ok(summary)
+}
+
+/// Open a storage backend with `config` and run the contract's operations on keys under
+/// `spear-check/` (removed again at the end): put, get, scan, a batch with a check that holds
+/// and one that does not, compare-and-swap, delete.
+fn storage_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, String> {
+    let mut store = plugin.storage().map_err(|e| e.to_string())?;
+    store
+        .open(config)
+        .map_err(|e| format!("open refused: {e}"))?;
+    let failed = |what: &str, e: spear_plugin_api::PluginError| format!("{what} failed: {e}");
+    let key = |i: u32| format!("spear-check/{i}").into_bytes();
+    for i in 0..3 {
+        store
+            .put(&key(i), format!("value {i}").as_bytes())
+            .map_err(|e| failed("put", e))?;
+    }
+    let read = store.get(&key(1)).map_err(|e| failed("get", e))?;
+    if read.as_deref() != Some(&b"value 1"[..]) {
+        return Err(format!("get answered {read:?} for what put wrote"));
+    }
+    let rows = store
+        .scan(b"spear-check/", None, 10)
+        .map_err(|e| failed("scan", e))?;
+    let keys: Vec<Vec<u8>> = rows.into_iter().map(|(k, _)| k).collect();
+    if keys != [key(0), key(1), key(2)] {
+        return Err(format!(
+            "scan answered {} keys, not the 3 written",
+            keys.len()
+        ));
+    }
+    let check = |value: &str| spear_plugin_api::storage::BatchOp::Check {
+        key: key(0),
+        value: Some(value.as_bytes().to_vec()),
+    };
+    let put = spear_plugin_api::storage::BatchOp::Put {
+        key: key(3),
+        value: b"batched".to_vec(),
+    };
+    let refused = store
+        .batch(&[check("not its value"), put.clone()])
+        .map_err(|e| failed("batch", e))?;
+    let applied = store
+        .batch(&[check("value 0"), put])
+        .map_err(|e| failed("batch", e))?;
+    if refused || !applied || store.get(&key(3)).map_err(|e| failed("get", e))?.is_none() {
+        return Err("a batch's check was not honoured".into());
+    }
+    let swapped = store
+        .compare_and_swap(&key(3), Some(b"batched"), Some(b"swapped"))
+        .map_err(|e| failed("compare-and-swap", e))?;
+    if !swapped {
+        return Err("compare-and-swap did not swap the value it was given".into());
+    }
+    for i in 0..4 {
+        store.delete(&key(i)).map_err(|e| failed("delete", e))?;
+    }
+    let left = store
+        .scan(b"spear-check/", None, 10)
+        .map_err(|e| failed("scan", e))?;
+    if !left.is_empty() {
+        return Err(format!("{} keys left after delete", left.len()));
+    }
+    let limits = store.limits();
+    Ok(format!(
+        "opened; put, got and scanned 3 keys; a batch refused on a failed check and applied on \
+         one that held; compare-and-swap; deleted all (limits: {} ops, {} bytes a batch)",
+        limits.max_ops, limits.max_bytes
+    ))
 }
 
 /// Why activation failed, as the host would say it.

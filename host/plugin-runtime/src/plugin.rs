@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spear_plugin_api::native::SpearPluginModuleRef;
-use spear_plugin_api::{PluginInfo, PluginKind};
+use spear_plugin_api::{PluginInfo, PluginKind, StorageBackend};
 
 use crate::detect::{Form, detect, read_plugin_file};
 use crate::engine::WasmEngine;
@@ -116,10 +116,18 @@ impl LoadedPlugin {
         }
     }
 
-    /// A new native storage backend from this plugin (storage backends are native only).
-    pub fn storage(&self) -> Result<NativeStorage> {
+    /// A new, unopened storage backend from this plugin (a native library or a component of the
+    /// `storage-backend` world).
+    pub fn storage(&self) -> Result<Box<dyn StorageBackend>> {
         match &self.factory {
-            Factory::Native(f) => f.storage().map_err(|e| self.call_error(e)),
+            Factory::Native(f) => f
+                .storage()
+                .map(|s| Box::new(s) as Box<dyn StorageBackend>)
+                .map_err(|e| self.call_error(e)),
+            Factory::Component(f) if f.kind() == PluginKind::StorageBackend => f
+                .storage(&self.info.name)
+                .map(|s| Box::new(s) as Box<dyn StorageBackend>)
+                .map_err(|e| self.call_error(e)),
             _ => Err(self.wrong_kind(PluginKind::StorageBackend)),
         }
     }
@@ -169,6 +177,7 @@ pub fn load_bytes(
                     f.strategy("self-test").and_then(|mut s| s.info())
                 }
                 PluginKind::Autoscaler => f.autoscaler("self-test").and_then(|mut a| a.info()),
+                PluginKind::StorageBackend => f.storage("self-test").and_then(|s| s.describe()),
                 _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
             }
             .map_err(self_test)?;

@@ -95,7 +95,7 @@ async fn open(
         .map_err(|e| {
             anyhow::anyhow!("opening {text}: {e} (is SMS running on it? stop it first)")
         })?;
-    Ok(Arc::new(backend))
+    Ok(Arc::from(backend))
 }
 
 /// Run `command` with the plugins `config` names.

@@ -316,6 +316,13 @@ pub async fn open_backend(
                 ),
             )
         })?;
+    tracing::info!(
+        plugin = %plugin.info.name,
+        version = %plugin.info.version,
+        form = %plugin.id.form,
+        file = %plugin.id.file.display(),
+        "opening the storage backend"
+    );
     let mut backend = plugin
         .storage()
         .map_err(|e| SmsError::Storage(e.to_string()))?;
@@ -350,5 +357,5 @@ pub async fn open_backend(
         .await
         .map_err(|e| SmsError::Storage(e.to_string()))?
         .map_err(|e| SmsError::Storage(e.to_string()))?;
-    Ok(Arc::new(backend))
+    Ok(Arc::from(backend))
 }

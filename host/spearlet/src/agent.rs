@@ -581,6 +581,6 @@ async fn open_store(config: &SpearletConfig, plugins: &PluginHost) -> Result<Sto
         .await
         .map_err(|e| Error::Storage(e.to_string()))?
         .map_err(|e| Error::Storage(e.to_string()))?;
-    let backend: Arc<dyn StorageBackend> = Arc::new(backend);
+    let backend: Arc<dyn StorageBackend> = Arc::from(backend);
     Store::new(backend)
 }

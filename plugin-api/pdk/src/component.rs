@@ -27,8 +27,8 @@ pub mod reclaimer_bindings {
         default_bindings_module: "spear_pdk::reclaimer_bindings",
         runtime_path: "spear_pdk::__rt",
         with: {
-            "spear:plugin/types@0.1.0": crate::strategy_bindings::spear::plugin::types,
-            "spear:plugin/host@0.1.0": crate::strategy_bindings::spear::plugin::host,
+            "spear:plugin/types@0.1.1": crate::strategy_bindings::spear::plugin::types,
+            "spear:plugin/host@0.1.1": crate::strategy_bindings::spear::plugin::host,
         },
     });
 }
@@ -44,8 +44,8 @@ pub mod autoscaler_bindings {
         default_bindings_module: "spear_pdk::autoscaler_bindings",
         runtime_path: "spear_pdk::__rt",
         with: {
-            "spear:plugin/types@0.1.0": crate::strategy_bindings::spear::plugin::types,
-            "spear:plugin/host@0.1.0": crate::strategy_bindings::spear::plugin::host,
+            "spear:plugin/types@0.1.1": crate::strategy_bindings::spear::plugin::types,
+            "spear:plugin/host@0.1.1": crate::strategy_bindings::spear::plugin::host,
         },
     });
 }

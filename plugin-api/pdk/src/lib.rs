@@ -1,6 +1,7 @@
 //! Plugin development kit for Rust authors of SPEAR WASM plugins.
 //!
-//! Implement [`spear_plugin_api::Strategy`] (or [`spear_plugin_api::Reclaimer`]) on a type that is
+//! Implement [`spear_plugin_api::Strategy`] (or [`spear_plugin_api::Reclaimer`],
+//! [`spear_plugin_api::Autoscaler`], [`spear_plugin_api::StorageBackend`]) on a type that is
 //! `Default`, then call one macro:
 //!
 //! ```ignore
@@ -26,6 +27,10 @@ mod component;
 pub mod function;
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]
 pub use component::*;
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+mod storage;
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+pub use storage::*;
 
 #[cfg(all(target_family = "wasm", target_os = "unknown"))]
 mod extism;

@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use spear_plugin_api::StorageBackend;
 use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
 

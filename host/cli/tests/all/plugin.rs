@@ -35,6 +35,31 @@ fn check_accepts_every_form_and_prints_the_plugin_info() {
 }
 
 #[test]
+fn check_runs_a_storage_backend_through_the_contract_in_either_form() {
+    for (form, file) in [("component", "memory.wasm"), ("native", "memory.so")] {
+        let out = spear()
+            .args(["plugin", "check"])
+            .arg(guest(form, file))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{form}: {text}");
+        assert!(text.contains("kind:        storage-backend"), "{text}");
+        assert!(text.contains("put, got and scanned 3 keys"), "{text}");
+    }
+    // A component that answers scans wrongly fails the check, naming what it got wrong.
+    let out = spear()
+        .args(["plugin", "check", "--config", r#"{"mode": "wrong-scan"}"#])
+        .arg(guest("component", "hostile-storage.wasm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("scan failed"), "{text}");
+    assert!(text.contains("answered a scan wrongly"), "{text}");
+}
+
+#[test]
 fn check_refuses_with_the_reason_and_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("x.wasm");

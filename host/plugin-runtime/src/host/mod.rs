@@ -46,6 +46,9 @@ struct State {
     /// `(role, sha256)` of plugin files whose activation failed: not retried until the file (and
     /// so its sha256) or the selection changes.
     failed_activations: BTreeSet<(&'static str, String)>,
+    /// Storage backends loaded since start, reported as needing a restart by the reload that
+    /// loaded them (a host opens its store once, at start).
+    storage_restarts: Vec<String>,
 }
 
 /// What readers see of [`State`], published whenever a reload lets go of it.
@@ -157,6 +160,7 @@ impl PluginHost {
                 config: config.clone(),
                 registry,
                 failed_activations: BTreeSet::new(),
+                storage_restarts: Vec::new(),
             }),
             reports: Mutex::new(VecDeque::with_capacity(REPORTS)),
             host_keys: OnceLock::new(),

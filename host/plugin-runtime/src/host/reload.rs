@@ -14,6 +14,7 @@ impl PluginHost {
     /// activate a selected plugin whose file changed.
     pub fn rescan(&self, trigger: Trigger) -> ReloadReport {
         let mut changes = Vec::new();
+        let restart;
         let result = {
             let mut state = self.lock();
             let result = match self.scan(&mut state, &mut changes, false) {
@@ -27,15 +28,32 @@ impl PluginHost {
                 }
                 Err(e) => Err(e),
             };
+            restart = std::mem::take(&mut state.storage_restarts);
             self.publish(&state);
             result
         };
+        if !restart.is_empty() {
+            self.telemetry.emit(
+                EventKind::RestartRequired,
+                None,
+                None,
+                None,
+                format!("changed plugins need a restart: {}", restart.join(", ")),
+            );
+        }
         match result {
             Ok(()) if changes.is_empty() => {
-                self.finish(trigger, ReloadOutcome::Unchanged, changes, None, vec![])
+                self.finish(trigger, ReloadOutcome::Unchanged, changes, None, restart)
             }
-            Ok(()) => self.finish(trigger, ReloadOutcome::Applied, changes, None, vec![]),
-            Err(e) => self.finish(trigger, ReloadOutcome::Rejected, changes, Some(e), vec![]),
+            Ok(()) if !restart.is_empty() => self.finish(
+                trigger,
+                ReloadOutcome::RestartRequired,
+                changes,
+                None,
+                restart,
+            ),
+            Ok(()) => self.finish(trigger, ReloadOutcome::Applied, changes, None, restart),
+            Err(e) => self.finish(trigger, ReloadOutcome::Rejected, changes, Some(e), restart),
         }
     }
 

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use spear_plugin_api::PluginKind;
+
 use super::{PluginHost, State};
 use crate::detect::read_plugin_file;
 use crate::error::Error;
@@ -241,8 +243,11 @@ impl PluginHost {
                         p.info.kind, p.info.name, p.info.version, p.id.form
                     ),
                 );
+                // A host opens its store once, at start, and its data lives there: a storage
+                // backend loaded later is used only after a restart.
+                let restart = !at_start && p.info.kind == PluginKind::StorageBackend;
                 changes.push(format!(
-                    "{}: loaded {} {}{}",
+                    "{}: loaded {} {}{}{}",
                     path.display(),
                     p.info.name,
                     p.info.version,
@@ -250,8 +255,20 @@ impl PluginHost {
                         " (overrides the built-in of that name)"
                     } else {
                         ""
+                    },
+                    if restart {
+                        "; a storage backend: needs a restart to be used (the running host keeps \
+                         the store it opened at start; `sms storage migrate` moves data between \
+                         backends)"
+                    } else {
+                        ""
                     }
                 ));
+                if restart {
+                    state
+                        .storage_restarts
+                        .push(format!("plugins: storage backend {}", p.info.name));
+                }
                 entry.loaded = Some(p);
                 entry.signed_by = signer;
                 entry.last_error = None;

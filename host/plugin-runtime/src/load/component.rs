@@ -50,10 +50,28 @@ mod autoscaler_world {
     });
 }
 
+mod storage_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "storage-backend",
+        with: {
+            "spear:plugin/types": super::strategy_world::spear::plugin::types,
+            "spear:plugin/host": super::strategy_world::spear::plugin::host,
+        },
+    });
+}
+
 mod autoscaler;
 mod convert;
+mod reclaimer;
+mod storage;
+mod strategy;
 
-use convert::{info_from_wit, instance_to_wit, request_to_wit, target_to_wit};
+pub use storage::ComponentStorage;
+
+use convert::info_from_wit;
+use reclaimer::ComponentReclaimer;
+use strategy::ComponentStrategy;
 use strategy_world::spear::plugin::{host, types as wit};
 
 /// Per-store data: bounded WASI, the memory limiter, the call's budget, the plugin's name for logs.
@@ -171,6 +189,7 @@ enum Pre {
     Strategy(strategy_world::SchedulingStrategyPre<GuestState>),
     Reclaimer(reclaimer_world::ReclamationPolicyPre<GuestState>),
     Autoscaler(autoscaler_world::AutoscalingPolicyPre<GuestState>),
+    Storage(storage_world::StorageBackendPre<GuestState>),
 }
 
 /// A compiled, linked component ready to instantiate.
@@ -245,6 +264,21 @@ impl ComponentFactory {
                 autoscaler_world::AutoscalingPolicyPre::new(pre)
                     .map_err(|e| format!("does not match the autoscaling-policy world: {e:#}"))?,
             )
+        } else if exports
+            .iter()
+            .any(|e| e.starts_with("spear:plugin/storage"))
+        {
+            let mut linker = Linker::new(engine.engine());
+            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            storage_world::StorageBackend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| e.to_string())?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("cannot link the storage-backend world: {e:#}"))?;
+            Pre::Storage(
+                storage_world::StorageBackendPre::new(pre)
+                    .map_err(|e| format!("does not match the storage-backend world: {e:#}"))?,
+            )
         } else {
             let shown = if exports.is_empty() {
                 "nothing".to_owned()
@@ -253,7 +287,8 @@ impl ComponentFactory {
             };
             return Err(format!(
                 "a component of no spear:plugin world: it exports {shown}, not \
-                 spear:plugin/strategy, spear:plugin/reclaimer or spear:plugin/autoscaler"
+                 spear:plugin/strategy, spear:plugin/reclaimer, spear:plugin/autoscaler or \
+                 spear:plugin/storage"
             ));
         };
         Ok(Self {
@@ -269,6 +304,7 @@ impl ComponentFactory {
             Pre::Strategy(_) => api::PluginKind::SchedulingStrategy,
             Pre::Reclaimer(_) => api::PluginKind::ReclamationPolicy,
             Pre::Autoscaler(_) => api::PluginKind::Autoscaler,
+            Pre::Storage(_) => api::PluginKind::StorageBackend,
         }
     }
 
@@ -321,6 +357,7 @@ impl ComponentFactory {
             inner: Guest {
                 store,
                 limits: self.limits.clone(),
+                _engine: self.engine.clone(),
                 poisoned: false,
             },
             bindings,
@@ -340,6 +377,7 @@ impl ComponentFactory {
             inner: Guest {
                 store,
                 limits: self.limits.clone(),
+                _engine: self.engine.clone(),
                 poisoned: false,
             },
             bindings,
@@ -359,6 +397,7 @@ impl ComponentFactory {
             inner: Guest {
                 store,
                 limits: self.limits.clone(),
+                _engine: self.engine.clone(),
                 poisoned: false,
             },
             bindings,
@@ -402,6 +441,9 @@ fn classify(
 struct Guest {
     store: Store<GuestState>,
     limits: Arc<Limits>,
+    /// The engine whose epoch ticker interrupts this instance's calls: kept alive with it, so
+    /// that an instance outliving its plugin (a storage backend a host opened) stays bounded.
+    _engine: WasmEngine,
     /// A component instance that trapped cannot be entered again.
     poisoned: bool,
 }
@@ -447,130 +489,5 @@ impl Guest {
             ));
         }
         result
-    }
-}
-
-struct ComponentStrategy {
-    inner: Guest,
-    bindings: strategy_world::SchedulingStrategy,
-}
-
-impl StrategyInstance for ComponentStrategy {
-    fn info(&mut self) -> CallResult<api::PluginInfo> {
-        let b = self.bindings.spear_plugin_strategy();
-        self.inner
-            .call(Budget::Setup, |s| b.call_info(s))
-            .map(info_from_wit)
-    }
-
-    fn configure(&mut self, config: &str) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_strategy();
-        self.inner
-            .call(Budget::Setup, |s| b.call_configure(s, config))?
-            .map_err(CallFailure::Plugin)
-    }
-
-    fn upsert(&mut self, targets: &[api::Target]) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_strategy();
-        let targets: Vec<wit::Target> = targets.iter().map(target_to_wit).collect();
-        self.inner
-            .call(Budget::Call, |s| b.call_upsert(s, &targets))
-    }
-
-    fn remove(&mut self, ids: &[u64]) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_strategy();
-        self.inner.call(Budget::Call, |s| b.call_remove(s, ids))
-    }
-
-    fn place(&mut self, requests: &[api::Request]) -> CallResult<Vec<api::Decision>> {
-        let b = self.bindings.spear_plugin_strategy();
-        let requests: Vec<wit::Request> = requests.iter().map(request_to_wit).collect();
-        let decisions = self
-            .inner
-            .call(Budget::Call, |s| b.call_place(s, &requests))?;
-        Ok(decisions
-            .into_iter()
-            .map(|d| match d {
-                wit::Decision::Assign(id) => api::Decision::Assign(id),
-                wit::Decision::Reject(why) => api::Decision::Reject(why),
-            })
-            .collect())
-    }
-
-    fn observe(&mut self, outcomes: &[api::Outcome]) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_strategy();
-        let outcomes: Vec<wit::Outcome> = outcomes
-            .iter()
-            .map(|o| wit::Outcome {
-                request: o.request,
-                target: o.target,
-                success: o.success,
-                latency_us: o.latency_us,
-            })
-            .collect();
-        self.inner
-            .call(Budget::Call, |s| b.call_observe(s, &outcomes))
-    }
-
-    fn save_state(&mut self) -> CallResult<Vec<u8>> {
-        let b = self.bindings.spear_plugin_strategy();
-        self.inner.call(Budget::Setup, |s| b.call_save_state(s))
-    }
-
-    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_strategy();
-        self.inner
-            .call(Budget::Setup, |s| b.call_restore_state(s, state))?
-            .map_err(CallFailure::Plugin)
-    }
-}
-
-struct ComponentReclaimer {
-    inner: Guest,
-    bindings: reclaimer_world::ReclamationPolicy,
-}
-
-impl ReclaimerInstance for ComponentReclaimer {
-    fn info(&mut self) -> CallResult<api::PluginInfo> {
-        let b = self.bindings.spear_plugin_reclaimer();
-        self.inner
-            .call(Budget::Setup, |s| b.call_info(s))
-            .map(info_from_wit)
-    }
-
-    fn configure(&mut self, config: &str) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_reclaimer();
-        self.inner
-            .call(Budget::Setup, |s| b.call_configure(s, config))?
-            .map_err(CallFailure::Plugin)
-    }
-
-    fn select(
-        &mut self,
-        instances: &[api::InstanceStats],
-        node: &api::NodePressure,
-    ) -> CallResult<Vec<u64>> {
-        let b = self.bindings.spear_plugin_reclaimer();
-        let instances: Vec<wit::InstanceStats> = instances.iter().map(instance_to_wit).collect();
-        let node = wit::NodePressure {
-            memory_total_bytes: node.memory_total_bytes,
-            memory_used_bytes: node.memory_used_bytes,
-            cpu_load_permille: node.cpu_load_permille,
-            now_ms: node.now_ms,
-        };
-        self.inner
-            .call(Budget::Call, |s| b.call_select(s, &instances, node))
-    }
-
-    fn save_state(&mut self) -> CallResult<Vec<u8>> {
-        let b = self.bindings.spear_plugin_reclaimer();
-        self.inner.call(Budget::Setup, |s| b.call_save_state(s))
-    }
-
-    fn restore_state(&mut self, state: &[u8]) -> CallResult<()> {
-        let b = self.bindings.spear_plugin_reclaimer();
-        self.inner
-            .call(Budget::Setup, |s| b.call_restore_state(s, state))?
-            .map_err(CallFailure::Plugin)
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod auth_admin;
 mod auth_nodes;
 mod common;
+mod component_storage;
 mod config_reload;
 mod deadlines;
 mod durability;

@@ -413,7 +413,6 @@ async fn an_execution_whose_input_file_is_gone_fails_instead_of_running_on_nothi
 
 /// The sandbox's redb store, opened through the plugin as SMS opens it (SMS must be stopped).
 fn open_store(sb: &Sandbox) -> Box<dyn spear_plugin_api::StorageBackend> {
-    use spear_plugin_api::StorageBackend;
     use spear_plugin_runtime::engine::WasmEngine;
     use spear_plugin_runtime::{LimitValues, Limits, load_file};
     let engine = WasmEngine::new().unwrap();
@@ -424,7 +423,7 @@ fn open_store(sb: &Sandbox) -> Box<dyn spear_plugin_api::StorageBackend> {
     store
         .open(&format!(r#"{{"path": {:?}}}"#, path.display().to_string()))
         .unwrap();
-    Box::new(store)
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

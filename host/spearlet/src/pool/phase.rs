@@ -9,7 +9,7 @@
 //! Ready, Paused, Error → Terminating (reclaimed, evicted, retired) → removed
 //! ```
 //!
-//! Plugins (reclamation policies) see the states of `spear:plugin@0.1.0`'s `instance-state`,
+//! Plugins (reclamation policies) see the states of `spear:plugin@0.1.x`'s `instance-state`,
 //! which has no WarmingUp, Pausing, Paused or CoolingDown: [`Phase::for_plugins`] maps them.
 
 use serde::Serialize;
@@ -86,7 +86,7 @@ impl Phase {
         Self::LABELS[i]
     }
 
-    /// The state plugins see (`spear:plugin@0.1.0` knows six): WarmingUp is `initializing`,
+    /// The state plugins see (`spear:plugin@0.1.x` knows six): WarmingUp is `initializing`,
     /// Pausing and Paused are `ready` (idle), CoolingDown is `executing`.
     pub fn for_plugins(&self) -> InstanceState {
         match self {

@@ -77,6 +77,17 @@ impl Sandbox {
         sb
     }
 
+    /// A sandbox whose SMS keeps its state in the `memory` storage backend built as a WASM
+    /// component (`plugins/memory.wasm`, in place of the native `memory.so`).
+    #[allow(dead_code)]
+    pub fn on_component_memory(extra: &str) -> Self {
+        let mut sb = Self::with_plugins(extra, "", &[("component", "memory.wasm")]);
+        std::fs::remove_file(sb.path().join("plugins/memory.so")).unwrap();
+        sb.database = "db_type = \"memory\"\n".into();
+        sb.write_config(extra);
+        sb
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

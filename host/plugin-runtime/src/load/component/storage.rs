@@ -1,0 +1,284 @@
+//! An instance of a component of the `storage-backend` world, usable through the plain
+//! [`api::StorageBackend`] trait.
+//!
+//! One instance holds the store (its state lives in the guest), so calls take turns on it: each
+//! holds the instance's lock for one guest call, which its budget bounds (the call's CPU budget
+//! and wall-clock ceiling, [`crate::limits`]). Answers are checked before they are believed: a
+//! scan must stay within its prefix, its limit and its start, in key order.
+
+use std::sync::{Mutex, MutexGuard};
+
+use spear_plugin_api as api;
+use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue, OUTCOME_UNKNOWN};
+
+use super::storage_world::StorageBackend as Bindings;
+use super::storage_world::exports::spear::plugin::storage as wit;
+use super::{ComponentFactory, Guest, Pre, classify, info_from_wit};
+use crate::error::CallFailure;
+use crate::instance::CallResult;
+use crate::limits::Budget;
+
+/// A storage backend running as a component instance.
+pub struct ComponentStorage {
+    plugin: String,
+    inner: Mutex<Instance>,
+}
+
+struct Instance {
+    guest: Guest,
+    bindings: Bindings,
+}
+
+impl ComponentFactory {
+    /// A fresh storage-backend instance (unopened: its state is empty until `open`).
+    pub fn storage(&self, plugin: &str) -> CallResult<ComponentStorage> {
+        let Pre::Storage(pre) = &self.pre else {
+            return Err(CallFailure::Invalid("not a storage backend".into()));
+        };
+        let mut store = self.store(plugin);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+        let guest = Guest {
+            store,
+            limits: self.limits.clone(),
+            _engine: self.engine.clone(),
+            poisoned: false,
+        };
+        Ok(ComponentStorage {
+            plugin: plugin.to_owned(),
+            inner: Mutex::new(Instance { guest, bindings }),
+        })
+    }
+}
+
+impl ComponentStorage {
+    fn lock(&self) -> MutexGuard<'_, Instance> {
+        // A panic while the lock was held happened in the host's own conversion code, before or
+        // after the guest call; the instance stays as consistent as the guest left it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One guest call within `budget`.
+    fn call<R>(
+        &self,
+        budget: Budget,
+        f: impl FnOnce(&wit::Guest, &mut wasmtime::Store<super::GuestState>) -> wasmtime::Result<R>,
+    ) -> CallResult<R> {
+        let mut instance = self.lock();
+        let Instance { guest, bindings } = &mut *instance;
+        let b = bindings.spear_plugin_storage();
+        guest.call(budget, |s| f(b, s))
+    }
+
+    /// The plugin's `info`, or why the call failed (the self-test at load).
+    pub fn describe(&self) -> CallResult<api::PluginInfo> {
+        self.call(Budget::Setup, |b, s| b.call_info(s))
+            .map(|info| api::PluginInfo {
+                kind: api::PluginKind::StorageBackend,
+                ..info_from_wit(info)
+            })
+    }
+
+    fn invalid(&self, what: &str, why: String) -> api::PluginError {
+        api::PluginError(format!(
+            "storage plugin `{}` answered {what} wrongly: {why}",
+            self.plugin
+        ))
+    }
+}
+
+/// A read's failure: the plugin's own error as it wrote it, anything else described.
+fn read_error(failure: CallFailure) -> api::PluginError {
+    match failure {
+        CallFailure::Plugin(text) => api::PluginError(text),
+        other => api::PluginError(other.to_string()),
+    }
+}
+
+/// A write's failure. A guest stopped in the middle of a write (trap, budget, memory) may or may
+/// not have made it durable: the host must not take it as undone.
+fn write_error(failure: CallFailure) -> api::PluginError {
+    match failure {
+        CallFailure::Plugin(text) => api::PluginError(text),
+        CallFailure::Invalid(text) => api::PluginError(text),
+        stopped => api::PluginError(format!("{OUTCOME_UNKNOWN}{stopped}")),
+    }
+}
+
+fn op_to_wit(op: &BatchOp) -> wit::BatchOp {
+    match op {
+        BatchOp::Put { key, value } => wit::BatchOp::Put(wit::KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+        }),
+        BatchOp::Delete { key } => wit::BatchOp::Delete(key.clone()),
+        BatchOp::Check { key, value } => wit::BatchOp::Check(wit::KeyCheck {
+            key: key.clone(),
+            value: value.clone(),
+        }),
+    }
+}
+
+/// Why `rows` cannot be the answer to a scan of `prefix` after `start_after` with `limit`, if
+/// they cannot.
+pub(crate) fn scan_answer_error(
+    rows: &[KeyValue],
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: u32,
+) -> Option<String> {
+    if rows.len() as u64 > u64::from(limit) {
+        return Some(format!("{} rows for a limit of {limit}", rows.len()));
+    }
+    let mut previous = start_after.filter(|after| *after >= prefix);
+    for (key, _) in rows {
+        if !key.starts_with(prefix) {
+            return Some("a key outside the prefix".into());
+        }
+        if previous.is_some_and(|p| key.as_slice() <= p) {
+            return Some("keys out of order, repeated, or not after the start".into());
+        }
+        previous = Some(key);
+    }
+    None
+}
+
+impl api::StorageBackend for ComponentStorage {
+    fn info(&self) -> api::PluginInfo {
+        match self.describe() {
+            Ok(info) => info,
+            Err(e) => api::PluginInfo {
+                name: self.plugin.clone(),
+                version: "0.0.0".into(),
+                kind: api::PluginKind::StorageBackend,
+                description: e.to_string(),
+                config_schema: "{}".into(),
+            },
+        }
+    }
+
+    fn open(&mut self, config: &str) -> Result<(), api::PluginError> {
+        self.call(Budget::Setup, |b, s| b.call_open(s, config))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(read_error)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, api::PluginError> {
+        self.call(Budget::Call, |b, s| b.call_get(s, key))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(read_error)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), api::PluginError> {
+        self.call(Budget::Call, |b, s| b.call_put(s, key, value))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(write_error)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool, api::PluginError> {
+        self.call(Budget::Call, |b, s| b.call_delete(s, key))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(write_error)
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<KeyValue>, api::PluginError> {
+        let rows = self
+            .call(Budget::Call, |b, s| {
+                b.call_scan(s, prefix, start_after, limit)
+            })
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(read_error)?;
+        let rows: Vec<KeyValue> = rows.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        match scan_answer_error(&rows, prefix, start_after, limit) {
+            Some(why) => Err(self.invalid("a scan", why)),
+            None => Ok(rows),
+        }
+    }
+
+    fn batch(&self, ops: &[BatchOp]) -> Result<bool, api::PluginError> {
+        let ops: Vec<wit::BatchOp> = ops.iter().map(op_to_wit).collect();
+        self.call(Budget::Call, |b, s| b.call_batch(s, &ops))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(write_error)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, api::PluginError> {
+        self.call(Budget::Call, |b, s| {
+            b.call_compare_and_swap(s, key, expected, new)
+        })
+        .and_then(|r| r.map_err(CallFailure::Plugin))
+        .map_err(write_error)
+    }
+
+    fn limits(&self) -> BatchLimits {
+        // A plugin that cannot say, or says nothing fits, is taken as unlimited: its batches then
+        // fail as they would have, with its own error.
+        match self.call(Budget::Setup, |b, s| b.call_limits(s)) {
+            Ok(l) if l.max_ops > 0 && l.max_bytes > 0 => BatchLimits {
+                max_ops: l.max_ops,
+                max_bytes: l.max_bytes,
+            },
+            _ => BatchLimits::UNLIMITED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(keys: &[&str]) -> Vec<KeyValue> {
+        keys.iter()
+            .map(|k| (k.as_bytes().to_vec(), vec![]))
+            .collect()
+    }
+
+    #[test]
+    fn a_scan_answer_is_checked_against_its_question() {
+        let ok = rows(&["a/1", "a/2"]);
+        assert_eq!(scan_answer_error(&ok, b"a/", None, 2), None);
+        assert_eq!(scan_answer_error(&ok, b"a/", Some(b"a/0"), 5), None);
+        // A start before the prefix does not bound the answer.
+        assert_eq!(scan_answer_error(&ok, b"a/", Some(b"0"), 5), None);
+        let why = |r: &[KeyValue], after: Option<&[u8]>, limit| {
+            scan_answer_error(r, b"a/", after, limit).unwrap_or_default()
+        };
+        assert!(why(&ok, None, 1).contains("limit of 1"));
+        assert!(why(&rows(&["a/1", "b/2"]), None, 5).contains("outside the prefix"));
+        assert!(why(&rows(&["a/2", "a/1"]), None, 5).contains("out of order"));
+        assert!(why(&rows(&["a/1", "a/1"]), None, 5).contains("repeated"));
+        assert!(why(&ok, Some(b"a/1"), 5).contains("after the start"));
+    }
+
+    #[test]
+    fn a_write_stopped_midway_is_of_unknown_outcome() {
+        for stopped in [
+            CallFailure::Trap("boom".into()),
+            CallFailure::Budget("cpu".into()),
+            CallFailure::Deadline(10),
+            CallFailure::Memory(64),
+        ] {
+            assert!(write_error(stopped).0.starts_with(OUTCOME_UNKNOWN));
+        }
+        assert_eq!(
+            write_error(CallFailure::Plugin("disk full".into())).0,
+            "disk full"
+        );
+        assert!(
+            !read_error(CallFailure::Trap("boom".into()))
+                .0
+                .starts_with(OUTCOME_UNKNOWN)
+        );
+    }
+}
