@@ -18,6 +18,8 @@ fn open(mode: &str) -> Box<dyn StorageBackend> {
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues {
         memory_limit_mb: 16,
+        // Storage calls run under the set-up budget.
+        setup_timeout_ms: 200,
         ..LimitValues::default()
     }));
     let plugin = load_file(
@@ -45,33 +47,50 @@ fn a_write_that_loops_traps_or_grows_is_stopped_as_of_unknown_outcome() {
         ("trap", "hostile storage trapped on purpose"),
         ("grow", "memory limit of 16 MiB"),
     ] {
-        let s = open(mode);
-        let started = Instant::now();
-        let error = s.put(b"k", b"v").unwrap_err().0;
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{mode}: stopped in time"
-        );
+        // On a thread, so that a call never stopped fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let s = open(mode);
+            let started = Instant::now();
+            let error = s.put(b"k", b"v").unwrap_err().0;
+            let took = started.elapsed();
+            let read_after = s.get(b"k").unwrap_err().0;
+            let write_after = s.put(b"k", b"v").unwrap_err().0;
+            tx.send((error, took, read_after, write_after)).unwrap();
+        });
+        let (error, took, read_after, write_after) = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{mode}: the write was never stopped"));
+        assert!(took < Duration::from_secs(5), "{mode}: stopped in {took:?}");
         assert!(error.starts_with(OUTCOME_UNKNOWN), "{mode}: {error}");
         assert!(
             error.contains(reason),
             "{mode}: expected «{reason}» in {error}"
         );
-        // The instance is gone with what it held; later calls say so instead of answering.
-        let after = s.get(b"k").unwrap_err().0;
-        assert!(after.contains("unusable"), "{mode}: {after}");
-        assert!(!after.starts_with(OUTCOME_UNKNOWN), "a read: {after}");
+        // The instance is gone with what it held; later calls say so instead of answering, and
+        // a write refused so did nothing (its outcome is known).
+        for after in [read_after, write_after] {
+            assert!(after.contains("unusable"), "{mode}: {after}");
+            assert!(!after.starts_with(OUTCOME_UNKNOWN), "{mode}: {after}");
+        }
     }
 }
 
 #[test]
 fn a_wrong_scan_is_refused_and_the_instance_stays_usable() {
     let s = open("wrong-scan");
-    let error = s.scan(b"node/", None, 2).unwrap_err().0;
-    assert!(
-        error.contains("storage plugin `hostile-storage` answered a scan wrongly"),
-        "{error}"
-    );
+    // Three rows: past a limit of 2; within a limit of 10, the first is outside the prefix.
+    for (limit, why) in [
+        (2, "3 rows for a limit of 2"),
+        (10, "a key outside the prefix"),
+    ] {
+        let error = s.scan(b"node/", None, limit).unwrap_err().0;
+        assert!(
+            error.contains("storage plugin `hostile-storage` answered a scan wrongly"),
+            "{error}"
+        );
+        assert!(error.contains(why), "{error}");
+    }
     s.put(b"k", b"v").unwrap();
     assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

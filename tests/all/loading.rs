@@ -84,6 +84,11 @@ fn the_memory_storage_backend_loads_as_a_component_and_as_a_native_library() {
 #[test]
 fn a_component_built_against_spear_plugin_0_1_0_still_loads_and_decides() {
     assert_eq!(spear_plugin_api::WIT_PACKAGE, "spear:plugin@0.1.1");
+    // The fixture really is of the old version: its import and export names say 0.1.0.
+    let bytes = std::fs::read(guest("component", "wit-0.1.0-strategy.wasm")).unwrap();
+    let has = |name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+    assert!(has("spear:plugin/strategy@0.1.0") && has("spear:plugin/host@0.1.0"));
+    assert!(!has("spear:plugin/strategy@0.1.1") && !has("spear:plugin/host@0.1.1"));
     let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues::default()));
     let p = load_file(

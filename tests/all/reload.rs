@@ -412,10 +412,20 @@ fn a_storage_backend_dropped_after_start_is_reported_as_needing_a_restart() {
     assert!(first.restart_keys.is_empty(), "{first:?}");
 
     // Another one dropped in later (the component form, under its own name) cannot be used by
-    // the running host: the reload says so, with the reason, and what it did still applies.
+    // the running host: the reload says so, with the reason, and what it did still applies. A
+    // config edit in the same reload does not hide it.
     sb.install("component", "hostile-storage.wasm", "store.wasm");
+    sb.write_config(
+        &host_config(false, "[scheduler]\nstrategy = \"round-robin\"\n")
+            .replace("call_timeout_ms = 50", "call_timeout_ms = 60"),
+    );
     let report = host.reload(Trigger::Api);
     assert_eq!(report.outcome, ReloadOutcome::RestartRequired, "{report:?}");
+    assert_eq!(host.limits().get().call_timeout_ms, 60, "the edit applied");
+    assert!(
+        report.changes.iter().any(|c| c.contains("call_timeout_ms")),
+        "{report:?}"
+    );
     assert_eq!(
         report.restart_keys,
         ["plugins: storage backend hostile-storage"],
@@ -426,7 +436,7 @@ fn a_storage_backend_dropped_after_start_is_reported_as_needing_a_restart() {
         .iter()
         .find(|c| c.contains("loaded hostile-storage"))
         .unwrap();
-    assert!(change.contains("needs a restart"), "{change}");
+    assert!(change.contains("a restart is needed to use it"), "{change}");
     assert!(change.contains("sms storage migrate"), "{change}");
     assert!(
         host.events()
@@ -439,4 +449,41 @@ fn a_storage_backend_dropped_after_start_is_reported_as_needing_a_restart() {
     // Reported once: the next reload has nothing new to say.
     let again = host.reload(Trigger::Api);
     assert_eq!(again.outcome, ReloadOutcome::Unchanged, "{again:?}");
+}
+
+#[test]
+fn a_native_storage_backend_loaded_by_a_later_selection_is_reported_as_needing_a_restart() {
+    let sb = Sandbox::new();
+    sb.install("component", "round-robin.wasm", "round-robin.wasm");
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"round-robin\"\n",
+    ));
+    let host = PluginHost::start(&sb.config()).unwrap();
+    // Native libraries dropped after start are set aside, not loaded...
+    sb.install("native", "redb.so", "redb.so");
+    sb.install("native", "least-connections.so", "lc.so");
+    let scan = host.reload(Trigger::Api);
+    assert_eq!(scan.outcome, ReloadOutcome::Applied, "{scan:?}");
+    assert!(
+        host.plugins()
+            .iter()
+            .any(|r| r.name == "redb.so" && r.state == PluginState::NotLoaded),
+        "{:?}",
+        host.plugins()
+    );
+    // ...until a selection names a plugin none loaded has: then every one set aside loads, the
+    // storage backend with them, and the config reload says it needs a restart.
+    sb.write_config(&host_config(
+        false,
+        "[scheduler]\nstrategy = \"least-connections\"\n",
+    ));
+    let report = host.reload(Trigger::Api);
+    assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
+    assert_eq!(report.outcome, ReloadOutcome::RestartRequired, "{report:?}");
+    assert_eq!(
+        report.restart_keys,
+        ["plugins: storage backend redb"],
+        "{report:?}"
+    );
 }

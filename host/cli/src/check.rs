@@ -18,7 +18,7 @@ use crate::Output;
 pub struct Args {
     /// The plugin file (`.wasm` component or Extism module, or native `.so`).
     file: PathBuf,
-    /// JSON configuration handed to the plugin's `configure`.
+    /// JSON configuration handed to the plugin's `configure` (a storage backend's `open`).
     #[arg(long, default_value = "{}")]
     config: String,
     /// CPU budget of a decision call in milliseconds, as `plugins.call_timeout_ms`.

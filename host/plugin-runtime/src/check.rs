@@ -87,16 +87,20 @@ pub fn smoke_test(
     Ok(summary)
 }
 
-/// Open a storage backend with `config` and run the contract's operations on keys under
-/// `spear-check/` (removed again at the end): put, get, scan, a batch with a check that holds
-/// and one that does not, compare-and-swap, delete.
+/// Open a storage backend with `config` and run the contract's operations on keys under a
+/// prefix of this run's own, `spear-check/<nanoseconds>/` (removed again at the end): put, get,
+/// scan, a batch with a check that holds and one that does not, compare-and-swap, delete.
 fn storage_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, String> {
     let mut store = plugin.storage().map_err(|e| e.to_string())?;
     store
         .open(config)
         .map_err(|e| format!("open refused: {e}"))?;
     let failed = |what: &str, e: spear_plugin_api::PluginError| format!("{what} failed: {e}");
-    let key = |i: u32| format!("spear-check/{i}").into_bytes();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = format!("spear-check/{run}/").into_bytes();
+    let key = |i: u32| [prefix.as_slice(), i.to_string().as_bytes()].concat();
     for i in 0..3 {
         store
             .put(&key(i), format!("value {i}").as_bytes())
@@ -107,7 +111,7 @@ fn storage_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, Str
         return Err(format!("get answered {read:?} for what put wrote"));
     }
     let rows = store
-        .scan(b"spear-check/", None, 10)
+        .scan(&prefix, None, 10)
         .map_err(|e| failed("scan", e))?;
     let keys: Vec<Vec<u8>> = rows.into_iter().map(|(k, _)| k).collect();
     if keys != [key(0), key(1), key(2)] {
@@ -143,7 +147,7 @@ fn storage_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, Str
         store.delete(&key(i)).map_err(|e| failed("delete", e))?;
     }
     let left = store
-        .scan(b"spear-check/", None, 10)
+        .scan(&prefix, None, 10)
         .map_err(|e| failed("scan", e))?;
     if !left.is_empty() {
         return Err(format!("{} keys left after delete", left.len()));

@@ -46,6 +46,8 @@ struct State {
     /// `(role, sha256)` of plugin files whose activation failed: not retried until the file (and
     /// so its sha256) or the selection changes.
     failed_activations: BTreeSet<(&'static str, String)>,
+    /// The host has started: what loads from now on is loaded by a reload.
+    started: bool,
     /// Storage backends loaded since start, reported as needing a restart by the reload that
     /// loaded them (a host opens its store once, at start).
     storage_restarts: Vec<String>,
@@ -160,6 +162,7 @@ impl PluginHost {
                 config: config.clone(),
                 registry,
                 failed_activations: BTreeSet::new(),
+                started: false,
                 storage_restarts: Vec::new(),
             }),
             reports: Mutex::new(VecDeque::with_capacity(REPORTS)),
@@ -172,6 +175,7 @@ impl PluginHost {
                 .map_err(|e| Error::Config { errors: vec![e] })?;
             let config = state.config.clone();
             let applied = host.apply_selections(&mut state, &config, None, &mut changes);
+            state.started = true;
             host.publish(&state);
             applied?;
         }

@@ -113,6 +113,8 @@ impl PluginHost {
             restart_keys.extend(host.restart);
         }
         self.prune(&mut state, &mut changes);
+        // Storage backends that applying the selections loaded (a native library set aside).
+        restart_keys.append(&mut state.storage_restarts);
         let mut kept = new;
         kept.dir = old.dir;
         kept.watch = old.watch;
@@ -149,15 +151,13 @@ impl PluginHost {
         self.finish(trigger, outcome, changes, None, restart_keys)
     }
 
-    /// Rescan and re-read the config (SIGHUP, `spear plugin reload`).
+    /// Rescan and re-read the config (SIGHUP, `spear plugin reload`). Both are kept in the
+    /// history; the answer is the two together: every change, every restart key, and the worse
+    /// outcome (rejected, then restart-required, then applied).
     pub fn reload(&self, trigger: Trigger) -> ReloadReport {
         let scan = self.rescan(trigger);
         let config = self.reload_config(trigger);
-        if config.outcome == ReloadOutcome::Unchanged {
-            scan
-        } else {
-            config
-        }
+        merge(scan, config)
     }
 
     pub(super) fn reject(&self, trigger: Trigger, path: &Path, error: Error) -> ReloadReport {
@@ -219,4 +219,40 @@ impl PluginHost {
         reports.push_back(report.clone());
         report
     }
+}
+
+/// How bad an outcome is, for [`merge`].
+fn rank(outcome: ReloadOutcome) -> u8 {
+    match outcome {
+        ReloadOutcome::Unchanged => 0,
+        ReloadOutcome::Applied => 1,
+        ReloadOutcome::RestartRequired => 2,
+        ReloadOutcome::Rejected => 3,
+    }
+}
+
+/// A rescan's report and the config reload's after it, as one answer.
+fn merge(scan: ReloadReport, config: ReloadReport) -> ReloadReport {
+    if scan.outcome == ReloadOutcome::Unchanged {
+        return config;
+    }
+    if config.outcome == ReloadOutcome::Unchanged {
+        return scan;
+    }
+    let mut merged = config;
+    merged.outcome = if rank(scan.outcome) > rank(merged.outcome) {
+        scan.outcome
+    } else {
+        merged.outcome
+    };
+    let mut changes = scan.changes;
+    changes.append(&mut merged.changes);
+    merged.changes = changes;
+    for key in scan.restart_keys {
+        if !merged.restart_keys.contains(&key) {
+            merged.restart_keys.push(key);
+        }
+    }
+    merged.error = merged.error.or(scan.error);
+    merged
 }

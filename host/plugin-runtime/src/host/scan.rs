@@ -245,7 +245,7 @@ impl PluginHost {
                 );
                 // A host opens its store once, at start, and its data lives there: a storage
                 // backend loaded later is used only after a restart.
-                let restart = !at_start && p.info.kind == PluginKind::StorageBackend;
+                let restart = state.started && p.info.kind == PluginKind::StorageBackend;
                 changes.push(format!(
                     "{}: loaded {} {}{}{}",
                     path.display(),
@@ -257,9 +257,9 @@ impl PluginHost {
                         ""
                     },
                     if restart {
-                        "; a storage backend: needs a restart to be used (the running host keeps \
-                         the store it opened at start; `sms storage migrate` moves data between \
-                         backends)"
+                        "; a storage backend: a restart is needed to use it (the running host \
+                         keeps the store it opened at start; `sms storage migrate` moves data \
+                         between backends)"
                     } else {
                         ""
                     }

@@ -2,11 +2,13 @@
 //! [`api::StorageBackend`] trait.
 //!
 //! One instance holds the store (its state lives in the guest), so calls take turns on it: each
-//! holds the instance's lock for one guest call, which its budget bounds (the call's CPU budget
-//! and wall-clock ceiling, [`crate::limits`]). Answers are checked before they are believed: a
-//! scan must stay within its prefix, its limit and its start, in key order.
-
-use std::sync::{Mutex, MutexGuard};
+//! holds the instance's lock for one guest call. Every call runs under the set-up budget
+//! (`plugins.setup_timeout_ms` of CPU, its wall-clock ceiling, [`crate::limits`]): one call may
+//! carry a whole group commit, and a call stopped midway loses the instance and what it held. An
+//! answer that comes back late is taken: the write it reports has happened. Answers are checked
+//! before they are believed: a scan must stay within its prefix, its limit and its start, in key
+//! order.
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use spear_plugin_api as api;
 use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue, OUTCOME_UNKNOWN};
@@ -22,6 +24,10 @@ use crate::limits::Budget;
 pub struct ComponentStorage {
     plugin: String,
     inner: Mutex<Instance>,
+    /// `info`, asked once.
+    info: OnceLock<api::PluginInfo>,
+    /// `limits`, asked once (after `open`, when a host first groups writes).
+    limits: OnceLock<BatchLimits>,
 }
 
 struct Instance {
@@ -44,10 +50,13 @@ impl ComponentFactory {
             limits: self.limits.clone(),
             _engine: self.engine.clone(),
             poisoned: false,
+            accept_late: true,
         };
         Ok(ComponentStorage {
             plugin: plugin.to_owned(),
             inner: Mutex::new(Instance { guest, bindings }),
+            info: OnceLock::new(),
+            limits: OnceLock::new(),
         })
     }
 }
@@ -59,25 +68,38 @@ impl ComponentStorage {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One guest call within `budget`.
+    /// One guest call, within the set-up budget. An instance lost to an earlier failure is not
+    /// entered: the call fails at once, having done nothing (so a write's failure is not of
+    /// unknown outcome).
     fn call<R>(
         &self,
-        budget: Budget,
         f: impl FnOnce(&wit::Guest, &mut wasmtime::Store<super::GuestState>) -> wasmtime::Result<R>,
     ) -> CallResult<R> {
         let mut instance = self.lock();
         let Instance { guest, bindings } = &mut *instance;
+        if guest.poisoned {
+            return Err(CallFailure::Plugin(format!(
+                "storage plugin `{}`: the instance is unusable after an earlier failure, and what \
+                 it held is lost; restart the host",
+                self.plugin
+            )));
+        }
         let b = bindings.spear_plugin_storage();
-        guest.call(budget, |s| f(b, s))
+        guest.call(Budget::Setup, |s| f(b, s))
     }
 
     /// The plugin's `info`, or why the call failed (the self-test at load).
     pub fn describe(&self) -> CallResult<api::PluginInfo> {
-        self.call(Budget::Setup, |b, s| b.call_info(s))
+        if let Some(info) = self.info.get() {
+            return Ok(info.clone());
+        }
+        let info = self
+            .call(|b, s| b.call_info(s))
             .map(|info| api::PluginInfo {
                 kind: api::PluginKind::StorageBackend,
                 ..info_from_wit(info)
-            })
+            })?;
+        Ok(self.info.get_or_init(|| info).clone())
     }
 
     fn invalid(&self, what: &str, why: String) -> api::PluginError {
@@ -159,25 +181,25 @@ impl api::StorageBackend for ComponentStorage {
     }
 
     fn open(&mut self, config: &str) -> Result<(), api::PluginError> {
-        self.call(Budget::Setup, |b, s| b.call_open(s, config))
+        self.call(|b, s| b.call_open(s, config))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(read_error)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, api::PluginError> {
-        self.call(Budget::Call, |b, s| b.call_get(s, key))
+        self.call(|b, s| b.call_get(s, key))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(read_error)
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), api::PluginError> {
-        self.call(Budget::Call, |b, s| b.call_put(s, key, value))
+        self.call(|b, s| b.call_put(s, key, value))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(write_error)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool, api::PluginError> {
-        self.call(Budget::Call, |b, s| b.call_delete(s, key))
+        self.call(|b, s| b.call_delete(s, key))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(write_error)
     }
@@ -189,9 +211,7 @@ impl api::StorageBackend for ComponentStorage {
         limit: u32,
     ) -> Result<Vec<KeyValue>, api::PluginError> {
         let rows = self
-            .call(Budget::Call, |b, s| {
-                b.call_scan(s, prefix, start_after, limit)
-            })
+            .call(|b, s| b.call_scan(s, prefix, start_after, limit))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(read_error)?;
         let rows: Vec<KeyValue> = rows.into_iter().map(|kv| (kv.key, kv.value)).collect();
@@ -203,7 +223,7 @@ impl api::StorageBackend for ComponentStorage {
 
     fn batch(&self, ops: &[BatchOp]) -> Result<bool, api::PluginError> {
         let ops: Vec<wit::BatchOp> = ops.iter().map(op_to_wit).collect();
-        self.call(Budget::Call, |b, s| b.call_batch(s, &ops))
+        self.call(|b, s| b.call_batch(s, &ops))
             .and_then(|r| r.map_err(CallFailure::Plugin))
             .map_err(write_error)
     }
@@ -214,23 +234,38 @@ impl api::StorageBackend for ComponentStorage {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, api::PluginError> {
-        self.call(Budget::Call, |b, s| {
-            b.call_compare_and_swap(s, key, expected, new)
-        })
-        .and_then(|r| r.map_err(CallFailure::Plugin))
-        .map_err(write_error)
+        self.call(|b, s| b.call_compare_and_swap(s, key, expected, new))
+            .and_then(|r| r.map_err(CallFailure::Plugin))
+            .map_err(write_error)
     }
 
     fn limits(&self) -> BatchLimits {
-        // A plugin that cannot say, or says nothing fits, is taken as unlimited: its batches then
-        // fail as they would have, with its own error.
-        match self.call(Budget::Setup, |b, s| b.call_limits(s)) {
-            Ok(l) if l.max_ops > 0 && l.max_bytes > 0 => BatchLimits {
-                max_ops: l.max_ops,
-                max_bytes: l.max_bytes,
-            },
-            _ => BatchLimits::UNLIMITED,
-        }
+        *self.limits.get_or_init(|| {
+            // Zero in a field is "no limit" there. A plugin that cannot say is taken as
+            // unlimited: its batches then fail as they would have, with its own error.
+            let unlimited = BatchLimits::UNLIMITED;
+            match self.call(|b, s| b.call_limits(s)) {
+                Ok(l) => BatchLimits {
+                    max_ops: if l.max_ops == 0 {
+                        unlimited.max_ops
+                    } else {
+                        l.max_ops
+                    },
+                    max_bytes: if l.max_bytes == 0 {
+                        unlimited.max_bytes
+                    } else {
+                        l.max_bytes
+                    },
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = %self.plugin,
+                        "the storage plugin's limits call failed ({e}); its batches are not split"
+                    );
+                    unlimited
+                }
+            }
+        })
     }
 }
 
