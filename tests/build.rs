@@ -77,10 +77,11 @@ fn main() {
     let mut wasi = packages.clone();
     wasi.extend_from_slice(ALSO_COMPONENTS);
     wasi.push("spear-fixture-not-a-plugin");
-    // Besides: a storage backend that misbehaves on demand, and a strategy built against the
-    // released spear:plugin@0.1.0 (a frozen copy of its WIT).
+    // Besides: a storage backend and an executor that misbehave on demand, and a strategy built
+    // against the released spear:plugin@0.1.0 (a frozen copy of its WIT).
     let fixtures = [
         ("spear-fixture-hostile-storage", "hostile-storage"),
+        ("spear-fixture-echo-executor", "echo-executor"),
         ("spear-fixture-wit-0-1-0-strategy", "wit-0.1.0-strategy"),
     ];
     wasi.extend(fixtures.iter().map(|(p, _)| *p));

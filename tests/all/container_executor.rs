@@ -27,7 +27,7 @@ fn executor_with(extra: &str) -> Box<dyn Executor> {
         r#"{{"socket": "{socket}", "stop_grace_ms": 300{extra}}}"#
     ))
     .unwrap();
-    Box::new(e)
+    e
 }
 
 fn executor() -> Box<dyn Executor> {

@@ -24,7 +24,7 @@ fn executor() -> Box<dyn Executor> {
     let mut e = plugin.executor().unwrap();
     e.configure(&format!(r#"{{"socket": "{socket}"}}"#))
         .unwrap();
-    Box::new(e)
+    e
 }
 
 fn worker_image() -> String {

@@ -17,7 +17,7 @@ fn executor(file: &str, config: &str) -> Box<dyn Executor> {
     let mut e = plugin.executor().unwrap();
     e.configure(config).unwrap();
     assert!(e.capabilities().instances, "{file} keeps instances");
-    Box::new(e)
+    e
 }
 
 fn counter() -> InstanceSpec {

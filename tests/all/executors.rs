@@ -23,7 +23,7 @@ fn executor_with(config: &str) -> Result<Box<dyn Executor>, String> {
     let mut e = plugin.executor().unwrap();
     e.configure(config).map_err(|e| e.to_string())?;
     assert_eq!(e.capabilities().executable_type, "process");
-    Ok(Box::new(e))
+    Ok(e)
 }
 
 /// Run `program args` to its end on `x`; its standard output.

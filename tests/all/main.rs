@@ -6,6 +6,7 @@ mod architecture;
 mod autoscaler_conformance;
 mod builtins;
 mod compile_cache;
+mod component_executor;
 mod conformance;
 mod container_executor;
 mod container_workers;

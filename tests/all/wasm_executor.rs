@@ -22,7 +22,7 @@ pub(crate) fn executor() -> Box<dyn Executor> {
     e.configure(r#"{"pool_instances": 16, "max_memory_mb": 256, "cache_entries": 8}"#)
         .unwrap();
     assert_eq!(e.capabilities().executable_type, "wasm");
-    Box::new(e)
+    e
 }
 
 /// The fixture in both forms: (form, path).
@@ -137,7 +137,7 @@ fn a_guest_past_its_cpu_limit_fails_and_one_that_sleeps_does_not() {
     for (form, path) in forms() {
         // No time limit: the CPU limit alone ends the loop.
         let started = Instant::now();
-        let r = run(&x, &spec(&format!("spin {form}"), &path, &["loop"]));
+        let r = run(&*x, &spec(&format!("spin {form}"), &path, &["loop"]));
         assert!(
             matches!(&r.status, ExitStatus::Failed(m) if m.starts_with("cpu limit") && m.contains("300 ms")),
             "{form}: {r:?}"
@@ -145,7 +145,7 @@ fn a_guest_past_its_cpu_limit_fails_and_one_that_sleeps_does_not() {
         assert!(started.elapsed() >= Duration::from_millis(300), "{form}");
         assert!(started.elapsed() < Duration::from_secs(20), "{form}");
         // Sleeping three times the CPU limit uses next to no CPU.
-        let r = run(&x, &spec(&format!("nap {form}"), &path, &["sleep", "900"]));
+        let r = run(&*x, &spec(&format!("nap {form}"), &path, &["sleep", "900"]));
         assert_eq!(r.status, ExitStatus::Exited(0), "{form}: {r:?}");
         assert_eq!(r.stdout, b"awake\n");
     }
@@ -182,7 +182,7 @@ fn a_working_directory_is_preopened_only_where_the_node_allows() {
     for (form, path) in forms() {
         let mut s = spec(&format!("cat ok {form}"), &path, &["cat", "note.txt"]);
         s.working_dir = Some(dir.path().display().to_string());
-        let r = run(&x, &s);
+        let r = run(&*x, &s);
         assert_eq!(r.status, ExitStatus::Exited(0), "{form}: {r:?}");
         assert_eq!(r.stdout, b"from the host\n");
     }

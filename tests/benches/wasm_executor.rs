@@ -158,7 +158,7 @@ fn main() {
     let plugin = load_file(&guest("native", "wasm.so"), &engine, &limits).expect("load wasm.so");
     let mut native = plugin.executor().expect("executor");
     native.configure("{}").expect("configure");
-    let native: Arc<dyn Executor> = Arc::new(native);
+    let native: Arc<dyn Executor> = Arc::from(native);
 
     for (form, path) in &forms {
         println!("\n{form}");

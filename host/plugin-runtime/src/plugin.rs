@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spear_plugin_api::native::SpearPluginModuleRef;
-use spear_plugin_api::{PluginInfo, PluginKind, StorageBackend};
+use spear_plugin_api::{Executor, PluginInfo, PluginKind, StorageBackend};
 
 use crate::detect::{Form, detect, read_plugin_file};
 use crate::engine::WasmEngine;
@@ -16,7 +16,7 @@ use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, Strateg
 use crate::limits::Limits;
 use crate::load::component::ComponentFactory;
 use crate::load::extism::ExtismFactory;
-use crate::load::native::{NativeExecutor, NativeFactory, NativeStorage};
+use crate::load::native::NativeFactory;
 
 /// Identity of a loaded plugin, as shown by APIs and events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,10 +108,18 @@ impl LoadedPlugin {
             .map_err(|e| self.call_error(e))
     }
 
-    /// A new native executor from this plugin (executors are native only).
-    pub fn executor(&self) -> Result<NativeExecutor> {
+    /// A new, unconfigured executor from this plugin (a native library or a component of the
+    /// `executor` world).
+    pub fn executor(&self) -> Result<Box<dyn Executor>> {
         match &self.factory {
-            Factory::Native(f) => f.executor().map_err(|e| self.call_error(e)),
+            Factory::Native(f) => f
+                .executor()
+                .map(|e| Box::new(e) as Box<dyn Executor>)
+                .map_err(|e| self.call_error(e)),
+            Factory::Component(f) if f.kind() == PluginKind::Executor => f
+                .executor(&self.info.name)
+                .map(|e| Box::new(e) as Box<dyn Executor>)
+                .map_err(|e| self.call_error(e)),
             _ => Err(self.wrong_kind(PluginKind::Executor)),
         }
     }
@@ -178,6 +186,7 @@ pub fn load_bytes(
                 }
                 PluginKind::Autoscaler => f.autoscaler("self-test").and_then(|mut a| a.info()),
                 PluginKind::StorageBackend => f.storage("self-test").and_then(|s| s.describe()),
+                PluginKind::Executor => f.executor("self-test").and_then(|e| e.describe()),
                 _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
             }
             .map_err(self_test)?;
@@ -262,19 +271,11 @@ fn native_info(f: &NativeFactory) -> CallResult<(PluginKind, PluginInfo)> {
     let info = match kind {
         PluginKind::SchedulingStrategy => f.strategy().and_then(|mut s| s.info()),
         PluginKind::ReclamationPolicy => f.reclaimer().and_then(|mut r| r.info()),
-        PluginKind::Executor => f.executor().map(|e| api_info(&e)),
-        PluginKind::StorageBackend => f.storage().map(|s| api_storage_info(&s)),
+        PluginKind::Executor => f.executor().map(|e| e.info()),
+        PluginKind::StorageBackend => f.storage().map(|s| s.info()),
         PluginKind::Autoscaler => f.autoscaler().and_then(|mut a| a.info()),
     }?;
     Ok((kind, info))
-}
-
-fn api_info(e: &NativeExecutor) -> PluginInfo {
-    spear_plugin_api::Executor::info(e)
-}
-
-fn api_storage_info(s: &NativeStorage) -> PluginInfo {
-    spear_plugin_api::StorageBackend::info(s)
 }
 
 /// The most bytes of a plugin's `version`.

@@ -248,7 +248,7 @@ fn load_one(name: &str, config: &str, plugins: &PluginHost) -> Result<Loaded, St
         sha256: plugin.id.sha256.clone(),
         capabilities,
         config: config.to_owned(),
-        executor: Arc::new(executor),
+        executor: Arc::from(executor),
     })
 }
 

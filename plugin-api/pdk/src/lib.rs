@@ -1,7 +1,8 @@
 //! Plugin development kit for Rust authors of SPEAR WASM plugins.
 //!
 //! Implement [`spear_plugin_api::Strategy`] (or [`spear_plugin_api::Reclaimer`],
-//! [`spear_plugin_api::Autoscaler`], [`spear_plugin_api::StorageBackend`]) on a type that is
+//! [`spear_plugin_api::Autoscaler`], [`spear_plugin_api::StorageBackend`],
+//! [`spear_plugin_api::Executor`]) on a type that is
 //! `Default`, then call one macro:
 //!
 //! ```ignore
@@ -27,6 +28,10 @@ mod component;
 pub mod function;
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]
 pub use component::*;
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+mod executor;
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+pub use executor::*;
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]
 mod storage;
 #[cfg(all(target_family = "wasm", target_os = "wasi"))]

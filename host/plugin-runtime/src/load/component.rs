@@ -61,12 +61,26 @@ mod storage_world {
     });
 }
 
+mod executor_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "executor",
+        with: {
+            "spear:plugin/types": super::strategy_world::spear::plugin::types,
+            "spear:plugin/host": super::strategy_world::spear::plugin::host,
+        },
+    });
+}
+
 mod autoscaler;
 mod convert;
+mod executor;
+mod held;
 mod reclaimer;
 mod storage;
 mod strategy;
 
+pub use executor::ComponentExecutor;
 pub use storage::ComponentStorage;
 
 use convert::info_from_wit;
@@ -190,6 +204,7 @@ enum Pre {
     Reclaimer(reclaimer_world::ReclamationPolicyPre<GuestState>),
     Autoscaler(autoscaler_world::AutoscalingPolicyPre<GuestState>),
     Storage(storage_world::StorageBackendPre<GuestState>),
+    Executor(executor_world::ExecutorPre<GuestState>),
 }
 
 /// A compiled, linked component ready to instantiate.
@@ -279,6 +294,18 @@ impl ComponentFactory {
                 storage_world::StorageBackendPre::new(pre)
                     .map_err(|e| format!("does not match the storage-backend world: {e:#}"))?,
             )
+        } else if exports.iter().any(|e| e.starts_with("spear:plugin/runner")) {
+            let mut linker = Linker::new(engine.engine());
+            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            executor_world::Executor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(|e| e.to_string())?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("cannot link the executor world: {e:#}"))?;
+            Pre::Executor(
+                executor_world::ExecutorPre::new(pre)
+                    .map_err(|e| format!("does not match the executor world: {e:#}"))?,
+            )
         } else {
             let shown = if exports.is_empty() {
                 "nothing".to_owned()
@@ -287,8 +314,8 @@ impl ComponentFactory {
             };
             return Err(format!(
                 "a component of no spear:plugin world: it exports {shown}, not \
-                 spear:plugin/strategy, spear:plugin/reclaimer, spear:plugin/autoscaler or \
-                 spear:plugin/storage"
+                 spear:plugin/strategy, spear:plugin/reclaimer, spear:plugin/autoscaler, \
+                 spear:plugin/storage or spear:plugin/runner"
             ));
         };
         Ok(Self {
@@ -305,6 +332,7 @@ impl ComponentFactory {
             Pre::Reclaimer(_) => api::PluginKind::ReclamationPolicy,
             Pre::Autoscaler(_) => api::PluginKind::Autoscaler,
             Pre::Storage(_) => api::PluginKind::StorageBackend,
+            Pre::Executor(_) => api::PluginKind::Executor,
         }
     }
 
@@ -344,6 +372,17 @@ impl ComponentFactory {
         store
     }
 
+    /// The bookkeeping of an instance in `store`.
+    fn guest(&self, store: Store<GuestState>) -> Guest {
+        Guest {
+            store,
+            limits: self.limits.clone(),
+            _engine: self.engine.clone(),
+            poisoned: false,
+            accept_late: false,
+        }
+    }
+
     /// A fresh strategy instance.
     pub fn strategy(&self, plugin: &str) -> CallResult<Box<dyn StrategyInstance>> {
         let Pre::Strategy(pre) = &self.pre else {
@@ -354,13 +393,7 @@ impl ComponentFactory {
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
         Ok(Box::new(ComponentStrategy {
-            inner: Guest {
-                store,
-                limits: self.limits.clone(),
-                _engine: self.engine.clone(),
-                poisoned: false,
-                accept_late: false,
-            },
+            inner: self.guest(store),
             bindings,
         }))
     }
@@ -375,13 +408,7 @@ impl ComponentFactory {
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
         Ok(Box::new(ComponentReclaimer {
-            inner: Guest {
-                store,
-                limits: self.limits.clone(),
-                _engine: self.engine.clone(),
-                poisoned: false,
-                accept_late: false,
-            },
+            inner: self.guest(store),
             bindings,
         }))
     }
@@ -396,13 +423,7 @@ impl ComponentFactory {
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
         Ok(Box::new(autoscaler::ComponentAutoscaler {
-            inner: Guest {
-                store,
-                limits: self.limits.clone(),
-                _engine: self.engine.clone(),
-                poisoned: false,
-                accept_late: false,
-            },
+            inner: self.guest(store),
             bindings,
         }))
     }

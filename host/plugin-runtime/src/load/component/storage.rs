@@ -8,31 +8,24 @@
 //! answer that comes back late is taken: the write it reports has happened. Answers are checked
 //! before they are believed: a scan must stay within its prefix, its limit and its start, in key
 //! order.
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 use spear_plugin_api as api;
 use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue, OUTCOME_UNKNOWN};
 
+use super::held::Held;
 use super::storage_world::StorageBackend as Bindings;
 use super::storage_world::exports::spear::plugin::storage as wit;
-use super::{ComponentFactory, Guest, Pre, classify, info_from_wit};
+use super::{ComponentFactory, Pre, classify};
 use crate::error::CallFailure;
 use crate::instance::CallResult;
 use crate::limits::Budget;
 
 /// A storage backend running as a component instance.
 pub struct ComponentStorage {
-    plugin: String,
-    inner: Mutex<Instance>,
-    /// `info`, asked once.
-    info: OnceLock<api::PluginInfo>,
+    held: Held<Bindings>,
     /// `limits`, asked once (after `open`, when a host first groups writes).
     limits: OnceLock<BatchLimits>,
-}
-
-struct Instance {
-    guest: Guest,
-    bindings: Bindings,
 }
 
 impl ComponentFactory {
@@ -45,68 +38,27 @@ impl ComponentFactory {
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
-        let guest = Guest {
-            store,
-            limits: self.limits.clone(),
-            _engine: self.engine.clone(),
-            poisoned: false,
-            accept_late: true,
-        };
         Ok(ComponentStorage {
-            plugin: plugin.to_owned(),
-            inner: Mutex::new(Instance { guest, bindings }),
-            info: OnceLock::new(),
+            held: Held::new(plugin, "storage", self.guest(store), bindings),
             limits: OnceLock::new(),
         })
     }
 }
 
 impl ComponentStorage {
-    fn lock(&self) -> MutexGuard<'_, Instance> {
-        // A panic while the lock was held happened in the host's own conversion code, before or
-        // after the guest call; the instance stays as consistent as the guest left it.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One guest call, within the set-up budget. An instance lost to an earlier failure is not
-    /// entered: the call fails at once, having done nothing (so a write's failure is not of
-    /// unknown outcome).
+    /// One guest call to the storage interface.
     fn call<R>(
         &self,
         f: impl FnOnce(&wit::Guest, &mut wasmtime::Store<super::GuestState>) -> wasmtime::Result<R>,
     ) -> CallResult<R> {
-        let mut instance = self.lock();
-        let Instance { guest, bindings } = &mut *instance;
-        if guest.poisoned {
-            return Err(CallFailure::Plugin(format!(
-                "storage plugin `{}`: the instance is unusable after an earlier failure, and what \
-                 it held is lost; restart the host",
-                self.plugin
-            )));
-        }
-        let b = bindings.spear_plugin_storage();
-        guest.call(Budget::Setup, |s| f(b, s))
+        self.held.call(|b, s| f(b.spear_plugin_storage(), s))
     }
 
     /// The plugin's `info`, or why the call failed (the self-test at load).
     pub fn describe(&self) -> CallResult<api::PluginInfo> {
-        if let Some(info) = self.info.get() {
-            return Ok(info.clone());
-        }
-        let info = self
-            .call(|b, s| b.call_info(s))
-            .map(|info| api::PluginInfo {
-                kind: api::PluginKind::StorageBackend,
-                ..info_from_wit(info)
-            })?;
-        Ok(self.info.get_or_init(|| info).clone())
-    }
-
-    fn invalid(&self, what: &str, why: String) -> api::PluginError {
-        api::PluginError(format!(
-            "storage plugin `{}` answered {what} wrongly: {why}",
-            self.plugin
-        ))
+        self.held.describe(api::PluginKind::StorageBackend, |b, s| {
+            b.spear_plugin_storage().call_info(s)
+        })
     }
 }
 
@@ -168,16 +120,8 @@ pub(crate) fn scan_answer_error(
 
 impl api::StorageBackend for ComponentStorage {
     fn info(&self) -> api::PluginInfo {
-        match self.describe() {
-            Ok(info) => info,
-            Err(e) => api::PluginInfo {
-                name: self.plugin.clone(),
-                version: "0.0.0".into(),
-                kind: api::PluginKind::StorageBackend,
-                description: e.to_string(),
-                config_schema: "{}".into(),
-            },
-        }
+        self.held
+            .info_or_why(self.describe(), api::PluginKind::StorageBackend)
     }
 
     fn open(&mut self, config: &str) -> Result<(), api::PluginError> {
@@ -216,7 +160,7 @@ impl api::StorageBackend for ComponentStorage {
             .map_err(read_error)?;
         let rows: Vec<KeyValue> = rows.into_iter().map(|kv| (kv.key, kv.value)).collect();
         match scan_answer_error(&rows, prefix, start_after, limit) {
-            Some(why) => Err(self.invalid("a scan", why)),
+            Some(why) => Err(self.held.invalid("a scan", why)),
             None => Ok(rows),
         }
     }
@@ -259,7 +203,7 @@ impl api::StorageBackend for ComponentStorage {
                 },
                 Err(e) => {
                     tracing::warn!(
-                        plugin = %self.plugin,
+                        plugin = %self.held.plugin,
                         "the storage plugin's limits call failed ({e}); its batches are not split"
                     );
                     unlimited
