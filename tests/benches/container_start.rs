@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spear_plugin_api::Executor;
 use spear_plugin_api::executor::{ExecSpec, ExitStatus};
 use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spear_executor_process::worker::{Worker, WorkerSpec};
-use spear_plugin_api::Executor;
 use spear_plugin_api::executor::InstanceSpec;
 use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
