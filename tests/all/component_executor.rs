@@ -108,3 +108,19 @@ fn a_looping_start_and_a_trapping_inspect_are_stopped_and_the_instance_refuses_a
         assert!(after.contains("unusable"), "{mode}: {after}");
     }
 }
+
+#[test]
+fn started_work_not_yet_destroyed_is_bounded() {
+    let x = echo("ok");
+    for i in 0..65_536 {
+        x.start(&spec(&format!("w{i}"), b"", 0)).unwrap();
+    }
+    let error = x.start(&spec("one-more", b"", 0)).unwrap_err().0;
+    assert!(
+        error.contains("65536 executions not yet destroyed"),
+        "{error}"
+    );
+    // Destroying one makes room for one.
+    x.destroy("w0").unwrap();
+    assert_eq!(x.start(&spec("one-more", b"", 0)).unwrap(), "one-more");
+}

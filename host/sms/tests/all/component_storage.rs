@@ -18,30 +18,29 @@ fn wasm(name: &str) -> Value {
 
 #[tokio::test]
 async fn sms_runs_on_the_memory_backend_built_as_a_component() {
-    let sb = Sandbox::on_component_memory("");
+    // JSON log lines, to read the storage line's fields.
+    let sb = Sandbox::on_component_memory("[log]\nformat = \"json\"\n");
     let sms = sb.start_logging(&[]);
     let c = reqwest::Client::new();
-    // The log as text, without its colours (`ESC [ … m`).
-    let raw = std::fs::read_to_string(sb.path().join("stderr.log")).unwrap();
-    let mut log = String::with_capacity(raw.len());
-    let mut in_escape = false;
-    for ch in raw.chars() {
-        match (in_escape, ch) {
-            (false, '\x1b') => in_escape = true,
-            (false, _) => log.push(ch),
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-        }
-    }
-    let opened = log
+    let log = std::fs::read_to_string(sb.path().join("stderr.log")).unwrap();
+    let opened: Value = log
         .lines()
-        .find(|l| l.contains("opening the storage backend"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "opening the storage backend")
         .unwrap_or_else(|| panic!("no storage line in: {log}"));
-    assert!(
-        opened.contains("plugin=memory") && opened.contains("form=component"),
+    let fields = &opened["fields"];
+    assert_eq!(
+        (&fields["plugin"], &fields["form"]),
+        (&json!("memory"), &json!("component")),
         "{opened}"
     );
-    assert!(opened.contains("memory.wasm"), "{opened}");
+    assert!(
+        fields["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("plugins/memory.wasm"),
+        "{opened}"
+    );
 
     let plugins = common::get_json(&c, &sms, "/api/v1/plugins").await;
     // The file overrides the built-in of its name.

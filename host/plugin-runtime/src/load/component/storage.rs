@@ -185,31 +185,36 @@ impl api::StorageBackend for ComponentStorage {
 
     fn limits(&self) -> BatchLimits {
         *self.limits.get_or_init(|| {
-            // Zero in a field is "no limit" there. A plugin that cannot say is taken as
-            // unlimited: its batches then fail as they would have, with its own error.
-            let unlimited = BatchLimits::UNLIMITED;
+            // A plugin that cannot say is taken as unlimited: its batches then fail as they
+            // would have, with its own error.
             match self.call(|b, s| b.call_limits(s)) {
-                Ok(l) => BatchLimits {
-                    max_ops: if l.max_ops == 0 {
-                        unlimited.max_ops
-                    } else {
-                        l.max_ops
-                    },
-                    max_bytes: if l.max_bytes == 0 {
-                        unlimited.max_bytes
-                    } else {
-                        l.max_bytes
-                    },
-                },
+                Ok(l) => limits_from_wit(l),
                 Err(e) => {
                     tracing::warn!(
                         plugin = %self.held.plugin,
                         "the storage plugin's limits call failed ({e}); its batches are not split"
                     );
-                    unlimited
+                    BatchLimits::UNLIMITED
                 }
             }
         })
+    }
+}
+
+/// The guest's limits, a zero in a field read as "no limit" there.
+fn limits_from_wit(l: wit::BatchLimits) -> BatchLimits {
+    let unlimited = BatchLimits::UNLIMITED;
+    BatchLimits {
+        max_ops: if l.max_ops == 0 {
+            unlimited.max_ops
+        } else {
+            l.max_ops
+        },
+        max_bytes: if l.max_bytes == 0 {
+            unlimited.max_bytes
+        } else {
+            l.max_bytes
+        },
     }
 }
 
@@ -238,6 +243,26 @@ mod tests {
         assert!(why(&rows(&["a/2", "a/1"]), None, 5).contains("out of order"));
         assert!(why(&rows(&["a/1", "a/1"]), None, 5).contains("repeated"));
         assert!(why(&ok, Some(b"a/1"), 5).contains("after the start"));
+    }
+
+    #[test]
+    fn a_zero_limit_is_no_limit_in_that_field_only() {
+        let l = |max_ops, max_bytes| limits_from_wit(wit::BatchLimits { max_ops, max_bytes });
+        assert_eq!(
+            l(100, 0),
+            BatchLimits {
+                max_ops: 100,
+                max_bytes: u64::MAX
+            }
+        );
+        assert_eq!(
+            l(0, 4096),
+            BatchLimits {
+                max_ops: u32::MAX,
+                max_bytes: 4096
+            }
+        );
+        assert_eq!(l(0, 0), BatchLimits::UNLIMITED);
     }
 
     #[test]
