@@ -1,7 +1,7 @@
 //! Builds every guest the tests load, with the real toolchains, into `target/spear-guests`:
 //!
 //! - WASM components (wasm32-wasip2) of every built-in strategy, reclaimer and autoscaler, of the
-//!   `memory` storage backend and of the fixtures;
+//!   `memory` storage backend, of the `http` executor and of the fixtures;
 //! - Extism modules (wasm32-unknown-unknown) of every built-in strategy, reclaimer and autoscaler;
 //! - native libraries of every built-in plugin and the hostile fixture (`--features native-plugin`);
 //! - the hostile fixture built against a mismatched plugin ABI.
@@ -35,9 +35,9 @@ const PLUGINS: &[(&str, &str)] = &[
     ("spear-autoscaler-queue-depth", "autoscalers/queue-depth"),
 ];
 
-/// Plugins also built as WASM components, but not as Extism modules (storage backends: Extism
-/// has no form for them).
-const ALSO_COMPONENTS: &[&str] = &["spear-storage-memory"];
+/// Plugins also built as WASM components, but not as Extism modules (storage backends and
+/// executors: Extism has no form for them). The `http` executor is a component only.
+const ALSO_COMPONENTS: &[&str] = &["spear-storage-memory", "spear-executor-http"];
 
 /// Plugins built as native libraries only (storage backends, executors), besides the native
 /// builds of every plugin above.

@@ -13,18 +13,28 @@ use spear_tests::guest;
 
 /// The echo executor, configured in `mode`.
 fn echo(mode: &str) -> Box<dyn Executor> {
-    let engine = WasmEngine::new().unwrap();
     let limits = Arc::new(Limits::new(LimitValues {
         setup_timeout_ms: 200,
         ..LimitValues::default()
     }));
-    let plugin = load_file(&guest("component", "echo-executor.wasm"), &engine, &limits).unwrap();
+    echo_under(mode, &limits)
+}
+
+/// The echo executor under `limits`, configured in `mode`.
+fn echo_under(mode: &str, limits: &Arc<Limits>) -> Box<dyn Executor> {
+    echo_configured(&format!(r#"{{"mode": "{mode}"}}"#), limits)
+}
+
+/// The echo executor under `limits`, configured with `config`.
+fn echo_configured(config: &str, limits: &Arc<Limits>) -> Box<dyn Executor> {
+    let engine = WasmEngine::new().unwrap();
+    let plugin = load_file(&guest("component", "echo-executor.wasm"), &engine, limits).unwrap();
     assert_eq!(
         (plugin.info.name.as_str(), plugin.info.kind, plugin.id.form),
         ("echo", PluginKind::Executor, Form::Component)
     );
     let mut x = plugin.executor().unwrap();
-    x.configure(&format!(r#"{{"mode": "{mode}"}}"#)).unwrap();
+    x.configure(config).unwrap();
     x
 }
 
@@ -123,4 +133,101 @@ fn started_work_not_yet_destroyed_is_bounded() {
     // Destroying one makes room for one.
     x.destroy("w0").unwrap();
     assert_eq!(x.start(&spec("one-more", b"", 0)).unwrap(), "one-more");
+}
+
+/// What `f` wrote to the log (at info and above), captured on this thread.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn an_executor_has_the_log_and_the_clock_only_if_granted() {
+    use spear_plugin_runtime::grants::{Grant, GrantTable};
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let x = echo_under("clock", &limits);
+    let mut handle = String::new();
+    let log = logged(|| handle = x.start(&spec("e1", b"", 0)).unwrap());
+    assert!(
+        !log.contains("echo starting"),
+        "logged without the grant: {log}"
+    );
+    let result = x.wait(&handle, 5_000).unwrap().unwrap();
+    assert_eq!(result.stdout, b"0", "the clock ran without the grant");
+
+    // Granted (from the next call on): the line reaches the log, the clock reads the time.
+    limits.set_grants(GrantTable::from([(
+        "echo".to_owned(),
+        Grant {
+            http_hosts: vec![],
+            clock: Some(true),
+            log: Some(true),
+        },
+    )]));
+    let log = logged(|| handle = x.start(&spec("e2", b"", 0)).unwrap());
+    assert!(log.contains("echo starting e2"), "{log}");
+    let result = x.wait(&handle, 5_000).unwrap().unwrap();
+    let now: u64 = String::from_utf8(result.stdout).unwrap().parse().unwrap();
+    assert!(now > 1_700_000_000_000, "{now}");
+}
+
+#[test]
+fn a_blocking_read_of_a_stalled_http_answer_is_stopped_at_the_ceiling() {
+    let server = spear_tests::http_server::HttpServer::start();
+    let limits = Arc::new(Limits::new(LimitValues {
+        setup_timeout_ms: 200,
+        ..LimitValues::default()
+    }));
+    limits.set_grants(spear_plugin_runtime::grants::GrantTable::from([(
+        "echo".to_owned(),
+        spear_plugin_runtime::grants::Grant {
+            http_hosts: vec![
+                spear_plugin_runtime::grants::HttpHost::parse(&server.addr.to_string()).unwrap(),
+            ],
+            ..Default::default()
+        },
+    )]));
+    // A prompt answer is read to its end: the blocking reads work.
+    let config = |path: &str| {
+        format!(
+            r#"{{"mode": "blocking-read", "authority": "{}", "path": "{path}"}}"#,
+            server.addr
+        )
+    };
+    let x = echo_configured(&config("/big/70000/x"), &limits);
+    assert_eq!(x.start(&spec("e1", b"", 0)).unwrap(), "read-70000");
+    // On a thread, so that a read never stopped fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stalled = config("/stall/30000/x");
+    std::thread::spawn(move || {
+        let x = echo_configured(&stalled, &limits);
+        let started = Instant::now();
+        let error = x.start(&spec("e2", b"", 0)).unwrap_err().0;
+        tx.send((error, started.elapsed())).unwrap();
+    });
+    let (error, took) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the blocking read was never stopped");
+    assert!(
+        error.contains("blocked in a wasi:io/streams call past its 1000 ms wall-clock ceiling"),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
 }

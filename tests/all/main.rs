@@ -20,6 +20,7 @@ mod function_instances;
 mod hostile_guests;
 mod hostile_storage;
 mod hostile_workloads;
+mod http_executor;
 mod loading;
 mod process_workers;
 mod reload;

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod etcd;
 pub mod extism_wat;
 pub mod h2proxy;
+pub mod http_server;
 pub mod podman;
 pub mod process;
 use std::path::{Path, PathBuf};

@@ -115,7 +115,7 @@ fn flag_hint(field: &str) -> Option<&'static str> {
     Some(match field {
         "name" => "give the task's NAME",
         "executable" => "give --type with --name, --uri or --file, or a TASK_ID",
-        "executable.type" => "set it with --type wasm|process|container",
+        "executable.type" => "set it with --type wasm|process|container|<plugin type>",
         "executable.uri" => "set it with --uri, --file or --name",
         "executable.name" => "set it with --name",
         "task_id" => "list tasks with `spear task list`",
@@ -137,13 +137,13 @@ mod tests {
         let e = CliError::Api {
             status: 400,
             code: "invalid_argument".into(),
-            message: "executable.type: `x` is not one of wasm, process, container".into(),
+            message: "executable.type: `X` is not an executable type".into(),
             field: Some("executable.type".into()),
         };
         assert_eq!(
             e.to_string(),
-            "SMS refused `executable.type`: `x` is not one of wasm, process, container \
-             (set it with --type wasm|process|container)"
+            "SMS refused `executable.type`: `X` is not an executable type \
+             (set it with --type wasm|process|container|<plugin type>)"
         );
         assert_eq!(e.exit_code(), 1);
     }

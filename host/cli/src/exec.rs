@@ -13,8 +13,9 @@ use crate::files;
 /// What to run: `--type` with `--name`, `--uri` or `--file`, `--env`, and arguments after `--`.
 #[derive(Debug, Default, clap::Args)]
 pub struct ExecutableArgs {
-    /// Executable type (with --file: wasm unless given).
-    #[arg(long = "type", value_name = "TYPE", value_parser = ["wasm", "process", "container"])]
+    /// Executable type: wasm, process, container, or the type an executor plugin serves, such as
+    /// http (with --file: wasm unless given).
+    #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
     /// Where the artifact is: sms+file://ID, file://PATH, https://URL, or a container image.
     #[arg(long, conflicts_with = "file")]
@@ -55,7 +56,7 @@ impl ExecutableArgs {
         }
         let Some(kind) = kind else {
             return Err(CliError::Usage(
-                "say what to run: --type wasm|process|container with --name, --uri or --file \
+                "say what to run: --type wasm|process|container|<plugin type> with --name, --uri or --file \
                  (e.g. --type process --name /bin/echo -- hello)"
                     .into(),
             ));

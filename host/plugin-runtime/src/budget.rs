@@ -122,6 +122,10 @@ pub(crate) enum BudgetExceeded {
     /// The guest blocked in `wasi:io/poll` until the wall-clock ceiling.
     #[error("blocked in wasi:io/poll past its {0} ms wall-clock ceiling")]
     Poll(u64),
+    /// The guest blocked in a `wasi:io/streams` call (a blocking read, write, flush or splice)
+    /// until the wall-clock ceiling.
+    #[error("blocked in a wasi:io/streams call past its {0} ms wall-clock ceiling")]
+    Stream(u64),
 }
 
 #[cfg(test)]

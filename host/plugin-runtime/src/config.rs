@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::grants::{Grant, GrantTable, HttpHost, MAX_HTTP_HOSTS};
 use crate::limits::LimitValues;
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +50,20 @@ struct RawPlugins {
     require_signed: bool,
     #[serde(default)]
     trusted_keys: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    grants: std::collections::BTreeMap<String, RawGrant>,
+}
+
+/// `[plugins.grants.<name>]` ([`crate::grants`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    #[serde(default)]
+    http_hosts: Vec<String>,
+    #[serde(default)]
+    clock: Option<bool>,
+    #[serde(default)]
+    log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +157,9 @@ pub struct RuntimeConfig {
     pub autoscaler: Option<Selection>,
     /// Signatures required and keys trusted ([`crate::signing`]). Restart to change.
     pub signing: crate::signing::SigningPolicy,
+    /// What each plugin may reach beyond its contract (`[plugins.grants.<name>]`;
+    /// hot-reloadable).
+    pub grants: GrantTable,
 }
 
 impl Default for RuntimeConfig {
@@ -157,6 +175,7 @@ impl Default for RuntimeConfig {
             reclaim_interval_ms: default_interval_ms(),
             autoscaler: None,
             signing: Default::default(),
+            grants: GrantTable::new(),
         }
     }
 }
@@ -168,6 +187,41 @@ pub const RESTART_KEYS: &[&str] = &[
     "plugins.cache_dir",
     "plugins.require_signed / plugins.trusted_keys",
 ];
+
+fn compile_grants(
+    raw: std::collections::BTreeMap<String, RawGrant>,
+    errors: &mut Vec<String>,
+) -> GrantTable {
+    let mut grants = GrantTable::new();
+    for (name, g) in raw {
+        let key = format!("plugins.grants.{name}");
+        if name.trim().is_empty() {
+            errors.push(format!("{key}: must name a plugin"));
+        }
+        if g.http_hosts.len() > MAX_HTTP_HOSTS {
+            errors.push(format!(
+                "{key}.http_hosts: at most {MAX_HTTP_HOSTS} hosts, not {}",
+                g.http_hosts.len()
+            ));
+        }
+        let mut http_hosts = Vec::new();
+        for h in g.http_hosts.iter().take(MAX_HTTP_HOSTS) {
+            match HttpHost::parse(h) {
+                Ok(h) => http_hosts.push(h),
+                Err(e) => errors.push(format!("{key}.http_hosts: {e}")),
+            }
+        }
+        grants.insert(
+            name,
+            Grant {
+                http_hosts,
+                clock: g.clock,
+                log: g.log,
+            },
+        );
+    }
+    grants
+}
 
 fn table_to_json(table: Option<toml::Table>, key: &str, errors: &mut Vec<String>) -> String {
     let table = table.unwrap_or_default();
@@ -224,6 +278,7 @@ impl RuntimeConfig {
                     "plugins.require_signed: no key is trusted; add one under [plugins.trusted_keys] (`spear plugin keygen` makes one)".into(),
                 );
             }
+            config.grants = compile_grants(p.grants, &mut errors);
             config.signing = crate::signing::SigningPolicy {
                 require: p.require_signed,
                 keys: p.trusted_keys,
@@ -339,6 +394,51 @@ impl RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_are_compiled_and_bad_ones_name_their_key() {
+        let c = RuntimeConfig::compile(
+            "[plugins.grants.http]\nhttp_hosts = [\"127.0.0.1:8099\", \"FaaS.example.com\"]\n\
+             clock = true\n[plugins.grants.audit]\nlog = false\n",
+            None,
+        )
+        .unwrap();
+        let http = &c.grants["http"];
+        let hosts: Vec<String> = http.http_hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["127.0.0.1:8099", "faas.example.com"]);
+        assert_eq!((http.clock, http.log), (Some(true), None));
+        assert_eq!(c.grants["audit"].log, Some(false));
+        assert_eq!(
+            crate::grants::describe(&c.grants),
+            "audit: no log; http: http 127.0.0.1:8099 faas.example.com, clock"
+        );
+        let err = RuntimeConfig::compile(
+            "[plugins.grants.http]\nhttp_hosts = [\"http://x/\"]\n[plugins.grants.b]\nfiles = true\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("files"), "{err}");
+        let err = RuntimeConfig::compile(
+            "[plugins.grants.http]\nhttp_hosts = [\"http://x/\", \"h:0\"]\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("plugins.grants.http.http_hosts: `http://x/`")
+                && err.contains("plugins.grants.http.http_hosts: `h:0`"),
+            "{err}"
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("\"h{i}\"")).collect();
+        let err = RuntimeConfig::compile(
+            &format!("[plugins.grants.x]\nhttp_hosts = [{}]\n", many.join(",")),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at most 64 hosts"), "{err}");
+    }
 
     #[test]
     fn every_error_is_reported_at_once() {

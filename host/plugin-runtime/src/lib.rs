@@ -22,6 +22,7 @@ pub mod detect;
 pub mod engine;
 pub mod error;
 mod fallback;
+pub mod grants;
 pub mod group;
 pub mod host;
 pub mod instance;

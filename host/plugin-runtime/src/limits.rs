@@ -1,6 +1,12 @@
-//! Limits on plugin calls, shared by every instance and changeable at run time (hot reload).
+//! Limits on plugin calls, and what each plugin is granted ([`crate::grants`]), shared by every
+//! instance and changeable at run time (hot reload).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::grants::{Grant, GrantTable};
 
 use serde::Serialize;
 
@@ -13,6 +19,8 @@ pub struct Limits {
     memory_limit_mb: AtomicU64,
     quarantine_after: AtomicU32,
     wall_factor: AtomicU32,
+    /// `[plugins.grants]`, read by WASM components at every call.
+    grants: ArcSwap<GrantTable>,
 }
 
 /// A plain copy of [`Limits`].
@@ -52,7 +60,18 @@ impl Limits {
             memory_limit_mb: AtomicU64::new(values.memory_limit_mb),
             quarantine_after: AtomicU32::new(values.quarantine_after),
             wall_factor: AtomicU32::new(values.wall_factor),
+            grants: ArcSwap::from_pointee(GrantTable::new()),
         }
+    }
+
+    /// Put `grants` in force (from each component instance's next call).
+    pub fn set_grants(&self, grants: GrantTable) {
+        self.grants.store(Arc::new(grants));
+    }
+
+    /// What `plugin` is granted, if the config names it.
+    pub fn grant(&self, plugin: &str) -> Option<Grant> {
+        self.grants.load().get(plugin).cloned()
     }
 
     /// Replace every limit.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Result, SmsError};
-use crate::model::{EXECUTABLE_TYPES, Executable, Resources};
+use crate::model::{Executable, Resources};
 
 /// Longest per-attempt timeout: 7 days (0 means none).
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -270,14 +270,39 @@ fn check_sms_file(field: &str, uri: &str, rest: &str) -> Result<()> {
     Ok(())
 }
 
+/// Longest executable type name, in bytes.
+pub const MAX_TYPE_NAME: usize = 32;
+
+/// An executable type's name: 1 to [`MAX_TYPE_NAME`] bytes of lowercase ASCII letters, digits,
+/// `-` and `_`, starting with a letter. Besides the built-in `wasm`, `process` and `container`,
+/// an executor plugin serves the type its capabilities name, and nodes register the types they
+/// run: SMS takes any well-formed name, and an execution of a type no node runs waits (or is
+/// refused, with `unschedulable = "refuse"`) saying so.
+pub fn check_executable_type(field: &str, name: &str) -> Result<()> {
+    let well_formed = !name.is_empty()
+        && name.len() <= MAX_TYPE_NAME
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if well_formed {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(MAX_TYPE_NAME + 1).collect();
+    Err(invalid(
+        field,
+        format!(
+            "`{}` is not an executable type: 1 to {MAX_TYPE_NAME} lowercase letters, digits, \
+             `-` or `_`, starting with a letter (wasm, process, container, or an executor \
+             plugin's type such as http)",
+            shown.escape_debug()
+        ),
+    ))
+}
+
 /// Check an executable, naming fields under `prefix` (`executable`).
 pub fn check_executable(prefix: &str, e: &Executable) -> Result<()> {
-    if !EXECUTABLE_TYPES.contains(&e.kind.as_str()) {
-        return Err(invalid(
-            format!("{prefix}.type"),
-            format!("`{}` is not one of wasm, process, container", e.kind),
-        ));
-    }
+    check_executable_type(&format!("{prefix}.type"), &e.kind)?;
     if e.uri.is_empty() && e.name.is_empty() {
         return Err(invalid(
             format!("{prefix}.uri"),
@@ -379,6 +404,36 @@ mod tests {
             assert_eq!(err.field(), Some("executable.uri"), "{bad}: {err}");
         }
         assert!(check_executable("e", &exe("container", "image name")).is_err());
+    }
+
+    #[test]
+    fn executable_types_are_names_not_a_fixed_list() {
+        for ok in [
+            "wasm",
+            "process",
+            "container",
+            "http",
+            "my-faas_2",
+            &"a".repeat(32),
+        ] {
+            assert!(check_executable_type("t", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Http",
+            "2http",
+            "-x",
+            "ht tp",
+            "http/1",
+            "h\0",
+            &"a".repeat(33),
+        ] {
+            let err = check_executable_type("executable.type", bad).unwrap_err();
+            assert_eq!(err.field(), Some("executable.type"), "{bad:?}");
+        }
+        let mut e = exe("http", "");
+        e.name = "thumbnail".into();
+        assert!(check_executable("executable", &e).is_ok());
     }
 
     #[test]

@@ -195,13 +195,10 @@ impl TaskStatus {
     }
 }
 
-/// The executable types SMS knows.
-pub const EXECUTABLE_TYPES: &[&str] = &["wasm", "process", "container"];
-
 /// What to run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Executable {
-    /// `wasm`, `process` or `container`.
+    /// `wasm`, `process`, `container`, or the type of an executor plugin a node runs (`http`).
     #[serde(rename = "type")]
     pub kind: String,
     /// Where the artifact is: `sms+file://<id>`, `file://…`, `https://…`, or an image.

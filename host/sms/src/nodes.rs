@@ -14,6 +14,9 @@ use crate::error::{Result, SmsError};
 use crate::model::{Node, NodeStatus, Resources, now_ms};
 use crate::service::Sms;
 
+/// Most executable types one node may register.
+pub const MAX_NODE_EXECUTORS: usize = 64;
+
 /// Label every node carries with its own uuid (hard affinity to one node).
 pub const NODE_LABEL: &str = "spear.io/node";
 /// Label prefix naming the executors a node runs (`spear.io/executor.wasm = "true"`).
@@ -128,16 +131,17 @@ impl Sms {
         }
         check_labels("labels", &req.labels)?;
         check_labels("metadata", &req.metadata)?;
-        for (i, e) in req.executors.iter().enumerate() {
-            crate::checks::check_line(&format!("executors[{i}]"), e, 64)?;
+        if req.executors.len() > MAX_NODE_EXECUTORS {
+            return Err(SmsError::invalid(
+                "executors",
+                format!(
+                    "at most {MAX_NODE_EXECUTORS} executable types, not {}",
+                    req.executors.len()
+                ),
+            ));
         }
-        for e in &req.executors {
-            if !crate::model::EXECUTABLE_TYPES.contains(&e.as_str()) {
-                return Err(SmsError::invalid(
-                    "executors",
-                    format!("unknown executor `{e}` (wasm, process, container)"),
-                ));
-            }
+        for (i, e) in req.executors.iter().enumerate() {
+            crate::checks::check_executable_type(&format!("executors[{i}]"), e)?;
         }
         let slots = match req.slots {
             None => self.dispatch.default_slots,

@@ -144,6 +144,7 @@ impl PluginHost {
             None => engine,
         };
         let limits = Arc::new(Limits::new(config.limits));
+        limits.set_grants(config.grants.clone());
         let telemetry = Arc::new(Telemetry::new());
         let host = Arc::new(Self {
             strategy: StrategySlot::new("scheduler", limits.clone(), telemetry.clone()),

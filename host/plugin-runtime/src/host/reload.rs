@@ -101,6 +101,13 @@ impl PluginHost {
                 new.limits
             ));
         }
+        if new.grants != old.grants {
+            self.limits.set_grants(new.grants.clone());
+            changes.push(format!(
+                "plugins.grants: {} (WASM components from their next call)",
+                crate::grants::describe(&new.grants)
+            ));
+        }
         if new.reclaim_interval_ms != old.reclaim_interval_ms {
             changes.push(format!(
                 "reclaimer.interval_ms: {}",

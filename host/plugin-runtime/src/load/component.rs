@@ -3,8 +3,9 @@
 //! This module holds the crate's only `bindgen!` calls (one per world, sharing the `types` and
 //! `host` interfaces). Each instance lives in its own [`Store`] with a budget per call (CPU time on
 //! the calling thread, checked at every epoch tick, and a wall-clock ceiling; see [`crate::budget`]),
-//! a memory limiter, and the bounded WASI of [`super::wasi`]: no files, no network, no
-//! environment, capped output, polls that end with the call.
+//! a memory limiter, and the bounded WASI of [`super::wasi`]: no files, no sockets, no
+//! environment, capped output, polls that end with the call; outgoing HTTP, the clocks and the
+//! log only as the plugin's grant allows ([`crate::grants`], `access`).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,11 +14,14 @@ use spear_plugin_api as api;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 
 use super::wasi::{self as plugin_wasi, OutputBudget, PollBound};
 use crate::budget::{BudgetExceeded, CallBudget};
 use crate::engine::{WasmEngine, deadline_ticks};
 use crate::error::CallFailure;
+use crate::grants::WorldDefaults;
 use crate::instance::{AutoscalerInstance, CallResult, ReclaimerInstance, StrategyInstance};
 use crate::limits::{Budget, Limits};
 
@@ -72,6 +76,7 @@ mod executor_world {
     });
 }
 
+mod access;
 mod autoscaler;
 mod convert;
 mod executor;
@@ -97,6 +102,9 @@ pub struct GuestState {
     started: Instant,
     budget: CallBudget,
     output: Arc<OutputBudget>,
+    http: WasiHttpCtx,
+    /// What the plugin is granted, as in force for this call.
+    access: access::Access,
 }
 
 impl PollBound for GuestState {
@@ -118,10 +126,23 @@ impl WasiView for GuestState {
     }
 }
 
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.access,
+        }
+    }
+}
+
 impl wit::Host for GuestState {}
 
 impl host::Host for GuestState {
     fn log(&mut self, level: host::LogLevel, message: String) {
+        if !self.access.log() {
+            return;
+        }
         let plugin = &*self.plugin;
         match level {
             host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -133,12 +154,18 @@ impl host::Host for GuestState {
     }
 
     fn now_ms(&mut self) -> u64 {
+        if !self.access.clock() {
+            return 0;
+        }
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     }
 
     fn monotonic_ms(&mut self) -> u64 {
+        if !self.access.clock() {
+            return 0;
+        }
         self.started.elapsed().as_millis() as u64
     }
 }
@@ -238,8 +265,7 @@ impl ComponentFactory {
             .iter()
             .any(|e| e.starts_with("spear:plugin/strategy"))
         {
-            let mut linker = Linker::new(engine.engine());
-            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            let mut linker = base_linker(engine)?;
             strategy_world::SchedulingStrategy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -253,8 +279,7 @@ impl ComponentFactory {
             .iter()
             .any(|e| e.starts_with("spear:plugin/reclaimer"))
         {
-            let mut linker = Linker::new(engine.engine());
-            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            let mut linker = base_linker(engine)?;
             reclaimer_world::ReclamationPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -268,8 +293,7 @@ impl ComponentFactory {
             .iter()
             .any(|e| e.starts_with("spear:plugin/autoscaler"))
         {
-            let mut linker = Linker::new(engine.engine());
-            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            let mut linker = base_linker(engine)?;
             autoscaler_world::AutoscalingPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -283,8 +307,7 @@ impl ComponentFactory {
             .iter()
             .any(|e| e.starts_with("spear:plugin/storage"))
         {
-            let mut linker = Linker::new(engine.engine());
-            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            let mut linker = base_linker(engine)?;
             storage_world::StorageBackend::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -295,8 +318,7 @@ impl ComponentFactory {
                     .map_err(|e| format!("does not match the storage-backend world: {e:#}"))?,
             )
         } else if exports.iter().any(|e| e.starts_with("spear:plugin/runner")) {
-            let mut linker = Linker::new(engine.engine());
-            plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+            let mut linker = base_linker(engine)?;
             executor_world::Executor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
                 .map_err(|e| e.to_string())?;
             let pre = linker
@@ -336,11 +358,25 @@ impl ComponentFactory {
         }
     }
 
+    /// What this component's world grants when the config says nothing ([`crate::grants`]).
+    fn world_defaults(&self) -> WorldDefaults {
+        let decision = matches!(
+            self.pre,
+            Pre::Strategy(_) | Pre::Reclaimer(_) | Pre::Autoscaler(_)
+        );
+        WorldDefaults {
+            clock: decision,
+            log: decision,
+        }
+    }
+
     /// A store for one instance, its budget set for instantiation (a set-up call).
     fn store(&self, plugin: &str) -> Store<GuestState> {
         let plugin: Arc<str> = plugin.into();
         let output = OutputBudget::new(plugin.clone());
-        let (wasi, table) = plugin_wasi::context(&output);
+        let access = access::Access::new(plugin.clone(), self.world_defaults(), &self.limits);
+        output.renew(access.log());
+        let (wasi, table) = plugin_wasi::context(&output, access.clocks());
         let budget = Budget::Setup.start(&self.limits);
         let state = GuestState {
             wasi,
@@ -354,6 +390,8 @@ impl ComponentFactory {
             started: Instant::now(),
             budget,
             output,
+            http: WasiHttpCtx::new(),
+            access,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -429,6 +467,15 @@ impl ComponentFactory {
     }
 }
 
+/// A linker holding what every world may import: the bounded WASI and `wasi:http` (each
+/// request checked against the plugin's grant).
+fn base_linker(engine: &WasmEngine) -> Result<Linker<GuestState>, String> {
+    let mut linker = Linker::new(engine.engine());
+    plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+    Ok(linker)
+}
+
 fn exported_interfaces(component: &Component, engine: &WasmEngine) -> Vec<String> {
     component
         .component_type()
@@ -490,7 +537,8 @@ impl Guest {
         let data = self.store.data_mut();
         data.budget = call_budget;
         data.limiter.hit = false;
-        let dropped = data.output.renew();
+        data.access.refresh(&self.limits);
+        let dropped = data.output.renew(data.access.log());
         if dropped > 0 {
             tracing::debug!(
                 plugin = &*data.plugin,

@@ -5,26 +5,35 @@
 //! linked, but what it reaches is this:
 //!
 //! - **stdin** is closed; **stdout** and **stderr** are [`CappedOutput`]: at most
-//!   [`OUTPUT_PER_CALL`] bytes a call reach the host's log (at debug level, with the plugin's name);
-//!   the rest is counted and dropped. A write never allocates more than [`WRITE_PERMIT`] bytes.
+//!   [`OUTPUT_PER_CALL`] bytes a call reach the host's log (at debug level, with the plugin's name;
+//!   only while the log is granted, [`crate::grants`]); the rest is counted and dropped. A write
+//!   never allocates more than [`WRITE_PERMIT`] bytes.
 //! - **no files** (no preopened directory), **no environment**, **no arguments**;
 //! - **no network**: TCP and UDP socket creation and name lookup answer `access-denied`;
-//! - **clocks** and **random** as WASI defines them (random requests are capped by wasmtime-wasi);
-//! - **`wasi:io/poll`** waits at most until the call's wall-clock ceiling: a guest that blocks
-//!   longer is stopped with [`BudgetExceeded::Poll`];
+//! - **clocks** as granted ([`crate::grants`]: real, or reading zero) and **random** as WASI
+//!   defines it (random requests are capped by wasmtime-wasi);
+//! - **`wasi:http`** linked, each request refused unless its host is granted (`component::access`);
+//! - **`wasi:io/poll`**, and the blocking reads, writes, flushes and splices of
+//!   **`wasi:io/streams`** (an HTTP body's, say), wait at most until the call's wall-clock ceiling:
+//!   a guest that blocks longer is stopped with [`BudgetExceeded::Poll`] or
+//!   [`BudgetExceeded::Stream`];
 //! - **resources** (pollables, streams) at most [`MAX_RESOURCES`] at once per instance.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::io::poll as async_poll;
+use wasmtime_wasi::p2::bindings::io::streams as async_streams;
 use wasmtime_wasi::p2::bindings::sync::io::poll as sync_poll;
-use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi::p2::bindings::sync::io::streams as sync_streams;
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, DynPollable, OutputStream, Pollable, StreamError, StreamResult,
+};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
 
 use crate::budget::BudgetExceeded;
 
@@ -45,6 +54,8 @@ pub(crate) struct OutputBudget {
     plugin: Arc<str>,
     left: AtomicUsize,
     dropped: AtomicUsize,
+    /// Whether output reaches the host's log (the log is granted).
+    forward: AtomicBool,
     /// The end of this call's stderr, at most [`STDERR_TAIL`] bytes.
     stderr_tail: std::sync::Mutex<String>,
 }
@@ -55,12 +66,15 @@ impl OutputBudget {
             plugin,
             left: AtomicUsize::new(OUTPUT_PER_CALL),
             dropped: AtomicUsize::new(0),
+            forward: AtomicBool::new(false),
             stderr_tail: std::sync::Mutex::new(String::new()),
         })
     }
 
-    /// Start a call: the full budget again. Returns the bytes dropped in the previous call.
-    pub(crate) fn renew(&self) -> usize {
+    /// Start a call: the full budget again, the output reaching the log if `forward`. Returns
+    /// the bytes dropped in the previous call.
+    pub(crate) fn renew(&self, forward: bool) -> usize {
+        self.forward.store(forward, Ordering::Relaxed);
         self.left.store(OUTPUT_PER_CALL, Ordering::Relaxed);
         self.tail().clear();
         self.dropped.swap(0, Ordering::Relaxed)
@@ -141,12 +155,14 @@ impl OutputStream for CappedOutput {
         if granted > 0 {
             let kept = &bytes[..granted.min(LOG_LINE)];
             let text = String::from_utf8_lossy(kept);
-            tracing::debug!(
-                plugin = &*self.budget.plugin,
-                stream = self.stream,
-                "{}",
-                text.trim_end()
-            );
+            if self.budget.forward.load(Ordering::Relaxed) {
+                tracing::debug!(
+                    plugin = &*self.budget.plugin,
+                    stream = self.stream,
+                    "{}",
+                    text.trim_end()
+                );
+            }
             if self.stream == "stderr" {
                 self.budget.keep_stderr(&text);
             }
@@ -178,10 +194,18 @@ impl Pollable for CappedOutput {
     async fn ready(&mut self) {}
 }
 
-/// The WASI context and resource table of one plugin instance.
-pub(crate) fn context(output: &Arc<OutputBudget>) -> (WasiCtx, ResourceTable) {
+/// The WASI context and resource table of one plugin instance, with its clocks.
+pub(crate) fn context(
+    output: &Arc<OutputBudget>,
+    clocks: (
+        impl HostWallClock + 'static,
+        impl HostMonotonicClock + 'static,
+    ),
+) -> (WasiCtx, ResourceTable) {
     let mut builder = WasiCtxBuilder::new();
     builder
+        .wall_clock(clocks.0)
+        .monotonic_clock(clocks.1)
         .stdout(CappedOutput::new(output.clone(), "stdout"))
         .stderr(CappedOutput::new(output.clone(), "stderr"))
         .allow_tcp(false)
@@ -204,16 +228,19 @@ pub(crate) fn add_to_linker<T: PollBound + 'static>(
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     linker.allow_shadowing(true);
-    let shadowed = sync_poll::add_to_linker::<T, BoundedPollData>(linker, |s| {
-        let (table, deadline, millis) = s.poll_bound();
-        BoundedPoll {
-            table,
-            deadline,
-            millis,
-        }
-    });
+    let shadowed = sync_poll::add_to_linker::<T, BoundedPollData>(linker, project::<T>)
+        .and_then(|()| sync_streams::add_to_linker::<T, BoundedPollData>(linker, project::<T>));
     linker.allow_shadowing(false);
     shadowed
+}
+
+fn project<T: PollBound>(s: &mut T) -> BoundedPoll<'_> {
+    let (table, deadline, millis) = s.poll_bound();
+    BoundedPoll {
+        table,
+        deadline,
+        millis,
+    }
 }
 
 struct BoundedPollData;
@@ -231,9 +258,19 @@ pub(crate) struct BoundedPoll<'a> {
 
 /// Run `f` until it completes or the call's ceiling passes.
 fn bounded<F: Future>(deadline: Instant, millis: u64, f: F) -> wasmtime::Result<F::Output> {
+    bounded_as(deadline, millis, f, BudgetExceeded::Poll)
+}
+
+/// [`bounded`], the overrun reported as `exceeded`.
+fn bounded_as<F: Future>(
+    deadline: Instant,
+    millis: u64,
+    f: F,
+    exceeded: fn(u64) -> BudgetExceeded,
+) -> wasmtime::Result<F::Output> {
     let left = deadline.saturating_duration_since(Instant::now());
     wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(left, f).await })
-        .map_err(|_| wasmtime::Error::new(BudgetExceeded::Poll(millis)))
+        .map_err(|_| wasmtime::Error::new(exceeded(millis)))
 }
 
 impl sync_poll::Host for BoundedPoll<'_> {
@@ -263,5 +300,158 @@ impl sync_poll::HostPollable for BoundedPoll<'_> {
 
     fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
         async_poll::HostPollable::drop(self.table, pollable)
+    }
+}
+
+/// A blocking stream operation, stopped at the call's ceiling.
+fn bounded_stream<R, F: Future<Output = StreamResult<R>>>(
+    deadline: Instant,
+    millis: u64,
+    f: F,
+) -> StreamResult<R> {
+    bounded_as(deadline, millis, f, BudgetExceeded::Stream).map_err(StreamError::Trap)?
+}
+
+impl sync_streams::Host for BoundedPoll<'_> {
+    fn convert_stream_error(
+        &mut self,
+        err: StreamError,
+    ) -> wasmtime::Result<sync_streams::StreamError> {
+        sync_streams::Host::convert_stream_error(self.table, err)
+    }
+}
+
+impl sync_streams::HostOutputStream for BoundedPoll<'_> {
+    fn drop(&mut self, stream: Resource<DynOutputStream>) -> wasmtime::Result<()> {
+        sync_streams::HostOutputStream::drop(self.table, stream)
+    }
+
+    fn check_write(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<u64> {
+        sync_streams::HostOutputStream::check_write(self.table, stream)
+    }
+
+    fn write(&mut self, stream: Resource<DynOutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
+        sync_streams::HostOutputStream::write(self.table, stream, bytes)
+    }
+
+    fn blocking_write_and_flush(
+        &mut self,
+        stream: Resource<DynOutputStream>,
+        bytes: Vec<u8>,
+    ) -> StreamResult<()> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostOutputStream::blocking_write_and_flush(self.table, stream, bytes),
+        )
+    }
+
+    fn blocking_write_zeroes_and_flush(
+        &mut self,
+        stream: Resource<DynOutputStream>,
+        len: u64,
+    ) -> StreamResult<()> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostOutputStream::blocking_write_zeroes_and_flush(
+                self.table, stream, len,
+            ),
+        )
+    }
+
+    fn subscribe(
+        &mut self,
+        stream: Resource<DynOutputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        sync_streams::HostOutputStream::subscribe(self.table, stream)
+    }
+
+    fn write_zeroes(&mut self, stream: Resource<DynOutputStream>, len: u64) -> StreamResult<()> {
+        sync_streams::HostOutputStream::write_zeroes(self.table, stream, len)
+    }
+
+    fn flush(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<()> {
+        sync_streams::HostOutputStream::flush(self.table, stream)
+    }
+
+    fn blocking_flush(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<()> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostOutputStream::blocking_flush(
+                self.table,
+                Resource::new_borrow(stream.rep()),
+            ),
+        )
+    }
+
+    fn splice(
+        &mut self,
+        dst: Resource<DynOutputStream>,
+        src: Resource<DynInputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        sync_streams::HostOutputStream::splice(self.table, dst, src, len)
+    }
+
+    fn blocking_splice(
+        &mut self,
+        dst: Resource<DynOutputStream>,
+        src: Resource<DynInputStream>,
+        len: u64,
+    ) -> StreamResult<u64> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostOutputStream::blocking_splice(self.table, dst, src, len),
+        )
+    }
+}
+
+impl sync_streams::HostInputStream for BoundedPoll<'_> {
+    fn drop(&mut self, stream: Resource<DynInputStream>) -> wasmtime::Result<()> {
+        sync_streams::HostInputStream::drop(self.table, stream)
+    }
+
+    fn read(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        sync_streams::HostInputStream::read(self.table, stream, len)
+    }
+
+    fn blocking_read(
+        &mut self,
+        stream: Resource<DynInputStream>,
+        len: u64,
+    ) -> StreamResult<Vec<u8>> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostInputStream::blocking_read(self.table, stream, len),
+        )
+    }
+
+    fn skip(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
+        sync_streams::HostInputStream::skip(self.table, stream, len)
+    }
+
+    fn blocking_skip(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
+        let (deadline, millis) = (self.deadline, self.millis);
+        bounded_stream(
+            deadline,
+            millis,
+            async_streams::HostInputStream::blocking_skip(self.table, stream, len),
+        )
+    }
+
+    fn subscribe(
+        &mut self,
+        stream: Resource<DynInputStream>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        sync_streams::HostInputStream::subscribe(self.table, stream)
     }
 }

@@ -149,7 +149,7 @@ async fn every_node_and_task_method_works_and_bad_input_gets_invalid_argument_or
         .register_task(v1::RegisterTaskRequest {
             name: "x".into(),
             executable: Some(v1::Executable {
-                r#type: "jar".into(),
+                r#type: "Jar!".into(),
                 name: "x".into(),
                 ..Default::default()
             }),

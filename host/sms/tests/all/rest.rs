@@ -282,7 +282,15 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         (
             reqwest::Method::POST,
             "/api/v1/nodes".into(),
-            Some(json!({"ip_address": "10.0.0.2", "port": 1, "executors": ["gpu"]})),
+            Some(json!({"ip_address": "10.0.0.2", "port": 1, "executors": ["http", "G P U"]})),
+            StatusCode::BAD_REQUEST,
+            "executors[1]",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/nodes".into(),
+            Some(json!({"ip_address": "10.0.0.2", "port": 1,
+                        "executors": (0..65).map(|i| format!("t{i}")).collect::<Vec<_>>()})),
             StatusCode::BAD_REQUEST,
             "executors",
         ),
@@ -345,7 +353,7 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         (
             reqwest::Method::POST,
             "/api/v1/tasks".into(),
-            Some(json!({"name": "t", "executable": {"type": "jar", "uri": "file:///x"}})),
+            Some(json!({"name": "t", "executable": {"type": "Jar!", "uri": "file:///x"}})),
             StatusCode::BAD_REQUEST,
             "executable.type",
         ),

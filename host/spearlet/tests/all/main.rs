@@ -17,6 +17,7 @@ mod function_limits;
 mod function_streams;
 mod functions;
 mod ha;
+mod http_executor;
 mod invoke;
 mod metrics;
 mod object_artifacts;
