@@ -15,6 +15,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub struct HttpServer {
     /// Where it listens.
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl HttpServer {
@@ -55,9 +57,12 @@ impl HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let log = seen.clone();
+        let accepted = connections.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let Ok(conn) = conn else { continue };
                 let log = log.clone();
                 std::thread::spawn(move || {
@@ -65,7 +70,16 @@ impl HttpServer {
                 });
             }
         });
-        Self { addr, seen }
+        Self {
+            addr,
+            seen,
+            connections,
+        }
+    }
+
+    /// Connections accepted so far (a request refused before it was sent makes none).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Every request so far.

@@ -63,29 +63,40 @@ impl HttpHost {
                     .ok_or_else(|| bad("the port must be 1 to 65535"))?,
             ),
         };
-        let name_ok = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
-        if !name_ok {
-            return Err(bad(
-                "give a host name or IP address, optionally with :port (no scheme, path or wildcard)",
-            ));
-        }
-        Ok(Self {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
+        let host = if text.starts_with('[') {
+            // Checked above: an IPv6 address, kept in its canonical spelling.
+            canonical(&host)
+        } else {
+            let name_ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !name_ok {
+                return Err(bad(
+                    "give a host name or IP address, optionally with :port (an IPv6 address in \
+                     brackets; no scheme, path or wildcard)",
+                ));
+            }
+            canonical(&host)
+        };
+        Ok(Self { host, port })
     }
 
     /// Whether a request to `host`:`port` (the port given, or `None` for the scheme's
     /// default), with `https` or not, is to this host.
     fn matches(&self, host: &str, port: Option<u16>, https: bool) -> bool {
         let default = if https { 443 } else { 80 };
-        self.host
-            .eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
-            && self.port.unwrap_or(default) == port.unwrap_or(default)
+        let host = canonical(host.trim_start_matches('[').trim_end_matches(']'));
+        self.host == host && self.port.unwrap_or(default) == port.unwrap_or(default)
+    }
+}
+
+/// A host as compared: an IP address in its canonical spelling, a name in lower case.
+fn canonical(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
     }
 }
 
@@ -209,9 +220,11 @@ mod tests {
         assert!(p.matches("127.0.0.1", Some(8099), false));
         assert!(!p.matches("127.0.0.1", Some(8098), false));
         assert!(!p.matches("127.0.0.1", None, false));
-        let v6 = HttpHost::parse("[::1]:9000").unwrap();
+        let v6 = HttpHost::parse("[0:0::1]:9000").unwrap();
         assert_eq!(v6.to_string(), "[::1]:9000");
         assert!(v6.matches("[::1]", Some(9000), false));
+        assert!(v6.matches("[0::0:1]", Some(9000), false));
+        assert!(!v6.matches("[::2]", Some(9000), false));
         for bad in [
             "",
             "http://x",
@@ -222,6 +235,9 @@ mod tests {
             "[::1",
             "[zz]:1",
             "a b",
+            "::1",
+            "fe80::1",
+            "h:1:2",
         ] {
             assert!(HttpHost::parse(bad).is_err(), "{bad:?}");
         }

@@ -390,7 +390,11 @@ impl ComponentFactory {
             started: Instant::now(),
             budget,
             output,
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(access::FIELDS_LIMIT);
+                http
+            },
             access,
         };
         let mut store = Store::new(self.engine.engine(), state);
@@ -473,6 +477,7 @@ fn base_linker(engine: &WasmEngine) -> Result<Linker<GuestState>, String> {
     let mut linker = Linker::new(engine.engine());
     plugin_wasi::add_to_linker(&mut linker).map_err(|e| e.to_string())?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(|e| e.to_string())?;
+    access::link_handle_freeing_options(&mut linker).map_err(|e| e.to_string())?;
     Ok(linker)
 }
 

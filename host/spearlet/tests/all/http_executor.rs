@@ -159,7 +159,7 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
     assert_eq!(body["stdin"], "aGk=", "{body}");
 
     // Without the grant, the next execution fails naming it, and nothing reaches the server.
-    let sent = server.seen().len();
+    let sent = server.connections();
     let report = reconfigure(
         &c,
         &node,
@@ -188,7 +188,7 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
         "{e}"
     );
     assert_eq!(
-        server.seen().len(),
+        server.connections(),
         sent,
         "a refused request reached the server"
     );

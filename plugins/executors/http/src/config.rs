@@ -10,7 +10,8 @@ use spear_plugin_api::executor::{ExecResult, ExecSpec, ExitStatus};
 
 /// The most a request body may hold (an execution's spec or its stdin), in bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Output kept when the execution asks for no cap, in bytes.
+/// Output kept when the execution asks for no cap (and the most kept however large a cap it
+/// asks for), in bytes.
 pub const DEFAULT_OUTPUT_CAP: u64 = 16 * 1024 * 1024;
 /// The response header that sets the exit code.
 pub const EXIT_CODE_HEADER: &str = "x-spear-exit-code";
@@ -141,13 +142,20 @@ impl Config {
 
     /// The request that runs `spec`.
     pub fn request(&self, spec: &ExecSpec) -> Result<Request, PluginError> {
-        let entry_ok = spec
-            .entry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
-        if self.path.contains("{entry}") && (spec.entry.is_empty() || !entry_ok) {
+        // Path segments of letters, digits, `-._~`; none empty, `.` or `..` (the entry must not
+        // climb out of the configured path).
+        let entry_ok = spec.entry.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+        if self.path.contains("{entry}") && !entry_ok {
             return Err(refuse(format!(
-                "the entry `{}` cannot go in a URL path (letters, digits, - . _ ~ /)",
+                "the entry `{}` cannot go in a URL path (segments of letters, digits, - . _ ~, \
+                 none empty, . or ..)",
                 spec.entry.escape_debug()
             )));
         }
@@ -208,12 +216,14 @@ pub fn output_cap(spec: &ExecSpec) -> usize {
 }
 
 /// The result an answer maps to: a 2xx answer exits 0 with its body as stdout; any other exits 1
-/// with `HTTP <status>: <body>` as stderr. An `x-spear-exit-code` header sets the exit code.
+/// with `HTTP <status>: <body>` as stderr (cut to `cap` bytes with its prefix). An
+/// `x-spear-exit-code` header sets the exit code.
 pub fn result(
     status: u16,
     exit_header: Option<&[u8]>,
     body: Vec<u8>,
     truncated: bool,
+    cap: usize,
     duration_ms: u64,
 ) -> ExecResult {
     let ok = (200..300).contains(&status);
@@ -226,7 +236,9 @@ pub fn result(
     } else {
         let mut e = format!("HTTP {status}: ").into_bytes();
         e.extend_from_slice(&body);
-        (Vec::new(), e, false, truncated)
+        let cut = e.len() > cap;
+        e.truncate(cap);
+        (Vec::new(), e, false, truncated || cut)
     };
     ExecResult {
         status: ExitStatus::Exited(code),
@@ -296,9 +308,14 @@ mod tests {
         assert_eq!(body["execution_id"], "e1");
         assert_eq!(body["env"]["K"], "V");
         assert_eq!(body["stdin"], "aGk=");
-        let mut bad = spec();
-        bad.entry = "../x y".into();
-        assert!(c.request(&bad).is_err());
+        for entry in ["../admin", "a/../../b", "a//b", "./x", "", "x y", "a/.."] {
+            let mut bad = spec();
+            bad.entry = entry.into();
+            assert!(c.request(&bad).is_err(), "{entry:?}");
+        }
+        let mut nested = spec();
+        nested.entry = "img/v1.2/resize".into();
+        assert_eq!(c.request(&nested).unwrap().path, "/fn/img/v1.2/resize?x=1");
         let raw = Config::parse(r#"{"endpoint": "http://h/", "format": "raw"}"#).unwrap();
         let r = raw.request(&spec()).unwrap();
         assert_eq!(r.body, b"hi");
@@ -313,14 +330,25 @@ mod tests {
 
     #[test]
     fn answers_map_to_results() {
-        let ok = result(200, None, b"out".to_vec(), false, 3);
+        let ok = result(200, None, b"out".to_vec(), false, 100, 3);
         assert_eq!(ok.status, ExitStatus::Exited(0));
         assert_eq!(ok.stdout, b"out");
-        let failed = result(503, None, b"busy".to_vec(), true, 3);
+        let failed = result(503, None, b"busy".to_vec(), true, 100, 3);
         assert_eq!(failed.status, ExitStatus::Exited(1));
         assert_eq!(failed.stderr, b"HTTP 503: busy");
         assert!(failed.stderr_truncated && !failed.stdout_truncated);
-        let coded = result(200, Some(b" 7 "), Vec::new(), false, 0);
+        // The prefix counts against the cap; a body that fit is not marked cut.
+        let fit = result(500, None, b"ab".to_vec(), false, 12, 0);
+        assert_eq!(
+            (fit.stderr.as_slice(), fit.stderr_truncated),
+            (&b"HTTP 500: ab"[..], false)
+        );
+        let cut = result(500, None, b"abc".to_vec(), false, 12, 0);
+        assert_eq!(
+            (cut.stderr.as_slice(), cut.stderr_truncated),
+            (&b"HTTP 500: ab"[..], true)
+        );
+        let coded = result(200, Some(b" 7 "), Vec::new(), false, 100, 0);
         assert_eq!(coded.status, ExitStatus::Exited(7));
     }
 }

@@ -7,7 +7,7 @@ use spear_plugin_api::executor::{Capabilities, ExecResult, ExecSpec, ExecState, 
 use spear_plugin_api::{Executor, PluginError, PluginInfo, PluginKind};
 
 use crate::config::{self, Config};
-use crate::work::Work;
+use crate::work::{Held, Work};
 
 /// Executions started and not destroyed, at most.
 const MAX_WORK: usize = 4096;
@@ -17,6 +17,8 @@ const MAX_WORK: usize = 4096;
 pub struct HttpExecutor {
     config: Option<Config>,
     work: Mutex<HashMap<String, Work>>,
+    /// Answer bytes held by all executions.
+    held: Held,
 }
 
 impl HttpExecutor {
@@ -87,7 +89,7 @@ impl Executor for HttpExecutor {
         let Some(w) = work.get_mut(handle) else {
             return Ok(ExecState::Unknown);
         };
-        Ok(match w.advance() {
+        Ok(match w.advance(&self.held) {
             Some(result) => ExecState::Finished(result),
             None => ExecState::Running,
         })
@@ -103,7 +105,9 @@ impl Executor for HttpExecutor {
     }
 
     fn destroy(&self, handle: &str) -> Result<(), PluginError> {
-        self.work().remove(handle);
+        if let Some(mut w) = self.work().remove(handle) {
+            w.release(&self.held);
+        }
         Ok(())
     }
 }

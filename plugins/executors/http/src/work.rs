@@ -2,6 +2,7 @@
 //! blocking: write what the body stream takes, look whether the answer came, read what its body
 //! has so far.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use spear_plugin_api::PluginError;
@@ -46,7 +47,18 @@ pub struct Work {
     stage: Stage,
     started: Instant,
     cap: usize,
+    /// Bytes of answer this execution holds, counted in the executor's [`Held`].
+    held: usize,
 }
+
+/// Bytes of answers all executions of the executor hold, bounded by [`MAX_HELD`]: past it, an
+/// answer that grows fails its execution, and the instance (and its other work) lives on.
+#[derive(Debug, Default)]
+pub struct Held(AtomicUsize);
+
+/// The most answer bytes the executor holds at once (its memory limit must leave room for twice
+/// this: an answer is copied once when it is handed to the host).
+pub const MAX_HELD: usize = 16 * 1024 * 1024;
 
 fn failed(why: String, started: Instant) -> ExecResult {
     ExecResult {
@@ -118,15 +130,30 @@ impl Work {
                 Stage::Done(failed(http_failure(&code), started))
             }
         };
-        Ok(Self {
+        let mut work = Self {
             stage,
             started,
             cap,
-        })
+            held: 0,
+        };
+        // The body now, as far as the stream takes it: the request must not wait for the first
+        // `inspect` to go out.
+        if let Stage::Sending {
+            stream,
+            body,
+            rest,
+            written,
+            ..
+        } = &mut work.stage
+            && let Err(why) = write_some(stream, body, rest, written)
+        {
+            work.stage = Stage::Done(failed(why, started));
+        }
+        Ok(work)
     }
 
     /// Move along as far as can be without waiting; the result once over.
-    pub fn advance(&mut self) -> Option<ExecResult> {
+    pub fn advance(&mut self, held: &Held) -> Option<ExecResult> {
         loop {
             let next = match &mut self.stage {
                 Stage::Done(result) => return Some(result.clone()),
@@ -198,7 +225,19 @@ impl Work {
                             Ok(bytes) if bytes.is_empty() => break,
                             Ok(bytes) => {
                                 let room = self.cap.saturating_sub(out.len());
-                                out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                                let take = bytes.len().min(room);
+                                let total = held.0.fetch_add(take, Ordering::Relaxed) + take;
+                                self.held += take;
+                                if total > MAX_HELD {
+                                    failure = Some(format!(
+                                        "http: the executor holds {} MiB of answers not yet \
+                                         collected (at most {} MiB); this one is dropped",
+                                        total >> 20,
+                                        MAX_HELD >> 20
+                                    ));
+                                    break;
+                                }
+                                out.extend_from_slice(&bytes[..take]);
                                 if bytes.len() > room {
                                     // Over the cap: the rest is not read.
                                     (over, truncated) = (true, true);
@@ -219,6 +258,9 @@ impl Work {
                         }
                     }
                     if let Some(why) = failure {
+                        *out = Vec::new();
+                        held.0.fetch_sub(self.held, Ordering::Relaxed);
+                        self.held = 0;
                         Stage::Done(failed(why, self.started))
                     } else if over {
                         Stage::Done(config::result(
@@ -226,6 +268,7 @@ impl Work {
                             exit_header.as_deref(),
                             std::mem::take(out),
                             truncated,
+                            self.cap,
                             elapsed_ms(self.started),
                         ))
                     } else {
@@ -235,6 +278,12 @@ impl Work {
             };
             self.stage = next;
         }
+    }
+
+    /// Give back the bytes this execution holds (it is being destroyed).
+    pub fn release(&mut self, held: &Held) {
+        held.0.fetch_sub(self.held, Ordering::Relaxed);
+        self.held = 0;
     }
 
     /// Stop the work: the request is dropped (the host aborts it).

@@ -3,21 +3,33 @@
 //! from the config at every call.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
+use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
-use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks, default_send_request};
+use wasmtime_wasi_http::p2::types::{
+    HostFutureIncomingResponse, HostOutgoingRequest, HostRequestOptions, OutgoingRequestConfig,
+};
+use wasmtime_wasi_http::p2::{
+    HttpResult, WasiHttpHooks, WasiHttpView, default_send_request_handler,
+};
 
 use crate::grants::{InForce, WorldDefaults};
 use crate::limits::Limits;
 
-/// Denied hosts named at warn level per instance; later denials are logged at debug.
+/// Distinct denied hosts named at warn level per instance; later denials are logged at debug.
 const DENIALS_WARNED: usize = 16;
+/// The most one write to an outgoing HTTP body may carry (`check-write` grants no more); a body
+/// stream buffers two such writes.
+pub(crate) const BODY_WRITE: usize = 64 * 1024;
+/// The most one set of HTTP header fields may hold, in bytes of its in-memory form.
+pub(crate) const FIELDS_LIMIT: usize = 16 * 1024;
 
 /// The grant of one instance, as in force for its current call.
 pub(crate) struct Access {
@@ -28,6 +40,36 @@ pub(crate) struct Access {
     clock: Arc<AtomicBool>,
     /// Hosts a request was refused for, already logged at warn.
     warned: BTreeSet<String>,
+    /// Told when an answer to one of its requests comes.
+    activity: Arc<Activity>,
+}
+
+/// A count of the answers that came to an instance's requests, to wait on: a host that asks a
+/// guest where its work is can sleep until something may have changed instead of polling blind.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    count: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Activity {
+    /// The count now.
+    pub(crate) fn seen(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Wait until the count passes `seen`, or `timeout`.
+    pub(crate) fn wait_past(&self, seen: u64, timeout: Duration) {
+        let count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(count, timeout, |c| *c <= seen);
+    }
 }
 
 impl Access {
@@ -39,6 +81,7 @@ impl Access {
             in_force: InForce::default(),
             clock: Arc::new(AtomicBool::new(false)),
             warned: BTreeSet::new(),
+            activity: Arc::default(),
         };
         access.refresh(limits);
         access
@@ -48,6 +91,11 @@ impl Access {
     pub(crate) fn refresh(&mut self, limits: &Limits) {
         self.in_force = InForce::resolve(limits.grant(&self.plugin).as_ref(), self.defaults);
         self.clock.store(self.in_force.clock, Ordering::Relaxed);
+    }
+
+    /// The count of answers to this instance's requests.
+    pub(crate) fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 
     /// Whether the host's log is granted.
@@ -60,20 +108,29 @@ impl Access {
         self.in_force.clock
     }
 
-    /// The WASI wall and monotonic clocks of this instance: real while the clock is granted,
-    /// zero otherwise.
+    /// The WASI wall and monotonic clocks of this instance: real while the clock is granted;
+    /// otherwise the wall clock reads zero and the monotonic one stands still.
     pub(crate) fn clocks(&self) -> (GrantedWallClock, GrantedMonotonicClock) {
         (
             GrantedWallClock(self.clock.clone()),
             GrantedMonotonicClock {
                 on: self.clock.clone(),
                 started: Instant::now(),
+                last: AtomicU64::new(0),
             },
         )
     }
 }
 
 impl WasiHttpHooks for Access {
+    fn outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_WRITE
+    }
+
+    fn outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<HyperOutgoingBody>,
@@ -82,8 +139,17 @@ impl WasiHttpHooks for Access {
         let uri = request.uri();
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16();
-        if self.in_force.allows_http(host, port, config.use_tls) {
-            return Ok(default_send_request(request, config));
+        // The connection goes to the authority as written: one with user info is refused, so
+        // that what is checked is what is dialled.
+        let plain = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
+        if plain && self.in_force.allows_http(host, port, config.use_tls) {
+            let activity = self.activity.clone();
+            let handle = wasmtime_wasi::runtime::spawn(async move {
+                let answer = default_send_request_handler(request, config).await;
+                activity.bump();
+                Ok(answer)
+            });
+            return Ok(HostFutureIncomingResponse::pending(handle));
         }
         let target = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let why = if self.in_force.http_hosts.is_empty() {
@@ -133,10 +199,12 @@ impl HostWallClock for GrantedWallClock {
     }
 }
 
-/// The monotonic clock a grant allows: nanoseconds since the instance started, or zero.
+/// The monotonic clock a grant allows: nanoseconds since the instance started; without the
+/// grant it stands still where it last was (zero if it never ran), so it never goes back.
 pub(crate) struct GrantedMonotonicClock {
     on: Arc<AtomicBool>,
     started: Instant,
+    last: AtomicU64,
 }
 
 impl HostMonotonicClock for GrantedMonotonicClock {
@@ -146,8 +214,49 @@ impl HostMonotonicClock for GrantedMonotonicClock {
 
     fn now(&self) -> u64 {
         if !self.on.load(Ordering::Relaxed) {
-            return 0;
+            return self.last.load(Ordering::Relaxed);
         }
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.fetch_max(now, Ordering::Relaxed).max(now)
     }
 }
+
+/// Link `wasi:http/outgoing-handler.handle` as wasmtime-wasi-http implements it, except that the
+/// request options the guest hands over are deleted from the instance's table after the call (the
+/// implementation only reads them, so each request with options would hold a table slot for good
+/// and an instance would run out of resources after about a thousand).
+pub(crate) fn link_handle_freeing_options<T: WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = linker.instance(OUTGOING_HANDLER).and_then(|mut i| {
+        i.func_wrap(
+            "handle",
+            |mut store: StoreContextMut<'_, T>,
+             (request, options): (
+                Resource<HostOutgoingRequest>,
+                Option<Resource<HostRequestOptions>>,
+            )| {
+                let owned = options
+                    .as_ref()
+                    .map(|o| Resource::<HostRequestOptions>::new_own(o.rep()));
+                let mut view = store.data_mut().http();
+                let answer = outgoing_handler::Host::handle(&mut view, request, options);
+                if let Some(o) = owned {
+                    let _ = view.table.delete(o);
+                }
+                let answer = match answer {
+                    Ok(future) => Ok(future),
+                    Err(e) => Err(e.downcast()?),
+                };
+                Ok((answer,))
+            },
+        )
+    });
+    linker.allow_shadowing(false);
+    linked
+}
+
+/// The interface [`link_handle_freeing_options`] replaces, at the version wasmtime-wasi-http
+/// links (guests importing another 0.2 version are matched to it).
+const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler@0.2.6";

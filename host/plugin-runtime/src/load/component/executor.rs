@@ -3,12 +3,13 @@
 //!
 //! The guest never blocks: `start` answers a handle at once and `inspect` says where the work is.
 //! [`api::Executor::wait`] is the host asking `inspect` until the work finishes or the wait's
-//! time is up, sleeping between asks (1 ms at first, doubling to 20 ms). What the guest answers
+//! time is up, sleeping between asks (0.1 ms at first, doubling to 20 ms) unless an answer to one
+//! of the instance's HTTP requests comes first. What the guest answers
 //! is bounded before it is believed: a handle is at most [`MAX_HANDLE`] bytes, and a result's
 //! output is cut to the cap its `start` asked for.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use spear_plugin_api as api;
@@ -16,6 +17,7 @@ use spear_plugin_api::executor::{
     Capabilities, ExecResult, ExecSpec, ExecState, ExecStats, ExitStatus,
 };
 
+use super::access::Activity;
 use super::executor_world::Executor as Bindings;
 use super::executor_world::exports::spear::plugin::runner as wit;
 use super::held::Held;
@@ -34,6 +36,8 @@ const MAX_LIVE: usize = 65_536;
 /// An executor running as a component instance.
 pub struct ComponentExecutor {
     held: Held<Bindings>,
+    /// Told when an answer to one of the instance's requests comes (`wait` sleeps on it).
+    activity: Arc<Activity>,
     /// `capabilities`, asked once.
     capabilities: OnceLock<Capabilities>,
     /// The output cap of each live handle, from its `start`.
@@ -50,8 +54,10 @@ impl ComponentFactory {
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+        let activity = store.data().access.activity();
         Ok(ComponentExecutor {
             held: Held::new(plugin, "executor", self.guest(store), bindings),
+            activity,
             capabilities: OnceLock::new(),
             caps: Mutex::new(HashMap::new()),
         })
@@ -208,8 +214,11 @@ impl api::Executor for ComponentExecutor {
 
     fn wait(&self, handle: &str, timeout_ms: u64) -> Result<Option<ExecResult>, api::PluginError> {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let mut pause = Duration::from_millis(1);
+        let mut pause = Duration::from_micros(100);
         loop {
+            // Taken before asking: an answer that comes after the guest said `running` ends
+            // the sleep below at once.
+            let seen = self.activity.seen();
             match self.inspect(handle)? {
                 ExecState::Finished(result) => return Ok(Some(result)),
                 ExecState::Unknown => {
@@ -221,7 +230,7 @@ impl api::Executor for ComponentExecutor {
             if now >= deadline {
                 return Ok(None);
             }
-            std::thread::sleep(pause.min(deadline - now));
+            self.activity.wait_past(seen, pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
