@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-$here/../target/examples}" && cd "${1:-$here/../target/examples}" && pwd)
-for dir in rust-component rust-extism native-strategy reclaimer-max-age autoscaler-oldest-wait python javascript c assemblyscript; do
+for dir in rust-component rust-extism native-strategy reclaimer-max-age autoscaler-oldest-wait python storage-python javascript c assemblyscript; do
   echo "== examples/$dir"
   start=$SECONDS
   bash "$here/$dir/build.sh" "$out"

@@ -87,15 +87,16 @@ fn a_handle_past_its_bound_is_refused() {
 }
 
 #[test]
-fn a_looping_start_and_a_trapping_inspect_are_stopped_and_the_instance_refuses_after() {
-    for mode in ["loop", "trap"] {
+fn a_looping_start_a_memory_bomb_and_a_trapping_inspect_are_stopped_and_the_instance_refuses_after()
+{
+    for mode in ["loop", "trap", "bomb"] {
         // On a thread, so that a call never stopped fails the test instead of hanging it.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let x = echo(mode);
             let started = Instant::now();
             let first = match mode {
-                "loop" => x.start(&spec("e4", b"", 0)).unwrap_err().0,
+                "loop" | "bomb" => x.start(&spec("e4", b"", 0)).unwrap_err().0,
                 _ => {
                     let handle = x.start(&spec("e4", b"", 0)).unwrap();
                     x.inspect(&handle).unwrap_err().0
@@ -109,10 +110,10 @@ fn a_looping_start_and_a_trapping_inspect_are_stopped_and_the_instance_refuses_a
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{mode}: the call was never stopped"));
         assert!(took < Duration::from_secs(5), "{mode}: stopped in {took:?}");
-        let reason = if mode == "loop" {
-            "stopped: "
-        } else {
-            "echo executor trapped on purpose"
+        let reason = match mode {
+            "loop" => "stopped: ",
+            "bomb" => "exceeded its memory limit of 64 MiB",
+            _ => "echo executor trapped on purpose",
         };
         assert!(first.contains(reason), "{mode}: {first}");
         assert!(after.contains("unusable"), "{mode}: {after}");

@@ -1,5 +1,6 @@
 //! The `etcd` storage backend against real etcd clusters (started by the tests on 127.0.0.1): the
-//! storage contract, etcd's transaction limits, and a member lost under load.
+//! storage contract, etcd's transaction limits, a member lost under load, and batches whole across
+//! a writer killed with SIGKILL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use spear_plugin_api::storage::{BatchLimits, BatchOp};
 use spear_plugin_runtime::group::GroupWriter;
 use spear_tests::etcd::EtcdCluster;
 
-use crate::storage::{keeps_the_contract, open};
+use crate::storage::{batches_are_whole_across_kill_9, keeps_the_contract, open};
 
 fn etcd(cluster: &EtcdCluster, prefix: &str) -> Box<dyn StorageBackend> {
     open(
@@ -195,4 +196,19 @@ fn a_scan_page_larger_than_a_grpc_answer_is_fetched_in_pieces() {
     let rest = store.scan(b"k", Some(b"k09"), 1000).unwrap();
     assert_eq!(rest.len(), 40);
     assert_eq!(rest[0].0, b"k10");
+}
+
+#[test]
+fn etcd_keeps_every_batch_whole_across_a_writer_killed_with_sigkill() {
+    let cluster = EtcdCluster::start(1);
+    let config = format!(
+        r#"{{"endpoints": {}, "prefix": "crash/", "timeout_ms": 3000}}"#,
+        cluster.endpoints_json()
+    );
+    batches_are_whole_across_kill_9(
+        "etcd",
+        &spear_tests::guest("native", "etcd.so"),
+        &config,
+        || etcd(&cluster, "crash/"),
+    );
 }

@@ -1,5 +1,7 @@
 //! The storage contract against every backend, loaded as the hosts load it (native libraries and
-//! WASM components through the runtime), and the durability of `redb` across `kill -9`.
+//! WASM components through the runtime), and the durability of `redb` across `kill -9`: every
+//! acknowledged write kept, and every batch all there or not at all (the same crash test runs on
+//! `etcd` in etcd_storage.rs).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -248,6 +250,90 @@ fn redb_keeps_every_acknowledged_write_across_kill_9() {
             "acknowledged write {n} lost"
         );
     }
+}
+
+/// Puts in one batch of `spear-storage-writer batches` (its `BATCH_KEYS`).
+const BATCH_KEYS: usize = 32;
+
+/// Run `spear-storage-writer PLUGIN CONFIG batches` until a moment that changes from run to run
+/// after its 100th acknowledged batch, kill it with SIGKILL, and check the store `reopen` opens:
+/// every batch is there whole or not at all, the batches there are exactly 0..=`batch-last`, and
+/// every acknowledged one is among them.
+pub(crate) fn batches_are_whole_across_kill_9(
+    name: &str,
+    plugin: &std::path::Path,
+    config: &str,
+    reopen: impl FnOnce() -> Box<dyn StorageBackend>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spear-storage-writer"))
+        .arg(plugin)
+        .arg(config)
+        .arg("batches")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut acked = 0;
+    for _ in 0..100 + jitter % 50 {
+        let line = lines.next().unwrap().unwrap();
+        acked = line.strip_prefix("ack ").unwrap().parse::<u64>().unwrap();
+    }
+    // Mid-batch, most likely: the writer does nothing but commit them.
+    std::thread::sleep(std::time::Duration::from_micros(u64::from(jitter % 3000)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = reopen();
+    let last: u64 = String::from_utf8(store.get(b"batch-last").unwrap().expect("batch-last"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        last >= acked,
+        "{name}: acknowledged batch {acked} lost (last {last})"
+    );
+    let mut counts: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(b"batch/", after.as_deref(), 1000).unwrap();
+        let Some((k, _)) = page.last() else { break };
+        after = Some(k.clone());
+        for (key, value) in &page {
+            let key = String::from_utf8(key.clone()).unwrap();
+            let n: u64 = key.split('/').nth(1).unwrap().parse().unwrap();
+            let v: u64 = String::from_utf8(value.clone())
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_eq!(v, n, "{name}: {key} holds another batch's value");
+            *counts.entry(n).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..=last).collect::<Vec<_>>(),
+        "{name}: the batches there are not exactly 0..={last}"
+    );
+    for (n, count) in counts {
+        assert_eq!(count, BATCH_KEYS, "{name}: batch {n} is there in part");
+    }
+}
+
+#[test]
+fn redb_keeps_every_batch_whole_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{{"path": {:?}}}"#,
+        dir.path().join("state.redb").display().to_string()
+    );
+    batches_are_whole_across_kill_9("redb", &guest("native", "redb.so"), &config, || {
+        open("redb", &config)
+    });
 }
 
 #[test]

@@ -82,9 +82,54 @@ pub fn smoke_test(
             )
         }
         PluginKind::StorageBackend => storage_smoke_test(plugin, config)?,
-        kind => format!("{kind} plugins are exercised by their host"),
+        PluginKind::Executor => executor_smoke_test(plugin, config)?,
     };
     Ok(summary)
+}
+
+/// Configure an executor with `config`, read its capabilities, and ask it about a handle it never
+/// gave (it must say `unknown`): nothing is run, as running work has effects outside the check.
+fn executor_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, String> {
+    use spear_plugin_api::executor::ExecState;
+    let mut executor = plugin.executor().map_err(|e| e.to_string())?;
+    executor
+        .configure(config)
+        .map_err(|e| format!("configure refused: {e}"))?;
+    let c = executor.capabilities();
+    if c.executable_type.is_empty() {
+        return Err("its capabilities name no executable type".into());
+    }
+    let handle = format!("spear-check-{}", std::process::id());
+    match executor.inspect(&handle) {
+        Ok(ExecState::Unknown) => {}
+        Ok(other) => {
+            return Err(format!(
+                "asked about a handle it never gave, it answered {other:?}, not unknown"
+            ));
+        }
+        Err(e) => return Err(format!("inspect failed: {e}")),
+    }
+    let flags: Vec<&str> = [
+        ("signals", c.signals),
+        ("recover", c.recover),
+        ("memory limit", c.memory_limit),
+        ("cpu limit", c.cpu_limit),
+        ("network isolation", c.network_isolation),
+        ("instances", c.instances),
+        ("pause", c.pause),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    Ok(format!(
+        "configured; runs executable type `{}` ({}); an unknown handle is unknown (nothing run)",
+        c.executable_type,
+        if flags.is_empty() {
+            "no optional capabilities".to_owned()
+        } else {
+            flags.join(", ")
+        }
+    ))
 }
 
 /// Open a storage backend with `config` and run the contract's operations on keys under a

@@ -60,6 +60,41 @@ fn check_runs_a_storage_backend_through_the_contract_in_either_form() {
 }
 
 #[test]
+fn check_configures_an_executor_in_either_form_and_runs_nothing() {
+    for (form, file, config, kind) in [
+        (
+            "component",
+            "http.wasm",
+            r#"{"endpoint": "http://127.0.0.1:9/run"}"#,
+            "`http`",
+        ),
+        ("native", "process.so", "{}", "`process` (signals"),
+    ] {
+        let out = spear()
+            .args(["plugin", "check", "--config", config])
+            .arg(guest(form, file))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{form}: {text}");
+        assert!(text.contains("kind:        executor"), "{text}");
+        assert!(
+            text.contains(&format!("configured; runs executable type {kind}")),
+            "{text}"
+        );
+    }
+    // A configuration it refuses fails the check, naming the key.
+    let out = spear()
+        .args(["plugin", "check", "--config", r#"{"endpoint": "ftp://x/"}"#])
+        .arg(guest("component", "http.wasm"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("configure refused: endpoint"), "{text}");
+}
+
+#[test]
 fn check_refuses_with_the_reason_and_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("x.wasm");

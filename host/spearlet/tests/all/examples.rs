@@ -1,7 +1,8 @@
 //! The example plugins of `examples/` (built into `target/examples/` by `examples/build.sh`, which
 //! `./run-tests.sh` runs first), each through `spear plugin check` and a live host: every `pack-*`
 //! strategy places executions in a real `sms` process, `max-age` reclaims instances in a real
-//! `spearlet`, and `oldest-wait` sizes a real `sms`'s pool of Spearlet processes.
+//! `spearlet`, `oldest-wait` sizes a real `sms`'s pool of Spearlet processes, and `kv-python`
+//! holds a real `sms`'s state while a Spearlet runs its executions.
 
 use crate::common;
 
@@ -380,4 +381,63 @@ async fn the_oldest_wait_autoscaler_sizes_a_live_sms_pool() {
         plugins["autoscaler"]["config"], "{\"tasks_per_node\":2}",
         "{plugins}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_storage_backend_passes_its_check_and_holds_a_live_smss_state() {
+    let file = example("kv-python.wasm");
+    let (code, report) = check(&file, "{}", 64);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        (&report["name"], &report["kind"], &report["form"]),
+        (
+            &json!("kv-python"),
+            &json!("storage-backend"),
+            &json!("component")
+        ),
+        "{report}"
+    );
+    assert!(
+        report["smoke_test"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("compare-and-swap"),
+        "{report}"
+    );
+    let (code, report) = check(&file, r#"{"max_keys": 0}"#, 64);
+    assert_eq!(code, 1, "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("max_keys: must be a positive integer"),
+        "{error}"
+    );
+
+    // SMS keeps its whole state in it: a task, an execution run by a Spearlet, its result.
+    let c = Cluster::new();
+    std::fs::copy(&file, c.path().join("plugins/kv-python.wasm")).unwrap();
+    let sms = c.sms_from(
+        "heartbeat_timeout = 2\n[http]\naddr = \"127.0.0.1:0\"\n[grpc]\naddr = \"127.0.0.1:0\"\n\
+         [database]\ndb_type = \"kv-python\"\n[files]\ndir = \"sms-data/files\"\n\
+         [plugins]\ndir = \"plugins\"\nmemory_limit_mb = 256\nsetup_timeout_ms = 5000\n\
+         [scheduler]\nstrategy = \"least-connections\"\n",
+    );
+    let _node = c.spearlet("kv", &sms, "");
+    let (status, task) = sms
+        .post(
+            "/api/v1/tasks",
+            json!({"name": "greet", "executable": {"type": "process", "name": "/bin/echo",
+                   "args": ["kept by python"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{task}");
+    let id = sms.sh("echo ran; exit 0", json!({})).await;
+    let done = sms.finished(&id, LONG).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["stdout"], "ran\n", "{done}");
+    let tasks = sms.get("/api/v1/tasks").await;
+    assert!(tasks.to_string().contains("kept by python"), "{tasks}");
+    let listed = sms.get("/api/v1/executions").await;
+    assert!(listed.to_string().contains(&id), "{listed}");
+    let plugins = sms.get("/api/v1/plugins").await;
+    assert!(plugins.to_string().contains("kv-python"), "{plugins}");
 }

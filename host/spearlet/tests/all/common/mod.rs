@@ -117,6 +117,13 @@ impl Cluster {
         self.spawn_sms(&config, env)
     }
 
+    /// Start `sms` with the whole config text `config` (written to `sms.toml`).
+    #[allow(dead_code)]
+    pub fn sms_from(&self, config: &str) -> Sms {
+        let config = self.write("sms.toml", config);
+        self.spawn_sms(&config, &[])
+    }
+
     /// Run `sms` with `config` here; its ready line gives the addresses.
     fn spawn_sms(&self, config: &Path, env: &[(&str, &str)]) -> Sms {
         let mut child = Command::new(sms_bin())
