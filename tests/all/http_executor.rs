@@ -280,3 +280,37 @@ fn answers_held_past_the_executors_budget_fail_their_execution_not_the_instance(
         (ExitStatus::Exited(0), 10_000_000)
     );
 }
+
+#[test]
+fn an_instance_has_at_most_128_requests_open_and_one_more_fails_alone() {
+    let server = HttpServer::start();
+    let limits = limits(&[&server.addr.to_string()], false);
+    let x = http(
+        &limits,
+        &format!(
+            r#"{{"endpoint": "{}/slow/1500/x", "format": "raw"}}"#,
+            server.url()
+        ),
+    );
+    let open: Vec<String> = (0..128)
+        .map(|i| x.start(&spec(&format!("e{i}"), "x", b"", 0)).unwrap())
+        .collect();
+    let extra = x.start(&spec("extra", "x", b"", 0)).unwrap();
+    let r = x.wait(&extra, 10_000).unwrap().unwrap();
+    let ExitStatus::Failed(why) = &r.status else {
+        panic!("not refused: {r:?}");
+    };
+    assert!(
+        why.contains("128 HTTP requests of this plugin instance are open"),
+        "{why}"
+    );
+    for h in &open {
+        let r = x.wait(h, 20_000).unwrap().unwrap();
+        assert_eq!(r.stdout, b"late", "{h}: {r:?}");
+        x.destroy(h).unwrap();
+    }
+    // Their bodies dropped, the requests are closed: the next goes out.
+    let next = x.start(&spec("next", "x", b"", 0)).unwrap();
+    let r = x.wait(&next, 10_000).unwrap().unwrap();
+    assert_eq!(r.stdout, b"late", "{r:?}");
+}

@@ -80,6 +80,7 @@ fn http_failure(code: &ErrorCode) -> String {
         ErrorCode::ConnectionRefused => "http: connection refused".into(),
         ErrorCode::ConnectionTimeout => "http: connection timed out".into(),
         ErrorCode::DnsError(_) => "http: the endpoint's host name does not resolve".into(),
+        ErrorCode::InternalError(Some(why)) => format!("http: {why}"),
         other => format!("http: {other:?}"),
     }
 }

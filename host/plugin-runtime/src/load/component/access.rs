@@ -3,16 +3,19 @@
 //! from the config at every call.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use http_body_util::BodyExt;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 use wasmtime_wasi_http::p2::bindings::http::outgoing_handler;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
 use wasmtime_wasi_http::p2::types::{
     HostFutureIncomingResponse, HostOutgoingRequest, HostRequestOptions, OutgoingRequestConfig,
 };
@@ -30,6 +33,10 @@ const DENIALS_WARNED: usize = 16;
 pub(crate) const BODY_WRITE: usize = 64 * 1024;
 /// The most one set of HTTP header fields may hold, in bytes of its in-memory form.
 pub(crate) const FIELDS_LIMIT: usize = 16 * 1024;
+/// HTTP requests one instance may have open at once: sent and not answered, or answered and
+/// their body not yet dropped. Each holds a connection and its buffers in the host, outside the
+/// guest's memory limit; past this, a request is refused.
+pub(crate) const MAX_OPEN_REQUESTS: usize = 128;
 
 /// The grant of one instance, as in force for its current call.
 pub(crate) struct Access {
@@ -42,6 +49,44 @@ pub(crate) struct Access {
     warned: BTreeSet<String>,
     /// Told when an answer to one of its requests comes.
     activity: Arc<Activity>,
+    /// Its requests open now.
+    open: Arc<AtomicUsize>,
+}
+
+/// One open request, counted in its instance's `open` until dropped (with the request's task
+/// before the answer, with the answer's body after).
+struct OpenRequest(Arc<AtomicUsize>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its request counted as open until it is dropped.
+struct Counted {
+    inner: HyperIncomingBody,
+    _open: OpenRequest,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A count of the answers that came to an instance's requests, to wait on: a host that asks a
@@ -82,6 +127,7 @@ impl Access {
             clock: Arc::new(AtomicBool::new(false)),
             warned: BTreeSet::new(),
             activity: Arc::default(),
+            open: Arc::default(),
         };
         access.refresh(limits);
         access
@@ -143,9 +189,29 @@ impl WasiHttpHooks for Access {
         // that what is checked is what is dialled.
         let plain = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
         if plain && self.in_force.allows_http(host, port, config.use_tls) {
+            if self.open.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_REQUESTS {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(
+                    plugin = &*self.plugin,
+                    "HTTP request refused: too many open"
+                );
+                return Err(ErrorCode::InternalError(Some(format!(
+                    "{MAX_OPEN_REQUESTS} HTTP requests of this plugin instance are open (sent, or \
+                     answered with a body not yet dropped); finish one first"
+                )))
+                .into());
+            }
+            let open = OpenRequest(self.open.clone());
             let activity = self.activity.clone();
             let handle = wasmtime_wasi::runtime::spawn(async move {
-                let answer = default_send_request_handler(request, config).await;
+                let answer = default_send_request_handler(request, config)
+                    .await
+                    .map(|mut a| {
+                        a.resp = a
+                            .resp
+                            .map(|inner| BodyExt::boxed_unsync(Counted { inner, _open: open }));
+                        a
+                    });
                 activity.bump();
                 Ok(answer)
             });
