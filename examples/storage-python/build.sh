@@ -38,7 +38,7 @@ fi
 
 # The app is the module `kv` (kv.py in this folder); componentize-py generates its bindings
 # (the `wit_world` package) from the WIT files and bundles the app with CPython and the stdlib.
-rm -rf "$here/__pycache__"   # bytecode of a local run of pack.py is not wanted in the bundle
+rm -rf "$here/__pycache__"   # bytecode of a local run of kv.py is not wanted in the bundle
 "$venv/bin/componentize-py" --quiet -d "$wit" -w storage-backend \
     componentize --python-path "$here" kv --output "$out/kv-python.wasm"
 echo "built $out/kv-python.wasm"

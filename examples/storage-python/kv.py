@@ -154,20 +154,19 @@ class Storage(exports.Storage):
                 want = None if op.value.value is None else bytes(op.value.value)
                 if values.get(bytes(op.value.key)) != want:
                     return False
-        # Keys the batch adds, for max_keys: refused before anything is written.
-        present = set(values)
-        added = 0
+        # Its size, and the keys it adds (for max_keys): refused before anything is written.
+        size = 0
+        touched: Dict[bytes, bool] = {}  # the keys it writes: there after it or not
         for op in ops:
             if isinstance(op, BatchOp_Put):
-                k = bytes(op.value.key)
-                if k not in present:
-                    present.add(k)
-                    added += 1
+                size += len(op.value.key) + len(op.value.value)
+                touched[bytes(op.value.key)] = True
             elif isinstance(op, BatchOp_Delete):
-                k = bytes(op.value)
-                if k in present:
-                    present.discard(k)
-                    added -= 1
+                size += len(op.value)
+                touched[bytes(op.value)] = False
+        if size > MAX_BYTES:
+            raise Err(f"a batch takes at most {MAX_BYTES} bytes of keys and values, not {size}")
+        added = sum((1 if there else 0) - (1 if k in values else 0) for k, there in touched.items())
         _room_for(max(added, 0))
         for op in ops:
             if isinstance(op, BatchOp_Put):

@@ -10,7 +10,8 @@ use spear_plugin_api::storage::{BatchLimits, BatchOp};
 use spear_plugin_runtime::group::GroupWriter;
 use spear_tests::etcd::EtcdCluster;
 
-use crate::storage::{batches_are_whole_across_kill_9, keeps_the_contract, open};
+use crate::storage::{batches_are_whole_across_kill_9, open};
+use spear_tests::storage_contract::keeps_the_contract;
 
 fn etcd(cluster: &EtcdCluster, prefix: &str) -> Box<dyn StorageBackend> {
     open(

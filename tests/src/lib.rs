@@ -8,6 +8,7 @@ pub mod h2proxy;
 pub mod http_server;
 pub mod podman;
 pub mod process;
+pub mod storage_contract;
 use std::path::{Path, PathBuf};
 
 use spear_plugin_api::{

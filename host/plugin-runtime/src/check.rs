@@ -97,7 +97,13 @@ fn executor_smoke_test(plugin: &LoadedPlugin, config: &str) -> Result<String, St
         .map_err(|e| format!("configure refused: {e}"))?;
     let c = executor.capabilities();
     if c.executable_type.is_empty() {
-        return Err("its capabilities name no executable type".into());
+        // A component whose `capabilities` call fails is taken as running nothing (the failure
+        // is logged): either way the host would give it no work.
+        return Err(
+            "its capabilities name no executable type (or the capabilities call failed: see the \
+             log)"
+                .into(),
+        );
     }
     let handle = format!("spear-check-{}", std::process::id());
     match executor.inspect(&handle) {

@@ -2,10 +2,10 @@
 //! after each write returns. The durability tests kill it with SIGKILL mid-stream.
 //!
 //! - `puts` (the default): `key-N` = `value-N`, one put each;
-//! - `batches`: one atomic batch each, of [`BATCH_KEYS`] puts `batch/N/J` = N (as text, padded to
-//!   512 bytes) and a put of `batch-last` = N.
+//! - `batches K`: one atomic batch each, of K puts `batch/N/J` = N (as text, padded to 512 bytes)
+//!   and a put of `batch-last` = N.
 //!
-//! Usage: `spear-storage-writer PLUGIN CONFIG_JSON [puts|batches]`
+//! Usage: `spear-storage-writer PLUGIN CONFIG_JSON [puts | batches K]`
 
 use std::io::Write;
 use std::sync::Arc;
@@ -14,21 +14,17 @@ use spear_plugin_api::storage::BatchOp;
 use spear_plugin_runtime::engine::WasmEngine;
 use spear_plugin_runtime::{LimitValues, Limits, load_file};
 
-/// Puts in one batch of the `batches` mode (with its `batch-last`, 33 operations: within etcd's
-/// default 128 a transaction).
-pub const BATCH_KEYS: usize = 32;
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(
-        (3..=4).contains(&args.len()),
-        "usage: spear-storage-writer PLUGIN CONFIG_JSON [puts|batches]"
-    );
-    let batches = match args.get(3).map(String::as_str) {
-        None | Some("puts") => false,
-        Some("batches") => true,
-        Some(other) => anyhow::bail!("unknown mode {other}: puts or batches"),
+    let usage = "usage: spear-storage-writer PLUGIN CONFIG_JSON [puts | batches K]";
+    anyhow::ensure!((3..=5).contains(&args.len()), usage);
+    // Puts in one batch (0: the `puts` mode).
+    let batch_keys: usize = match (args.get(3).map(String::as_str), args.get(4)) {
+        (None | Some("puts"), None) => 0,
+        (Some("batches"), Some(k)) => k.parse()?,
+        _ => anyhow::bail!(usage),
     };
+    let batches = batch_keys > 0;
     let engine = WasmEngine::new()?;
     let limits = Arc::new(Limits::new(LimitValues::default()));
     let plugin = load_file(args[1].as_ref(), &engine, &limits)?;
@@ -38,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     for n in 0u64.. {
         if batches {
             let value = format!("{n:<512}").into_bytes();
-            let mut ops: Vec<BatchOp> = (0..BATCH_KEYS)
+            let mut ops: Vec<BatchOp> = (0..batch_keys)
                 .map(|j| BatchOp::Put {
                     key: format!("batch/{n:08}/{j:02}").into_bytes(),
                     value: value.clone(),

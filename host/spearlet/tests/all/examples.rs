@@ -404,6 +404,21 @@ async fn the_python_storage_backend_passes_its_check_and_holds_a_live_smss_state
             .contains("compare-and-swap"),
         "{report}"
     );
+    // The conformance suite's storage contract, through the runtime as a host loads it: paging
+    // with start-after and limits, batches with checks, compare-and-swap.
+    {
+        let engine = spear_plugin_runtime::engine::WasmEngine::new().unwrap();
+        let limits = Arc::new(spear_plugin_runtime::Limits::new(
+            spear_plugin_runtime::LimitValues {
+                setup_timeout_ms: 5_000,
+                ..Default::default()
+            },
+        ));
+        let plugin = spear_plugin_runtime::load_file(&file, &engine, &limits).unwrap();
+        let mut store = plugin.storage().unwrap();
+        store.open("{}").unwrap();
+        spear_tests::storage_contract::keeps_the_contract("kv-python", store.as_ref());
+    }
     let (code, report) = check(&file, r#"{"max_keys": 0}"#, 64);
     assert_eq!(code, 1, "{report}");
     let error = report["error"].as_str().unwrap_or_default();
