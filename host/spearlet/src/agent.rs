@@ -94,6 +94,8 @@ pub struct Agent {
     /// Invocations on live instances: task definitions and asynchronous results.
     pub functions: crate::functions::Functions,
     last_cpu: std::sync::Mutex<figures::CpuTimes>,
+    /// The executable types SMS last took in a registration of this node (`None`: not yet).
+    registered_types: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Agent {
@@ -206,6 +208,7 @@ impl Agent {
             fatal: watch::channel(None).0,
             executor_failures: crate::metrics::ExecutorFailures::default(),
             last_cpu: std::sync::Mutex::new(figures::cpu_times()),
+            registered_types: std::sync::Mutex::new(None),
         }))
     }
 
@@ -230,6 +233,7 @@ impl Agent {
     /// Register this node with SMS.
     pub async fn register(&self) -> Result<()> {
         let (ip, port) = self.advertised();
+        let types = self.executors.get().types();
         let mut req = register_request(
             &self.node,
             &ip,
@@ -237,7 +241,7 @@ impl Agent {
             &self.config.node_name(),
             &self.config.spearlet.labels,
             figures::capacity(&self.config.spearlet.storage.data_dir),
-            self.executors.get().types(),
+            types.clone(),
         );
         // SMS places no more than this (plus its prefetch) here at once.
         req.slots = self.config.spearlet.limits.max_concurrent;
@@ -256,7 +260,36 @@ impl Agent {
             }
         }
         tracing::info!(node = %self.node, sms = %self.sms.addr(), "registered");
+        *self
+            .registered_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(types);
         Ok(())
+    }
+
+    /// Register again when the executable types in force differ from those SMS last took (an
+    /// executor swap added or removed one), so that SMS places work of a new type here.
+    pub(crate) async fn register_new_types(&self) {
+        if !self.config.spearlet.auto_register {
+            return;
+        }
+        let now = self.executors.get().types();
+        let stale = self
+            .registered_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|registered| *registered != now);
+        if stale {
+            match self.register().await {
+                Ok(()) => {
+                    tracing::info!(executors = %now.join(","), "registered again: its executable types changed")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering the new executable types failed; retried at the next heartbeat")
+                }
+            }
+        }
     }
 
     /// Start-up against SMS: with `--sms-addr`, connect (and register) now or fail; otherwise the

@@ -61,6 +61,8 @@ impl Agent {
         let every = Duration::from_secs(self.config.spearlet.heartbeat_interval);
         let mut draining = self.draining.subscribe();
         loop {
+            // Executable types a swap changed while SMS could not be told.
+            self.register_new_types().await;
             let hb = self.heartbeat();
             match self.sms.nodes().heartbeat(hb).await {
                 Ok(_) => {}

@@ -2,7 +2,8 @@
 //! plugin file was replaced is loaded anew; after every swap (that one, or a config reload's), the
 //! idle instances of executors no longer in force are stopped, so that new invocations start on
 //! the new ones. Instances serving an invocation finish it on their executor and are stopped when
-//! they are given back.
+//! they are given back. A swap that changes the executable types served registers the node again,
+//! so that SMS places work of a new type here (or none of a type gone).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ impl Agent {
             if now != seen {
                 seen = now;
                 self.retire_replaced().await;
+                self.register_new_types().await;
             }
         }
     }

@@ -193,3 +193,56 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
         "a refused request reached the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_adds_the_http_executor_tells_sms_and_work_of_its_type_runs() {
+    let server = HttpServer::start();
+    let c = Cluster::new();
+    std::fs::copy(
+        guest("component", "http.wasm"),
+        c.path().join("plugins/http.wasm"),
+    )
+    .unwrap();
+    let sms = c.sms();
+    let node = c.spearlet_from(
+        "web",
+        &sms,
+        &c.spearlet_config("web", "[executors]\nenabled = [\"process\"]\n"),
+    );
+    let registered = sms.node_status(&node.node, "active", LONG).await;
+    assert_eq!(registered["executors"], json!(["process"]), "{registered}");
+
+    let host = server.addr.to_string();
+    let report = reconfigure(
+        &c,
+        &node,
+        &c.spearlet_config("web", &sections(&server, Some(&host), "raw")),
+        "swapped live",
+    )
+    .await;
+    assert_eq!(report["outcome"], "applied", "{report}");
+    // SMS learns the new type from a registration again, without a restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = sms.get(&format!("/api/v1/nodes/{}", node.node)).await;
+        let types = n["executors"].as_array().cloned().unwrap_or_default();
+        if types.contains(&json!("http")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SMS never learned the http type: {n}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, e) = spear(
+        &sms,
+        &[
+            "run", "--type", "http", "--name", "upper/x", "--stdin", "late",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{e}\n{}", node.log());
+    assert_eq!(e["result"]["stdout"], "LATE", "{e}");
+}
