@@ -52,29 +52,11 @@ where
     }
 }
 
-/// `spear --sms URL --output json ARGS…`: its exit code and the JSON document it printed.
-async fn spear(sms: &Sms, args: &[&str]) -> (i32, Value) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_spearlet")).with_file_name("spear");
-    let run = tokio::process::Command::new(bin)
-        .args(["--sms", &sms.url(""), "--output", "json"])
-        .args(args)
-        .env("SPEAR_LOG", "off")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(LONG, run)
-        .await
-        .unwrap_or_else(|_| panic!("spear {args:?} still runs after {LONG:?}"))
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("spear {args:?}: not JSON ({e}): {out:?}"));
-    (out.status.code().unwrap_or(-1), v)
-}
-
 /// Run an execution with `spear run` (attached); it must succeed with exit code 0.
 async fn run_ok(sms: &Sms, args: &[&str]) -> Value {
     let mut all = vec!["run"];
     all.extend_from_slice(args);
-    let (code, e) = spear(sms, &all).await;
+    let (code, e) = sms.spear(&all).await;
     assert_eq!(code, 0, "spear {all:?}: {e}");
     assert_eq!(e["state"], "succeeded", "{e}");
     assert_eq!(e["result"]["exit_code"], 0, "{e}");
@@ -97,15 +79,15 @@ async fn gated(c: &Cluster, sms: &Sms, gate: &str) -> Gated {
         d = c.path().display()
     );
     let args = ["run", "--detach", "--type", "process", "--name", "/bin/sh"];
-    let (code, v) = spear(
-        sms,
-        &[
-            &args[..],
-            &["--timeout-ms", "0", "--", "-c", script.as_str()],
-        ]
-        .concat(),
-    )
-    .await;
+    let (code, v) = sms
+        .spear(
+            &[
+                &args[..],
+                &["--timeout-ms", "0", "--", "-c", script.as_str()],
+            ]
+            .concat(),
+        )
+        .await;
     assert_eq!(code, 0, "{v}");
     let id = v["execution_id"].as_str().unwrap().to_owned();
     let e = until(
@@ -324,7 +306,7 @@ async fn executions_follow_strategy_swaps_and_survive_a_kill_9_of_their_node() {
     release(&c, &sms, &mut open, None).await;
 
     // Nothing failed: 3 runs, 4 under round-robin, 2 under least-connections, 4 under pack-rust.
-    let (code, status) = spear(&sms, &["status"]).await;
+    let (code, status) = sms.spear(&["status"]).await;
     assert_eq!(code, 0, "{status}");
     assert_eq!(
         status["executions"]["by_state"],

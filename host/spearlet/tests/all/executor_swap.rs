@@ -36,31 +36,6 @@ async fn reload(node: &Spearlet) -> Value {
     r.json().await.unwrap()
 }
 
-/// The latest reload report that mentions `what`, waited for (a few seconds at most).
-async fn reloaded(node: &Spearlet, what: &str) -> Value {
-    for _ in 0..100 {
-        let history = node.get("/api/v1/plugins/history").await;
-        let found = history["reports"]
-            .as_array()
-            .or(history.as_array())
-            .and_then(|all| {
-                all.iter()
-                    .rev()
-                    .find(|r| r.to_string().contains(what))
-                    .cloned()
-            });
-        if let Some(report) = found {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no reload mentions {what}: {}\n{}",
-        node.get("/api/v1/plugins/history").await,
-        node.log()
-    )
-}
-
 /// The number of `task`'s instances once it is `want`, or after five seconds.
 async fn instances_become(node: &Spearlet, task: &str, want: usize) -> usize {
     let mut count = usize::MAX;
@@ -134,7 +109,7 @@ async fn a_config_reload_swaps_the_process_executor_live() {
     .unwrap();
     // The config file is watched: the reload may be the watcher's or this one.
     reload(&node).await;
-    let report = reloaded(&node, "swapped live").await;
+    let report = node.reloaded("swapped live").await;
     assert_eq!(report["outcome"], "applied", "{report}");
     // Meanwhile its instance is cooling down: it serves no new invocation and stops after this.
     let until = std::time::Instant::now() + Duration::from_secs(5);
@@ -182,7 +157,7 @@ async fn a_config_reload_swaps_the_process_executor_live() {
     )
     .unwrap();
     reload(&node).await;
-    let report = reloaded(&node, "executors.config.process").await;
+    let report = node.reloaded("executors.config.process").await;
     assert_eq!(report["outcome"], "rejected", "{report}");
     assert!(
         report["error"].to_string().contains("env_allow"),

@@ -5,34 +5,15 @@
 //! running meanwhile finishes on the old one), and one that takes the grant away makes the next
 //! execution fail, naming the grant, with nothing sent.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use spear_tests::guest;
 use spear_tests::http_server::HttpServer;
 
-use crate::common::{Cluster, Sms, Spearlet};
+use crate::common::{Cluster, Spearlet};
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// `spear --sms URL --output json ARGS…`: its exit code and the JSON document it printed.
-async fn spear(sms: &Sms, args: &[&str]) -> (i32, Value) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_spearlet")).with_file_name("spear");
-    let run = tokio::process::Command::new(bin)
-        .args(["--sms", &sms.url(""), "--output", "json"])
-        .args(args)
-        .env("SPEAR_LOG", "off")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(LONG, run)
-        .await
-        .unwrap_or_else(|_| panic!("spear {args:?} still runs after {LONG:?}"))
-        .unwrap();
-    let v = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("spear {args:?}: not JSON ({e}): {out:?}"));
-    (out.status.code().unwrap_or(-1), v)
-}
 
 /// The Spearlet's plugin sections: the http executor granted `granted` (none: no grant), its
 /// endpoint `server/{entry}` in `format`.
@@ -57,27 +38,7 @@ async fn reconfigure(c: &Cluster, node: &Spearlet, config: &str, what: &str) -> 
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    for _ in 0..100 {
-        let history = node.get("/api/v1/plugins/history").await;
-        let found = history["reports"]
-            .as_array()
-            .or(history.as_array())
-            .and_then(|all| {
-                all.iter()
-                    .rev()
-                    .find(|r| r.to_string().contains(what))
-                    .cloned()
-            });
-        if let Some(report) = found {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no reload mentions {what}: {}\n{}",
-        node.get("/api/v1/plugins/history").await,
-        node.log()
-    )
+    node.reloaded(what).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,9 +64,8 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
         node.log()
     );
 
-    let (code, e) = spear(
-        &sms,
-        &[
+    let (code, e) = sms
+        .spear(&[
             "run",
             "--type",
             "http",
@@ -113,9 +73,8 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
             "upper/resize",
             "--stdin",
             "hello",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{e}\n{}", node.log());
     assert_eq!(e["state"], "succeeded", "{e}");
     assert_eq!(e["result"]["stdout"], "HELLO", "{e}");
@@ -128,11 +87,9 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
     );
 
     // A request that runs across a live swap to another configuration finishes on the old one.
-    let (code, slow) = spear(
-        &sms,
-        &["run", "--detach", "--type", "http", "--name", "slow/2500/x"],
-    )
-    .await;
+    let (code, slow) = sms
+        .spear(&["run", "--detach", "--type", "http", "--name", "slow/2500/x"])
+        .await;
     assert_eq!(code, 0, "{slow}");
     let slow = slow["execution_id"].as_str().unwrap().to_owned();
     sms.running(&slow, LONG).await;
@@ -148,11 +105,9 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["result"]["stdout"], "late", "{done}");
     // New work starts on the new executor: its requests carry the execution as JSON.
-    let (code, e) = spear(
-        &sms,
-        &["run", "--type", "http", "--name", "echo/x", "--stdin", "hi"],
-    )
-    .await;
+    let (code, e) = sms
+        .spear(&["run", "--type", "http", "--name", "echo/x", "--stdin", "hi"])
+        .await;
     assert_eq!(code, 0, "{e}");
     let body: Value = serde_json::from_str(e["result"]["stdout"].as_str().unwrap()).unwrap();
     assert_eq!(body["execution_id"], e["execution_id"], "{body}");
@@ -168,9 +123,8 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
     )
     .await;
     assert_eq!(report["outcome"], "applied", "{report}");
-    let (code, e) = spear(
-        &sms,
-        &[
+    let (code, e) = sms
+        .spear(&[
             "run",
             "--type",
             "http",
@@ -178,9 +132,8 @@ async fn spear_run_runs_an_execution_through_the_http_component() {
             "echo/x",
             "--max-attempts",
             "1",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_ne!(code, 0, "{e}");
     assert_eq!(e["state"], "failed", "{e}");
     assert!(
@@ -236,13 +189,11 @@ async fn a_reload_that_adds_the_http_executor_tells_sms_and_work_of_its_type_run
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (code, e) = spear(
-        &sms,
-        &[
+    let (code, e) = sms
+        .spear(&[
             "run", "--type", "http", "--name", "upper/x", "--stdin", "late",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{e}\n{}", node.log());
     assert_eq!(e["result"]["stdout"], "LATE", "{e}");
 }

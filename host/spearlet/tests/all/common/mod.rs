@@ -258,6 +258,27 @@ pub struct Sms {
 }
 
 impl Sms {
+    /// `spear --sms URL --output json ARGS…` (at most a minute): its exit code and the JSON
+    /// document it printed.
+    #[allow(dead_code)]
+    pub async fn spear(&self, args: &[&str]) -> (i32, Value) {
+        let long = Duration::from_secs(60);
+        let bin = Path::new(env!("CARGO_BIN_EXE_spearlet")).with_file_name("spear");
+        let run = tokio::process::Command::new(bin)
+            .args(["--sms", &self.url(""), "--output", "json"])
+            .args(args)
+            .env("SPEAR_LOG", "off")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(long, run)
+            .await
+            .unwrap_or_else(|_| panic!("spear {args:?} still runs after {long:?}"))
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("spear {args:?}: not JSON ({e}): {out:?}"));
+        (out.status.code().unwrap_or(-1), v)
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
@@ -429,6 +450,32 @@ pub struct Spearlet {
 }
 
 impl Spearlet {
+    /// The latest reload report that mentions `what`, waited for (a few seconds at most).
+    #[allow(dead_code)]
+    pub async fn reloaded(&self, what: &str) -> Value {
+        for _ in 0..100 {
+            let history = self.get("/api/v1/plugins/history").await;
+            let found = history["reports"]
+                .as_array()
+                .or(history.as_array())
+                .and_then(|all| {
+                    all.iter()
+                        .rev()
+                        .find(|r| r.to_string().contains(what))
+                        .cloned()
+                });
+            if let Some(report) = found {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no reload mentions {what}: {}\n{}",
+            self.get("/api/v1/plugins/history").await,
+            self.log()
+        )
+    }
+
     /// What the Spearlet logged (warnings and errors) so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
