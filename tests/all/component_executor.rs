@@ -183,6 +183,7 @@ fn an_executor_has_the_log_and_the_clock_only_if_granted() {
             http_hosts: vec![],
             clock: Some(true),
             log: Some(true),
+            scratch_mb: None,
         },
     )]));
     let log = logged(|| handle = x.start(&spec("e2", b"", 0)).unwrap());

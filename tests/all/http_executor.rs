@@ -29,6 +29,7 @@ fn grants(hosts: &[&str], clock: bool) -> GrantTable {
             http_hosts: hosts.iter().map(|h| HttpHost::parse(h).unwrap()).collect(),
             clock: Some(clock),
             log: None,
+            scratch_mb: None,
         },
     )])
 }

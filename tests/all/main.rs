@@ -24,6 +24,7 @@ mod http_executor;
 mod loading;
 mod process_workers;
 mod reload;
+mod scratch;
 mod signing;
 mod storage;
 mod wasm_executor;

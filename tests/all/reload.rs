@@ -136,10 +136,11 @@ fn restart_only_keys_are_named_and_the_rest_applies() {
     );
     let report = host.reload_config(Trigger::Signal);
     assert_eq!(report.outcome, ReloadOutcome::RestartRequired);
-    // The default cache directory lives in the plugin directory, so it moves with it.
+    // The default cache and scratch directories live in the plugin directory, so they move with
+    // it.
     assert_eq!(
         report.restart_keys,
-        vec!["plugins.dir", "plugins.cache_dir"]
+        vec!["plugins.dir", "plugins.cache_dir", "plugins.scratch_dir"]
     );
     assert_eq!(active_name(&host).as_deref(), Some("least-connections"));
     assert_eq!(host.limits().get().call_timeout_ms, 20);

@@ -134,6 +134,7 @@ fn component(server: &HttpServer) -> Box<dyn Executor> {
             http_hosts: vec![HttpHost::parse(&server.addr.to_string()).unwrap()],
             clock: Some(true),
             log: None,
+            scratch_mb: None,
         },
     )]));
     let mut x = load_file(&guest("component", "http.wasm"), &engine, &limits)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::grants::{Grant, GrantTable, HttpHost, MAX_HTTP_HOSTS};
+use crate::grants::{Grant, GrantTable, HttpHost, MAX_HTTP_HOSTS, MAX_SCRATCH_MB};
 use crate::limits::LimitValues;
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +47,8 @@ struct RawPlugins {
     #[serde(default)]
     cache_dir: Option<PathBuf>,
     #[serde(default)]
+    scratch_dir: Option<PathBuf>,
+    #[serde(default)]
     require_signed: bool,
     #[serde(default)]
     trusted_keys: std::collections::BTreeMap<String, String>,
@@ -64,6 +66,8 @@ struct RawGrant {
     clock: Option<bool>,
     #[serde(default)]
     log: Option<bool>,
+    #[serde(default)]
+    scratch_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +146,9 @@ pub struct RuntimeConfig {
     pub watch: bool,
     /// Where compiled components are cached (`None`: no cache). Restart to change.
     pub cache_dir: Option<PathBuf>,
+    /// Where granted scratch directories are made (`<plugins.dir>/.scratch` unless set).
+    /// Restart to change.
+    pub scratch_dir: PathBuf,
     /// Call limits (hot-reloadable).
     pub limits: LimitValues,
     /// The scheduling strategy (hot-reloadable).
@@ -168,6 +175,7 @@ impl Default for RuntimeConfig {
             dir: default_dir(),
             watch: default_watch(),
             cache_dir: Some(default_dir().join(".cache")),
+            scratch_dir: default_dir().join(".scratch"),
             limits: LimitValues::default(),
             scheduler: None,
             shadow: None,
@@ -186,6 +194,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "plugins.watch",
     "plugins.cache_dir",
     "plugins.require_signed / plugins.trusted_keys",
+    "plugins.scratch_dir",
 ];
 
 fn compile_grants(
@@ -211,12 +220,20 @@ fn compile_grants(
                 Err(e) => errors.push(format!("{key}.http_hosts: {e}")),
             }
         }
+        if let Some(mb) = g.scratch_mb
+            && !(1..=MAX_SCRATCH_MB).contains(&mb)
+        {
+            errors.push(format!(
+                "{key}.scratch_mb: must be between 1 and {MAX_SCRATCH_MB}, not {mb}"
+            ));
+        }
         grants.insert(
             name,
             Grant {
                 http_hosts,
                 clock: g.clock,
                 log: g.log,
+                scratch_mb: g.scratch_mb,
             },
         );
     }
@@ -244,8 +261,16 @@ impl RuntimeConfig {
         let mut config = RuntimeConfig::default();
         // `None`: the default, `.cache` in the plugin directory; an empty path turns the cache off.
         let mut cache_dir: Option<PathBuf> = None;
+        let mut scratch_dir: Option<PathBuf> = None;
         if let Some(p) = raw.plugins {
             cache_dir = p.cache_dir.clone();
+            scratch_dir = p.scratch_dir.clone();
+            if scratch_dir
+                .as_ref()
+                .is_some_and(|d| d.as_os_str().is_empty())
+            {
+                errors.push("plugins.scratch_dir: must name a directory".into());
+            }
             if p.call_timeout_ms == 0 {
                 errors.push("plugins.call_timeout_ms: must be at least 1".into());
             }
@@ -298,6 +323,13 @@ impl RuntimeConfig {
         {
             config.dir = base.join(&config.dir);
         }
+        config.scratch_dir = match scratch_dir {
+            None => config.dir.join(".scratch"),
+            Some(d) => match base {
+                Some(base) if d.is_relative() => base.join(d),
+                _ => d,
+            },
+        };
         config.cache_dir = match cache_dir {
             None => Some(config.dir.join(".cache")),
             Some(d) if d.as_os_str().is_empty() => None,
@@ -387,6 +419,9 @@ impl RuntimeConfig {
         if self.signing != other.signing {
             keys.push(RESTART_KEYS[3]);
         }
+        if self.scratch_dir != other.scratch_dir {
+            keys.push(RESTART_KEYS[4]);
+        }
         keys
     }
 }
@@ -438,6 +473,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("at most 64 hosts"), "{err}");
+    }
+
+    #[test]
+    fn a_scratch_grant_and_its_directory_are_compiled_and_checked() {
+        let c = RuntimeConfig::compile(
+            "[plugins]\ndir = \"p\"\n[plugins.grants.kv]\nscratch_mb = 64\n",
+            Some(Path::new("/etc/spear")),
+        )
+        .unwrap();
+        assert_eq!(c.grants["kv"].scratch_mb, Some(64));
+        assert_eq!(crate::grants::describe(&c.grants), "kv: scratch 64 MiB");
+        assert_eq!(c.scratch_dir, PathBuf::from("/etc/spear/p/.scratch"));
+        let set = RuntimeConfig::compile(
+            "[plugins]\nscratch_dir = \"/var/lib/spear/scratch\"\n",
+            Some(Path::new("/etc/spear")),
+        )
+        .unwrap();
+        assert_eq!(set.scratch_dir, PathBuf::from("/var/lib/spear/scratch"));
+        assert_eq!(
+            c.restart_keys_changed(&set),
+            ["plugins.dir", "plugins.cache_dir", "plugins.scratch_dir"]
+        );
+        for (text, key) in [
+            (
+                "[plugins.grants.kv]\nscratch_mb = 0\n",
+                "plugins.grants.kv.scratch_mb",
+            ),
+            (
+                "[plugins.grants.kv]\nscratch_mb = 1048577\n",
+                "plugins.grants.kv.scratch_mb",
+            ),
+            ("[plugins]\nscratch_dir = \"\"\n", "plugins.scratch_dir"),
+        ] {
+            let err = RuntimeConfig::compile(text, None).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

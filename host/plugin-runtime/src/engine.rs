@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
+use crate::load::scratch::ScratchRoot;
+
 /// Epoch ticks per millisecond of deadline.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
@@ -24,6 +26,8 @@ pub struct WasmEngine {
     _ticker: Arc<Ticker>,
     /// The cache directory and this engine's compatibility key.
     cache: Option<Arc<(PathBuf, String)>>,
+    /// Where instances' scratch directories are made.
+    scratch: Arc<ScratchRoot>,
 }
 
 struct Ticker {
@@ -60,7 +64,23 @@ impl WasmEngine {
             engine,
             _ticker: Arc::new(Ticker { stop }),
             cache: None,
+            scratch: Arc::new(ScratchRoot::new(
+                &std::env::temp_dir().join("spear-plugin-scratch"),
+            )),
         })
+    }
+
+    /// Make granted scratch directories under `dir` (by default, under the system's temporary
+    /// directory), in a directory of this process's own; those of processes no longer running
+    /// are removed.
+    pub fn with_scratch(mut self, dir: &Path) -> Self {
+        self.scratch = Arc::new(ScratchRoot::new(dir));
+        self
+    }
+
+    /// Where instances' scratch directories are made.
+    pub(crate) fn scratch(&self) -> &ScratchRoot {
+        &self.scratch
     }
 
     /// Keep compiled components in `dir` (created when missing), keyed by the file's sha256 and

@@ -103,6 +103,9 @@ pub enum CallFailure {
     /// The plugin's answer broke a host rule.
     #[error("invalid answer: {0}")]
     Invalid(String),
+    /// The host could not give the instance what it is granted (its scratch directory).
+    #[error("the host could not set it up: {0}")]
+    Host(String),
 }
 
 impl Error {

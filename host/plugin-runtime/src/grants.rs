@@ -8,12 +8,17 @@
 //!   read zero: the Unix epoch, and a monotonic clock that never moves.
 //! - `log`: the plugin's `host.log` and its stdout/stderr reach the host's log. Not granted, they
 //!   are dropped (the end of stderr still explains a trap).
+//! - `scratch_mb`: a private directory, `/scratch`, empty when an instance starts and removed
+//!   when it ends, holding at most this many MiB ([`crate::load::scratch`]). Not granted, the
+//!   instance has no directory at all.
 //!
 //! The decision worlds (strategies, reclamation and autoscaling policies) have had the clock and
 //! the log since `spear:plugin@0.1.0`, so for them `clock` and `log` default to granted (`false`
 //! takes them away); for executors and storage backends everything defaults to off. Grants are
 //! read at every call, so a config reload applies from each instance's next call (a request
-//! already sent goes on).
+//! already sent goes on). A scratch directory is made with its instance: `scratch_mb` granted by
+//! a reload reaches the instances made after it; changed, it is each instance's quota from its
+//! next call; taken away, every filesystem call of the instances that have one is refused.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +26,8 @@ use serde::Serialize;
 
 /// Most hosts one plugin may be granted.
 pub const MAX_HTTP_HOSTS: usize = 64;
+/// The largest scratch directory one instance may be granted, in MiB (1 TiB).
+pub const MAX_SCRATCH_MB: u64 = 1024 * 1024;
 
 /// A host a plugin may send HTTP requests to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +130,8 @@ pub struct Grant {
     pub clock: Option<bool>,
     /// The host's log; `None`: its world's default.
     pub log: Option<bool>,
+    /// A scratch directory of this many MiB per instance.
+    pub scratch_mb: Option<u64>,
 }
 
 /// Grants by plugin name.
@@ -138,6 +147,9 @@ pub fn describe(grants: &GrantTable) -> String {
         if !g.http_hosts.is_empty() {
             let hosts: Vec<String> = g.http_hosts.iter().map(ToString::to_string).collect();
             parts.push(format!("http {}", hosts.join(" ")));
+        }
+        if let Some(mb) = g.scratch_mb {
+            parts.push(format!("scratch {mb} MiB"));
         }
         for (what, on) in [("clock", g.clock), ("log", g.log)] {
             match on {
@@ -178,6 +190,8 @@ pub struct InForce {
     pub clock: bool,
     /// The host's log.
     pub log: bool,
+    /// Bytes of scratch directory per instance; 0: none.
+    pub scratch_bytes: u64,
 }
 
 impl InForce {
@@ -188,11 +202,13 @@ impl InForce {
                 http_hosts: Vec::new(),
                 clock: defaults.clock,
                 log: defaults.log,
+                scratch_bytes: 0,
             },
             Some(g) => Self {
                 http_hosts: g.http_hosts.clone(),
                 clock: g.clock.unwrap_or(defaults.clock),
                 log: g.log.unwrap_or(defaults.log),
+                scratch_bytes: g.scratch_mb.unwrap_or(0).saturating_mul(1024 * 1024),
             },
         }
     }
@@ -258,7 +274,8 @@ mod tests {
             InForce {
                 http_hosts: vec![],
                 clock: true,
-                log: true
+                log: true,
+                scratch_bytes: 0,
             }
         );
         assert!(!InForce::resolve(None, nothing).clock);
@@ -266,9 +283,11 @@ mod tests {
             http_hosts: vec![HttpHost::parse("h:1").unwrap()],
             clock: Some(false),
             log: None,
+            scratch_mb: Some(2),
         };
         let f = InForce::resolve(Some(&g), decision);
         assert!(!f.clock && f.log && f.allows_http("h", Some(1), false));
+        assert_eq!(f.scratch_bytes, 2 * 1024 * 1024);
         assert!(!InForce::resolve(Some(&g), nothing).log);
     }
 }

@@ -38,7 +38,7 @@ pub struct PluginRef {
 /// How to make live instances of a loaded plugin.
 #[derive(Clone, Debug)]
 pub(crate) enum Factory {
-    Component(ComponentFactory),
+    Component(Box<ComponentFactory>),
     Extism(ExtismFactory),
     Native(NativeFactory),
 }
@@ -190,7 +190,7 @@ pub fn load_bytes(
                 _ => f.reclaimer("self-test").and_then(|mut r| r.info()),
             }
             .map_err(self_test)?;
-            (Factory::Component(f), kind, info)
+            (Factory::Component(Box::new(f)), kind, info)
         }
         Form::Extism => {
             let f = ExtismFactory::new(bytes, limits).map_err(refused)?;

@@ -132,7 +132,7 @@ impl Telemetry {
         );
         let failures = counter(
             "spear_plugin_failures_total",
-            "Failed plugin calls (trap, deadline, memory, invalid answer)",
+            "Failed plugin calls (trap, deadline, memory, error, invalid answer, host)",
             &["plugin", "reason"],
         );
         let fallback_decisions = counter(
@@ -236,7 +236,7 @@ impl Telemetry {
 
     /// Failures counted for `plugin`, all reasons.
     pub fn failures_of(&self, plugin: &str) -> u64 {
-        ["trap", "deadline", "memory", "error", "invalid"]
+        ["trap", "deadline", "memory", "error", "invalid", "host"]
             .iter()
             .map(|r| self.failures.with_label_values(&[plugin, r]).get())
             .sum()

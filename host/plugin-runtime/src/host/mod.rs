@@ -142,7 +142,8 @@ impl PluginHost {
         let engine = match &config.cache_dir {
             Some(dir) => engine.with_cache(dir.clone()),
             None => engine,
-        };
+        }
+        .with_scratch(&config.scratch_dir);
         let limits = Arc::new(Limits::new(config.limits));
         limits.set_grants(config.grants.clone());
         let telemetry = Arc::new(Telemetry::new());

@@ -126,6 +126,7 @@ impl PluginHost {
         kept.dir = old.dir;
         kept.watch = old.watch;
         kept.cache_dir = old.cache_dir;
+        kept.scratch_dir = old.scratch_dir;
         kept.signing = old.signing;
         state.config = kept;
         self.publish(&state);

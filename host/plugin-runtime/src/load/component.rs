@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 
+use super::scratch::{Quota, fs::ScratchView};
 use super::wasi::{self as plugin_wasi, OutputBudget, PollBound};
 use crate::budget::{BudgetExceeded, CallBudget};
 use crate::engine::{WasmEngine, deadline_ticks};
@@ -114,6 +115,12 @@ impl PollBound for GuestState {
             self.budget.wall_deadline,
             self.budget.wall_millis,
         )
+    }
+}
+
+impl ScratchView for GuestState {
+    fn scratch(&self) -> Option<Arc<Quota>> {
+        self.access.scratch()
     }
 }
 
@@ -370,13 +377,29 @@ impl ComponentFactory {
         }
     }
 
-    /// A store for one instance, its budget set for instantiation (a set-up call).
-    fn store(&self, plugin: &str) -> Store<GuestState> {
+    /// A store for one instance, its budget set for instantiation (a set-up call). Fails only
+    /// if the host cannot make the scratch directory the plugin is granted.
+    fn store(&self, plugin: &str) -> CallResult<Store<GuestState>> {
         let plugin: Arc<str> = plugin.into();
         let output = OutputBudget::new(plugin.clone());
-        let access = access::Access::new(plugin.clone(), self.world_defaults(), &self.limits);
+        let mut access = access::Access::new(plugin.clone(), self.world_defaults(), &self.limits);
         output.renew(access.log());
-        let (wasi, table) = plugin_wasi::context(&output, access.clocks());
+        let scratch = match access.scratch_bytes() {
+            0 => None,
+            bytes => {
+                let dir = self.engine.scratch().make(&plugin).map_err(|e| {
+                    CallFailure::Host(format!("cannot make its scratch directory: {e}"))
+                })?;
+                let quota = Quota::new(plugin.clone(), dir, bytes);
+                access.set_scratch(quota.clone());
+                Some(quota)
+            }
+        };
+        let (wasi, table) =
+            plugin_wasi::context(&output, access.clocks(), scratch.as_ref().map(|q| q.dir()))
+                .map_err(|e| {
+                    CallFailure::Host(format!("cannot open its scratch directory: {e:#}"))
+                })?;
         let budget = Budget::Setup.start(&self.limits);
         let state = GuestState {
             wasi,
@@ -411,7 +434,7 @@ impl ComponentFactory {
             }
         });
         store.set_epoch_deadline(deadline_ticks(budget.millis));
-        store
+        Ok(store)
     }
 
     /// The bookkeeping of an instance in `store`.
@@ -430,7 +453,7 @@ impl ComponentFactory {
         let Pre::Strategy(pre) = &self.pre else {
             return Err(CallFailure::Invalid("not a scheduling strategy".into()));
         };
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
@@ -445,7 +468,7 @@ impl ComponentFactory {
         let Pre::Reclaimer(pre) = &self.pre else {
             return Err(CallFailure::Invalid("not a reclamation policy".into()));
         };
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
@@ -460,7 +483,7 @@ impl ComponentFactory {
         let Pre::Autoscaler(pre) = &self.pre else {
             return Err(CallFailure::Invalid("not an autoscaler".into()));
         };
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;

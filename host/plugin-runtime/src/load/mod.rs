@@ -4,4 +4,5 @@ pub mod component;
 pub mod extism;
 mod extism_output;
 pub mod native;
+pub mod scratch;
 pub mod wasi;

@@ -8,7 +8,8 @@
 //!   [`OUTPUT_PER_CALL`] bytes a call reach the host's log (at debug level, with the plugin's name;
 //!   only while the log is granted, [`crate::grants`]); the rest is counted and dropped. A write
 //!   never allocates more than [`WRITE_PERMIT`] bytes.
-//! - **no files** (no preopened directory), **no environment**, **no arguments**;
+//! - **no files** but a private scratch directory, `/scratch`, when granted, bounded by its
+//!   quota ([`super::scratch`]); **no environment**, **no arguments**;
 //! - **no network**: TCP and UDP socket creation and name lookup answer `access-denied`;
 //! - **clocks** as granted ([`crate::grants`]: real, or reading zero) and **random** as WASI
 //!   defines it (random requests are capped by wasmtime-wasi);
@@ -33,8 +34,11 @@ use wasmtime_wasi::p2::bindings::sync::io::streams as sync_streams;
 use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, DynPollable, OutputStream, Pollable, StreamError, StreamResult,
 };
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi::{
+    DirPerms, FilePerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView,
+};
 
+use super::scratch::{self, fs::ScratchView};
 use crate::budget::BudgetExceeded;
 
 /// Bytes of stdout + stderr a plugin may send to the host's log in one call.
@@ -194,14 +198,16 @@ impl Pollable for CappedOutput {
     async fn ready(&mut self) {}
 }
 
-/// The WASI context and resource table of one plugin instance, with its clocks.
+/// The WASI context and resource table of one plugin instance, with its clocks and, if
+/// granted, its scratch directory (the host path to preopen as `/scratch`).
 pub(crate) fn context(
     output: &Arc<OutputBudget>,
     clocks: (
         impl HostWallClock + 'static,
         impl HostMonotonicClock + 'static,
     ),
-) -> (WasiCtx, ResourceTable) {
+    scratch: Option<&std::path::Path>,
+) -> wasmtime::Result<(WasiCtx, ResourceTable)> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .wall_clock(clocks.0)
@@ -211,9 +217,12 @@ pub(crate) fn context(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
+    if let Some(dir) = scratch {
+        builder.preopened_dir(dir, scratch::GUEST_PATH, DirPerms::all(), FilePerms::all())?;
+    }
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_RESOURCES);
-    (builder.build(), table)
+    Ok((builder.build(), table))
 }
 
 /// Store data that can bound a poll: its resource table and the call's wall-clock ceiling.
@@ -223,10 +232,11 @@ pub(crate) trait PollBound: WasiView {
 }
 
 /// Link WASI 0.2 as described in the module docs.
-pub(crate) fn add_to_linker<T: PollBound + 'static>(
+pub(crate) fn add_to_linker<T: PollBound + ScratchView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    scratch::fs::add_to_linker(linker)?;
     linker.allow_shadowing(true);
     let shadowed = sync_poll::add_to_linker::<T, BoundedPollData>(linker, project::<T>)
         .and_then(|()| sync_streams::add_to_linker::<T, BoundedPollData>(linker, project::<T>));

@@ -134,6 +134,7 @@ fn failure_label(f: &CallFailure) -> &'static str {
         CallFailure::Memory(_) => "memory",
         CallFailure::Plugin(_) => "error",
         CallFailure::Invalid(_) => "invalid",
+        CallFailure::Host(_) => "host",
     }
 }
 

@@ -25,6 +25,7 @@ use wasmtime_wasi_http::p2::{
 
 use crate::grants::{InForce, WorldDefaults};
 use crate::limits::Limits;
+use crate::load::scratch::Quota;
 
 /// Distinct denied hosts named at warn level per instance; later denials are logged at debug.
 const DENIALS_WARNED: usize = 16;
@@ -51,6 +52,8 @@ pub(crate) struct Access {
     activity: Arc<Activity>,
     /// Its requests open now.
     open: Arc<AtomicUsize>,
+    /// Its scratch directory, if it was granted one when it was made.
+    scratch: Option<Arc<Quota>>,
 }
 
 /// One open request, counted in its instance's `open` until dropped (with the request's task
@@ -128,6 +131,7 @@ impl Access {
             warned: BTreeSet::new(),
             activity: Arc::default(),
             open: Arc::default(),
+            scratch: None,
         };
         access.refresh(limits);
         access
@@ -137,6 +141,24 @@ impl Access {
     pub(crate) fn refresh(&mut self, limits: &Limits) {
         self.in_force = InForce::resolve(limits.grant(&self.plugin).as_ref(), self.defaults);
         self.clock.store(self.in_force.clock, Ordering::Relaxed);
+        if let Some(quota) = &self.scratch {
+            quota.set_limit(self.in_force.scratch_bytes);
+        }
+    }
+
+    /// Bytes of scratch directory granted now (0: none).
+    pub(crate) fn scratch_bytes(&self) -> u64 {
+        self.in_force.scratch_bytes
+    }
+
+    /// Give the instance its scratch directory.
+    pub(crate) fn set_scratch(&mut self, quota: Arc<Quota>) {
+        self.scratch = Some(quota);
+    }
+
+    /// Its scratch directory, if it has one.
+    pub(crate) fn scratch(&self) -> Option<Arc<Quota>> {
+        self.scratch.clone()
     }
 
     /// The count of answers to this instance's requests.

@@ -50,7 +50,7 @@ impl ComponentFactory {
         let Pre::Executor(pre) = &self.pre else {
             return Err(CallFailure::Invalid("not an executor".into()));
         };
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;

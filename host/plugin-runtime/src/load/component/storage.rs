@@ -34,7 +34,7 @@ impl ComponentFactory {
         let Pre::Storage(pre) = &self.pre else {
             return Err(CallFailure::Invalid("not a storage backend".into()));
         };
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;

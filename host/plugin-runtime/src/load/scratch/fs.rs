@@ -1,0 +1,409 @@
+//! `wasi:filesystem/types` as a plugin instance gets it: wasmtime-wasi's, except that every call
+//! that can make the scratch directory grow is charged to the instance's [`Quota`] first, and
+//! every call is refused (`access`) once the grant is taken away. An instance without a scratch
+//! directory has no preopened directory and so no descriptor to call anything on.
+//!
+//! Growing calls: `write`, `set-size`, the streams of `write-via-stream` and `append-via-stream`
+//! ([`ScratchWriter`]), `open-at` with `create`, `create-directory-at`, `symlink-at` and
+//! `link-at`. Shrinking calls (`unlink-file-at`, `remove-directory-at`, `rename-at`, `open-at`
+//! with `truncate`, a smaller `set-size`) mark the count stale.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime_wasi::FilePerms;
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+use wasmtime_wasi::p2::bindings::sync::filesystem::types as sync_fs;
+use wasmtime_wasi::p2::bindings::sync::io::streams;
+use wasmtime_wasi::p2::{DynOutputStream, FsError, FsResult};
+
+use super::Quota;
+use super::writer::{At, ScratchWriter};
+
+use sync_fs::HostDescriptor as Inner;
+
+/// Store data whose instance may have a scratch directory.
+pub(crate) trait ScratchView: WasiFilesystemView {
+    /// The quota of its scratch directory, if it has one.
+    fn scratch(&self) -> Option<Arc<Quota>>;
+}
+
+/// Link the bounded `wasi:filesystem/types` over wasmtime-wasi's (call after it).
+pub(crate) fn add_to_linker<T: ScratchView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = sync_fs::add_to_linker::<T, ScratchFsData>(linker, project::<T>);
+    linker.allow_shadowing(false);
+    linked
+}
+
+fn project<T: ScratchView>(s: &mut T) -> ScratchFs<'_> {
+    let quota = s.scratch();
+    ScratchFs {
+        fs: s.filesystem(),
+        quota,
+    }
+}
+
+struct ScratchFsData;
+
+impl HasData for ScratchFsData {
+    type Data<'a> = ScratchFs<'a>;
+}
+
+/// wasmtime-wasi's filesystem view with the instance's quota.
+pub(crate) struct ScratchFs<'a> {
+    fs: WasiFilesystemCtxView<'a>,
+    quota: Option<Arc<Quota>>,
+}
+
+impl ScratchFs<'_> {
+    /// Refuse a call once the grant is taken away.
+    fn granted(&self) -> FsResult<()> {
+        self.quota.as_ref().map_or(Ok(()), |q| q.granted())
+    }
+
+    /// The open file behind `fd`.
+    fn file(&mut self, fd: &Resource<Descriptor>) -> FsResult<(Arc<cap_std::fs::File>, FilePerms)> {
+        match self.fs.table.get(fd)? {
+            Descriptor::File(f) => Ok((f.file.clone(), f.perms)),
+            Descriptor::Dir(_) => Err(ErrorCode::BadDescriptor.into()),
+        }
+    }
+
+    /// A stream writing to the file behind `fd` at `at`, bounded by the quota.
+    fn writer(&mut self, fd: Resource<Descriptor>, at: At) -> FsResult<Resource<DynOutputStream>> {
+        let Some(quota) = self.quota.clone() else {
+            return Err(ErrorCode::BadDescriptor.into());
+        };
+        quota.granted()?;
+        let (file, perms) = self.file(&fd)?;
+        if !perms.contains(FilePerms::WRITE) {
+            return Err(ErrorCode::BadDescriptor.into());
+        }
+        let stream: DynOutputStream = Box::new(ScratchWriter::new(file, at, quota));
+        Ok(self.fs.table.push(stream)?)
+    }
+}
+
+/// A second handle on a borrowed resource, for a call that needs it after another.
+fn again<T: 'static>(r: &Resource<T>) -> Resource<T> {
+    Resource::new_borrow(r.rep())
+}
+
+impl sync_fs::Host for ScratchFs<'_> {
+    fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<sync_fs::ErrorCode> {
+        sync_fs::Host::convert_error_code(&mut self.fs, err)
+    }
+
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<streams::Error>,
+    ) -> wasmtime::Result<Option<sync_fs::ErrorCode>> {
+        sync_fs::Host::filesystem_error_code(&mut self.fs, err)
+    }
+}
+
+impl sync_fs::HostDescriptor for ScratchFs<'_> {
+    fn advise(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: u64,
+        len: u64,
+        advice: sync_fs::Advice,
+    ) -> FsResult<()> {
+        self.granted()?;
+        Inner::advise(&mut self.fs, fd, offset, len, advice)
+    }
+
+    fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        self.granted()?;
+        Inner::sync_data(&mut self.fs, fd)
+    }
+
+    fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<sync_fs::DescriptorFlags> {
+        self.granted()?;
+        Inner::get_flags(&mut self.fs, fd)
+    }
+
+    fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<sync_fs::DescriptorType> {
+        self.granted()?;
+        Inner::get_type(&mut self.fs, fd)
+    }
+
+    fn set_size(&mut self, fd: Resource<Descriptor>, size: u64) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return Inner::set_size(&mut self.fs, fd, size);
+        };
+        quota.granted()?;
+        let (file, _) = self.file(&fd)?;
+        quota.grow(&file, |_| size, || Inner::set_size(&mut self.fs, fd, size))
+    }
+
+    fn set_times(
+        &mut self,
+        fd: Resource<Descriptor>,
+        atim: sync_fs::NewTimestamp,
+        mtim: sync_fs::NewTimestamp,
+    ) -> FsResult<()> {
+        self.granted()?;
+        Inner::set_times(&mut self.fs, fd, atim, mtim)
+    }
+
+    fn read(
+        &mut self,
+        fd: Resource<Descriptor>,
+        len: u64,
+        offset: u64,
+    ) -> FsResult<(Vec<u8>, bool)> {
+        self.granted()?;
+        Inner::read(&mut self.fs, fd, len, offset)
+    }
+
+    fn write(&mut self, fd: Resource<Descriptor>, buf: Vec<u8>, offset: u64) -> FsResult<u64> {
+        let Some(quota) = self.quota.clone() else {
+            return Inner::write(&mut self.fs, fd, buf, offset);
+        };
+        quota.granted()?;
+        let (file, _) = self.file(&fd)?;
+        let end = offset.saturating_add(buf.len() as u64);
+        quota.grow(
+            &file,
+            |_| end,
+            || Inner::write(&mut self.fs, fd, buf, offset),
+        )
+    }
+
+    fn read_directory(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<sync_fs::DirectoryEntryStream>> {
+        self.granted()?;
+        Inner::read_directory(&mut self.fs, fd)
+    }
+
+    fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        self.granted()?;
+        Inner::sync(&mut self.fs, fd)
+    }
+
+    fn create_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return Inner::create_directory_at(&mut self.fs, fd, path);
+        };
+        quota.granted()?;
+        quota.entry(0, || Inner::create_directory_at(&mut self.fs, fd, path))
+    }
+
+    fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<sync_fs::DescriptorStat> {
+        self.granted()?;
+        Inner::stat(&mut self.fs, fd)
+    }
+
+    fn stat_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: sync_fs::PathFlags,
+        path: String,
+    ) -> FsResult<sync_fs::DescriptorStat> {
+        self.granted()?;
+        Inner::stat_at(&mut self.fs, fd, path_flags, path)
+    }
+
+    fn set_times_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: sync_fs::PathFlags,
+        path: String,
+        atim: sync_fs::NewTimestamp,
+        mtim: sync_fs::NewTimestamp,
+    ) -> FsResult<()> {
+        self.granted()?;
+        Inner::set_times_at(&mut self.fs, fd, path_flags, path, atim, mtim)
+    }
+
+    fn link_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path_flags: sync_fs::PathFlags,
+        old_path: String,
+        new_descriptor: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        let quota = self.quota.clone();
+        let link = || {
+            Inner::link_at(
+                &mut self.fs,
+                fd,
+                old_path_flags,
+                old_path,
+                new_descriptor,
+                new_path,
+            )
+        };
+        match quota {
+            None => link(),
+            Some(quota) => {
+                quota.granted()?;
+                quota.entry(0, link)
+            }
+        }
+    }
+
+    fn open_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: sync_fs::PathFlags,
+        path: String,
+        oflags: sync_fs::OpenFlags,
+        flags: sync_fs::DescriptorFlags,
+    ) -> FsResult<Resource<Descriptor>> {
+        let Some(quota) = self.quota.clone() else {
+            return Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags);
+        };
+        quota.granted()?;
+        let creates = oflags.contains(sync_fs::OpenFlags::CREATE)
+            && Inner::stat_at(
+                &mut self.fs,
+                again(&fd),
+                sync_fs::PathFlags::empty(),
+                path.clone(),
+            )
+            .is_err();
+        let opened = if creates {
+            quota.entry(0, || {
+                Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags)
+            })?
+        } else {
+            Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags)?
+        };
+        if oflags.contains(sync_fs::OpenFlags::TRUNCATE) {
+            quota.freed();
+        }
+        if let Ok((file, _)) = self.file(&again(&opened)) {
+            quota.track(&file);
+        }
+        Ok(opened)
+    }
+
+    fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
+        Inner::drop(&mut self.fs, fd)
+    }
+
+    fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
+        self.granted()?;
+        Inner::readlink_at(&mut self.fs, fd, path)
+    }
+
+    fn remove_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        self.granted()?;
+        let removed = Inner::remove_directory_at(&mut self.fs, fd, path);
+        if let Some(q) = &self.quota {
+            q.freed();
+        }
+        removed
+    }
+
+    fn rename_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old_path: String,
+        new_fd: Resource<Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        self.granted()?;
+        let renamed = Inner::rename_at(&mut self.fs, fd, old_path, new_fd, new_path);
+        if let Some(q) = &self.quota {
+            q.freed();
+        }
+        renamed
+    }
+
+    fn symlink_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        src_path: String,
+        dest_path: String,
+    ) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return Inner::symlink_at(&mut self.fs, fd, src_path, dest_path);
+        };
+        quota.granted()?;
+        let target = src_path.len() as u64;
+        quota.entry(target, || {
+            Inner::symlink_at(&mut self.fs, fd, src_path, dest_path)
+        })
+    }
+
+    fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        self.granted()?;
+        let removed = Inner::unlink_file_at(&mut self.fs, fd, path);
+        if let Some(q) = &self.quota {
+            q.freed();
+        }
+        removed
+    }
+
+    fn read_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: u64,
+    ) -> FsResult<Resource<streams::InputStream>> {
+        self.granted()?;
+        Inner::read_via_stream(&mut self.fs, fd, offset)
+    }
+
+    fn write_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: u64,
+    ) -> FsResult<Resource<streams::OutputStream>> {
+        self.writer(fd, At::Offset(offset))
+    }
+
+    fn append_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<streams::OutputStream>> {
+        self.writer(fd, At::End)
+    }
+
+    fn is_same_object(
+        &mut self,
+        a: Resource<Descriptor>,
+        b: Resource<Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        Inner::is_same_object(&mut self.fs, a, b)
+    }
+
+    fn metadata_hash(&mut self, fd: Resource<Descriptor>) -> FsResult<sync_fs::MetadataHashValue> {
+        self.granted()?;
+        Inner::metadata_hash(&mut self.fs, fd)
+    }
+
+    fn metadata_hash_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path_flags: sync_fs::PathFlags,
+        path: String,
+    ) -> FsResult<sync_fs::MetadataHashValue> {
+        self.granted()?;
+        Inner::metadata_hash_at(&mut self.fs, fd, path_flags, path)
+    }
+}
+
+impl sync_fs::HostDirectoryEntryStream for ScratchFs<'_> {
+    fn read_directory_entry(
+        &mut self,
+        stream: Resource<sync_fs::DirectoryEntryStream>,
+    ) -> FsResult<Option<sync_fs::DirectoryEntry>> {
+        self.granted()?;
+        sync_fs::HostDirectoryEntryStream::read_directory_entry(&mut self.fs, stream)
+    }
+
+    fn drop(&mut self, stream: Resource<sync_fs::DirectoryEntryStream>) -> wasmtime::Result<()> {
+        sync_fs::HostDirectoryEntryStream::drop(&mut self.fs, stream)
+    }
+}
