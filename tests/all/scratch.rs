@@ -75,13 +75,19 @@ fn run(x: &dyn Executor, id: &str, script: &str) -> Vec<String> {
         .collect()
 }
 
-/// The instance directories under `root` (`<root>/<pid>/<name>-<n>`).
+/// The instance directories under `root` (`<root>/host-<pid>-<n>/<name>-<n>`).
 fn instance_dirs(root: &Path) -> Vec<PathBuf> {
-    let mine = root.join(std::process::id().to_string());
-    let Ok(entries) = std::fs::read_dir(mine) else {
+    let Ok(hosts) = std::fs::read_dir(root) else {
         return Vec::new();
     };
-    entries.flatten().map(|e| e.path()).collect()
+    hosts
+        .flatten()
+        .filter_map(|h| std::fs::read_dir(h.path()).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Bytes of the files under `dir`, and its entries.
@@ -305,4 +311,73 @@ fn a_host_makes_scratch_directories_where_its_config_says() {
     let dirs = instance_dirs(&root.path().join("scr"));
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     assert_eq!(std::fs::read(dirs[0].join("a")).unwrap(), b"wwwww");
+}
+
+#[test]
+fn positional_writes_sizes_symlinks_and_renames_are_charged_and_hard_links_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let x = echo(&limits(Some(1)), root.path());
+    assert_eq!(
+        run(
+            x.as_ref(),
+            "e1",
+            "pwrite p 0 1000\nsize p\npwrite p 2000000 1\nsetsize p 2000000\nsetsize p 10\n\
+             size p\nsymlink p s\nlink p h\nmv p q\nsize q\n"
+        ),
+        [
+            "ok 1000",
+            "1000",
+            "err insufficient-space",
+            "err insufficient-space",
+            "ok",
+            "10",
+            "ok",
+            "err not-permitted",
+            "ok",
+            "10"
+        ]
+    );
+    // A rename over a name frees what that name held.
+    let answers = run(
+        x.as_ref(),
+        "e2",
+        "write big 900000\nwrite other 900000\nwrite x 10\nmv x big\nwrite other 900000\nsize big\n",
+    );
+    assert_eq!(answers[0], "ok");
+    assert!(refused(&answers[1]), "{answers:?}");
+    assert_eq!(answers[2..], ["ok", "ok", "ok", "10"]);
+    let (bytes, entries) = on_disk(&instance_dirs(root.path())[0]);
+    assert!(bytes + entries * ENTRY <= MIB, "{bytes} bytes in {entries} entries");
+}
+
+#[test]
+fn a_tree_deeper_than_a_host_path_can_name_is_counted_and_removed_like_any_other() {
+    let root = tempfile::tempdir().unwrap();
+    let x = echo(&limits(Some(1)), root.path());
+    // 25 levels of 200-byte names: past PATH_MAX (4,096 bytes) on the host.
+    let answers = run(x.as_ref(), "e1", "deep 25\n");
+    let (written, error) = answers[0].split_once(' ').unwrap();
+    assert_eq!(error, "err insufficient-space", "{answers:?}");
+    let written: u64 = written.parse().unwrap();
+    assert!(written <= MIB - 26 * ENTRY, "{written}");
+    // Making and removing something elsewhere frees nothing of it.
+    let answers = run(x.as_ref(), "e2", "write top 10\nrm top\nfill more\n");
+    assert_eq!(answers[..2], ["ok", "ok"]);
+    assert!(
+        answers[2].strip_prefix("0 ").is_some_and(refused),
+        "{answers:?}"
+    );
+    let dir = instance_dirs(root.path())[0].clone();
+    drop(x);
+    wait_gone(&dir);
+}
+
+#[test]
+fn open_files_are_bounded_per_instance() {
+    let root = tempfile::tempdir().unwrap();
+    let x = echo(&limits(Some(1)), root.path());
+    assert_eq!(
+        run(x.as_ref(), "e1", "openmany 200\ncloseall\nopenmany 5\n"),
+        ["opened 128 err quota", "ok", "opened 5"]
+    );
 }

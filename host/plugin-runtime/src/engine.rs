@@ -26,8 +26,9 @@ pub struct WasmEngine {
     _ticker: Arc<Ticker>,
     /// The cache directory and this engine's compatibility key.
     cache: Option<Arc<(PathBuf, String)>>,
-    /// Where instances' scratch directories are made.
-    scratch: Arc<ScratchRoot>,
+    /// Where instances' scratch directories are made (`None`: nowhere; an error: the directory
+    /// could not be set up).
+    scratch: Option<Arc<Result<ScratchRoot, String>>>,
 }
 
 struct Ticker {
@@ -64,23 +65,26 @@ impl WasmEngine {
             engine,
             _ticker: Arc::new(Ticker { stop }),
             cache: None,
-            scratch: Arc::new(ScratchRoot::new(
-                &std::env::temp_dir().join("spear-plugin-scratch"),
-            )),
+            scratch: None,
         })
     }
 
-    /// Make granted scratch directories under `dir` (by default, under the system's temporary
-    /// directory), in a directory of this process's own; those of processes no longer running
-    /// are removed.
+    /// Make granted scratch directories under `dir` (created if missing), in a directory of this
+    /// process's own ([`crate::load::scratch`]); those of processes that are gone are removed.
+    /// Without it, an instance granted a scratch directory cannot be made.
     pub fn with_scratch(mut self, dir: &Path) -> Self {
-        self.scratch = Arc::new(ScratchRoot::new(dir));
+        let root = ScratchRoot::new(dir).map_err(|e| format!("{}: {e}", dir.display()));
+        self.scratch = Some(Arc::new(root));
         self
     }
 
-    /// Where instances' scratch directories are made.
-    pub(crate) fn scratch(&self) -> &ScratchRoot {
-        &self.scratch
+    /// Where instances' scratch directories are made, or why there is nowhere.
+    pub(crate) fn scratch(&self) -> Result<&ScratchRoot, String> {
+        match self.scratch.as_deref() {
+            Some(Ok(root)) => Ok(root),
+            Some(Err(e)) => Err(format!("the scratch directory cannot be set up: {e}")),
+            None => Err("no scratch directory is configured for this host".into()),
+        }
     }
 
     /// Keep compiled components in `dir` (created when missing), keyed by the file's sha256 and

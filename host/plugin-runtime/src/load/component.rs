@@ -387,9 +387,13 @@ impl ComponentFactory {
         let scratch = match access.scratch_bytes() {
             0 => None,
             bytes => {
-                let dir = self.engine.scratch().make(&plugin).map_err(|e| {
-                    CallFailure::Host(format!("cannot make its scratch directory: {e}"))
-                })?;
+                let dir = self
+                    .engine
+                    .scratch()
+                    .and_then(|root| root.make(&plugin).map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        CallFailure::Host(format!("cannot make its scratch directory: {e}"))
+                    })?;
                 let quota = Quota::new(plugin.clone(), dir, bytes);
                 access.set_scratch(quota.clone());
                 Some(quota)

@@ -4,9 +4,10 @@
 //! directory has no preopened directory and so no descriptor to call anything on.
 //!
 //! Growing calls: `write`, `set-size`, the streams of `write-via-stream` and `append-via-stream`
-//! ([`ScratchWriter`]), `open-at` with `create`, `create-directory-at`, `symlink-at` and
-//! `link-at`. Shrinking calls (`unlink-file-at`, `remove-directory-at`, `rename-at`, `open-at`
-//! with `truncate`, a smaller `set-size`) mark the count stale.
+//! ([`ScratchWriter`]), `open-at` making a file, `create-directory-at` and `symlink-at`; `link-at`
+//! is refused. Shrinking calls (`unlink-file-at`, `remove-directory-at`, `rename-at` over a name,
+//! `open-at` with `truncate`, a smaller `set-size`) give back what they freed. `open-at` past
+//! [`super::MAX_OPEN`] open files and directories answers `quota`.
 
 use std::sync::Arc;
 
@@ -63,6 +64,31 @@ impl ScratchFs<'_> {
     /// Refuse a call once the grant is taken away.
     fn granted(&self) -> FsResult<()> {
         self.quota.as_ref().map_or(Ok(()), |q| q.granted())
+    }
+
+    /// The open directory behind `fd`.
+    fn dir(&mut self, fd: &Resource<Descriptor>) -> FsResult<Arc<cap_std::fs::Dir>> {
+        match self.fs.table.get(fd)? {
+            Descriptor::Dir(d) => Ok(d.dir.clone()),
+            Descriptor::File(_) => Err(ErrorCode::NotDirectory.into()),
+        }
+    }
+
+    /// Run `op`, which removes the name `path` in directory `fd` (unless it is `same_as`),
+    /// giving back what it was counted for.
+    fn removing(
+        &mut self,
+        fd: &Resource<Descriptor>,
+        path: &str,
+        same_as: Option<(u64, u64)>,
+        op: impl FnOnce(&mut Self) -> FsResult<()>,
+    ) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return op(self);
+        };
+        quota.granted()?;
+        let dir = self.dir(fd)?;
+        quota.remove(&dir, path, same_as, || op(self))
     }
 
     /// The open file behind `fd`.
@@ -139,7 +165,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         };
         quota.granted()?;
         let (file, _) = self.file(&fd)?;
-        quota.grow(&file, |_| size, || Inner::set_size(&mut self.fs, fd, size))
+        quota.grow(&file, |_| size, || Inner::set_size(&mut self.fs, fd, size))?
     }
 
     fn set_times(
@@ -232,24 +258,18 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         new_descriptor: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        let quota = self.quota.clone();
-        let link = || {
-            Inner::link_at(
-                &mut self.fs,
-                fd,
-                old_path_flags,
-                old_path,
-                new_descriptor,
-                new_path,
-            )
-        };
-        match quota {
-            None => link(),
-            Some(quota) => {
-                quota.granted()?;
-                quota.entry(0, link)
-            }
+        if self.quota.is_some() {
+            // A file has one name in a scratch directory, so that removing it frees it.
+            return Err(ErrorCode::NotPermitted.into());
         }
+        Inner::link_at(
+            &mut self.fs,
+            fd,
+            old_path_flags,
+            old_path,
+            new_descriptor,
+            new_path,
+        )
     }
 
     fn open_at(
@@ -264,26 +284,31 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
             return Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags);
         };
         quota.granted()?;
-        let creates = oflags.contains(sync_fs::OpenFlags::CREATE)
-            && Inner::stat_at(
-                &mut self.fs,
-                again(&fd),
-                sync_fs::PathFlags::empty(),
-                path.clone(),
-            )
-            .is_err();
-        let opened = if creates {
-            quota.entry(0, || {
-                Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags)
-            })?
+        quota.may_open()?;
+        let dir = self.dir(&fd)?;
+        let follow = path_flags.contains(sync_fs::PathFlags::SYMLINK_FOLLOW);
+        // Resolved as the open resolves it, so that a file made through a symlink is charged.
+        let there = if follow {
+            dir.metadata(&path)
         } else {
-            Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags)?
+            dir.symlink_metadata(&path)
         };
-        if oflags.contains(sync_fs::OpenFlags::TRUNCATE) {
-            quota.freed();
-        }
-        if let Ok((file, _)) = self.file(&again(&opened)) {
-            quota.track(&file);
+        let creates = oflags.contains(sync_fs::OpenFlags::CREATE) && there.is_err();
+        let truncates = oflags.contains(sync_fs::OpenFlags::TRUNCATE) && there.is_ok();
+        let open = |s: &mut Self, path: String| {
+            Inner::open_at(&mut s.fs, fd, path_flags, path, oflags, flags)
+        };
+        let opened = if creates {
+            quota.entry(0, || open(self, path))?
+        } else if truncates {
+            quota.truncate(&dir, &path.clone(), follow, || open(self, path))?
+        } else {
+            open(self, path)?
+        };
+        match self.fs.table.get(&again(&opened)) {
+            Ok(Descriptor::File(f)) => quota.opened_file(&f.file),
+            Ok(Descriptor::Dir(d)) => quota.opened_dir(&d.dir),
+            Err(_) => {}
         }
         Ok(opened)
     }
@@ -298,12 +323,9 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
     }
 
     fn remove_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        self.granted()?;
-        let removed = Inner::remove_directory_at(&mut self.fs, fd, path);
-        if let Some(q) = &self.quota {
-            q.freed();
-        }
-        removed
+        self.removing(&again(&fd), &path.clone(), None, |s| {
+            Inner::remove_directory_at(&mut s.fs, fd, path)
+        })
     }
 
     fn rename_at(
@@ -313,12 +335,17 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
-        self.granted()?;
-        let renamed = Inner::rename_at(&mut self.fs, fd, old_path, new_fd, new_path);
-        if let Some(q) = &self.quota {
-            q.freed();
-        }
-        renamed
+        let moved = match &self.quota {
+            Some(_) => self
+                .dir(&fd)?
+                .symlink_metadata(&old_path)
+                .ok()
+                .map(|m| super::file_id(&m)),
+            None => None,
+        };
+        self.removing(&again(&new_fd), &new_path.clone(), moved, |s| {
+            Inner::rename_at(&mut s.fs, fd, old_path, new_fd, new_path)
+        })
     }
 
     fn symlink_at(
@@ -338,12 +365,9 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
     }
 
     fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        self.granted()?;
-        let removed = Inner::unlink_file_at(&mut self.fs, fd, path);
-        if let Some(q) = &self.quota {
-            q.freed();
-        }
-        removed
+        self.removing(&again(&fd), &path.clone(), None, |s| {
+            Inner::unlink_file_at(&mut s.fs, fd, path)
+        })
     }
 
     fn read_via_stream(

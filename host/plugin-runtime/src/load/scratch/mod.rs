@@ -4,107 +4,40 @@
 //!
 //! wasmtime-wasi has no hook to bound what a guest writes to a preopened directory, so the
 //! runtime links its own `wasi:filesystem/types` ([`fs`]) over wasmtime-wasi's: every call that
-//! can make the directory grow is charged to the instance's [`Quota`] first and refused with
-//! `insufficient-space` (as a full disk answers) when it would pass it.
+//! can make the directory grow is charged to the instance's [`Quota`] before it is made and
+//! refused with `insufficient-space` (as a full disk answers) when it would pass it; every call
+//! that frees something gives it back after it is done.
 //!
-//! What is counted: each file's size (its logical size: a sparse hole counts), each symlink's
-//! target, and [`ENTRY`] bytes for every file, directory and link, so that a guest cannot fill
-//! the disk's inodes with empty files. A file unlinked while the guest still holds it open stays
-//! counted until it is closed. The count is exact after writes and an upper bound after
-//! deletions: a removal marks it stale, and the next write that would not fit first counts the
-//! directory again (bounded: the directory holds at most quota ÷ [`ENTRY`] entries).
+//! What is counted, exactly and without walking the directory: each file's size (its logical
+//! size: a sparse hole counts), each symlink's target, and [`ENTRY`] bytes for every file,
+//! directory and symlink, so that a guest cannot fill the disk's inodes with empty files; at most
+//! [`MAX_ENTRIES`] names. A file unlinked (or renamed over) while the guest holds it open stays
+//! counted until its last handle is dropped. Hard links are refused (`not-permitted`): a file has
+//! one name. At most [`MAX_OPEN`] files and directories are open at once per instance (each holds
+//! a host file descriptor); one more answers `quota`.
 
 pub(crate) mod fs;
+mod root;
 mod writer;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use cap_std::fs::MetadataExt;
-use wasmtime_wasi::p2::FsResult;
 use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+use wasmtime_wasi::p2::FsResult;
 
-/// Bytes charged for each file, directory or link, besides its content.
+pub use root::ScratchRoot;
+
+/// Bytes charged for each file, directory or symlink, besides its content.
 pub const ENTRY: u64 = 4096;
+/// Names (files, directories, symlinks) one instance's directory may hold.
+pub const MAX_ENTRIES: u64 = 65_536;
+/// Files and directories one instance may hold open at once.
+pub const MAX_OPEN: usize = 128;
 /// Where an instance finds its scratch directory.
 pub const GUEST_PATH: &str = "/scratch";
-/// Files opened by an instance remembered at once (pruned of closed ones past this).
-const TRACKED_FILES: usize = 2048;
-
-/// Where the scratch directories of one host process live: `<scratch_dir>/<pid>/`.
-#[derive(Debug)]
-pub struct ScratchRoot {
-    dir: PathBuf,
-}
-
-/// Instance directories made by this process, for unique names across engines.
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-impl ScratchRoot {
-    /// The root for this process under `scratch_dir`. The directories of processes that are no
-    /// longer running (a host killed before it could clean up) are removed, in the background.
-    pub fn new(scratch_dir: &Path) -> Self {
-        sweep_dead(scratch_dir);
-        Self {
-            dir: scratch_dir.join(std::process::id().to_string()),
-        }
-    }
-
-    /// Make a new empty directory for an instance of `plugin`.
-    pub(crate) fn make(&self, plugin: &str) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir)?;
-        let name: String = plugin
-            .chars()
-            .take(64)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(format!("{name}-{n}"));
-            match std::fs::create_dir(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                other => return other.map(|()| path),
-            }
-        }
-    }
-}
-
-/// Remove the `<pid>` directories under `scratch_dir` whose process is gone (Linux: no
-/// `/proc/<pid>`; elsewhere nothing is swept).
-fn sweep_dead(scratch_dir: &Path) {
-    if !cfg!(target_os = "linux") {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(scratch_dir) else {
-        return;
-    };
-    let dead: Vec<PathBuf> = entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let gone =
-                pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists();
-            gone.then(|| e.path())
-        })
-        .collect();
-    if !dead.is_empty() {
-        std::thread::spawn(move || {
-            for dir in dead {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), "cannot remove a stale plugin scratch directory: {e}");
-                }
-            }
-        });
-    }
-}
 
 /// The scratch directory of one instance and what it may hold. The directory is removed when
 /// the last reference goes (the instance's store, and the streams in it).
@@ -121,12 +54,53 @@ pub(crate) struct Quota {
 
 #[derive(Debug, Default)]
 struct Usage {
-    /// Bytes counted (see the module docs); never below what the directory holds.
+    /// Bytes counted (see the module docs).
     used: u64,
-    /// Something may have been removed since the last count.
-    stale: bool,
-    /// Files the guest opened, to find the ones unlinked while open.
+    /// Names in the directory.
+    entries: u64,
+    /// Files the guest opened (a stream on a file shares its handle).
     files: Vec<Weak<cap_std::fs::File>>,
+    /// Directories the guest opened.
+    dirs: Vec<Weak<cap_std::fs::Dir>>,
+    /// Files without a name that the guest still holds open, still counted.
+    orphans: Vec<Orphan>,
+}
+
+/// A file unlinked while open: counted until every handle on it is gone.
+#[derive(Debug)]
+struct Orphan {
+    /// Its device and inode.
+    id: (u64, u64),
+    handles: Vec<Weak<cap_std::fs::File>>,
+    /// Bytes it is counted for (its size and [`ENTRY`]).
+    charged: u64,
+}
+
+/// A file's device and inode.
+pub(crate) fn file_id(meta: &cap_std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+impl Usage {
+    /// Give back what orphans whose last handle is gone were counted for.
+    fn reclaim(&mut self) {
+        let mut freed = 0;
+        self.orphans.retain(|o| {
+            let open = o.handles.iter().any(|h| h.strong_count() > 0);
+            if !open {
+                freed += o.charged;
+            }
+            open
+        });
+        self.used = self.used.saturating_sub(freed);
+    }
+
+    /// Files and directories open now.
+    fn open(&mut self) -> usize {
+        self.files.retain(|f| f.strong_count() > 0);
+        self.dirs.retain(|d| d.strong_count() > 0);
+        self.files.len() + self.dirs.len()
+    }
 }
 
 impl Quota {
@@ -151,10 +125,11 @@ impl Quota {
         self.limit.store(limit, Ordering::Relaxed);
     }
 
-    /// Bytes counted now (an upper bound; see the module docs).
+    /// Bytes and names counted now.
     #[cfg(test)]
-    fn used(&self) -> u64 {
-        self.lock().used
+    fn counted(&self) -> (u64, u64) {
+        let usage = self.lock();
+        (usage.used, usage.entries)
     }
 
     fn lock(&self) -> MutexGuard<'_, Usage> {
@@ -169,132 +144,168 @@ impl Quota {
         Ok(())
     }
 
-    /// Take `n` more bytes, counting the directory again first if that could make room.
-    fn reserve(&self, usage: &mut Usage, n: u64) -> FsResult<()> {
+    /// Take `bytes` more and `names` more names, or refuse.
+    fn reserve(&self, usage: &mut Usage, bytes: u64, names: u64) -> FsResult<()> {
         let limit = self.limit.load(Ordering::Relaxed);
-        if usage.used.saturating_add(n) > limit && usage.stale {
-            let (used, open_orphans) = self.count(usage);
-            usage.used = used;
-            // A file unlinked while open goes when it is closed, which no call says.
-            usage.stale = open_orphans;
-        }
-        if usage.used.saturating_add(n) > limit {
-            let mib = limit / (1024 * 1024);
+        usage.reclaim();
+        let fits = usage.used.saturating_add(bytes) <= limit
+            && usage.entries.saturating_add(names) <= MAX_ENTRIES;
+        if !fits {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     plugin = &*self.plugin,
-                    "plugin's scratch directory is full ({mib} MiB, [plugins.grants.{}] scratch_mb); its writes fail with insufficient-space",
+                    "plugin's scratch directory is full ({} MiB, at most {MAX_ENTRIES} names; \
+                     [plugins.grants.{}] scratch_mb); its writes fail with insufficient-space",
+                    limit / (1024 * 1024),
                     self.plugin
                 );
             }
             return Err(ErrorCode::InsufficientSpace.into());
         }
-        usage.used += n;
+        usage.used += bytes;
+        usage.entries += names;
         Ok(())
     }
 
-    /// Run `op`, which may make a new entry (and `extra` bytes), charged first; an entry that
-    /// failed to appear is given back.
+    /// Run `op`, which makes a new name (a file, a directory, or a symlink of `extra` bytes),
+    /// charged first; a name that failed to appear is given back.
     pub(crate) fn entry<R>(&self, extra: u64, op: impl FnOnce() -> FsResult<R>) -> FsResult<R> {
-        let n = ENTRY.saturating_add(extra);
-        self.reserve(&mut self.lock(), n)?;
+        let bytes = ENTRY.saturating_add(extra);
+        self.reserve(&mut self.lock(), bytes, 1)?;
         let result = op();
         if result.is_err() {
             let mut usage = self.lock();
-            usage.used = usage.used.saturating_sub(n);
+            usage.used = usage.used.saturating_sub(bytes);
+            usage.entries = usage.entries.saturating_sub(1);
         }
         result
     }
 
-    /// Run `op`, which makes `file` (of `size` bytes now) `end(size)` bytes long at most,
-    /// charged first; the count then follows the size the file really has.
-    pub(crate) fn grow<R>(
+    /// Run `op`, which makes `file` (of `size` bytes now) `end(size)` bytes long at most (or
+    /// shorter), charged first; the count then follows the size the file really has. The outer
+    /// error is the quota's (or `file`'s size unknown), the inner one `op`'s.
+    pub(crate) fn grow<R, E>(
         &self,
         file: &cap_std::fs::File,
         end: impl FnOnce(u64) -> u64,
+        op: impl FnOnce() -> Result<R, E>,
+    ) -> FsResult<Result<R, E>> {
+        let mut usage = self.lock();
+        let before = file.metadata()?.len();
+        let growth = end(before).saturating_sub(before);
+        self.reserve(&mut usage, growth, 0)?;
+        let result = op();
+        let meta = file.metadata();
+        let after = meta.as_ref().map_or(before + growth, |m| m.len());
+        // What it was charged for, less the growth it did not make, less what it shrank by.
+        usage.used = (usage.used - growth + after.saturating_sub(before))
+            .saturating_sub(before.saturating_sub(after));
+        if let Ok(meta) = meta
+            && meta.nlink() == 0
+            && let Some(o) = usage.orphans.iter_mut().find(|o| o.id == file_id(&meta))
+        {
+            o.charged = ENTRY + after;
+        }
+        Ok(result)
+    }
+
+    /// Run `op`, which removes (unlinks, or replaces by a rename) the name `path` in `dir`
+    /// (unless it is the file `same_as`), then give back what that name was counted for: a file
+    /// the guest still holds open stays counted until its last handle goes.
+    pub(crate) fn remove<R>(
+        &self,
+        dir: &cap_std::fs::Dir,
+        path: &str,
+        same_as: Option<(u64, u64)>,
         op: impl FnOnce() -> FsResult<R>,
     ) -> FsResult<R> {
         let mut usage = self.lock();
-        let before = file.metadata().map_err(io_error)?.len();
-        let growth = end(before).saturating_sub(before);
-        self.reserve(&mut usage, growth)?;
-        let result = op();
-        let after = file.metadata().map_or(before + growth, |m| m.len());
-        usage.used = usage.used - growth + after.saturating_sub(before);
-        if after < before {
-            usage.stale = true;
+        // (A rename onto itself removes nothing.)
+        let gone = dir
+            .symlink_metadata(path)
+            .ok()
+            .filter(|m| Some(file_id(m)) != same_as);
+        let result = op()?;
+        if let Some(meta) = gone {
+            usage.entries = usage.entries.saturating_sub(1);
+            let charged = ENTRY + if meta.is_dir() { 0 } else { meta.len() };
+            let id = file_id(&meta);
+            let handles: Vec<Weak<cap_std::fs::File>> = if meta.is_file() {
+                usage
+                    .files
+                    .iter()
+                    .filter(|f| {
+                        f.upgrade()
+                            .and_then(|f| f.metadata().ok())
+                            .is_some_and(|m| file_id(&m) == id)
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if handles.is_empty() {
+                usage.used = usage.used.saturating_sub(charged);
+            } else {
+                usage.orphans.push(Orphan {
+                    id,
+                    handles,
+                    charged,
+                });
+            }
         }
-        result
+        Ok(result)
     }
 
-    /// Note that something may have been removed or shrunk: the next write that does not fit
-    /// counts again.
-    pub(crate) fn freed(&self) {
-        self.lock().stale = true;
+    /// Run `op`, which opens `path` in `dir` cutting it to nothing (following a final symlink if
+    /// `follow`), then give back the bytes it held.
+    pub(crate) fn truncate<R>(
+        &self,
+        dir: &cap_std::fs::Dir,
+        path: &str,
+        follow: bool,
+        op: impl FnOnce() -> FsResult<R>,
+    ) -> FsResult<R> {
+        let before = if follow {
+            dir.metadata(path)
+        } else {
+            dir.symlink_metadata(path)
+        };
+        let result = op()?;
+        if let Ok(meta) = before
+            && meta.is_file()
+        {
+            let mut usage = self.lock();
+            usage.used = usage.used.saturating_sub(meta.len());
+        }
+        Ok(result)
+    }
+
+    /// Refuse to open one more file or directory past [`MAX_OPEN`].
+    pub(crate) fn may_open(&self) -> FsResult<()> {
+        if self.lock().open() >= MAX_OPEN {
+            return Err(ErrorCode::Quota.into());
+        }
+        Ok(())
     }
 
     /// Remember a file the guest opened (see [`Usage::files`]).
-    pub(crate) fn track(&self, file: &Arc<cap_std::fs::File>) {
-        let mut usage = self.lock();
-        if usage.files.len() >= TRACKED_FILES {
-            usage.files.retain(|f| f.strong_count() > 0);
-        }
-        usage.files.push(Arc::downgrade(file));
+    pub(crate) fn opened_file(&self, file: &Arc<cap_std::fs::File>) {
+        self.lock().files.push(Arc::downgrade(file));
     }
 
-    /// What the directory holds, plus the files unlinked but still open (and whether there are
-    /// any).
-    fn count(&self, usage: &mut Usage) -> (u64, bool) {
-        let mut total: u64 = 0;
-        let mut dirs = vec![self.dir.clone()];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                total = total.saturating_add(ENTRY);
-                if meta.is_dir() {
-                    dirs.push(entry.path());
-                } else {
-                    total = total.saturating_add(meta.len());
-                }
-            }
-        }
-        usage.files.retain(|f| f.strong_count() > 0);
-        let mut seen = HashSet::new();
-        for file in usage.files.iter().filter_map(Weak::upgrade) {
-            if let Ok(meta) = file.metadata()
-                && meta.nlink() == 0
-                && seen.insert((meta.dev(), meta.ino()))
-            {
-                total = total.saturating_add(ENTRY + meta.len());
-            }
-        }
-        (total, !seen.is_empty())
+    /// Remember a directory the guest opened.
+    pub(crate) fn opened_dir(&self, dir: &Arc<cap_std::fs::Dir>) {
+        self.lock().dirs.push(Arc::downgrade(dir));
     }
 }
 
 impl Drop for Quota {
     fn drop(&mut self) {
-        if std::fs::remove_dir(&self.dir).is_ok() {
-            return;
+        if std::fs::remove_dir(&self.dir).is_err() {
+            root::remove_later(std::mem::take(&mut self.dir));
         }
-        let dir = std::mem::take(&mut self.dir);
-        // A full directory can take a while to remove: not on the thread dropping the instance.
-        std::thread::spawn(move || {
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(dir = %dir.display(), "cannot remove a plugin scratch directory: {e}");
-            }
-        });
     }
-}
-
-/// A host I/O error as the guest sees it.
-fn io_error(e: std::io::Error) -> wasmtime_wasi::p2::FsError {
-    ErrorCode::from(&e).into()
 }
 
 #[cfg(test)]

@@ -55,12 +55,13 @@ impl ScratchWriter {
     }
 }
 
-/// An error code as a stream's last-operation error (the guest reads it back with
+/// The quota's refusal as a stream's last-operation error (the guest may read it back with
 /// `filesystem-error-code`).
 fn failed(code: ErrorCode) -> StreamError {
     let errno = match code {
         ErrorCode::InsufficientSpace => libc::ENOSPC,
         ErrorCode::Access => libc::EACCES,
+        // (`grow` refuses with these two; any other is a failed `fstat` of the file.)
         _ => libc::EIO,
     };
     StreamError::LastOperationFailed(std::io::Error::from_raw_os_error(errno).into())
@@ -75,27 +76,27 @@ impl OutputStream for ScratchWriter {
         let len = bytes.len() as u64;
         let at = self.at;
         let file = self.file.clone();
-        let written = self
-            .quota
-            .granted()
-            .and_then(|()| {
-                self.quota.grow(
-                    &file,
-                    |size| match at {
-                        At::Offset(o) => o.saturating_add(len),
-                        At::End => size.saturating_add(len),
-                    },
-                    || {
-                        let offset = match at {
-                            At::Offset(o) => o,
-                            At::End => file.metadata()?.len(),
-                        };
-                        file.write_all_at(&bytes, offset)?;
-                        Ok(())
-                    },
-                )
-            })
-            .map_err(|e| e.downcast().map_or_else(StreamError::Trap, failed));
+        let written = self.quota.granted().and_then(|()| {
+            self.quota.grow(
+                &file,
+                |size| match at {
+                    At::Offset(o) => o.saturating_add(len),
+                    At::End => size.saturating_add(len),
+                },
+                || -> std::io::Result<()> {
+                    let offset = match at {
+                        At::Offset(o) => o,
+                        At::End => file.metadata()?.len(),
+                    };
+                    file.write_all_at(&bytes, offset)
+                },
+            )
+        });
+        // The quota's refusal as the code it carries; the write's own error as it is.
+        let written = match written {
+            Ok(done) => done.map_err(|e| StreamError::LastOperationFailed(e.into())),
+            Err(refused) => Err(refused.downcast().map_or_else(StreamError::Trap, failed)),
+        };
         match written {
             Ok(()) => {
                 if let At::Offset(o) = &mut self.at {
