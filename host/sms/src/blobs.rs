@@ -12,6 +12,14 @@
 //! claim, checked under its content's lock, which a new claim takes too. So a payload that is
 //! being stored again is never deleted under it, and the same bytes are one file however many
 //! executions carry them.
+//!
+//! Replicas on etcd share the directory, and a file's deletion cannot be fenced like a storage
+//! write: a deposed leader stopped between its last fenced check and its `unlink` could delete,
+//! when it wakes, a file its successor has meanwhile stored the same bytes into. So a leader
+//! stores under a name of its own term, `<sha256>.d/<term>`, never reuses a file of an earlier
+//! term, and deletes only files of its term or earlier: what a deposed leader deletes late is a
+//! copy no record of a later term relies on. A single SMS (term 0) uses `<sha256>`, and deletes
+//! every copy. A read takes any copy (the bytes are the same).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,6 +52,8 @@ pub struct BlobRef {
 #[derive(Debug)]
 pub struct Blobs {
     dir: PathBuf,
+    /// The leader's term (0: a single SMS).
+    term: u64,
     /// Claims by content: blobs being stored again, not to be deleted.
     claims: Arc<Mutex<HashMap<String, u32>>>,
     locks: [tokio::sync::Mutex<()>; 64],
@@ -101,17 +111,48 @@ pub fn unref_op(blob: &BlobRef, id: &str) -> BatchOp {
 }
 
 impl Blobs {
-    /// A store in `dir` (created at the first write).
+    /// A store in `dir` (created at the first write) for a single SMS, or for reading.
     pub fn new(dir: PathBuf) -> Self {
+        Self::for_term(dir, 0)
+    }
+
+    /// A store in `dir` for the leader of `term` (0: a single SMS).
+    pub fn for_term(dir: PathBuf, term: u64) -> Self {
         Self {
             dir,
+            term,
             claims: Arc::default(),
             locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
+    /// Where this SMS stores blob `sha`.
     fn path(&self, sha: &str) -> PathBuf {
-        self.dir.join(sha)
+        match self.term {
+            0 => self.dir.join(sha),
+            term => self.copies(sha).join(term.to_string()),
+        }
+    }
+
+    /// The directory of the copies leaders stored of `sha`, by term.
+    fn copies(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.d"))
+    }
+
+    /// A file holding blob `sha`: this SMS's copy, a single SMS's, or any leader's.
+    async fn find(&self, sha: &str) -> Option<PathBuf> {
+        for path in [self.path(sha), self.dir.join(sha)] {
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                return Some(path);
+            }
+        }
+        let mut copies = tokio::fs::read_dir(self.copies(sha)).await.ok()?;
+        while let Ok(Some(copy)) = copies.next_entry().await {
+            if copy.file_name().to_str().is_some_and(|n| n.parse::<u64>().is_ok()) {
+                return Some(copy.path());
+            }
+        }
+        None
     }
 
     fn lock(&self, sha: &str) -> &tokio::sync::Mutex<()> {
@@ -160,7 +201,21 @@ impl Blobs {
                     .tempfile_in(&dir)?;
                 tmp.write_all(&bytes)?;
                 tmp.as_file().sync_all()?;
-                tmp.persist(&path).map_err(|e| e.error)?;
+                let home = path.parent().unwrap_or(&dir).to_path_buf();
+                // A deposed leader removing an emptied copies directory may race its making.
+                let mut tries = 0;
+                loop {
+                    std::fs::create_dir_all(&home)?;
+                    match tmp.persist(&path) {
+                        Ok(_) => break,
+                        Err(e) if e.error.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
+                            tries += 1;
+                            tmp = e.file;
+                        }
+                        Err(e) => return Err(e.error),
+                    }
+                }
+                std::fs::File::open(&home)?.sync_all()?;
                 std::fs::File::open(&dir)?.sync_all()
             })
             .await
@@ -170,12 +225,9 @@ impl Blobs {
         Ok(claim)
     }
 
-    /// Whether `blob`'s file is there.
+    /// Whether a file of `blob` is there.
     pub async fn exists(&self, blob: &BlobRef) -> bool {
-        is_sha(&blob.sha256)
-            && tokio::fs::try_exists(self.path(&blob.sha256))
-                .await
-                .unwrap_or(true)
+        is_sha(&blob.sha256) && self.find(&blob.sha256).await.is_some()
     }
 
     /// The bytes of `blob`.
@@ -186,7 +238,14 @@ impl Blobs {
                 format!("`{}` is not a SHA-256", blob.sha256),
             ));
         }
-        tokio::fs::read(self.path(&blob.sha256))
+        let gone = || {
+            io(
+                &format!("payload {}", blob.sha256),
+                "no file holds it (deleted)",
+            )
+        };
+        let path = self.find(&blob.sha256).await.ok_or_else(gone)?;
+        tokio::fs::read(path)
             .await
             .map_err(|e| io(&format!("payload {}", blob.sha256), e))
     }
@@ -230,15 +289,42 @@ impl Blobs {
         if referred {
             return Ok(false);
         }
-        // Replicas share the directory: a deposed leader that has not noticed yet must not
-        // delete a blob the new leader has just stored (same bytes, same name). While this SMS's
-        // fence holds no other leads; checked last, just before the delete.
+        // Replicas share the directory: a deposed leader that has not noticed yet deletes
+        // nothing (while this SMS's fence holds no other leads; checked last), and one that
+        // wakes after this check deletes only copies of its term or earlier (module docs).
         db.still_leading().await?;
-        match tokio::fs::remove_file(self.path(sha)).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io(&format!("payload {sha}"), e)),
+        self.remove_copies(sha).await
+    }
+
+    /// Delete the files of `sha` this SMS may: a single SMS's and, by a leader, those of its
+    /// term or earlier (a single SMS, all). Whether any was there.
+    async fn remove_copies(&self, sha: &str) -> Result<bool> {
+        let failed = |e: std::io::Error| io(&format!("payload {sha}"), e);
+        let mut removed = false;
+        match tokio::fs::remove_file(self.dir.join(sha)).await {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
         }
+        let copies = self.copies(sha);
+        let mut entries = match tokio::fs::read_dir(&copies).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(failed(e)),
+        };
+        while let Some(copy) = entries.next_entry().await.map_err(failed)? {
+            let term = copy.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+            if term.is_some_and(|t| self.term == 0 || t <= self.term) {
+                match tokio::fs::remove_file(copy.path()).await {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+        }
+        // Emptied, the directory goes (a later term's copy keeps it).
+        let _ = tokio::fs::remove_dir(&copies).await;
+        Ok(removed)
     }
 
     /// Delete what a crash or an abandoned write left: blobs no record refers to and temporary
@@ -271,7 +357,10 @@ impl Blobs {
                 if tokio::fs::remove_file(entry.path()).await.is_ok() {
                     deleted += 1;
                 }
-            } else if self.release_one(db, &name).await? {
+            } else if self
+                .release_one(db, name.strip_suffix(".d").unwrap_or(&name))
+                .await?
+            {
                 deleted += 1;
             }
         }
@@ -359,5 +448,41 @@ mod tests {
         }));
         assert_eq!(blobs.release(&db, [loose_ref.clone()]).await.unwrap(), 1);
         assert!(!exists(&loose_ref));
+    }
+
+    /// The race of replicas sharing the directory: a deposed leader passed its last fenced
+    /// check for a blob no record named, then stopped (a pause, SIGSTOP) before deleting it;
+    /// its successor stored the same bytes for a new execution; the old one wakes and deletes.
+    /// The successor's payload must still be there.
+    #[tokio::test]
+    async fn a_deposed_leader_waking_after_its_check_cannot_delete_its_successors_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(
+            spear_plugin_api::memory_store::MemoryStore::default(),
+        ));
+        let old = Blobs::for_term(dir.path().join("blobs"), 5);
+        let new = Blobs::for_term(dir.path().join("blobs"), 7);
+        let bytes = vec![b'x'; 5000];
+        let stored = old.put(bytes.clone()).await.unwrap().blob.clone();
+        // (Its record gone, nothing names it: the old leader may delete it, and has checked so.)
+        let claim = new.put(bytes.clone()).await.unwrap();
+        db.batch(vec![ref_op(&claim.blob, "e-new")]).await.unwrap();
+        drop(claim);
+        // The old leader wakes and deletes what it decided to.
+        assert!(old.remove_copies(&stored.sha256).await.unwrap());
+        assert_eq!(new.read(&stored).await.unwrap(), bytes);
+        assert!(new.exists(&stored).await);
+        // Once the new record goes too, the new leader deletes every copy up to its term, and
+        // the directory of copies with them.
+        db.batch(vec![unref_op(&stored, "e-new")]).await.unwrap();
+        assert_eq!(new.release(&db, [stored.clone()]).await.unwrap(), 1);
+        assert!(!new.exists(&stored).await);
+        assert!(!dir.path().join("blobs").join(format!("{}.d", stored.sha256)).exists());
+        // A single SMS (after a migration back from replicas) reads and deletes any copy.
+        let leader = new.put(bytes.clone()).await.unwrap().blob.clone();
+        let single = Blobs::new(dir.path().join("blobs"));
+        assert_eq!(single.read(&leader).await.unwrap(), bytes);
+        assert_eq!(single.release(&db, [leader.clone()]).await.unwrap(), 1);
+        assert!(!single.exists(&leader).await);
     }
 }

@@ -257,7 +257,11 @@ impl Sms {
             task_gates: Default::default(),
             invocations: Default::default(),
             files_dir: config.files.dir.clone(),
-            blobs: crate::blobs::Blobs::new(config.files.dir.join("blobs")),
+            // (A leader's term is an etcd revision, at least 1; 0 is a single SMS's.)
+            blobs: crate::blobs::Blobs::for_term(
+                config.files.dir.join("blobs"),
+                leadership.map_or(0, |l| u64::try_from(l.term).unwrap_or(1).max(1)),
+            ),
             file_locks: Default::default(),
             max_upload_bytes: config.max_upload_bytes(),
             max_body_bytes: config
