@@ -341,13 +341,17 @@ fn positional_writes_sizes_symlinks_and_renames_are_charged_and_hard_links_refus
     let answers = run(
         x.as_ref(),
         "e2",
-        "write big 900000\nwrite other 900000\nwrite x 10\nmv x big\nwrite other 900000\nsize big\n",
+        "write big 900000\nwrite other 900000\nrm other\nwrite x 10\nmv x big\n\
+         write other 900000\nsize big\n",
     );
     assert_eq!(answers[0], "ok");
     assert!(refused(&answers[1]), "{answers:?}");
-    assert_eq!(answers[2..], ["ok", "ok", "ok", "10"]);
+    assert_eq!(answers[2..], ["ok", "ok", "ok", "ok", "10"]);
     let (bytes, entries) = on_disk(&instance_dirs(root.path())[0]);
-    assert!(bytes + entries * ENTRY <= MIB, "{bytes} bytes in {entries} entries");
+    assert!(
+        bytes + entries * ENTRY <= MIB,
+        "{bytes} bytes in {entries} entries"
+    );
 }
 
 #[test]

@@ -148,7 +148,11 @@ impl Blobs {
         }
         let mut copies = tokio::fs::read_dir(self.copies(sha)).await.ok()?;
         while let Ok(Some(copy)) = copies.next_entry().await {
-            if copy.file_name().to_str().is_some_and(|n| n.parse::<u64>().is_ok()) {
+            if copy
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+            {
                 return Some(copy.path());
             }
         }
@@ -313,7 +317,10 @@ impl Blobs {
             Err(e) => return Err(failed(e)),
         };
         while let Some(copy) = entries.next_entry().await.map_err(failed)? {
-            let term = copy.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+            let term = copy
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
             if term.is_some_and(|t| self.term == 0 || t <= self.term) {
                 match tokio::fs::remove_file(copy.path()).await {
                     Ok(()) => removed = true,
@@ -477,7 +484,12 @@ mod tests {
         db.batch(vec![unref_op(&stored, "e-new")]).await.unwrap();
         assert_eq!(new.release(&db, [stored.clone()]).await.unwrap(), 1);
         assert!(!new.exists(&stored).await);
-        assert!(!dir.path().join("blobs").join(format!("{}.d", stored.sha256)).exists());
+        assert!(
+            !dir.path()
+                .join("blobs")
+                .join(format!("{}.d", stored.sha256))
+                .exists()
+        );
         // A single SMS (after a migration back from replicas) reads and deletes any copy.
         let leader = new.put(bytes.clone()).await.unwrap().blob.clone();
         let single = Blobs::new(dir.path().join("blobs"));

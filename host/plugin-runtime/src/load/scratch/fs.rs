@@ -199,7 +199,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
             &file,
             |_| end,
             || Inner::write(&mut self.fs, fd, buf, offset),
-        )
+        )?
     }
 
     fn read_directory(

@@ -20,7 +20,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// The scratch directories of this host process.
 #[derive(Debug)]
 pub struct ScratchRoot {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// Held locked while the process lives.
     _lock: File,
 }

@@ -45,9 +45,11 @@ impl Fixture {
     }
 
     fn write(&self, file: &cap_std::fs::File, at: u64, n: usize) -> FsResult<()> {
-        Ok(self
-            .quota
-            .grow(file, |_| at + n as u64, || file.write_all_at(&vec![7; n], at))??)
+        Ok(self.quota.grow(
+            file,
+            |_| at + n as u64,
+            || file.write_all_at(&vec![7; n], at),
+        )??)
     }
 
     fn unlink(&self, name: &str) -> FsResult<()> {
@@ -57,7 +59,10 @@ impl Fixture {
 }
 
 fn full(r: FsResult<()>) -> bool {
-    matches!(r.map_err(|e| e.downcast()), Err(Ok(ErrorCode::InsufficientSpace)))
+    matches!(
+        r.map_err(|e| e.downcast()),
+        Err(Ok(ErrorCode::InsufficientSpace))
+    )
 }
 
 #[test]
@@ -71,7 +76,11 @@ fn writes_are_charged_by_growth_and_refused_past_the_quota() {
     f.write(&a, 2000, 2000).unwrap();
     assert_eq!(f.quota.counted(), (ENTRY + 4000, 1));
     assert!(full(f.write(&a, 4000, 2000)));
-    assert_eq!(a.metadata().unwrap().len(), 4000, "a refused write is not made");
+    assert_eq!(
+        a.metadata().unwrap().len(),
+        4000,
+        "a refused write is not made"
+    );
     // A sparse write far out counts its whole length.
     assert!(full(f.write(&a, 1 << 40, 1)));
     // Shrinking gives back.
@@ -91,7 +100,11 @@ fn a_removal_gives_back_what_its_name_held_at_once() {
     assert!(full(f.create("b").and_then(|b| f.write(&b, 0, 8000))));
     f.unlink("a").unwrap();
     assert_eq!(f.quota.counted(), (ENTRY, 1), "only b");
-    let b = f.dir.open("b").map(Arc::new).unwrap();
+    let b = f
+        .dir
+        .open_with("b", cap_std::fs::OpenOptions::new().write(true))
+        .map(Arc::new)
+        .unwrap();
     f.write(&b, 0, 8000).unwrap();
     // A failed removal gives nothing back.
     assert!(f.unlink("nothing").is_err());
@@ -108,7 +121,10 @@ fn a_file_unlinked_while_open_stays_counted_until_its_last_handle_goes() {
     f.write(&a, 4000, 4000).unwrap();
     assert_eq!(f.quota.counted(), (ENTRY + 8000, 0));
     let b = f.create("b").unwrap();
-    assert!(full(f.write(&b, 0, 8000)), "a's bytes are still on the disk");
+    assert!(
+        full(f.write(&b, 0, 8000)),
+        "a's bytes are still on the disk"
+    );
     drop(a);
     f.write(&b, 0, 8000).unwrap();
     assert_eq!(f.quota.counted(), (ENTRY + 8000, 1));
@@ -127,7 +143,10 @@ fn names_are_bounded_a_failed_entry_is_given_back_and_taking_the_grant_away_refu
         let mut usage = f.quota.lock();
         usage.entries = MAX_ENTRIES;
     }
-    assert!(full(f.quota.entry(0, || Ok(()))), "at most MAX_ENTRIES names");
+    assert!(
+        full(f.quota.entry(0, || Ok(()))),
+        "at most MAX_ENTRIES names"
+    );
     f.quota.set_limit(0);
     let refused = f.quota.granted().map_err(|e| e.downcast());
     assert!(matches!(refused, Err(Ok(ErrorCode::Access))));
