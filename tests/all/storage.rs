@@ -267,3 +267,41 @@ fn concurrent_writes_share_group_commits_in_queue_order() {
     );
     assert_eq!(backend.get(b"k00").unwrap().as_deref(), Some(&b"w"[..]));
 }
+
+/// A component storage backend's data lives in its instance: a reload that lowers the limits
+/// below what it holds (memory) or needs (the call budget) must not cost it, so the instance keeps
+/// the limits it was made with (a restart applies new ones).
+#[test]
+fn a_component_storage_backend_keeps_its_data_when_a_reload_lowers_the_limits() {
+    let engine = WasmEngine::new().unwrap();
+    let limits = Arc::new(Limits::new(LimitValues::default()));
+    let plugin = load_file(&guest("component", "memory.wasm"), &engine, &limits).unwrap();
+    let mut store = plugin.storage().unwrap();
+    store.open("{}").unwrap();
+    let value = vec![7u8; 1 << 20];
+    for i in 0..8 {
+        store.put(format!("k{i}").as_bytes(), &value).unwrap();
+    }
+    limits.set(LimitValues {
+        memory_limit_mb: 2,
+        call_timeout_ms: 1,
+        setup_timeout_ms: 1,
+        ..LimitValues::default()
+    });
+    store.put(b"k8", &value).unwrap();
+    for i in 0..9 {
+        assert_eq!(
+            store.get(format!("k{i}").as_bytes()).unwrap().as_deref(),
+            Some(&value[..]),
+            "k{i}"
+        );
+    }
+    // A new instance takes the limits in force: 2 MiB cannot hold this.
+    let fits = plugin.storage().ok().and_then(|mut fresh| {
+        fresh.open("{}").ok()?;
+        (0..3)
+            .try_for_each(|i| fresh.put(format!("k{i}").as_bytes(), &value))
+            .ok()
+    });
+    assert!(fits.is_none(), "3 MiB in a new instance under a 2 MiB limit");
+}

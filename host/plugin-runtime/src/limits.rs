@@ -74,6 +74,13 @@ impl Limits {
         self.grants.load().get(plugin).cloned()
     }
 
+    /// A copy of these limits and grants that no later change reaches.
+    pub fn snapshot(&self) -> Self {
+        let copy = Self::new(self.get());
+        copy.set_grants(GrantTable::clone(&self.grants.load()));
+        copy
+    }
+
     /// Replace every limit.
     pub fn set(&self, values: LimitValues) {
         self.call_timeout_ms

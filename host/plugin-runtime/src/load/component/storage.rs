@@ -8,7 +8,7 @@
 //! answer that comes back late is taken: the write it reports has happened. Answers are checked
 //! before they are believed: a scan must stay within its prefix, its limit and its start, in key
 //! order.
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use spear_plugin_api as api;
 use spear_plugin_api::storage::{BatchLimits, BatchOp, KeyValue, OUTCOME_UNKNOWN};
@@ -30,16 +30,24 @@ pub struct ComponentStorage {
 
 impl ComponentFactory {
     /// A fresh storage-backend instance (unopened: its state is empty until `open`).
+    ///
+    /// It runs under the limits and grants in force now, kept for its life: its data lives in
+    /// the instance (or behind it), so a reload that lowered them (a memory limit under what it
+    /// holds, a budget its next write needs) would cost that data. A restart applies new ones.
     pub fn storage(&self, plugin: &str) -> CallResult<ComponentStorage> {
-        let Pre::Storage(pre) = &self.pre else {
+        let frozen = Self {
+            limits: Arc::new(self.limits.snapshot()),
+            ..self.clone()
+        };
+        let Pre::Storage(pre) = &frozen.pre else {
             return Err(CallFailure::Invalid("not a storage backend".into()));
         };
-        let mut store = self.store(plugin)?;
+        let mut store = frozen.store(plugin)?;
         let bindings = pre
             .instantiate(&mut store)
-            .map_err(|e| classify(e, &store, &self.limits, Budget::Setup))?;
+            .map_err(|e| classify(e, &store, &frozen.limits, Budget::Setup))?;
         Ok(ComponentStorage {
-            held: Held::new(plugin, "storage", self.guest(store), bindings),
+            held: Held::new(plugin, "storage", frozen.guest(store), bindings),
             limits: OnceLock::new(),
         })
     }
