@@ -136,27 +136,10 @@ fn started_work_not_yet_destroyed_is_bounded() {
     assert_eq!(x.start(&spec("one-more", b"", 0)).unwrap(), "one-more");
 }
 
-/// What `f` wrote to the log (at info and above), captured on this thread.
+
+/// What the host logs while `f` runs (info and above).
 fn logged(f: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    spear_tests::logs::logged_at(tracing::Level::INFO, f)
 }
 
 #[test]
@@ -238,4 +221,42 @@ fn a_blocking_read_of_a_stalled_http_answer_is_stopped_at_the_ceiling() {
         "{error}"
     );
     assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+}
+
+#[test]
+fn refused_hosts_are_named_at_warn_for_the_first_sixteen_of_an_instance() {
+    let limits = Arc::new(Limits::new(LimitValues {
+        setup_timeout_ms: 200,
+        ..LimitValues::default()
+    }));
+    let config = |i: usize| {
+        format!(r#"{{"mode": "blocking-read", "authority": "h{i}.invalid:9", "path": "/"}}"#)
+    };
+    let mut x = echo_configured(&config(0), &limits);
+    let log = spear_tests::logs::logged_at(tracing::Level::DEBUG, || {
+        for i in 0..18 {
+            x.configure(&config(i)).unwrap();
+            let refused = x.start(&spec(&format!("e{i}"), b"", 0)).unwrap_err().0;
+            assert!(refused.to_lowercase().contains("denied"), "{refused}");
+        }
+        // The same host again is not named again.
+        x.configure(&config(0)).unwrap();
+        let _ = x.start(&spec("again", b"", 0));
+    });
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("HTTP request refused"))
+        .collect();
+    assert_eq!(warned.len(), 16, "{log}");
+    for i in 0..16 {
+        assert!(
+            warned.iter().any(|l| l.contains(&format!("h{i}.invalid:9"))),
+            "h{i}: {log}"
+        );
+    }
+    let quiet = log
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && l.contains("HTTP request refused"))
+        .count();
+    assert_eq!(quiet, 3, "h16, h17 and h0 again: {log}");
 }

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod extism_wat;
 pub mod h2proxy;
 pub mod http_server;
+pub mod logs;
 pub mod podman;
 pub mod process;
 pub mod storage_contract;
