@@ -177,7 +177,14 @@ fn without_the_grant_an_instance_has_no_directory_and_one_granted_later_reaches_
 fn a_guest_filling_its_directory_is_stopped_at_the_quota_and_space_it_frees_is_reusable() {
     let root = tempfile::tempdir().unwrap();
     let x = echo(&limits(Some(1)), root.path());
-    let answers = run(x.as_ref(), "e1", "fill big\n");
+    let mut answers = Vec::new();
+    let log = spear_tests::logs::logged_at(tracing::Level::WARN, || {
+        answers = run(x.as_ref(), "e1", "fill big\n");
+        run(x.as_ref(), "e1b", "fill again\n");
+    });
+    // The first refusal of an instance is logged at warn, once.
+    let warned = log.matches("scratch directory is full").count();
+    assert_eq!(warned, 1, "{log}");
     let (written, error) = answers[0].split_once(' ').unwrap();
     let written: u64 = written.parse().unwrap();
     assert!(refused(error), "{answers:?}");
@@ -193,6 +200,7 @@ fn a_guest_filling_its_directory_is_stopped_at_the_quota_and_space_it_frees_is_r
     );
     // Full: not another piece fits.
     let answers = run(x.as_ref(), "e2", "fill more\n");
+    let _ = run(x.as_ref(), "e2b", "rm again\n");
     assert!(
         answers[0].strip_prefix("0 ").is_some_and(refused),
         "{answers:?}"
@@ -377,11 +385,34 @@ fn a_tree_deeper_than_a_host_path_can_name_is_counted_and_removed_like_any_other
 }
 
 #[test]
-fn open_files_are_bounded_per_instance() {
+fn open_files_and_listings_are_bounded_per_instance() {
     let root = tempfile::tempdir().unwrap();
     let x = echo(&limits(Some(1)), root.path());
     assert_eq!(
-        run(x.as_ref(), "e1", "openmany 200\ncloseall\nopenmany 5\n"),
-        ["opened 128 err quota", "ok", "opened 5"]
+        run(
+            x.as_ref(),
+            "e1",
+            "openmany 200\ncloseall\nopenmany 5\nlistmany 20\nunlistall\nlistmany 3\n"
+        ),
+        [
+            "opened 128 err quota",
+            "ok",
+            "opened 5",
+            "listed 8 err quota",
+            "ok",
+            "listed 3"
+        ]
     );
+}
+
+#[test]
+fn directories_are_bounded_in_number_so_in_depth_and_a_deep_tree_still_goes_with_its_instance() {
+    let root = tempfile::tempdir().unwrap();
+    let x = echo(&limits(Some(16)), root.path());
+    // 300 levels asked: the 257th directory is refused (at 8 KiB a level, 16 MiB would hold
+    // more), and what was made is removed with the instance, 256 levels of 200-byte names.
+    assert_eq!(run(x.as_ref(), "e1", "deep 300\n"), ["err insufficient-space"]);
+    let dir = instance_dirs(root.path())[0].clone();
+    drop(x);
+    wait_gone(&dir);
 }

@@ -26,9 +26,8 @@ pub struct WasmEngine {
     _ticker: Arc<Ticker>,
     /// The cache directory and this engine's compatibility key.
     cache: Option<Arc<(PathBuf, String)>>,
-    /// Where instances' scratch directories are made (`None`: nowhere; an error: the directory
-    /// could not be set up).
-    scratch: Option<Arc<Result<ScratchRoot, String>>>,
+    /// Where instances' scratch directories are made (`None`: nowhere).
+    scratch: Option<Arc<ScratchRoot>>,
 }
 
 struct Ticker {
@@ -69,22 +68,19 @@ impl WasmEngine {
         })
     }
 
-    /// Make granted scratch directories under `dir` (created if missing), in a directory of this
-    /// process's own ([`crate::load::scratch`]); those of processes that are gone are removed.
-    /// Without it, an instance granted a scratch directory cannot be made.
+    /// Make granted scratch directories under `dir` (created when first needed), in a directory
+    /// of this process's own ([`crate::load::scratch`]); those of processes that are gone are
+    /// removed. Without it, an instance granted a scratch directory cannot be made.
     pub fn with_scratch(mut self, dir: &Path) -> Self {
-        let root = ScratchRoot::new(dir).map_err(|e| format!("{}: {e}", dir.display()));
-        self.scratch = Some(Arc::new(root));
+        self.scratch = Some(Arc::new(ScratchRoot::new(dir)));
         self
     }
 
     /// Where instances' scratch directories are made, or why there is nowhere.
     pub(crate) fn scratch(&self) -> Result<&ScratchRoot, String> {
-        match self.scratch.as_deref() {
-            Some(Ok(root)) => Ok(root),
-            Some(Err(e)) => Err(format!("the scratch directory cannot be set up: {e}")),
-            None => Err("no scratch directory is configured for this host".into()),
-        }
+        self.scratch
+            .as_deref()
+            .ok_or_else(|| "no scratch directory is configured for this host".into())
     }
 
     /// Keep compiled components in `dir` (created when missing), keyed by the file's sha256 and

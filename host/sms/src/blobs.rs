@@ -139,24 +139,29 @@ impl Blobs {
         self.dir.join(format!("{sha}.d"))
     }
 
-    /// A file holding blob `sha`: this SMS's copy, a single SMS's, or any leader's.
-    async fn find(&self, sha: &str) -> Option<PathBuf> {
+    /// A file holding blob `sha`: this SMS's copy, a single SMS's, or the latest leader's (a
+    /// deposed leader may be deleting an older one). `None` only if there is none; an error if
+    /// that cannot be told.
+    async fn find(&self, sha: &str) -> std::io::Result<Option<PathBuf>> {
         for path in [self.path(sha), self.dir.join(sha)] {
-            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                return Some(path);
+            if tokio::fs::try_exists(&path).await? {
+                return Ok(Some(path));
             }
         }
-        let mut copies = tokio::fs::read_dir(self.copies(sha)).await.ok()?;
-        while let Ok(Some(copy)) = copies.next_entry().await {
-            if copy
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u64>().is_ok())
+        let mut copies = match tokio::fs::read_dir(self.copies(sha)).await {
+            Ok(copies) => copies,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut latest: Option<(u64, PathBuf)> = None;
+        while let Some(copy) = copies.next_entry().await? {
+            if let Some(term) = copy.file_name().to_str().and_then(|n| n.parse::<u64>().ok())
+                && latest.as_ref().is_none_or(|(t, _)| term > *t)
             {
-                return Some(copy.path());
+                latest = Some((term, copy.path()));
             }
         }
-        None
+        Ok(latest.map(|(_, path)| path))
     }
 
     fn lock(&self, sha: &str) -> &tokio::sync::Mutex<()> {
@@ -229,9 +234,10 @@ impl Blobs {
         Ok(claim)
     }
 
-    /// Whether a file of `blob` is there.
+    /// Whether a file of `blob` is there (an error telling counts as there: a passing fault
+    /// must not fail an execution for good).
     pub async fn exists(&self, blob: &BlobRef) -> bool {
-        is_sha(&blob.sha256) && self.find(&blob.sha256).await.is_some()
+        is_sha(&blob.sha256) && !matches!(self.find(&blob.sha256).await, Ok(None))
     }
 
     /// The bytes of `blob`.
@@ -242,16 +248,21 @@ impl Blobs {
                 format!("`{}` is not a SHA-256", blob.sha256),
             ));
         }
-        let gone = || {
-            io(
-                &format!("payload {}", blob.sha256),
-                "no file holds it (deleted)",
-            )
-        };
-        let path = self.find(&blob.sha256).await.ok_or_else(gone)?;
-        tokio::fs::read(path)
-            .await
-            .map_err(|e| io(&format!("payload {}", blob.sha256), e))
+        let failed = |e: std::io::Error| io(&format!("payload {}", blob.sha256), e);
+        // A copy found may go before it is read (a deposed leader's, late): look again once.
+        let mut looked = 0;
+        loop {
+            let Some(path) = self.find(&blob.sha256).await.map_err(failed)? else {
+                return Err(failed(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no file holds it (deleted)",
+                )));
+            };
+            match tokio::fs::read(path).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && looked == 0 => looked += 1,
+                other => return other.map_err(failed),
+            }
+        }
     }
 
     /// Delete each of `blobs` that no record refers to and nothing claims; returns how many were

@@ -390,7 +390,7 @@ impl ComponentFactory {
                 let dir = self
                     .engine
                     .scratch()
-                    .and_then(|root| root.make(&plugin).map_err(|e| e.to_string()))
+                    .and_then(|root| root.make(&plugin))
                     .map_err(|e| {
                         CallFailure::Host(format!("cannot make its scratch directory: {e}"))
                     })?;

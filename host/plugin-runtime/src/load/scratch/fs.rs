@@ -19,7 +19,7 @@ use wasmtime_wasi::p2::bindings::sync::filesystem::types as sync_fs;
 use wasmtime_wasi::p2::bindings::sync::io::streams;
 use wasmtime_wasi::p2::{DynOutputStream, FsError, FsResult};
 
-use super::Quota;
+use super::{MAX_PATH, New, Quota};
 use super::writer::{At, ScratchWriter};
 
 use sync_fs::HostDescriptor as Inner;
@@ -66,6 +66,15 @@ impl ScratchFs<'_> {
         self.quota.as_ref().map_or(Ok(()), |q| q.granted())
     }
 
+    /// Refuse a call once the grant is taken away, or naming a path past [`MAX_PATH`].
+    fn granted_path(&self, path: &str) -> FsResult<()> {
+        self.granted()?;
+        if self.quota.is_some() && path.len() > MAX_PATH {
+            return Err(ErrorCode::NameTooLong.into());
+        }
+        Ok(())
+    }
+
     /// The open directory behind `fd`.
     fn dir(&mut self, fd: &Resource<Descriptor>) -> FsResult<Arc<cap_std::fs::Dir>> {
         match self.fs.table.get(fd)? {
@@ -86,7 +95,7 @@ impl ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return op(self);
         };
-        quota.granted()?;
+        self.granted_path(path)?;
         let dir = self.dir(fd)?;
         quota.remove(&dir, path, same_as, || op(self))
     }
@@ -206,8 +215,11 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<sync_fs::DirectoryEntryStream>> {
-        self.granted()?;
-        Inner::read_directory(&mut self.fs, fd)
+        let Some(quota) = self.quota.clone() else {
+            return Inner::read_directory(&mut self.fs, fd);
+        };
+        quota.granted()?;
+        quota.listing(|| Inner::read_directory(&mut self.fs, fd))
     }
 
     fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
@@ -219,8 +231,11 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return Inner::create_directory_at(&mut self.fs, fd, path);
         };
-        quota.granted()?;
-        quota.entry(0, || Inner::create_directory_at(&mut self.fs, fd, path))
+        self.granted_path(&path)?;
+        let dir = self.dir(&fd)?;
+        quota.entry(&dir, &path.clone(), New::Dir, || {
+            Inner::create_directory_at(&mut self.fs, fd, path)
+        })
     }
 
     fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<sync_fs::DescriptorStat> {
@@ -234,7 +249,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         path_flags: sync_fs::PathFlags,
         path: String,
     ) -> FsResult<sync_fs::DescriptorStat> {
-        self.granted()?;
+        self.granted_path(&path)?;
         Inner::stat_at(&mut self.fs, fd, path_flags, path)
     }
 
@@ -246,7 +261,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         atim: sync_fs::NewTimestamp,
         mtim: sync_fs::NewTimestamp,
     ) -> FsResult<()> {
-        self.granted()?;
+        self.granted_path(&path)?;
         Inner::set_times_at(&mut self.fs, fd, path_flags, path, atim, mtim)
     }
 
@@ -283,7 +298,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return Inner::open_at(&mut self.fs, fd, path_flags, path, oflags, flags);
         };
-        quota.granted()?;
+        self.granted_path(&path)?;
         quota.may_open()?;
         let dir = self.dir(&fd)?;
         let follow = path_flags.contains(sync_fs::PathFlags::SYMLINK_FOLLOW);
@@ -299,7 +314,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
             Inner::open_at(&mut s.fs, fd, path_flags, path, oflags, flags)
         };
         let opened = if creates {
-            quota.entry(0, || open(self, path))?
+            quota.entry(&dir, &path.clone(), New::File, || open(self, path))?
         } else if truncates {
             quota.truncate(&dir, &path.clone(), follow, || open(self, path))?
         } else {
@@ -318,7 +333,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
     }
 
     fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
-        self.granted()?;
+        self.granted_path(&path)?;
         Inner::readlink_at(&mut self.fs, fd, path)
     }
 
@@ -335,12 +350,14 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         new_fd: Resource<Descriptor>,
         new_path: String,
     ) -> FsResult<()> {
+        // What is moved: a rename of a name that cannot be looked at is refused (the look and
+        // the call must agree on what they name, or the count would give back what stays).
         let moved = match &self.quota {
-            Some(_) => self
-                .dir(&fd)?
-                .symlink_metadata(&old_path)
-                .ok()
-                .map(|m| super::file_id(&m)),
+            Some(_) => {
+                self.granted_path(&old_path)?;
+                let meta = self.dir(&fd)?.symlink_metadata(&old_path)?;
+                Some(super::file_id(&meta))
+            }
             None => None,
         };
         self.removing(&again(&new_fd), &new_path.clone(), moved, |s| {
@@ -357,9 +374,11 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return Inner::symlink_at(&mut self.fs, fd, src_path, dest_path);
         };
-        quota.granted()?;
+        self.granted_path(&dest_path)?;
+        self.granted_path(&src_path)?;
+        let dir = self.dir(&fd)?;
         let target = src_path.len() as u64;
-        quota.entry(target, || {
+        quota.entry(&dir, &dest_path.clone(), New::Symlink(target), || {
             Inner::symlink_at(&mut self.fs, fd, src_path, dest_path)
         })
     }
@@ -413,7 +432,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         path_flags: sync_fs::PathFlags,
         path: String,
     ) -> FsResult<sync_fs::MetadataHashValue> {
-        self.granted()?;
+        self.granted_path(&path)?;
         Inner::metadata_hash_at(&mut self.fs, fd, path_flags, path)
     }
 }
@@ -428,6 +447,10 @@ impl sync_fs::HostDirectoryEntryStream for ScratchFs<'_> {
     }
 
     fn drop(&mut self, stream: Resource<sync_fs::DirectoryEntryStream>) -> wasmtime::Result<()> {
-        sync_fs::HostDirectoryEntryStream::drop(&mut self.fs, stream)
+        sync_fs::HostDirectoryEntryStream::drop(&mut self.fs, stream)?;
+        if let Some(q) = &self.quota {
+            q.listing_closed();
+        }
+        Ok(())
     }
 }

@@ -8,13 +8,15 @@
 //! refused with `insufficient-space` (as a full disk answers) when it would pass it; every call
 //! that frees something gives it back after it is done.
 //!
-//! What is counted, exactly and without walking the directory: each file's size (its logical
-//! size: a sparse hole counts), each symlink's target, and [`ENTRY`] bytes for every file,
+//! What is counted, as calls are made (no directory walk): each file's size (its logical size: a
+//! sparse hole counts), each symlink's target, each directory's own size (it grows with the
+//! names it holds, and on some filesystems never shrinks), and [`ENTRY`] bytes for every file,
 //! directory and symlink, so that a guest cannot fill the disk's inodes with empty files; at most
-//! [`MAX_ENTRIES`] names. A file unlinked (or renamed over) while the guest holds it open stays
-//! counted until its last handle is dropped. Hard links are refused (`not-permitted`): a file has
-//! one name. At most [`MAX_OPEN`] files and directories are open at once per instance (each holds
-//! a host file descriptor); one more answers `quota`.
+//! [`MAX_ENTRIES`] names, [`MAX_DIRS`] of them directories. A file unlinked (or renamed over)
+//! while the guest holds it open stays counted until its last handle is dropped. Hard links are
+//! refused (`not-permitted`): a file has one name. At most [`MAX_OPEN`] files and directories
+//! and [`MAX_LISTINGS`] directory listings are open at once per instance (one more answers
+//! `quota`); a path longer than [`MAX_PATH`] answers `name-too-long`.
 
 pub(crate) mod fs;
 mod root;
@@ -33,9 +35,18 @@ pub use root::ScratchRoot;
 /// Bytes charged for each file, directory or symlink, besides its content.
 pub const ENTRY: u64 = 4096;
 /// Names (files, directories, symlinks) one instance's directory may hold.
-pub const MAX_ENTRIES: u64 = 65_536;
+pub const MAX_ENTRIES: u64 = 16_384;
+/// Directories one instance's directory may hold, so at most as deep (the host removes the tree
+/// with a descriptor per level).
+pub const MAX_DIRS: u64 = 256;
 /// Files and directories one instance may hold open at once.
 pub const MAX_OPEN: usize = 128;
+/// Directory listings one instance may hold at once (wasmtime-wasi reads a directory whole
+/// into host memory for each).
+pub const MAX_LISTINGS: u64 = 8;
+/// The longest path a call may name, in bytes (the host's PATH_MAX: a longer one would resolve
+/// differently in the host's look before a call and in the call).
+pub const MAX_PATH: usize = 4095;
 /// Where an instance finds its scratch directory.
 pub const GUEST_PATH: &str = "/scratch";
 
@@ -58,6 +69,10 @@ struct Usage {
     used: u64,
     /// Names in the directory.
     entries: u64,
+    /// Directories among them.
+    dirs_made: u64,
+    /// Directory listings open.
+    listings: u64,
     /// Files the guest opened (a stream on a file shares its handle).
     files: Vec<Weak<cap_std::fs::File>>,
     /// Directories the guest opened.
@@ -144,18 +159,20 @@ impl Quota {
         Ok(())
     }
 
-    /// Take `bytes` more and `names` more names, or refuse.
-    fn reserve(&self, usage: &mut Usage, bytes: u64, names: u64) -> FsResult<()> {
+    /// Take `bytes` more and `names` more names (`dirs` of them directories), or refuse.
+    fn reserve(&self, usage: &mut Usage, bytes: u64, names: u64, dirs: u64) -> FsResult<()> {
         let limit = self.limit.load(Ordering::Relaxed);
         usage.reclaim();
         let fits = usage.used.saturating_add(bytes) <= limit
-            && usage.entries.saturating_add(names) <= MAX_ENTRIES;
+            && usage.entries.saturating_add(names) <= MAX_ENTRIES
+            && usage.dirs_made.saturating_add(dirs) <= MAX_DIRS;
         if !fits {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     plugin = &*self.plugin,
-                    "plugin's scratch directory is full ({} MiB, at most {MAX_ENTRIES} names; \
-                     [plugins.grants.{}] scratch_mb); its writes fail with insufficient-space",
+                    "plugin's scratch directory is full ({} MiB, at most {MAX_ENTRIES} names, \
+                     {MAX_DIRS} directories; [plugins.grants.{}] scratch_mb); its writes fail \
+                     with insufficient-space",
                     limit / (1024 * 1024),
                     self.plugin
                 );
@@ -164,19 +181,36 @@ impl Quota {
         }
         usage.used += bytes;
         usage.entries += names;
+        usage.dirs_made += dirs;
         Ok(())
     }
 
-    /// Run `op`, which makes a new name (a file, a directory, or a symlink of `extra` bytes),
-    /// charged first; a name that failed to appear is given back.
-    pub(crate) fn entry<R>(&self, extra: u64, op: impl FnOnce() -> FsResult<R>) -> FsResult<R> {
+    /// Run `op`, which makes the new name `path` in `dir`: a file, a directory, or a symlink of
+    /// `extra` bytes; charged first (a name that failed to appear is given back), then the growth
+    /// of the directory holding it and, for a directory, its own size.
+    pub(crate) fn entry<R>(
+        &self,
+        dir: &cap_std::fs::Dir,
+        path: &str,
+        kind: New,
+        op: impl FnOnce() -> FsResult<R>,
+    ) -> FsResult<R> {
+        let extra = match kind {
+            New::Symlink(target) => target,
+            New::File | New::Dir => 0,
+        };
+        let made_dir = u64::from(matches!(kind, New::Dir));
         let bytes = ENTRY.saturating_add(extra);
-        self.reserve(&mut self.lock(), bytes, 1)?;
-        let result = op();
+        let mut usage = self.lock();
+        self.reserve(&mut usage, bytes, 1, made_dir)?;
+        let result = with_parent(&mut usage, dir, path, op);
         if result.is_err() {
-            let mut usage = self.lock();
             usage.used = usage.used.saturating_sub(bytes);
             usage.entries = usage.entries.saturating_sub(1);
+            usage.dirs_made = usage.dirs_made.saturating_sub(made_dir);
+        } else if made_dir == 1 {
+            let own = dir.symlink_metadata(path).map_or(0, |m| m.len());
+            usage.used = usage.used.saturating_add(own);
         }
         result
     }
@@ -193,7 +227,7 @@ impl Quota {
         let mut usage = self.lock();
         let before = file.metadata()?.len();
         let growth = end(before).saturating_sub(before);
-        self.reserve(&mut usage, growth, 0)?;
+        self.reserve(&mut usage, growth, 0, 0)?;
         let result = op();
         let meta = file.metadata();
         let after = meta.as_ref().map_or(before + growth, |m| m.len());
@@ -225,10 +259,17 @@ impl Quota {
             .symlink_metadata(path)
             .ok()
             .filter(|m| Some(file_id(m)) != same_as);
-        let result = op()?;
-        if let Some(meta) = gone {
+        let result = with_parent(&mut usage, dir, path, op)?;
+        // The name is gone only if it no longer names the same file (a call that resolved the
+        // path otherwise than the look before it removed something else, or nothing).
+        let still = dir.symlink_metadata(path).ok().map(|m| file_id(&m));
+        if let Some(meta) = gone.filter(|m| still != Some(file_id(m))) {
             usage.entries = usage.entries.saturating_sub(1);
-            let charged = ENTRY + if meta.is_dir() { 0 } else { meta.len() };
+            if meta.is_dir() {
+                usage.dirs_made = usage.dirs_made.saturating_sub(1);
+            }
+            // A directory's own size was counted as it grew; a symlink's is its target's length.
+            let charged = ENTRY + meta.len();
             let id = file_id(&meta);
             let handles: Vec<Weak<cap_std::fs::File>> = if meta.is_file() {
                 usage
@@ -255,6 +296,23 @@ impl Quota {
             }
         }
         Ok(result)
+    }
+
+    /// Open a directory listing, or refuse past [`MAX_LISTINGS`].
+    pub(crate) fn listing<R>(&self, op: impl FnOnce() -> FsResult<R>) -> FsResult<R> {
+        let mut usage = self.lock();
+        if usage.listings >= MAX_LISTINGS {
+            return Err(ErrorCode::Quota.into());
+        }
+        let result = op()?;
+        usage.listings += 1;
+        Ok(result)
+    }
+
+    /// A directory listing was dropped.
+    pub(crate) fn listing_closed(&self) {
+        let mut usage = self.lock();
+        usage.listings = usage.listings.saturating_sub(1);
     }
 
     /// Run `op`, which opens `path` in `dir` cutting it to nothing (following a final symlink if
@@ -298,6 +356,43 @@ impl Quota {
     pub(crate) fn opened_dir(&self, dir: &Arc<cap_std::fs::Dir>) {
         self.lock().dirs.push(Arc::downgrade(dir));
     }
+}
+
+/// What [`Quota::entry`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum New {
+    /// A file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink whose target is this many bytes.
+    Symlink(u64),
+}
+
+/// The directory holding `path` in `dir` (`.` for a bare name).
+fn parent(path: &str) -> &str {
+    match std::path::Path::new(path).parent().and_then(|p| p.to_str()) {
+        Some("") | None => ".",
+        Some(p) => p,
+    }
+}
+
+/// Run `op`, which adds or removes a name of the directory holding `path` in `dir`, and count
+/// the change of that directory's size.
+fn with_parent<R>(
+    usage: &mut Usage,
+    dir: &cap_std::fs::Dir,
+    path: &str,
+    op: impl FnOnce() -> FsResult<R>,
+) -> FsResult<R> {
+    let holder = parent(path);
+    let before = dir.metadata(holder).map(|m| m.len());
+    let result = op();
+    if let (Ok(before), Ok(after)) = (before, dir.metadata(holder).map(|m| m.len())) {
+        usage.used = (usage.used.saturating_add(after.saturating_sub(before)))
+            .saturating_sub(before.saturating_sub(after));
+    }
+    result
 }
 
 impl Drop for Quota {

@@ -1,13 +1,16 @@
 //! Where one host process makes its instances' scratch directories: `<scratch_dir>/host-<pid>-<n>/`,
 //! private (mode 0700), marked as live by a lock on its `.lock` file that the process holds for
-//! its life. A directory whose lock can be taken belongs to a process that is gone (killed before
-//! it could clean up) and is removed when a host next starts on the same `scratch_dir`; anything
-//! else there is left alone.
+//! its life. It is made as `.new-<pid>-<n>` and renamed to its name once locked, so a sweep never
+//! sees a live directory unlocked. A `host-` directory whose lock can be taken belongs to a
+//! process that is gone (killed before it could clean up): a host starting on the same
+//! `scratch_dir` renames it to `.dead-…` while holding its lock, then removes it; `.new-` and
+//! `.dead-` leftovers whose lock is free go too; anything else there is left alone. (flock
+//! locks: `scratch_dir` must be a local filesystem.)
 
 use std::fs::{DirBuilder, File, TryLockError};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 
@@ -17,38 +20,56 @@ const LOCK: &str = ".lock";
 /// Instance directories made by this process, for unique names.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// The scratch directories of this host process.
+/// The scratch directories of this host process, under `scratch_dir`. Nothing is made there
+/// until an instance needs it (a host whose plugins are granted none leaves no trace).
 #[derive(Debug)]
 pub struct ScratchRoot {
-    pub(super) dir: PathBuf,
-    /// Held locked while the process lives.
+    scratch_dir: PathBuf,
+    host: Mutex<Option<Arc<HostDir>>>,
+}
+
+/// This process's directory, locked while it lives.
+#[derive(Debug)]
+struct HostDir {
+    dir: PathBuf,
     _lock: File,
 }
 
 impl ScratchRoot {
-    /// Make this process's directory under `scratch_dir` (created if missing), and remove, in the
-    /// background, those of processes that are gone.
-    pub fn new(scratch_dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(scratch_dir)?;
-        sweep_dead(scratch_dir);
-        let (dir, lock) = loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = scratch_dir.join(format!("host-{}-{n}", std::process::id()));
-            match private_dir(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    let lock = File::create(dir.join(LOCK))?;
-                    lock.try_lock().map_err(std::io::Error::from)?;
-                    break (dir, lock);
-                }
-            }
-        };
-        Ok(Self { dir, _lock: lock })
+    /// The root under `scratch_dir`; if that exists, the directories of processes that are gone
+    /// are removed, in the background.
+    pub fn new(scratch_dir: &Path) -> Self {
+        if scratch_dir.is_dir() {
+            sweep_dead(scratch_dir);
+        }
+        Self {
+            scratch_dir: scratch_dir.to_path_buf(),
+            host: Mutex::new(None),
+        }
+    }
+
+    /// This process's directory, made at the first call.
+    fn host(&self) -> std::io::Result<Arc<HostDir>> {
+        let mut host = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = &*host {
+            return Ok(h.clone());
+        }
+        let made = Arc::new(HostDir::make(&self.scratch_dir)?);
+        *host = Some(made.clone());
+        Ok(made)
+    }
+
+    /// This process's directory, if made.
+    #[cfg(test)]
+    pub(super) fn host_dir(&self) -> Option<PathBuf> {
+        let host = self.host.lock().unwrap_or_else(|p| p.into_inner());
+        host.as_ref().map(|h| h.dir.clone())
     }
 
     /// Make a new empty directory for an instance of `plugin`.
-    pub(crate) fn make(&self, plugin: &str) -> std::io::Result<PathBuf> {
+    pub(crate) fn make(&self, plugin: &str) -> Result<PathBuf, String> {
+        let failed = |e: std::io::Error| format!("{}: {e}", self.scratch_dir.display());
+        let host = self.host().map_err(failed)?;
         let name: String = plugin
             .chars()
             .take(64)
@@ -62,16 +83,49 @@ impl ScratchRoot {
             .collect();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(format!("{name}-{n}"));
+            let path = host.dir.join(format!("{name}-{n}"));
             match private_dir(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                other => return other.map(|()| path),
+                other => return other.map(|()| path).map_err(failed),
             }
         }
     }
 }
 
-impl Drop for ScratchRoot {
+impl HostDir {
+    /// Make this process's directory under `scratch_dir` (created if missing).
+    fn make(scratch_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(scratch_dir)?;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{}-{n}", std::process::id());
+            let new = scratch_dir.join(format!(".new-{name}"));
+            let dir = scratch_dir.join(format!("host-{name}"));
+            match private_dir(&new) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            // (A host sweeping at this moment may take it for a leftover: then try another.)
+            let lock = File::create(new.join(LOCK))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+            if dir.exists() {
+                continue;
+            }
+            match std::fs::rename(&new, &dir) {
+                Ok(()) => return Ok(Self { dir, _lock: lock }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for HostDir {
     fn drop(&mut self) {
         remove_later(std::mem::take(&mut self.dir));
     }
@@ -82,21 +136,37 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     DirBuilder::new().mode(0o700).create(path)
 }
 
-/// Remove the `host-*` directories under `scratch_dir` whose lock can be taken (their process is
-/// gone).
+/// Remove the `host-`, `.new-` and `.dead-` directories under `scratch_dir` whose lock can be
+/// taken (their process is gone).
 fn sweep_dead(scratch_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(scratch_dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("host-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = ["host-", ".new-", ".dead-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+        else {
             continue;
-        }
+        };
         let Ok(lock) = File::open(entry.path().join(LOCK)) else {
             continue;
         };
         match lock.try_lock() {
-            Ok(()) => remove_later(entry.path()),
+            Ok(()) => {
+                // Out of the way under the lock first: no other host can then take it for live.
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let dead = scratch_dir.join(format!(".dead-{rest}-{}-{n}", std::process::id()));
+                match std::fs::rename(entry.path(), &dead) {
+                    Ok(()) => remove_later(dead),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(
+                        dir = %entry.path().display(),
+                        "cannot remove a stale plugin scratch directory: {e}"
+                    ),
+                }
+            }
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => tracing::warn!(
                 dir = %entry.path().display(),

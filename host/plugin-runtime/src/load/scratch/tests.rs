@@ -16,7 +16,7 @@ struct Fixture {
 
 fn fixture(limit: u64) -> Fixture {
     let root = tempfile::tempdir().unwrap();
-    let host = ScratchRoot::new(root.path()).unwrap();
+    let host = ScratchRoot::new(root.path());
     let path = host.make("p/lugin").unwrap();
     assert!(
         path.file_name()
@@ -37,9 +37,9 @@ fn fixture(limit: u64) -> Fixture {
 impl Fixture {
     /// Make `name` (charged) and open it.
     fn create(&self, name: &str) -> FsResult<Arc<cap_std::fs::File>> {
-        let file = self
-            .quota
-            .entry(0, || Ok(Arc::new(self.dir.create(name)?)))?;
+        let file = self.quota.entry(&self.dir, name, New::File, || {
+            Ok(Arc::new(self.dir.create(name)?))
+        })?;
         self.quota.opened_file(&file);
         Ok(file)
     }
@@ -133,18 +133,24 @@ fn a_file_unlinked_while_open_stays_counted_until_its_last_handle_goes() {
 #[test]
 fn names_are_bounded_a_failed_entry_is_given_back_and_taking_the_grant_away_refuses() {
     let f = fixture(ENTRY);
-    let failed: FsResult<()> = f.quota.entry(0, || Err(ErrorCode::Exist.into()));
+    let nothing = || -> FsResult<()> { Ok(()) };
+    let failed: FsResult<()> = f
+        .quota
+        .entry(&f.dir, "x", New::File, || Err(ErrorCode::Exist.into()));
     assert!(failed.is_err());
     assert_eq!(f.quota.counted(), (0, 0));
-    f.quota.entry(0, || Ok(())).unwrap();
-    assert!(full(f.quota.entry(0, || Ok(()))));
+    f.quota.entry(&f.dir, "x", New::File, nothing).unwrap();
+    assert!(full(f.quota.entry(&f.dir, "y", New::File, nothing)));
     f.quota.set_limit(u64::MAX);
-    {
-        let mut usage = f.quota.lock();
-        usage.entries = MAX_ENTRIES;
-    }
+    f.quota.lock().dirs_made = MAX_DIRS;
     assert!(
-        full(f.quota.entry(0, || Ok(()))),
+        full(f.quota.entry(&f.dir, "d", New::Dir, nothing)),
+        "at most MAX_DIRS"
+    );
+    f.quota.entry(&f.dir, "y", New::File, nothing).unwrap();
+    f.quota.lock().entries = MAX_ENTRIES;
+    assert!(
+        full(f.quota.entry(&f.dir, "z", New::File, nothing)),
         "at most MAX_ENTRIES names"
     );
     f.quota.set_limit(0);
@@ -158,7 +164,7 @@ fn directories_go_with_their_instance_and_their_host_and_dead_hosts_are_swept() 
     let path = f.quota.dir().to_path_buf();
     let a = f.create("a").unwrap();
     f.write(&a, 0, 100).unwrap();
-    let mine = path.parent().unwrap().to_path_buf();
+    let mine = f.host.host_dir().unwrap();
     let scratch_dir = mine.parent().unwrap().to_path_buf();
     let Fixture {
         _root,
@@ -168,17 +174,29 @@ fn directories_go_with_their_instance_and_their_host_and_dead_hosts_are_swept() 
     } = f;
     drop((a, quota, dir));
     wait_gone(&path);
-    // A host that died: its lock is free. Another live one's is held; other names are not ours.
+    // Hosts that died: their locks are free. Another live one's is held; other names are not
+    // ours, nor a directory without a lock.
     let dead = scratch_dir.join("host-1-1");
     std::fs::create_dir_all(dead.join("p-1")).unwrap();
     std::fs::write(dead.join(".lock"), b"").unwrap();
-    let live = ScratchRoot::new(&scratch_dir).unwrap();
+    let half = scratch_dir.join(".new-1-2");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join(".lock"), b"").unwrap();
+    let live = ScratchRoot::new(&scratch_dir);
+    live.make("q").unwrap();
     std::fs::create_dir_all(scratch_dir.join("keep")).unwrap();
     std::fs::create_dir_all(scratch_dir.join("host-2-2")).unwrap();
-    let again = ScratchRoot::new(&scratch_dir).unwrap();
+    let again = ScratchRoot::new(&scratch_dir);
     wait_gone(&dead);
-    assert!(mine.exists() && live.dir.exists() && again.dir.exists());
+    wait_gone(&half);
+    assert!(mine.exists() && live.host_dir().unwrap().exists());
     assert!(scratch_dir.join("keep").exists() && scratch_dir.join("host-2-2").exists());
+    // Nothing is made until an instance needs it.
+    assert!(again.host_dir().is_none());
+    let untouched = tempfile::tempdir().unwrap();
+    let never = untouched.path().join("scratch");
+    drop(ScratchRoot::new(&never));
+    assert!(!never.exists());
     drop(host);
     wait_gone(&mine);
 }
@@ -189,4 +207,63 @@ fn wait_gone(path: &std::path::Path) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(!path.exists(), "{} is still there", path.display());
+}
+
+/// A directory counts its own size, which grows with the names it holds (and on ext4 never
+/// shrinks): what the guest makes and removes is counted as the disk holds it.
+#[test]
+fn directories_count_their_own_size_as_it_changes() {
+    let f = fixture(1 << 30);
+    let root_before = f.dir.dir_metadata().unwrap().len();
+    f.quota
+        .entry(&f.dir, "d", New::Dir, || Ok(f.dir.create_dir("d")?))
+        .unwrap();
+    let long = "n".repeat(200);
+    for i in 0..100 {
+        let name = format!("d/{long}{i}");
+        f.quota
+            .entry(&f.dir, &name, New::File, || {
+                f.dir.create(&name)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    let sizes = |f: &Fixture| {
+        let root = f.dir.dir_metadata().unwrap().len() - root_before;
+        let d = f.dir.symlink_metadata("d").unwrap().len();
+        (root, d)
+    };
+    let (root, d) = sizes(&f);
+    assert!(d > 4096, "a directory of 100 long names grew: {d}");
+    assert_eq!(f.quota.counted(), (101 * ENTRY + d + root, 101));
+    for i in 0..100 {
+        let name = format!("d/{long}{i}");
+        f.quota
+            .remove(&f.dir, &name, None, || Ok(f.dir.remove_file(&name)?))
+            .unwrap();
+    }
+    let (root, d) = sizes(&f);
+    assert_eq!(f.quota.counted(), (ENTRY + d + root, 1));
+    f.quota
+        .remove(&f.dir, "d", None, || Ok(f.dir.remove_dir("d")?))
+        .unwrap();
+    let root = f.dir.dir_metadata().unwrap().len() - root_before;
+    assert_eq!(f.quota.counted(), (root, 0));
+}
+
+/// What a removal gives back is what is gone: a call that succeeds without removing the name
+/// (a rename onto itself, a path the look before it resolved otherwise) gives back nothing.
+#[test]
+fn a_removal_that_removed_nothing_gives_nothing_back() {
+    let f = fixture(1 << 20);
+    let a = f.create("a").unwrap();
+    f.write(&a, 0, 5000).unwrap();
+    let counted = f.quota.counted();
+    f.quota.remove(&f.dir, "a", None, || Ok(())).unwrap();
+    assert_eq!(f.quota.counted(), counted);
+    let id = file_id(&f.dir.symlink_metadata("a").unwrap());
+    f.quota
+        .remove(&f.dir, "a", Some(id), || Ok(f.dir.rename("a", &f.dir, "a")?))
+        .unwrap();
+    assert_eq!(f.quota.counted(), counted);
 }
