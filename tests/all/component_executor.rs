@@ -136,7 +136,6 @@ fn started_work_not_yet_destroyed_is_bounded() {
     assert_eq!(x.start(&spec("one-more", b"", 0)).unwrap(), "one-more");
 }
 
-
 /// What the host logs while `f` runs (info and above).
 fn logged(f: impl FnOnce()) -> String {
     spear_tests::logs::logged_at(tracing::Level::INFO, f)
@@ -250,7 +249,9 @@ fn refused_hosts_are_named_at_warn_for_the_first_sixteen_of_an_instance() {
     assert_eq!(warned.len(), 16, "{log}");
     for i in 0..16 {
         assert!(
-            warned.iter().any(|l| l.contains(&format!("h{i}.invalid:9"))),
+            warned
+                .iter()
+                .any(|l| l.contains(&format!("h{i}.invalid:9"))),
             "h{i}: {log}"
         );
     }

@@ -303,5 +303,8 @@ fn a_component_storage_backend_keeps_its_data_when_a_reload_lowers_the_limits() 
             .try_for_each(|i| fresh.put(format!("k{i}").as_bytes(), &value))
             .ok()
     });
-    assert!(fits.is_none(), "3 MiB in a new instance under a 2 MiB limit");
+    assert!(
+        fits.is_none(),
+        "3 MiB in a new instance under a 2 MiB limit"
+    );
 }

@@ -155,7 +155,10 @@ impl Blobs {
         };
         let mut latest: Option<(u64, PathBuf)> = None;
         while let Some(copy) = copies.next_entry().await? {
-            if let Some(term) = copy.file_name().to_str().and_then(|n| n.parse::<u64>().ok())
+            if let Some(term) = copy
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
                 && latest.as_ref().is_none_or(|(t, _)| term > *t)
             {
                 latest = Some((term, copy.path()));

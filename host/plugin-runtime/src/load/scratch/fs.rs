@@ -19,8 +19,8 @@ use wasmtime_wasi::p2::bindings::sync::filesystem::types as sync_fs;
 use wasmtime_wasi::p2::bindings::sync::io::streams;
 use wasmtime_wasi::p2::{DynOutputStream, FsError, FsResult};
 
-use super::{MAX_PATH, New, Quota};
 use super::writer::{At, ScratchWriter};
+use super::{MAX_PATH, New, Quota};
 
 use sync_fs::HostDescriptor as Inner;
 

@@ -263,7 +263,9 @@ fn a_removal_that_removed_nothing_gives_nothing_back() {
     assert_eq!(f.quota.counted(), counted);
     let id = file_id(&f.dir.symlink_metadata("a").unwrap());
     f.quota
-        .remove(&f.dir, "a", Some(id), || Ok(f.dir.rename("a", &f.dir, "a")?))
+        .remove(&f.dir, "a", Some(id), || {
+            Ok(f.dir.rename("a", &f.dir, "a")?)
+        })
         .unwrap();
     assert_eq!(f.quota.counted(), counted);
 }
