@@ -425,3 +425,30 @@ fn directories_are_bounded_in_number_so_in_depth_and_a_deep_tree_still_goes_with
     drop(x);
     wait_gone(&dir);
 }
+
+#[test]
+fn names_the_count_could_misread_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let x = echo(&limits(Some(1)), root.path());
+    assert_eq!(
+        run(
+            x.as_ref(),
+            "e1",
+            "mkdir D\nmkdir x\nsymlink ../D x/L\nwrite a 10\nrename a x/L/\nrename a ./x/L/.\n\
+             symlink D/new dangling\nwrite dangling 5\nsize a\n"
+        ),
+        [
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            // A trailing `/` follows the symlink in a look and not in the rename.
+            "err invalid",
+            "err invalid",
+            "ok",
+            // A file made through a dangling symlink lands in another directory.
+            "err PermissionDenied",
+            "10"
+        ]
+    );
+}

@@ -296,15 +296,17 @@ fn a_component_storage_backend_keeps_its_data_when_a_reload_lowers_the_limits() 
             "k{i}"
         );
     }
-    // A new instance takes the limits in force: 2 MiB cannot hold this.
-    let fits = plugin.storage().ok().and_then(|mut fresh| {
-        fresh.open("{}").ok()?;
-        (0..3)
-            .try_for_each(|i| fresh.put(format!("k{i}").as_bytes(), &value))
-            .ok()
+    // A new instance takes the limits in force: 2 MiB cannot hold this (budgets ample, so that
+    // it is the memory limit that refuses).
+    limits.set(LimitValues {
+        memory_limit_mb: 2,
+        ..LimitValues::default()
     });
-    assert!(
-        fits.is_none(),
-        "3 MiB in a new instance under a 2 MiB limit"
-    );
+    let mut fresh = plugin.storage().unwrap();
+    fresh.open("{}").unwrap();
+    let refused = (0..3)
+        .try_for_each(|i| fresh.put(format!("k{i}").as_bytes(), &value))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("memory limit of 2 MiB"), "{refused}");
 }

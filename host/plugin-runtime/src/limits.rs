@@ -19,8 +19,8 @@ pub struct Limits {
     memory_limit_mb: AtomicU64,
     quarantine_after: AtomicU32,
     wall_factor: AtomicU32,
-    /// `[plugins.grants]`, read by WASM components at every call.
-    grants: ArcSwap<GrantTable>,
+    /// `[plugins.grants]`, read by WASM components at every call (shared with snapshots).
+    grants: Arc<ArcSwap<GrantTable>>,
 }
 
 /// A plain copy of [`Limits`].
@@ -60,7 +60,7 @@ impl Limits {
             memory_limit_mb: AtomicU64::new(values.memory_limit_mb),
             quarantine_after: AtomicU32::new(values.quarantine_after),
             wall_factor: AtomicU32::new(values.wall_factor),
-            grants: ArcSwap::from_pointee(GrantTable::new()),
+            grants: Arc::new(ArcSwap::from_pointee(GrantTable::new())),
         }
     }
 
@@ -74,10 +74,11 @@ impl Limits {
         self.grants.load().get(plugin).cloned()
     }
 
-    /// A copy of these limits and grants that no later change reaches.
+    /// A copy of these limits that no later change reaches, sharing the grants (which a reload
+    /// still changes: taking a grant away must reach every instance).
     pub fn snapshot(&self) -> Self {
-        let copy = Self::new(self.get());
-        copy.set_grants(GrantTable::clone(&self.grants.load()));
+        let mut copy = Self::new(self.get());
+        copy.grants = self.grants.clone();
         copy
     }
 
@@ -134,5 +135,26 @@ impl Budget {
     /// Start this budget's clock for a call on the current thread.
     pub(crate) fn start(self, limits: &Limits) -> crate::budget::CallBudget {
         crate::budget::CallBudget::start(self.millis(limits), limits.get().wall_factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::Grant;
+
+    #[test]
+    fn a_snapshot_keeps_its_limits_and_follows_the_grants() {
+        let live = Limits::new(LimitValues::default());
+        let frozen = live.snapshot();
+        live.set(LimitValues {
+            memory_limit_mb: 2,
+            ..LimitValues::default()
+        });
+        live.set_grants(GrantTable::from([("kv".to_owned(), Grant::default())]));
+        assert_eq!(frozen.get(), LimitValues::default());
+        assert!(frozen.grant("kv").is_some());
+        live.set_grants(GrantTable::new());
+        assert!(frozen.grant("kv").is_none());
     }
 }

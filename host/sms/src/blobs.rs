@@ -350,14 +350,14 @@ impl Blobs {
 
     /// Delete what a crash or an abandoned write left: blobs no record refers to and temporary
     /// files, each older than `grace` (a younger one may be on its way into a record). Walks the
-    /// whole directory; returns how many files went.
+    /// whole directory; returns how many files went (on failures, the first, after the walk).
     pub async fn sweep_orphans(&self, db: &Db, grace: std::time::Duration) -> Result<usize> {
         let mut dir = match tokio::fs::read_dir(&self.dir).await {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(io("the payload directory", e)),
         };
-        let mut deleted = 0;
+        let (mut deleted, mut failed) = (0, None);
         while let Some(entry) = dir
             .next_entry()
             .await
@@ -378,14 +378,19 @@ impl Blobs {
                 if tokio::fs::remove_file(entry.path()).await.is_ok() {
                     deleted += 1;
                 }
-            } else if self
-                .release_one(db, name.strip_suffix(".d").unwrap_or(&name))
-                .await?
-            {
-                deleted += 1;
+            } else {
+                // One entry that cannot be released (a stray directory, say) does not stop the
+                // walk at the same place every time: the first failure is answered at the end.
+                match self
+                    .release_one(db, name.strip_suffix(".d").unwrap_or(&name))
+                    .await
+                {
+                    Ok(gone) => deleted += usize::from(gone),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
             }
         }
-        Ok(deleted)
+        failed.map_or(Ok(deleted), Err)
     }
 }
 
@@ -510,5 +515,30 @@ mod tests {
         assert_eq!(single.read(&leader).await.unwrap(), bytes);
         assert_eq!(single.release(&db, [leader.clone()]).await.unwrap(), 1);
         assert!(!single.exists(&leader).await);
+    }
+
+    /// An entry that cannot be released does not keep the walk from the orphans after it.
+    #[tokio::test]
+    async fn a_sweep_goes_past_an_entry_it_cannot_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(
+            spear_plugin_api::memory_store::MemoryStore::default(),
+        ));
+        let blobs = Blobs::new(dir.path().join("blobs"));
+        let orphans: Vec<BlobRef> =
+            futures::future::join_all((0u8..20).map(|i| blobs.put(vec![i; 2000])))
+                .await
+                .into_iter()
+                .map(|c| c.unwrap().blob.clone())
+                .collect();
+        // A directory where a blob's file would be: removing it as a file fails.
+        let stray = "f".repeat(64);
+        std::fs::create_dir_all(dir.path().join("blobs").join(&stray).join("x")).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let swept = blobs.sweep_orphans(&db, std::time::Duration::ZERO).await;
+        assert!(swept.is_err(), "the stray directory's failure is answered");
+        for o in &orphans {
+            assert!(!blobs.exists(o).await, "{} swept all the same", o.sha256);
+        }
     }
 }

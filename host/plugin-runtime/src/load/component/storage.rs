@@ -31,9 +31,10 @@ pub struct ComponentStorage {
 impl ComponentFactory {
     /// A fresh storage-backend instance (unopened: its state is empty until `open`).
     ///
-    /// It runs under the limits and grants in force now, kept for its life: its data lives in
-    /// the instance (or behind it), so a reload that lowered them (a memory limit under what it
+    /// It runs under the limits in force now, kept for its life: its data lives in the
+    /// instance (or behind it), so a reload that lowered them (a memory limit under what it
     /// holds, a budget its next write needs) would cost that data. A restart applies new ones.
+    /// Its grants follow reloads like any plugin's.
     pub fn storage(&self, plugin: &str) -> CallResult<ComponentStorage> {
         let frozen = Self {
             limits: Arc::new(self.limits.snapshot()),

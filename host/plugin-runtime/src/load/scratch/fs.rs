@@ -75,6 +75,23 @@ impl ScratchFs<'_> {
         Ok(())
     }
 
+    /// [`granted_path`](Self::granted_path) for a call that makes, replaces or removes the
+    /// name `path`: it must end in a plain name (not `/`, `.` or `..`), so that the look before
+    /// the call and the call resolve it alike (a trailing `/` follows a final symlink in one and
+    /// not the other).
+    fn granted_name(&self, path: &str) -> FsResult<()> {
+        self.granted_path(path)?;
+        let plain = matches!(
+            std::path::Path::new(path).components().next_back(),
+            Some(std::path::Component::Normal(_))
+        ) && !path.ends_with('/')
+            && !path.ends_with("/.");
+        if self.quota.is_some() && !plain {
+            return Err(ErrorCode::Invalid.into());
+        }
+        Ok(())
+    }
+
     /// The open directory behind `fd`.
     fn dir(&mut self, fd: &Resource<Descriptor>) -> FsResult<Arc<cap_std::fs::Dir>> {
         match self.fs.table.get(fd)? {
@@ -95,7 +112,7 @@ impl ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return op(self);
         };
-        self.granted_path(path)?;
+        self.granted_name(path)?;
         let dir = self.dir(fd)?;
         quota.remove(&dir, path, same_as, || op(self))
     }
@@ -231,7 +248,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return Inner::create_directory_at(&mut self.fs, fd, path);
         };
-        self.granted_path(&path)?;
+        self.granted_name(&path)?;
         let dir = self.dir(&fd)?;
         quota.entry(&dir, &path.clone(), New::Dir, || {
             Inner::create_directory_at(&mut self.fs, fd, path)
@@ -309,6 +326,14 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
             dir.symlink_metadata(&path)
         };
         let creates = oflags.contains(sync_fs::OpenFlags::CREATE) && there.is_err();
+        if creates {
+            self.granted_name(&path)?;
+            // A file made through a dangling symlink would land in another directory than the
+            // one holding the name, whose growth is the one counted.
+            if dir.symlink_metadata(&path).is_ok() {
+                return Err(ErrorCode::NotPermitted.into());
+            }
+        }
         let truncates = oflags.contains(sync_fs::OpenFlags::TRUNCATE) && there.is_ok();
         let open = |s: &mut Self, path: String| {
             Inner::open_at(&mut s.fs, fd, path_flags, path, oflags, flags)
@@ -354,7 +379,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         // the call must agree on what they name, or the count would give back what stays).
         let moved = match &self.quota {
             Some(_) => {
-                self.granted_path(&old_path)?;
+                self.granted_name(&old_path)?;
                 let meta = self.dir(&fd)?.symlink_metadata(&old_path)?;
                 Some(super::file_id(&meta))
             }
@@ -374,7 +399,7 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
         let Some(quota) = self.quota.clone() else {
             return Inner::symlink_at(&mut self.fs, fd, src_path, dest_path);
         };
-        self.granted_path(&dest_path)?;
+        self.granted_name(&dest_path)?;
         self.granted_path(&src_path)?;
         let dir = self.dir(&fd)?;
         let target = src_path.len() as u64;

@@ -86,9 +86,34 @@ struct Usage {
 struct Orphan {
     /// Its device and inode.
     id: (u64, u64),
-    handles: Vec<Weak<cap_std::fs::File>>,
+    handles: Vec<Handle>,
     /// Bytes it is counted for (its size and [`ENTRY`]).
     charged: u64,
+}
+
+/// A handle the guest holds on a file or directory.
+#[derive(Debug, Clone)]
+enum Handle {
+    File(Weak<cap_std::fs::File>),
+    Dir(Weak<cap_std::fs::Dir>),
+}
+
+impl Handle {
+    fn alive(&self) -> bool {
+        match self {
+            Handle::File(f) => f.strong_count() > 0,
+            Handle::Dir(d) => d.strong_count() > 0,
+        }
+    }
+
+    /// The device and inode it is open on, if still open.
+    fn id(&self) -> Option<(u64, u64)> {
+        let meta = match self {
+            Handle::File(f) => f.upgrade()?.metadata().ok()?,
+            Handle::Dir(d) => d.upgrade()?.dir_metadata().ok()?,
+        };
+        Some(file_id(&meta))
+    }
 }
 
 /// A file's device and inode.
@@ -101,7 +126,7 @@ impl Usage {
     fn reclaim(&mut self) {
         let mut freed = 0;
         self.orphans.retain(|o| {
-            let open = o.handles.iter().any(|h| h.strong_count() > 0);
+            let open = o.handles.iter().any(Handle::alive);
             if !open {
                 freed += o.charged;
             }
@@ -271,17 +296,11 @@ impl Quota {
             // A directory's own size was counted as it grew; a symlink's is its target's length.
             let charged = ENTRY + meta.len();
             let id = file_id(&meta);
-            let handles: Vec<Weak<cap_std::fs::File>> = if meta.is_file() {
-                usage
-                    .files
-                    .iter()
-                    .filter(|f| {
-                        f.upgrade()
-                            .and_then(|f| f.metadata().ok())
-                            .is_some_and(|m| file_id(&m) == id)
-                    })
-                    .cloned()
-                    .collect()
+            // A file or directory the guest still holds open keeps its blocks until closed.
+            let handles: Vec<Handle> = if meta.is_file() || meta.is_dir() {
+                let files = usage.files.iter().cloned().map(Handle::File);
+                let dirs = usage.dirs.iter().cloned().map(Handle::Dir);
+                files.chain(dirs).filter(|h| h.id() == Some(id)).collect()
             } else {
                 Vec::new()
             };
@@ -385,10 +404,12 @@ fn with_parent<R>(
     path: &str,
     op: impl FnOnce() -> FsResult<R>,
 ) -> FsResult<R> {
-    let holder = parent(path);
-    let before = dir.metadata(holder).map(|m| m.len());
+    // Measured through a handle: the same directory before and after, whatever the call does
+    // to the path that named it. One that cannot be opened is not changed by this call.
+    let holder = dir.open_dir(parent(path))?;
+    let before = holder.dir_metadata()?.len();
     let result = op();
-    if let (Ok(before), Ok(after)) = (before, dir.metadata(holder).map(|m| m.len())) {
+    if let Ok(after) = holder.dir_metadata().map(|m| m.len()) {
         usage.used = (usage.used.saturating_add(after.saturating_sub(before)))
             .saturating_sub(before.saturating_sub(after));
     }

@@ -144,20 +144,25 @@ fn sweep_dead(scratch_dir: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = ["host-", ".new-", ".dead-"]
+        if !["host-", ".new-", ".dead-"]
             .iter()
-            .find_map(|p| name.strip_prefix(p))
-        else {
+            .any(|p| name.starts_with(p))
+        {
             continue;
-        };
+        }
         let Ok(lock) = File::open(entry.path().join(LOCK)) else {
+            // Only a sweep makes `.dead-` directories, under their lock: one without a lock is
+            // a removal cut short (its lock file goes last).
+            if name.starts_with(".dead-") {
+                remove_later(entry.path());
+            }
             continue;
         };
         match lock.try_lock() {
             Ok(()) => {
                 // Out of the way under the lock first: no other host can then take it for live.
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let dead = scratch_dir.join(format!(".dead-{rest}-{}-{n}", std::process::id()));
+                let dead = scratch_dir.join(format!(".dead-{}-{n}", std::process::id()));
                 match std::fs::rename(entry.path(), &dead) {
                     Ok(()) => remove_later(dead),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -187,7 +192,7 @@ pub(crate) fn remove_later(dir: PathBuf) {
             .name("spear-scratch-reaper".into())
             .spawn(move || {
                 for dir in rx {
-                    if let Err(e) = std::fs::remove_dir_all(&dir)
+                    if let Err(e) = remove_tree(&dir)
                         && e.kind() != std::io::ErrorKind::NotFound
                     {
                         tracing::warn!(dir = %dir.display(), "cannot remove a plugin scratch directory: {e}");
@@ -202,6 +207,27 @@ pub(crate) fn remove_later(dir: PathBuf) {
     if let Err(gone) = sender.send(dir) {
         // The reaper could not start: remove it here.
         *reaper = None;
-        let _ = std::fs::remove_dir_all(gone.0);
+        let _ = remove_tree(&gone.0);
     }
+}
+
+/// Remove `dir` and everything in it, its lock file last: a removal cut short (the process
+/// ending) leaves a directory a later sweep still recognizes.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == LOCK {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    match std::fs::remove_file(dir.join(LOCK)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::remove_dir(dir)
 }
