@@ -334,14 +334,20 @@ impl sync_fs::HostDescriptor for ScratchFs<'_> {
                 return Err(ErrorCode::NotPermitted.into());
             }
         }
-        let truncates = oflags.contains(sync_fs::OpenFlags::TRUNCATE) && there.is_ok();
+        // The bytes a truncating open of a file that is there gives back.
+        let truncated = match &there {
+            Ok(meta) if oflags.contains(sync_fs::OpenFlags::TRUNCATE) && meta.is_file() => {
+                Some(meta.len())
+            }
+            _ => None,
+        };
         let open = |s: &mut Self, path: String| {
             Inner::open_at(&mut s.fs, fd, path_flags, path, oflags, flags)
         };
         let opened = if creates {
             quota.entry(&dir, &path.clone(), New::File, || open(self, path))?
-        } else if truncates {
-            quota.truncate(&dir, &path.clone(), follow, || open(self, path))?
+        } else if let Some(held) = truncated {
+            quota.truncate(held, || open(self, path))?
         } else {
             open(self, path)?
         };

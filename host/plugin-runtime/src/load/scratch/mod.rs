@@ -334,27 +334,11 @@ impl Quota {
         usage.listings = usage.listings.saturating_sub(1);
     }
 
-    /// Run `op`, which opens `path` in `dir` cutting it to nothing (following a final symlink if
-    /// `follow`), then give back the bytes it held.
-    pub(crate) fn truncate<R>(
-        &self,
-        dir: &cap_std::fs::Dir,
-        path: &str,
-        follow: bool,
-        op: impl FnOnce() -> FsResult<R>,
-    ) -> FsResult<R> {
-        let before = if follow {
-            dir.metadata(path)
-        } else {
-            dir.symlink_metadata(path)
-        };
+    /// Run `op`, which opens a file of `held` bytes cutting it to nothing, then give them back.
+    pub(crate) fn truncate<R>(&self, held: u64, op: impl FnOnce() -> FsResult<R>) -> FsResult<R> {
         let result = op()?;
-        if let Ok(meta) = before
-            && meta.is_file()
-        {
-            let mut usage = self.lock();
-            usage.used = usage.used.saturating_sub(meta.len());
-        }
+        let mut usage = self.lock();
+        usage.used = usage.used.saturating_sub(held);
         Ok(result)
     }
 
